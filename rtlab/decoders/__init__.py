@@ -1,0 +1,50 @@
+"""Decoders turn the bytes a client sends into 16 kHz mono float32 PCM.
+
+Each session owns one decoder. Decoders are plugins (``register_decoders``); the
+built-in ones are :class:`FFmpegDecoder` (``"ffmpeg"``, any format FFmpeg reads from a
+pipe) and :class:`PCMDecoder` (``"pcm_s16le"``, raw PCM, no process).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+
+class Decoder:
+    """The decoder contract. ``state`` moves IDLE → RUNNING → STOPPED.
+
+    ``start`` and ``stop`` are idempotent. ``read`` returns the next PCM chunk, or None
+    once the input has ended and everything was returned; it raises
+    :class:`~rtlab.errors.DecoderError` when the input cannot be decoded.
+    """
+
+    name: ClassVar[str] = ""
+    state: str = "IDLE"
+
+    async def start(self) -> bool:
+        """Begin decoding; returns True when running (also if it already was)."""
+        raise NotImplementedError
+
+    async def write(self, data: bytes) -> None:
+        """Feed encoded bytes, in chunks of any size; waits when the decoder is full."""
+        raise NotImplementedError
+
+    async def end_input(self) -> None:
+        """Declare the end of the input; ``read`` returns None once all is decoded."""
+        raise NotImplementedError
+
+    async def read(self) -> np.ndarray | None:
+        """The next float32 PCM chunk, or None at the end of the stream."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Release everything; safe to call at any time, any number of times."""
+        raise NotImplementedError
+
+
+from .ffmpeg import FFmpegDecoder, find_ffmpeg  # noqa: E402
+from .pcm import PCMDecoder  # noqa: E402
+
+__all__ = ["Decoder", "FFmpegDecoder", "PCMDecoder", "find_ffmpeg"]

@@ -1,0 +1,60 @@
+"""Raw PCM input (s16le, 16 kHz, mono) for clients that already send samples."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from ..errors import DecoderError
+from . import Decoder
+
+
+class PCMDecoder(Decoder):
+    """Converts little-endian 16-bit PCM to float32 without starting any process.
+
+    Chunks of any size are accepted: an odd trailing byte is kept for the next write.
+    At most ``max_chunks`` converted chunks wait to be read; ``write`` waits beyond that.
+    """
+
+    name = "pcm_s16le"
+
+    def __init__(self, *, max_chunks: int = 256) -> None:
+        self.state = "IDLE"
+        self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max_chunks)
+        self._remainder = b""
+        self._ended = False
+
+    async def start(self) -> bool:
+        if self.state == "STOPPED":
+            raise DecoderError("this PCM decoder was stopped; create a new one")
+        self.state = "RUNNING"
+        return True
+
+    async def write(self, data: bytes) -> None:
+        if self.state != "RUNNING" or self._ended:
+            raise DecoderError(f"cannot write to a PCM decoder in state {self.state}")
+        data = self._remainder + bytes(data)
+        usable = len(data) - len(data) % 2
+        self._remainder = data[usable:]
+        if usable:
+            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+            await self._queue.put(samples)
+
+    async def end_input(self) -> None:
+        if self.state == "RUNNING" and not self._ended:
+            self._ended = True
+            await self._queue.put(None)
+
+    async def read(self) -> np.ndarray | None:
+        if self.state != "RUNNING" and self._queue.empty():
+            return None
+        return await self._queue.get()
+
+    async def stop(self) -> None:
+        if self.state == "STOPPED":
+            return
+        self.state = "STOPPED"
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)  # wake a reader blocked in read()

@@ -1,0 +1,43 @@
+"""The hooks a plugin can implement. Each one receives a ``register`` callback.
+
+All registration hooks run once, synchronously, on the thread that first asks the
+registry for plugins (usually the main thread, before any event loop work).
+"""
+
+from __future__ import annotations
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("rtlab")
+hookimpl = HookimplMarker("rtlab")
+
+
+@hookspec
+def register_backends(register):
+    """Register transcription backends.
+
+    :param register: call ``register(backend_class)`` once per backend. The class needs a
+        unique ``name`` string and a ``transcribe(audio, *, prompt, language)`` method
+        returning words; see :class:`rtlab.backends.Backend`.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def register_policies(register):
+    """Register streaming policies (what to commit, and when).
+
+    :param register: call ``register(policy_class)`` once per policy. The class needs a
+        unique ``name`` and implements :class:`rtlab.policies.Policy`.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def register_decoders(register):
+    """Register audio decoders (bytes in, 16 kHz mono float32 PCM out).
+
+    :param register: call ``register(decoder_class)`` once per decoder. The class needs a
+        unique ``name`` and implements :class:`rtlab.decoders.Decoder`.
+    :return: nothing; the return value is ignored.
+    """

@@ -1,0 +1,606 @@
+"""Metrics for streaming transcription, defined once for the CLI, notebooks, server and benchmarks.
+
+- WER/CER through ``jiwer`` after a named text normalizer (Whisper's English normalizer for
+  English, the basic multilingual one otherwise); the normalizer is always reported.
+- Commit latency per word: ``emitted_at`` of the commit event minus the end time of the same
+  word in the audio, where audio word times come from an offline word-timestamp pass and are
+  matched to streamed words by aligning the two word sequences.
+- First-text latency, tail latency, real-time factor and lag.
+
+Events follow the rtlab event contract: a commit is
+``{"type": "commit", "words": [{"text", "start", "end"}, ...], "emitted_at": float}`` and the
+last event of a stream is ``{"type": "summary", "emitted_at", "audio_seconds", ...}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.metadata
+import math
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jiwer
+import numpy as np
+
+__all__ = [
+    "NORMALIZERS",
+    "ErrorRate",
+    "LagSeries",
+    "LatencyStats",
+    "StreamResult",
+    "align_words",
+    "cer",
+    "commit_latencies",
+    "environment_info",
+    "evaluate_stream",
+    "first_text_latency",
+    "get_normalizer",
+    "lag_series",
+    "normalizer_for_language",
+    "rtf",
+    "summarize",
+    "tail_latency",
+    "to_dataframe",
+    "wer",
+]
+
+#: Names accepted by :func:`get_normalizer`. ``"none"`` leaves text untouched (for debugging
+#: a normalizer's effect, never for reported numbers).
+NORMALIZERS: tuple[str, ...] = ("whisper-english", "whisper-basic", "none")
+
+DEFAULT_NORMALIZER = "whisper-english"
+
+
+# --------------------------------------------------------------------------- normalizers
+
+
+@functools.lru_cache(maxsize=None)
+def get_normalizer(name: str) -> Callable[[str], str]:
+    """Return the text normalizer called ``name`` (one of :data:`NORMALIZERS`).
+
+    Instances are cached: the English normalizer loads a spelling table on construction.
+    Raises ``ValueError`` listing the valid names for an unknown name.
+    """
+    if name == "whisper-english":
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        return EnglishTextNormalizer()
+    if name == "whisper-basic":
+        from whisper_normalizer.basic import BasicTextNormalizer
+
+        return BasicTextNormalizer()
+    if name == "none":
+        return _identity
+    raise ValueError(f"unknown normalizer {name!r}; valid names: {', '.join(NORMALIZERS)}")
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def normalizer_for_language(language: str | None) -> str:
+    """Name of the normalizer to use for ``language``.
+
+    English (``None``, ``"en"``, ``"en-US"`` ...) gets ``"whisper-english"``; every other
+    language gets ``"whisper-basic"``, because the English normalizer rewrites numbers and
+    spellings in ways that are wrong for other languages.
+    """
+    if language is None:
+        return "whisper-english"
+    lang = language.strip().lower().replace("_", "-")
+    if lang in ("", "en", "english") or lang.startswith("en-"):
+        return "whisper-english"
+    return "whisper-basic"
+
+
+def _normalize(text: str, normalizer: str) -> str:
+    # Collapse whitespace so that CER never counts runs of spaces left by a normalizer.
+    return " ".join(get_normalizer(normalizer)(text).split())
+
+
+# --------------------------------------------------------------------------- WER / CER
+
+
+@dataclass(frozen=True)
+class ErrorRate:
+    """A word (or character) error rate with the edit counts it was computed from.
+
+    ``value`` is a fraction: ``(substitutions + deletions + insertions) / reference_words``.
+    For CER the counts are characters (``unit == "char"``) though the field keeps its name.
+    With no reference words at all the rate is undefined: ``value`` is 0.0 when the hypothesis
+    is empty too and ``inf`` otherwise (``to_dict`` writes ``None`` for ``inf``).
+    """
+
+    value: float
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    reference_words: int
+    normalizer: str
+    unit: str = "word"
+
+    @classmethod
+    def from_counts(
+        cls,
+        *,
+        substitutions: int,
+        deletions: int,
+        insertions: int,
+        hits: int,
+        normalizer: str,
+        unit: str = "word",
+    ) -> ErrorRate:
+        """Build an ErrorRate from edit counts; the reference length is ``S + D + hits``."""
+        n = substitutions + deletions + hits
+        errors = substitutions + deletions + insertions
+        if n:
+            value = errors / n
+        else:
+            value = 0.0 if errors == 0 else math.inf
+        return cls(value, substitutions, deletions, insertions, hits, n, normalizer, unit)
+
+    @classmethod
+    def pool(cls, rates: Iterable[ErrorRate]) -> ErrorRate:
+        """Corpus-level rate over several files: edit counts are summed, not rates averaged.
+
+        Raises ``ValueError`` when the rates used different normalizers or units, since their
+        counts are not comparable, or when ``rates`` is empty.
+        """
+        rates = list(rates)
+        if not rates:
+            raise ValueError("cannot pool an empty list of error rates")
+        kinds = {(r.normalizer, r.unit) for r in rates}
+        if len(kinds) > 1:
+            raise ValueError(f"cannot pool error rates computed differently: {sorted(kinds)}")
+        return cls.from_counts(
+            substitutions=sum(r.substitutions for r in rates),
+            deletions=sum(r.deletions for r in rates),
+            insertions=sum(r.insertions for r in rates),
+            hits=sum(r.hits for r in rates),
+            normalizer=rates[0].normalizer,
+            unit=rates[0].unit,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``value`` is ``None`` when undefined)."""
+        d = dataclasses.asdict(self)
+        if not math.isfinite(self.value):
+            d["value"] = None
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ErrorRate:
+        """Inverse of :meth:`to_dict` (the value is recomputed from the counts)."""
+        return cls.from_counts(
+            substitutions=int(data["substitutions"]),
+            deletions=int(data["deletions"]),
+            insertions=int(data["insertions"]),
+            hits=int(data["hits"]),
+            normalizer=str(data["normalizer"]),
+            unit=str(data.get("unit", "word")),
+        )
+
+
+def _as_list(texts: list[str] | tuple[str, ...] | str) -> list[str]:
+    return [texts] if isinstance(texts, str) else list(texts)
+
+
+def _error_rate(
+    references: list[str] | str,
+    hypotheses: list[str] | str,
+    normalizer: str,
+    unit: str,
+) -> ErrorRate:
+    refs = _as_list(references)
+    hyps = _as_list(hypotheses)
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    kept_refs: list[str] = []
+    kept_hyps: list[str] = []
+    orphan_insertions = 0
+    for ref, hyp in zip(refs, hyps):
+        ref_n, hyp_n = _normalize(ref, normalizer), _normalize(hyp, normalizer)
+        if ref_n:
+            kept_refs.append(ref_n)
+            kept_hyps.append(hyp_n)
+        else:
+            # jiwer (< 4) refuses empty references; every hypothesis unit there is an
+            # insertion, which is what an alignment against nothing would give anyway.
+            orphan_insertions += len(hyp_n.split()) if unit == "word" else len(hyp_n)
+    s = d = i = h = 0
+    if kept_refs:
+        process = jiwer.process_words if unit == "word" else jiwer.process_characters
+        out = process(kept_refs, kept_hyps)
+        s, d, i, h = out.substitutions, out.deletions, out.insertions, out.hits
+    return ErrorRate.from_counts(
+        substitutions=s,
+        deletions=d,
+        insertions=i + orphan_insertions,
+        hits=h,
+        normalizer=normalizer,
+        unit=unit,
+    )
+
+
+def wer(
+    references: list[str] | str,
+    hypotheses: list[str] | str,
+    normalizer: str = DEFAULT_NORMALIZER,
+) -> ErrorRate:
+    """Corpus-level word error rate of ``hypotheses`` against ``references``.
+
+    Both sides go through the named normalizer first. Pairs whose normalized reference is
+    empty are not given to jiwer; their hypothesis words are counted as insertions.
+    """
+    return _error_rate(references, hypotheses, normalizer, "word")
+
+
+def cer(
+    references: list[str] | str,
+    hypotheses: list[str] | str,
+    normalizer: str = DEFAULT_NORMALIZER,
+) -> ErrorRate:
+    """Corpus-level character error rate (spaces count as characters, as in jiwer)."""
+    return _error_rate(references, hypotheses, normalizer, "char")
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def _tokens(words: Sequence[Mapping[str, Any]], normalizer: str) -> tuple[list[str], list[int]]:
+    """Normalized tokens of ``words`` and, for each token, the index of its word."""
+    tokens: list[str] = []
+    owners: list[int] = []
+    for index, word in enumerate(words):
+        # A word may normalize to nothing ("uh", "-") or to several tokens ("Mr." stays one,
+        # but "don't-care" or "3rd-party" can split); each token keeps its word's index.
+        for token in _normalize(str(word.get("text", "")), normalizer).split():
+            tokens.append(token)
+            owners.append(index)
+    return tokens, owners
+
+
+def align_words(
+    reference_words: Sequence[Mapping[str, Any]],
+    hypothesis_words: Sequence[Mapping[str, Any]],
+    normalizer: str = DEFAULT_NORMALIZER,
+) -> list[tuple[int, int]]:
+    """Match hypothesis words to reference words by aligning the two word sequences.
+
+    Each word's ``"text"`` is normalized on its own (so multi-word number rewrites of the
+    English normalizer do not apply across words). The alignment maximises the number of
+    equal tokens (a longest-common-subsequence alignment): a minimum-edit alignment breaks
+    ties toward substitutions, which would throw away matches that latency needs.
+    Substituted, inserted and deleted words are left out. Returns sorted, unique
+    ``(reference_index, hypothesis_index)`` pairs; a word that normalized to several tokens
+    may appear in more than one pair.
+    """
+    ref_tokens, ref_owner = _tokens(reference_words, normalizer)
+    hyp_tokens, hyp_owner = _tokens(hypothesis_words, normalizer)
+    if not ref_tokens or not hyp_tokens:
+        return []
+    # rapidfuzz (installed with jiwer) runs the alignment in C; a Python DP is too slow for
+    # an hour of speech.
+    from rapidfuzz.distance import Indel
+
+    pairs: set[tuple[int, int]] = set()
+    for op in Indel.opcodes(ref_tokens, hyp_tokens):
+        if op.tag != "equal":
+            continue
+        for offset in range(op.src_end - op.src_start):
+            pairs.add((ref_owner[op.src_start + offset], hyp_owner[op.dest_start + offset]))
+    return sorted(pairs)
+
+
+def _committed_words(events: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[float]]:
+    words: list[Mapping[str, Any]] = []
+    emitted: list[float] = []
+    for event in events:
+        if event.get("type") != "commit":
+            continue
+        for word in event.get("words") or ():
+            words.append(word)
+            emitted.append(float(event["emitted_at"]))
+    return words, emitted
+
+
+def commit_latencies(
+    commits: Iterable[Mapping[str, Any]],
+    reference_words: Sequence[Mapping[str, Any]],
+    normalizer: str = DEFAULT_NORMALIZER,
+) -> list[float]:
+    """Per-word commit latency in seconds, in the order the words were committed.
+
+    ``commits`` may be the whole event list; only ``"commit"`` events are read. A committed
+    word's latency is its event's ``emitted_at`` minus the ``"end"`` of the aligned reference
+    word; when it aligned to several reference words the latest end is used, because the
+    word cannot be complete before all of it was spoken. Unmatched words are skipped.
+    """
+    words, emitted = _committed_words(commits)
+    latest_end: dict[int, float] = {}
+    for ref_index, hyp_index in align_words(reference_words, words, normalizer):
+        end = float(reference_words[ref_index]["end"])
+        latest_end[hyp_index] = max(end, latest_end.get(hyp_index, -math.inf))
+    return [emitted[j] - latest_end[j] for j in sorted(latest_end)]
+
+
+# --------------------------------------------------------------------------- latency summaries
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of a list of latencies (seconds). All fields but ``count`` are ``None`` when
+    there were no finite values."""
+
+    count: int
+    mean: float | None = None
+    median: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def from_values(cls, values: Iterable[float | None]) -> LatencyStats:
+        """Stats of ``values``; ``None`` and NaN entries are ignored. Percentiles use numpy's
+        default linear interpolation."""
+        arr = np.asarray([v for v in values if v is not None], dtype=float)
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            return cls(count=0)
+        p50, p90, p95 = np.percentile(arr, [50, 90, 95])
+        return cls(
+            count=int(arr.size),
+            mean=float(arr.mean()),
+            median=float(p50),
+            p90=float(p90),
+            p95=float(p95),
+            max=float(arr.max()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def first_text_latency(events: Iterable[Mapping[str, Any]]) -> float | None:
+    """``emitted_at`` of the first commit that carries words (seconds from stream start), or
+    ``None`` when nothing was committed."""
+    for event in events:
+        if event.get("type") == "commit" and event.get("words"):
+            return float(event["emitted_at"])
+    return None
+
+
+def tail_latency(
+    events: Iterable[Mapping[str, Any]], audio_seconds: float | None = None
+) -> float | None:
+    """Time from the end of the audio to the final summary event.
+
+    ``audio_seconds`` defaults to the summary's own ``"audio_seconds"``. Returns ``None``
+    when there is no summary event (the stream did not finish).
+    """
+    for event in events:
+        if event.get("type") == "summary":
+            audio = audio_seconds if audio_seconds is not None else event.get("audio_seconds")
+            if audio is None:
+                return None
+            return float(event["emitted_at"]) - float(audio)
+    return None
+
+
+def rtf(compute_seconds: float, audio_seconds: float) -> float | None:
+    """Real-time factor: compute seconds per audio second (below 1 is faster than real time).
+    ``None`` when there was no audio."""
+    if audio_seconds <= 0:
+        return None
+    return compute_seconds / audio_seconds
+
+
+@dataclass(frozen=True)
+class LagSeries:
+    """Lag (audio received minus audio processed) sampled over a stream.
+
+    Unpacks as ``stats, samples = lag_series(...)``.
+    """
+
+    stats: LatencyStats
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.stats, self.samples))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with ``stats`` and ``samples`` as ``[emitted_at, lag]`` pairs."""
+        return {"stats": self.stats.to_dict(), "samples": [list(s) for s in self.samples]}
+
+
+def lag_series(lag_samples: Iterable[tuple[float, float]]) -> LagSeries:
+    """Stats over ``(emitted_at, lag_seconds)`` samples, with the samples sorted by time."""
+    samples = sorted((float(t), float(lag)) for t, lag in lag_samples)
+    return LagSeries(LatencyStats.from_values(lag for _, lag in samples), samples)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _total_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024  # the file reports kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def environment_info() -> dict[str, Any]:
+    """Hardware and software versions to store next to every benchmark number."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "memory_total_bytes": _total_memory_bytes(),
+        "python": sys.version.split()[0],
+        "packages": {
+            name: _package_version(name)
+            for name in (
+                "rtlab",
+                "numpy",
+                "jiwer",
+                "whisper-normalizer",
+                "faster-whisper",
+                "ctranslate2",
+            )
+        },
+    }
+
+
+# --------------------------------------------------------------------------- per-file results
+
+
+@dataclass
+class StreamResult:
+    """Everything measured for one file streamed with one configuration.
+
+    ``word_latencies`` keeps the per-word commit latencies so that :func:`summarize` can
+    pool them across files; ``latency`` is their summary (a :class:`LatencyStats` dict).
+    """
+
+    file: str
+    config: dict[str, Any]
+    reference: str
+    hypothesis: str
+    wer: ErrorRate
+    latency: dict[str, Any]
+    first_text_latency: float | None
+    tail_latency: float | None
+    rtf: float | None
+    audio_seconds: float
+    compute_seconds: float
+    normalizer: str
+    clock: str
+    offline_hypothesis: str | None = None
+    offline_wer: ErrorRate | None = None
+    word_latencies: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (error rates become dicts)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["wer"] = self.wer.to_dict()
+        d["offline_wer"] = self.offline_wer.to_dict() if self.offline_wer else None
+        d["config"] = dict(self.config)
+        d["word_latencies"] = list(self.word_latencies)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StreamResult:
+        """Rebuild a result from :meth:`to_dict` output (e.g. a line of a results JSONL)."""
+        d = dict(data)
+        d["wer"] = ErrorRate.from_dict(d["wer"])
+        if d.get("offline_wer"):
+            d["offline_wer"] = ErrorRate.from_dict(d["offline_wer"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def evaluate_stream(
+    *,
+    file: str,
+    reference: str,
+    events: Sequence[Mapping[str, Any]],
+    reference_words: Sequence[Mapping[str, Any]] | None = None,
+    config: Mapping[str, Any] | None = None,
+    offline_hypothesis: str | None = None,
+    normalizer: str | None = None,
+    language: str | None = None,
+    clock: str = "simulated",
+) -> StreamResult:
+    """Score one stream's events into a :class:`StreamResult`.
+
+    The hypothesis is the committed words joined by spaces. Audio and compute seconds come
+    from the summary event. Without ``reference_words`` (offline word times) there are no
+    per-word latencies. ``normalizer`` defaults to the one for ``language``.
+    """
+    norm = normalizer or normalizer_for_language(language)
+    words, _ = _committed_words(events)
+    hypothesis = " ".join(str(w.get("text", "")).strip() for w in words).strip()
+    summary = next((e for e in events if e.get("type") == "summary"), {})
+    audio_seconds = float(summary.get("audio_seconds") or 0.0)
+    compute_seconds = float(summary.get("compute_seconds") or 0.0)
+    latencies = commit_latencies(events, reference_words, norm) if reference_words else []
+    return StreamResult(
+        file=file,
+        config=dict(config or {}),
+        reference=reference,
+        hypothesis=hypothesis,
+        wer=wer(reference, hypothesis, norm),
+        latency=LatencyStats.from_values(latencies).to_dict(),
+        first_text_latency=first_text_latency(events),
+        tail_latency=tail_latency(events, audio_seconds if summary else None),
+        rtf=rtf(compute_seconds, audio_seconds),
+        audio_seconds=audio_seconds,
+        compute_seconds=compute_seconds,
+        normalizer=norm,
+        clock=clock,
+        offline_hypothesis=offline_hypothesis,
+        offline_wer=wer(reference, offline_hypothesis, norm) if offline_hypothesis is not None else None,
+        word_latencies=latencies,
+    )
+
+
+def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
+    """Corpus-level summary over many files of one configuration.
+
+    WER pools edit counts across files (a long file weighs more than a short one, as in
+    every published corpus WER); word latencies are pooled over all words; RTF is total
+    compute over total audio. ``offline_wer`` is present only when every file has one.
+    """
+    if not results:
+        raise ValueError("summarize() needs at least one StreamResult")
+    audio = sum(r.audio_seconds for r in results)
+    compute = sum(r.compute_seconds for r in results)
+    offline = [r.offline_wer for r in results]
+    pooled_offline = ErrorRate.pool(offline) if all(offline) else None  # type: ignore[arg-type]
+    return {
+        "files": len(results),
+        "normalizer": sorted({r.normalizer for r in results}),
+        "clock": sorted({r.clock for r in results}),
+        "wer": ErrorRate.pool(r.wer for r in results).to_dict(),
+        "offline_wer": pooled_offline.to_dict() if pooled_offline else None,
+        "latency": LatencyStats.from_values(v for r in results for v in r.word_latencies).to_dict(),
+        "first_text_latency": LatencyStats.from_values(r.first_text_latency for r in results).to_dict(),
+        "tail_latency": LatencyStats.from_values(r.tail_latency for r in results).to_dict(),
+        "rtf": rtf(compute, audio),
+        "audio_seconds": audio,
+        "compute_seconds": compute,
+    }
+
+
+def to_dataframe(records: Iterable[StreamResult | Mapping[str, Any]]) -> Any:
+    """A pandas DataFrame with one row per record; nested dicts become dotted columns
+    (``wer.value``, ``latency.p95``, ``config.model`` ...). Needs pandas."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError(
+            "to_dataframe() needs pandas, which is not installed: pip install pandas "
+            "(or pip install 'rtlab[plots]')"
+        ) from exc
+    rows = [r.to_dict() if isinstance(r, StreamResult) else dict(r) for r in records]
+    return pd.json_normalize(rows)

@@ -1,0 +1,63 @@
+"""Loads rtlab plugins: the built-in ones, then those installed under the ``rtlab`` entry point."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib.metadata import entry_points
+
+import pluggy
+
+from . import hookspecs
+
+DEFAULT_PLUGINS = (
+    "rtlab.decoders.plugin",
+    "rtlab.policies.plugin",
+    "rtlab.testing",
+)
+
+pm = pluggy.PluginManager("rtlab")
+pm.add_hookspecs(hookspecs)
+
+_loaded = False
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Register the built-in plugins and the installed ones; safe to call many times.
+
+    ``RTLAB_LOAD_PLUGINS`` (comma-separated distribution or entry-point names) restricts
+    which installed plugins load; set but empty, none load. Built-ins always load.
+    """
+    global _loaded
+    if _loaded:
+        return pm
+    _loaded = True
+    wanted = os.environ.get("RTLAB_LOAD_PLUGINS")
+    allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+    for entry_point in entry_points(group="rtlab"):
+        dist_name = entry_point.dist.name if entry_point.dist else entry_point.name
+        if allowed is not None and not allowed & {dist_name, entry_point.name}:
+            continue
+        if pm.get_plugin(entry_point.name) is None:
+            pm.register(entry_point.load(), name=entry_point.name)
+            _distributions[entry_point.name] = entry_point.dist
+    for module_name in DEFAULT_PLUGINS:
+        if pm.get_plugin(module_name) is None:
+            pm.register(importlib.import_module(module_name), name=module_name)
+    pm.check_pending()
+    return pm
+
+
+_distributions: dict = {}
+
+
+def plugin_version(plugin_name: str) -> str | None:
+    """The installed version of the distribution that provided ``plugin_name``."""
+    dist = _distributions.get(plugin_name)
+    if dist is not None:
+        return dist.version
+    if plugin_name.startswith("rtlab."):
+        from . import __version__
+
+        return __version__
+    return None
