@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtlab.errors import DecoderError, FFmpegNotFound
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "Utterance",
@@ -114,7 +116,7 @@ def _load_audio_folder(root: Path, language: str | None) -> list[Utterance]:
     for audio in audio_files:
         reference = audio.with_suffix(".txt")
         if not reference.is_file():
-            warnings.warn(f"skipping {audio}: no reference {reference.name} beside it", stacklevel=3)
+            warnings.warn(f"skipping {audio}: no {reference.name} beside it", stacklevel=3)
             continue
         if audio.stem in seen:
             # Two encodings of one clip would share one reference and one id.
@@ -203,6 +205,7 @@ def _ffmpeg_binary() -> str:
 
     Prefers rtlab's own decoder lookup so that the whole project resolves ffmpeg the same
     way; falls back to ``RTLAB_FFMPEG``, then ``PATH``, then the imageio-ffmpeg binary.
+    Raises :class:`~rtlab.errors.FFmpegNotFound` when there is none.
     """
     try:
         from rtlab.decoders.ffmpeg import find_ffmpeg  # type: ignore[import-not-found]
@@ -213,7 +216,7 @@ def _ffmpeg_binary() -> str:
     configured = os.environ.get("RTLAB_FFMPEG")
     if configured:
         if shutil.which(configured) is None:
-            raise RuntimeError(f"RTLAB_FFMPEG={configured!r} is not an executable ffmpeg")
+            raise FFmpegNotFound(f"RTLAB_FFMPEG={configured!r} is not an executable ffmpeg")
         return configured
     found = shutil.which("ffmpeg")
     if found:
@@ -223,7 +226,7 @@ def _ffmpeg_binary() -> str:
 
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except (ImportError, RuntimeError) as exc:
-        raise RuntimeError(
+        raise FFmpegNotFound(
             "ffmpeg not found: install it (apt install ffmpeg), pip install imageio-ffmpeg, "
             "or set RTLAB_FFMPEG to its path"
         ) from exc
@@ -240,7 +243,7 @@ def _decode_pcm16(ffmpeg: str, audio: Path) -> bytes:
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip()[-500:]
-        raise RuntimeError(f"ffmpeg could not decode {audio} (exit {proc.returncode}): {detail}")
+        raise DecoderError(f"ffmpeg could not decode {audio} (exit {proc.returncode}): {detail}")
     return proc.stdout
 
 
@@ -254,6 +257,7 @@ def concatenate(
     ``gap_seconds`` of silence separate consecutive clips. The returned utterance's text is
     the references joined by spaces, its ``segments`` give each clip's place in the stream,
     and its language is the clips' common language (``None`` when they differ).
+    Raises :class:`~rtlab.errors.DecoderError` for a clip ffmpeg cannot decode.
     """
     if not utterances:
         raise ValueError("concatenate() needs at least one utterance")

@@ -29,26 +29,11 @@ import jiwer
 import numpy as np
 
 __all__ = [
-    "NORMALIZERS",
-    "ErrorRate",
-    "LagSeries",
-    "LatencyStats",
-    "StreamResult",
-    "align_words",
-    "cer",
-    "commit_latencies",
-    "environment_info",
-    "evaluate_stream",
-    "first_text_latency",
-    "get_normalizer",
-    "lag_series",
-    "normalizer_for_language",
-    "rtf",
-    "summarize",
-    "tail_latency",
-    "to_dataframe",
-    "wer",
-]
+    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "StreamResult", "align_words",
+    "cer", "commit_latencies", "environment_info", "evaluate_stream", "first_text_latency",
+    "get_normalizer", "lag_series", "normalizer_for_language", "rtf", "summarize",
+    "tail_latency", "to_dataframe", "wer",
+]  # fmt: skip
 
 #: Names accepted by :func:`get_normalizer`. ``"none"`` leaves text untouched (for debugging
 #: a normalizer's effect, never for reported numbers).
@@ -106,6 +91,8 @@ def _normalize(text: str, normalizer: str) -> str:
 
 # --------------------------------------------------------------------------- WER / CER
 
+_COUNT_FIELDS = ("substitutions", "deletions", "insertions", "hits")
+
 
 @dataclass(frozen=True)
 class ErrorRate:
@@ -128,15 +115,9 @@ class ErrorRate:
 
     @classmethod
     def from_counts(
-        cls,
-        *,
-        substitutions: int,
-        deletions: int,
-        insertions: int,
-        hits: int,
-        normalizer: str,
-        unit: str = "word",
-    ) -> ErrorRate:
+        cls, *, substitutions: int, deletions: int, insertions: int, hits: int,
+        normalizer: str, unit: str = "word",
+    ) -> ErrorRate:  # fmt: skip
         """Build an ErrorRate from edit counts; the reference length is ``S + D + hits``."""
         n = substitutions + deletions + hits
         errors = substitutions + deletions + insertions
@@ -159,14 +140,8 @@ class ErrorRate:
         kinds = {(r.normalizer, r.unit) for r in rates}
         if len(kinds) > 1:
             raise ValueError(f"cannot pool error rates computed differently: {sorted(kinds)}")
-        return cls.from_counts(
-            substitutions=sum(r.substitutions for r in rates),
-            deletions=sum(r.deletions for r in rates),
-            insertions=sum(r.insertions for r in rates),
-            hits=sum(r.hits for r in rates),
-            normalizer=rates[0].normalizer,
-            unit=rates[0].unit,
-        )
+        counts = {k: sum(getattr(r, k) for r in rates) for k in _COUNT_FIELDS}
+        return cls.from_counts(**counts, normalizer=rates[0].normalizer, unit=rates[0].unit)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``value`` is ``None`` when undefined)."""
@@ -178,13 +153,9 @@ class ErrorRate:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ErrorRate:
         """Inverse of :meth:`to_dict` (the value is recomputed from the counts)."""
+        counts = {k: int(data[k]) for k in _COUNT_FIELDS}
         return cls.from_counts(
-            substitutions=int(data["substitutions"]),
-            deletions=int(data["deletions"]),
-            insertions=int(data["insertions"]),
-            hits=int(data["hits"]),
-            normalizer=str(data["normalizer"]),
-            unit=str(data.get("unit", "word")),
+            **counts, normalizer=str(data["normalizer"]), unit=str(data.get("unit", "word"))
         )
 
 
@@ -220,13 +191,9 @@ def _error_rate(
         out = process(kept_refs, kept_hyps)
         s, d, i, h = out.substitutions, out.deletions, out.insertions, out.hits
     return ErrorRate.from_counts(
-        substitutions=s,
-        deletions=d,
-        insertions=i + orphan_insertions,
-        hits=h,
-        normalizer=normalizer,
-        unit=unit,
-    )
+        substitutions=s, deletions=d, insertions=i + orphan_insertions, hits=h,
+        normalizer=normalizer, unit=unit,
+    )  # fmt: skip
 
 
 def wer(
@@ -299,7 +266,10 @@ def align_words(
     return sorted(pairs)
 
 
-def _committed_words(events: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[float]]:
+def _committed_words(
+    events: Iterable[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], list[float]]:
+    """Committed words in order, each with its commit event's ``emitted_at``."""
     words: list[Mapping[str, Any]] = []
     emitted: list[float] = []
     for event in events:
@@ -355,14 +325,8 @@ class LatencyStats:
         if arr.size == 0:
             return cls(count=0)
         p50, p90, p95 = np.percentile(arr, [50, 90, 95])
-        return cls(
-            count=int(arr.size),
-            mean=float(arr.mean()),
-            median=float(p50),
-            p90=float(p90),
-            p95=float(p95),
-            max=float(arr.max()),
-        )
+        return cls(int(arr.size), float(arr.mean()), float(p50), float(p90), float(p95),
+                   float(arr.max()))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -448,6 +412,11 @@ def _total_memory_bytes() -> int | None:
     return None
 
 
+_REPORTED_PACKAGES = (
+    "rtlab", "numpy", "jiwer", "whisper-normalizer", "faster-whisper", "ctranslate2",
+)
+
+
 def environment_info() -> dict[str, Any]:
     """Hardware and software versions to store next to every benchmark number."""
     return {
@@ -457,17 +426,7 @@ def environment_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_total_bytes": _total_memory_bytes(),
         "python": sys.version.split()[0],
-        "packages": {
-            name: _package_version(name)
-            for name in (
-                "rtlab",
-                "numpy",
-                "jiwer",
-                "whisper-normalizer",
-                "faster-whisper",
-                "ctranslate2",
-            )
-        },
+        "packages": {name: _package_version(name) for name in _REPORTED_PACKAGES},
     }
 
 
@@ -544,6 +503,9 @@ def evaluate_stream(
     audio_seconds = float(summary.get("audio_seconds") or 0.0)
     compute_seconds = float(summary.get("compute_seconds") or 0.0)
     latencies = commit_latencies(events, reference_words, norm) if reference_words else []
+    offline_wer = None
+    if offline_hypothesis is not None:
+        offline_wer = wer(reference, offline_hypothesis, norm)
     return StreamResult(
         file=file,
         config=dict(config or {}),
@@ -559,9 +521,13 @@ def evaluate_stream(
         normalizer=norm,
         clock=clock,
         offline_hypothesis=offline_hypothesis,
-        offline_wer=wer(reference, offline_hypothesis, norm) if offline_hypothesis is not None else None,
+        offline_wer=offline_wer,
         word_latencies=latencies,
     )
+
+
+def _stats(values: Iterable[float | None]) -> dict[str, Any]:
+    return LatencyStats.from_values(values).to_dict()
 
 
 def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
@@ -570,22 +536,23 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     WER pools edit counts across files (a long file weighs more than a short one, as in
     every published corpus WER); word latencies are pooled over all words; RTF is total
     compute over total audio. ``offline_wer`` is present only when every file has one.
+    Raises ``ValueError`` for no results or results scored with different normalizers.
     """
     if not results:
         raise ValueError("summarize() needs at least one StreamResult")
     audio = sum(r.audio_seconds for r in results)
     compute = sum(r.compute_seconds for r in results)
-    offline = [r.offline_wer for r in results]
-    pooled_offline = ErrorRate.pool(offline) if all(offline) else None  # type: ignore[arg-type]
+    offline = [r.offline_wer for r in results if r.offline_wer is not None]
+    pooled_offline = ErrorRate.pool(offline) if len(offline) == len(results) else None
     return {
         "files": len(results),
         "normalizer": sorted({r.normalizer for r in results}),
         "clock": sorted({r.clock for r in results}),
         "wer": ErrorRate.pool(r.wer for r in results).to_dict(),
         "offline_wer": pooled_offline.to_dict() if pooled_offline else None,
-        "latency": LatencyStats.from_values(v for r in results for v in r.word_latencies).to_dict(),
-        "first_text_latency": LatencyStats.from_values(r.first_text_latency for r in results).to_dict(),
-        "tail_latency": LatencyStats.from_values(r.tail_latency for r in results).to_dict(),
+        "latency": _stats(v for r in results for v in r.word_latencies),
+        "first_text_latency": _stats(r.first_text_latency for r in results),
+        "tail_latency": _stats(r.tail_latency for r in results),
         "rtf": rtf(compute, audio),
         "audio_seconds": audio,
         "compute_seconds": compute,

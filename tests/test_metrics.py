@@ -1,0 +1,294 @@
+"""Promises of rtlab.metrics, checked on hand-made cases with known answers."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import sys
+
+import jiwer
+import numpy as np
+import pytest
+
+from rtlab.metrics import (
+    ErrorRate,
+    LatencyStats,
+    StreamResult,
+    align_words,
+    cer,
+    commit_latencies,
+    environment_info,
+    evaluate_stream,
+    first_text_latency,
+    get_normalizer,
+    lag_series,
+    normalizer_for_language,
+    rtf,
+    summarize,
+    tail_latency,
+    to_dataframe,
+    wer,
+)
+
+
+def _words(*items: tuple[str, float, float]) -> list[dict]:
+    return [{"text": t, "start": s, "end": e} for t, s, e in items]
+
+
+# --------------------------------------------------------------------------- normalizers
+
+
+def test_normalizers_are_cached_and_named():
+    assert get_normalizer("whisper-english") is get_normalizer("whisper-english")
+    assert get_normalizer("whisper-basic")("Héllo, Wörld!").split() == ["héllo", "wörld"]
+
+
+def test_unknown_normalizer_error_lists_valid_names():
+    with pytest.raises(ValueError, match="whisper-english.*whisper-basic"):
+        get_normalizer("shouting")
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        (None, "whisper-english"),
+        ("en", "whisper-english"),
+        ("en-US", "whisper-english"),
+        ("EN_gb", "whisper-english"),
+        ("fr", "whisper-basic"),
+        ("de-DE", "whisper-basic"),
+    ],
+)
+def test_normalizer_for_language_picks_english_only_for_english(language, expected):
+    assert normalizer_for_language(language) == expected
+
+
+# --------------------------------------------------------------------------- WER / CER
+
+
+def test_wer_counts_substitution_deletion_insertion_by_hand_and_as_jiwer():
+    ref = "the quick brown fox jumps high"
+    hyp = "the brown box jumps high today"
+    # by hand: "quick" missing (D), fox->box (S), "today" extra (I); 3 errors / 6 words
+    result = wer(ref, hyp)
+    assert (result.substitutions, result.deletions, result.insertions) == (1, 1, 1)
+    assert result.hits == 4
+    assert result.reference_words == 6
+    assert result.value == pytest.approx(0.5)
+    norm = get_normalizer("whisper-english")
+    assert result.value == pytest.approx(jiwer.wer(norm(ref), norm(hyp)))
+    assert result.normalizer == "whisper-english"
+
+
+def test_normalizer_makes_case_and_punctuation_free():
+    assert wer("Hello, World!", "hello world").value == 0.0
+    assert wer("Hello, World!", "hello world", normalizer="none").value == 1.0
+
+
+def test_corpus_wer_pools_edit_counts_instead_of_averaging_files():
+    refs = ["hello", "alpha beta gamma delta epsilon zeta eta theta iota"]
+    hyps = ["goodbye", "alpha beta gamma delta epsilon zeta eta theta iota"]
+    per_file = [wer(r, h).value for r, h in zip(refs, hyps)]
+    assert per_file == [1.0, 0.0]
+    pooled = wer(refs, hyps)
+    assert pooled.value == pytest.approx(1 / 10)
+    assert pooled.value != pytest.approx(sum(per_file) / len(per_file))
+    assert ErrorRate.pool(wer(r, h) for r, h in zip(refs, hyps)) == pooled
+
+
+def test_cer_counts_characters():
+    result = cer("abc", "abd")
+    assert result.unit == "char"
+    assert (result.substitutions, result.reference_words) == (1, 3)
+    assert result.value == pytest.approx(1 / 3)
+    assert cer(["ab cd"], ["ab cd"]).value == 0.0
+
+
+def test_empty_reference_counts_hypothesis_words_as_insertions():
+    result = wer(["", "a b"], ["x y", "a b"])
+    assert result.insertions == 2
+    assert result.reference_words == 2
+    assert result.value == pytest.approx(1.0)
+    # a reference that normalizes to nothing behaves the same way
+    assert wer("uh", "hello").insertions == 1
+
+
+def test_all_empty_references_give_zero_or_undefined():
+    assert wer("", "").value == 0.0
+    undefined = wer("", "words here")
+    assert math.isinf(undefined.value)
+    assert undefined.to_dict()["value"] is None
+
+
+def test_wer_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        wer(["a", "b"], ["a"])
+
+
+def test_pooling_refuses_different_normalizers():
+    with pytest.raises(ValueError, match="cannot pool"):
+        ErrorRate.pool([wer("a", "a"), wer("a", "a", normalizer="whisper-basic")])
+
+
+# --------------------------------------------------------------------------- alignment / latency
+
+
+def test_alignment_skips_deleted_and_inserted_words():
+    ref = [{"text": "The"}, {"text": "quick"}, {"text": "brown"}, {"text": "fox"}]
+    hyp = [{"text": "the"}, {"text": "brown"}, {"text": "sly"}, {"text": "fox."}]
+    assert align_words(ref, hyp) == [(0, 0), (2, 1), (3, 3)]
+
+
+def test_alignment_handles_words_normalizing_to_nothing_or_several_tokens():
+    ref = [{"text": "I"}, {"text": "do"}, {"text": "not"}, {"text": "know"}]
+    hyp = [{"text": "um,"}, {"text": "I"}, {"text": "don't"}, {"text": "know"}]
+    assert align_words(ref, hyp) == [(0, 1), (1, 2), (2, 2), (3, 3)]
+
+
+def test_alignment_of_empty_sequences_is_empty():
+    assert align_words([], [{"text": "a"}]) == []
+    assert align_words([{"text": "a"}], [{"text": "um"}]) == []
+
+
+def test_commit_latency_is_emission_minus_reference_word_end():
+    reference = _words(("the", 0.0, 0.3), ("cat", 0.3, 0.6), ("sat", 0.6, 1.0), ("down", 1.0, 1.5))
+    events = [
+        {"type": "partial", "text": "the cat", "emitted_at": 0.8},
+        {"type": "commit", "words": _words(("The", 0, 0.3), ("cat", 0.3, 0.6)), "emitted_at": 1.2},
+        {"type": "commit", "words": [], "emitted_at": 1.5},
+        {
+            "type": "commit",
+            "words": _words(("sat", 0.6, 1.0), ("quickly", 1.0, 1.2), ("down.", 1.2, 1.5)),
+            "emitted_at": 2.0,
+        },
+        {"type": "summary", "emitted_at": 2.1, "audio_seconds": 1.5},
+    ]
+    assert commit_latencies(events, reference) == pytest.approx([0.9, 0.6, 1.0, 0.5])
+
+
+def test_commit_latency_of_a_word_spanning_two_reference_words_uses_the_later_end():
+    reference = _words(("do", 0.0, 0.2), ("not", 0.2, 0.5))
+    commits = [{"type": "commit", "words": [{"text": "don't"}], "emitted_at": 1.0}]
+    assert commit_latencies(commits, reference) == pytest.approx([0.5])
+
+
+def test_latency_stats_match_numpy_percentiles():
+    values = [0.1, 0.4, 0.35, 1.2, 0.8, 0.05, 2.5, 0.6, 0.9, 0.3, float("nan")]
+    stats = LatencyStats.from_values(values)
+    finite = np.array(values[:-1])
+    assert stats.count == 10
+    assert stats.mean == pytest.approx(finite.mean())
+    assert stats.median == pytest.approx(np.median(finite))
+    assert stats.p90 == pytest.approx(np.percentile(finite, 90))
+    assert stats.p95 == pytest.approx(np.percentile(finite, 95))
+    assert stats.max == pytest.approx(2.5)
+
+
+def test_latency_stats_of_nothing_are_none():
+    stats = LatencyStats.from_values([])
+    assert stats.to_dict() == {
+        "count": 0, "mean": None, "median": None, "p90": None, "p95": None, "max": None,
+    }  # fmt: skip
+    assert LatencyStats.from_values([None, float("nan")]).count == 0
+
+
+def test_first_text_and_tail_latency():
+    events = [
+        {"type": "commit", "words": [], "emitted_at": 0.5},
+        {"type": "partial", "text": "hi", "emitted_at": 0.7},
+        {"type": "commit", "words": _words(("hi", 0.0, 0.4)), "emitted_at": 1.1},
+        {"type": "commit", "words": _words(("there", 0.4, 0.9)), "emitted_at": 1.9},
+        {"type": "summary", "emitted_at": 3.25, "audio_seconds": 3.0},
+    ]
+    assert first_text_latency(events) == pytest.approx(1.1)
+    assert tail_latency(events, 3.0) == pytest.approx(0.25)
+    assert tail_latency(events) == pytest.approx(0.25)
+    assert first_text_latency([{"type": "commit", "words": [], "emitted_at": 1}]) is None
+    assert tail_latency(events[:-1], 3.0) is None
+
+
+def test_rtf_and_lag_series():
+    assert rtf(5.0, 10.0) == 0.5
+    assert rtf(1.0, 0.0) is None
+    stats, samples = lag_series([(2.0, 0.5), (1.0, 0.1), (3.0, 0.3)])
+    assert samples == [(1.0, 0.1), (2.0, 0.5), (3.0, 0.3)]
+    assert stats.max == 0.5 and stats.median == pytest.approx(0.3)
+    assert json.dumps(lag_series([]).to_dict())
+
+
+def test_environment_info_names_hardware_and_versions():
+    info = environment_info()
+    assert info["cpu_count"] >= 1
+    assert info["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert info["packages"]["jiwer"] == importlib.metadata.version("jiwer")
+    assert info["packages"]["numpy"] == np.__version__
+    json.dumps(info)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _result(name: str, reference: str, committed: list[tuple[str, float]]) -> StreamResult:
+    """A StreamResult for a stream whose words are committed one per event."""
+    ref_words = _words(*((w, float(i), i + 0.5) for i, w in enumerate(reference.split())))
+    events: list[dict] = [
+        {"type": "commit", "words": [{"text": t, "start": 0.0, "end": 0.0}], "emitted_at": at}
+        for t, at in committed
+    ]
+    events.append({"type": "summary", "emitted_at": len(ref_words) + 1.0,
+                   "audio_seconds": float(len(ref_words)), "compute_seconds": 1.0})  # fmt: skip
+    return evaluate_stream(
+        file=name,
+        reference=reference,
+        events=events,
+        reference_words=ref_words,
+        config={"backend": "echo", "chunk": 1.0},
+        offline_hypothesis=reference,
+        language="en",
+        clock="simulated",
+    )
+
+
+def test_stream_result_is_json_serialisable_and_round_trips():
+    result = _result("a.wav", "hello there friend", [("hello", 1.0), ("there", 2.0)])
+    assert result.hypothesis == "hello there"
+    assert result.wer.deletions == 1
+    assert result.offline_wer is not None and result.offline_wer.value == 0.0
+    assert result.word_latencies == pytest.approx([0.5, 0.5])
+    assert result.latency["count"] == 2
+    assert result.first_text_latency == 1.0
+    assert result.tail_latency == pytest.approx(1.0)
+    assert result.rtf == pytest.approx(1 / 3)
+    text = json.dumps(result.to_dict())
+    assert StreamResult.from_dict(json.loads(text)) == result
+
+
+def test_summarize_pools_wer_and_latencies_over_files():
+    short = _result("short.wav", "hello", [("goodbye", 1.0)])
+    text = "alpha beta gamma delta epsilon zeta eta theta iota"
+    long = _result("long.wav", text, [(w, i + 1.0) for i, w in enumerate(text.split())])
+    summary = summarize([short, long])
+    assert summary["files"] == 2
+    assert summary["wer"]["value"] == pytest.approx(0.1)
+    assert summary["offline_wer"]["value"] == 0.0
+    assert summary["latency"]["count"] == 9  # "goodbye" matched nothing
+    assert summary["rtf"] == pytest.approx(2.0 / 10.0)
+    assert summary["normalizer"] == ["whisper-english"]
+    json.dumps(summary)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_to_dataframe_without_pandas_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match="pip install pandas"):
+        to_dataframe([])
+
+
+def test_to_dataframe_flattens_results():
+    pytest.importorskip("pandas", reason="pandas is optional (rtlab[plots])")
+    frame = to_dataframe([_result("a.wav", "hello", [("hello", 1.0)])])
+    assert frame.loc[0, "wer.value"] == 0.0
+    assert frame.loc[0, "config.backend"] == "echo"
+
