@@ -1,0 +1,57 @@
+"""Streaming policies decide what to commit, and when.
+
+A policy is per-session state around a shared backend. The processor feeds it PCM with
+``insert_audio`` and, every ``min_chunk`` seconds of new audio, calls ``process_iter``
+(on the backend's scheduler thread); at the end of the stream it calls ``finish``.
+Policies are plugins (``register_policies``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ..backends import Backend, Word
+
+
+@dataclass
+class Step:
+    """What one policy iteration produced: newly committed words and the partial tail.
+
+    Word times are absolute: seconds from the start of the stream.
+    """
+
+    committed: list[Word] = field(default_factory=list)
+    partial: list[Word] = field(default_factory=list)
+
+
+class Policy:
+    """The policy contract (see :class:`~rtlab.policies.local_agreement.LocalAgreement`)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: Seconds of new audio to gather before the next ``process_iter``.
+    min_chunk: float = 1.0
+
+    def __init__(self, backend: Backend, *, language: str | None = None) -> None:
+        self.backend = backend
+        self.language = language
+
+    def insert_audio(self, pcm: np.ndarray) -> None:
+        """Append float32 16 kHz PCM to the session's audio."""
+        raise NotImplementedError
+
+    def process_iter(self) -> Step:
+        """Transcribe what is buffered and return what to commit now."""
+        raise NotImplementedError
+
+    def finish(self) -> Step:
+        """End of stream: commit everything that is left."""
+        raise NotImplementedError
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Seconds of audio held in the policy's buffer now (bounded by the policy)."""
+        return 0.0

@@ -1,0 +1,139 @@
+"""LocalAgreement-2, the policy of whisper_streaming (Macháček et al., 2023).
+
+The growing audio buffer is re-transcribed every ``min_chunk`` seconds; a word is
+committed once two consecutive hypotheses agree on it (their longest common prefix).
+Committed text that scrolled out of the buffer becomes the prompt for the next pass.
+The buffer is trimmed at the last committed word once it is longer than
+``buffer_trimming_sec``, and never grows past ``max_buffer_sec``: beyond that the oldest
+hypothesis words are committed without agreement, so compute per pass stays bounded.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..backends import SAMPLE_RATE, Backend, Word
+from . import Policy, Step
+
+_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def _key(word: Word) -> str:
+    """Comparison key: "Dog." and "dog" agree."""
+    return _EDGE_PUNCTUATION.sub("", word["text"].strip().casefold())
+
+
+class LocalAgreement(Policy):
+    """Commit the longest common prefix of the last two hypotheses."""
+
+    name = "local-agreement"
+    description = "LocalAgreement-2 (whisper_streaming): commit what two consecutive passes agree on"
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        language: str | None = None,
+        min_chunk: float = 1.0,
+        buffer_trimming_sec: float = 15.0,
+        max_buffer_sec: float = 30.0,
+        prompt_chars: int = 200,
+    ) -> None:
+        super().__init__(backend, language=language)
+        if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
+            raise ValueError(
+                "local-agreement needs min_chunk > 0 and 0 < buffer_trimming_sec <= max_buffer_sec"
+            )
+        self.min_chunk = float(min_chunk)
+        self.buffer_trimming_sec = float(buffer_trimming_sec)
+        self.max_buffer_sec = float(max_buffer_sec)
+        self.prompt_chars = prompt_chars
+        self.audio = np.zeros(0, dtype=np.float32)
+        self.buffer_offset = 0.0  # stream time of self.audio[0]
+        self.committed: list[Word] = []
+        self.previous: list[Word] = []  # last hypothesis, minus what has been committed
+
+    @property
+    def buffered_seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def last_committed_end(self) -> float:
+        return self.committed[-1]["end"] if self.committed else 0.0
+
+    def insert_audio(self, pcm: np.ndarray) -> None:
+        self.audio = np.concatenate([self.audio, np.asarray(pcm, dtype=np.float32)])
+
+    def prompt(self) -> str:
+        """Committed text that has left the buffer, at most ``prompt_chars`` characters."""
+        outside = [w["text"].strip() for w in self.committed if w["end"] <= self.buffer_offset]
+        return " ".join(outside)[-self.prompt_chars :].lstrip()
+
+    def transcribe_buffer(self) -> list[Word]:
+        """The backend's hypothesis for the buffer, in stream time, minus committed words."""
+        words = self.backend.transcribe(self.audio, prompt=self.prompt(), language=self.language)
+        shifted = [
+            {**w, "start": w["start"] + self.buffer_offset, "end": w["end"] + self.buffer_offset}
+            for w in words
+            if w["text"].strip()
+        ]
+        return self._drop_already_committed(shifted)
+
+    def _drop_already_committed(self, words: list[Word]) -> list[Word]:
+        # Whisper re-transcribes audio that is still in the buffer: keep only what starts
+        # after the last commit, then remove an n-gram that repeats the committed tail.
+        cutoff = self.last_committed_end - 0.1
+        words = [w for w in words if w["start"] > cutoff]
+        if not words or not self.committed or abs(words[0]["start"] - self.last_committed_end) >= 1.0:
+            return words
+        for n in range(min(5, len(words), len(self.committed)), 0, -1):
+            if [_key(w) for w in self.committed[-n:]] == [_key(w) for w in words[:n]]:
+                return words[n:]
+        return words
+
+    def process_iter(self) -> Step:
+        hypothesis = self.transcribe_buffer()
+        agreed = 0
+        for old, new in zip(self.previous, hypothesis):
+            if _key(old) != _key(new):
+                break
+            agreed += 1
+        committed = hypothesis[:agreed]
+        self.previous = hypothesis[agreed:]
+        if self.buffered_seconds > self.max_buffer_sec:
+            committed += self._force_commit()
+        self.committed.extend(committed)
+        self._trim()
+        return Step(committed=committed, partial=list(self.previous))
+
+    def _force_commit(self) -> list[Word]:
+        """Overload guard: commit the oldest half of the unagreed words so trimming can happen."""
+        keep_from = self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec
+        forced = [w for w in self.previous if w["end"] <= keep_from] or self.previous[:1]
+        self.previous = self.previous[len(forced) :]
+        return forced
+
+    def _trim(self) -> None:
+        if self.buffered_seconds <= self.buffer_trimming_sec:
+            return
+        cut = self.last_committed_end
+        if self.buffered_seconds > self.max_buffer_sec:
+            # Nothing (or too little) committed to cut at, e.g. long noise: drop the oldest audio.
+            cut = max(cut, self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec)
+        if cut <= self.buffer_offset:
+            return
+        samples = int(round((cut - self.buffer_offset) * SAMPLE_RATE))
+        self.audio = self.audio[samples:]
+        self.buffer_offset += samples / SAMPLE_RATE
+
+    def finish(self) -> Step:
+        """One last pass over the whole buffer, then commit every word in it."""
+        if len(self.audio) == 0:
+            tail = self.previous
+        else:
+            tail = self.transcribe_buffer()
+        self.previous = []
+        self.committed.extend(tail)
+        return Step(committed=tail, partial=[])

@@ -1,0 +1,11 @@
+"""Registers the built-in streaming policies as an ordinary plugin."""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+from .local_agreement import LocalAgreement
+
+
+@hookimpl
+def register_policies(register):
+    register(LocalAgreement)

@@ -1,0 +1,313 @@
+"""AudioProcessor: one session = one processor = one decoder (one FFmpeg process).
+
+State machine: IDLE → RUNNING → STOPPED. ``create_tasks()`` is idempotent while RUNNING
+and refused once STOPPED (processors are single-use); ``cleanup()`` is idempotent.
+Models are shared: every processor with the same backend options uses one loaded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from .backends import SAMPLE_RATE, ensure_loaded, get_backend
+from .clock import SessionClock
+from .errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
+from .events import EventStream, commit_event, error_event, join_words, partial_event
+from .registry import get_registry
+from .backends import check_options
+from .scheduler import scheduler_for
+
+DEFAULT_BACKEND = "faster-whisper"
+DEFAULT_POLICY = "local-agreement"
+
+
+class AudioProcessor:
+    """Streams encoded audio of one session through a decoder, a policy and a backend.
+
+    >>> processor = AudioProcessor()                 # faster-whisper, tiny.en, LocalAgreement-2
+    >>> events = await processor.create_tasks()      # IDLE -> RUNNING
+    >>> await processor.process_audio(chunk)         # any number of times, any chunk size
+    >>> await processor.finish()                     # flush: tail commit, summary, end
+    >>> async for event in events: ...               # consume concurrently
+
+    :param backend: registered backend name. :param model: the backend's ``model`` option.
+    :param policy: registered policy name. :param language: None = the backend's default.
+    :param decoder: ``"ffmpeg"`` for encoded audio, ``"pcm_s16le"`` for raw PCM.
+    :param clock: ``"wall"`` or ``"simulated"`` (see :mod:`rtlab.clock`).
+    :param max_buffered_seconds: decoded audio waiting for the policy, at most.
+    """
+
+    def __init__(
+        self,
+        backend: str = DEFAULT_BACKEND,
+        *,
+        model: str | None = None,
+        policy: str = DEFAULT_POLICY,
+        language: str | None = None,
+        decoder: str = "ffmpeg",
+        clock: str = "wall",
+        backend_options: dict[str, Any] | None = None,
+        policy_options: dict[str, Any] | None = None,
+        decoder_options: dict[str, Any] | None = None,
+        max_events: int = 1000,
+        max_buffered_seconds: float = 30.0,
+    ) -> None:
+        registry = get_registry()
+        try:
+            registry.get("backend", backend)
+        except UnknownBackend as error:
+            if backend == DEFAULT_BACKEND:
+                raise UnknownBackend(
+                    f"{error} Install the default backend: pip install -e plugins/rtlab-faster-whisper"
+                ) from None
+            raise
+        self.backend_name = backend
+        self.backend_options = dict(backend_options or {})
+        if model is not None:
+            self.backend_options["model"] = model
+        self.policy_cls = registry.get("policy", policy)
+        self.policy_options = dict(policy_options or {})
+        check_options(self.policy_cls, "policy", {**self.policy_options, "language": language})
+        self.decoder_cls = registry.get("decoder", decoder)
+        self.decoder_options = dict(decoder_options or {})
+        check_options(self.decoder_cls, "decoder", self.decoder_options)
+        self.language = language
+        self.clock = SessionClock(clock)
+        self.max_buffered_samples = int(max_buffered_seconds * SAMPLE_RATE)
+        self.state = "IDLE"
+        self.backend = None
+        self.policy = None
+        self.decoder = None
+        self.events = EventStream(max_events)
+        self._start_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_samples = 0
+        self._audio_changed = asyncio.Condition()
+        self._input_ended = False
+        self._received_samples = 0
+        self._processed_samples = 0
+        self.compute_seconds = 0.0
+        self.lag_samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
+        self.committed_words: list[dict] = []
+        self.error: RtlabError | Exception | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def create_tasks(self) -> EventStream:
+        """Load the model (shared), start the decoder and the tasks; return the events.
+
+        Idempotent while RUNNING (the same iterator, nothing new started). Raises
+        :class:`~rtlab.errors.ProcessorStopped` once the processor has stopped.
+        """
+        async with self._start_lock:
+            if self.state == "RUNNING":
+                return self.events
+            if self.state == "STOPPED":
+                raise ProcessorStopped(
+                    "this AudioProcessor has stopped; create a new AudioProcessor for a new stream"
+                )
+            try:
+                self.backend = get_backend(self.backend_name, **self.backend_options)
+                await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, self.backend)
+                language = self.language or self.backend.default_language()
+                self.policy = self.policy_cls(self.backend, language=language, **self.policy_options)
+                self.decoder = self.decoder_cls(**self.decoder_options)
+                await self.decoder.start()
+            except BaseException:
+                await self.cleanup()
+                raise
+            self.scheduler = scheduler_for(self.backend)
+            self.state = "RUNNING"
+            self._tasks = [
+                asyncio.create_task(self._read_pcm(), name="rtlab-read-pcm"),
+                asyncio.create_task(self._transcribe(), name="rtlab-transcribe"),
+            ]
+            return self.events
+
+    async def process_audio(self, data: bytes) -> None:
+        """Feed encoded audio (chunks of any size); waits when the pipeline is full.
+
+        After a decoding failure the processor is STOPPED and the failure is the last
+        event of the stream; feeding more raises :class:`~rtlab.errors.ProcessorStopped`.
+        """
+        if self.state == "IDLE":
+            raise ProcessorNotRunning("call 'await processor.create_tasks()' before sending audio")
+        if self.state == "STOPPED":
+            raise ProcessorStopped("this AudioProcessor has stopped; create a new one")
+        self.clock.start()
+        try:
+            await self.decoder.write(data)
+        except RtlabError as error:
+            await self._fail(error)
+
+    async def finish(self) -> None:
+        """End of input: the policy commits the tail, a summary follows, the stream ends."""
+        if self.state != "RUNNING":
+            return
+        self.clock.start()
+        with contextlib.suppress(RtlabError):
+            await self.decoder.end_input()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.cleanup()
+
+    async def cleanup(self) -> None:
+        """Cancel the tasks, stop the decoder, release buffers. Idempotent."""
+        self.state = "STOPPED"
+        current = asyncio.current_task()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+        for task in tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.decoder is not None:
+            await self.decoder.stop()
+        self._pending = []
+        self._pending_samples = 0
+        self.policy = None
+        await self.events.close()
+
+    # -- the two tasks --------------------------------------------------------------
+
+    async def _read_pcm(self) -> None:
+        try:
+            while self.state == "RUNNING":
+                pcm = await self.decoder.read()
+                async with self._audio_changed:
+                    if pcm is None:
+                        self._input_ended = True
+                        self._audio_changed.notify_all()
+                        return
+                    # Backpressure: stop reading (FFmpeg then stops reading its input).
+                    await self._audio_changed.wait_for(
+                        lambda: self._pending_samples < self.max_buffered_samples
+                        or self.state != "RUNNING"
+                    )
+                    self._pending.append(pcm)
+                    self._pending_samples += len(pcm)
+                    self._received_samples += len(pcm)
+                    self._audio_changed.notify_all()
+        except RtlabError as error:
+            await self._fail(error)
+
+    async def _transcribe(self) -> None:
+        try:
+            while self.state == "RUNNING":
+                pcm = await self._next_audio()
+                if pcm is None:
+                    break
+                self.policy.insert_audio(pcm)
+                step, seconds = await self.scheduler.submit(self.policy.process_iter)
+                await self._emit(step, seconds)
+            if self.state == "RUNNING":
+                step, seconds = await self.scheduler.submit(self.policy.finish)
+                await self._emit(step, seconds)
+                await self.events.close(self._summary())
+        except asyncio.CancelledError:
+            raise
+        except RtlabError as error:
+            await self._fail(error)
+        except Exception as error:  # a backend or policy bug: report it, never hang
+            await self._fail(error)
+
+    async def _next_audio(self) -> np.ndarray | None:
+        """Wait for ``min_chunk`` seconds of new audio (or the end); take what is due.
+
+        Wall clock: everything received so far. Simulated clock: audio up to the virtual
+        time, which first idles forward to when the chunk would have arrived.
+        """
+        min_chunk = int(self.policy.min_chunk * SAMPLE_RATE)
+        target = self._processed_samples + min_chunk
+        if self.clock.simulated:
+            target = max(target, int(self.clock.now() * SAMPLE_RATE))
+        async with self._audio_changed:
+            await self._audio_changed.wait_for(
+                lambda: self._received_samples >= target or self._input_ended or self.state != "RUNNING"
+            )
+            if self.state != "RUNNING" or self._pending_samples == 0:
+                return None
+            available = self._pending_samples
+            if self.clock.simulated:
+                arrived = min(target, self._received_samples)
+                self.clock.wait_for_audio(arrived / SAMPLE_RATE)
+                available = arrived - self._processed_samples
+            pcm = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+            taken, rest = pcm[:available], pcm[available:]
+            self._pending = [rest] if len(rest) else []
+            self._pending_samples = len(rest)
+            self._processed_samples += len(taken)
+            self._audio_changed.notify_all()
+            return taken
+
+    async def _emit(self, step, compute_seconds: float) -> None:
+        self.compute_seconds += compute_seconds
+        self.clock.add_compute(compute_seconds)
+        now = self.clock.now()
+        arrived = self._received_samples if not self.clock.simulated else min(
+            self._received_samples, int(now * SAMPLE_RATE)
+        )
+        self.lag_samples.append((now, max(0.0, (arrived - self._processed_samples) / SAMPLE_RATE)))
+        if step.committed:
+            event = commit_event(step.committed, now)
+            self.committed_words.extend(event["words"])
+            await self.events.put(event)
+        partial = join_words(step.partial)
+        if partial != getattr(self, "_last_partial", ""):
+            self._last_partial = partial
+            await self.events.put(partial_event(step.partial, now))
+
+    async def _fail(self, error: Exception) -> None:
+        if self.state == "STOPPED" and self.events.closed:
+            return
+        self.error = error
+        code = getattr(error, "code", "internal_error")
+        message = str(error) if isinstance(error, RtlabError) else f"{type(error).__name__}: {error}"
+        self.state = "STOPPED"
+        async with self._audio_changed:
+            self._audio_changed.notify_all()
+        await self.events.close(error_event(code, message, self.clock.now()))
+        await self.cleanup()
+
+    # -- measurements -----------------------------------------------------------------
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio transcribed so far."""
+        return self._processed_samples / SAMPLE_RATE
+
+    @property
+    def lag(self) -> float:
+        """Audio received but not yet transcribed, in seconds (latest sample)."""
+        return self.lag_samples[-1][1] if self.lag_samples else 0.0
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "type": "summary",
+            "text": join_words(self.committed_words),
+            "audio_seconds": round(self.audio_seconds, 3),
+            "compute_seconds": round(self.compute_seconds, 3),
+            "rtf": round(self.compute_seconds / self.audio_seconds, 4) if self.audio_seconds else None,
+            "emitted_at": round(self.clock.now(), 4),
+        }
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Per-processor measurements: audio, compute, RTF, lag, decoder start-up."""
+        return {
+            "state": self.state,
+            "audio_seconds": self.audio_seconds,
+            "compute_seconds": self.compute_seconds,
+            "rtf": self.compute_seconds / self.audio_seconds if self.audio_seconds else None,
+            "lag": self.lag,
+            "lag_samples": list(self.lag_samples),
+            "dropped_partials": self.events.dropped_partials,
+            "first_pcm_latency": getattr(self.decoder, "first_pcm_latency", None),
+        }
