@@ -1,0 +1,184 @@
+"""Per-file and per-configuration benchmark records, built from stream events.
+
+:class:`StreamResult` is everything measured for one file streamed with one configuration
+(a plain, JSON-serialisable record that names its normalizer and clock mode);
+:func:`evaluate_stream` scores a stream's events into one; :func:`summarize` pools the
+results of one configuration over a corpus; :func:`to_dataframe` turns records into a
+pandas DataFrame. The metric definitions themselves live in :mod:`rtlab.metrics`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtlab.metrics import (
+    ErrorRate,
+    LatencyStats,
+    _committed_words,
+    commit_latencies,
+    first_text_latency,
+    lag_series,
+    normalizer_for_language,
+    rtf,
+    tail_latency,
+    wer,
+)
+
+__all__ = ["StreamResult", "evaluate_stream", "summarize", "to_dataframe"]
+
+
+@dataclass
+class StreamResult:
+    """Everything measured for one file streamed with one configuration.
+
+    ``word_latencies`` keeps the per-word commit latencies so that :func:`summarize` can
+    pool them across files; ``latency`` is their summary (a :class:`LatencyStats` dict).
+    ``lag`` is a :class:`~rtlab.metrics.LagSeries` dict (stats and ``[emitted_at, lag]``
+    samples) when the processor's lag samples were given; ``error`` is the message of the
+    stream's error event, if it ended with one.
+    """
+
+    file: str
+    config: dict[str, Any]
+    reference: str
+    hypothesis: str
+    wer: ErrorRate
+    latency: dict[str, Any]
+    first_text_latency: float | None
+    tail_latency: float | None
+    rtf: float | None
+    audio_seconds: float
+    compute_seconds: float
+    normalizer: str
+    clock: str
+    offline_hypothesis: str | None = None
+    offline_wer: ErrorRate | None = None
+    word_latencies: list[float] = field(default_factory=list)
+    lag: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (error rates become dicts)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["wer"] = self.wer.to_dict()
+        d["offline_wer"] = self.offline_wer.to_dict() if self.offline_wer else None
+        d["config"] = dict(self.config)
+        d["word_latencies"] = list(self.word_latencies)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StreamResult:
+        """Rebuild a result from :meth:`to_dict` output (e.g. a line of a results JSONL)."""
+        d = dict(data)
+        d["wer"] = ErrorRate.from_dict(d["wer"])
+        if d.get("offline_wer"):
+            d["offline_wer"] = ErrorRate.from_dict(d["offline_wer"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def evaluate_stream(
+    *,
+    file: str,
+    reference: str,
+    events: Sequence[Mapping[str, Any]],
+    reference_words: Sequence[Mapping[str, Any]] | None = None,
+    config: Mapping[str, Any] | None = None,
+    offline_hypothesis: str | None = None,
+    normalizer: str | None = None,
+    language: str | None = None,
+    clock: str = "simulated",
+    lag_samples: Iterable[tuple[float, float]] | None = None,
+) -> StreamResult:
+    """Score one stream's events into a :class:`StreamResult`.
+
+    The hypothesis is the committed words joined by spaces. Audio and compute seconds come
+    from the summary event. Without ``reference_words`` (offline word times) there are no
+    per-word latencies. ``normalizer`` defaults to the one for ``language``.
+    ``lag_samples`` (the processor's ``(emitted_at, lag)`` pairs) become ``lag``.
+    """
+    norm = normalizer or normalizer_for_language(language)
+    words, _ = _committed_words(events)
+    hypothesis = " ".join(str(w.get("text", "")).strip() for w in words).strip()
+    summary = next((e for e in events if e.get("type") == "summary"), {})
+    audio_seconds = float(summary.get("audio_seconds") or 0.0)
+    compute_seconds = float(summary.get("compute_seconds") or 0.0)
+    latencies = commit_latencies(events, reference_words, norm) if reference_words else []
+    offline_wer = None
+    if offline_hypothesis is not None:
+        offline_wer = wer(reference, offline_hypothesis, norm)
+    error = next((e for e in events if e.get("type") == "error"), None)
+    return StreamResult(
+        file=file,
+        config=dict(config or {}),
+        reference=reference,
+        hypothesis=hypothesis,
+        wer=wer(reference, hypothesis, norm),
+        latency=LatencyStats.from_values(latencies).to_dict(),
+        first_text_latency=first_text_latency(events),
+        tail_latency=tail_latency(events, audio_seconds if summary else None),
+        rtf=rtf(compute_seconds, audio_seconds),
+        audio_seconds=audio_seconds,
+        compute_seconds=compute_seconds,
+        normalizer=norm,
+        clock=clock,
+        offline_hypothesis=offline_hypothesis,
+        offline_wer=offline_wer,
+        word_latencies=latencies,
+        lag=lag_series(lag_samples).to_dict() if lag_samples is not None else None,
+        error=f"{error.get('error')}: {error.get('message')}" if error else None,
+    )
+
+
+def _stats(values: Iterable[float | None]) -> dict[str, Any]:
+    return LatencyStats.from_values(values).to_dict()
+
+
+def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
+    """Corpus-level summary over many files of one configuration.
+
+    WER pools edit counts across files (a long file weighs more than a short one, as in
+    every published corpus WER); word latencies are pooled over all words; RTF is total
+    compute over total audio. ``offline_wer`` is present only when every file has one.
+    ``lag`` pools the lag samples of every file that has them; ``errors`` counts the
+    streams that ended with an error event.
+    Raises ``ValueError`` for no results or results scored with different normalizers.
+    """
+    if not results:
+        raise ValueError("summarize() needs at least one StreamResult")
+    audio = sum(r.audio_seconds for r in results)
+    compute = sum(r.compute_seconds for r in results)
+    offline = [r.offline_wer for r in results if r.offline_wer is not None]
+    pooled_offline = ErrorRate.pool(offline) if len(offline) == len(results) else None
+    return {
+        "files": len(results),
+        "normalizer": sorted({r.normalizer for r in results}),
+        "clock": sorted({r.clock for r in results}),
+        "wer": ErrorRate.pool(r.wer for r in results).to_dict(),
+        "offline_wer": pooled_offline.to_dict() if pooled_offline else None,
+        "latency": _stats(v for r in results for v in r.word_latencies),
+        "first_text_latency": _stats(r.first_text_latency for r in results),
+        "tail_latency": _stats(r.tail_latency for r in results),
+        "lag": _stats(lag for r in results if r.lag for _, lag in r.lag["samples"]),
+        "errors": sum(1 for r in results if r.error),
+        "rtf": rtf(compute, audio),
+        "audio_seconds": audio,
+        "compute_seconds": compute,
+    }
+
+
+def to_dataframe(records: Iterable[StreamResult | Mapping[str, Any]]) -> Any:
+    """A pandas DataFrame with one row per record; nested dicts become dotted columns
+    (``wer.value``, ``latency.p95``, ``config.model`` ...). Needs pandas."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError(
+            "to_dataframe() needs pandas, which is not installed: pip install pandas "
+            "(or pip install 'rtlab[plots]')"
+        ) from exc
+    rows = [r.to_dict() if isinstance(r, StreamResult) else dict(r) for r in records]
+    return pd.json_normalize(rows)
