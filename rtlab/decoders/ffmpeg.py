@@ -22,9 +22,14 @@ def find_ffmpeg() -> str:
     """The FFmpeg binary: ``RTLAB_FFMPEG``, then ``ffmpeg`` on PATH, then imageio-ffmpeg's."""
     configured = os.environ.get("RTLAB_FFMPEG")
     if configured:
-        if shutil.which(configured) or os.access(configured, os.X_OK):
-            return configured
-        raise FFmpegNotFound(f"RTLAB_FFMPEG={configured!r} is not an executable FFmpeg binary")
+        # shutil.which accepts a name or a path and, unlike os.access, refuses directories.
+        resolved = shutil.which(configured)
+        if resolved:
+            return resolved
+        raise FFmpegNotFound(
+            f"RTLAB_FFMPEG={configured!r} is not an executable FFmpeg binary: point it at "
+            f"one, or unset it to use the ffmpeg on PATH"
+        )
     on_path = shutil.which("ffmpeg")
     if on_path:
         return on_path
@@ -66,6 +71,9 @@ class FFmpegDecoder(Decoder):
         self.first_input_at: float | None = None
         self.first_output_at: float | None = None
         self._stderr_task: asyncio.Task | None = None
+        # start() and stop() await; without this, two concurrent start() calls spawn two
+        # FFmpeg processes (one leaks) and a stop() during start() misses the process.
+        self._lifecycle = asyncio.Lock()
         self._remainder = b""
         self._input_closed = False
         self._bytes_in = 0
@@ -106,6 +114,10 @@ class FFmpegDecoder(Decoder):
         return "\n".join(self.stderr_lines)
 
     async def start(self) -> bool:
+        async with self._lifecycle:
+            return await self._start()
+
+    async def _start(self) -> bool:
         if self.state == "RUNNING":
             return True
         command = self.command()
@@ -200,16 +212,28 @@ class FFmpegDecoder(Decoder):
         )
 
     async def stop(self) -> None:
+        async with self._lifecycle:
+            await self._stop()
+
+    async def _stop(self) -> None:
         if self.state == "STOPPED":
             return
         self.state = "STOPPED"
         process = self.process
         if process is None:
             return
+        transport = getattr(process, "_transport", None)
         if process.returncode is None:
             if process.stdin is not None and not process.stdin.is_closing():
                 with contextlib.suppress(Exception):
                     process.stdin.close()
+            # The output is no longer wanted. Closing our end of stdout unblocks an FFmpeg
+            # stuck writing to a full pipe (nobody reads it any more), and asyncio's wait()
+            # only returns once every pipe is closed: without this, stopping a decoder
+            # whose output was not read took three stop_timeouts and ended in a kill.
+            stdout = transport.get_pipe_transport(1) if transport is not None else None
+            if stdout is not None:
+                stdout.close()
             for escalate in (None, process.terminate, process.kill):
                 if escalate is not None:
                     with contextlib.suppress(ProcessLookupError):
@@ -224,6 +248,5 @@ class FFmpegDecoder(Decoder):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._stderr_task
         # Close our pipe ends so no file descriptors leak across many sessions.
-        transport = getattr(process, "_transport", None)
         if transport is not None:
             transport.close()
