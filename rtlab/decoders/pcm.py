@@ -24,6 +24,7 @@ class PCMDecoder(Decoder):
         self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max_chunks)
         self._remainder = b""
         self._ended = False
+        self._drained = False
 
     async def start(self) -> bool:
         if self.state == "STOPPED":
@@ -47,9 +48,13 @@ class PCMDecoder(Decoder):
             await self._queue.put(None)
 
     async def read(self) -> np.ndarray | None:
-        if self.state != "RUNNING" and self._queue.empty():
+        if self._drained or (self.state != "RUNNING" and self._queue.empty()):
             return None
-        return await self._queue.get()
+        pcm = await self._queue.get()
+        if pcm is None:
+            # The end marker is queued once; later reads must not wait for another.
+            self._drained = True
+        return pcm
 
     async def stop(self) -> None:
         if self.state == "STOPPED":
