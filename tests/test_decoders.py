@@ -1,0 +1,396 @@
+"""Decoders: a real FFmpeg per session, never left behind; raw PCM without a process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import numpy as np
+import psutil
+import pytest
+
+from rtlab.decoders import FFmpegDecoder, PCMDecoder, find_ffmpeg
+from rtlab.errors import DecoderError, FFmpegNotFound
+
+FOX_SECONDS = 6.13  # ffprobe: 6.129 s (wav, flac), 6.136 (ogg), 6.137 (webm), 6.228 (mp3)
+FORMATS = ["wav", "ogg", "webm", "mp3", "flac"]
+
+
+async def decode(decoder, data: bytes, chunk_size: int) -> np.ndarray:
+    """Write ``data`` in ``chunk_size`` pieces while reading concurrently, as a session does."""
+    chunks: list[np.ndarray] = []
+
+    async def read_all() -> None:
+        while (pcm := await decoder.read()) is not None:
+            assert pcm.dtype == np.float32 and pcm.ndim == 1
+            chunks.append(pcm)
+
+    await decoder.start()
+    reader = asyncio.create_task(read_all())
+    try:
+        for offset in range(0, len(data), chunk_size):
+            await decoder.write(data[offset : offset + chunk_size])
+        await decoder.end_input()
+        await reader
+    finally:
+        reader.cancel()
+        await decoder.stop()
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def fox(data_dir, ext: str) -> bytes:
+    return (data_dir / f"fox.{ext}").read_bytes()
+
+
+# -- FFmpegDecoder lifecycle -----------------------------------------------------------
+
+
+async def test_start_twice_returns_true_and_keeps_the_same_process(no_ffmpeg_left, ffmpeg_children):
+    decoder = FFmpegDecoder()
+    assert decoder.state == "IDLE"
+    try:
+        assert await decoder.start() is True
+        pid = decoder.pid
+        assert await decoder.start() is True
+        assert decoder.pid == pid
+        assert decoder.state == "RUNNING"
+        assert [p.pid for p in ffmpeg_children()] == [pid]
+    finally:
+        await decoder.stop()
+
+
+async def test_concurrent_starts_spawn_one_process(no_ffmpeg_left, ffmpeg_children):
+    decoder = FFmpegDecoder()
+    try:
+        assert await asyncio.gather(decoder.start(), decoder.start()) == [True, True]
+        assert [p.pid for p in ffmpeg_children()] == [decoder.pid]
+    finally:
+        await decoder.stop()
+
+
+async def test_stop_twice_is_a_noop(no_ffmpeg_left):
+    decoder = FFmpegDecoder()
+    await decoder.start()
+    process = decoder.process
+    await decoder.stop()
+    assert decoder.state == "STOPPED"
+    assert process.returncode is not None
+    await decoder.stop()
+    assert decoder.state == "STOPPED"
+
+
+async def test_stop_before_start_is_a_noop():
+    decoder = FFmpegDecoder()
+    await decoder.stop()
+    await decoder.stop()
+    assert decoder.state == "STOPPED"
+    assert decoder.process is None
+
+
+async def test_stop_does_not_wait_for_output_nobody_reads(no_ffmpeg_left, data_dir):
+    # FFmpeg blocks writing to a full stdout pipe; stop() must not need terminate or kill.
+    decoder = FFmpegDecoder(stop_timeout=30)
+    await decoder.start()
+    await decoder.write(fox(data_dir, "wav"))
+    process = decoder.process
+    await decoder.stop()
+    assert process.returncode is not None
+    assert process.returncode not in (-signal.SIGTERM, -signal.SIGKILL)
+
+
+async def test_stop_kills_a_process_that_ignores_stdin_close_and_sigterm(monkeypatch):
+    decoder = FFmpegDecoder(stop_timeout=0.2)
+    stubborn = ["sh", "-c", 'trap "" TERM; exec sleep 60']
+    monkeypatch.setattr(decoder, "command", lambda: stubborn)
+    await decoder.start()
+    process, pid = decoder.process, decoder.pid
+    await asyncio.sleep(0.1)  # let sh install the trap before stop() escalates
+    await decoder.stop()
+    assert process.returncode == -signal.SIGKILL
+    assert not psutil.pid_exists(pid)
+
+
+async def test_stop_terminates_a_process_that_ignores_stdin_close(monkeypatch):
+    decoder = FFmpegDecoder(stop_timeout=0.2)
+    monkeypatch.setattr(decoder, "command", lambda: ["sleep", "60"])
+    await decoder.start()
+    process = decoder.process
+    await decoder.stop()
+    assert process.returncode == -signal.SIGTERM
+
+
+async def test_no_ffmpeg_left_after_200_start_stop_cycles(ffmpeg_children, data_dir):
+    header = fox(data_dir, "wav")[:4096]
+    before = {p.pid for p in ffmpeg_children()}
+    fds_before = psutil.Process().num_fds()
+
+    async def cycle(write: bool) -> None:
+        decoder = FFmpegDecoder()
+        await decoder.start()
+        if write:
+            await decoder.write(header)  # stop with output waiting in the pipe
+        await decoder.stop()
+        assert decoder.state == "STOPPED"
+
+    # 200 cycles, four sessions at a time (a server's pattern, and half the run time).
+    for _ in range(50):
+        await asyncio.gather(cycle(False), cycle(True), cycle(False), cycle(True))
+    assert [p.pid for p in ffmpeg_children() if p.pid not in before] == []
+    # Each cycle opens three pipes; none may stay open.
+    assert psutil.Process().num_fds() <= fds_before + 3
+
+
+async def test_write_before_start_or_after_end_input_is_refused(no_ffmpeg_left):
+    decoder = FFmpegDecoder()
+    with pytest.raises(DecoderError, match="IDLE"):
+        await decoder.write(b"data")
+    await decoder.start()
+    try:
+        await decoder.end_input()
+        await decoder.end_input()  # idempotent
+        with pytest.raises(DecoderError):
+            await decoder.write(b"data")
+    finally:
+        await decoder.stop()
+
+
+# -- FFmpegDecoder output ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.parametrize("chunk_size", [333, None], ids=["333-byte-chunks", "whole-file"])
+async def test_decodes_each_format_to_16khz_mono_float32(ext, chunk_size, data_dir, no_ffmpeg_left):
+    data = fox(data_dir, ext)
+    pcm = await decode(FFmpegDecoder(), data, chunk_size or len(data))
+    seconds = len(pcm) / 16_000
+    # mp3 carries encoder padding (ffprobe says 6.228 s); the others are within a few ms.
+    assert FOX_SECONDS - 0.05 < seconds < FOX_SECONDS + 0.1
+    assert pcm.dtype == np.float32
+    assert np.abs(pcm).max() <= 1.0
+    assert np.sqrt(np.mean(pcm**2)) > 0.01  # speech, not silence
+
+
+@pytest.mark.parametrize("ext", ["ogg", "webm", "mp3"])
+async def test_decodes_streaming_formats_written_one_byte_at_a_time(ext, data_dir):
+    data = fox(data_dir, ext)
+    one_byte = await decode(FFmpegDecoder(), data, 1)
+    whole = await decode(FFmpegDecoder(), data, len(data))
+    np.testing.assert_array_equal(one_byte, whole)
+
+
+async def test_lossless_formats_decode_to_the_same_samples(data_dir):
+    wav = await decode(FFmpegDecoder(), fox(data_dir, "wav"), 4096)
+    flac = await decode(FFmpegDecoder(), fox(data_dir, "flac"), 4096)
+    np.testing.assert_array_equal(wav, flac)
+
+
+async def test_first_pcm_latency_is_measured(data_dir):
+    decoder = FFmpegDecoder()
+    assert decoder.first_pcm_latency is None
+    await decode(decoder, fox(data_dir, "ogg"), 1024)
+    assert decoder.first_pcm_latency is not None and decoder.first_pcm_latency >= 0
+
+
+# -- FFmpegDecoder bad input ---------------------------------------------------------------
+
+
+async def assert_decoder_error(data: bytes, ffmpeg_says: str) -> DecoderError:
+    decoder = FFmpegDecoder()
+    with pytest.raises(DecoderError) as raised:
+        await decode(decoder, data, 4096)
+    assert ffmpeg_says in str(raised.value)  # FFmpeg's own stderr is quoted
+    assert ffmpeg_says in decoder.stderr
+    assert decoder.state == "STOPPED"
+    assert decoder.process.returncode is not None
+    return raised.value
+
+
+async def test_garbage_bytes_raise_decoder_error_with_ffmpeg_stderr(no_ffmpeg_left):
+    error = await assert_decoder_error(b"this is not audio " * 2000, "Invalid data found")
+    assert error.code == "decode_failed"
+    assert "FFmpeg said" in str(error)
+
+
+async def test_random_bytes_raise_decoder_error(no_ffmpeg_left):
+    await assert_decoder_error(np.random.default_rng(0).bytes(50_000), "Invalid data found")
+
+
+async def test_empty_input_raises_decoder_error(no_ffmpeg_left):
+    await assert_decoder_error(b"", "Invalid data found")
+
+
+async def test_file_cut_inside_its_header_raises_decoder_error(no_ffmpeg_left, data_dir):
+    await assert_decoder_error(fox(data_dir, "wav")[:50], "no 'data' tag found")
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+async def test_truncated_file_decodes_the_part_that_arrived(ext, data_dir, no_ffmpeg_left):
+    data = fox(data_dir, ext)
+    pcm = await decode(FFmpegDecoder(), data[: len(data) // 2], 4096)
+    # FFmpeg ends cleanly at a cut inside the audio: what arrived is decoded, no error.
+    assert 1.0 < len(pcm) / 16_000 < FOX_SECONDS - 1.0
+
+
+# -- finding the binary ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_path(monkeypatch, tmp_path):
+    """No ffmpeg on PATH and no RTLAB_FFMPEG."""
+    monkeypatch.delenv("RTLAB_FFMPEG", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+
+
+def fake_ffmpeg(directory) -> str:
+    directory.mkdir(exist_ok=True)
+    path = directory / "ffmpeg"
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_find_ffmpeg_prefers_rtlab_ffmpeg_over_path(monkeypatch, tmp_path):
+    on_path = fake_ffmpeg(tmp_path / "bin")
+    configured = fake_ffmpeg(tmp_path / "configured")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("RTLAB_FFMPEG", configured)
+    assert find_ffmpeg() == configured
+    monkeypatch.delenv("RTLAB_FFMPEG")
+    assert find_ffmpeg() == on_path
+
+
+def test_find_ffmpeg_falls_back_to_imageio_ffmpeg(empty_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    assert find_ffmpeg() == imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def test_find_ffmpeg_without_any_binary_says_how_to_install(empty_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails
+    with pytest.raises(FFmpegNotFound, match="install"):
+        find_ffmpeg()
+
+
+@pytest.mark.parametrize("bad", ["/nonexistent/ffmpeg", "directory"])
+def test_bad_rtlab_ffmpeg_is_refused_with_a_clear_error(bad, monkeypatch, tmp_path):
+    value = str(tmp_path) if bad == "directory" else bad
+    monkeypatch.setenv("RTLAB_FFMPEG", value)
+    with pytest.raises(FFmpegNotFound, match="RTLAB_FFMPEG") as raised:
+        find_ffmpeg()
+    assert value in str(raised.value)
+
+
+async def test_start_with_a_bad_rtlab_ffmpeg_raises_and_starts_nothing(monkeypatch, no_ffmpeg_left):
+    monkeypatch.setenv("RTLAB_FFMPEG", "/nonexistent/ffmpeg")
+    decoder = FFmpegDecoder()
+    with pytest.raises(FFmpegNotFound):
+        await decoder.start()
+    assert decoder.process is None
+    await decoder.stop()
+
+
+async def test_imageio_ffmpeg_binary_decodes_too(monkeypatch, data_dir):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    monkeypatch.setenv("RTLAB_FFMPEG", imageio_ffmpeg.get_ffmpeg_exe())
+    decoder = FFmpegDecoder()
+    pcm = await decode(decoder, fox(data_dir, "ogg"), 4096)
+    assert abs(len(pcm) / 16_000 - FOX_SECONDS) < 0.05
+
+
+# -- PCMDecoder -------------------------------------------------------------------------------
+
+SAMPLES = np.array([0, 1, -1, 16384, -16384, 32767, -32768, 1234], dtype="<i2")
+
+
+async def read_until_end(decoder) -> np.ndarray:
+    chunks = []
+    while (pcm := await asyncio.wait_for(decoder.read(), 5)) is not None:
+        chunks.append(pcm)
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, 16])
+async def test_pcm_decoder_accepts_chunks_of_any_size(chunk_size):
+    decoder = PCMDecoder()
+    await decoder.start()
+    data = SAMPLES.tobytes()
+    for offset in range(0, len(data), chunk_size):
+        await decoder.write(data[offset : offset + chunk_size])
+    await decoder.end_input()
+    pcm = await read_until_end(decoder)
+    assert pcm.dtype == np.float32
+    np.testing.assert_array_equal(pcm, SAMPLES.astype(np.float32) / 32768.0)
+    assert pcm.min() == -1.0 and pcm.max() < 1.0
+
+
+async def test_pcm_decoder_read_keeps_returning_none_after_the_end():
+    decoder = PCMDecoder()
+    await decoder.start()
+    await decoder.write(SAMPLES.tobytes())
+    await decoder.end_input()
+    assert len(await read_until_end(decoder)) == len(SAMPLES)
+    assert await asyncio.wait_for(decoder.read(), 5) is None
+    await decoder.stop()
+    assert await asyncio.wait_for(decoder.read(), 5) is None
+
+
+async def test_pcm_decoder_drops_an_odd_trailing_byte_at_the_end():
+    decoder = PCMDecoder()
+    await decoder.start()
+    await decoder.write(SAMPLES.tobytes() + b"\x01")
+    await decoder.end_input()
+    assert len(await read_until_end(decoder)) == len(SAMPLES)
+
+
+async def test_pcm_decoder_start_and_stop_are_idempotent():
+    decoder = PCMDecoder()
+    assert await decoder.start() is True
+    assert await decoder.start() is True
+    await decoder.stop()
+    await decoder.stop()
+    assert decoder.state == "STOPPED"
+    with pytest.raises(DecoderError, match="create a new one"):
+        await decoder.start()
+
+
+async def test_pcm_decoder_refuses_writes_before_start_and_after_end():
+    decoder = PCMDecoder()
+    with pytest.raises(DecoderError):
+        await decoder.write(b"\x00\x00")
+    await decoder.start()
+    await decoder.end_input()
+    with pytest.raises(DecoderError):
+        await decoder.write(b"\x00\x00")
+
+
+async def test_pcm_decoder_stop_wakes_a_blocked_reader():
+    decoder = PCMDecoder()
+    await decoder.start()
+    reader = asyncio.create_task(decoder.read())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    await decoder.stop()
+    assert await asyncio.wait_for(reader, 5) is None
+
+
+async def test_pcm_decoder_write_waits_when_full():
+    decoder = PCMDecoder(max_chunks=2)
+    await decoder.start()
+    await decoder.write(b"\x00\x00")
+    await decoder.write(b"\x00\x00")
+    writer = asyncio.create_task(decoder.write(b"\x00\x00"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not writer.done()  # bounded: the third chunk waits for a reader
+    await decoder.read()
+    await asyncio.wait_for(writer, 5)
+    await decoder.stop()
+
+
+def test_both_decoders_are_registered_as_plugins():
+    from rtlab.registry import get_registry
+
+    registry = get_registry()
+    assert registry.get("decoder", "ffmpeg") is FFmpegDecoder
+    assert registry.get("decoder", "pcm_s16le") is PCMDecoder
+    assert registry.entries["decoder"]["ffmpeg"].plugin == "rtlab.decoders.plugin"
