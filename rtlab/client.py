@@ -1,0 +1,334 @@
+"""An async client for ``rtlab serve``: stream a file in real time (or faster), collect events.
+
+>>> result = await stream_file("ws://127.0.0.1:8765/ws/transcribe", "talk.webm", backend="test")
+>>> result.text, result.start_latency, result.commit_latencies()
+
+:class:`TranscriptionClient` is the lower level used by tests: send any frame, wait for a
+message type, drop the connection abruptly. Every received message is kept with its
+arrival time in seconds since the first audio byte was sent (the server's session clock
+starts at that byte, so these times compare with the server's ``emitted_at``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+#: Bytes per second of ``format="pcm_s16le"`` audio (16 kHz, mono, 16 bit).
+PCM_BYTES_PER_SECOND = 32_000
+
+
+class ConnectionClosed(Exception):
+    """The server closed the connection before the awaited message arrived."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"the server closed the connection (code {code}, reason {reason!r})")
+        self.code = code
+        self.reason = reason
+
+
+class TranscriptionClient:
+    """One WebSocket connection to the server, with every received message recorded."""
+
+    def __init__(self, connection: WebSocketClientConnection) -> None:
+        self.connection = connection
+        #: ``(time.monotonic(), message)`` in arrival order.
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        #: ``time.monotonic()`` when the first audio byte was sent (None before).
+        self.first_audio_at: float | None = None
+        self._cursor = 0
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read_loop())
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, token: str | None = None, headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> TranscriptionClient:  # fmt: skip
+        """Open ``url`` (``ws://host:port/ws/transcribe``), optionally with a bearer token."""
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        request = HTTPRequest(url, headers=all_headers, connect_timeout=timeout, request_timeout=timeout)
+        connection = await websocket_connect(request, max_message_size=64 << 20)
+        return cls(connection)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message received so far."""
+        return [message for _, message in self.received]
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has closed (by either side)."""
+        return self._reader.done()
+
+    @property
+    def close_code(self) -> int | None:
+        return self.connection.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.connection.close_reason
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send_json(self, message: Any) -> None:
+        """Send any JSON value as a text frame."""
+        await self.send_text(json.dumps(message))
+
+    async def send_text(self, text: str) -> None:
+        """Send a raw text frame (tests send invalid JSON this way)."""
+        await self.connection.write_message(text)
+
+    async def start(self, **fields: Any) -> None:
+        """``start_transcription`` with optional backend, model, language, policy, format."""
+        await self.send_json({"type": "start_transcription", **fields})
+
+    async def stop(self) -> None:
+        """``stop_transcription``: the server flushes and answers ``transcription_stopped``."""
+        await self.send_json({"type": "stop_transcription"})
+
+    async def ping(self) -> None:
+        await self.send_json({"type": "ping"})
+
+    async def send_audio(self, data: bytes) -> None:
+        """Send a binary frame of audio."""
+        if self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+        await self.connection.write_message(data, binary=True)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while (frame := await self.connection.read_message()) is not None:
+                received = (time.monotonic(), json.loads(frame))
+                async with self._changed:
+                    self.received.append(received)
+                    self._changed.notify_all()
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def wait_for(self, *types: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The next message (after those already waited for) whose type is in ``types``.
+
+        Raises :class:`ConnectionClosed` if the connection closes first and
+        ``asyncio.TimeoutError`` after ``timeout`` seconds.
+        """
+
+        def found() -> bool:
+            while self._cursor < len(self.received):
+                if self.received[self._cursor][1].get("type") in types:
+                    return True
+                self._cursor += 1
+            return self.closed
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(found), timeout)
+            except asyncio.TimeoutError:
+                raise asyncio.TimeoutError(
+                    f"no {'/'.join(types)} within {timeout} s; received {self.messages}"
+                ) from None
+            if self._cursor >= len(self.received):
+                raise ConnectionClosed(self.close_code, self.close_reason)
+            message = self.received[self._cursor][1]
+            self._cursor += 1
+            return message
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        """Wait until the server has closed the connection."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close with a close frame and wait (a little) for the server's answer."""
+        self.connection.close(code, reason)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), 5)
+        except asyncio.TimeoutError:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame, like a crashed browser."""
+        stream = self.connection.stream
+        if stream is not None:
+            stream.close()
+        self._reader.cancel()
+
+
+@dataclass
+class ClientResult:
+    """What one streamed file produced, as the client saw it.
+
+    ``received`` holds ``(received_at, message)``: seconds since the first audio byte was
+    sent (negative for messages before it).
+    """
+
+    received: list[tuple[float, dict[str, Any]]]
+    audio_seconds: float
+    start_latency: float | None
+    error: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    text: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [message for _, message in self.received]
+
+    def committed_words(self) -> list[dict[str, Any]]:
+        """Committed words in order, each with ``received_at`` (client clock, seconds)."""
+        return [
+            {**word, "received_at": at}
+            for at, message in self.received
+            if message.get("type") == "transcript"
+            for word in message["committed"]
+        ]
+
+    def commit_latencies(self, reference_words: Sequence[Mapping[str, Any]] | None = None) -> list[float]:
+        """Per committed word: arrival at the client minus the word's end in the audio.
+
+        With ``reference_words`` (true times), words are aligned by sequence as in
+        :func:`rtlab.metrics.commit_latencies`; without, each word's own end time is used.
+        """
+        words = self.committed_words()
+        if reference_words is None:
+            return [w["received_at"] - w["end"] for w in words]
+        from .metrics import commit_latencies
+
+        commits = [{"type": "commit", "words": [w], "emitted_at": w["received_at"]} for w in words]
+        return commit_latencies(commits, reference_words)
+
+    def delivery_delays(self) -> list[float]:
+        """Per transcript message: arrival at the client minus the server's ``emitted_at``."""
+        return [
+            at - message["emitted_at"]
+            for at, message in self.received
+            if message.get("type") == "transcript"
+        ]
+
+
+def audio_duration(data: bytes, format: str = "auto") -> float:
+    """Seconds of audio in ``data``: WAV headers or raw PCM directly, anything else via FFmpeg."""
+    if format == "pcm_s16le":
+        return len(data) / PCM_BYTES_PER_SECOND
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        with wave.open(io.BytesIO(data)) as wav:
+            return wav.getnframes() / wav.getframerate()
+    import subprocess
+
+    from .decoders import find_ffmpeg
+
+    command = [find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
+               "-ac", "1", "-ar", "8000", "-f", "s16le", "pipe:1"]  # fmt: skip
+    decoded = subprocess.run(command, input=data, capture_output=True, check=True).stdout
+    return len(decoded) / 16_000
+
+
+def chunks(data: bytes, seconds_per_chunk: float, duration: float) -> Iterable[bytes]:
+    """``data`` cut into pieces of about ``seconds_per_chunk`` seconds of audio each."""
+    size = max(1, int(len(data) * seconds_per_chunk / duration)) if duration > 0 else len(data)
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+async def stream_file(
+    url: str,
+    audio: str | Path | bytes,
+    *,
+    speed: float = 1.0,
+    chunk_seconds: float = 0.25,
+    format: str = "auto",
+    token: str | None = None,
+    duration: float | None = None,
+    timeout: float = 60.0,
+    **start_fields: Any,
+) -> ClientResult:
+    """Connect, start, stream ``audio`` paced at ``speed`` x real time (0: no pacing), stop.
+
+    ``start_fields`` go into ``start_transcription`` (backend, model, language, policy).
+    Returns when ``transcription_stopped`` or ``transcription_failed`` arrives; a closed
+    connection or a timeout becomes ``error`` in the result instead of an exception.
+    """
+    data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
+    if duration is None:
+        duration = audio_duration(data, format)
+    client = await TranscriptionClient.connect(url, token=token)
+    started_at = time.monotonic()
+    start_latency = None
+    error: dict[str, Any] | None = None
+    summary = None
+    text = ""
+    try:
+        await client.start(format=format, **start_fields)
+        reply = await client.wait_for("transcription_started", "transcription_failed", timeout=timeout)
+        if reply["type"] == "transcription_failed":
+            error = reply
+        else:
+            start_latency = time.monotonic() - started_at
+            origin = time.monotonic()
+            for index, chunk in enumerate(chunks(data, chunk_seconds, duration)):
+                if speed > 0:
+                    delay = origin + index * chunk_seconds / speed - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if client.closed:
+                    break
+                await client.send_audio(chunk)
+            await client.stop()
+            final = await client.wait_for("transcription_stopped", "transcription_failed", timeout=timeout)
+            if final["type"] == "transcription_failed":
+                error = final
+            else:
+                summary, text = final["summary"], final["text"]
+    except (ConnectionClosed, asyncio.TimeoutError, OSError) as failure:
+        error = {"type": "client_error", "error": type(failure).__name__, "message": str(failure)}
+    finally:
+        await client.close()
+    origin = client.first_audio_at or started_at
+    return ClientResult(
+        received=[(at - origin, message) for at, message in client.received],
+        audio_seconds=duration,
+        start_latency=start_latency,
+        error=error,
+        summary=summary,
+        text=text,
+        timings={"wall_seconds": time.monotonic() - started_at},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rtlab.client FILE``: stream a file and print the messages as JSON lines."""
+    parser = argparse.ArgumentParser(prog="python -m rtlab.client", description=main.__doc__)
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--url", default="ws://127.0.0.1:8765/ws/transcribe")
+    parser.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible")
+    parser.add_argument("--backend")
+    parser.add_argument("--model")
+    parser.add_argument("--language")
+    parser.add_argument("--format", default="auto", choices=["auto", "pcm_s16le"])
+    parser.add_argument("--token")
+    args = parser.parse_args(argv)
+    fields = {k: v for k in ("backend", "model", "language") if (v := getattr(args, k)) is not None}
+    result = asyncio.run(
+        stream_file(args.url, args.file, speed=args.speed, format=args.format, token=args.token, **fields)
+    )
+    for at, message in result.received:
+        print(json.dumps({"received_at": round(at, 3), **message}))
+    return 1 if result.error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

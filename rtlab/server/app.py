@@ -1,0 +1,260 @@
+"""The Tornado application: routes, admission, health, start-up and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.httputil
+import tornado.netutil
+import tornado.web
+
+from ..backends import Backend, accepted_options, ensure_loaded, get_backend
+from ..processor import DEFAULT_POLICY
+from ..registry import get_registry
+from .config import ServerConfig
+from .handlers import BackendsHandler, HealthHandler, MetricsHandler, TranscribeSocket
+from .metrics import ServerMetrics
+from .processes import ffmpeg_children
+from .protocol import FORMATS
+from .session import Connection, TranscriptionSession
+
+log = logging.getLogger("rtlab.server")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+#: (error code, message, WebSocket close code) of a refused connection.
+Refusal = tuple[str, str, int]
+
+
+class TranscriptionServer:
+    """What all connections of one application share: settings, metrics, the sessions."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics(count_ffmpeg=self.count_ffmpeg)
+        self.sessions: set[TranscriptionSession] = set()
+        self.accepting = True
+        self.started_at = time.monotonic()
+        self.preload_task: asyncio.Future | None = None
+        self._backends: dict[int, Backend] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def admit(self, request: tornado.httputil.HTTPServerRequest) -> Refusal | None:
+        """Why a new connection is refused (shutdown, token, capacity), or None."""
+        config = self.config
+        if not self.accepting:
+            refusal: Refusal = ("server_shutdown", "the server is shutting down", 1001)
+        elif config.token and not hmac.compare_digest(
+            (_presented_token(request) or "").encode(), config.token.encode()
+        ):
+            refusal = (
+                "unauthorized",
+                "missing or wrong token: connect with ?token=TOKEN or an "
+                "'Authorization: Bearer TOKEN' header",
+                1008,
+            )
+        elif len(self.sessions) >= config.max_connections:
+            refusal = (
+                "server_busy",
+                f"the server already has {len(self.sessions)} sessions (its limit, "
+                f"--max-connections {config.max_connections}); try again later",
+                1013,
+            )
+        else:
+            return None
+        self.metrics.rejected.labels(reason=refusal[0]).inc()
+        self.metrics.errors.labels(error=refusal[0]).inc()
+        return refusal
+
+    def open_session(self, connection: Connection) -> TranscriptionSession:
+        """A session for an admitted connection."""
+        session = TranscriptionSession(connection, self)
+        self.sessions.add(session)
+        self.metrics.sessions.set(len(self.sessions))
+        return session
+
+    def close_session(self, session: TranscriptionSession) -> None:
+        """The connection closed: release its session in the background."""
+        self.sessions.discard(session)
+        self.metrics.sessions.set(len(self.sessions))
+        task = asyncio.ensure_future(session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def wait_closed(self) -> None:
+        """Wait until every session closed so far has released its processors."""
+        while self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def track_backend(self, backend: Backend) -> None:
+        """Remember a backend a session uses, for the health report."""
+        self._backends[id(backend)] = backend
+
+    # -- reports -------------------------------------------------------------------------
+
+    def count_ffmpeg(self) -> int:
+        """FFmpeg children of this process right now (0 where it cannot be counted)."""
+        return len(ffmpeg_children() or [])
+
+    def health(self) -> dict[str, Any]:
+        """The ``/healthz`` document."""
+        children = ffmpeg_children()
+        return {
+            "status": "ok" if self.accepting else "shutting_down",
+            "sessions": len(self.sessions),
+            "transcribing": sum(
+                1 for s in self.sessions for u in s.utterances if u.state in ("RUNNING", "STOPPING")
+            ),
+            "max_connections": self.config.max_connections,
+            "ffmpeg_processes": None if children is None else len(children),
+            "loaded_models": [b.info() for b in self._backends.values() if b.loaded],
+            "uptime_seconds": round(time.monotonic() - self.started_at, 1),
+        }
+
+    def backends_info(self) -> dict[str, Any]:
+        """The ``/api/backends`` document: what the plugin registry offers."""
+        registry = get_registry()
+
+        def describe(kind: str, name: str) -> dict[str, Any]:
+            entry = registry.entries[kind][name]
+            return {
+                "name": name,
+                "description": getattr(entry.cls, "description", ""),
+                "plugin": entry.plugin,
+                "options": {k: _jsonable(v) for k, v in accepted_options(entry.cls).items()},
+            }
+
+        return {
+            "default": {
+                "backend": self.config.backend,
+                "model": self.config.model,
+                "policy": DEFAULT_POLICY,
+                "format": "auto",
+            },
+            "backends": [describe("backend", n) for n in registry.names("backend")],
+            "policies": [describe("policy", n) for n in registry.names("policy")],
+            "formats": list(FORMATS),
+        }
+
+    # -- start-up and shutdown -----------------------------------------------------------
+
+    async def preload(self) -> None:
+        """Load the default backend's model so the first session starts warm."""
+        try:
+            backend = get_backend(self.config.backend, model=self.config.model)
+            self.track_backend(backend)
+            started = time.perf_counter()
+            await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, backend)
+            log.info("loaded %s in %.1f s", backend.info(), time.perf_counter() - started)
+        except Exception as error:  # noqa: BLE001 - sessions report it again, clearly
+            log.warning("could not preload backend %r: %s", self.config.backend, error)
+
+    async def shutdown(self) -> None:
+        """Refuse new sessions, let running ones flush, tell everyone, close, clean up."""
+        self.accepting = False
+        grace = self.config.shutdown_grace
+        sessions = list(self.sessions)
+        if sessions:
+            await asyncio.wait(
+                [asyncio.ensure_future(s.shutdown(grace)) for s in sessions], timeout=grace + 2
+            )
+            # Clients have a moment to answer the close frame; then the sessions go anyway.
+            deadline = time.monotonic() + 2
+            while self.sessions & set(sessions) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            self.close_session(session)
+        await self.wait_closed()
+
+
+def _presented_token(request: tornado.httputil.HTTPServerRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    values = request.query_arguments.get("token")
+    return values[0].decode(errors="replace") if values else None
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
+
+
+def make_app(server: TranscriptionServer) -> tornado.web.Application:
+    """The Tornado application for ``server``: demo page, WebSocket, JSON, metrics."""
+    injected = {"server": server}
+    return tornado.web.Application(
+        [
+            (r"/ws/transcribe", TranscribeSocket, injected),
+            (r"/api/backends", BackendsHandler, injected),
+            (r"/healthz", HealthHandler, injected),
+            (r"/metrics", MetricsHandler, injected),
+            (r"/()", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
+            (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+        ],
+    )
+
+
+@dataclass
+class RunningServer:
+    """A server listening in the current event loop (tests, notebooks, ``rtlab serve``)."""
+
+    server: TranscriptionServer
+    http: tornado.httpserver.HTTPServer
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The transcription WebSocket, ``ws://host:port/ws/transcribe``."""
+        return f"ws://{self.host}:{self.port}/ws/transcribe"
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, flush and tell clients, leave no FFmpeg."""
+        self.http.stop()
+        await self.server.shutdown()
+        await self.http.close_all_connections()
+
+
+async def start_server(config: ServerConfig | None = None) -> RunningServer:
+    """Listen on ``config.host:config.port`` (port 0 picks a free one) in this event loop."""
+    config = config or ServerConfig()
+    server = TranscriptionServer(config)
+    sockets = tornado.netutil.bind_sockets(config.port, config.host)
+    http = tornado.httpserver.HTTPServer(make_app(server))
+    http.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    if config.preload:
+        server.preload_task = asyncio.ensure_future(server.preload())
+    return RunningServer(server, http, config.host, port)
+
+
+async def serve(config: ServerConfig, *, announce=print) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    running = await start_server(config)
+    announce(f"rtlab server on {running.url}/ (WebSocket {running.ws_url})")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: %d sessions", len(running.server.sessions))
+        await running.stop()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

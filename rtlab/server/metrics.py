@@ -1,0 +1,58 @@
+"""Prometheus metrics of one server, in a registry of its own.
+
+A per-application :class:`~prometheus_client.CollectorRegistry` (not the global one) lets
+several servers live in one process, as they do in the test suite.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class ServerMetrics:
+    """The server's gauges, histograms and counters."""
+
+    def __init__(self, count_ffmpeg: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions = Gauge("rtlab_sessions", "Open WebSocket sessions", registry=r)
+        self.transcriptions = Gauge(
+            "rtlab_active_transcriptions", "Sessions with a running AudioProcessor", registry=r
+        )
+        self.ffmpeg_processes = Gauge(
+            "rtlab_ffmpeg_processes", "FFmpeg child processes of the server process", registry=r
+        )
+        self.ffmpeg_processes.set_function(count_ffmpeg)
+        self.start_latency = Histogram(
+            "rtlab_session_start_seconds",
+            "start_transcription received to transcription_started sent",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "rtlab_commit_latency_seconds",
+            "Per committed word: emitted_at of its commit minus the word's end in the audio",
+            buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 6, 10, 30),
+            registry=r,
+        )
+        self.rtf = Histogram(
+            "rtlab_rtf",
+            "Real-time factor of each finished transcription (compute seconds per audio second)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5),
+            registry=r,
+        )
+        self.rejected = Counter(
+            "rtlab_rejected_connections", "Connections refused, by reason", ["reason"], registry=r
+        )
+        self.errors = Counter(
+            "rtlab_errors", "transcription_failed and error messages sent, by code", ["error"], registry=r
+        )
+        self.dropped_partials = Counter(
+            "rtlab_dropped_partials", "Stale partial transcripts not sent to slow clients", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,397 @@
+"""The work behind one WebSocket connection.
+
+A :class:`TranscriptionSession` lives as long as its connection. Each
+``start_transcription`` begins an :class:`Utterance`: one new AudioProcessor, hence one
+FFmpeg process, until ``stop_transcription`` flushes it, the decoder fails, or the
+connection goes. The WebSocket handler only forwards frames here and reports the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Protocol
+
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
+
+from ..backends import get_backend
+from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError
+from ..processor import DEFAULT_POLICY, AudioProcessor
+from . import protocol
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .app import TranscriptionServer
+
+log = logging.getLogger("rtlab.server")
+
+
+class Connection(Protocol):
+    """What a session needs from its WebSocket (a Tornado handler provides it)."""
+
+    def write_message(self, message: str, binary: bool = False) -> Awaitable[None]: ...
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None: ...
+
+
+class Utterance:
+    """One start … stop: one AudioProcessor (one FFmpeg process), and its event pump.
+
+    ``state``: STARTING (model loading, audio is held) → RUNNING → STOPPING (flushing) →
+    DONE. Whatever happens, ``run`` ends with the processor cleaned up.
+    """
+
+    def __init__(self, session: TranscriptionSession, processor: AudioProcessor) -> None:
+        self.session = session
+        self.processor = processor
+        self.state = "STARTING"
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.pending_bytes = 0
+        self.stop_requested = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self._reported = False  # transcription_stopped or transcription_failed was sent
+        self._failure: tuple[str, str] | None = None
+        self._last_partial = ""
+        self.model: str | None = processor.backend_options.get("model")
+
+    def hold_audio(self, data: bytes) -> bool:
+        """Keep audio that arrives while the model loads; False when over the limit."""
+        if self.pending_bytes + len(data) > self.session.config.max_pending_audio_bytes:
+            return False
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        return True
+
+    def abort(self, code: str, message: str) -> None:
+        """End now, reporting ``transcription_failed`` with ``code``."""
+        if self.task is not None and not self.task.done():
+            self._failure = (code, message)
+            self.task.cancel()
+
+    async def run(self, previous: Utterance | None, requested_at: float) -> None:
+        """Start the processor, feed it, flush it on stop; always clean up."""
+        processor, session = self.processor, self.session
+        pump: asyncio.Task | None = None
+        started = cancelled = False
+        try:
+            if previous is not None and previous.task is not None:
+                await asyncio.wait([previous.task])  # its transcription_stopped goes first
+            backend = get_backend(processor.backend_name, **processor.backend_options)
+            session.server.track_backend(backend)
+            self.model = processor.backend_options.get("model") or backend.info().get("model")
+            await session.send(
+                protocol.model_loading_started(processor.backend_name, self.model, backend.loaded)
+            )
+            events = await processor.create_tasks()
+            pump = asyncio.create_task(self._pump(events), name="rtlab-session-pump")
+            await session.send(protocol.transcription_started(processor.backend_name, self.model))
+            session.metrics.start_latency.observe(time.monotonic() - requested_at)
+            session.metrics.transcriptions.inc()
+            started = True
+            while self.pending:
+                data = self.pending.popleft()
+                self.pending_bytes -= len(data)
+                await processor.process_audio(data)
+            self.state = "RUNNING"
+            stop_wait = asyncio.create_task(self.stop_requested.wait())
+            await asyncio.wait([stop_wait, pump], return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            self.state = "STOPPING"
+            await processor.finish()
+        except asyncio.CancelledError:
+            cancelled = True
+            if self._failure is not None:
+                await self._report(protocol.transcription_failed(*self._failure))
+            raise
+        except ProcessorStopped:
+            pass  # the decoder failed while held audio was fed; the pump reports it
+        except Exception as error:  # noqa: BLE001 - any failure must reach the client
+            if not isinstance(error, RtlabError):
+                log.exception("transcription failed in session %s", session.id)
+            await self._report(protocol.transcription_failed(*_describe(error)))
+        finally:
+            self.state = "DONE"
+            await processor.cleanup()
+            if pump is not None:
+                if cancelled:
+                    pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump  # the stream is closed: the pump sends what is left, then ends
+            if started:
+                session.metrics.transcriptions.dec()
+                if not cancelled:
+                    await self._report(
+                        protocol.transcription_failed(
+                            "internal_error", "the transcription ended without a summary"
+                        )
+                    )
+            session.utterance_done(self)
+
+    async def _report(self, message: dict[str, Any]) -> None:
+        """Send the utterance's final message (stopped or failed), once."""
+        if not self._reported:
+            self._reported = True
+            await self.session.send(message)
+
+    async def _pump(self, events) -> None:
+        """Turn processor events into protocol messages, in order."""
+        metrics = self.session.metrics
+        async for event in events:
+            kind = event["type"]
+            if kind == "partial":
+                self._last_partial = event["text"]
+                await self.session.send(
+                    protocol.transcript([], event["text"], event["emitted_at"], self.processor.lag)
+                )
+            elif kind == "commit":
+                for word in event["words"]:
+                    metrics.commit_latency.observe(event["emitted_at"] - word["end"])
+                # A partial event usually follows at once and is merged into this message.
+                await self.session.send(
+                    protocol.transcript(
+                        event["words"], self._last_partial, event["emitted_at"], self.processor.lag
+                    )
+                )
+            elif kind == "summary":
+                if event.get("rtf") is not None:
+                    metrics.rtf.observe(event["rtf"])
+                await self._report(protocol.transcription_stopped(event))
+            elif kind == "error":
+                await self._report(protocol.transcription_failed(event["error"], event["message"]))
+
+
+def _describe(error: Exception) -> tuple[str, str]:
+    if isinstance(error, RtlabError):
+        return error.code, str(error)
+    return "internal_error", f"{type(error).__name__}: {error}"
+
+
+class TranscriptionSession:
+    """Everything one WebSocket connection does; see the module docstring."""
+
+    _ids = 0
+
+    def __init__(self, connection: Connection, server: TranscriptionServer) -> None:
+        TranscriptionSession._ids += 1
+        self.id = TranscriptionSession._ids
+        self.connection = connection
+        self.server = server
+        self.config = server.config
+        self.metrics = server.metrics
+        self.outbox = Outbox(self.config.max_queued_messages)
+        self.utterance: Utterance | None = None
+        self.utterances: set[Utterance] = set()
+        self.last_activity = time.monotonic()
+        self.closed = False
+        self._audio_refused = False
+        self._close_with: tuple[int, str] | None = None
+        self._dropped_reported = 0
+        self._writer = asyncio.create_task(self._write_loop(), name="rtlab-session-writer")
+        self._watchdog = asyncio.create_task(self._watch_idle(), name="rtlab-session-idle")
+
+    # -- frames from the client --------------------------------------------------------
+
+    async def receive(self, frame: str | bytes) -> None:
+        """Handle one client frame; never raises for bad input."""
+        self.last_activity = time.monotonic()
+        if len(frame) > self.config.max_message_bytes:
+            await self.send(
+                protocol.error(
+                    "message_too_large",
+                    f"frames are limited to {self.config.max_message_bytes} bytes and this one "
+                    f"had {len(frame)}; it was ignored. Send audio in chunks of 100-250 ms.",
+                )
+            )
+        elif isinstance(frame, bytes):
+            await self._receive_audio(frame)
+        else:
+            await self._receive_text(frame)
+
+    async def _receive_text(self, text: str) -> None:
+        try:
+            message = protocol.parse_client_message(text)
+        except protocol.ProtocolError as error:
+            await self.send(protocol.error(error.code, str(error)))
+            return
+        if message["type"] == protocol.PING:
+            await self.send(protocol.pong())
+        elif message["type"] == protocol.START:
+            await self._start(message)
+        else:
+            await self._stop()
+
+    async def _start(self, message: dict[str, Any]) -> None:
+        requested_at = time.monotonic()
+        current = self.utterance
+        if current is not None and current.state == "RUNNING":
+            await self.send(protocol.transcription_started(current.processor.backend_name, current.model))
+            return
+        await self.send(protocol.transcription_starting())
+        if current is not None and current.state == "STARTING":
+            return  # transcription_started follows once the model is loaded
+        try:
+            processor = self._new_processor(protocol.StartRequest.from_message(message))
+        except RtlabError as error:
+            await self.send(protocol.transcription_failed(error.code, str(error)))
+            return
+        previous = current if current is not None and current.state == "STOPPING" else None
+        utterance = Utterance(self, processor)
+        self.utterance = utterance
+        self.utterances.add(utterance)
+        self._audio_refused = False
+        utterance.task = asyncio.create_task(
+            utterance.run(previous, requested_at), name=f"rtlab-utterance-{self.id}"
+        )
+
+    def _new_processor(self, request: protocol.StartRequest) -> AudioProcessor:
+        backend = request.backend or self.config.backend
+        model = request.model
+        if model is None and backend == self.config.backend:
+            model = self.config.model
+        return AudioProcessor(
+            backend,
+            model=model,
+            policy=request.policy or DEFAULT_POLICY,
+            language=request.language,
+            decoder=request.decoder,
+            clock="wall",
+            max_events=self.config.max_events,
+        )
+
+    async def _stop(self) -> None:
+        current = self.utterance
+        if current is None or current.state == "DONE":
+            await self.send(
+                protocol.error(
+                    "not_started",
+                    "stop_transcription, but no transcription is running; send start_transcription first",
+                )
+            )
+            return
+        current.stop_requested.set()  # a STARTING utterance stops as soon as it has started
+
+    async def _receive_audio(self, data: bytes) -> None:
+        current = self.utterance
+        if current is not None and current.state == "STARTING":
+            if not current.hold_audio(data):
+                current.abort(
+                    "audio_overflow",
+                    f"more than {self.config.max_pending_audio_bytes} bytes of audio arrived while "
+                    "the model was loading; wait for transcription_started before streaming",
+                )
+            return
+        if current is not None and current.state == "RUNNING" and not current.stop_requested.is_set():
+            try:
+                await current.processor.process_audio(data)
+                return
+            except (ProcessorStopped, ProcessorNotRunning):
+                pass  # it failed a moment ago; transcription_failed is on its way
+        if not self._audio_refused:
+            self._audio_refused = True  # once per idle period, not once per chunk
+            await self.send(
+                protocol.error(
+                    "not_started",
+                    "audio arrived while no transcription is running and was ignored; "
+                    "send start_transcription first",
+                )
+            )
+
+    # -- messages to the client --------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` for the client (see :class:`Outbox` for the bounds)."""
+        if message["type"] in ("transcription_failed", "error"):
+            self.metrics.errors.labels(error=message["error"]).inc()
+        await self.outbox.put(message)
+
+    async def _write_loop(self) -> None:
+        # Awaiting each write is the backpressure: a client that does not read fills the
+        # outbox, which stops the pump, which stops the processor, which stops reading audio.
+        while (message := await self.outbox.get()) is not None:
+            try:
+                await self.connection.write_message(json.dumps(message))
+            except (WebSocketClosedError, StreamClosedError):
+                return
+            dropped = self.outbox.dropped_partials - self._dropped_reported
+            if dropped:
+                self.metrics.dropped_partials.inc(dropped)
+                self._dropped_reported += dropped
+        if self._close_with is not None:
+            self.connection.close(*self._close_with)
+
+    async def end(self, code: int, reason: str, message: dict[str, Any] | None = None) -> None:
+        """Server-side close: send ``message``, flush the outbox, then close with ``code``."""
+        if message is not None:
+            await self.send(message)
+        self._close_with = (code, reason)
+        await self.outbox.close()
+
+    async def _watch_idle(self) -> None:
+        timeout = self.config.idle_timeout
+        while True:
+            idle = time.monotonic() - self.last_activity
+            if idle >= timeout:
+                await self.end(
+                    1000,
+                    "idle timeout",
+                    protocol.transcription_failed(
+                        "idle_timeout",
+                        f"no message from the client for {timeout:g} s; the session was closed. "
+                        "Reconnect to start again.",
+                    ),
+                )
+                return
+            await asyncio.sleep(timeout - idle)
+
+    # -- the end -----------------------------------------------------------------------
+
+    def utterance_done(self, utterance: Utterance) -> None:
+        """Called by an utterance when it has cleaned up."""
+        self.utterances.discard(utterance)
+
+    async def shutdown(self, grace: float) -> None:
+        """Server shutdown: flush a running transcription (up to ``grace`` s), then close."""
+        running = [u for u in self.utterances if u.task is not None]
+        for utterance in running:
+            utterance.stop_requested.set()
+        if running:
+            _, late = await asyncio.wait([u.task for u in running], timeout=grace)
+            for utterance in running:
+                if utterance.task in late:
+                    utterance.abort(
+                        "server_shutdown",
+                        "the server is shutting down; the transcription could not be finished",
+                    )
+            await asyncio.wait([u.task for u in running])
+            await self.end(1001, "server shutting down")
+        else:
+            await self.end(
+                1001,
+                "server shutting down",
+                protocol.transcription_failed("server_shutdown", "the server is shutting down"),
+            )
+
+    async def close(self) -> None:
+        """The connection is gone: stop every processor (and FFmpeg). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.outbox.discard()
+        self._watchdog.cancel()
+        utterances = list(self.utterances)
+        for utterance in utterances:
+            if utterance.task is not None:
+                utterance.task.cancel()
+        for utterance in utterances:
+            if utterance.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await utterance.task
+            await utterance.processor.cleanup()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self.utterances.clear()
