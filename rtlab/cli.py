@@ -21,3 +21,8 @@ def plugins() -> None:
     from .registry import plugins_info
 
     click.echo(json.dumps(plugins_info(), indent=2))
+
+
+from .bench import bench  # noqa: E402
+
+cli.add_command(bench)

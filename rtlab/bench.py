@@ -1,0 +1,415 @@
+"""``rtlab bench CORPUS``: replay a corpus through several configurations and score them.
+
+For every file of the corpus: decode it once, run one offline pass per distinct backend
+configuration (reference word times and offline WER, see :mod:`rtlab.offline`), replay it
+through all configurations at once (:mod:`rtlab.replay`), and score each stream
+(:func:`rtlab.results.evaluate_stream`). Then pool per configuration
+(:func:`rtlab.results.summarize`), write ``results.jsonl``, print a table and save plots.
+
+Library use (a script or a notebook cell)::
+
+    from rtlab.bench import run_bench
+    from rtlab.replay import parse_config
+    run = run_bench("speech/", [parse_config("backend=test,min_chunk=0.5")])
+    print(run.table())
+    run.write("results/")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .errors import RtlabError
+
+if TYPE_CHECKING:  # importing the replay pulls numpy in; 'rtlab --help' stays instant
+    from .replay import Configuration
+
+__all__ = ["BenchRun", "bench", "format_table", "load_grid", "resolve_normalizer", "run_bench", "run_bench_async"]  # fmt: skip
+
+_TABLE_COLUMNS = ("configuration", "WER", "median latency", "p95 latency", "first text", "RTF")
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def load_grid(path: str | os.PathLike[str]) -> list[Configuration]:
+    """Configurations described by a TOML file.
+
+    Top-level keys are defaults for every configuration. A ``[grid]`` table maps keys to
+    lists of values: one configuration per combination (the cartesian product). Each
+    ``[[config]]`` table adds one configuration (over the defaults). With neither, the
+    defaults are the one configuration::
+
+        backend = "faster-whisper"
+        model = "tiny.en"
+
+        [grid]
+        compute_type = ["int8", "float32"]
+        min_chunk = [0.5, 1, 2]
+
+        [[config]]
+        name = "base, 1 s"
+        model = "base"
+        min_chunk = 1
+
+    Raises ``ValueError`` for a file that is not valid TOML or not of this shape, and the
+    errors of :meth:`Configuration.from_options` for unknown plugins or options.
+    """
+    import tomllib
+
+    from .replay import Configuration
+
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{source}: not valid TOML ({exc})") from exc
+    grid = data.pop("grid", None)
+    explicit = data.pop("config", None)
+    defaults = data
+    for key, value in defaults.items():
+        if isinstance(value, (dict, list)):
+            raise ValueError(
+                f"{source}: top-level {key!r} must be a single value (a default); "
+                f"put lists of values under [grid]"
+            )
+    combos: list[dict[str, Any]] = []
+    if grid is not None:
+        if not isinstance(grid, dict) or not grid:
+            raise ValueError(f"{source}: [grid] must be a table of key = [values]")
+        keys = list(grid)
+        values = [v if isinstance(v, list) else [v] for v in grid.values()]
+        if any(not v for v in values):
+            raise ValueError(f"{source}: every [grid] key needs at least one value")
+        combos += [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    if explicit is not None:
+        if not isinstance(explicit, list) or not all(isinstance(c, dict) for c in explicit):
+            raise ValueError(f"{source}: [[config]] entries must be tables")
+        combos += explicit
+    if not combos:
+        combos = [{}]
+    return [Configuration.from_options({**defaults, **combo}) for combo in combos]
+
+
+def resolve_normalizer(normalizer: str, languages: Sequence[str | None]) -> str:
+    """The normalizer name to score with: ``"auto"`` picks Whisper's English normalizer when
+    every language is English (or unknown) and the basic one otherwise."""
+    from .metrics import NORMALIZERS, normalizer_for_language
+
+    if normalizer != "auto":
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"unknown normalizer {normalizer!r}; choose auto, {', '.join(NORMALIZERS)}")
+        return normalizer
+    names = {normalizer_for_language(lang) for lang in languages} or {"whisper-english"}
+    return names.pop() if len(names) == 1 else "whisper-basic"
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class BenchRun:
+    """The outcome of one benchmark: per-stream results and per-configuration summaries.
+
+    ``streams`` holds one :class:`~rtlab.results.StreamResult` per (file, configuration);
+    ``summaries`` one dict per configuration (``name``, ``config`` and the fields of
+    :func:`~rtlab.results.summarize`), in the order the configurations were given.
+    """
+
+    corpus: str
+    configurations: list[Configuration]
+    clock: str
+    normalizer: str
+    long_form: bool
+    streams: list[Any] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    replay_wall_seconds: float = 0.0
+    offline_wall_seconds: float = 0.0
+
+    def run_record(self) -> dict[str, Any]:
+        """The first line of ``results.jsonl``: what was run, where, and how long it took."""
+        return {
+            "record": "run",
+            "corpus": self.corpus,
+            "files": len({s.file for s in self.streams}),
+            "audio_seconds": self.audio_seconds,
+            "configurations": [c.to_dict() for c in self.configurations],
+            "clock": self.clock,
+            "normalizer": self.normalizer,
+            "long_form": self.long_form,
+            "wall_seconds": self.wall_seconds,
+            "replay_wall_seconds": self.replay_wall_seconds,
+            "offline_wall_seconds": self.offline_wall_seconds,
+            "environment": self.environment,
+        }
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every line of ``results.jsonl``: the run, one per stream, one per configuration.
+
+        Each line names its clock mode, normalizer and environment (hardware, versions).
+        """
+        common = {"clock": self.clock, "normalizer": self.normalizer, "environment": self.environment}
+        lines = [self.run_record()]
+        lines += [{"record": "stream", **s.to_dict(), "environment": self.environment} for s in self.streams]
+        lines += [{"record": "summary", **s, **common} for s in self.summaries]
+        return lines
+
+    def write(self, out_dir: str | os.PathLike[str], plots: bool = True) -> list[Path]:
+        """Write ``results.jsonl`` (and the PNG plots, when matplotlib is installed) into
+        ``out_dir``; returns the paths written."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "results.jsonl"
+        with path.open("w", encoding="utf-8") as fh:
+            for record in self.records():
+                fh.write(json.dumps(record, default=_json_default) + "\n")
+        written = [path]
+        if plots:
+            from . import plots as plotting
+
+            written += plotting.save_bench_plots(self.summaries, [s.to_dict() for s in self.streams], out)
+        return written
+
+    def table(self) -> str:
+        """The summary table with a header naming corpus, clock, normalizer and hardware."""
+        env = self.environment
+        memory = env.get("memory_total_bytes")
+        hardware = f"{env.get('cpu_count')} CPUs" + (f", {memory / 2**30:.1f} GiB" if memory else "")
+        hardware += f", {env.get('machine')}"
+        files = len({s.file for s in self.streams})
+        header = [
+            f"corpus: {self.corpus} ({files} file{'s' * (files != 1)}, {self.audio_seconds:.1f} s of audio"
+            + (", long-form" if self.long_form else "") + ")",
+            f"clock: {self.clock}   normalizer: {self.normalizer}   hardware: {hardware}",
+            f"wall time: {self.wall_seconds:.1f} s (replay {self.replay_wall_seconds:.1f} s, "
+            f"offline passes {self.offline_wall_seconds:.1f} s)",
+        ]
+        return "\n".join(header) + "\n" + format_table(self.summaries)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """One row per configuration: WER, median and p95 commit latency, median first-text
+    latency and RTF. Streams that failed are counted under the table."""
+    rows = [list(_TABLE_COLUMNS)]
+    failed = []
+    for s in summaries:
+        wer_value = s["wer"]["value"]
+        rows.append([
+            str(s["name"]),
+            "-" if wer_value is None else f"{100 * wer_value:.1f}%",
+            _seconds(s["latency"]["median"]),
+            _seconds(s["latency"]["p95"]),
+            _seconds(s["first_text_latency"]["median"]),
+            "-" if s["rtf"] is None else f"{s['rtf']:.3f}",
+        ])  # fmt: skip
+        if s.get("errors"):
+            failed.append(f"{s['name']}: {s['errors']} of {s['files']} streams failed (see results.jsonl)")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_COLUMNS))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines + failed)
+
+
+async def run_bench_async(
+    corpus: str | os.PathLike[str],
+    configurations: Sequence[Configuration],
+    *,
+    clock: str = "simulated",
+    normalizer: str = "auto",
+    language: str | None = None,
+    long_form: bool = False,
+    gap_seconds: float = 0.5,
+    work_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> BenchRun:
+    """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
+    :func:`~rtlab.corpus.load_corpus` reads); see the module docstring.
+
+    ``long_form`` joins every clip into one stream (``gap_seconds`` of silence between
+    clips) written to ``work_dir`` (default: a temporary folder). ``progress``: a tqdm bar
+    on stderr (``None``: only when stderr is a terminal). Raises ``FileNotFoundError`` or
+    ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
+    a backend, model or FFmpeg is missing.
+    """
+    import tempfile
+
+    from tqdm import tqdm
+
+    from .corpus import concatenate, load_corpus
+    from .metrics import environment_info
+    from .offline import decode_audio, offline_transcribe
+    from .replay import replay_async
+    from .results import evaluate_stream, summarize
+
+    configs = list(configurations)
+    if not configs:
+        raise ValueError("run_bench needs at least one configuration")
+    for config in configs:
+        config.validate()
+    utterances = load_corpus(corpus, language=language)
+    norm = resolve_normalizer(normalizer, [c.language or u.language for u in utterances for c in configs])
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rtlab-bench-") as tmp:
+        if long_form:
+            target = Path(work_dir or tmp) / "long-form.wav"
+            utterances = [
+                await loop.run_in_executor(None, lambda: concatenate(utterances, target, gap_seconds))
+            ]
+        run = BenchRun(str(corpus), configs, clock, norm, long_form, environment=environment_info())
+        decoded = []
+        for utt in utterances:
+            decoded.append(await loop.run_in_executor(None, decode_audio, utt.audio))
+        run.audio_seconds = sum(len(a) for a in decoded) / 16000
+        bar = tqdm(total=round(run.audio_seconds, 1), unit="s", desc="bench", file=sys.stderr,
+                   disable=(not progress) if progress is not None else None,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")  # fmt: skip
+        done = 0.0
+        try:
+            for utt, samples in zip(utterances, decoded):
+                bar.set_description(f"{utt.id} offline")
+                t = time.perf_counter()
+                offline: dict[tuple, Any] = {}
+                for config in configs:
+                    key = _offline_key(config)
+                    if key not in offline:
+                        offline[key] = await loop.run_in_executor(None, lambda c=config: offline_transcribe(
+                            utt.audio, c.backend, backend_options=c.all_backend_options(),
+                            language=c.language or utt.language, audio=samples))  # fmt: skip
+                run.offline_wall_seconds += time.perf_counter() - t
+                bar.set_description(f"{utt.id} replay")
+
+                def show(seconds: float, _done: float = done) -> None:
+                    bar.n = round(min(_done + seconds, run.audio_seconds), 1)
+                    bar.refresh()
+
+                t = time.perf_counter()
+                streams = await replay_async(samples, configs, clock=clock, progress=show)
+                run.replay_wall_seconds += time.perf_counter() - t
+                done += len(samples) / 16000
+                for config, stream in zip(configs, streams):
+                    reference = offline[_offline_key(config)]
+                    run.streams.append(evaluate_stream(
+                        file=str(utt.audio), reference=utt.text, events=stream.events,
+                        reference_words=reference.words, config=config.to_dict(),
+                        offline_hypothesis=reference.text, normalizer=norm, clock=clock,
+                        lag_samples=stream.lag_samples,
+                    ))  # fmt: skip
+        finally:
+            bar.close()
+    run.wall_seconds = time.perf_counter() - started
+    for config in configs:
+        mine = [s for s in run.streams if s.config["name"] == config.label]
+        run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
+    return run
+
+
+def _offline_key(config: Configuration) -> tuple:
+    return (config.backend, tuple(sorted((k, repr(v)) for k, v in config.all_backend_options().items())), config.language)
+
+
+def run_bench(corpus: str | os.PathLike[str], configurations: Sequence[Configuration], **options: Any) -> BenchRun:
+    """Blocking :func:`run_bench_async` (same arguments); in a notebook, ``await`` that one."""
+    return asyncio.run(run_bench_async(corpus, configurations, **options))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _parse_configs(texts: Sequence[str], grid: str | None) -> list[Configuration]:
+    from .replay import Configuration, parse_config
+
+    configs: list[Configuration] = []
+    for text in texts:
+        try:
+            configs.append(parse_config(text))
+        except (ValueError, RtlabError) as exc:
+            raise click.UsageError(f"--config {text!r}: {exc}") from None
+    if grid is not None:
+        try:
+            configs += load_grid(grid)
+        except (ValueError, RtlabError, OSError) as exc:
+            raise click.UsageError(f"--grid {grid}: {exc}") from None
+    if not configs:
+        configs = [Configuration()]
+    labels = [c.label for c in configs]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise click.UsageError(f"configuration {duplicates[0]!r} is given twice; drop one or set name=...")
+    return configs
+
+
+@click.command()
+@click.argument("corpus", type=click.Path(exists=True))
+@click.option("--config", "config_texts", multiple=True, metavar="KEY=VALUE,...",
+              help="A configuration, e.g. backend=faster-whisper,model=tiny.en,policy=local-agreement,"
+                   "min_chunk=1 (repeat for more). Other keys go to the backend or the policy.")
+@click.option("--grid", type=click.Path(exists=True, dir_okay=False),
+              help="TOML file of configurations: defaults, a [grid] of lists, [[config]] tables.")
+@click.option("--clock", type=click.Choice(["simulated", "wall"]), default="simulated", show_default=True,
+              help="simulated: as fast as compute allows, latency from a virtual clock; wall: real time.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder for results.jsonl and the PNG plots.")
+@click.option("--normalizer", type=click.Choice(["auto", "whisper-english", "whisper-basic", "none"]),
+              default="auto", show_default=True,
+              help="Text normalizer for WER; auto: Whisper's English one for English, basic otherwise.")
+@click.option("--long-form", is_flag=True, help="Join the corpus into one long stream (references joined).")
+@click.option("--gap", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Seconds of silence between clips with --long-form.")
+@click.option("--language", default=None, help="Language of corpus files that do not name one.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
+def bench(corpus, config_texts, grid, clock, out_dir, normalizer, long_form, gap, language, progress) -> None:  # fmt: skip
+    """Replay the corpus at CORPUS through every configuration at once and score them.
+
+    CORPUS is a folder of audio files with same-name .txt references, a LibriSpeech folder,
+    or a .jsonl manifest. Writes OUT/results.jsonl and PNG plots; prints one row per
+    configuration: WER, median and p95 commit latency, first-text latency, RTF.
+    """
+    configs = _parse_configs(config_texts, grid)
+    try:
+        run = run_bench(
+            corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
+            language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
+            progress=progress,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except RtlabError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        written = run.write(out_dir)
+    except ImportError as exc:
+        written = run.write(out_dir, plots=False)
+        click.echo(f"plots skipped: {exc}", err=True)
+    click.echo(run.table())
+    click.echo("wrote " + ", ".join(str(p) for p in written))

@@ -1,0 +1,149 @@
+"""Offline passes: decode a whole file, transcribe it in one call, keep the words.
+
+Streaming metrics need the audio time of every spoken word, and accuracy is worth
+comparing with what the same model gets when it sees the whole file at once. Both come
+from one *offline pass*: :func:`decode_audio` (one FFmpeg call, 16 kHz mono float32), then
+the backend's own ``transcribe()`` on the whole audio. Passes are cached in memory per
+(file, backend configuration, language), so that five streaming configurations of one
+model share one offline pass.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import SAMPLE_RATE, Backend, Word, ensure_loaded, get_backend
+from .errors import DecoderError
+
+__all__ = [
+    "OfflineTranscript", "clear_cache", "decode_audio", "offline_transcribe", "to_pcm16",
+    "transcribe_samples",
+]  # fmt: skip
+
+
+def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
+    """The audio of ``path`` as 16 kHz mono float32 samples, decoded by one FFmpeg call.
+
+    Raises ``FileNotFoundError`` for a missing file, :class:`~rtlab.errors.FFmpegNotFound`
+    without FFmpeg, and :class:`~rtlab.errors.DecoderError` (with FFmpeg's message) for a
+    file FFmpeg cannot decode.
+    """
+    from .decoders import find_ffmpeg
+
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"audio file not found: {source}")
+    cmd = [
+        find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", str(source), "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip()[-500:]
+        raise DecoderError(f"FFmpeg could not decode {source} (exit {proc.returncode}): {detail}")
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """Float32 samples as little-endian 16-bit PCM bytes (what the ``pcm_s16le`` decoder reads)."""
+    return (np.clip(audio, -1.0, 32767 / 32768) * 32768).round().astype("<i2").tobytes()
+
+
+@dataclass(frozen=True)
+class OfflineTranscript:
+    """One offline pass over a whole file.
+
+    ``words`` are in audio seconds; ``compute_seconds`` is the time of the ``transcribe``
+    call that produced them (a cached transcript keeps the time of its first computation).
+    """
+
+    words: list[Word] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    backend: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The words joined by single spaces."""
+        return " ".join(w["text"].strip() for w in self.words if w["text"].strip())
+
+    @property
+    def rtf(self) -> float | None:
+        """Compute seconds per audio second; ``None`` for empty audio."""
+        return self.compute_seconds / self.audio_seconds if self.audio_seconds else None
+
+
+_cache: dict[tuple, OfflineTranscript] = {}
+_cache_lock = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every cached offline transcript."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _file_key(path: Path) -> tuple:
+    # The path alone is not enough: a benchmark may rewrite a long-form file in place.
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def offline_transcribe(
+    audio_path: str | os.PathLike[str],
+    backend: str = "faster-whisper",
+    *,
+    model: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    language: str | None = None,
+    audio: np.ndarray | None = None,
+) -> OfflineTranscript:
+    """The backend's word-timestamp transcript of the whole file (cached in memory).
+
+    ``backend``/``model``/``backend_options`` name the shared backend instance as
+    :class:`~rtlab.processor.AudioProcessor` does; ``language`` defaults to the backend's.
+    ``audio`` may pass the already decoded samples of ``audio_path`` to skip decoding.
+    Blocking (loads the model on first use): call it off the event loop. Unknown backends
+    or options raise :class:`~rtlab.errors.UnknownBackend` or
+    :class:`~rtlab.errors.InvalidOption`.
+    """
+    options = dict(backend_options or {})
+    if model is not None:
+        options["model"] = model
+    instance = get_backend(backend, **options)
+    path = Path(audio_path)
+    key = (_file_key(path), backend, tuple(sorted((k, repr(v)) for k, v in options.items())), language)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    samples = decode_audio(path) if audio is None else audio
+    transcript = transcribe_samples(instance, samples, language=language)
+    with _cache_lock:
+        _cache[key] = transcript
+    return transcript
+
+
+def transcribe_samples(
+    backend: Backend, audio: np.ndarray, *, language: str | None = None
+) -> OfflineTranscript:
+    """One uncached offline pass of ``audio`` through a backend instance (loaded if needed)."""
+    ensure_loaded(backend)
+    lang = language or backend.default_language()
+    started = time.perf_counter()
+    words = backend.transcribe(audio, language=lang)
+    compute = time.perf_counter() - started
+    kept = [
+        {"text": w["text"].strip(), "start": float(w["start"]), "end": float(w["end"])}
+        for w in words
+        if w["text"].strip()
+    ]
+    return OfflineTranscript(kept, len(audio) / SAMPLE_RATE, compute, backend.info())

@@ -1,0 +1,199 @@
+"""PNG plots of benchmark results, drawn with matplotlib's Agg backend (no display needed).
+
+Inputs are the plain records of :mod:`rtlab.bench`: per-configuration summaries (dicts with
+``name``, ``wer``, ``latency`` ...) and per-stream results as dicts
+(:meth:`rtlab.results.StreamResult.to_dict`, e.g. lines of ``results.jsonl``). Each
+configuration keeps one colour across all plots. Every title names the clock mode and the
+normalizer, because a latency or a WER means little without them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_lag", "plot_latency_cdf", "plot_wer_vs_latency", "save_bench_plots"]
+
+#: File names written by :func:`save_bench_plots`.
+FILES = {"wer_vs_latency": "wer_vs_latency.png", "latency_cdf": "latency_cdf.png", "lag": "lag.png"}
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(
+            "plots need matplotlib, which is not installed: pip install matplotlib "
+            "(or pip install 'rtlab[plots]')"
+        ) from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(count: int) -> list[Any]:
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def _subtitle(summaries: Sequence[Mapping[str, Any]]) -> str:
+    clocks = sorted({c for s in summaries for c in _as_list(s.get("clock"))})
+    norms = sorted({n for s in summaries for n in _as_list(s.get("normalizer"))})
+    return f"clock: {', '.join(clocks) or '?'} · normalizer: {', '.join(norms) or '?'}"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _legend_below(fig: Any, ax: Any, count: int) -> None:
+    # Configuration names are long ("faster-whisper:tiny.en local-agreement min_chunk=0.5"):
+    # a legend under the axes never hides data.
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.14), fontsize="small", frameon=False, ncol=1)
+    fig.subplots_adjust(bottom=min(0.6, 0.16 + 0.045 * count))
+
+
+def _figure(count: int) -> tuple[Any, Any]:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5 + 0.3 * count), dpi=110)
+    return fig, ax
+
+
+def plot_wer_vs_latency(
+    summaries: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    connect: bool = False,
+    title: str = "Accuracy against latency",
+) -> Path:
+    """WER (%) against median commit latency, one point per configuration; a thin line
+    reaches out to its p95 latency. ``connect`` joins the points in order (a sweep)."""
+    plt = _pyplot()
+    fig, ax = _figure(len(summaries))
+    xs, ys = [], []
+    for index, (summary, color) in enumerate(zip(summaries, _colors(len(summaries))), start=1):
+        wer = summary["wer"]["value"]
+        median, p95 = summary["latency"]["median"], summary["latency"]["p95"]
+        if wer is None or median is None:
+            continue
+        xs.append(median)
+        ys.append(100 * wer)
+        ax.plot([median, p95], [100 * wer] * 2, color=color, linewidth=1.2, alpha=0.6)
+        ax.scatter([median], [100 * wer], color=color, s=60, zorder=3,
+                   label=f"[{index}] {summary['name']}")  # fmt: skip
+        ax.annotate(str(index), (median, 100 * wer), textcoords="offset points", xytext=(6, 6),
+                    fontsize="small")  # fmt: skip
+    if connect and len(xs) > 1:
+        ax.plot(xs, ys, color="grey", linewidth=0.8, linestyle="--", zorder=1)
+    ax.set_xlabel("commit latency, median (point) to p95 (line end) [s]")
+    ax.set_ylabel("WER [%]")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0, top=max(ys + [1.0]) * 1.25)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{title}\n{_subtitle(summaries)}", fontsize="medium")
+    _legend_below(fig, ax, len(summaries))
+    return _save(fig, path)
+
+
+def plot_latency_cdf(
+    summaries: Sequence[Mapping[str, Any]],
+    streams: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Cumulative distribution of per-word commit latency, one curve per configuration
+    (words pooled over every file of the configuration)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = _figure(len(summaries))
+    for summary, color in zip(summaries, _colors(len(summaries))):
+        values = np.sort([v for s in streams if s["config"].get("name") == summary["name"]
+                          for v in s.get("word_latencies") or ()])  # fmt: skip
+        if values.size == 0:
+            continue
+        fraction = np.arange(1, values.size + 1) / values.size
+        ax.step(values, fraction, where="post", color=color, label=f"{summary['name']} ({values.size} words)")
+    ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
+    ax.axhline(0.95, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_xlabel("commit latency per word [s]  (commit emitted_at − word end in the audio)")
+    ax.set_ylabel("fraction of committed words")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"Commit latency CDF\n{_subtitle(summaries)}", fontsize="medium")
+    _legend_below(fig, ax, len(summaries))
+    return _save(fig, path)
+
+
+def plot_lag(
+    summaries: Sequence[Mapping[str, Any]],
+    streams: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Lag (audio received minus audio processed) over time, one colour per configuration.
+
+    Files are laid end to end: each file's samples are shifted by the audio seconds of the
+    files before it, and dotted lines mark where a file starts.
+    """
+    plt = _pyplot()
+    fig, ax = _figure(len(summaries))
+    files: list[str] = []
+    for s in streams:
+        if s["file"] not in files:
+            files.append(s["file"])
+    offsets, start = {}, 0.0
+    for name in files:
+        offsets[name] = start
+        start += max(s["audio_seconds"] for s in streams if s["file"] == name)
+    for offset in list(offsets.values())[1:]:
+        ax.axvline(offset, color="grey", linewidth=0.5, linestyle=":")
+    for summary, color in zip(summaries, _colors(len(summaries))):
+        labelled = False
+        for s in streams:
+            if s["config"].get("name") != summary["name"] or not s.get("lag"):
+                continue
+            samples = s["lag"]["samples"]
+            if not samples:
+                continue
+            xs = [offsets[s["file"]] + t for t, _ in samples]
+            ys = [lag for _, lag in samples]
+            ax.step(xs, ys, where="post", color=color, linewidth=1.2,
+                    label=None if labelled else summary["name"])  # fmt: skip
+            labelled = True
+    ax.set_xlabel("stream time [s]" + (" (files end to end)" if len(files) > 1 else ""))
+    ax.set_ylabel("lag: audio received − audio processed [s]")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"Lag over time\n{_subtitle(summaries)}", fontsize="medium")
+    _legend_below(fig, ax, len(summaries))
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    plt = _pyplot()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def save_bench_plots(
+    summaries: Sequence[Mapping[str, Any]],
+    streams: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike[str],
+) -> list[Path]:
+    """The three benchmark plots in ``out_dir`` (see :data:`FILES`); returns their paths.
+    Raises ``ImportError`` with the install command when matplotlib is missing."""
+    out = Path(out_dir)
+    return [
+        plot_wer_vs_latency(summaries, out / FILES["wer_vs_latency"]),
+        plot_latency_cdf(summaries, streams, out / FILES["latency_cdf"]),
+        plot_lag(summaries, streams, out / FILES["lag"]),
+    ]

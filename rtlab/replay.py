@@ -1,0 +1,373 @@
+"""Replay one audio through several configurations at once, in one process, on one clock.
+
+A *configuration* is a backend (with its model and options), a streaming policy (with its
+options) and a language. :func:`replay_async` starts one
+:class:`~rtlab.processor.AudioProcessor` per configuration, feeds all of them the same
+decoded audio concurrently, collects every event and the lag samples of each, and returns
+one :class:`StreamRun` per configuration.
+
+Clock modes (see :mod:`rtlab.clock`):
+
+* ``simulated`` (default): audio is fed as fast as the processors take it. Each processor
+  keeps its own virtual clock, which counts audio time plus *its own* compute time only.
+  Processors that share a backend instance take turns on that backend's scheduler thread,
+  so they do not slow each other's measured compute; processors on *different* backend
+  instances compute in parallel threads and do compete for the CPU, which makes their
+  measured compute (and so their simulated latencies) pessimistic on a small machine.
+* ``wall``: one pacing loop starts all feeders at the same instant and sends each chunk of
+  ``chunk_seconds`` when its audio starts, in real time. Latencies then include the
+  waiting of sessions queued behind each other on a shared backend, as on a server.
+
+Determinism: with a deterministic backend, whose compute per pass stays below the
+policy's ``min_chunk``, two simulated replays commit the same words at the same points of
+the audio; ``emitted_at`` still carries the measured compute time of each pass, so it
+varies by that jitter (microseconds to milliseconds) from run to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import SAMPLE_RATE, accepted_options, check_options
+from .clock import CLOCK_MODES
+from .errors import InvalidOption, RtlabError
+from .processor import DEFAULT_BACKEND, DEFAULT_POLICY, AudioProcessor
+from .registry import get_registry
+
+__all__ = ["Configuration", "StreamRun", "parse_config", "replay", "replay_async"]
+
+#: Keys of a configuration that are not plugin options.
+_TOP_LEVEL = ("name", "backend", "model", "policy", "language")
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One way of transcribing a stream: backend, model, policy, options, language.
+
+    ``model=None`` and ``language=None`` leave the backend's defaults. ``name`` labels the
+    configuration in tables and plots (default: :attr:`label` built from the rest).
+    Build from a flat mapping with :meth:`from_options` to have options routed to the
+    backend or the policy and validated against what the plugins accept.
+    """
+
+    backend: str = DEFAULT_BACKEND
+    model: str | None = None
+    policy: str = DEFAULT_POLICY
+    language: str | None = None
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    policy_options: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Configuration:
+        """A configuration from a flat mapping such as ``{"backend": "faster-whisper",
+        "model": "tiny.en", "min_chunk": 0.5, "compute_type": "int8"}``.
+
+        Keys other than ``name``, ``backend``, ``model``, ``policy`` and ``language`` go to
+        the policy or to the backend, whichever accepts them; ``policy.KEY`` and
+        ``backend.KEY`` say which when both do. Raises
+        :class:`~rtlab.errors.UnknownBackend`, :class:`~rtlab.errors.UnknownPolicy` or
+        :class:`~rtlab.errors.InvalidOption`, each naming the accepted choices.
+        """
+        opts = dict(options)
+        backend = str(opts.pop("backend", DEFAULT_BACKEND))
+        policy = str(opts.pop("policy", DEFAULT_POLICY))
+        model = opts.pop("model", None)
+        language = opts.pop("language", None)
+        name = opts.pop("name", None)
+        registry = get_registry()
+        backend_cls = registry.get("backend", backend)
+        policy_cls = registry.get("policy", policy)
+        backend_accepts = set(accepted_options(backend_cls)) - {"model"}
+        policy_accepts = set(accepted_options(policy_cls)) - {"backend", "language"}
+        backend_options: dict[str, Any] = {}
+        policy_options: dict[str, Any] = {}
+        for key, value in opts.items():
+            target, _, bare = key.rpartition(".")
+            if target == "backend":
+                backend_options[bare] = value
+            elif target == "policy":
+                policy_options[bare] = value
+            elif target:
+                raise InvalidOption(
+                    f"option {key!r}: prefix it with 'backend.' or 'policy.', not {target + '.'!r}"
+                )
+            elif key in policy_accepts and key in backend_accepts:
+                raise InvalidOption(
+                    f"option {key!r} is accepted by backend {backend!r} and policy {policy!r}; "
+                    f"write backend.{key}=... or policy.{key}=..."
+                )
+            elif key in policy_accepts:
+                policy_options[key] = value
+            elif key in backend_accepts:
+                backend_options[key] = value
+            else:
+                raise InvalidOption(
+                    f"option {key!r} is accepted neither by backend {backend!r} "
+                    f"(options: {', '.join(sorted(backend_accepts)) or 'none'}) nor by policy "
+                    f"{policy!r} (options: {', '.join(sorted(policy_accepts)) or 'none'})"
+                )
+        config = cls(
+            backend=backend,
+            model=None if model is None else str(model),
+            policy=policy,
+            language=None if language is None else str(language),
+            backend_options=backend_options,
+            policy_options=policy_options,
+            name=None if name is None else str(name),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check the plugin names and option names against the registry (no model load)."""
+        registry = get_registry()
+        backend_cls = registry.get("backend", self.backend)
+        plugin = registry.entries["backend"][self.backend].plugin
+        check_options(backend_cls, "backend", self.all_backend_options(), plugin)
+        policy_cls = registry.get("policy", self.policy)
+        check_options(policy_cls, "policy", {**self.policy_options, "language": self.language})
+
+    def all_backend_options(self) -> dict[str, Any]:
+        """The backend options including ``model`` when set (the shared-instance key)."""
+        options = dict(self.backend_options)
+        if self.model is not None:
+            options["model"] = self.model
+        return options
+
+    @property
+    def label(self) -> str:
+        """``name`` if set, else e.g. ``faster-whisper:tiny.en local-agreement min_chunk=0.5``."""
+        if self.name:
+            return self.name
+        head = self.backend if self.model is None else f"{self.backend}:{self.model}"
+        parts = [head, self.policy]
+        parts += [f"{k}={v}" for k, v in sorted(self.backend_options.items())]
+        parts += [f"{k}={v}" for k, v in sorted(self.policy_options.items())]
+        if self.language:
+            parts.append(f"language={self.language}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-ready dict; :meth:`from_options` reads it back."""
+        d: dict[str, Any] = {"name": self.label, "backend": self.backend, "model": self.model,
+                             "policy": self.policy, "language": self.language}  # fmt: skip
+        d.update({f"backend.{k}": v for k, v in sorted(self.backend_options.items())})
+        d.update({f"policy.{k}": v for k, v in sorted(self.policy_options.items())})
+        return d
+
+    def processor(self, *, clock: str = "simulated", decoder: str = "pcm_s16le") -> AudioProcessor:
+        """A new, not yet started processor for this configuration."""
+        return AudioProcessor(
+            self.backend,
+            model=self.model,
+            policy=self.policy,
+            language=self.language,
+            decoder=decoder,
+            clock=clock,
+            backend_options=dict(self.backend_options),
+            policy_options=dict(self.policy_options),
+        )
+
+
+def parse_value(text: str) -> Any:
+    """``"1"`` → 1, ``"0.5"`` → 0.5, ``"true"``/``"false"`` → bool, anything else as is."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_config(text: str) -> Configuration:
+    """A configuration from ``"backend=faster-whisper,model=tiny.en,min_chunk=0.5"``.
+
+    Raises ``ValueError`` for text that is not comma-separated ``key=value`` pairs, and the
+    errors of :meth:`Configuration.from_options` for unknown plugins or options.
+    """
+    options: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise ValueError(
+                f"bad configuration {text!r}: expected comma-separated key=value pairs, "
+                f"e.g. backend=faster-whisper,model=tiny.en,policy=local-agreement,min_chunk=1"
+            )
+        if key in options:
+            raise ValueError(f"bad configuration {text!r}: {key!r} is given twice")
+        options[key] = parse_value(value)
+    return Configuration.from_options(options)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@dataclass
+class StreamRun:
+    """What one configuration produced on one replayed audio.
+
+    ``events`` is every event in order (the last one is the summary, or an error);
+    ``lag_samples`` the processor's ``(emitted_at, lag seconds)`` samples; ``error`` the
+    error event's message when the stream failed.
+    """
+
+    configuration: Configuration
+    clock: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    lag_samples: list[tuple[float, float]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The committed text (from the summary event, or the commits when it failed)."""
+        summary = self.summary
+        if summary is not None:
+            return str(summary.get("text", ""))
+        words = [w["text"] for e in self.events if e["type"] == "commit" for w in e["words"]]
+        return " ".join(words)
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The summary event, or ``None`` when the stream did not end normally."""
+        last = self.events[-1] if self.events else None
+        return last if last is not None and last.get("type") == "summary" else None
+
+
+def _as_samples(audio: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
+    if isinstance(audio, np.ndarray):
+        if audio.ndim != 1:
+            raise ValueError(f"audio must be mono (1-D) 16 kHz float32 samples, got shape {audio.shape}")
+        return audio.astype(np.float32, copy=False)
+    from .offline import decode_audio
+
+    return decode_audio(Path(audio))
+
+
+async def replay_async(
+    audio: str | os.PathLike[str] | np.ndarray,
+    configurations: Iterable[Configuration],
+    *,
+    clock: str = "simulated",
+    chunk_seconds: float = 0.1,
+    progress: Callable[[float], None] | None = None,
+) -> list[StreamRun]:
+    """Stream ``audio`` (a file path, or 16 kHz mono float32 samples) through every
+    configuration concurrently; one :class:`StreamRun` per configuration, in order.
+
+    The file is decoded once (one FFmpeg call) and fed to each processor as raw PCM in
+    chunks of ``chunk_seconds``. ``progress``, if given, is called with the seconds of
+    audio processed so far (the mean over the configurations) about four times a second.
+    A configuration whose stream fails keeps its error in its run; the others go on.
+    Starting fails as a whole: if any model cannot load, every processor is cleaned up and
+    the error is raised.
+    """
+    if clock not in CLOCK_MODES:
+        raise ValueError(f"unknown clock mode {clock!r}; choose one of {', '.join(CLOCK_MODES)}")
+    if chunk_seconds <= 0:
+        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    configs = list(configurations)
+    if not configs:
+        raise ValueError("replay needs at least one configuration")
+    samples = _as_samples(audio)
+    from .offline import to_pcm16
+
+    pcm = to_pcm16(samples)
+    step = max(2, int(chunk_seconds * SAMPLE_RATE) * 2)
+    chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+    processors = [c.processor(clock=clock, decoder="pcm_s16le") for c in configs]
+    started = await asyncio.gather(*(p.create_tasks() for p in processors), return_exceptions=True)
+    failures = [s for s in started if isinstance(s, BaseException)]
+    if failures:
+        await asyncio.gather(*(p.cleanup() for p in processors), return_exceptions=True)
+        raise failures[0]
+    runs = [StreamRun(c, clock) for c in configs]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+
+    async def feed(processor: AudioProcessor) -> None:
+        for index, chunk in enumerate(chunks):
+            if clock == "wall":
+                # Every feeder paces against the same start instant: one clock for all.
+                delay = t0 + index * step / 2 / SAMPLE_RATE - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            try:
+                await processor.process_audio(chunk)
+            except RtlabError:
+                return  # the processor failed; its error event ends its stream
+        await processor.finish()
+
+    async def collect(processor: AudioProcessor, run: StreamRun) -> None:
+        async for event in processor.events:
+            run.events.append(event)
+
+    tasks = [asyncio.create_task(feed(p)) for p in processors]
+    tasks += [asyncio.create_task(collect(p, r)) for p, r in zip(processors, runs)]
+    reporter = None
+    if progress is not None:
+        reporter = asyncio.create_task(_report_progress(processors, progress))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        await asyncio.gather(*(p.cleanup() for p in processors), return_exceptions=True)
+    if progress is not None:
+        progress(_mean_processed(processors))
+    for processor, run in zip(processors, runs):
+        run.lag_samples = [(float(t), float(lag)) for t, lag in processor.lag_samples]
+        error = next((e for e in run.events if e.get("type") == "error"), None)
+        if error is not None:
+            run.error = f"{error.get('error')}: {error.get('message')}"
+    return runs
+
+
+def _mean_processed(processors: Sequence[AudioProcessor]) -> float:
+    return sum(p.audio_seconds for p in processors) / len(processors)
+
+
+async def _report_progress(processors: Sequence[AudioProcessor], progress: Callable[[float], None]) -> None:
+    while True:
+        progress(_mean_processed(processors))
+        await asyncio.sleep(0.25)
+
+
+def replay(
+    audio: str | os.PathLike[str] | np.ndarray,
+    configurations: Iterable[Configuration],
+    *,
+    clock: str = "simulated",
+    chunk_seconds: float = 0.1,
+    progress: Callable[[float], None] | None = None,
+) -> list[StreamRun]:
+    """Blocking :func:`replay_async` for scripts. In a notebook (where an event loop is
+    already running) use ``await replay_async(...)`` instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("an event loop is running here (a notebook?): use 'await replay_async(...)'")
+    return asyncio.run(
+        replay_async(audio, configurations, clock=clock, chunk_seconds=chunk_seconds, progress=progress)
+    )
