@@ -1,0 +1,266 @@
+// rtlab demo page: microphone -> MediaRecorder (webm/opus slices) -> WebSocket -> transcript.
+// Plain JavaScript, no build step. The protocol is described in docs/server.md.
+"use strict";
+
+(function () {
+  const SLICE_MS = 250; // MediaRecorder timeslice: 100-250 ms keeps latency low
+  const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
+  const NO_RETRY_CODES = new Set([1008]); // unauthorized: retrying cannot help
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    status: $("status"), backend: $("backend"), model: $("model"), description: $("backend-description"),
+    start: $("start"), stop: $("stop"), error: $("error"), committed: $("committed"), partial: $("partial"),
+    startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), wordCount: $("word-count"),
+  };
+
+  // Exposed for tests and curious users: every message received, and the current state.
+  const rtlab = (window.rtlab = { messages: [], state: "idle", backends: null });
+
+  let socket = null;
+  let recorder = null;
+  let stream = null;
+  let wantRunning = false; // the user pressed Start and not Stop: resume after a reconnect
+  let attempt = 0;
+  let reconnectTimer = null;
+  let startClickedAt = 0;
+  let firstAudioAt = null; // performance.now() of the first audio slice sent (server clock zero)
+  let wordCount = 0;
+
+  const token = new URLSearchParams(location.search).get("token");
+
+  function setState(state, text) {
+    rtlab.state = state;
+    ui.status.dataset.state = state;
+    ui.status.textContent = text || state;
+    const busy = state === "starting" || state === "running" || state === "stopping" || state === "reconnecting";
+    ui.start.disabled = busy;
+    ui.stop.disabled = !(state === "starting" || state === "running" || state === "reconnecting");
+    ui.backend.disabled = ui.model.disabled = busy;
+  }
+
+  function showError(text) {
+    ui.error.textContent = text;
+    ui.error.hidden = !text;
+  }
+
+  function socketUrl() {
+    const url = new URL("ws/transcribe", location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    if (token) url.searchParams.set("token", token);
+    return url.toString();
+  }
+
+  // -- backends ------------------------------------------------------------------------
+
+  async function loadBackends() {
+    try {
+      const response = await fetch("api/backends", { cache: "no-store" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const info = (rtlab.backends = await response.json());
+      ui.backend.replaceChildren();
+      for (const backend of info.backends) {
+        const option = new Option(backend.name, backend.name);
+        option.dataset.description = backend.description || "";
+        option.dataset.model = backend.options.model || "";
+        ui.backend.add(option);
+      }
+      const preferred = info.backends.some((b) => b.name === info.default.backend) ? info.default.backend : "";
+      if (preferred) ui.backend.value = preferred;
+      describeBackend();
+      if (info.default.model && ui.backend.value === info.default.backend) ui.model.value = info.default.model;
+    } catch (error) {
+      showError(`Could not load the backend list (${error.message}); is the server running?`);
+    }
+  }
+
+  function describeBackend() {
+    const option = ui.backend.selectedOptions[0];
+    ui.description.textContent = option ? option.dataset.description : "";
+    ui.model.placeholder = option && option.dataset.model ? option.dataset.model : "backend default";
+  }
+
+  // -- connection ----------------------------------------------------------------------
+
+  function connect() {
+    return new Promise((resolve, reject) => {
+      if (socket && socket.readyState === WebSocket.OPEN) return resolve(socket);
+      const ws = new WebSocket(socketUrl());
+      ws.binaryType = "arraybuffer";
+      socket = ws;
+      let opened = false;
+      ws.onopen = () => { opened = true; attempt = 0; resolve(ws); };
+      ws.onmessage = (event) => onMessage(JSON.parse(event.data));
+      ws.onclose = (event) => {
+        onClose(ws, event); // schedules a reconnect first when one is wanted
+        if (!opened) reject(new Error(`could not connect to the server (code ${event.code})`));
+      };
+    });
+  }
+
+  function onClose(ws, event) {
+    if (ws !== socket) return;
+    socket = null;
+    stopRecorder();
+    const why = `connection closed (code ${event.code}${event.reason ? ", " + event.reason : ""})`;
+    if (wantRunning && !NO_RETRY_CODES.has(event.code)) {
+      const delay = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
+      attempt += 1;
+      setState("reconnecting", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+      clearTimeout(reconnectTimer);
+      reconnectTimer = setTimeout(() => { if (wantRunning) start().catch(() => {}); }, delay);
+    } else if (rtlab.state !== "failed") {
+      setState("idle", `idle (${why})`);
+    }
+  }
+
+  function send(message) {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  }
+
+  // -- messages ------------------------------------------------------------------------
+
+  function onMessage(message) {
+    rtlab.messages.push(message);
+    switch (message.type) {
+      case "transcription_starting":
+        setState("starting", "starting…");
+        break;
+      case "model_loading_started":
+        setState("starting", message.cached ? `starting ${message.backend}…` :
+          `loading ${message.backend} ${message.model || ""}…`);
+        break;
+      case "transcription_started":
+        setState("running", `listening (${message.backend}${message.model ? " " + message.model : ""})`);
+        ui.startLatency.textContent = `${Math.round(performance.now() - startClickedAt)} ms`;
+        break;
+      case "transcript":
+        onTranscript(message);
+        break;
+      case "transcription_stopped":
+        ui.partial.textContent = "";
+        setState("idle", `stopped · ${message.summary.audio_seconds} s of audio` +
+          (message.summary.rtf != null ? ` · RTF ${message.summary.rtf}` : ""));
+        break;
+      case "transcription_failed":
+        wantRunning = wantRunning && message.error === "server_busy"; // busy: retry with backoff
+        stopRecorder();
+        setState("failed", `failed: ${message.error}`);
+        showError(`${message.error}: ${message.message}`);
+        break;
+      case "error":
+        showError(`${message.error}: ${message.message}`);
+        break;
+      default:
+        break; // unknown types are additions from a newer server: ignore them
+    }
+  }
+
+  function onTranscript(message) {
+    if (message.committed.length) {
+      const text = message.committed.map((w) => w.text).join(" ");
+      ui.committed.textContent += (ui.committed.textContent ? " " : "") + text;
+      wordCount += message.committed.length;
+      ui.wordCount.textContent = String(wordCount);
+      if (firstAudioAt !== null) {
+        const last = message.committed[message.committed.length - 1];
+        const latency = (performance.now() - firstAudioAt) / 1000 - last.end;
+        ui.latency.textContent = `${latency.toFixed(2)} s`;
+      }
+    }
+    ui.partial.textContent = message.partial ? (ui.committed.textContent ? " " : "") + message.partial : "";
+    ui.lag.textContent = `${Number(message.lag).toFixed(2)} s`;
+  }
+
+  // -- microphone ----------------------------------------------------------------------
+
+  function pickMimeType() {
+    const candidates = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"];
+    return candidates.find((type) => window.MediaRecorder && MediaRecorder.isTypeSupported(type)) || "";
+  }
+
+  async function startRecorder() {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+    const mimeType = pickMimeType();
+    recorder = new MediaRecorder(stream, mimeType ? { mimeType, audioBitsPerSecond: 32000 } : undefined);
+    firstAudioAt = null;
+    recorder.ondataavailable = (event) => {
+      if (event.data.size && socket && socket.readyState === WebSocket.OPEN) {
+        if (firstAudioAt === null) firstAudioAt = performance.now();
+        socket.send(event.data);
+      }
+    };
+    recorder.start(SLICE_MS);
+  }
+
+  function stopRecorder() {
+    return new Promise((resolve) => {
+      const active = recorder;
+      recorder = null;
+      const release = () => {
+        if (stream) stream.getTracks().forEach((track) => track.stop());
+        stream = null;
+        resolve();
+      };
+      if (active && active.state !== "inactive") {
+        active.onstop = release; // the last slice is delivered before onstop
+        active.stop();
+      } else {
+        release();
+      }
+    });
+  }
+
+  // -- start and stop ------------------------------------------------------------------
+
+  async function start() {
+    showError("");
+    wantRunning = true;
+    setState("starting", "connecting…");
+    startClickedAt = performance.now();
+    try {
+      await connect();
+      const model = ui.model.value.trim();
+      send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null });
+      if (!ui.committed.textContent) ui.partial.textContent = "";
+      await startRecorder();
+    } catch (error) {
+      const micProblem = error && (error.name === "NotAllowedError" || error.name === "NotFoundError");
+      if (micProblem) {
+        wantRunning = false;
+        send({ type: "stop_transcription" });
+        setState("failed", "failed: microphone");
+        showError(`Microphone unavailable (${error.name}): allow microphone access and try again.`);
+      } else if (rtlab.state !== "reconnecting") {
+        setState("failed", "failed");
+        showError(String((error && error.message) || error));
+      }
+      throw error;
+    }
+  }
+
+  async function stop() {
+    wantRunning = false;
+    clearTimeout(reconnectTimer);
+    setState("stopping", "stopping…");
+    await stopRecorder();
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      send({ type: "stop_transcription" });
+    } else {
+      setState("idle");
+    }
+  }
+
+  ui.start.addEventListener("click", () => {
+    ui.committed.textContent = "";
+    ui.partial.textContent = "";
+    wordCount = 0;
+    ui.wordCount.textContent = "0";
+    start().catch(() => {});
+  });
+  ui.stop.addEventListener("click", () => stop());
+  ui.backend.addEventListener("change", () => { ui.model.value = ""; describeBackend(); });
+
+  setState("idle");
+  loadBackends();
+})();
