@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
+from .errors import PluginError
 
 DEFAULT_PLUGINS = (
     "rtlab.decoders.plugin",
@@ -31,7 +32,9 @@ def load_plugins() -> pluggy.PluginManager:
     global _loaded
     if _loaded:
         return pm
-    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        if pm.get_plugin(module_name) is None:
+            pm.register(importlib.import_module(module_name), name=module_name)
     wanted = os.environ.get("RTLAB_LOAD_PLUGINS")
     allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
     for entry_point in entry_points(group="rtlab"):
@@ -41,10 +44,16 @@ def load_plugins() -> pluggy.PluginManager:
         if pm.get_plugin(entry_point.name) is None:
             pm.register(entry_point.load(), name=entry_point.name)
             _distributions[entry_point.name] = entry_point.dist
-    for module_name in DEFAULT_PLUGINS:
-        if pm.get_plugin(module_name) is None:
-            pm.register(importlib.import_module(module_name), name=module_name)
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as error:
+        known = ", ".join(sorted(n for n in dir(pm.hook) if not n.startswith("_")))
+        raise PluginError(
+            f"plugin {pm.get_name(error.plugin)!r}: {error}. rtlab's hooks are: {known}; "
+            f"fix the hook name, or leave the plugin out with RTLAB_LOAD_PLUGINS"
+        ) from error
+    # Only now: a failure above must fail again on the next call, not pass silently.
+    _loaded = True
     return pm
 
 

@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from .errors import PluginWarning, UnknownBackend, UnknownDecoder, UnknownPolicy
-from .plugins import load_plugins, plugin_version
+from .plugins import DEFAULT_PLUGINS, load_plugins, plugin_version
 
 KINDS = {
     # kind: (hook name, methods a registered class must have, error for unknown names)
@@ -70,7 +70,10 @@ def get_registry(refresh: bool = False) -> Registry:
     registry = Registry(entries={kind: {} for kind in KINDS})
     for kind, (hook_name, _, _) in KINDS.items():
         hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        # The first registration of a name wins. Built-ins go first, whatever pluggy's
+        # order (tryfirst/trylast move impls), so no plugin can take over a built-in name.
+        impls = sorted(hook.get_hookimpls(), key=lambda i: pm.get_name(i.plugin) not in DEFAULT_PLUGINS)
+        for impl in impls:
             plugin_name = pm.get_name(impl.plugin)
 
             def register(cls, _kind=kind, _plugin=plugin_name):
