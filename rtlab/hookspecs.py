@@ -1,7 +1,8 @@
 """The hooks a plugin can implement. Each one receives a ``register`` callback.
 
-All registration hooks run once, synchronously, on the thread that first asks the
-registry for plugins (usually the main thread, before any event loop work).
+All registration hooks run synchronously, on the thread that first asks the registry for
+plugins (usually the main thread, before any event loop work); they run again only when
+the registry is rebuilt (``get_registry(refresh=True)``). Documented in docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def register_backends(register):
         unique ``name`` string and a ``transcribe(audio, *, prompt, language)`` method
         returning words; see :class:`rtlab.backends.Backend`.
     :return: nothing; the return value is ignored.
+
+    Runs on the thread that builds the registry, never on an event loop; it must be quick
+    and must not import heavy libraries (do that in ``Backend.load``).
     """
 
 
@@ -30,6 +34,8 @@ def register_policies(register):
     :param register: call ``register(policy_class)`` once per policy. The class needs a
         unique ``name`` and implements :class:`rtlab.policies.Policy`.
     :return: nothing; the return value is ignored.
+
+    Runs on the thread that builds the registry, never on an event loop.
     """
 
 
@@ -40,4 +46,6 @@ def register_decoders(register):
     :param register: call ``register(decoder_class)`` once per decoder. The class needs a
         unique ``name`` and implements :class:`rtlab.decoders.Decoder`.
     :return: nothing; the return value is ignored.
+
+    Runs on the thread that builds the registry, never on an event loop.
     """
