@@ -26,3 +26,7 @@ def plugins() -> None:
 from .bench import bench  # noqa: E402
 
 cli.add_command(bench)
+
+from .server.command import serve  # noqa: E402
+
+cli.add_command(serve)
