@@ -15,6 +15,7 @@ import re
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
+from ..errors import InvalidOption
 from . import Policy, Step
 
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
@@ -43,8 +44,10 @@ class LocalAgreement(Policy):
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
-            raise ValueError(
-                "local-agreement needs min_chunk > 0 and 0 < buffer_trimming_sec <= max_buffer_sec"
+            raise InvalidOption(
+                f"policy 'local-agreement' needs min_chunk > 0 and 0 < buffer_trimming_sec <= "
+                f"max_buffer_sec; got min_chunk={min_chunk}, buffer_trimming_sec="
+                f"{buffer_trimming_sec}, max_buffer_sec={max_buffer_sec}"
             )
         self.min_chunk = float(min_chunk)
         self.buffer_trimming_sec = float(buffer_trimming_sec)
@@ -67,9 +70,18 @@ class LocalAgreement(Policy):
         self.audio = np.concatenate([self.audio, np.asarray(pcm, dtype=np.float32)])
 
     def prompt(self) -> str:
-        """Committed text that has left the buffer, at most ``prompt_chars`` characters."""
+        """Committed words that have left the buffer: the last ones, at most ``prompt_chars``
+        characters in all. Whole words only: a cut word would prompt the model with a
+        fragment it never heard."""
         outside = [w["text"].strip() for w in self.committed if w["end"] <= self.buffer_offset]
-        return " ".join(outside)[-self.prompt_chars :].lstrip()
+        kept: list[str] = []
+        length = -1
+        for word in reversed(outside):
+            length += len(word) + 1
+            if length > self.prompt_chars:
+                break
+            kept.append(word)
+        return " ".join(reversed(kept))
 
     def transcribe_buffer(self) -> list[Word]:
         """The backend's hypothesis for the buffer, in stream time, minus committed words."""
@@ -109,7 +121,8 @@ class LocalAgreement(Policy):
         return Step(committed=committed, partial=list(self.previous))
 
     def _force_commit(self) -> list[Word]:
-        """Overload guard: commit the oldest half of the unagreed words so trimming can happen."""
+        """Overload guard: commit, without agreement, the unagreed words that end before the
+        last ``buffer_trimming_sec`` of the buffer (at least one), so trimming can happen."""
         keep_from = self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec
         forced = [w for w in self.previous if w["end"] <= keep_from] or self.previous[:1]
         self.previous = self.previous[len(forced) :]
