@@ -1,0 +1,195 @@
+"""LocalAgreement-2 driven directly with scripted hypotheses (no processor, no threads).
+
+``ScriptedBackend`` returns one scripted hypothesis per call, with word times relative to
+the audio it was given (the policy's buffer), and records the prompts and buffer lengths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtlab.errors import InvalidOption
+from rtlab.policies.local_agreement import LocalAgreement
+from rtlab.testing import ScriptedBackend
+
+SR = 16_000
+
+
+def words(spec: str) -> list[dict]:
+    """``"a@0.0-0.4 b@0.5-0.9"`` → words with those times."""
+    result = []
+    for item in spec.split():
+        text, times = item.split("@")
+        start, end = times.split("-")
+        result.append({"text": text, "start": float(start), "end": float(end), "probability": 0.9})
+    return result
+
+
+def policy_for(*hypotheses: str, **options) -> tuple[LocalAgreement, ScriptedBackend]:
+    backend = ScriptedBackend([words(h) for h in hypotheses])
+    return LocalAgreement(backend, language="en", **options), backend
+
+
+def step(policy: LocalAgreement, seconds: float = 1.0):
+    policy.insert_audio(np.zeros(int(round(seconds * SR)), np.float32))
+    return policy.process_iter()
+
+
+def texts(ws) -> list[str]:
+    return [w["text"] for w in ws]
+
+
+def test_commits_the_common_prefix_of_two_consecutive_hypotheses():
+    policy, _ = policy_for("a@0.0-0.2 b@0.3-0.5 c@0.6-0.8", "a@0.0-0.2 b@0.3-0.5 d@0.6-0.9")
+    first = step(policy)
+    assert first.committed == []  # one hypothesis agrees with nothing yet
+    assert texts(first.partial) == ["a", "b", "c"]
+    second = step(policy)
+    assert texts(second.committed) == ["a", "b"]
+    assert texts(second.partial) == ["d"]
+    assert texts(policy.committed) == ["a", "b"]
+
+
+def test_agreement_ignores_case_and_edge_punctuation():
+    policy, _ = policy_for("The@0.0-0.2 dog.@0.3-0.5 runs@0.6-0.8", "the@0.0-0.2 Dog,@0.3-0.5 sleeps@0.6-0.9")
+    step(policy)
+    second = step(policy)
+    # The newer hypothesis's spelling is the one committed.
+    assert texts(second.committed) == ["the", "Dog,"]
+
+
+def test_committed_words_are_never_committed_again():
+    policy, _ = policy_for(
+        "a@0.0-0.2 b@0.3-0.5",
+        "a@0.0-0.2 b@0.3-0.5 c@1.2-1.5",
+        "a@0.0-0.2 b@0.3-0.5 c@1.2-1.5 d@2.2-2.5",
+        "a@0.0-0.2 b@0.3-0.5 c@1.2-1.5 d@2.2-2.5",
+    )
+    committed = [w for _ in range(4) for w in step(policy).committed]
+    assert texts(committed) == ["a", "b", "c", "d"]
+
+
+def test_trims_the_buffer_at_the_last_committed_word_and_prompts_with_what_left_it():
+    policy, backend = policy_for(
+        "a@0.1-0.4",
+        "a@0.1-0.4 b@1.2-1.6",  # commits a
+        "a@0.1-0.4 b@1.2-1.6 c@2.1-2.5",  # commits b; 3 s > 2 s: trim at b's end, 1.6
+        "c@0.5-0.9 d@1.6-2.0",  # times relative to the buffer, which now starts at 1.6
+        "d@0.7-1.1",  # commits c above; the buffer was trimmed at 2.5
+        buffer_trimming_sec=2.0,
+        max_buffer_sec=10.0,
+    )
+    committed = []
+    offsets = []
+    for _ in range(5):
+        committed += step(policy).committed
+        offsets.append(policy.buffer_offset)
+    assert texts(committed) == ["a", "b", "c", "d"]
+    assert offsets == pytest.approx([0.0, 0.0, 1.6, 2.5, 3.6])
+    assert backend.audio_lengths == pytest.approx([1.0, 2.0, 3.0, 2.4, 2.5])
+    # Committed words still inside the buffer are not prompted; those that left it are.
+    assert backend.prompts == ["", "", "", "a b", "a b c"]
+    # Word times are stream times, whatever the buffer offset was.
+    assert [(w["start"], w["end"]) for w in committed] == pytest.approx(
+        [(0.1, 0.4), (1.2, 1.6), (2.1, 2.5), (3.2, 3.6)]
+    )
+
+
+def test_no_trimming_while_the_buffer_is_within_buffer_trimming_sec():
+    policy, backend = policy_for("a@0.1-0.4", "a@0.1-0.4 b@1.2-1.6", "a@0.1-0.4 b@1.2-1.6 c@2.2-2.6")
+    for _ in range(5):
+        step(policy)
+    assert texts(policy.committed) == ["a", "b", "c"]
+    assert policy.buffer_offset == 0.0
+    assert backend.audio_lengths == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert backend.prompts == [""] * 5
+
+
+def test_without_commits_the_buffer_grows_until_max_buffer_sec():
+    policy, _ = policy_for(*[f"w{i}@0.0-0.5" for i in range(1, 5)], buffer_trimming_sec=2.0, max_buffer_sec=10.0)
+    for _ in range(4):
+        assert step(policy).committed == []
+    assert policy.buffered_seconds == 4.0 and policy.buffer_offset == 0.0
+
+
+@pytest.mark.parametrize(
+    "prompt_chars, prompt",
+    [(200, "alpha bravo charlie"), (13, "bravo charlie"), (12, "charlie"), (7, "charlie"), (6, "")],
+)
+def test_prompt_is_the_last_whole_words_within_prompt_chars(prompt_chars, prompt):
+    policy, backend = policy_for(
+        "alpha@0.1-0.3 bravo@0.4-0.6 charlie@0.7-0.9",
+        "alpha@0.1-0.3 bravo@0.4-0.6 charlie@0.7-0.9 delta@1.2-1.5",  # commits 3; trim at 0.9
+        "delta@0.3-0.6",
+        buffer_trimming_sec=1.0,
+        prompt_chars=prompt_chars,
+    )
+    for _ in range(3):
+        step(policy)
+    assert backend.prompts[2] == prompt
+
+
+def test_overload_guard_keeps_the_buffer_within_max_buffer_sec_by_forcing_commits():
+    # Hypotheses never agree (a model that keeps changing its mind): nothing is committed
+    # by agreement, so without the guard the buffer (and compute per pass) would grow.
+    policy, backend = policy_for(*[f"w{i}@0.0-0.5" for i in range(1, 13)], buffer_trimming_sec=3.0, max_buffer_sec=5.0)
+    forced = []
+    for _ in range(12):
+        result = step(policy)
+        forced += texts(result.committed)
+        assert policy.buffered_seconds <= 5.0
+    assert forced == ["w6", "w9", "w12"]  # whenever the buffer passed 5 s
+    assert texts(policy.committed) == forced
+    # The backend never sees more than max_buffer_sec plus the audio added since the last pass.
+    assert max(backend.audio_lengths) <= 5.0 + 1.0
+
+
+def test_a_retranscribed_committed_word_is_not_committed_twice():
+    policy, _ = policy_for(
+        "x@0.2-0.6 y@1.0-1.9",
+        "x@0.2-0.6 y@1.0-1.9 z@2.4-2.8",  # commits x y
+        "y@1.85-2.2 z@2.4-2.8 w@3.0-3.5",  # y heard again, starting just before its end
+    )
+    step(policy, 2.0)
+    assert texts(step(policy, 2.0).committed) == ["x", "y"]
+    assert texts(step(policy, 2.0).committed) == ["z"]
+    assert texts(policy.committed) == ["x", "y", "z"]
+
+
+def test_a_retranscribed_committed_bigram_is_not_committed_twice():
+    policy, _ = policy_for(
+        "x@0.2-0.6 y@1.0-1.9",
+        "x@0.2-0.6 y@1.0-1.9 z@2.4-2.8",
+        "x@1.82-1.86 y@1.87-1.95 z@2.4-2.8",
+    )
+    for _ in range(3):
+        step(policy, 2.0)
+    assert texts(policy.committed) == ["x", "y", "z"]
+
+
+def test_finish_commits_the_tail_from_one_last_pass():
+    policy, backend = policy_for("a@0.0-0.2 b@0.3-0.5 c@0.6-0.8", "a@0.0-0.2 b@0.3-0.5 d@0.6-0.9", "a@0.0-0.2 b@0.3-0.5 e@0.6-0.9 f@1.2-1.5")
+    step(policy)
+    step(policy)
+    policy.insert_audio(np.zeros(SR // 2, np.float32))
+    tail = policy.finish()
+    assert texts(tail.committed) == ["e", "f"]  # the last pass over the whole buffer
+    assert tail.partial == []
+    assert texts(policy.committed) == ["a", "b", "e", "f"]
+    assert backend.audio_lengths[-1] == 2.5
+
+
+def test_finish_without_audio_commits_nothing_and_calls_no_backend():
+    policy, backend = policy_for("a@0.0-0.2")
+    assert policy.finish().committed == []
+    assert backend.prompts == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(min_chunk=0), dict(buffer_trimming_sec=0), dict(buffer_trimming_sec=20, max_buffer_sec=10)],
+)
+def test_inconsistent_options_are_refused_naming_the_policy(options):
+    with pytest.raises(InvalidOption, match="local-agreement"):
+        LocalAgreement(ScriptedBackend(), **options)
