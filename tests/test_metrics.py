@@ -292,3 +292,31 @@ def test_to_dataframe_flattens_results():
     assert frame.loc[0, "wer.value"] == 0.0
     assert frame.loc[0, "config.backend"] == "echo"
 
+
+
+def test_stream_result_keeps_lag_samples_and_the_error_of_a_failed_stream():
+    events = [
+        {"type": "commit", "words": [{"text": "hello", "start": 0.0, "end": 0.5}], "emitted_at": 1.0},
+        {"type": "error", "error": "internal_error", "message": "boom", "emitted_at": 1.5},
+    ]
+    result = evaluate_stream(file="f.wav", reference="hello world", events=events,
+                             lag_samples=[(2.0, 0.5), (1.0, 0.25)])  # fmt: skip
+    assert result.error == "internal_error: boom"
+    assert result.tail_latency is None
+    assert result.lag["samples"] == [[1.0, 0.25], [2.0, 0.5]]
+    assert result.lag["stats"]["max"] == 0.5
+    assert StreamResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    summary = summarize([result, _result("ok.wav", "hello", [("hello", 1.0)])])
+    assert summary["errors"] == 1
+    assert summary["lag"]["count"] == 2 and summary["lag"]["median"] == pytest.approx(0.375)
+
+
+def test_results_are_importable_from_metrics_and_results_alike():
+    import rtlab.results
+
+    assert StreamResult is rtlab.results.StreamResult
+    assert summarize is rtlab.results.summarize
+    with pytest.raises(AttributeError):
+        import rtlab.metrics
+
+        rtlab.metrics.no_such_name  # noqa: B018

@@ -1,0 +1,273 @@
+"""Promises of ``rtlab bench`` and rtlab.bench/rtlab.plots, on a tone corpus made here;
+end to end on the shared English speech with faster-whisper when both are present."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rtlab.bench import format_table, load_grid, resolve_normalizer, run_bench
+from rtlab.cli import cli
+from rtlab.corpus import load_corpus, shared_speech_dir
+from rtlab.errors import InvalidOption
+from rtlab.replay import parse_config
+from rtlab.results import StreamResult
+from rtlab.testing import tone_words, wav_bytes
+
+CLIPS = {
+    "a": "alpha bravo charlie delta",
+    "b": "echo foxtrot golf hotel india juliett",
+    "c": "one two three",
+}
+TEST_CONFIGS = ["backend=test,min_chunk=0.5", "backend=test,min_chunk=1"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture()
+def tone_corpus(tmp_path: Path) -> Path:
+    """A folder corpus: tone-coded clips with same-name .txt references."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name, text in CLIPS.items():
+        audio, _ = tone_words(text)
+        (folder / f"{name}.wav").write_bytes(wav_bytes(audio))
+        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+    return folder
+
+
+def _bench(*args: str) -> object:
+    return CliRunner().invoke(cli, ["bench", *args])
+
+
+def _records(out: Path) -> list[dict]:
+    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_bench_prints_a_row_per_configuration_and_writes_results(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    args = [str(tone_corpus), "--out", str(out)]
+    for config in TEST_CONFIGS:
+        args += ["--config", config]
+    result = _bench(*args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if line.startswith("configuration"))
+    for column in ("WER", "median latency", "p95 latency", "first text", "RTF"):
+        assert column in header
+    rows = [line for line in lines if line.startswith("test local-agreement")]
+    assert len(rows) == 2 and all(" 0.0% " in row for row in rows)
+    assert "clock: simulated" in result.output and "normalizer: whisper-english" in result.output
+
+    records = _records(out)
+    kinds = [r["record"] for r in records]
+    assert kinds == ["run"] + ["stream"] * 6 + ["summary"] * 2
+    for record in records:
+        assert record["clock"] == "simulated"
+        assert record["normalizer"] == "whisper-english"
+        assert record["environment"]["cpu_count"] >= 1
+        assert "python" in record["environment"]
+    streams = [StreamResult.from_dict(r) for r in records if r["record"] == "stream"]
+    assert {Path(s.file).stem for s in streams} == set(CLIPS)
+    assert all(s.wer.value == 0 and s.offline_wer.value == 0 for s in streams)
+    assert all(s.word_latencies and s.lag["samples"] for s in streams)
+    summaries = [r for r in records if r["record"] == "summary"]
+    assert [s["name"] for s in summaries] == [parse_config(c).label for c in TEST_CONFIGS]
+    assert summaries[0]["files"] == 3 and summaries[0]["errors"] == 0
+    # A smaller chunk commits sooner.
+    assert summaries[0]["latency"]["median"] < summaries[1]["latency"]["median"]
+
+    if _has_matplotlib():
+        for name in ("wer_vs_latency.png", "latency_cdf.png", "lag.png"):
+            assert (out / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bench_long_form_joins_the_corpus_into_one_stream(tone_corpus, tmp_path):
+    out = tmp_path / "long"
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    (stream,) = [r for r in _records(out) if r["record"] == "stream"]
+    assert stream["reference"] == " ".join(CLIPS[k] for k in sorted(CLIPS))
+    assert stream["hypothesis"] == stream["reference"]
+    assert "long-form" in result.output
+
+
+def test_bench_records_the_normalizer_it_was_told(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--normalizer", "none", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert {r["normalizer"] for r in _records(out)} == {"none"}
+
+
+def test_bench_reads_a_toml_grid(tone_corpus, tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        'backend = "test"\n[grid]\nmin_chunk = [0.5, 2]\nprompt_chars = [0, 100]\n'
+        '[[config]]\nname = "named"\nmin_chunk = 1\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result = _bench(str(tone_corpus), "--grid", str(grid), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    names = [r["name"] for r in _records(out) if r["record"] == "summary"]
+    assert len(names) == 5 and names[-1] == "named"
+
+
+def test_bench_wall_clock_runs_in_real_time(tmp_path):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    (folder / "x.wav").write_bytes(wav_bytes(tone_words("alpha bravo")[0]))
+    (folder / "x.txt").write_text("alpha bravo")
+    out = tmp_path / "out"
+    result = _bench(str(folder), "--config", "backend=test,min_chunk=0.5", "--clock", "wall", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    (stream,) = [r for r in _records(out) if r["record"] == "stream"]
+    assert stream["clock"] == "wall" and stream["wer"]["value"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "backend=test,min_chunk"], "key=value"),
+        (["--config", "backend=nope"], "unknown backend 'nope'"),
+        (["--config", "backend=test,colour=blue"], "accepted neither"),
+        (["--config", "backend=test", "--config", "backend=test"], "given twice"),
+        (["--normalizer", "shouty"], "Invalid value for '--normalizer'"),
+        (["--clock", "sundial"], "Invalid value for '--clock'"),
+    ],
+)
+def test_bench_refuses_bad_options_in_one_line(tone_corpus, tmp_path, args, message):
+    result = _bench(str(tone_corpus), "--out", str(tmp_path / "out"), *args)
+    assert result.exit_code == 2
+    error_line = result.output.strip().splitlines()[-1]
+    assert error_line.startswith("Error: ") and message in error_line
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_bench_refuses_a_missing_or_empty_corpus(tmp_path):
+    result = _bench(str(tmp_path / "missing"), "--config", "backend=test")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _bench(str(empty), "--config", "backend=test")
+    assert result.exit_code == 2 and "no utterances found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bench_refuses_a_bad_grid(tone_corpus, tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text("backend = [\n", encoding="utf-8")
+    result = _bench(str(tone_corpus), "--grid", str(grid))
+    assert result.exit_code == 2 and "not valid TOML" in result.output
+    grid.write_text('backend = "test"\ncolour = "blue"\n', encoding="utf-8")
+    result = _bench(str(tone_corpus), "--grid", str(grid))
+    assert result.exit_code == 2 and "colour" in result.output
+
+
+def test_bench_reports_a_model_that_cannot_load_without_traceback(tone_corpus, tmp_path):
+    pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is not installed")
+    result = _bench(str(tone_corpus), "--config", "backend=faster-whisper,model=/nonexistent/model",
+                    "--out", str(tmp_path / "out"))  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def test_load_grid_makes_the_cartesian_product_over_defaults(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('backend = "test"\nmin_chunk = 2\n[grid]\nprompt_chars = [0, 50, 100]\n')
+    configs = load_grid(grid)
+    assert [c.policy_options for c in configs] == [
+        {"min_chunk": 2, "prompt_chars": n} for n in (0, 50, 100)
+    ]
+    grid.write_text('backend = "test"\n')
+    assert len(load_grid(grid)) == 1
+    grid.write_text('backend = "test"\n[grid]\nspeed = [1]\n')
+    with pytest.raises(InvalidOption):
+        load_grid(grid)
+    grid.write_text('backend = "test"\nmin_chunk = [1, 2]\n')
+    with pytest.raises(ValueError, match=r"\[grid\]"):
+        load_grid(grid)
+
+
+def test_resolve_normalizer_follows_the_corpus_language():
+    assert resolve_normalizer("auto", [None, "en"]) == "whisper-english"
+    assert resolve_normalizer("auto", ["de"]) == "whisper-basic"
+    assert resolve_normalizer("auto", ["en", "de"]) == "whisper-basic"
+    assert resolve_normalizer("none", ["en"]) == "none"
+
+
+def test_run_bench_summaries_match_their_streams(tone_corpus):
+    run = run_bench(tone_corpus, [parse_config(c) for c in TEST_CONFIGS], progress=False)
+    assert len(run.streams) == 6 and len(run.summaries) == 2
+    for summary in run.summaries:
+        mine = [s for s in run.streams if s.config["name"] == summary["name"]]
+        assert summary["wer"]["reference_words"] == sum(s.wer.reference_words for s in mine)
+        assert summary["latency"]["count"] == sum(len(s.word_latencies) for s in mine)
+    table = run.table()
+    assert "3 files" in table and "clock: simulated" in table
+    assert format_table(run.summaries).count("\n") == 3
+
+
+def test_plots_are_written_as_png(tone_corpus, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
+    from rtlab import plots
+
+    run = run_bench(tone_corpus, [parse_config(c) for c in TEST_CONFIGS], progress=False)
+    streams = [s.to_dict() for s in run.streams]
+    paths = plots.save_bench_plots(run.summaries, streams, tmp_path / "png")
+    assert [p.name for p in paths] == ["wer_vs_latency.png", "latency_cdf.png", "lag.png"]
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)
+    import matplotlib
+
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+# --------------------------------------------------------------------------- real speech
+
+
+@pytest.mark.slow
+def test_bench_end_to_end_on_shared_speech_with_faster_whisper(tmp_path):
+    pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is not installed")
+    speech = shared_speech_dir()
+    if speech is None:
+        pytest.skip("shared speech not found (../shared/data/speech/en or RTLAB_SPEECH_DIR)")
+    # The two shortest clips keep this under a minute on two cores.
+    shortest = sorted(load_corpus(speech), key=lambda u: u.audio.stat().st_size)[:2]
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    for utt in shortest:
+        shutil.copy(utt.audio, folder / utt.audio.name)
+        (folder / f"{utt.id}.txt").write_text(utt.text, encoding="utf-8")
+    out = tmp_path / "out"
+    result = _bench(
+        str(folder), "--out", str(out),
+        "--config", "backend=faster-whisper,model=tiny.en,min_chunk=1",
+        "--config", "backend=faster-whisper,model=tiny.en,min_chunk=2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summaries = [r for r in _records(out) if r["record"] == "summary"]
+    for summary in summaries:
+        assert summary["errors"] == 0
+        assert summary["wer"]["value"] < 0.5
+        assert summary["offline_wer"]["value"] < 0.5
+        assert summary["latency"]["count"] > 0 and summary["latency"]["median"] > 0
+        assert summary["environment"]["packages"]["faster-whisper"]

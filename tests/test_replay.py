@@ -1,0 +1,234 @@
+"""Promises of rtlab.replay and rtlab.offline, checked with the deterministic tone backend."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtlab.backends import get_backend
+from rtlab.errors import DecoderError, InvalidOption, UnknownBackend, UnknownPolicy
+from rtlab.offline import clear_cache, decode_audio, offline_transcribe, to_pcm16
+from rtlab.replay import Configuration, parse_config, replay, replay_async
+from rtlab.testing import tone_words, wav_bytes
+
+DATA = Path(__file__).parent / "data"
+TEXT = "alpha bravo charlie delta echo foxtrot golf hotel"
+
+
+@pytest.fixture(scope="module")
+def tones() -> tuple[np.ndarray, list[dict]]:
+    return tone_words(TEXT)
+
+
+def _skeleton(events: list[dict]) -> list[dict]:
+    """Events without ``emitted_at`` (which carries measured compute time) and without
+    the summary's compute figures."""
+    drop = {"emitted_at", "compute_seconds", "rtf"}
+    return [{k: v for k, v in e.items() if k not in drop} for e in events]
+
+
+def _assert_same_events(first: list[dict], second: list[dict]) -> None:
+    assert _skeleton(first) == _skeleton(second)
+    # emitted_at = audio arrival + this pass's measured compute: equal up to timing jitter,
+    # far below the 0.5 s chunk, so the same words were committed at the same audio points.
+    for a, b in zip(first, second):
+        assert a["emitted_at"] == pytest.approx(b["emitted_at"], abs=0.05)
+
+
+CONFIGS = [
+    "backend=test,min_chunk=0.5",
+    "backend=test,min_chunk=1",
+    "backend=test,policy=local-agreement,min_chunk=2,buffer_trimming_sec=2,max_buffer_sec=4",
+]
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def test_two_simulated_replays_give_the_same_events(tones):
+    audio, _ = tones
+    configs = [parse_config(c) for c in CONFIGS]
+    first = replay(audio, configs)
+    second = replay(audio, configs)
+    for a, b in zip(first, second):
+        assert a.error is None
+        _assert_same_events(a.events, b.events)
+
+
+def test_configuration_alone_or_together_gives_the_same_events(tones):
+    audio, _ = tones
+    configs = [parse_config(c) for c in CONFIGS]
+    together = replay(audio, configs)
+    for config, run in zip(configs, together):
+        (alone,) = replay(audio, [config])
+        _assert_same_events(alone.events, run.events)
+
+
+def test_replay_returns_one_run_per_configuration_in_order(tones):
+    audio, _ = tones
+    configs = [parse_config(c) for c in CONFIGS]
+    runs = replay(audio, configs)
+    assert [r.configuration for r in runs] == configs
+    for run in runs:
+        assert run.text == TEXT
+        assert run.summary is not None and run.events[-1] is run.summary
+        assert run.summary["audio_seconds"] == pytest.approx(len(audio) / 16000, abs=0.01)
+        assert run.lag_samples and all(lag >= 0 for _, lag in run.lag_samples)
+        assert run.clock == "simulated"
+    # A smaller chunk commits earlier: the first word's commit comes sooner.
+    first_commit = [next(e for e in r.events if e["type"] == "commit")["emitted_at"] for r in runs]
+    assert first_commit[0] < first_commit[1] < first_commit[2]
+
+
+def test_simulated_replay_commits_at_audio_times_not_feeding_speed(tones):
+    audio, words = tones
+    (run,) = replay(audio, [parse_config("backend=test,min_chunk=1")])
+    commits = [e for e in run.events if e["type"] == "commit"]
+    # LocalAgreement-2 commits a word on the pass after the one that first saw it whole, so
+    # every commit is later than the end of its words in the audio.
+    for event in commits:
+        assert all(event["emitted_at"] >= w["end"] for w in event["words"])
+    # Passes run every second of audio: commit times sit just after whole seconds.
+    assert all(e["emitted_at"] % 1.0 < 0.2 for e in commits[:-1])
+
+
+def test_wall_clock_replay_feeds_audio_in_real_time():
+    audio, _ = tone_words("alpha bravo")
+    (run,) = replay(audio, [parse_config("backend=test,min_chunk=0.5")], clock="wall")
+    assert run.clock == "wall"
+    assert run.text == "alpha bravo"
+    # The stream cannot end before all of its audio has been sent at real-time pace.
+    assert run.summary["emitted_at"] >= len(audio) / 16000 - 0.15
+
+
+def test_a_failing_configuration_keeps_its_error_and_the_others_finish(tones):
+    audio, _ = tones
+    good = parse_config("backend=test,min_chunk=0.5")
+    bad = parse_config("backend=test,fail_after=3,min_chunk=0.5")
+    runs = replay(audio, [good, bad])
+    assert runs[0].error is None and runs[0].text == TEXT
+    assert runs[1].error is not None and "failing on call 3" in runs[1].error
+    assert runs[1].events[-1]["type"] == "error"
+    assert runs[1].summary is None
+
+
+def test_progress_reports_processed_audio_up_to_the_end(tones):
+    audio, _ = tones
+    seen: list[float] = []
+    replay(audio, [parse_config("backend=test")], progress=seen.append)
+    assert seen and seen == sorted(seen)
+    assert seen[-1] == pytest.approx(len(audio) / 16000, abs=0.01)
+
+
+def test_replay_reads_an_audio_file():
+    (run,) = replay(DATA / "realtime.wav", [parse_config("backend=test")])
+    assert run.error is None and run.summary is not None
+
+
+async def test_replay_async_runs_inside_an_event_loop(tones):
+    audio, _ = tones
+    (run,) = await replay_async(audio, [parse_config("backend=test")])
+    assert run.text == TEXT
+    with pytest.raises(RuntimeError, match="await replay_async"):
+        replay(audio, [parse_config("backend=test")])
+
+
+def test_replay_refuses_bad_arguments(tones):
+    audio, _ = tones
+    with pytest.raises(ValueError, match="at least one configuration"):
+        replay(audio, [])
+    with pytest.raises(ValueError, match="clock"):
+        replay(audio, [parse_config("backend=test")], clock="sundial")
+    with pytest.raises(ValueError, match="mono"):
+        replay(np.zeros((2, 100), np.float32), [parse_config("backend=test")])
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def test_parse_config_routes_options_to_the_backend_or_the_policy():
+    config = parse_config("backend=test,model=tones,policy=local-agreement,min_chunk=0.5,compute_rtf=0")
+    assert config.backend == "test" and config.model == "tones"
+    assert config.policy == "local-agreement"
+    assert config.policy_options == {"min_chunk": 0.5}
+    assert config.backend_options == {"compute_rtf": 0}
+    assert config.label == "test:tones local-agreement compute_rtf=0 min_chunk=0.5"
+    assert Configuration.from_options(config.to_dict()) == Configuration(
+        "test", "tones", "local-agreement", None, {"compute_rtf": 0}, {"min_chunk": 0.5},
+        name=config.label,
+    )
+
+
+def test_parse_config_values_are_typed():
+    config = parse_config("backend=test,name=fast,min_chunk=1,policy.prompt_chars=0,language=en")
+    assert config.policy_options == {"min_chunk": 1, "prompt_chars": 0}
+    assert config.name == "fast" and config.label == "fast"
+    assert config.language == "en"
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "match"),
+    [
+        ("backend=test,min_chunk", ValueError, "key=value"),
+        ("backend=test,,min_chunk=1", ValueError, "key=value"),
+        ("backend=test,min_chunk=1,min_chunk=2", ValueError, "given twice"),
+        ("backend=nope", UnknownBackend, "unknown backend 'nope'"),
+        ("backend=test,policy=nope", UnknownPolicy, "unknown policy 'nope'"),
+        ("backend=test,colour=blue", InvalidOption, "accepted neither"),
+        ("backend=test,decoder.x=1", InvalidOption, "prefix"),
+        ("backend=test,backend.min_chunk=1", InvalidOption, "does not accept option 'min_chunk'"),
+    ],
+)
+def test_parse_config_rejects_bad_text_clearly(text, error, match):
+    with pytest.raises(error, match=match):
+        parse_config(text)
+
+
+# --------------------------------------------------------------------------- offline passes
+
+
+def test_decode_audio_gives_16k_mono_float32():
+    audio = decode_audio(DATA / "fox.ogg")
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    reference = decode_audio(DATA / "fox.wav")
+    assert len(audio) == pytest.approx(len(reference), rel=0.02)
+    assert 0 < float(np.abs(audio).max()) <= 1.0
+
+
+def test_decode_audio_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        decode_audio(tmp_path / "missing.wav")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav file")
+    with pytest.raises(DecoderError, match="could not decode"):
+        decode_audio(broken)
+
+
+def test_to_pcm16_round_trips_within_one_step():
+    audio = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0], np.float32)
+    pcm = np.frombuffer(to_pcm16(audio), "<i2")
+    assert pcm.tolist() == [0, 16384, -16384, 32767, -32768, 32767]
+
+
+def test_offline_pass_finds_the_words_and_is_cached(tmp_path, tones):
+    audio, words = tones
+    path = tmp_path / "tones.wav"
+    path.write_bytes(wav_bytes(audio))
+    clear_cache()
+    backend = get_backend("test", model="offline-cache-test")
+    first = offline_transcribe(path, "test", model="offline-cache-test")
+    calls = backend.calls
+    second = offline_transcribe(path, "test", model="offline-cache-test")
+    assert second is first and backend.calls == calls
+    assert first.text == TEXT
+    assert [w["text"] for w in first.words] == TEXT.split()
+    for found, true in zip(first.words, words):
+        assert found["end"] == pytest.approx(true["end"], abs=0.05)
+    assert first.audio_seconds == pytest.approx(len(audio) / 16000, abs=0.01)
+    assert first.rtf is not None and math.isfinite(first.rtf)
+    # A rewritten file is a different file.
+    path.write_bytes(wav_bytes(tone_words("zulu")[0]))
+    assert offline_transcribe(path, "test", model="offline-cache-test").text == "zulu"
