@@ -35,7 +35,10 @@ from .errors import RtlabError
 if TYPE_CHECKING:  # importing the replay pulls numpy in; 'rtlab --help' stays instant
     from .replay import Configuration
 
-__all__ = ["BenchRun", "bench", "format_table", "load_grid", "resolve_normalizer", "run_bench", "run_bench_async"]  # fmt: skip
+__all__ = [
+    "BenchRun", "bench", "format_table", "hardware_summary", "load_grid", "resolve_normalizer",
+    "run_bench", "run_bench_async",
+]  # fmt: skip
 
 _TABLE_COLUMNS = ("configuration", "WER", "median latency", "p95 latency", "first text", "RTF")
 
@@ -186,10 +189,7 @@ class BenchRun:
 
     def table(self) -> str:
         """The summary table with a header naming corpus, clock, normalizer and hardware."""
-        env = self.environment
-        memory = env.get("memory_total_bytes")
-        hardware = f"{env.get('cpu_count')} CPUs" + (f", {memory / 2**30:.1f} GiB" if memory else "")
-        hardware += f", {env.get('machine')}"
+        hardware = hardware_summary(self.environment)
         files = len({s.file for s in self.streams})
         header = [
             f"corpus: {self.corpus} ({files} file{'s' * (files != 1)}, {self.audio_seconds:.1f} s of audio"
@@ -199,6 +199,13 @@ class BenchRun:
             f"offline passes {self.offline_wall_seconds:.1f} s)",
         ]
         return "\n".join(header) + "\n" + format_table(self.summaries)
+
+
+def hardware_summary(environment: Mapping[str, Any]) -> str:
+    """``"2 CPUs, 23.5 GiB, x86_64"`` from :func:`~rtlab.metrics.environment_info` output."""
+    memory = environment.get("memory_total_bytes")
+    text = f"{environment.get('cpu_count')} CPUs" + (f", {memory / 2**30:.1f} GiB" if memory else "")
+    return text + f", {environment.get('machine')}"
 
 
 def _json_default(value: Any) -> Any:
