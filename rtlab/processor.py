@@ -59,7 +59,7 @@ class AudioProcessor:
     ) -> None:
         registry = get_registry()
         try:
-            registry.get("backend", backend)
+            backend_cls = registry.get("backend", backend)
         except UnknownBackend as error:
             if backend == DEFAULT_BACKEND:
                 raise UnknownBackend(
@@ -70,12 +70,23 @@ class AudioProcessor:
         self.backend_options = dict(backend_options or {})
         if model is not None:
             self.backend_options["model"] = model
+        # Every name and option is checked here, before any work starts (get_backend
+        # checks backend options again, ignoring None values as it does here).
+        check_options(
+            backend_cls, "backend", {k: v for k, v in self.backend_options.items() if v is not None},
+            registry.entries["backend"][backend].plugin,
+        )
         self.policy_cls = registry.get("policy", policy)
         self.policy_options = dict(policy_options or {})
-        check_options(self.policy_cls, "policy", {**self.policy_options, "language": language})
+        check_options(
+            self.policy_cls, "policy", {**self.policy_options, "language": language},
+            registry.entries["policy"][policy].plugin,
+        )
         self.decoder_cls = registry.get("decoder", decoder)
         self.decoder_options = dict(decoder_options or {})
-        check_options(self.decoder_cls, "decoder", self.decoder_options)
+        check_options(
+            self.decoder_cls, "decoder", self.decoder_options, registry.entries["decoder"][decoder].plugin
+        )
         self.language = language
         self.clock = SessionClock(clock)
         self.max_buffered_samples = int(max_buffered_seconds * SAMPLE_RATE)
@@ -115,10 +126,12 @@ class AudioProcessor:
             try:
                 self.backend = get_backend(self.backend_name, **self.backend_options)
                 await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, self.backend)
+                self._refuse_if_cleaned_up()
                 language = self.language or self.backend.default_language()
                 self.policy = self.policy_cls(self.backend, language=language, **self.policy_options)
                 self.decoder = self.decoder_cls(**self.decoder_options)
                 await self.decoder.start()
+                self._refuse_if_cleaned_up()
             except BaseException:
                 await self.cleanup()
                 raise
@@ -129,6 +142,15 @@ class AudioProcessor:
                 asyncio.create_task(self._transcribe(), name="rtlab-transcribe"),
             ]
             return self.events
+
+    def _refuse_if_cleaned_up(self) -> None:
+        # cleanup() may run while create_tasks() awaits (a client that disconnects while
+        # the model loads): going on would start a decoder nobody will ever stop.
+        if self.state == "STOPPED":
+            raise ProcessorStopped(
+                "this AudioProcessor was cleaned up while it was starting; "
+                "create a new AudioProcessor for a new stream"
+            )
 
     async def process_audio(self, data: bytes) -> None:
         """Feed encoded audio (chunks of any size); waits when the pipeline is full.
