@@ -1,0 +1,434 @@
+"""AudioProcessor: the state machine, the event contract, the clocks, bad input, and no
+FFmpeg left behind. Runs the real FFmpeg with the deterministic tone backend ("test")."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import types
+
+import numpy as np
+import pytest
+
+import rtlab.scheduler
+from rtlab.decoders import find_ffmpeg
+from rtlab.errors import (
+    InvalidOption,
+    ProcessorNotRunning,
+    ProcessorStopped,
+    UnknownBackend,
+    UnknownDecoder,
+    UnknownPolicy,
+)
+from rtlab.events import EventStream
+from rtlab.processor import AudioProcessor
+from rtlab.testing import tone_words, wav_bytes
+
+TEXT = "alpha bravo charlie delta echo foxtrot"
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, bytes]:
+    """The tone-coded TEXT as wav, ogg/opus, webm/opus and raw s16le PCM."""
+    audio, _ = tone_words(TEXT)
+    folder = tmp_path_factory.mktemp("clips")
+    wav = folder / "tones.wav"
+    wav.write_bytes(wav_bytes(audio))
+    clips = {"wav": wav.read_bytes(), "pcm_s16le": (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()}
+    for ext in ("ogg", "webm"):
+        out = folder / f"tones.{ext}"
+        subprocess.run(
+            [find_ffmpeg(), "-v", "error", "-i", str(wav), "-c:a", "libopus", "-b:a", "32k", str(out)],
+            check=True, timeout=60,
+        )
+        clips[ext] = out.read_bytes()
+    return clips
+
+
+async def stream(processor: AudioProcessor, data: bytes, chunk_size: int = 4096) -> list[dict]:
+    """Feed ``data`` in chunks while consuming the events; finish; return every event."""
+    events = await processor.create_tasks()
+    consumed: list[dict] = []
+
+    async def consume() -> None:
+        async for event in events:
+            consumed.append(event)
+
+    consumer = asyncio.create_task(consume())
+    for offset in range(0, len(data), chunk_size):
+        await processor.process_audio(data[offset : offset + chunk_size])
+    await processor.finish()
+    await asyncio.wait_for(consumer, 60)
+    return consumed
+
+
+def committed_text(events: list[dict]) -> str:
+    return " ".join(w["text"] for e in events if e["type"] == "commit" for w in e["words"])
+
+
+# -- the state machine ------------------------------------------------------------------------
+
+
+async def test_create_tasks_twice_returns_the_same_stream_and_starts_nothing_new(ffmpeg_children, no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    try:
+        events = await processor.create_tasks()
+        assert processor.state == "RUNNING"
+        pid = processor.decoder.pid
+        tasks = list(processor._tasks)
+        assert await processor.create_tasks() is events
+        both = await asyncio.gather(processor.create_tasks(), processor.create_tasks())
+        assert both == [events, events]
+        assert processor.decoder.pid == pid
+        assert processor._tasks == tasks
+        assert [p.pid for p in ffmpeg_children()] == [pid]
+    finally:
+        await processor.cleanup()
+
+
+async def test_concurrent_first_create_tasks_start_one_decoder(ffmpeg_children, no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    try:
+        first, second = await asyncio.gather(processor.create_tasks(), processor.create_tasks())
+        assert first is second
+        assert len(ffmpeg_children()) == 1
+    finally:
+        await processor.cleanup()
+
+
+async def test_cleanup_twice_is_a_noop(no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    events = await processor.create_tasks()
+    decoder = processor.decoder
+    await processor.cleanup()
+    assert processor.state == "STOPPED" and decoder.state == "STOPPED"
+    await processor.cleanup()
+    assert processor.state == "STOPPED"
+    assert [event async for event in events] == []  # the stream ended, without a summary
+
+
+async def test_cleanup_before_create_tasks_stops_the_processor():
+    processor = AudioProcessor("test")
+    await processor.cleanup()
+    assert processor.state == "STOPPED"
+    with pytest.raises(ProcessorStopped, match="create a new AudioProcessor"):
+        await processor.create_tasks()
+
+
+async def test_create_tasks_after_cleanup_is_refused(no_ffmpeg_left, ffmpeg_children):
+    processor = AudioProcessor("test")
+    await processor.create_tasks()
+    await processor.cleanup()
+    with pytest.raises(ProcessorStopped, match="create a new AudioProcessor") as raised:
+        await processor.create_tasks()
+    assert raised.value.code == "processor_stopped"
+    assert processor.state == "STOPPED"
+    assert ffmpeg_children() == []
+
+
+async def test_create_tasks_after_finish_is_refused(clips, no_ffmpeg_left):
+    processor = AudioProcessor("test", clock="simulated")
+    await stream(processor, clips["wav"])
+    with pytest.raises(ProcessorStopped, match="create a new"):
+        await processor.create_tasks()
+    await processor.finish()  # finishing a stopped processor does nothing
+    await processor.cleanup()
+
+
+async def test_cleanup_while_create_tasks_is_loading_leaves_nothing_running(ffmpeg_children, no_ffmpeg_left):
+    # A client that disconnects while the model loads: create_tasks must not go on to
+    # start a decoder after cleanup() ran.
+    processor = AudioProcessor("test")
+    starting = asyncio.create_task(processor.create_tasks())
+    await asyncio.sleep(0)  # create_tasks is now waiting for the model load (executor)
+    await processor.cleanup()
+    with pytest.raises(ProcessorStopped, match="cleaned up while it was starting"):
+        await starting
+    assert processor.state == "STOPPED"
+    assert ffmpeg_children() == []
+
+
+async def test_process_audio_before_create_tasks_raises_processor_not_running():
+    processor = AudioProcessor("test")
+    with pytest.raises(ProcessorNotRunning, match="create_tasks"):
+        await processor.process_audio(b"\x00" * 100)
+    assert processor.state == "IDLE"
+
+
+async def test_process_audio_after_cleanup_raises_processor_stopped(no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    await processor.create_tasks()
+    await processor.cleanup()
+    with pytest.raises(ProcessorStopped):
+        await processor.process_audio(b"\x00" * 100)
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clock", ["wall", "simulated"])
+@pytest.mark.parametrize("fmt", ["wav", "ogg", "webm", "pcm_s16le"])
+async def test_transcript_equals_the_spoken_text(fmt, clock, clips, no_ffmpeg_left):
+    decoder = "pcm_s16le" if fmt == "pcm_s16le" else "ffmpeg"
+    processor = AudioProcessor("test", clock=clock, decoder=decoder)
+    events = await stream(processor, clips[fmt], chunk_size=1000)
+    assert committed_text(events) == TEXT
+    assert events[-1]["type"] == "summary" and events[-1]["text"] == TEXT
+    assert processor.state == "STOPPED"
+
+
+@pytest.mark.parametrize("clock", ["wall", "simulated"])
+async def test_events_follow_the_contract(clock, clips):
+    processor = AudioProcessor("test", clock=clock)
+    events = await stream(processor, clips["wav"])
+    assert all(isinstance(e["emitted_at"], float) and e["emitted_at"] >= 0 for e in events)
+    times = [e["emitted_at"] for e in events]
+    assert times == sorted(times)
+    assert {e["type"] for e in events[:-1]} <= {"partial", "commit"}
+    for event in events:
+        if event["type"] == "commit":
+            assert event["words"] and all(set(w) == {"text", "start", "end"} for w in event["words"])
+        if event["type"] == "partial":
+            assert set(event) == {"type", "text", "emitted_at"}
+    summary = events[-1]
+    assert set(summary) == {"type", "text", "audio_seconds", "compute_seconds", "rtf", "emitted_at"}
+    assert summary["text"] == committed_text(events)
+    assert summary["audio_seconds"] == pytest.approx(len(tone_words(TEXT)[0]) / SR, abs=0.01)
+    assert summary["rtf"] == pytest.approx(summary["compute_seconds"] / summary["audio_seconds"], abs=1e-3)
+    # Word times are the true audio times of the tones (20 ms analysis frames).
+    words = [w for e in events if e["type"] == "commit" for w in e["words"]]
+    for word, truth in zip(words, tone_words(TEXT)[1], strict=True):
+        assert word["start"] == pytest.approx(truth["start"], abs=0.03)
+        assert word["end"] == pytest.approx(truth["end"], abs=0.03)
+
+
+async def test_metrics_are_recorded(clips):
+    processor = AudioProcessor("test", clock="simulated")
+    await stream(processor, clips["wav"])
+    metrics = processor.metrics
+    assert metrics["state"] == "STOPPED"
+    assert metrics["audio_seconds"] == pytest.approx(len(tone_words(TEXT)[0]) / SR, abs=0.01)
+    assert metrics["compute_seconds"] > 0 and metrics["rtf"] > 0
+    assert metrics["lag_samples"] and all(lag >= 0 for _, lag in metrics["lag_samples"])
+    assert metrics["first_pcm_latency"] is not None
+
+
+# -- clocks -------------------------------------------------------------------------------------
+
+
+async def test_simulated_clock_counts_compute_time(clips):
+    # The test backend sleeps compute_rtf seconds per second of buffer it transcribes.
+    audio, _ = tone_words("alpha bravo")
+    processor = AudioProcessor("test", clock="simulated", backend_options={"compute_rtf": 0.5})
+    events = await stream(processor, wav_bytes(audio))
+    summary = events[-1]
+    assert summary["text"] == "alpha bravo"
+    seconds = summary["audio_seconds"]
+    # Virtual time reaches the end of the audio, then the final pass over the whole buffer
+    # (no trimming under 15 s) costs at least compute_rtf * the buffer.
+    assert summary["emitted_at"] >= seconds + 0.5 * seconds - 1e-3
+    assert summary["compute_seconds"] >= 0.5 * seconds
+    assert summary["emitted_at"] >= summary["compute_seconds"] - 1e-3
+    # A word is committed after its audio arrived plus a pass over a buffer holding it.
+    for event in events:
+        if event["type"] == "commit":
+            last_end = max(w["end"] for w in event["words"])
+            assert event["emitted_at"] >= 1.5 * last_end - 1e-3
+
+
+async def test_simulated_clock_is_deterministic_for_the_test_backend(clips, monkeypatch):
+    # Measured compute time is the only source of variation: pin it to zero.
+    monkeypatch.setattr(rtlab.scheduler, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
+    runs = [await stream(AudioProcessor("test", clock="simulated"), clips["wav"], chunk_size=c) for c in (777, 4096)]
+    assert runs[0] == runs[1]
+    summary = runs[0][-1]
+    assert summary["compute_seconds"] == 0 and summary["emitted_at"] == summary["audio_seconds"]
+    # With no compute, an event is emitted when the audio of its pass has arrived:
+    # every min_chunk (1 s) and at the end of the stream.
+    assert {e["emitted_at"] for e in runs[0]} <= {1.0, 2.0, 3.0, summary["audio_seconds"]}
+
+
+async def test_simulated_clock_gives_the_same_words_whatever_the_chunking(clips):
+    runs = [await stream(AudioProcessor("test", clock="simulated"), clips["wav"], chunk_size=c) for c in (501, 8192)]
+    untimed = [[{k: v for k, v in e.items() if k not in ("emitted_at", "compute_seconds", "rtf")} for e in run] for run in runs]
+    assert untimed[0] == untimed[1]
+
+
+async def test_unknown_clock_mode_is_refused():
+    with pytest.raises(ValueError, match="wall, simulated"):
+        AudioProcessor("test", clock="sundial")
+
+
+# -- failures: an error event, STOPPED, no FFmpeg left --------------------------------------------
+
+
+async def test_no_ffmpeg_left_after_cleanup_mid_stream(clips, ffmpeg_children, no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    events = await processor.create_tasks()
+    await processor.process_audio(clips["wav"][: len(clips["wav"]) // 2])
+    assert len(ffmpeg_children()) == 1
+    await processor.cleanup()
+    assert ffmpeg_children() == []
+    assert all(e["type"] != "summary" for e in [e async for e in events])
+
+
+async def test_an_exception_inside_a_task_ends_the_stream_with_an_error(clips, no_ffmpeg_left):
+    processor = AudioProcessor("test", clock="simulated", backend_options={"fail_after": 2})
+    events = await stream(processor, clips["wav"])
+    error = events[-1]
+    assert error["type"] == "error" and error["error"] == "internal_error"
+    assert "RuntimeError" in error["message"] and "failing on call" in error["message"]
+    assert isinstance(error["emitted_at"], float)
+    assert processor.state == "STOPPED"
+    assert isinstance(processor.error, RuntimeError)
+
+
+async def test_garbage_input_ends_with_a_decode_failed_error(no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    events = await stream(processor, b"this is not audio " * 2000)
+    assert [e["type"] for e in events] == ["error"]
+    assert events[0]["error"] == "decode_failed"
+    assert "Invalid data found" in events[0]["message"]  # FFmpeg's own words
+    assert processor.state == "STOPPED"
+    with pytest.raises(ProcessorStopped):
+        await processor.process_audio(b"more")
+
+
+async def test_empty_input_ends_with_a_decode_failed_error(no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    events = await stream(processor, b"")
+    assert [(e["type"], e.get("error")) for e in events] == [("error", "decode_failed")]
+    assert processor.state == "STOPPED"
+
+
+async def test_silence_only_ends_with_an_empty_summary(no_ffmpeg_left):
+    processor = AudioProcessor("test", clock="simulated")
+    events = await stream(processor, wav_bytes(np.zeros(3 * SR, np.float32)))
+    assert [e["type"] for e in events if e["type"] != "partial"] == ["summary"]
+    assert events[-1]["text"] == ""
+    assert events[-1]["audio_seconds"] == pytest.approx(3.0, abs=0.01)
+
+
+async def test_a_truncated_file_transcribes_what_arrived(clips, no_ffmpeg_left):
+    processor = AudioProcessor("test", clock="simulated")
+    events = await stream(processor, clips["wav"][: len(clips["wav"]) // 2])
+    assert events[-1]["type"] == "summary"
+    assert events[-1]["text"] and TEXT.startswith(events[-1]["text"])
+
+
+async def test_bad_policy_option_value_fails_in_create_tasks_without_a_process(no_ffmpeg_left):
+    processor = AudioProcessor("test", policy_options={"min_chunk": 0})
+    with pytest.raises(InvalidOption, match="min_chunk"):
+        await processor.create_tasks()
+    assert processor.state == "STOPPED"
+
+
+# -- unknown names and options ---------------------------------------------------------------------
+
+
+def test_unknown_backend_policy_and_decoder_are_refused():
+    with pytest.raises(UnknownBackend, match="'nope'.*installed backends: .*test"):
+        AudioProcessor("nope")
+    with pytest.raises(UnknownPolicy, match="'nope'.*local-agreement"):
+        AudioProcessor("test", policy="nope")
+    with pytest.raises(UnknownDecoder, match="'nope'.*ffmpeg, pcm_s16le"):
+        AudioProcessor("test", decoder="nope")
+
+
+@pytest.mark.parametrize(
+    "options, kind, plugin",
+    [
+        (dict(backend_options={"bogus": 1}), "backend 'test'", "rtlab.testing"),
+        (dict(policy_options={"bogus": 1}), "policy 'local-agreement'", "rtlab.policies.plugin"),
+        (dict(decoder_options={"bogus": 1}), "decoder 'ffmpeg'", "rtlab.decoders.plugin"),
+    ],
+)
+def test_unknown_option_is_refused_naming_the_option_and_plugin(options, kind, plugin):
+    with pytest.raises(InvalidOption) as raised:
+        AudioProcessor("test", **options)
+    message = str(raised.value)
+    assert kind in message and f"plugin {plugin!r}" in message and "'bogus'" in message
+    assert "accepted options:" in message
+
+
+def test_model_is_a_backend_option():
+    with pytest.raises(InvalidOption, match="'model'"):
+        AudioProcessor("test", decoder_options={"model": "x"})
+    AudioProcessor("test", model="tones")  # the test backend accepts a model name
+
+
+# -- bounded queues ----------------------------------------------------------------------------------
+
+
+def partial(text: str) -> dict:
+    return {"type": "partial", "text": text, "emitted_at": 0.0}
+
+
+def commit(text: str) -> dict:
+    return {"type": "commit", "words": [{"text": text, "start": 0.0, "end": 0.1}], "emitted_at": 0.0}
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_event_stream_drops_partials_when_nobody_reads():
+    events = EventStream(max_events=10)
+    for i in range(10_000):
+        await events.put(partial(str(i)))
+    assert len(events._events) <= 5
+    assert events.dropped_partials == 10_000 - len(events._events)
+    assert events._events[-1]["text"] == "9999"  # the newest partial is kept
+
+
+async def test_event_stream_commits_wait_for_room_and_are_never_dropped():
+    events = EventStream(max_events=4)
+    for i in range(4):
+        await events.put(commit(str(i)))
+    blocked = asyncio.create_task(events.put(commit("4")))
+    await settle()
+    assert not blocked.done()  # bounded: the producer waits
+    assert len(events._events) == 4
+    assert (await events.__anext__())["words"][0]["text"] == "0"
+    await asyncio.wait_for(blocked, 5)
+    await events.close({"type": "summary", "text": "", "emitted_at": 0.0})
+    rest = [e async for e in events]
+    assert [e["words"][0]["text"] for e in rest[:-1]] == ["1", "2", "3", "4"]
+    assert rest[-1]["type"] == "summary"
+
+
+async def test_event_stream_close_fits_the_final_event_and_wakes_a_waiting_producer():
+    events = EventStream(max_events=2)
+    await events.put(commit("a"))
+    await events.put(commit("b"))
+    blocked = asyncio.create_task(events.put(commit("c")))
+    await settle()
+    await events.close({"type": "error", "error": "x", "message": "m", "emitted_at": 0.0})
+    await asyncio.wait_for(blocked, 5)
+    await events.close()  # idempotent
+    assert [e["type"] for e in [e async for e in events]] == ["commit", "commit", "error"]
+
+
+async def test_a_consumer_that_never_reads_does_not_grow_the_processor(no_ffmpeg_left):
+    # 30 s of audio cannot fit in 4 events + 1 s of PCM + the pipes: feeding must block.
+    audio, _ = tone_words(" ".join(["alpha", "bravo", "charlie"] * 20))
+    processor = AudioProcessor("test", max_events=4, max_buffered_seconds=1.0)
+    await processor.create_tasks()
+
+    async def feed() -> None:
+        data = wav_bytes(audio)
+        for offset in range(0, len(data), 4096):
+            await processor.process_audio(data[offset : offset + 4096])
+
+    feeder = asyncio.create_task(feed())
+    done, _ = await asyncio.wait({feeder}, timeout=2)
+    assert not done
+    assert len(processor.events._events) <= 4
+    assert processor._pending_samples <= 1.0 * SR + 4096
+    assert processor.policy.buffered_seconds <= 30
+    await processor.cleanup()
+    # The blocked feeder is released: it returns, or is told the processor stopped.
+    with pytest.raises(ProcessorStopped):
+        await asyncio.wait_for(feeder, 10)
