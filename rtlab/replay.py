@@ -9,19 +9,23 @@ one :class:`StreamRun` per configuration.
 Clock modes (see :mod:`rtlab.clock`):
 
 * ``simulated`` (default): audio is fed as fast as the processors take it. Each processor
-  keeps its own virtual clock, which counts audio time plus *its own* compute time only.
-  Processors that share a backend instance take turns on that backend's scheduler thread,
-  so they do not slow each other's measured compute; processors on *different* backend
-  instances compute in parallel threads and do compete for the CPU, which makes their
-  measured compute (and so their simulated latencies) pessimistic on a small machine.
-* ``wall``: one pacing loop starts all feeders at the same instant and sends each chunk of
-  ``chunk_seconds`` when its audio starts, in real time. Latencies then include the
-  waiting of sessions queued behind each other on a shared backend, as on a server.
+  keeps its own virtual clock, which counts audio time plus *its own* measured compute.
+  Configurations that share a backend instance stream together and take turns on that
+  backend's scheduler thread, so they do not slow each other's compute down; different
+  backend instances (another model, compute type or beam size) replay one after the
+  other, because two models computing in parallel on a small CPU would inflate each
+  other's measured compute, and so their simulated latencies.
+* ``wall``: every configuration streams at once; one pacing loop starts all feeders at the
+  same instant and sends each chunk of ``chunk_seconds`` when its audio starts, in real
+  time. Latencies then include the waiting of sessions queued behind each other on a
+  shared backend and the CPU they share, as on a server.
 
-Determinism: with a deterministic backend, whose compute per pass stays below the
-policy's ``min_chunk``, two simulated replays commit the same words at the same points of
-the audio; ``emitted_at`` still carries the measured compute time of each pass, so it
-varies by that jitter (microseconds to milliseconds) from run to run.
+Determinism: with a deterministic backend whose compute per pass stays below the policy's
+``min_chunk``, two simulated replays, or one configuration alone and among others, commit
+the same words at the same points of the audio; ``emitted_at`` still carries each pass's
+measured compute, so it varies by that jitter (microseconds to milliseconds). When a pass
+takes longer than ``min_chunk``, the next pass starts when the clock says the last one
+ended, so the chunking, and with it the transcript, follows the measured compute time.
 """
 
 from __future__ import annotations
@@ -266,6 +270,7 @@ async def replay_async(
     clock: str = "simulated",
     chunk_seconds: float = 0.1,
     progress: Callable[[float], None] | None = None,
+    isolate_backends: bool | None = None,
 ) -> list[StreamRun]:
     """Stream ``audio`` (a file path, or 16 kHz mono float32 samples) through every
     configuration concurrently; one :class:`StreamRun` per configuration, in order.
@@ -276,6 +281,12 @@ async def replay_async(
     A configuration whose stream fails keeps its error in its run; the others go on.
     Starting fails as a whole: if any model cannot load, every processor is cleaned up and
     the error is raised.
+
+    ``isolate_backends`` (default: on with the simulated clock, off with the wall clock)
+    replays the configurations of one backend instance together, and one instance after
+    another, so that no two models compute in parallel and each pass's measured compute
+    (which drives the simulated clock) is what it would be alone. Off, every
+    configuration streams at the same time, as sessions on a server would.
     """
     if clock not in CLOCK_MODES:
         raise ValueError(f"unknown clock mode {clock!r}; choose one of {', '.join(CLOCK_MODES)}")
@@ -291,20 +302,59 @@ async def replay_async(
     step = max(2, int(chunk_seconds * SAMPLE_RATE) * 2)
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     processors = [c.processor(clock=clock, decoder="pcm_s16le") for c in configs]
+    runs = [StreamRun(c, clock) for c in configs]
+    if isolate_backends is None:
+        isolate_backends = clock == "simulated"
+    groups = _backend_groups(configs) if isolate_backends else [list(range(len(configs)))]
+    reporter = None
+    if progress is not None:
+        reporter = asyncio.create_task(_report_progress(processors, progress))
+    try:
+        for group in groups:
+            await _stream_together([processors[i] for i in group], [runs[i] for i in group], chunks, clock)
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        await asyncio.gather(*(p.cleanup() for p in processors), return_exceptions=True)
+    if progress is not None:
+        progress(_mean_processed(processors))
+    for processor, run in zip(processors, runs):
+        run.lag_samples = [(float(t), float(lag)) for t, lag in processor.lag_samples]
+        error = next((e for e in run.events if e.get("type") == "error"), None)
+        if error is not None:
+            run.error = f"{error.get('error')}: {error.get('message')}"
+    return runs
+
+
+def _backend_groups(configs: Sequence[Configuration]) -> list[list[int]]:
+    """Indexes of the configurations grouped by shared backend instance, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for index, config in enumerate(configs):
+        options = {k: v for k, v in config.all_backend_options().items() if v is not None}
+        key = (config.backend, tuple(sorted((k, repr(v)) for k, v in options.items())))
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+async def _stream_together(
+    processors: Sequence[AudioProcessor], runs: Sequence[StreamRun], chunks: Sequence[bytes], clock: str
+) -> None:
+    """Start ``processors``, feed each every chunk, collect their events until they end."""
     started = await asyncio.gather(*(p.create_tasks() for p in processors), return_exceptions=True)
     failures = [s for s in started if isinstance(s, BaseException)]
     if failures:
-        await asyncio.gather(*(p.cleanup() for p in processors), return_exceptions=True)
         raise failures[0]
-    runs = [StreamRun(c, clock) for c in configs]
     loop = asyncio.get_running_loop()
     t0 = loop.time()
+    chunk_seconds = len(chunks[0]) / 2 / SAMPLE_RATE if chunks else 0.0
 
     async def feed(processor: AudioProcessor) -> None:
         for index, chunk in enumerate(chunks):
             if clock == "wall":
                 # Every feeder paces against the same start instant: one clock for all.
-                delay = t0 + index * step / 2 / SAMPLE_RATE - loop.time()
+                delay = t0 + index * chunk_seconds - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
@@ -319,27 +369,11 @@ async def replay_async(
 
     tasks = [asyncio.create_task(feed(p)) for p in processors]
     tasks += [asyncio.create_task(collect(p, r)) for p, r in zip(processors, runs)]
-    reporter = None
-    if progress is not None:
-        reporter = asyncio.create_task(_report_progress(processors, progress))
     try:
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
-        if reporter is not None:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
-        await asyncio.gather(*(p.cleanup() for p in processors), return_exceptions=True)
-    if progress is not None:
-        progress(_mean_processed(processors))
-    for processor, run in zip(processors, runs):
-        run.lag_samples = [(float(t), float(lag)) for t, lag in processor.lag_samples]
-        error = next((e for e in run.events if e.get("type") == "error"), None)
-        if error is not None:
-            run.error = f"{error.get('error')}: {error.get('message')}"
-    return runs
 
 
 def _mean_processed(processors: Sequence[AudioProcessor]) -> float:
@@ -359,6 +393,7 @@ def replay(
     clock: str = "simulated",
     chunk_seconds: float = 0.1,
     progress: Callable[[float], None] | None = None,
+    isolate_backends: bool | None = None,
 ) -> list[StreamRun]:
     """Blocking :func:`replay_async` for scripts. In a notebook (where an event loop is
     already running) use ``await replay_async(...)`` instead."""
@@ -369,5 +404,6 @@ def replay(
     else:
         raise RuntimeError("an event loop is running here (a notebook?): use 'await replay_async(...)'")
     return asyncio.run(
-        replay_async(audio, configurations, clock=clock, chunk_seconds=chunk_seconds, progress=progress)
+        replay_async(audio, configurations, clock=clock, chunk_seconds=chunk_seconds,
+                     progress=progress, isolate_backends=isolate_backends)
     )

@@ -115,6 +115,20 @@ def test_a_failing_configuration_keeps_its_error_and_the_others_finish(tones):
     assert runs[1].summary is None
 
 
+def test_simulated_replay_runs_one_backend_instance_at_a_time(tones):
+    from rtlab.replay import _backend_groups
+
+    configs = [parse_config(c) for c in (
+        "backend=test,min_chunk=0.5", "backend=test,model=other", "backend=test,min_chunk=2",
+    )]  # fmt: skip
+    # Policies may differ within a group; any backend option makes another instance.
+    assert _backend_groups(configs) == [[0, 2], [1]]
+    audio, _ = tones
+    isolated = replay(audio, configs)
+    concurrent = replay(audio, configs, isolate_backends=False)
+    assert [r.text for r in isolated] == [r.text for r in concurrent] == [TEXT] * 3
+
+
 def test_progress_reports_processed_audio_up_to_the_end(tones):
     audio, _ = tones
     seen: list[float] = []
