@@ -251,8 +251,13 @@ class AudioProcessor:
         if self.clock.simulated:
             target = max(target, int(self.clock.now() * SAMPLE_RATE))
         async with self._audio_changed:
+            # A full PCM buffer counts as a chunk: _read_pcm stops at max_buffered_samples,
+            # so waiting for more than that (min_chunk > max_buffered_seconds) would deadlock.
             await self._audio_changed.wait_for(
-                lambda: self._received_samples >= target or self._input_ended or self.state != "RUNNING"
+                lambda: self._received_samples >= target
+                or self._pending_samples >= self.max_buffered_samples
+                or self._input_ended
+                or self.state != "RUNNING"
             )
             if self.state != "RUNNING" or self._pending_samples == 0:
                 return None
