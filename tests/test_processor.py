@@ -324,6 +324,14 @@ async def test_bad_policy_option_value_fails_in_create_tasks_without_a_process(n
     assert processor.state == "STOPPED"
 
 
+@pytest.mark.parametrize("clock", ["wall", "simulated"])
+async def test_a_pcm_buffer_smaller_than_min_chunk_does_not_stall(clock, clips, no_ffmpeg_left):
+    processor = AudioProcessor("test", clock=clock, max_buffered_seconds=0.5)  # min_chunk is 1 s
+    events = await asyncio.wait_for(stream(processor, clips["wav"]), 60)
+    assert events[-1]["type"] == "summary" and events[-1]["text"] == TEXT
+    assert processor._pending_samples == 0
+
+
 # -- unknown names and options ---------------------------------------------------------------------
 
 
