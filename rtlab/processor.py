@@ -217,7 +217,7 @@ class AudioProcessor:
                     self._pending_samples += len(pcm)
                     self._received_samples += len(pcm)
                     self._audio_changed.notify_all()
-        except RtlabError as error:
+        except Exception as error:  # RtlabError, or a decoder bug: report it, never hang
             await self._fail(error)
 
     async def _transcribe(self) -> None:
@@ -227,6 +227,8 @@ class AudioProcessor:
                 if pcm is None:
                     break
                 self.policy.insert_audio(pcm)
+                if self._input_ended and self._pending_samples == 0:
+                    break  # the last audio: one final pass in finish() instead of two
                 step, seconds = await self.scheduler.submit(self.policy.process_iter)
                 await self._emit(step, seconds)
             if self.state == "RUNNING":
@@ -290,6 +292,10 @@ class AudioProcessor:
         if partial != getattr(self, "_last_partial", ""):
             self._last_partial = partial
             await self.events.put(partial_event(step.partial, now))
+
+    async def fail(self, error: Exception) -> None:
+        """Stop the session with ``error`` as the last event (e.g. the audio source broke)."""
+        await self._fail(error)
 
     async def _fail(self, error: Exception) -> None:
         if self.state == "STOPPED" and self.events.closed:

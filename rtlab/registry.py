@@ -48,7 +48,7 @@ class Registry:
             choices = ", ".join(sorted(self.entries[kind])) or "none"
             error = KINDS[kind][2]
             raise error(
-                f"unknown {kind} {name!r}; installed {kind}s: {choices}. "
+                f"unknown {kind} {name!r}; installed {PLURALS[kind]}: {choices}. "
                 f"Run 'rtlab plugins' to see what each plugin registered."
             )
         return found.cls

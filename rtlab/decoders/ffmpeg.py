@@ -90,7 +90,7 @@ class FFmpegDecoder(Decoder):
         return [
             binary, "-hide_banner", "-loglevel", "error",
             "-flags", "low_delay",
-            "-probesize", "4096", "-analyzeduration", "0",
+            "-probesize", "32", "-analyzeduration", "0",
             *input_args, "-i", "pipe:0",
             "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-flush_packets", "1",
             "pipe:1",

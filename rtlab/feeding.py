@@ -1,0 +1,110 @@
+"""Feed an audio file into an AudioProcessor, paced in real time or as fast as possible.
+
+Used by ``rtlab transcribe``, the benchmarks and the notebooks, so that "streaming a file"
+means the same thing everywhere: the encoded bytes go through the session's own decoder,
+in chunks of ``chunk_seconds`` worth of bytes; on the wall clock chunk ``i`` is sent
+``i * chunk_seconds`` after the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from .decoders import find_ffmpeg
+from .errors import DecoderError
+from .processor import AudioProcessor
+
+SAMPLE_RATE = 16_000
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration of ``path`` in seconds, by decoding it once with FFmpeg (exact for any codec)."""
+    result = subprocess.run(
+        [find_ffmpeg(), "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0 or not result.stdout:
+        detail = result.stderr.decode(errors="replace").strip() or "no audio stream"
+        raise DecoderError(f"cannot decode {path}: {detail}")
+    return len(result.stdout) / 2 / SAMPLE_RATE
+
+
+async def feed_file(
+    processor: AudioProcessor,
+    path: str | Path,
+    *,
+    realtime: bool,
+    chunk_seconds: float = 0.1,
+    duration: float | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> None:
+    """Send ``path``'s bytes to ``processor`` then ``finish()`` it.
+
+    With ``realtime``, bytes are paced at the file's average byte rate (``duration``
+    seconds for all of them; measured when not given). ``on_progress`` gets the fraction sent.
+    """
+    data = Path(path).read_bytes()
+    if realtime and duration is None:
+        duration = await asyncio.get_running_loop().run_in_executor(None, audio_duration, path)
+    if realtime and duration:
+        chunk = max(1, int(len(data) * chunk_seconds / duration))
+    else:
+        chunk = 16_384
+    started = time.monotonic()
+    for index, offset in enumerate(range(0, len(data), chunk)):
+        if processor.state != "RUNNING":
+            return  # it failed; the reason is in its event stream
+        if realtime:
+            delay = started + index * chunk_seconds - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await processor.process_audio(data[offset : offset + chunk])
+        if on_progress is not None:
+            on_progress(min(1.0, (offset + chunk) / len(data)))
+    await processor.finish()
+
+
+async def stream_file(
+    path: str | Path,
+    *,
+    clock: str = "wall",
+    chunk_seconds: float = 0.1,
+    on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    **processor_options: Any,
+) -> list[dict[str, Any]]:
+    """Stream one file through a new AudioProcessor and return every event.
+
+    ``clock="wall"`` paces the file in real time; ``"simulated"`` feeds it as fast as
+    compute allows. Extra keyword arguments go to :class:`AudioProcessor`.
+    """
+    processor = AudioProcessor(clock=clock, **processor_options)
+    events_out: list[dict[str, Any]] = []
+    try:
+        events = await processor.create_tasks()
+        feeder = asyncio.create_task(
+            feed_file(processor, path, realtime=clock == "wall", chunk_seconds=chunk_seconds, on_progress=on_progress)
+        )
+        # A feeder that breaks (unreadable file, cancelled source) must end the stream too.
+        feeder.add_done_callback(
+            lambda task: task.cancelled()
+            or task.exception() is None
+            or asyncio.ensure_future(processor.fail(task.exception()))
+        )
+        async for event in events:
+            events_out.append(event)
+            if on_event is not None:
+                result = on_event(event)
+                if asyncio.iscoroutine(result):
+                    await result
+        with contextlib.suppress(Exception):
+            await feeder
+    finally:
+        await processor.cleanup()
+    return events_out
