@@ -6,71 +6,84 @@ import shutil
 import sys
 from typing import Any, TextIO
 
-DIM, RESET, CLEAR_LINE = "\033[2m", "\033[0m", "\r\033[K"
+DIM, RESET, CLEAR = "\033[2m", "\033[0m", "\r\033[K"
+UP = "\033[1A"
 
 
 class LiveText:
-    """Prints committed words as they arrive; on a terminal, a status line below them shows
-    a progress bar and the provisional (partial) text, dimmed, rewritten in place."""
+    """Shows committed words as they arrive.
+
+    On a terminal, the line being written also shows the partial (provisional) text,
+    dimmed, and a progress bar sits on the line below; both are redrawn in place. When
+    stdout is not a terminal, only committed text is written to it (a progress bar goes to
+    stderr when that is a terminal).
+    """
 
     def __init__(self, label: str = "", stream: TextIO | None = None, status: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.status = status or sys.stderr
-        self.tty = self.status.isatty()
+        self.live = self.stream.isatty()
+        self.bar_only = not self.live and self.status.isatty()
         self.label = label
         self.progress = 0.0
         self.partial = ""
-        self._column = 0
+        self.line = ""
+
+    def _width(self) -> int:
+        return max(40, shutil.get_terminal_size((100, 20)).columns - 1)
 
     def event(self, event: dict[str, Any]) -> None:
         """Update the display with one transcript event."""
         if event["type"] == "commit":
-            self._clear_status()
             for word in event["words"]:
-                self._write_word(word["text"])
-            self.stream.flush()
+                self._add_word(word["text"])
             self.partial = ""
+            if not self.live:
+                self.stream.flush()
         elif event["type"] == "partial":
             self.partial = event["text"]
-        self._draw_status()
+        self._draw()
 
     def set_progress(self, fraction: float) -> None:
         """Fraction of the input sent so far."""
         self.progress = fraction
-        self._draw_status()
+        self._draw()
 
-    def _write_word(self, text: str) -> None:
-        width = shutil.get_terminal_size((100, 20)).columns if self.stream.isatty() else 100
-        if self._column and self._column + 1 + len(text) > width:
-            self.stream.write("\n")
-            self._column = 0
-        if self._column:
-            self.stream.write(" ")
-            self._column += 1
-        self.stream.write(text)
-        self._column += len(text)
+    def _add_word(self, text: str) -> None:
+        if self.line and len(self.line) + 1 + len(text) > self._width():
+            if self.live:
+                self.stream.write(f"{CLEAR}{self.line}\n")
+            else:
+                self.stream.write("\n")
+            self.line = ""
+        if not self.live:
+            self.stream.write((" " if self.line else "") + text)
+        self.line = f"{self.line} {text}" if self.line else text
 
-    def _draw_status(self) -> None:
-        if not self.tty:
-            return
-        width = shutil.get_terminal_size((100, 20)).columns
+    def _bar(self) -> str:
         filled = int(self.progress * 20)
-        bar = f"[{'#' * filled}{'.' * (20 - filled)}] {self.progress:4.0%} {self.label} "
-        partial = self.partial[-max(0, width - len(bar) - 1) :]
-        if self._column and self.stream is self.status:
-            return
-        self.status.write(f"{CLEAR_LINE}{bar}{DIM}{partial}{RESET}")
-        self.status.flush()
+        return f"[{'#' * filled}{'.' * (20 - filled)}] {self.progress:4.0%} {self.label}"
 
-    def _clear_status(self) -> None:
-        if self.tty:
-            self.status.write(CLEAR_LINE)
+    def _draw(self) -> None:
+        if self.live:
+            room = self._width() - len(self.line) - 1
+            partial = self.partial[: max(0, room)] if room > 3 else ""
+            text = f"{self.line} {DIM}{partial}{RESET}" if partial else self.line
+            self.stream.write(f"{CLEAR}{text}\n{CLEAR}{self._bar()}{UP}\r")
+            self.stream.flush()
+        elif self.bar_only:
+            self.status.write(f"{CLEAR}{self._bar()}")
             self.status.flush()
 
     def close(self) -> None:
-        """End the text with a newline and remove the status line."""
-        self._clear_status()
-        if self._column:
-            self.stream.write("\n")
-            self._column = 0
+        """Finish the last line and remove the progress bar."""
+        if self.live:
+            self.stream.write(f"{CLEAR}{self.line}\n{CLEAR}" if self.line else CLEAR + "\n" + CLEAR + UP)
+        else:
+            if self.line:
+                self.stream.write("\n")
+            if self.bar_only:
+                self.status.write(CLEAR)
+                self.status.flush()
         self.stream.flush()
+        self.line = ""
