@@ -96,6 +96,8 @@ class AudioProcessor:
         self.decoder = None
         self.events = EventStream(max_events)
         self._start_lock = asyncio.Lock()
+        self._cleanup_lock = asyncio.Lock()
+        self._final_event: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task] = []
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
@@ -170,6 +172,8 @@ class AudioProcessor:
 
     async def finish(self) -> None:
         """End of input: the policy commits the tail, a summary follows, the stream ends."""
+        if self.state == "STOPPED":
+            await self.cleanup()  # returns once a cleanup in progress (after a failure) is done
         if self.state != "RUNNING":
             return
         self.clock.start()
@@ -179,8 +183,16 @@ class AudioProcessor:
         await self.cleanup()
 
     async def cleanup(self) -> None:
-        """Cancel the tasks, stop the decoder, release buffers. Idempotent."""
+        """Cancel the tasks, stop the decoder, release buffers. Idempotent.
+
+        When it returns, everything is released, also when another cleanup (e.g. after a
+        failure inside a task) was already in progress.
+        """
         self.state = "STOPPED"
+        async with self._cleanup_lock:
+            await self._release()
+
+    async def _release(self) -> None:
         current = asyncio.current_task()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -195,7 +207,9 @@ class AudioProcessor:
         self._pending = []
         self._pending_samples = 0
         self.policy = None
-        await self.events.close()
+        # After a failure the error is the final event: published only now, so that a
+        # consumer who sees the end of the stream finds everything already stopped.
+        await self.events.close(self._final_event)
 
     # -- the two tasks --------------------------------------------------------------
 
@@ -298,15 +312,15 @@ class AudioProcessor:
         await self._fail(error)
 
     async def _fail(self, error: Exception) -> None:
-        if self.state == "STOPPED" and self.events.closed:
-            return
+        if self.state == "STOPPED":
+            return  # already stopping: cleaned up on purpose, or an earlier failure wins
         self.error = error
         code = getattr(error, "code", "internal_error")
         message = str(error) if isinstance(error, RtlabError) else f"{type(error).__name__}: {error}"
+        self._final_event = error_event(code, message, self.clock.now())
         self.state = "STOPPED"
         async with self._audio_changed:
             self._audio_changed.notify_all()
-        await self.events.close(error_event(code, message, self.clock.now()))
         await self.cleanup()
 
     # -- measurements -----------------------------------------------------------------
