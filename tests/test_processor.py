@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rtlab.scheduler
-from rtlab.decoders import find_ffmpeg
+from rtlab.decoders import FFmpegDecoder, find_ffmpeg
 from rtlab.errors import (
     InvalidOption,
     ProcessorNotRunning,
@@ -61,6 +61,10 @@ async def stream(processor: AudioProcessor, data: bytes, chunk_size: int = 4096)
     await processor.finish()
     await asyncio.wait_for(consumer, 60)
     return consumed
+
+
+async def collect(events) -> list[dict]:
+    return [event async for event in events]
 
 
 def committed_text(events: list[dict]) -> str:
@@ -282,6 +286,19 @@ async def test_an_exception_inside_a_task_ends_the_stream_with_an_error(clips, n
     assert isinstance(error["emitted_at"], float)
     assert processor.state == "STOPPED"
     assert isinstance(processor.error, RuntimeError)
+
+
+async def test_a_decoder_exception_ends_the_stream_with_an_error(monkeypatch, no_ffmpeg_left):
+    async def broken_read(self):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(FFmpegDecoder, "read", broken_read)
+    processor = AudioProcessor("test")
+    events = await processor.create_tasks()
+    received = await asyncio.wait_for(collect(events), 60)  # not a hang
+    assert [(e["type"], e["error"]) for e in received] == [("error", "internal_error")]
+    assert "OSError: disk on fire" in received[0]["message"]
+    assert processor.state == "STOPPED"
 
 
 async def test_garbage_input_ends_with_a_decode_failed_error(no_ffmpeg_left):
