@@ -137,8 +137,9 @@ def plot_lag(
 ) -> Path:
     """Lag (audio received minus audio processed) over time, one colour per configuration.
 
-    Files are laid end to end: each file's samples are shifted by the audio seconds of the
-    files before it, and dotted lines mark where a file starts.
+    Files are laid end to end: each file's samples are shifted by the length of the files
+    before it (their audio, or their last sample when that came later), and dotted lines
+    mark where a file starts.
     """
     plt = _pyplot()
     fig, ax = _figure(len(summaries))
@@ -149,7 +150,10 @@ def plot_lag(
     offsets, start = {}, 0.0
     for name in files:
         offsets[name] = start
-        start += max(s["audio_seconds"] for s in streams if s["file"] == name)
+        # A file's stream ends after its audio when the last passes run late: leave room.
+        ends = [s["audio_seconds"] for s in streams if s["file"] == name]
+        ends += [t for s in streams if s["file"] == name and s.get("lag") for t, _ in s["lag"]["samples"]]
+        start += max(ends)
     for offset in list(offsets.values())[1:]:
         ax.axvline(offset, color="grey", linewidth=0.5, linestyle=":")
     for summary, color in zip(summaries, _colors(len(summaries))):
