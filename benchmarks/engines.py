@@ -177,10 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     environment = environment_info()
     records = []
     for config in configs:
-        print(f"measuring {config.label} ...", file=sys.stderr, flush=True)
+        # The policy plays no part offline: name the engine only.
+        name = config.name or " ".join(
+            [f"{config.backend}:{config.model or 'default'}"]
+            + [f"{k}={v}" for k, v in sorted(config.backend_options.items())]
+        )
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
         spec = {"corpus": str(corpus), "backend": config.backend, "options": config.all_backend_options(),
                 "language": args.language, "normalizer": normalizer}  # fmt: skip
-        records.append({"name": config.label, "config": config.to_dict(), "result": run_configuration(spec)})
+        records.append({"name": name, "config": config.to_dict(), "result": run_configuration(spec)})
     audio = sum(r["result"].get("audio_seconds", 0) for r in records[:1])
     subtitle = (f"{len(utterances)} files, {audio:.1f} s · normalizer: {normalizer} · clock: none (offline) · "
                 f"{hardware_summary(environment)}")  # fmt: skip

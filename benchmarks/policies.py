@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [parse_config(f"{base}{extra},min_chunk={c},name=min_chunk={c:g} s") for c in chunks]
     run = run_bench(corpus, configs, clock=args.clock, normalizer=args.normalizer,
                     language=args.language, long_form=args.long_form, work_dir=args.out)  # fmt: skip
-    model = configs[0].model or "(backend default)"
+    model = run.backends[configs[0].label].get("model") or configs[0].model or "(backend default)"
     print(f"backend: {args.backend}   model: {model}   policy: {args.policy}   options: {args.option or '-'}")
     print(run.table())
     out = Path(args.out)

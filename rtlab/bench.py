@@ -127,7 +127,9 @@ class BenchRun:
 
     ``streams`` holds one :class:`~rtlab.results.StreamResult` per (file, configuration);
     ``summaries`` one dict per configuration (``name``, ``config`` and the fields of
-    :func:`~rtlab.results.summarize`), in the order the configurations were given.
+    :func:`~rtlab.results.summarize`), in the order the configurations were given;
+    ``backends`` what each configuration's backend reported about itself (``info()``:
+    the model, device and compute type it actually used).
     """
 
     corpus: str
@@ -138,6 +140,7 @@ class BenchRun:
     streams: list[Any] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     replay_wall_seconds: float = 0.0
@@ -151,6 +154,7 @@ class BenchRun:
             "files": len({s.file for s in self.streams}),
             "audio_seconds": self.audio_seconds,
             "configurations": [c.to_dict() for c in self.configurations],
+            "backends": self.backends,
             "clock": self.clock,
             "normalizer": self.normalizer,
             "long_form": self.long_form,
@@ -272,6 +276,7 @@ async def run_bench_async(
 
     from tqdm import tqdm
 
+    from .backends import get_backend
     from .corpus import concatenate, load_corpus
     from .metrics import environment_info
     from .offline import decode_audio, offline_transcribe
@@ -335,6 +340,8 @@ async def run_bench_async(
         finally:
             bar.close()
     run.wall_seconds = time.perf_counter() - started
+    for config in configs:
+        run.backends[config.label] = get_backend(config.backend, **config.all_backend_options()).info()
     for config in configs:
         mine = [s for s in run.streams if s.config["name"] == config.label]
         run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
