@@ -57,11 +57,16 @@ async def feed_file(
     else:
         chunk = 16_384
     started = time.monotonic()
+    if realtime:
+        # Like a microphone, chunk i holds the audio of [i, i+1) * chunk_seconds and can only
+        # be sent when that audio has been played: the stream starts one chunk before the
+        # first send, so latencies are not flattered by the chunk length.
+        processor.clock.start()
     for index, offset in enumerate(range(0, len(data), chunk)):
         if processor.state != "RUNNING":
             return  # it failed; the reason is in its event stream
         if realtime:
-            delay = started + index * chunk_seconds - time.monotonic()
+            delay = started + (index + 1) * chunk_seconds - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         await processor.process_audio(data[offset : offset + chunk])
