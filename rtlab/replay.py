@@ -349,12 +349,17 @@ async def _stream_together(
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     chunk_seconds = len(chunks[0]) / 2 / SAMPLE_RATE if chunks else 0.0
+    if clock == "wall":
+        # Chunk i holds the audio of [i, i+1) * chunk_seconds: like a microphone, it is sent
+        # once that audio has been played, and every clock starts at the shared instant t0.
+        for processor in processors:
+            processor.clock.start()
 
     async def feed(processor: AudioProcessor) -> None:
         for index, chunk in enumerate(chunks):
             if clock == "wall":
                 # Every feeder paces against the same start instant: one clock for all.
-                delay = t0 + index * chunk_seconds - loop.time()
+                delay = t0 + (index + 1) * chunk_seconds - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
