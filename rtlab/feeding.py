@@ -49,9 +49,31 @@ async def feed_file(
     With ``realtime``, bytes are paced at the file's average byte rate (``duration``
     seconds for all of them; measured when not given). ``on_progress`` gets the fraction sent.
     """
-    data = Path(path).read_bytes()
     if realtime and duration is None:
         duration = await asyncio.get_running_loop().run_in_executor(None, audio_duration, path)
+    await feed_bytes(
+        processor, Path(path).read_bytes(), realtime=realtime, chunk_seconds=chunk_seconds,
+        duration=duration, on_progress=on_progress,
+    )
+
+
+async def feed_bytes(
+    processor: AudioProcessor,
+    data: bytes,
+    *,
+    realtime: bool,
+    chunk_seconds: float = 0.1,
+    duration: float | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> None:
+    """Send ``data`` (encoded audio, or s16le PCM for the PCM decoder) then ``finish()``.
+
+    With ``realtime``, chunk ``i`` holds ``duration * chunk_seconds / len(data)`` worth of
+    bytes and is sent ``(i + 1) * chunk_seconds`` after the stream starts. For raw PCM the
+    duration is known from the length; for encoded audio pass it (see :func:`audio_duration`).
+    """
+    if realtime and duration is None:
+        raise ValueError("feeding encoded bytes in real time needs their duration")
     if realtime and duration:
         chunk = max(1, int(len(data) * chunk_seconds / duration))
     else:
