@@ -24,6 +24,7 @@ class Outbox:
       stops the session from reading more events: backpressure reaches the processor.
 
     ``close()`` ends the queue: ``get()`` returns what is queued, then None.
+    ``discard()`` ends it at once.
     """
 
     def __init__(self, max_messages: int = 64, max_merged_words: int = 256) -> None:
@@ -87,9 +88,12 @@ class Outbox:
             self._changed.notify_all()
             return message
 
-    async def close(self) -> None:
-        """No more messages: the queued ones are still returned by ``get``. Idempotent."""
+    async def close(self, final: dict[str, Any] | None = None) -> None:
+        """No more messages after ``final`` (queued past the bound, so this never waits);
+        the queued ones are still returned by ``get``. Idempotent."""
         async with self._changed:
+            if final is not None and not self._closed:
+                self._queue.append(final)
             self._closed = True
             self._changed.notify_all()
 

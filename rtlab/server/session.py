@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtlab.server")
 
+# The PCM decoder bounds its queue by chunk count, not bytes; with frames of up to
+# max_message_bytes, 32 chunks keep a session's hand-off queue small either way.
+PCM_DECODER_OPTIONS = {"max_chunks": 32}
+
 
 class Connection(Protocol):
     """What a session needs from its WebSocket (a Tornado handler provides it)."""
@@ -259,6 +263,7 @@ class TranscriptionSession:
             policy=request.policy or DEFAULT_POLICY,
             language=request.language,
             decoder=request.decoder,
+            decoder_options=PCM_DECODER_OPTIONS if request.decoder == "pcm_s16le" else None,
             clock="wall",
             max_events=self.config.max_events,
         )
@@ -305,9 +310,12 @@ class TranscriptionSession:
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue ``message`` for the client (see :class:`Outbox` for the bounds)."""
+        self._count_error(message)
+        await self.outbox.put(message)
+
+    def _count_error(self, message: dict[str, Any]) -> None:
         if message["type"] in ("transcription_failed", "error"):
             self.metrics.errors.labels(error=message["error"]).inc()
-        await self.outbox.put(message)
 
     async def _write_loop(self) -> None:
         # Awaiting each write is the backpressure: a client that does not read fills the
@@ -325,11 +333,11 @@ class TranscriptionSession:
             self.connection.close(*self._close_with)
 
     async def end(self, code: int, reason: str, message: dict[str, Any] | None = None) -> None:
-        """Server-side close: send ``message``, flush the outbox, then close with ``code``."""
+        """Server-side close: send ``message`` (never waits), flush, then close with ``code``."""
         if message is not None:
-            await self.send(message)
+            self._count_error(message)
         self._close_with = (code, reason)
-        await self.outbox.close()
+        await self.outbox.close(message)
 
     async def _watch_idle(self) -> None:
         timeout = self.config.idle_timeout
@@ -392,6 +400,7 @@ class TranscriptionSession:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await utterance.task
             await utterance.processor.cleanup()
+        self._writer.cancel()  # a write to a vanished client may never complete
         with contextlib.suppress(asyncio.CancelledError):
             await self._writer
         self.utterances.clear()

@@ -1,0 +1,305 @@
+"""The WebSocket protocol against a real server on 127.0.0.1 with real FFmpeg."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+from tornado.websocket import websocket_connect
+
+from rtlab.client import TranscriptionClient, stream_file
+from test_server_support import (  # noqa: F401 - fixtures
+    clip,
+    make_server,
+    second_clip,
+    server,
+    settle,
+    split,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def stream_clip(client: TranscriptionClient, data: bytes) -> None:
+    for chunk in split(data):
+        await client.send_audio(chunk)
+
+
+async def test_protocol_flow_from_start_to_stopped(server, clip, ffmpeg_children):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start(backend="test")
+    assert (await client.wait_for("transcription_starting"))["type"] == "transcription_starting"
+    loading = await client.wait_for("model_loading_started")
+    assert loading["model"] == "tones" and loading["cached"] in (True, False)
+    await client.wait_for("transcription_started")
+    assert len(ffmpeg_children()) == 1
+    await stream_clip(client, clip.webm)
+    await client.stop()
+    stopped = await client.wait_for("transcription_stopped")
+    assert stopped["text"] == clip.text
+    assert set(stopped["summary"]) >= {"text", "audio_seconds", "compute_seconds", "rtf", "emitted_at"}
+
+    types = [m["type"] for m in client.messages]
+    assert types[:3] == ["transcription_starting", "model_loading_started", "transcription_started"]
+    assert types[-1] == "transcription_stopped"
+    transcripts = [m for m in client.messages if m["type"] == "transcript"]
+    assert transcripts and all(
+        set(m) == {"type", "committed", "partial", "emitted_at", "lag"} for m in transcripts
+    )
+    committed = [w for m in transcripts for w in m["committed"]]
+    assert [w["text"] for w in committed] == clip.text.split()
+    assert all(set(w) == {"text", "start", "end"} and w["end"] > w["start"] for w in committed)
+    await client.close()
+    assert not await settle(server, ffmpeg_children)
+
+
+async def test_old_client_that_ignores_unknown_types_works(server, clip):
+    """A client written for the original protocol: three reply types, others ignored."""
+    known = {"model_loading_started", "transcription_started", "transcription_stopped"}
+    connection = await websocket_connect(server.ws_url)
+    seen = []
+
+    async def next_known() -> dict:
+        while True:
+            message = json.loads(await connection.read_message())
+            if message["type"] in known:
+                seen.append(message["type"])
+                return message
+
+    await connection.write_message(json.dumps({"type": "start_transcription"}))
+    assert (await next_known())["type"] == "model_loading_started"
+    assert (await next_known())["type"] == "transcription_started"
+    for chunk in split(clip.webm):
+        await connection.write_message(chunk, binary=True)
+    await connection.write_message(json.dumps({"type": "stop_transcription"}))
+    stopped = await next_known()
+    assert stopped["type"] == "transcription_stopped" and stopped["text"] == clip.text
+    assert seen == ["model_loading_started", "transcription_started", "transcription_stopped"]
+    connection.close()
+
+
+async def test_start_while_running_is_idempotent(server, clip, ffmpeg_children):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start()
+    await client.wait_for("transcription_started")
+    pids = {p.pid for p in ffmpeg_children()}
+    await client.start()
+    await client.wait_for("transcription_started")  # sent again
+    assert {p.pid for p in ffmpeg_children()} == pids and len(pids) == 1
+    await stream_clip(client, clip.webm)
+    await client.stop()
+    assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
+    assert [m["type"] for m in client.messages].count("model_loading_started") == 1
+    await client.close()
+
+
+async def test_start_after_stop_begins_a_new_utterance(server, clip, second_clip, ffmpeg_children):
+    client = await TranscriptionClient.connect(server.ws_url)
+    texts, pids = [], []
+    for utterance in (clip, second_clip):
+        await client.start()
+        await client.wait_for("transcription_started")
+        pids.append({p.pid for p in ffmpeg_children()})
+        await stream_clip(client, utterance.webm)
+        await client.stop()
+        texts.append((await client.wait_for("transcription_stopped"))["text"])
+    assert texts == [clip.text, second_clip.text]
+    assert pids[0] != pids[1], "each utterance has its own FFmpeg process"
+    await client.close()
+    assert not await settle(server, ffmpeg_children)
+
+
+async def test_start_right_after_stop_keeps_both_utterances_in_order(server, clip, second_clip):
+    """No waiting at all: start, audio, stop, start, audio, stop in one burst."""
+    client = await TranscriptionClient.connect(server.ws_url)
+    for utterance in (clip, second_clip):
+        await client.start()
+        await stream_clip(client, utterance.webm)
+        await client.stop()
+    first = await client.wait_for("transcription_stopped")
+    second = await client.wait_for("transcription_stopped")
+    assert (first["text"], second["text"]) == (clip.text, second_clip.text)
+    types = [m["type"] for m in client.messages]
+    assert types.index("transcription_stopped") < types.index("transcription_started", types.index("transcription_started") + 1)
+    await client.close()
+
+
+async def test_stop_without_start_gets_an_error_and_the_connection_stays_open(server):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.stop()
+    error = await client.wait_for("error")
+    assert error["error"] == "not_started" and "start_transcription" in error["message"]
+    await client.ping()
+    await client.wait_for("pong")
+    await client.close()
+
+
+async def test_ping_gets_pong(server):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.ping()
+    assert await client.wait_for("pong") == {"type": "pong"}
+    await client.close()
+
+
+async def test_raw_pcm_format_needs_no_ffmpeg(server, clip, ffmpeg_children):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start(format="pcm_s16le")
+    await client.wait_for("transcription_started")
+    assert ffmpeg_children() == []
+    await stream_clip(client, clip.pcm)
+    await client.stop()
+    assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
+    await client.close()
+
+
+async def test_stop_while_the_model_loads_still_transcribes_the_held_audio(server, clip):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start()
+    await stream_clip(client, clip.webm)  # no wait for transcription_started
+    await client.stop()
+    assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
+    await client.close()
+
+
+async def test_stream_file_client_collects_events_and_latencies(server, clip):
+    result = await stream_file(server.ws_url, clip.webm, speed=0, backend="test")
+    assert result.error is None and result.text == clip.text
+    assert result.start_latency is not None and result.start_latency >= 0
+    assert [w["text"] for w in result.committed_words()] == clip.text.split()
+    assert len(result.commit_latencies(clip.words)) == len(clip.words)
+
+
+# -- bad input -------------------------------------------------------------------------
+
+BAD_TEXT_FRAMES = [
+    ("not json {", "error", "invalid_json"),
+    ("[1, 2, 3]", "error", "invalid_message"),
+    ('"start_transcription"', "error", "invalid_message"),
+    ('{"backend": "test"}', "error", "invalid_message"),
+    ('{"type": 7}', "error", "invalid_message"),
+    ('{"type": "dance"}', "error", "unknown_type"),
+    ('{"type": "start_transcription", "backend": 5}', "transcription_failed", "invalid_message"),
+    ('{"type": "start_transcription", "model": ["tiny"]}', "transcription_failed", "invalid_message"),
+    ('{"type": "start_transcription", "format": "mp3"}', "transcription_failed", "invalid_message"),
+    ('{"type": "start_transcription", "backend": "nope"}', "transcription_failed", "unknown_backend"),
+    ('{"type": "start_transcription", "policy": "nope"}', "transcription_failed", "unknown_policy"),
+]
+
+
+@pytest.mark.parametrize("frame, reply, code", BAD_TEXT_FRAMES)
+async def test_bad_text_frame_gets_a_clear_error(server, ffmpeg_children, frame, reply, code):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.send_text(frame)
+    message = await client.wait_for(reply)
+    assert message["error"] == code and len(message["message"]) > 20
+    await client.ping()
+    await client.wait_for("pong")  # still connected, still serving
+    await client.close()
+    assert not await settle(server, ffmpeg_children)
+
+
+async def test_audio_before_start_is_refused_once(server):
+    client = await TranscriptionClient.connect(server.ws_url)
+    for _ in range(3):
+        await client.send_audio(b"\x00" * 1000)
+    await client.ping()
+    await client.wait_for("pong")
+    errors = [m for m in client.messages if m["type"] == "error"]
+    assert [e["error"] for e in errors] == ["not_started"]
+    await client.close()
+
+
+async def test_binary_garbage_fails_the_decoder_then_a_new_start_works(server, clip, ffmpeg_children):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start()
+    await client.wait_for("transcription_started")
+    garbage = os.urandom(48_000)
+    for chunk in split(garbage):
+        await client.send_audio(chunk)
+    await client.stop()
+    failed = await client.wait_for("transcription_failed")
+    assert failed["error"] == "decode_failed" and "FFmpeg" in failed["message"]
+    assert not await settle(server, ffmpeg_children)
+    await client.start()
+    await client.wait_for("transcription_started")
+    await stream_clip(client, clip.webm)
+    await client.stop()
+    assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
+    await client.close()
+
+
+async def test_oversized_frame_is_refused_and_the_session_goes_on(make_server, clip):
+    running = await make_server(max_message_bytes=64 * 1024)
+    client = await TranscriptionClient.connect(running.ws_url)
+    await client.start()
+    await client.wait_for("transcription_started")
+    await client.send_audio(b"\x00" * (100 * 1024))
+    error = await client.wait_for("error")
+    assert error["error"] == "message_too_large" and "65536" in error["message"]
+    await stream_clip(client, clip.webm)
+    await client.stop()
+    assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
+    await client.close()
+
+
+async def test_frame_over_the_hard_limit_closes_with_1009(make_server):
+    running = await make_server(max_message_bytes=16 * 1024)
+    client = await TranscriptionClient.connect(running.ws_url)
+    await client.send_audio(b"\x00" * (running.server.config.hard_message_bytes + 1))
+    await client.wait_closed()
+    assert client.close_code == 1009
+
+
+# -- HTTP endpoints --------------------------------------------------------------------
+
+
+async def fetch(url: str):
+    return await AsyncHTTPClient().fetch(url, raise_error=False)
+
+
+async def test_demo_page_and_its_script_are_served(server):
+    page = await fetch(server.url + "/")
+    assert page.code == 200 and b"static/app.js" in page.body and b"id=\"transcript\"" in page.body
+    script = await fetch(server.url + "/static/app.js")
+    assert script.code == 200 and b"MediaRecorder" in script.body
+
+
+async def test_api_backends_lists_what_the_registry_offers(server):
+    response = await fetch(server.url + "/api/backends")
+    info = json.loads(response.body)
+    names = [b["name"] for b in info["backends"]]
+    assert "test" in names
+    assert info["default"]["backend"] == "test" and info["formats"] == ["auto", "pcm_s16le"]
+    assert any(p["name"] == "local-agreement" for p in info["policies"])
+    test = next(b for b in info["backends"] if b["name"] == "test")
+    assert test["description"] and "model" in test["options"] and test["plugin"]
+
+
+async def test_healthz_counts_sessions_ffmpeg_and_models(server, clip):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start()
+    await client.wait_for("transcription_started")
+    health = json.loads((await fetch(server.url + "/healthz")).body)
+    assert health["status"] == "ok" and health["sessions"] == 1
+    assert health["ffmpeg_processes"] == 1 and health["transcribing"] == 1
+    assert {"backend": "test", "model": "tones", "compute_rtf": 0.0} in health["loaded_models"]
+    await client.close()
+
+
+async def test_metrics_are_prometheus_text(server, clip):
+    await stream_file(server.ws_url, clip.webm, speed=0)
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.send_text("not json")
+    await client.wait_for("error")
+    await client.close()
+    response = await fetch(server.url + "/metrics")
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = response.body.decode()
+    for name in (
+        "rtlab_sessions", "rtlab_active_transcriptions", "rtlab_ffmpeg_processes",
+        "rtlab_session_start_seconds_count 1.0", "rtlab_commit_latency_seconds_count 6.0",
+        "rtlab_rtf_count 1.0", 'rtlab_errors_total{error="invalid_json"} 1.0',
+    ):  # fmt: skip
+        assert name in text, name
