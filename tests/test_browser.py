@@ -1,0 +1,120 @@
+"""End to end in a real browser: Debian's headless Chromium, driven by Playwright, with its
+fake microphone playing a WAV file into the demo page, against a real server and FFmpeg.
+
+Screenshots are saved under ``artifacts/`` (git-ignored) as test artefacts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+
+from rtlab.registry import get_registry
+from rtlab.testing import tone_words, wav_bytes
+from test_server_support import make_server, settle  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+CHROMIUM = os.environ.get("RTLAB_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+DATA = Path(__file__).parent / "data"
+
+
+def chromium_or_skip() -> str:
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install playwright (no browser download needed)")
+    if not (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium, or set RTLAB_CHROMIUM")
+    return CHROMIUM
+
+
+def padded_wav(audio_wav: bytes, path: Path, before: float = 1.0, after: float = 2.0) -> Path:
+    """The WAV with silence around it: the fake microphone starts before the page records."""
+    import io
+
+    with wave.open(io.BytesIO(audio_wav)) as source:
+        rate, frames = source.getframerate(), source.readframes(source.getnframes())
+        assert source.getsampwidth() == 2 and source.getnchannels() == 1
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * int(before * rate) + frames + b"\0\0" * int(after * rate))
+    return path
+
+
+def words_of(text: str) -> str:
+    return " ".join(re.findall(r"[a-z']+", text.lower()))
+
+
+CASES = {
+    # backend: (clip builder, words that must appear, words of the full clip for the final check)
+    "test": (lambda: wav_bytes(tone_words("alpha bravo charlie delta echo")[0]),
+             "alpha bravo charlie", "delta echo"),
+    "faster-whisper": (lambda: (DATA / "fox.wav").read_bytes(), "quick brown fox", "lazy dog"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", list(CASES))
+async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, ffmpeg_children, backend):
+    chromium = chromium_or_skip()
+    if backend not in get_registry().names("backend"):
+        pytest.skip(f"backend {backend!r} is not installed: pip install -e plugins/rtlab-{backend}")
+    from playwright.async_api import async_playwright
+
+    build, early_words, final_words = CASES[backend]
+    microphone = padded_wav(build(), tmp_path / "microphone.wav")
+    running = await make_server(backend=backend)
+    await running.server.preload_task  # a warm model, as a running service would have
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone}%noloop",
+            ],
+        )  # fmt: skip
+        try:
+            page = await browser.new_page()
+            console = []
+            page.on("console", lambda message: console.append(message.text))
+            await page.goto(running.url + "/")
+            await page.wait_for_function("window.rtlab.backends !== null")
+            assert await page.input_value("#backend") == backend
+            await page.click("#start")
+            shows = (
+                "([selector, words]) => document.querySelector(selector).textContent.toLowerCase()"
+                ".replace(/[^a-z' ]+/g, ' ').replace(/ +/g, ' ').includes(words)"
+            )
+            await page.wait_for_function(shows, arg=["#committed", early_words], timeout=60_000)
+            # Let the microphone play to the end of the clip (partial text counts) before Stop.
+            await page.wait_for_function(shows, arg=["#transcript", final_words], timeout=60_000)
+            await page.click("#stop")
+            await page.wait_for_function(
+                "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
+            )
+            await page.screenshot(path=str(ARTIFACTS / f"browser-{backend}.png"), full_page=True)
+            transcript = words_of(await page.text_content("#committed"))
+            status = await page.text_content("#status")
+            messages = await page.evaluate("window.rtlab.messages")
+            error = await page.text_content("#error")
+        finally:
+            await browser.close()
+
+    types = [m["type"] for m in messages]
+    assert types[:3] == ["transcription_starting", "model_loading_started", "transcription_started"], types
+    assert "transcript" in types and types[-1] == "transcription_stopped"
+    assert early_words in transcript and final_words in transcript, (transcript, console)
+    assert "stopped" in status and not error.strip()
+    assert not await settle(running, ffmpeg_children)
