@@ -5,22 +5,19 @@
 
 :class:`TranscriptionClient` is the lower level used by tests: send any frame, wait for a
 message type, drop the connection abruptly. Every received message is kept with its
-arrival time in seconds since the first audio byte was sent (the server's session clock
-starts at that byte, so these times compare with the server's ``emitted_at``).
+arrival time; results give it in seconds since the stream started.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import sys
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -45,7 +42,8 @@ class TranscriptionClient:
         self.connection = connection
         #: ``(time.monotonic(), message)`` in arrival order.
         self.received: list[tuple[float, dict[str, Any]]] = []
-        #: ``time.monotonic()`` when the first audio byte was sent (None before).
+        #: ``time.monotonic()`` when the stream started: the first audio byte was sent, or
+        #: earlier when a paced sender says so (see :func:`stream_file`). None before.
         self.first_audio_at: float | None = None
         self._cursor = 0
         self._changed = asyncio.Condition()
@@ -173,8 +171,8 @@ class TranscriptionClient:
 class ClientResult:
     """What one streamed file produced, as the client saw it.
 
-    ``received`` holds ``(received_at, message)``: seconds since the first audio byte was
-    sent (negative for messages before it).
+    ``received`` holds ``(received_at, message)``: seconds since the stream started
+    (negative for messages before it).
     """
 
     received: list[tuple[float, dict[str, Any]]]
@@ -221,27 +219,11 @@ class ClientResult:
         ]
 
 
-def audio_duration(data: bytes, format: str = "auto") -> float:
-    """Seconds of audio in ``data``: WAV headers or raw PCM directly, anything else via FFmpeg."""
-    if format == "pcm_s16le":
-        return len(data) / PCM_BYTES_PER_SECOND
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        with wave.open(io.BytesIO(data)) as wav:
-            return wav.getnframes() / wav.getframerate()
-    import subprocess
-
-    from .decoders import find_ffmpeg
-
-    command = [find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
-               "-ac", "1", "-ar", "8000", "-f", "s16le", "pipe:1"]  # fmt: skip
-    decoded = subprocess.run(command, input=data, capture_output=True, check=True).stdout
-    return len(decoded) / 16_000
-
-
-def chunks(data: bytes, seconds_per_chunk: float, duration: float) -> Iterable[bytes]:
-    """``data`` cut into pieces of about ``seconds_per_chunk`` seconds of audio each."""
-    size = max(1, int(len(data) * seconds_per_chunk / duration)) if duration > 0 else len(data)
-    return (data[i : i + size] for i in range(0, len(data), size))
+def chunks(data: bytes, seconds_per_chunk: float, duration: float | None) -> list[bytes]:
+    """``data`` cut into pieces of about ``seconds_per_chunk`` seconds of audio each
+    (16 KiB pieces when the duration is unknown)."""
+    size = max(1, int(len(data) * seconds_per_chunk / duration)) if duration else 16_384
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 async def stream_file(
@@ -258,13 +240,27 @@ async def stream_file(
 ) -> ClientResult:
     """Connect, start, stream ``audio`` paced at ``speed`` x real time (0: no pacing), stop.
 
-    ``start_fields`` go into ``start_transcription`` (backend, model, language, policy).
-    Returns when ``transcription_stopped`` or ``transcription_failed`` arrives; a closed
-    connection or a timeout becomes ``error`` in the result instead of an exception.
+    Paced like a microphone (and like :func:`rtlab.feeding.feed_bytes`): a chunk is sent
+    once its audio has been played, so the stream starts one chunk before the first send
+    and latencies measured from that start are not flattered by the chunk length.
+    Pacing encoded bytes needs ``duration``: measured for a path, required for bytes
+    (raw PCM knows its own). ``start_fields`` go into ``start_transcription`` (backend,
+    model, language, policy). Returns when ``transcription_stopped`` or
+    ``transcription_failed`` arrives; a closed connection or a timeout becomes ``error``
+    in the result instead of an exception.
     """
-    data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
-    if duration is None:
-        duration = audio_duration(data, format)
+    if isinstance(audio, bytes):
+        data = audio
+        if duration is None and format == "pcm_s16le":
+            duration = len(data) / PCM_BYTES_PER_SECOND
+    else:
+        data = Path(audio).read_bytes()
+        if duration is None:
+            from .feeding import audio_duration
+
+            duration = audio_duration(audio)
+    if speed > 0 and duration is None:
+        raise ValueError("streaming encoded bytes in real time needs their duration")
     client = await TranscriptionClient.connect(url, token=token)
     started_at = time.monotonic()
     start_latency = None
@@ -278,10 +274,10 @@ async def stream_file(
             error = reply
         else:
             start_latency = time.monotonic() - started_at
-            origin = time.monotonic()
+            origin = client.first_audio_at = time.monotonic()  # the stream starts now
             for index, chunk in enumerate(chunks(data, chunk_seconds, duration)):
                 if speed > 0:
-                    delay = origin + index * chunk_seconds / speed - time.monotonic()
+                    delay = origin + (index + 1) * chunk_seconds / speed - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 if client.closed:
@@ -320,10 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language")
     parser.add_argument("--format", default="auto", choices=["auto", "pcm_s16le"])
     parser.add_argument("--token")
+    parser.add_argument("--duration", type=float, help="seconds of audio (measured when omitted)")
     args = parser.parse_args(argv)
     fields = {k: v for k in ("backend", "model", "language") if (v := getattr(args, k)) is not None}
     result = asyncio.run(
-        stream_file(args.url, args.file, speed=args.speed, format=args.format, token=args.token, **fields)
+        stream_file(args.url, args.file, speed=args.speed, format=args.format, token=args.token,
+                    duration=args.duration, **fields)
     )
     for at, message in result.received:
         print(json.dumps({"received_at": round(at, 3), **message}))
