@@ -261,8 +261,9 @@ async def stream_file(
             duration = audio_duration(audio)
     if speed > 0 and duration is None:
         raise ValueError("streaming encoded bytes in real time needs their duration")
+    connecting_at = time.monotonic()
     client = await TranscriptionClient.connect(url, token=token)
-    started_at = time.monotonic()
+    started_at = time.monotonic()  # start latency: start_transcription to transcription_started
     start_latency = None
     error: dict[str, Any] | None = None
     summary = None
@@ -301,7 +302,7 @@ async def stream_file(
         error=error,
         summary=summary,
         text=text,
-        timings={"wall_seconds": time.monotonic() - started_at},
+        timings={"connect_seconds": started_at - connecting_at, "wall_seconds": time.monotonic() - connecting_at},
     )
 
 

@@ -102,9 +102,11 @@ class Utterance:
                 self.pending_bytes -= len(data)
                 await processor.process_audio(data)
             self.state = "RUNNING"
-            stop_wait = asyncio.create_task(self.stop_requested.wait())
-            await asyncio.wait([stop_wait, pump], return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
+            stop_wait = asyncio.ensure_future(self.stop_requested.wait())
+            try:
+                await asyncio.wait([stop_wait, pump], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
             self.state = "STOPPING"
             await processor.finish()
         except asyncio.CancelledError:
