@@ -105,7 +105,8 @@ async def test_stop_kills_a_process_that_ignores_stdin_close_and_sigterm(monkeyp
     monkeypatch.setattr(decoder, "command", lambda: stubborn)
     await decoder.start()
     process, pid = decoder.process, decoder.pid
-    await asyncio.sleep(0.1)  # let sh install the trap before stop() escalates
+    while psutil.Process(pid).name() != "sleep":  # the trap is set once sh has exec'd sleep
+        await asyncio.sleep(0.01)
     await decoder.stop()
     assert process.returncode == -signal.SIGKILL
     assert not psutil.pid_exists(pid)
