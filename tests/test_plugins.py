@@ -373,7 +373,6 @@ def test_a_plugin_with_an_unknown_hook_fails_loudly(tmp_path):
     fake_distribution(tmp_path, "rtlab-typo", "rtlab_typo", TYPO_PLUGIN)
     result = rtlab_plugins(tmp_path, None)
     assert result.returncode != 0
-    assert "PluginError" in result.stderr
     assert "unknown hook 'register_backend'" in result.stderr
     assert "'typo'" in result.stderr and "register_backends" in result.stderr
 
