@@ -18,9 +18,13 @@ def cli() -> None:
 @cli.command()
 def plugins() -> None:
     """Print the loaded plugins as JSON: name, version, hooks and what each registered."""
+    from .errors import RtlabError
     from .registry import plugins_info
 
-    click.echo(json.dumps(plugins_info(), indent=2))
+    try:
+        click.echo(json.dumps(plugins_info(), indent=2))
+    except RtlabError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _parse_options(pairs: tuple[str, ...], flag: str) -> dict:
