@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import random
 import re
 import signal
@@ -102,13 +103,14 @@ def speech_audio(seconds: float, backend: str, model: str | None) -> dict:
 class ServerProcess:
     """``rtlab serve`` in a subprocess, with its memory and CPU read from /proc."""
 
-    def __init__(self, backend: str, model: str | None, max_connections: int) -> None:
+    def __init__(self, backend: str, model: str | None, max_connections: int, ffmpeg: str | None) -> None:
         command = [sys.executable, "-m", "rtlab", "serve", "--port", "0", "--backend", backend,
                    "--max-connections", str(max_connections), "--idle-timeout", "300",
                    "--log-level", "warning"]  # fmt: skip
         if model:
             command += ["--model", model]
-        self.popen = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        env = {**os.environ, "RTLAB_FFMPEG": ffmpeg} if ffmpeg else None
+        self.popen = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         line = self.popen.stdout.readline()
         found = re.search(r"on (http://\S+)/ \(WebSocket (ws://\S+)\)", line)
         if not found:
@@ -254,6 +256,11 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
     return row
 
 
+def ffmpeg_version(binary: str) -> str:
+    first = subprocess.run([binary, "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    return first.removeprefix("ffmpeg version ").split(" Copyright")[0]
+
+
 def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(1000 * seconds, 1)
 
@@ -358,7 +365,8 @@ async def main_async(args) -> dict:
         audio = await asyncio.get_running_loop().run_in_executor(
             None, speech_audio, args.seconds, args.backend, args.model
         )
-    server = ServerProcess(args.backend, args.model, max(levels + [args.churn_concurrency]) + 10)
+    ffmpeg = args.ffmpeg or find_ffmpeg()
+    server = ServerProcess(args.backend, args.model, max(levels + [args.churn_concurrency]) + 10, args.ffmpeg)
     try:
         await asyncio.get_running_loop().run_in_executor(None, server.wait_loaded)
         print(f"server {server.url} (pid {server.popen.pid}), model loaded", flush=True)
@@ -381,6 +389,8 @@ async def main_async(args) -> dict:
         "audio": {"seconds": round(audio["seconds"], 2), "format": "webm/opus 32 kbit/s",
                   "chunk_seconds": CHUNK_SECONDS, "source": audio.get("source", "tone words")},  # fmt: skip
         "clock": "wall (real-time streaming)",
+        "ramp_seconds": args.ramp,
+        "ffmpeg": {"path": ffmpeg, "version": ffmpeg_version(ffmpeg)},
         "levels": rows,
         "churn": churned,
         "shutdown": health_after,
@@ -388,7 +398,8 @@ async def main_async(args) -> dict:
     }
     print()
     print(f"backend {args.backend} model {args.model or 'default'} · {audio['seconds']:.1f} s of webm/opus per client "
-          f"· {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB")  # fmt: skip
+          f"· clients start within {args.ramp:g} s · {psutil.cpu_count()} CPUs, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB · FFmpeg {ffmpeg}")  # fmt: skip
     print(table(rows))
     for line in verdicts(args.backend, rows, churned):
         print("  " + line)
@@ -401,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="the backend's model (default: its own)")
     parser.add_argument("--clients", default="1,10,50,100", help="comma-separated client counts")
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per client, streamed in real time")
-    parser.add_argument("--ramp", type=float, default=1.0, help="clients start at random within this many seconds")
+    parser.add_argument("--ramp", type=float, default=10.0,
+                        help="clients start at random within this many seconds (1 = a burst)")
     parser.add_argument("--churn", type=int, default=0, help="connect/disconnect cycles after the sweep")
     parser.add_argument("--churn-concurrency", type=int, default=50)
+    parser.add_argument("--ffmpeg", help="FFmpeg binary for the server (RTLAB_FFMPEG); default: the one rtlab finds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="results", help="folder for concurrency-<backend>.json")
     args = parser.parse_args(argv)

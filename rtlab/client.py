@@ -60,6 +60,7 @@ class TranscriptionClient:
             all_headers["Authorization"] = f"Bearer {token}"
         request = HTTPRequest(url, headers=all_headers, connect_timeout=timeout, request_timeout=timeout)
         connection = await websocket_connect(request, max_message_size=64 << 20)
+        connection.protocol.set_nodelay(True)  # audio chunks go out at once
         return cls(connection)
 
     @property

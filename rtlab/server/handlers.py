@@ -39,6 +39,7 @@ class TranscribeSocket(tornado.websocket.WebSocketHandler):
         return "*" in allowed or origin in allowed or super().check_origin(origin)
 
     async def open(self) -> None:
+        self.set_nodelay(True)  # small, latency-sensitive messages: no Nagle delay
         refusal = self.server.admit(self.request)
         if refusal is not None:
             code, message, close_code = refusal
