@@ -31,6 +31,7 @@ from test_server_support import (  # noqa: F401 - fixtures
     clip,
     make_clip,
     make_server,
+    second_clip,
     server,
     settle,
     split,
@@ -134,6 +135,22 @@ async def test_connect_disconnect_churn_leaves_nothing_behind(server, clip, ffmp
     assert await wait_until(lambda: not server.server.sessions)
     assert not await settle(server, ffmpeg_children)
     assert psutil.Process().num_fds() <= fds_before + 10  # pipes and sockets are closed
+
+
+async def test_start_stop_start_while_the_model_loads_gives_two_utterances(
+    server, clip, second_clip, slow_model_load, ffmpeg_children
+):
+    client = await TranscriptionClient.connect(server.ws_url)
+    for utterance in (clip, second_clip):
+        await client.start()
+        for chunk in split(utterance.webm):
+            await client.send_audio(chunk)
+        await client.stop()
+    first_stop = await client.wait_for("transcription_stopped")
+    second_stop = await client.wait_for("transcription_stopped")
+    assert (first_stop["text"], second_stop["text"]) == (clip.text, second_clip.text)
+    await client.close()
+    assert not await settle(server, ffmpeg_children)
 
 
 # -- limits and access -----------------------------------------------------------------

@@ -234,18 +234,20 @@ class TranscriptionSession:
     async def _start(self, message: dict[str, Any]) -> None:
         requested_at = time.monotonic()
         current = self.utterance
-        if current is not None and current.state == "RUNNING":
+        going_on = current is not None and current.state != "DONE" and not current.stop_requested.is_set()
+        if going_on and current.state == "RUNNING":
             await self.send(protocol.transcription_started(current.processor.backend_name, current.model))
             return
         await self.send(protocol.transcription_starting())
-        if current is not None and current.state == "STARTING":
-            return  # transcription_started follows once the model is loaded
+        if going_on:
+            return  # still STARTING: transcription_started follows once the model is loaded
         try:
             processor = self._new_processor(protocol.StartRequest.from_message(message))
         except RtlabError as error:
             await self.send(protocol.transcription_failed(error.code, str(error)))
             return
-        previous = current if current is not None and current.state == "STOPPING" else None
+        # A previous utterance that is still stopping finishes (and reports) first.
+        previous = current if current is not None and current.state != "DONE" else None
         utterance = Utterance(self, processor)
         self.utterance = utterance
         self.utterances.add(utterance)
