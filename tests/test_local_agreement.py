@@ -193,3 +193,29 @@ def test_finish_without_audio_commits_nothing_and_calls_no_backend():
 def test_inconsistent_options_are_refused_naming_the_policy(options):
     with pytest.raises(InvalidOption, match="local-agreement"):
         LocalAgreement(ScriptedBackend(), **options)
+
+
+def test_words_heard_in_silence_are_dropped_before_agreement():
+    # 1 s of speech-like noise, then 2 s of silence in which the backend "hears" words,
+    # as Whisper hallucinates "Thank you." in trailing silence.
+    hypothesis = [
+        {"text": "hello", "start": 0.2, "end": 0.8},
+        {"text": "Thank", "start": 1.8, "end": 2.1},
+        {"text": "you.", "start": 2.1, "end": 2.4},
+    ]
+    backend = ScriptedBackend([hypothesis])
+    policy = LocalAgreement(backend, min_chunk=1.0)
+    speech = np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)
+    policy.insert_audio(np.concatenate([speech, np.zeros(32_000, np.float32)]))
+    policy.process_iter()
+    committed = policy.process_iter().committed + policy.finish().committed
+    assert [w["text"] for w in committed] == ["hello"]
+    assert policy.dropped_silent_words >= 2
+
+
+def test_the_silence_check_can_be_switched_off():
+    backend = ScriptedBackend([[{"text": "ghost", "start": 1.5, "end": 1.8}]])
+    policy = LocalAgreement(backend, silent_word_ratio=0)
+    policy.insert_audio(np.concatenate([np.full(8_000, 0.2, np.float32), np.zeros(24_000, np.float32)]))
+    policy.process_iter()
+    assert [w["text"] for w in policy.process_iter().committed] == ["ghost"]

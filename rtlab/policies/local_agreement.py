@@ -6,6 +6,13 @@ Committed text that scrolled out of the buffer becomes the prompt for the next p
 The buffer is trimmed at the last committed word once it is longer than
 ``buffer_trimming_sec``, and never grows past ``max_buffer_sec``: beyond that the oldest
 hypothesis words are committed without agreement, so compute per pass stays bounded.
+
+Words whose audio is silence are dropped before agreement (``silent_word_ratio``): Whisper
+"hears" words such as "Thank you." in trailing silence, and two passes agree on them as
+readily as on real speech. A word is silent when no 20 ms frame of its span (widened by
+a quarter second on each side, as Whisper's word times are loose) reaches
+``silent_word_ratio`` times the stream's speech level (the loudest chunk's 90th-percentile
+frame energy so far).
 """
 
 from __future__ import annotations
@@ -19,6 +26,16 @@ from ..errors import InvalidOption
 from . import Policy, Step
 
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+_FRAME = SAMPLE_RATE // 50  # 20 ms
+_WORD_MARGIN = 0.25  # seconds
+
+
+def _frame_rms(audio: np.ndarray) -> np.ndarray:
+    """RMS energy of each whole 20 ms frame of ``audio``."""
+    count = len(audio) // _FRAME
+    if count == 0:
+        return np.zeros(0, dtype=np.float32)
+    return np.sqrt(np.mean(audio[: count * _FRAME].reshape(count, _FRAME) ** 2, axis=1))
 
 
 def _key(word: Word) -> str:
@@ -41,6 +58,7 @@ class LocalAgreement(Policy):
         buffer_trimming_sec: float = 15.0,
         max_buffer_sec: float = 30.0,
         prompt_chars: int = 200,
+        silent_word_ratio: float = 0.1,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -53,6 +71,9 @@ class LocalAgreement(Policy):
         self.buffer_trimming_sec = float(buffer_trimming_sec)
         self.max_buffer_sec = float(max_buffer_sec)
         self.prompt_chars = prompt_chars
+        self.silent_word_ratio = float(silent_word_ratio)
+        self.speech_level = 0.0
+        self.dropped_silent_words = 0
         self.audio = np.zeros(0, dtype=np.float32)
         self.buffer_offset = 0.0  # stream time of self.audio[0]
         self.committed: list[Word] = []
@@ -67,7 +88,23 @@ class LocalAgreement(Policy):
         return self.committed[-1]["end"] if self.committed else 0.0
 
     def insert_audio(self, pcm: np.ndarray) -> None:
-        self.audio = np.concatenate([self.audio, np.asarray(pcm, dtype=np.float32)])
+        pcm = np.asarray(pcm, dtype=np.float32)
+        frames = _frame_rms(pcm)
+        if len(frames):
+            self.speech_level = max(self.speech_level, float(np.percentile(frames, 90)))
+        self.audio = np.concatenate([self.audio, pcm])
+
+    def _is_silent(self, word: Word) -> bool:
+        """Whether the buffer audio under ``word`` (buffer-relative times) never rises
+        above ``silent_word_ratio`` of the speech level."""
+        if self.silent_word_ratio <= 0 or self.speech_level <= 0:
+            return False
+        # Whisper's word times are loose (a word can be squeezed into 40 ms of a pause next
+        # to where it was said): look a quarter second around the word.
+        first = max(0, int((word["start"] - _WORD_MARGIN) * SAMPLE_RATE))
+        last = min(len(self.audio), int((word["end"] + _WORD_MARGIN) * SAMPLE_RATE))
+        frames = _frame_rms(self.audio[first:last])
+        return len(frames) > 0 and float(frames.max()) < self.silent_word_ratio * self.speech_level
 
     def prompt(self) -> str:
         """Committed words that have left the buffer: the last ones, at most ``prompt_chars``
@@ -86,10 +123,11 @@ class LocalAgreement(Policy):
     def transcribe_buffer(self) -> list[Word]:
         """The backend's hypothesis for the buffer, in stream time, minus committed words."""
         words = self.backend.transcribe(self.audio, prompt=self.prompt(), language=self.language)
+        heard = [w for w in words if w["text"].strip() and not self._is_silent(w)]
+        self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(heard)
         shifted = [
             {**w, "start": w["start"] + self.buffer_offset, "end": w["end"] + self.buffer_offset}
-            for w in words
-            if w["text"].strip()
+            for w in heard
         ]
         return self._drop_already_committed(shifted)
 
