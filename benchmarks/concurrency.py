@@ -189,6 +189,7 @@ async def sample(server: ServerProcess, samples: list[dict], stop: asyncio.Event
 
 async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng: random.Random) -> dict:
     await asyncio.sleep(1.0)
+    load_before = os.getloadavg()[0]
     idle = server.memory()
     idle_total = idle["server"] + sum(idle["ffmpeg"])
     cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
@@ -252,6 +253,10 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         "ffmpeg_max": max((len(s["ffmpeg"]) for s in samples), default=0),
         "ffmpeg_after_2s": ffmpeg_after,
         "wall_seconds": round(wall, 1),
+        # The machine may be shared: a 1-minute load average above the CPU count before a
+        # level means something else was running.
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
     return row
 
@@ -325,7 +330,7 @@ COLUMNS = [
     ("pss_per_session_mb", "MB/sess"), ("pss_peak_mb", "PSS peak"), ("ffmpeg_pss_mean_mb", "MB/ffmpeg"),
     ("cpu_percent", "CPU%"), ("start_p50_ms", "start p50"), ("start_p95_ms", "start p95"),
     ("commit_p50_s", "commit p50"), ("commit_p95_s", "commit p95"), ("lag_max_s", "lag max"),
-    ("ffmpeg_max", "ffmpeg"), ("ffmpeg_after_2s", "after 2s"),
+    ("ffmpeg_max", "ffmpeg"), ("ffmpeg_after_2s", "after 2s"), ("loadavg_1m_before", "load"),
 ]  # fmt: skip
 
 
