@@ -76,25 +76,34 @@ def tone_audio(seconds: float) -> dict:
 
 
 def speech_audio(seconds: float, backend: str, model: str | None) -> dict:
-    """Real speech looped or cut to ``seconds``; reference words from an offline pass."""
-    from rtlab.corpus import concatenate, load_corpus, shared_speech_dir
+    """Real speech looped or cut to ``seconds``; reference words from an offline pass.
+
+    The FLEURS clips are recorded 40 dB apart; each is brought to the same level (90th
+    percentile of 20 ms frame RMS = 0.1), as one microphone with gain control would deliver
+    one conversation, so that the benchmark measures concurrency rather than level changes.
+    """
+    from rtlab.corpus import load_corpus, shared_speech_dir
     from rtlab.offline import decode_audio, offline_transcribe
 
-    workdir = Path(tempfile.mkdtemp(prefix="rtlab-concurrency-"))
     shared = shared_speech_dir()
-    fleurs = [u for u in load_corpus(shared) if "fleurs" in str(u.audio)] if shared else []
-    if fleurs:
-        source, label = Path(concatenate(fleurs, workdir / "fleurs.wav").audio), "FLEURS en 000-004"
-    else:
-        source, label = REPO / "tests" / "data" / "paragraph.ogg", "tests/data/paragraph.ogg"
-    samples = decode_audio(source)
+    fleurs = sorted(str(u.audio) for u in load_corpus(shared) if "fleurs" in str(u.audio)) if shared else []
+    sources = fleurs or [str(REPO / "tests" / "data" / "paragraph.ogg")]
+    label = "FLEURS en 000-004, levelled" if fleurs else "tests/data/paragraph.ogg"
+    samples = np.concatenate([levelled(decode_audio(path)) for path in sources])
     repeats = int(np.ceil(seconds * 16000 / len(samples)))
     audio = np.tile(samples, repeats)[: int(seconds * 16000)]
-    wav_path = workdir / "speech.wav"
+    wav_path = Path(tempfile.mkdtemp(prefix="rtlab-concurrency-")) / "speech.wav"
     wav_path.write_bytes(wav_bytes(audio))
     offline = offline_transcribe(wav_path, backend, model=model)
     return {"webm": encode_webm(wav_path.read_bytes()), "seconds": len(audio) / 16000,
             "words": offline.words, "text": offline.text, "source": label}  # fmt: skip
+
+
+def levelled(audio: np.ndarray, target: float = 0.1) -> np.ndarray:
+    """``audio`` scaled so that its 90th-percentile 20 ms frame RMS is ``target``."""
+    frames = audio[: len(audio) // 320 * 320].reshape(-1, 320)
+    level = float(np.percentile(np.sqrt((frames**2).mean(axis=1)), 90)) if len(frames) else 0.0
+    return np.clip(audio * (target / level), -1, 1).astype(np.float32) if level > 0 else audio
 
 
 # -- the server process ------------------------------------------------------------------
