@@ -204,7 +204,7 @@ def test_words_heard_in_silence_are_dropped_before_agreement():
         {"text": "you.", "start": 2.1, "end": 2.4},
     ]
     backend = ScriptedBackend([hypothesis])
-    policy = LocalAgreement(backend, min_chunk=1.0)
+    policy = LocalAgreement(backend, min_chunk=1.0, silent_word_ratio=0.1)
     speech = np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)
     policy.insert_audio(np.concatenate([speech, np.zeros(32_000, np.float32)]))
     policy.process_iter()
@@ -213,9 +213,22 @@ def test_words_heard_in_silence_are_dropped_before_agreement():
     assert policy.dropped_silent_words >= 2
 
 
-def test_the_silence_check_can_be_switched_off():
+def test_the_silence_check_is_off_by_default():
     backend = ScriptedBackend([[{"text": "ghost", "start": 1.5, "end": 1.8}]])
-    policy = LocalAgreement(backend, silent_word_ratio=0)
+    policy = LocalAgreement(backend)
     policy.insert_audio(np.concatenate([np.full(8_000, 0.2, np.float32), np.zeros(24_000, np.float32)]))
     policy.process_iter()
     assert [w["text"] for w in policy.process_iter().committed] == ["ghost"]
+
+
+def test_a_word_straddling_a_forced_cut_is_committed_not_lost():
+    # No agreement ever (the hypotheses alternate), so only the overload guard commits.
+    a = "one@0.5-1.5 two@9.9-10.3 three@19.0-19.5 four@29.0-29.4"
+    b = "uno@0.5-1.5 dos@9.9-10.3 tres@19.0-19.5 cuatro@29.0-29.4"
+    policy, _ = policy_for(a, b, a, b, buffer_trimming_sec=20.0, max_buffer_sec=20.0)
+    committed = []
+    for _ in range(4):
+        committed += step(policy, 10.0).committed
+    committed += policy.finish().committed
+    starts = [w["start"] for w in committed]
+    assert 9.9 in starts, "the word across the cut at 10.0 s must not vanish"

@@ -7,9 +7,11 @@ The buffer is trimmed at the last committed word once it is longer than
 ``buffer_trimming_sec``, and never grows past ``max_buffer_sec``: beyond that the oldest
 hypothesis words are committed without agreement, so compute per pass stays bounded.
 
-Words whose audio is silence are dropped before agreement (``silent_word_ratio``): Whisper
-"hears" words such as "Thank you." in trailing silence, and two passes agree on them as
-readily as on real speech. A word is silent when no 20 ms frame of its span (widened by
+Optionally (``silent_word_ratio`` > 0; off by default), words whose audio is silence are
+dropped before agreement: Whisper "hears" words such as "Thank you." in trailing silence,
+and two passes agree on them as readily as on real speech. It is off by default because the
+reference level is the loudest speech so far: a quiet speaker after a loud one (40 dB apart
+in the FLEURS clips) would be dropped as silence. A word is silent when no 20 ms frame of its span (widened by
 a quarter second on each side, as Whisper's word times are loose) reaches
 ``silent_word_ratio`` times the stream's speech level (the loudest chunk's 90th-percentile
 frame energy so far).
@@ -58,7 +60,7 @@ class LocalAgreement(Policy):
         buffer_trimming_sec: float = 15.0,
         max_buffer_sec: float = 30.0,
         prompt_chars: int = 200,
-        silent_word_ratio: float = 0.1,
+        silent_word_ratio: float = 0.0,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -162,7 +164,8 @@ class LocalAgreement(Policy):
         """Overload guard: commit, without agreement, the unagreed words that end before the
         last ``buffer_trimming_sec`` of the buffer (at least one), so trimming can happen."""
         keep_from = self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec
-        forced = [w for w in self.previous if w["end"] <= keep_from] or self.previous[:1]
+        # A word straddling the cut is committed too: _trim cuts the audio through it.
+        forced = [w for w in self.previous if w["start"] < keep_from] or self.previous[:1]
         self.previous = self.previous[len(forced) :]
         return forced
 
