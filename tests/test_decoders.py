@@ -388,6 +388,21 @@ async def test_pcm_decoder_write_waits_when_full():
     await decoder.stop()
 
 
+async def test_pcm_decoder_bounds_audio_not_frames():
+    # One huge frame (10 s) must not sit in the queue whole: memory is bounded in seconds.
+    decoder = PCMDecoder(max_chunks=2)
+    await decoder.start()
+    writer = asyncio.create_task(decoder.write(b"\x01\x00" * 160_000))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not writer.done()
+    assert decoder._queue.qsize() == 2
+    chunks = [await decoder.read() for _ in range(10)]
+    await asyncio.wait_for(writer, 5)
+    assert [len(c) for c in chunks] == [16_000] * 10
+    await decoder.stop()
+
+
 def test_both_decoders_are_registered_as_plugins():
     from rtlab.registry import get_registry
 

@@ -10,16 +10,21 @@ from ..errors import DecoderError
 from . import Decoder
 
 
+_CHUNK_SAMPLES = 16_000
+
+
 class PCMDecoder(Decoder):
     """Converts little-endian 16-bit PCM to float32 without starting any process.
 
     Chunks of any size are accepted: an odd trailing byte is kept for the next write.
-    At most ``max_chunks`` converted chunks wait to be read; ``write`` waits beyond that.
+    Writes are split into chunks of at most ``_CHUNK_SAMPLES`` (1 s), and at most
+    ``max_chunks`` chunks wait to be read, so the decoder holds at most ``max_chunks``
+    seconds of audio however large the frames; ``write`` waits beyond that.
     """
 
     name = "pcm_s16le"
 
-    def __init__(self, *, max_chunks: int = 256) -> None:
+    def __init__(self, *, max_chunks: int = 64) -> None:
         self.state = "IDLE"
         self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max_chunks)
         self._remainder = b""
@@ -38,9 +43,9 @@ class PCMDecoder(Decoder):
         data = self._remainder + bytes(data)
         usable = len(data) - len(data) % 2
         self._remainder = data[usable:]
-        if usable:
-            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-            await self._queue.put(samples)
+        for start in range(0, usable, 2 * _CHUNK_SAMPLES):
+            piece = data[start : min(usable, start + 2 * _CHUNK_SAMPLES)]
+            await self._queue.put(np.frombuffer(piece, dtype="<i2").astype(np.float32) / 32768.0)
 
     async def end_input(self) -> None:
         if self.state == "RUNNING" and not self._ended:
