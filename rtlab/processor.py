@@ -297,7 +297,10 @@ class AudioProcessor:
         arrived = self._received_samples if not self.clock.simulated else min(
             self._received_samples, int(now * SAMPLE_RATE)
         )
-        self.lag_samples.append((now, max(0.0, (arrived - self._processed_samples) / SAMPLE_RATE)))
+        lag = max(0.0, (arrived - self._processed_samples) / SAMPLE_RATE)
+        self.lag_samples.append((now, lag))
+        if self.policy is not None:
+            self.policy.behind = lag > self.policy.min_chunk
         if step.committed:
             event = commit_event(step.committed, now)
             self.committed_words.extend(event["words"])

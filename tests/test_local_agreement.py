@@ -232,3 +232,31 @@ def test_a_word_straddling_a_forced_cut_is_committed_not_lost():
     committed += policy.finish().committed
     starts = [w["start"] for w in committed]
     assert 9.9 in starts, "the word across the cut at 10.0 s must not vanish"
+
+
+class Metronome:
+    """A word every second of audio, at stream times: "w0" at 0.0-0.5, "w1" at 1.0-1.5..."""
+
+    def __init__(self):
+        self.policy = None
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        offset = self.policy.buffer_offset
+        first, last = int(offset + 0.999), int(offset + len(audio) / SR - 0.5)
+        return [{"text": f"w{i}", "start": i - offset, "end": i + 0.5 - offset} for i in range(first, last + 1)]
+
+
+def test_behind_real_time_the_buffer_is_trimmed_sooner():
+    policies = []
+    for behind in (False, True):
+        backend = Metronome()
+        policy = backend.policy = LocalAgreement(backend, buffer_trimming_sec=15.0, overload_trimming_sec=5.0)
+        policy.behind = behind
+        committed = []
+        for _ in range(12):
+            committed += step(policy, 1.0).committed
+        policies.append((policy, committed))
+    (relaxed, relaxed_words), (behind, behind_words) = policies
+    assert relaxed.buffer_offset == 0.0  # 12 s < 15 s: untouched
+    assert 0 < behind.buffer_offset and behind.buffered_seconds <= 5.0 + 1.0
+    assert texts(behind_words) == texts(relaxed_words)  # nothing lost by trimming sooner

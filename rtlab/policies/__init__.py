@@ -34,6 +34,10 @@ class Policy:
     description: ClassVar[str] = ""
     #: Seconds of new audio to gather before the next ``process_iter``.
     min_chunk: float = 1.0
+    #: Set by the processor after each pass: True when more than ``min_chunk`` of audio
+    #: arrived while the pass ran (compute or queueing is slower than real time). A policy
+    #: should then degrade (shorter buffers, cheaper passes) so that latency stays bounded.
+    behind: bool = False
 
     def __init__(self, backend: Backend, *, language: str | None = None) -> None:
         self.backend = backend

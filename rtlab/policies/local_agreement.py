@@ -4,7 +4,8 @@ The growing audio buffer is re-transcribed every ``min_chunk`` seconds; a word i
 committed once two consecutive hypotheses agree on it (their longest common prefix).
 Committed text that scrolled out of the buffer becomes the prompt for the next pass.
 The buffer is trimmed at the last committed word once it is longer than
-``buffer_trimming_sec``, and never grows past ``max_buffer_sec``: beyond that the oldest
+``buffer_trimming_sec`` (``overload_trimming_sec`` while the processor reports the stream
+``behind`` real time), and never grows past ``max_buffer_sec``: beyond that the oldest
 hypothesis words are committed without agreement, so compute per pass stays bounded.
 
 Optionally (``silent_word_ratio`` > 0; off by default), words whose audio is silence are
@@ -61,6 +62,7 @@ class LocalAgreement(Policy):
         max_buffer_sec: float = 30.0,
         prompt_chars: int = 200,
         silent_word_ratio: float = 0.0,
+        overload_trimming_sec: float = 5.0,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -74,6 +76,7 @@ class LocalAgreement(Policy):
         self.max_buffer_sec = float(max_buffer_sec)
         self.prompt_chars = prompt_chars
         self.silent_word_ratio = float(silent_word_ratio)
+        self.overload_trimming_sec = float(overload_trimming_sec)
         self.speech_level = 0.0
         self.dropped_silent_words = 0
         self.audio = np.zeros(0, dtype=np.float32)
@@ -170,7 +173,12 @@ class LocalAgreement(Policy):
         return forced
 
     def _trim(self) -> None:
-        if self.buffered_seconds <= self.buffer_trimming_sec:
+        # Behind real time, a pass over a long buffer costs more (Whisper decodes every word
+        # in it), which puts the stream further behind: trim sooner so the lag cannot grow.
+        limit = self.buffer_trimming_sec
+        if self.behind:
+            limit = min(limit, self.overload_trimming_sec)
+        if self.buffered_seconds <= limit:
             return
         cut = self.last_committed_end
         if self.buffered_seconds > self.max_buffer_sec:
@@ -178,7 +186,7 @@ class LocalAgreement(Policy):
             cut = max(cut, self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec)
         if cut <= self.buffer_offset:
             return
-        samples = int(round((cut - self.buffer_offset) * SAMPLE_RATE))
+        samples = min(len(self.audio), int(round((cut - self.buffer_offset) * SAMPLE_RATE)))
         self.audio = self.audio[samples:]
         self.buffer_offset += samples / SAMPLE_RATE
 
