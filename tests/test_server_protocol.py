@@ -182,7 +182,7 @@ BAD_TEXT_FRAMES = [
     ('{"type": "dance"}', "error", "unknown_type"),
     ('{"type": "start_transcription", "backend": 5}', "transcription_failed", "invalid_message"),
     ('{"type": "start_transcription", "model": ["tiny"]}', "transcription_failed", "invalid_message"),
-    ('{"type": "start_transcription", "format": "mp3"}', "transcription_failed", "invalid_message"),
+    ('{"type": "start_transcription", "format": "aiff"}', "transcription_failed", "invalid_message"),
     ('{"type": "start_transcription", "backend": "nope"}', "transcription_failed", "unknown_backend"),
     ('{"type": "start_transcription", "policy": "nope"}', "transcription_failed", "unknown_policy"),
 ]
@@ -271,7 +271,8 @@ async def test_api_backends_lists_what_the_registry_offers(server):
     info = json.loads(response.body)
     names = [b["name"] for b in info["backends"]]
     assert "test" in names
-    assert info["default"]["backend"] == "test" and info["formats"] == ["auto", "pcm_s16le"]
+    assert info["default"]["backend"] == "test"
+    assert info["formats"] == ["auto", "pcm_s16le", "webm", "ogg", "wav", "mp3", "flac"]
     assert any(p["name"] == "local-agreement" for p in info["policies"])
     test = next(b for b in info["backends"] if b["name"] == "test")
     assert test["description"] and "model" in test["options"] and test["plugin"]
@@ -303,3 +304,16 @@ async def test_metrics_are_prometheus_text(server, clip):
         "rtlab_rtf_count 1.0", 'rtlab_errors_total{error="invalid_json"} 1.0',
     ):  # fmt: skip
         assert name in text, name
+
+
+@pytest.mark.parametrize("fmt, decoder, options", [
+    ("auto", "ffmpeg", {}),
+    ("webm", "ffmpeg", {"input_format": "webm"}),
+    ("ogg", "ffmpeg", {"input_format": "ogg"}),
+    ("pcm_s16le", "pcm_s16le", {"max_chunks": 32}),
+])  # fmt: skip
+def test_a_named_format_selects_the_decoder_and_tells_ffmpeg_the_container(fmt, decoder, options):
+    from rtlab.server.protocol import StartRequest
+
+    request = StartRequest.from_message({"type": "start_transcription", "format": fmt})
+    assert (request.decoder, request.decoder_options) == (decoder, options)

@@ -32,7 +32,6 @@ log = logging.getLogger("rtlab.server")
 
 # The PCM decoder bounds its queue by chunk count, not bytes; with frames of up to
 # max_message_bytes, 32 chunks keep a session's hand-off queue small either way.
-PCM_DECODER_OPTIONS = {"max_chunks": 32}
 
 
 class Connection(Protocol):
@@ -267,7 +266,7 @@ class TranscriptionSession:
             policy=request.policy or DEFAULT_POLICY,
             language=request.language,
             decoder=request.decoder,
-            decoder_options=PCM_DECODER_OPTIONS if request.decoder == "pcm_s16le" else None,
+            decoder_options=request.decoder_options,
             clock="wall",
             max_events=self.config.max_events,
         )

@@ -221,7 +221,10 @@
     try {
       await connect();
       const model = ui.model.value.trim();
-      send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null });
+      // Naming the container lets the server's FFmpeg skip probing (faster first words).
+      const mimeType = pickMimeType();
+      const format = mimeType.startsWith("audio/webm") ? "webm" : mimeType.startsWith("audio/ogg") ? "ogg" : "auto";
+      send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null, format });
       if (!ui.committed.textContent) ui.partial.textContent = "";
       await startRecorder();
     } catch (error) {
