@@ -65,8 +65,8 @@ def test_base_is_joined_once_into_the_cache(tmp_path, monkeypatch):
 
 
 def test_an_unknown_option_names_the_option_and_the_plugin():
-    with pytest.raises(InvalidOption, match=r"'faster-whisper' \(plugin 'faster_whisper'\).*'temperature'"):
-        get_backend("faster-whisper", temperature=0.3)
+    with pytest.raises(InvalidOption, match=r"'faster-whisper' \(plugin 'faster_whisper'\).*'patience'"):
+        get_backend("faster-whisper", patience=2.0)
 
 
 def test_a_model_that_cannot_be_found_says_how_to_fix_it():

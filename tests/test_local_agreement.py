@@ -260,3 +260,21 @@ def test_behind_real_time_the_buffer_is_trimmed_sooner():
     assert relaxed.buffer_offset == 0.0  # 12 s < 15 s: untouched
     assert 0 < behind.buffer_offset and behind.buffered_seconds <= 5.0 + 1.0
     assert texts(behind_words) == texts(relaxed_words)  # nothing lost by trimming sooner
+
+
+class SentenceMetronome(Metronome):
+    """Like Metronome, with a sentence ending at word 9 ("w9.")."""
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        words = super().transcribe(audio, prompt=prompt, language=language)
+        return [{**w, "text": "w9."} if w["text"] == "w9" else w for w in words]
+
+
+def test_trimming_prefers_the_end_of_the_last_committed_sentence():
+    backend = SentenceMetronome()
+    policy = backend.policy = LocalAgreement(backend, buffer_trimming_sec=15.0)
+    for _ in range(16):
+        step(policy, 1.0)
+    # The buffer passed 15 s with words up to w14 committed: it is cut after "w9." (9.5 s),
+    # not after the last committed word, so the sentence being spoken stays whole.
+    assert policy.buffer_offset == 9.5

@@ -180,7 +180,16 @@ class LocalAgreement(Policy):
             limit = min(limit, self.overload_trimming_sec)
         if self.buffered_seconds <= limit:
             return
+        # Prefer the end of the last committed sentence, which keeps the sentence being spoken
+        # whole for the model, unless that leaves more than the limit; else the last word.
+        buffer_end = self.buffer_offset + self.buffered_seconds
+        sentence_ends = [
+            w["end"] for w in self.committed
+            if w["end"] > self.buffer_offset and w["text"].rstrip()[-1:] in ".?!"
+        ]  # fmt: skip
         cut = self.last_committed_end
+        if sentence_ends and buffer_end - sentence_ends[-1] <= limit:
+            cut = sentence_ends[-1]
         if self.buffered_seconds > self.max_buffer_sec:
             # Nothing (or too little) committed to cut at, e.g. long noise: drop the oldest audio.
             cut = max(cut, self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec)

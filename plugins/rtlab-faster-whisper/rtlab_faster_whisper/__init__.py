@@ -30,6 +30,8 @@ class FasterWhisperBackend(Backend):
         compute_type: str | None = None,
         beam_size: int = 1,
         cpu_threads: int | None = None,
+        temperature: float | list[float] = 0.0,
+        max_tokens_per_second: float = 8.0,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidOption(f"faster-whisper: device must be auto, cpu or cuda, not {device!r}")
@@ -39,6 +41,8 @@ class FasterWhisperBackend(Backend):
         self.requested_device = device
         self.requested_compute_type = compute_type
         self.beam_size = int(beam_size)
+        self.temperature = temperature
+        self.max_tokens_per_second = float(max_tokens_per_second)
         self.cpu_threads = cpu_threads if cpu_threads is not None else (os.cpu_count() or 1)
         self.model = None
         self.device = None
@@ -81,11 +85,17 @@ class FasterWhisperBackend(Backend):
         self.model = shared_models.get(key, loader)
 
     def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
+        # Bounded work per pass: one decode (no temperature fallback, which re-decodes up to
+        # five times) and a token budget for the audio's length. A decoder stuck repeating
+        # itself once took 11 s on a 10 s buffer; this caps it near the normal pass time.
+        seconds = min(len(audio) / 16_000, 30.0)
         segments, _ = self.model.transcribe(
             audio,
             language=language,
             initial_prompt=prompt or None,
             beam_size=self.beam_size,
+            temperature=self.temperature,
+            max_new_tokens=int(16 + self.max_tokens_per_second * seconds),
             word_timestamps=True,
             condition_on_previous_text=True,
             vad_filter=False,
@@ -100,6 +110,7 @@ class FasterWhisperBackend(Backend):
             "device": self.device or self.requested_device,
             "compute_type": self.compute_type or self.requested_compute_type,
             "beam_size": self.beam_size,
+            "temperature": self.temperature,
         }
 
 
@@ -110,9 +121,11 @@ def merge_word_pieces(pieces) -> list[Word]:
     words: list[Word] = []
     for piece in pieces:
         text = piece.word
-        if not text.strip():
+        if not text:
             continue
         glued = words and not text[0].isspace() and not text[0].isalnum()
+        if not glued and not any(character.isalnum() for character in text):
+            continue  # " ." on its own: what a decoder stuck in a loop emits
         if glued:
             last = words[-1]
             last["text"] += text.strip()
