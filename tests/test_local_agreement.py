@@ -278,3 +278,15 @@ def test_trimming_prefers_the_end_of_the_last_committed_sentence():
     # The buffer passed 15 s with words up to w14 committed: it is cut after "w9." (9.5 s),
     # not after the last committed word, so the sentence being spoken stays whole.
     assert policy.buffer_offset == 9.5
+
+
+def test_the_final_pass_drops_words_heard_in_the_closing_silence():
+    backend = ScriptedBackend([[
+        {"text": "hello", "start": 0.2, "end": 0.8},
+        {"text": "That's", "start": 2.0, "end": 2.3},
+        {"text": "it.", "start": 2.3, "end": 2.6},
+    ]])  # fmt: skip
+    policy = LocalAgreement(backend)
+    speech = np.random.default_rng(1).normal(0, 0.1, 16_000).astype(np.float32)
+    policy.insert_audio(np.concatenate([speech, np.zeros(32_000, np.float32)]))
+    assert texts(policy.finish().committed) == ["hello"]

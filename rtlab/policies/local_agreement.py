@@ -63,6 +63,7 @@ class LocalAgreement(Policy):
         prompt_chars: int = 200,
         silent_word_ratio: float = 0.0,
         overload_trimming_sec: float = 5.0,
+        final_silent_ratio: float = 0.1,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -77,6 +78,7 @@ class LocalAgreement(Policy):
         self.prompt_chars = prompt_chars
         self.silent_word_ratio = float(silent_word_ratio)
         self.overload_trimming_sec = float(overload_trimming_sec)
+        self.final_silent_ratio = float(final_silent_ratio)
         self.speech_level = 0.0
         self.dropped_silent_words = 0
         self.audio = np.zeros(0, dtype=np.float32)
@@ -99,17 +101,17 @@ class LocalAgreement(Policy):
             self.speech_level = max(self.speech_level, float(np.percentile(frames, 90)))
         self.audio = np.concatenate([self.audio, pcm])
 
-    def _is_silent(self, word: Word) -> bool:
-        """Whether the buffer audio under ``word`` (buffer-relative times) never rises
-        above ``silent_word_ratio`` of the speech level."""
-        if self.silent_word_ratio <= 0 or self.speech_level <= 0:
+    def _is_silent(self, word: Word, ratio: float, level: float) -> bool:
+        """Whether the buffer audio under ``word`` (buffer-relative times) never rises above
+        ``ratio`` times ``level``."""
+        if ratio <= 0 or level <= 0:
             return False
         # Whisper's word times are loose (a word can be squeezed into 40 ms of a pause next
         # to where it was said): look a quarter second around the word.
         first = max(0, int((word["start"] - _WORD_MARGIN) * SAMPLE_RATE))
         last = min(len(self.audio), int((word["end"] + _WORD_MARGIN) * SAMPLE_RATE))
         frames = _frame_rms(self.audio[first:last])
-        return len(frames) > 0 and float(frames.max()) < self.silent_word_ratio * self.speech_level
+        return len(frames) > 0 and float(frames.max()) < ratio * level
 
     def prompt(self) -> str:
         """Committed words that have left the buffer: the last ones, at most ``prompt_chars``
@@ -127,8 +129,11 @@ class LocalAgreement(Policy):
 
     def transcribe_buffer(self) -> list[Word]:
         """The backend's hypothesis for the buffer, in stream time, minus committed words."""
+        return self._heard(self.silent_word_ratio, self.speech_level)
+
+    def _heard(self, ratio: float, level: float) -> list[Word]:
         words = self.backend.transcribe(self.audio, prompt=self.prompt(), language=self.language)
-        heard = [w for w in words if w["text"].strip() and not self._is_silent(w)]
+        heard = [w for w in words if w["text"].strip() and not self._is_silent(w, ratio, level)]
         self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(heard)
         shifted = [
             {**w, "start": w["start"] + self.buffer_offset, "end": w["end"] + self.buffer_offset}
@@ -200,11 +205,18 @@ class LocalAgreement(Policy):
         self.buffer_offset += samples / SAMPLE_RATE
 
     def finish(self) -> Step:
-        """One last pass over the whole buffer, then commit every word in it."""
+        """One last pass over the whole buffer, then commit every word in it.
+
+        No second pass can disagree with this one, so words it hears in the silence at the
+        end of the stream ("That's it.") are dropped: silent against this buffer's own speech
+        level (``final_silent_ratio``), which a quiet speaker after a loud one does not fool.
+        """
         if len(self.audio) == 0:
             tail = self.previous
         else:
-            tail = self.transcribe_buffer()
+            frames = _frame_rms(self.audio)
+            level = float(np.percentile(frames, 90)) if len(frames) else 0.0
+            tail = self._heard(self.final_silent_ratio, level)
         self.previous = []
         self.committed.extend(tail)
         return Step(committed=tail, partial=[])
