@@ -8,14 +8,13 @@ The buffer is trimmed at the last committed word once it is longer than
 ``behind`` real time), and never grows past ``max_buffer_sec``: beyond that the oldest
 hypothesis words are committed without agreement, so compute per pass stays bounded.
 
-Optionally (``silent_word_ratio`` > 0; off by default), words whose audio is silence are
-dropped before agreement: Whisper "hears" words such as "Thank you." in trailing silence,
-and two passes agree on them as readily as on real speech. It is off by default because the
-reference level is the loudest speech so far: a quiet speaker after a loud one (40 dB apart
-in the FLEURS clips) would be dropped as silence. A word is silent when no 20 ms frame of its span (widened by
-a quarter second on each side, as Whisper's word times are loose) reaches
-``silent_word_ratio`` times the stream's speech level (the loudest chunk's 90th-percentile
-frame energy so far).
+Words heard in silence are dropped before agreement: Whisper "hears" words such as
+"Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
+as readily as on real speech. A word is silent when no 20 ms frame of its span (widened by
+a quarter second on each side, as Whisper's word times are loose) is louder than
+``silence_factor`` times the buffer's background level (its 10th-percentile frame). The
+reference is the background, not the speech: a quiet speaker after a loud one is still
+louder than the pauses around them. ``silence_factor=0`` turns the check off.
 """
 
 from __future__ import annotations
@@ -61,9 +60,8 @@ class LocalAgreement(Policy):
         buffer_trimming_sec: float = 15.0,
         max_buffer_sec: float = 30.0,
         prompt_chars: int = 200,
-        silent_word_ratio: float = 0.0,
+        silence_factor: float = 2.0,
         overload_trimming_sec: float = 5.0,
-        final_silent_ratio: float = 0.1,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -76,10 +74,8 @@ class LocalAgreement(Policy):
         self.buffer_trimming_sec = float(buffer_trimming_sec)
         self.max_buffer_sec = float(max_buffer_sec)
         self.prompt_chars = prompt_chars
-        self.silent_word_ratio = float(silent_word_ratio)
+        self.silence_factor = float(silence_factor)
         self.overload_trimming_sec = float(overload_trimming_sec)
-        self.final_silent_ratio = float(final_silent_ratio)
-        self.speech_level = 0.0
         self.dropped_silent_words = 0
         self.audio = np.zeros(0, dtype=np.float32)
         self.buffer_offset = 0.0  # stream time of self.audio[0]
@@ -95,23 +91,25 @@ class LocalAgreement(Policy):
         return self.committed[-1]["end"] if self.committed else 0.0
 
     def insert_audio(self, pcm: np.ndarray) -> None:
-        pcm = np.asarray(pcm, dtype=np.float32)
-        frames = _frame_rms(pcm)
-        if len(frames):
-            self.speech_level = max(self.speech_level, float(np.percentile(frames, 90)))
-        self.audio = np.concatenate([self.audio, pcm])
+        self.audio = np.concatenate([self.audio, np.asarray(pcm, dtype=np.float32)])
 
-    def _is_silent(self, word: Word, ratio: float, level: float) -> bool:
-        """Whether the buffer audio under ``word`` (buffer-relative times) never rises above
-        ``ratio`` times ``level``."""
-        if ratio <= 0 or level <= 0:
-            return False
+    def _is_silent(self, word: Word, threshold: float) -> bool:
+        """Whether no frame of the buffer audio around ``word`` (buffer-relative times)
+        exceeds ``threshold`` RMS."""
         # Whisper's word times are loose (a word can be squeezed into 40 ms of a pause next
         # to where it was said): look a quarter second around the word.
         first = max(0, int((word["start"] - _WORD_MARGIN) * SAMPLE_RATE))
         last = min(len(self.audio), int((word["end"] + _WORD_MARGIN) * SAMPLE_RATE))
         frames = _frame_rms(self.audio[first:last])
-        return len(frames) > 0 and float(frames.max()) < ratio * level
+        return len(frames) > 0 and float(frames.max()) <= threshold
+
+    def _silence_threshold(self) -> float | None:
+        """RMS at or below which a word counts as silence; None when the check is off."""
+        frames = _frame_rms(self.audio)
+        if self.silence_factor <= 0 or len(frames) == 0:
+            return None
+        # The floor covers digital silence, whose background is exactly zero.
+        return max(self.silence_factor * float(np.percentile(frames, 10)), 1e-4)
 
     def prompt(self) -> str:
         """Committed words that have left the buffer: the last ones, at most ``prompt_chars``
@@ -129,11 +127,12 @@ class LocalAgreement(Policy):
 
     def transcribe_buffer(self) -> list[Word]:
         """The backend's hypothesis for the buffer, in stream time, minus committed words."""
-        return self._heard(self.silent_word_ratio, self.speech_level)
-
-    def _heard(self, ratio: float, level: float) -> list[Word]:
         words = self.backend.transcribe(self.audio, prompt=self.prompt(), language=self.language)
-        heard = [w for w in words if w["text"].strip() and not self._is_silent(w, ratio, level)]
+        threshold = self._silence_threshold()
+        heard = [
+            w for w in words
+            if w["text"].strip() and (threshold is None or not self._is_silent(w, threshold))
+        ]  # fmt: skip
         self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(heard)
         shifted = [
             {**w, "start": w["start"] + self.buffer_offset, "end": w["end"] + self.buffer_offset}
@@ -205,18 +204,8 @@ class LocalAgreement(Policy):
         self.buffer_offset += samples / SAMPLE_RATE
 
     def finish(self) -> Step:
-        """One last pass over the whole buffer, then commit every word in it.
-
-        No second pass can disagree with this one, so words it hears in the silence at the
-        end of the stream ("That's it.") are dropped: silent against this buffer's own speech
-        level (``final_silent_ratio``), which a quiet speaker after a loud one does not fool.
-        """
-        if len(self.audio) == 0:
-            tail = self.previous
-        else:
-            frames = _frame_rms(self.audio)
-            level = float(np.percentile(frames, 90)) if len(frames) else 0.0
-            tail = self._heard(self.final_silent_ratio, level)
+        """One last pass over the whole buffer, then commit every word in it."""
+        tail = self.previous if len(self.audio) == 0 else self.transcribe_buffer()
         self.previous = []
         self.committed.extend(tail)
         return Step(committed=tail, partial=[])
