@@ -124,7 +124,9 @@ async def test_a_registered_backend_transcribes_in_an_audio_processor():
         get_registry(refresh=True)
         processor = AudioProcessor("inline-echo", decoder="pcm_s16le", clock="simulated")
         events = await processor.create_tasks()
-        await processor.process_audio(np.zeros(3 * 16_000, "<i2").tobytes())
+        # A tone, not digital silence: LocalAgreement drops words heard in silence.
+        tone = 8000 * np.sin(2 * np.pi * 440 * np.arange(3 * 16_000) / 16_000)
+        await processor.process_audio(tone.astype("<i2").tobytes())
         await processor.finish()
         summary = [event async for event in events][-1]
         assert summary["type"] == "summary" and summary["text"] == "echo"

@@ -12,9 +12,11 @@ Words heard in silence are dropped before agreement: Whisper "hears" words such 
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
 as readily as on real speech. A word is silent when no 20 ms frame of its span (widened by
 a quarter second on each side, as Whisper's word times are loose) is louder than
-``silence_factor`` times the buffer's background level (its 10th-percentile frame). The
-reference is the background, not the speech: a quiet speaker after a loud one is still
-louder than the pauses around them. ``silence_factor=0`` turns the check off.
+``silence_factor`` times the buffer's background level (its 10th-percentile frame) and
+than a tenth of its speech level (90th percentile). The reference is mainly the
+background: a quiet speaker after a loud one is still louder than the pauses around them,
+and a steady sound with no pauses is never taken for silence. ``silence_factor=0`` turns
+the check off.
 """
 
 from __future__ import annotations
@@ -108,8 +110,11 @@ class LocalAgreement(Policy):
         frames = _frame_rms(self.audio)
         if self.silence_factor <= 0 or len(frames) == 0:
             return None
-        # The floor covers digital silence, whose background is exactly zero.
-        return max(self.silence_factor * float(np.percentile(frames, 10)), 1e-4)
+        background, speech = np.percentile(frames, [10, 90])
+        # Silence is near the background *and* far below the speech in the buffer: a steady
+        # tone or babble (background close to speech) is never silence. The floor covers
+        # digital silence, whose levels are exactly zero.
+        return min(max(self.silence_factor * float(background), 1e-4), max(0.1 * float(speech), 1e-4))
 
     def prompt(self) -> str:
         """Committed words that have left the buffer: the last ones, at most ``prompt_chars``
