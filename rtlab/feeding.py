@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from .decoders import find_ffmpeg
 from .errors import DecoderError
 from .processor import AudioProcessor
 
@@ -24,15 +22,12 @@ SAMPLE_RATE = 16_000
 
 def audio_duration(path: str | Path) -> float:
     """Duration of ``path`` in seconds, by decoding it once with FFmpeg (exact for any codec)."""
-    result = subprocess.run(
-        [find_ffmpeg(), "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"],
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0 or not result.stdout:
-        detail = result.stderr.decode(errors="replace").strip() or "no audio stream"
-        raise DecoderError(f"cannot decode {path}: {detail}")
-    return len(result.stdout) / 2 / SAMPLE_RATE
+    from .offline import decode_audio
+
+    samples = decode_audio(path)
+    if len(samples) == 0:
+        raise DecoderError(f"cannot decode {path}: no audio stream")
+    return len(samples) / SAMPLE_RATE
 
 
 async def feed_file(

@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from .backends import SAMPLE_RATE, ensure_loaded, get_backend
+from .backends import SAMPLE_RATE, check_options, ensure_loaded, get_backend
 from .clock import SessionClock
 from .errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
 from .events import EventStream, commit_event, error_event, join_words, partial_event
 from .registry import get_registry
-from .backends import check_options
 from .scheduler import scheduler_for
 
 DEFAULT_BACKEND = "faster-whisper"
@@ -108,6 +107,7 @@ class AudioProcessor:
         self.compute_seconds = 0.0
         self.lag_samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
         self.committed_words: list[dict] = []
+        self._last_partial = ""
         self.error: RtlabError | Exception | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -306,7 +306,7 @@ class AudioProcessor:
             self.committed_words.extend(event["words"])
             await self.events.put(event)
         partial = join_words(step.partial)
-        if partial != getattr(self, "_last_partial", ""):
+        if partial != self._last_partial:
             self._last_partial = partial
             await self.events.put(partial_event(step.partial, now))
 
