@@ -130,3 +130,79 @@ def test_streaming_wer_is_close_to_offline_on_shared_speech():
     streaming, offline = _streaming_and_offline([u.audio for u in utterances], [u.text for u in utterances])
     assert offline.value < 0.25
     assert streaming.value <= offline.value + 0.03, (streaming.value, offline.value)
+
+
+def test_the_window_option_is_checked():
+    with pytest.raises(InvalidOption, match="window must be one of buffer, seek"):
+        get_backend("faster-whisper", window="sliding")
+
+
+def _encoder_runs(backend, monkeypatch):
+    runs = []
+    encode = backend.model.encode
+    monkeypatch.setattr(backend.model, "encode", lambda features: runs.append(features.shape) or encode(features))
+    return runs
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_buffer_and_seek_windows_agree_on_a_whole_clip(data_dir, name):
+    from rtlab.offline import decode_audio
+
+    audio = decode_audio(data_dir / name)
+    buffer = ensure_loaded(get_backend("faster-whisper")).transcribe(audio, language="en")
+    seek = ensure_loaded(get_backend("faster-whisper", window="seek")).transcribe(audio, language="en")
+    assert [w["text"] for w in buffer] == [w["text"] for w in seek]
+    assert [w["start"] for w in buffer] == pytest.approx([w["start"] for w in seek], abs=0.05)
+
+
+def test_a_prompted_buffer_pass_runs_the_encoder_once_per_window(data_dir, monkeypatch):
+    from rtlab.offline import decode_audio
+
+    audio = decode_audio(data_dir / "paragraph.ogg")
+    prompt = "Researchers compare streaming speech recognition systems."
+    counts = {}
+    for window in ("buffer", "seek"):
+        backend = ensure_loaded(get_backend("faster-whisper", window=window))
+        runs = _encoder_runs(backend, monkeypatch)
+        for end in (4, 7, 10, 13):
+            backend.transcribe(audio[: end * 16000], prompt=prompt, language="en")
+        counts[window] = len(runs)
+        monkeypatch.undo()
+    assert 4 <= counts["buffer"] <= 4 * rtlab_faster_whisper.MAX_WINDOWS
+    assert counts["buffer"] <= counts["seek"], counts
+
+
+def test_a_window_the_model_ended_early_is_continued_from_its_last_word(data_dir, monkeypatch):
+    from rtlab.offline import decode_audio
+
+    audio = decode_audio(data_dir / "paragraph.ogg")[: 12 * 16000]
+    backend = ensure_loaded(get_backend("faster-whisper"))
+    whole = backend.transcribe(audio, language="en")
+    calls = []
+    decode = backend._decode
+
+    def stops_early(encoder_output, tokenizer, previous, seconds, continued):
+        tokens = decode(encoder_output, tokenizer, previous, seconds, continued)
+        calls.append((continued, len(previous)))
+        return tokens if continued else tokens[:8]  # as if the model ended after a few words
+
+    monkeypatch.setattr(backend, "_decode", stops_early)
+    words = backend.transcribe(audio, language="en")
+    assert [c[0] for c in calls] == [False, True]
+    assert calls[1][1] >= 8, "the continued window is prompted with the text so far"
+    assert words[-1]["end"] == pytest.approx(whole[-1]["end"], abs=1.0)
+    assert len(words) >= len(whole) - 3
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+
+
+def test_silence_after_the_speech_adds_no_words(data_dir):
+    import numpy as np
+
+    from rtlab.offline import decode_audio
+
+    audio = decode_audio(data_dir / "realtime.wav")
+    backend = ensure_loaded(get_backend("faster-whisper"))
+    padded = np.concatenate([audio, np.zeros(3 * 16000, dtype=np.float32)])
+    words = backend.transcribe(padded, language="en")
+    assert len(words) == len(backend.transcribe(audio, language="en"))
+    assert words[-1]["end"] <= len(audio) / 16000 + 0.5

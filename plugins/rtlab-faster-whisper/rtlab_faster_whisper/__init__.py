@@ -13,7 +13,21 @@ from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 
 from .models import not_found_message, resolve_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+WINDOWS = ("buffer", "seek")
+WINDOW_SECONDS = 30.0
+# "buffer" windows: decode again from the last word when the model stopped this early,
+# at most this many windows per pass.
+CONTINUE_AFTER_SECONDS = 1.0
+MAX_WINDOWS = 2
+# Whisper's own defaults for the no-speech check and the temperature fallback.
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
+MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
 class FasterWhisperBackend(Backend):
@@ -32,11 +46,15 @@ class FasterWhisperBackend(Backend):
         cpu_threads: int | None = None,
         temperature: float | list[float] = 0.0,
         max_tokens_per_second: float = 8.0,
+        window: str = "buffer",
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidOption(f"faster-whisper: device must be auto, cpu or cuda, not {device!r}")
         if int(beam_size) < 1:
             raise InvalidOption(f"faster-whisper: beam_size must be >= 1, not {beam_size!r}")
+        if window not in WINDOWS:
+            raise InvalidOption(f"faster-whisper: window must be one of {', '.join(WINDOWS)}, not {window!r}")
+        self.window = window
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
@@ -85,22 +103,124 @@ class FasterWhisperBackend(Backend):
         self.model = shared_models.get(key, loader)
 
     def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
-        # Bounded work per pass: one decode (no temperature fallback, which re-decodes up to
-        # five times) and a token budget for the audio's length. A decoder stuck repeating
-        # itself once took 11 s on a 10 s buffer; this caps it near the normal pass time.
-        seconds = min(len(audio) / 16_000, 30.0)
+        if self.window == "buffer" and len(audio) <= WINDOW_SECONDS * 16_000:
+            return self._transcribe_window(audio, prompt=prompt, language=language)
+        return self._transcribe_seek(audio, prompt=prompt, language=language)
+
+    def _max_new_tokens(self, audio: np.ndarray) -> int:
+        # Bounded work per pass: a token budget for the audio's length. A decoder stuck
+        # repeating itself once took 11 s on a 10 s buffer; this caps it near a normal pass.
+        return int(16 + self.max_tokens_per_second * min(len(audio) / 16_000, WINDOW_SECONDS))
+
+    def _temperatures(self) -> list[float]:
+        if isinstance(self.temperature, (list, tuple)):
+            return [float(t) for t in self.temperature]
+        return [float(self.temperature)]
+
+    def _transcribe_seek(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
+        """faster-whisper's long-form loop: 30 s windows, each moved to the last word the
+        model finished. Needed past 30 s; on a shorter buffer it often decodes the tail a
+        second time (a second 30 s encoder pass) after a timestamp the model stopped at."""
         segments, _ = self.model.transcribe(
             audio,
             language=language,
             initial_prompt=prompt or None,
             beam_size=self.beam_size,
             temperature=self.temperature,
-            max_new_tokens=int(16 + self.max_tokens_per_second * seconds),
+            max_new_tokens=self._max_new_tokens(audio),
             word_timestamps=True,
             condition_on_previous_text=True,
             vad_filter=False,
         )
-        return merge_word_pieces(w for segment in segments for w in (segment.words or []))
+        return merge_word_pieces(
+            (w.word, w.start, w.end, w.probability) for segment in segments for w in (segment.words or [])
+        )
+
+    def _transcribe_window(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
+        """A streaming buffer of at most 30 s as one window: one encoder run, one decode,
+        word times from the cross-attention alignment.
+
+        Whisper sometimes ends its text early (at a sentence end, with more speech after
+        it). When the last word ends more than ``CONTINUE_AFTER_SECONDS`` before the buffer
+        does, one more window is decoded from that word on, prompted with the text so far.
+        faster-whisper's own loop ("seek") moves on to the last word after every window and
+        decodes what follows, however short: on a prompted streaming pass that is a second
+        30 s encoder run most of the time, and a tail of a few frames is where tiny.en
+        starts repeating itself ("the entrance to the entrance to ...")."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self.model
+        features = model.feature_extractor(audio)
+        frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
+        seconds = frames / model.frames_per_second
+        tokenizer = None
+        previous = []
+        seek = 0
+        pieces: list[tuple[str, float, float, float]] = []
+        for _ in range(MAX_WINDOWS):
+            encoder_output = model.encode(_padded(features[:, seek:frames]))
+            if tokenizer is None:
+                if language is None and model.model.is_multilingual:
+                    language = model.model.detect_language(encoder_output)[0][0][0][2:-2]
+                tokenizer = Tokenizer(
+                    model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language or "en"
+                )
+                previous = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
+            offset = seek / model.frames_per_second
+            tokens = self._decode(encoder_output, tokenizer, previous, seconds - offset, continued=seek > 0)
+            if not tokens:
+                break
+            segment = {"seek": 0, "start": 0.0, "end": seconds - offset, "tokens": tokens}
+            model.add_word_timestamps(
+                [[segment]], tokenizer, encoder_output, frames - seek, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0
+            )
+            words = segment["words"]
+            pieces += [
+                (w["word"], offset + float(w["start"]), offset + float(min(w["end"], seconds - offset)), float(w["probability"]))
+                for w in words
+            ]
+            if not words or seconds - pieces[-1][2] < CONTINUE_AFTER_SECONDS:
+                break
+            seek = int(round(pieces[-1][2] * model.frames_per_second))
+            previous = previous + tokens
+        return merge_word_pieces(pieces)
+
+    def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
+        """Text tokens for one window, with Whisper's temperature fallback and no-speech
+        check; [] when the window holds no speech. A continued window is speculative (it
+        may hold only the silence after a sentence), so the model's no-speech probability
+        alone rules it out there: "That's it." is what tiny.en hears in a second of it."""
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        model = self.model
+        sequence = model.get_prompt(tokenizer, previous, without_timestamps=False)
+        budget = int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
+        max_length = min(len(sequence) + budget, model.max_length)
+        for temperature in self._temperatures():
+            sampling = (
+                {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
+                if temperature > 0
+                else {"beam_size": self.beam_size}
+            )
+            result = model.model.generate(
+                encoder_output,
+                [sequence],
+                max_length=max_length,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+                max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+                **sampling,
+            )[0]
+            tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            text = tokenizer.decode(tokens).strip()
+            if get_compression_ratio(text) <= COMPRESSION_RATIO_THRESHOLD and avg_logprob >= LOG_PROB_THRESHOLD:
+                break
+        if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or avg_logprob < LOG_PROB_THRESHOLD):
+            return []
+        return tokens
 
     def info(self) -> dict[str, Any]:
         return {
@@ -111,16 +231,24 @@ class FasterWhisperBackend(Backend):
             "compute_type": self.compute_type or self.requested_compute_type,
             "beam_size": self.beam_size,
             "temperature": self.temperature,
+            "window": self.window,
         }
 
 
+def _padded(features: np.ndarray) -> np.ndarray:
+    from faster_whisper.transcribe import pad_or_trim
+
+    return pad_or_trim(features)
+
+
 def merge_word_pieces(pieces) -> list[Word]:
-    """Whisper words as rtlab words: a piece that continues the previous word without a
-    space and starts with punctuation ("-fark", "'s") is glued to it, so joining words with
-    single spaces gives back Whisper's text ("round-fark", "it's")."""
+    """Whisper words, given as ``(text, start, end, probability)``, as rtlab words.
+
+    A piece that continues the previous word without a space and starts with punctuation
+    ("-fark", "'s") is glued to it, so joining words with single spaces gives back
+    Whisper's text ("round-fark", "it's")."""
     words: list[Word] = []
-    for piece in pieces:
-        text = piece.word
+    for text, start, end, probability in pieces:
         if not text:
             continue
         glued = words and not text[0].isspace() and not text[0].isalnum()
@@ -129,11 +257,11 @@ def merge_word_pieces(pieces) -> list[Word]:
         if glued:
             last = words[-1]
             last["text"] += text.strip()
-            last["end"] = piece.end
-            last["probability"] = min(last["probability"], piece.probability)
+            last["end"] = end
+            last["probability"] = min(last["probability"], probability)
         else:
             words.append(
-                {"text": text.strip(), "start": piece.start, "end": piece.end, "probability": piece.probability}
+                {"text": text.strip(), "start": start, "end": end, "probability": probability}
             )
     return words
 
