@@ -23,6 +23,8 @@ from .scheduler import scheduler_for
 
 DEFAULT_BACKEND = "faster-whisper"
 DEFAULT_POLICY = "local-agreement"
+# How long a pass waits for the event loop to hand it the audio that arrived while it queued.
+LATE_TAKE_TIMEOUT = 1.0
 
 
 class AudioProcessor:
@@ -237,13 +239,24 @@ class AudioProcessor:
     async def _transcribe(self) -> None:
         try:
             while self.state == "RUNNING":
-                pcm = await self._next_audio()
-                if pcm is None:
-                    break
-                self.policy.insert_audio(pcm)
-                if self._input_ended and self._pending_samples == 0:
-                    break  # the last audio: one final pass in finish() instead of two
-                step, seconds = await self.scheduler.submit(self.policy.process_iter)
+                if self.clock.simulated:
+                    pcm = await self._next_audio()
+                    if pcm is None:
+                        break
+                    self.policy.insert_audio(pcm)
+                    if self._input_ended and self._pending_samples == 0:
+                        break  # the last audio: one final pass in finish() instead of two
+                    step, seconds = await self.scheduler.submit(self.policy.process_iter)
+                else:
+                    if not await self._audio_due():
+                        break
+                    if self._input_ended:
+                        pcm = await self._take_due()
+                        if pcm is not None:
+                            self.policy.insert_audio(pcm)
+                        break  # the last audio: one final pass in finish() instead of two
+                    loop = asyncio.get_running_loop()
+                    step, seconds = await self.scheduler.submit(self._late_pass, loop)
                 await self._emit(step, seconds)
             if self.state == "RUNNING":
                 step, seconds = await self.scheduler.submit(self.policy.finish)
@@ -256,16 +269,27 @@ class AudioProcessor:
         except Exception as error:  # a backend or policy bug: report it, never hang
             await self._fail(error)
 
-    async def _next_audio(self) -> np.ndarray | None:
-        """Wait for ``min_chunk`` seconds of new audio (or the end); take what is due.
+    def _late_pass(self, loop: asyncio.AbstractEventLoop):
+        """A pass that takes its audio when it starts, on the backend's thread.
 
-        Wall clock: everything received so far. Simulated clock: audio up to the virtual
-        time, which first idles forward to when the chunk would have arrived.
-        """
-        min_chunk = int(self.policy.min_chunk * SAMPLE_RATE)
-        target = self._processed_samples + min_chunk
-        if self.clock.simulated:
-            target = max(target, int(self.clock.now() * SAMPLE_RATE))
+        Sessions take turns on one model: a pass may wait in the scheduler's queue for
+        other sessions' passes. Audio that arrives meanwhile goes into this pass rather
+        than the next one, so words are seen one queue wait sooner. (Wall clock only: on
+        the simulated clock a queue wait is not time.)"""
+        future = asyncio.run_coroutine_threadsafe(self._take_due(), loop)
+        try:
+            pcm = future.result(timeout=LATE_TAKE_TIMEOUT)
+        except Exception:  # the loop is busy, closing or gone: pass over what is there
+            future.cancel()
+            pcm = None
+        if pcm is not None:
+            self.policy.insert_audio(pcm)
+        return self.policy.process_iter()
+
+    async def _audio_due(self) -> bool:
+        """Wall clock: wait until ``min_chunk`` seconds of new audio arrived (or a full
+        buffer, or the end); False when the processor stopped or nothing is left."""
+        target = self._processed_samples + int(self.policy.min_chunk * SAMPLE_RATE)
         async with self._audio_changed:
             # A full PCM buffer counts as a chunk: _read_pcm stops at max_buffered_samples,
             # so waiting for more than that (min_chunk > max_buffered_seconds) would deadlock.
@@ -275,20 +299,43 @@ class AudioProcessor:
                 or self._input_ended
                 or self.state != "RUNNING"
             )
+            return self.state == "RUNNING" and self._pending_samples > 0
+
+    async def _take_due(self) -> np.ndarray | None:
+        """Wall clock: everything received and not yet taken."""
+        async with self._audio_changed:
             if self.state != "RUNNING" or self._pending_samples == 0:
                 return None
-            available = self._pending_samples
-            if self.clock.simulated:
-                arrived = min(target, self._received_samples)
-                self.clock.wait_for_audio(arrived / SAMPLE_RATE)
-                available = arrived - self._processed_samples
-            pcm = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-            taken, rest = pcm[:available], pcm[available:]
-            self._pending = [rest] if len(rest) else []
-            self._pending_samples = len(rest)
-            self._processed_samples += len(taken)
-            self._audio_changed.notify_all()
-            return taken
+            return self._take(self._pending_samples)
+
+    def _take(self, samples: int) -> np.ndarray:
+        """The first ``samples`` of the pending audio (call with ``_audio_changed`` held)."""
+        pcm = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        taken, rest = pcm[:samples], pcm[samples:]
+        self._pending = [rest] if len(rest) else []
+        self._pending_samples = len(rest)
+        self._processed_samples += len(taken)
+        self._audio_changed.notify_all()
+        return taken
+
+    async def _next_audio(self) -> np.ndarray | None:
+        """Simulated clock: wait for ``min_chunk`` seconds of new audio (or the end), then
+        take the audio up to the virtual time, which first idles forward to when the chunk
+        would have arrived."""
+        min_chunk = int(self.policy.min_chunk * SAMPLE_RATE)
+        target = max(self._processed_samples + min_chunk, int(self.clock.now() * SAMPLE_RATE))
+        async with self._audio_changed:
+            await self._audio_changed.wait_for(
+                lambda: self._received_samples >= target
+                or self._pending_samples >= self.max_buffered_samples
+                or self._input_ended
+                or self.state != "RUNNING"
+            )
+            if self.state != "RUNNING" or self._pending_samples == 0:
+                return None
+            arrived = min(target, self._received_samples)
+            self.clock.wait_for_audio(arrived / SAMPLE_RATE)
+            return self._take(arrived - self._processed_samples)
 
     async def _emit(self, step, compute_seconds: float) -> None:
         self.compute_seconds += compute_seconds

@@ -349,6 +349,38 @@ async def test_a_pcm_buffer_smaller_than_min_chunk_does_not_stall(clock, clips, 
     assert processor._pending_samples == 0
 
 
+async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips):
+    """Wall clock: sessions take turns on one model, so a pass can wait in the queue; the
+    audio that arrives meanwhile goes into that pass, not the next one."""
+    import threading
+
+    processor = AudioProcessor("test", decoder="pcm_s16le", policy_options={"min_chunk": 0.5})
+    events = await processor.create_tasks()
+    seen = []
+    transcribe = processor.backend.transcribe
+    processor.backend.transcribe = lambda audio, **kw: seen.append(len(audio)) or transcribe(audio, **kw)
+    busy, release = threading.Event(), threading.Event()
+    blocker = asyncio.ensure_future(
+        processor.scheduler.submit(lambda: busy.set() or release.wait(30))  # another session's pass
+    )
+    await asyncio.get_running_loop().run_in_executor(None, busy.wait, 30)
+    pcm = clips["pcm_s16le"]
+    await processor.process_audio(pcm[: SR])  # 0.5 s: a pass is due, and queues
+    while processor._processed_samples == 0 and processor._received_samples < SR // 2:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    await processor.process_audio(pcm[SR : 3 * SR])  # 1 s more while the pass waits
+    while processor._received_samples < 3 * SR // 2:
+        await asyncio.sleep(0.01)
+    release.set()
+    await blocker
+    await processor.process_audio(pcm[3 * SR :])
+    await processor.finish()
+    received = [event async for event in events]
+    assert received[-1]["type"] == "summary" and received[-1]["text"] == TEXT
+    assert seen[0] == 3 * SR // 2, "the first pass saw 1.5 s: the 0.5 s that made it due and the 1 s after"
+
+
 # -- unknown names and options ---------------------------------------------------------------------
 
 
