@@ -25,6 +25,8 @@ DEFAULT_BACKEND = "faster-whisper"
 DEFAULT_POLICY = "local-agreement"
 # How long a pass waits for the event loop to hand it the audio that arrived while it queued.
 LATE_TAKE_TIMEOUT = 1.0
+# A pass that took in more than this many min_chunks of new audio means the stream is behind.
+BEHIND_FACTOR = 1.5
 
 
 class AudioProcessor:
@@ -106,6 +108,7 @@ class AudioProcessor:
         self._input_ended = False
         self._received_samples = 0
         self._processed_samples = 0
+        self._processed_at_last_pass = 0
         self.compute_seconds = 0.0
         self.lag_samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
         self.committed_words: list[dict] = []
@@ -347,7 +350,13 @@ class AudioProcessor:
         lag = max(0.0, (arrived - self._processed_samples) / SAMPLE_RATE)
         self.lag_samples.append((now, lag))
         if self.policy is not None:
-            self.policy.behind = lag > self.policy.min_chunk
+            # Behind: audio is waiting, or this pass had to take in much more than
+            # min_chunk because it waited its turn behind other sessions' passes (a
+            # pass that takes its audio late leaves no lag, but the words still waited).
+            # The policy then keeps its buffer short, so that every pass costs less.
+            taken = (self._processed_samples - self._processed_at_last_pass) / SAMPLE_RATE
+            self.policy.behind = lag > self.policy.min_chunk or taken > BEHIND_FACTOR * self.policy.min_chunk
+        self._processed_at_last_pass = self._processed_samples
         if step.committed:
             event = commit_event(step.committed, now)
             self.committed_words.extend(event["words"])

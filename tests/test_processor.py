@@ -356,9 +356,15 @@ async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips)
 
     processor = AudioProcessor("test", decoder="pcm_s16le", policy_options={"min_chunk": 0.5})
     events = await processor.create_tasks()
-    seen = []
+    seen, behind = [], []
     transcribe = processor.backend.transcribe
-    processor.backend.transcribe = lambda audio, **kw: seen.append(len(audio)) or transcribe(audio, **kw)
+
+    def recording(audio, **options):
+        seen.append(len(audio))
+        behind.append(processor.policy.behind)
+        return transcribe(audio, **options)
+
+    processor.backend.transcribe = recording
     busy, release = threading.Event(), threading.Event()
     blocker = asyncio.ensure_future(
         processor.scheduler.submit(lambda: busy.set() or release.wait(30))  # another session's pass
@@ -379,6 +385,7 @@ async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips)
     received = [event async for event in events]
     assert received[-1]["type"] == "summary" and received[-1]["text"] == TEXT
     assert seen[0] == 3 * SR // 2, "the first pass saw 1.5 s: the 0.5 s that made it due and the 1 s after"
+    assert behind[:2] == [False, True], "a pass that took in 3 min_chunks tells the policy it is behind"
 
 
 # -- unknown names and options ---------------------------------------------------------------------
