@@ -73,13 +73,13 @@ def test_committed_words_are_never_committed_again():
     assert texts(committed) == ["a", "b", "c", "d"]
 
 
-def test_trims_the_buffer_at_the_last_committed_word_and_prompts_with_what_left_it():
+def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts_with_what_left_it():
     policy, backend = policy_for(
         "a@0.1-0.4",
         "a@0.1-0.4 b@1.2-1.6",  # commits a
-        "a@0.1-0.4 b@1.2-1.6 c@2.1-2.5",  # commits b; 3 s > 2 s: trim at b's end, 1.6
-        "c@0.5-0.9 d@1.6-2.0",  # times relative to the buffer, which now starts at 1.6
-        "d@0.7-1.1",  # commits c above; the buffer was trimmed at 2.5
+        "a@0.1-0.4 b@1.2-1.6 c@2.1-2.5",  # commits b; 3 s > 2 s: cut in the b-c pause, 1.85
+        "c@0.25-0.65 d@1.35-1.75",  # times relative to the buffer, which now starts at 1.85
+        "d@0.35-0.75",  # commits c above (cut in the c-d pause, 2.85), then d
         buffer_trimming_sec=2.0,
         max_buffer_sec=10.0,
     )
@@ -89,8 +89,9 @@ def test_trims_the_buffer_at_the_last_committed_word_and_prompts_with_what_left_
         committed += step(policy).committed
         offsets.append(policy.buffer_offset)
     assert texts(committed) == ["a", "b", "c", "d"]
-    assert offsets == pytest.approx([0.0, 0.0, 1.6, 2.5, 3.6])
-    assert backend.audio_lengths == pytest.approx([1.0, 2.0, 3.0, 2.4, 2.5])
+    # After d nothing follows yet: past buffer_trimming_sec, the cut is at its end.
+    assert offsets == pytest.approx([0.0, 0.0, 1.85, 2.85, 3.6])
+    assert backend.audio_lengths == pytest.approx([1.0, 2.0, 3.0, 2.15, 2.15])
     # Committed words still inside the buffer are not prompted; those that left it are.
     assert backend.prompts == ["", "", "", "a b", "a b c"]
     # Word times are stream times, whatever the buffer offset was.
@@ -280,9 +281,33 @@ def test_trimming_prefers_the_end_of_the_last_committed_sentence():
     policy = backend.policy = LocalAgreement(backend, buffer_trimming_sec=15.0, silence_factor=0)
     for _ in range(16):
         step(policy, 1.0)
-    # The buffer passed 15 s with words up to w14 committed: it is cut after "w9." (9.5 s),
-    # not after the last committed word, so the sentence being spoken stays whole.
-    assert policy.buffer_offset == 9.5
+    # The buffer passed 15 s with words up to w14 committed: it is cut after "w9." (in the
+    # pause after it, 9.75 s), not after the last committed word, so the sentence being
+    # spoken stays whole.
+    assert policy.buffer_offset == 9.75
+
+
+class RunningSpeech(Metronome):
+    """Words with no pause between them: "w0" at 0.0-1.0, "w1" at 1.0-2.0..."""
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        return [{**w, "end": w["end"] + 0.5} for w in super().transcribe(audio, prompt=prompt, language=language)]
+
+
+def test_running_speech_is_not_cut_at_a_word_end_before_buffer_trimming_sec():
+    backend = RunningSpeech()
+    policy = backend.policy = LocalAgreement(
+        backend, buffer_trimming_sec=15.0, overload_trimming_sec=5.0, silence_factor=0
+    )
+    policy.behind = True
+    committed = []
+    for _ in range(15):
+        committed += step(policy, 1.0).committed
+    # Behind, but no sentence end and no pause to cut in: a cut at a word end would open
+    # the next buffer mid-word, so the buffer waits for buffer_trimming_sec.
+    assert policy.buffer_offset == 0.0 and len(committed) >= 10
+    committed += step(policy, 1.0).committed
+    assert policy.buffer_offset == committed[-1]["end"]
 
 
 def test_the_final_pass_drops_words_heard_in_the_closing_silence():

@@ -349,7 +349,7 @@ async def test_a_pcm_buffer_smaller_than_min_chunk_does_not_stall(clock, clips, 
     assert processor._pending_samples == 0
 
 
-async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips):
+async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips, monkeypatch):
     """Wall clock: sessions take turns on one model, so a pass can wait in the queue; the
     audio that arrives meanwhile goes into that pass, not the next one."""
     import threading
@@ -364,7 +364,7 @@ async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips)
         behind.append(processor.policy.behind)
         return transcribe(audio, **options)
 
-    processor.backend.transcribe = recording
+    monkeypatch.setattr(processor.backend, "transcribe", recording)  # a shared backend
     busy, release = threading.Event(), threading.Event()
     blocker = asyncio.ensure_future(
         processor.scheduler.submit(lambda: busy.set() or release.wait(30))  # another session's pass
@@ -380,12 +380,15 @@ async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips)
         await asyncio.sleep(0.01)
     release.set()
     await blocker
+    while not seen:  # the queued pass has taken its audio and started
+        await asyncio.sleep(0.01)
     await processor.process_audio(pcm[3 * SR :])
     await processor.finish()
     received = [event async for event in events]
     assert received[-1]["type"] == "summary" and received[-1]["text"] == TEXT
     assert seen[0] == 3 * SR // 2, "the first pass saw 1.5 s: the 0.5 s that made it due and the 1 s after"
     assert behind[:2] == [False, True], "a pass that took in 3 min_chunks tells the policy it is behind"
+    await processor.cleanup()
 
 
 # -- unknown names and options ---------------------------------------------------------------------
@@ -488,7 +491,7 @@ async def test_a_consumer_that_never_reads_does_not_grow_the_processor(no_ffmpeg
 
     feeder = asyncio.create_task(feed())
     done, _ = await asyncio.wait({feeder}, timeout=2)
-    assert not done
+    assert not done, processor.error
     assert len(processor.events._events) <= 4
     assert processor._pending_samples <= 1.0 * SR + 4096
     assert processor.policy.buffered_seconds <= 30

@@ -3,10 +3,12 @@
 The growing audio buffer is re-transcribed every ``min_chunk`` seconds; a word is
 committed once two consecutive hypotheses agree on it (their longest common prefix).
 Committed text that scrolled out of the buffer becomes the prompt for the next pass.
-The buffer is trimmed at the last committed word once it is longer than
-``buffer_trimming_sec`` (``overload_trimming_sec`` while the processor reports the stream
-``behind`` real time), and never grows past ``max_buffer_sec``: beyond that the oldest
-hypothesis words are committed without agreement, so compute per pass stays bounded.
+Once the buffer is longer than ``buffer_trimming_sec`` (``overload_trimming_sec`` while
+the processor reports the stream ``behind`` real time) it is cut after a committed sentence
+or in a pause after a committed word, and at the last committed word only when it has
+neither and is past ``buffer_trimming_sec``. It never grows past ``max_buffer_sec``: beyond
+that the oldest hypothesis words are committed without agreement, so compute per pass
+stays bounded.
 
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
@@ -32,6 +34,7 @@ from . import Policy, Step
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
 _FRAME = SAMPLE_RATE // 50  # 20 ms
 _WORD_MARGIN = 0.25  # seconds
+PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
 
 
 def _frame_rms(audio: np.ndarray) -> np.ndarray:
@@ -181,6 +184,25 @@ class LocalAgreement(Policy):
         self.previous = self.previous[len(forced) :]
         return forced
 
+    def _cut_points(self) -> list[tuple[float, bool]]:
+        """Where the buffer may be cut, in stream time, oldest first: after a committed
+        sentence, or in a pause of at least ``PAUSE_SECONDS`` after a committed word (in
+        the middle of the pause, as Whisper's word times are loose). ``(time, sentence)``.
+
+        A cut right at a word's end inside running speech leaves the next pass a buffer
+        that opens mid-syllable: tiny.en then hears "it's been" for "by", two passes cannot
+        agree on the first word, and nothing commits until the buffer is cut again."""
+        inside = [w for w in self.committed if w["end"] > self.buffer_offset]
+        following = inside[1:] + self.previous[:1]
+        points = []
+        for index, word in enumerate(inside):
+            after = following[index]["start"] if index < len(following) else None
+            pause = None if after is None else after - word["end"]
+            sentence = word["text"].rstrip()[-1:] in ".?!"
+            if sentence or (pause is not None and pause >= PAUSE_SECONDS):
+                points.append((word["end"] + max(0.0, pause or 0.0) / 2, sentence))
+        return points
+
     def _trim(self) -> None:
         # Behind real time, a pass over a long buffer costs more (Whisper decodes every word
         # in it), which puts the stream further behind: trim sooner so the lag cannot grow.
@@ -190,15 +212,19 @@ class LocalAgreement(Policy):
         if self.buffered_seconds <= limit:
             return
         # Prefer the end of the last committed sentence, which keeps the sentence being spoken
-        # whole for the model, unless that leaves more than the limit; else the last word.
+        # whole for the model, unless that leaves more than the limit; else the last pause
+        # after a committed word; past buffer_trimming_sec with neither, the last word.
         buffer_end = self.buffer_offset + self.buffered_seconds
-        sentence_ends = [
-            w["end"] for w in self.committed
-            if w["end"] > self.buffer_offset and w["text"].rstrip()[-1:] in ".?!"
-        ]  # fmt: skip
-        cut = self.last_committed_end
-        if sentence_ends and buffer_end - sentence_ends[-1] <= limit:
-            cut = sentence_ends[-1]
+        points = self._cut_points()
+        sentences = [time for time, sentence in points if sentence]
+        if sentences and buffer_end - sentences[-1] <= limit:
+            cut = sentences[-1]
+        elif points:
+            cut = points[-1][0]
+        elif self.buffered_seconds > self.buffer_trimming_sec:
+            cut = self.last_committed_end
+        else:
+            return
         if self.buffered_seconds > self.max_buffer_sec:
             # Nothing (or too little) committed to cut at, e.g. long noise: drop the oldest audio.
             cut = max(cut, self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec)
