@@ -1,7 +1,8 @@
 """Concurrent sessions against a real ``rtlab serve``: memory, CPU, latency, FFmpeg, errors.
 
 N clients (a sweep such as 1, 10, 50, 100) each stream webm/opus in real time, in 250 ms
-chunks, for ``--seconds``, against a server started as a subprocess on 127.0.0.1:
+chunks, for ``--seconds``, naming the container (``format: webm``) as the demo page does,
+against a server started as a subprocess on 127.0.0.1:
 
 * ``--backend test``: the deterministic tone backend, to measure the platform itself
   (protocol, one FFmpeg per session, scheduler, outbox) with exact, known transcripts;
@@ -75,12 +76,14 @@ def tone_audio(seconds: float) -> dict:
     return {"webm": encode_webm(wav_bytes(audio)), "seconds": len(audio) / 16000, "words": words, "text": text}
 
 
-def speech_audio(seconds: float, backend: str, model: str | None) -> dict:
+def speech_audio(seconds: float, backend: str, model: str | None, gap: float = 0.5) -> dict:
     """Real speech looped or cut to ``seconds``; reference words from an offline pass.
 
     The FLEURS clips are recorded 40 dB apart; each is brought to the same level (90th
     percentile of 20 ms frame RMS = 0.1), as one microphone with gain control would deliver
     one conversation, so that the benchmark measures concurrency rather than level changes.
+    ``gap`` seconds of silence separate the clips, as in ``rtlab bench --long-form``: they
+    are separate recordings, and a new sentence 0.1 s after the last one is not speech.
     """
     from rtlab.corpus import load_corpus, shared_speech_dir
     from rtlab.offline import decode_audio, offline_transcribe
@@ -88,8 +91,9 @@ def speech_audio(seconds: float, backend: str, model: str | None) -> dict:
     shared = shared_speech_dir()
     fleurs = sorted(str(u.audio) for u in load_corpus(shared) if "fleurs" in str(u.audio)) if shared else []
     sources = fleurs or [str(REPO / "tests" / "data" / "paragraph.ogg")]
-    label = "FLEURS en 000-004, levelled" if fleurs else "tests/data/paragraph.ogg"
-    samples = np.concatenate([levelled(decode_audio(path)) for path in sources])
+    label = (f"FLEURS en 000-004, levelled, {gap:g} s apart" if fleurs else "tests/data/paragraph.ogg")
+    pause = np.zeros(int(gap * 16000), dtype=np.float32)
+    samples = np.concatenate([part for path in sources for part in (levelled(decode_audio(path)), pause)])
     repeats = int(np.ceil(seconds * 16000 / len(samples)))
     audio = np.tile(samples, repeats)[: int(seconds * 16000)]
     wav_path = Path(tempfile.mkdtemp(prefix="rtlab-concurrency-")) / "speech.wav"
@@ -211,7 +215,7 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         try:
             return await stream_file(
                 server.ws_url, audio["webm"], speed=1.0, chunk_seconds=CHUNK_SECONDS,
-                duration=audio["seconds"], backend=args.backend, model=args.model,
+                duration=audio["seconds"], format="webm", backend=args.backend, model=args.model,
                 timeout=args.seconds + 120,
             )  # fmt: skip
         except Exception as error:  # noqa: BLE001 - a benchmark counts failures, it does not stop
@@ -378,7 +382,7 @@ async def main_async(args) -> dict:
         audio = tone_audio(args.seconds)
     else:
         audio = await asyncio.get_running_loop().run_in_executor(
-            None, speech_audio, args.seconds, args.backend, args.model
+            None, speech_audio, args.seconds, args.backend, args.model, args.gap
         )
     ffmpeg = args.ffmpeg or find_ffmpeg()
     server = ServerProcess(args.backend, args.model, max(levels + [args.churn_concurrency]) + 10, args.ffmpeg)
@@ -432,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn", type=int, default=0, help="connect/disconnect cycles after the sweep")
     parser.add_argument("--churn-concurrency", type=int, default=50)
     parser.add_argument("--ffmpeg", help="FFmpeg binary for the server (RTLAB_FFMPEG); default: the one rtlab finds")
+    parser.add_argument("--gap", type=float, default=0.5,
+                        help="seconds of silence between the speech clips (as rtlab bench --long-form)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="results", help="folder for concurrency-<backend>.json")
     args = parser.parse_args(argv)
