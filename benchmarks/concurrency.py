@@ -257,6 +257,7 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         "commit_p50_s": rounded(commit_stats.median),
         "commit_p95_s": rounded(commit_stats.p95),
         "committed_words": commit_stats.count,
+        "texts": texts if args.backend != "test" else None,  # what each client got, to read
         "lag_max_s": rounded(max(lags)) if lags else None,
         "pss_idle_mb": round(idle_total, 1),
         "pss_peak_mb": round(peak["total"], 1),
@@ -406,7 +407,8 @@ async def main_async(args) -> dict:
         "backend": args.backend,
         "model": args.model,
         "audio": {"seconds": round(audio["seconds"], 2), "format": "webm/opus 32 kbit/s",
-                  "chunk_seconds": CHUNK_SECONDS, "source": audio.get("source", "tone words")},  # fmt: skip
+                  "chunk_seconds": CHUNK_SECONDS, "source": audio.get("source", "tone words"),
+                  "reference_text": audio["text"]},  # fmt: skip
         "clock": "wall (real-time streaming)",
         "ramp_seconds": args.ramp,
         "ffmpeg": {"path": ffmpeg, "version": ffmpeg_version(ffmpeg)},

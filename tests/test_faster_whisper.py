@@ -182,9 +182,9 @@ def test_a_window_the_model_ended_early_is_continued_from_its_last_word(data_dir
     decode = backend._decode
 
     def stops_early(encoder_output, tokenizer, previous, seconds, continued):
-        tokens = decode(encoder_output, tokenizer, previous, seconds, continued)
+        tokens, until = decode(encoder_output, tokenizer, previous, seconds, continued)
         calls.append((continued, len(previous)))
-        return tokens if continued else tokens[:8]  # as if the model ended after a few words
+        return (tokens, until) if continued else (tokens[:8], None)  # as if it ended after a few words
 
     monkeypatch.setattr(backend, "_decode", stops_early)
     words = backend.transcribe(audio, language="en")
@@ -193,6 +193,18 @@ def test_a_window_the_model_ended_early_is_continued_from_its_last_word(data_dir
     assert words[-1]["end"] == pytest.approx(whole[-1]["end"], abs=1.0)
     assert len(words) >= len(whole) - 3
     assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+
+
+def test_a_decoder_loop_is_cut_after_its_first_turn():
+    words = [(text, index * 0.3, index * 0.3 + 0.3, 0.9) for index, text in enumerate(
+        "long enough to make loud, loud, loud, loud, loud".split()
+    )]  # fmt: skip
+    kept, looped = rtlab_faster_whisper.cut_repetition(words)
+    assert looped and [w[0] for w in kept] == ["long", "enough", "to", "make", "loud,"]
+    phrase = [(text, 0.0, 0.1, 0.9) for text in "the entrance to the entrance to the entrance to".split()]
+    assert [w[0] for w in rtlab_faster_whisper.cut_repetition(phrase)[0]] == ["the", "entrance", "to"]
+    speech = [(text, 0.0, 0.1, 0.9) for text in "no no we will go go".split()]
+    assert rtlab_faster_whisper.cut_repetition(speech) == (speech, False)  # twice is speech
 
 
 def test_silence_after_the_speech_adds_no_words(data_dir):

@@ -4,9 +4,9 @@ The growing audio buffer is re-transcribed every ``min_chunk`` seconds; a word i
 committed once two consecutive hypotheses agree on it (their longest common prefix).
 Committed text that scrolled out of the buffer becomes the prompt for the next pass.
 Once the buffer is longer than ``buffer_trimming_sec`` (``overload_trimming_sec`` while
-the processor reports the stream ``behind`` real time) it is cut after a committed sentence
-or in a pause after a committed word, and at the last committed word only when it has
-neither and is past ``buffer_trimming_sec``. It never grows past ``max_buffer_sec``: beyond
+the processor reports the stream ``behind`` real time) it is cut in a pause after a
+committed word, preferably one that ends a sentence, and at the last committed word only
+when it has no such pause and is past ``buffer_trimming_sec``. It never grows past ``max_buffer_sec``: beyond
 that the oldest hypothesis words are committed without agreement, so compute per pass
 stays bounded.
 
@@ -185,22 +185,24 @@ class LocalAgreement(Policy):
         return forced
 
     def _cut_points(self) -> list[tuple[float, bool]]:
-        """Where the buffer may be cut, in stream time, oldest first: after a committed
-        sentence, or in a pause of at least ``PAUSE_SECONDS`` after a committed word (in
-        the middle of the pause, as Whisper's word times are loose). ``(time, sentence)``.
+        """Where the buffer may be cut, in stream time, oldest first: in a pause of at least
+        ``PAUSE_SECONDS`` after a committed word (in the middle of the pause, as Whisper's
+        word times are loose), ``(time, sentence)`` where ``sentence`` says the word ends a
+        sentence.
 
         A cut right at a word's end inside running speech leaves the next pass a buffer
         that opens mid-syllable: tiny.en then hears "it's been" for "by", two passes cannot
-        agree on the first word, and nothing commits until the buffer is cut again."""
+        agree on the first word, and nothing commits until the buffer is cut again. A full
+        stop alone is no proof of a sentence end: Whisper ends a buffer that stops
+        mid-sentence with one ("keep it." for "keep it still")."""
         inside = [w for w in self.committed if w["end"] > self.buffer_offset]
         following = inside[1:] + self.previous[:1]
         points = []
         for index, word in enumerate(inside):
             after = following[index]["start"] if index < len(following) else None
             pause = None if after is None else after - word["end"]
-            sentence = word["text"].rstrip()[-1:] in ".?!"
-            if sentence or (pause is not None and pause >= PAUSE_SECONDS):
-                points.append((word["end"] + max(0.0, pause or 0.0) / 2, sentence))
+            if pause is not None and pause >= PAUSE_SECONDS:
+                points.append((word["end"] + pause / 2, word["text"].rstrip()[-1:] in ".?!"))
         return points
 
     def _trim(self) -> None:

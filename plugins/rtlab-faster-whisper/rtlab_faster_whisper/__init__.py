@@ -26,6 +26,8 @@ NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
+TIME_PRECISION = 0.02  # seconds per timestamp token
+LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -167,29 +169,46 @@ class FasterWhisperBackend(Backend):
                 )
                 previous = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
             offset = seek / model.frames_per_second
-            tokens = self._decode(encoder_output, tokenizer, previous, seconds - offset, continued=seek > 0)
+            tokens, until = self._decode(encoder_output, tokenizer, previous, seconds - offset, continued=seek > 0)
             if not tokens:
                 break
             segment = {"seek": 0, "start": 0.0, "end": seconds - offset, "tokens": tokens}
             model.add_word_timestamps(
                 [[segment]], tokenizer, encoder_output, frames - seek, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0
             )
-            words = segment["words"]
-            pieces += [
+            words = [
                 (w["word"], offset + float(w["start"]), offset + float(min(w["end"], seconds - offset)), float(w["probability"]))
-                for w in words
+                for w in segment["words"]
             ]
-            if not words or seconds - pieces[-1][2] < CONTINUE_AFTER_SECONDS:
+            words, looped = cut_repetition(words)
+            if pieces and words:
+                if _same_word(words[0][0], pieces[-1][0]) and words[0][1] < pieces[-1][2]:
+                    words = words[1:]  # the continued window began inside the last word
+                if words:  # the last word of the window before ends where this one starts
+                    last = pieces[-1]
+                    pieces[-1] = (last[0], last[1], max(last[1], min(last[2], words[0][1])), last[3])
+            pieces += words
+            if not pieces:
                 break
-            seek = int(round(pieces[-1][2] * model.frames_per_second))
+            # Where the model's text ends: its last timestamp, when the alignment stretched
+            # the last word over audio the model never transcribed.
+            covered = pieces[-1][2] if until is None else min(pieces[-1][2], offset + until)
+            next_seek = int(round(covered * model.frames_per_second))
+            if looped or seconds - covered < CONTINUE_AFTER_SECONDS or next_seek <= seek:
+                break  # (after a loop, the next pass tries again from a longer buffer)
+            seek = next_seek
             previous = previous + tokens
         return merge_word_pieces(pieces)
 
-    def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
-        """Text tokens for one window, with Whisper's temperature fallback and no-speech
-        check; [] when the window holds no speech. A continued window is speculative (it
-        may hold only the silence after a sentence), so the model's no-speech probability
-        alone rules it out there: "That's it." is what tiny.en hears in a second of it."""
+    def _decode(
+        self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool
+    ) -> tuple[list[int], float | None]:
+        """Text tokens for one window, and the time of the model's last timestamp token (where
+        its last segment ends; None without one), with Whisper's temperature fallback and
+        no-speech check; no tokens when the window holds no speech. A continued window is
+        speculative (it may hold only the silence after a sentence), so the model's
+        no-speech probability alone rules it out there: "That's it." is what tiny.en hears
+        in a second of it."""
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         model = self.model
@@ -213,14 +232,21 @@ class FasterWhisperBackend(Backend):
                 max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
                 **sampling,
             )[0]
-            tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+            sequence_ids = result.sequences_ids[0]
+            tokens = [token for token in sequence_ids if token < tokenizer.eot]
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
             text = tokenizer.decode(tokens).strip()
             if get_compression_ratio(text) <= COMPRESSION_RATIO_THRESHOLD and avg_logprob >= LOG_PROB_THRESHOLD:
                 break
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or avg_logprob < LOG_PROB_THRESHOLD):
-            return []
-        return tokens
+            return [], None
+        # A segment's end is a timestamp that follows text (the first one opens a segment).
+        ends = [
+            token for before, token in zip(sequence_ids, sequence_ids[1:])
+            if token >= tokenizer.timestamp_begin and before < tokenizer.eot
+        ]  # fmt: skip
+        until = (ends[-1] - tokenizer.timestamp_begin) * TIME_PRECISION if ends else None
+        return tokens, until
 
     def info(self) -> dict[str, Any]:
         return {
@@ -233,6 +259,30 @@ class FasterWhisperBackend(Backend):
             "temperature": self.temperature,
             "window": self.window,
         }
+
+
+def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int = 4) -> tuple[list[tuple], bool]:
+    """``words`` up to the first run of one to ``longest`` words said ``times`` times in a
+    row, keeping one of them; and whether there was such a run. Whisper without its
+    temperature fallback can fall into a loop ("loud, loud, loud, ..."), and two passes
+    agree on a loop as readily as on speech."""
+    keys = [_key(word[0]) for word in words]
+    for start in range(len(keys)):
+        for size in range(1, longest + 1):
+            gram = keys[start : start + size]
+            if len(gram) < size:
+                break
+            if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
+                return words[: start + size], True
+    return words, False
+
+
+def _key(text: str) -> str:
+    return text.strip(" .,!?;:\"'").casefold()
+
+
+def _same_word(first: str, second: str) -> bool:
+    return _key(first) == _key(second)
 
 
 def _padded(features: np.ndarray) -> np.ndarray:
