@@ -26,7 +26,7 @@ NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
-TIME_PRECISION = 0.02  # seconds per timestamp token
+MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
 LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -169,7 +169,7 @@ class FasterWhisperBackend(Backend):
                 )
                 previous = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
             offset = seek / model.frames_per_second
-            tokens, until = self._decode(encoder_output, tokenizer, previous, seconds - offset, continued=seek > 0)
+            tokens = self._decode(encoder_output, tokenizer, previous, seconds - offset, continued=seek > 0)
             if not tokens:
                 break
             segment = {"seek": 0, "start": 0.0, "end": seconds - offset, "tokens": tokens}
@@ -190,9 +190,16 @@ class FasterWhisperBackend(Backend):
             pieces += words
             if not pieces:
                 break
-            # Where the model's text ends: its last timestamp, when the alignment stretched
-            # the last word over audio the model never transcribed.
-            covered = pieces[-1][2] if until is None else min(pieces[-1][2], offset + until)
+            # Where the model's text ends. When it stopped early, the alignment stretches its
+            # last word over the audio it never transcribed ("of" from 24.3 s to the buffer's
+            # end at 29.9 s): a last word longer than MAX_WORD_SECONDS is given the window's
+            # median word length instead, and the next window starts there.
+            text, start, end, probability = pieces[-1]
+            if words and end - start > MAX_WORD_SECONDS:
+                typical = float(np.median([w[2] - w[1] for w in words]))
+                end = start + min(max(typical, 0.1), MAX_WORD_SECONDS)
+                pieces[-1] = (text, start, end, probability)
+            covered = end
             next_seek = int(round(covered * model.frames_per_second))
             if looped or seconds - covered < CONTINUE_AFTER_SECONDS or next_seek <= seek:
                 break  # (after a loop, the next pass tries again from a longer buffer)
@@ -200,15 +207,11 @@ class FasterWhisperBackend(Backend):
             previous = previous + tokens
         return merge_word_pieces(pieces)
 
-    def _decode(
-        self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool
-    ) -> tuple[list[int], float | None]:
-        """Text tokens for one window, and the time of the model's last timestamp token (where
-        its last segment ends; None without one), with Whisper's temperature fallback and
-        no-speech check; no tokens when the window holds no speech. A continued window is
-        speculative (it may hold only the silence after a sentence), so the model's
-        no-speech probability alone rules it out there: "That's it." is what tiny.en hears
-        in a second of it."""
+    def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
+        """Text tokens for one window, with Whisper's temperature fallback and no-speech
+        check; [] when the window holds no speech. A continued window is speculative (it
+        may hold only the silence after a sentence), so the model's no-speech probability
+        alone rules it out there: "That's it." is what tiny.en hears in a second of it."""
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         model = self.model
@@ -232,21 +235,14 @@ class FasterWhisperBackend(Backend):
                 max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
                 **sampling,
             )[0]
-            sequence_ids = result.sequences_ids[0]
-            tokens = [token for token in sequence_ids if token < tokenizer.eot]
+            tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
             text = tokenizer.decode(tokens).strip()
             if get_compression_ratio(text) <= COMPRESSION_RATIO_THRESHOLD and avg_logprob >= LOG_PROB_THRESHOLD:
                 break
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or avg_logprob < LOG_PROB_THRESHOLD):
-            return [], None
-        # A segment's end is a timestamp that follows text (the first one opens a segment).
-        ends = [
-            token for before, token in zip(sequence_ids, sequence_ids[1:])
-            if token >= tokenizer.timestamp_begin and before < tokenizer.eot
-        ]  # fmt: skip
-        until = (ends[-1] - tokenizer.timestamp_begin) * TIME_PRECISION if ends else None
-        return tokens, until
+            return []
+        return tokens
 
     def info(self) -> dict[str, Any]:
         return {
