@@ -287,6 +287,23 @@ def test_trimming_prefers_the_end_of_the_last_committed_sentence():
     assert policy.buffer_offset == 9.75
 
 
+def test_a_full_stop_with_no_pause_after_it_is_no_place_to_cut():
+    # Whisper ends a buffer that stops mid-sentence with a full stop ("keep it." for "keep
+    # it still"); the next pass runs on into "still" with no pause: no cut there.
+    policy, _ = policy_for(
+        "keep@0.2-0.6 it.@0.6-1.0",
+        "keep@0.2-0.6 it.@0.6-1.0 still@1.0-1.5",  # commits keep it.
+        "keep@0.2-0.6 it@0.6-1.0 still@1.0-1.5 bounded.@1.5-2.2",  # commits still
+        overload_trimming_sec=2.0,
+    )
+    policy.behind = True  # trim past 2 s, where a cut point allows
+    for _ in range(3):
+        step(policy)
+    assert texts(policy.committed) == ["keep", "it.", "still"]
+    assert policy.buffer_offset == 0.0  # 3 s > 2 s, but every committed word runs on
+    assert policy._cut_points() == []
+
+
 class RunningSpeech(Metronome):
     """Words with no pause between them: "w0" at 0.0-1.0, "w1" at 1.0-2.0..."""
 
