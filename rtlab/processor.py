@@ -18,6 +18,7 @@ from .backends import SAMPLE_RATE, check_options, ensure_loaded, get_backend
 from .clock import SessionClock
 from .errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
 from .events import EventStream, commit_event, error_event, join_words, partial_event
+from .policies import Step
 from .registry import get_registry
 from .scheduler import scheduler_for
 
@@ -285,6 +286,8 @@ class AudioProcessor:
         except Exception:  # the loop is busy, closing or gone: pass over what is there
             future.cancel()
             pcm = None
+        if self.state != "RUNNING":
+            return Step(committed=[], partial=[])  # stopped while it queued: no pass wasted
         if pcm is not None:
             self.policy.insert_audio(pcm)
         return self.policy.process_iter()
