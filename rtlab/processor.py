@@ -297,15 +297,20 @@ class AudioProcessor:
         buffer, or the end); False when the processor stopped or nothing is left."""
         target = self._processed_samples + int(self.policy.min_chunk * SAMPLE_RATE)
         async with self._audio_changed:
-            # A full PCM buffer counts as a chunk: _read_pcm stops at max_buffered_samples,
-            # so waiting for more than that (min_chunk > max_buffered_seconds) would deadlock.
-            await self._audio_changed.wait_for(
-                lambda: self._received_samples >= target
-                or self._pending_samples >= self.max_buffered_samples
-                or self._input_ended
-                or self.state != "RUNNING"
-            )
+            await self._audio_changed.wait_for(lambda: self._audio_arrived(target))
             return self.state == "RUNNING" and self._pending_samples > 0
+
+    def _audio_arrived(self, target: int) -> bool:
+        """Whether a pass is due: ``target`` samples received, a full PCM buffer, the end of
+        the input, or a stopped processor. A full buffer counts as a chunk: _read_pcm stops
+        at max_buffered_samples, so waiting for more (min_chunk > max_buffered_seconds)
+        would deadlock."""
+        return (
+            self._received_samples >= target
+            or self._pending_samples >= self.max_buffered_samples
+            or self._input_ended
+            or self.state != "RUNNING"
+        )
 
     async def _take_due(self) -> np.ndarray | None:
         """Wall clock: everything received and not yet taken."""
@@ -331,12 +336,7 @@ class AudioProcessor:
         min_chunk = int(self.policy.min_chunk * SAMPLE_RATE)
         target = max(self._processed_samples + min_chunk, int(self.clock.now() * SAMPLE_RATE))
         async with self._audio_changed:
-            await self._audio_changed.wait_for(
-                lambda: self._received_samples >= target
-                or self._pending_samples >= self.max_buffered_samples
-                or self._input_ended
-                or self.state != "RUNNING"
-            )
+            await self._audio_changed.wait_for(lambda: self._audio_arrived(target))
             if self.state != "RUNNING" or self._pending_samples == 0:
                 return None
             arrived = min(target, self._received_samples)

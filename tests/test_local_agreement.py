@@ -250,19 +250,21 @@ class Metronome:
         return [{"text": f"w{i}", "start": i - offset, "end": i + 0.5 - offset} for i in range(first, last + 1)]
 
 
+def stream_words(backend, seconds: int, *, behind: bool) -> tuple[LocalAgreement, list]:
+    """A policy over ``backend`` fed ``seconds`` one-second steps, and what it committed."""
+    policy = backend.policy = LocalAgreement(
+        backend, buffer_trimming_sec=15.0, overload_trimming_sec=5.0, silence_factor=0
+    )
+    policy.behind = behind
+    committed = []
+    for _ in range(seconds):
+        committed += step(policy, 1.0).committed
+    return policy, committed
+
+
 def test_behind_real_time_the_buffer_is_trimmed_sooner():
-    policies = []
-    for behind in (False, True):
-        backend = Metronome()
-        policy = backend.policy = LocalAgreement(
-            backend, buffer_trimming_sec=15.0, overload_trimming_sec=5.0, silence_factor=0
-        )
-        policy.behind = behind
-        committed = []
-        for _ in range(12):
-            committed += step(policy, 1.0).committed
-        policies.append((policy, committed))
-    (relaxed, relaxed_words), (behind, behind_words) = policies
+    relaxed, relaxed_words = stream_words(Metronome(), 12, behind=False)
+    behind, behind_words = stream_words(Metronome(), 12, behind=True)
     assert relaxed.buffer_offset == 0.0  # 12 s < 15 s: untouched
     assert 0 < behind.buffer_offset and behind.buffered_seconds <= 5.0 + 1.0
     assert texts(behind_words) == texts(relaxed_words)  # nothing lost by trimming sooner
@@ -312,14 +314,7 @@ class RunningSpeech(Metronome):
 
 
 def test_running_speech_is_not_cut_at_a_word_end_before_buffer_trimming_sec():
-    backend = RunningSpeech()
-    policy = backend.policy = LocalAgreement(
-        backend, buffer_trimming_sec=15.0, overload_trimming_sec=5.0, silence_factor=0
-    )
-    policy.behind = True
-    committed = []
-    for _ in range(15):
-        committed += step(policy, 1.0).committed
+    policy, committed = stream_words(RunningSpeech(), 15, behind=True)
     # Behind, but no sentence end and no pause to cut in: a cut at a word end would open
     # the next buffer mid-word, so the buffer waits for buffer_trimming_sec.
     assert policy.buffer_offset == 0.0 and len(committed) >= 10

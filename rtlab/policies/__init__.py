@@ -35,8 +35,9 @@ class Policy:
     #: Seconds of new audio to gather before the next ``process_iter``.
     min_chunk: float = 1.0
     #: Set by the processor after each pass: True when more than ``min_chunk`` of audio
-    #: arrived while the pass ran (compute or queueing is slower than real time). A policy
-    #: should then degrade (shorter buffers, cheaper passes) so that latency stays bounded.
+    #: waits, or the pass had to take in more than 1.5 × ``min_chunk`` (compute or queueing
+    #: is slower than real time). A policy should then degrade (shorter buffers, cheaper
+    #: passes) so that latency stays bounded.
     behind: bool = False
 
     def __init__(self, backend: Backend, *, language: str | None = None) -> None:

@@ -6,9 +6,9 @@ Committed text that scrolled out of the buffer becomes the prompt for the next p
 Once the buffer is longer than ``buffer_trimming_sec`` (``overload_trimming_sec`` while
 the processor reports the stream ``behind`` real time) it is cut in a pause after a
 committed word, preferably one that ends a sentence, and at the last committed word only
-when it has no such pause and is past ``buffer_trimming_sec``. It never grows past ``max_buffer_sec``: beyond
-that the oldest hypothesis words are committed without agreement, so compute per pass
-stays bounded.
+when it has no such pause and is past ``buffer_trimming_sec``. It never grows past
+``max_buffer_sec``: beyond that the oldest hypothesis words are committed without
+agreement, so compute per pass stays bounded.
 
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them

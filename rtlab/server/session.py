@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtlab.server")
 
-# The PCM decoder bounds its queue by chunk count, not bytes; with frames of up to
-# max_message_bytes, 32 chunks keep a session's hand-off queue small either way.
-
 
 class Connection(Protocol):
     """What a session needs from its WebSocket (a Tornado handler provides it)."""

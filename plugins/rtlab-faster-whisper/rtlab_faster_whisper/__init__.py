@@ -109,10 +109,10 @@ class FasterWhisperBackend(Backend):
             return self._transcribe_window(audio, prompt=prompt, language=language)
         return self._transcribe_seek(audio, prompt=prompt, language=language)
 
-    def _max_new_tokens(self, audio: np.ndarray) -> int:
+    def _token_budget(self, seconds: float) -> int:
         # Bounded work per pass: a token budget for the audio's length. A decoder stuck
         # repeating itself once took 11 s on a 10 s buffer; this caps it near a normal pass.
-        return int(16 + self.max_tokens_per_second * min(len(audio) / 16_000, WINDOW_SECONDS))
+        return int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
 
     def _temperatures(self) -> list[float]:
         if isinstance(self.temperature, (list, tuple)):
@@ -129,7 +129,7 @@ class FasterWhisperBackend(Backend):
             initial_prompt=prompt or None,
             beam_size=self.beam_size,
             temperature=self.temperature,
-            max_new_tokens=self._max_new_tokens(audio),
+            max_new_tokens=self._token_budget(len(audio) / 16_000),
             word_timestamps=True,
             condition_on_previous_text=True,
             vad_filter=False,
@@ -182,7 +182,7 @@ class FasterWhisperBackend(Backend):
             ]
             words, looped = cut_repetition(words)
             if pieces and words:
-                if _same_word(words[0][0], pieces[-1][0]) and words[0][1] < pieces[-1][2]:
+                if _key(words[0][0]) == _key(pieces[-1][0]) and words[0][1] < pieces[-1][2]:
                     words = words[1:]  # the continued window began inside the last word
                 if words:  # the last word of the window before ends where this one starts
                     last = pieces[-1]
@@ -199,9 +199,8 @@ class FasterWhisperBackend(Backend):
                 typical = float(np.median([w[2] - w[1] for w in words]))
                 end = start + min(max(typical, 0.1), MAX_WORD_SECONDS)
                 pieces[-1] = (text, start, end, probability)
-            covered = end
-            next_seek = int(round(covered * model.frames_per_second))
-            if looped or seconds - covered < CONTINUE_AFTER_SECONDS or next_seek <= seek:
+            next_seek = int(round(end * model.frames_per_second))
+            if looped or seconds - end < CONTINUE_AFTER_SECONDS or next_seek <= seek:
                 break  # (after a loop, the next pass tries again from a longer buffer)
             seek = next_seek
             previous = previous + tokens
@@ -216,8 +215,8 @@ class FasterWhisperBackend(Backend):
 
         model = self.model
         sequence = model.get_prompt(tokenizer, previous, without_timestamps=False)
-        budget = int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
-        max_length = min(len(sequence) + budget, model.max_length)
+        max_length = min(len(sequence) + self._token_budget(seconds), model.max_length)
+        suppress_tokens = get_suppressed_tokens(tokenizer, [-1])
         for temperature in self._temperatures():
             sampling = (
                 {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
@@ -231,7 +230,7 @@ class FasterWhisperBackend(Backend):
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
-                suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+                suppress_tokens=suppress_tokens,
                 max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
                 **sampling,
             )[0]
@@ -275,10 +274,6 @@ def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int =
 
 def _key(text: str) -> str:
     return text.strip(" .,!?;:\"'").casefold()
-
-
-def _same_word(first: str, second: str) -> bool:
-    return _key(first) == _key(second)
 
 
 def _padded(features: np.ndarray) -> np.ndarray:
