@@ -116,12 +116,15 @@ def levelled(audio: np.ndarray, target: float = 0.1) -> np.ndarray:
 class ServerProcess:
     """``rtlab serve`` in a subprocess, with its memory and CPU read from /proc."""
 
-    def __init__(self, backend: str, model: str | None, max_connections: int, ffmpeg: str | None) -> None:
+    def __init__(
+        self, backend: str, model: str | None, max_connections: int, ffmpeg: str | None, options: list[str] = ()
+    ) -> None:
         command = [sys.executable, "-m", "rtlab", "serve", "--port", "0", "--backend", backend,
                    "--max-connections", str(max_connections), "--idle-timeout", "300",
                    "--log-level", "warning"]  # fmt: skip
         if model:
             command += ["--model", model]
+        command += list(options)  # --backend-option / --policy-option pairs, passed on
         env = {**os.environ, "RTLAB_FFMPEG": ffmpeg} if ffmpeg else None
         self.popen = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         line = self.popen.stdout.readline()
@@ -386,7 +389,9 @@ async def main_async(args) -> dict:
             None, speech_audio, args.seconds, args.backend, args.model, args.gap
         )
     ffmpeg = args.ffmpeg or find_ffmpeg()
-    server = ServerProcess(args.backend, args.model, max(levels + [args.churn_concurrency]) + 10, args.ffmpeg)
+    options = [x for pair in args.backend_option for x in ("--backend-option", pair)]
+    options += [x for pair in args.policy_option for x in ("--policy-option", pair)]
+    server = ServerProcess(args.backend, args.model, max(levels + [args.churn_concurrency]) + 10, args.ffmpeg, options)
     try:
         await asyncio.get_running_loop().run_in_executor(None, server.wait_loaded)
         print(f"server {server.url} (pid {server.popen.pid}), model loaded", flush=True)
@@ -406,6 +411,8 @@ async def main_async(args) -> dict:
         "benchmark": "concurrency",
         "backend": args.backend,
         "model": args.model,
+        "backend_options": list(args.backend_option),
+        "policy_options": list(args.policy_option),
         "audio": {"seconds": round(audio["seconds"], 2), "format": "webm/opus 32 kbit/s",
                   "chunk_seconds": CHUNK_SECONDS, "source": audio.get("source", "tone words"),
                   "reference_text": audio["text"]},  # fmt: skip
@@ -418,7 +425,9 @@ async def main_async(args) -> dict:
         "environment": environment_info(),
     }
     print()
-    print(f"backend {args.backend} model {args.model or 'default'} · {audio['seconds']:.1f} s of webm/opus per client "
+    given = " ".join(args.backend_option + args.policy_option)
+    print(f"backend {args.backend} model {args.model or 'default'} {given}".rstrip()
+          + f" · {audio['seconds']:.1f} s of webm/opus per client "
           f"· clients start within {args.ramp:g} s · {psutil.cpu_count()} CPUs, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB · FFmpeg {ffmpeg}")  # fmt: skip
     print(table(rows))
@@ -431,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="test", help="test (the platform) or faster-whisper")
     parser.add_argument("--model", default=None, help="the backend's model (default: its own)")
+    parser.add_argument("--backend-option", "-b", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to rtlab serve (repeatable), e.g. workers=1")
+    parser.add_argument("--policy-option", "-p", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to rtlab serve (repeatable), e.g. deadline_sec=2")
     parser.add_argument("--clients", default="1,10,50,100", help="comma-separated client counts")
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per client, streamed in real time")
     parser.add_argument("--ramp", type=float, default=10.0,

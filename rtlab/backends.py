@@ -38,7 +38,11 @@ class Backend:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     #: How many ``transcribe`` calls may run at once on one instance (see Scheduler).
-    max_concurrency: ClassVar[int] = 1
+    #: May be set per instance in ``__init__`` or ``load``: it is read after ``load``.
+    max_concurrency: int = 1
+    #: CPU cores one ``transcribe`` call keeps busy; the scheduler holds that many of the
+    #: process's CPU slots while it runs (0: the work runs elsewhere, e.g. on a GPU).
+    cores_per_call: int = 1
 
     def load(self) -> None:
         """Load weights; called once before the first ``transcribe``. Default: nothing."""

@@ -27,7 +27,7 @@ def plugins() -> None:
         raise click.ClickException(str(error)) from None
 
 
-def _parse_options(pairs: tuple[str, ...], flag: str) -> dict:
+def parse_key_values(pairs: tuple[str, ...], flag: str) -> dict:
     """``key=value`` pairs; values parsed as JSON when they can be (numbers, true, null)."""
     options = {}
     for pair in pairs:
@@ -68,12 +68,12 @@ def transcribe(files, backend, model, policy, language, clock, output_format, mi
     for file in files:
         if not Path(file).is_file():
             raise click.ClickException(f"{file}: no such file; give the path of an audio file")
-    policy_options = _parse_options(policy_option, "--policy-option")
+    policy_options = parse_key_values(policy_option, "--policy-option")
     if min_chunk is not None:
         policy_options["min_chunk"] = min_chunk
     options = dict(
         backend=backend, model=model, policy=policy, language=language, clock=clock,
-        backend_options=_parse_options(backend_option, "--backend-option"), policy_options=policy_options,
+        backend_options=parse_key_values(backend_option, "--backend-option"), policy_options=policy_options,
     )
     try:
         AudioProcessor(**options)  # validates names and options before any work starts

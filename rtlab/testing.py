@@ -80,6 +80,9 @@ class ToneBackend(Backend):
 
     name = "test"
     description = "deterministic tone-word backend for tests and platform benchmarks"
+    # A pass is milliseconds of numpy, or a sleep standing in for a model: it takes no CPU
+    # slot, so a test that holds a pass open never holds up another backend.
+    cores_per_call = 0
 
     def __init__(self, *, compute_rtf: float = 0.0, fail_after: int | None = None, model: str = "tones") -> None:
         self.compute_rtf = compute_rtf
@@ -133,6 +136,7 @@ class ScriptedBackend(Backend):
     """Returns ``hypotheses[i]`` on the i-th call (the last one repeats); records prompts."""
 
     name = "scripted"
+    cores_per_call = 0
 
     def __init__(self, hypotheses: list[list[Word]] | None = None) -> None:
         self.hypotheses = hypotheses or [[]]

@@ -218,3 +218,47 @@ def test_silence_after_the_speech_adds_no_words(data_dir):
     words = backend.transcribe(padded, language="en")
     assert len(words) == len(backend.transcribe(audio, language="en"))
     assert words[-1]["end"] <= len(audio) / 16000 + 0.5
+
+
+def test_on_cpu_the_cores_are_split_between_model_replicas(monkeypatch):
+    import rtlab.scheduler
+    from rtlab.scheduler import scheduler_for
+
+    monkeypatch.setattr(rtlab_faster_whisper, "available_cores", lambda: 2)
+    default = ensure_loaded(get_backend("faster-whisper", device="cpu"))
+    assert (default.workers, default.cpu_threads) == (2, 1)
+    # Two passes at once, each holding one of the process's CPU slots.
+    assert (default.max_concurrency, default.cores_per_call) == (2, 1)
+    assert scheduler_for(default)._executor._max_workers == 2
+    one = ensure_loaded(get_backend("faster-whisper", device="cpu", cpu_threads=2))
+    assert (one.workers, one.cpu_threads, one.cores_per_call) == (1, 2, 2)
+    assert one.model is not default.model  # a replica with other threading is another load
+    assert one.info()["workers"] == 1 and one.info()["cpu_threads"] == 2
+    assert rtlab.scheduler.cpu_slots.total >= 1
+
+
+@pytest.mark.parametrize("option", ["workers", "cpu_threads"])
+@pytest.mark.parametrize("value", [0, -2, 1.5, True])
+def test_workers_and_threads_must_be_whole_numbers(option, value):
+    with pytest.raises(InvalidOption, match=option):
+        get_backend("faster-whisper", **{option: value})
+
+
+def test_two_replicas_transcribing_at_once_hear_what_one_hears_alone(data_dir):
+    from rtlab.offline import decode_audio
+
+    backend = ensure_loaded(get_backend("faster-whisper", device="cpu", workers=2, cpu_threads=1))
+    clips = [decode_audio(data_dir / name) for name in ("fox.ogg", "realtime.wav")]
+    alone = [backend.transcribe(audio, language="en") for audio in clips]
+    together: list = [None, None]
+
+    def run(index: int) -> None:
+        together[index] = backend.transcribe(clips[index], language="en")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [[w["text"] for w in ws] for ws in together] == [[w["text"] for w in ws] for ws in alone]
+    assert [[round(w["end"], 2) for w in ws] for ws in together] == [[round(w["end"], 2) for w in ws] for ws in alone]

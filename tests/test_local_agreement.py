@@ -346,3 +346,31 @@ def test_a_quiet_speaker_after_a_loud_one_is_not_taken_for_silence():
     policy = LocalAgreement(ScriptedBackend([hypothesis]))
     policy.insert_audio(audio)
     assert texts(policy.finish().committed) == ["loud", "quiet"]
+
+
+def test_deadline_commits_the_newest_hearing_of_words_two_passes_keep_disagreeing_on():
+    # The model flips between "world" and "world's"; LocalAgreement-2 alone commits nothing
+    # after the flip, however old the words get.
+    flipping = [
+        "all@0.0-0.3 now@0.4-0.7 world@0.8-1.2 safe@1.3-1.6",
+        "all@0.0-0.3 now@0.4-0.7 world's@0.8-1.2 safe@1.3-1.6 for@1.7-1.9",
+        "world@0.8-1.2 safe@1.3-1.6 for@1.7-1.9 you@2.0-2.4",
+        "world's@0.8-1.2 safe@1.3-1.6 for@1.7-1.9 you@2.0-2.4 always@2.6-2.9",
+    ]
+    plain, _ = policy_for(*flipping)
+    assert [texts(step(plain).committed) for _ in range(4)] == [[], ["all", "now"], [], []]
+
+    policy, _ = policy_for(*flipping, deadline_sec=1.4)
+    steps = [step(policy) for _ in range(4)]
+    # Pass 3 (buffer end 3.0 s) disagrees on "world" again, but "world" and "safe" end
+    # 1.4 s or more before the buffer does: committed as pass 3 heard them. Pass 4 agrees
+    # with pass 3 on "for you"; "always" is within the deadline and stays partial.
+    assert [texts(s.committed) for s in steps] == [[], ["all", "now"], ["world", "safe"], ["for", "you"]]
+    assert policy.deadline_commits == 2
+    assert texts(steps[-1].partial) == ["always"]
+
+
+@pytest.mark.parametrize("value", [0, -1.0, True, "soon"])
+def test_deadline_must_be_a_positive_number_of_seconds(value):
+    with pytest.raises(InvalidOption, match="deadline_sec"):
+        policy_for("a@0.0-0.2", deadline_sec=value)

@@ -342,3 +342,19 @@ async def test_sigterm_flushes_sessions_and_leaves_no_ffmpeg(clip):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["-p", "bogus=1"], "does not accept option 'bogus'"),
+        (["--policy-option", "deadline_sec=-1"], "deadline_sec must be a number of seconds > 0"),
+        (["-p", "min_chunk=0"], "needs min_chunk > 0"),
+        (["--backend-option", "nope=2"], "does not accept option 'nope'"),
+        (["--policy", "no-such-policy"], "no-such-policy"),
+    ],
+)
+def test_serve_refuses_bad_policy_and_backend_options_at_start_up(flags, message):
+    result = CliRunner().invoke(cli, ["serve", "--port", "0", "--backend", "test", *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output

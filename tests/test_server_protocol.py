@@ -317,3 +317,23 @@ def test_a_named_format_selects_the_decoder_and_tells_ffmpeg_the_container(fmt, 
 
     request = StartRequest.from_message({"type": "start_transcription", "format": fmt})
     assert (request.decoder, request.decoder_options) == (decoder, options)
+
+
+async def test_server_policy_and_backend_options_reach_every_session(make_server, clip):
+    running = await make_server(policy_options={"min_chunk": 0.25, "deadline_sec": 2.0},
+                                backend_options={"compute_rtf": 0.01})  # fmt: skip
+    info = json.loads((await fetch(running.url + "/api/backends")).body)["default"]
+    assert info["policy"] == "local-agreement"
+    assert info["policy_options"] == {"min_chunk": 0.25, "deadline_sec": 2.0}
+    assert info["backend_options"] == {"compute_rtf": 0.01}
+    client = await TranscriptionClient.connect(running.ws_url)
+    await client.start()
+    await client.wait_for("transcription_started")
+    [session] = running.server.sessions
+    [utterance] = session.utterances
+    policy, backend = utterance.processor.policy, utterance.processor.backend
+    assert (policy.min_chunk, policy.deadline_sec, backend.compute_rtf) == (0.25, 2.0, 0.01)
+    await stream_clip(client, clip.webm)
+    await client.stop()
+    assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
+    await client.close()

@@ -10,6 +10,13 @@ when it has no such pause and is past ``buffer_trimming_sec``. It never grows pa
 ``max_buffer_sec``: beyond that the oldest hypothesis words are committed without
 agreement, so compute per pass stays bounded.
 
+``deadline_sec`` (off by default, so that the policy is whisper_streaming's) bounds the
+wait for agreement: a word that ends at least that long before the end of the buffer is
+committed as the newest pass heard it, agreed or not. Two passes can go on disagreeing
+about a word for several seconds ("world" / "world's"), and everything after it waits;
+with a deadline, commit latency stays below about ``deadline_sec`` plus one pass interval
+and one pass. The newest pass is the one that heard the most audio after the word.
+
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
 as readily as on real speech. A word is silent when no 20 ms frame of its span (widened by
@@ -67,6 +74,7 @@ class LocalAgreement(Policy):
         prompt_chars: int = 200,
         silence_factor: float = 2.0,
         overload_trimming_sec: float = 5.0,
+        deadline_sec: float | None = None,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -75,13 +83,22 @@ class LocalAgreement(Policy):
                 f"max_buffer_sec; got min_chunk={min_chunk}, buffer_trimming_sec="
                 f"{buffer_trimming_sec}, max_buffer_sec={max_buffer_sec}"
             )
+        if deadline_sec is not None and (
+            isinstance(deadline_sec, bool) or not isinstance(deadline_sec, (int, float)) or deadline_sec <= 0
+        ):
+            raise InvalidOption(
+                f"policy 'local-agreement': deadline_sec must be a number of seconds > 0 "
+                f"(or unset, for no deadline), not {deadline_sec!r}"
+            )
         self.min_chunk = float(min_chunk)
         self.buffer_trimming_sec = float(buffer_trimming_sec)
         self.max_buffer_sec = float(max_buffer_sec)
         self.prompt_chars = prompt_chars
         self.silence_factor = float(silence_factor)
         self.overload_trimming_sec = float(overload_trimming_sec)
+        self.deadline_sec = None if deadline_sec is None else float(deadline_sec)
         self.dropped_silent_words = 0
+        self.deadline_commits = 0  # words committed by the deadline, without agreement
         self.audio = np.zeros(0, dtype=np.float32)
         self.buffer_offset = 0.0  # stream time of self.audio[0]
         self.committed: list[Word] = []
@@ -169,11 +186,24 @@ class LocalAgreement(Policy):
             agreed += 1
         committed = hypothesis[:agreed]
         self.previous = hypothesis[agreed:]
+        if self.deadline_sec is not None:
+            committed += self._overdue()
         if self.buffered_seconds > self.max_buffer_sec:
             committed += self._force_commit()
         self.committed.extend(committed)
         self._trim()
         return Step(committed=committed, partial=list(self.previous))
+
+    def _overdue(self) -> list[Word]:
+        """The unagreed words, oldest first, that end ``deadline_sec`` or more before the end
+        of the buffer; removed from ``previous``."""
+        due = self.buffer_offset + self.buffered_seconds - self.deadline_sec
+        count = 0
+        while count < len(self.previous) and self.previous[count]["end"] <= due:
+            count += 1
+        overdue, self.previous = self.previous[:count], self.previous[count:]
+        self.deadline_commits += count
+        return overdue
 
     def _force_commit(self) -> list[Word]:
         """Overload guard: commit, without agreement, the unagreed words that end before the

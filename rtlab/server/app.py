@@ -17,7 +17,6 @@ import tornado.netutil
 import tornado.web
 
 from ..backends import Backend, accepted_options, ensure_loaded, get_backend
-from ..processor import DEFAULT_POLICY
 from ..registry import get_registry
 from .config import ServerConfig
 from .handlers import BackendsHandler, HealthHandler, MetricsHandler, TranscribeSocket
@@ -138,7 +137,9 @@ class TranscriptionServer:
             "default": {
                 "backend": self.config.backend,
                 "model": self.config.model,
-                "policy": DEFAULT_POLICY,
+                "backend_options": {k: _jsonable(v) for k, v in self.config.backend_options.items()},
+                "policy": self.config.policy,
+                "policy_options": {k: _jsonable(v) for k, v in self.config.policy_options.items()},
                 "format": "auto",
             },
             "backends": [describe("backend", n) for n in registry.names("backend")],
@@ -151,7 +152,7 @@ class TranscriptionServer:
     async def preload(self) -> None:
         """Load the default backend's model so the first session starts warm."""
         try:
-            backend = get_backend(self.config.backend, model=self.config.model)
+            backend = get_backend(self.config.backend, model=self.config.model, **self.config.backend_options)
             self.track_backend(backend)
             started = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, backend)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..processor import DEFAULT_BACKEND
+from ..processor import DEFAULT_BACKEND, DEFAULT_POLICY
 
 
 @dataclass
@@ -13,6 +15,9 @@ class ServerConfig:
 
     :param backend: backend for clients that name none; its model is loaded at start-up.
     :param model: that backend's model (None: the backend's own default).
+    :param backend_options: options of that backend (e.g. ``{"workers": 2}``).
+    :param policy: streaming policy for clients that name none.
+    :param policy_options: options of that policy (e.g. ``{"min_chunk": 1.0}``).
     :param max_connections: open WebSocket sessions at most; more are refused
         (``server_busy``, close code 1013).
     :param token: when set, clients must present it (``?token=`` or an
@@ -33,6 +38,9 @@ class ServerConfig:
     port: int = 8765
     backend: str = DEFAULT_BACKEND
     model: str | None = None
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    policy: str = DEFAULT_POLICY
+    policy_options: Mapping[str, Any] = field(default_factory=dict)
     max_connections: int = 50
     token: str | None = None
     allowed_origins: tuple[str, ...] = ()

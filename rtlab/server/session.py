@@ -21,7 +21,7 @@ from tornado.websocket import WebSocketClosedError
 
 from ..backends import get_backend
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError
-from ..processor import DEFAULT_POLICY, AudioProcessor
+from ..processor import AudioProcessor
 from . import protocol
 from .outbox import Outbox
 
@@ -255,13 +255,19 @@ class TranscriptionSession:
     def _new_processor(self, request: protocol.StartRequest) -> AudioProcessor:
         backend = request.backend or self.config.backend
         model = request.model
-        if model is None and backend == self.config.backend:
+        backend_options: dict = {}
+        if backend == self.config.backend and model in (None, self.config.model):
             model = self.config.model
+            backend_options = dict(self.config.backend_options)
+        policy = request.policy or self.config.policy
+        policy_options = dict(self.config.policy_options) if policy == self.config.policy else {}
         return AudioProcessor(
             backend,
             model=model,
-            policy=request.policy or DEFAULT_POLICY,
+            policy=policy,
             language=request.language,
+            backend_options=backend_options,
+            policy_options=policy_options,
             decoder=request.decoder,
             decoder_options=request.decoder_options,
             clock="wall",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 import rtlab
 from rtlab.backends import Backend, Word, shared_models
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
+from rtlab.scheduler import available_cores
 
 from .models import not_found_message, resolve_model
 
@@ -26,6 +26,7 @@ NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
+MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
 LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -46,6 +47,7 @@ class FasterWhisperBackend(Backend):
         compute_type: str | None = None,
         beam_size: int = 1,
         cpu_threads: int | None = None,
+        workers: int | None = None,
         temperature: float | list[float] = 0.0,
         max_tokens_per_second: float = 8.0,
         window: str = "buffer",
@@ -54,6 +56,9 @@ class FasterWhisperBackend(Backend):
             raise InvalidOption(f"faster-whisper: device must be auto, cpu or cuda, not {device!r}")
         if int(beam_size) < 1:
             raise InvalidOption(f"faster-whisper: beam_size must be >= 1, not {beam_size!r}")
+        for option, value in (("cpu_threads", cpu_threads), ("workers", workers)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidOption(f"faster-whisper: {option} must be a whole number >= 1, not {value!r}")
         if window not in WINDOWS:
             raise InvalidOption(f"faster-whisper: window must be one of {', '.join(WINDOWS)}, not {window!r}")
         self.window = window
@@ -63,7 +68,10 @@ class FasterWhisperBackend(Backend):
         self.beam_size = int(beam_size)
         self.temperature = temperature
         self.max_tokens_per_second = float(max_tokens_per_second)
-        self.cpu_threads = cpu_threads if cpu_threads is not None else (os.cpu_count() or 1)
+        self.requested_cpu_threads = cpu_threads
+        self.requested_workers = workers
+        self.cpu_threads = None
+        self.workers = None
         self.model = None
         self.device = None
         self.compute_type = None
@@ -89,6 +97,11 @@ class FasterWhisperBackend(Backend):
         self.device = self._device()
         self.compute_type = self.requested_compute_type or ("float16" if self.device == "cuda" else "int8")
         self.model_path = resolve_model(self.model_name)
+        self.workers, self.cpu_threads = self._threading()
+        # Each worker is a model replica that runs one pass at a time on its own threads;
+        # the scheduler runs that many passes at once and holds their cores.
+        self.max_concurrency = self.workers
+        self.cores_per_call = self.cpu_threads if self.device == "cpu" else 0
 
         def loader():
             try:
@@ -97,12 +110,28 @@ class FasterWhisperBackend(Backend):
                     device=self.device,
                     compute_type=self.compute_type,
                     cpu_threads=self.cpu_threads,
+                    num_workers=self.workers,
                 )
             except Exception as error:  # offline hub lookups, bad folders, missing CUDA
                 raise ModelNotFound(not_found_message(self.model_name, error)) from error
 
-        key = (self.name, self.model_path, self.device, self.compute_type)
+        key = (self.name, self.model_path, self.device, self.compute_type, self.cpu_threads, self.workers)
         self.model = shared_models.get(key, loader)
+
+    def _threading(self) -> tuple[int, int]:
+        """(workers, threads per worker). On CPU the default splits the cores between up to
+        ``MAX_WORKERS`` replicas: on 2 cores, two one-thread replicas run two passes in
+        0.55 s where one two-thread replica takes 0.93 s, and a single pass costs the same
+        (0.51 s, tiny.en int8, 8 s of speech). On CUDA one worker, and CTranslate2's threads."""
+        cores = available_cores()
+        if self.device != "cpu":
+            return self.requested_workers or 1, self.requested_cpu_threads or cores
+        workers = self.requested_workers
+        if workers is None:
+            threads = self.requested_cpu_threads
+            workers = min(MAX_WORKERS, cores) if threads is None else max(1, cores // threads)
+        threads = self.requested_cpu_threads or max(1, cores // workers)
+        return workers, threads
 
     def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
         if self.window == "buffer" and len(audio) <= WINDOW_SECONDS * 16_000:
@@ -251,6 +280,8 @@ class FasterWhisperBackend(Backend):
             "device": self.device or self.requested_device,
             "compute_type": self.compute_type or self.requested_compute_type,
             "beam_size": self.beam_size,
+            "cpu_threads": self.cpu_threads or self.requested_cpu_threads,
+            "workers": self.workers or self.requested_workers,
             "temperature": self.temperature,
             "window": self.window,
         }

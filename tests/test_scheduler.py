@@ -1,0 +1,127 @@
+"""The scheduler's CPU slots: backends sharing the machine never run more passes than it
+has cores, waiting for a slot is not compute, and waiters are served in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from rtlab.backends import Backend
+from rtlab.scheduler import CpuSlots, Scheduler
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Busy(Backend):
+    name = "busy"
+
+    def __init__(self, cores: int = 1, workers: int = 4) -> None:
+        self.cores_per_call = cores
+        self.max_concurrency = workers
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_slots_never_hand_out_more_cores_than_there_are():
+    slots = CpuSlots(2)
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def job(cores: int) -> None:
+        with slots.hold(cores):
+            with lock:
+                running[0] += cores
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.01)
+            with lock:
+                running[0] -= cores
+
+    threads = [threading.Thread(target=job, args=(1 + i % 2,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 2 and running[0] == 0 and slots.in_use == 0
+
+
+def test_waiters_are_served_first_come_first_served():
+    slots = CpuSlots(2)
+    order: list[str] = []
+    blocker = threading.Event()
+
+    def hold_one() -> None:
+        with slots.hold(1):
+            blocker.wait(10)
+
+    def job(name: str, cores: int) -> None:
+        with slots.hold(cores):
+            order.append(name)
+
+    first = threading.Thread(target=hold_one)
+    first.start()
+    wait_until(lambda: slots.in_use == 1)
+    # "wide" needs both cores and asks first; "narrow" would fit in the free core now, but
+    # must not overtake it (a stream of one-core jobs would starve a two-core one).
+    wide = threading.Thread(target=job, args=("wide", 2))
+    wide.start()
+    wait_until(lambda: len(slots._queue) == 1)
+    narrow = threading.Thread(target=job, args=("narrow", 1))
+    narrow.start()
+    wait_until(lambda: len(slots._queue) == 2)
+    assert order == []
+    blocker.set()
+    for thread in (first, wide, narrow):
+        thread.join()
+    assert order == ["wide", "narrow"]
+
+
+def test_zero_cores_takes_no_slot_and_more_than_all_takes_all():
+    slots = CpuSlots(2)
+    with slots.hold(0):
+        assert slots.in_use == 0
+    with slots.hold(5):
+        assert slots.in_use == 2
+    with pytest.raises(ValueError):
+        CpuSlots(0)
+
+
+async def test_waiting_for_a_slot_is_not_counted_as_compute():
+    slots = CpuSlots(1)
+    held, release = threading.Event(), threading.Event()
+    other = Scheduler(Busy(), slots=slots)  # another backend, e.g. a second model
+    scheduler = Scheduler(Busy(), slots=slots)
+
+    def hold() -> None:
+        held.set()
+        release.wait(10)
+
+    blocking = asyncio.ensure_future(other.submit(hold))
+    await asyncio.get_running_loop().run_in_executor(None, held.wait, 10)
+    waiting = asyncio.ensure_future(scheduler.submit(lambda: "done"))
+    await asyncio.get_running_loop().run_in_executor(None, wait_until, lambda: len(slots._queue) == 1)
+    await asyncio.sleep(0.3)  # the pass waits for the slot all this time
+    assert not waiting.done()
+    release.set()
+    (_, held_for), (result, seconds) = await asyncio.gather(blocking, waiting)
+    assert result == "done"
+    assert held_for >= 0.3
+    assert seconds < held_for  # its own compute only, not the 0.3 s it queued for the slot
+
+
+def test_cpu_slots_come_from_the_environment(monkeypatch):
+    from rtlab import scheduler
+
+    monkeypatch.setenv("RTLAB_CPU_SLOTS", "3")
+    assert scheduler._slots_from_environment() == 3
+    monkeypatch.setenv("RTLAB_CPU_SLOTS", "many")
+    with pytest.raises(ValueError, match="RTLAB_CPU_SLOTS"):
+        scheduler._slots_from_environment()
+    monkeypatch.delenv("RTLAB_CPU_SLOTS")
+    assert scheduler._slots_from_environment() == scheduler.available_cores()
