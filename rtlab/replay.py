@@ -10,11 +10,10 @@ Clock modes (see :mod:`rtlab.clock`):
 
 * ``simulated`` (default): audio is fed as fast as the processors take it. Each processor
   keeps its own virtual clock, which counts audio time plus *its own* measured compute.
-  Configurations that share a backend instance stream together and take turns on that
-  backend's scheduler thread, so they do not slow each other's compute down; different
-  backend instances (another model, compute type or beam size) replay one after the
-  other, because two models computing in parallel on a small CPU would inflate each
-  other's measured compute, and so their simulated latencies.
+  Every configuration streams at once; the scheduler's CPU slots (one per core, see
+  :mod:`rtlab.scheduler`) let no more passes run at a time than there are cores, so that
+  no pass is slowed down by another's threads and each pass's measured compute is what it
+  would be alone, while a two-core machine runs two configurations' passes side by side.
 * ``wall``: every configuration streams at once; one pacing loop starts all feeders at the
   same instant and sends each chunk of ``chunk_seconds`` when its audio starts, in real
   time. Latencies then include the waiting of sessions queued behind each other on a
@@ -270,7 +269,7 @@ async def replay_async(
     clock: str = "simulated",
     chunk_seconds: float = 0.1,
     progress: Callable[[float], None] | None = None,
-    isolate_backends: bool | None = None,
+    isolate_backends: bool = False,
 ) -> list[StreamRun]:
     """Stream ``audio`` (a file path, or 16 kHz mono float32 samples) through every
     configuration concurrently; one :class:`StreamRun` per configuration, in order.
@@ -282,11 +281,10 @@ async def replay_async(
     Starting fails as a whole: if any model cannot load, every processor is cleaned up and
     the error is raised.
 
-    ``isolate_backends`` (default: on with the simulated clock, off with the wall clock)
-    replays the configurations of one backend instance together, and one instance after
-    another, so that no two models compute in parallel and each pass's measured compute
-    (which drives the simulated clock) is what it would be alone. Off, every
-    configuration streams at the same time, as sessions on a server would.
+    ``isolate_backends`` replays the configurations of one backend instance together, and
+    one instance after another (default: off; every configuration streams at the same
+    time, as sessions on a server would, and the CPU slots keep their passes from
+    slowing each other down).
     """
     if clock not in CLOCK_MODES:
         raise ValueError(f"unknown clock mode {clock!r}; choose one of {', '.join(CLOCK_MODES)}")
@@ -303,8 +301,6 @@ async def replay_async(
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     processors = [c.processor(clock=clock, decoder="pcm_s16le") for c in configs]
     runs = [StreamRun(c, clock) for c in configs]
-    if isolate_backends is None:
-        isolate_backends = clock == "simulated"
     groups = _backend_groups(configs) if isolate_backends else [list(range(len(configs)))]
     reporter = None
     if progress is not None:
@@ -398,7 +394,7 @@ def replay(
     clock: str = "simulated",
     chunk_seconds: float = 0.1,
     progress: Callable[[float], None] | None = None,
-    isolate_backends: bool | None = None,
+    isolate_backends: bool = False,
 ) -> list[StreamRun]:
     """Blocking :func:`replay_async` for scripts. In a notebook (where an event loop is
     already running) use ``await replay_async(...)`` instead."""

@@ -115,7 +115,7 @@ def test_a_failing_configuration_keeps_its_error_and_the_others_finish(tones):
     assert runs[1].summary is None
 
 
-def test_simulated_replay_runs_one_backend_instance_at_a_time(tones):
+def test_backend_instances_can_be_replayed_one_at_a_time(tones):
     from rtlab.replay import _backend_groups
 
     configs = [parse_config(c) for c in (
@@ -124,8 +124,8 @@ def test_simulated_replay_runs_one_backend_instance_at_a_time(tones):
     # Policies may differ within a group; any backend option makes another instance.
     assert _backend_groups(configs) == [[0, 2], [1]]
     audio, _ = tones
-    isolated = replay(audio, configs)
-    concurrent = replay(audio, configs, isolate_backends=False)
+    isolated = replay(audio, configs, isolate_backends=True)
+    concurrent = replay(audio, configs)
     assert [r.text for r in isolated] == [r.text for r in concurrent] == [TEXT] * 3
 
 

@@ -13,7 +13,7 @@ from rtlab.scheduler import available_cores
 
 from .models import not_found_message, resolve_model
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0
