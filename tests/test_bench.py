@@ -107,6 +107,23 @@ def test_bench_long_form_joins_the_corpus_into_one_stream(tone_corpus, tmp_path)
     assert "long-form" in result.output
 
 
+def test_bench_one_at_a_time_gives_the_same_transcripts_and_says_how_it_ran(tone_corpus, tmp_path):
+    runs = {}
+    for mode, flags in (("together", []), ("one at a time", ["--one-at-a-time"])):
+        out = tmp_path / mode.replace(" ", "-")
+        args = [str(tone_corpus), "--out", str(out), *flags]
+        for config in TEST_CONFIGS:
+            args += ["--config", config]
+        result = _bench(*args)
+        assert result.exit_code == 0, result.output
+        assert f"clock: simulated ({mode})" in result.output
+        records = _records(out)
+        assert records[0]["replay_mode"] == mode
+        runs[mode] = [(r["config"]["name"], Path(r["file"]).stem, r["hypothesis"]) for r in records if r["record"] == "stream"]
+    assert runs["together"] == runs["one at a time"]
+    assert len(runs["together"]) == 6
+
+
 def test_bench_records_the_normalizer_it_was_told(tone_corpus, tmp_path):
     out = tmp_path / "out"
     result = _bench(str(tone_corpus), "--config", "backend=test", "--normalizer", "none", "--out", str(out))
