@@ -319,13 +319,15 @@ async def run_bench_async(
             for utt, samples in zip(utterances, decoded):
                 bar.set_description(f"{utt.id} offline")
                 t = time.perf_counter()
-                offline: dict[tuple, Any] = {}
+                # One reference pass per backend instance, all at once (each model replica
+                # runs one pass at a time on its own threads).
+                firsts: dict[tuple, Configuration] = {}
                 for config in configs:
-                    key = _offline_key(config)
-                    if key not in offline:
-                        offline[key] = await loop.run_in_executor(None, lambda c=config: offline_transcribe(
-                            utt.audio, c.backend, backend_options=c.all_backend_options(),
-                            language=c.language or utt.language, audio=samples))  # fmt: skip
+                    firsts.setdefault(_offline_key(config), config)
+                passes = [loop.run_in_executor(None, lambda c=config: offline_transcribe(
+                    utt.audio, c.backend, backend_options=c.all_backend_options(),
+                    language=c.language or utt.language, audio=samples)) for config in firsts.values()]  # fmt: skip
+                offline: dict[tuple, Any] = dict(zip(firsts, await asyncio.gather(*passes)))
                 run.offline_wall_seconds += time.perf_counter() - t
                 bar.set_description(f"{utt.id} replay")
 
