@@ -370,6 +370,20 @@ def test_deadline_commits_the_newest_hearing_of_words_two_passes_keep_disagreein
     assert texts(steps[-1].partial) == ["always"]
 
 
+def test_deadline_never_commits_words_only_one_pass_heard():
+    # Pass 2 inserts "q r s" where pass 1 heard "b c": past the deadline, but two
+    # disagreeing words in a row are a hallucination as likely as a correction.
+    policy, _ = policy_for(
+        "a@0.0-0.2 b@0.3-0.5 c@0.6-0.8",
+        "a@0.0-0.2 q@0.3-0.4 r@0.45-0.55 s@0.6-0.8 d@1.0-1.2",
+        "a@0.0-0.2 b@0.3-0.5 c@0.6-0.8 d@1.0-1.2",
+        deadline_sec=0.5,
+    )
+    committed = [texts(step(policy).committed) for _ in range(4)]
+    assert committed == [[], ["a"], [], ["b", "c", "d"]]  # LocalAgreement's own commits
+    assert policy.deadline_commits == 0
+
+
 @pytest.mark.parametrize("value", [0, -1.0, True, "soon"])
 def test_deadline_must_be_a_positive_number_of_seconds(value):
     with pytest.raises(InvalidOption, match="deadline_sec"):

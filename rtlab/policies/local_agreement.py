@@ -12,10 +12,12 @@ agreement, so compute per pass stays bounded.
 
 ``deadline_sec`` (off by default, so that the policy is whisper_streaming's) bounds the
 wait for agreement: a word that ends at least that long before the end of the buffer is
-committed as the newest pass heard it, agreed or not. Two passes can go on disagreeing
-about a word for several seconds ("world" / "world's"), and everything after it waits;
-with a deadline, commit latency stays below about ``deadline_sec`` plus one pass interval
-and one pass. The newest pass is the one that heard the most audio after the word.
+committed as the newest pass heard it when the pass before heard it too, in any position
+(a single word heard differently between two agreeing ones counts as heard). Two passes
+can go on disagreeing about a word for several seconds ("world" / "world's"), and
+everything after it waits; with a deadline, commit latency stays below about
+``deadline_sec`` plus one pass interval and one pass, except where one pass heard words
+the other did not. The newest pass is the one that heard the most audio after the word.
 
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
@@ -30,6 +32,7 @@ the check off.
 
 from __future__ import annotations
 
+import difflib
 import re
 
 import numpy as np
@@ -55,6 +58,16 @@ def _frame_rms(audio: np.ndarray) -> np.ndarray:
 def _key(word: Word) -> str:
     """Comparison key: "Dog." and "dog" agree."""
     return _EDGE_PUNCTUATION.sub("", word["text"].strip().casefold())
+
+
+def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
+    """For each of ``words``, whether the aligned word sequence ``other`` has it too."""
+    matcher = difflib.SequenceMatcher(None, [_key(w) for w in words], [_key(w) for w in other], autojunk=False)
+    matched = [False] * len(words)
+    for block in matcher.get_matching_blocks():
+        for index in range(block.a, block.a + block.size):
+            matched[index] = True
+    return matched
 
 
 class LocalAgreement(Policy):
@@ -184,25 +197,40 @@ class LocalAgreement(Policy):
             if _key(old) != _key(new):
                 break
             agreed += 1
+        heard_before = self.previous[agreed:]
         committed = hypothesis[:agreed]
         self.previous = hypothesis[agreed:]
         if self.deadline_sec is not None:
-            committed += self._overdue()
+            committed += self._overdue(heard_before)
         if self.buffered_seconds > self.max_buffer_sec:
             committed += self._force_commit()
         self.committed.extend(committed)
         self._trim()
         return Step(committed=committed, partial=list(self.previous))
 
-    def _overdue(self) -> list[Word]:
+    def _overdue(self, heard_before: list[Word]) -> list[Word]:
         """The unagreed words, oldest first, that end ``deadline_sec`` or more before the end
-        of the buffer; removed from ``previous``."""
+        of the buffer and that the pass before also heard; removed from ``previous``.
+
+        "Also heard" is agreement without the prefix rule: the two passes' words are
+        aligned, and a word the pass before heard differently ("world" / "world's") is
+        taken as this pass heard it when the word after it agrees. Two disagreeing words
+        in a row end the commit: that is where one pass heard something the other did not
+        (tiny.en once inserted "the world's first class in the West" into a single pass),
+        and LocalAgreement waits for two passes to agree again."""
         due = self.buffer_offset + self.buffered_seconds - self.deadline_sec
         count = 0
         while count < len(self.previous) and self.previous[count]["end"] <= due:
             count += 1
-        overdue, self.previous = self.previous[:count], self.previous[count:]
-        self.deadline_commits += count
+        matched = _heard_in(self.previous[:count], heard_before)
+        kept = 0
+        for index in range(count):
+            if matched[index]:
+                kept = index + 1
+            elif not (index + 1 < count and matched[index + 1]):
+                break
+        overdue, self.previous = self.previous[:kept], self.previous[kept:]
+        self.deadline_commits += kept
         return overdue
 
     def _force_commit(self) -> list[Word]:
