@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..processor import DEFAULT_BACKEND, DEFAULT_POLICY
+
+if TYPE_CHECKING:
+    from ..replay import Configuration
 
 
 @click.command()
@@ -30,8 +35,8 @@ from ..processor import DEFAULT_BACKEND, DEFAULT_POLICY
 @click.option("--no-preload", is_flag=True, help="Do not load the default model at start-up.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(host, port, backend, model, backend_options, policy, policy_options, max_connections, token, allowed_origins, idle_timeout,
-          max_message_size, no_preload, log_level) -> None:  # fmt: skip
+def serve(host, port, backend, model, backend_options, policy, policy_options, max_connections, token,
+          allowed_origins, idle_timeout, max_message_size, no_preload, log_level) -> None:  # fmt: skip
     """Run the WebSocket transcription server and its demo page until SIGINT/SIGTERM."""
     import asyncio
     import logging
@@ -74,7 +79,7 @@ def serve(host, port, backend, model, backend_options, policy, policy_options, m
     asyncio.run(run(config, announce=lambda line: click.echo(line)))
 
 
-def _check_policy_values(defaults) -> None:
+def _check_policy_values(defaults: Configuration) -> None:
     """Build the policy once, on no backend, so that a bad value (``min_chunk=-1``) fails at
     start-up. A policy that needs its backend to be built is checked by its first session."""
     from ..errors import InvalidOption
