@@ -207,17 +207,48 @@ def test_a_decoder_loop_is_cut_after_its_first_turn():
     assert rtlab_faster_whisper.cut_repetition(speech) == (speech, False)  # twice is speech
 
 
-def test_silence_after_the_speech_adds_no_words(data_dir):
+def test_silence_after_the_speech_adds_no_words_and_no_second_window(data_dir, monkeypatch):
     import numpy as np
 
     from rtlab.offline import decode_audio
 
     audio = decode_audio(data_dir / "realtime.wav")
     backend = ensure_loaded(get_backend("faster-whisper"))
-    padded = np.concatenate([audio, np.zeros(3 * 16000, dtype=np.float32)])
-    words = backend.transcribe(padded, language="en")
-    assert len(words) == len(backend.transcribe(audio, language="en"))
-    assert words[-1]["end"] <= len(audio) / 16000 + 0.5
+    alone = backend.transcribe(audio, language="en")
+    runs = _encoder_runs(backend, monkeypatch)
+    for silence in (np.zeros(3 * 16000), np.random.default_rng(1).normal(0, 1e-3, 3 * 16000)):
+        padded = np.concatenate([audio, silence.astype(np.float32)])
+        words = backend.transcribe(padded, language="en")
+        assert len(words) == len(alone)
+        assert words[-1]["end"] <= len(audio) / 16000 + 0.5
+    assert len(runs) == 2, "one encoder run per pass: nothing after the last word but silence"
+
+
+def test_speech_after_a_long_pause_still_gets_a_second_window(data_dir, monkeypatch):
+    import numpy as np
+
+    from rtlab.offline import decode_audio
+
+    first, second = (decode_audio(data_dir / name) for name in ("realtime.wav", "fox.ogg"))
+    backend = ensure_loaded(get_backend("faster-whisper"))
+    decode = backend._decode
+    calls = []
+
+    def stops_after_the_first_sentence(encoder_output, tokenizer, previous, seconds, continued):
+        tokens = decode(encoder_output, tokenizer, previous, seconds, continued)
+        calls.append(continued)
+        if continued:
+            return tokens
+        text = [tokenizer.decode([t]) for t in tokens]
+        stop = next((i + 1 for i, piece in enumerate(text) if piece.strip().endswith(".")), len(tokens))
+        return tokens[:stop]  # as if the model ended at the first full stop
+
+    monkeypatch.setattr(backend, "_decode", stops_after_the_first_sentence)
+    pause = np.zeros(2 * 16000, dtype=np.float32)
+    words = backend.transcribe(np.concatenate([first, pause, second]), language="en")
+    assert calls == [False, True]
+    assert "quick" in {w["text"].strip(".,").lower() for w in words}  # the clip after the pause
+    assert words[-1]["end"] > (len(first) + len(pause) + len(second) / 2) / 16000
 
 
 def test_on_cpu_the_cores_are_split_between_model_replicas(monkeypatch):

@@ -28,6 +28,7 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
+QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
 LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -185,6 +186,7 @@ class FasterWhisperBackend(Backend):
         frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
         seconds = frames / model.frames_per_second
         tokenizer = None
+        quiet = None
         previous = []
         seek = 0
         pieces: list[tuple[str, float, float, float]] = []
@@ -231,6 +233,10 @@ class FasterWhisperBackend(Backend):
             next_seek = int(round(end * model.frames_per_second))
             if looped or seconds - end < CONTINUE_AFTER_SECONDS or next_seek <= seek:
                 break  # (after a loop, the next pass tries again from a longer buffer)
+            if quiet is None:
+                quiet = _quiet_level(audio)
+            if _is_quiet_after(audio, end + QUIET_MARGIN_SECONDS, quiet):
+                break  # only silence after the last word: a second encoder run would find nothing
             seek = next_seek
             previous = previous + tokens
         return merge_word_pieces(pieces)
@@ -301,6 +307,30 @@ def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int =
             if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
                 return words[: start + size], True
     return words, False
+
+
+def _frame_rms(audio: np.ndarray) -> np.ndarray:
+    """RMS of each whole 20 ms frame."""
+    frame = 320
+    count = len(audio) // frame
+    return np.sqrt(np.mean(audio[: count * frame].reshape(count, frame) ** 2, axis=1)) if count else np.zeros(0)
+
+
+def _quiet_level(audio: np.ndarray) -> float:
+    """RMS at or below which a 20 ms frame of ``audio`` is silence: near its background (10th
+    percentile frame) and far below its speech (90th), as LocalAgreement judges words heard
+    in silence; the floor covers digital silence."""
+    frames = _frame_rms(audio)
+    if len(frames) == 0:
+        return 0.0
+    background, speech = np.percentile(frames, [10, 90])
+    return min(max(2.0 * float(background), 1e-4), max(0.1 * float(speech), 1e-4))
+
+
+def _is_quiet_after(audio: np.ndarray, seconds: float, level: float) -> bool:
+    """Whether every 20 ms frame of ``audio`` from ``seconds`` on is at or below ``level``."""
+    frames = _frame_rms(audio[int(seconds * 16_000) :])
+    return len(frames) > 0 and float(frames.max()) <= level
 
 
 def _key(text: str) -> str:
