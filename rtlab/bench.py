@@ -274,9 +274,9 @@ async def run_bench_async(
     clips) written to ``work_dir`` (default: a temporary folder). ``progress``: a tqdm bar
     on stderr (``None``: only when stderr is a terminal). ``one_at_a_time`` replays one
     configuration after another instead of all at once: slower, but no pass shares the
-    CPU with another configuration's (on 2 cores, passes measured 10-30% more compute
-    side by side than alone, which the simulated clock turns into latency). Raises ``FileNotFoundError`` or
-    ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
+    CPU with another configuration's (on 2 cores, passes measured 11-28% more compute
+    side by side than alone, which the simulated clock turns into latency). Raises
+    ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.
     """
     import tempfile

@@ -39,20 +39,12 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
+from ..levels import frame_rms, silence_level
 from . import Policy, Step
 
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
-_FRAME = SAMPLE_RATE // 50  # 20 ms
 _WORD_MARGIN = 0.25  # seconds
 PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
-
-
-def _frame_rms(audio: np.ndarray) -> np.ndarray:
-    """RMS energy of each whole 20 ms frame of ``audio``."""
-    count = len(audio) // _FRAME
-    if count == 0:
-        return np.zeros(0, dtype=np.float32)
-    return np.sqrt(np.mean(audio[: count * _FRAME].reshape(count, _FRAME) ** 2, axis=1))
 
 
 def _key(word: Word) -> str:
@@ -135,19 +127,14 @@ class LocalAgreement(Policy):
         # to where it was said): look a quarter second around the word.
         first = max(0, int((word["start"] - _WORD_MARGIN) * SAMPLE_RATE))
         last = min(len(self.audio), int((word["end"] + _WORD_MARGIN) * SAMPLE_RATE))
-        frames = _frame_rms(self.audio[first:last])
+        frames = frame_rms(self.audio[first:last])
         return len(frames) > 0 and float(frames.max()) <= threshold
 
     def _silence_threshold(self) -> float | None:
         """RMS at or below which a word counts as silence; None when the check is off."""
-        frames = _frame_rms(self.audio)
-        if self.silence_factor <= 0 or len(frames) == 0:
+        if self.silence_factor <= 0:
             return None
-        background, speech = np.percentile(frames, [10, 90])
-        # Silence is near the background *and* far below the speech in the buffer: a steady
-        # tone or babble (background close to speech) is never silence. The floor covers
-        # digital silence, whose levels are exactly zero.
-        return min(max(self.silence_factor * float(background), 1e-4), max(0.1 * float(speech), 1e-4))
+        return silence_level(self.audio, self.silence_factor)
 
     def prompt(self) -> str:
         """Committed words that have left the buffer: the last ones, at most ``prompt_chars``

@@ -9,6 +9,7 @@ import numpy as np
 import rtlab
 from rtlab.backends import Backend, Word, shared_models
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
+from rtlab.levels import frame_rms, silence_level
 from rtlab.scheduler import available_cores
 
 from .models import not_found_message, resolve_model
@@ -186,7 +187,6 @@ class FasterWhisperBackend(Backend):
         frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
         seconds = frames / model.frames_per_second
         tokenizer = None
-        quiet = None
         previous = []
         seek = 0
         pieces: list[tuple[str, float, float, float]] = []
@@ -233,9 +233,7 @@ class FasterWhisperBackend(Backend):
             next_seek = int(round(end * model.frames_per_second))
             if looped or seconds - end < CONTINUE_AFTER_SECONDS or next_seek <= seek:
                 break  # (after a loop, the next pass tries again from a longer buffer)
-            if quiet is None:
-                quiet = _quiet_level(audio)
-            if _is_quiet_after(audio, end + QUIET_MARGIN_SECONDS, quiet):
+            if _is_quiet_after(audio, end + QUIET_MARGIN_SECONDS):
                 break  # only silence after the last word: a second encoder run would find nothing
             seek = next_seek
             previous = previous + tokens
@@ -309,28 +307,12 @@ def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int =
     return words, False
 
 
-def _frame_rms(audio: np.ndarray) -> np.ndarray:
-    """RMS of each whole 20 ms frame."""
-    frame = 320
-    count = len(audio) // frame
-    return np.sqrt(np.mean(audio[: count * frame].reshape(count, frame) ** 2, axis=1)) if count else np.zeros(0)
-
-
-def _quiet_level(audio: np.ndarray) -> float:
-    """RMS at or below which a 20 ms frame of ``audio`` is silence: near its background (10th
-    percentile frame) and far below its speech (90th), as LocalAgreement judges words heard
-    in silence; the floor covers digital silence."""
-    frames = _frame_rms(audio)
-    if len(frames) == 0:
-        return 0.0
-    background, speech = np.percentile(frames, [10, 90])
-    return min(max(2.0 * float(background), 1e-4), max(0.1 * float(speech), 1e-4))
-
-
-def _is_quiet_after(audio: np.ndarray, seconds: float, level: float) -> bool:
-    """Whether every 20 ms frame of ``audio`` from ``seconds`` on is at or below ``level``."""
-    frames = _frame_rms(audio[int(seconds * 16_000) :])
-    return len(frames) > 0 and float(frames.max()) <= level
+def _is_quiet_after(audio: np.ndarray, seconds: float) -> bool:
+    """Whether every 20 ms frame of ``audio`` from ``seconds`` on is silence by the buffer's
+    own level (``rtlab.levels.silence_level``, the rule LocalAgreement drops words by)."""
+    frames = frame_rms(audio[int(seconds * 16_000) :])
+    level = silence_level(audio)
+    return level is not None and len(frames) > 0 and float(frames.max()) <= level
 
 
 def _key(text: str) -> str:
