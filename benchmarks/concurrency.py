@@ -117,7 +117,7 @@ class ServerProcess:
     """``rtlab serve`` in a subprocess, with its memory and CPU read from /proc."""
 
     def __init__(
-        self, backend: str, model: str | None, max_connections: int, ffmpeg: str | None, options: list[str] = ()
+        self, backend: str, model: str | None, max_connections: int, ffmpeg: str | None, options: tuple[str, ...] | list[str] = ()
     ) -> None:
         command = [sys.executable, "-m", "rtlab", "serve", "--port", "0", "--backend", backend,
                    "--max-connections", str(max_connections), "--idle-timeout", "300",
