@@ -137,6 +137,61 @@ def test_the_window_option_is_checked():
         get_backend("faster-whisper", window="sliding")
 
 
+@pytest.mark.parametrize("value", [-1, 31, "1", True])
+def test_the_pad_seconds_option_is_checked(value):
+    with pytest.raises(InvalidOption, match="pad_seconds must be a number of seconds from 0 to 30"):
+        get_backend("faster-whisper", pad_seconds=value)
+    with pytest.raises(InvalidOption, match="pad_seconds needs window=buffer"):
+        get_backend("faster-whisper", pad_seconds=1, window="seek")
+
+
+def test_pad_seconds_shortens_the_encoder_input_and_keeps_the_words(data_dir, monkeypatch):
+    from rtlab.offline import decode_audio
+
+    audio = decode_audio(data_dir / "fox.ogg")  # 6.1 s
+    whole = ensure_loaded(get_backend("faster-whisper")).transcribe(audio, language="en")
+    backend = ensure_loaded(get_backend("faster-whisper", pad_seconds=1))
+    assert backend.info()["pad_seconds"] == 1.0
+    runs = _encoder_runs(backend, monkeypatch)
+    short = backend.transcribe(audio, language="en")
+    assert runs == [(80, 800)], "6.1 s of features and 1 s of padding, rounded up to whole seconds"
+    assert wer(" ".join(w["text"] for w in whole), " ".join(w["text"] for w in short)).value <= 0.15
+    assert [w["start"] for w in short] == pytest.approx([w["start"] for w in whole], abs=0.1)
+
+
+@pytest.mark.parametrize("pad_seconds", [None, 1])
+def test_text_the_alignment_finds_no_audio_for_is_dropped(data_dir, monkeypatch, pad_seconds):
+    from rtlab.offline import decode_audio
+
+    audio = decode_audio(data_dir / "fox.ogg")
+    backend = ensure_loaded(get_backend("faster-whisper", pad_seconds=pad_seconds))
+    alone = backend.transcribe(audio, language="en")
+    decode = backend._decode
+
+    def says_it_again(encoder_output, tokenizer, previous, seconds, continued):
+        tokens = decode(encoder_output, tokenizer, previous, seconds, continued)
+        return tokens + tokenizer.encode(" She sells sea shells by the sea shore.")  # as a looping decoder
+
+    monkeypatch.setattr(backend, "_decode", says_it_again)
+    words = backend.transcribe(audio, language="en")
+    assert [w["text"] for w in words] == [w["text"] for w in alone]
+    monkeypatch.setattr(rtlab_faster_whisper, "cut_unaligned", lambda words: words)
+    unguarded = backend.transcribe(audio, language="en")
+    assert len(unguarded) == len(alone) + 8, "the appended sentence, squeezed into the window's last frame"
+    assert {(w["start"], w["end"]) for w in unguarded[-8:]} == {(unguarded[-1]["start"],) * 2}
+
+
+def test_a_run_of_unaligned_words_ends_the_window():
+    def words(*spans):
+        return [(f"w{index}", start, end, 0.9) for index, (start, end) in enumerate(spans)]
+
+    said = words((0, 0.3), (0.3, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.9))
+    assert rtlab_faster_whisper.cut_unaligned(said) == said[:2]
+    assert rtlab_faster_whisper.cut_unaligned(said[2:]) == said[5:], "a run the window opens with goes alone"
+    two = words((0, 0.3), (0.3, 0.3), (0.3, 0.3), (0.3, 0.5))
+    assert rtlab_faster_whisper.cut_unaligned(two) == two, "two short words in a row can be speech"
+
+
 def _encoder_runs(backend, monkeypatch):
     runs = []
     encode = backend.model.encode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from rtlab.scheduler import available_cores
 
 from .models import not_found_message, resolve_model
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0
@@ -30,6 +31,8 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the w
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
 QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
+MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not aligned to audio
+UNALIGNED_RUN = 3  # this many such words in a row at a window's end: text the audio lacks
 LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -53,6 +56,7 @@ class FasterWhisperBackend(Backend):
         temperature: float | list[float] = 0.0,
         max_tokens_per_second: float = 8.0,
         window: str = "buffer",
+        pad_seconds: float | None = None,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidOption(f"faster-whisper: device must be auto, cpu or cuda, not {device!r}")
@@ -63,7 +67,17 @@ class FasterWhisperBackend(Backend):
                 raise InvalidOption(f"faster-whisper: {option} must be a whole number >= 1, not {value!r}")
         if window not in WINDOWS:
             raise InvalidOption(f"faster-whisper: window must be one of {', '.join(WINDOWS)}, not {window!r}")
+        if pad_seconds is not None and (
+            isinstance(pad_seconds, bool) or not isinstance(pad_seconds, (int, float)) or not 0 <= pad_seconds <= 30
+        ):
+            raise InvalidOption(
+                f"faster-whisper: pad_seconds must be a number of seconds from 0 to 30 (or unset, for "
+                f"Whisper's 30 s windows), not {pad_seconds!r}"
+            )
+        if pad_seconds is not None and window != "buffer":
+            raise InvalidOption("faster-whisper: pad_seconds needs window=buffer (faster-whisper's own loop pads to 30 s)")
         self.window = window
+        self.pad_seconds = None if pad_seconds is None else float(pad_seconds)
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
@@ -191,7 +205,7 @@ class FasterWhisperBackend(Backend):
         seek = 0
         pieces: list[tuple[str, float, float, float]] = []
         for _ in range(MAX_WINDOWS):
-            encoder_output = model.encode(_padded(features[:, seek:frames]))
+            encoder_output = model.encode(self._padded(features[:, seek:frames]))
             if tokenizer is None:
                 if language is None and model.model.is_multilingual:
                     language = model.model.detect_language(encoder_output)[0][0][0][2:-2]
@@ -212,6 +226,7 @@ class FasterWhisperBackend(Backend):
                 for w in segment["words"]
             ]
             words, looped = cut_repetition(words)
+            words = cut_unaligned(words)
             if pieces and words:
                 if _key(words[0][0]) == _key(pieces[-1][0]) and words[0][1] < pieces[-1][2]:
                     words = words[1:]  # the continued window began inside the last word
@@ -238,6 +253,21 @@ class FasterWhisperBackend(Backend):
             seek = next_seek
             previous = previous + tokens
         return merge_word_pieces(pieces)
+
+    def _padded(self, features: np.ndarray) -> np.ndarray:
+        """The encoder's input: Whisper's 30 s window, or with ``pad_seconds`` the features
+        followed by that much padding, rounded up to a whole second (at most 30 s).
+
+        The encoder's cost grows with its input (tiny.en int8, one thread: 0.39 s for 30 s,
+        0.09 s for 15 s, 0.05 s for 10 s), and a streaming buffer is rarely longer than
+        15 s. Whisper was trained on 30 s windows only: shorter ones cost accuracy."""
+        from faster_whisper.transcribe import pad_or_trim
+
+        if self.pad_seconds is None:
+            return pad_or_trim(features)
+        per_second = self.model.frames_per_second
+        seconds = math.ceil((features.shape[-1] + self.pad_seconds * per_second) / per_second)
+        return pad_or_trim(features, min(seconds * per_second, self.model.feature_extractor.nb_max_frames))
 
     def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
         """Text tokens for one window, with Whisper's temperature fallback and no-speech
@@ -288,6 +318,7 @@ class FasterWhisperBackend(Backend):
             "workers": self.workers or self.requested_workers,
             "temperature": self.temperature,
             "window": self.window,
+            "pad_seconds": self.pad_seconds,
         }
 
 
@@ -307,6 +338,27 @@ def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int =
     return words, False
 
 
+def cut_unaligned(words: list[tuple], shortest: float = MIN_WORD_SECONDS, run: int = UNALIGNED_RUN) -> list[tuple]:
+    """``words`` without text the alignment found no audio for: a run of ``run`` or more
+    words in a row that each last less than ``shortest`` seconds. The alignment squeezes
+    such text into a single frame: tiny.en on a short window once repeated the committed
+    sentence after the speech, 16 words all from 47.93 s to 47.93 s, and then its last
+    two words again. A run inside the window ends it (what follows repeats what came
+    before); a run the window opens with is dropped on its own."""
+    index = 0
+    while index < len(words):
+        end = index
+        while end < len(words) and words[end][2] - words[end][1] < shortest:
+            end += 1
+        if end - index >= run:
+            if index > 0:
+                return words[:index]
+            words = words[end:]
+            continue
+        index = max(end, index + 1)
+    return words
+
+
 def _is_quiet_after(audio: np.ndarray, seconds: float) -> bool:
     """Whether every 20 ms frame of ``audio`` from ``seconds`` on is silence by the buffer's
     own level (``rtlab.levels.silence_level``, the rule LocalAgreement drops words by)."""
@@ -317,12 +369,6 @@ def _is_quiet_after(audio: np.ndarray, seconds: float) -> bool:
 
 def _key(text: str) -> str:
     return text.strip(" .,!?;:\"'").casefold()
-
-
-def _padded(features: np.ndarray) -> np.ndarray:
-    from faster_whisper.transcribe import pad_or_trim
-
-    return pad_or_trim(features)
 
 
 def merge_word_pieces(pieces) -> list[Word]:
