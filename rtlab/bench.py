@@ -203,9 +203,28 @@ class BenchRun:
             + (", long-form" if self.long_form else "") + ")",
             f"clock: {self.clock} ({self.replay_mode})   normalizer: {self.normalizer}   hardware: {hardware}",
             f"wall time: {self.wall_seconds:.1f} s (replay {self.replay_wall_seconds:.1f} s, "
-            f"offline passes {self.offline_wall_seconds:.1f} s)",
+            f"offline passes {self.offline_wall_seconds:.1f} s "
+            + ("before it)" if self.replay_mode == "one at a time" else "alongside it)"),
         ]
         return "\n".join(header) + "\n" + format_table(self.summaries)
+
+
+async def _reference_passes(
+    utterance: Any, samples: Any, configs: Sequence[Configuration]
+) -> tuple[list[Any], float]:
+    """The offline pass of ``samples`` for each configuration (one per backend instance),
+    all at once; returns the transcripts and the wall seconds until the last one ended."""
+    from .offline import offline_transcribe
+
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    transcripts = await asyncio.gather(*(
+        loop.run_in_executor(None, lambda c=c: offline_transcribe(
+            utterance.audio, c.backend, backend_options=c.all_backend_options(),
+            language=c.language or utterance.language, audio=samples))
+        for c in configs
+    ))  # fmt: skip
+    return list(transcripts), time.perf_counter() - started
 
 
 def hardware_summary(environment: Mapping[str, Any]) -> str:
@@ -286,7 +305,7 @@ async def run_bench_async(
     from .backends import get_backend
     from .corpus import concatenate, load_corpus
     from .metrics import environment_info
-    from .offline import decode_audio, offline_transcribe
+    from .offline import decode_audio
     from .replay import replay_async
     from .results import evaluate_stream, summarize
 
@@ -317,18 +336,19 @@ async def run_bench_async(
         done = 0.0
         try:
             for utt, samples in zip(utterances, decoded):
-                bar.set_description(f"{utt.id} offline")
-                t = time.perf_counter()
-                # One reference pass per backend instance, all at once (each model replica
-                # runs one pass at a time on its own threads).
+                # One reference pass per backend instance. Together, they run alongside
+                # the replay: each holds a CPU slot like a streaming pass (and goes before
+                # the replay's passes), so it fills the cores the replay leaves idle
+                # without slowing its passes down. One at a time, they run first.
                 firsts: dict[tuple, Configuration] = {}
                 for config in configs:
                     firsts.setdefault(_offline_key(config), config)
-                passes = [loop.run_in_executor(None, lambda c=config: offline_transcribe(
-                    utt.audio, c.backend, backend_options=c.all_backend_options(),
-                    language=c.language or utt.language, audio=samples)) for config in firsts.values()]  # fmt: skip
-                offline: dict[tuple, Any] = dict(zip(firsts, await asyncio.gather(*passes)))
-                run.offline_wall_seconds += time.perf_counter() - t
+                passes = asyncio.ensure_future(
+                    _reference_passes(utt, samples, list(firsts.values()))
+                )
+                if one_at_a_time:
+                    bar.set_description(f"{utt.id} offline")
+                    await asyncio.shield(passes)
                 bar.set_description(f"{utt.id} replay")
 
                 def show(seconds: float, _done: float = done) -> None:
@@ -336,16 +356,23 @@ async def run_bench_async(
                     bar.refresh()
 
                 t = time.perf_counter()
-                if one_at_a_time:
-                    streams = []
-                    for index, config in enumerate(configs):
-                        def one(seconds: float, _index: int = index) -> None:
-                            show((_index * len(samples) / 16000 + seconds) / len(configs))
+                try:
+                    if one_at_a_time:
+                        streams = []
+                        for index, config in enumerate(configs):
+                            def one(seconds: float, _index: int = index) -> None:
+                                show((_index * len(samples) / 16000 + seconds) / len(configs))
 
-                        streams += await replay_async(samples, [config], clock=clock, progress=one)
-                else:
-                    streams = await replay_async(samples, configs, clock=clock, progress=show)
+                            streams += await replay_async(samples, [config], clock=clock, progress=one)
+                    else:
+                        streams = await replay_async(samples, configs, clock=clock, progress=show)
+                except BaseException:
+                    passes.cancel()  # a pass already running ends on its own thread
+                    raise
                 run.replay_wall_seconds += time.perf_counter() - t
+                transcripts, offline_seconds = await passes
+                run.offline_wall_seconds += offline_seconds
+                offline = dict(zip(firsts, transcripts))
                 done += len(samples) / 16000
                 for config, stream in zip(configs, streams):
                     reference = offline[_offline_key(config)]

@@ -22,6 +22,7 @@ import numpy as np
 
 from .backends import SAMPLE_RATE, Backend, Word, ensure_loaded, get_backend
 from .errors import DecoderError
+from .scheduler import cpu_slots
 
 __all__ = [
     "OfflineTranscript", "clear_cache", "decode_audio", "offline_transcribe", "to_pcm16",
@@ -138,9 +139,12 @@ def transcribe_samples(
     """One uncached offline pass of ``audio`` through a backend instance (loaded if needed)."""
     ensure_loaded(backend)
     lang = language or backend.default_language()
-    started = time.perf_counter()
-    words = backend.transcribe(audio, language=lang)
-    compute = time.perf_counter() - started
+    # Like a streaming pass, it holds its CPU slots: a replay running meanwhile is not
+    # slowed down by it, and it is not slowed down by the replay's passes.
+    with cpu_slots.hold(backend.cores_per_call):
+        started = time.perf_counter()
+        words = backend.transcribe(audio, language=lang)
+        compute = time.perf_counter() - started
     kept = [
         {"text": w["text"].strip(), "start": float(w["start"]), "end": float(w["end"])}
         for w in words

@@ -20,7 +20,7 @@ from .errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBa
 from .events import EventStream, commit_event, error_event, join_words, partial_event
 from .policies import Step
 from .registry import get_registry
-from .scheduler import scheduler_for
+from .scheduler import blas_threads, scheduler_for
 
 DEFAULT_BACKEND = "faster-whisper"
 DEFAULT_POLICY = "local-agreement"
@@ -95,6 +95,7 @@ class AudioProcessor:
         self.clock = SessionClock(clock)
         self.max_buffered_samples = int(max_buffered_seconds * SAMPLE_RATE)
         self.state = "IDLE"
+        self._holds_blas = False
         self.backend = None
         self.policy = None
         self.decoder = None
@@ -145,6 +146,8 @@ class AudioProcessor:
                 raise
             self.scheduler = scheduler_for(self.backend)
             self.state = "RUNNING"
+            blas_threads.acquire()  # one BLAS thread per pass (see rtlab.scheduler)
+            self._holds_blas = True
             self._tasks = [
                 asyncio.create_task(self._read_pcm(), name="rtlab-read-pcm"),
                 asyncio.create_task(self._transcribe(), name="rtlab-transcribe"),
@@ -210,6 +213,9 @@ class AudioProcessor:
                     await task
         if self.decoder is not None:
             await self.decoder.stop()
+        if self._holds_blas:
+            self._holds_blas = False
+            blas_threads.release()
         self._pending = []
         self._pending_samples = 0
         self.policy = None
@@ -250,7 +256,11 @@ class AudioProcessor:
                     self.policy.insert_audio(pcm)
                     if self._input_ended and self._pending_samples == 0:
                         break  # the last audio: one final pass in finish() instead of two
-                    step, seconds = await self.scheduler.submit(self.policy.process_iter)
+                    # The configuration furthest behind in the audio goes first (see
+                    # rtlab.scheduler): in a replay they all keep pace, and no core idles.
+                    step, seconds = await self.scheduler.submit(
+                        self.policy.process_iter, priority=self.audio_seconds
+                    )
                 else:
                     if not await self._audio_due():
                         break
@@ -263,7 +273,8 @@ class AudioProcessor:
                     step, seconds = await self.scheduler.submit(self._late_pass, loop)
                 await self._emit(step, seconds)
             if self.state == "RUNNING":
-                step, seconds = await self.scheduler.submit(self.policy.finish)
+                priority = self.audio_seconds if self.clock.simulated else None
+                step, seconds = await self.scheduler.submit(self.policy.finish, priority=priority)
                 await self._emit(step, seconds)
                 await self.events.close(self._summary())
         except asyncio.CancelledError:

@@ -132,6 +132,13 @@ class ToneBackend(Backend):
         }
 
 
+def blas_thread_counts() -> list[int]:
+    """Threads of each BLAS library numpy and others loaded (``threadpoolctl``)."""
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
 class ScriptedBackend(Backend):
     """Returns ``hypotheses[i]`` on the i-th call (the last one repeats); records prompts."""
 

@@ -117,8 +117,11 @@ def test_bench_one_at_a_time_gives_the_same_transcripts_and_says_how_it_ran(tone
         result = _bench(*args)
         assert result.exit_code == 0, result.output
         assert f"clock: simulated ({mode})" in result.output
+        # The offline reference passes run alongside the replay, or before it one at a time.
+        assert ("alongside it" if mode == "together" else "before it") in result.output
         records = _records(out)
         assert records[0]["replay_mode"] == mode
+        assert records[0]["offline_wall_seconds"] > 0
         runs[mode] = [(r["config"]["name"], Path(r["file"]).stem, r["hypothesis"]) for r in records if r["record"] == "stream"]
     assert runs["together"] == runs["one at a time"]
     assert len(runs["together"]) == 6

@@ -357,14 +357,18 @@ async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips,
     processor = AudioProcessor("test", decoder="pcm_s16le", policy_options={"min_chunk": 0.5})
     events = await processor.create_tasks()
     seen, behind = [], []
-    transcribe = processor.backend.transcribe
+    backend_class = type(processor.backend)
+    transcribe = backend_class.transcribe
 
-    def recording(audio, **options):
-        seen.append(len(audio))
-        behind.append(processor.policy.behind)
-        return transcribe(audio, **options)
+    def recording(self, audio, **options):
+        if self is processor.backend:
+            seen.append(len(audio))
+            behind.append(processor.policy.behind)
+        return transcribe(self, audio, **options)
 
-    monkeypatch.setattr(processor.backend, "transcribe", recording)  # a shared backend
+    # On the class: patched on the shared instance, the undo would leave the original
+    # bound method on the instance, hiding later patches of the class from other tests.
+    monkeypatch.setattr(backend_class, "transcribe", recording)
     busy, release = threading.Event(), threading.Event()
     blocker = asyncio.ensure_future(
         processor.scheduler.submit(lambda: busy.set() or release.wait(30))  # another session's pass

@@ -95,6 +95,58 @@ def test_simulated_replay_commits_at_audio_times_not_feeding_speed(tones):
     assert all(e["emitted_at"] % 1.0 < 0.2 for e in commits[:-1])
 
 
+def test_simulated_passes_ask_for_the_cores_by_how_far_they_are_in_the_audio(tones, monkeypatch):
+    """The configuration furthest behind goes first (rtlab.scheduler): each pass asks with
+    the audio time its processor has reached; on the wall clock, first come first served."""
+    from rtlab.scheduler import Scheduler
+
+    asked: list[tuple[int, float | None]] = []
+    submit = Scheduler.submit
+
+    async def spy(self, fn, *args, priority=None):
+        asked.append((id(self), priority))
+        return await submit(self, fn, *args, priority=priority)
+
+    monkeypatch.setattr(Scheduler, "submit", spy)
+    audio, _ = tones
+    seconds = len(audio) / 16000
+    replay(audio, [parse_config("backend=test,min_chunk=0.5"), parse_config("backend=test,model=other,min_chunk=2")])
+    by_backend: dict[int, list[float]] = {}
+    for backend, priority in asked:
+        by_backend.setdefault(backend, []).append(priority)
+    for min_chunk, priorities in zip((0.5, 2), by_backend.values()):
+        assert priorities == sorted(priorities)
+        assert priorities[0] == pytest.approx(min_chunk, abs=0.1)
+        assert priorities[-1] == pytest.approx(seconds, abs=0.01)  # the final pass
+    asked.clear()
+    replay(audio[:16000], [parse_config("backend=test,min_chunk=0.5")], clock="wall")
+    assert asked and {priority for _, priority in asked} == {None}
+
+
+def test_passes_run_with_one_blas_thread_and_the_setting_is_restored_after(tones, monkeypatch):
+    from rtlab.registry import get_registry
+    from rtlab.testing import blas_thread_counts
+
+    ToneBackend = get_registry().get("backend", "test")
+
+    before = blas_thread_counts()
+    if not before or max(before) < 2:
+        pytest.skip(f"numpy's BLAS runs {before} threads here: nothing to limit")
+    seen: list[list[int]] = []
+    transcribe = ToneBackend.transcribe
+
+    def spy(self, audio, **kwargs):
+        seen.append(blas_thread_counts())
+        return transcribe(self, audio, **kwargs)
+
+    monkeypatch.setattr(ToneBackend, "transcribe", spy)
+    audio, _ = tones
+    runs = replay(audio, [parse_config(c) for c in CONFIGS])
+    assert [r.text for r in runs] == [TEXT] * len(CONFIGS)
+    assert seen and all(counts == [1] * len(before) for counts in seen)
+    assert blas_thread_counts() == before
+
+
 def test_wall_clock_replay_feeds_audio_in_real_time():
     audio, _ = tone_words("alpha bravo")
     (run,) = replay(audio, [parse_config("backend=test,min_chunk=0.5")], clock="wall")

@@ -1,5 +1,6 @@
 """The scheduler's CPU slots: backends sharing the machine never run more passes than it
-has cores, waiting for a slot is not compute, and waiters are served in order."""
+has cores, waiting for a slot is not compute, waiters are served in order of priority and
+then of arrival, and numpy's BLAS keeps to one thread while inference runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 import pytest
 
 from rtlab.backends import Backend
-from rtlab.scheduler import CpuSlots, Scheduler
+from rtlab.scheduler import CpuSlots, OneBlasThread, Scheduler
+from rtlab.testing import blas_thread_counts
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -80,6 +82,76 @@ def test_waiters_are_served_first_come_first_served():
     for thread in (first, wide, narrow):
         thread.join()
     assert order == ["wide", "narrow"]
+
+
+def test_a_lower_priority_is_served_first_and_equal_ones_in_order_of_arrival():
+    slots = CpuSlots(1)
+    order: list[str] = []
+    blocker = threading.Event()
+
+    def hold_one() -> None:
+        with slots.hold(1):
+            blocker.wait(10)
+
+    def job(name: str, priority: float | None) -> None:
+        with slots.hold(1, priority):
+            order.append(name)
+
+    first = threading.Thread(target=hold_one)
+    first.start()
+    wait_until(lambda: slots.in_use == 1)
+    threads = []
+    for queued, (name, priority) in enumerate([("ahead", 5.0), ("ahead-later", 5.0), ("behind", 1.0), ("plain", None)], 1):
+        threads.append(threading.Thread(target=job, args=(name, priority)))
+        threads[-1].start()
+        wait_until(lambda n=queued: len(slots._queue) == n)
+    blocker.set()
+    for thread in [first, *threads]:
+        thread.join()
+    # None counts as 0: a server's sessions, which give none, are first come, first served.
+    assert order == ["plain", "behind", "ahead", "ahead-later"]
+
+
+async def test_queued_jobs_of_one_backend_run_lowest_priority_first():
+    scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(2))
+    held, release = threading.Event(), threading.Event()
+    order: list[str] = []
+    loop = asyncio.get_running_loop()
+    blocking = asyncio.ensure_future(scheduler.submit(lambda: held.set() or release.wait(10)))
+    await loop.run_in_executor(None, held.wait, 10)
+    jobs = [asyncio.ensure_future(scheduler.submit(order.append, name, priority=priority))
+            for name, priority in [("c", 3.0), ("a", 1.0), ("b", 2.0), ("a-later", 1.0)]]  # fmt: skip
+    cancelled = asyncio.ensure_future(scheduler.submit(order.append, "cancelled", priority=0.0))
+    await asyncio.sleep(0.1)  # every job is queued behind the one running
+    assert scheduler.pending == 6 and order == []
+    cancelled.cancel()
+    await asyncio.sleep(0.05)  # the cancellation reaches the queued job on the next turn
+    release.set()
+    await asyncio.gather(blocking, *jobs)
+    assert order == ["a", "a-later", "b", "c"]  # the cancelled job never ran
+    assert scheduler.pending == 0
+
+
+async def test_an_error_in_a_job_reaches_the_caller():
+    scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
+    with pytest.raises(ZeroDivisionError):
+        await scheduler.submit(lambda: 1 / 0)
+    assert await scheduler.submit(lambda: "next") == ("next", pytest.approx(0, abs=1))
+
+
+def test_numpy_blas_runs_one_thread_while_held_and_is_restored_by_the_last_holder():
+    before = blas_thread_counts()
+    if not before or max(before) < 2:
+        pytest.skip(f"numpy's BLAS runs {before} threads here (one core, or OPENBLAS_NUM_THREADS): nothing to limit")
+    hold = OneBlasThread()
+    hold.release()  # letting go of nothing is harmless
+    with hold():
+        assert blas_thread_counts() == [1] * len(before)
+        hold.acquire()  # a second processor
+        assert blas_thread_counts() == [1] * len(before)
+        hold.release()
+        assert blas_thread_counts() == [1] * len(before)  # the first one still runs
+    assert blas_thread_counts() == before
 
 
 def test_zero_cores_takes_no_slot_and_more_than_all_takes_all():
