@@ -14,6 +14,8 @@ Clock modes (see :mod:`rtlab.clock`):
   :mod:`rtlab.scheduler`) let no more passes run at a time than there are cores, so that
   no pass is slowed down by another's threads and each pass's measured compute is what it
   would be alone, while a two-core machine runs two configurations' passes side by side.
+  The configuration furthest behind in the audio gets the next free core, so all of them
+  move through the audio at about the same pace and no core idles at the end.
 * ``wall``: every configuration streams at once; one pacing loop starts all feeders at the
   same instant and sends each chunk of ``chunk_seconds`` when its audio starts, in real
   time. Latencies then include the waiting of sessions queued behind each other on a
