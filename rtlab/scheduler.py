@@ -237,11 +237,15 @@ class Scheduler:
                 result = fn(*args)
                 return result, time.perf_counter() - started
 
-        try:
-            return await asyncio.wrap_future(self._workers.submit(timed, priority))
-        finally:
+        def done(_: Future) -> None:
             with self._lock:
                 self._pending -= 1
+
+        # The count drops when the job is over, not when its caller stops waiting: a job
+        # whose caller was cancelled while it ran still holds its thread until it ends.
+        future = self._workers.submit(timed, priority)
+        future.add_done_callback(done)
+        return await asyncio.wrap_future(future)
 
     @property
     def pending(self) -> int:

@@ -132,6 +132,19 @@ async def test_queued_jobs_of_one_backend_run_lowest_priority_first():
     assert scheduler.pending == 0
 
 
+async def test_a_running_job_counts_as_pending_until_it_ends_even_when_its_caller_left():
+    scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
+    started, release = threading.Event(), threading.Event()
+    job = asyncio.ensure_future(scheduler.submit(lambda: started.set() or release.wait(10)))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+    job.cancel()  # e.g. a client that disconnected mid-pass
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert scheduler.pending == 1  # its thread is still busy: max_pending must count it
+    release.set()
+    await asyncio.get_running_loop().run_in_executor(None, wait_until, lambda: scheduler.pending == 0)
+
+
 async def test_an_error_in_a_job_reaches_the_caller():
     scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
     with pytest.raises(ZeroDivisionError):
