@@ -29,11 +29,11 @@ import bisect
 import contextlib
 import itertools
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .backends import Backend
@@ -53,13 +53,50 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-class CpuSlots:
-    """A count of the CPU cores in use by inference jobs, handed out in order.
+class Gate:
+    """At most ``capacity`` jobs at once: a backend instance's model replicas."""
 
-    ``hold(n, priority)`` waits until ``n`` slots are free *and* every waiter before it
-    has been served: waiters are ordered by ``priority`` (lowest first; ``None`` counts as
-    0), then by arrival. A job that needs two cores is therefore not starved by a stream
-    of one-core jobs behind it.
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        self.in_use = 0  # changed only under the CpuSlots lock
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.in_use
+
+
+class JobCancelled(Exception):
+    """The job's caller left while it waited; it never ran."""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    key: tuple[float, int]  # (priority, arrival)
+    count: int
+    gate: Gate | None
+    cancelled: threading.Event | None
+
+    def eligible(self) -> bool:
+        return self.gate is None or self.gate.free > 0
+
+    def blocks(self, other: _Waiter) -> bool:
+        """Whether this waiter, ahead in the queue, must be served before ``other``: it
+        could run now (its replica is free) and they want the same cores or replica."""
+        if not self.eligible():
+            return False
+        same_gate = self.gate is not None and self.gate is other.gate
+        return same_gate or (self.count > 0 and other.count > 0)
+
+
+class CpuSlots:
+    """The CPU cores in use by inference jobs (one slot per core), handed out in order.
+
+    ``hold(n, priority, gate)`` waits until ``n`` slots are free, ``gate`` (the backend
+    instance's replicas) has room, and no waiter ahead of it that could run wants the same
+    cores or replica. Waiters are ordered by ``priority`` (lowest first; ``None`` counts
+    as 0), then by arrival. A job that needs two cores is not starved by a stream of
+    one-core jobs behind it; a job whose replicas are all busy does not hold up the jobs
+    of another model behind it, and holds no core while it waits for a replica.
     """
 
     def __init__(self, total: int) -> None:
@@ -67,7 +104,7 @@ class CpuSlots:
             raise ValueError(f"CPU slots must be >= 1, got {total}")
         self.total = total
         self._free = total
-        self._queue: list[tuple[float, int]] = []  # (priority, arrival), sorted
+        self._queue: list[_Waiter] = []  # sorted by key
         self._arrivals = itertools.count()
         self._condition = threading.Condition()
 
@@ -75,26 +112,58 @@ class CpuSlots:
     def in_use(self) -> int:
         return self.total - self._free
 
+    def wake(self) -> None:
+        """Wake the waiters (a job was cancelled: its thread leaves the queue)."""
+        with self._condition:
+            self._condition.notify_all()
+
+    def _may_go(self, waiter: _Waiter) -> bool:
+        if waiter.cancelled is not None and waiter.cancelled.is_set():
+            return True
+        if not waiter.eligible() or self._free < waiter.count:
+            return False
+        for ahead in self._queue:
+            if ahead is waiter:
+                return True
+            if ahead.blocks(waiter):
+                return False
+        return True
+
     @contextlib.contextmanager
-    def hold(self, count: int, priority: float | None = None) -> Iterator[None]:
+    def hold(
+        self,
+        count: int,
+        priority: float | None = None,
+        gate: Gate | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Iterator[None]:
+        """Hold ``count`` slots (and a place in ``gate``) for the ``with`` block. Raises
+        :class:`JobCancelled` when ``cancelled`` is set before they were handed out."""
         count = min(max(0, int(count)), self.total)
-        if count == 0:
+        if count == 0 and gate is None:
             yield
             return
-        ticket = (0.0 if priority is None else float(priority), next(self._arrivals))
+        key = (0.0 if priority is None else float(priority), next(self._arrivals))
+        waiter = _Waiter(key, count, gate, cancelled)
         with self._condition:
-            bisect.insort(self._queue, ticket)
+            bisect.insort(self._queue, waiter, key=lambda w: w.key)
             try:
-                self._condition.wait_for(lambda: self._queue[0] == ticket and self._free >= count)
+                self._condition.wait_for(lambda: self._may_go(waiter))
             finally:
-                self._queue.remove(ticket)
+                self._queue.remove(waiter)
                 self._condition.notify_all()
+            if cancelled is not None and cancelled.is_set():
+                raise JobCancelled()
             self._free -= count
+            if gate is not None:
+                gate.in_use += 1
         try:
             yield
         finally:
             with self._condition:
                 self._free += count
+                if gate is not None:
+                    gate.in_use -= 1
                 self._condition.notify_all()
 
 
@@ -152,45 +221,6 @@ def _limit_blas_threads() -> Any:
 blas_threads = OneBlasThread()
 
 
-class PriorityWorkers:
-    """``workers`` threads that run submitted calls, lowest priority first, then in order
-    of submission (a ``ThreadPoolExecutor`` whose queue is ordered). Threads start on
-    first use and live as long as the process, like the scheduler that owns them."""
-
-    def __init__(self, workers: int, name: str) -> None:
-        self.workers = max(1, workers)
-        self.name = name
-        self._queue: queue.PriorityQueue = queue.PriorityQueue()
-        self._arrivals = itertools.count()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[[], Any], priority: float | None = None) -> Future:
-        """Queue ``fn``; its future can be cancelled until a worker takes it."""
-        future: Future = Future()
-        self._queue.put((0.0 if priority is None else float(priority), next(self._arrivals), future, fn))
-        with self._lock:
-            if len(self._threads) < self.workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-        return future
-
-    def _work(self) -> None:
-        while True:
-            _, _, future, fn = self._queue.get()
-            if not future.set_running_or_notify_cancel():
-                continue  # cancelled while it queued
-            try:
-                result = fn()
-            except BaseException as error:  # handed to the caller, as an executor does
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-
 def _slots_from_environment() -> int:
     text = os.environ.get("RTLAB_CPU_SLOTS", "").strip()
     if not text:
@@ -206,13 +236,19 @@ cpu_slots = CpuSlots(_slots_from_environment())
 
 
 class Scheduler:
-    """Runs blocking backend work on dedicated threads and measures compute time."""
+    """Runs blocking backend work on threads and measures its compute time.
+
+    A job waits on its thread until :data:`cpu_slots` hands it its cores and a free model
+    replica (``backend.max_concurrency``, the scheduler's :class:`Gate`), in order of
+    priority across every backend in the process; there is a thread per pending job, so
+    no job waits for a thread behind another that waits for a core."""
 
     def __init__(self, backend: Backend, max_pending: int = 256, slots: CpuSlots | None = None) -> None:
         self.backend = backend
         self.max_pending = max_pending
         self.slots = cpu_slots if slots is None else slots
-        self._workers = PriorityWorkers(backend.max_concurrency, f"rtlab-{backend.name}")
+        self.gate = Gate(backend.max_concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=max_pending, thread_name_prefix=f"rtlab-{backend.name}")
         self._pending = 0
         self._lock = threading.Lock()
 
@@ -221,8 +257,9 @@ class Scheduler:
     ) -> tuple[Any, float]:
         """Run ``fn(*args)`` on a backend thread; returns (result, compute seconds).
 
-        Jobs wait for a thread and then for CPU slots in order of ``priority`` (lowest
-        first, ``None`` counts as 0), then of arrival."""
+        Jobs wait for their cores and a replica in order of ``priority`` (lowest first,
+        ``None`` counts as 0), then of arrival. A job whose caller is cancelled while it
+        waits never runs."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise SchedulerBusy(
@@ -230,12 +267,16 @@ class Scheduler:
                     f"{self.backend.name!r}; try again later or add capacity"
                 )
             self._pending += 1
+        cancelled = threading.Event()
 
-        def timed() -> tuple[Any, float]:
-            with self.slots.hold(self.backend.cores_per_call, priority):
-                started = time.perf_counter()
-                result = fn(*args)
-                return result, time.perf_counter() - started
+        def timed() -> tuple[Any, float] | None:
+            try:
+                with self.slots.hold(self.backend.cores_per_call, priority, self.gate, cancelled):
+                    started = time.perf_counter()
+                    result = fn(*args)
+                    return result, time.perf_counter() - started
+            except JobCancelled:
+                return None
 
         def done(_: Future) -> None:
             with self._lock:
@@ -243,9 +284,14 @@ class Scheduler:
 
         # The count drops when the job is over, not when its caller stops waiting: a job
         # whose caller was cancelled while it ran still holds its thread until it ends.
-        future = self._workers.submit(timed, priority)
+        future = self._executor.submit(timed)
         future.add_done_callback(done)
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancelled.set()
+            self.slots.wake()
+            raise
 
     @property
     def pending(self) -> int:

@@ -315,7 +315,7 @@ def test_on_cpu_the_cores_are_split_between_model_replicas(monkeypatch):
     assert (default.workers, default.cpu_threads) == (2, 1)
     # Two passes at once, each holding one of the process's CPU slots.
     assert (default.max_concurrency, default.cores_per_call) == (2, 1)
-    assert scheduler_for(default)._workers.workers == 2
+    assert scheduler_for(default).gate.capacity == 2
     one = ensure_loaded(get_backend("faster-whisper", device="cpu", cpu_threads=2))
     assert (one.workers, one.cpu_threads, one.cores_per_call) == (1, 2, 2)
     assert one.model is not default.model  # a replica with other threading is another load

@@ -132,6 +132,41 @@ async def test_queued_jobs_of_one_backend_run_lowest_priority_first():
     assert scheduler.pending == 0
 
 
+async def test_priority_holds_across_replicas_and_models():
+    """A job never waits behind another for a thread: with both replicas of a model taken
+    by jobs that wait for the one core, a later job that is further behind still goes
+    first; and a model whose replica is busy does not hold up another model's job."""
+    slots = CpuSlots(1)
+    other = Scheduler(Busy(workers=1), slots=slots)
+    model = Scheduler(Busy(workers=2), slots=slots)
+    held, release = threading.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+    blocking = asyncio.ensure_future(other.submit(lambda: held.set() or release.wait(10)))
+    await loop.run_in_executor(None, held.wait, 10)
+    order: list[str] = []
+    jobs = []
+    for queued, (name, priority) in enumerate([("a", 5.0), ("b", 5.0), ("behind", 1.0)], 1):
+        jobs.append(asyncio.ensure_future(model.submit(order.append, name, priority=priority)))
+        await loop.run_in_executor(None, wait_until, lambda n=queued: len(slots._queue) == n)
+    release.set()
+    await asyncio.gather(blocking, *jobs)
+    assert order == ["behind", "a", "b"]
+
+    # One replica, busy: the other model's job behind it in the queue runs meanwhile.
+    slots = CpuSlots(2)
+    single = Scheduler(Busy(workers=1), slots=slots)
+    second = Scheduler(Busy(workers=1), slots=slots)
+    held.clear(), release.clear()
+    running = asyncio.ensure_future(single.submit(lambda: held.set() or release.wait(10)))
+    await loop.run_in_executor(None, held.wait, 10)
+    queued = asyncio.ensure_future(single.submit(lambda: "after", priority=0.0))
+    await loop.run_in_executor(None, wait_until, lambda: len(slots._queue) == 1)
+    assert await asyncio.wait_for(second.submit(lambda: "meanwhile", priority=9.0), 5) == ("meanwhile", pytest.approx(0, abs=1))
+    assert not queued.done()
+    release.set()
+    await asyncio.gather(running, queued)
+
+
 async def test_a_running_job_counts_as_pending_until_it_ends_even_when_its_caller_left():
     scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
     started, release = threading.Event(), threading.Event()
