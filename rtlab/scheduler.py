@@ -238,17 +238,21 @@ cpu_slots = CpuSlots(_slots_from_environment())
 class Scheduler:
     """Runs blocking backend work on threads and measures its compute time.
 
-    A job waits on its thread until :data:`cpu_slots` hands it its cores and a free model
-    replica (``backend.max_concurrency``, the scheduler's :class:`Gate`), in order of
-    priority across every backend in the process; there is a thread per pending job, so
-    no job waits for a thread behind another that waits for a core."""
+    A job waits until :data:`cpu_slots` hands it its cores and a free model replica
+    (``backend.max_concurrency``, the scheduler's :class:`Gate`), in order of priority
+    across every backend in the process. It waits on a thread of its own (so no job waits
+    for a thread behind another that waits for a core) and then runs on one of
+    ``max_concurrency`` threads, which the gate guarantees to be free: the model only
+    ever sees that many threads (each thread that calls CTranslate2 keeps buffers of its
+    own, 4-5 MB)."""
 
     def __init__(self, backend: Backend, max_pending: int = 256, slots: CpuSlots | None = None) -> None:
         self.backend = backend
         self.max_pending = max_pending
         self.slots = cpu_slots if slots is None else slots
         self.gate = Gate(backend.max_concurrency)
-        self._executor = ThreadPoolExecutor(max_workers=max_pending, thread_name_prefix=f"rtlab-{backend.name}")
+        self._waiting = ThreadPoolExecutor(max_workers=max_pending, thread_name_prefix=f"rtlab-{backend.name}-wait")
+        self._running = ThreadPoolExecutor(max_workers=self.gate.capacity, thread_name_prefix=f"rtlab-{backend.name}")
         self._pending = 0
         self._lock = threading.Lock()
 
@@ -269,12 +273,15 @@ class Scheduler:
             self._pending += 1
         cancelled = threading.Event()
 
-        def timed() -> tuple[Any, float] | None:
+        def timed() -> tuple[Any, float]:
+            started = time.perf_counter()
+            result = fn(*args)
+            return result, time.perf_counter() - started
+
+        def admitted() -> tuple[Any, float] | None:
             try:
                 with self.slots.hold(self.backend.cores_per_call, priority, self.gate, cancelled):
-                    started = time.perf_counter()
-                    result = fn(*args)
-                    return result, time.perf_counter() - started
+                    return self._running.submit(timed).result()
             except JobCancelled:
                 return None
 
@@ -284,7 +291,7 @@ class Scheduler:
 
         # The count drops when the job is over, not when its caller stops waiting: a job
         # whose caller was cancelled while it ran still holds its thread until it ends.
-        future = self._executor.submit(timed)
+        future = self._waiting.submit(admitted)
         future.add_done_callback(done)
         try:
             return await asyncio.wrap_future(future)

@@ -167,6 +167,19 @@ async def test_priority_holds_across_replicas_and_models():
     await asyncio.gather(running, queued)
 
 
+async def test_a_backend_only_ever_runs_on_as_many_threads_as_it_has_replicas():
+    scheduler = Scheduler(Busy(workers=2), slots=CpuSlots(4))
+    threads: set[str] = set()
+
+    def job() -> None:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)
+
+    await asyncio.gather(*(scheduler.submit(job, priority=float(i % 3)) for i in range(30)))
+    assert 1 <= len(threads) <= 2
+    assert scheduler.pending == 0
+
+
 async def test_a_running_job_counts_as_pending_until_it_ends_even_when_its_caller_left():
     scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
     started, release = threading.Event(), threading.Event()
