@@ -6,7 +6,8 @@ away a burst beyond that with a clear error instead of letting latency grow.
 
 Every job also holds, while it runs, as many of the process's CPU slots (one per core,
 see :data:`cpu_slots`) as its backend says one call keeps busy
-(:attr:`~rtlab.backends.Backend.cores_per_call`). Backends that share the machine, such as
+(:attr:`~rtlab.backends.Backend.cores_per_call`), and one of its backend's model replicas
+(:attr:`~rtlab.backends.Backend.max_concurrency`). Backends that share the machine, such as
 several models in one replay or one server, then never run more threads than there are
 cores: oversubscribed, every pass would slow down, and in the simulated clock its
 measured compute, which is its latency, would grow with the number of configurations.
