@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import SAMPLE_RATE, Backend, Word, ensure_loaded, get_backend
 from .errors import DecoderError
-from .scheduler import cpu_slots
+from .scheduler import cpu_slots, scheduler_for
 
 __all__ = [
     "OfflineTranscript", "clear_cache", "decode_audio", "offline_transcribe", "to_pcm16",
@@ -139,9 +139,9 @@ def transcribe_samples(
     """One uncached offline pass of ``audio`` through a backend instance (loaded if needed)."""
     ensure_loaded(backend)
     lang = language or backend.default_language()
-    # Like a streaming pass, it holds its CPU slots: a replay running meanwhile is not
-    # slowed down by it, and it is not slowed down by the replay's passes.
-    with cpu_slots.hold(backend.cores_per_call):
+    # Like a streaming pass, it holds its CPU slots and one of the model's replicas: a
+    # replay running meanwhile is not slowed down by it, nor it by the replay's passes.
+    with cpu_slots.hold(backend.cores_per_call, gate=scheduler_for(backend).gate):
         started = time.perf_counter()
         words = backend.transcribe(audio, language=lang)
         compute = time.perf_counter() - started

@@ -298,3 +298,27 @@ def test_offline_pass_finds_the_words_and_is_cached(tmp_path, tones):
     # A rewritten file is a different file.
     path.write_bytes(wav_bytes(tone_words("zulu")[0]))
     assert offline_transcribe(path, "test", model="offline-cache-test").text == "zulu"
+
+
+async def test_an_offline_pass_waits_for_a_free_replica_of_its_model(tones):
+    """A reference pass that runs alongside a replay takes its turn on the model like a
+    streaming pass (the test backend has one replica)."""
+    import asyncio
+    import threading
+
+    from rtlab.backends import ensure_loaded
+    from rtlab.offline import transcribe_samples
+    from rtlab.scheduler import scheduler_for
+
+    audio, _ = tones
+    backend = ensure_loaded(get_backend("test", model="offline-replica"))
+    loop = asyncio.get_running_loop()
+    held, release = threading.Event(), threading.Event()
+    streaming = asyncio.ensure_future(scheduler_for(backend).submit(lambda: held.set() or release.wait(10)))
+    await loop.run_in_executor(None, held.wait, 10)
+    offline = loop.run_in_executor(None, transcribe_samples, backend, audio)
+    await asyncio.sleep(0.3)
+    assert not offline.done()  # the one replica is busy with the streaming pass
+    release.set()
+    await streaming
+    assert (await offline).text == TEXT
