@@ -42,15 +42,19 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
 def test_replay_script_checks_together_against_one_at_a_time(tone_corpus, tmp_path):
     out = tmp_path / "out"
     result = run_script("replay.py", "--backend", "test", "--corpus", str(tone_corpus), "--out", str(out))
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode in (0, 1), result.stdout + result.stderr
     assert "clock: simulated (together)" in result.stdout
     assert "clock: simulated (one at a time)" in result.stdout
-    assert "faster than the audio" in result.stdout
     assert "WER together and alone: the same in every configuration" in result.stdout
     report = json.loads((out / "replay.json").read_text(encoding="utf-8"))
     checks = report["checks"]
-    assert checks["faster_than_the_audio"] and checks["same_wer_as_alone"]
-    assert checks["wall_seconds_together"] < checks["audio_seconds"]
+    assert checks["same_wer_as_alone"]  # the tone backend is deterministic
+    # Whether it beat the audio is a wall-clock figure: reported, not asserted here, but the
+    # verdict, the printed line and the exit status must agree with the measured times.
+    faster = checks["wall_seconds_together"] < checks["audio_seconds"]
+    assert checks["faster_than_the_audio"] == faster
+    assert ("NOT faster than the audio" in result.stdout) != faster
+    assert result.returncode == (0 if faster else 1)
     together, alone = report["together"], report["one_at_a_time"]
     assert together["replay_mode"] == "together" and alone["replay_mode"] == "one at a time"
     assert len(together["summaries"]) == 5  # the five default policies
