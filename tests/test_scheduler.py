@@ -161,7 +161,8 @@ async def test_priority_holds_across_replicas_and_models():
     await loop.run_in_executor(None, held.wait, 10)
     queued = asyncio.ensure_future(single.submit(lambda: "after", priority=0.0))
     await loop.run_in_executor(None, wait_until, lambda: len(slots._queue) == 1)
-    assert await asyncio.wait_for(second.submit(lambda: "meanwhile", priority=9.0), 5) == ("meanwhile", pytest.approx(0, abs=1))
+    result, _ = await asyncio.wait_for(second.submit(lambda: "meanwhile", priority=9.0), 5)
+    assert result == "meanwhile"
     assert not queued.done()
     release.set()
     await asyncio.gather(running, queued)
@@ -197,7 +198,8 @@ async def test_an_error_in_a_job_reaches_the_caller():
     scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
     with pytest.raises(ZeroDivisionError):
         await scheduler.submit(lambda: 1 / 0)
-    assert await scheduler.submit(lambda: "next") == ("next", pytest.approx(0, abs=1))
+    result, seconds = await scheduler.submit(lambda: "next")
+    assert result == "next" and seconds >= 0
 
 
 def test_numpy_blas_runs_one_thread_while_held_and_is_restored_by_the_last_holder():
