@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from rtlab.decoders import FFmpegDecoder, PCMDecoder, find_ffmpeg
+from rtlab.decoders.ffmpeg import parse_wav_header
 from rtlab.errors import DecoderError, FFmpegNotFound
 
 FOX_SECONDS = 6.13  # ffprobe: 6.129 s (wav, flac), 6.136 (ogg), 6.137 (webm), 6.228 (mp3)
@@ -191,6 +192,85 @@ async def test_first_pcm_latency_is_measured(data_dir):
     assert decoder.first_pcm_latency is None
     await decode(decoder, fox(data_dir, "ogg"), 1024)
     assert decoder.first_pcm_latency is not None and decoder.first_pcm_latency >= 0
+
+
+# -- WAV streams reach FFmpeg as raw PCM ---------------------------------------------------
+
+
+def wav_header(format_tag: int, channels: int, rate: int, bits: int, extra_chunks: bytes = b"", extensible_of: int | None = None) -> bytes:
+    if extensible_of is None:
+        fmt = format_tag.to_bytes(2, "little")
+        tail = b""
+    else:  # WAVE_FORMAT_EXTENSIBLE: cbSize 22, valid bits, channel mask, sub-format GUID
+        fmt = (0xFFFE).to_bytes(2, "little")
+        tail = (22).to_bytes(2, "little") + bits.to_bytes(2, "little") + (0).to_bytes(4, "little")
+        tail += extensible_of.to_bytes(2, "little") + bytes(14)
+    block = channels * bits // 8
+    fmt += channels.to_bytes(2, "little") + rate.to_bytes(4, "little") + (rate * block).to_bytes(4, "little")
+    fmt += block.to_bytes(2, "little") + bits.to_bytes(2, "little") + tail
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + extra_chunks + b"data" + (0).to_bytes(4, "little")
+    return b"RIFF" + (len(body)).to_bytes(4, "little") + body
+
+
+def test_wav_headers_are_read_for_the_raw_format_of_their_samples(data_dir):
+    data = fox(data_dir, "wav")  # ffmpeg's: a LIST chunk between fmt and data
+    args, offset = parse_wav_header(data)
+    assert args == ["-f", "s16le", "-ar", "16000", "-ac", "1"]
+    assert data[offset - 8 : offset - 4] == b"data"
+    assert parse_wav_header(data[: offset - 1]) is None  # not all there yet
+    assert parse_wav_header(b"RIF") is None
+    assert parse_wav_header(fox(data_dir, "ogg")) is False
+    odd_chunk = b"junk" + (3).to_bytes(4, "little") + b"abc\x00"  # odd sizes are padded
+    header = wav_header(1, 2, 44100, 24, extra_chunks=odd_chunk)
+    assert parse_wav_header(header) == (["-f", "s24le", "-ar", "44100", "-ac", "2"], len(header))
+    assert parse_wav_header(wav_header(3, 1, 48000, 32))[0][:2] == ["-f", "f32le"]
+    assert parse_wav_header(wav_header(0, 6, 48000, 16, extensible_of=1))[0] == ["-f", "s16le", "-ar", "48000", "-ac", "6"]
+    assert parse_wav_header(wav_header(7, 1, 8000, 8)) is False  # mu-law: FFmpeg's demuxer reads it
+    no_fmt = b"RIFF" + bytes(4) + b"WAVE" + b"data" + bytes(4)
+    assert parse_wav_header(no_fmt) is False
+
+
+async def test_a_pcm_wav_stream_reaches_ffmpeg_as_raw_samples(data_dir, ffmpeg_children, no_ffmpeg_left):
+    """FFmpeg's wav demuxer reads 64 KiB before its first packet (2 s of 16 kHz mono
+    streamed in real time): the decoder hands it the samples as raw PCM instead."""
+    from rtlab.offline import decode_audio
+
+    data = fox(data_dir, "wav")
+    _, offset = parse_wav_header(data)
+    decoder = FFmpegDecoder()
+    await decoder.start()
+    chunks: list[np.ndarray] = []
+
+    async def read_all() -> None:
+        while (pcm := await decoder.read()) is not None:
+            chunks.append(pcm)
+
+    reader = asyncio.create_task(read_all())
+    try:
+        for start in range(0, offset + 100, 10):  # the header in small pieces
+            await decoder.write(data[start : start + 10])
+        command = decoder.command()
+        assert command[command.index("-i") - 6 : command.index("-i")] == ["-f", "s16le", "-ar", "16000", "-ac", "1"]
+        assert [p.pid for p in ffmpeg_children()] == [decoder.pid]  # still one FFmpeg
+        await decoder.write(data[start + 10 :])
+        await decoder.end_input()
+        await reader
+    finally:
+        reader.cancel()
+        await decoder.stop()
+    np.testing.assert_array_equal(np.concatenate(chunks), decode_audio(data_dir / "fox.wav"))
+    assert decoder.first_pcm_latency is not None
+
+
+async def test_other_wav_streams_go_to_ffmpeg_as_they_came(tmp_path, data_dir, no_ffmpeg_left):
+    mulaw = tmp_path / "fox-mulaw.wav"
+    import subprocess
+
+    subprocess.run([find_ffmpeg(), "-loglevel", "error", "-i", str(data_dir / "fox.wav"), "-c:a", "pcm_mulaw", str(mulaw)], check=True)
+    decoder = FFmpegDecoder()
+    pcm = await decode(decoder, mulaw.read_bytes(), 333)
+    assert decoder._raw_input is None
+    assert len(pcm) / 16_000 == pytest.approx(FOX_SECONDS, abs=0.05)
 
 
 # -- FFmpegDecoder bad input ---------------------------------------------------------------

@@ -44,6 +44,52 @@ def find_ffmpeg() -> str:
         ) from error
 
 
+#: Give up looking for a WAV header's data chunk after this many bytes (FFmpeg then reads
+#: the stream as it is).
+_WAV_HEADER_LIMIT = 8192
+#: Raw formats FFmpeg reads for (WAVE format tag, bits per sample).
+_RAW_WAV_FORMATS = {(1, 8): "u8", (1, 16): "s16le", (1, 24): "s24le", (1, 32): "s32le",
+                    (3, 32): "f32le", (3, 64): "f64le"}  # fmt: skip
+
+
+def parse_wav_header(data: bytes) -> tuple[list[str], int] | None | bool:
+    """FFmpeg input options for the PCM in a WAV stream that begins with ``data``, and
+    the offset where its samples start; ``None`` while the header is incomplete; ``False``
+    when it is not a plain PCM or float WAV (FFmpeg's own demuxer then reads it).
+
+    Why: FFmpeg's wav demuxer reads 64 KiB before its first packet, to check for S/PDIF
+    data. Streamed in real time that is 2 s of 16 kHz mono 16-bit audio before the first
+    PCM; given the samples as raw PCM, FFmpeg starts at once."""
+    if len(data) < 12:
+        return None if b"RIFF".startswith(data[:4]) and b"WAVE".startswith(data[8:12]) else False
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return False
+    position, fmt = 12, None
+    while True:
+        if len(data) < position + 8:
+            return None
+        tag, size = data[position : position + 4], int.from_bytes(data[position + 4 : position + 8], "little")
+        body = position + 8
+        if tag == b"data":
+            if fmt is None:
+                return False
+            format_tag, channels, rate, bits = fmt
+            raw = _RAW_WAV_FORMATS.get((format_tag, bits))
+            if raw is None or channels < 1 or rate < 1:
+                return False
+            return ["-f", raw, "-ar", str(rate), "-ac", str(channels)], body
+        if len(data) < body + size:
+            return None
+        if tag == b"fmt " and size >= 16:
+            chunk = data[body : body + size]
+            format_tag = int.from_bytes(chunk[0:2], "little")
+            if format_tag == 0xFFFE and size >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format
+                format_tag = int.from_bytes(chunk[24:26], "little")
+            fmt = (format_tag, int.from_bytes(chunk[2:4], "little"),
+                   int.from_bytes(chunk[4:8], "little"), int.from_bytes(chunk[14:16], "little"))  # fmt: skip
+        position = body + size + (size & 1)  # chunks are padded to an even length
+
+
 class FFmpegDecoder(Decoder):
     """Decodes any stream FFmpeg can read from a pipe (webm/opus, ogg, wav, mp3, flac…).
 
@@ -78,15 +124,23 @@ class FFmpegDecoder(Decoder):
         self._input_closed = False
         self._bytes_in = 0
         self._samples_out = 0
+        # A WAV stream's header, held back until its data chunk starts (see write()).
+        self._header: bytearray | None = None
+        self._raw_input: list[str] | None = None
+        self._restarting: asyncio.Event | None = None
 
     def command(self) -> list[str]:
         """The FFmpeg command line; the flags keep probing and buffering minimal.
 
         ``-fflags nobuffer`` is deliberately absent: with piped mp3 and wav it drops
-        up to a second of audio.
+        up to a second of audio. A plain PCM WAV stream is handed over as raw PCM (see
+        :meth:`write`).
         """
         binary = self.ffmpeg or find_ffmpeg()
-        input_args = ["-f", self.input_format] if self.input_format else []
+        if self._raw_input is not None:
+            input_args = self._raw_input
+        else:
+            input_args = ["-f", self.input_format] if self.input_format else []
         return [
             binary, "-hide_banner", "-loglevel", "error",
             "-flags", "low_delay",
@@ -120,6 +174,19 @@ class FFmpegDecoder(Decoder):
     async def _start(self) -> bool:
         if self.state == "RUNNING":
             return True
+        self._raw_input = None  # a new stream: FFmpeg finds out what it is
+        await self._spawn()
+        self.stderr_lines.clear()
+        self._remainder = b""
+        self._input_closed = False
+        self._bytes_in = self._samples_out = 0
+        self.first_input_at = self.first_output_at = None
+        self._header = bytearray() if self.input_format in (None, "wav") else None
+        self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
+        self.state = "RUNNING"
+        return True
+
+    async def _spawn(self) -> None:
         command = self.command()
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -131,14 +198,6 @@ class FFmpegDecoder(Decoder):
         except OSError as error:
             self.state = "STOPPED"
             raise FFmpegNotFound(f"could not start FFmpeg ({command[0]}): {error}") from error
-        self.stderr_lines.clear()
-        self._remainder = b""
-        self._input_closed = False
-        self._bytes_in = self._samples_out = 0
-        self.first_input_at = self.first_output_at = None
-        self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
-        self.state = "RUNNING"
-        return True
 
     async def _collect_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -152,6 +211,10 @@ class FFmpegDecoder(Decoder):
             return
         if self.first_input_at is None:
             self.first_input_at = time.perf_counter()
+        if self._header is not None:
+            data = await self._past_wav_header(data)
+            if not data:
+                return
         stdin = self.process.stdin
         try:
             stdin.write(data)
@@ -161,9 +224,51 @@ class FFmpegDecoder(Decoder):
             raise DecoderError(self._failure_message("FFmpeg stopped reading its input")) from error
         self._bytes_in += len(data)
 
+    async def _past_wav_header(self, data: bytes) -> bytes:
+        """Hold back the start of the stream until it is known whether it is a plain PCM
+        WAV. If it is, FFmpeg is restarted (before it has read a byte) with the raw format
+        of its samples, and only the samples follow; otherwise the held bytes go to FFmpeg
+        as they came. Returns what to write now."""
+        assert self._header is not None
+        self._header += data
+        self._bytes_in += len(data)
+        parsed = parse_wav_header(bytes(self._header))
+        if parsed is None and len(self._header) < _WAV_HEADER_LIMIT:
+            return b""
+        held, self._header = bytes(self._header), None
+        self._bytes_in -= len(held)  # counted again when written
+        if not parsed:
+            return held
+        args, offset = parsed
+        await self._restart_with_raw_input(args)
+        self._bytes_in += offset
+        return held[offset:]
+
+    async def _restart_with_raw_input(self, args: list[str]) -> None:
+        async with self._lifecycle:
+            if self.state != "RUNNING":
+                raise DecoderError(f"cannot write to an FFmpeg decoder in state {self.state}")
+            done = self._restarting = asyncio.Event()
+            try:
+                old, old_stderr = self.process, self._stderr_task
+                await self._end_process(old, old_stderr)
+                self._raw_input = args
+                await self._spawn()
+                self.stderr_lines.clear()  # the first process's complaints about no input
+                self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
+            finally:
+                self._restarting = None
+                done.set()
+
     async def end_input(self) -> None:
         if self.state != "RUNNING" or self._input_closed:
             return
+        if self._header:  # a stream shorter than a WAV header: FFmpeg judges it
+            held, self._header = bytes(self._header), None
+            self._bytes_in -= len(held)
+            with contextlib.suppress(DecoderError):
+                await self.write(held)
+        self._header = None
         self._input_closed = True
         stdin = self.process.stdin
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -172,8 +277,15 @@ class FFmpegDecoder(Decoder):
 
     async def read(self) -> np.ndarray | None:
         while self.state == "RUNNING":
-            chunk = await self.process.stdout.read(_READ_SIZE)
+            process = self.process
+            chunk = await process.stdout.read(_READ_SIZE)
             if not chunk:
+                restarting = self._restarting
+                if restarting is not None:  # the first process ends: read the next one
+                    await restarting.wait()
+                    continue
+                if self.process is not process:
+                    continue
                 return await self._at_end_of_output()
             data = self._remainder + chunk
             usable = len(data) - len(data) % 4
@@ -219,9 +331,11 @@ class FFmpegDecoder(Decoder):
         if self.state == "STOPPED":
             return
         self.state = "STOPPED"
-        process = self.process
-        if process is None:
-            return
+        if self.process is not None:
+            await self._end_process(self.process, self._stderr_task)
+
+    async def _end_process(self, process: asyncio.subprocess.Process, stderr_task: asyncio.Task | None) -> None:
+        """Close stdin, wait, then terminate, then kill; release the pipes."""
         transport = getattr(process, "_transport", None)
         if process.returncode is None:
             if process.stdin is not None and not process.stdin.is_closing():
@@ -243,10 +357,10 @@ class FFmpegDecoder(Decoder):
                     break
                 except asyncio.TimeoutError:
                     continue
-        if self._stderr_task is not None:
-            self._stderr_task.cancel()
+        if stderr_task is not None:
+            stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._stderr_task
+                await stderr_task
         # Close our pipe ends so no file descriptors leak across many sessions.
         if transport is not None:
             transport.close()
