@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import time
 import wave
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,25 @@ def wav_bytes(audio: np.ndarray) -> bytes:
         out.setframerate(SAMPLE_RATE)
         out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     return buffer.getvalue()
+
+
+#: A small tone-coded corpus: clip name -> its words (see :func:`write_tone_corpus`).
+TONE_CLIPS = {
+    "a": "alpha bravo charlie delta",
+    "b": "echo foxtrot golf hotel india juliett",
+    "c": "one two three",
+}
+
+
+def write_tone_corpus(folder: Path, clips: dict[str, str] = TONE_CLIPS) -> Path:
+    """A folder corpus at ``folder``: one tone-coded ``NAME.wav`` per clip with its
+    ``NAME.txt`` reference; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in clips.items():
+        audio, _ = tone_words(text)
+        (folder / f"{name}.wav").write_bytes(wav_bytes(audio))
+        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+    return folder
 
 
 class ToneBackend(Backend):

@@ -41,3 +41,12 @@ def no_ffmpeg_left():
 def data_dir() -> Path:
     """tests/data: the fox clips (wav, ogg, webm, mp3, flac) and their transcript."""
     return DATA
+
+
+@pytest.fixture()
+def tone_corpus(tmp_path: Path) -> Path:
+    """A folder corpus of tone-coded clips (``rtlab.testing.TONE_CLIPS``) with same-name
+    .txt references, for the test backend (test_bench, test_benchmarks)."""
+    from rtlab.testing import write_tone_corpus
+
+    return write_tone_corpus(tmp_path / "corpus")

@@ -16,27 +16,11 @@ from rtlab.corpus import load_corpus, shared_speech_dir
 from rtlab.errors import InvalidOption
 from rtlab.replay import parse_config
 from rtlab.results import StreamResult
-from rtlab.testing import tone_words, wav_bytes
+from rtlab.testing import TONE_CLIPS, tone_words, wav_bytes
 
-CLIPS = {
-    "a": "alpha bravo charlie delta",
-    "b": "echo foxtrot golf hotel india juliett",
-    "c": "one two three",
-}
+CLIPS = TONE_CLIPS
 TEST_CONFIGS = ["backend=test,min_chunk=0.5", "backend=test,min_chunk=1"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture()
-def tone_corpus(tmp_path: Path) -> Path:
-    """A folder corpus: tone-coded clips with same-name .txt references."""
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for name, text in CLIPS.items():
-        audio, _ = tone_words(text)
-        (folder / f"{name}.wav").write_bytes(wav_bytes(audio))
-        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
-    return folder
 
 
 def _bench(*args: str) -> object:

@@ -1,5 +1,5 @@
 """The scripts in benchmarks/, run as a user runs them (a Python subprocess), with the
-deterministic tone backend on a tone corpus made here: tables printed, JSON and PNG written,
+deterministic tone backend on the tone corpus (conftest): tables printed, JSON and PNG written,
 and the exit status that says whether the replay target held."""
 
 from __future__ import annotations
@@ -12,24 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from rtlab.testing import tone_words, wav_bytes
+from rtlab.testing import TONE_CLIPS
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIPS = {"a": "alpha bravo charlie delta", "b": "echo foxtrot golf hotel", "c": "one two three"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture()
-def tone_corpus(tmp_path: Path) -> Path:
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for name, text in CLIPS.items():
-        audio, _ = tone_words(text)
-        (folder / f"{name}.wav").write_bytes(wav_bytes(audio))
-        (folder / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
-    return folder
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -104,7 +92,7 @@ def test_engines_script_measures_each_engine_in_its_own_process(tone_corpus, tmp
     assert report["benchmark"] == "engines" and report["clock"] == "offline"
     fast, slow = (c["result"] for c in report["configurations"])
     assert fast["wer"]["value"] == slow["wer"]["value"] == 0.0
-    assert fast["hypotheses"] == {name: text for name, text in CLIPS.items()}
+    assert fast["hypotheses"] == TONE_CLIPS
     assert slow["rtf"] >= 0.05 > fast["rtf"]  # the sleeping backend is the slower one
     assert slow["peak_rss_bytes"] >= slow["baseline_rss_bytes"] > 0
     assert (out / "engines.png").read_bytes()[:8] == PNG_MAGIC

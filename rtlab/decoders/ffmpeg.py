@@ -231,17 +231,15 @@ class FFmpegDecoder(Decoder):
         as they came. Returns what to write now."""
         assert self._header is not None
         self._header += data
-        self._bytes_in += len(data)
         parsed = parse_wav_header(bytes(self._header))
         if parsed is None and len(self._header) < _WAV_HEADER_LIMIT:
             return b""
         held, self._header = bytes(self._header), None
-        self._bytes_in -= len(held)  # counted again when written
         if not parsed:
             return held
         args, offset = parsed
         await self._restart_with_raw_input(args)
-        self._bytes_in += offset
+        self._bytes_in += offset  # the header: read here, not by FFmpeg
         return held[offset:]
 
     async def _restart_with_raw_input(self, args: list[str]) -> None:
@@ -263,12 +261,10 @@ class FFmpegDecoder(Decoder):
     async def end_input(self) -> None:
         if self.state != "RUNNING" or self._input_closed:
             return
-        if self._header:  # a stream shorter than a WAV header: FFmpeg judges it
-            held, self._header = bytes(self._header), None
-            self._bytes_in -= len(held)
+        held, self._header = bytes(self._header or b""), None
+        if held:  # a stream shorter than a WAV header: FFmpeg judges it
             with contextlib.suppress(DecoderError):
                 await self.write(held)
-        self._header = None
         self._input_closed = True
         stdin = self.process.stdin
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
