@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from rtlab.client import TranscriptionClient, chunks, stream_file
+from rtlab.server.client import TranscriptionClient, chunks, stream_file
 from rtlab.decoders import find_ffmpeg
-from rtlab.metrics import LatencyStats, environment_info, wer
+from rtlab.eval.metrics import LatencyStats, environment_info, wer
 from rtlab.testing import VOCABULARY, tone_words, wav_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,8 +85,9 @@ def speech_audio(seconds: float, backend: str, model: str | None, gap: float = 0
     ``gap`` seconds of silence separate the clips, as in ``rtlab bench --long-form``: they
     are separate recordings, and a new sentence 0.1 s after the last one is not speech.
     """
-    from rtlab.corpus import load_corpus, shared_speech_dir
-    from rtlab.offline import decode_audio, offline_transcribe
+    from rtlab.eval.corpus import load_corpus, shared_speech_dir
+    from rtlab.decoders.files import decode_audio
+    from rtlab.eval.offline import offline_transcribe
 
     shared = shared_speech_dir()
     fleurs = sorted(str(u.audio) for u in load_corpus(shared) if "fleurs" in str(u.audio)) if shared else []

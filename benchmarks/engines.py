@@ -2,14 +2,14 @@
 
 For every configuration a fresh Python process loads the model and transcribes every
 file of the corpus in one offline pass (``backend.transcribe`` on the whole file, as in
-:mod:`rtlab.offline`), so that its peak memory (``ru_maxrss``) belongs to that
+:mod:`rtlab.eval.offline`), so that its peak memory (``ru_maxrss``) belongs to that
 configuration alone. Prints a table and writes ``engines.json`` and ``engines.png``.
 
     python benchmarks/engines.py                       # tiny.en int8/float32, base int8
     python benchmarks/engines.py --config backend=faster-whisper,model=base,compute_type=float32
     python benchmarks/engines.py --corpus path/to/corpus --out results/
 
-Default corpus: the shared English speech (``rtlab.corpus.shared_speech_dir()``).
+Default corpus: the shared English speech (``rtlab.eval.corpus.shared_speech_dir()``).
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from rtlab.backends import get_backend
-    from rtlab.corpus import load_corpus
-    from rtlab.metrics import wer
-    from rtlab.offline import decode_audio, transcribe_samples
+    from rtlab.eval.corpus import load_corpus
+    from rtlab.eval.metrics import wer
+    from rtlab.decoders.files import decode_audio
+    from rtlab.eval.offline import transcribe_samples
 
     utterances = load_corpus(spec["corpus"], language=spec.get("language"))
     audio = [decode_audio(u.audio) for u in utterances]
@@ -163,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
-    from rtlab.bench import hardware_summary, resolve_normalizer
-    from rtlab.corpus import load_corpus, shared_speech_dir
-    from rtlab.metrics import environment_info
-    from rtlab.replay import parse_config
+    from rtlab.eval.bench import hardware_summary, resolve_normalizer
+    from rtlab.eval.corpus import load_corpus, shared_speech_dir
+    from rtlab.eval.metrics import environment_info
+    from rtlab.eval.replay import parse_config
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:

@@ -1,7 +1,7 @@
 """Latency against accuracy of a streaming policy as its ``min_chunk`` grows.
 
 Replays the corpus through one configuration per ``min_chunk`` (0.5, 1 and 2 s by
-default), all at once, with :func:`rtlab.bench.run_bench`; prints the table and writes
+default), all at once, with :func:`rtlab.eval.bench.run_bench`; prints the table and writes
 ``policies.json`` and ``policies.png`` (WER against median commit latency, points joined
 in ``min_chunk`` order, lines out to the p95 latency).
 
@@ -9,7 +9,7 @@ in ``min_chunk`` order, lines out to the p95 latency).
     python benchmarks/policies.py --backend test --corpus tests/data --min-chunk 0.25 --min-chunk 1
     python benchmarks/policies.py --option compute_type=float32 --clock wall
 
-Default corpus: the shared English speech (``rtlab.corpus.shared_speech_dir()``).
+Default corpus: the shared English speech (``rtlab.eval.corpus.shared_speech_dir()``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="output folder (default: results/)")
     args = parser.parse_args(argv)
 
-    from rtlab.bench import run_bench
-    from rtlab.corpus import shared_speech_dir
-    from rtlab.replay import parse_config
+    from rtlab.eval.bench import run_bench
+    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.replay import parse_config
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "policies.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     written = [out / "policies.json"]
     try:
-        from rtlab.plots import plot_wer_vs_latency
+        from rtlab.eval.plots import plot_wer_vs_latency
 
         title = f"{args.policy} on {args.backend} {model}: min_chunk sweep"
         written.append(plot_wer_vs_latency(run.summaries, out / "policies.png", connect=True, title=title))

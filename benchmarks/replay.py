@@ -3,7 +3,7 @@
 The evaluation toolkit's target: five tiny.en configurations replayed over the shared
 English set (the FLEURS clips joined into one 41 s stream) on the simulated clock take
 less wall time than the audio lasts, and each reports the same WER as when it runs alone.
-This script runs both replays with :func:`rtlab.bench.run_bench`, prints both tables and
+This script runs both replays with :func:`rtlab.eval.bench.run_bench`, prints both tables and
 one line per check, and writes ``replay.json``. Exit status 0 when both checks hold, 1
 when one does not.
 
@@ -15,7 +15,7 @@ The default configurations are a policy sweep with ``pad_seconds=1`` (the encode
 buffer plus 1 s instead of Whisper's 30 s window): ``min_chunk`` 0.5, 1 and 2 s, and
 ``min_chunk`` 1 with ``deadline_sec=1.75``, with and without ``buffer_trimming_sec=8``.
 Default corpus: the FLEURS clips of the shared English speech
-(``rtlab.corpus.shared_speech_dir()``), joined without gaps.
+(``rtlab.eval.corpus.shared_speech_dir()``), joined without gaps.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def fleurs_manifest(folder: Path, target: Path) -> Path | None:
 
 
 def compare(together: Any, alone: Any) -> dict[str, Any]:
-    """The two checks, from the two :class:`~rtlab.bench.BenchRun` results."""
+    """The two checks, from the two :class:`~rtlab.eval.bench.BenchRun` results."""
     # The same WER is the same edit counts, not only the same rounded rate.
     wer_together = {s["name"]: s["wer"] for s in together.summaries}
     wer_alone = {s["name"]: s["wer"] for s in alone.summaries}
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="output folder (default: results/)")
     args = parser.parse_args(argv)
 
-    from rtlab.bench import load_grid, run_bench
-    from rtlab.corpus import shared_speech_dir
-    from rtlab.replay import parse_config
+    from rtlab.eval.bench import load_grid, run_bench
+    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.replay import parse_config
 
     if args.config or args.grid:
         configs = [parse_config(text) for text in args.config] + (load_grid(args.grid) if args.grid else [])

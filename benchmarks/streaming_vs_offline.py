@@ -37,9 +37,9 @@ async def stream_one(path: Path, args, min_chunk: float) -> tuple[list[dict], di
     ``--input pcm`` (default, as WhisperLiveKit was measured) decodes the file once and
     streams 16-bit PCM; ``--input encoded`` streams the file's own bytes through FFmpeg.
     """
-    from rtlab.feeding import audio_duration, feed_bytes
-    from rtlab.offline import decode_audio, to_pcm16
-    from rtlab.processor import AudioProcessor
+    from rtlab.core.feeding import audio_duration, feed_bytes
+    from rtlab.decoders.files import decode_audio, to_pcm16
+    from rtlab.core.processor import AudioProcessor
 
     if args.input == "pcm":
         data = to_pcm16(decode_audio(path))
@@ -109,10 +109,10 @@ async def first_pcm_latency(path: Path, workdir: Path, input_format: str | None)
 def run(args) -> dict:
     from tqdm import tqdm
 
-    from rtlab.corpus import load_corpus, shared_speech_dir
-    from rtlab.metrics import environment_info, wer
-    from rtlab.offline import offline_transcribe
-    from rtlab.results import evaluate_stream, summarize
+    from rtlab.eval.corpus import load_corpus, shared_speech_dir
+    from rtlab.eval.metrics import environment_info, wer
+    from rtlab.eval.offline import offline_transcribe
+    from rtlab.eval.results import evaluate_stream, summarize
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:

@@ -16,13 +16,13 @@ __version__ = "0.1.0"
 from .hookspecs import hookimpl  # noqa: E402
 
 _LAZY = {
-    "AudioProcessor": "rtlab.processor",
+    "AudioProcessor": "rtlab.core.processor",
     "FFmpegDecoder": "rtlab.decoders",
     "PCMDecoder": "rtlab.decoders",
     "Backend": "rtlab.backends",
     "Policy": "rtlab.policies",
     "Decoder": "rtlab.decoders",
-    "stream_file": "rtlab.feeding",
+    "stream_file": "rtlab.core.feeding",
     "errors": "rtlab.errors",
 }
 

@@ -1,4 +1,4 @@
-"""Promises of ``rtlab bench`` and rtlab.bench/rtlab.plots, on a tone corpus made here;
+"""Promises of ``rtlab bench`` and rtlab.eval.bench/rtlab.eval.plots, on a tone corpus made here;
 end to end on the shared English speech with faster-whisper when both are present."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rtlab.bench import format_table, load_grid, resolve_normalizer, run_bench
+from rtlab.eval.bench import format_table, load_grid, resolve_normalizer, run_bench
 from rtlab.cli import cli
-from rtlab.corpus import load_corpus, shared_speech_dir
+from rtlab.eval.corpus import load_corpus, shared_speech_dir
 from rtlab.errors import InvalidOption
-from rtlab.replay import parse_config
-from rtlab.results import StreamResult
+from rtlab.eval.replay import parse_config
+from rtlab.eval.results import StreamResult
 from rtlab.testing import TONE_CLIPS, tone_words, wav_bytes
 
 CLIPS = TONE_CLIPS
@@ -233,7 +233,7 @@ def test_run_bench_summaries_match_their_streams(tone_corpus):
 
 def test_plots_are_written_as_png(tone_corpus, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
-    from rtlab import plots
+    from rtlab.eval import plots
 
     run = run_bench(tone_corpus, [parse_config(c) for c in TEST_CONFIGS], progress=False)
     streams = [s.to_dict() for s in run.streams]

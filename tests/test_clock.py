@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtlab.clock import CLOCK_MODES, SessionClock
+from rtlab.core.clock import CLOCK_MODES, SessionClock
 
 
 def test_simulated_clock_idles_to_audio_arrival_and_adds_compute():

@@ -1,18 +1,16 @@
-"""Promises of rtlab.corpus: each layout loads, bad input fails clearly, concatenation adds up."""
+"""Promises of rtlab.eval.corpus: each layout loads, bad input fails clearly, concatenation adds up."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rtlab import corpus
-from rtlab.corpus import Utterance, concatenate, load_corpus, shared_speech_dir
+from rtlab.decoders import find_ffmpeg
+from rtlab.eval.corpus import Utterance, concatenate, load_corpus, shared_speech_dir
 from rtlab.errors import DecoderError, FFmpegNotFound
 
 
@@ -36,7 +34,7 @@ def _wav_seconds(path: Path) -> float:
 
 def _has_ffmpeg() -> bool:
     try:
-        corpus._ffmpeg_binary()
+        find_ffmpeg()
     except FFmpegNotFound:
         return False
     return True
@@ -181,27 +179,6 @@ def test_concatenate_reports_undecodable_audio(tmp_path):
 def test_concatenate_needs_utterances(tmp_path):
     with pytest.raises(ValueError):
         concatenate([], tmp_path / "out.wav")
-
-
-def test_ffmpeg_lookup_agrees_with_the_decoder_module():
-    decoders = pytest.importorskip("rtlab.decoders.ffmpeg", reason="no rtlab.decoders.ffmpeg yet")
-    try:
-        expected = decoders.find_ffmpeg()
-    except FFmpegNotFound:
-        pytest.skip("no ffmpeg binary available")
-    assert corpus._ffmpeg_binary() == str(expected)
-
-
-def test_ffmpeg_env_var_is_honoured_without_the_decoder_module(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "rtlab.decoders.ffmpeg", None)  # import fails
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("no ffmpeg on PATH")
-    monkeypatch.setenv("RTLAB_FFMPEG", ffmpeg)
-    assert corpus._ffmpeg_binary() == ffmpeg
-    monkeypatch.setenv("RTLAB_FFMPEG", str(tmp_path / "nope"))
-    with pytest.raises(FFmpegNotFound, match="RTLAB_FFMPEG"):
-        corpus._ffmpeg_binary()
 
 
 # --------------------------------------------------------------------------- shared data

@@ -233,7 +233,7 @@ def test_wav_headers_are_read_for_the_raw_format_of_their_samples(data_dir):
 async def test_a_pcm_wav_stream_reaches_ffmpeg_as_raw_samples(data_dir, ffmpeg_children, no_ffmpeg_left):
     """FFmpeg's wav demuxer reads 64 KiB before its first packet (2 s of 16 kHz mono
     streamed in real time): the decoder hands it the samples as raw PCM instead."""
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     data = fox(data_dir, "wav")
     _, offset = parse_wav_header(data)

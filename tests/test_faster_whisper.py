@@ -12,11 +12,11 @@ pytest.importorskip("faster_whisper", reason="the faster-whisper plugin is not i
 rtlab_faster_whisper = pytest.importorskip("rtlab_faster_whisper")
 
 from rtlab.backends import ensure_loaded, get_backend, shared_models  # noqa: E402
-from rtlab.corpus import load_corpus, shared_speech_dir  # noqa: E402
+from rtlab.eval.corpus import load_corpus, shared_speech_dir  # noqa: E402
 from rtlab.errors import InvalidOption, ModelNotFound  # noqa: E402
-from rtlab.feeding import stream_file  # noqa: E402
-from rtlab.metrics import wer  # noqa: E402
-from rtlab.offline import offline_transcribe  # noqa: E402
+from rtlab.core.feeding import stream_file  # noqa: E402
+from rtlab.eval.metrics import wer  # noqa: E402
+from rtlab.eval.offline import offline_transcribe  # noqa: E402
 from rtlab_faster_whisper import models  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_one_model_load_is_shared_by_every_session_and_thread():
 
 
 def test_words_have_times_and_probabilities(data_dir):
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     audio = decode_audio(data_dir / "realtime.wav")
     backend = ensure_loaded(get_backend("faster-whisper"))
@@ -146,7 +146,7 @@ def test_the_pad_seconds_option_is_checked(value):
 
 
 def test_pad_seconds_shortens_the_encoder_input_and_keeps_the_words(data_dir, monkeypatch):
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     audio = decode_audio(data_dir / "fox.ogg")  # 6.1 s
     whole = ensure_loaded(get_backend("faster-whisper")).transcribe(audio, language="en")
@@ -161,7 +161,7 @@ def test_pad_seconds_shortens_the_encoder_input_and_keeps_the_words(data_dir, mo
 
 @pytest.mark.parametrize("pad_seconds", [None, 1])
 def test_text_the_alignment_finds_no_audio_for_is_dropped(data_dir, monkeypatch, pad_seconds):
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     audio = decode_audio(data_dir / "fox.ogg")
     backend = ensure_loaded(get_backend("faster-whisper", pad_seconds=pad_seconds))
@@ -201,7 +201,7 @@ def _encoder_runs(backend, monkeypatch):
 
 @pytest.mark.parametrize("name", GENERATED)
 def test_buffer_and_seek_windows_agree_on_a_whole_clip(data_dir, name):
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     audio = decode_audio(data_dir / name)
     buffer = ensure_loaded(get_backend("faster-whisper")).transcribe(audio, language="en")
@@ -211,7 +211,7 @@ def test_buffer_and_seek_windows_agree_on_a_whole_clip(data_dir, name):
 
 
 def test_a_prompted_buffer_pass_runs_the_encoder_once_per_window(data_dir, monkeypatch):
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     audio = decode_audio(data_dir / "paragraph.ogg")
     prompt = "Researchers compare streaming speech recognition systems."
@@ -228,7 +228,7 @@ def test_a_prompted_buffer_pass_runs_the_encoder_once_per_window(data_dir, monke
 
 
 def test_a_window_the_model_ended_early_is_continued_from_its_last_word(data_dir, monkeypatch):
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     audio = decode_audio(data_dir / "paragraph.ogg")[: 12 * 16000]
     backend = ensure_loaded(get_backend("faster-whisper"))
@@ -265,7 +265,7 @@ def test_a_decoder_loop_is_cut_after_its_first_turn():
 def test_silence_after_the_speech_adds_no_words_and_no_second_window(data_dir, monkeypatch):
     import numpy as np
 
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     audio = decode_audio(data_dir / "realtime.wav")
     backend = ensure_loaded(get_backend("faster-whisper"))
@@ -282,7 +282,7 @@ def test_silence_after_the_speech_adds_no_words_and_no_second_window(data_dir, m
 def test_speech_after_a_long_pause_still_gets_a_second_window(data_dir, monkeypatch):
     import numpy as np
 
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     first, second = (decode_audio(data_dir / name) for name in ("realtime.wav", "fox.ogg"))
     backend = ensure_loaded(get_backend("faster-whisper"))
@@ -307,8 +307,8 @@ def test_speech_after_a_long_pause_still_gets_a_second_window(data_dir, monkeypa
 
 
 def test_on_cpu_the_cores_are_split_between_model_replicas(monkeypatch):
-    import rtlab.scheduler
-    from rtlab.scheduler import scheduler_for
+    import rtlab.core.scheduler
+    from rtlab.core.scheduler import scheduler_for
 
     monkeypatch.setattr(rtlab_faster_whisper, "available_cores", lambda: 2)
     default = ensure_loaded(get_backend("faster-whisper", device="cpu"))
@@ -320,7 +320,7 @@ def test_on_cpu_the_cores_are_split_between_model_replicas(monkeypatch):
     assert (one.workers, one.cpu_threads, one.cores_per_call) == (1, 2, 2)
     assert one.model is not default.model  # a replica with other threading is another load
     assert one.info()["workers"] == 1 and one.info()["cpu_threads"] == 2
-    assert rtlab.scheduler.cpu_slots.total >= 1
+    assert rtlab.core.scheduler.cpu_slots.total >= 1
 
 
 @pytest.mark.parametrize("option", ["workers", "cpu_threads"])
@@ -331,7 +331,7 @@ def test_workers_and_threads_must_be_whole_numbers(option, value):
 
 
 def test_two_replicas_transcribing_at_once_hear_what_one_hears_alone(data_dir):
-    from rtlab.offline import decode_audio
+    from rtlab.decoders.files import decode_audio
 
     backend = ensure_loaded(get_backend("faster-whisper", device="cpu", workers=2, cpu_threads=1))
     clips = [decode_audio(data_dir / name) for name in ("fox.ogg", "realtime.wav")]

@@ -1,4 +1,4 @@
-"""Promises of rtlab.metrics, checked on hand-made cases with known answers."""
+"""Promises of rtlab.eval.metrics, checked on hand-made cases with known answers."""
 
 from __future__ import annotations
 
@@ -11,25 +11,22 @@ import jiwer
 import numpy as np
 import pytest
 
-from rtlab.metrics import (
+from rtlab.eval.metrics import (
     ErrorRate,
     LatencyStats,
-    StreamResult,
     align_words,
     cer,
     commit_latencies,
     environment_info,
-    evaluate_stream,
     first_text_latency,
     get_normalizer,
     lag_series,
     normalizer_for_language,
     rtf,
-    summarize,
     tail_latency,
-    to_dataframe,
     wer,
 )
+from rtlab.eval.results import StreamResult, evaluate_stream, summarize, to_dataframe
 
 
 def _words(*items: tuple[str, float, float]) -> list[dict]:
@@ -309,14 +306,3 @@ def test_stream_result_keeps_lag_samples_and_the_error_of_a_failed_stream():
     summary = summarize([result, _result("ok.wav", "hello", [("hello", 1.0)])])
     assert summary["errors"] == 1
     assert summary["lag"]["count"] == 2 and summary["lag"]["median"] == pytest.approx(0.375)
-
-
-def test_results_are_importable_from_metrics_and_results_alike():
-    import rtlab.results
-
-    assert StreamResult is rtlab.results.StreamResult
-    assert summarize is rtlab.results.summarize
-    with pytest.raises(AttributeError):
-        import rtlab.metrics
-
-        rtlab.metrics.no_such_name  # noqa: B018

@@ -117,7 +117,7 @@ def test_each_hook_registers_a_class_the_registry_sees(hook, kind, cls):
 
 
 async def test_a_registered_backend_transcribes_in_an_audio_processor():
-    from rtlab.processor import AudioProcessor
+    from rtlab.core.processor import AudioProcessor
 
     pm.register(plugin_registering("register_backends", EchoBackend), name="inline-plugin")
     try:

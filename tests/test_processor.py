@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-import rtlab.scheduler
+import rtlab.core.scheduler
 from rtlab.decoders import FFmpegDecoder, find_ffmpeg
 from rtlab.errors import (
     InvalidOption,
@@ -20,8 +20,8 @@ from rtlab.errors import (
     UnknownDecoder,
     UnknownPolicy,
 )
-from rtlab.events import EventStream
-from rtlab.processor import AudioProcessor
+from rtlab.core.events import EventStream
+from rtlab.core.processor import AudioProcessor
 from rtlab.testing import tone_words, wav_bytes
 
 TEXT = "alpha bravo charlie delta echo foxtrot"
@@ -243,7 +243,7 @@ async def test_simulated_clock_counts_compute_time(clips):
 
 async def test_simulated_clock_is_deterministic_for_the_test_backend(clips, monkeypatch):
     # Measured compute time is the only source of variation: pin it to zero.
-    monkeypatch.setattr(rtlab.scheduler, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
+    monkeypatch.setattr(rtlab.core.scheduler, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
     runs = [await stream(AudioProcessor("test", clock="simulated"), clips["wav"], chunk_size=c) for c in (777, 4096)]
     assert runs[0] == runs[1]
     summary = runs[0][-1]

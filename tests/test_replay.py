@@ -1,4 +1,4 @@
-"""Promises of rtlab.replay and rtlab.offline, checked with the deterministic tone backend."""
+"""Promises of rtlab.eval.replay and rtlab.eval.offline, checked with the deterministic tone backend."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 
 from rtlab.backends import get_backend
 from rtlab.errors import DecoderError, InvalidOption, UnknownBackend, UnknownPolicy
-from rtlab.offline import clear_cache, decode_audio, offline_transcribe, to_pcm16
-from rtlab.replay import Configuration, parse_config, replay, replay_async
+from rtlab.decoders.files import decode_audio, to_pcm16
+from rtlab.eval.offline import clear_cache, offline_transcribe
+from rtlab.eval.replay import Configuration, parse_config, replay, replay_async
 from rtlab.testing import tone_words, wav_bytes
 
 DATA = Path(__file__).parent / "data"
@@ -96,9 +97,9 @@ def test_simulated_replay_commits_at_audio_times_not_feeding_speed(tones):
 
 
 def test_simulated_passes_ask_for_the_cores_by_how_far_they_are_in_the_audio(tones, monkeypatch):
-    """The configuration furthest behind goes first (rtlab.scheduler): each pass asks with
+    """The configuration furthest behind goes first (rtlab.core.scheduler): each pass asks with
     the audio time its processor has reached; on the wall clock, first come first served."""
-    from rtlab.scheduler import Scheduler
+    from rtlab.core.scheduler import Scheduler
 
     asked: list[tuple[int, float | None]] = []
     submit = Scheduler.submit
@@ -168,7 +169,7 @@ def test_a_failing_configuration_keeps_its_error_and_the_others_finish(tones):
 
 
 def test_backend_instances_can_be_replayed_one_at_a_time(tones):
-    from rtlab.replay import _backend_groups
+    from rtlab.eval.replay import _backend_groups
 
     configs = [parse_config(c) for c in (
         "backend=test,min_chunk=0.5", "backend=test,model=other", "backend=test,min_chunk=2",
@@ -307,8 +308,8 @@ async def test_an_offline_pass_waits_for_a_free_replica_of_its_model(tones):
     import threading
 
     from rtlab.backends import ensure_loaded
-    from rtlab.offline import transcribe_samples
-    from rtlab.scheduler import scheduler_for
+    from rtlab.eval.offline import transcribe_samples
+    from rtlab.core.scheduler import scheduler_for
 
     audio, _ = tones
     backend = ensure_loaded(get_backend("test", model="offline-replica"))

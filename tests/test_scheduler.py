@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rtlab.backends import Backend
-from rtlab.scheduler import CpuSlots, OneBlasThread, Scheduler
+from rtlab.core.scheduler import CpuSlots, OneBlasThread, Scheduler
 from rtlab.testing import blas_thread_counts
 
 pytestmark = pytest.mark.timeout(30)
@@ -251,7 +251,7 @@ async def test_waiting_for_a_slot_is_not_counted_as_compute():
 
 
 def test_cpu_slots_come_from_the_environment(monkeypatch):
-    from rtlab import scheduler
+    from rtlab.core import scheduler
 
     monkeypatch.setenv("RTLAB_CPU_SLOTS", "3")
     assert scheduler._slots_from_environment() == 3

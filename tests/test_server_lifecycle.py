@@ -22,10 +22,10 @@ from click.testing import CliRunner
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-import rtlab.processor
+import rtlab.core.processor
 from rtlab.backends import get_backend
 from rtlab.cli import cli
-from rtlab.client import TranscriptionClient
+from rtlab.server.client import TranscriptionClient
 from test_server_support import (  # noqa: F401 - fixtures
     Clip,
     clip,
@@ -44,13 +44,13 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 def slow_model_load(monkeypatch):
     """Model loading takes 0.8 s (in the executor thread, as a real load would)."""
-    original = rtlab.processor.ensure_loaded
+    original = rtlab.core.processor.ensure_loaded
 
     def slow(backend):
         time.sleep(0.8)
         return original(backend)
 
-    monkeypatch.setattr(rtlab.processor, "ensure_loaded", slow)
+    monkeypatch.setattr(rtlab.core.processor, "ensure_loaded", slow)
 
 
 @pytest.fixture

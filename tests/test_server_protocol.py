@@ -9,7 +9,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import websocket_connect
 
-from rtlab.client import TranscriptionClient, stream_file
+from rtlab.server.client import TranscriptionClient, stream_file
 from test_server_support import (  # noqa: F401 - fixtures
     clip,
     make_server,

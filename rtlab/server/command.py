@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..processor import DEFAULT_BACKEND, DEFAULT_POLICY
+from ..core.processor import DEFAULT_BACKEND, DEFAULT_POLICY
 
 if TYPE_CHECKING:
-    from ..replay import Configuration
+    from ..eval.replay import Configuration
 
 
 @click.command()
@@ -43,7 +43,7 @@ def serve(host, port, backend, model, backend_options, policy, policy_options, m
 
     from ..cli import parse_key_values
     from ..errors import RtlabError
-    from ..replay import Configuration
+    from ..eval.replay import Configuration
     from .app import serve as run
     from .config import ServerConfig
 

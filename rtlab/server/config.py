@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..processor import DEFAULT_BACKEND, DEFAULT_POLICY
+from ..core.processor import DEFAULT_BACKEND, DEFAULT_POLICY
 
 
 @dataclass

@@ -21,7 +21,7 @@ from tornado.websocket import WebSocketClosedError
 
 from ..backends import get_backend
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError
-from ..processor import AudioProcessor
+from ..core.processor import AudioProcessor
 from . import protocol
 from .outbox import Outbox
 

@@ -11,7 +11,7 @@ import rtlab
 from rtlab.backends import Backend, Word, shared_models
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.levels import frame_rms, silence_level
-from rtlab.scheduler import available_cores
+from rtlab.core.scheduler import available_cores
 
 from .models import not_found_message, resolve_model
 

@@ -1,15 +1,15 @@
 """``rtlab bench CORPUS``: replay a corpus through several configurations and score them.
 
 For every file of the corpus: decode it once, run one offline pass per distinct backend
-configuration (reference word times and offline WER, see :mod:`rtlab.offline`), replay it
-through all configurations at once (:mod:`rtlab.replay`), and score each stream
-(:func:`rtlab.results.evaluate_stream`). Then pool per configuration
-(:func:`rtlab.results.summarize`), write ``results.jsonl``, print a table and save plots.
+configuration (reference word times and offline WER, see :mod:`rtlab.eval.offline`), replay it
+through all configurations at once (:mod:`rtlab.eval.replay`), and score each stream
+(:func:`rtlab.eval.results.evaluate_stream`). Then pool per configuration
+(:func:`rtlab.eval.results.summarize`), write ``results.jsonl``, print a table and save plots.
 
 Library use (a script or a notebook cell)::
 
-    from rtlab.bench import run_bench
-    from rtlab.replay import parse_config
+    from rtlab.eval.bench import run_bench
+    from rtlab.eval.replay import parse_config
     run = run_bench("speech/", [parse_config("backend=test,min_chunk=0.5")])
     print(run.table())
     run.write("results/")
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import RtlabError
+from ..errors import RtlabError
 
 if TYPE_CHECKING:  # importing the replay pulls numpy in; 'rtlab --help' stays instant
     from .replay import Configuration
@@ -125,9 +125,9 @@ def resolve_normalizer(normalizer: str, languages: Sequence[str | None]) -> str:
 class BenchRun:
     """The outcome of one benchmark: per-stream results and per-configuration summaries.
 
-    ``streams`` holds one :class:`~rtlab.results.StreamResult` per (file, configuration);
+    ``streams`` holds one :class:`~rtlab.eval.results.StreamResult` per (file, configuration);
     ``summaries`` one dict per configuration (``name``, ``config`` and the fields of
-    :func:`~rtlab.results.summarize`), in the order the configurations were given;
+    :func:`~rtlab.eval.results.summarize`), in the order the configurations were given;
     ``backends`` what each configuration's backend reported about itself (``info()``:
     the model, device and compute type it actually used).
     """
@@ -228,7 +228,7 @@ async def _reference_passes(
 
 
 def hardware_summary(environment: Mapping[str, Any]) -> str:
-    """``"2 CPUs, 23.5 GiB, x86_64"`` from :func:`~rtlab.metrics.environment_info` output."""
+    """``"2 CPUs, 23.5 GiB, x86_64"`` from :func:`~rtlab.eval.metrics.environment_info` output."""
     memory = environment.get("memory_total_bytes")
     text = f"{environment.get('cpu_count')} CPUs" + (f", {memory / 2**30:.1f} GiB" if memory else "")
     return text + f", {environment.get('machine')}"
@@ -287,7 +287,7 @@ async def run_bench_async(
     one_at_a_time: bool = False,
 ) -> BenchRun:
     """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
-    :func:`~rtlab.corpus.load_corpus` reads); see the module docstring.
+    :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
 
     ``long_form`` joins every clip into one stream (``gap_seconds`` of silence between
     clips) written to ``work_dir`` (default: a temporary folder). ``progress``: a tqdm bar
@@ -303,10 +303,10 @@ async def run_bench_async(
 
     from tqdm import tqdm
 
-    from .backends import get_backend
+    from ..backends import get_backend
     from .corpus import concatenate, load_corpus
     from .metrics import environment_info
-    from .offline import decode_audio
+    from ..decoders.files import decode_audio
     from .replay import replay_async
     from .results import evaluate_stream, summarize
 

@@ -37,8 +37,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .backends import Backend
-from .errors import RtlabError
+from ..backends import Backend
+from ..errors import RtlabError
 
 
 class SchedulerBusy(RtlabError):
@@ -178,7 +178,7 @@ class OneBlasThread(threading.local):
     decoder, alignment) than one at a time, and with one BLAS thread the same as alone
     (the features themselves took 0.9 s instead of 1.6 s).
 
-    Each :class:`~rtlab.processor.AudioProcessor` holds it from start to cleanup. The
+    Each :class:`~rtlab.core.processor.AudioProcessor` holds it from start to cleanup. The
     setting is process-wide, so numpy elsewhere in the process runs one thread meanwhile;
     the original is restored when the last holder lets go. The count is kept per thread
     (threadpoolctl lets only the thread that set OpenBLAS's limit change it back), and

@@ -2,7 +2,7 @@
 
 Streaming metrics need the audio time of every spoken word, and accuracy is worth
 comparing with what the same model gets when it sees the whole file at once. Both come
-from one *offline pass*: :func:`decode_audio` (one FFmpeg call, 16 kHz mono float32), then
+from one *offline pass*: :func:`~rtlab.decoders.files.decode_audio` (one FFmpeg call, 16 kHz mono float32), then
 the backend's own ``transcribe()`` on the whole audio. Passes are cached in memory per
 (file, backend configuration, language), so that five streaming configurations of one
 model share one offline pass.
@@ -11,7 +11,6 @@ model share one offline pass.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,42 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .backends import SAMPLE_RATE, Backend, Word, ensure_loaded, get_backend
-from .errors import DecoderError
-from .scheduler import cpu_slots, scheduler_for
+from ..backends import SAMPLE_RATE, Backend, Word, ensure_loaded, get_backend
+from ..decoders.files import decode_audio
+from ..core.scheduler import cpu_slots, scheduler_for
 
 __all__ = [
-    "OfflineTranscript", "clear_cache", "decode_audio", "offline_transcribe", "to_pcm16",
-    "transcribe_samples",
+    "OfflineTranscript", "clear_cache", "offline_transcribe", "transcribe_samples",
 ]  # fmt: skip
-
-
-def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
-    """The audio of ``path`` as 16 kHz mono float32 samples, decoded by one FFmpeg call.
-
-    Raises ``FileNotFoundError`` for a missing file, :class:`~rtlab.errors.FFmpegNotFound`
-    without FFmpeg, and :class:`~rtlab.errors.DecoderError` (with FFmpeg's message) for a
-    file FFmpeg cannot decode.
-    """
-    from .decoders import find_ffmpeg
-
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"audio file not found: {source}")
-    cmd = [
-        find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(source), "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        detail = proc.stderr.decode("utf-8", "replace").strip()[-500:]
-        raise DecoderError(f"FFmpeg could not decode {source} (exit {proc.returncode}): {detail}")
-    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-
-
-def to_pcm16(audio: np.ndarray) -> bytes:
-    """Float32 samples as little-endian 16-bit PCM bytes (what the ``pcm_s16le`` decoder reads)."""
-    return (np.clip(audio, -1.0, 32767 / 32768) * 32768).round().astype("<i2").tobytes()
 
 
 @dataclass(frozen=True)
@@ -110,7 +80,7 @@ def offline_transcribe(
     """The backend's word-timestamp transcript of the whole file (cached in memory).
 
     ``backend``/``model``/``backend_options`` name the shared backend instance as
-    :class:`~rtlab.processor.AudioProcessor` does; ``language`` defaults to the backend's.
+    :class:`~rtlab.core.processor.AudioProcessor` does; ``language`` defaults to the backend's.
     ``audio`` may pass the already decoded samples of ``audio_path`` to skip decoding.
     Blocking (loads the model on first use): call it off the event loop. Unknown backends
     or options raise :class:`~rtlab.errors.UnknownBackend` or

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from .errors import DecoderError
+from ..errors import DecoderError
 from .processor import AudioProcessor
 
 SAMPLE_RATE = 16_000
@@ -22,7 +22,7 @@ SAMPLE_RATE = 16_000
 
 def audio_duration(path: str | Path) -> float:
     """Duration of ``path`` in seconds, by decoding it once with FFmpeg (exact for any codec)."""
-    from .offline import decode_audio
+    from ..decoders.files import decode_audio
 
     samples = decode_audio(path)
     if len(samples) == 0:

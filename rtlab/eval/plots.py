@@ -1,8 +1,8 @@
 """PNG plots of benchmark results, drawn with matplotlib's Agg backend (no display needed).
 
-Inputs are the plain records of :mod:`rtlab.bench`: per-configuration summaries (dicts with
+Inputs are the plain records of :mod:`rtlab.eval.bench`: per-configuration summaries (dicts with
 ``name``, ``wer``, ``latency`` ...) and per-stream results as dicts
-(:meth:`rtlab.results.StreamResult.to_dict`, e.g. lines of ``results.jsonl``). Each
+(:meth:`rtlab.eval.results.StreamResult.to_dict`, e.g. lines of ``results.jsonl``). Each
 configuration keeps one colour across all plots. Every title names the clock mode and the
 normalizer, because a latency or a WER means little without them.
 """

@@ -201,12 +201,12 @@ class ClientResult:
         """Per committed word: arrival at the client minus the word's end in the audio.
 
         With ``reference_words`` (true times), words are aligned by sequence as in
-        :func:`rtlab.metrics.commit_latencies`; without, each word's own end time is used.
+        :func:`rtlab.eval.metrics.commit_latencies`; without, each word's own end time is used.
         """
         words = self.committed_words()
         if reference_words is None:
             return [w["received_at"] - w["end"] for w in words]
-        from .metrics import commit_latencies
+        from ..eval.metrics import commit_latencies
 
         commits = [{"type": "commit", "words": [w], "emitted_at": w["received_at"]} for w in words]
         return commit_latencies(commits, reference_words)
@@ -241,7 +241,7 @@ async def stream_file(
 ) -> ClientResult:
     """Connect, start, stream ``audio`` paced at ``speed`` x real time (0: no pacing), stop.
 
-    Paced like a microphone (and like :func:`rtlab.feeding.feed_bytes`): a chunk is sent
+    Paced like a microphone (and like :func:`rtlab.core.feeding.feed_bytes`): a chunk is sent
     once its audio has been played, so the stream starts one chunk before the first send
     and latencies measured from that start are not flattered by the chunk length.
     Pacing encoded bytes needs ``duration``: measured for a path, required for bytes
@@ -257,7 +257,7 @@ async def stream_file(
     else:
         data = Path(audio).read_bytes()
         if duration is None:
-            from .feeding import audio_duration
+            from ..core.feeding import audio_duration
 
             duration = audio_duration(audio)
     if speed > 0 and duration is None:
@@ -308,8 +308,8 @@ async def stream_file(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rtlab.client FILE``: stream a file and print the messages as JSON lines."""
-    parser = argparse.ArgumentParser(prog="python -m rtlab.client", description=main.__doc__)
+    """``python -m rtlab.server.client FILE``: stream a file and print the messages as JSON lines."""
+    parser = argparse.ArgumentParser(prog="python -m rtlab.server.client", description=main.__doc__)
     parser.add_argument("file", type=Path)
     parser.add_argument("--url", default="ws://127.0.0.1:8765/ws/transcribe")
     parser.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import warnings
 import wave
 from collections.abc import Sequence
@@ -23,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtlab.errors import DecoderError, FFmpegNotFound
+from ..decoders.files import decode_file
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -200,53 +198,6 @@ def _load_manifest(manifest: Path, language: str | None) -> list[Utterance]:
 # --------------------------------------------------------------------------- long-form streams
 
 
-def _ffmpeg_binary() -> str:
-    """Path of an ffmpeg executable.
-
-    Prefers rtlab's own decoder lookup so that the whole project resolves ffmpeg the same
-    way; falls back to ``RTLAB_FFMPEG``, then ``PATH``, then the imageio-ffmpeg binary.
-    Raises :class:`~rtlab.errors.FFmpegNotFound` when there is none.
-    """
-    try:
-        from rtlab.decoders.ffmpeg import find_ffmpeg  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        return str(find_ffmpeg())
-    configured = os.environ.get("RTLAB_FFMPEG")
-    if configured:
-        if shutil.which(configured) is None:
-            raise FFmpegNotFound(f"RTLAB_FFMPEG={configured!r} is not an executable ffmpeg")
-        return configured
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-
-        return str(imageio_ffmpeg.get_ffmpeg_exe())
-    except (ImportError, RuntimeError) as exc:
-        raise FFmpegNotFound(
-            "ffmpeg not found: install it (apt install ffmpeg), pip install imageio-ffmpeg, "
-            "or set RTLAB_FFMPEG to its path"
-        ) from exc
-
-
-def _decode_pcm16(ffmpeg: str, audio: Path) -> bytes:
-    """Decode ``audio`` to 16-bit little-endian 16 kHz mono PCM."""
-    cmd = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(audio),
-        "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(SAMPLE_RATE),
-        "-",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        detail = proc.stderr.decode("utf-8", "replace").strip()[-500:]
-        raise DecoderError(f"ffmpeg could not decode {audio} (exit {proc.returncode}): {detail}")
-    return proc.stdout
-
-
 def concatenate(
     utterances: Sequence[Utterance],
     out_path: str | os.PathLike[str],
@@ -263,7 +214,6 @@ def concatenate(
         raise ValueError("concatenate() needs at least one utterance")
     if gap_seconds < 0:
         raise ValueError(f"gap_seconds must be >= 0, got {gap_seconds}")
-    ffmpeg = _ffmpeg_binary()
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     gap = b"\x00\x00" * round(gap_seconds * SAMPLE_RATE)
@@ -277,7 +227,7 @@ def concatenate(
             if index and gap:
                 wav.writeframes(gap)
                 samples_written += len(gap) // 2
-            pcm = _decode_pcm16(ffmpeg, utt.audio)
+            pcm = decode_file(utt.audio, "s16le")
             start = samples_written / SAMPLE_RATE
             wav.writeframes(pcm)
             samples_written += len(pcm) // 2
@@ -307,7 +257,7 @@ def shared_speech_dir() -> Path | None:
         path = Path(configured)
         return path if path.is_dir() else None
     relative = Path("..") / "shared" / "data" / "speech" / "en"
-    repo_root = Path(__file__).resolve().parent.parent
+    repo_root = Path(__file__).resolve().parents[2]
     for base in (repo_root, Path.cwd()):
         candidate = (base / relative).resolve()
         if candidate.is_dir():

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from . import __version__
+from .. import __version__
 
 
 @click.group()
@@ -18,8 +18,8 @@ def cli() -> None:
 @cli.command()
 def plugins() -> None:
     """Print the loaded plugins as JSON: name, version, hooks and what each registered."""
-    from .errors import RtlabError
-    from .registry import plugins_info
+    from ..errors import RtlabError
+    from ..registry import plugins_info
 
     try:
         click.echo(json.dumps(plugins_info(), indent=2))
@@ -62,8 +62,8 @@ def transcribe(files, backend, model, policy, language, clock, output_format, mi
     import asyncio
     from pathlib import Path
 
-    from .errors import RtlabError
-    from .processor import AudioProcessor
+    from ..errors import RtlabError
+    from ..core.processor import AudioProcessor
 
     for file in files:
         if not Path(file).is_file():
@@ -89,7 +89,7 @@ def transcribe(files, backend, model, policy, language, clock, output_format, mi
 async def _transcribe_files(files, options, output_format) -> str | None:
     """Stream each file; returns the first failure message, if any."""
     from .display import LiveText
-    from .feeding import stream_file
+    from ..core.feeding import stream_file
 
     failure = None
     for file in files:
@@ -114,10 +114,10 @@ async def _transcribe_files(files, options, output_format) -> str | None:
     return failure
 
 
-from .bench import bench  # noqa: E402
+from ..eval.bench import bench  # noqa: E402
 
 cli.add_command(bench)
 
-from .server.command import serve  # noqa: E402
+from ..server.command import serve  # noqa: E402
 
 cli.add_command(serve)

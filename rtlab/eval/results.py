@@ -4,7 +4,7 @@
 (a plain, JSON-serialisable record that names its normalizer and clock mode);
 :func:`evaluate_stream` scores a stream's events into one; :func:`summarize` pools the
 results of one configuration over a corpus; :func:`to_dataframe` turns records into a
-pandas DataFrame. The metric definitions themselves live in :mod:`rtlab.metrics`.
+pandas DataFrame. The metric definitions themselves live in :mod:`rtlab.eval.metrics`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtlab.metrics import (
+from rtlab.eval.metrics import (
     ErrorRate,
     LatencyStats,
     _committed_words,
@@ -36,7 +36,7 @@ class StreamResult:
 
     ``word_latencies`` keeps the per-word commit latencies so that :func:`summarize` can
     pool them across files; ``latency`` is their summary (a :class:`LatencyStats` dict).
-    ``lag`` is a :class:`~rtlab.metrics.LagSeries` dict (stats and ``[emitted_at, lag]``
+    ``lag`` is a :class:`~rtlab.eval.metrics.LagSeries` dict (stats and ``[emitted_at, lag]``
     samples) when the processor's lag samples were given; ``error`` is the message of the
     stream's error event, if it ended with one.
     """

@@ -2,16 +2,16 @@
 
 A *configuration* is a backend (with its model and options), a streaming policy (with its
 options) and a language. :func:`replay_async` starts one
-:class:`~rtlab.processor.AudioProcessor` per configuration, feeds all of them the same
+:class:`~rtlab.core.processor.AudioProcessor` per configuration, feeds all of them the same
 decoded audio concurrently, collects every event and the lag samples of each, and returns
 one :class:`StreamRun` per configuration.
 
-Clock modes (see :mod:`rtlab.clock`):
+Clock modes (see :mod:`rtlab.core.clock`):
 
 * ``simulated`` (default): audio is fed as fast as the processors take it. Each processor
   keeps its own virtual clock, which counts audio time plus *its own* measured compute.
   Every configuration streams at once; the scheduler's CPU slots (one per core, see
-  :mod:`rtlab.scheduler`) let no more passes run at a time than there are cores, so that
+  :mod:`rtlab.core.scheduler`) let no more passes run at a time than there are cores, so that
   no pass is slowed down by another's threads and each pass's measured compute is what it
   would be alone, while a two-core machine runs two configurations' passes side by side.
   The configuration furthest behind in the audio gets the next free core, so all of them
@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from .backends import SAMPLE_RATE, accepted_options, check_options
-from .clock import CLOCK_MODES
-from .errors import InvalidOption, RtlabError
-from .processor import DEFAULT_BACKEND, DEFAULT_POLICY, AudioProcessor
-from .registry import get_registry
+from ..backends import SAMPLE_RATE, accepted_options, check_options
+from ..core.clock import CLOCK_MODES
+from ..errors import InvalidOption, RtlabError
+from ..core.processor import DEFAULT_BACKEND, DEFAULT_POLICY, AudioProcessor
+from ..registry import get_registry
 
 __all__ = ["Configuration", "StreamRun", "parse_config", "replay", "replay_async"]
 
@@ -259,7 +259,7 @@ def _as_samples(audio: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
         if audio.ndim != 1:
             raise ValueError(f"audio must be mono (1-D) 16 kHz float32 samples, got shape {audio.shape}")
         return audio.astype(np.float32, copy=False)
-    from .offline import decode_audio
+    from ..decoders.files import decode_audio
 
     return decode_audio(Path(audio))
 
@@ -296,7 +296,7 @@ async def replay_async(
     if not configs:
         raise ValueError("replay needs at least one configuration")
     samples = _as_samples(audio)
-    from .offline import to_pcm16
+    from ..decoders.files import to_pcm16
 
     pcm = to_pcm16(samples)
     step = max(2, int(chunk_seconds * SAMPLE_RATE) * 2)

@@ -29,10 +29,9 @@ import jiwer
 import numpy as np
 
 __all__ = [
-    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "StreamResult", "align_words",
-    "cer", "commit_latencies", "environment_info", "evaluate_stream", "first_text_latency",
-    "get_normalizer", "lag_series", "normalizer_for_language", "rtf", "summarize",
-    "tail_latency", "to_dataframe", "wer",
+    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "align_words", "cer",
+    "commit_latencies", "environment_info", "first_text_latency", "get_normalizer",
+    "lag_series", "normalizer_for_language", "rtf", "tail_latency", "wer",
 ]  # fmt: skip
 
 #: Names accepted by :func:`get_normalizer`. ``"none"`` leaves text untouched (for debugging
@@ -428,19 +427,3 @@ def environment_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "packages": {name: _package_version(name) for name in _REPORTED_PACKAGES},
     }
-
-
-# --------------------------------------------------------------------------- per-file results
-# StreamResult, evaluate_stream, summarize and to_dataframe live in rtlab.results (this module
-# grew past 500 lines). They stay importable from here; the import is lazy because
-# rtlab.results itself imports this module.
-
-_MOVED_TO_RESULTS = ("StreamResult", "evaluate_stream", "summarize", "to_dataframe")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_RESULTS:
-        from rtlab import results
-
-        return getattr(results, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

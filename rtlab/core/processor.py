@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .backends import SAMPLE_RATE, check_options, ensure_loaded, get_backend
+from ..backends import SAMPLE_RATE, check_options, ensure_loaded, get_backend
 from .clock import SessionClock
-from .errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
+from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
 from .events import EventStream, commit_event, error_event, join_words, partial_event
-from .policies import Step
-from .registry import get_registry
+from ..policies import Step
+from ..registry import get_registry
 from .scheduler import blas_threads, scheduler_for
 
 DEFAULT_BACKEND = "faster-whisper"
@@ -42,7 +42,7 @@ class AudioProcessor:
     :param backend: registered backend name. :param model: the backend's ``model`` option.
     :param policy: registered policy name. :param language: None = the backend's default.
     :param decoder: ``"ffmpeg"`` for encoded audio, ``"pcm_s16le"`` for raw PCM.
-    :param clock: ``"wall"`` or ``"simulated"`` (see :mod:`rtlab.clock`).
+    :param clock: ``"wall"`` or ``"simulated"`` (see :mod:`rtlab.core.clock`).
     :param max_buffered_seconds: decoded audio waiting for the policy, at most.
     """
 
@@ -146,7 +146,7 @@ class AudioProcessor:
                 raise
             self.scheduler = scheduler_for(self.backend)
             self.state = "RUNNING"
-            blas_threads.acquire()  # one BLAS thread per pass (see rtlab.scheduler)
+            blas_threads.acquire()  # one BLAS thread per pass (see rtlab.core.scheduler)
             self._holds_blas = True
             self._tasks = [
                 asyncio.create_task(self._read_pcm(), name="rtlab-read-pcm"),
@@ -257,7 +257,7 @@ class AudioProcessor:
                     if self._input_ended and self._pending_samples == 0:
                         break  # the last audio: one final pass in finish() instead of two
                     # The configuration furthest behind in the audio goes first (see
-                    # rtlab.scheduler): in a replay they all keep pace, and no core idles.
+                    # rtlab.core.scheduler): in a replay they all keep pace, and no core idles.
                     step, seconds = await self.scheduler.submit(
                         self.policy.process_iter, priority=self.audio_seconds
                     )

@@ -16,7 +16,7 @@ import asyncio
 import collections
 from typing import Any, AsyncIterator
 
-from .backends import Word
+from ..backends import Word
 
 
 def commit_event(words: list[Word], emitted_at: float) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The streaming core: processor, pacing, scheduler, events, clock."""

@@ -1,0 +1,1 @@
+"""The evaluation side: metrics, corpora, offline passes, replay, bench, plots."""
