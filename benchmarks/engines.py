@@ -167,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     from rtlab.eval.bench import hardware_summary, resolve_normalizer
     from rtlab.eval.corpus import load_corpus, shared_speech_dir
     from rtlab.eval.metrics import environment_info
-    from rtlab.eval.replay import parse_config
+    from rtlab.config import StreamConfig
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:
         parser.error("no --corpus given and the shared speech folder was not found")
     utterances = load_corpus(corpus, language=args.language)
     normalizer = resolve_normalizer(args.normalizer, [u.language for u in utterances])
-    configs = [parse_config(text) for text in (args.config or DEFAULT_CONFIGS)]
+    configs = [StreamConfig.parse(text) for text in (args.config or DEFAULT_CONFIGS)]
     environment = environment_info()
     records = []
     for config in configs:
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             + [f"{k}={v}" for k, v in sorted(config.backend_options.items())]
         )
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        spec = {"corpus": str(corpus), "backend": config.backend, "options": config.all_backend_options(),
+        spec = {"corpus": str(corpus), "backend": config.backend, "options": config.backend_kwargs(),
                 "language": args.language, "normalizer": normalizer}  # fmt: skip
         records.append({"name": name, "config": config.to_dict(), "result": run_configuration(spec)})
     audio = sum(r["result"].get("audio_seconds", 0) for r in records[:1])

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rtlab.eval.bench import run_bench
     from rtlab.eval.corpus import shared_speech_dir
-    from rtlab.eval.replay import parse_config
+    from rtlab.config import StreamConfig
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         base += f",model={args.model}"
     extra = "".join("," + option for option in args.option)
     chunks = args.min_chunks or [0.5, 1.0, 2.0]
-    configs = [parse_config(f"{base}{extra},min_chunk={c},name=min_chunk={c:g} s") for c in chunks]
+    configs = [StreamConfig.parse(f"{base}{extra},min_chunk={c},name=min_chunk={c:g} s") for c in chunks]
     run = run_bench(corpus, configs, clock=args.clock, normalizer=args.normalizer,
                     language=args.language, long_form=args.long_form, work_dir=args.out)  # fmt: skip
     model = run.backends[configs[0].label].get("model") or configs[0].model or "(backend default)"

@@ -80,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from rtlab.eval.bench import load_grid, run_bench
     from rtlab.eval.corpus import shared_speech_dir
-    from rtlab.eval.replay import parse_config
+    from rtlab.config import StreamConfig
 
     if args.config or args.grid:
-        configs = [parse_config(text) for text in args.config] + (load_grid(args.grid) if args.grid else [])
+        configs = [StreamConfig.parse(text) for text in args.config] + (load_grid(args.grid) if args.grid else [])
     else:
         options = BACKEND_OPTIONS.get(args.backend)
         base = f"backend={args.backend}" + (f",{options}" if options else "")
-        configs = [parse_config(f"{base},{policy}") for policy in POLICIES]
+        configs = [StreamConfig.parse(f"{base},{policy}") for policy in POLICIES]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rtlab-replay-") as tmp:

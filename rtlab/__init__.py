@@ -17,6 +17,8 @@ from .hookspecs import hookimpl  # noqa: E402
 
 _LAZY = {
     "AudioProcessor": "rtlab.core.processor",
+    "StreamConfig": "rtlab.config",
+    "State": "rtlab.core.state",
     "FFmpegDecoder": "rtlab.decoders",
     "PCMDecoder": "rtlab.decoders",
     "Backend": "rtlab.backends",

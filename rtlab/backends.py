@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, Callable, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypedDict
 
 import numpy as np
 
 from .errors import InvalidOption
+
+if TYPE_CHECKING:
+    from .config import StreamConfig
 
 SAMPLE_RATE = 16_000
 
@@ -44,6 +47,10 @@ class Backend:
     #: process's CPU slots while it runs (0: the work runs elsewhere, e.g. on a GPU).
     cores_per_call: int = 1
 
+    def __init__(self) -> None:
+        """Subclasses declare their options as keyword arguments of their own ``__init__``;
+        a backend without one accepts no options (see :func:`accepted_options`)."""
+
     def load(self) -> None:
         """Load weights; called once before the first ``transcribe``. Default: nothing."""
 
@@ -68,29 +75,63 @@ class Backend:
 
 
 def accepted_options(cls: type) -> dict[str, Any]:
-    """Keyword options a backend, policy or decoder class accepts, with defaults."""
-    params = inspect.signature(cls.__init__).parameters
+    """The options a backend, policy or decoder class accepts, with their defaults.
+
+    They are the keyword parameters of its ``__init__``, following the MRO: a class without
+    an ``__init__`` of its own has its parent's options, and a ``**kwargs`` parameter means
+    "forwarded to the parent", so the parent's options are accepted too. The contract bases
+    accept none; the arguments rtlab passes itself (a policy's ``backend`` and ``language``,
+    see :func:`host_arguments`) are not options. A required option's default is None.
+    """
+    host = host_arguments(cls)
+    options: dict[str, Any] = {}
+    for owner in cls.__mro__[:-1]:  # object's (*args, **kwargs) is not an option
+        init = vars(owner).get("__init__")
+        if init is None:
+            continue
+        parameters = list(inspect.signature(init).parameters.values())[1:]  # after self
+        for p in parameters:
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in host:
+                options.setdefault(p.name, None if p.default is p.empty else p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return options
+
+
+def host_arguments(cls: type) -> set[str]:
+    """The parameters of the contract base's own ``__init__`` (a policy's ``backend`` and
+    ``language``): rtlab passes them itself, so they are never a user's options."""
+    from .registry import KINDS
+
     return {
-        name: (None if p.default is inspect.Parameter.empty else p.default)
-        for name, p in params.items()
-        if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        name
+        for kind in KINDS.values()
+        if isinstance(cls, type) and issubclass(cls, kind.base) and "__init__" in vars(kind.base)
+        for name in list(inspect.signature(kind.base.__init__).parameters)[1:]
     }
 
 
+def option_refused(cls: type, kind: str, option: str, plugin: str = "") -> str:
+    """The one message for an option a class does not accept, for every kind and entry point:
+    ``backend 'echo' (plugin 'rtlab_echo') does not accept option 'wrod'; it accepts: word``."""
+    accepted = ", ".join(sorted(accepted_options(cls)))
+    owner = f" (plugin {plugin!r})" if plugin else ""
+    choices = f"it accepts: {accepted}" if accepted else "it accepts no options"
+    return f"{kind} {cls.name!r}{owner} does not accept option {option!r}; {choices}"
+
+
 def check_options(cls: type, kind: str, options: dict[str, Any], plugin: str = "") -> None:
-    """Refuse options ``cls`` does not accept, naming the option, the plugin and the choices."""
-    accepted = accepted_options(cls)
-    takes_any = any(
-        p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in inspect.signature(cls.__init__).parameters.values()
-    )
-    unknown = sorted(set(options) - set(accepted))
-    if unknown and not takes_any:
-        owner = f" (plugin {plugin!r})" if plugin else ""
-        raise InvalidOption(
-            f"{kind} {cls.name!r}{owner} does not accept option {unknown[0]!r}; "
-            f"accepted options: {', '.join(sorted(accepted)) or 'none'}"
-        )
+    """Refuse an option ``cls`` does not accept with :class:`~rtlab.errors.InvalidOption`
+    (see :func:`option_refused`).
+
+    ``options`` may include the arguments rtlab passes itself (:func:`host_arguments`), so
+    that a whole constructor call can be checked; ``Registry.check_options`` checks a
+    user's options and refuses them.
+    """
+    allowed = accepted_options(cls).keys() | host_arguments(cls)
+    for option in options:
+        if option not in allowed:
+            raise InvalidOption(option_refused(cls, kind, option, plugin))
 
 
 class SharedModels:
@@ -143,24 +184,30 @@ _instances: dict[tuple, Backend] = {}
 _instances_lock = threading.Lock()
 
 
-def get_backend(name: str, **options: Any) -> Backend:
-    """The shared backend instance for ``name`` and ``options`` (created, not loaded).
+def get_backend(config: StreamConfig | str, **options: Any) -> Backend:
+    """The shared backend instance of a :class:`~rtlab.config.StreamConfig` (or of a backend
+    name and its options, ``model`` among them), created, not loaded: one instance per
+    :attr:`~rtlab.config.StreamConfig.model_key`.
 
     Unknown names and options raise :class:`~rtlab.errors.UnknownBackend` and
     :class:`~rtlab.errors.InvalidOption`. Call ``ensure_loaded`` (off the event loop)
     before transcribing.
     """
+    from .config import StreamConfig
     from .registry import get_registry
 
+    if isinstance(config, str):
+        model = options.pop("model", None)
+        config = StreamConfig(backend=config, model=model, backend_options=options)
+    elif options:
+        raise TypeError("get_backend(config) takes no options besides the configuration's own")
     registry = get_registry()
-    cls = registry.get("backend", name)
-    options = {k: v for k, v in options.items() if v is not None}
-    check_options(cls, "backend", options, registry.entries["backend"][name].plugin)
-    key = (name, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    kwargs = config.backend_kwargs()
+    registry.check_options("backend", config.backend, kwargs)
     with _instances_lock:
-        backend = _instances.get(key)
+        backend = _instances.get(config.model_key)
         if backend is None:
-            backend = _instances[key] = cls(**options)
+            backend = _instances[config.model_key] = registry.get("backend", config.backend)(**kwargs)
             backend._rtlab_load_lock = threading.Lock()
         return backend
 

@@ -9,6 +9,9 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 
+# The server tests' fixtures (make_server, server, clip, ...) and helpers.
+pytest_plugins = ["server_support"]
+
 
 def _ffmpeg_children() -> list[psutil.Process]:
     """FFmpeg processes descended from this test process (zombies included: not reaped = left)."""

@@ -14,7 +14,7 @@ from rtlab.eval.bench import format_table, load_grid, resolve_normalizer, run_be
 from rtlab.cli import cli
 from rtlab.eval.corpus import load_corpus, shared_speech_dir
 from rtlab.errors import InvalidOption
-from rtlab.eval.replay import parse_config
+from rtlab.config import StreamConfig
 from rtlab.eval.results import StreamResult
 from rtlab.testing import TONE_CLIPS, tone_words, wav_bytes
 
@@ -71,7 +71,7 @@ def test_bench_prints_a_row_per_configuration_and_writes_results(tone_corpus, tm
     assert all(s.wer.value == 0 and s.offline_wer.value == 0 for s in streams)
     assert all(s.word_latencies and s.lag["samples"] for s in streams)
     summaries = [r for r in records if r["record"] == "summary"]
-    assert [s["name"] for s in summaries] == [parse_config(c).label for c in TEST_CONFIGS]
+    assert [s["name"] for s in summaries] == [StreamConfig.parse(c).label for c in TEST_CONFIGS]
     assert summaries[0]["files"] == 3 and summaries[0]["errors"] == 0
     # A smaller chunk commits sooner.
     assert summaries[0]["latency"]["median"] < summaries[1]["latency"]["median"]
@@ -147,9 +147,9 @@ def test_bench_wall_clock_runs_in_real_time(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--config", "backend=test,min_chunk"], "key=value"),
+        (["--config", "backend=test,min_chunk"], "expected KEY=VALUE"),
         (["--config", "backend=nope"], "unknown backend 'nope'"),
-        (["--config", "backend=test,colour=blue"], "accepted neither"),
+        (["--config", "backend=test,colour=blue"], "accepted by none"),
         (["--config", "backend=test", "--config", "backend=test"], "given twice"),
         (["--normalizer", "shouty"], "Invalid value for '--normalizer'"),
         (["--clock", "sundial"], "Invalid value for '--clock'"),
@@ -220,7 +220,7 @@ def test_resolve_normalizer_follows_the_corpus_language():
 
 
 def test_run_bench_summaries_match_their_streams(tone_corpus):
-    run = run_bench(tone_corpus, [parse_config(c) for c in TEST_CONFIGS], progress=False)
+    run = run_bench(tone_corpus, [StreamConfig.parse(c) for c in TEST_CONFIGS], progress=False)
     assert len(run.streams) == 6 and len(run.summaries) == 2
     for summary in run.summaries:
         mine = [s for s in run.streams if s.config["name"] == summary["name"]]
@@ -235,7 +235,7 @@ def test_plots_are_written_as_png(tone_corpus, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
     from rtlab.eval import plots
 
-    run = run_bench(tone_corpus, [parse_config(c) for c in TEST_CONFIGS], progress=False)
+    run = run_bench(tone_corpus, [StreamConfig.parse(c) for c in TEST_CONFIGS], progress=False)
     streams = [s.to_dict() for s in run.streams]
     paths = plots.save_bench_plots(run.summaries, streams, tmp_path / "png")
     assert [p.name for p in paths] == ["wer_vs_latency.png", "latency_cdf.png", "lag.png"]

@@ -16,7 +16,7 @@ import pytest
 
 from rtlab.registry import get_registry
 from rtlab.testing import tone_words, wav_bytes
-from test_server_support import make_server, settle  # noqa: F401 - fixtures
+from server_support import settle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -20,7 +20,7 @@ from rtlab.errors import (
     UnknownDecoder,
     UnknownPolicy,
 )
-from rtlab.core.events import EventStream
+from rtlab.core.events import EventQueue
 from rtlab.core.processor import AudioProcessor
 from rtlab.testing import tone_words, wav_bytes
 
@@ -334,11 +334,9 @@ async def test_a_truncated_file_transcribes_what_arrived(clips, no_ffmpeg_left):
     assert events[-1]["text"] and TEXT.startswith(events[-1]["text"])
 
 
-async def test_bad_policy_option_value_fails_in_create_tasks_without_a_process(no_ffmpeg_left):
-    processor = AudioProcessor("test", policy_options={"min_chunk": 0})
+def test_a_bad_policy_option_value_is_refused_before_any_work(no_ffmpeg_left):
     with pytest.raises(InvalidOption, match="min_chunk"):
-        await processor.create_tasks()
-    assert processor.state == "STOPPED"
+        AudioProcessor("test", policy_options={"min_chunk": 0})
 
 
 @pytest.mark.parametrize("clock", ["wall", "simulated"])
@@ -346,7 +344,7 @@ async def test_a_pcm_buffer_smaller_than_min_chunk_does_not_stall(clock, clips, 
     processor = AudioProcessor("test", clock=clock, max_buffered_seconds=0.5)  # min_chunk is 1 s
     events = await asyncio.wait_for(stream(processor, clips["wav"]), 60)
     assert events[-1]["type"] == "summary" and events[-1]["text"] == TEXT
-    assert processor._pending_samples == 0
+    assert processor.buffer.pending == 0
 
 
 async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips, monkeypatch):
@@ -376,11 +374,11 @@ async def test_a_queued_pass_takes_the_audio_that_arrived_while_it_waited(clips,
     await asyncio.get_running_loop().run_in_executor(None, busy.wait, 30)
     pcm = clips["pcm_s16le"]
     await processor.process_audio(pcm[: SR])  # 0.5 s: a pass is due, and queues
-    while processor._processed_samples == 0 and processor._received_samples < SR // 2:
+    while processor.buffer.taken == 0 and processor.buffer.received < SR // 2:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)
     await processor.process_audio(pcm[SR : 3 * SR])  # 1 s more while the pass waits
-    while processor._received_samples < 3 * SR // 2:
+    while processor.buffer.received < 3 * SR // 2:
         await asyncio.sleep(0.01)
     release.set()
     await blocker
@@ -420,7 +418,7 @@ def test_unknown_option_is_refused_naming_the_option_and_plugin(options, kind, p
         AudioProcessor("test", **options)
     message = str(raised.value)
     assert kind in message and f"plugin {plugin!r}" in message and "'bogus'" in message
-    assert "accepted options:" in message
+    assert "it accepts:" in message
 
 
 def test_model_is_a_backend_option():
@@ -445,23 +443,23 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_event_stream_drops_partials_when_nobody_reads():
-    events = EventStream(max_events=10)
+async def test_event_queue_drops_partials_when_nobody_reads():
+    events = EventQueue(10)
     for i in range(10_000):
         await events.put(partial(str(i)))
-    assert len(events._events) <= 5
-    assert events.dropped_partials == 10_000 - len(events._events)
-    assert events._events[-1]["text"] == "9999"  # the newest partial is kept
+    assert len(events._items) <= 5
+    assert events.dropped_partials == 10_000 - len(events._items)
+    assert events._items[-1]["text"] == "9999"  # the newest partial is kept
 
 
-async def test_event_stream_commits_wait_for_room_and_are_never_dropped():
-    events = EventStream(max_events=4)
+async def test_event_queue_commits_wait_for_room_and_are_never_dropped():
+    events = EventQueue(4)
     for i in range(4):
         await events.put(commit(str(i)))
     blocked = asyncio.create_task(events.put(commit("4")))
     await settle()
     assert not blocked.done()  # bounded: the producer waits
-    assert len(events._events) == 4
+    assert len(events._items) == 4
     assert (await events.__anext__())["words"][0]["text"] == "0"
     await asyncio.wait_for(blocked, 5)
     await events.close({"type": "summary", "text": "", "emitted_at": 0.0})
@@ -470,8 +468,8 @@ async def test_event_stream_commits_wait_for_room_and_are_never_dropped():
     assert rest[-1]["type"] == "summary"
 
 
-async def test_event_stream_close_fits_the_final_event_and_wakes_a_waiting_producer():
-    events = EventStream(max_events=2)
+async def test_event_queue_close_fits_the_final_event_and_wakes_a_waiting_producer():
+    events = EventQueue(2)
     await events.put(commit("a"))
     await events.put(commit("b"))
     blocked = asyncio.create_task(events.put(commit("c")))
@@ -496,8 +494,8 @@ async def test_a_consumer_that_never_reads_does_not_grow_the_processor(no_ffmpeg
     feeder = asyncio.create_task(feed())
     done, _ = await asyncio.wait({feeder}, timeout=2)
     assert not done, processor.error
-    assert len(processor.events._events) <= 4
-    assert processor._pending_samples <= 1.0 * SR + 4096
+    assert len(processor.events._items) <= 4
+    assert processor.buffer.pending <= 1.0 * SR + 4096
     assert processor.policy.buffered_seconds <= 30
     await processor.cleanup()
     # The blocked feeder is released: it returns, or is told the processor stopped.

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from rtlab.backends import get_backend
-from rtlab.errors import DecoderError, InvalidOption, UnknownBackend, UnknownPolicy
+from rtlab.config import StreamConfig
 from rtlab.decoders.files import decode_audio, to_pcm16
+from rtlab.errors import DecoderError
 from rtlab.eval.offline import clear_cache, offline_transcribe
-from rtlab.eval.replay import Configuration, parse_config, replay, replay_async
+from rtlab.eval.replay import replay, replay_async
 from rtlab.testing import tone_words, wav_bytes
 
 DATA = Path(__file__).parent / "data"
@@ -51,7 +52,7 @@ CONFIGS = [
 
 def test_two_simulated_replays_give_the_same_events(tones):
     audio, _ = tones
-    configs = [parse_config(c) for c in CONFIGS]
+    configs = [StreamConfig.parse(c) for c in CONFIGS]
     first = replay(audio, configs)
     second = replay(audio, configs)
     for a, b in zip(first, second):
@@ -61,7 +62,7 @@ def test_two_simulated_replays_give_the_same_events(tones):
 
 def test_configuration_alone_or_together_gives_the_same_events(tones):
     audio, _ = tones
-    configs = [parse_config(c) for c in CONFIGS]
+    configs = [StreamConfig.parse(c) for c in CONFIGS]
     together = replay(audio, configs)
     for config, run in zip(configs, together):
         (alone,) = replay(audio, [config])
@@ -70,7 +71,7 @@ def test_configuration_alone_or_together_gives_the_same_events(tones):
 
 def test_replay_returns_one_run_per_configuration_in_order(tones):
     audio, _ = tones
-    configs = [parse_config(c) for c in CONFIGS]
+    configs = [StreamConfig.parse(c) for c in CONFIGS]
     runs = replay(audio, configs)
     assert [r.configuration for r in runs] == configs
     for run in runs:
@@ -86,7 +87,7 @@ def test_replay_returns_one_run_per_configuration_in_order(tones):
 
 def test_simulated_replay_commits_at_audio_times_not_feeding_speed(tones):
     audio, words = tones
-    (run,) = replay(audio, [parse_config("backend=test,min_chunk=1")])
+    (run,) = replay(audio, [StreamConfig.parse("backend=test,min_chunk=1")])
     commits = [e for e in run.events if e["type"] == "commit"]
     # LocalAgreement-2 commits a word on the pass after the one that first saw it whole, so
     # every commit is later than the end of its words in the audio.
@@ -104,14 +105,14 @@ def test_simulated_passes_ask_for_the_cores_by_how_far_they_are_in_the_audio(ton
     asked: list[tuple[int, float | None]] = []
     submit = Scheduler.submit
 
-    async def spy(self, fn, *args, priority=None):
+    async def spy(self, fn, *args, priority=None, **options):
         asked.append((id(self), priority))
-        return await submit(self, fn, *args, priority=priority)
+        return await submit(self, fn, *args, priority=priority, **options)
 
     monkeypatch.setattr(Scheduler, "submit", spy)
     audio, _ = tones
     seconds = len(audio) / 16000
-    replay(audio, [parse_config("backend=test,min_chunk=0.5"), parse_config("backend=test,model=other,min_chunk=2")])
+    replay(audio, [StreamConfig.parse("backend=test,min_chunk=0.5"), StreamConfig.parse("backend=test,model=other,min_chunk=2")])
     by_backend: dict[int, list[float]] = {}
     for backend, priority in asked:
         by_backend.setdefault(backend, []).append(priority)
@@ -120,7 +121,7 @@ def test_simulated_passes_ask_for_the_cores_by_how_far_they_are_in_the_audio(ton
         assert priorities[0] == pytest.approx(min_chunk, abs=0.1)
         assert priorities[-1] == pytest.approx(seconds, abs=0.01)  # the final pass
     asked.clear()
-    replay(audio[:16000], [parse_config("backend=test,min_chunk=0.5")], clock="wall")
+    replay(audio[:16000], [StreamConfig.parse("backend=test,min_chunk=0.5")], clock="wall")
     assert asked and {priority for _, priority in asked} == {None}
 
 
@@ -142,7 +143,7 @@ def test_passes_run_with_one_blas_thread_and_the_setting_is_restored_after(tones
 
     monkeypatch.setattr(ToneBackend, "transcribe", spy)
     audio, _ = tones
-    runs = replay(audio, [parse_config(c) for c in CONFIGS])
+    runs = replay(audio, [StreamConfig.parse(c) for c in CONFIGS])
     assert [r.text for r in runs] == [TEXT] * len(CONFIGS)
     assert seen and all(counts == [1] * len(before) for counts in seen)
     assert blas_thread_counts() == before
@@ -150,7 +151,7 @@ def test_passes_run_with_one_blas_thread_and_the_setting_is_restored_after(tones
 
 def test_wall_clock_replay_feeds_audio_in_real_time():
     audio, _ = tone_words("alpha bravo")
-    (run,) = replay(audio, [parse_config("backend=test,min_chunk=0.5")], clock="wall")
+    (run,) = replay(audio, [StreamConfig.parse("backend=test,min_chunk=0.5")], clock="wall")
     assert run.clock == "wall"
     assert run.text == "alpha bravo"
     # The stream cannot end before all of its audio has been sent at real-time pace.
@@ -159,8 +160,8 @@ def test_wall_clock_replay_feeds_audio_in_real_time():
 
 def test_a_failing_configuration_keeps_its_error_and_the_others_finish(tones):
     audio, _ = tones
-    good = parse_config("backend=test,min_chunk=0.5")
-    bad = parse_config("backend=test,fail_after=3,min_chunk=0.5")
+    good = StreamConfig.parse("backend=test,min_chunk=0.5")
+    bad = StreamConfig.parse("backend=test,fail_after=3,min_chunk=0.5")
     runs = replay(audio, [good, bad])
     assert runs[0].error is None and runs[0].text == TEXT
     assert runs[1].error is not None and "failing on call 3" in runs[1].error
@@ -171,7 +172,7 @@ def test_a_failing_configuration_keeps_its_error_and_the_others_finish(tones):
 def test_backend_instances_can_be_replayed_one_at_a_time(tones):
     from rtlab.eval.replay import _backend_groups
 
-    configs = [parse_config(c) for c in (
+    configs = [StreamConfig.parse(c) for c in (
         "backend=test,min_chunk=0.5", "backend=test,model=other", "backend=test,min_chunk=2",
     )]  # fmt: skip
     # Policies may differ within a group; any backend option makes another instance.
@@ -185,22 +186,22 @@ def test_backend_instances_can_be_replayed_one_at_a_time(tones):
 def test_progress_reports_processed_audio_up_to_the_end(tones):
     audio, _ = tones
     seen: list[float] = []
-    replay(audio, [parse_config("backend=test")], progress=seen.append)
+    replay(audio, [StreamConfig.parse("backend=test")], progress=seen.append)
     assert seen and seen == sorted(seen)
     assert seen[-1] == pytest.approx(len(audio) / 16000, abs=0.01)
 
 
 def test_replay_reads_an_audio_file():
-    (run,) = replay(DATA / "realtime.wav", [parse_config("backend=test")])
+    (run,) = replay(DATA / "realtime.wav", [StreamConfig.parse("backend=test")])
     assert run.error is None and run.summary is not None
 
 
 async def test_replay_async_runs_inside_an_event_loop(tones):
     audio, _ = tones
-    (run,) = await replay_async(audio, [parse_config("backend=test")])
+    (run,) = await replay_async(audio, [StreamConfig.parse("backend=test")])
     assert run.text == TEXT
     with pytest.raises(RuntimeError, match="await replay_async"):
-        replay(audio, [parse_config("backend=test")])
+        replay(audio, [StreamConfig.parse("backend=test")])
 
 
 def test_replay_refuses_bad_arguments(tones):
@@ -208,50 +209,9 @@ def test_replay_refuses_bad_arguments(tones):
     with pytest.raises(ValueError, match="at least one configuration"):
         replay(audio, [])
     with pytest.raises(ValueError, match="clock"):
-        replay(audio, [parse_config("backend=test")], clock="sundial")
+        replay(audio, [StreamConfig.parse("backend=test")], clock="sundial")
     with pytest.raises(ValueError, match="mono"):
-        replay(np.zeros((2, 100), np.float32), [parse_config("backend=test")])
-
-
-# --------------------------------------------------------------------------- configurations
-
-
-def test_parse_config_routes_options_to_the_backend_or_the_policy():
-    config = parse_config("backend=test,model=tones,policy=local-agreement,min_chunk=0.5,compute_rtf=0")
-    assert config.backend == "test" and config.model == "tones"
-    assert config.policy == "local-agreement"
-    assert config.policy_options == {"min_chunk": 0.5}
-    assert config.backend_options == {"compute_rtf": 0}
-    assert config.label == "test:tones local-agreement compute_rtf=0 min_chunk=0.5"
-    assert Configuration.from_options(config.to_dict()) == Configuration(
-        "test", "tones", "local-agreement", None, {"compute_rtf": 0}, {"min_chunk": 0.5},
-        name=config.label,
-    )
-
-
-def test_parse_config_values_are_typed():
-    config = parse_config("backend=test,name=fast,min_chunk=1,policy.prompt_chars=0,language=en")
-    assert config.policy_options == {"min_chunk": 1, "prompt_chars": 0}
-    assert config.name == "fast" and config.label == "fast"
-    assert config.language == "en"
-
-
-@pytest.mark.parametrize(
-    ("text", "error", "match"),
-    [
-        ("backend=test,min_chunk", ValueError, "key=value"),
-        ("backend=test,,min_chunk=1", ValueError, "key=value"),
-        ("backend=test,min_chunk=1,min_chunk=2", ValueError, "given twice"),
-        ("backend=nope", UnknownBackend, "unknown backend 'nope'"),
-        ("backend=test,policy=nope", UnknownPolicy, "unknown policy 'nope'"),
-        ("backend=test,colour=blue", InvalidOption, "accepted neither"),
-        ("backend=test,decoder.x=1", InvalidOption, "prefix"),
-        ("backend=test,backend.min_chunk=1", InvalidOption, "does not accept option 'min_chunk'"),
-    ],
-)
-def test_parse_config_rejects_bad_text_clearly(text, error, match):
-    with pytest.raises(error, match=match):
-        parse_config(text)
+        replay(np.zeros((2, 100), np.float32), [StreamConfig.parse("backend=test")])
 
 
 # --------------------------------------------------------------------------- offline passes

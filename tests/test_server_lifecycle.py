@@ -7,6 +7,7 @@ server runs in it) once the server has released the sessions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -25,18 +26,9 @@ from tornado.websocket import websocket_connect
 import rtlab.core.processor
 from rtlab.backends import get_backend
 from rtlab.cli import cli
+from rtlab.server import protocol
 from rtlab.server.client import TranscriptionClient
-from test_server_support import (  # noqa: F401 - fixtures
-    Clip,
-    clip,
-    make_clip,
-    make_server,
-    second_clip,
-    server,
-    settle,
-    split,
-    wait_until,
-)
+from server_support import Clip, make_clip, settle, split, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -251,7 +243,8 @@ async def test_slow_client_is_bounded_and_never_loses_committed_text(make_server
     long_clip = make_clip(words)  # 80 s of audio, more than the pipeline holds
     connection = StalledConnection()
     session = running.server.open_session(connection)
-    session.outbox.max_merged_words = 4  # so that 4 queued messages hold at most 16 words
+    # So that 4 queued messages hold at most 16 words.
+    session.outbox.merge = functools.partial(protocol.merge_transcripts, max_words=4)
     await session.receive(json.dumps({"type": "start_transcription", "format": "pcm_s16le"}))
 
     chunks = split(long_clip.pcm, 800)  # 0.1 s each

@@ -10,14 +10,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import websocket_connect
 
 from rtlab.server.client import TranscriptionClient, stream_file
-from test_server_support import (  # noqa: F401 - fixtures
-    clip,
-    make_server,
-    second_clip,
-    server,
-    settle,
-    split,
-)
+from server_support import settle, split
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -272,7 +265,8 @@ async def test_api_backends_lists_what_the_registry_offers(server):
     names = [b["name"] for b in info["backends"]]
     assert "test" in names
     assert info["default"]["backend"] == "test"
-    assert info["formats"] == ["auto", "pcm_s16le", "webm", "ogg", "wav", "mp3", "flac"]
+    assert info["formats"] == ["auto", "webm", "ogg", "wav", "mp3", "flac", "ffmpeg", "pcm_s16le"]
+    assert [d["name"] for d in info["decoders"]] == ["ffmpeg", "pcm_s16le"]
     assert any(p["name"] == "local-agreement" for p in info["policies"])
     test = next(b for b in info["backends"] if b["name"] == "test")
     assert test["description"] and "model" in test["options"] and test["plugin"]
@@ -304,19 +298,6 @@ async def test_metrics_are_prometheus_text(server, clip):
         "rtlab_rtf_count 1.0", 'rtlab_errors_total{error="invalid_json"} 1.0',
     ):  # fmt: skip
         assert name in text, name
-
-
-@pytest.mark.parametrize("fmt, decoder, options", [
-    ("auto", "ffmpeg", {}),
-    ("webm", "ffmpeg", {"input_format": "webm"}),
-    ("ogg", "ffmpeg", {"input_format": "ogg"}),
-    ("pcm_s16le", "pcm_s16le", {"max_chunks": 32}),
-])  # fmt: skip
-def test_a_named_format_selects_the_decoder_and_tells_ffmpeg_the_container(fmt, decoder, options):
-    from rtlab.server.protocol import StartRequest
-
-    request = StartRequest.from_message({"type": "start_transcription", "format": fmt})
-    assert (request.decoder, request.decoder_options) == (decoder, options)
 
 
 async def test_server_policy_and_backend_options_reach_every_session(make_server, clip):

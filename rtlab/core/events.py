@@ -1,5 +1,5 @@
 """Transcript events (the contract shared by CLI, WebSocket, widgets and benchmarks),
-and the bounded stream that carries them from a processor to its consumer.
+and the bounded queue that carries them from a processor to its consumer.
 
 * ``{"type": "partial", "text", "emitted_at"}``: provisional, may change.
 * ``{"type": "commit", "words": [{"text", "start", "end"}], "emitted_at"}``: final.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from ..backends import Word
 
@@ -46,64 +46,113 @@ def join_words(words: list[Word]) -> str:
     return " ".join(w["text"].strip() for w in words if w["text"].strip())
 
 
-class EventStream:
-    """An async iterator of events with a bounded buffer.
+def is_partial(event: dict[str, Any]) -> bool:
+    """Whether ``event`` is a partial event (stale once a newer one exists)."""
+    return event.get("type") == "partial"
 
-    When the consumer is slow, partial events are dropped first (they are stale once a
-    newer one exists); commits wait for room, so committed text is never lost. The final
-    event and the end marker always fit.
+
+class EventQueue:
+    """A bounded async queue of events that drops stale partials and never committed text.
+
+    The processor's events to its consumer and the server's messages to a client go through
+    one of these. At most ``max_items`` wait:
+
+    * a ``stale`` item (by default a partial event) is provisional: it takes at most half
+      the room. Arriving at a half-full queue, it replaces the oldest queued stale item,
+      or is dropped when there is none (``dropped_partials`` counts both);
+    * ``merge(tail, item)``, when given, may fold an item into the last queued one: it
+      returns None when it cannot, else whether the fold superseded provisional text of
+      the tail (counted as a dropped partial). The server folds a transcript into an
+      unsent one;
+    * everything else waits for room. That wait is the backpressure: a consumer that does
+      not read stops the producer.
+
+    ``close(final)`` ends the queue with ``final`` appended past the bound (so it never
+    waits): iteration, or :meth:`get`, returns what is queued, then ends. ``discard()``
+    ends it at once.
     """
 
-    def __init__(self, max_events: int = 1000) -> None:
-        self.max_events = max_events
-        self._events: collections.deque[dict] = collections.deque()
+    def __init__(
+        self,
+        max_items: int = 1000,
+        *,
+        stale: Callable[[dict[str, Any]], bool] = is_partial,
+        merge: Callable[[dict[str, Any], dict[str, Any]], bool | None] | None = None,
+    ) -> None:
+        self.max_items = max(2, int(max_items))
+        self.dropped_partials = 0
+        self._stale = stale
+        #: The merge function (see above); may be replaced while the queue is in use.
+        self.merge = merge
+        self._items: collections.deque[dict[str, Any]] = collections.deque()
         self._changed = asyncio.Condition()
         self._closed = False
-        self.dropped_partials = 0
 
-    async def put(self, event: dict[str, Any]) -> None:
-        """Queue ``event``: drops it if it is a partial and the buffer is full, else waits."""
-        async with self._changed:
-            if event["type"] == "partial" and len(self._events) >= self.max_events // 2:
-                # Replace the oldest queued partial; with none to replace, drop this one.
-                if not self._drop_oldest_partial():
-                    self.dropped_partials += 1
-                    return
-            await self._changed.wait_for(lambda: len(self._events) < self.max_events or self._closed)
-            if not self._closed:
-                self._events.append(event)
-                self._changed.notify_all()
-
-    def _drop_oldest_partial(self) -> bool:
-        for index, queued in enumerate(self._events):
-            if queued["type"] == "partial":
-                del self._events[index]
-                self.dropped_partials += 1
-                return True
-        return False
-
-    async def close(self, final: dict[str, Any] | None = None) -> None:
-        """Append ``final`` (if any) past the bound and end the stream; idempotent."""
-        async with self._changed:
-            if self._closed:
-                return
-            if final is not None:
-                self._events.append(final)
-            self._closed = True
-            self._changed.notify_all()
+    def __len__(self) -> int:
+        return len(self._items)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    async def put(self, item: dict[str, Any]) -> None:
+        """Queue ``item``: may merge it, replace or drop a stale one, or wait for room."""
+        async with self._changed:
+            if self._closed:
+                return
+            merged = self.merge(self._items[-1], item) if self.merge and self._items else None
+            if merged is not None:
+                self.dropped_partials += merged
+                self._changed.notify_all()
+                return
+            if self._stale(item) and len(self._items) >= self.max_items // 2:
+                self.dropped_partials += 1
+                if not self._drop_oldest_stale():
+                    return
+            await self._changed.wait_for(lambda: len(self._items) < self.max_items or self._closed)
+            if not self._closed:
+                self._items.append(item)
+                self._changed.notify_all()
+
+    def _drop_oldest_stale(self) -> bool:
+        for index, queued in enumerate(self._items):
+            if self._stale(queued):
+                del self._items[index]
+                return True
+        return False
+
+    async def get(self) -> dict[str, Any] | None:
+        """The next item, waiting for one; None once closed and drained."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._items or self._closed)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._changed.notify_all()
+            return item
+
+    async def close(self, final: dict[str, Any] | None = None) -> None:
+        """Append ``final`` (if any) past the bound and end the queue; idempotent."""
+        async with self._changed:
+            if self._closed:
+                return
+            if final is not None:
+                self._items.append(final)
+            self._closed = True
+            self._changed.notify_all()
+
+    async def discard(self) -> None:
+        """End the queue now and forget what waits in it (the consumer is gone)."""
+        async with self._changed:
+            self._closed = True
+            self._items.clear()
+            self._changed.notify_all()
+
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._events or self._closed)
-            if self._events:
-                event = self._events.popleft()
-                self._changed.notify_all()
-                return event
+        item = await self.get()
+        if item is None:
             raise StopAsyncIteration
+        return item

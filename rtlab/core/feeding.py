@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from ..config import StreamConfig
 from ..errors import DecoderError
 from .processor import AudioProcessor
 
@@ -94,19 +95,22 @@ async def feed_bytes(
 
 async def stream_file(
     path: str | Path,
+    config: StreamConfig | str | None = None,
     *,
     clock: str = "wall",
     chunk_seconds: float = 0.1,
     on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
     on_progress: Callable[[float], None] | None = None,
-    **processor_options: Any,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
     """Stream one file through a new AudioProcessor and return every event.
 
+    ``config`` and ``settings`` are those of :class:`AudioProcessor` (a
+    :class:`~rtlab.config.StreamConfig` or a backend name, StreamConfig fields on top).
     ``clock="wall"`` paces the file in real time; ``"simulated"`` feeds it as fast as
-    compute allows. Extra keyword arguments go to :class:`AudioProcessor`.
+    compute allows.
     """
-    processor = AudioProcessor(clock=clock, **processor_options)
+    processor = AudioProcessor(config, clock=clock, **settings)
     events_out: list[dict[str, Any]] = []
     try:
         events = await processor.create_tasks()

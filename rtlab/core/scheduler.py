@@ -67,7 +67,16 @@ class Gate:
 
 
 class JobCancelled(Exception):
-    """The job's caller left while it waited; it never ran."""
+    """The job never ran: its caller left while it waited, or declined it when admitted."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    """Slots and a replica handed out by :meth:`CpuSlots.acquire`."""
+
+    count: int
+    gate: Gate | None
+    released: bool = False
 
 
 @dataclass(eq=False)
@@ -130,20 +139,20 @@ class CpuSlots:
                 return False
         return True
 
-    @contextlib.contextmanager
-    def hold(
+    def acquire(
         self,
         count: int,
         priority: float | None = None,
         gate: Gate | None = None,
         cancelled: threading.Event | None = None,
-    ) -> Iterator[None]:
-        """Hold ``count`` slots (and a place in ``gate``) for the ``with`` block. Raises
-        :class:`JobCancelled` when ``cancelled`` is set before they were handed out."""
+    ) -> Ticket:
+        """Wait for ``count`` slots (and a place in ``gate``) and take them; blocking.
+        Raises :class:`JobCancelled` when ``cancelled`` is set before they were handed
+        out. Give them back with :meth:`release`."""
         count = min(max(0, int(count)), self.total)
+        ticket = Ticket(count, gate)
         if count == 0 and gate is None:
-            yield
-            return
+            return ticket
         key = (0.0 if priority is None else float(priority), next(self._arrivals))
         waiter = _Waiter(key, count, gate, cancelled)
         with self._condition:
@@ -158,14 +167,35 @@ class CpuSlots:
             self._free -= count
             if gate is not None:
                 gate.in_use += 1
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        """Give back what :meth:`acquire` handed out (once per ticket)."""
+        if ticket.released:
+            return
+        ticket.released = True
+        if ticket.count == 0 and ticket.gate is None:
+            return
+        with self._condition:
+            self._free += ticket.count
+            if ticket.gate is not None:
+                ticket.gate.in_use -= 1
+            self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def hold(
+        self,
+        count: int,
+        priority: float | None = None,
+        gate: Gate | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Iterator[None]:
+        """:meth:`acquire` for the ``with`` block, then :meth:`release`."""
+        ticket = self.acquire(count, priority, gate, cancelled)
         try:
             yield
         finally:
-            with self._condition:
-                self._free += count
-                if gate is not None:
-                    gate.in_use -= 1
-                self._condition.notify_all()
+            self.release(ticket)
 
 
 class OneBlasThread(threading.local):
@@ -258,13 +288,21 @@ class Scheduler:
         self._lock = threading.Lock()
 
     async def submit(
-        self, fn: Callable[..., Any], *args: Any, priority: float | None = None
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        priority: float | None = None,
+        before: Callable[[], bool | None] | None = None,
     ) -> tuple[Any, float]:
         """Run ``fn(*args)`` on a backend thread; returns (result, compute seconds).
 
         Jobs wait for their cores and a replica in order of ``priority`` (lowest first,
-        ``None`` counts as 0), then of arrival. A job whose caller is cancelled while it
-        waits never runs."""
+        ``None`` counts as 0), then of arrival. Once admitted, ``before()`` runs on the
+        caller's event loop, just before the job starts: a session takes the audio that
+        arrived while its pass waited there. ``before`` returning False declines the job,
+        and a job whose caller is cancelled while it waits never runs; both raise
+        :class:`JobCancelled` to the caller. A job that started runs to its end and keeps
+        its cores and replica until then, even if its caller stops waiting."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise SchedulerBusy(
@@ -273,38 +311,51 @@ class Scheduler:
                 )
             self._pending += 1
         cancelled = threading.Event()
-
-        def timed() -> tuple[Any, float]:
-            started = time.perf_counter()
-            result = fn(*args)
-            return result, time.perf_counter() - started
-
-        def admitted() -> tuple[Any, float] | None:
-            try:
-                with self.slots.hold(self.backend.cores_per_call, priority, self.gate, cancelled):
-                    return self._running.submit(timed).result()
-            except JobCancelled:
-                return None
-
-        def done(_: Future) -> None:
-            with self._lock:
-                self._pending -= 1
-
-        # The count drops when the job is over, not when its caller stops waiting: a job
-        # whose caller was cancelled while it ran still holds its thread until it ends.
-        future = self._waiting.submit(admitted)
-        future.add_done_callback(done)
+        admission = self._waiting.submit(
+            self.slots.acquire, self.backend.cores_per_call, priority, self.gate, cancelled
+        )
         try:
-            return await asyncio.wrap_future(future)
+            ticket = await asyncio.wrap_future(admission)
         except asyncio.CancelledError:
             cancelled.set()
             self.slots.wake()
+            admission.add_done_callback(self._abandon)
             raise
+        except BaseException:
+            self._job_done(None)
+            raise
+        try:
+            if before is not None and before() is False:
+                raise JobCancelled()
+            job = self._running.submit(_timed, fn, args)
+        except BaseException:
+            self._job_done(ticket)
+            raise
+        job.add_done_callback(lambda _: self._job_done(ticket))
+        return await asyncio.wrap_future(job)
+
+    def _abandon(self, admission: Future) -> None:
+        """The caller left while its job waited: give back what it was handed, if anything."""
+        ticket = None if admission.cancelled() or admission.exception() else admission.result()
+        self._job_done(ticket)
+
+    def _job_done(self, ticket: Ticket | None) -> None:
+        # The count drops when the job is over, not when its caller stops waiting.
+        if ticket is not None:
+            self.slots.release(ticket)
+        with self._lock:
+            self._pending -= 1
 
     @property
     def pending(self) -> int:
         """Jobs queued or running now."""
         return self._pending
+
+
+def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - started
 
 
 _schedulers: dict[int, Scheduler] = {}

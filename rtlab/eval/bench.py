@@ -8,9 +8,9 @@ through all configurations at once (:mod:`rtlab.eval.replay`), and score each st
 
 Library use (a script or a notebook cell)::
 
+    from rtlab import StreamConfig
     from rtlab.eval.bench import run_bench
-    from rtlab.eval.replay import parse_config
-    run = run_bench("speech/", [parse_config("backend=test,min_chunk=0.5")])
+    run = run_bench("speech/", [StreamConfig.parse("backend=test,min_chunk=0.5")])
     print(run.table())
     run.write("results/")
 """
@@ -26,17 +26,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import click
+from ..config import StreamConfig
 
-from ..errors import RtlabError
-
-if TYPE_CHECKING:  # importing the replay pulls numpy in; 'rtlab --help' stays instant
-    from .replay import Configuration
 
 __all__ = [
-    "BenchRun", "bench", "format_table", "hardware_summary", "load_grid", "resolve_normalizer",
+    "BenchRun", "format_table", "hardware_summary", "load_grid", "resolve_normalizer",
     "run_bench", "run_bench_async",
 ]  # fmt: skip
 
@@ -46,8 +42,8 @@ _TABLE_COLUMNS = ("configuration", "WER", "median latency", "p95 latency", "firs
 # --------------------------------------------------------------------------- configurations
 
 
-def load_grid(path: str | os.PathLike[str]) -> list[Configuration]:
-    """Configurations described by a TOML file.
+def load_grid(path: str | os.PathLike[str]) -> list[StreamConfig]:
+    """StreamConfigs described by a TOML file.
 
     Top-level keys are defaults for every configuration. A ``[grid]`` table maps keys to
     lists of values: one configuration per combination (the cartesian product). Each
@@ -67,11 +63,9 @@ def load_grid(path: str | os.PathLike[str]) -> list[Configuration]:
         min_chunk = 1
 
     Raises ``ValueError`` for a file that is not valid TOML or not of this shape, and the
-    errors of :meth:`Configuration.from_options` for unknown plugins or options.
+    errors of :meth:`StreamConfig.from_mapping` for unknown plugins or options.
     """
     import tomllib
-
-    from .replay import Configuration
 
     source = Path(path)
     try:
@@ -102,7 +96,7 @@ def load_grid(path: str | os.PathLike[str]) -> list[Configuration]:
         combos += explicit
     if not combos:
         combos = [{}]
-    return [Configuration.from_options({**defaults, **combo}) for combo in combos]
+    return [StreamConfig.from_mapping({**defaults, **combo}) for combo in combos]
 
 
 def resolve_normalizer(normalizer: str, languages: Sequence[str | None]) -> str:
@@ -133,7 +127,7 @@ class BenchRun:
     """
 
     corpus: str
-    configurations: list[Configuration]
+    configurations: list[StreamConfig]
     clock: str
     normalizer: str
     long_form: bool
@@ -210,7 +204,7 @@ class BenchRun:
 
 
 async def _reference_passes(
-    utterance: Any, samples: Any, configs: Sequence[Configuration]
+    utterance: Any, samples: Any, configs: Sequence[StreamConfig]
 ) -> tuple[list[Any], float]:
     """The offline pass of ``samples`` for each configuration (one per backend instance),
     all at once; returns the transcripts and the wall seconds until the last one ended."""
@@ -220,8 +214,7 @@ async def _reference_passes(
     started = time.perf_counter()
     transcripts = await asyncio.gather(*(
         loop.run_in_executor(None, lambda c=c: offline_transcribe(
-            utterance.audio, c.backend, backend_options=c.all_backend_options(),
-            language=c.language or utterance.language, audio=samples))
+            utterance.audio, c, language=c.language or utterance.language, audio=samples))
         for c in configs
     ))  # fmt: skip
     return list(transcripts), time.perf_counter() - started
@@ -275,7 +268,7 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
 
 async def run_bench_async(
     corpus: str | os.PathLike[str],
-    configurations: Sequence[Configuration],
+    configurations: Sequence[StreamConfig],
     *,
     clock: str = "simulated",
     normalizer: str = "auto",
@@ -341,7 +334,7 @@ async def run_bench_async(
                 # the replay: each holds a CPU slot like a streaming pass (and goes before
                 # the replay's passes), so it fills the cores the replay leaves idle
                 # without slowing its passes down. One at a time, they run first.
-                firsts: dict[tuple, Configuration] = {}
+                firsts: dict[tuple, StreamConfig] = {}
                 for config in configs:
                     firsts.setdefault(_offline_key(config), config)
                 passes = asyncio.ensure_future(
@@ -387,92 +380,17 @@ async def run_bench_async(
             bar.close()
     run.wall_seconds = time.perf_counter() - started
     for config in configs:
-        run.backends[config.label] = get_backend(config.backend, **config.all_backend_options()).info()
+        run.backends[config.label] = get_backend(config).info()
     for config in configs:
         mine = [s for s in run.streams if s.config["name"] == config.label]
         run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
     return run
 
 
-def _offline_key(config: Configuration) -> tuple:
-    return (config.backend, tuple(sorted((k, repr(v)) for k, v in config.all_backend_options().items())), config.language)
+def _offline_key(config: StreamConfig) -> tuple:
+    return (config.model_key, config.language)
 
 
-def run_bench(corpus: str | os.PathLike[str], configurations: Sequence[Configuration], **options: Any) -> BenchRun:
+def run_bench(corpus: str | os.PathLike[str], configurations: Sequence[StreamConfig], **options: Any) -> BenchRun:
     """Blocking :func:`run_bench_async` (same arguments); in a notebook, ``await`` that one."""
     return asyncio.run(run_bench_async(corpus, configurations, **options))
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _parse_configs(texts: Sequence[str], grid: str | None) -> list[Configuration]:
-    from .replay import Configuration, parse_config
-
-    configs: list[Configuration] = []
-    for text in texts:
-        try:
-            configs.append(parse_config(text))
-        except (ValueError, RtlabError) as exc:
-            raise click.UsageError(f"--config {text!r}: {exc}") from None
-    if grid is not None:
-        try:
-            configs += load_grid(grid)
-        except (ValueError, RtlabError, OSError) as exc:
-            raise click.UsageError(f"--grid {grid}: {exc}") from None
-    if not configs:
-        configs = [Configuration()]
-    labels = [c.label for c in configs]
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise click.UsageError(f"configuration {duplicates[0]!r} is given twice; drop one or set name=...")
-    return configs
-
-
-@click.command()
-@click.argument("corpus", type=click.Path(exists=True))
-@click.option("--config", "config_texts", multiple=True, metavar="KEY=VALUE,...",
-              help="A configuration, e.g. backend=faster-whisper,model=tiny.en,policy=local-agreement,"
-                   "min_chunk=1 (repeat for more). Other keys go to the backend or the policy.")
-@click.option("--grid", type=click.Path(exists=True, dir_okay=False),
-              help="TOML file of configurations: defaults, a [grid] of lists, [[config]] tables.")
-@click.option("--clock", type=click.Choice(["simulated", "wall"]), default="simulated", show_default=True,
-              help="simulated: as fast as compute allows, latency from a virtual clock; wall: real time.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Folder for results.jsonl and the PNG plots.")
-@click.option("--normalizer", type=click.Choice(["auto", "whisper-english", "whisper-basic", "none"]),
-              default="auto", show_default=True,
-              help="Text normalizer for WER; auto: Whisper's English one for English, basic otherwise.")
-@click.option("--long-form", is_flag=True, help="Join the corpus into one long stream (references joined).")
-@click.option("--gap", type=click.FloatRange(min=0), default=0.5, show_default=True,
-              help="Seconds of silence between clips with --long-form.")
-@click.option("--language", default=None, help="Language of corpus files that do not name one.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
-@click.option("--one-at-a-time", is_flag=True,
-              help="Replay one configuration after another: slower, each pass's compute as it is alone.")
-def bench(corpus, config_texts, grid, clock, out_dir, normalizer, long_form, gap, language, progress,
-          one_at_a_time) -> None:  # fmt: skip
-    """Replay the corpus at CORPUS through every configuration at once and score them.
-
-    CORPUS is a folder of audio files with same-name .txt references, a LibriSpeech folder,
-    or a .jsonl manifest. Writes OUT/results.jsonl and PNG plots; prints one row per
-    configuration: WER, median and p95 commit latency, first-text latency, RTF.
-    """
-    configs = _parse_configs(config_texts, grid)
-    try:
-        run = run_bench(
-            corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
-            language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
-            progress=progress, one_at_a_time=one_at_a_time,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc)) from None
-    except RtlabError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        written = run.write(out_dir)
-    except ImportError as exc:
-        written = run.write(out_dir, plots=False)
-        click.echo(f"plots skipped: {exc}", err=True)
-    click.echo(run.table())
-    click.echo("wrote " + ", ".join(str(p) for p in written))

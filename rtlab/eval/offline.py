@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word, ensure_loaded, get_backend
+from ..config import DEFAULT_BACKEND, StreamConfig
 from ..decoders.files import decode_audio
 from ..core.scheduler import cpu_slots, scheduler_for
 
@@ -70,28 +71,27 @@ def _file_key(path: Path) -> tuple:
 
 def offline_transcribe(
     audio_path: str | os.PathLike[str],
-    backend: str = "faster-whisper",
+    config: StreamConfig | str = DEFAULT_BACKEND,
     *,
-    model: str | None = None,
-    backend_options: dict[str, Any] | None = None,
     language: str | None = None,
     audio: np.ndarray | None = None,
+    **settings: Any,
 ) -> OfflineTranscript:
     """The backend's word-timestamp transcript of the whole file (cached in memory).
 
-    ``backend``/``model``/``backend_options`` name the shared backend instance as
-    :class:`~rtlab.core.processor.AudioProcessor` does; ``language`` defaults to the backend's.
-    ``audio`` may pass the already decoded samples of ``audio_path`` to skip decoding.
-    Blocking (loads the model on first use): call it off the event loop. Unknown backends
-    or options raise :class:`~rtlab.errors.UnknownBackend` or
-    :class:`~rtlab.errors.InvalidOption`.
+    ``config`` (a :class:`~rtlab.config.StreamConfig`, or a backend name with ``settings``
+    such as ``model=`` on top) names the shared backend instance as
+    :class:`~rtlab.core.processor.AudioProcessor` does; only its backend part matters here.
+    ``language`` defaults to the configuration's, then the backend's. ``audio`` may pass
+    the already decoded samples of ``audio_path`` to skip decoding. Blocking (loads the
+    model on first use): call it off the event loop. Unknown backends or options raise
+    :class:`~rtlab.errors.UnknownBackend` or :class:`~rtlab.errors.InvalidOption`.
     """
-    options = dict(backend_options or {})
-    if model is not None:
-        options["model"] = model
-    instance = get_backend(backend, **options)
+    config = StreamConfig.coerce(config, **settings)
+    language = language or config.language
+    instance = get_backend(config)
     path = Path(audio_path)
-    key = (_file_key(path), backend, tuple(sorted((k, repr(v)) for k, v in options.items())), language)
+    key = (_file_key(path), config.model_key, language)
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:

@@ -1,7 +1,6 @@
 """Replay one audio through several configurations at once, in one process, on one clock.
 
-A *configuration* is a backend (with its model and options), a streaming policy (with its
-options) and a language. :func:`replay_async` starts one
+A configuration is a :class:`~rtlab.config.StreamConfig`. :func:`replay_async` starts one
 :class:`~rtlab.core.processor.AudioProcessor` per configuration, feeds all of them the same
 decoded audio concurrently, collects every event and the lag samples of each, and returns
 one :class:`StreamRun` per configuration.
@@ -34,190 +33,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..backends import SAMPLE_RATE, accepted_options, check_options
+from ..backends import SAMPLE_RATE
+from ..config import StreamConfig
 from ..core.clock import CLOCK_MODES
-from ..errors import InvalidOption, RtlabError
-from ..core.processor import DEFAULT_BACKEND, DEFAULT_POLICY, AudioProcessor
-from ..registry import get_registry
+from ..core.processor import AudioProcessor
+from ..errors import RtlabError
 
-__all__ = ["Configuration", "StreamRun", "parse_config", "replay", "replay_async"]
-
-#: Keys of a configuration that are not plugin options.
-_TOP_LEVEL = ("name", "backend", "model", "policy", "language")
-
-
-# --------------------------------------------------------------------------- configurations
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """One way of transcribing a stream: backend, model, policy, options, language.
-
-    ``model=None`` and ``language=None`` leave the backend's defaults. ``name`` labels the
-    configuration in tables and plots (default: :attr:`label` built from the rest).
-    Build from a flat mapping with :meth:`from_options` to have options routed to the
-    backend or the policy and validated against what the plugins accept.
-    """
-
-    backend: str = DEFAULT_BACKEND
-    model: str | None = None
-    policy: str = DEFAULT_POLICY
-    language: str | None = None
-    backend_options: Mapping[str, Any] = field(default_factory=dict)
-    policy_options: Mapping[str, Any] = field(default_factory=dict)
-    name: str | None = None
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> Configuration:
-        """A configuration from a flat mapping such as ``{"backend": "faster-whisper",
-        "model": "tiny.en", "min_chunk": 0.5, "compute_type": "int8"}``.
-
-        Keys other than ``name``, ``backend``, ``model``, ``policy`` and ``language`` go to
-        the policy or to the backend, whichever accepts them; ``policy.KEY`` and
-        ``backend.KEY`` say which when both do. Raises
-        :class:`~rtlab.errors.UnknownBackend`, :class:`~rtlab.errors.UnknownPolicy` or
-        :class:`~rtlab.errors.InvalidOption`, each naming the accepted choices.
-        """
-        opts = dict(options)
-        backend = str(opts.pop("backend", DEFAULT_BACKEND))
-        policy = str(opts.pop("policy", DEFAULT_POLICY))
-        model = opts.pop("model", None)
-        language = opts.pop("language", None)
-        name = opts.pop("name", None)
-        registry = get_registry()
-        backend_cls = registry.get("backend", backend)
-        policy_cls = registry.get("policy", policy)
-        backend_accepts = set(accepted_options(backend_cls)) - {"model"}
-        policy_accepts = set(accepted_options(policy_cls)) - {"backend", "language"}
-        backend_options: dict[str, Any] = {}
-        policy_options: dict[str, Any] = {}
-        for key, value in opts.items():
-            target, _, bare = key.rpartition(".")
-            if target == "backend":
-                backend_options[bare] = value
-            elif target == "policy":
-                policy_options[bare] = value
-            elif target:
-                raise InvalidOption(
-                    f"option {key!r}: prefix it with 'backend.' or 'policy.', not {target + '.'!r}"
-                )
-            elif key in policy_accepts and key in backend_accepts:
-                raise InvalidOption(
-                    f"option {key!r} is accepted by backend {backend!r} and policy {policy!r}; "
-                    f"write backend.{key}=... or policy.{key}=..."
-                )
-            elif key in policy_accepts:
-                policy_options[key] = value
-            elif key in backend_accepts:
-                backend_options[key] = value
-            else:
-                raise InvalidOption(
-                    f"option {key!r} is accepted neither by backend {backend!r} "
-                    f"(options: {', '.join(sorted(backend_accepts)) or 'none'}) nor by policy "
-                    f"{policy!r} (options: {', '.join(sorted(policy_accepts)) or 'none'})"
-                )
-        config = cls(
-            backend=backend,
-            model=None if model is None else str(model),
-            policy=policy,
-            language=None if language is None else str(language),
-            backend_options=backend_options,
-            policy_options=policy_options,
-            name=None if name is None else str(name),
-        )
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        """Check the plugin names and option names against the registry (no model load)."""
-        registry = get_registry()
-        backend_cls = registry.get("backend", self.backend)
-        plugin = registry.entries["backend"][self.backend].plugin
-        check_options(backend_cls, "backend", self.all_backend_options(), plugin)
-        policy_cls = registry.get("policy", self.policy)
-        check_options(policy_cls, "policy", {**self.policy_options, "language": self.language})
-
-    def all_backend_options(self) -> dict[str, Any]:
-        """The backend options including ``model`` when set (the shared-instance key)."""
-        options = dict(self.backend_options)
-        if self.model is not None:
-            options["model"] = self.model
-        return options
-
-    @property
-    def label(self) -> str:
-        """``name`` if set, else e.g. ``faster-whisper:tiny.en local-agreement min_chunk=0.5``."""
-        if self.name:
-            return self.name
-        head = self.backend if self.model is None else f"{self.backend}:{self.model}"
-        parts = [head, self.policy]
-        parts += [f"{k}={v}" for k, v in sorted(self.backend_options.items())]
-        parts += [f"{k}={v}" for k, v in sorted(self.policy_options.items())]
-        if self.language:
-            parts.append(f"language={self.language}")
-        return " ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-ready dict; :meth:`from_options` reads it back."""
-        d: dict[str, Any] = {"name": self.label, "backend": self.backend, "model": self.model,
-                             "policy": self.policy, "language": self.language}  # fmt: skip
-        d.update({f"backend.{k}": v for k, v in sorted(self.backend_options.items())})
-        d.update({f"policy.{k}": v for k, v in sorted(self.policy_options.items())})
-        return d
-
-    def processor(self, *, clock: str = "simulated", decoder: str = "pcm_s16le") -> AudioProcessor:
-        """A new, not yet started processor for this configuration."""
-        return AudioProcessor(
-            self.backend,
-            model=self.model,
-            policy=self.policy,
-            language=self.language,
-            decoder=decoder,
-            clock=clock,
-            backend_options=dict(self.backend_options),
-            policy_options=dict(self.policy_options),
-        )
-
-
-def parse_value(text: str) -> Any:
-    """``"1"`` → 1, ``"0.5"`` → 0.5, ``"true"``/``"false"`` → bool, anything else as is."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def parse_config(text: str) -> Configuration:
-    """A configuration from ``"backend=faster-whisper,model=tiny.en,min_chunk=0.5"``.
-
-    Raises ``ValueError`` for text that is not comma-separated ``key=value`` pairs, and the
-    errors of :meth:`Configuration.from_options` for unknown plugins or options.
-    """
-    options: dict[str, Any] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not value.strip():
-            raise ValueError(
-                f"bad configuration {text!r}: expected comma-separated key=value pairs, "
-                f"e.g. backend=faster-whisper,model=tiny.en,policy=local-agreement,min_chunk=1"
-            )
-        if key in options:
-            raise ValueError(f"bad configuration {text!r}: {key!r} is given twice")
-        options[key] = parse_value(value)
-    return Configuration.from_options(options)
+__all__ = ["StreamRun", "replay", "replay_async"]
 
 
 # --------------------------------------------------------------------------- replay
@@ -232,7 +61,7 @@ class StreamRun:
     error event's message when the stream failed.
     """
 
-    configuration: Configuration
+    configuration: StreamConfig
     clock: str
     events: list[dict[str, Any]] = field(default_factory=list)
     lag_samples: list[tuple[float, float]] = field(default_factory=list)
@@ -266,7 +95,7 @@ def _as_samples(audio: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
 
 async def replay_async(
     audio: str | os.PathLike[str] | np.ndarray,
-    configurations: Iterable[Configuration],
+    configurations: Iterable[StreamConfig],
     *,
     clock: str = "simulated",
     chunk_seconds: float = 0.1,
@@ -301,7 +130,10 @@ async def replay_async(
     pcm = to_pcm16(samples)
     step = max(2, int(chunk_seconds * SAMPLE_RATE) * 2)
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
-    processors = [c.processor(clock=clock, decoder="pcm_s16le") for c in configs]
+    # The audio is decoded once and fed as raw PCM, whatever decoder the configuration names.
+    processors = [
+        AudioProcessor(c.replace(decoder="pcm_s16le", decoder_options={}), clock=clock) for c in configs
+    ]
     runs = [StreamRun(c, clock) for c in configs]
     groups = _backend_groups(configs) if isolate_backends else [list(range(len(configs)))]
     reporter = None
@@ -326,13 +158,11 @@ async def replay_async(
     return runs
 
 
-def _backend_groups(configs: Sequence[Configuration]) -> list[list[int]]:
+def _backend_groups(configs: Sequence[StreamConfig]) -> list[list[int]]:
     """Indexes of the configurations grouped by shared backend instance, in first-seen order."""
     groups: dict[tuple, list[int]] = {}
     for index, config in enumerate(configs):
-        options = {k: v for k, v in config.all_backend_options().items() if v is not None}
-        key = (config.backend, tuple(sorted((k, repr(v)) for k, v in options.items())))
-        groups.setdefault(key, []).append(index)
+        groups.setdefault(config.model_key, []).append(index)
     return list(groups.values())
 
 
@@ -391,7 +221,7 @@ async def _report_progress(processors: Sequence[AudioProcessor], progress: Calla
 
 def replay(
     audio: str | os.PathLike[str] | np.ndarray,
-    configurations: Iterable[Configuration],
+    configurations: Iterable[StreamConfig],
     *,
     clock: str = "simulated",
     chunk_seconds: float = 0.1,

@@ -4,7 +4,7 @@ One connection = one :class:`~rtlab.server.session.TranscriptionSession`; each
 ``start_transcription`` gets a new AudioProcessor with its own FFmpeg process. See
 ``docs/server.md`` for the protocol.
 
->>> running = await start_server(ServerConfig(port=0, backend="test"))
+>>> running = await start_server(ServerConfig(port=0, stream=StreamConfig(backend="test")))
 >>> running.ws_url
 'ws://127.0.0.1:54321/ws/transcribe'
 >>> await running.stop()

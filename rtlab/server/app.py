@@ -17,12 +17,13 @@ import tornado.netutil
 import tornado.web
 
 from ..backends import Backend, accepted_options, ensure_loaded, get_backend
+from ..core.state import State
 from ..registry import get_registry
 from .config import ServerConfig
 from .handlers import BackendsHandler, HealthHandler, MetricsHandler, TranscribeSocket
 from .metrics import ServerMetrics
 from .processes import ffmpeg_children
-from .protocol import FORMATS
+from .protocol import formats
 from .session import Connection, TranscriptionSession
 
 log = logging.getLogger("rtlab.server")
@@ -112,7 +113,7 @@ class TranscriptionServer:
             "status": "ok" if self.accepting else "shutting_down",
             "sessions": len(self.sessions),
             "transcribing": sum(
-                1 for s in self.sessions for u in s.utterances if u.state in ("RUNNING", "STOPPING")
+                1 for s in self.sessions for u in s.utterances if u.state is State.RUNNING
             ),
             "max_connections": self.config.max_connections,
             "ffmpeg_processes": None if children is None else len(children),
@@ -133,18 +134,20 @@ class TranscriptionServer:
                 "options": {k: _jsonable(v) for k, v in accepted_options(entry.cls).items()},
             }
 
+        stream = self.config.stream
         return {
             "default": {
-                "backend": self.config.backend,
-                "model": self.config.model,
-                "backend_options": {k: _jsonable(v) for k, v in self.config.backend_options.items()},
-                "policy": self.config.policy,
-                "policy_options": {k: _jsonable(v) for k, v in self.config.policy_options.items()},
+                "backend": stream.backend,
+                "model": stream.model,
+                "backend_options": {k: _jsonable(v) for k, v in stream.backend_options.items()},
+                "policy": stream.policy,
+                "policy_options": {k: _jsonable(v) for k, v in stream.policy_options.items()},
                 "format": "auto",
             },
             "backends": [describe("backend", n) for n in registry.names("backend")],
             "policies": [describe("policy", n) for n in registry.names("policy")],
-            "formats": list(FORMATS),
+            "decoders": [describe("decoder", n) for n in registry.names("decoder")],
+            "formats": formats(),
         }
 
     # -- start-up and shutdown -----------------------------------------------------------
@@ -152,13 +155,13 @@ class TranscriptionServer:
     async def preload(self) -> None:
         """Load the default backend's model so the first session starts warm."""
         try:
-            backend = get_backend(self.config.backend, model=self.config.model, **self.config.backend_options)
+            backend = get_backend(self.config.stream)
             self.track_backend(backend)
             started = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, backend)
             log.info("loaded %s in %.1f s", backend.info(), time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001 - sessions report it again, clearly
-            log.warning("could not preload backend %r: %s", self.config.backend, error)
+            log.warning("could not preload backend %r: %s", self.config.stream.backend, error)
 
     async def shutdown(self) -> None:
         """Refuse new sessions, let running ones flush, tell everyone, close, clean up."""

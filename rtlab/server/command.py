@@ -1,15 +1,10 @@
-"""``rtlab serve``: the click command (imported by :mod:`rtlab.cli`)."""
+"""``rtlab serve``: the click command (the ``rtlab`` group in :mod:`rtlab.cli` adds it)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
-from ..core.processor import DEFAULT_BACKEND, DEFAULT_POLICY
-
-if TYPE_CHECKING:
-    from ..eval.replay import Configuration
+from ..config import DEFAULT_BACKEND, DEFAULT_POLICY
 
 
 @click.command()
@@ -41,22 +36,20 @@ def serve(host, port, backend, model, backend_options, policy, policy_options, m
     import asyncio
     import logging
 
-    from ..cli import parse_key_values
+    from ..config import StreamConfig, parse_pairs
     from ..errors import RtlabError
-    from ..eval.replay import Configuration
     from .app import serve as run
     from .config import ServerConfig
 
-    defaults = Configuration(
-        backend=backend,
-        model=model,
-        policy=policy,
-        backend_options=parse_key_values(backend_options, "--backend-option"),
-        policy_options=parse_key_values(policy_options, "--policy-option"),
-    )
     try:
-        defaults.validate()  # unknown plugins and options fail here, not in every session
-        _check_policy_values(defaults)
+        # Unknown plugins, options and values fail here, not in every session.
+        stream = StreamConfig(
+            backend=backend,
+            model=model,
+            backend_options=parse_pairs(backend_options, source="--backend-option"),
+            policy=policy,
+            policy_options=parse_pairs(policy_options, source="--policy-option"),
+        ).validate()
     except RtlabError as error:
         raise click.UsageError(str(error)) from error
 
@@ -64,11 +57,7 @@ def serve(host, port, backend, model, backend_options, policy, policy_options, m
     config = ServerConfig(
         host=host,
         port=port,
-        backend=backend,
-        model=model,
-        backend_options=dict(defaults.backend_options),
-        policy=policy,
-        policy_options=dict(defaults.policy_options),
+        stream=stream,
         max_connections=max_connections,
         token=token,
         allowed_origins=tuple(allowed_origins),
@@ -77,18 +66,3 @@ def serve(host, port, backend, model, backend_options, policy, policy_options, m
         preload=not no_preload,
     )
     asyncio.run(run(config, announce=lambda line: click.echo(line)))
-
-
-def _check_policy_values(defaults: Configuration) -> None:
-    """Build the policy once, on no backend, so that a bad value (``min_chunk=-1``) fails at
-    start-up. A policy that needs its backend to be built is checked by its first session."""
-    from ..errors import InvalidOption
-    from ..registry import get_registry
-
-    policy_cls = get_registry().get("policy", defaults.policy)
-    try:
-        policy_cls(None, **defaults.policy_options)
-    except InvalidOption:
-        raise
-    except Exception:  # noqa: BLE001 - it needs a real backend; sessions will say what is wrong
-        pass

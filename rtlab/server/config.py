@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..core.processor import DEFAULT_BACKEND, DEFAULT_POLICY
+from ..config import StreamConfig
 
 
 @dataclass
 class ServerConfig:
     """Everything ``rtlab serve`` can set; the defaults are the documented ones.
 
-    :param backend: backend for clients that name none; its model is loaded at start-up.
-    :param model: that backend's model (None: the backend's own default).
-    :param backend_options: options of that backend (e.g. ``{"workers": 2}``).
-    :param policy: streaming policy for clients that name none.
-    :param policy_options: options of that policy (e.g. ``{"min_chunk": 1.0}``).
+    :param stream: the stream configuration of clients that name no backend, model or
+        policy (its model is loaded at start-up); a client that names another backend,
+        model or policy gets that plugin's defaults (see :mod:`rtlab.server.protocol`).
     :param max_connections: open WebSocket sessions at most; more are refused
         (``server_busy``, close code 1013).
     :param token: when set, clients must present it (``?token=`` or an
@@ -36,11 +32,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8765
-    backend: str = DEFAULT_BACKEND
-    model: str | None = None
-    backend_options: Mapping[str, Any] = field(default_factory=dict)
-    policy: str = DEFAULT_POLICY
-    policy_options: Mapping[str, Any] = field(default_factory=dict)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     max_connections: int = 50
     token: str | None = None
     allowed_origins: tuple[str, ...] = ()

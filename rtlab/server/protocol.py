@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import StreamConfig
 from ..errors import RtlabError
 
 #: Client message types.
@@ -22,14 +23,18 @@ STOP = "stop_transcription"
 PING = "ping"
 CLIENT_TYPES = (START, STOP, PING)
 
-#: ``format`` values of ``start_transcription``, each with the decoder it selects and that
-#: decoder's options. A named container lets FFmpeg skip probing, which otherwise waits
-#: for 2 KiB of input (about half a second of browser opus) before the first PCM.
-FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
-    "auto": ("ffmpeg", {}),
-    "pcm_s16le": ("pcm_s16le", {"max_chunks": 32}),
-    **{name: ("ffmpeg", {"input_format": name}) for name in ("webm", "ogg", "wav", "mp3", "flac")},
-}
+#: Containers FFmpeg can be told up front: ``format`` values that select the FFmpeg decoder
+#: with that ``input_format``. A named container lets FFmpeg skip probing, which otherwise
+#: waits for 2 KiB of input (about half a second of browser opus) before the first PCM.
+CONTAINERS = ("webm", "ogg", "wav", "mp3", "flac")
+
+
+def formats() -> list[str]:
+    """Every ``format`` a client may name: ``auto`` (the server's decoder; FFmpeg probes the
+    container), the containers above, and every registered decoder by name."""
+    from ..registry import get_registry
+
+    return ["auto", *CONTAINERS, *(n for n in get_registry().names("decoder") if n not in CONTAINERS)]
 
 
 class ProtocolError(RtlabError):
@@ -90,23 +95,63 @@ class StartRequest:
                     f"got {json.dumps(value)}",
                 )
             values[name] = value.strip()
-        if values.get("format", "auto") not in FORMATS:
+        accepted = formats()
+        if values.get("format", "auto") not in accepted:
             raise ProtocolError(
                 "invalid_message",
-                f"start_transcription field 'format' must be one of {', '.join(FORMATS)}, "
+                f"start_transcription field 'format' must be one of {', '.join(accepted)}, "
                 f"got {values['format']!r}",
             )
         return cls(**values)
 
-    @property
-    def decoder(self) -> str:
-        """The decoder plugin for this request's audio format."""
-        return FORMATS[self.format][0]
+    def stream_config(self, default: StreamConfig) -> StreamConfig:
+        """The stream this request asks for, on top of the server's ``default``.
 
-    @property
-    def decoder_options(self) -> dict[str, Any]:
-        """Options for that decoder (e.g. the container FFmpeg should expect)."""
-        return dict(FORMATS[self.format][1])
+        The server's model and backend options apply when the request names its backend
+        and model (or none); its policy options when it names its policy (or none). A
+        request for another backend, model or policy gets that plugin's own defaults.
+        """
+        backend = self.backend or default.backend
+        own_model = backend == default.backend and self.model in (None, default.model)
+        policy = self.policy or default.policy
+        if self.format == "auto":
+            decoder, decoder_options = default.decoder, default.decoder_options
+        elif self.format in CONTAINERS:
+            decoder, decoder_options = "ffmpeg", {"input_format": self.format}
+        else:
+            decoder = self.format
+            decoder_options = default.decoder_options if decoder == default.decoder else {}
+        return StreamConfig(
+            backend=backend,
+            model=default.model if own_model else self.model,
+            backend_options=default.backend_options if own_model else {},
+            policy=policy,
+            policy_options=default.policy_options if policy == default.policy else {},
+            decoder=decoder,
+            decoder_options=decoder_options,
+            language=self.language or default.language,
+        )
+
+
+def is_partial_transcript(message: dict[str, Any]) -> bool:
+    """A transcript with no committed words: stale once a newer one exists."""
+    return message.get("type") == "transcript" and not message["committed"]
+
+
+def merge_transcripts(tail: dict[str, Any], message: dict[str, Any], max_words: int = 256) -> bool | None:
+    """Fold transcript ``message`` into the unsent transcript ``tail`` (committed words
+    appended, the partial text replaced); None when they cannot be folded (not two
+    transcripts, or over ``max_words`` committed words). Returns whether a partial text
+    of ``tail`` was superseded unsent (see :class:`~rtlab.core.events.EventQueue`)."""
+    if tail.get("type") != "transcript" or message.get("type") != "transcript":
+        return None
+    if len(tail["committed"]) + len(message["committed"]) > max_words:
+        return None
+    superseded = bool(tail["partial"])
+    tail["committed"] = tail["committed"] + message["committed"]
+    for field in ("partial", "emitted_at", "lag"):
+        tail[field] = message[field]
+    return superseded
 
 
 # -- server messages ------------------------------------------------------------------

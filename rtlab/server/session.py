@@ -20,10 +20,11 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 from ..backends import get_backend
+from ..core.events import EventQueue
+from ..core.state import State
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError
 from ..core.processor import AudioProcessor
 from . import protocol
-from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .app import TranscriptionServer
@@ -42,14 +43,15 @@ class Connection(Protocol):
 class Utterance:
     """One start … stop: one AudioProcessor (one FFmpeg process), and its event pump.
 
-    ``state``: STARTING (model loading, audio is held) → RUNNING → STOPPING (flushing) →
-    DONE. Whatever happens, ``run`` ends with the processor cleaned up.
+    ``state``: IDLE (the model loads; audio is held) → RUNNING (audio goes to the
+    processor; once ``stop_requested`` is set, it flushes) → STOPPED. Whatever happens,
+    ``run`` ends with the processor cleaned up.
     """
 
     def __init__(self, session: TranscriptionSession, processor: AudioProcessor) -> None:
         self.session = session
         self.processor = processor
-        self.state = "STARTING"
+        self.state = State.IDLE
         self.pending: collections.deque[bytes] = collections.deque()
         self.pending_bytes = 0
         self.stop_requested = asyncio.Event()
@@ -57,7 +59,7 @@ class Utterance:
         self._reported = False  # transcription_stopped or transcription_failed was sent
         self._failure: tuple[str, str] | None = None
         self._last_partial = ""
-        self.model: str | None = processor.backend_options.get("model")
+        self.model: str | None = processor.config.model
 
     def hold_audio(self, data: bytes) -> bool:
         """Keep audio that arrives while the model loads; False when over the limit."""
@@ -81,15 +83,14 @@ class Utterance:
         try:
             if previous is not None and previous.task is not None:
                 await asyncio.wait([previous.task])  # its transcription_stopped goes first
-            backend = get_backend(processor.backend_name, **processor.backend_options)
+            backend_name = processor.config.backend
+            backend = get_backend(processor.config)
             session.server.track_backend(backend)
-            self.model = processor.backend_options.get("model") or backend.info().get("model")
-            await session.send(
-                protocol.model_loading_started(processor.backend_name, self.model, backend.loaded)
-            )
+            self.model = processor.config.model or backend.info().get("model")
+            await session.send(protocol.model_loading_started(backend_name, self.model, backend.loaded))
             events = await processor.create_tasks()
             pump = asyncio.create_task(self._pump(events), name="rtlab-session-pump")
-            await session.send(protocol.transcription_started(processor.backend_name, self.model))
+            await session.send(protocol.transcription_started(backend_name, self.model))
             session.metrics.start_latency.observe(time.monotonic() - requested_at)
             session.metrics.transcriptions.inc()
             started = True
@@ -97,13 +98,12 @@ class Utterance:
                 data = self.pending.popleft()
                 self.pending_bytes -= len(data)
                 await processor.process_audio(data)
-            self.state = "RUNNING"
+            self.state = State.RUNNING
             stop_wait = asyncio.ensure_future(self.stop_requested.wait())
             try:
                 await asyncio.wait([stop_wait, pump], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stop_wait.cancel()
-            self.state = "STOPPING"
             await processor.finish()
         except asyncio.CancelledError:
             cancelled = True
@@ -117,7 +117,7 @@ class Utterance:
                 log.exception("transcription failed in session %s", session.id)
             await self._report(protocol.transcription_failed(*_describe(error)))
         finally:
-            self.state = "DONE"
+            self.state = State.STOPPED
             await processor.cleanup()
             if pump is not None:
                 if cancelled:
@@ -185,7 +185,9 @@ class TranscriptionSession:
         self.server = server
         self.config = server.config
         self.metrics = server.metrics
-        self.outbox = Outbox(self.config.max_queued_messages)
+        self.outbox = EventQueue(
+            self.config.max_queued_messages, stale=protocol.is_partial_transcript, merge=protocol.merge_transcripts
+        )
         self.utterance: Utterance | None = None
         self.utterances: set[Utterance] = set()
         self.last_activity = time.monotonic()
@@ -230,20 +232,23 @@ class TranscriptionSession:
     async def _start(self, message: dict[str, Any]) -> None:
         requested_at = time.monotonic()
         current = self.utterance
-        going_on = current is not None and current.state != "DONE" and not current.stop_requested.is_set()
-        if going_on and current.state == "RUNNING":
-            await self.send(protocol.transcription_started(current.processor.backend_name, current.model))
+        going_on = current is not None and current.state is not State.STOPPED and not current.stop_requested.is_set()
+        if going_on and current.state is State.RUNNING:
+            await self.send(protocol.transcription_started(current.processor.config.backend, current.model))
             return
         await self.send(protocol.transcription_starting())
         if going_on:
-            return  # still STARTING: transcription_started follows once the model is loaded
+            return  # still IDLE: transcription_started follows once the model is loaded
         try:
-            processor = self._new_processor(protocol.StartRequest.from_message(message))
+            request = protocol.StartRequest.from_message(message)
+            processor = AudioProcessor(
+                request.stream_config(self.config.stream), clock="wall", max_events=self.config.max_events
+            )
         except RtlabError as error:
             await self.send(protocol.transcription_failed(error.code, str(error)))
             return
         # A previous utterance that is still stopping finishes (and reports) first.
-        previous = current if current is not None and current.state != "DONE" else None
+        previous = current if current is not None and current.state is not State.STOPPED else None
         utterance = Utterance(self, processor)
         self.utterance = utterance
         self.utterances.add(utterance)
@@ -252,31 +257,9 @@ class TranscriptionSession:
             utterance.run(previous, requested_at), name=f"rtlab-utterance-{self.id}"
         )
 
-    def _new_processor(self, request: protocol.StartRequest) -> AudioProcessor:
-        backend = request.backend or self.config.backend
-        model = request.model
-        backend_options: dict = {}
-        if backend == self.config.backend and model in (None, self.config.model):
-            model = self.config.model
-            backend_options = dict(self.config.backend_options)
-        policy = request.policy or self.config.policy
-        policy_options = dict(self.config.policy_options) if policy == self.config.policy else {}
-        return AudioProcessor(
-            backend,
-            model=model,
-            policy=policy,
-            language=request.language,
-            backend_options=backend_options,
-            policy_options=policy_options,
-            decoder=request.decoder,
-            decoder_options=request.decoder_options,
-            clock="wall",
-            max_events=self.config.max_events,
-        )
-
     async def _stop(self) -> None:
         current = self.utterance
-        if current is None or current.state == "DONE":
+        if current is None or current.state is State.STOPPED:
             await self.send(
                 protocol.error(
                     "not_started",
@@ -284,11 +267,11 @@ class TranscriptionSession:
                 )
             )
             return
-        current.stop_requested.set()  # a STARTING utterance stops as soon as it has started
+        current.stop_requested.set()  # an IDLE utterance stops as soon as it has started
 
     async def _receive_audio(self, data: bytes) -> None:
         current = self.utterance
-        if current is not None and current.state == "STARTING":
+        if current is not None and current.state is State.IDLE:
             if not current.hold_audio(data):
                 current.abort(
                     "audio_overflow",
@@ -296,7 +279,7 @@ class TranscriptionSession:
                     "the model was loading; wait for transcription_started before streaming",
                 )
             return
-        if current is not None and current.state == "RUNNING" and not current.stop_requested.is_set():
+        if current is not None and current.state is State.RUNNING and not current.stop_requested.is_set():
             try:
                 await current.processor.process_audio(data)
                 return
@@ -315,7 +298,7 @@ class TranscriptionSession:
     # -- messages to the client --------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
-        """Queue ``message`` for the client (see :class:`Outbox` for the bounds)."""
+        """Queue ``message`` for the client (see :class:`EventQueue` for the bounds)."""
         self._count_error(message)
         await self.outbox.put(message)
 

@@ -1,4 +1,4 @@
-"""Fixtures and helpers shared by the server tests (this module holds no tests itself).
+"""Fixtures and helpers shared by the server tests (a pytest plugin: see tests/conftest.py).
 
 Servers run in the test's own event loop on 127.0.0.1, on a free port, with the
 deterministic tone backend and real FFmpeg.
@@ -7,12 +7,14 @@ deterministic tone backend and real FFmpeg.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import time
 from dataclasses import dataclass
 
 import pytest
 
+from rtlab.config import StreamConfig
 from rtlab.decoders import find_ffmpeg
 from rtlab.server import RunningServer, ServerConfig, start_server
 from rtlab.testing import tone_words, wav_bytes
@@ -55,12 +57,18 @@ def second_clip() -> Clip:
 
 @pytest.fixture
 async def make_server():
-    """A factory: ``await make_server(**config)`` starts a server, stopped at teardown."""
-    started: list[RunningServer] = []
+    """A factory: ``await make_server(**settings)`` starts a server, stopped at teardown.
 
-    async def make(**overrides) -> RunningServer:
-        settings = {"port": 0, "backend": "test", **overrides}
-        running = await start_server(ServerConfig(**settings))
+    ``settings`` are ServerConfig fields, or StreamConfig fields of the server's default
+    stream (the tone backend unless they name another).
+    """
+    started: list[RunningServer] = []
+    stream_fields = {f.name for f in dataclasses.fields(StreamConfig)}
+
+    async def make(**settings) -> RunningServer:
+        stream = {"backend": "test", **{k: v for k, v in settings.items() if k in stream_fields}}
+        server_settings = {k: v for k, v in settings.items() if k not in stream_fields}
+        running = await start_server(ServerConfig(port=0, stream=StreamConfig(**stream), **server_settings))
         started.append(running)
         return running
 

@@ -1,0 +1,84 @@
+"""``rtlab bench CORPUS``: the command line of :mod:`rtlab.eval.bench`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from ..config import StreamConfig
+from ..errors import RtlabError
+
+
+def _parse_configs(texts: Sequence[str], grid: str | None) -> list[StreamConfig]:
+    from ..eval.bench import load_grid
+
+    configs: list[StreamConfig] = []
+    for text in texts:
+        try:
+            configs.append(StreamConfig.parse(text))
+        except (ValueError, RtlabError) as exc:
+            raise click.UsageError(f"--config {text!r}: {exc}") from None
+    if grid is not None:
+        try:
+            configs += load_grid(grid)
+        except (ValueError, RtlabError, OSError) as exc:
+            raise click.UsageError(f"--grid {grid}: {exc}") from None
+    if not configs:
+        configs = [StreamConfig()]
+    labels = [c.label for c in configs]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise click.UsageError(f"configuration {duplicates[0]!r} is given twice; drop one or set name=...")
+    return configs
+
+
+@click.command()
+@click.argument("corpus", type=click.Path(exists=True))
+@click.option("--config", "config_texts", multiple=True, metavar="KEY=VALUE,...",
+              help="A configuration, e.g. backend=faster-whisper,model=tiny.en,policy=local-agreement,"
+                   "min_chunk=1 (repeat for more). Other keys go to the backend or the policy.")
+@click.option("--grid", type=click.Path(exists=True, dir_okay=False),
+              help="TOML file of configurations: defaults, a [grid] of lists, [[config]] tables.")
+@click.option("--clock", type=click.Choice(["simulated", "wall"]), default="simulated", show_default=True,
+              help="simulated: as fast as compute allows, latency from a virtual clock; wall: real time.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder for results.jsonl and the PNG plots.")
+@click.option("--normalizer", type=click.Choice(["auto", "whisper-english", "whisper-basic", "none"]),
+              default="auto", show_default=True,
+              help="Text normalizer for WER; auto: Whisper's English one for English, basic otherwise.")
+@click.option("--long-form", is_flag=True, help="Join the corpus into one long stream (references joined).")
+@click.option("--gap", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Seconds of silence between clips with --long-form.")
+@click.option("--language", default=None, help="Language of corpus files that do not name one.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
+@click.option("--one-at-a-time", is_flag=True,
+              help="Replay one configuration after another: slower, each pass's compute as it is alone.")
+def bench(corpus, config_texts, grid, clock, out_dir, normalizer, long_form, gap, language, progress,
+          one_at_a_time) -> None:  # fmt: skip
+    """Replay the corpus at CORPUS through every configuration at once and score them.
+
+    CORPUS is a folder of audio files with same-name .txt references, a LibriSpeech folder,
+    or a .jsonl manifest. Writes OUT/results.jsonl and PNG plots; prints one row per
+    configuration: WER, median and p95 commit latency, first-text latency, RTF.
+    """
+    from ..eval.bench import run_bench
+
+    configs = _parse_configs(config_texts, grid)
+    try:
+        run = run_bench(
+            corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
+            language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
+            progress=progress, one_at_a_time=one_at_a_time,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except RtlabError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        written = run.write(out_dir)
+    except ImportError as exc:
+        written = run.write(out_dir, plots=False)
+        click.echo(f"plots skipped: {exc}", err=True)
+    click.echo(run.table())
+    click.echo("wrote " + ", ".join(str(p) for p in written))

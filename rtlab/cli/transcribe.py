@@ -1,0 +1,92 @@
+"""``rtlab transcribe FILE...``: stream files through one configuration, show the transcript."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Backend plugin (see 'rtlab plugins').")
+@click.option("--model", default=None, help="Model for the backend (faster-whisper: tiny.en, base, a folder…).")
+@click.option("--policy", default=DEFAULT_POLICY, show_default=True, help="Streaming policy.")
+@click.option("--decoder", default=DEFAULT_DECODER, show_default=True, help="Decoder plugin the file's bytes go through.")
+@click.option("--language", default=None, help="Language code; default: en for .en models, else detected.")
+@click.option("--clock", type=click.Choice(["wall", "simulated"]), default="wall", show_default=True,
+              help="wall: paced in real time; simulated: as fast as compute allows, latency accounted.")
+@click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", show_default=True)
+@click.option("--min-chunk", type=float, default=None, help="Seconds of new audio between passes (policy option).")
+@click.option("--backend-option", "-b", multiple=True, metavar="KEY=VALUE", help="Backend option; repeatable.")
+@click.option("--policy-option", "-p", multiple=True, metavar="KEY=VALUE", help="Policy option; repeatable.")
+@click.option("--decoder-option", "-d", multiple=True, metavar="KEY=VALUE", help="Decoder option; repeatable.")
+def transcribe(files, backend, model, policy, decoder, language, clock, output_format, min_chunk,
+               backend_option, policy_option, decoder_option) -> None:  # fmt: skip
+    """Stream FILES through a backend and show the transcript as it is committed.
+
+    Text mode prints committed text live, with the partial text dimmed and a progress bar on
+    a terminal. jsonl mode prints one event per line: partial, commit, and a final summary.
+    Option values are typed as in every rtlab KEY=VALUE: true/false, null, JSON numbers and
+    lists, else text.
+    """
+    import asyncio
+    from pathlib import Path
+
+    from ..config import StreamConfig, parse_pairs
+    from ..errors import RtlabError
+
+    for file in files:
+        if not Path(file).is_file():
+            raise click.ClickException(f"{file}: no such file; give the path of an audio file")
+    try:
+        policy_options = parse_pairs(policy_option, source="--policy-option")
+        if min_chunk is not None:
+            policy_options["min_chunk"] = min_chunk
+        config = StreamConfig(
+            backend=backend,
+            model=model,
+            backend_options=parse_pairs(backend_option, source="--backend-option"),
+            policy=policy,
+            policy_options=policy_options,
+            decoder=decoder,
+            decoder_options=parse_pairs(decoder_option, source="--decoder-option"),
+            language=language,
+        ).validate()  # names, options and values, before any work starts
+        failed = asyncio.run(_transcribe_files(files, config, clock, output_format))
+    except RtlabError as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    if failed:
+        raise click.ClickException(failed)
+
+
+async def _transcribe_files(files, config, clock, output_format) -> str | None:
+    """Stream each file; returns the first failure message, if any."""
+    from ..core.feeding import stream_file
+    from .display import LiveText
+
+    failure = None
+    for file in files:
+        display = LiveText(label=file) if output_format == "text" else None
+
+        def show(event, file=file, display=display):
+            if display is not None:
+                display.event(event)
+            else:
+                click.echo(json.dumps({**event, "file": file}) if len(files) > 1 else json.dumps(event))
+
+        events = await stream_file(
+            file, config, clock=clock, on_event=show, on_progress=display.set_progress if display else None
+        )
+        if display is not None:
+            display.close()
+        last = events[-1] if events else {"type": "error", "message": "no events"}
+        if last["type"] == "error":
+            failure = failure or f"{file}: {last['message']}"
+        elif display is not None and not last["text"]:
+            click.echo(f"{file}: no speech was recognised", err=True)
+    return failure
