@@ -27,17 +27,21 @@ def test_simulated_clock_ignores_start():
     assert clock.now() == 0.0
 
 
-def test_wall_clock_is_zero_until_the_stream_starts_and_ignores_virtual_time():
+def test_wall_clock_is_zero_until_the_stream_starts_and_ignores_virtual_time(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("rtlab.core.clock.time.monotonic", lambda: now[0])
     clock = SessionClock("wall")
     assert not clock.simulated and not clock.started
     clock.wait_for_audio(5.0)
     clock.add_compute(5.0)
     assert clock.now() == 0.0
+    now[0] = 101.0
     clock.start()
-    assert clock.started
-    first = clock.now()
-    assert first >= 0.0
-    assert clock.now() >= first  # monotonic
+    assert clock.started and clock.now() == 0.0
+    now[0] = 103.5
+    clock.wait_for_audio(10.0)  # no virtual time on the wall clock
+    clock.add_compute(10.0)
+    assert clock.now() == 2.5  # real seconds since start()
 
 
 def test_wall_clock_start_twice_keeps_the_first_start():

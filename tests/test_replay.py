@@ -78,7 +78,8 @@ def test_replay_returns_one_run_per_configuration_in_order(tones):
         assert run.text == TEXT
         assert run.summary is not None and run.events[-1] is run.summary
         assert run.summary["audio_seconds"] == pytest.approx(len(audio) / 16000, abs=0.01)
-        assert run.lag_samples and all(lag >= 0 for _, lag in run.lag_samples)
+        # A backend this fast keeps up: each pass leaves almost no arrived audio waiting.
+        assert run.lag_samples and max(lag for _, lag in run.lag_samples) < 0.1
         assert run.clock == "simulated"
     # A smaller chunk commits earlier: the first word's commit comes sooner.
     first_commit = [next(e for e in r.events if e["type"] == "commit")["emitted_at"] for r in runs]

@@ -32,8 +32,8 @@ def plugins(include_internal: bool) -> None:
         raise click.ClickException(str(error)) from None
 
 
-from ..server.command import serve  # noqa: E402
 from .bench import bench  # noqa: E402
+from .serve import serve  # noqa: E402
 from .transcribe import transcribe  # noqa: E402
 
 for command in (transcribe, bench, serve):

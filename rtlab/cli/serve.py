@@ -1,4 +1,4 @@
-"""``rtlab serve``: the click command (the ``rtlab`` group in :mod:`rtlab.cli` adds it)."""
+"""``rtlab serve``: run :mod:`rtlab.server` until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def serve(host, port, backend, model, backend_options, policy, policy_options, m
 
     from ..config import StreamConfig, parse_pairs
     from ..errors import RtlabError
-    from .app import serve as run
-    from .config import ServerConfig
+    from ..server.app import serve as run
+    from ..server.config import ServerConfig
 
     try:
         # Unknown plugins, options and values fail here, not in every session.
