@@ -203,10 +203,9 @@ class OneBlasThread(threading.local):
 
     A pass that holds one CPU slot must not use more. numpy's BLAS starts a thread per
     core for each matrix product, such as the mel filterbank of faster-whisper's
-    features, and those threads spin on after it: on 2 cores, five configurations
-    replayed together measured 35% more compute in their CTranslate2 calls (encoder,
-    decoder, alignment) than one at a time, and with one BLAS thread the same as alone
-    (the features themselves took 0.9 s instead of 1.6 s).
+    features, and those threads spin on after it, taking cores from the passes that hold
+    them: every pass then measures more compute among others than alone, and the
+    simulated clock turns that into latency (see docs/benchmarks/ for what it cost).
 
     Each :class:`~rtlab.core.processor.AudioProcessor` holds it from start to cleanup. The
     setting is process-wide, so numpy elsewhere in the process runs one thread meanwhile;
@@ -275,7 +274,7 @@ class Scheduler:
     for a thread behind another that waits for a core) and then runs on one of
     ``max_concurrency`` threads, which the gate guarantees to be free: the model only
     ever sees that many threads (each thread that calls CTranslate2 keeps buffers of its
-    own, 4-5 MB)."""
+    own)."""
 
     def __init__(self, backend: Backend, max_pending: int = 256, slots: CpuSlots | None = None) -> None:
         self.backend = backend

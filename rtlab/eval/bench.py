@@ -286,8 +286,9 @@ async def run_bench_async(
     clips) written to ``work_dir`` (default: a temporary folder). ``progress``: a tqdm bar
     on stderr (``None``: only when stderr is a terminal). ``one_at_a_time`` replays one
     configuration after another instead of all at once: slower, but no pass shares the
-    CPU with another configuration's (on 2 cores, side by side a pass measures a few per
-    cent more compute than alone, which the simulated clock turns into latency). The
+    CPU with another configuration's (side by side, caches and memory bandwidth are
+    shared, so a pass may measure a little more compute than alone, which the simulated
+    clock turns into latency). The
     offline reference passes run alongside the replay, or before it one at a time. Raises
     ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.

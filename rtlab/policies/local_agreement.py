@@ -203,8 +203,8 @@ class LocalAgreement(Policy):
         aligned, and a word the pass before heard differently ("world" / "world's") is
         taken as this pass heard it when the word after it agrees. Two disagreeing words
         in a row end the commit: that is where one pass heard something the other did not
-        (tiny.en once inserted "the world's first class in the West" into a single pass),
-        and LocalAgreement waits for two passes to agree again."""
+        (a phrase one pass inserted), and LocalAgreement waits for two passes to agree
+        again."""
         due = self.buffer_offset + self.buffered_seconds - self.deadline_sec
         count = 0
         while count < len(self.previous) and self.previous[count]["end"] <= due:

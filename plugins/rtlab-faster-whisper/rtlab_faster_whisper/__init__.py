@@ -136,9 +136,10 @@ class FasterWhisperBackend(Backend):
 
     def _threading(self) -> tuple[int, int]:
         """(workers, threads per worker). On CPU the default splits the cores between up to
-        ``MAX_WORKERS`` replicas: on 2 cores, two one-thread replicas run two passes in
-        0.55 s where one two-thread replica takes 0.93 s, and a single pass costs the same
-        (0.51 s, tiny.en int8, 8 s of speech). On CUDA one worker, and CTranslate2's threads."""
+        ``MAX_WORKERS`` one-thread replicas: a short pass gains little from a second thread,
+        so sessions served side by side finish sooner than one after another on a
+        multi-threaded replica (the plugin README links the measurements). On CUDA one
+        worker, and CTranslate2's threads."""
         cores = available_cores()
         if self.device != "cpu":
             return self.requested_workers or 1, self.requested_cpu_threads or cores
@@ -155,8 +156,8 @@ class FasterWhisperBackend(Backend):
         return self._transcribe_seek(audio, prompt=prompt, language=language)
 
     def _token_budget(self, seconds: float) -> int:
-        # Bounded work per pass: a token budget for the audio's length. A decoder stuck
-        # repeating itself once took 11 s on a 10 s buffer; this caps it near a normal pass.
+        # Bounded work per pass: a token budget for the audio's length, so that a decoder
+        # stuck repeating itself costs about a normal pass, not many times the audio.
         return int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
 
     def _temperatures(self) -> list[float]:
@@ -237,9 +238,9 @@ class FasterWhisperBackend(Backend):
             if not pieces:
                 break
             # Where the model's text ends. When it stopped early, the alignment stretches its
-            # last word over the audio it never transcribed ("of" from 24.3 s to the buffer's
-            # end at 29.9 s): a last word longer than MAX_WORD_SECONDS is given the window's
-            # median word length instead, and the next window starts there.
+            # last word over the audio it never transcribed, up to the buffer's end: a last
+            # word longer than MAX_WORD_SECONDS is given the window's median word length
+            # instead, and the next window starts there.
             text, start, end, probability = pieces[-1]
             if words and end - start > MAX_WORD_SECONDS:
                 typical = float(np.median([w[2] - w[1] for w in words]))
@@ -258,9 +259,8 @@ class FasterWhisperBackend(Backend):
         """The encoder's input: Whisper's 30 s window, or with ``pad_seconds`` the features
         followed by that much padding, rounded up to a whole second (at most 30 s).
 
-        The encoder's cost grows with its input (tiny.en int8, one thread: 0.39 s for 30 s,
-        0.09 s for 15 s, 0.05 s for 10 s), and a streaming buffer is rarely longer than
-        15 s. Whisper was trained on 30 s windows only: shorter ones cost accuracy."""
+        The encoder's cost grows with its input, and a streaming buffer is rarely longer
+        than 15 s. Whisper was trained on 30 s windows only: shorter ones cost accuracy."""
         from faster_whisper.transcribe import pad_or_trim
 
         if self.pad_seconds is None:
@@ -341,10 +341,9 @@ def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int =
 def cut_unaligned(words: list[tuple], shortest: float = MIN_WORD_SECONDS, run: int = UNALIGNED_RUN) -> list[tuple]:
     """``words`` without text the alignment found no audio for: a run of ``run`` or more
     words in a row that each last less than ``shortest`` seconds. The alignment squeezes
-    such text into a single frame: tiny.en on a short window once repeated the committed
-    sentence after the speech, 16 words all from 47.93 s to 47.93 s, and then its last
-    two words again. A run inside the window ends it (what follows repeats what came
-    before); a run the window opens with is dropped on its own."""
+    such text into a single frame (a short window may make the model repeat committed
+    text after the speech ended). A run inside the window ends it (what follows repeats
+    what came before); a run the window opens with is dropped on its own."""
     index = 0
     while index < len(words):
         end = index
