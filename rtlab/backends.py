@@ -80,10 +80,11 @@ def accepted_options(cls: type) -> dict[str, Any]:
     They are the keyword parameters of its ``__init__``, following the MRO: a class without
     an ``__init__`` of its own has its parent's options, and a ``**kwargs`` parameter means
     "forwarded to the parent", so the parent's options are accepted too. The contract bases
-    accept none; the arguments rtlab passes itself (a policy's ``backend`` and ``language``,
-    see :func:`host_arguments`) are not options. A required option's default is None.
+    accept none, and the arguments the processor passes itself (a policy's ``backend`` and
+    ``language``, its ``processor_arguments``) are not options. A required option's default
+    is None.
     """
-    host = host_arguments(cls)
+    passed_by_rtlab = set(getattr(cls, "processor_arguments", ()))
     options: dict[str, Any] = {}
     for owner in cls.__mro__[:-1]:  # object's (*args, **kwargs) is not an option
         init = vars(owner).get("__init__")
@@ -91,47 +92,24 @@ def accepted_options(cls: type) -> dict[str, Any]:
             continue
         parameters = list(inspect.signature(init).parameters.values())[1:]  # after self
         for p in parameters:
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in host:
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in passed_by_rtlab:
                 options.setdefault(p.name, None if p.default is p.empty else p.default)
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
     return options
 
 
-def host_arguments(cls: type) -> set[str]:
-    """The parameters of the contract base's own ``__init__`` (a policy's ``backend`` and
-    ``language``): rtlab passes them itself, so they are never a user's options."""
-    from .registry import KINDS
-
-    return {
-        name
-        for kind in KINDS.values()
-        if isinstance(cls, type) and issubclass(cls, kind.base) and "__init__" in vars(kind.base)
-        for name in list(inspect.signature(kind.base.__init__).parameters)[1:]
-    }
-
-
-def option_refused(cls: type, kind: str, option: str, plugin: str = "") -> str:
-    """The one message for an option a class does not accept, for every kind and entry point:
-    ``backend 'echo' (plugin 'rtlab_echo') does not accept option 'wrod'; it accepts: word``."""
-    accepted = ", ".join(sorted(accepted_options(cls)))
-    owner = f" (plugin {plugin!r})" if plugin else ""
-    choices = f"it accepts: {accepted}" if accepted else "it accepts no options"
-    return f"{kind} {cls.name!r}{owner} does not accept option {option!r}; {choices}"
-
-
 def check_options(cls: type, kind: str, options: dict[str, Any], plugin: str = "") -> None:
-    """Refuse an option ``cls`` does not accept with :class:`~rtlab.errors.InvalidOption`
-    (see :func:`option_refused`).
-
-    ``options`` may include the arguments rtlab passes itself (:func:`host_arguments`), so
-    that a whole constructor call can be checked; ``Registry.check_options`` checks a
-    user's options and refuses them.
+    """Refuse an option ``cls`` does not accept with :class:`~rtlab.errors.InvalidOption`,
+    in one format for every kind and entry point:
+    ``backend 'echo' (plugin 'rtlab_echo') does not accept option 'wrod'; it accepts: word``.
     """
-    allowed = accepted_options(cls).keys() | host_arguments(cls)
+    accepted = accepted_options(cls)
     for option in options:
-        if option not in allowed:
-            raise InvalidOption(option_refused(cls, kind, option, plugin))
+        if option not in accepted:
+            owner = f" (plugin {plugin!r})" if plugin else ""
+            choices = f"it accepts: {', '.join(sorted(accepted))}" if accepted else "it accepts no options"
+            raise InvalidOption(f"{kind} {cls.name!r}{owner} does not accept option {option!r}; {choices}")
 
 
 class SharedModels:

@@ -16,6 +16,9 @@ DEFAULT_PLUGINS = (
     "rtlab.policies.plugin",
     "rtlab.testing",
 )
+#: Built-ins for rtlab's own tests (the deterministic "test" backend): registered and usable
+#: by name, but listed by ``rtlab plugins`` only with ``--all``.
+INTERNAL_PLUGINS = ("rtlab.testing",)
 
 pm = pluggy.PluginManager("rtlab")
 pm.add_hookspecs(hookspecs)

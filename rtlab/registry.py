@@ -1,27 +1,42 @@
 """What the plugins registered: backends, policies and decoders by name.
 
-The host validates each registration: an invalid class, or a second registration of a taken
-name, is refused with a :class:`~rtlab.errors.PluginWarning` that names the plugins, and is
-listed by ``rtlab plugins``; one bad plugin cannot break or silently replace another.
+Each registration is checked as it happens. A class that breaks the contract (it does not
+subclass its kind's base class, or has no ``name``) is a mistake in that plugin: building
+the registry raises :class:`~rtlab.errors.PluginError` naming the plugin, the class and
+the fix. A name registered twice is a clash between two valid plugins: the first keeps it,
+the second is refused with a :class:`~rtlab.errors.PluginWarning` and listed under
+``rejected`` by ``rtlab plugins``.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from .errors import PluginWarning, UnknownBackend, UnknownDecoder, UnknownPolicy
-from .plugins import DEFAULT_PLUGINS, load_plugins, plugin_version
+from .backends import Backend, accepted_options, check_options
+from .decoders import Decoder
+from .errors import PluginError, PluginWarning, RtlabError, UnknownBackend, UnknownDecoder, UnknownPolicy
+from .plugins import DEFAULT_PLUGINS, INTERNAL_PLUGINS, load_plugins, plugin_version
+from .policies import Policy
+
+
+class Kind(NamedTuple):
+    """What the registry needs to know about one kind of plugin class."""
+
+    hook: str
+    plural: str
+    base: type
+    unknown: type[RtlabError]
+
 
 KINDS = {
-    # kind: (hook name, methods a registered class must have, error for unknown names)
-    "backend": ("register_backends", ("transcribe",), UnknownBackend),
-    "policy": ("register_policies", ("insert_audio", "process_iter", "finish"), UnknownPolicy),
-    "decoder": ("register_decoders", ("start", "write", "end_input", "read", "stop"), UnknownDecoder),
+    "backend": Kind("register_backends", "backends", Backend, UnknownBackend),
+    "policy": Kind("register_policies", "policies", Policy, UnknownPolicy),
+    "decoder": Kind("register_decoders", "decoders", Decoder, UnknownDecoder),
 }
 
-
-PLURALS = {"backend": "backends", "policy": "policies", "decoder": "decoders"}
+PLURALS = {kind: spec.plural for kind, spec in KINDS.items()}
 
 
 @dataclass
@@ -41,35 +56,53 @@ class Registry:
     entries: dict[str, dict[str, Registration]] = field(default_factory=dict)
     rejected: list[dict] = field(default_factory=list)
 
-    def get(self, kind: str, name: str) -> type:
-        """The class registered as ``name``; a clear error listing choices otherwise."""
+    def registration(self, kind: str, name: str) -> Registration:
+        """The registration of ``name``; a clear error listing the choices otherwise."""
         found = self.entries[kind].get(name)
         if found is None:
             choices = ", ".join(sorted(self.entries[kind])) or "none"
-            error = KINDS[kind][2]
-            raise error(
+            raise KINDS[kind].unknown(
                 f"unknown {kind} {name!r}; installed {PLURALS[kind]}: {choices}. "
                 f"Run 'rtlab plugins' to see what each plugin registered."
             )
-        return found.cls
+        return found
+
+    def get(self, kind: str, name: str) -> type:
+        """The class registered as ``name``; a clear error listing the choices otherwise."""
+        return self.registration(kind, name).cls
 
     def names(self, kind: str) -> list[str]:
         """Registered names of one kind, sorted."""
         return sorted(self.entries[kind])
+
+    def accepted_options(self, kind: str, name: str) -> dict[str, Any]:
+        """The options ``name`` accepts, with their defaults (see :func:`rtlab.backends.accepted_options`)."""
+        return accepted_options(self.get(kind, name))
+
+    def check_options(self, kind: str, name: str, options: dict[str, Any]) -> None:
+        """Refuse an unknown ``name`` (UnknownBackend, ...) or an option it does not accept
+        (:class:`~rtlab.errors.InvalidOption`, naming the kind, the name, the plugin, the
+        option and what it accepts; see :func:`rtlab.backends.check_options`)."""
+        entry = self.registration(kind, name)
+        check_options(entry.cls, kind, options, entry.plugin)
 
 
 _registry: Registry | None = None
 
 
 def get_registry(refresh: bool = False) -> Registry:
-    """Build (once) and return the registry by calling every registration hook."""
+    """Build (once) and return the registry by calling every registration hook.
+
+    Raises :class:`~rtlab.errors.PluginError` when a plugin registers an invalid class;
+    nothing is kept, so the next call fails the same way until the plugin is fixed or left out.
+    """
     global _registry
     if _registry is not None and not refresh:
         return _registry
     pm = load_plugins()
     registry = Registry(entries={kind: {} for kind in KINDS})
-    for kind, (hook_name, _, _) in KINDS.items():
-        hook = getattr(pm.hook, hook_name)
+    for kind, spec in KINDS.items():
+        hook = getattr(pm.hook, spec.hook)
         # The first registration of a name wins. Built-ins go first, whatever pluggy's
         # order (tryfirst/trylast move impls), so no plugin can take over a built-in name.
         impls = sorted(hook.get_hookimpls(), key=lambda i: pm.get_name(i.plugin) not in DEFAULT_PLUGINS)
@@ -85,37 +118,43 @@ def get_registry(refresh: bool = False) -> Registry:
 
 
 def _register(registry: Registry, kind: str, cls: type, plugin: str) -> None:
+    base = KINDS[kind].base
     name = getattr(cls, "name", None)
-    missing = [m for m in KINDS[kind][1] if not callable(getattr(cls, m, None))]
-    if not isinstance(name, str) or not name or missing:
-        problem = "a non-empty string 'name'" if not isinstance(name, str) or not name else (
-            "the methods " + ", ".join(missing)
-        )
-        _reject(registry, kind, str(name), plugin, f"plugin {plugin!r} registered {kind} {cls!r} without {problem}")
-        return
-    existing = registry.entries[kind].get(name)
-    if existing is not None:
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        class_name = getattr(cls, "__name__", "Name")
+        problem = f"which does not subclass {base.__module__}.{base.__name__}"
+        fix = f"write `class {class_name}(rtlab.{base.__name__})`"
+    elif not isinstance(name, str) or not name:
+        problem = f"whose name is {name!r}"
+        fix = f'give it a unique name, e.g. `name = "{cls.__name__.lower()}"`'
+    else:
+        existing = registry.entries[kind].get(name)
+        if existing is None:
+            registry.entries[kind][name] = Registration(kind, name, cls, plugin)
+            return
         message = (
             f"{kind} {name!r} from plugin {plugin!r} refused: plugin {existing.plugin!r} "
             f"already registered that name. Uninstall one of them or set RTLAB_LOAD_PLUGINS."
         )
-        _reject(registry, kind, name, plugin, message)
+        warnings.warn(message, PluginWarning, stacklevel=3)
+        registry.rejected.append({"kind": kind, "name": name, "plugin": plugin, "reason": message})
         return
-    registry.entries[kind][name] = Registration(kind, name, cls, plugin)
+    raise PluginError(
+        f"plugin {plugin!r} registered {kind} {cls!r}, {problem}: {fix}, "
+        f"or leave the plugin out with RTLAB_LOAD_PLUGINS"
+    )
 
 
-def _reject(registry: Registry, kind: str, name: str, plugin: str, message: str) -> None:
-    warnings.warn(message, PluginWarning, stacklevel=3)
-    registry.rejected.append({"kind": kind, "name": name, "plugin": plugin, "reason": message})
-
-
-def plugins_info() -> list[dict]:
-    """One record per loaded plugin: name, version, hooks, and what it registered."""
+def plugins_info(include_internal: bool = False) -> list[dict]:
+    """One record per loaded plugin: name, version, hooks, what it registered and refused,
+    and whether it is internal (rtlab's own test plugin: listed only with ``include_internal``)."""
     registry = get_registry()
     pm = load_plugins()
     records = []
     for plugin in pm.get_plugins():
         plugin_name = pm.get_name(plugin)
+        if plugin_name in INTERNAL_PLUGINS and not include_internal:
+            continue
         registered = {
             PLURALS[kind]: sorted(r.name for r in registry.entries[kind].values() if r.plugin == plugin_name)
             for kind in KINDS
@@ -124,6 +163,7 @@ def plugins_info() -> list[dict]:
             {
                 "name": plugin_name,
                 "version": plugin_version(plugin_name),
+                "internal": plugin_name in INTERNAL_PLUGINS,
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
                 "registered": {k: v for k, v in registered.items() if v},
                 "rejected": [r for r in registry.rejected if r["plugin"] == plugin_name],

@@ -24,10 +24,12 @@ import rtlab
 from rtlab import hookspecs
 from rtlab.backends import Backend
 from rtlab.decoders import Decoder
-from rtlab.errors import PluginWarning
-from rtlab.plugins import DEFAULT_PLUGINS, pm
+from rtlab.backends import accepted_options, check_options
+from rtlab.errors import InvalidOption, PluginError, PluginWarning, UnknownBackend, UnknownDecoder, UnknownPolicy
+from rtlab.plugins import DEFAULT_PLUGINS, INTERNAL_PLUGINS, pm
 from rtlab.policies import Policy, Step
 from rtlab.registry import PLURALS, get_registry, plugins_info
+from rtlab.testing import ToneBackend
 
 DOCS = Path(__file__).parent.parent / "docs" / "plugins.md"
 HOOKS = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "rtlab_spec"))
@@ -85,7 +87,7 @@ def plugin_registering(hook: str, *classes: type) -> object:
 
 
 def record(name: str) -> dict:
-    return next(r for r in plugins_info() if r["name"] == name)
+    return next(r for r in plugins_info(include_internal=True) if r["name"] == name)
 
 
 # -- one test per hook ---------------------------------------------------------------------
@@ -210,8 +212,11 @@ class NotAString(EchoBackend):
     name = 42
 
 
-class NoTranscribe:
-    name = "no-transcribe"
+class NoBase:
+    name = "no-base"
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        return []
 
 
 class HalfADecoder:
@@ -222,28 +227,41 @@ class HalfADecoder:
 
 
 @pytest.mark.parametrize(
-    "hook, cls, problem",
+    "hook, cls, problem, fix",
     [
-        ("register_backends", Nameless, "non-empty string 'name'"),
-        ("register_backends", NotAString, "non-empty string 'name'"),
-        ("register_backends", NoTranscribe, "the methods transcribe"),
-        ("register_policies", EchoBackend, "the methods insert_audio, process_iter, finish"),
-        ("register_decoders", HalfADecoder, "the methods write, end_input, read, stop"),
+        ("register_backends", Nameless, "whose name is ''", 'name = "nameless"'),
+        ("register_backends", NotAString, "whose name is 42", 'name = "notastring"'),
+        ("register_backends", NoBase, "does not subclass rtlab.backends.Backend", "`class NoBase(rtlab.Backend)`"),
+        ("register_policies", EchoBackend, "does not subclass rtlab.policies.Policy", "`class EchoBackend(rtlab.Policy)`"),
+        ("register_decoders", HalfADecoder, "does not subclass rtlab.decoders.Decoder", "`class HalfADecoder(rtlab.Decoder)`"),
     ],
 )
-def test_an_invalid_registration_is_refused(hook, cls, problem):
+def test_an_invalid_class_fails_registration_naming_plugin_class_and_fix(hook, cls, problem, fix):
     pm.register(plugin_registering(hook, cls), name="broken")
     try:
-        with pytest.warns(PluginWarning, match="'broken'") as warned:
-            registry = get_registry(refresh=True)
-        assert problem in str(warned[0].message)
-        assert all(r.plugin != "broken" for kind in registry.entries.values() for r in kind.values())
-        info = record("broken")
-        assert info["registered"] == {}
-        assert len(info["rejected"]) == 1 and problem in info["rejected"][0]["reason"]
+        for _ in range(2):  # nothing half-built is kept: it fails again until fixed
+            with pytest.raises(PluginError) as raised:
+                get_registry(refresh=True)
+            message = str(raised.value)
+            assert "\n" not in message
+            kind = next(k for k, plural in PLURALS.items() if hook == f"register_{plural}")
+            assert message.startswith(f"plugin 'broken' registered {kind} {cls!r}, ")
+            assert problem in message and fix in message
+            assert message.endswith("or leave the plugin out with RTLAB_LOAD_PLUGINS")
     finally:
         pm.unregister(name="broken")
-        get_registry(refresh=True)
+    assert get_registry(refresh=True).rejected == []
+
+
+def test_an_installed_plugin_with_an_invalid_class_fails_rtlab_plugins(tmp_path):
+    not_a_backend = ECHO_PLUGIN.replace("class FakeEcho(Backend):", "class FakeEcho:")
+    fake_distribution(tmp_path, "rtlab-not-a-backend", "rtlab_not_a_backend", not_a_backend)
+    result = rtlab_plugins(tmp_path, None)
+    assert result.returncode != 0
+    assert "plugin 'not_a_backend' registered backend <class 'rtlab_not_a_backend.FakeEcho'>" in result.stderr
+    assert "`class FakeEcho(rtlab.Backend)`" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert loaded(tmp_path, "")  # left out with RTLAB_LOAD_PLUGINS, the rest works
 
 
 def test_an_unknown_name_lists_the_installed_ones():
@@ -256,8 +274,142 @@ def test_an_unknown_name_lists_the_installed_ones():
 def test_no_test_plugin_leaks_into_the_run():
     names = {pm.get_name(p) for p in pm.get_plugins()}
     assert set(DEFAULT_PLUGINS) <= names
-    assert not {"inline-plugin", "impostor", "broken", "first", "second"} & names
+    assert not {"inline-plugin", "impostor", "broken", "first", "second", "options-plugin"} & names
     assert get_registry(refresh=True).rejected == []
+
+
+# -- options: the keyword parameters of __init__, along the MRO --------------------------------
+
+
+class WordBackend(EchoBackend):
+    name = "inline-word"
+
+    def __init__(self, *, word: str = "hello", repeat: int = 1) -> None:
+        self.word = word
+        self.repeat = repeat
+
+
+class InheritsWord(WordBackend):
+    name = "inline-inherits-word"
+
+
+class ForwardsToWord(WordBackend):
+    name = "inline-forwards-word"
+
+    def __init__(self, *, loud: bool = False, repeat: int = 2, **options) -> None:
+        super().__init__(repeat=repeat, **options)
+        self.loud = loud
+
+
+class ForwardsToBase(EchoBackend):
+    name = "inline-forwards-base"
+
+    def __init__(self, *, word: str = "hi", **options) -> None:
+        super().__init__(**options)
+        self.word = word
+
+
+class TakesWithoutDefault(EchoBackend):
+    name = "inline-no-default"
+
+    def __init__(self, path, *, rate: int = 16_000) -> None:
+        self.path = path
+
+
+@pytest.mark.parametrize(
+    "cls, options",
+    [
+        (Backend, {}),
+        (Policy, {}),  # backend and language are the processor's arguments, not options
+        (Decoder, {}),
+        (EchoBackend, {}),  # no __init__ of its own: Backend's, which takes nothing
+        (WordBackend, {"word": "hello", "repeat": 1}),
+        (InheritsWord, {"word": "hello", "repeat": 1}),  # no __init__ of its own: the parent's
+        (ForwardsToWord, {"loud": False, "repeat": 2, "word": "hello"}),  # **options: + the parent's
+        (ForwardsToBase, {"word": "hi"}),  # **options forwarded to Backend, which takes none
+        (TakesWithoutDefault, {"path": None, "rate": 16_000}),  # a required option's default: None
+        (WholeBufferPolicy, {}),
+    ],
+)
+def test_options_are_the_keyword_parameters_of_init_along_the_mro(cls, options):
+    assert accepted_options(cls) == options
+
+
+def test_the_docs_policy_example_forwards_its_options_to_local_agreement():
+    from rtlab.policies.local_agreement import LocalAgreement
+
+    module = types.ModuleType("docs_policy")
+    exec(compile(docs_example("register_policies"), "docs/plugins.md:register_policies", "exec"), module.__dict__)
+    options = accepted_options(module.EagerAgreement)
+    assert options == {**accepted_options(LocalAgreement), "min_chunk": 0.5}
+    assert "language" not in options and "backend" not in options
+
+
+@pytest.mark.parametrize("cls", [EchoBackend, InheritsWord, ForwardsToWord, ForwardsToBase])
+def test_no_class_accepts_anything(cls):
+    with pytest.raises(InvalidOption, match="does not accept option 'anything'"):
+        check_options(cls, "backend", {"anything": 1})
+
+
+@pytest.mark.parametrize(
+    "kind, name, options, message",
+    [
+        ("backend", "inline-echo", {"wrod": 1},
+         "backend 'inline-echo' (plugin 'options-plugin') does not accept option 'wrod'; it accepts no options"),
+        ("backend", "inline-word", {"word": "x", "wrod": 1},
+         "backend 'inline-word' (plugin 'options-plugin') does not accept option 'wrod'; it accepts: repeat, word"),
+        ("policy", "local-agreement", {"language": "en"},
+         "policy 'local-agreement' (plugin 'rtlab.policies.plugin') does not accept option 'language'; it accepts: "),
+        ("decoder", "pcm_s16le", {"rate": 8000},
+         "decoder 'pcm_s16le' (plugin 'rtlab.decoders.plugin') does not accept option 'rate'; it accepts: max_chunks"),
+    ],
+)  # fmt: skip
+def test_an_unknown_option_gets_one_message_for_every_kind(kind, name, options, message):
+    pm.register(plugin_registering("register_backends", EchoBackend, WordBackend), name="options-plugin")
+    try:
+        registry = get_registry(refresh=True)
+        with pytest.raises(InvalidOption) as raised:
+            registry.check_options(kind, name, options)
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    finally:
+        pm.unregister(name="options-plugin")
+        get_registry(refresh=True)
+
+
+def test_the_registry_checks_and_lists_options_by_name():
+    registry = get_registry()
+    registry.check_options("backend", "test", {"compute_rtf": 0.5})
+    registry.check_options("policy", "local-agreement", {"min_chunk": 0.5})
+    registry.check_options("decoder", "ffmpeg", {})
+    assert registry.accepted_options("backend", "test") == {"compute_rtf": 0.0, "fail_after": None, "model": "tones"}
+    assert "min_chunk" in registry.accepted_options("policy", "local-agreement")
+    for kind, error in (("backend", UnknownBackend), ("policy", UnknownPolicy), ("decoder", UnknownDecoder)):
+        with pytest.raises(error, match="'nope'.*rtlab plugins"):
+            registry.check_options(kind, "nope", {})
+        with pytest.raises(error):
+            registry.accepted_options(kind, "nope")
+
+
+def test_the_processor_arguments_of_a_policy_are_not_options():
+    from rtlab.policies.local_agreement import LocalAgreement
+
+    assert Policy.processor_arguments == ("backend", "language")
+    for argument in Policy.processor_arguments:
+        assert argument not in accepted_options(LocalAgreement)
+        with pytest.raises(InvalidOption, match=f"does not accept option '{argument}'"):
+            check_options(LocalAgreement, "policy", {argument: None})
+
+
+# -- internal plugins ------------------------------------------------------------------------
+
+
+def test_the_internal_test_plugin_is_listed_only_on_request():
+    assert INTERNAL_PLUGINS == ("rtlab.testing",)
+    assert "rtlab.testing" not in {r["name"] for r in plugins_info()}
+    assert all(r["internal"] is False for r in plugins_info())
+    internal = record("rtlab.testing")
+    assert internal["internal"] is True and internal["registered"] == {"backends": ["test"]}
+    assert get_registry().get("backend", "test") is ToneBackend  # still registered and usable
 
 
 # -- installed plugins: entry points, RTLAB_LOAD_PLUGINS, check_pending ------------------------
@@ -307,7 +459,7 @@ def site(tmp_path_factory) -> Path:
     return site
 
 
-def rtlab_plugins(site: Path, load: str | None) -> subprocess.CompletedProcess:
+def rtlab_plugins(site: Path, load: str | None, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     env.pop("RTLAB_LOAD_PLUGINS", None)
     if load is not None:
@@ -315,22 +467,23 @@ def rtlab_plugins(site: Path, load: str | None) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("rtlab")
     command = [str(script)] if script.exists() else [sys.executable, "-c", "from rtlab.cli import cli; cli()"]
     return subprocess.run(
-        [*command, "plugins"],
+        [*command, "plugins", *args],
         env=env, capture_output=True, text=True, timeout=120,
     )
 
 
-def loaded(site: Path, load: str | None) -> dict[str, dict]:
-    result = rtlab_plugins(site, load)
+def loaded(site: Path, load: str | None, *args: str) -> dict[str, dict]:
+    result = rtlab_plugins(site, load, *args)
     assert result.returncode == 0, result.stderr
     return {r["name"]: r for r in json.loads(result.stdout)}
 
 
 def test_rtlab_plugins_prints_json_for_every_plugin(site):
-    records = loaded(site, None)
+    records = loaded(site, None, "--all")
     assert set(DEFAULT_PLUGINS) <= set(records)
     for info in records.values():
-        assert set(info) >= {"name", "version", "hooks", "registered", "rejected"}
+        assert set(info) >= {"name", "version", "internal", "hooks", "registered", "rejected"}
+        assert info["internal"] is (info["name"] in INTERNAL_PLUGINS)
     assert records["rtlab.decoders.plugin"]["registered"] == {"decoders": ["ffmpeg", "pcm_s16le"]}
     assert records["rtlab.policies.plugin"]["registered"] == {"policies": ["local-agreement"]}
     assert records["rtlab.testing"]["hooks"] == ["register_backends"]
@@ -339,6 +492,7 @@ def test_rtlab_plugins_prints_json_for_every_plugin(site):
     assert fake == {
         "name": "fake_echo",
         "version": "1.2.3",
+        "internal": False,
         "hooks": ["register_backends"],
         "registered": {"backends": ["fake-echo"]},
         "rejected": [],
@@ -356,16 +510,21 @@ def test_rtlab_plugins_prints_json_for_every_plugin(site):
     ],
 )
 def test_rtlab_load_plugins_restricts_installed_plugins(site, load, expected):
-    records = loaded(site, load)
+    records = loaded(site, load, "--all")
     assert ("fake_echo" in records) is expected
     assert set(DEFAULT_PLUGINS) <= set(records)  # built-ins always load
     if load == "":
         assert set(records) == set(DEFAULT_PLUGINS)
 
 
+def test_rtlab_plugins_hides_the_internal_test_plugin_without_all(site):
+    records = loaded(site, "rtlab-fake-echo")
+    assert set(records) == set(DEFAULT_PLUGINS) - set(INTERNAL_PLUGINS) | {"fake_echo"}
+
+
 def test_an_installed_plugin_cannot_take_a_builtin_name(tmp_path):
     fake_distribution(tmp_path, "rtlab-impostor", "rtlab_impostor", ECHO_PLUGIN.replace('"fake-echo"', '"test"'))
-    records = loaded(tmp_path, "rtlab-impostor")
+    records = loaded(tmp_path, "rtlab-impostor", "--all")
     assert records["rtlab.testing"]["registered"] == {"backends": ["test"]}
     assert records["impostor"]["registered"] == {}
     assert "already registered" in records["impostor"]["rejected"][0]["reason"]

@@ -28,7 +28,15 @@ class Step:
 
 
 class Policy:
-    """The policy contract (see :class:`~rtlab.policies.local_agreement.LocalAgreement`)."""
+    """The policy contract (see :class:`~rtlab.policies.local_agreement.LocalAgreement`).
+
+    A subclass declares its options as keyword arguments of its own ``__init__``, after
+    ``backend`` and ``language``: the processor passes those two itself, so they are not
+    options (see :func:`rtlab.backends.accepted_options`).
+    """
+
+    #: The arguments the processor passes to every policy's ``__init__``; not options.
+    processor_arguments: ClassVar[tuple[str, ...]] = ("backend", "language")
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""

@@ -6,6 +6,8 @@
   pipeline runs without Whisper weights and gives exact, known transcripts.
 * :class:`ScriptedBackend` returns scripted hypotheses call by call and records its
   prompts, for unit tests of policies.
+* :func:`check_backend` checks a backend plugin against rtlab's contract, from the
+  plugin's own tests (see :mod:`rtlab.testing.conformance`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends import SAMPLE_RATE, Backend, Word
-from .hookspecs import hookimpl
+from ..backends import SAMPLE_RATE, Backend, Word
+from ..hookspecs import hookimpl
+from .conformance import SPEECH_CLIP, SPEECH_CLIP_TEXT, BackendReport, check_backend
 
 VOCABULARY = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike "
