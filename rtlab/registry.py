@@ -118,26 +118,29 @@ def get_registry(refresh: bool = False) -> Registry:
 
 
 def _register(registry: Registry, kind: str, cls: type, plugin: str) -> None:
-    base = KINDS[kind].base
-    name = getattr(cls, "name", None)
-    if not isinstance(cls, type) or not issubclass(cls, base):
-        class_name = getattr(cls, "__name__", "Name")
-        problem = f"which does not subclass {base.__module__}.{base.__name__}"
-        fix = f"write `class {class_name}(rtlab.{base.__name__})`"
-    elif not isinstance(name, str) or not name:
-        problem = f"whose name is {name!r}"
-        fix = f'give it a unique name, e.g. `name = "{cls.__name__.lower()}"`'
-    else:
-        existing = registry.entries[kind].get(name)
-        if existing is None:
-            registry.entries[kind][name] = Registration(kind, name, cls, plugin)
-            return
+    _check_contract(kind, cls, plugin)
+    existing = registry.entries[kind].get(cls.name)
+    if existing is not None:
         message = (
-            f"{kind} {name!r} from plugin {plugin!r} refused: plugin {existing.plugin!r} "
+            f"{kind} {cls.name!r} from plugin {plugin!r} refused: plugin {existing.plugin!r} "
             f"already registered that name. Uninstall one of them or set RTLAB_LOAD_PLUGINS."
         )
         warnings.warn(message, PluginWarning, stacklevel=3)
-        registry.rejected.append({"kind": kind, "name": name, "plugin": plugin, "reason": message})
+        registry.rejected.append({"kind": kind, "name": cls.name, "plugin": plugin, "reason": message})
+        return
+    registry.entries[kind][cls.name] = Registration(kind, cls.name, cls, plugin)
+
+
+def _check_contract(kind: str, cls: type, plugin: str) -> None:
+    """Raise PluginError unless ``cls`` subclasses the kind's base and has a name."""
+    base = KINDS[kind].base
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        problem = f"which does not subclass {base.__module__}.{base.__name__}"
+        fix = f"write `class {getattr(cls, '__name__', 'Name')}(rtlab.{base.__name__})`"
+    elif not isinstance(cls.name, str) or not cls.name:
+        problem = f"whose name is {cls.name!r}"
+        fix = f'give it a unique name, e.g. `name = "{cls.__name__.lower()}"`'
+    else:
         return
     raise PluginError(
         f"plugin {plugin!r} registered {kind} {cls!r}, {problem}: {fix}, "

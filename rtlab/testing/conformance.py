@@ -71,8 +71,10 @@ class BackendReport:
 
     def __str__(self) -> str:
         total = len(self.passed) + len(self.failed)
-        outcome = f"{len(self.failed)} of {total} rtlab backend checks failed" if self.failed else f"all {total} rtlab backend checks passed"
-        lines = [f"{self.backend}: {outcome}"]
+        if self.failed:
+            lines = [f"{self.backend}: {len(self.failed)} of {total} rtlab backend checks failed"]
+        else:
+            lines = [f"{self.backend}: all {total} rtlab backend checks passed"]
         lines += [f"  FAILED {failure}" for failure in self.failed]
         lines += [f"  passed {name}" for name in self.passed]
         return "\n".join(lines)
@@ -119,7 +121,9 @@ def _check_registered(
 ) -> None:
     report.check("refuses an unknown option", _refuses_unknown_option, registration)
     backend = report.check("builds with its options", _build, registration, options)
-    if backend is None or report.check("loads, and loads again harmlessly", _load_twice, backend) is None:
+    if backend is not None:
+        backend = report.check("loads, and loads again harmlessly", _load_twice, backend)
+    if backend is None:
         return  # nothing to transcribe with
     words = report.check("transcribes the clip", _transcribe, backend, clip)
     if expect and words is not None:
@@ -132,12 +136,12 @@ def _check_registered(
 # -- the checks: each raises AssertionError saying what is wrong ------------------------------
 
 
-def _refuses_unknown_option(registration: Registration) -> bool:
+def _refuses_unknown_option(registration: Registration) -> None:
     try:
         get_registry().check_options("backend", registration.name, {UNKNOWN_OPTION: 1})
     except InvalidOption as error:
         assert UNKNOWN_OPTION in str(error), f"the refusal does not name the option: {error}"
-        return True
+        return
     raise AssertionError(f"option {UNKNOWN_OPTION!r} was accepted")
 
 
@@ -146,11 +150,11 @@ def _build(registration: Registration, options: dict[str, Any]) -> Any:
     return registration.cls(**options)
 
 
-def _load_twice(backend: Any) -> bool:
+def _load_twice(backend: Any) -> Any:
     ensure_loaded(backend)  # as rtlab loads a backend
     backend.load()  # a second load must not fail or break the first
     assert backend.loaded, "`loaded` is False after load()"
-    return True
+    return backend
 
 
 def _transcribe(backend: Any, audio: np.ndarray) -> list:
@@ -160,14 +164,13 @@ def _transcribe(backend: Any, audio: np.ndarray) -> list:
     return words
 
 
-def _hears(words: list, expect: list[str]) -> bool:
+def _hears(words: list, expect: list[str]) -> None:
     heard = _tokens(" ".join(str(word["text"]) for word in words))
     missing = [word for word in expect if not set(_tokens(word)) <= set(heard)]
     assert not missing, f"{', '.join(map(repr, missing))} not in the transcript {' '.join(heard)!r}"
-    return True
 
 
-def _stream(name: str, options: dict[str, Any], clip: np.ndarray) -> bool:
+def _stream(name: str, options: dict[str, Any], clip: np.ndarray) -> None:
     events = _run(_stream_events(name, options, clip))
     last = events[-1] if events else None
     if last is None or last["type"] != "summary":
@@ -176,7 +179,6 @@ def _stream(name: str, options: dict[str, Any], clip: np.ndarray) -> bool:
     committed = [word for event in events if event["type"] == "commit" for word in event["words"]]
     problems = word_problems(committed, len(clip) / SAMPLE_RATE)
     assert not problems, "committed " + _summarise(problems)
-    return True
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -257,6 +259,8 @@ def registered(backend_class: type) -> Iterator[Registration]:
 
 async def _stream_events(name: str, options: dict[str, Any], clip: np.ndarray) -> list[dict]:
     """Every event of ``clip`` streamed as raw PCM through an AudioProcessor, simulated clock."""
+    # Imported here: rtlab.testing loads with the plugins, and `rtlab plugins` must not
+    # import the streaming core.
     from ..core.feeding import feed_bytes
     from ..core.processor import AudioProcessor
 
