@@ -47,7 +47,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process; returns the measurements (JSON-ready)."""
     import numpy as np
 
-    from rtlab.backends import get_backend
+    from rtlab.core.instances import get_backend
     from rtlab.eval.corpus import load_corpus
     from rtlab.eval.metrics import wer
     from rtlab.decoders.files import decode_audio

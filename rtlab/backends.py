@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypedDict
+from typing import Any, Callable, ClassVar, TypedDict
 
 import numpy as np
 
 from .errors import InvalidOption
 
-if TYPE_CHECKING:
-    from .config import StreamConfig
 
 SAMPLE_RATE = 16_000
 
@@ -158,43 +156,13 @@ class SharedModels:
 
 shared_models = SharedModels()
 
-_instances: dict[tuple, Backend] = {}
-_instances_lock = threading.Lock()
-
-
-def get_backend(config: StreamConfig | str, **options: Any) -> Backend:
-    """The shared backend instance of a :class:`~rtlab.config.StreamConfig` (or of a backend
-    name and its options, ``model`` among them), created, not loaded: one instance per
-    :attr:`~rtlab.config.StreamConfig.model_key`.
-
-    Unknown names and options raise :class:`~rtlab.errors.UnknownBackend` and
-    :class:`~rtlab.errors.InvalidOption`. Call ``ensure_loaded`` (off the event loop)
-    before transcribing.
-    """
-    from .config import StreamConfig
-    from .registry import get_registry
-
-    if isinstance(config, str):
-        model = options.pop("model", None)
-        config = StreamConfig(backend=config, model=model, backend_options=options)
-    elif options:
-        raise TypeError("get_backend(config) takes no options besides the configuration's own")
-    registry = get_registry()
-    kwargs = config.backend_kwargs()
-    registry.check_options("backend", config.backend, kwargs)
-    with _instances_lock:
-        backend = _instances.get(config.model_key)
-        if backend is None:
-            backend = _instances[config.model_key] = registry.get("backend", config.backend)(**kwargs)
-            backend._rtlab_load_lock = threading.Lock()
-        return backend
+_load_locks_lock = threading.Lock()
 
 
 def ensure_loaded(backend: Backend) -> Backend:
     """Run ``backend.load()`` once per instance, thread-safely; blocking."""
-    lock = getattr(backend, "_rtlab_load_lock", None)
-    if lock is None:
-        lock = backend._rtlab_load_lock = threading.Lock()
+    with _load_locks_lock:
+        lock = backend.__dict__.setdefault("_rtlab_load_lock", threading.Lock())
     with lock:
         if not backend.loaded:
             backend.load()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rtlab.backends import get_backend
+from rtlab.core.instances import get_backend
 from rtlab.config import StreamConfig, parse_pairs, parse_value
 from rtlab.errors import InvalidOption, UnknownBackend, UnknownDecoder, UnknownPolicy
 from rtlab.server import protocol

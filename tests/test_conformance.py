@@ -217,11 +217,6 @@ async def test_it_also_runs_from_an_async_test(tones):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="rtlab_faster_whisper raises IndexError on empty audio (in faster_whisper's find_alignment); "
-    "found by this check: remove this mark once the plugin returns [] for empty audio",
-)
 def test_the_faster_whisper_backend_passes_every_check():
     plugin = pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is not installed")
     # Words tiny.en hears in the synthetic clip ("the quick round fark jump over the lazy nog ...").

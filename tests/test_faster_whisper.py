@@ -6,15 +6,17 @@ import asyncio
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("faster_whisper", reason="the faster-whisper plugin is not installed")
 rtlab_faster_whisper = pytest.importorskip("rtlab_faster_whisper")
 
-from rtlab.backends import ensure_loaded, get_backend, shared_models  # noqa: E402
-from rtlab.eval.corpus import load_corpus, shared_speech_dir  # noqa: E402
-from rtlab.errors import InvalidOption, ModelNotFound  # noqa: E402
+from rtlab.backends import ensure_loaded, shared_models  # noqa: E402
 from rtlab.core.feeding import stream_file  # noqa: E402
+from rtlab.core.instances import get_backend  # noqa: E402
+from rtlab.errors import InvalidOption, ModelNotFound  # noqa: E402
+from rtlab.eval.corpus import load_corpus, shared_speech_dir  # noqa: E402
 from rtlab.eval.metrics import wer  # noqa: E402
 from rtlab.eval.offline import offline_transcribe  # noqa: E402
 from rtlab_faster_whisper import models  # noqa: E402
@@ -348,3 +350,10 @@ def test_two_replicas_transcribing_at_once_hear_what_one_hears_alone(data_dir):
         thread.join()
     assert [[w["text"] for w in ws] for ws in together] == [[w["text"] for w in ws] for ws in alone]
     assert [[round(w["end"], 2) for w in ws] for ws in together] == [[round(w["end"], 2) for w in ws] for ws in alone]
+
+
+@pytest.mark.parametrize("window", ["buffer", "seek"])
+def test_audio_too_short_for_a_word_gives_no_words(window):
+    backend = ensure_loaded(get_backend("faster-whisper", window=window))
+    for samples in (0, 1, 200, 319):
+        assert backend.transcribe(np.zeros(samples, np.float32), language="en") == []

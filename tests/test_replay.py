@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtlab.backends import get_backend
+from rtlab.core.instances import get_backend
 from rtlab.config import StreamConfig
 from rtlab.decoders.files import decode_audio, to_pcm16
 from rtlab.errors import DecoderError

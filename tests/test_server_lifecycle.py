@@ -24,7 +24,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 import rtlab.core.processor
-from rtlab.backends import get_backend
+from rtlab.core.instances import get_backend
 from rtlab.cli import cli
 from rtlab.server import protocol
 from rtlab.server.client import TranscriptionClient

@@ -8,7 +8,6 @@ registered in, this test run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,22 +19,6 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).parent.parent / "docs" / "plugins.md"
-
-
-def can_build_wheels() -> bool:
-    """Whether pip can build a wheel without the network: setuptools with ``bdist_wheel``
-    (built in from setuptools 70.1, else the ``wheel`` package)."""
-    if importlib.util.find_spec("setuptools") is None:
-        return False
-    import setuptools
-
-    built_in = tuple(int(part) for part in setuptools.__version__.split(".")[:2]) >= (70, 1)
-    return built_in or importlib.util.find_spec("wheel") is not None
-
-
-pytestmark = pytest.mark.skipif(
-    not can_build_wheels(), reason="pip cannot build wheels offline here: pip install wheel (or setuptools>=70.1)"
-)
 
 
 def docs_block(first_line: str) -> str:

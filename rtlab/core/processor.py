@@ -18,11 +18,12 @@ import collections
 import contextlib
 from typing import Any
 
-from ..backends import SAMPLE_RATE, ensure_loaded, get_backend
+from ..backends import SAMPLE_RATE, ensure_loaded
 from ..config import DEFAULT_BACKEND, StreamConfig
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
 from .clock import SessionClock
 from .events import EventQueue, commit_event, error_event, join_words, partial_event
+from .instances import get_backend
 from .pacing import AudioBuffer, pacer_for
 from .scheduler import JobCancelled, blas_threads, scheduler_for
 from .state import State

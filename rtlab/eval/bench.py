@@ -297,7 +297,7 @@ async def run_bench_async(
 
     from tqdm import tqdm
 
-    from ..backends import get_backend
+    from ..core.instances import get_backend
     from .corpus import concatenate, load_corpus
     from .metrics import environment_info
     from ..decoders.files import decode_audio

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import SAMPLE_RATE, Backend, Word, ensure_loaded, get_backend
+from ..backends import SAMPLE_RATE, Backend, Word, ensure_loaded
+from ..core.instances import get_backend
 from ..config import DEFAULT_BACKEND, StreamConfig
 from ..decoders.files import decode_audio
 from ..core.scheduler import cpu_slots, scheduler_for

@@ -16,7 +16,8 @@ import tornado.httputil
 import tornado.netutil
 import tornado.web
 
-from ..backends import Backend, accepted_options, ensure_loaded, get_backend
+from ..backends import Backend, accepted_options, ensure_loaded
+from ..core.instances import get_backend
 from ..core.state import State
 from ..registry import get_registry
 from .config import ServerConfig

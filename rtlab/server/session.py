@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Protocol
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
-from ..backends import get_backend
+from ..core.instances import get_backend
 from ..core.events import EventQueue
 from ..core.state import State
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError

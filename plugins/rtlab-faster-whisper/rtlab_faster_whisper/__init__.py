@@ -15,7 +15,7 @@ from rtlab.core.scheduler import available_cores
 
 from .models import not_found_message, resolve_model
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0
@@ -29,6 +29,7 @@ LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
+MIN_SAMPLES = 2 * 160  # two 10 ms feature frames
 MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
 QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
 MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not aligned to audio
@@ -151,6 +152,8 @@ class FasterWhisperBackend(Backend):
         return workers, threads
 
     def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
+        if len(audio) < MIN_SAMPLES:
+            return []  # too short to hear a word (and the alignment needs two feature frames)
         if self.window == "buffer" and len(audio) <= WINDOW_SECONDS * 16_000:
             return self._transcribe_window(audio, prompt=prompt, language=language)
         return self._transcribe_seek(audio, prompt=prompt, language=language)
