@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 
@@ -10,12 +11,15 @@ import numpy as np
 import psutil
 import pytest
 
-from rtlab.decoders import FFmpegDecoder, PCMDecoder, find_ffmpeg
+from rtlab.backends import accepted_options, check_options
+from rtlab.core.state import State
+from rtlab.decoders import Decoder, FFmpegDecoder, PCMDecoder, find_ffmpeg
 from rtlab.decoders.ffmpeg import parse_wav_header
-from rtlab.errors import DecoderError, FFmpegNotFound
+from rtlab.errors import DecoderError, FFmpegNotFound, InvalidOption
 
 FOX_SECONDS = 6.13  # ffprobe: 6.129 s (wav, flac), 6.136 (ogg), 6.137 (webm), 6.228 (mp3)
 FORMATS = ["wav", "ogg", "webm", "mp3", "flac"]
+RAW_FOX = ["-f", "s16le", "-ar", "16000", "-ac", "1"]  # what fox.wav's header says
 
 
 async def decode(decoder, data: bytes, chunk_size: int) -> np.ndarray:
@@ -44,49 +48,174 @@ def fox(data_dir, ext: str) -> bytes:
     return (data_dir / f"fox.{ext}").read_bytes()
 
 
+@pytest.fixture
+def spawns(monkeypatch) -> list[list[str]]:
+    """The command line of every process started through asyncio, in order."""
+    started: list[list[str]] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def counted(*command, **kwargs):
+        started.append([str(part) for part in command])
+        return await spawn(*command, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", counted)
+    return started
+
+
+def input_options(command: list[str]) -> list[str]:
+    """The options an FFmpeg command line gives for its input (after the probing flags)."""
+    return command[command.index("-analyzeduration") + 2 : command.index("-i")]
+
+
 # -- FFmpegDecoder lifecycle -----------------------------------------------------------
 
 
-async def test_start_twice_returns_true_and_keeps_the_same_process(no_ffmpeg_left, ffmpeg_children):
-    decoder = FFmpegDecoder()
-    assert decoder.state == "IDLE"
+FORMAT_CHOICES = pytest.mark.parametrize("input_format", [None, "ogg"], ids=["auto", "named"])
+
+
+@FORMAT_CHOICES
+async def test_start_twice_returns_true_and_keeps_the_same_process(input_format, data_dir, spawns, no_ffmpeg_left, ffmpeg_children):
+    decoder = FFmpegDecoder(input_format=input_format)
+    assert decoder.state is State.IDLE
     try:
         assert await decoder.start() is True
+        assert await decoder.start() is True
+        await decoder.write(fox(data_dir, "ogg")[:4096])
         pid = decoder.pid
         assert await decoder.start() is True
         assert decoder.pid == pid
-        assert decoder.state == "RUNNING"
+        assert decoder.state is State.RUNNING
         assert [p.pid for p in ffmpeg_children()] == [pid]
+        assert len(spawns) == 1
     finally:
         await decoder.stop()
 
 
-async def test_concurrent_starts_spawn_one_process(no_ffmpeg_left, ffmpeg_children):
-    decoder = FFmpegDecoder()
+@FORMAT_CHOICES
+async def test_concurrent_starts_spawn_one_process(input_format, data_dir, spawns, no_ffmpeg_left, ffmpeg_children):
+    decoder = FFmpegDecoder(input_format=input_format)
     try:
         assert await asyncio.gather(decoder.start(), decoder.start()) == [True, True]
+        await decoder.write(fox(data_dir, "ogg")[:4096])
         assert [p.pid for p in ffmpeg_children()] == [decoder.pid]
+        assert len(spawns) == 1
     finally:
         await decoder.stop()
 
 
-async def test_stop_twice_is_a_noop(no_ffmpeg_left):
+@FORMAT_CHOICES
+async def test_concurrent_start_and_stop_leave_no_process(input_format, no_ffmpeg_left):
+    decoder = FFmpegDecoder(input_format=input_format)
+    await asyncio.gather(decoder.start(), decoder.stop())
+    assert decoder.state is State.STOPPED
+    assert decoder.process is None or decoder.process.returncode is not None
+
+
+async def test_a_named_container_starts_ffmpeg_in_start(spawns, ffmpeg_children, no_ffmpeg_left):
+    decoder = FFmpegDecoder(input_format="webm")
+    try:
+        await decoder.start()
+        assert [p.pid for p in ffmpeg_children()] == [decoder.pid]
+        assert [input_options(command) for command in spawns] == [["-f", "webm"]]
+    finally:
+        await decoder.stop()
+
+
+async def test_no_ffmpeg_before_the_first_bytes_of_an_auto_stream(data_dir, spawns, ffmpeg_children, no_ffmpeg_left):
+    decoder = FFmpegDecoder()
+    try:
+        await decoder.start()
+        assert decoder.state is State.RUNNING
+        assert (decoder.pid, spawns, ffmpeg_children()) == (None, [], [])
+        await decoder.write(fox(data_dir, "ogg")[:12])  # enough to tell it is not a WAV
+        assert [p.pid for p in ffmpeg_children()] == [decoder.pid]
+        assert [input_options(command) for command in spawns] == [[]]  # FFmpeg probes it
+    finally:
+        await decoder.stop()
+
+
+async def test_stop_twice_is_a_noop(data_dir, no_ffmpeg_left):
     decoder = FFmpegDecoder()
     await decoder.start()
+    await decoder.write(fox(data_dir, "ogg")[:4096])
     process = decoder.process
     await decoder.stop()
-    assert decoder.state == "STOPPED"
+    assert decoder.state is State.STOPPED
     assert process.returncode is not None
     await decoder.stop()
-    assert decoder.state == "STOPPED"
+    assert decoder.state is State.STOPPED
 
 
 async def test_stop_before_start_is_a_noop():
     decoder = FFmpegDecoder()
     await decoder.stop()
     await decoder.stop()
-    assert decoder.state == "STOPPED"
+    assert decoder.state is State.STOPPED
     assert decoder.process is None
+
+
+async def test_stop_before_any_bytes_wakes_a_waiting_read(spawns, no_ffmpeg_left):
+    decoder = FFmpegDecoder()
+    await decoder.start()
+    reader = asyncio.create_task(decoder.read())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not reader.done()  # waits for FFmpeg, which waits for bytes
+    await decoder.stop()
+    assert await asyncio.wait_for(reader, 5) is None
+    assert decoder.state is State.STOPPED
+    assert (decoder.process, spawns) == (None, [])
+
+
+async def test_stop_while_a_wav_header_is_held_leaves_no_process(data_dir, spawns, no_ffmpeg_left):
+    decoder = FFmpegDecoder()
+    await decoder.start()
+    reader = asyncio.create_task(decoder.read())
+    await decoder.write(fox(data_dir, "wav")[:20])  # RIFF, WAVE, half a fmt chunk
+    await decoder.stop()
+    assert await asyncio.wait_for(reader, 5) is None
+    assert (decoder.process, spawns) == (None, [])
+    with pytest.raises(DecoderError, match="STOPPED"):
+        await decoder.write(fox(data_dir, "wav")[20:4096])
+    assert spawns == []
+
+
+async def test_stop_while_ffmpeg_is_being_spawned_leaves_no_process(monkeypatch, data_dir, no_ffmpeg_left):
+    gate = asyncio.Event()
+    spawn = asyncio.create_subprocess_exec
+
+    async def held_spawn(*command, **kwargs):
+        await gate.wait()
+        return await spawn(*command, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", held_spawn)
+    decoder = FFmpegDecoder()
+    await decoder.start()
+    reader = asyncio.create_task(decoder.read())
+    writer = asyncio.create_task(decoder.write(fox(data_dir, "ogg")[:4096]))
+    stopper = asyncio.create_task(decoder.stop())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not (reader.done() or writer.done() or stopper.done())  # all wait for the spawn
+    gate.set()
+    await asyncio.wait_for(stopper, 30)
+    assert await asyncio.wait_for(reader, 5) is None
+    with contextlib.suppress(DecoderError):  # its bytes may meet a closed pipe
+        await asyncio.wait_for(writer, 5)
+    assert decoder.state is State.STOPPED
+    assert decoder.process.returncode is not None
+
+
+async def test_a_failed_spawn_at_the_first_bytes_is_reported_and_leaves_nothing(data_dir, no_ffmpeg_left):
+    decoder = FFmpegDecoder(ffmpeg="/nonexistent/ffmpeg")
+    await decoder.start()
+    reader = asyncio.create_task(decoder.read())
+    with pytest.raises(FFmpegNotFound, match="/nonexistent/ffmpeg"):
+        await decoder.write(fox(data_dir, "ogg")[:4096])
+    with pytest.raises(FFmpegNotFound):  # the reader hears of it too, instead of waiting
+        await asyncio.wait_for(reader, 5)
+    assert decoder.state is State.STOPPED and decoder.process is None
+    await decoder.stop()
 
 
 async def test_stop_does_not_wait_for_output_nobody_reads(no_ffmpeg_left, data_dir):
@@ -105,6 +234,7 @@ async def test_stop_kills_a_process_that_ignores_stdin_close_and_sigterm(monkeyp
     stubborn = ["sh", "-c", 'trap "" TERM; exec sleep 60']
     monkeypatch.setattr(decoder, "command", lambda: stubborn)
     await decoder.start()
+    await decoder.write(b"not a WAV header")
     process, pid = decoder.process, decoder.pid
     while psutil.Process(pid).name() != "sleep":  # the trap is set once sh has exec'd sleep
         await asyncio.sleep(0.01)
@@ -117,6 +247,7 @@ async def test_stop_terminates_a_process_that_ignores_stdin_close(monkeypatch):
     decoder = FFmpegDecoder(stop_timeout=0.2)
     monkeypatch.setattr(decoder, "command", lambda: ["sleep", "60"])
     await decoder.start()
+    await decoder.write(b"not a WAV header")
     process = decoder.process
     await decoder.stop()
     assert process.returncode == -signal.SIGTERM
@@ -127,17 +258,18 @@ async def test_no_ffmpeg_left_after_200_start_stop_cycles(ffmpeg_children, data_
     before = {p.pid for p in ffmpeg_children()}
     fds_before = psutil.Process().num_fds()
 
-    async def cycle(write: bool) -> None:
+    async def cycle(written: int) -> None:
         decoder = FFmpegDecoder()
         await decoder.start()
-        if write:
-            await decoder.write(header)  # stop with output waiting in the pipe
+        if written:
+            # 20 bytes: held, no FFmpeg yet; 4096: stop with output waiting in the pipe.
+            await decoder.write(header[:written])
         await decoder.stop()
-        assert decoder.state == "STOPPED"
+        assert decoder.state is State.STOPPED
 
     # 200 cycles, four sessions at a time (a server's pattern, and half the run time).
     for _ in range(50):
-        await asyncio.gather(cycle(False), cycle(True), cycle(False), cycle(True))
+        await asyncio.gather(cycle(0), cycle(4096), cycle(20), cycle(4096))
     assert [p.pid for p in ffmpeg_children() if p.pid not in before] == []
     # Each cycle opens three pipes; none may stay open.
     assert psutil.Process().num_fds() <= fds_before + 3
@@ -162,9 +294,11 @@ async def test_write_before_start_or_after_end_input_is_refused(no_ffmpeg_left):
 
 @pytest.mark.parametrize("ext", FORMATS)
 @pytest.mark.parametrize("chunk_size", [333, None], ids=["333-byte-chunks", "whole-file"])
-async def test_decodes_each_format_to_16khz_mono_float32(ext, chunk_size, data_dir, no_ffmpeg_left):
+async def test_decodes_each_format_to_16khz_mono_float32(ext, chunk_size, data_dir, spawns, no_ffmpeg_left):
     data = fox(data_dir, ext)
     pcm = await decode(FFmpegDecoder(), data, chunk_size or len(data))
+    # One FFmpeg per stream: a plain WAV's samples as raw PCM, the rest probed by FFmpeg.
+    assert [input_options(command) for command in spawns] == [RAW_FOX if ext == "wav" else []]
     seconds = len(pcm) / 16_000
     # mp3 carries encoder padding (ffprobe says 6.228 s); the others are within a few ms.
     assert FOX_SECONDS - 0.05 < seconds < FOX_SECONDS + 0.1
@@ -230,14 +364,15 @@ def test_wav_headers_are_read_for_the_raw_format_of_their_samples(data_dir):
     assert parse_wav_header(no_fmt) is False
 
 
-async def test_a_pcm_wav_stream_reaches_ffmpeg_as_raw_samples(data_dir, ffmpeg_children, no_ffmpeg_left):
+@pytest.mark.parametrize("input_format", [None, "wav"], ids=["auto", "named"])
+async def test_a_pcm_wav_stream_reaches_ffmpeg_as_raw_samples(input_format, data_dir, spawns, ffmpeg_children, no_ffmpeg_left):
     """FFmpeg's wav demuxer reads 64 KiB before its first packet (2 s of 16 kHz mono
     streamed in real time): the decoder hands it the samples as raw PCM instead."""
     from rtlab.decoders.files import decode_audio
 
     data = fox(data_dir, "wav")
     _, offset = parse_wav_header(data)
-    decoder = FFmpegDecoder()
+    decoder = FFmpegDecoder(input_format=input_format)
     await decoder.start()
     chunks: list[np.ndarray] = []
 
@@ -247,11 +382,13 @@ async def test_a_pcm_wav_stream_reaches_ffmpeg_as_raw_samples(data_dir, ffmpeg_c
 
     reader = asyncio.create_task(read_all())
     try:
-        for start in range(0, offset + 100, 10):  # the header in small pieces
+        for start in range(0, offset - 10, 10):  # the header in small pieces
             await decoder.write(data[start : start + 10])
-        command = decoder.command()
-        assert command[command.index("-i") - 6 : command.index("-i")] == ["-f", "s16le", "-ar", "16000", "-ac", "1"]
-        assert [p.pid for p in ffmpeg_children()] == [decoder.pid]  # still one FFmpeg
+        assert spawns == []  # not all of the header yet
+        for start in range(start + 10, offset + 100, 10):
+            await decoder.write(data[start : start + 10])
+        assert [input_options(command) for command in spawns] == [RAW_FOX]  # started once
+        assert [p.pid for p in ffmpeg_children()] == [decoder.pid]
         await decoder.write(data[start + 10 :])
         await decoder.end_input()
         await reader
@@ -262,14 +399,13 @@ async def test_a_pcm_wav_stream_reaches_ffmpeg_as_raw_samples(data_dir, ffmpeg_c
     assert decoder.first_pcm_latency is not None
 
 
-async def test_other_wav_streams_go_to_ffmpeg_as_they_came(tmp_path, data_dir, no_ffmpeg_left):
+async def test_other_wav_streams_go_to_ffmpeg_as_they_came(tmp_path, data_dir, spawns, no_ffmpeg_left):
     mulaw = tmp_path / "fox-mulaw.wav"
     import subprocess
 
     subprocess.run([find_ffmpeg(), "-loglevel", "error", "-i", str(data_dir / "fox.wav"), "-c:a", "pcm_mulaw", str(mulaw)], check=True)
-    decoder = FFmpegDecoder()
-    pcm = await decode(decoder, mulaw.read_bytes(), 333)
-    assert decoder._raw_input is None
+    pcm = await decode(FFmpegDecoder(), mulaw.read_bytes(), 333)
+    assert [input_options(command) for command in spawns] == [[]]
     assert len(pcm) / 16_000 == pytest.approx(FOX_SECONDS, abs=0.05)
 
 
@@ -282,7 +418,7 @@ async def assert_decoder_error(data: bytes, ffmpeg_says: str) -> DecoderError:
         await decode(decoder, data, 4096)
     assert ffmpeg_says in str(raised.value)  # FFmpeg's own stderr is quoted
     assert ffmpeg_says in decoder.stderr
-    assert decoder.state == "STOPPED"
+    assert decoder.state is State.STOPPED
     assert decoder.process.returncode is not None
     return raised.value
 
@@ -297,12 +433,23 @@ async def test_random_bytes_raise_decoder_error(no_ffmpeg_left):
     await assert_decoder_error(np.random.default_rng(0).bytes(50_000), "Invalid data found")
 
 
-async def test_empty_input_raises_decoder_error(no_ffmpeg_left):
-    await assert_decoder_error(b"", "Invalid data found")
+async def test_empty_input_raises_a_clear_error_and_starts_no_ffmpeg(spawns, no_ffmpeg_left):
+    decoder = FFmpegDecoder()
+    with pytest.raises(DecoderError, match="no audio was received: the input was empty") as raised:
+        await decode(decoder, b"", 4096)
+    assert raised.value.code == "decode_failed"
+    assert (decoder.process, spawns) == (None, [])
+    assert decoder.state is State.STOPPED
 
 
 async def test_file_cut_inside_its_header_raises_decoder_error(no_ffmpeg_left, data_dir):
     await assert_decoder_error(fox(data_dir, "wav")[:50], "no 'data' tag found")
+
+
+@pytest.mark.parametrize("data", [b"RIFF", b"Og"], ids=["wav-like", "other"])
+async def test_a_stream_shorter_than_a_wav_header_is_judged_by_ffmpeg(data, spawns, no_ffmpeg_left):
+    await assert_decoder_error(data, "Invalid data found")
+    assert [input_options(command) for command in spawns] == [[]]  # once, as it came
 
 
 @pytest.mark.parametrize("ext", FORMATS)
@@ -429,7 +576,7 @@ async def test_pcm_decoder_start_and_stop_are_idempotent():
     assert await decoder.start() is True
     await decoder.stop()
     await decoder.stop()
-    assert decoder.state == "STOPPED"
+    assert decoder.state is State.STOPPED
     with pytest.raises(DecoderError, match="create a new one"):
         await decoder.start()
 
@@ -490,3 +637,14 @@ def test_both_decoders_are_registered_as_plugins():
     assert registry.get("decoder", "ffmpeg") is FFmpegDecoder
     assert registry.get("decoder", "pcm_s16le") is PCMDecoder
     assert registry.entries["decoder"]["ffmpeg"].plugin == "rtlab.decoders.plugin"
+
+
+def test_a_decoder_without_its_own_init_accepts_no_options():
+    class Silent(Decoder):
+        name = "silent"
+
+    assert Silent().state is State.IDLE
+    assert accepted_options(Silent) == {}
+    with pytest.raises(InvalidOption, match="does not accept option 'rate'"):
+        check_options(Silent, "decoder", {"rate": 8000})
+    assert FFmpegDecoder().state is PCMDecoder().state is State.IDLE

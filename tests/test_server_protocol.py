@@ -10,7 +10,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import websocket_connect
 
 from rtlab.server.client import TranscriptionClient, stream_file
-from server_support import settle, split
+from server_support import settle, split, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,8 +27,12 @@ async def test_protocol_flow_from_start_to_stopped(server, clip, ffmpeg_children
     loading = await client.wait_for("model_loading_started")
     assert loading["model"] == "tones" and loading["cached"] in (True, False)
     await client.wait_for("transcription_started")
-    assert len(ffmpeg_children()) == 1
-    await stream_clip(client, clip.webm)
+    assert ffmpeg_children() == []  # FFmpeg starts with the first bytes
+    chunks = split(clip.webm)
+    await client.send_audio(chunks[0])
+    assert await wait_until(lambda: len(ffmpeg_children()) == 1)
+    for chunk in chunks[1:]:
+        await client.send_audio(chunk)
     await client.stop()
     stopped = await client.wait_for("transcription_stopped")
     assert stopped["text"] == clip.text
@@ -77,11 +81,15 @@ async def test_start_while_running_is_idempotent(server, clip, ffmpeg_children):
     client = await TranscriptionClient.connect(server.ws_url)
     await client.start()
     await client.wait_for("transcription_started")
+    chunks = split(clip.webm)
+    await client.send_audio(chunks[0])  # FFmpeg starts with the first bytes
+    assert await wait_until(lambda: len(ffmpeg_children()) == 1)
     pids = {p.pid for p in ffmpeg_children()}
     await client.start()
     await client.wait_for("transcription_started")  # sent again
     assert {p.pid for p in ffmpeg_children()} == pids and len(pids) == 1
-    await stream_clip(client, clip.webm)
+    for chunk in chunks[1:]:
+        await client.send_audio(chunk)
     await client.stop()
     assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
     assert [m["type"] for m in client.messages].count("model_loading_started") == 1
@@ -94,8 +102,12 @@ async def test_start_after_stop_begins_a_new_utterance(server, clip, second_clip
     for utterance in (clip, second_clip):
         await client.start()
         await client.wait_for("transcription_started")
+        chunks = split(utterance.webm)
+        await client.send_audio(chunks[0])  # FFmpeg starts with the first bytes
+        assert await wait_until(lambda: len(ffmpeg_children()) == 1)
         pids.append({p.pid for p in ffmpeg_children()})
-        await stream_clip(client, utterance.webm)
+        for chunk in chunks[1:]:
+            await client.send_audio(chunk)
         await client.stop()
         texts.append((await client.wait_for("transcription_stopped"))["text"])
     assert texts == [clip.text, second_clip.text]
@@ -272,10 +284,12 @@ async def test_api_backends_lists_what_the_registry_offers(server):
     assert test["description"] and "model" in test["options"] and test["plugin"]
 
 
-async def test_healthz_counts_sessions_ffmpeg_and_models(server, clip):
+async def test_healthz_counts_sessions_ffmpeg_and_models(server, clip, ffmpeg_children):
     client = await TranscriptionClient.connect(server.ws_url)
     await client.start()
     await client.wait_for("transcription_started")
+    await client.send_audio(split(clip.webm)[0])  # FFmpeg starts with the first bytes
+    assert await wait_until(lambda: len(ffmpeg_children()) == 1)
     health = json.loads((await fetch(server.url + "/healthz")).body)
     assert health["status"] == "ok" and health["sessions"] == 1
     assert health["ffmpeg_processes"] == 1 and health["transcribing"] == 1

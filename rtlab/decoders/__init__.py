@@ -11,17 +11,25 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..core.state import State
+
 
 class Decoder:
-    """The decoder contract. ``state`` moves IDLE → RUNNING → STOPPED.
+    """The decoder contract. ``state`` moves ``State.IDLE → RUNNING → STOPPED``.
 
     ``start`` and ``stop`` are idempotent. ``read`` returns the next PCM chunk, or None
     once the input has ended and everything was returned; it raises
     :class:`~rtlab.errors.DecoderError` when the input cannot be decoded.
+
+    The options a decoder accepts are the keyword arguments of its ``__init__`` (the
+    registry reads them from its signature); this one takes none.
     """
 
     name: ClassVar[str] = ""
-    state: str = "IDLE"
+    state: State
+
+    def __init__(self) -> None:
+        self.state = State.IDLE
 
     async def start(self) -> bool:
         """Begin decoding; returns True when running (also if it already was)."""

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..core.state import State
 from ..errors import DecoderError, FFmpegNotFound
 from . import Decoder
 
@@ -45,7 +46,7 @@ def find_ffmpeg() -> str:
 
 
 #: Give up looking for a WAV header's data chunk after this many bytes (FFmpeg then reads
-#: the stream as it is).
+#: the stream as it is, held bytes included).
 _WAV_HEADER_LIMIT = 8192
 #: Raw formats FFmpeg reads for (WAVE format tag, bits per sample).
 _RAW_WAV_FORMATS = {(1, 8): "u8", (1, 16): "s16le", (1, 24): "s24le", (1, 32): "s32le",
@@ -93,6 +94,13 @@ def parse_wav_header(data: bytes) -> tuple[list[str], int] | None | bool:
 class FFmpegDecoder(Decoder):
     """Decodes any stream FFmpeg can read from a pipe (webm/opus, ogg, wav, mp3, flac…).
 
+    One FFmpeg process per decoder, started once. With ``input_format`` named (and not
+    ``"wav"``), ``start()`` starts it. Otherwise the first bytes decide how: ``write()``
+    holds them back until :func:`parse_wav_header` can tell whether they begin a plain
+    PCM or float WAV, whose samples then reach FFmpeg as raw PCM; any other stream reaches
+    it as it came (most are told apart by their first 12 bytes). An empty input starts no
+    FFmpeg at all.
+
     ``stop()`` closes stdin, waits ``stop_timeout`` seconds, then terminates, then kills:
     no FFmpeg process outlives its decoder. FFmpeg's stderr is kept (last lines) and
     quoted in :class:`~rtlab.errors.DecoderError`.
@@ -108,7 +116,7 @@ class FFmpegDecoder(Decoder):
         stop_timeout: float = 2.0,
         max_stderr_lines: int = 40,
     ) -> None:
-        self.state = "IDLE"
+        super().__init__()
         self.input_format = input_format
         self.ffmpeg = ffmpeg
         self.stop_timeout = stop_timeout
@@ -117,24 +125,29 @@ class FFmpegDecoder(Decoder):
         self.first_input_at: float | None = None
         self.first_output_at: float | None = None
         self._stderr_task: asyncio.Task | None = None
-        # start() and stop() await; without this, two concurrent start() calls spawn two
-        # FFmpeg processes (one leaks) and a stop() during start() misses the process.
+        # start(), stop() and the spawn in write() await; without this, two concurrent
+        # start() calls spawn two FFmpeg processes (one leaks) and a stop() during a spawn
+        # misses the process.
         self._lifecycle = asyncio.Lock()
+        # Set once FFmpeg runs, or once it never will (empty input, stop, failed spawn):
+        # read() waits for it.
+        self._settled = asyncio.Event()
+        self._spawn_failure: FFmpegNotFound | None = None
         self._remainder = b""
         self._input_closed = False
         self._bytes_in = 0
         self._samples_out = 0
-        # A WAV stream's header, held back until its data chunk starts (see write()).
-        self._header: bytearray | None = None
+        # The start of the stream, held back until it is known whether it is a plain WAV
+        # (None once FFmpeg runs, or when input_format names another container).
+        self._held: bytearray | None = None
         self._raw_input: list[str] | None = None
-        self._restarting: asyncio.Event | None = None
 
     def command(self) -> list[str]:
         """The FFmpeg command line; the flags keep probing and buffering minimal.
 
         ``-fflags nobuffer`` is deliberately absent: with piped mp3 and wav it drops
-        up to a second of audio. A plain PCM WAV stream is handed over as raw PCM (see
-        :meth:`write`).
+        up to a second of audio. A plain PCM or float WAV stream is handed over as raw
+        PCM, with the format, rate and channels of its header (see :func:`parse_wav_header`).
         """
         binary = self.ffmpeg or find_ffmpeg()
         if self._raw_input is not None:
@@ -172,21 +185,28 @@ class FFmpegDecoder(Decoder):
             return await self._start()
 
     async def _start(self) -> bool:
-        if self.state == "RUNNING":
+        if self.state is State.RUNNING:
             return True
-        self._raw_input = None  # a new stream: FFmpeg finds out what it is
-        await self._spawn()
+        self.process = self._stderr_task = self._spawn_failure = None
+        self._settled.clear()
         self.stderr_lines.clear()
         self._remainder = b""
         self._input_closed = False
         self._bytes_in = self._samples_out = 0
         self.first_input_at = self.first_output_at = None
-        self._header = bytearray() if self.input_format in (None, "wav") else None
-        self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
-        self.state = "RUNNING"
+        self._raw_input = None
+        if self.input_format in (None, "wav"):
+            if self.ffmpeg is None:
+                find_ffmpeg()  # a missing FFmpeg is reported now, not at the first write
+            self._held = bytearray()
+        else:
+            self._held = None
+            await self._spawn()
+        self.state = State.RUNNING
         return True
 
     async def _spawn(self) -> None:
+        """Start FFmpeg (the caller holds ``_lifecycle``) and wake a waiting ``read()``."""
         command = self.command()
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -196,8 +216,22 @@ class FFmpegDecoder(Decoder):
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as error:
-            self.state = "STOPPED"
-            raise FFmpegNotFound(f"could not start FFmpeg ({command[0]}): {error}") from error
+            self.state = State.STOPPED
+            self._spawn_failure = FFmpegNotFound(f"could not start FFmpeg ({command[0]}): {error}")
+            self._settled.set()
+            raise self._spawn_failure from error
+        self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
+        self._settled.set()
+
+    async def _spawn_for_held_bytes(self, raw_input: list[str] | None) -> None:
+        """Start FFmpeg for a stream whose first bytes are held: with ``raw_input`` for
+        the samples of a plain WAV, else with the usual input options."""
+        async with self._lifecycle:
+            if self.state is not State.RUNNING:
+                raise DecoderError(f"cannot write to an FFmpeg decoder in state {self.state}")
+            self._raw_input = raw_input
+            await self._spawn()
+            self._held = None
 
     async def _collect_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -205,16 +239,42 @@ class FFmpegDecoder(Decoder):
             self.stderr_lines.append(line.decode(errors="replace").rstrip())
 
     async def write(self, data: bytes) -> None:
-        if self.state != "RUNNING" or self._input_closed:
+        if self.state is not State.RUNNING or self._input_closed:
             raise DecoderError(f"cannot write to an FFmpeg decoder in state {self.state}")
         if not data:
             return
         if self.first_input_at is None:
             self.first_input_at = time.perf_counter()
-        if self._header is not None:
+        if self._held is not None:
             data = await self._past_wav_header(data)
             if not data:
                 return
+        await self._write_to_ffmpeg(data)
+
+    async def _past_wav_header(self, data: bytes) -> bytes:
+        """Hold ``data`` back until it is known whether the stream is a plain PCM or float
+        WAV, then start FFmpeg; returns what to write to it now.
+
+        FFmpeg's wav demuxer reads 64 KiB before its first packet, to check for S/PDIF
+        data: at 16 kHz mono 16-bit, 2 s of audio streamed in real time before the first
+        PCM. Given the samples as raw PCM (the header read here), FFmpeg starts at once.
+        Anything else goes to FFmpeg as it came.
+        """
+        assert self._held is not None
+        self._held += data
+        parsed = parse_wav_header(bytes(self._held))
+        if parsed is None and len(self._held) < _WAV_HEADER_LIMIT:
+            return b""
+        held = bytes(self._held)
+        if not parsed:
+            await self._spawn_for_held_bytes(None)
+            return held
+        args, offset = parsed
+        await self._spawn_for_held_bytes(args)
+        self._bytes_in += offset  # the header: read here, not by FFmpeg
+        return held[offset:]
+
+    async def _write_to_ffmpeg(self, data: bytes) -> None:
         stdin = self.process.stdin
         try:
             stdin.write(data)
@@ -224,64 +284,39 @@ class FFmpegDecoder(Decoder):
             raise DecoderError(self._failure_message("FFmpeg stopped reading its input")) from error
         self._bytes_in += len(data)
 
-    async def _past_wav_header(self, data: bytes) -> bytes:
-        """Hold back the start of the stream until it is known whether it is a plain PCM
-        WAV. If it is, FFmpeg is restarted (before it has read a byte) with the raw format
-        of its samples, and only the samples follow; otherwise the held bytes go to FFmpeg
-        as they came. Returns what to write now."""
-        assert self._header is not None
-        self._header += data
-        parsed = parse_wav_header(bytes(self._header))
-        if parsed is None and len(self._header) < _WAV_HEADER_LIMIT:
-            return b""
-        held, self._header = bytes(self._header), None
-        if not parsed:
-            return held
-        args, offset = parsed
-        await self._restart_with_raw_input(args)
-        self._bytes_in += offset  # the header: read here, not by FFmpeg
-        return held[offset:]
-
-    async def _restart_with_raw_input(self, args: list[str]) -> None:
-        async with self._lifecycle:
-            if self.state != "RUNNING":
-                raise DecoderError(f"cannot write to an FFmpeg decoder in state {self.state}")
-            done = self._restarting = asyncio.Event()
-            try:
-                old, old_stderr = self.process, self._stderr_task
-                await self._end_process(old, old_stderr)
-                self._raw_input = args
-                await self._spawn()
-                self.stderr_lines.clear()  # the first process's complaints about no input
-                self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
-            finally:
-                self._restarting = None
-                done.set()
-
     async def end_input(self) -> None:
-        if self.state != "RUNNING" or self._input_closed:
+        if self.state is not State.RUNNING or self._input_closed:
             return
-        held, self._header = bytes(self._header or b""), None
-        if held:  # a stream shorter than a WAV header: FFmpeg judges it
-            with contextlib.suppress(DecoderError):
-                await self.write(held)
         self._input_closed = True
+        if self._held is not None:
+            held = bytes(self._held)
+            if not held:  # nothing to decode: no FFmpeg, read() says the input was empty
+                self._held = None
+                self._settled.set()
+                return
+            # A stream shorter than a WAV header: FFmpeg judges it. A failure to decode
+            # it is read()'s to report.
+            try:
+                await self._spawn_for_held_bytes(None)
+            except DecoderError:
+                return  # stopped meanwhile
+            with contextlib.suppress(DecoderError):
+                await self._write_to_ffmpeg(held)
         stdin = self.process.stdin
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             stdin.close()
             await stdin.wait_closed()
 
     async def read(self) -> np.ndarray | None:
-        while self.state == "RUNNING":
-            process = self.process
-            chunk = await process.stdout.read(_READ_SIZE)
+        if self.state is State.RUNNING:
+            await self._settled.wait()
+        if self._spawn_failure is not None:
+            raise self._spawn_failure
+        while self.state is State.RUNNING:
+            if self.process is None:
+                raise DecoderError("no audio was received: the input was empty")
+            chunk = await self.process.stdout.read(_READ_SIZE)
             if not chunk:
-                restarting = self._restarting
-                if restarting is not None:  # the first process ends: read the next one
-                    await restarting.wait()
-                    continue
-                if self.process is not process:
-                    continue
                 return await self._at_end_of_output()
             data = self._remainder + chunk
             usable = len(data) - len(data) % 4
@@ -296,7 +331,7 @@ class FFmpegDecoder(Decoder):
 
     async def _at_end_of_output(self) -> None:
         returncode = await self._wait_exit(self.stop_timeout)
-        if self.state != "RUNNING":
+        if self.state is not State.RUNNING:
             return None  # stopped on purpose while reading
         if returncode not in (0, None) or (self._samples_out == 0 and self._bytes_in > 0):
             raise DecoderError(self._failure_message(f"FFmpeg exited with code {returncode}"))
@@ -324,9 +359,11 @@ class FFmpegDecoder(Decoder):
             await self._stop()
 
     async def _stop(self) -> None:
-        if self.state == "STOPPED":
+        if self.state is State.STOPPED:
             return
-        self.state = "STOPPED"
+        self.state = State.STOPPED
+        self._held = None
+        self._settled.set()  # a read() waiting for FFmpeg returns None
         if self.process is not None:
             await self._end_process(self.process, self._stderr_task)
 

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from ..core.state import State
 from ..errors import DecoderError
 from . import Decoder
 
@@ -25,20 +26,20 @@ class PCMDecoder(Decoder):
     name = "pcm_s16le"
 
     def __init__(self, *, max_chunks: int = 64) -> None:
-        self.state = "IDLE"
+        super().__init__()
         self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max_chunks)
         self._remainder = b""
         self._ended = False
         self._drained = False
 
     async def start(self) -> bool:
-        if self.state == "STOPPED":
+        if self.state is State.STOPPED:
             raise DecoderError("this PCM decoder was stopped; create a new one")
-        self.state = "RUNNING"
+        self.state = State.RUNNING
         return True
 
     async def write(self, data: bytes) -> None:
-        if self.state != "RUNNING" or self._ended:
+        if self.state is not State.RUNNING or self._ended:
             raise DecoderError(f"cannot write to a PCM decoder in state {self.state}")
         data = self._remainder + bytes(data)
         usable = len(data) - len(data) % 2
@@ -48,12 +49,12 @@ class PCMDecoder(Decoder):
             await self._queue.put(np.frombuffer(piece, dtype="<i2").astype(np.float32) / 32768.0)
 
     async def end_input(self) -> None:
-        if self.state == "RUNNING" and not self._ended:
+        if self.state is State.RUNNING and not self._ended:
             self._ended = True
             await self._queue.put(None)
 
     async def read(self) -> np.ndarray | None:
-        if self._drained or (self.state != "RUNNING" and self._queue.empty()):
+        if self._drained or (self.state is not State.RUNNING and self._queue.empty()):
             return None
         pcm = await self._queue.get()
         if pcm is None:
@@ -62,9 +63,9 @@ class PCMDecoder(Decoder):
         return pcm
 
     async def stop(self) -> None:
-        if self.state == "STOPPED":
+        if self.state is State.STOPPED:
             return
-        self.state = "STOPPED"
+        self.state = State.STOPPED
         while not self._queue.empty():
             self._queue.get_nowait()
         self._queue.put_nowait(None)  # wake a reader blocked in read()
