@@ -133,9 +133,9 @@ def _register(registry: Registry, kind: str, cls: type, plugin: str) -> None:
 
 def _check_contract(kind: str, cls: type, plugin: str) -> None:
     """Raise PluginError unless ``cls`` subclasses the kind's base and has a name."""
-    base = KINDS[kind].base
+    base, plural = KINDS[kind].base, KINDS[kind].plural
     if not isinstance(cls, type) or not issubclass(cls, base):
-        problem = f"which does not subclass {base.__module__}.{base.__name__}"
+        problem = f"which does not subclass rtlab.{plural}.{base.__name__}"  # its public name
         fix = f"write `class {getattr(cls, '__name__', 'Name')}(rtlab.{base.__name__})`"
     elif not isinstance(cls.name, str) or not cls.name:
         problem = f"whose name is {cls.name!r}"

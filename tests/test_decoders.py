@@ -146,6 +146,15 @@ async def test_stop_twice_is_a_noop(data_dir, no_ffmpeg_left):
     assert decoder.state is State.STOPPED
 
 
+async def test_a_stopped_decoder_is_not_started_again(data_dir, spawns, no_ffmpeg_left):
+    decoder = FFmpegDecoder(input_format="ogg")
+    await decoder.start()
+    await decoder.stop()
+    with pytest.raises(DecoderError, match="stopped; create a new one"):
+        await decoder.start()
+    assert decoder.state is State.STOPPED and len(spawns) == 1
+
+
 async def test_stop_before_start_is_a_noop():
     decoder = FFmpegDecoder()
     await decoder.stop()

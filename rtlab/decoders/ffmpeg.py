@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.state import State
 from ..errors import DecoderError, FFmpegNotFound
-from . import Decoder
+from .base import Decoder
 
 SAMPLE_RATE = 16_000
 _READ_SIZE = 16_384  # bytes = 4096 samples = 256 ms: small enough to keep latency low
@@ -187,6 +187,8 @@ class FFmpegDecoder(Decoder):
     async def _start(self) -> bool:
         if self.state is State.RUNNING:
             return True
+        if self.state is State.STOPPED:
+            raise DecoderError("this FFmpeg decoder was stopped; create a new one")
         self.process = self._stderr_task = self._spawn_failure = None
         self._settled.clear()
         self.stderr_lines.clear()

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.state import State
 from ..errors import DecoderError
-from . import Decoder
+from .base import Decoder
 
 
 _CHUNK_SAMPLES = 16_000
