@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, TypedDict
 
 import numpy as np
@@ -28,6 +29,15 @@ class Word(TypedDict, total=False):
     probability: float
 
 
+@dataclass(frozen=True)
+class Request:
+    """One pass's call of :meth:`Backend.transcribe`, as :meth:`Backend.transcribe_batch` takes it."""
+
+    audio: np.ndarray
+    prompt: str = ""
+    language: str | None = None
+
+
 class Backend:
     """Base class for transcription backends.
 
@@ -44,6 +54,12 @@ class Backend:
     #: CPU cores one ``transcribe`` call keeps busy; the scheduler holds that many of the
     #: process's CPU slots while it runs (0: the work runs elsewhere, e.g. on a GPU).
     cores_per_call: int = 1
+    #: Passes of concurrent sessions that one :meth:`transcribe_batch` call may take. A
+    #: backend that batches sets it from a ``max_batch`` option (see :func:`batch_options`);
+    #: 1 means every pass is a call of its own.
+    max_batch: int = 1
+    #: Milliseconds a batch waits for more passes after its first one arrived.
+    batch_wait_ms: float = 0.0
 
     def __init__(self) -> None:
         """Subclasses declare their options as keyword arguments of their own ``__init__``;
@@ -67,9 +83,31 @@ class Backend:
         """Transcribe ``audio`` (float32, 16 kHz, mono) into words in time order."""
         raise NotImplementedError
 
+    def transcribe_batch(self, requests: list[Request]) -> list[list[Word]]:
+        """The words of each request, in order: one model call for passes of several
+        sessions (see :attr:`max_batch`). Runs on a scheduler thread, like ``transcribe``,
+        and must give each request the words ``transcribe`` would. Default: one
+        ``transcribe`` after another."""
+        return [self.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
+
     def info(self) -> dict[str, Any]:
         """What this instance is, for logs, ``/api/backends`` and benchmark records."""
         return {"backend": self.name}
+
+
+#: The largest ``max_batch`` :func:`batch_options` accepts.
+MAX_BATCH = 512
+
+
+def batch_options(backend: str, max_batch: int, batch_wait_ms: float) -> tuple[int, float]:
+    """Checked values of a backend's ``max_batch`` (1 to :data:`MAX_BATCH` passes per model
+    call) and ``batch_wait_ms`` (0 to 1000 ms); :class:`~rtlab.errors.InvalidOption`
+    naming the backend, the option and the range otherwise."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_BATCH:
+        raise InvalidOption(f"{backend}: max_batch must be a whole number from 1 to {MAX_BATCH}, not {max_batch!r}")
+    if isinstance(batch_wait_ms, bool) or not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms <= 1000:
+        raise InvalidOption(f"{backend}: batch_wait_ms must be a number of milliseconds from 0 to 1000, not {batch_wait_ms!r}")
+    return max_batch, float(batch_wait_ms)
 
 
 def accepted_options(cls: type) -> dict[str, Any]:

@@ -186,7 +186,7 @@ def test_an_unknown_option_and_a_missing_expected_word_are_reported(tones):
     message = failures(ToneBackend, options={"wrod": 1}, audio=audio)
     assert (
         "FAILED builds with its options: raised InvalidOption: backend 'test' (plugin 'rtlab.testing') "
-        "does not accept option 'wrod'; it accepts: compute_rtf, fail_after, model"
+        "does not accept option 'wrod'; it accepts: batch_wait_ms, compute_rtf, fail_after, max_batch, model"
     ) in message
     message = failures(ToneBackend, audio=audio, expect=["alpha", "zulu"])
     assert "FAILED hears alpha, zulu: 'zulu' not in the transcript 'alpha bravo charlie delta echo'" in message

@@ -381,7 +381,9 @@ def test_the_registry_checks_and_lists_options_by_name():
     registry.check_options("backend", "test", {"compute_rtf": 0.5})
     registry.check_options("policy", "local-agreement", {"min_chunk": 0.5})
     registry.check_options("decoder", "ffmpeg", {})
-    assert registry.accepted_options("backend", "test") == {"compute_rtf": 0.0, "fail_after": None, "model": "tones"}
+    assert registry.accepted_options("backend", "test") == {
+        "compute_rtf": 0.0, "fail_after": None, "model": "tones", "max_batch": 1, "batch_wait_ms": 0.0
+    }
     assert "min_chunk" in registry.accepted_options("policy", "local-agreement")
     for kind, error in (("backend", UnknownBackend), ("policy", UnknownPolicy), ("decoder", UnknownDecoder)):
         with pytest.raises(error, match="'nope'.*rtlab plugins"):

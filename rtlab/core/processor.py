@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from typing import Any
 
 from ..backends import SAMPLE_RATE, ensure_loaded
 from ..config import DEFAULT_BACKEND, StreamConfig
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
+from .batching import BatchedBackend
 from .clock import SessionClock
 from .events import EventQueue, commit_event, error_event, join_words, partial_event
 from .instances import get_backend
@@ -112,16 +114,16 @@ class AudioProcessor:
                 self.backend = get_backend(config)
                 await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, self.backend)
                 self._refuse_if_cleaned_up()
+                self.scheduler = scheduler_for(self.backend)
                 language = config.language or self.backend.default_language()
                 policy_cls = registry.get("policy", config.policy)
-                self.policy = policy_cls(self.backend, language=language, **config.policy_options)
+                self.policy = policy_cls(self._backend_for_policy(), language=language, **config.policy_options)
                 self.decoder = registry.get("decoder", config.decoder)(**config.decoder_options)
                 await self.decoder.start()
                 self._refuse_if_cleaned_up()
             except BaseException:
                 await self.cleanup()
                 raise
-            self.scheduler = scheduler_for(self.backend)
             self.state = State.RUNNING
             blas_threads.acquire()  # a pass holds one CPU slot: numpy's BLAS must not use more
             self._holds_blas = True
@@ -130,6 +132,16 @@ class AudioProcessor:
                 asyncio.create_task(self._transcribe(), name="rtlab-transcribe"),
             ]
             return self.events
+
+    def _backend_for_policy(self):
+        """The backend, or for a batching one its view for this session (see
+        :mod:`rtlab.core.batching`): a pass's key is how far behind the session is."""
+        batcher = self.scheduler.batcher
+        if batcher is None:
+            return self.backend
+        if self.clock.simulated:
+            return BatchedBackend(self.backend, batcher, lambda: self.pacer.priority)
+        return BatchedBackend(self.backend, batcher, lambda: time.monotonic() - self.lag)
 
     def _refuse_if_cleaned_up(self) -> None:
         # cleanup() may run while create_tasks() awaits (a client that disconnects while

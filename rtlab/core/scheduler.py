@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..backends import Backend
+from .batching import Batcher
 from ..errors import RtlabError
 
 
@@ -280,7 +281,15 @@ class Scheduler:
         self.backend = backend
         self.max_pending = max_pending
         self.slots = cpu_slots if slots is None else slots
+        self.batcher: Batcher | None = None
+        self.cores_per_job = backend.cores_per_call
         self.gate = Gate(backend.max_concurrency)
+        if backend.max_batch > 1:
+            # A pass waits in the batcher for its batch, whose model call holds the cores:
+            # enough passes run at once to fill a batch on every replica.
+            self.batcher = Batcher(backend, self.slots)
+            self.cores_per_job = 0
+            self.gate = Gate(backend.max_concurrency * backend.max_batch)
         self._waiting = ThreadPoolExecutor(max_workers=max_pending, thread_name_prefix=f"rtlab-{backend.name}-wait")
         self._running = ThreadPoolExecutor(max_workers=self.gate.capacity, thread_name_prefix=f"rtlab-{backend.name}")
         self._pending = 0
@@ -311,7 +320,7 @@ class Scheduler:
             self._pending += 1
         cancelled = threading.Event()
         admission = self._waiting.submit(
-            self.slots.acquire, self.backend.cores_per_call, priority, self.gate, cancelled
+            self.slots.acquire, self.cores_per_job, priority, self.gate, cancelled
         )
         try:
             ticket = await asyncio.wrap_future(admission)

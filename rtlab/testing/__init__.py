@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import SAMPLE_RATE, Backend, Word
+from ..backends import SAMPLE_RATE, Backend, Request, Word, batch_options
 from ..hookspecs import hookimpl
 from .conformance import SPEECH_CLIP, SPEECH_CLIP_TEXT, BackendReport, check_backend
 
@@ -99,6 +99,10 @@ class ToneBackend(Backend):
     :param compute_rtf: sleep this many seconds per second of audio, to act like a model
         of that speed (for clock and overload tests).
     :param fail_after: raise RuntimeError on the n-th call (for fault tests).
+    :param max_batch: passes of concurrent sessions one call may take (see
+        :mod:`rtlab.core.batching`); a batch sleeps once, for its longest audio, as a model
+        that batches would compute once.
+    :param batch_wait_ms: how long a batch waits for more passes.
     """
 
     name = "test"
@@ -107,10 +111,19 @@ class ToneBackend(Backend):
     # slot, so a test that holds a pass open never holds up another backend.
     cores_per_call = 0
 
-    def __init__(self, *, compute_rtf: float = 0.0, fail_after: int | None = None, model: str = "tones") -> None:
+    def __init__(
+        self,
+        *,
+        compute_rtf: float = 0.0,
+        fail_after: int | None = None,
+        model: str = "tones",
+        max_batch: int = 1,
+        batch_wait_ms: float = 0.0,
+    ) -> None:
         self.compute_rtf = compute_rtf
         self.fail_after = fail_after
         self.model = model
+        self.max_batch, self.batch_wait_ms = batch_options("test", max_batch, batch_wait_ms)
         self.calls = 0
 
     def default_language(self) -> str | None:
@@ -119,12 +132,20 @@ class ToneBackend(Backend):
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model, "compute_rtf": self.compute_rtf}
 
+    def transcribe_batch(self, requests: list[Request]) -> list[list[Word]]:
+        if self.compute_rtf:
+            time.sleep(self.compute_rtf * max(len(r.audio) for r in requests) / SAMPLE_RATE)
+        return [self._decode(r.audio) for r in requests]
+
     def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
+        if self.compute_rtf:
+            time.sleep(self.compute_rtf * len(audio) / SAMPLE_RATE)
+        return self._decode(audio)
+
+    def _decode(self, audio: np.ndarray) -> list[Word]:
         self.calls += 1
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise RuntimeError(f"test backend failing on call {self.calls}, as configured")
-        if self.compute_rtf:
-            time.sleep(self.compute_rtf * len(audio) / SAMPLE_RATE)
         frames = len(audio) // _FRAME
         if frames == 0:
             return []

@@ -1,0 +1,206 @@
+"""Passes of concurrent sessions grouped into one model call (rtlab.core.batching)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rtlab.backends import Backend, Request
+from rtlab.config import StreamConfig
+from rtlab.core.batching import Batcher
+from rtlab.core.instances import get_backend
+from rtlab.core.scheduler import CpuSlots, scheduler_for
+from rtlab.errors import InvalidOption
+from rtlab.eval.replay import replay
+from rtlab.testing import tone_words
+
+TEXTS = [
+    "alpha bravo charlie delta echo foxtrot",
+    "golf hotel india juliett kilo lima",
+    "one two three four five six",
+    "mike november oscar papa quebec romeo",
+]
+
+
+class RecordingBackend(Backend):
+    """Records each batch; a batch takes ``seconds`` whatever its size, and its words say
+    which request they answer."""
+
+    name = "recording"
+
+    def __init__(self, *, seconds: float = 0.0, max_batch: int = 4, batch_wait_ms: float = 50.0) -> None:
+        self.seconds = seconds
+        self.max_batch = max_batch
+        self.batch_wait_ms = batch_wait_ms
+        self.batches: list[list[str]] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        return self.transcribe_batch([Request(audio, prompt, language)])[0]
+
+    def transcribe_batch(self, requests):
+        self.release.wait(10)
+        self.batches.append([r.prompt for r in requests])
+        time.sleep(self.seconds)
+        return [[{"text": r.prompt, "start": 0.0, "end": 0.1}] for r in requests]
+
+
+def run_threads(batcher: Batcher, calls: list[tuple[str, float]], stagger: float = 0.0) -> dict[str, list]:
+    """``transcribe`` of each (prompt, key) on a thread of its own; the words by prompt."""
+    results: dict[str, list] = {}
+
+    def call(prompt: str, key: float) -> None:
+        results[prompt] = batcher.transcribe(Request(np.zeros(160, np.float32), prompt), key)
+
+    threads = [threading.Thread(target=call, args=call_args) for call_args in calls]
+    for thread in threads:
+        thread.start()
+        time.sleep(stagger)
+    for thread in threads:
+        thread.join(10)
+    assert not any(t.is_alive() for t in threads), "a pass never got its words"
+    return results
+
+
+def test_concurrent_passes_share_one_call_and_each_gets_its_own_words():
+    backend = RecordingBackend(max_batch=4, batch_wait_ms=200)
+    batcher = Batcher(backend, CpuSlots(2))
+    results = run_threads(batcher, [(f"p{i}", 0.0) for i in range(4)])
+    assert backend.batches and len(backend.batches) == 1 and sorted(backend.batches[0]) == ["p0", "p1", "p2", "p3"]
+    assert {prompt: words[0]["text"] for prompt, words in results.items()} == {f"p{i}": f"p{i}" for i in range(4)}
+    assert batcher.stats.sizes == [4]
+
+
+def test_a_batch_never_takes_more_than_max_batch():
+    backend = RecordingBackend(max_batch=3, batch_wait_ms=200)
+    run_threads(Batcher(backend, CpuSlots(2)), [(f"p{i}", 0.0) for i in range(7)])
+    assert all(len(batch) <= 3 for batch in backend.batches)
+    assert sorted(p for batch in backend.batches for p in batch) == sorted(f"p{i}" for i in range(7))
+
+
+def test_a_lone_pass_waits_at_most_the_batch_wait():
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=0)
+    batcher = Batcher(backend, CpuSlots(2))
+    run_threads(batcher, [("alone", 0.0)])
+    assert backend.batches == [["alone"]]
+
+
+def test_the_pass_furthest_behind_goes_first():
+    backend = RecordingBackend(max_batch=2, batch_wait_ms=0)
+    batcher = Batcher(backend, CpuSlots(2))
+    backend.release.clear()  # the first batch holds the one replica until everyone waits
+    first = threading.Thread(target=batcher.transcribe, args=(Request(np.zeros(1), "first"), 0.0))
+    first.start()
+    time.sleep(0.1)
+    calls = [("on time 1", 10.0), ("on time 2", 11.0), ("behind", 1.0)]  # "behind" comes last
+    waiting = threading.Thread(target=run_threads, args=(batcher, calls, 0.05))
+    waiting.start()
+    time.sleep(0.4)
+    backend.release.set()
+    first.join(10)
+    waiting.join(10)
+    assert backend.batches[0] == ["first"]
+    assert sorted(backend.batches[1]) == ["behind", "on time 1"] and backend.batches[2] == ["on time 2"]
+
+
+def test_no_pass_starves_among_passes_that_keep_coming_behind():
+    """Keys are arrival minus lag: a pass on time still gets a key older than passes that
+    arrive much later, however far behind those are (bounded lag)."""
+    backend = RecordingBackend(max_batch=1, batch_wait_ms=0, seconds=0.01)
+    batcher = Batcher(backend, CpuSlots(2))
+    stop = threading.Event()
+
+    def flood() -> None:
+        index = 0
+        while not stop.is_set():
+            batcher.transcribe(Request(np.zeros(1), f"behind {index}"), time.monotonic() - 2.0)
+            index += 1
+
+    floods = [threading.Thread(target=flood) for _ in range(3)]
+    for thread in floods:
+        thread.start()
+    time.sleep(0.1)
+    done = threading.Event()
+    patient = threading.Thread(
+        target=lambda: (batcher.transcribe(Request(np.zeros(1), "patient"), time.monotonic()), done.set())
+    )
+    patient.start()
+    served = done.wait(10)
+    stop.set()
+    for thread in floods + [patient]:
+        thread.join(10)
+    assert served, "a pass on time starved behind passes that were behind"
+
+
+def test_an_error_in_the_batch_call_reaches_every_pass_of_the_batch():
+    class Failing(RecordingBackend):
+        def transcribe_batch(self, requests):
+            raise RuntimeError("the model broke")
+
+    batcher = Batcher(Failing(max_batch=3, batch_wait_ms=200), CpuSlots(2))
+    errors = []
+
+    def call(prompt: str) -> None:
+        try:
+            batcher.transcribe(Request(np.zeros(1), prompt), 0.0)
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=call, args=(f"p{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == ["the model broke"] * 3
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"max_batch": 0}, "max_batch must be a whole number from 1 to 512"),
+        ({"max_batch": 1.5}, "max_batch must be a whole number"),
+        ({"max_batch": 10_000}, "from 1 to 512"),
+        ({"batch_wait_ms": -1}, "batch_wait_ms must be a number of milliseconds from 0 to 1000"),
+        ({"batch_wait_ms": "soon"}, "batch_wait_ms must be"),
+    ],
+)
+def test_batch_options_out_of_range_are_refused_in_one_line(options, match):
+    with pytest.raises(InvalidOption, match=match):
+        StreamConfig(backend="test", backend_options=options).validate()
+
+
+def test_a_batching_backend_gets_a_batcher_and_room_for_a_batch_per_replica():
+    backend = get_backend("test", model="batching-room", max_batch=4, batch_wait_ms=5)
+    scheduler = scheduler_for(backend)
+    assert scheduler.batcher is not None and scheduler.gate.capacity == 4
+    assert scheduler_for(get_backend("test", model="batching-room")).batcher is None
+
+
+def _tone_audio() -> np.ndarray:
+    return np.concatenate([tone_words(text)[0] for text in TEXTS])
+
+
+@pytest.mark.parametrize("clock", ["simulated", "wall"])
+def test_batched_and_unbatched_passes_commit_the_same_words(clock):
+    audio = _tone_audio() if clock == "simulated" else tone_words(TEXTS[0])[0]
+    options = "compute_rtf=0.05"
+    plain = [StreamConfig.parse(f"backend=test,model=unbatched-{i},{options},min_chunk={m}") for i, m in enumerate((0.5, 1))]
+    batched = [
+        StreamConfig.parse(f"backend=test,model=batched,{options},max_batch=4,batch_wait_ms=20,min_chunk={m}")
+        for m in (0.5, 1)
+    ]
+    alone = replay(audio, plain, clock=clock)
+    together = replay(audio, batched, clock=clock)
+    for a, b in zip(alone, together):
+        assert a.text == b.text and a.text
+        assert [w["text"] for e in a.events if e["type"] == "commit" for w in e["words"]] == [
+            w["text"] for e in b.events if e["type"] == "commit" for w in e["words"]
+        ]
+    sizes = scheduler_for(get_backend(batched[0])).batcher.stats.sizes
+    assert sum(sizes) > 0
+    if clock == "wall":  # both sessions' passes come due together on the wall clock
+        assert max(sizes) == 2, f"batch sizes {sizes}"
