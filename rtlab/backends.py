@@ -90,9 +90,43 @@ class Backend:
         ``transcribe`` after another."""
         return [self.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
 
+    def cost_features(self, request: Request, words: list[Word]) -> dict[str, float]:
+        """What one ``transcribe`` call did, as the ``modeled`` clock's cost model sees it
+        (see :mod:`rtlab.core.costs`): a deterministic function of the call's input and
+        output. Default: the call itself, the seconds of audio, the words returned and the
+        words of the prompt. A backend may report finer features (encoder windows, decoded
+        tokens); calibrations fitted before such a change must be fitted again."""
+        return {
+            "calls": 1.0,
+            "audio_seconds": len(request.audio) / SAMPLE_RATE,
+            "words": float(len(words)),
+            "prompt_words": float(len(request.prompt.split())),
+        }
+
     def info(self) -> dict[str, Any]:
         """What this instance is, for logs, ``/api/backends`` and benchmark records."""
         return {"backend": self.name}
+
+    # Class-level capabilities, asked without an instance or a loaded model. A backend that
+    # turns another engine's model files into its own format also provides the classmethod
+    # ``convert_model(source, dest) -> dict`` (what it wrote), which ``rtlab models
+    # convert`` calls; the base class has none, so that the command finds who can convert.
+
+    @classmethod
+    def devices(cls) -> list[str] | None:
+        """The devices this backend can compute on here, best first (``["cuda", "cpu"]``),
+        for ``rtlab plugins`` and ``/api/backends``. A cheap probe: no model is loaded and,
+        where it can be avoided, no engine imported (``load`` checks the device for real).
+        None (the default): the backend does not say."""
+        return None
+
+    @classmethod
+    def local_models(cls) -> list[dict[str, Any]]:
+        """The models this backend finds on this machine without a download, for ``rtlab
+        models list``: one dict per model with ``name``, ``kind`` (``embedded``: shipped in
+        a package; ``converted``: made from another engine's files; ``cached``: downloaded
+        before), ``path`` and ``bytes``, and optionally ``format`` and ``note``. Default: []."""
+        return []
 
 
 #: The largest ``max_batch`` :func:`batch_options` accepts.

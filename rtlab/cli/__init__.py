@@ -33,8 +33,10 @@ def plugins(include_internal: bool) -> None:
 
 
 from .bench import bench  # noqa: E402
+from .calibrate import calibrate  # noqa: E402
+from .models import models  # noqa: E402
 from .serve import serve  # noqa: E402
 from .transcribe import transcribe  # noqa: E402
 
-for command in (transcribe, bench, serve):
+for command in (transcribe, bench, serve, calibrate, models):
     cli.add_command(command)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import click
 
 from ..config import StreamConfig
+from ..core.clock import CLOCK_MODES
 from ..errors import RtlabError
 
 
@@ -40,8 +41,11 @@ def _parse_configs(texts: Sequence[str], grid: str | None) -> list[StreamConfig]
                    "min_chunk=1 (repeat for more). Other keys go to the backend or the policy.")
 @click.option("--grid", type=click.Path(exists=True, dir_okay=False),
               help="TOML file of configurations: defaults, a [grid] of lists, [[config]] tables.")
-@click.option("--clock", type=click.Choice(["simulated", "wall"]), default="simulated", show_default=True,
-              help="simulated: as fast as compute allows, latency from a virtual clock; wall: real time.")
+@click.option("--clock", type=click.Choice(CLOCK_MODES), default="simulated", show_default=True,
+              help="simulated: as fast as compute allows, measured compute counted; modeled: compute from a "
+                   "cost model (the same words every run); unaware: compute takes no time; wall: real time.")
+@click.option("--cost-model", type=click.Path(dir_okay=False), default=None,
+              help="The modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for results.jsonl and the PNG plots.")
 @click.option("--normalizer", type=click.Choice(["auto", "whisper-english", "whisper-basic", "none"]),
@@ -54,7 +58,7 @@ def _parse_configs(texts: Sequence[str], grid: str | None) -> list[StreamConfig]
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
 @click.option("--one-at-a-time", is_flag=True,
               help="Replay one configuration after another: slower, each pass's compute as it is alone.")
-def bench(corpus, config_texts, grid, clock, out_dir, normalizer, long_form, gap, language, progress,
+def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, long_form, gap, language, progress,
           one_at_a_time) -> None:  # fmt: skip
     """Replay the corpus at CORPUS through every configuration at once and score them.
 
@@ -69,7 +73,7 @@ def bench(corpus, config_texts, grid, clock, out_dir, normalizer, long_form, gap
         run = run_bench(
             corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
             language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
-            progress=progress, one_at_a_time=one_at_a_time,
+            progress=progress, one_at_a_time=one_at_a_time, cost_model=cost_model,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from None

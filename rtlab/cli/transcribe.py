@@ -7,6 +7,7 @@ import json
 import click
 
 from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY
+from ..core.clock import CLOCK_MODES
 
 
 @click.command()
@@ -16,14 +17,17 @@ from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, help="Streaming policy.")
 @click.option("--decoder", default=DEFAULT_DECODER, show_default=True, help="Decoder plugin the file's bytes go through.")
 @click.option("--language", default=None, help="Language code; default: en for .en models, else detected.")
-@click.option("--clock", type=click.Choice(["wall", "simulated"]), default="wall", show_default=True,
-              help="wall: paced in real time; simulated: as fast as compute allows, latency accounted.")
+@click.option("--clock", type=click.Choice(CLOCK_MODES), default="wall", show_default=True,
+              help="wall: paced in real time; simulated: as fast as compute allows, measured compute counted; "
+                   "modeled: compute from a cost model (the same words every run); unaware: compute takes no time.")
+@click.option("--cost-model", type=click.Path(dir_okay=False), default=None,
+              help="The modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU).")
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", show_default=True)
 @click.option("--min-chunk", type=float, default=None, help="Seconds of new audio between passes (policy option).")
 @click.option("--backend-option", "-b", multiple=True, metavar="KEY=VALUE", help="Backend option; repeatable.")
 @click.option("--policy-option", "-p", multiple=True, metavar="KEY=VALUE", help="Policy option; repeatable.")
 @click.option("--decoder-option", "-d", multiple=True, metavar="KEY=VALUE", help="Decoder option; repeatable.")
-def transcribe(files, backend, model, policy, decoder, language, clock, output_format, min_chunk,
+def transcribe(files, backend, model, policy, decoder, language, clock, cost_model, output_format, min_chunk,
                backend_option, policy_option, decoder_option) -> None:  # fmt: skip
     """Stream FILES through a backend and show the transcript as it is committed.
 
@@ -55,7 +59,7 @@ def transcribe(files, backend, model, policy, decoder, language, clock, output_f
             decoder_options=parse_pairs(decoder_option, source="--decoder-option"),
             language=language,
         ).validate()  # names, options and values, before any work starts
-        failed = asyncio.run(_transcribe_files(files, config, clock, output_format))
+        failed = asyncio.run(_transcribe_files(files, config, clock, cost_model, output_format))
     except RtlabError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
@@ -64,7 +68,7 @@ def transcribe(files, backend, model, policy, decoder, language, clock, output_f
         raise click.ClickException(failed)
 
 
-async def _transcribe_files(files, config, clock, output_format) -> str | None:
+async def _transcribe_files(files, config, clock, cost_model, output_format) -> str | None:
     """Stream each file; returns the first failure message, if any."""
     from ..core.feeding import stream_file
     from .display import LiveText
@@ -80,7 +84,8 @@ async def _transcribe_files(files, config, clock, output_format) -> str | None:
                 click.echo(json.dumps({**event, "file": file}) if len(files) > 1 else json.dumps(event))
 
         events = await stream_file(
-            file, config, clock=clock, on_event=show, on_progress=display.set_progress if display else None
+            file, config, clock=clock, cost_model=cost_model, on_event=show,
+            on_progress=display.set_progress if display else None,
         )
         if display is not None:
             display.close()

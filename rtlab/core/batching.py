@@ -2,7 +2,8 @@
 
 A backend whose :attr:`~rtlab.backends.Backend.max_batch` is above 1 gets a
 :class:`Batcher`. Its sessions' policies call ``transcribe`` as usual, on the scheduler's
-threads, through a :class:`BatchedBackend`; the call joins the batcher's queue and waits.
+threads, through their :class:`~rtlab.core.instances.SessionBackend`; the call joins the
+batcher's queue and waits.
 The first waiting pass leads: it gathers passes until ``max_batch`` of them wait or the
 oldest has waited ``batch_wait_ms``, runs one :meth:`~rtlab.backends.Backend.transcribe_batch`
 for them on its own thread (holding the backend's CPU slots, as a single pass would), hands
@@ -22,7 +23,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 from ..backends import Backend, Request, Word
 
@@ -132,19 +133,3 @@ class Batcher:
             for each in batch:
                 each.done = True
             self._condition.notify_all()
-
-
-class BatchedBackend:
-    """What a session's policy sees of a batching backend: the backend itself, except that
-    ``transcribe`` joins the batcher with the session's key (see the module docstring)."""
-
-    def __init__(self, backend: Backend, batcher: Batcher, key: Callable[[], float]) -> None:
-        self._backend = backend
-        self._batcher = batcher
-        self._key = key
-
-    def transcribe(self, audio: Any, *, prompt: str = "", language: str | None = None) -> list[Word]:
-        return self._batcher.transcribe(Request(audio, prompt, language), self._key())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)

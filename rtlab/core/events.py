@@ -4,8 +4,10 @@ and the bounded queue that carries them from a processor to its consumer.
 * ``{"type": "partial", "text", "emitted_at"}``: provisional, may change.
 * ``{"type": "commit", "words": [{"text", "start", "end"}], "emitted_at"}``: final.
 * ``{"type": "error", "error": code, "message", "emitted_at"}``.
-* ``{"type": "summary", "text", "audio_seconds", "compute_seconds", "rtf", "emitted_at"}``:
-  always the last event of a stream that ended normally.
+* ``{"type": "summary", "text", "audio_seconds", "compute_seconds", "measured_compute_seconds",
+  "rtf", "emitted_at"}``: ``compute_seconds`` is what the clock reports (the cost model's
+  prediction on the ``modeled`` clock, else the measured compute), ``rtf`` is it per second
+  of audio. Always the last event of a stream that ended normally.
 
 Word times are seconds of audio; ``emitted_at`` is seconds on the session clock.
 """

@@ -98,6 +98,7 @@ async def stream_file(
     config: StreamConfig | str | None = None,
     *,
     clock: str = "wall",
+    cost_model: Any = None,
     chunk_seconds: float = 0.1,
     on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
     on_progress: Callable[[float], None] | None = None,
@@ -107,10 +108,10 @@ async def stream_file(
 
     ``config`` and ``settings`` are those of :class:`AudioProcessor` (a
     :class:`~rtlab.config.StreamConfig` or a backend name, StreamConfig fields on top).
-    ``clock="wall"`` paces the file in real time; ``"simulated"`` feeds it as fast as
-    compute allows.
+    ``clock="wall"`` paces the file in real time; the virtual clocks (``"simulated"``,
+    ``"modeled"`` with its ``cost_model``, ``"unaware"``) feed it as fast as passes take it.
     """
-    processor = AudioProcessor(config, clock=clock, **settings)
+    processor = AudioProcessor(config, clock=clock, cost_model=cost_model, **settings)
     events_out: list[dict[str, Any]] = []
     try:
         events = await processor.create_tasks()

@@ -1,13 +1,16 @@
-"""The backend instance a stream uses: one per model key, shared by every session."""
+"""The backend instance a stream uses (one per model key, shared by every session), and
+each session's view of it."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
-from ..backends import Backend
+from ..backends import Backend, Request, Word
 from ..config import StreamConfig
 from ..registry import get_registry
+from .batching import Batcher
+from .costs import add_features
 
 _instances: dict[tuple, Backend] = {}
 _instances_lock = threading.Lock()
@@ -39,3 +42,33 @@ def get_backend(config: StreamConfig | str, **options: Any) -> Backend:
         if backend is None:
             backend = _instances[key] = cls(**kwargs)
         return backend
+
+
+class SessionBackend:
+    """What a session's policy sees of the shared backend: the backend itself, except that
+    ``transcribe`` adds up what the calls of a pass did (:meth:`Backend.cost_features`,
+    for the modeled clock and for calibration) and, on a batching backend, joins the
+    batcher with the session's key (see :mod:`rtlab.core.batching`)."""
+
+    def __init__(self, backend: Backend, batcher: Batcher | None = None, key: Callable[[], float] | None = None) -> None:
+        self._backend = backend
+        self._batcher = batcher
+        self._key = key
+        self._features: dict[str, float] = {}
+
+    def transcribe(self, audio: Any, *, prompt: str = "", language: str | None = None) -> list[Word]:
+        request = Request(audio, prompt, language)
+        if self._batcher is None:
+            words = self._backend.transcribe(audio, prompt=prompt, language=language)
+        else:
+            words = self._batcher.transcribe(request, self._key() if self._key else 0.0)
+        add_features(self._features, self._backend.cost_features(request, words))
+        return words
+
+    def take_features(self) -> dict[str, float]:
+        """What the calls since the last take did, summed (a session runs one pass at a time)."""
+        features, self._features = self._features, {}
+        return features
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)

@@ -16,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import time
 from typing import Any
 
 from ..backends import SAMPLE_RATE, ensure_loaded
 from ..config import DEFAULT_BACKEND, StreamConfig
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
-from .batching import BatchedBackend
-from .clock import SessionClock
+from .clock import MEASURED_MODES, SessionClock
+from .costs import CostModel, key_for, load_cost_model
 from .events import EventQueue, commit_event, error_event, join_words, partial_event
-from .instances import get_backend
+from .instances import SessionBackend, get_backend
 from .pacing import AudioBuffer, pacer_for
 from .scheduler import JobCancelled, blas_threads, scheduler_for
 from .state import State
@@ -47,7 +48,10 @@ class AudioProcessor:
         (StreamConfig field names: ``model``, ``policy``, ``policy_options``, ``decoder``,
         ``language``, ...) are applied on top. Names and options are checked here, before
         any work starts.
-    :param clock: ``"wall"`` or ``"simulated"`` (see :mod:`rtlab.core.clock`).
+    :param clock: ``"wall"``, ``"simulated"``, ``"modeled"`` or ``"unaware"`` (see
+        :mod:`rtlab.core.clock`).
+    :param cost_model: the ``modeled`` clock's :class:`~rtlab.core.costs.CostModel`, or
+        the path of its file (default: the one rtlab ships for its reference CPU).
     :param max_events: events waiting for the consumer, at most (see :class:`EventQueue`).
     :param max_buffered_seconds: decoded audio waiting for the policy, at most.
     """
@@ -57,6 +61,7 @@ class AudioProcessor:
         config: StreamConfig | str | None = None,
         *,
         clock: str = "wall",
+        cost_model: CostModel | str | os.PathLike[str] | None = None,
         max_events: int = 1000,
         max_buffered_seconds: float = 30.0,
         **settings: Any,
@@ -71,6 +76,11 @@ class AudioProcessor:
                 ) from None
             raise
         self.clock = SessionClock(clock)
+        self.cost_model: CostModel | None = None
+        if self.clock.mode == "modeled":
+            self.cost_model = cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
+        self._calibration = None
+        self.session_backend: SessionBackend | None = None
         self.state = State.IDLE
         self.backend = None
         self.policy = None
@@ -86,6 +96,9 @@ class AudioProcessor:
         self._tasks: list[asyncio.Task] = []
         self._taken_at_last_pass = 0
         self.compute_seconds = 0.0
+        self.measured_compute_seconds = 0.0
+        #: ``(features, measured seconds)`` of each pass, for calibration.
+        self.pass_costs: collections.deque[tuple[dict[str, float], float]] = collections.deque(maxlen=10_000)
         self.lag_samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
         self.committed_words: list[dict] = []
         self._last_partial = ""
@@ -114,6 +127,8 @@ class AudioProcessor:
                 self.backend = get_backend(config)
                 await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, self.backend)
                 self._refuse_if_cleaned_up()
+                if self.cost_model is not None:
+                    self._calibration = self.cost_model.find(key_for(config, self.backend))
                 self.scheduler = scheduler_for(self.backend)
                 language = config.language or self.backend.default_language()
                 policy_cls = registry.get("policy", config.policy)
@@ -133,15 +148,16 @@ class AudioProcessor:
             ]
             return self.events
 
-    def _backend_for_policy(self):
-        """The backend, or for a batching one its view for this session (see
-        :mod:`rtlab.core.batching`): a pass's key is how far behind the session is."""
-        batcher = self.scheduler.batcher
-        if batcher is None:
-            return self.backend
+    def _backend_for_policy(self) -> SessionBackend:
+        """This session's view of the backend: it adds up what a pass's calls did, and on a
+        batching backend gives each pass its key (how far behind the session is; see
+        :mod:`rtlab.core.batching`)."""
         if self.clock.simulated:
-            return BatchedBackend(self.backend, batcher, lambda: self.pacer.priority)
-        return BatchedBackend(self.backend, batcher, lambda: time.monotonic() - self.lag)
+            key = lambda: self.pacer.priority  # noqa: E731
+        else:
+            key = lambda: time.monotonic() - self.lag  # noqa: E731
+        self.session_backend = SessionBackend(self.backend, self.scheduler.batcher, key)
+        return self.session_backend
 
     def _refuse_if_cleaned_up(self) -> None:
         # cleanup() may run while create_tasks() awaits (a client that disconnects while
@@ -234,11 +250,14 @@ class AudioProcessor:
                     self._insert(pacer.take())
                     break  # the last audio: one final pass below instead of two
                 step, seconds = await self.scheduler.submit(
-                    self.policy.process_iter, priority=pacer.priority, before=self._start_pass
+                    self.policy.process_iter, priority=pacer.priority, before=self._start_pass,
+                    hold_cores=self._holds_cores,
                 )
                 await self._emit(step, seconds)
             if self.state is State.RUNNING:
-                step, seconds = await self.scheduler.submit(self.policy.finish, priority=pacer.priority)
+                step, seconds = await self.scheduler.submit(
+                    self.policy.finish, priority=pacer.priority, hold_cores=self._holds_cores
+                )
                 await self._emit(step, seconds)
                 await self.events.close(self._summary())
         except asyncio.CancelledError:
@@ -260,9 +279,22 @@ class AudioProcessor:
         if pcm is not None and len(pcm):
             self.policy.insert_audio(pcm)
 
-    async def _emit(self, step, compute_seconds: float) -> None:
-        self.compute_seconds += compute_seconds
-        self.clock.add_compute(compute_seconds)
+    @property
+    def _holds_cores(self) -> bool:
+        # A measured pass holds CPU slots, so that its compute among others is what it is
+        # alone; a modeled or unaware one counts no measured time and runs on every core.
+        return self.clock.mode in MEASURED_MODES
+
+    async def _emit(self, step, measured: float) -> None:
+        features = self.session_backend.take_features() if self.session_backend is not None else {}
+        self.pass_costs.append((features, measured))
+        modeled = self._calibration.predict(features) if self._calibration is not None else None
+        self.clock.add_compute(measured, modeled)
+        # The compute a run reports: the model's prediction on the modeled clock (the same
+        # on every run), else what was measured (also on the unaware clock, which counts
+        # none of it as time).
+        self.compute_seconds += measured if modeled is None else modeled
+        self.measured_compute_seconds += measured
         now = self.clock.now()
         lag = self.pacer.lag()
         self.lag_samples.append((now, lag))
@@ -316,6 +348,7 @@ class AudioProcessor:
             "text": join_words(self.committed_words),
             "audio_seconds": round(self.audio_seconds, 3),
             "compute_seconds": round(self.compute_seconds, 3),
+            "measured_compute_seconds": round(self.measured_compute_seconds, 3),
             "rtf": round(self.compute_seconds / self.audio_seconds, 4) if self.audio_seconds else None,
             "emitted_at": round(self.clock.now(), 4),
         }
@@ -327,6 +360,7 @@ class AudioProcessor:
             "state": self.state,
             "audio_seconds": self.audio_seconds,
             "compute_seconds": self.compute_seconds,
+            "measured_compute_seconds": self.measured_compute_seconds,
             "rtf": self.compute_seconds / self.audio_seconds if self.audio_seconds else None,
             "lag": self.lag,
             "lag_samples": list(self.lag_samples),

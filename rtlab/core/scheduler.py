@@ -301,6 +301,7 @@ class Scheduler:
         *args: Any,
         priority: float | None = None,
         before: Callable[[], bool | None] | None = None,
+        hold_cores: bool = True,
     ) -> tuple[Any, float]:
         """Run ``fn(*args)`` on a backend thread; returns (result, compute seconds).
 
@@ -310,7 +311,9 @@ class Scheduler:
         arrived while its pass waited there. ``before`` returning False declines the job,
         and a job whose caller is cancelled while it waits never runs; both raise
         :class:`JobCancelled` to the caller. A job that started runs to its end and keeps
-        its cores and replica until then, even if its caller stops waiting."""
+        its cores and replica until then, even if its caller stops waiting. With
+        ``hold_cores`` False the job takes a replica and no CPU slot: its compute is not
+        measured against the others' (a modeled or unaware clock)."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise SchedulerBusy(
@@ -320,7 +323,7 @@ class Scheduler:
             self._pending += 1
         cancelled = threading.Event()
         admission = self._waiting.submit(
-            self.slots.acquire, self.cores_per_job, priority, self.gate, cancelled
+            self.slots.acquire, self.cores_per_job if hold_cores else 0, priority, self.gate, cancelled
         )
         try:
             ticket = await asyncio.wrap_future(admission)

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StreamConfig
+from ..core.clock import check_clock
+from ..core.costs import CostModel, load_cost_model
 
 
 __all__ = [
@@ -141,6 +143,8 @@ class BenchRun:
     offline_wall_seconds: float = 0.0
     #: "together" (every configuration at once) or "one at a time".
     replay_mode: str = "together"
+    #: The modeled clock's cost model: its file, hash and hardware (None on other clocks).
+    cost_model: dict[str, Any] | None = None
 
     def run_record(self) -> dict[str, Any]:
         """The first line of ``results.jsonl``: what was run, where, and how long it took."""
@@ -155,6 +159,7 @@ class BenchRun:
             "normalizer": self.normalizer,
             "long_form": self.long_form,
             "replay_mode": self.replay_mode,
+            "cost_model": self.cost_model,
             "wall_seconds": self.wall_seconds,
             "replay_wall_seconds": self.replay_wall_seconds,
             "offline_wall_seconds": self.offline_wall_seconds,
@@ -166,7 +171,8 @@ class BenchRun:
 
         Each line names its clock mode, normalizer and environment (hardware, versions).
         """
-        common = {"clock": self.clock, "normalizer": self.normalizer, "environment": self.environment}
+        common = {"clock": self.clock, "cost_model": self.cost_model, "normalizer": self.normalizer,
+                  "environment": self.environment}
         lines = [self.run_record()]
         lines += [{"record": "stream", **s.to_dict(), "environment": self.environment} for s in self.streams]
         lines += [{"record": "summary", **s, **common} for s in self.summaries]
@@ -196,6 +202,8 @@ class BenchRun:
             f"corpus: {self.corpus} ({files} file{'s' * (files != 1)}, {self.audio_seconds:.1f} s of audio"
             + (", long-form" if self.long_form else "") + ")",
             f"clock: {self.clock} ({self.replay_mode})   normalizer: {self.normalizer}   hardware: {hardware}",
+            *([f"cost model: {self.cost_model['path']} (sha256 {str(self.cost_model['sha256'])[:12]}, "
+               f"{self.cost_model['note'] or 'hardware in results.jsonl'})"] if self.cost_model else []),
             f"wall time: {self.wall_seconds:.1f} s (replay {self.replay_wall_seconds:.1f} s, "
             f"offline passes {self.offline_wall_seconds:.1f} s "
             + ("before it)" if self.replay_mode == "one at a time" else "alongside it)"),
@@ -278,6 +286,7 @@ async def run_bench_async(
     work_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     one_at_a_time: bool = False,
+    cost_model: Any = None,
 ) -> BenchRun:
     """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
     :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
@@ -288,8 +297,10 @@ async def run_bench_async(
     configuration after another instead of all at once: slower, but no pass shares the
     CPU with another configuration's (side by side, caches and memory bandwidth are
     shared, so a pass may measure a little more compute than alone, which the simulated
-    clock turns into latency). The
-    offline reference passes run alongside the replay, or before it one at a time. Raises
+    clock turns into latency). The offline reference passes run alongside the replay, or
+    before it one at a time. ``cost_model`` is the ``modeled`` clock's (a
+    :class:`~rtlab.core.costs.CostModel` or its file; default: rtlab's reference CPU);
+    results record its file, hash and hardware. Raises
     ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.
     """
@@ -309,6 +320,9 @@ async def run_bench_async(
         raise ValueError("run_bench needs at least one configuration")
     for config in configs:
         config.validate()
+    check_clock(clock)
+    if clock == "modeled" and not isinstance(cost_model, CostModel):
+        cost_model = load_cost_model(cost_model)
     utterances = load_corpus(corpus, language=language)
     norm = resolve_normalizer(normalizer, [c.language or u.language for u in utterances for c in configs])
     loop = asyncio.get_running_loop()
@@ -320,7 +334,8 @@ async def run_bench_async(
                 await loop.run_in_executor(None, lambda: concatenate(utterances, target, gap_seconds))
             ]
         run = BenchRun(str(corpus), configs, clock, norm, long_form, environment=environment_info(),
-                       replay_mode="one at a time" if one_at_a_time else "together")
+                       replay_mode="one at a time" if one_at_a_time else "together",
+                       cost_model=cost_model.describe() if clock == "modeled" else None)
         decoded = []
         for utt in utterances:
             decoded.append(await loop.run_in_executor(None, decode_audio, utt.audio))
@@ -358,9 +373,13 @@ async def run_bench_async(
                             def one(seconds: float, _index: int = index) -> None:
                                 show((_index * len(samples) / 16000 + seconds) / len(configs))
 
-                            streams += await replay_async(samples, [config], clock=clock, progress=one)
+                            streams += await replay_async(
+                                samples, [config], clock=clock, progress=one, cost_model=cost_model
+                            )
                     else:
-                        streams = await replay_async(samples, configs, clock=clock, progress=show)
+                        streams = await replay_async(
+                            samples, configs, clock=clock, progress=show, cost_model=cost_model
+                        )
                 except BaseException:
                     passes.cancel()  # a pass already running ends on its own thread
                     raise

@@ -15,6 +15,11 @@ Clock modes (see :mod:`rtlab.core.clock`):
   would be alone, while a two-core machine runs two configurations' passes side by side.
   The configuration furthest behind in the audio gets the next free core, so all of them
   move through the audio at about the same pace and no core idles at the end.
+* ``modeled`` and ``unaware``: fed like ``simulated``, but a pass advances its clock by
+  the compute a cost model predicts (``cost_model``: a :class:`~rtlab.core.costs.CostModel`
+  or its file; default: rtlab's reference CPU), or by nothing. No measured time counts, so
+  passes hold no CPU slot and use every core, and every run gives the same events (but for
+  ``measured_compute_seconds``).
 * ``wall``: every configuration streams at once; one pacing loop starts all feeders at the
   same instant and sends each chunk of ``chunk_seconds`` when its audio starts, in real
   time. Latencies then include the waiting of sessions queued behind each other on a
@@ -25,7 +30,8 @@ Determinism: with a deterministic backend whose compute per pass stays below the
 the same words at the same points of the audio; ``emitted_at`` still carries each pass's
 measured compute, so it varies by that jitter (microseconds to milliseconds). When a pass
 takes longer than ``min_chunk``, the next pass starts when the clock says the last one
-ended, so the chunking, and with it the transcript, follows the measured compute time.
+ended, so the chunking, and with it the transcript, follows the measured compute time:
+the ``modeled`` clock is the one whose words do not move.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE
 from ..config import StreamConfig
-from ..core.clock import CLOCK_MODES
+from ..core.clock import check_clock
+from ..core.costs import CostModel, load_cost_model
 from ..core.processor import AudioProcessor
 from ..errors import RtlabError
 
@@ -101,6 +108,8 @@ async def replay_async(
     chunk_seconds: float = 0.1,
     progress: Callable[[float], None] | None = None,
     isolate_backends: bool = False,
+    on_event: Callable[[int, dict[str, Any]], None] | None = None,
+    cost_model: Any = None,
 ) -> list[StreamRun]:
     """Stream ``audio`` (a file path, or 16 kHz mono float32 samples) through every
     configuration concurrently; one :class:`StreamRun` per configuration, in order.
@@ -108,7 +117,9 @@ async def replay_async(
     The file is decoded once (one FFmpeg call) and fed to each processor as raw PCM in
     chunks of ``chunk_seconds``. ``progress``, if given, is called with the seconds of
     audio processed so far (the mean over the configurations) about four times a second.
-    A configuration whose stream fails keeps its error in its run; the others go on.
+    ``on_event``, if given, is called on the event loop with the configuration's index and
+    each of its events as it arrives, for a live view (:mod:`rtlab.widgets`); an exception
+    it raises ends the replay. A configuration whose stream fails keeps its error in its run; the others go on.
     Starting fails as a whole: if any model cannot load, every processor is cleaned up and
     the error is raised.
 
@@ -117,8 +128,9 @@ async def replay_async(
     time, as sessions on a server would, and the CPU slots keep their passes from
     slowing each other down).
     """
-    if clock not in CLOCK_MODES:
-        raise ValueError(f"unknown clock mode {clock!r}; choose one of {', '.join(CLOCK_MODES)}")
+    check_clock(clock)
+    if clock == "modeled" and not isinstance(cost_model, CostModel):
+        cost_model = load_cost_model(cost_model)  # once for every configuration
     if chunk_seconds <= 0:
         raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
     configs = list(configurations)
@@ -132,7 +144,8 @@ async def replay_async(
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     # The audio is decoded once and fed as raw PCM, whatever decoder the configuration names.
     processors = [
-        AudioProcessor(c.replace(decoder="pcm_s16le", decoder_options={}), clock=clock) for c in configs
+        AudioProcessor(c.replace(decoder="pcm_s16le", decoder_options={}), clock=clock, cost_model=cost_model)
+        for c in configs
     ]
     runs = [StreamRun(c, clock) for c in configs]
     groups = _backend_groups(configs) if isolate_backends else [list(range(len(configs)))]
@@ -141,7 +154,10 @@ async def replay_async(
         reporter = asyncio.create_task(_report_progress(processors, progress))
     try:
         for group in groups:
-            await _stream_together([processors[i] for i in group], [runs[i] for i in group], chunks, clock)
+            await _stream_together(
+                [processors[i] for i in group], [runs[i] for i in group], chunks, clock,
+                group, on_event,
+            )  # fmt: skip
     finally:
         if reporter is not None:
             reporter.cancel()
@@ -167,9 +183,15 @@ def _backend_groups(configs: Sequence[StreamConfig]) -> list[list[int]]:
 
 
 async def _stream_together(
-    processors: Sequence[AudioProcessor], runs: Sequence[StreamRun], chunks: Sequence[bytes], clock: str
+    processors: Sequence[AudioProcessor],
+    runs: Sequence[StreamRun],
+    chunks: Sequence[bytes],
+    clock: str,
+    indexes: Sequence[int],
+    on_event: Callable[[int, dict[str, Any]], None] | None,
 ) -> None:
-    """Start ``processors``, feed each every chunk, collect their events until they end."""
+    """Start ``processors``, feed each every chunk, collect their events until they end;
+    ``indexes`` are the configurations' places in the replay (what ``on_event`` gets)."""
     started = await asyncio.gather(*(p.create_tasks() for p in processors), return_exceptions=True)
     failures = [s for s in started if isinstance(s, BaseException)]
     if failures:
@@ -196,12 +218,14 @@ async def _stream_together(
                 return  # the processor failed; its error event ends its stream
         await processor.finish()
 
-    async def collect(processor: AudioProcessor, run: StreamRun) -> None:
+    async def collect(processor: AudioProcessor, run: StreamRun, index: int) -> None:
         async for event in processor.events:
             run.events.append(event)
+            if on_event is not None:
+                on_event(index, event)
 
     tasks = [asyncio.create_task(feed(p)) for p in processors]
-    tasks += [asyncio.create_task(collect(p, r)) for p, r in zip(processors, runs)]
+    tasks += [asyncio.create_task(collect(p, r, i)) for p, r, i in zip(processors, runs, indexes)]
     try:
         await asyncio.gather(*tasks)
     finally:
@@ -227,6 +251,8 @@ def replay(
     chunk_seconds: float = 0.1,
     progress: Callable[[float], None] | None = None,
     isolate_backends: bool = False,
+    on_event: Callable[[int, dict[str, Any]], None] | None = None,
+    cost_model: Any = None,
 ) -> list[StreamRun]:
     """Blocking :func:`replay_async` for scripts. In a notebook (where an event loop is
     already running) use ``await replay_async(...)`` instead."""
@@ -238,5 +264,6 @@ def replay(
         raise RuntimeError("an event loop is running here (a notebook?): use 'await replay_async(...)'")
     return asyncio.run(
         replay_async(audio, configurations, clock=clock, chunk_seconds=chunk_seconds,
-                     progress=progress, isolate_backends=isolate_backends)
+                     progress=progress, isolate_backends=isolate_backends, on_event=on_event,
+                     cost_model=cost_model)
     )

@@ -1,0 +1,250 @@
+"""The modeled and unaware clocks: the same words and times on every run (rtlab.core.costs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from rtlab.backends import Backend
+from rtlab.config import StreamConfig
+from rtlab.core import scheduler as scheduler_module
+from rtlab.core.costs import Calibration, CostModel, CostModelError, fit, key_for, load_cost_model
+from rtlab.core.instances import get_backend
+from rtlab.eval.replay import replay
+from rtlab.testing import tone_words, wav_bytes
+
+TEXT = "alpha bravo charlie delta echo foxtrot golf hotel india juliett"
+FEATURES = ("audio_seconds", "calls", "prompt_words", "words")
+
+
+@pytest.fixture(scope="module")
+def audio() -> np.ndarray:
+    return tone_words(TEXT)[0]
+
+
+def model_for(config: StreamConfig, **weights: float) -> CostModel:
+    """A cost model with one calibration for ``config``'s backend."""
+    backend = get_backend(config)
+    return CostModel([Calibration(key_for(config, backend), {name: weights.get(name, 0.0) for name in FEATURES})])
+
+
+def without_measured(events: list[dict], measured: tuple[str, ...] = ("measured_compute_seconds",)) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in measured} for e in events]
+
+
+#: On the unaware clock the compute a summary reports is the measured compute.
+UNAWARE_MEASURED = ("measured_compute_seconds", "compute_seconds", "rtf")
+
+
+# --------------------------------------------------------------------------- reproducible
+
+
+def test_two_modeled_runs_give_the_same_events_whatever_the_measured_compute(audio):
+    # The backend's compute jitters (a sleep per second of audio): the simulated clock's
+    # times follow it, the modeled clock's do not.
+    config = StreamConfig.parse("backend=test,model=modeled-twice,compute_rtf=0.02,min_chunk=0.5")
+    costs = model_for(config, calls=0.3, audio_seconds=0.05, words=0.01)
+    first, second = (replay(audio, [config], clock="modeled", cost_model=costs)[0] for _ in range(2))
+    assert without_measured(first.events) == without_measured(second.events)
+    assert first.text == TEXT
+    summary = first.events[-1]
+    assert summary["measured_compute_seconds"] > 0
+    # Each pass costs at least its 0.3 s call: the modeled clock counted them.
+    assert summary["compute_seconds"] >= 0.3 * sum(1 for _ in first.lag_samples)
+
+
+def test_two_unaware_runs_give_the_same_events_and_the_lowest_latency(audio):
+    config = StreamConfig.parse("backend=test,model=unaware-twice,compute_rtf=0.05,min_chunk=1")
+    unaware = [replay(audio, [config], clock="unaware")[0] for _ in range(2)]
+    assert without_measured(unaware[0].events, UNAWARE_MEASURED) == without_measured(unaware[1].events, UNAWARE_MEASURED)
+    simulated = replay(audio, [config], clock="simulated")[0]
+    commits = [e for e in unaware[0].events if e["type"] == "commit"]
+    simulated_commits = [e for e in simulated.events if e["type"] == "commit"]
+    assert [w for e in commits for w in e["words"]] == [w for e in simulated_commits for w in e["words"]]
+    # Compute takes no time: a commit comes at the audio time of its pass, and never later
+    # than with compute counted.
+    for fast, slow in zip(commits, simulated_commits):
+        assert fast["emitted_at"] < slow["emitted_at"]
+        assert round(fast["emitted_at"] % 1.0, 4) in (0.0, round(len(audio) / 16000 % 1.0, 4))
+
+
+class FixedCost(Backend):
+    """Takes ``fixed + per_second * audio seconds`` of (scripted) compute per call."""
+
+    name = "fixed-cost"
+    cores_per_call = 0
+    fixed, per_second = 0.2, 0.05
+
+    def __init__(self, *, model: str = "fixed") -> None:
+        self.model = model
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        scripted.cost += self.fixed + self.per_second * len(audio) / 16000
+        return get_backend("test").transcribe(audio, prompt=prompt, language=language)
+
+
+scripted = threading.local()
+
+
+@pytest.fixture
+def scripted_compute(monkeypatch):
+    """The scheduler measures each job as the compute its backend scripted, not the time."""
+
+    def timed(fn, args):
+        scripted.cost = 0.0
+        result = fn(*args)
+        return result, scripted.cost
+
+    monkeypatch.setattr(scheduler_module, "_timed", timed)
+
+
+@pytest.fixture
+def fixed_cost_backend():
+    from rtlab.testing.conformance import registered
+
+    with registered(FixedCost):
+        yield
+
+
+def test_with_a_backend_of_fixed_compute_the_modeled_and_simulated_clocks_agree(
+    audio, scripted_compute, fixed_cost_backend
+):
+    config = StreamConfig.parse("backend=fixed-cost,min_chunk=0.5")
+    costs = model_for(config, calls=FixedCost.fixed, audio_seconds=FixedCost.per_second)
+    simulated = replay(audio, [config], clock="simulated")[0]
+    modeled = replay(audio, [config], clock="modeled", cost_model=costs)[0]
+    assert simulated.text == modeled.text == TEXT
+    assert [e["type"] for e in simulated.events] == [e["type"] for e in modeled.events]
+    for a, b in zip(simulated.events, modeled.events):
+        assert a["emitted_at"] == pytest.approx(b["emitted_at"], abs=1e-3)
+
+
+def test_calibration_recovers_the_known_costs_of_a_scripted_backend(scripted_compute, fixed_cost_backend):
+    import asyncio
+
+    from rtlab.eval.calibrate import calibrate_async
+
+    config = StreamConfig(backend="fixed-cost")
+    calibration = asyncio.run(calibrate_async(config, audio=[], repeats=1))
+    assert calibration.weights["calls"] == pytest.approx(FixedCost.fixed, abs=1e-6)
+    assert calibration.weights["audio_seconds"] == pytest.approx(FixedCost.per_second, abs=1e-6)
+    assert calibration.fit["passes"] >= 20 and calibration.fit["r2"] == pytest.approx(1.0)
+    assert calibration.key == key_for(config, get_backend(config))
+
+
+def test_fit_finds_non_negative_weights():
+    passes = [({"calls": 1, "audio_seconds": s, "words": w}, 0.1 + 0.02 * s) for s, w in [(1, 3), (4, 1), (9, 7), (12, 2)]]
+    calibration = fit(passes, {"backend": "x", "options": {}, "device": None})
+    assert calibration.weights == pytest.approx({"audio_seconds": 0.02, "calls": 0.1, "words": 0.0}, abs=1e-9)
+    with pytest.raises(CostModelError, match="at least 3 passes"):
+        fit(passes[:2], {})
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def test_a_cost_model_survives_its_json_file(tmp_path):
+    model = CostModel(
+        [Calibration({"backend": "test", "options": {"model": "tones"}, "device": None}, {"calls": 0.5}, {"r2": 0.9})],
+        hardware={"cpu_count": 2}, note="a test machine",
+    )  # fmt: skip
+    path = model.save(tmp_path / "costs.json")
+    loaded = load_cost_model(path)
+    assert loaded.calibrations == model.calibrations and loaded.note == "a test machine"
+    assert loaded.sha256 == model.sha256 and len(loaded.sha256) == 64
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "is not a cost model"),
+        ('{"rtlab_cost_model": 0, "calibrations": []}', "of format 0, this rtlab reads format 1: recalibrate"),
+        ('{"rtlab_cost_model": 1}', "is not a cost model"),
+    ],
+)
+def test_a_malformed_or_outdated_file_is_refused_in_one_line(tmp_path, content, match):
+    path = tmp_path / "costs.json"
+    path.write_text(content)
+    with pytest.raises(CostModelError, match=match) as raised:
+        load_cost_model(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(CostModelError, match="cannot read the cost model"):
+        load_cost_model(tmp_path / "none.json")
+
+
+def test_a_cost_model_without_this_configuration_says_how_to_calibrate(audio):
+    config = StreamConfig.parse("backend=test,model=calibrated")
+    other = StreamConfig.parse("backend=test,model=not-calibrated,compute_rtf=0.01")
+    costs = model_for(config, calls=0.1)
+    costs.path = "costs.json"
+    with pytest.raises(CostModelError) as raised:
+        replay(audio, [other], clock="modeled", cost_model=costs)
+    message = str(raised.value)
+    assert "costs.json has no calibration for test (" in message and "model=not-calibrated" in message
+    assert "it has test (" in message and "model=calibrated" in message
+    assert "rtlab calibrate --backend test --model not-calibrated -b compute_rtf=0.01" in message
+
+
+def test_a_feature_the_calibration_has_not_seen_is_refused():
+    calibration = Calibration({"backend": "x", "options": {}, "device": None}, {"calls": 0.1})
+    with pytest.raises(CostModelError, match="no weight for 'tokens'.*recalibrate"):
+        calibration.predict({"calls": 1, "tokens": 40})
+
+
+# --------------------------------------------------------------------------- every core, every entry point
+
+
+def test_modeled_and_unaware_passes_take_no_cpu_slot(audio, monkeypatch):
+    from rtlab.core.scheduler import Scheduler
+
+    held: list[bool] = []
+    submit = Scheduler.submit
+
+    async def spy(self, fn, *args, hold_cores=True, **options):
+        held.append(hold_cores)
+        return await submit(self, fn, *args, hold_cores=hold_cores, **options)
+
+    monkeypatch.setattr(Scheduler, "submit", spy)
+    config = StreamConfig.parse("backend=test,model=no-slots")
+    for clock, holds in (("unaware", False), ("modeled", False), ("simulated", True)):
+        held.clear()
+        replay(audio[:32000], [config], clock=clock, cost_model=model_for(config, calls=0.1))
+        assert held and set(held) == {holds}, clock
+
+
+def test_the_command_line_gives_the_same_lines_on_every_modeled_run(tmp_path):
+    config = StreamConfig.parse("backend=test,compute_rtf=0.02")
+    costs = model_for(config, calls=0.25, audio_seconds=0.01)
+    costs.save(tmp_path / "costs.json")
+    clip = tmp_path / "tones.wav"
+    clip.write_bytes(wav_bytes(tone_words(TEXT)[0]))
+    command = [
+        sys.executable, "-m", "rtlab", "transcribe", str(clip), "--backend", "test", "-b", "compute_rtf=0.02",
+        "--clock", "modeled", "--cost-model", str(tmp_path / "costs.json"), "--format", "jsonl",
+    ]  # fmt: skip
+    runs = [subprocess.run(command, capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    lines = [without_measured([json.loads(line) for line in run.stdout.splitlines()]) for run in runs]
+    assert lines[0] == lines[1] and lines[0][-1]["text"] == TEXT
+
+
+def test_bench_results_name_the_clock_and_the_cost_model(tone_corpus, tmp_path):
+    from rtlab.eval.bench import run_bench
+
+    config = StreamConfig.parse("backend=test,min_chunk=0.5")
+    costs = model_for(config, calls=0.1)
+    costs.save(tmp_path / "costs.json")
+    run = run_bench(tone_corpus, [config], clock="modeled", cost_model=tmp_path / "costs.json", progress=False)
+    records = run.records()
+    assert records[0]["clock"] == "modeled" and records[0]["cost_model"]["sha256"] == costs.sha256
+    assert all(r["cost_model"]["path"] == str(tmp_path / "costs.json") for r in records if r["record"] == "summary")
+    assert "cost model: " in run.table()
