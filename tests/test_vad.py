@@ -1,0 +1,67 @@
+"""Voice activity (rtlab.vad): Silero VAD on a stream, as it arrives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="voice-activity detection needs onnxruntime (installed with faster-whisper)")
+pytest.importorskip("faster_whisper", reason="Silero VAD's model ships with faster-whisper")
+
+from rtlab.decoders.files import decode_audio  # noqa: E402
+from rtlab.vad import FRAME, SileroVAD, VoiceActivity  # noqa: E402
+
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def speech(data_dir) -> np.ndarray:
+    return decode_audio(data_dir / "fox.ogg")
+
+
+def test_pieces_of_any_size_give_the_probabilities_of_the_whole(speech):
+    whole = SileroVAD().process(speech)
+    vad = SileroVAD()
+    pieces = [vad.process(speech[i : i + 777]) for i in range(0, len(speech), 777)]
+    assert np.array_equal(np.concatenate(pieces), whole)
+    assert len(whole) == len(speech) // FRAME
+
+
+def test_speech_is_speech_and_silence_and_a_tone_are_not(speech):
+    t = np.arange(3 * SR) / SR
+    probabilities = {
+        "speech": SileroVAD().process(speech),
+        "silence": SileroVAD().process(np.zeros(3 * SR, np.float32)),
+        "tone": SileroVAD().process((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)),
+    }
+    assert (probabilities["speech"] >= 0.5).mean() > 0.5
+    assert (probabilities["silence"] >= 0.5).sum() == 0
+    assert (probabilities["tone"] >= 0.5).mean() < 0.1
+
+
+def test_a_pause_after_speech_ends_the_utterance(speech):
+    activity = VoiceActivity(min_silence_ms=500)
+    assert activity.utterance_ended() is None and not activity.heard_speech
+    activity.process(np.zeros(SR, np.float32))
+    assert activity.utterance_ended() is None and activity.silent_since() is None  # no speech yet
+    activity.process(speech)
+    assert activity.heard_speech
+    ended_at = None
+    while ended_at is None:
+        assert activity.seconds < 1 + len(speech) / SR + 2, "two seconds of silence and no end"
+        silent = activity.silent_since()
+        pause = activity.utterance_ended()
+        if pause is not None:
+            ended_at = silent
+        else:
+            assert silent < 0.5 + FRAME / SR
+        activity.process(np.zeros(FRAME, np.float32))
+    assert 0.5 <= ended_at < 0.5 + FRAME / SR  # exactly when the pause reaches 500 ms
+    assert 1.0 < pause.start <= 1.0 + len(speech) / SR and pause.end == pytest.approx(activity.seconds - FRAME / SR)
+
+
+def test_reset_starts_a_new_stream(speech):
+    vad = SileroVAD()
+    first = vad.process(speech)
+    vad.reset()
+    assert np.array_equal(vad.process(speech), first)
