@@ -26,6 +26,7 @@ _LAZY = {
     "Decoder": "rtlab.decoders",
     "stream_file": "rtlab.core.feeding",
     "errors": "rtlab.errors",
+    "widgets": "rtlab.widgets",
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

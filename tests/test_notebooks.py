@@ -1,35 +1,99 @@
-"""The notebooks run top to bottom in a real Jupyter kernel."""
+"""The notebooks run top to bottom in a real Jupyter kernel, on small tone clips with the
+test backend (their parameters come from the environment); in git they have no outputs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from rtlab.testing import tone_words, wav_bytes
+from rtlab.testing import tone_words, wav_bytes, write_tone_corpus
 
 nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[test]' (nbformat)")
 nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[test]' (nbclient)")
 pytest.importorskip("ipykernel", reason="pip install -e '.[test]' (ipykernel)")
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+NAMES = ["01_quickstart", "02_latency_accuracy", "03_write_a_backend"]
+WIDGET = "application/vnd.jupyter.widget-view+json"
+CLIP_TEXT = "alpha bravo charlie delta"
 
 
-def test_compare_configurations_runs_in_a_kernel(tmp_path, monkeypatch):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for index, text in enumerate(["alpha bravo charlie", "delta echo foxtrot golf"]):
-        (corpus / f"clip{index}.wav").write_bytes(wav_bytes(tone_words(text)[0]))
-        (corpus / f"clip{index}.txt").write_text(text)
-    monkeypatch.setenv("RTLAB_NOTEBOOK_CORPUS", str(corpus))
+@pytest.fixture
+def tone_clip(tmp_path: Path) -> Path:
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(wav_bytes(tone_words(CLIP_TEXT)[0]))
+    clip.with_suffix(".txt").write_text(CLIP_TEXT + "\n")
+    return clip
+
+
+def execute(name: str) -> tuple[list, str]:
+    """Run ``notebooks/NAME.ipynb`` in a kernel; its code cells' outputs and stdout."""
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()  # fmt: skip
+    cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    outputs = [o for cell in cells for o in cell.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, "\n".join("\n".join(o.traceback) for o in errors)
+    stdout = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    return cells, stdout
+
+
+def html_of(cells: list) -> str:
+    return "".join(o.get("data", {}).get("text/html", "") for cell in cells for o in cell.outputs)
+
+
+def records(path: Path) -> list[str]:
+    return [json.loads(line)["record"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebooks_are_committed_without_outputs(name):
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip the outputs"
+    assert notebook.metadata.get("widgets") is None, f"{name}: strip the saved widget state"
+
+
+def test_quickstart_compares_two_configurations_live(tmp_path, tone_clip, monkeypatch):
+    monkeypatch.setenv("RTLAB_NOTEBOOK_AUDIO", str(tone_clip))
     monkeypatch.setenv("RTLAB_NOTEBOOK_BACKEND", "test")
     monkeypatch.setenv("RTLAB_NOTEBOOK_OUT", str(tmp_path / "out"))
-    notebook = nbformat.read(NOTEBOOKS / "compare_configurations.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "final: alpha bravo charlie" in text
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the plots must be displayed"
-    assert (tmp_path / "out" / "results.jsonl").exists()
-    assert not [o for o in outputs if o.output_type == "error"]
+    cells, stdout = execute("01_quickstart")
+    panels = [o for cell in cells for o in cell.outputs if WIDGET in o.get("data", {})]
+    assert len(panels) == 2  # the ComparePanel and the LivePanel
+    table = html_of(cells)
+    assert "test local-agreement min_chunk=0.5" in table and "test local-agreement min_chunk=1" in table
+    assert CLIP_TEXT in table  # the hypotheses
+    assert records(tmp_path / "out" / "01_quickstart" / "results.jsonl") == [
+        "run", "stream", "stream", "summary", "summary",
+    ]  # fmt: skip
+    assert stdout.rstrip().endswith(CLIP_TEXT)  # the LivePanel's text
+
+
+def test_latency_accuracy_sweeps_a_corpus_with_the_bench_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTLAB_NOTEBOOK_CORPUS", str(write_tone_corpus(tmp_path / "corpus")))
+    monkeypatch.setenv("RTLAB_NOTEBOOK_BACKEND", "test")
+    monkeypatch.setenv("RTLAB_NOTEBOOK_MODELS", "tones")
+    monkeypatch.setenv("RTLAB_NOTEBOOK_MIN_CHUNKS", "0.5,1")
+    monkeypatch.setenv("RTLAB_NOTEBOOK_OUT", str(tmp_path / "out"))
+    cells, stdout = execute("02_latency_accuracy")
+    assert "2 configurations" in stdout and "tones local-agreement 0.5 s" in stdout
+    images = [o for cell in cells for o in cell.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # the three bench plots and the sweep
+    assert records(tmp_path / "out" / "02_latency_accuracy" / "results.jsonl")[0] == "run"
+    assert any(WIDGET in o.get("data", {}) for cell in cells for o in cell.outputs)
+
+
+def test_write_a_backend_registers_it_and_compares_it(tmp_path, tone_clip, monkeypatch):
+    monkeypatch.setenv("RTLAB_NOTEBOOK_AUDIO", str(tone_clip))
+    monkeypatch.setenv("RTLAB_NOTEBOOK_BACKEND", "test")
+    cells, stdout = execute("03_write_a_backend")
+    assert "loudness" in stdout and "checks passed" in stdout
+    table = html_of(cells)
+    assert "loudness local-agreement min_chunk=0.5" in table and CLIP_TEXT in table
+    assert "speech" in table

@@ -119,9 +119,9 @@ async def replay_async(
     audio processed so far (the mean over the configurations) about four times a second.
     ``on_event``, if given, is called on the event loop with the configuration's index and
     each of its events as it arrives, for a live view (:mod:`rtlab.widgets`); an exception
-    it raises ends the replay. A configuration whose stream fails keeps its error in its run; the others go on.
-    Starting fails as a whole: if any model cannot load, every processor is cleaned up and
-    the error is raised.
+    it raises ends the replay. A configuration whose stream fails keeps its error in its
+    run; the others go on. Starting fails as a whole: if any model cannot load, every
+    processor is cleaned up and the error is raised.
 
     ``isolate_backends`` replays the configurations of one backend instance together, and
     one instance after another (default: off; every configuration streams at the same

@@ -1,0 +1,88 @@
+"""The configurations a panel is given, as checked :class:`~rtlab.config.StreamConfig` objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import DEFAULT_DECODER, KINDS, StreamConfig, parse_value
+
+__all__ = ["as_config", "cost_model_for", "label_of", "min_chunk_of", "option_text"]
+
+
+def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamConfig:
+    """A validated configuration from a StreamConfig, ``"backend=test,min_chunk=0.5"``
+    (:meth:`StreamConfig.parse`), a flat mapping (:meth:`StreamConfig.from_mapping`) or
+    None (the defaults). Raises what :meth:`StreamConfig.validate` raises: one line that
+    names the plugin, the option and what it accepts."""
+    if entry is None:
+        return StreamConfig().validate()
+    if isinstance(entry, StreamConfig):
+        return entry.validate()
+    if isinstance(entry, str):
+        return StreamConfig.parse(entry)
+    if isinstance(entry, Mapping):
+        return StreamConfig.from_mapping(entry)
+    raise TypeError(
+        f"a configuration is a StreamConfig, a 'KEY=VALUE,...' string or a mapping, not {type(entry).__name__}"
+    )
+
+
+def cost_model_for(clock: str, cost_model: Any) -> Any:
+    """The ``modeled`` clock's :class:`~rtlab.core.costs.CostModel` (``cost_model`` as given,
+    or loaded from its file; None: the one rtlab ships), loaded once for a whole run; None
+    on the other clocks. Raises :class:`~rtlab.core.costs.CostModelError` in one line."""
+    if clock != "modeled":
+        return None
+    from ..core.costs import CostModel, load_cost_model
+
+    return cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
+
+
+def label_of(entry: Any) -> str:
+    """A label for a configuration that may not parse (shown next to its error)."""
+    if isinstance(entry, StreamConfig):
+        return entry.label
+    return str(entry) if entry is not None else StreamConfig().label
+
+
+def min_chunk_of(config: StreamConfig) -> float:
+    """The ``min_chunk`` the stream's policy runs with (its option, else its default, else 1 s)."""
+    from ..registry import get_registry
+
+    value = config.policy_options.get("min_chunk")
+    if value is None:
+        try:
+            value = get_registry().accepted_options("policy", config.policy).get("min_chunk")
+        except Exception:  # noqa: BLE001 - an unknown policy fails elsewhere, with its own message
+            value = None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+
+
+def _value_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    # The typing rule must read the text back as the same value ("true" the string is quoted).
+    return text if parse_value(text) == value and "," not in text else json.dumps(value)
+
+
+def option_text(config: StreamConfig) -> str:
+    """The options of ``config`` as ``KEY=VALUE, ...`` (what the panel's editor shows);
+    :meth:`StreamConfig.from_mapping` reads them back."""
+    from ..registry import get_registry
+
+    registry = get_registry()
+    accepts = {kind: set(registry.accepted_options(kind, getattr(config, kind))) for kind in KINDS}
+    pairs = []
+    for kind in KINDS:
+        for key, value in sorted(getattr(config, f"{kind}_options").items()):
+            # Prefixed only where two of the stream's plugins take the same option name.
+            shared = sum(key in accepted for accepted in accepts.values()) > 1
+            pairs.append(f"{kind + '.' if shared else ''}{key}={_value_text(value)}")
+    if config.decoder != DEFAULT_DECODER:
+        pairs.append(f"decoder={config.decoder}")
+    if config.language:
+        pairs.append(f"language={config.language}")
+    if config.name:
+        pairs.append(f"name={_value_text(config.name)}")
+    return ", ".join(pairs)

@@ -1,0 +1,305 @@
+"""What every panel shares: how it shows itself, and the life of a run.
+
+A panel shows ipywidgets inside Jupyter and a readable text form anywhere else (a shell,
+a script, or ``view="text"``). Its run is one asyncio task on the running event loop (the
+kernel's, in a notebook): :meth:`Panel.start` returns at once and the kernel stays free for
+other cells; :meth:`Panel.stop` cancels the task, whose cleanup ends every stream and its
+FFmpeg process; ``await`` :meth:`Panel.wait` for the end. Redraws go through a
+:class:`~rtlab.widgets.throttle.Throttle`.
+
+A notebook cell that runs again while the panel it made is streaming stops that panel
+first: panels are remembered by the cell that made them (its id, which JupyterLab sends
+with every execution, or else its code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..eval.bench import BenchRun
+from .throttle import Throttle
+
+__all__ = ["Panel", "VIEWS", "in_jupyter"]
+
+#: How a panel shows itself: ``auto`` is ``widgets`` in a Jupyter kernel with ipywidgets
+#: installed, ``text`` anywhere else.
+VIEWS = ("auto", "widgets", "text")
+
+# The panel each notebook cell made last (keyed by cell); a panel stops its predecessor.
+_by_cell: dict[str, Panel] = {}
+
+
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def in_jupyter() -> bool:
+    """Whether this code runs in a Jupyter kernel (not a plain shell or script)."""
+    return getattr(_shell(), "kernel", None) is not None
+
+
+def _resolve_view(view: str) -> str:
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+    if view != "auto":
+        return view
+    if not in_jupyter():
+        return "text"
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return "text"
+    return "widgets"
+
+
+def cell_key() -> str | None:
+    """The notebook cell executing now, or None outside a kernel's cell execution."""
+    kernel = getattr(_shell(), "kernel", None)
+    try:
+        parent = kernel.get_parent() if kernel is not None else None
+    except Exception:  # noqa: BLE001 - an ipykernel without get_parent: no re-run detection
+        return None
+    if not parent or parent.get("header", {}).get("msg_type") != "execute_request":
+        return None
+    cell_id = (parent.get("metadata") or {}).get("cellId")
+    return f"cell {cell_id}" if cell_id else "code " + str(parent.get("content", {}).get("code", ""))
+
+
+class Panel:
+    """Base class of :class:`~rtlab.widgets.LivePanel` and :class:`~rtlab.widgets.ComparePanel`.
+
+    Subclasses implement ``_run()`` (the streaming, on the event loop), ``_prepare()``
+    (reset the view before a run), ``_redraw()`` (widgets from state), ``_build()`` (the
+    widget tree), ``_mark_stopped()`` and ``describe()`` (the text form).
+    """
+
+    def __init__(self, *, view: str = "auto", max_redraws_per_second: float = 10.0) -> None:
+        self.view = _resolve_view(view)
+        #: The scored result of the last run that ended: a one-file ``rtlab bench`` run.
+        self.bench: BenchRun | None = None
+        #: Why the last run failed as a whole (a bug, not a stream's error), if it did.
+        self.error: str | None = None
+        self._throttle = Throttle(self._redraw_if_shown, max_redraws_per_second)
+        self._task: asyncio.Task | None = None
+        self._active = False
+        self._stop_requested = False
+        self._predecessor: asyncio.Future | None = None
+        self._widget: Any = None
+        self._claim_cell()
+
+    # -- showing ------------------------------------------------------------------
+
+    @property
+    def widget(self) -> Any:
+        """The ipywidgets box (built on first use); ``None`` in the text view."""
+        if self.view != "widgets":
+            return None
+        if self._widget is None:
+            self._widget = self._build()
+            self._redraw()
+        return self._widget
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        if self.view == "widgets":
+            return self.widget._repr_mimebundle_(include=include, exclude=exclude)
+        return {"text/plain": self.describe()}
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """The panel as readable text."""
+        raise NotImplementedError
+
+    def _request_redraw(self) -> None:
+        if self.view == "widgets":
+            self._throttle.request()
+
+    def _redraw_if_shown(self) -> None:
+        if self._widget is not None:
+            self._redraw()
+
+    @property
+    def redraws(self) -> int:
+        """How many times the widgets were redrawn (at most 10 a second by default)."""
+        return self._throttle.redraws
+
+    # -- running ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is in progress."""
+        return self._active
+
+    def start(self) -> asyncio.Task:
+        """Start a run on the running event loop and return its task at once (in a notebook,
+        the kernel's loop: other cells run meanwhile). Starting a running panel returns the
+        run in progress. Outside an event loop use :meth:`run`."""
+        if self.running:
+            return self._task
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "no event loop is running here: in a script call panel.run(); in a notebook panel.start()"
+            ) from None
+        self._stop_requested = False
+        self.error = None
+        self.bench = None
+        self._active = True
+        self._prepare()
+        self._request_redraw()
+        self._task = loop.create_task(self._run_to_end(), name=f"rtlab-{type(self).__name__}")
+        self._task.add_done_callback(self._task_ended)
+        return self._task
+
+    def stop(self) -> asyncio.Future | None:
+        """End every stream of the run in progress cleanly (no FFmpeg left); returns a
+        future that is done once everything is released (``await panel.stop()`` to wait),
+        or None when nothing runs and no event loop does either."""
+        task = self._task
+        if task is None or task.done() or not self._active:
+            try:
+                done = asyncio.get_running_loop().create_future()
+            except RuntimeError:
+                return None
+            done.set_result(None)
+            return done
+        if not self._stop_requested:
+            self._stop_requested = True
+            task.cancel()
+        return asyncio.ensure_future(_ended(task))
+
+    async def wait(self) -> None:
+        """Return once the run in progress (if any) is over: finished, stopped or failed.
+        Interrupting the wait leaves the run going (stop it with :meth:`stop`)."""
+        if self._task is not None:
+            await _ended(self._task)
+
+    def run(self) -> None:
+        """Blocking run for scripts and shells: start, print the text form, wait for the end."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "an event loop is running here (a notebook?): call panel.start(), then 'await panel.wait()'"
+            )
+
+        async def main() -> None:
+            self.start()
+            await self.wait()
+
+        asyncio.run(main())
+
+    async def _run_to_end(self) -> None:
+        predecessor, self._predecessor = self._predecessor, None
+        try:
+            if predecessor is not None:
+                await predecessor
+            await self._run()
+        except asyncio.CancelledError:
+            if not self._stop_requested:
+                raise
+            asyncio.current_task().uncancel()  # stopped on purpose: the run ends normally
+            self._mark_stopped()
+        except Exception as error:  # noqa: BLE001 - a background task has no caller to raise to
+            from .state import one_line
+
+            logging.getLogger(__name__).exception("%s failed", type(self).__name__)
+            self.error = one_line(error)
+            self._fail_run(self.error)
+        finally:
+            self._active = False
+            self._on_end()
+            self._request_redraw()
+        if self._throttle.pending:
+            await self._throttle.settle()
+
+    def _task_ended(self, task: asyncio.Task) -> None:
+        if task.cancelled():  # cancelled before it ran, or by someone other than stop()
+            self._active = False
+            self._mark_stopped()
+            self._on_end()
+            self._throttle.cancel()
+            self._redraw_if_shown()
+
+    def _claim_cell(self) -> None:
+        key = cell_key()
+        if key is None:
+            return
+        previous = _by_cell.get(key)
+        _by_cell[key] = self
+        if previous is not None and previous.running:
+            self._predecessor = previous.stop()
+
+    # -- for subclasses -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Reset the view for a new run (called synchronously by :meth:`start`)."""
+
+    def _build(self) -> Any:
+        raise NotImplementedError
+
+    def _redraw(self) -> None:
+        raise NotImplementedError
+
+    def _mark_stopped(self) -> None:
+        """The run was stopped: mark the streams that had not ended."""
+
+    def _fail_run(self, message: str) -> None:
+        """The run failed as a whole: show ``message``."""
+
+    def _on_end(self) -> None:
+        """The run is over (buttons back to their idle state)."""
+
+    def _results_or_raise(self) -> BenchRun:
+        if self.bench is not None:
+            return self.bench
+        if self.running:
+            raise RuntimeError("the panel is still running: 'await panel.wait()' first")
+        if self.error:
+            raise RuntimeError(f"no results: the last run failed: {self.error}")
+        if self._stop_requested:
+            raise RuntimeError("no results: the last run was stopped before the end")
+        raise RuntimeError("no results yet: start the panel (panel.start(), or panel.run() in a script)")
+
+    @property
+    def results(self) -> Any:
+        """The last run's results as a pandas DataFrame: one row per stream that ran, the
+        columns of ``rtlab bench``'s stream records (``config.name``, ``hypothesis``,
+        ``wer.value``, ``latency.median``, ``latency.p95``, ``first_text_latency``,
+        ``rtf``, ``error`` ...), nested fields dotted (:func:`rtlab.eval.results.to_dataframe`)."""
+        from ..eval.results import to_dataframe
+
+        return to_dataframe(self._results_or_raise().streams)
+
+    def save(self, out_dir: Any, plots: bool = True) -> list[Any]:
+        """Write the last run's ``results.jsonl`` (the format of ``rtlab bench``: a run line,
+        one line per stream, one per configuration) and, with ``plots``, its PNG plots into
+        ``out_dir``; returns the paths written."""
+        run = self._results_or_raise()
+        if not plots:
+            return run.write(out_dir, plots=False)
+        from .charts import keep_pyplot_backend
+
+        with keep_pyplot_backend():
+            return run.write(out_dir, plots=True)
+
+
+async def _ended(task: asyncio.Task) -> None:
+    # asyncio.wait neither raises the task's outcome nor cancels the task when the waiter is.
+    await asyncio.wait({task})

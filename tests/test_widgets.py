@@ -1,0 +1,487 @@
+"""Promises of rtlab.widgets: the panels' state, throttling, stopping, errors, results and
+text form, checked without a browser (widgets are built outside a kernel, which ipywidgets
+allows), and once in a real Jupyter kernel (a re-run cell stops its panel)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rtlab
+from rtlab.config import StreamConfig
+from rtlab.eval.replay import replay
+from rtlab.plugins import pm
+from rtlab.registry import get_registry
+from rtlab.testing import ScriptedBackend, ToneBackend, tone_words, wav_bytes
+from rtlab.widgets import ComparePanel, LivePanel
+from rtlab.widgets.throttle import Throttle
+
+pytest.importorskip("ipywidgets", reason="pip install -e '.[test]' (ipywidgets)")
+
+TEXT = "alpha bravo charlie delta echo"
+
+
+@pytest.fixture(scope="module")
+def tones() -> np.ndarray:
+    return tone_words(TEXT)[0]
+
+
+@pytest.fixture
+def tone_wav(tmp_path: Path) -> Path:
+    """A tone clip as a WAV file with its reference beside it (the corpus layout)."""
+    path = tmp_path / "tones.wav"
+    path.write_bytes(wav_bytes(tone_words(TEXT)[0]))
+    path.with_suffix(".txt").write_text(TEXT + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def registered_backends(*classes: type):
+    """Backends registered by an inline plugin for the duration."""
+
+    class InlinePlugin:
+        @rtlab.hookimpl
+        def register_backends(self, register):
+            for cls in classes:
+                register(cls)
+
+    pm.register(InlinePlugin(), name="test-widgets-inline")
+    try:
+        get_registry(refresh=True)
+        yield
+    finally:
+        pm.unregister(name="test-widgets-inline")
+        get_registry(refresh=True)
+
+
+async def until(condition, timeout: float = 60.0) -> None:
+    """Wait (on the event loop) until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def rtlab_tasks() -> list[asyncio.Task]:
+    """Processor tasks still alive on this loop (orphans, once a panel has stopped)."""
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("rtlab-") and not t.done()
+            and t is not asyncio.current_task()]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the replay's live hook
+
+
+def test_replay_reports_each_event_live_with_its_configuration_index(tones):
+    configs = [StreamConfig.parse("backend=test,min_chunk=0.5"), StreamConfig.parse("backend=test,min_chunk=1")]
+    seen: list[tuple[int, dict]] = []
+    runs = replay(tones, configs, on_event=lambda index, event: seen.append((index, event)))
+    for index, run in enumerate(runs):
+        assert [e for i, e in seen if i == index] == run.events
+    assert {i for i, _ in seen} == {0, 1}
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+async def test_a_thousand_requests_in_one_second_make_at_most_ten_redraws_and_the_last():
+    now = [0.0]
+    drawn: list[float] = []
+    throttle = Throttle(lambda: drawn.append(now[0]), per_second=10, clock=lambda: now[0])
+    for step in range(1000):  # 1 ms apart on the throttle's clock, without yielding
+        now[0] = step / 1000
+        throttle.request()
+    assert throttle.redraws == len(drawn) == 10
+    assert all(b - a >= 0.1 - 1e-9 for a, b in zip(drawn, drawn[1:]))
+    assert throttle.pending  # the latest state is still to be drawn...
+    await throttle.settle()
+    assert throttle.redraws == 11 and not throttle.pending  # ...and is, once
+
+
+async def test_a_request_after_a_quiet_interval_redraws_at_once():
+    now = [0.0]
+    throttle = Throttle(lambda: None, per_second=10, clock=lambda: now[0])
+    throttle.request()
+    now[0] = 5.0
+    throttle.request()
+    assert throttle.redraws == 2 and not throttle.pending
+
+
+async def test_a_panel_redraws_far_less_often_than_events_arrive(tones):
+    panel = ComparePanel(tones, ["backend=test,min_chunk=0.1", "backend=test,min_chunk=0.2"], view="widgets")
+    panel.widget  # shown: redraws happen
+    redraws = []
+    panel._throttle._redraw = lambda: redraws.append(panel._throttle._clock())
+    await panel.start()
+    events = sum(len(c.state.events) for c in panel.columns)
+    assert events > 20
+    assert 1 <= len(redraws) < events
+    # The throttle's own clock: never two redraws closer than a tenth of a second.
+    assert all(b - a >= 0.1 - 1e-6 for a, b in zip(redraws, redraws[1:]))
+
+
+# --------------------------------------------------------------------------- widget state
+
+
+async def test_live_panel_shows_committed_text_and_the_partial_in_grey_from_a_scripted_backend():
+    hello, world, again = ({"text": t, "start": s, "end": s + 0.3}
+                           for t, s in (("hello", 0.1), ("world", 0.5), ("again", 0.9)))  # fmt: skip
+    script = [[hello], [hello, world], [hello, world, again], [hello, world, again]]
+    with registered_backends(ScriptedBackend):
+        # silence_factor=0: the scripted words need no sound under them.
+        config = StreamConfig(backend="scripted", backend_options={"hypotheses": script}, decoder="pcm_s16le",
+                              policy_options={"min_chunk": 0.5, "silence_factor": 0}, name="scripted")  # fmt: skip
+        processor = rtlab.AudioProcessor(config, clock="simulated")
+        panel = LivePanel(processor, view="widgets", max_redraws_per_second=float("inf"))  # every state
+        shown: list[str] = []
+        panel.widget
+        panel._view.text.observe(lambda change: shown.append(change["new"]), names="value")
+        await processor.create_tasks()
+        panel.start()
+        from rtlab.core.feeding import feed_bytes
+        from rtlab.decoders.files import to_pcm16
+
+        await feed_bytes(processor, to_pcm16(np.zeros(16000 * 3, np.float32)), realtime=False)
+        await panel.wait()
+    state = panel.state
+    assert state.text == "hello world again" and state.status == "done"
+    assert [e["type"] for e in state.events][-1] == "summary"
+    # Provisional text was shown in grey after the committed words, then committed.
+    grey = [v for v in shown if "rtlab-partial" in v and "color:#8a8a8a'>world<" in v]
+    assert grey and "<span class='rtlab-committed'>hello</span>" in grey[0]
+    assert "<span class='rtlab-committed'>hello world again</span>" in panel._view.text.value
+    assert "done" in panel._view.figures.value and "first text" in panel._view.figures.value
+    assert "commit latency" in panel._view.sparkline.value and "<polyline" in panel._view.sparkline.value
+    assert panel._start_button.disabled  # a processor streams once
+    assert panel._stop_button.disabled
+    assert len(panel.results) == 1 and panel.results.loc[0, "hypothesis"] == "hello world again"
+
+
+async def test_live_panel_streams_a_file_through_ffmpeg_with_a_lag_gauge(tone_wav, no_ffmpeg_left):
+    panel = LivePanel(tone_wav, "backend=test,min_chunk=0.5", clock="simulated", view="widgets")
+    panel.widget
+    await panel.start()
+    assert panel.state.text == TEXT and panel.state.status == "done"
+    assert panel._view.lag is not None and panel._view.lag.max == pytest.approx(2.0)  # 4 min_chunks
+    result = panel.results.iloc[0]
+    assert result["wer.value"] == 0.0 and result["reference"] == TEXT  # the .txt beside the file
+    assert result["latency.median"] is not None and result["latency.median"] > 0
+    assert "rtlab-results" in panel._table.value
+
+
+async def test_compare_panel_fills_one_column_per_configuration_then_the_table_and_plots(tones):
+    configs = ["backend=test,min_chunk=0.5", StreamConfig.parse("backend=test,min_chunk=1")]
+    panel = ComparePanel(tones, configs, reference=TEXT, view="widgets")
+    panel.widget
+    await panel.start()
+    assert [c.state.text for c in panel.columns] == [TEXT, TEXT]
+    assert all(c.state.status == "done" for c in panel.columns)
+    for column in panel.columns:
+        assert f"<span class='rtlab-committed'>{TEXT}</span>" in column.view.text.value
+        assert "first text" in column.view.figures.value
+    assert bytes(panel._chart.value).startswith(b"\x89PNG") and panel._chart.layout.display is None
+    assert bytes(panel._plot.value).startswith(b"\x89PNG")
+    table = panel._table.value
+    assert table.count("<tr>") == 3 and "0.0%" in table and "min_chunk=0.5" in table
+    assert panel._progress.value == pytest.approx(1.0)
+    assert not panel._start_button.disabled and panel._stop_button.disabled
+
+
+async def test_a_panel_shown_after_its_run_shows_the_results(tones):
+    panel = ComparePanel(tones, ["backend=test,min_chunk=0.5"], reference=TEXT, view="widgets")
+    await panel.start()  # never shown while it ran
+    assert "rtlab-results" in panel.widget.children[5].value
+    assert panel.columns[0].view.text.value.count(TEXT) == 1
+
+
+async def test_panel_start_returns_at_once_and_the_loop_stays_free(tones):
+    panel = ComparePanel(tones, ["backend=test,min_chunk=0.5"], clock="wall", view="widgets")
+    panel.widget
+    task = panel.start()
+    assert panel.running and not task.done() and not panel.columns[0].state.events
+    assert panel.start() is task  # starting a running panel returns the run in progress
+    ticks = 0
+    while panel.running:  # another "cell" runs while the panel streams
+        ticks += 1
+        await asyncio.sleep(0.05)
+    assert ticks > 1
+    assert panel.columns[0].state.text == TEXT
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+class UnloadableBackend(ToneBackend):
+    name = "unloadable"
+
+    def load(self) -> None:
+        raise rtlab.errors.ModelNotFound("unloadable: no such model 'nowhere'; give a folder with model.bin")
+
+
+async def test_bad_configurations_show_their_one_line_error_and_the_others_go_on(tones):
+    with registered_backends(UnloadableBackend):
+        panel = ComparePanel(tones, [
+            "backend=test,min_chunk=0.5", "backend=nope", "backend=test,wrong_option=1", "backend=unloadable",
+        ], reference=TEXT, view="widgets")  # fmt: skip
+        panel.widget
+        # Configurations that do not validate show their error before any run.
+        assert "unknown backend 'nope'" in panel.columns[1].state.error
+        await panel.start()
+    good, unknown, option, unloadable = panel.columns
+    assert good.state.status == "done" and good.state.text == TEXT
+    assert unknown.state.status == "failed" and "installed backends:" in unknown.state.error
+    assert "option 'wrong_option'" in option.state.error
+    assert unloadable.state.error == "unloadable: no such model 'nowhere'; give a folder with model.bin"
+    for column in (unknown, option, unloadable):
+        assert "\n" not in column.state.error
+        assert "rtlab-error" in column.view.error.value
+    assert list(panel.results["config.name"]) == [good.config.label]
+    assert panel._table.value.count("rtlab-results") == 1 and "no such model" in panel._table.value
+
+
+async def test_a_stream_that_fails_midway_keeps_its_error_and_the_others_finish(tones):
+    # A model name of its own: a fresh backend instance, whose calls are counted from zero.
+    failing_config = "backend=test,model=fails-in-test-widgets,fail_after=3,min_chunk=0.5"
+    panel = ComparePanel(tones, ["backend=test,min_chunk=0.5", failing_config], view="widgets")
+    panel.widget
+    await panel.start()
+    good, failing = panel.columns
+    assert good.state.status == "done" and failing.state.status == "failed"
+    assert failing.state.error == "RuntimeError: test backend failing on call 3, as configured"
+    assert panel.results.set_index("config.name").loc[failing.config.label, "error"]
+
+
+async def test_virtual_clocks_stream_and_a_cost_model_that_cannot_load_shows_its_error(tones, tmp_path):
+    unaware = ComparePanel(tones, ["backend=test,min_chunk=0.5"], clock="unaware", view="text")
+    await unaware.start()
+    assert unaware.columns[0].state.text == TEXT and unaware.bench.clock == "unaware"
+    missing = tmp_path / "costs.json"
+    modeled = ComparePanel(tones, ["backend=test,min_chunk=0.5"], clock="modeled", cost_model=missing, view="text")
+    await modeled.start()
+    (column,) = modeled.columns
+    assert column.state.status == "failed" and str(missing) in column.state.error and "\n" not in column.state.error
+    with pytest.raises(ValueError, match="unknown clock mode"):
+        LivePanel(tones, "backend=test", clock="sundial")
+
+
+async def test_a_missing_file_shows_its_error_in_every_column(tmp_path):
+    missing = tmp_path / "nowhere.ogg"
+    panel = ComparePanel(missing, ["backend=test", "backend=test,min_chunk=2"], view="widgets")
+    panel.widget
+    await panel.start()
+    assert [c.state.error for c in panel.columns] == [f"audio file not found: {missing}"] * 2
+    with pytest.raises(RuntimeError, match="no results"):
+        panel.results
+    live = LivePanel(missing, "backend=test", view="text")
+    await live.start()
+    assert live.state.status == "failed" and "audio file not found" in live.state.error
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+async def test_stopping_a_live_panel_mid_stream_ends_its_ffmpeg(tone_wav, ffmpeg_children, no_ffmpeg_left):
+    panel = LivePanel(tone_wav, "backend=test,min_chunk=0.5", clock="wall", view="widgets")
+    panel.widget
+    panel.start()
+    await until(lambda: panel.state.committed)
+    assert len(ffmpeg_children()) == 1  # one session, one FFmpeg
+    await panel.stop()
+    assert ffmpeg_children() == []
+    assert panel.state.status == "stopped" and not panel.running
+    assert panel.state.text and panel.state.text != TEXT
+    assert not rtlab_tasks()
+    assert not panel._start_button.disabled and panel._stop_button.disabled
+    with pytest.raises(RuntimeError, match="stopped before the end"):
+        panel.results
+
+
+async def test_the_stop_button_ends_every_stream_of_a_compare_panel(tone_wav, no_ffmpeg_left):
+    panel = ComparePanel(tone_wav, ["backend=test,min_chunk=0.5", "backend=test,min_chunk=1"], clock="wall",
+                         view="widgets")  # fmt: skip
+    panel.widget
+    panel.start()
+    await until(lambda: any(c.state.committed for c in panel.columns))
+    panel._stop_button.click()
+    await panel.wait()
+    assert [c.state.status for c in panel.columns] == ["stopped", "stopped"]
+    assert not rtlab_tasks()
+    assert panel.stop() is not None  # stopping twice is harmless
+
+
+async def test_a_new_panel_from_the_same_cell_stops_the_old_one_first(tone_wav, monkeypatch, ffmpeg_children,
+                                                                      no_ffmpeg_left):  # fmt: skip
+    monkeypatch.setattr("rtlab.widgets.panel.cell_key", lambda: "cell 7")
+    old = LivePanel(tone_wav, "backend=test,min_chunk=0.5", clock="wall", view="text")
+    old.start()
+    await until(lambda: old.state.committed)
+    new = LivePanel(tone_wav, "backend=test,min_chunk=0.5", clock="wall", view="text")
+    assert new.state.status == "idle"
+    new.start()
+    assert new.state.status == "waiting"
+    await until(lambda: new.state.committed)
+    assert old.state.status == "stopped" and not old.running
+    assert len(ffmpeg_children()) == 1
+    await new.stop()
+
+
+def test_rerunning_a_cell_in_a_kernel_stops_the_streams_its_panel_left_running(tmp_path, ffmpeg_children):
+    jupyter_client = pytest.importorskip("jupyter_client.manager", reason="pip install -e '.[test]' (ipykernel)")
+    clip = tmp_path / "long.wav"
+    clip.write_bytes(wav_bytes(tone_words(" ".join([TEXT] * 4))[0]))  # 10 s: still streaming when re-run
+    manager, client = jupyter_client.start_new_kernel(kernel_name="python3")
+    try:
+        def run(code: str) -> str:
+            out: list[str] = []
+            reply = client.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(
+                m["content"].get("text", "") if m["msg_type"] == "stream" else
+                "ERROR " + m["content"]["evalue"] if m["msg_type"] == "error" else ""))  # fmt: skip
+            assert reply["content"]["status"] == "ok", "".join(out)
+            return "".join(out)
+
+        cell = f"panel = LivePanel({str(clip)!r}, 'backend=test,min_chunk=0.5', clock='wall'); panel.start()"
+        run("from rtlab.widgets import LivePanel")
+        run(cell)
+        run("import asyncio\nwhile not panel.state.committed: await asyncio.sleep(0.05)\nfirst = panel")
+        assert len(ffmpeg_children()) == 1
+        run(cell)  # the same cell again
+        out = run("await first.wait()\nprint(first.state.status, first.running, panel.state.status)")
+        assert out.split() == ["stopped", "False", "waiting"] or out.split()[:2] == ["stopped", "False"]
+        run("while not panel.state.committed: await asyncio.sleep(0.05)")
+        assert len(ffmpeg_children()) == 1  # the new stream's; the old one's has ended
+        assert run("await panel.stop(); print(panel.state.status)").strip() == "stopped"
+        assert ffmpeg_children() == []
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+# --------------------------------------------------------------------------- results
+
+
+async def test_results_are_a_dataframe_and_save_as_rtlab_bench_writes_them(tone_corpus, tmp_path):
+    from rtlab.eval.bench import run_bench_async
+    from rtlab.eval.corpus import load_corpus
+
+    utterance = load_corpus(tone_corpus)[0]
+    configs = ["backend=test,min_chunk=0.5", "backend=test,min_chunk=1"]
+    panel = ComparePanel(utterance, configs, view="text")
+    await panel.start()
+    frame = panel.results
+    assert list(frame["config.name"]) == [c.label for c in (StreamConfig.parse(c) for c in configs)]
+    assert {"hypothesis", "wer.value", "latency.median", "latency.p95", "first_text_latency", "rtf"} <= set(frame)
+    assert list(frame["hypothesis"]) == [utterance.text] * 2
+    written = panel.save(tmp_path / "panel")
+    assert [p.name for p in written] == ["results.jsonl", "wer_vs_latency.png", "latency_cdf.png", "lag.png"]
+    mine = [json.loads(line) for line in (tmp_path / "panel" / "results.jsonl").read_text().splitlines()]
+    bench = await run_bench_async(tone_corpus, [StreamConfig.parse(c) for c in configs])
+    theirs = bench.records()
+    assert [r["record"] for r in mine] == ["run", "stream", "stream", "summary", "summary"]
+    for kind in ("run", "stream", "summary"):
+        assert {tuple(sorted(r)) for r in mine if r["record"] == kind} == \
+               {tuple(sorted(r)) for r in theirs if r["record"] == kind}  # fmt: skip
+
+
+def test_audio_can_be_int16_samples_or_an_utterance(tones, tone_corpus):
+    from rtlab.eval.corpus import load_corpus
+    from rtlab.widgets.sources import audio_source
+
+    pcm = (tones * 32767).astype(np.int16)
+    source = audio_source(pcm, reference=TEXT)
+    assert source.samples.dtype == np.float32 and np.allclose(source.samples, tones, atol=1e-4)
+    utterance = load_corpus(tone_corpus)[0]
+    assert audio_source(utterance).reference == utterance.text
+    with pytest.raises(ValueError, match="mono"):
+        audio_source(np.zeros((2, 100), np.float32))
+    with pytest.raises(TypeError, match="file path, a corpus Utterance or a 1-D NumPy array"):
+        audio_source(42)
+
+
+# --------------------------------------------------------------------------- the editor
+
+
+async def test_the_editor_adds_and_changes_configurations_from_registry_dropdowns(tones):
+    panel = ComparePanel(tones, ["backend=test,min_chunk=1"], view="widgets")
+    panel.widget
+    editor = panel._editor
+    assert set(editor.backend.options) == set(get_registry().names("backend"))
+    assert set(editor.policy.options) == set(get_registry().names("policy"))
+    editor.backend.value, editor.options.value = "test", "min_chunk=0.5"
+    editor.apply.click()
+    assert [c.config.label for c in panel.columns] == ["test local-agreement min_chunk=1",
+                                                        "test local-agreement min_chunk=0.5"]  # fmt: skip
+    assert len(panel._columns_box.children) == 2
+    editor.target.value = 0
+    assert editor.options.value == "min_chunk=1" and editor.apply.description == "Apply"
+    editor.options.value = "min_chunk=2, compute_rtf=0"
+    editor.apply.click()
+    assert panel.columns[0].config.policy_options == {"min_chunk": 2}
+    editor.target.value = -1
+    editor.options.value = "no_such_option=1"
+    editor.apply.click()
+    assert "no_such_option" in editor.message.value and len(panel.columns) == 2
+    editor.target.value = 1
+    editor.delete.click()
+    assert len(panel.columns) == 1
+    task = panel.start()
+    with pytest.raises(RuntimeError, match="stop it"):
+        panel.add("backend=test")
+    assert editor.apply.disabled
+    await task
+
+
+# --------------------------------------------------------------------------- outside Jupyter
+
+
+SCRIPT = """
+from rtlab.testing import tone_words
+from rtlab.widgets import ComparePanel, LivePanel
+audio = tone_words("alpha bravo charlie")[0]
+panel = ComparePanel(audio, ["backend=test,min_chunk=0.5", "backend=nope"], reference="alpha bravo charlie")
+assert panel.view == "text" and panel.widget is None
+panel.run()
+print("=== describe ===")
+print(panel)
+print(panel._repr_mimebundle_()["text/plain"] == str(panel))
+"""
+
+
+def test_outside_jupyter_panels_print_a_readable_text_form():
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    streamed, _, described = result.stdout.partition("=== describe ===\n")
+    assert "comparing 2 configurations on array (1.8 s) (simulated clock)" in streamed
+    assert "[2] backend=nope: unknown backend 'nope'" in streamed
+    assert "alpha" in streamed and "WER" in streamed and "0.0%" in streamed
+    assert "[1] test local-agreement min_chunk=0.5: done" in described
+    assert "    alpha bravo charlie" in described
+    assert "error: unknown backend 'nope'" in described
+    assert described.rstrip().endswith("True")
+
+
+def test_importing_the_widgets_loads_no_heavy_module():
+    code = (
+        "import sys, rtlab; rtlab.widgets; from rtlab.widgets import ComparePanel, LivePanel; "
+        "print(','.join(m for m in ('ipywidgets', 'matplotlib', 'pandas') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_run_refuses_a_running_event_loop_and_start_needs_one(tones):
+    panel = ComparePanel(tones, ["backend=test"], view="text")
+    with pytest.raises(RuntimeError, match="panel.run()"):
+        panel.start()
+
+    async def inside() -> None:
+        with pytest.raises(RuntimeError, match="await panel.wait"):
+            panel.run()
+
+    asyncio.run(inside())
