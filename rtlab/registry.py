@@ -150,7 +150,8 @@ def _check_contract(kind: str, cls: type, plugin: str) -> None:
 
 def plugins_info(include_internal: bool = False) -> list[dict]:
     """One record per loaded plugin: name, version, hooks, what it registered and refused,
-    and whether it is internal (rtlab's own test plugin: listed only with ``include_internal``)."""
+    whether it is internal (rtlab's own test plugin: listed only with ``include_internal``),
+    and ``devices``, per backend that declares them, for a plugin whose backends do."""
     registry = get_registry()
     pm = load_plugins()
     records = []
@@ -162,14 +163,27 @@ def plugins_info(include_internal: bool = False) -> list[dict]:
             PLURALS[kind]: sorted(r.name for r in registry.entries[kind].values() if r.plugin == plugin_name)
             for kind in KINDS
         }
-        records.append(
-            {
-                "name": plugin_name,
-                "version": plugin_version(plugin_name),
-                "internal": plugin_name in INTERNAL_PLUGINS,
-                "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
-                "registered": {k: v for k, v in registered.items() if v},
-                "rejected": [r for r in registry.rejected if r["plugin"] == plugin_name],
-            }
-        )
+        record = {
+            "name": plugin_name,
+            "version": plugin_version(plugin_name),
+            "internal": plugin_name in INTERNAL_PLUGINS,
+            "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
+            "registered": {k: v for k, v in registered.items() if v},
+            "rejected": [r for r in registry.rejected if r["plugin"] == plugin_name],
+        }
+        devices = backend_devices(registry, registered["backends"])
+        if devices:
+            record["devices"] = devices
+        records.append(record)
     return sorted(records, key=lambda r: r["name"])
+
+
+def backend_devices(registry: Registry, names: list[str]) -> dict[str, list[str]]:
+    """The devices of each backend in ``names`` that declares them
+    (:meth:`~rtlab.backends.Backend.devices`, a cheap probe that loads no model)."""
+    found = {}
+    for name in names:
+        devices = registry.get("backend", name).devices()
+        if devices is not None:
+            found[name] = list(devices)
+    return found

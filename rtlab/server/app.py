@@ -128,12 +128,15 @@ class TranscriptionServer:
 
         def describe(kind: str, name: str) -> dict[str, Any]:
             entry = registry.entries[kind][name]
-            return {
+            described = {
                 "name": name,
                 "description": getattr(entry.cls, "description", ""),
                 "plugin": entry.plugin,
                 "options": {k: _jsonable(v) for k, v in accepted_options(entry.cls).items()},
             }
+            if kind == "backend":  # where it can compute here; None when it does not say
+                described["devices"] = entry.cls.devices()
+            return described
 
         stream = self.config.stream
         return {
