@@ -388,3 +388,63 @@ def test_deadline_never_commits_words_only_one_pass_heard():
 def test_deadline_must_be_a_positive_number_of_seconds(value):
     with pytest.raises(InvalidOption, match="deadline_sec"):
         policy_for("a@0.0-0.2", deadline_sec=value)
+
+
+# -- the voice-activity controller (vad=True) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speech(data_dir) -> np.ndarray:
+    pytest.importorskip("onnxruntime", reason="the voice-activity controller needs onnxruntime")
+    pytest.importorskip("faster_whisper", reason="Silero VAD's model ships with faster-whisper")
+    from rtlab.decoders.files import decode_audio
+
+    return decode_audio(data_dir / "fox.ogg")  # 6.1 s of speech, trailing 0.3 s of quiet
+
+
+def feed(policy: LocalAgreement, audio: np.ndarray, seconds: float = 1.0) -> list:
+    """Insert ``audio`` ``seconds`` at a time, one pass after each piece; the steps."""
+    piece = int(seconds * SR)
+    return [
+        (policy.insert_audio(audio[i : i + piece]), policy.process_iter())[1] for i in range(0, len(audio), piece)
+    ]
+
+
+def test_vad_skips_passes_over_silence_before_anyone_speaks():
+    policy, backend = policy_for("ghost@0.1-0.4", vad=True)
+    steps = feed(policy, np.zeros(4 * SR, np.float32))
+    assert backend.prompts == [], "no model call over silence"
+    assert all(s.committed == [] and s.partial == [] for s in steps)
+    assert policy.skipped_passes == 4
+    assert policy.buffered_seconds <= 0.5 + 1e-6  # the buffer does not grow over silence
+
+
+def test_vad_commits_an_utterance_at_its_end_without_waiting_for_agreement(speech):
+    # Every pass hears the utterance differently: without the controller nothing would
+    # ever be committed; with it, the pause after the speech commits the last reading.
+    hypotheses = [f"reading{i}@0.5-1.0 of@1.1-1.3 the@1.4-1.6 fox@2.0-2.4" for i in range(20)]
+    policy, backend = policy_for(*hypotheses, vad=True, vad_silence_ms=500)
+    audio = np.concatenate([speech, np.zeros(2 * SR, np.float32)])
+    steps = feed(policy, audio, 0.5)
+    committed = [w["text"] for s in steps for w in s.committed]
+    assert committed[-4:-3][0].startswith("reading") and committed[-3:] == ["of", "the", "fox"]
+    calls = len(backend.prompts)
+    # The utterance ended: the buffer was cut in the pause, and the silence after it costs
+    # no model call.
+    assert policy.buffer_offset > len(speech) / SR - 1.0
+    more = feed(policy, np.zeros(2 * SR, np.float32), 0.5)
+    assert len(backend.prompts) == calls and all(s.committed == [] for s in more)
+
+
+def test_vad_transcribes_again_when_speech_resumes(speech):
+    policy, backend = policy_for(*[f"w{i}@0.5-0.9" for i in range(40)], vad=True)
+    feed(policy, np.concatenate([speech, np.zeros(SR, np.float32)]), 0.5)
+    calls = len(backend.prompts)
+    feed(policy, speech[: 2 * SR], 0.5)
+    assert len(backend.prompts) > calls
+
+
+@pytest.mark.parametrize("options", [{"vad": "yes"}, {"vad_silence_ms": 20}, {"vad_silence_ms": True}])
+def test_vad_options_are_checked(options):
+    with pytest.raises(InvalidOption, match="vad"):
+        LocalAgreement(ScriptedBackend(), language="en", **options)

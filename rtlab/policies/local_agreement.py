@@ -28,6 +28,10 @@ than a tenth of its speech level (90th percentile). The reference is mainly the
 background: a quiet speaker after a loud one is still louder than the pauses around them,
 and a steady sound with no pauses is never taken for silence. ``silence_factor=0`` turns
 the check off.
+
+``vad=True`` adds the voice-activity controller (:mod:`rtlab.policies.vac`, Silero VAD):
+passes over silence are skipped, and when a pause of ``vad_silence_ms`` ends an utterance,
+what the buffer holds is committed at once and the buffer is cut in the pause.
 """
 
 from __future__ import annotations
@@ -40,11 +44,14 @@ import numpy as np
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
 from ..levels import frame_rms, silence_level
+from ..vad import Pause
 from . import Policy, Step
+from .vac import VoiceActivityController
 
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
 _WORD_MARGIN = 0.25  # seconds
 PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
+KEEP_SILENCE = 0.5  # seconds of silence a buffer keeps before speech (voice-activity controller)
 
 
 def _key(word: Word) -> str:
@@ -80,6 +87,8 @@ class LocalAgreement(Policy):
         silence_factor: float = 2.0,
         overload_trimming_sec: float = 5.0,
         deadline_sec: float | None = None,
+        vad: bool = False,
+        vad_silence_ms: float = 500,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -102,6 +111,15 @@ class LocalAgreement(Policy):
         self.silence_factor = float(silence_factor)
         self.overload_trimming_sec = float(overload_trimming_sec)
         self.deadline_sec = None if deadline_sec is None else float(deadline_sec)
+        if not isinstance(vad, bool):
+            raise InvalidOption(f"policy 'local-agreement': vad must be true or false, not {vad!r}")
+        if isinstance(vad_silence_ms, bool) or not isinstance(vad_silence_ms, (int, float)) or not 100 <= vad_silence_ms <= 5000:
+            raise InvalidOption(
+                f"policy 'local-agreement': vad_silence_ms must be a number of milliseconds from 100 to 5000, "
+                f"not {vad_silence_ms!r}"
+            )
+        self.vac = VoiceActivityController(min_silence_ms=vad_silence_ms) if vad else None
+        self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.dropped_silent_words = 0
         self.deadline_commits = 0  # words committed by the deadline, without agreement
         self.audio = np.zeros(0, dtype=np.float32)
@@ -119,6 +137,8 @@ class LocalAgreement(Policy):
 
     def insert_audio(self, pcm: np.ndarray) -> None:
         self.audio = np.concatenate([self.audio, np.asarray(pcm, dtype=np.float32)])
+        if self.vac is not None:
+            self.vac.insert(pcm)
 
     def _is_silent(self, word: Word, threshold: float) -> bool:
         """Whether no frame of the buffer audio around ``word`` (buffer-relative times)
@@ -178,6 +198,13 @@ class LocalAgreement(Policy):
         return words
 
     def process_iter(self) -> Step:
+        if self.vac is not None:
+            heard = self.vac.update()
+            pause = self.vac.utterance_end()
+            if pause is not None:
+                return self._end_utterance(pause)
+            if not heard and not self.vac.in_utterance:
+                return self._skip_silence()
         hypothesis = self.transcribe_buffer()
         agreed = 0
         for old, new in zip(self.previous, hypothesis):
@@ -275,11 +302,34 @@ class LocalAgreement(Policy):
         if self.buffered_seconds > self.max_buffer_sec:
             # Nothing (or too little) committed to cut at, e.g. long noise: drop the oldest audio.
             cut = max(cut, self.buffer_offset + self.buffered_seconds - self.buffer_trimming_sec)
+        self._cut_at(cut)
+
+    def _cut_at(self, cut: float) -> None:
+        """Drop the buffer's audio before stream time ``cut``."""
         if cut <= self.buffer_offset:
             return
         samples = min(len(self.audio), int(round((cut - self.buffer_offset) * SAMPLE_RATE)))
         self.audio = self.audio[samples:]
         self.buffer_offset += samples / SAMPLE_RATE
+
+    def _end_utterance(self, pause: Pause) -> Step:
+        """Voice activity: an utterance ended. One pass over the buffer, and every word it
+        heard is committed without waiting for another pass to agree: only silence follows
+        (words heard in it are dropped as usual). The buffer is cut in the pause, keeping
+        ``KEEP_SILENCE`` seconds of it before whatever comes next."""
+        tail = self.transcribe_buffer()
+        self.previous = []
+        self.committed.extend(tail)
+        self._cut_at(max(pause.start, pause.end - KEEP_SILENCE))
+        return Step(committed=tail, partial=[])
+
+    def _skip_silence(self) -> Step:
+        """Voice activity: nobody spoke since the last pass, and nothing waits to be
+        committed. No pass (no model call, no words heard in the silence); the buffer keeps
+        only its last ``KEEP_SILENCE`` seconds, so that speech starts a short buffer."""
+        self.skipped_passes += 1
+        self._cut_at(self.buffer_offset + self.buffered_seconds - KEEP_SILENCE)
+        return Step(committed=[], partial=list(self.previous))
 
     def finish(self) -> Step:
         """One last pass over the whole buffer, then commit every word in it."""

@@ -1,0 +1,65 @@
+"""The voice-activity controller: what a policy learns from voice activity between passes.
+
+A policy with the controller (``vad=True`` on LocalAgreement) hands it every piece of audio
+it receives (:meth:`VoiceActivityController.insert`, cheap, on the event loop) and asks it
+at the start of each pass, on the pass's thread, where the VAD runs
+(:meth:`~VoiceActivityController.update`):
+
+* did anyone speak since the last pass? A pass over nothing but silence is skipped: no
+  model call, and no words "heard" in the silence;
+* did an utterance end (a pause of ``min_silence_ms`` after speech)? The policy then
+  commits what it heard up to the pause without waiting for two passes to agree, and cuts
+  its buffer there.
+
+This is what whisper_streaming and WhisperLiveKit call VAC; the detection is
+:mod:`rtlab.vad` (Silero VAD).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import SAMPLE_RATE
+from ..vad import FRAME, Pause, VoiceActivity
+
+
+class VoiceActivityController:
+    """Voice activity of one stream, as a policy asks about it pass by pass.
+
+    :param min_silence_ms: a pause this long after speech ends an utterance.
+    :param threshold: Silero's speech probability at which speech starts.
+    """
+
+    def __init__(self, *, min_silence_ms: float = 500, threshold: float = 0.5) -> None:
+        self.activity = VoiceActivity(threshold=threshold, min_silence_ms=min_silence_ms)
+        self._pending: list[np.ndarray] = []
+        self._speech_frames_seen = 0
+        self._handled_pause_end: float = -1.0
+
+    def insert(self, pcm: np.ndarray) -> None:
+        """Audio the policy received (the VAD runs on it at the next :meth:`update`)."""
+        self._pending.append(np.asarray(pcm, np.float32))
+
+    def update(self) -> bool:
+        """Run the VAD over the audio received since the last update; whether any speech
+        was heard in it (or is still going on)."""
+        for pcm in self._pending:
+            self.activity.process(pcm)
+        self._pending = []
+        heard = self.activity.speech_frames > self._speech_frames_seen or self.activity.speaking
+        self._speech_frames_seen = self.activity.speech_frames
+        return heard
+
+    def utterance_end(self) -> Pause | None:
+        """The pause that ended the last utterance, once, when it was not handled yet."""
+        pause = self.activity.utterance_ended()
+        if pause is None or pause.start <= self._handled_pause_end:
+            return None
+        self._handled_pause_end = pause.start
+        return pause
+
+    @property
+    def in_utterance(self) -> bool:
+        """Whether speech was heard since the last utterance ended (or the stream began)."""
+        end = self.activity.last_speech_end
+        return end is not None and end * FRAME / SAMPLE_RATE > self._handled_pause_end
