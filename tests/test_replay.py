@@ -28,7 +28,7 @@ def tones() -> tuple[np.ndarray, list[dict]]:
 def _skeleton(events: list[dict]) -> list[dict]:
     """Events without ``emitted_at`` (which carries measured compute time) and without
     the summary's compute figures."""
-    drop = {"emitted_at", "compute_seconds", "rtf"}
+    drop = {"emitted_at", "compute_seconds", "measured_compute_seconds", "rtf"}
     return [{k: v for k, v in e.items() if k not in drop} for e in events]
 
 
