@@ -1,34 +1,45 @@
-"""Offline speed, accuracy and memory of each engine: backend x model x compute type.
+"""Offline speed, accuracy and memory of each engine, side by side on the same weights.
 
 For every configuration a fresh Python process loads the model and transcribes every
 file of the corpus in one offline pass (``backend.transcribe`` on the whole file, as in
-:mod:`rtlab.eval.offline`), so that its peak memory (``ru_maxrss``) belongs to that
-configuration alone. Prints a table and writes ``engines.json`` and ``engines.png``.
+:mod:`rtlab.eval.offline`), so that its peak memory (``ru_maxrss``, and PyTorch's peak on
+a GPU) belongs to that configuration alone. The defaults put both engines on the embedded
+tiny.en: faster-whisper int8 and float32, and openai-whisper float32 on the same weights
+converted. Prints a table per engine, device and compute type, and writes
+``engines.json`` and ``engines.png``; ``--markdown FILE`` also writes the dated page for
+docs/benchmarks/ (hardware, software, model, normalizer, the command, the table).
 
-    python benchmarks/engines.py                       # tiny.en int8/float32, base int8
-    python benchmarks/engines.py --config backend=faster-whisper,model=base,compute_type=float32
+    python benchmarks/engines.py --language en --markdown docs/benchmarks/DATE-engines.md
+    python benchmarks/engines.py --config backend=openai-whisper,model=base,name=ow-base
     python benchmarks/engines.py --corpus path/to/corpus --out results/
 
 Default corpus: the shared English speech (``rtlab.eval.corpus.shared_speech_dir()``).
+16 kHz mono 16-bit WAV files are read without FFmpeg (a machine without one can run it).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import resource
+import shlex
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIGS = (
     "backend=faster-whisper,model=tiny.en,compute_type=int8",
     "backend=faster-whisper,model=tiny.en,compute_type=float32",
-    "backend=faster-whisper,model=base,compute_type=int8",
+    "backend=openai-whisper,model=tiny.en,compute_type=float32",
 )
 WORKER_TIMEOUT_S = 1800
+#: Packages whose versions a run records, besides rtlab.eval.metrics.environment_info's.
+ENGINE_PACKAGES = ("rtlab-faster-whisper", "rtlab-openai-whisper", "openai-whisper", "torch")
 
 
 def _rss_bytes() -> int | None:
@@ -43,6 +54,28 @@ def _rss_bytes() -> int | None:
     return None
 
 
+def read_audio(path: Path):
+    """16 kHz mono float32 samples of ``path``: a 16 kHz mono 16-bit WAV directly, anything
+    else through FFmpeg (rtlab.decoders.files.decode_audio)."""
+    import numpy as np
+
+    from rtlab.decoders.files import decode_audio
+
+    if path.suffix.lower() == ".wav":
+        with wave.open(str(path), "rb") as wav:
+            if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getcomptype()) == (16000, 1, 2, "NONE"):
+                return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float32) / 32768
+    return decode_audio(path)
+
+
+def _gpu_memory() -> dict[str, Any]:
+    """PyTorch's peak GPU memory in this process, and the GPU's name, when it used CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"gpu": torch.cuda.get_device_name(), "peak_gpu_bytes": int(torch.cuda.max_memory_allocated())}
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process; returns the measurements (JSON-ready)."""
     import numpy as np
@@ -50,11 +83,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from rtlab.core.instances import get_backend
     from rtlab.eval.corpus import load_corpus
     from rtlab.eval.metrics import wer
-    from rtlab.decoders.files import decode_audio
     from rtlab.eval.offline import transcribe_samples
 
     utterances = load_corpus(spec["corpus"], language=spec.get("language"))
-    audio = [decode_audio(u.audio) for u in utterances]
+    audio = [read_audio(Path(u.audio)) for u in utterances]
     baseline = _rss_bytes()
     backend = get_backend(spec["backend"], **spec["options"])
     started = time.perf_counter()
@@ -78,6 +110,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "wer": error_rate.to_dict(),
         "peak_rss_bytes": peak,
         "baseline_rss_bytes": baseline,
+        **_gpu_memory(),
         "hypotheses": {u.id: h for u, h in zip(utterances, hypotheses)},
     }
 
@@ -99,24 +132,73 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MiB"
 
 
-def format_table(records: list[dict[str, Any]]) -> str:
-    """One row per configuration: load, RTF, WER, peak memory and what the model added."""
-    columns = ("configuration", "load+warm-up", "RTF", "WER", "peak RSS", "RSS over baseline")
-    rows = [list(columns)]
+COLUMNS = ("configuration", "engine", "device", "compute type", "threads", "load+warm-up", "RTF", "WER",
+           "peak RSS", "RSS over baseline", "peak GPU")  # fmt: skip
+
+
+def rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """The table's cells: one row per configuration."""
+    cells = []
     for r in records:
         m = r["result"]
         if "error" in m:
-            rows.append([r["name"], "failed: " + m["error"], "", "", "", ""])
+            cells.append([r["name"], "failed: " + m["error"]] + [""] * (len(COLUMNS) - 2))
             continue
+        info = m["backend_info"]
         over = m["peak_rss_bytes"] - m["baseline_rss_bytes"] if m["baseline_rss_bytes"] else None
-        rows.append([
-            r["name"], f"{m['load_and_warmup_seconds']:.1f} s", f"{m['rtf']:.3f}",
-            f"{100 * m['wer']['value']:.1f}%", _mib(m["peak_rss_bytes"]), _mib(over),
+        threads = info.get("cpu_threads") if info.get("device") == "cpu" else None
+        cells.append([
+            r["name"], info.get("backend", ""), str(info.get("device", "")), str(info.get("compute_type", "")),
+            "-" if threads is None else str(threads), f"{m['load_and_warmup_seconds']:.1f} s", f"{m['rtf']:.3f}",
+            f"{100 * m['wer']['value']:.1f}%", _mib(m["peak_rss_bytes"]), _mib(over), _mib(m.get("peak_gpu_bytes")),
         ])  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    return cells
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """One row per configuration: engine, device, compute type, load, RTF, WER, memory."""
+    table = [list(COLUMNS)] + rows(records)
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
     lines = ["  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
-             for row in rows]  # fmt: skip
+             for row in table]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any], command: str, subtitle: str) -> str:
+    """The dated page for docs/benchmarks/: what was run, where, and the table."""
+    environment = report["environment"]
+    packages = {**environment.get("packages", {}), **report.get("engine_packages", {})}
+    software = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
+    gpus = sorted({r["result"].get("gpu") for r in report["configurations"] if r["result"].get("gpu")})
+    hardware = f"{environment.get('cpu_count')} CPU cores ({environment.get('machine')}), " + (
+        f"{environment.get('memory_total_bytes', 0) / 2**30:.1f} GiB, " + (", ".join(gpus) if gpus else "no GPU used")
+    )
+    models = sorted({f"{r['result']['backend_info'].get('model')}" for r in report["configurations"] if "error" not in r["result"]})
+    lines = [
+        f"# `benchmarks/engines.py`, engines side by side, {report['date']}",
+        "",
+        "One offline pass per file, one fresh process per configuration, greedy decoding: load and",
+        "warm-up time, RTF, WER, peak resident memory and memory over the baseline before loading",
+        "(and PyTorch's peak GPU memory on a GPU). The engines run the same weights: openai-whisper's",
+        "checkpoint is converted from the CTranslate2 model faster-whisper runs (`rtlab models convert`).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {report['date']} |",
+        f"| hardware | {hardware}; {report.get('load_note', 'other work may have shared the machine')} |",
+        f"| software | {software} |",
+        f"| model | {', '.join(models)} |",
+        "| clock | none (offline passes) |",
+        f"| normalizer | `{report['normalizer']}` |",
+        f"| corpus | {report['corpus_note']} |",
+        f"| command | `{command}` |",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "| --- | " + " | ".join("---:" if i > 1 else "---" for i in range(1, len(COLUMNS))) + " |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(report["configurations"])]
+    lines += ["", subtitle, ""]
     return "\n".join(lines)
 
 
@@ -151,6 +233,16 @@ def plot(records: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     return path
 
 
+def _engine_packages() -> dict[str, str | None]:
+    found = {}
+    for name in ENGINE_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", help="corpus folder or manifest (default: the shared English speech)")
@@ -158,16 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="output folder (default: results/)")
     parser.add_argument("--normalizer", default="auto", help="auto, whisper-english, whisper-basic or none")
     parser.add_argument("--language", default=None, help="language of corpus files that name none")
+    parser.add_argument("--markdown", default=None, help="also write the dated page for docs/benchmarks/ here")
+    parser.add_argument("--load-note", default=None, help="what else ran on the machine, for the page")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
+    from rtlab.config import StreamConfig
     from rtlab.eval.bench import hardware_summary, resolve_normalizer
     from rtlab.eval.corpus import load_corpus, shared_speech_dir
     from rtlab.eval.metrics import environment_info
-    from rtlab.config import StreamConfig
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:
@@ -187,21 +281,30 @@ def main(argv: list[str] | None = None) -> int:
         spec = {"corpus": str(corpus), "backend": config.backend, "options": config.backend_kwargs(),
                 "language": args.language, "normalizer": normalizer}  # fmt: skip
         records.append({"name": name, "config": config.to_dict(), "result": run_configuration(spec)})
-    audio = sum(r["result"].get("audio_seconds", 0) for r in records[:1])
+    audio = next((r["result"]["audio_seconds"] for r in records if "audio_seconds" in r["result"]), 0.0)
+    words = sum(len(u.text.split()) for u in utterances)
     subtitle = (f"{len(utterances)} files, {audio:.1f} s · normalizer: {normalizer} · clock: none (offline) · "
                 f"{hardware_summary(environment)}")  # fmt: skip
     print(f"corpus: {corpus}\n{subtitle}")
     print(format_table(records))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "engines", "corpus": str(corpus), "normalizer": normalizer,
-              "clock": "offline", "environment": environment, "configurations": records}  # fmt: skip
+    report = {"benchmark": "engines", "date": datetime.date.today().isoformat(), "corpus": str(corpus),
+              "corpus_note": f"{corpus}: {len(utterances)} files, {audio:.1f} s, {words} reference words",
+              "normalizer": normalizer, "clock": "offline", "environment": environment,
+              "engine_packages": _engine_packages(), "configurations": records}  # fmt: skip
+    if args.load_note:
+        report["load_note"] = args.load_note
     (out / "engines.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     written = [out / "engines.json"]
     try:
         written.append(plot(records, out / "engines.png", subtitle))
     except ImportError:
         print("plot skipped: matplotlib is not installed (pip install 'rtlab[plots]')", file=sys.stderr)
+    if args.markdown:
+        command = "python benchmarks/engines.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        Path(args.markdown).write_text(markdown(report, command.strip(), subtitle), encoding="utf-8")
+        written.append(Path(args.markdown))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0 if all("error" not in r["result"] for r in records) else 1
 

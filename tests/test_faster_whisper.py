@@ -357,3 +357,75 @@ def test_audio_too_short_for_a_word_gives_no_words(window):
     backend = ensure_loaded(get_backend("faster-whisper", window=window))
     for samples in (0, 1, 200, 319):
         assert backend.transcribe(np.zeros(samples, np.float32), language="en") == []
+
+
+# -- devices -------------------------------------------------------------------------------------
+
+
+def test_cuda_where_ctranslate2_sees_no_gpu_is_refused_in_one_line(monkeypatch):
+    import ctranslate2
+
+    from rtlab.errors import BackendUnavailable
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
+    with pytest.raises(BackendUnavailable, match=r"device=cuda, but CTranslate2 \S+ sees no CUDA device") as refused:
+        ensure_loaded(get_backend("faster-whisper", device="cuda"))
+    assert "\n" not in str(refused.value) and "use device=cpu or auto" in str(refused.value)
+
+
+def test_cuda_without_its_libraries_names_them_and_auto_stays_on_the_cpu(monkeypatch):
+    import ctranslate2
+
+    from rtlab.errors import BackendUnavailable
+    from rtlab_faster_whisper import devices
+
+    loaded = []
+
+    def cdll(name):
+        loaded.append(name)
+        if name == "libcublas.so.12":
+            raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(devices.sys, "platform", "linux")
+    monkeypatch.setattr(devices.ctypes, "CDLL", cdll)
+    with pytest.raises(BackendUnavailable, match=r"device=cuda needs libcublas.so.12 \(CUDA 12 cuBLAS, cuDNN 9\)") as refused:
+        devices.resolve("cuda")
+    assert "\n" not in str(refused.value) and "nvidia-cublas-cu12" in str(refused.value)
+    assert devices.resolve("auto") == "cpu", "a GPU CTranslate2 cannot use is no reason to fail"
+    assert devices.resolve("cpu") == "cpu"
+    monkeypatch.setattr(devices.ctypes, "CDLL", lambda name: None)
+    assert devices.resolve("cuda") == devices.resolve("auto") == "cuda"
+    assert {"libcublas.so.12", "libcudnn.so.9"} <= set(loaded)
+
+
+def test_a_compute_type_the_gpu_cannot_run_is_refused(monkeypatch):
+    import ctranslate2
+
+    from rtlab.errors import BackendUnavailable
+    from rtlab_faster_whisper import devices
+
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: {"float32", "float16", "int8_float16"})
+    devices.check_compute_type("cuda", "int8_float16")
+    devices.check_compute_type("cpu", "bfloat16")  # the CPU is CTranslate2's to check, as before
+    with pytest.raises(BackendUnavailable, match="compute_type=bfloat16 does not run on this GPU; it runs: float16, float32, int8_float16"):
+        devices.check_compute_type("cuda", "bfloat16")
+
+
+def test_devices_are_reported_without_loading_a_model():
+    import json
+    import subprocess
+    import sys
+
+    from rtlab_faster_whisper import devices
+
+    code = (
+        "import json, sys; from rtlab_faster_whisper import FasterWhisperBackend as B; "
+        "print(json.dumps([B.devices(), 'ctranslate2' in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    found, imported = json.loads(result.stdout)
+    if devices.nvidia_driver_present():
+        assert "cpu" in found
+    else:
+        assert (found, imported) == (["cpu"], False), "without a driver, nothing is imported"

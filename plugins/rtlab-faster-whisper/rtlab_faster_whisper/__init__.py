@@ -13,9 +13,10 @@ from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.levels import frame_rms, silence_level
 from rtlab.core.scheduler import available_cores
 
+from . import devices as _devices
 from .models import not_found_message, resolve_model
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
 
 WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0
@@ -97,12 +98,11 @@ class FasterWhisperBackend(Backend):
     def default_language(self) -> str | None:
         return "en" if self.model_name.endswith(".en") else None
 
-    def _device(self) -> str:
-        if self.requested_device != "auto":
-            return self.requested_device
-        import ctranslate2
-
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    @classmethod
+    def devices(cls) -> list[str]:
+        """``["cuda", "cpu"]`` where CTranslate2 sees a GPU and its CUDA libraries load,
+        ``["cpu"]`` otherwise (nothing imported without an NVIDIA driver)."""
+        return _devices.available()
 
     def load(self) -> None:
         try:
@@ -111,8 +111,9 @@ class FasterWhisperBackend(Backend):
             raise BackendUnavailable(
                 "faster-whisper is not installed: pip install -e plugins/rtlab-faster-whisper"
             ) from error
-        self.device = self._device()
+        self.device = _devices.resolve(self.requested_device)
         self.compute_type = self.requested_compute_type or ("float16" if self.device == "cuda" else "int8")
+        _devices.check_compute_type(self.device, self.compute_type)
         self.model_path = resolve_model(self.model_name)
         self.workers, self.cpu_threads = self._threading()
         # Each worker is a model replica that runs one pass at a time on its own threads;

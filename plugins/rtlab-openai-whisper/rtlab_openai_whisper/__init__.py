@@ -1,0 +1,426 @@
+"""rtlab backend plugin for openai-whisper (Whisper on PyTorch).
+
+Runs the same weights as the faster-whisper backend (the embedded CTranslate2 models,
+converted once; see :mod:`.models`), with the same windowing and the same rules for
+silence, prompts, loops and unaligned text, so that a table comparing the two engines
+compares engines. Word times come from openai-whisper's own cross-attention alignment.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import rtlab
+from rtlab.backends import Backend, Word, shared_models
+from rtlab.core.scheduler import available_cores
+from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
+
+from . import devices as _devices
+from .words import cut_repetition, cut_unaligned, is_quiet_after, key, merge_word_pieces
+
+__version__ = "0.1.0"
+
+WINDOWS = ("buffer", "seek")
+COMPUTE_TYPES = ("float32", "float16")
+WINDOW_SECONDS = 30.0
+# "buffer" windows: decode again from the last word when the model stopped this early,
+# at most this many windows per pass (as rtlab-faster-whisper does).
+CONTINUE_AFTER_SECONDS = 1.0
+MAX_WINDOWS = 2
+# Whisper's own defaults for the no-speech check and the temperature fallback.
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
+MAX_INITIAL_TIMESTAMP = 1.0  # the first segment starts within 1 s of the window
+MIN_SAMPLES = 2 * 160  # two 10 ms feature frames (the alignment needs them)
+MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
+QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
+MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+# openai-whisper's alignment switches its attention kernel off process-wide while it runs
+# (``whisper.model.disable_sdpa`` saves and restores a class attribute): two alignments at
+# once, on two models, could leave it switched off for good.
+_ALIGNMENT_LOCK = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    """One loaded openai-whisper model and the lock its users take: openai-whisper installs
+    forward hooks on the model for every decode (its key/value cache, the alignment's
+    attention weights), so two calls on one model at once would read each other's."""
+
+    model: Any
+    lock: threading.Lock
+    source: str
+
+
+class OpenAIWhisperBackend(Backend):
+    """Whisper through openai-whisper (PyTorch), with word timestamps and probabilities."""
+
+    name = "openai-whisper"
+    description = "Whisper on PyTorch (openai-whisper); float32 on CPU, float16 on CUDA"
+
+    def __init__(
+        self,
+        *,
+        model: str = "tiny.en",
+        device: str = "auto",
+        compute_type: str | None = None,
+        beam_size: int = 1,
+        temperature: float | list[float] = 0.0,
+        cpu_threads: int | None = None,
+        max_tokens_per_second: float = 8.0,
+        window: str = "buffer",
+    ) -> None:
+        prefix = "openai-whisper:"
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidOption(f"{prefix} model must be a model name or a path, not {model!r}")
+        if device not in _devices.CHOICES:
+            raise InvalidOption(f"{prefix} device must be auto, cpu or cuda, not {device!r}")
+        if compute_type is not None and compute_type not in COMPUTE_TYPES:
+            raise InvalidOption(f"{prefix} compute_type must be float32 or float16 (or unset), not {compute_type!r}")
+        if device == "cpu" and compute_type == "float16":
+            raise InvalidOption(f"{prefix} compute_type=float16 needs device=cuda (openai-whisper runs float32 on CPU)")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise InvalidOption(f"{prefix} beam_size must be a whole number >= 1, not {beam_size!r}")
+        temperatures = temperature if isinstance(temperature, (list, tuple)) else [temperature]
+        if not temperatures or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1 for t in temperatures):
+            raise InvalidOption(f"{prefix} temperature must be a number from 0 to 1 or a list of them, not {temperature!r}")
+        if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1):
+            raise InvalidOption(f"{prefix} cpu_threads must be a whole number >= 1, not {cpu_threads!r}")
+        if isinstance(max_tokens_per_second, bool) or not isinstance(max_tokens_per_second, (int, float)) or max_tokens_per_second <= 0:
+            raise InvalidOption(f"{prefix} max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}")
+        if window not in WINDOWS:
+            raise InvalidOption(f"{prefix} window must be one of {', '.join(WINDOWS)}, not {window!r}")
+        self.model_name = model
+        self.requested_device = device
+        self.requested_compute_type = compute_type
+        self.beam_size = beam_size
+        self.temperature = temperature
+        self.temperatures = [float(t) for t in temperatures]
+        self.requested_cpu_threads = cpu_threads
+        self.max_tokens_per_second = float(max_tokens_per_second)
+        self.window = window
+        self.device: str | None = None
+        self.compute_type: str | None = None
+        self.cpu_threads: int | None = None
+        self.loaded_model: LoadedModel | None = None
+
+    # -- capabilities (classmethods: no model is loaded) --------------------------------------
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        """``["cuda", "cpu"]`` where PyTorch is a CUDA build and an NVIDIA driver is present,
+        ``["cpu"]`` otherwise, ``[]`` without PyTorch or openai-whisper; PyTorch is asked
+        only when already imported (``load`` checks the device for real)."""
+        return _devices.available()
+
+    @classmethod
+    def local_models(cls) -> list[dict[str, Any]]:
+        """Embedded CTranslate2 models (converted on first use), converted ones in rtlab's
+        cache, and openai-whisper's own downloads (see ``rtlab models list``)."""
+        from .models import local_models
+
+        return local_models()
+
+    @classmethod
+    def convert_model(cls, source: str, dest: str) -> dict[str, Any]:
+        """Convert a CTranslate2 Whisper folder (or an embedded model's name) into the
+        openai-whisper checkpoint ``dest`` (``rtlab models convert``); returns its summary."""
+        from .convert import convert
+        from .models import conversion_source
+
+        origin = conversion_source(source)
+        target = Path(dest).expanduser()
+        if target.exists():
+            raise ModelNotFound(f"openai-whisper: {target} already exists; remove it or give another destination")
+        return {"path": str(target), **convert(origin, target, label=source)}
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def default_language(self) -> str | None:
+        """English for an English-only model (a ``.en`` name, or a checkpoint whose
+        vocabulary has no language tokens once loaded); None (detect) otherwise."""
+        if self.loaded_model is not None:
+            return None if self.loaded_model.model.is_multilingual else "en"
+        return "en" if self.model_name.endswith(".en") else None
+
+    def load(self) -> None:
+        try:
+            import torch  # noqa: F401
+            import whisper  # noqa: F401
+        except ImportError as error:
+            raise BackendUnavailable(
+                f"openai-whisper is not installed ({error.name} is missing): "
+                f"pip install -c constraints.txt -e plugins/rtlab-openai-whisper"
+            ) from error
+        from .models import resolve
+
+        self.device = _devices.resolve(self.requested_device)
+        self.compute_type = self.requested_compute_type or ("float16" if self.device == "cuda" else "float32")
+        if self.device == "cpu" and self.compute_type == "float16":
+            raise BackendUnavailable(
+                "openai-whisper: compute_type=float16 needs CUDA, and device=auto found none: "
+                "leave compute_type unset (float32 on CPU) or run on a GPU"
+            )
+        self.cpu_threads = self.requested_cpu_threads or default_threads()
+        # One call at a time per loaded model (see LoadedModel); on CPU it keeps this many cores busy.
+        self.cores_per_call = self.cpu_threads if self.device == "cpu" else 0
+        resolved = resolve(self.model_name)
+        source = str(resolved.checkpoint or resolved.download)
+        key = (self.name, source, self.device)
+        self.loaded_model = shared_models.get(key, lambda: self._load_model(resolved))
+
+    def _load_model(self, resolved) -> LoadedModel:
+        import torch
+        import whisper
+        from whisper.model import ModelDimensions, Whisper
+
+        from .models import check_size, not_found_message
+
+        if resolved.download is not None:
+            try:
+                model = whisper.load_model(resolved.download, device=self.device)
+            except Exception as error:  # offline downloads, a broken cache file
+                raise ModelNotFound(not_found_message(resolved.download, error)) from error
+            return LoadedModel(model, threading.Lock(), resolved.download)
+        path = resolved.checkpoint
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            dims = ModelDimensions(**checkpoint["dims"])
+            state = checkpoint["model_state_dict"]
+        except Exception as error:  # a truncated file, another format
+            detail = " ".join(str(error).split())[:200]
+            raise ModelNotFound(
+                f"openai-whisper: {path} is not a readable openai-whisper checkpoint ({type(error).__name__}: "
+                f"{detail}); convert it again (rtlab models convert) or delete it"
+            ) from None
+        check_size(checkpoint, resolved, Path(path))
+        model = Whisper(dims)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise ModelNotFound(f"openai-whisper: {path} does not fit its own dimensions: {str(error).splitlines()[0]}") from None
+        heads = checkpoint.get("alignment_heads")
+        if heads:
+            mask = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+            for layer, head in heads:
+                mask[layer, head] = True
+            model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+        return LoadedModel(model.to(self.device).eval(), threading.Lock(), str(path))
+
+    # -- transcribing --------------------------------------------------------------------------
+
+    def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
+        if len(audio) < MIN_SAMPLES:
+            return []  # too short to hear a word (and the alignment needs two feature frames)
+        import torch
+
+        loaded = self.loaded_model
+        with loaded.lock, torch.inference_mode():
+            if self.device == "cpu":
+                torch.set_num_threads(self.cpu_threads)
+            if self.window == "buffer" and len(audio) <= WINDOW_SECONDS * 16_000:
+                return self._transcribe_window(audio, prompt=prompt, language=language)
+            return self._transcribe_seek(audio, prompt=prompt, language=language)
+
+    def _token_budget(self, seconds: float) -> int:
+        # Bounded work per pass: a token budget for the audio's length, so that a decoder
+        # stuck repeating itself costs about a normal pass, not many times the audio.
+        return int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
+
+    def log_mel(self, audio: np.ndarray):
+        """The log-Mel spectrogram of ``audio`` and its number of frames of audio (the
+        rest is the 30 s of padding openai-whisper appends), on the model's device."""
+        from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+
+        model = self.loaded_model.model
+        mel = log_mel_spectrogram(audio.astype(np.float32), model.dims.n_mels, padding=N_SAMPLES, device=self.device)
+        return mel, mel.shape[-1] - N_FRAMES
+
+    def encode(self, windows):
+        """The encoder on a batch of 30 s log-Mel windows (``[batch, n_mels, 3000]``), in
+        the compute type: one encoder run for many passes (what a batched call builds on)."""
+        import torch
+
+        dtype = torch.float16 if self.compute_type == "float16" else torch.float32
+        return self.loaded_model.model.encoder(windows.to(self.device, dtype))
+
+    def _transcribe_window(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
+        """A streaming buffer of at most 30 s as one window: one encoder run, one decode,
+        word times from the cross-attention alignment on that encoder output. When the
+        model stopped more than ``CONTINUE_AFTER_SECONDS`` before the buffer's end, one
+        more window is decoded from its last word, prompted with the text so far (the
+        rtlab-faster-whisper README explains why, and why not openai-whisper's own loop)."""
+        from whisper.audio import FRAMES_PER_SECOND, N_FRAMES, pad_or_trim
+        from whisper.decoding import detect_language
+        from whisper.timing import add_word_timestamps
+        from whisper.tokenizer import get_tokenizer
+
+        model = self.loaded_model.model
+        mel, frames = self.log_mel(audio)
+        frames = min(frames, N_FRAMES)
+        seconds = frames / FRAMES_PER_SECOND
+        tokenizer = None
+        previous: list[int] = []
+        seek = 0
+        pieces: list[tuple[str, float, float, float]] = []
+        for _ in range(MAX_WINDOWS):
+            features = self.encode(pad_or_trim(mel[:, seek:frames], N_FRAMES)[None])
+            if tokenizer is None:
+                if not model.is_multilingual:
+                    language = "en"  # an English-only model has no language to detect
+                elif language is None:
+                    probe = get_tokenizer(True, num_languages=model.num_languages)
+                    _, probabilities = detect_language(model, features, probe)
+                    language = max(probabilities[0], key=probabilities[0].get)
+                tokenizer = get_tokenizer(
+                    model.is_multilingual, num_languages=model.num_languages, language=language or "en", task="transcribe"
+                )
+                previous = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
+            offset = seek / FRAMES_PER_SECOND
+            tokens = self._decode(features, previous, seconds - offset, continued=seek > 0, language=language)
+            if not tokens:
+                break
+            segment = {"seek": 0, "start": 0.0, "end": seconds - offset, "tokens": tokens}
+            with _ALIGNMENT_LOCK:
+                add_word_timestamps(
+                    segments=[segment], model=_OnFeatures(model), tokenizer=tokenizer, mel=features[0],
+                    num_frames=frames - seek, prepend_punctuations=PREPEND_PUNCTUATIONS,
+                    append_punctuations=APPEND_PUNCTUATIONS, last_speech_timestamp=0.0,
+                )  # fmt: skip
+            words = [
+                (w["word"], offset + float(w["start"]), offset + float(min(w["end"], seconds - offset)), float(w["probability"]))
+                for w in segment["words"]
+            ]
+            words, looped = cut_repetition(words)
+            words = cut_unaligned(words)
+            if pieces and words:
+                if key(words[0][0]) == key(pieces[-1][0]) and words[0][1] < pieces[-1][2]:
+                    words = words[1:]  # the continued window began inside the last word
+                if words:  # the last word of the window before ends where this one starts
+                    last = pieces[-1]
+                    pieces[-1] = (last[0], last[1], max(last[1], min(last[2], words[0][1])), last[3])
+            pieces += words
+            if not pieces:
+                break
+            # Where the model's text ends: a last word stretched over more than
+            # MAX_WORD_SECONDS covers audio it never transcribed, so it gets the window's
+            # median word length and the next window starts there.
+            text, start, end, probability = pieces[-1]
+            if words and end - start > MAX_WORD_SECONDS:
+                typical = float(np.median([w[2] - w[1] for w in words]))
+                end = start + min(max(typical, 0.1), MAX_WORD_SECONDS)
+                pieces[-1] = (text, start, end, probability)
+            next_seek = int(round(end * FRAMES_PER_SECOND))
+            if looped or seconds - end < CONTINUE_AFTER_SECONDS or next_seek <= seek:
+                break
+            if is_quiet_after(audio, end + QUIET_MARGIN_SECONDS):
+                break  # only silence after the last word: a second encoder run would find nothing
+            seek = next_seek
+            previous = previous + tokens
+        return merge_word_pieces(pieces)
+
+    def _decode(self, features, previous: list[int], seconds: float, *, continued: bool, language: str | None) -> list[int]:
+        """Text tokens for one window, with Whisper's temperature fallback and no-speech
+        check; [] when the window holds no speech. A continued window is speculative (it
+        may hold only the silence after a sentence), so the no-speech probability alone
+        rules it out there."""
+        from whisper.decoding import DecodingOptions, DecodingTask
+
+        model = self.loaded_model.model
+        prompt = previous[-(model.dims.n_text_ctx // 2 - 1) :]
+        initial = len(prompt) + (1 if prompt else 0) + (3 if model.is_multilingual else 1)
+        sample_len = max(1, min(self._token_budget(seconds), model.dims.n_text_ctx - initial))
+        for temperature in self.temperatures:
+            options = DecodingOptions(
+                task="transcribe", language=language, temperature=temperature, sample_len=sample_len,
+                beam_size=self.beam_size if self.beam_size > 1 and temperature == 0 else None,
+                prompt=prompt or None, fp16=self.compute_type == "float16", without_timestamps=False,
+                max_initial_timestamp=MAX_INITIAL_TIMESTAMP,
+            )  # fmt: skip
+            result = DecodingTask(model, options).run(features)[0]
+            if result.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and result.avg_logprob >= LOG_PROB_THRESHOLD:
+                break
+        if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or result.avg_logprob < LOG_PROB_THRESHOLD):
+            return []
+        eot = _eot(model)  # text tokens come before it, timestamps after it
+        return [token for token in result.tokens if token < eot]
+
+    def _transcribe_seek(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
+        """openai-whisper's own long-form loop (``whisper.transcribe``): 30 s windows, each
+        moved on to where the model's text ended. Needed past 30 s."""
+        import whisper
+
+        if not self.loaded_model.model.is_multilingual:
+            language = "en"
+        result = whisper.transcribe(
+            self.loaded_model.model, audio.astype(np.float32), verbose=None, language=language,
+            temperature=tuple(self.temperatures), initial_prompt=prompt.strip() or None,
+            word_timestamps=True, condition_on_previous_text=True, fp16=self.compute_type == "float16",
+            beam_size=self.beam_size if self.beam_size > 1 else None,
+            sample_len=self._token_budget(len(audio) / 16_000),
+            prepend_punctuations=PREPEND_PUNCTUATIONS, append_punctuations=APPEND_PUNCTUATIONS,
+        )  # fmt: skip
+        return merge_word_pieces(
+            (w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+            for segment in result["segments"] for w in segment.get("words", [])
+        )  # fmt: skip
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.model_name,
+            "model_path": self.loaded_model.source if self.loaded_model else None,
+            "device": self.device or self.requested_device,
+            "compute_type": self.compute_type or self.requested_compute_type,
+            "beam_size": self.beam_size,
+            "cpu_threads": self.cpu_threads or self.requested_cpu_threads,
+            "temperature": self.temperature,
+            "window": self.window,
+        }
+
+
+def default_threads() -> int:
+    """Threads of one pass on CPU: what one rtlab-faster-whisper replica gets by default
+    (the cores split between up to four), so that a pass has the same cores in both
+    engines. On a small CPU one thread is also the fastest: a decoder step is too small to
+    share, and threads that wait for each other lose most when other work takes a core."""
+    cores = available_cores()
+    return max(1, cores // min(MAX_REPLICAS_OF_FASTER_WHISPER, cores))
+
+
+def _eot(model) -> int:
+    from whisper.tokenizer import get_tokenizer
+
+    return get_tokenizer(model.is_multilingual, num_languages=model.num_languages).eot
+
+
+class _OnFeatures:
+    """An openai-whisper model as its alignment (``whisper.timing.find_alignment``) calls
+    it, on encoder output computed once: given the features where it expects a
+    spectrogram, it runs the decoder only, so a pass runs the encoder once, as
+    faster-whisper's alignment does."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.dims = model.dims
+        self.decoder = model.decoder
+        self.alignment_heads = model.alignment_heads
+        self.device = model.device
+
+    def __call__(self, features, tokens):
+        return self.model.decoder(tokens, features)
+
+
+@rtlab.hookimpl
+def register_backends(register):
+    register(OpenAIWhisperBackend)
