@@ -9,9 +9,14 @@ converted. Prints a table per engine, device and compute type, and writes
 ``engines.json`` and ``engines.png``; ``--markdown FILE`` also writes the dated page for
 docs/benchmarks/ (hardware, software, model, normalizer, the command, the table).
 
-    python benchmarks/engines.py --language en --markdown docs/benchmarks/DATE-engines.md
+    python benchmarks/engines.py --language en --streaming --markdown docs/benchmarks/DATE-engines.md
     python benchmarks/engines.py --config backend=openai-whisper,model=base,name=ow-base
     python benchmarks/engines.py --corpus path/to/corpus --out results/
+
+``--streaming`` also streams every file through LocalAgreement-2 (the default policy) on
+the simulated clock (each pass costs its measured compute, so a slower engine's passes see
+longer buffers) and on the unaware clock (compute takes no time: both engines get the same
+passes over the same buffers), and reports the streaming WER of each.
 
 Default corpus: the shared English speech (``rtlab.eval.corpus.shared_speech_dir()``).
 16 kHz mono 16-bit WAV files are read without FFmpeg (a machine without one can run it).
@@ -38,6 +43,7 @@ DEFAULT_CONFIGS = (
     "backend=openai-whisper,model=tiny.en,compute_type=float32",
 )
 WORKER_TIMEOUT_S = 1800
+STREAMING_CLOCKS = ("simulated", "unaware")
 #: Packages whose versions a run records, besides rtlab.eval.metrics.environment_info's.
 ENGINE_PACKAGES = ("rtlab-faster-whisper", "rtlab-openai-whisper", "openai-whisper", "torch")
 
@@ -101,6 +107,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     # ru_maxrss is in kilobytes on Linux: the peak over the whole process life.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     error_rate = wer([u.text for u in utterances], hypotheses, spec["normalizer"])
+    streaming = {clock: stream(spec, utterances, clock) for clock in STREAMING_CLOCKS} if spec.get("streaming") else {}
+    # ru_maxrss again: streaming may have raised the peak.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "backend_info": backend.info(),
         "load_and_warmup_seconds": load_and_warmup,
@@ -112,6 +121,29 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "baseline_rss_bytes": baseline,
         **_gpu_memory(),
         "hypotheses": {u.id: h for u, h in zip(utterances, hypotheses)},
+        "streaming": streaming,
+    }
+
+
+def stream(spec: dict[str, Any], utterances: list, clock: str) -> dict[str, Any]:
+    """Every file streamed through the default policy on ``clock``: WER and RTF."""
+    import asyncio
+
+    from rtlab.config import StreamConfig
+    from rtlab.core.feeding import stream_file
+    from rtlab.eval.metrics import wer
+
+    options = dict(spec["options"])
+    config = StreamConfig(backend=spec["backend"], model=options.pop("model", None), backend_options=options)
+    summaries = [asyncio.run(stream_file(u.audio, config, clock=clock, language=u.language))[-1] for u in utterances]
+    failed = [s for s in summaries if s["type"] != "summary"]
+    if failed:
+        return {"error": failed[0].get("message", str(failed[0]))}
+    audio = sum(s["audio_seconds"] for s in summaries)
+    return {
+        "wer": wer([u.text for u in utterances], [s["text"] for s in summaries], spec["normalizer"]).to_dict(),
+        "rtf": sum(s["compute_seconds"] for s in summaries) / audio if audio else None,
+        "hypotheses": {u.id: s["text"] for u, s in zip(utterances, summaries)},
     }
 
 
@@ -134,15 +166,23 @@ def _mib(value: int | None) -> str:
 
 COLUMNS = ("configuration", "engine", "device", "compute type", "threads", "load+warm-up", "RTF", "WER",
            "peak RSS", "RSS over baseline", "peak GPU")  # fmt: skip
+STREAMING_COLUMNS = tuple(f"WER streaming ({clock})" for clock in STREAMING_CLOCKS)
+
+
+def columns(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The table's columns: the streaming WERs too when any configuration streamed."""
+    streamed = any(r["result"].get("streaming") for r in records)
+    return COLUMNS + (STREAMING_COLUMNS if streamed else ())
 
 
 def rows(records: list[dict[str, Any]]) -> list[list[str]]:
     """The table's cells: one row per configuration."""
     cells = []
+    width = len(columns(records))
     for r in records:
         m = r["result"]
         if "error" in m:
-            cells.append([r["name"], "failed: " + m["error"]] + [""] * (len(COLUMNS) - 2))
+            cells.append([r["name"], "failed: " + m["error"]] + [""] * (width - 2))
             continue
         info = m["backend_info"]
         over = m["peak_rss_bytes"] - m["baseline_rss_bytes"] if m["baseline_rss_bytes"] else None
@@ -152,13 +192,16 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
             "-" if threads is None else str(threads), f"{m['load_and_warmup_seconds']:.1f} s", f"{m['rtf']:.3f}",
             f"{100 * m['wer']['value']:.1f}%", _mib(m["peak_rss_bytes"]), _mib(over), _mib(m.get("peak_gpu_bytes")),
         ])  # fmt: skip
+        for clock in STREAMING_CLOCKS if width > len(COLUMNS) else ():
+            streamed = m.get("streaming", {}).get(clock, {})
+            cells[-1].append(f"{100 * streamed['wer']['value']:.1f}%" if "wer" in streamed else streamed.get("error", "-"))
     return cells
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
     """One row per configuration: engine, device, compute type, load, RTF, WER, memory."""
-    table = [list(COLUMNS)] + rows(records)
-    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    table = [list(columns(records))] + rows(records)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
              for row in table]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -174,6 +217,9 @@ def markdown(report: dict[str, Any], command: str, subtitle: str) -> str:
     hardware = f"{environment.get('cpu_count')} CPU cores ({environment.get('machine')}), " + (
         f"{environment.get('memory_total_bytes', 0) / 2**30:.1f} GiB, " + (", ".join(gpus) if gpus else "no GPU used")
     )
+    load = report.get("load_average")
+    if load:
+        hardware += f"; load average (1 min) {load['min']:.1f} to {load['max']:.1f} during the run"
     models = sorted({f"{r['result']['backend_info'].get('model')}" for r in report["configurations"] if "error" not in r["result"]})
     lines = [
         f"# `benchmarks/engines.py`, engines side by side, {report['date']}",
@@ -182,20 +228,26 @@ def markdown(report: dict[str, Any], command: str, subtitle: str) -> str:
         "warm-up time, RTF, WER, peak resident memory and memory over the baseline before loading",
         "(and PyTorch's peak GPU memory on a GPU). The engines run the same weights: openai-whisper's",
         "checkpoint is converted from the CTranslate2 model faster-whisper runs (`rtlab models convert`).",
+        *([
+            "Streaming: every file through LocalAgreement-2 with its defaults, on the simulated clock (a",
+            "pass costs its measured compute, so a slower engine's passes see longer buffers) and on the",
+            "unaware clock (compute takes no time: both engines get the same passes over the same buffers).",
+        ] if report.get("streaming") else []),
         "",
         "| | |",
         "|---|---|",
         f"| date | {report['date']} |",
-        f"| hardware | {hardware}; {report.get('load_note', 'other work may have shared the machine')} |",
+        f"| hardware | {hardware}{'; ' + report['load_note'] if report.get('load_note') else ''} |",
         f"| software | {software} |",
         f"| model | {', '.join(models)} |",
-        "| clock | none (offline passes) |",
+        "| clock | " + ("offline passes; streaming: LocalAgreement-2 defaults on the simulated and unaware clocks"
+                        if report.get("streaming") else "none (offline passes)") + " |",
         f"| normalizer | `{report['normalizer']}` |",
         f"| corpus | {report['corpus_note']} |",
         f"| command | `{command}` |",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "| --- | " + " | ".join("---:" if i > 1 else "---" for i in range(1, len(COLUMNS))) + " |",
+        "| " + " | ".join(columns(report["configurations"])) + " |",
+        "| --- | " + " | ".join("---:" if i > 4 else "---" for i in range(1, len(columns(report["configurations"])))) + " |",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows(report["configurations"])]
     lines += ["", subtitle, ""]
@@ -233,6 +285,33 @@ def plot(records: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     return path
 
 
+class LoadSampler:
+    """The 1-minute load average, sampled every few seconds while configurations run: other
+    work on the machine moves compute-bound figures, and the page says how much there was."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        import os
+        import threading
+
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+        def sample() -> None:
+            while True:
+                self.samples.append(os.getloadavg()[0])
+                if self.done.wait(every):
+                    return
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> dict[str, float] | None:
+        """Stop sampling; the smallest and largest sample (None where there is no load average)."""
+        self.done.set()
+        self.thread.join()
+        return {"min": min(self.samples), "max": max(self.samples)} if self.samples else None
+
+
 def _engine_packages() -> dict[str, str | None]:
     found = {}
     for name in ENGINE_PACKAGES:
@@ -251,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--normalizer", default="auto", help="auto, whisper-english, whisper-basic or none")
     parser.add_argument("--language", default=None, help="language of corpus files that name none")
     parser.add_argument("--markdown", default=None, help="also write the dated page for docs/benchmarks/ here")
-    parser.add_argument("--load-note", default=None, help="what else ran on the machine, for the page")
+    parser.add_argument("--streaming", action="store_true",
+                        help="also stream every file (simulated and unaware clocks) and report the streaming WER")
+    parser.add_argument("--load-note", default=None, help="what else ran on the machine, for the page's hardware row")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -270,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     normalizer = resolve_normalizer(args.normalizer, [u.language for u in utterances])
     configs = [StreamConfig.parse(text) for text in (args.config or DEFAULT_CONFIGS)]
     environment = environment_info()
+    load = LoadSampler()
     records = []
     for config in configs:
         # The policy plays no part offline: name the engine only.
@@ -279,19 +361,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         spec = {"corpus": str(corpus), "backend": config.backend, "options": config.backend_kwargs(),
-                "language": args.language, "normalizer": normalizer}  # fmt: skip
+                "language": args.language, "normalizer": normalizer, "streaming": args.streaming}  # fmt: skip
         records.append({"name": name, "config": config.to_dict(), "result": run_configuration(spec)})
+    load_average = load.stop()
     audio = next((r["result"]["audio_seconds"] for r in records if "audio_seconds" in r["result"]), 0.0)
-    words = sum(len(u.text.split()) for u in utterances)
-    subtitle = (f"{len(utterances)} files, {audio:.1f} s · normalizer: {normalizer} · clock: none (offline) · "
+    words = next((r["result"]["wer"]["reference_words"] for r in records if "wer" in r["result"]), None)
+    clocks = "none (offline)" + (", streaming: " + " and ".join(STREAMING_CLOCKS) if args.streaming else "")
+    subtitle = (f"{len(utterances)} files, {audio:.1f} s · normalizer: {normalizer} · clock: {clocks} · "
                 f"{hardware_summary(environment)}")  # fmt: skip
     print(f"corpus: {corpus}\n{subtitle}")
     print(format_table(records))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "engines", "date": datetime.date.today().isoformat(), "corpus": str(corpus),
-              "corpus_note": f"{corpus}: {len(utterances)} files, {audio:.1f} s, {words} reference words",
-              "normalizer": normalizer, "clock": "offline", "environment": environment,
+              "corpus_note": f"{corpus}: {len(utterances)} files, {audio:.1f} s, {words} reference words (normalized)",
+              "load_average": load_average,
+              "normalizer": normalizer, "clock": "offline", "streaming": args.streaming, "environment": environment,
               "engine_packages": _engine_packages(), "configurations": records}  # fmt: skip
     if args.load_note:
         report["load_note"] = args.load_note

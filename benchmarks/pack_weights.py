@@ -51,7 +51,7 @@ def source_of(name_or_folder: str):
 
 
 def packed_names(variables: dict[str, np.ndarray]) -> list[str]:
-    """The variables stored as int8: every float weight matrix."""
+    """The variables stored quantized: every float weight matrix."""
     return sorted(
         name for name, value in variables.items()
         if name.endswith("/weight") and value.ndim >= 2 and value.dtype.kind == "f"

@@ -362,6 +362,16 @@ def test_prompt_and_language_reach_the_decoder(monkeypatch):
 
     assert seen[0].prompt == get_tokenizer(False).encode(" Speech, to text.")
     assert seen[0].language == "en" and seen[0].without_timestamps is False and seen[0].beam_size is None
+    if models.embedded_source("base") is None:
+        return  # the multilingual part needs the embedded base
+    multilingual = ensure_loaded(get_backend("openai-whisper", model="base"))
+    assert multilingual.default_language() is None
+    languages = []
+    for language in ("fr", None):
+        seen.clear()
+        multilingual.transcribe(decode("realtime.wav"), language=language)
+        languages.append(seen[0].language)
+    assert languages == ["fr", "en"], "given, then detected"
 
 
 @pytest.mark.slow
