@@ -429,3 +429,30 @@ def test_devices_are_reported_without_loading_a_model():
         assert "cpu" in found
     else:
         assert (found, imported) == (["cpu"], False), "without a driver, nothing is imported"
+
+
+def test_batched_passes_give_the_words_of_passes_alone(data_dir):
+    """One encoder call and one greedy decoding call for several sessions' buffers: the same
+    words and times as each alone (prompts of one length decode together)."""
+    from rtlab.backends import Request
+    from rtlab.decoders.files import decode_audio
+
+    backend = ensure_loaded(get_backend("faster-whisper", max_batch=4))
+    fox, paragraph = decode_audio(data_dir / "fox.ogg"), decode_audio(data_dir / "paragraph.ogg")
+    requests = [
+        Request(fox, "", "en"),
+        Request(paragraph[: 12 * 16000], "", "en"),
+        Request(fox[: 3 * 16000], "Hello there.", "en"),
+        Request(paragraph[: 8 * 16000], "Hello there.", "en"),
+        Request(fox[:100], "", "en"),  # too short to hear: no words, alone or not
+    ]
+    alone = [backend.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
+    together = backend.transcribe_batch(requests)
+    assert together == alone
+    assert sum(1 for words in alone if words) == 4
+
+
+@pytest.mark.parametrize("options", [{"max_batch": 0}, {"batch_wait_ms": -5}])
+def test_batch_options_out_of_range_are_refused(options):
+    with pytest.raises(InvalidOption, match="faster-whisper: (max_batch|batch_wait_ms) must be"):
+        get_backend("faster-whisper", **options)

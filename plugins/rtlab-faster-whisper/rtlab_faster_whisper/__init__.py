@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 import rtlab
-from rtlab.backends import Backend, Word, shared_models
+from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.levels import frame_rms, silence_level
 from rtlab.core.scheduler import available_cores
@@ -16,7 +16,7 @@ from rtlab.core.scheduler import available_cores
 from . import devices as _devices
 from .models import not_found_message, resolve_model
 
-__version__ = "0.4.2"
+__version__ = "0.5.0"
 
 WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0
@@ -59,7 +59,10 @@ class FasterWhisperBackend(Backend):
         max_tokens_per_second: float = 8.0,
         window: str = "buffer",
         pad_seconds: float | None = None,
+        max_batch: int = 1,
+        batch_wait_ms: float = 10.0,
     ) -> None:
+        self.max_batch, self.batch_wait_ms = batch_options("faster-whisper", max_batch, batch_wait_ms)
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidOption(f"faster-whisper: device must be auto, cpu or cuda, not {device!r}")
         if int(beam_size) < 1:
@@ -152,6 +155,47 @@ class FasterWhisperBackend(Backend):
         threads = self.requested_cpu_threads or max(1, cores // workers)
         return workers, threads
 
+    def transcribe_batch(self, requests: list[Request]) -> list[list[Word]]:
+        """Passes of several sessions: the first window of every buffer that fits one goes
+        through one encoder call and one greedy decoding call per encoder input length (a
+        batch holds windows of one shape; with ``pad_seconds`` shapes follow the buffers'
+        lengths); the rest of each pass (a temperature fallback, the alignment, a
+        continued window) runs as it would alone, on that pass's own encoder output."""
+        results: list[list[Word] | None] = [None] * len(requests)
+        groups: dict[int, list[tuple[int, np.ndarray, np.ndarray, int]]] = {}
+        for index, request in enumerate(requests):
+            audio = request.audio
+            if self.window != "buffer" or not MIN_SAMPLES <= len(audio) <= WINDOW_SECONDS * 16_000:
+                results[index] = self.transcribe(audio, prompt=request.prompt, language=request.language)
+                continue
+            features = self.model.feature_extractor(audio)
+            frames = min(features.shape[-1] - 1, self.model.feature_extractor.nb_max_frames)
+            padded = self._padded(features[:, :frames])
+            groups.setdefault(padded.shape[-1], []).append((index, features, padded, frames))
+        for members in groups.values():
+            for (index, *_), words in zip(members, self._first_windows(requests, members)):
+                results[index] = words
+        return results  # type: ignore[return-value]
+
+    def _first_windows(self, requests: list[Request], members: list[tuple]) -> list[list[Word]]:
+        """The passes of ``members`` (``(index, features, encoder input, frames)``, one encoder
+        input shape), their first windows encoded and decoded as one batch."""
+        model = self.model
+        encoded = _host(model.encode(np.stack([padded for _, _, padded, _ in members])))
+        outputs = [_view(encoded[i : i + 1]) for i in range(len(members))]
+        contexts = [
+            self._window_context(output, requests[index].prompt, requests[index].language)
+            for (index, *_), output in zip(members, outputs)
+        ]
+        seconds = [frames / model.frames_per_second for *_, frames in members]
+        first = self._decode_batch(encoded, [(*context, s) for context, s in zip(contexts, seconds)])
+        return [
+            self._transcribe_window(requests[index].audio, prompt=requests[index].prompt,
+                                    language=requests[index].language,
+                                    first=(features, frames, output, tokenizer, previous, tokens))
+            for (index, features, _, frames), output, (tokenizer, previous), tokens in zip(members, outputs, contexts, first)
+        ]  # fmt: skip
+
     def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
         if len(audio) < MIN_SAMPLES:
             return []  # too short to hear a word (and the alignment needs two feature frames)
@@ -188,7 +232,9 @@ class FasterWhisperBackend(Backend):
             (w.word, w.start, w.end, w.probability) for segment in segments for w in (segment.words or [])
         )
 
-    def _transcribe_window(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
+    def _transcribe_window(
+        self, audio: np.ndarray, *, prompt: str, language: str | None, first: tuple | None = None
+    ) -> list[Word]:
         """A streaming buffer of at most 30 s as one window: one encoder run, one decode,
         word times from the cross-attention alignment.
 
@@ -198,28 +244,30 @@ class FasterWhisperBackend(Backend):
         faster-whisper's own loop ("seek") moves on to the last word after every window and
         decodes what follows, however short: on a prompted streaming pass that is a second
         30 s encoder run most of the time, and a tail of a few frames is where tiny.en
-        starts repeating itself ("the entrance to the entrance to ...")."""
-        from faster_whisper.tokenizer import Tokenizer
+        starts repeating itself ("the entrance to the entrance to ...").
 
+        ``first`` is a first window computed with other passes' (``transcribe_batch``):
+        its features, frames, encoder output, tokenizer, prompt tokens and decoded tokens."""
         model = self.model
-        features = model.feature_extractor(audio)
-        frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
+        if first is None:
+            features = model.feature_extractor(audio)
+            frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
+        else:
+            features, frames = first[0], first[1]
         seconds = frames / model.frames_per_second
         tokenizer = None
         previous = []
         seek = 0
         pieces: list[tuple[str, float, float, float]] = []
-        for _ in range(MAX_WINDOWS):
-            encoder_output = model.encode(self._padded(features[:, seek:frames]))
-            if tokenizer is None:
-                if language is None and model.model.is_multilingual:
-                    language = model.model.detect_language(encoder_output)[0][0][0][2:-2]
-                tokenizer = Tokenizer(
-                    model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language or "en"
-                )
-                previous = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
+        for window in range(MAX_WINDOWS):
             offset = seek / model.frames_per_second
-            tokens = self._decode(encoder_output, tokenizer, previous, seconds - offset, continued=seek > 0)
+            if window == 0 and first is not None:
+                encoder_output, tokenizer, previous, tokens = first[2:]
+            else:
+                encoder_output = model.encode(self._padded(features[:, seek:frames]))
+                if tokenizer is None:
+                    tokenizer, previous = self._window_context(encoder_output, prompt, language)
+                tokens = self._decode(encoder_output, tokenizer, previous, seconds - offset, continued=seek > 0)
             if not tokens:
                 break
             segment = {"seek": 0, "start": 0.0, "end": seconds - offset, "tokens": tokens}
@@ -273,42 +321,99 @@ class FasterWhisperBackend(Backend):
         seconds = math.ceil((features.shape[-1] + self.pad_seconds * per_second) / per_second)
         return pad_or_trim(features, min(seconds * per_second, self.model.feature_extractor.nb_max_frames))
 
-    def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
-        """Text tokens for one window, with Whisper's temperature fallback and no-speech
-        check; [] when the window holds no speech. A continued window is speculative (it
-        may hold only the silence after a sentence), so the model's no-speech probability
-        alone rules it out there: "That's it." is what tiny.en hears in a second of it."""
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+    def _window_context(self, encoder_output, prompt: str, language: str | None):
+        """The tokenizer of a pass (its language detected on its first window when none is
+        given and the model is multilingual) and its prompt's tokens."""
+        from faster_whisper.tokenizer import Tokenizer
 
         model = self.model
-        sequence = model.get_prompt(tokenizer, previous, without_timestamps=False)
-        max_length = min(len(sequence) + self._token_budget(seconds), model.max_length)
-        suppress_tokens = get_suppressed_tokens(tokenizer, [-1])
-        for temperature in self._temperatures():
-            sampling = (
-                {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
-                if temperature > 0
-                else {"beam_size": self.beam_size}
-            )
-            result = model.model.generate(
-                encoder_output,
-                [sequence],
-                max_length=max_length,
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=suppress_tokens,
-                max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
-                **sampling,
-            )[0]
-            tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
-            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-            text = tokenizer.decode(tokens).strip()
-            if get_compression_ratio(text) <= COMPRESSION_RATIO_THRESHOLD and avg_logprob >= LOG_PROB_THRESHOLD:
-                break
+        if language is None and model.model.is_multilingual:
+            language = model.model.detect_language(encoder_output)[0][0][0][2:-2]
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language or "en")
+        return tokenizer, (tokenizer.encode(" " + prompt.strip()) if prompt.strip() else [])
+
+    def _generate(self, encoder_output, tokenizer, prompts: list[list[int]], max_length: int, temperature: float):
+        """One ``generate`` call for a batch of windows (the prompts' sequences)."""
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        sampling = (
+            {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
+            if temperature > 0
+            else {"beam_size": self.beam_size}
+        )
+        return self.model.model.generate(
+            encoder_output,
+            prompts,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+            **sampling,
+        )
+
+    def _judge(self, result, tokenizer) -> tuple[list[int], float, bool]:
+        """A generation's text tokens, their average log probability, and whether Whisper's
+        fallback rules accept them (compression ratio and log probability)."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        text = tokenizer.decode(tokens).strip()
+        return tokens, avg_logprob, get_compression_ratio(text) <= COMPRESSION_RATIO_THRESHOLD and avg_logprob >= LOG_PROB_THRESHOLD
+
+    @staticmethod
+    def _speech(result, tokens: list[int], avg_logprob: float, continued: bool) -> list[int]:
+        """``tokens``, or [] when Whisper's no-speech check rules the window out. A continued
+        window is speculative (it may hold only the silence after a sentence), so the model's
+        no-speech probability alone rules it out there: "That's it." is what tiny.en hears in
+        a second of it."""
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or avg_logprob < LOG_PROB_THRESHOLD):
             return []
         return tokens
+
+    def _max_length(self, sequence: list[int], seconds: float) -> int:
+        return min(len(sequence) + self._token_budget(seconds), self.model.max_length)
+
+    def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
+        """Text tokens for one window, with Whisper's temperature fallback and no-speech
+        check; [] when the window holds no speech."""
+        sequence = self.model.get_prompt(tokenizer, previous, without_timestamps=False)
+        for temperature in self._temperatures():
+            result = self._generate(encoder_output, tokenizer, [sequence], self._max_length(sequence, seconds), temperature)[0]
+            tokens, avg_logprob, accepted = self._judge(result, tokenizer)
+            if accepted:
+                break
+        return self._speech(result, tokens, avg_logprob, continued)
+
+    def _decode_batch(self, encoded: np.ndarray, items: list[tuple[Any, list[int], float]]) -> list[list[int]]:
+        """:meth:`_decode` of several first windows (``(tokenizer, prompt tokens, seconds)``
+        each; ``encoded`` their encoder outputs) with one greedy call. A window that needs the
+        temperature fallback, or that used up its own token budget (the batch runs to the
+        largest budget), is decoded again on its own, as it would have been alone."""
+        sequences = [self.model.get_prompt(tokenizer, previous, without_timestamps=False) for tokenizer, previous, _ in items]
+        limits = [self._max_length(sequence, seconds) for sequence, (_, _, seconds) in zip(sequences, items)]
+        temperature = self._temperatures()[0]
+        decoded: list[list[int] | None] = [None] * len(items)
+        # CTranslate2 decodes a batch whose prompts put the start-of-transcript token at one
+        # position: windows whose prompts have the same length go together.
+        by_length: dict[int, list[int]] = {}
+        for index, sequence in enumerate(sequences):
+            by_length.setdefault(len(sequence), []).append(index)
+        for indexes in by_length.values():
+            results = self._generate(
+                _view(encoded[indexes]), items[indexes[0]][0], [sequences[i] for i in indexes],
+                max(limits[i] for i in indexes), temperature,
+            )  # fmt: skip
+            for index, result in zip(indexes, results):
+                tokenizer, previous, seconds = items[index]
+                tokens, avg_logprob, accepted = self._judge(result, tokenizer)
+                if accepted and len(sequences[index]) + len(result.sequences_ids[0]) < limits[index]:
+                    decoded[index] = self._speech(result, tokens, avg_logprob, continued=False)
+                else:
+                    decoded[index] = self._decode(_view(encoded[index : index + 1]), tokenizer, previous, seconds, continued=False)
+        return decoded  # type: ignore[return-value]
 
     def info(self) -> dict[str, Any]:
         return {
@@ -324,6 +429,22 @@ class FasterWhisperBackend(Backend):
             "window": self.window,
             "pad_seconds": self.pad_seconds,
         }
+
+
+def _host(view) -> np.ndarray:
+    """A CTranslate2 StorageView's values as a NumPy array (copied from a GPU if need be)."""
+    import ctranslate2
+
+    if view.device != "cpu":
+        view = view.to_device(ctranslate2.Device.cpu)
+    return np.array(view)
+
+
+def _view(array: np.ndarray):
+    """A NumPy array as a CTranslate2 StorageView (CTranslate2 moves it to the model's device)."""
+    import ctranslate2
+
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
 
 
 def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int = 4) -> tuple[list[tuple], bool]:
