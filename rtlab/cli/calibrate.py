@@ -6,6 +6,9 @@ import click
 
 from ..config import DEFAULT_BACKEND, DEFAULT_POLICY
 
+#: Below this R² a calibration is reported as poor.
+POOR_FIT = 0.6
+
 
 @click.command()
 @click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Backend plugin to calibrate.")
@@ -54,3 +57,8 @@ def calibrate(backend, model, backend_option, policy, policy_option, audio, repe
                f"(mean pass {quality['mean_measured_seconds'] * 1000:.0f} ms)")
     click.echo(f"seconds per feature: {weights}")
     click.echo(f"wrote {out}")
+    if quality["r2"] is not None and quality["r2"] < POOR_FIT:
+        click.echo(
+            f"warning: the fit is poor (R² {quality['r2']}): passes took times their features do not explain, "
+            f"which is what other work on the machine does; calibrate again on a quiet machine", err=True,
+        )

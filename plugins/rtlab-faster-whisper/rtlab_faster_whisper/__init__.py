@@ -415,6 +415,21 @@ class FasterWhisperBackend(Backend):
                     decoded[index] = self._decode(_view(encoded[index : index + 1]), tokenizer, previous, seconds, continued=False)
         return decoded  # type: ignore[return-value]
 
+    def cost_features(self, request: Request, words: list[Word]) -> dict[str, float]:
+        """What a call cost, for the modeled clock: a fixed part, the encoder's input (30 s,
+        or with ``pad_seconds`` the buffer and its padding), and the tokens decoded and
+        read as the prompt. (A continued window, when there is one, is in the fit's noise.)"""
+        seconds = len(request.audio) / 16_000
+        encoder = WINDOW_SECONDS if self.pad_seconds is None else min(WINDOW_SECONDS, math.ceil(seconds + self.pad_seconds))
+        tokenizer = self.model.hf_tokenizer
+        text = " ".join(w["text"] for w in words)
+        return {
+            "calls": 1.0,
+            "encoder_seconds": float(encoder if len(request.audio) >= MIN_SAMPLES else 0.0),
+            "tokens": float(len(tokenizer.encode(text, add_special_tokens=False).ids) if text else 0),
+            "prompt_tokens": float(len(tokenizer.encode(request.prompt, add_special_tokens=False).ids) if request.prompt else 0),
+        }
+
     def info(self) -> dict[str, Any]:
         return {
             "backend": self.name,
