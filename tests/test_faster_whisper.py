@@ -456,3 +456,9 @@ def test_batched_passes_give_the_words_of_passes_alone(data_dir):
 def test_batch_options_out_of_range_are_refused(options):
     with pytest.raises(InvalidOption, match="faster-whisper: (max_batch|batch_wait_ms) must be"):
         get_backend("faster-whisper", **options)
+
+
+def test_local_models_lists_the_embedded_ones_with_their_sizes():
+    models = {(m["name"], m["kind"]): m for m in rtlab_faster_whisper.FasterWhisperBackend.local_models()}
+    tiny = models[("tiny.en", "embedded")]
+    assert Path(tiny["path"], "model.bin").is_file() and tiny["bytes"] > 70e6

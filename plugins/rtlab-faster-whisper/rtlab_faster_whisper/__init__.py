@@ -98,6 +98,14 @@ class FasterWhisperBackend(Backend):
         self.compute_type = None
         self.model_path = None
 
+    @classmethod
+    def local_models(cls) -> list[dict[str, Any]]:
+        """The embedded models, joined ones in rtlab's cache and faster-whisper's downloads
+        (see ``rtlab models list``)."""
+        from .models import local_models
+
+        return local_models()
+
     def default_language(self) -> str | None:
         return "en" if self.model_name.endswith(".en") else None
 

