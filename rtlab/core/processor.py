@@ -9,6 +9,10 @@ Two tasks run while RUNNING: the reader moves decoded PCM from the decoder into 
 :class:`~rtlab.core.pacing.AudioBuffer`; the transcriber asks the clock's pacer when a
 pass is due, submits it to the backend's scheduler, and turns what the policy returns into
 events.
+
+A processor that is never cleaned up still leaves no FFmpeg behind: when its event loop
+shuts down (``asyncio.run`` returning cancels every task), its tasks clean it up and warn
+with :class:`CleanupSkipped`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import collections
 import contextlib
 import os
 import time
+import warnings
 from typing import Any
 
 from ..backends import SAMPLE_RATE, ensure_loaded
@@ -33,6 +38,11 @@ from .state import State
 
 # A pass that took in more than this many min_chunks of new audio means the stream is behind.
 BEHIND_FACTOR = 1.5
+
+
+class CleanupSkipped(RuntimeWarning):
+    """An AudioProcessor was still running when its event loop shut down: ``cleanup()``
+    (or ``finish()``) was never awaited. Its FFmpeg process was stopped then."""
 
 
 class AudioProcessor:
@@ -237,6 +247,9 @@ class AudioProcessor:
                     self.buffer.end()
                     return
                 await self.buffer.put(pcm)
+        except asyncio.CancelledError:
+            await self._cleanup_if_abandoned()
+            raise
         except Exception as error:  # RtlabError, or a decoder bug: report it, never hang
             await self._fail(error)
 
@@ -261,11 +274,27 @@ class AudioProcessor:
                 await self._emit(step, seconds)
                 await self.events.close(self._summary())
         except asyncio.CancelledError:
+            await self._cleanup_if_abandoned()
             raise
         except JobCancelled:
             pass  # stopped while the pass waited for its turn
         except Exception as error:  # RtlabError, or a backend or policy bug: report it, never hang
             await self._fail(error)
+
+    async def _cleanup_if_abandoned(self) -> None:
+        """A task of ours was cancelled while RUNNING: not by cleanup(), which stops the
+        processor first, so by the event loop shutting down (``asyncio.run`` cancels every
+        task when its coroutine returns). Stop FFmpeg now, or it outlives the loop."""
+        if self.state is not State.RUNNING:
+            return
+        warnings.warn(
+            "an AudioProcessor was still running when its event loop shut down; its FFmpeg "
+            "process was stopped now. Call 'await processor.cleanup()' (or finish()) when "
+            "a stream ends.",
+            CleanupSkipped,
+            stacklevel=1,
+        )
+        await self.cleanup()
 
     def _start_pass(self) -> bool:
         """Runs on the event loop when the scheduler admits a pass: give the policy the

@@ -21,6 +21,12 @@ goes first: every configuration then moves through the audio at about the same p
 the cores stay busy to the end, instead of the one with the most passes (the smallest
 ``min_chunk``) finishing alone on one core while the other idles. On the simulated
 clock the order changes nothing but wall time: a wait is not compute.
+
+A caller may bound how long it waits for one pass (:data:`pass_deadline`, set in its
+context: the server sets it per session). A pass past its deadline is abandoned: the
+caller gets :class:`BackendTimeout` at once, while a backend call that has started and
+hangs keeps its thread, its cores and its replica until it returns (a thread cannot be
+stopped from outside), counted in :attr:`Scheduler.abandoned` meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import itertools
 import os
 import threading
@@ -46,6 +53,20 @@ class SchedulerBusy(RtlabError):
     """Too many inference jobs are waiting for this backend."""
 
     code = "server_busy"
+
+
+class BackendTimeout(RtlabError):
+    """A pass took longer than its :data:`pass_deadline` (waiting for its turn included)
+    and was abandoned."""
+
+    code = "backend_timeout"
+
+
+#: Seconds a caller waits for one pass, from :meth:`Scheduler.submit` to its result,
+#: waiting for a turn included; None (the default): no limit. A context variable, so that
+#: each server session sets its own without touching the processor or the shared
+#: scheduler: tasks a session creates inherit it.
+pass_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("rtlab_pass_deadline", default=None)
 
 
 def available_cores() -> int:
@@ -293,6 +314,8 @@ class Scheduler:
         self._waiting = ThreadPoolExecutor(max_workers=max_pending, thread_name_prefix=f"rtlab-{backend.name}-wait")
         self._running = ThreadPoolExecutor(max_workers=self.gate.capacity, thread_name_prefix=f"rtlab-{backend.name}")
         self._pending = 0
+        #: Passes abandoned after their deadline whose backend call has not returned yet.
+        self.abandoned = 0
         self._lock = threading.Lock()
 
     async def submit(
@@ -313,7 +336,13 @@ class Scheduler:
         :class:`JobCancelled` to the caller. A job that started runs to its end and keeps
         its cores and replica until then, even if its caller stops waiting. With
         ``hold_cores`` False the job takes a replica and no CPU slot: its compute is not
-        measured against the others' (a modeled or unaware clock)."""
+        measured against the others' (a modeled or unaware clock).
+
+        With a :data:`pass_deadline` in the caller's context, a job that has not returned
+        that many seconds after this call is abandoned: :class:`BackendTimeout` is raised
+        at once (see the module docstring for what happens to its thread)."""
+        deadline = pass_deadline.get()
+        expires = None if deadline is None else time.monotonic() + deadline
         with self._lock:
             if self._pending >= self.max_pending:
                 raise SchedulerBusy(
@@ -326,11 +355,16 @@ class Scheduler:
             self.slots.acquire, self.cores_per_job if hold_cores else 0, priority, self.gate, cancelled
         )
         try:
-            ticket = await asyncio.wrap_future(admission)
-        except asyncio.CancelledError:
+            ticket = await _until(asyncio.wrap_future(admission), expires)
+        except (asyncio.CancelledError, asyncio.TimeoutError) as stopped:
             cancelled.set()
             self.slots.wake()
             admission.add_done_callback(self._abandon)
+            if isinstance(stopped, asyncio.TimeoutError):
+                raise BackendTimeout(
+                    f"backend {self.backend.name!r} gave this pass no turn within its "
+                    f"{deadline:g} s deadline; the pass was abandoned"
+                ) from None
             raise
         except BaseException:
             self._job_done(None)
@@ -343,7 +377,35 @@ class Scheduler:
             self._job_done(ticket)
             raise
         job.add_done_callback(lambda _: self._job_done(ticket))
-        return await asyncio.wrap_future(job)
+        result = asyncio.wrap_future(job)
+        if expires is None:
+            return await result
+        try:
+            done, _ = await asyncio.wait([result], timeout=max(0.0, expires - time.monotonic()))
+        except asyncio.CancelledError:
+            result.cancel()  # as awaiting it would have
+            raise
+        if done:
+            return result.result()
+        self._abandon_running(job, result)
+        raise BackendTimeout(
+            f"backend {self.backend.name!r} did not finish a pass within its {deadline:g} s "
+            "deadline; the pass was abandoned (its thread is counted as stuck until it returns)"
+        )
+
+    def _abandon_running(self, job: Future, result: asyncio.Future) -> None:
+        """A started job outlived its deadline: count it until its thread returns."""
+        # Its outcome is nobody's any more: retrieve it, so that asyncio does not report
+        # an exception that was never retrieved.
+        result.add_done_callback(lambda f: f.cancelled() or f.exception())
+        with self._lock:
+            self.abandoned += 1
+
+        def returned(_: Future) -> None:
+            with self._lock:
+                self.abandoned -= 1
+
+        job.add_done_callback(returned)
 
     def _abandon(self, admission: Future) -> None:
         """The caller left while its job waited: give back what it was handed, if anything."""
@@ -363,6 +425,13 @@ class Scheduler:
         return self._pending
 
 
+async def _until(future: asyncio.Future, expires: float | None) -> Any:
+    """``await future``, or ``asyncio.TimeoutError`` at ``expires`` (monotonic; None: never)."""
+    if expires is None:
+        return await future
+    return await asyncio.wait_for(future, max(0.0, expires - time.monotonic()))
+
+
 def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
     started = time.perf_counter()
     result = fn(*args)
@@ -371,6 +440,13 @@ def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
 
 _schedulers: dict[int, Scheduler] = {}
 _schedulers_lock = threading.Lock()
+
+
+def abandoned_passes() -> int:
+    """Passes abandoned after their deadline whose backend call has not returned, in every
+    scheduler of the process."""
+    with _schedulers_lock:
+        return sum(scheduler.abandoned for scheduler in _schedulers.values())
 
 
 def scheduler_for(backend: Backend) -> Scheduler:

@@ -17,11 +17,13 @@ import tornado.netutil
 import tornado.web
 
 from ..backends import Backend, accepted_options, ensure_loaded
+from ..config import StreamConfig
 from ..core.instances import get_backend
+from ..core.scheduler import scheduler_for
 from ..core.state import State
 from ..registry import get_registry
 from .config import ServerConfig
-from .handlers import BackendsHandler, HealthHandler, MetricsHandler, TranscribeSocket
+from .handlers import BackendsHandler, HealthHandler, MetricsHandler, StaticHandler, TranscribeSocket, log_request
 from .metrics import ServerMetrics
 from .processes import ffmpeg_children
 from .protocol import formats
@@ -34,17 +36,24 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 #: (error code, message, WebSocket close code) of a refused connection.
 Refusal = tuple[str, str, int]
 
+#: The largest HTTP request body read (no endpoint takes one).
+MAX_BODY_BYTES = 64 * 1024
+
 
 class TranscriptionServer:
     """What all connections of one application share: settings, metrics, the sessions."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.metrics = ServerMetrics(count_ffmpeg=self.count_ffmpeg)
+        #: What clients may name (unknown names in the allow-lists fail here).
+        self.client_choices = config.client_choices()
+        self.metrics = ServerMetrics(count_ffmpeg=self.count_ffmpeg, count_stuck=self.stuck_passes)
         self.sessions: set[TranscriptionSession] = set()
         self.accepting = True
         self.started_at = time.monotonic()
         self.preload_task: asyncio.Future | None = None
+        #: Why the default model cannot load (its last attempt failed), or None.
+        self.default_model_error: str | None = None
         self._backends: dict[int, Backend] = {}
         self._closing: set[asyncio.Task] = set()
 
@@ -101,17 +110,51 @@ class TranscriptionServer:
         """Remember a backend a session uses, for the health report."""
         self._backends[id(backend)] = backend
 
+    def note_model_load(self, stream: StreamConfig, backend: Backend, error: Exception | None) -> None:
+        """A processor of ``stream`` started (``error`` None) or failed to. Only a failure to
+        load the default model, and its later success, change the health report."""
+        if stream.model_key != self.config.stream.model_key:
+            return
+        if error is None:
+            if self.default_model_error is not None:
+                log.info("the default model loads again: %s", backend.info())
+            self.default_model_error = None
+        elif not backend.loaded:  # the load failed, not the decoder that starts after it
+            self.default_model_error = f"the default model cannot load: {type(error).__name__}: {error}"
+            log.error("%s", self.default_model_error)
+
     # -- reports -------------------------------------------------------------------------
 
     def count_ffmpeg(self) -> int:
         """FFmpeg children of this process right now (0 where it cannot be counted)."""
         return len(ffmpeg_children() or [])
 
+    def stuck_passes(self) -> int:
+        """Passes of this server's backends abandoned after the pass deadline whose backend
+        call has not returned (each holds a thread and a model replica)."""
+        return sum(scheduler_for(backend).abandoned for backend in list(self._backends.values()))
+
+    def problems(self) -> list[str]:
+        """What keeps the server from serving as configured; empty when it is healthy."""
+        found = []
+        if self.default_model_error is not None:
+            found.append(self.default_model_error)
+        stuck = self.stuck_passes()
+        if stuck:
+            found.append(
+                f"{stuck} backend call(s) still running after the {self.config.pass_deadline:g} s "
+                "pass deadline; their threads and model replicas are held until they return"
+            )
+        return found
+
     def health(self) -> dict[str, Any]:
         """The ``/healthz`` document."""
         children = ffmpeg_children()
+        problems = self.problems()
         return {
-            "status": "ok" if self.accepting else "shutting_down",
+            "status": "shutting_down" if not self.accepting else "degraded" if problems else "ok",
+            "problems": problems,
+            "stuck_passes": self.stuck_passes(),
             "sessions": len(self.sessions),
             "transcribing": sum(
                 1 for s in self.sessions for u in s.utterances if u.state is State.RUNNING
@@ -158,14 +201,18 @@ class TranscriptionServer:
 
     async def preload(self) -> None:
         """Load the default backend's model so the first session starts warm."""
+        backend = None
         try:
             backend = get_backend(self.config.stream)
             self.track_backend(backend)
             started = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, backend)
             log.info("loaded %s in %.1f s", backend.info(), time.perf_counter() - started)
+            self.note_model_load(self.config.stream, backend, None)
         except Exception as error:  # noqa: BLE001 - sessions report it again, clearly
-            log.warning("could not preload backend %r: %s", self.config.stream.backend, error)
+            if backend is None or not backend.loaded:
+                self.default_model_error = f"the default model cannot load: {type(error).__name__}: {error}"
+            log.error("could not preload backend %r: %s", self.config.stream.backend, error)
 
     async def shutdown(self) -> None:
         """Refuse new sessions, let running ones flush, tell everyone, close, clean up."""
@@ -198,17 +245,22 @@ def _jsonable(value: Any) -> Any:
 
 
 def make_app(server: TranscriptionServer) -> tornado.web.Application:
-    """The Tornado application for ``server``: demo page, WebSocket, JSON, metrics."""
+    """The Tornado application for ``server``: demo page, WebSocket, JSON, metrics.
+
+    The access log names the path only: a query string may carry the token.
+    """
     injected = {"server": server}
+    static = {"server": server, "path": str(STATIC_DIR)}
     return tornado.web.Application(
         [
             (r"/ws/transcribe", TranscribeSocket, injected),
             (r"/api/backends", BackendsHandler, injected),
             (r"/healthz", HealthHandler, injected),
             (r"/metrics", MetricsHandler, injected),
-            (r"/()", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR), "default_filename": "index.html"}),
-            (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+            (r"/()", StaticHandler, {**static, "default_filename": "index.html"}),
+            (r"/static/(.*)", StaticHandler, static),
         ],
+        log_function=log_request,
     )
 
 
@@ -243,7 +295,14 @@ async def start_server(config: ServerConfig | None = None) -> RunningServer:
     config = config or ServerConfig()
     server = TranscriptionServer(config)
     sockets = tornado.netutil.bind_sockets(config.port, config.host)
-    http = tornado.httpserver.HTTPServer(make_app(server))
+    # Unfinished requests (slowloris) are closed after http_timeout, not Tornado's hour;
+    # no endpoint takes a body, so a large one is refused.
+    http = tornado.httpserver.HTTPServer(
+        make_app(server),
+        idle_connection_timeout=config.http_timeout,
+        body_timeout=config.http_timeout,
+        max_body_size=MAX_BODY_BYTES,
+    )
     http.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     if config.preload:
@@ -251,14 +310,23 @@ async def start_server(config: ServerConfig | None = None) -> RunningServer:
     return RunningServer(server, http, config.host, port)
 
 
-async def serve(config: ServerConfig, *, announce=print) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve(config: ServerConfig, *, announce=print, on_signal=None) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully.
+
+    ``on_signal()``, if given, is called as soon as the signal arrives (``rtlab serve``
+    starts its exit deadline there)."""
     running = await start_server(config)
     announce(f"rtlab server on {running.url}/ (WebSocket {running.ws_url})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_now() -> None:
+        if not stop.is_set() and on_signal is not None:
+            on_signal()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop_now)
     try:
         await stop.wait()
         log.info("shutting down: %d sessions", len(running.server.sessions))

@@ -1,5 +1,8 @@
 """Tornado handlers: thin. The WebSocket handler forwards frames to its session; the HTTP
 handlers ask the :class:`~rtlab.server.app.TranscriptionServer` for JSON or metrics text.
+
+Every handler checks the request's ``Host`` (DNS rebinding) and logs paths without their
+query string (which may carry the token).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 import tornado.websocket
 from prometheus_client import CONTENT_TYPE_LATEST
+from tornado.log import access_log, app_log, gen_log
 
 from . import protocol
 
@@ -18,7 +22,41 @@ if TYPE_CHECKING:
     from .session import TranscriptionSession
 
 
-class TranscribeSocket(tornado.websocket.WebSocketHandler):
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log line of a finished request: status, method, path (never the query
+    string: ``?token=`` is how browsers present the token), client, duration."""
+    status = handler.get_status()
+    write = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    request = handler.request
+    write("%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
+          1000.0 * request.request_time())  # fmt: skip
+
+
+class _Guarded(tornado.web.RequestHandler):
+    """Host check before anything else; logs that name the path, not the query string."""
+
+    server: TranscriptionServer
+
+    def prepare(self) -> None:
+        host = self.request.host_name
+        if not self.server.config.host_allowed(host):
+            raise tornado.web.HTTPError(
+                403, "Host %r is not allowed (DNS rebinding?); the operator can add it with --allowed-host",
+                host, reason="Host not allowed",
+            )  # fmt: skip
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+    def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 - Tornado's signature
+        if isinstance(value, tornado.web.HTTPError):
+            if value.log_message:
+                gen_log.warning("%d %s: " + value.log_message, value.status_code, self._request_summary(), *value.args)
+        else:  # Tornado's own would print the request, query string included
+            app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+
+
+class TranscribeSocket(_Guarded, tornado.websocket.WebSocketHandler):
     """``WS /ws/transcribe``: admission on open, frames to the session, cleanup on close."""
 
     def initialize(self, server: TranscriptionServer) -> None:
@@ -60,7 +98,24 @@ class TranscribeSocket(tornado.websocket.WebSocketHandler):
             self.server.close_session(self.session)
 
 
-class _ServerHandler(tornado.web.RequestHandler):
+class StaticHandler(_Guarded, tornado.web.StaticFileHandler):
+    """The demo page and its files; a path that cannot name a file (a NUL byte) is a 400,
+    one the file system refuses a 404, never a 500."""
+
+    def initialize(self, server: TranscriptionServer, path: str, default_filename: str | None = None) -> None:
+        self.server = server
+        super().initialize(path, default_filename)
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if "\x00" in absolute_path:
+            raise tornado.web.HTTPError(400, "NUL byte in a static path", reason="Bad path")
+        try:
+            return super().validate_absolute_path(root, absolute_path)
+        except (ValueError, OSError):
+            raise tornado.web.HTTPError(404) from None
+
+
+class _ServerHandler(_Guarded):
     def initialize(self, server: TranscriptionServer) -> None:
         self.server = server
 
@@ -71,17 +126,26 @@ class _ServerHandler(tornado.web.RequestHandler):
 
 
 class BackendsHandler(_ServerHandler):
-    """``GET /api/backends``: registered backends, policies, formats and the defaults."""
+    """``GET /api/backends``: registered backends, policies, formats, the defaults and
+    what clients may choose (``allowed``)."""
 
     def get(self) -> None:
-        self.write_json(self.server.backends_info())
+        info = self.server.backends_info()
+        choices = self.server.client_choices
+        info["allowed"] = {"backends": list(choices.backends), "models": list(choices.models),
+                           "policies": list(choices.policies)}  # fmt: skip
+        self.write_json(info)
 
 
 class HealthHandler(_ServerHandler):
-    """``GET /healthz``: status, sessions, FFmpeg processes, loaded models."""
+    """``GET /healthz``: status, sessions, FFmpeg processes, loaded models; HTTP 503 unless
+    the status is ``ok``."""
 
     def get(self) -> None:
-        self.write_json(self.server.health())
+        health = self.server.health()
+        if health["status"] != "ok":
+            self.set_status(503)
+        self.write_json(health)
 
 
 class MetricsHandler(_ServerHandler):
@@ -90,4 +154,3 @@ class MetricsHandler(_ServerHandler):
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(self.server.metrics.exposition())
-

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 class ServerMetrics:
     """The server's gauges, histograms and counters."""
 
-    def __init__(self, count_ffmpeg: Callable[[], float]) -> None:
+    def __init__(self, count_ffmpeg: Callable[[], float], count_stuck: Callable[[], float] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sessions = Gauge("rtlab_sessions", "Open WebSocket sessions", registry=r)
@@ -25,6 +25,12 @@ class ServerMetrics:
             "rtlab_ffmpeg_processes", "FFmpeg child processes of the server process", registry=r
         )
         self.ffmpeg_processes.set_function(count_ffmpeg)
+        self.stuck_passes = Gauge(
+            "rtlab_stuck_passes",
+            "Passes abandoned after the pass deadline whose backend call has not returned",
+            registry=r,
+        )
+        self.stuck_passes.set_function(count_stuck)
         self.start_latency = Histogram(
             "rtlab_session_start_seconds",
             "start_transcription received to transcription_started sent",

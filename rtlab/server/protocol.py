@@ -45,6 +45,12 @@ class ProtocolError(RtlabError):
         self.code = code
 
 
+class NotAllowed(RtlabError):
+    """A client named a backend, model or policy the operator did not allow."""
+
+    code = "not_allowed"
+
+
 def parse_client_message(text: str) -> dict[str, Any]:
     """The JSON object in a client text frame; :class:`ProtocolError` when it is not one."""
     try:
@@ -52,6 +58,10 @@ def parse_client_message(text: str) -> dict[str, Any]:
     except ValueError as error:
         raise ProtocolError(
             "invalid_json", f"text frames must be JSON objects; could not parse this one ({error})"
+        ) from None
+    except RecursionError:  # JSON nested deeper than Python's recursion limit
+        raise ProtocolError(
+            "invalid_json", "text frames must be JSON objects; this one is nested too deeply to parse"
         ) from None
     if not isinstance(message, dict):
         raise ProtocolError(
@@ -68,6 +78,53 @@ def parse_client_message(text: str) -> dict[str, Any]:
             "unknown_type", f"unknown message type {kind!r}; use one of {', '.join(CLIENT_TYPES)}"
         )
     return message
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON for an error message, cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = repr(type(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ClientChoices:
+    """The backends, models and policies a client may name: the operator's allow-lists.
+
+    A client's ``model`` is only ever compared with these names (never looked up as a
+    path or a hub name on its own), so the backend instances clients can make the server
+    create are bounded by the lists. ``"*"`` in ``backends`` or ``policies`` allows every
+    registered one; models have no wildcard.
+    """
+
+    backends: tuple[str, ...]
+    models: tuple[str, ...]
+    policies: tuple[str, ...]
+
+    def check(self, request: StartRequest) -> None:
+        """Raise :class:`NotAllowed` for a name in ``request`` outside the lists."""
+        for kind, name, allowed, flag in (
+            ("backend", request.backend, self.backends, "--allow-backends"),
+            ("model", request.model, self.models, "--allow-models"),
+            ("policy", request.policy, self.policies, "--allow-policies"),
+        ):
+            if name is None or name in allowed or (kind != "model" and "*" in allowed):
+                continue
+            listed = ", ".join(allowed) if allowed else "none"
+            raise NotAllowed(
+                f"{kind} {_shown(name)} is not allowed on this server; allowed: {listed} "
+                f"(the operator chooses them with rtlab serve {flag})"
+            )
+
+
+def default_model(backend: str) -> str | None:
+    """The model a backend loads when none is named (its ``model`` option's default)."""
+    from ..registry import get_registry
+
+    default = get_registry().accepted_options("backend", backend).get("model")
+    return default if isinstance(default, str) else None
 
 
 @dataclass(frozen=True)
@@ -92,7 +149,7 @@ class StartRequest:
                 raise ProtocolError(
                     "invalid_message",
                     f"start_transcription field {name!r} must be a non-empty string or null, "
-                    f"got {json.dumps(value)}",
+                    f"got {_shown(value)}",
                 )
             values[name] = value.strip()
         accepted = formats()
@@ -100,19 +157,27 @@ class StartRequest:
             raise ProtocolError(
                 "invalid_message",
                 f"start_transcription field 'format' must be one of {', '.join(accepted)}, "
-                f"got {values['format']!r}",
+                f"got {_shown(values['format'])}",
             )
         return cls(**values)
 
-    def stream_config(self, default: StreamConfig) -> StreamConfig:
+    def stream_config(self, default: StreamConfig, allowed: ClientChoices | None = None) -> StreamConfig:
         """The stream this request asks for, on top of the server's ``default``.
 
         The server's model and backend options apply when the request names its backend
-        and model (or none); its policy options when it names its policy (or none). A
-        request for another backend, model or policy gets that plugin's own defaults.
+        and model (or none; naming the model the server's backend loads by default counts
+        as none: it shares the loaded one). Its policy options apply when it names its
+        policy (or none). A request for another backend, model or policy gets that
+        plugin's own defaults. With ``allowed``, a name outside the operator's lists is
+        refused with :class:`NotAllowed` before anything is created.
         """
+        if allowed is not None:
+            allowed.check(self)
         backend = self.backend or default.backend
-        own_model = backend == default.backend and self.model in (None, default.model)
+        own_model = backend == default.backend and (
+            self.model in (None, default.model)
+            or (default.model is None and self.model == default_model(backend))
+        )
         policy = self.policy or default.policy
         if self.format == "auto":
             decoder, decoder_options = default.decoder, default.decoder_options

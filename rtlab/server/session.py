@@ -13,6 +13,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Protocol
 
@@ -24,12 +25,16 @@ from ..core.events import EventQueue
 from ..core.state import State
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError
 from ..core.processor import AudioProcessor
+from ..core.scheduler import pass_deadline
 from . import protocol
 
 if TYPE_CHECKING:
     from .app import TranscriptionServer
 
 log = logging.getLogger("rtlab.server")
+
+#: Utterances a connection may have at once: one stopping and one queued behind it.
+MAX_UTTERANCES = 2
 
 
 class Connection(Protocol):
@@ -60,6 +65,7 @@ class Utterance:
         self._failure: tuple[str, str] | None = None
         self._last_partial = ""
         self.model: str | None = processor.config.model
+        self.audio_bytes = 0  # received for this utterance, held or fed
 
     def hold_audio(self, data: bytes) -> bool:
         """Keep audio that arrives while the model loads; False when over the limit."""
@@ -67,6 +73,7 @@ class Utterance:
             return False
         self.pending.append(data)
         self.pending_bytes += len(data)
+        self.audio_bytes += len(data)
         return True
 
     def abort(self, code: str, message: str) -> None:
@@ -79,7 +86,11 @@ class Utterance:
         """Start the processor, feed it, flush it on stop; always clean up."""
         processor, session = self.processor, self.session
         pump: asyncio.Task | None = None
+        finishing: asyncio.Future | None = None
         started = cancelled = False
+        # Every pass of this utterance (the processor's tasks inherit this context) is
+        # abandoned after the deadline: a hung backend call cannot hold the session.
+        pass_deadline.set(session.config.pass_deadline)
         try:
             if previous is not None and previous.task is not None:
                 await asyncio.wait([previous.task])  # its transcription_stopped goes first
@@ -88,7 +99,12 @@ class Utterance:
             session.server.track_backend(backend)
             self.model = processor.config.model or backend.info().get("model")
             await session.send(protocol.model_loading_started(backend_name, self.model, backend.loaded))
-            events = await processor.create_tasks()
+            try:
+                events = await processor.create_tasks()
+            except Exception as error:
+                session.server.note_model_load(processor.config, backend, error)
+                raise
+            session.server.note_model_load(processor.config, backend, None)
             pump = asyncio.create_task(self._pump(events), name="rtlab-session-pump")
             await session.send(protocol.transcription_started(backend_name, self.model))
             session.metrics.start_latency.observe(time.monotonic() - requested_at)
@@ -104,7 +120,16 @@ class Utterance:
                 await asyncio.wait([stop_wait, pump], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stop_wait.cancel()
-            await processor.finish()
+            if self.stop_requested.is_set() and self.audio_bytes == 0:
+                # Nothing to decode: an empty utterance, not a decoding failure.
+                await self._report(protocol.transcription_stopped(_empty_summary()))
+            else:
+                # Shielded: cancelling the flush mid-way (a disconnect, a shutdown) would
+                # cancel asyncio's own wait for FFmpeg's stdin to close, which then fails
+                # with InvalidStateError in a loop callback. The cleanup below stops the
+                # decoder, and the flush then ends on its own.
+                finishing = asyncio.ensure_future(processor.finish())
+                await asyncio.shield(finishing)
         except asyncio.CancelledError:
             cancelled = True
             if self._failure is not None:
@@ -114,11 +139,14 @@ class Utterance:
             pass  # the decoder failed while held audio was fed; the pump reports it
         except Exception as error:  # noqa: BLE001 - any failure must reach the client
             if not isinstance(error, RtlabError):
-                log.exception("transcription failed in session %s", session.id)
+                log.exception("internal_error in session %s: the transcription failed", session.id)
             await self._report(protocol.transcription_failed(*_describe(error)))
         finally:
             self.state = State.STOPPED
             await processor.cleanup()
+            if finishing is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await finishing
             if pump is not None:
                 if cancelled:
                     pump.cancel()
@@ -126,7 +154,8 @@ class Utterance:
                     await pump  # the stream is closed: the pump sends what is left, then ends
             if started:
                 session.metrics.transcriptions.dec()
-                if not cancelled:
+                if not cancelled and not self._reported:
+                    log.error("internal_error in session %s: the transcription ended without a summary", session.id)
                     await self._report(
                         protocol.transcription_failed(
                             "internal_error", "the transcription ended without a summary"
@@ -164,13 +193,53 @@ class Utterance:
                     metrics.rtf.observe(event["rtf"])
                 await self._report(protocol.transcription_stopped(event))
             elif kind == "error":
+                self._log_failure(event["error"], event["message"])
                 await self._report(protocol.transcription_failed(event["error"], event["message"]))
+
+    def _log_failure(self, code: str, message: str) -> None:
+        """Tell the operator what a client is told: a bug with its traceback."""
+        if code == "internal_error":
+            error = self.processor.error
+            log.error(
+                "internal_error in session %s: %s", self.session.id, message,
+                exc_info=(type(error), error, error.__traceback__) if isinstance(error, BaseException) else None,
+            )  # fmt: skip
+        elif code == "backend_timeout":
+            log.warning("session %s: %s", self.session.id, message)
 
 
 def _describe(error: Exception) -> tuple[str, str]:
     if isinstance(error, RtlabError):
         return error.code, str(error)
     return "internal_error", f"{type(error).__name__}: {error}"
+
+
+def _empty_summary() -> dict[str, Any]:
+    """The summary of an utterance that received no audio."""
+    return {
+        "type": "summary", "text": "", "audio_seconds": 0.0, "compute_seconds": 0.0,
+        "measured_compute_seconds": 0.0, "rtf": None, "emitted_at": 0.0,
+    }  # fmt: skip
+
+
+class ControlRate:
+    """A token bucket: ``rate`` frames per second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        """Whether one more frame may pass now (it takes a token)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class TranscriptionSession:
@@ -191,19 +260,43 @@ class TranscriptionSession:
         self.utterance: Utterance | None = None
         self.utterances: set[Utterance] = set()
         self.last_activity = time.monotonic()
+        #: Since when the connection has had no transcription (None while it has one).
+        self.unstarted_since: float | None = self.last_activity
         self.closed = False
         self._audio_refused = False
         self._close_with: tuple[int, str] | None = None
+        self._ending = False
         self._dropped_reported = 0
+        self._control_rate = ControlRate(self.config.max_control_rate, self.config.control_burst)
+        self._refused_controls = 0
+        self._watch_again = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name="rtlab-session-writer")
-        self._watchdog = asyncio.create_task(self._watch_idle(), name="rtlab-session-idle")
+        self._watchdog = asyncio.create_task(self._watch(), name="rtlab-session-watchdog")
 
     # -- frames from the client --------------------------------------------------------
 
     async def receive(self, frame: str | bytes) -> None:
-        """Handle one client frame; never raises for bad input."""
+        """Handle one client frame; never raises (a bug is logged and answered)."""
+        if self._ending:
+            return  # the server is closing this connection
         self.last_activity = time.monotonic()
-        if len(frame) > self.config.max_message_bytes:
+        try:
+            await self._receive(frame)
+        except Exception:  # noqa: BLE001 - one bad frame must not drop the connection
+            log.exception("internal_error in session %s: a client frame could not be handled", self.id)
+            await self.send(
+                protocol.error(
+                    "internal_error",
+                    "the server could not handle this frame (a bug, logged on the server); "
+                    "the connection stays open",
+                )
+            )
+
+    async def _receive(self, frame: str | bytes) -> None:
+        too_large = len(frame) > self.config.max_message_bytes
+        if (too_large or isinstance(frame, str)) and not await self._admit_control():
+            return
+        if too_large:
             await self.send(
                 protocol.error(
                     "message_too_large",
@@ -215,6 +308,35 @@ class TranscriptionSession:
             await self._receive_audio(frame)
         else:
             await self._receive_text(frame)
+
+    async def _admit_control(self) -> bool:
+        """Whether a text (or refused) frame is within the connection's rate; past it the
+        client is told once, and closed after another burst's worth."""
+        if self._control_rate.take():
+            self._refused_controls = 0
+            return True
+        self._refused_controls += 1
+        rate, burst = self.config.max_control_rate, self.config.control_burst
+        if self._refused_controls == 1:
+            await self.send(
+                protocol.error(
+                    "rate_limited",
+                    f"more than {rate:g} messages per second (at most {burst} at once); this one "
+                    "and any more sent this fast are ignored, and the connection is closed if "
+                    "they go on",
+                )
+            )
+        elif self._refused_controls > burst:
+            await self.end(
+                1008,
+                "rate limited",
+                protocol.transcription_failed(
+                    "rate_limited",
+                    f"the connection kept sending more than {rate:g} messages per second and "
+                    "was closed; reconnect and send control messages only when needed",
+                ),
+            )
+        return False
 
     async def _receive_text(self, text: str) -> None:
         try:
@@ -239,11 +361,19 @@ class TranscriptionSession:
         await self.send(protocol.transcription_starting())
         if going_on:
             return  # still IDLE: transcription_started follows once the model is loaded
+        if sum(1 for u in self.utterances if u.state is not State.STOPPED) >= MAX_UTTERANCES:
+            await self.send(
+                protocol.transcription_failed(
+                    "queue_full",
+                    "one utterance is still stopping and another is queued behind it; this "
+                    "start was refused. Wait for transcription_stopped before starting again.",
+                )
+            )
+            return
         try:
             request = protocol.StartRequest.from_message(message)
-            processor = AudioProcessor(
-                request.stream_config(self.config.stream), clock="wall", max_events=self.config.max_events
-            )
+            stream = request.stream_config(self.config.stream, self.server.client_choices)
+            processor = AudioProcessor(stream, clock="wall", max_events=self.config.max_events)
         except RtlabError as error:
             await self.send(protocol.transcription_failed(error.code, str(error)))
             return
@@ -252,6 +382,7 @@ class TranscriptionSession:
         utterance = Utterance(self, processor)
         self.utterance = utterance
         self.utterances.add(utterance)
+        self.unstarted_since = None
         self._audio_refused = False
         utterance.task = asyncio.create_task(
             utterance.run(previous, requested_at), name=f"rtlab-utterance-{self.id}"
@@ -281,6 +412,7 @@ class TranscriptionSession:
             return
         if current is not None and current.state is State.RUNNING and not current.stop_requested.is_set():
             try:
+                current.audio_bytes += len(data)
                 await current.processor.process_audio(data)
                 return
             except (ProcessorStopped, ProcessorNotRunning):
@@ -325,31 +457,54 @@ class TranscriptionSession:
         """Server-side close: send ``message`` (never waits), flush, then close with ``code``."""
         if message is not None:
             self._count_error(message)
+        self._ending = True
         self._close_with = (code, reason)
         await self.outbox.close(message)
 
-    async def _watch_idle(self) -> None:
-        timeout = self.config.idle_timeout
+    async def _watch(self) -> None:
+        """Close a connection that sends nothing for ``idle_timeout``, or that holds its
+        slot without a transcription for ``start_timeout``."""
+        config = self.config
         while True:
-            idle = time.monotonic() - self.last_activity
-            if idle >= timeout:
+            now = time.monotonic()
+            unstarted = self.unstarted_since
+            start_left = math.inf if unstarted is None else unstarted + config.start_timeout - now
+            idle_left = self.last_activity + config.idle_timeout - now
+            if start_left <= 0:
+                await self.end(
+                    1000,
+                    "start timeout",
+                    protocol.transcription_failed(
+                        "start_timeout",
+                        f"no transcription for {config.start_timeout:g} s (since the connection "
+                        "opened or the last utterance ended); the connection was closed to free "
+                        "its slot. Connect when you are ready to send start_transcription.",
+                    ),
+                )
+                return
+            if idle_left <= 0:
                 await self.end(
                     1000,
                     "idle timeout",
                     protocol.transcription_failed(
                         "idle_timeout",
-                        f"no message from the client for {timeout:g} s; the session was closed. "
-                        "Reconnect to start again.",
+                        f"no message from the client for {config.idle_timeout:g} s; the session "
+                        "was closed. Reconnect to start again.",
                     ),
                 )
                 return
-            await asyncio.sleep(timeout - idle)
+            self._watch_again.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._watch_again.wait(), min(start_left, idle_left))
 
     # -- the end -----------------------------------------------------------------------
 
     def utterance_done(self, utterance: Utterance) -> None:
         """Called by an utterance when it has cleaned up."""
         self.utterances.discard(utterance)
+        if not self.utterances:
+            self.unstarted_since = time.monotonic()
+            self._watch_again.set()  # the start timeout runs again
 
     async def shutdown(self, grace: float) -> None:
         """Server shutdown: flush a running transcription (up to ``grace`` s), then close."""
