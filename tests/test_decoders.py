@@ -657,3 +657,26 @@ def test_a_decoder_without_its_own_init_accepts_no_options():
     with pytest.raises(InvalidOption, match="does not accept option 'rate'"):
         check_options(Silent, "decoder", {"rate": 8000})
     assert FFmpegDecoder().state is PCMDecoder().state is State.IDLE
+
+
+async def test_end_input_cancelled_while_stdin_closes_leaves_asyncio_no_error(data_dir, no_ffmpeg_left):
+    """A caller cancelled in end_input() (a client gone while its stream flushes) must not
+    cancel asyncio's own wait for the pipe to close (it then fails with InvalidStateError)."""
+    errors = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        for _ in range(20):
+            decoder = FFmpegDecoder(input_format="ogg")
+            await decoder.start()
+            await decoder.write(fox(data_dir, "ogg"))
+            ending = asyncio.ensure_future(decoder.end_input())
+            await asyncio.sleep(0)
+            ending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ending
+            await decoder.stop()
+        await asyncio.sleep(0.2)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []

@@ -307,7 +307,12 @@ class FFmpegDecoder(Decoder):
         stdin = self.process.stdin
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             stdin.close()
-            await stdin.wait_closed()
+            # Shielded: a caller cancelled here (a client that disconnects while its stream
+            # is flushed) must not cancel asyncio's own wait for the pipe, which then fails
+            # with InvalidStateError when the pipe closes.
+            closing = asyncio.ensure_future(stdin.wait_closed())
+            closing.add_done_callback(lambda task: task.cancelled() or task.exception())
+            await asyncio.shield(closing)
 
     async def read(self) -> np.ndarray | None:
         if self.state is State.RUNNING:
