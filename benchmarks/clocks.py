@@ -26,13 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-POLICIES = (
-    "min_chunk=0.5",
-    "min_chunk=1",
-    "min_chunk=2",
-    "min_chunk=1,deadline_sec=1.75",
-    "min_chunk=1,deadline_sec=1.75,buffer_trimming_sec=8",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replay import POLICIES  # noqa: E402  (benchmarks/replay.py: the five-policy sweep)
 
 
 def committed_words(run: Any) -> list[str]:
