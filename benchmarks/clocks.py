@@ -43,6 +43,7 @@ def summary_row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
         "p95": summary["latency"]["p95"],
         "first_text": summary["first_text_latency"]["median"],
         "rtf": summary["rtf"],
+        "errors": summary.get("errors", 0),
     }
 
 
@@ -136,14 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         f"- Corpus: {corpus}; configuration: {config.label}.",
         f"- Cost model: {costs.path} (sha256 {str(costs.sha256)[:12]}; {costs.note or 'no note'}).",
         f"- Command: `python benchmarks/clocks.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-        "| clock | WER | commit latency median | p95 | first text | RTF | median vs wall | p95 vs wall |",
-        "|---|---|---|---|---|---|---|---|",
+        "| clock | WER | commit latency median | p95 | first text | RTF | median vs wall | p95 vs wall | failed streams |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in rows:
         lines.append(
             f"| {row['clock']} | {_pct(row['wer'])} | {_s(row['median'])} | {_s(row['p95'])} | "
             f"{_s(row['first_text'])} | {'-' if row['rtf'] is None else format(row['rtf'], '.3f')} | "
-            f"{_off(row['median'], wall and wall['median'])} | {_off(row['p95'], wall and wall['p95'])} |"
+            f"{_off(row['median'], wall and wall['median'])} | {_off(row['p95'], wall and wall['p95'])} | {row['errors']} |"
         )
     lines += ["", f"- {args.repeats} modeled runs give byte-identical committed words: {report['modeled_runs_identical']}."]
     if "sweep" in report:

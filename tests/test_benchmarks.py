@@ -96,3 +96,54 @@ def test_engines_script_measures_each_engine_in_its_own_process(tone_corpus, tmp
     assert slow["rtf"] >= 0.05 > fast["rtf"]  # the sleeping backend is the slower one
     assert slow["peak_rss_bytes"] >= slow["baseline_rss_bytes"] > 0
     assert (out / "engines.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_clocks_script_puts_the_clocks_side_by_side(tone_corpus, tmp_path):
+    from rtlab.config import StreamConfig
+    from rtlab.core.costs import Calibration, CostModel, key_for
+    from rtlab.core.instances import get_backend
+
+    config = StreamConfig(backend="test")
+    weights = {"calls": 0.2, "audio_seconds": 0.01, "words": 0.0, "prompt_words": 0.0}
+    costs = CostModel([Calibration(key_for(config, get_backend(config)), weights)])
+    costs.save(tmp_path / "costs.json")
+    out = tmp_path / "out"
+    result = run_script(
+        "clocks.py", "--backend", "test", "--corpus", str(tone_corpus), "--cost-model", str(tmp_path / "costs.json"),
+        "--skip-wall", "--repeats", "2", "--out", str(out), "--markdown", str(tmp_path / "clocks.md"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "clocks.json").read_text(encoding="utf-8"))
+    assert [row["clock"] for row in report["clocks"]] == ["simulated", "modeled", "unaware"]
+    assert {row["wer"] for row in report["clocks"]} == {0.0}  # the tone backend hears every word
+    assert report["modeled_runs_identical"] is True
+    assert report["sweep"]["modeled"]["same_wer_every_run"] is True
+    page = (tmp_path / "clocks.md").read_text(encoding="utf-8")
+    assert "| modeled | 0.0% |" in page and costs.sha256[:12] in page
+
+
+def test_batching_script_compares_batched_and_unbatched_sessions(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = run_script(
+        "batching.py", "--backend", "test", "-b", "compute_rtf=0.2", "--corpus", str(tone_corpus),
+        "--seconds", "3", "--sessions", "1", "--sessions", "3", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "batching.json").read_text(encoding="utf-8"))["rows"]
+    assert [(r["sessions"], r["max_batch"]) for r in rows] == [(1, 1), (3, 1), (3, 3)]
+    assert rows[1]["batch_sizes"] == {} and sum(int(k) * v for k, v in rows[2]["batch_sizes"].items()) > 0
+    # The audio is cut at 3 s, inside a word: what matters is that batching changes no word.
+    assert all(r["errors"] == 0 for r in rows) and len({r["wer"] for r in rows}) == 1
+
+
+def test_before_after_script_puts_two_versions_side_by_side(tone_corpus, tmp_path):
+    for label in ("before", "after"):
+        result = run_script("replay.py", "--backend", "test", "--corpus", str(tone_corpus), "--out", str(tmp_path / label))
+        assert result.returncode in (0, 1), result.stderr
+    page = tmp_path / "page.md"
+    result = run_script("before_after.py", str(tmp_path / "before"), str(tmp_path / "after"),
+                        "--before-label", "v1", "--after-label", "v2", "--command", "make it", "--out", str(page))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = page.read_text(encoding="utf-8")
+    assert "v1 / v2" in text and "make it" in text and "## benchmarks/replay.py" in text
+    assert text.count("| 0.0% / 0.0% | 0.0% / 0.0% |") == 5  # five configurations, WER together and alone
