@@ -181,6 +181,19 @@ async def test_a_backend_only_ever_runs_on_as_many_threads_as_it_has_replicas():
     assert scheduler.pending == 0
 
 
+async def test_no_thread_is_left_waiting_after_a_burst_of_passes():
+    """Each queued pass waits for its turn on a thread of its own, which ends with it: a
+    burst of sessions leaves no idle threads behind (the server's thread count returns)."""
+    scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
+
+    def waiting() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name == "rtlab-busy-wait"]
+
+    await asyncio.gather(*(scheduler.submit(time.sleep, 0.005) for _ in range(40)))
+    await asyncio.get_running_loop().run_in_executor(None, wait_until, lambda: not waiting())
+    assert waiting() == [] and scheduler.pending == 0
+
+
 async def test_a_running_job_counts_as_pending_until_it_ends_even_when_its_caller_left():
     scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
     started, release = threading.Event(), threading.Event()

@@ -311,7 +311,6 @@ class Scheduler:
             self.batcher = Batcher(backend, self.slots)
             self.cores_per_job = 0
             self.gate = Gate(backend.max_concurrency * backend.max_batch)
-        self._waiting = ThreadPoolExecutor(max_workers=max_pending, thread_name_prefix=f"rtlab-{backend.name}-wait")
         self._running = ThreadPoolExecutor(max_workers=self.gate.capacity, thread_name_prefix=f"rtlab-{backend.name}")
         self._pending = 0
         #: Passes abandoned after their deadline whose backend call has not returned yet.
@@ -351,9 +350,10 @@ class Scheduler:
                 )
             self._pending += 1
         cancelled = threading.Event()
-        admission = self._waiting.submit(
-            self.slots.acquire, self.cores_per_job if hold_cores else 0, priority, self.gate, cancelled
-        )
+        admission = _in_thread(
+            f"rtlab-{self.backend.name}-wait",
+            self.slots.acquire, self.cores_per_job if hold_cores else 0, priority, self.gate, cancelled,
+        )  # fmt: skip
         try:
             ticket = await _until(asyncio.wrap_future(admission), expires)
         except (asyncio.CancelledError, asyncio.TimeoutError) as stopped:
@@ -430,6 +430,24 @@ async def _until(future: asyncio.Future, expires: float | None) -> Any:
     if expires is None:
         return await future
     return await asyncio.wait_for(future, max(0.0, expires - time.monotonic()))
+
+
+def _in_thread(name: str, fn: Callable[..., Any], *args: Any) -> Future:
+    """``fn(*args)`` on a thread of its own, which ends with it (a pool would keep idle
+    threads after a burst of waiting sessions); its outcome as a Future."""
+    future: Future = Future()
+    future.set_running_or_notify_cancel()
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
