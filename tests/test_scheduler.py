@@ -187,7 +187,7 @@ async def test_no_thread_is_left_waiting_after_a_burst_of_passes():
     scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
 
     def waiting() -> list[str]:
-        return [t.name for t in threading.enumerate() if t.name == "rtlab-busy-wait"]
+        return [t.name for t in threading.enumerate() if t.name.startswith("rtlab-busy-wait")]
 
     await asyncio.gather(*(scheduler.submit(time.sleep, 0.005) for _ in range(40)))
     await asyncio.get_running_loop().run_in_executor(None, wait_until, lambda: not waiting())
