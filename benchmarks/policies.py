@@ -10,20 +10,241 @@ in ``min_chunk`` order, lines out to the p95 latency).
     python benchmarks/policies.py --option compute_type=float32 --clock wall
 
 Default corpus: the shared English speech (``rtlab.eval.corpus.shared_speech_dir()``).
+
+``--compare`` runs LocalAgreement-2 and AlignAtt side by side on the same converted weights
+(backend openai-whisper, each policy with its defaults): tiny.en on the shared English
+speech, base on the shared multilingual sets beside it (``de``, ``fr``, ``es``, ``pt``,
+with Whisper's basic normalizer), on each ``--clock`` given (default: unaware, then
+simulated with one configuration at a time). Per language and policy it prints WER, the
+offline pass's WER, the words kept against the offline pass, median and p95 commit
+latency, median first-text latency and RTF; ``--markdown FILE`` writes the dated page.
+
+    python benchmarks/policies.py --compare --markdown docs/benchmarks/DATE-policies-alignatt.md
+    python benchmarks/policies.py --compare --languages en --clock unaware
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import shlex
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
+
+#: The policies ``--compare`` puts side by side, each with its defaults.
+COMPARED = ("local-agreement", "alignatt")
+#: The shared multilingual sets, in folders beside the English one.
+MULTILINGUAL = ("de", "fr", "es", "pt")
+
+
+def words_kept(streams: list[Any]) -> float | None:
+    """The offline pass's words that a stream committed (aligned by word sequence, as the
+    commit latency is), as a fraction of the offline pass's words, pooled over files."""
+    from rtlab.eval.metrics import get_normalizer
+
+    offline = matched = 0
+    for stream in streams:
+        if stream.offline_hypothesis is None:
+            return None
+        normalize = get_normalizer(stream.normalizer)
+        # Word by word, as the alignment normalizes them ("one two" stays two words).
+        offline += sum(1 for word in stream.offline_hypothesis.split() if normalize(word).strip())
+        matched += len(stream.word_latencies)
+    return matched / offline if offline else None
+
+
+def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Both policies on every language and clock asked for; prints the tables and writes
+    ``policies-alignatt.json`` (and the page with ``--markdown``)."""
+    from rtlab.config import StreamConfig
+    from rtlab.eval.bench import hardware_summary, run_bench
+    from rtlab.eval.corpus import shared_speech_dir
+
+    english = Path(args.corpus) if args.corpus else shared_speech_dir()
+    if english is None:
+        parser.error("no --corpus given and the shared speech folder was not found")
+    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    backend = args.backend or "openai-whisper"
+    clocks = args.clocks or ["unaware", "simulated"]
+    out = Path(args.out)
+    load = _LoadSampler()
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for language in languages:
+        corpus = english if language == "en" else english.parent / language
+        if not corpus.is_dir():
+            print(f"skipped {language}: no corpus at {corpus}", file=sys.stderr)
+            continue
+        model = args.english_model if language == "en" else args.multilingual_model
+        normalizer = "whisper-english" if language == "en" else "whisper-basic"
+        extra = "".join("," + option for option in args.option)
+        configs = [
+            StreamConfig.parse(f"backend={backend},model={model},language={language},policy={policy}{extra},name={policy}")
+            for policy in COMPARED
+        ]  # fmt: skip
+        for clock in clocks:
+            # On the simulated clock a pass's measured compute is its latency: one
+            # configuration at a time, so that neither policy's passes share the cores.
+            run = run_bench(corpus, configs, clock=clock, normalizer=normalizer, language=language,
+                            one_at_a_time=clock == "simulated", work_dir=out / language / clock)  # fmt: skip
+            print(f"\n{language} ({model}), clock {clock}")
+            print(run.table())
+            run.write(out / language / clock, plots=False)  # results.jsonl: every stream's words
+            runs.append({"language": language, "model": model, **run.run_record(), "summaries": run.summaries})
+            for config, summary in zip(configs, run.summaries):
+                streams = [s for s in run.streams if s.config["name"] == config.label]
+                offline = summary.get("offline_wer") or {}
+                rows.append({
+                    "language": language, "model": model, "clock": clock, "policy": config.policy,
+                    "files": summary["files"], "audio_seconds": summary["audio_seconds"], "normalizer": normalizer,
+                    "wer": summary["wer"]["value"], "offline_wer": offline.get("value"),
+                    "reference_words": summary["wer"].get("reference_words"),
+                    "kept": words_kept(streams), "latency_median": summary["latency"]["median"],
+                    "latency_p95": summary["latency"]["p95"], "first_text": summary["first_text_latency"]["median"],
+                    "rtf": summary["rtf"], "errors": summary["errors"],
+                })  # fmt: skip
+    environment = runs[0]["environment"] if runs else {}
+    report = {
+        "benchmark": "policies-alignatt", "date": datetime.date.today().isoformat(), "backend": backend, "rows": rows,
+        "runs": runs, "environment": environment, "hardware": hardware_summary(environment) if environment else None,
+        "load_average": load.stop(), "wall_seconds": time.perf_counter() - started,
+        "packages": _packages(),
+    }  # fmt: skip
+    print("\n" + format_rows(rows))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "policies-alignatt.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    written = [out / "policies-alignatt.json"]
+    if args.markdown:
+        command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if args.argv is None else args.argv)])
+        Path(args.markdown).write_text(markdown(report, command), encoding="utf-8")
+        written.append(Path(args.markdown))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+_HEADER = ("language", "clock", "policy", "WER", "offline WER", "kept", "median latency", "p95 latency", "first text", "RTF")
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f} s"
+
+    return [
+        f"{row['language']} ({row['model']})", row["clock"], row["policy"], percent(row["wer"]),
+        percent(row["offline_wer"]), percent(row["kept"]), seconds(row["latency_median"]),
+        seconds(row["latency_p95"]), seconds(row["first_text"]),
+        "-" if row["rtf"] is None else f"{row['rtf']:.3f}",
+    ] + ([f"{row['errors']} failed"] if row["errors"] else [])  # fmt: skip
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """Every row as a plain-text table."""
+    table = [list(_HEADER)] + [_cells(r)[: len(_HEADER)] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_HEADER))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any], command: str) -> str:
+    """The dated page for docs/benchmarks/."""
+    environment = report["environment"]
+    packages = {**environment.get("packages", {}), **report["packages"]}
+    software = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
+    hardware = f"{environment.get('cpu_count')} CPU cores ({environment.get('machine')}), " + (
+        f"{environment.get('memory_total_bytes', 0) / 2**30:.1f} GiB, no GPU"
+    )
+    load = report.get("load_average")
+    if load:
+        hardware += f"; load average (1 min) {load['min']:.1f} to {load['max']:.1f} during the run"
+    corpora = []
+    for run in report["runs"]:
+        line = f"{run['language']}: {run['corpus']} ({run['files']} files, {run['audio_seconds']:.1f} s)"
+        if line not in corpora:
+            corpora.append(line)
+    models = sorted({f"{r['model']} ({r['language']})" for r in report["rows"]})
+    clocks = sorted({r["clock"] for r in report["rows"]}, key=["unaware", "simulated", "wall"].index)
+    lines = [
+        f"# `benchmarks/policies.py --compare`: LocalAgreement-2 and AlignAtt, {report['date']}",
+        "",
+        f"The same weights through both policies (backend {report['backend']}, greedy, one",
+        "thread per pass), each with its defaults: LocalAgreement-2 (`min_chunk` 1 s, a word",
+        "committed once two passes agree) and AlignAtt (`min_chunk` 1.2 s, `frame_threshold` 25",
+        "frames, one decode per chunk, committed at once). The unaware clock counts no compute (every",
+        "pass sees the same audio on every run: the policies' own latency and words); the simulated",
+        "clock counts each pass's measured compute, one configuration at a time. *kept*: the offline",
+        "pass's words the stream committed, aligned by word sequence.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {report['date']} |",
+        f"| hardware | {hardware} |",
+        f"| software | {software} |",
+        f"| models | {', '.join(models)} |",
+        f"| clocks | {', '.join(clocks)} |",
+        "| normalizer | `whisper-english` for English, `whisper-basic` for the others |",
+        f"| corpora | {'; '.join(corpora)} |",
+        f"| command | `{command}` |",
+        f"| wall time | {report['wall_seconds'] / 60:.1f} min |",
+        "",
+        "| " + " | ".join(_HEADER) + " |",
+        "| --- | --- | --- | " + " | ".join("---:" for _ in _HEADER[3:]) + " |",
+    ]
+    lines += ["| " + " | ".join(_cells(r)[: len(_HEADER)]) + " |" for r in report["rows"]]
+    failed = [r for r in report["rows"] if r["errors"]]
+    if failed:
+        lines += ["", "Failed streams: " + "; ".join(f"{r['language']} {r['clock']} {r['policy']}: {r['errors']}" for r in failed)]
+    return "\n".join(lines) + "\n"
+
+
+def _packages() -> dict[str, str | None]:
+    import importlib.metadata
+
+    found = {}
+    for name in ("openai-whisper", "torch", "rtlab-openai-whisper"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+class _LoadSampler:
+    """The 1-minute load average, sampled while the benchmark runs (other work on the
+    machine moves compute-bound figures; the page says how much there was)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+        def sample() -> None:
+            while True:
+                self.samples.append(os.getloadavg()[0])
+                if self.done.wait(every):
+                    return
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> dict[str, float] | None:
+        self.done.set()
+        self.thread.join()
+        return {"min": min(self.samples), "max": max(self.samples)} if self.samples else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", help="corpus folder or manifest (default: the shared English speech)")
-    parser.add_argument("--backend", default="faster-whisper")
+    parser.add_argument("--backend", default=None, help="default: faster-whisper (--compare: openai-whisper)")
     parser.add_argument("--model", default=None, help="default: the backend's (tiny.en for faster-whisper)")
     parser.add_argument("--policy", default="local-agreement")
     parser.add_argument("--min-chunk", type=float, action="append", dest="min_chunks",
@@ -34,7 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language", default=None, help="language of corpus files that name none")
     parser.add_argument("--long-form", action="store_true", help="join the corpus into one stream")
     parser.add_argument("--out", default="results", help="output folder (default: results/)")
+    parser.add_argument("--compare", action="store_true",
+                        help="LocalAgreement-2 and AlignAtt side by side on openai-whisper (see above)")  # fmt: skip
+    parser.add_argument("--languages", default="en," + ",".join(MULTILINGUAL),
+                        help="--compare: languages to run (default: en,de,fr,es,pt)")  # fmt: skip
+    parser.add_argument("--clocks", action="append", choices=["unaware", "simulated", "wall"],
+                        help="--compare: clock (repeat; default: unaware and simulated)")  # fmt: skip
+    parser.add_argument("--english-model", default="tiny.en", help="--compare: the model for English")
+    parser.add_argument("--multilingual-model", default="base", help="--compare: the model for the other languages")
+    parser.add_argument("--markdown", default=None, help="--compare: also write the dated page for docs/benchmarks/ here")
     args = parser.parse_args(argv)
+    args.argv = argv
+    if args.compare:
+        return compare(args, parser)
+    args.backend = args.backend or "faster-whisper"
 
     from rtlab.eval.bench import run_bench
     from rtlab.eval.corpus import shared_speech_dir

@@ -60,6 +60,13 @@ class Backend:
     max_batch: int = 1
     #: Milliseconds a batch waits for more passes after its first one arrived.
     batch_wait_ms: float = 0.0
+    #: What the backend can do beyond ``transcribe``, by name, for the policies that need
+    #: more (a policy's ``requires``; ``/api/backends`` lists both). rtlab knows
+    #: ``"incremental-decoding"``: the backend creates a session's decoder with
+    #: ``incremental_decoder(language=...)``, the contract of
+    #: :class:`rtlab.policies.incremental.IncrementalDecoder` (AlignAtt needs it). Default:
+    #: none.
+    capabilities: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         """Subclasses declare their options as keyword arguments of their own ``__init__``;

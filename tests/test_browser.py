@@ -6,6 +6,7 @@ Screenshots are saved under ``artifacts/`` (git-ignored) as test artefacts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -125,4 +126,57 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
     if backend == "test":  # exact by construction
         assert final_words in transcript, (transcript, console)
     assert "stopped" in status and not error.strip()
+    assert not await settle(running, ffmpeg_children)
+
+
+async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_server, tmp_path, ffmpeg_children):
+    """/api/backends says which policies each backend can run: AlignAtt only where the
+    backend has incremental decoding. The page streams with the policy chosen."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    text = "alpha bravo charlie delta echo"
+    microphone = padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
+    running = await make_server(backend="test-attention", policy="alignatt")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone}%noloop",
+            ],
+        )  # fmt: skip
+        try:
+            page = await browser.new_page()
+            sent = []
+            page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(frame)))
+            await page.goto(running.url + "/")
+            await page.wait_for_function("window.rtlab.backends !== null")
+            offered = "Array.from(document.querySelectorAll('#policy option'), (o) => o.value)"
+            assert await page.input_value("#backend") == "test-attention"
+            assert await page.evaluate(offered) == ["alignatt", "local-agreement"]
+            assert await page.input_value("#policy") == "alignatt"
+            assert "cross-attention" in await page.text_content("#policy-description")
+            await page.select_option("#backend", "test")
+            assert await page.evaluate(offered) == ["local-agreement"]
+            assert await page.input_value("#policy") == "local-agreement"
+            await page.select_option("#backend", "test-attention")
+            await page.select_option("#policy", "alignatt")
+            await page.click("#start")
+            await page.wait_for_function(
+                "document.querySelector('#committed').textContent.includes('charlie')", timeout=60_000
+            )
+            await page.click("#stop")
+            await page.wait_for_function(
+                "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
+            )
+            transcript = words_of(await page.text_content("#committed"))
+            messages = await page.evaluate("window.rtlab.messages")
+        finally:
+            await browser.close()
+    assert transcript == text, transcript
+    assert [m["type"] for m in messages][-1] == "transcription_stopped"
+    starts = [json.loads(frame) for frame in sent if isinstance(frame, str) and "start_transcription" in frame]
+    assert [(m["backend"], m["policy"]) for m in starts] == [("test-attention", "alignatt")]
     assert not await settle(running, ffmpeg_children)

@@ -428,6 +428,69 @@ async def test_a_server_streams_through_openai_whisper_on_real_ffmpeg(make_serve
     assert {"quick", "lazy"} <= {w.strip(".,").lower() for w in result.text.split()}
 
 
+# -- incremental decoding and AlignAtt ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fox.ogg", "paragraph.ogg"])
+def test_the_incremental_decoder_decodes_as_openai_whisper_does(name):
+    """Step by step with its own cache and attention, the same greedy tokens as
+    openai-whisper's own decode on the same spectrogram."""
+    import whisper
+    from whisper.audio import N_FRAMES, pad_or_trim
+
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    assert "incremental-decoding" in OpenAIWhisperBackend.capabilities
+    audio = decode(name)
+    mel, _ = backend.log_mel(audio)
+    options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False, suppress_tokens="")
+    expected = whisper.decode(backend.loaded_model.model, pad_or_trim(mel, N_FRAMES), options).tokens
+    decoder = backend.incremental_decoder(language="en")
+    frames = decoder.encode(audio)
+    assert frames == len(audio) // 320  # 50 encoder frames a second
+    step = decoder.begin([], [])
+    tokens = []
+    while step.token != decoder.eot and len(tokens) < 200:
+        tokens.append(step.token)
+        step = decoder.feed(step.token)
+        assert step.attention.shape == (8, 1, frames)  # tiny.en's eight alignment heads
+    assert tokens == expected
+    words = decoder.words(tokens)
+    assert "".join(text for text, _ in words) == decoder.tokenizer.decode(tokens)
+    assert [t for _, group in words for t in group] == tokens
+
+
+@pytest.mark.slow
+async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_left):
+    """Converted tiny.en, the clip through real FFmpeg: words are committed pass by pass,
+    once each, and the session's decoder is gone after cleanup."""
+    import gc
+    import weakref
+
+    import rtlab
+    from rtlab.core.feeding import feed_file
+
+    config = rtlab.StreamConfig(backend="openai-whisper", policy="alignatt")
+    processor = rtlab.AudioProcessor(config, clock="simulated")
+    events = await processor.create_tasks()
+    decoder = weakref.ref(processor.policy.decoder)
+    feeder = asyncio.create_task(feed_file(processor, REPO / "tests" / "data" / "fox.ogg", realtime=False))
+    received = [event async for event in events]
+    await feeder
+    await processor.cleanup()
+    gc.collect()
+    assert decoder() is None
+    summary = received[-1]
+    assert summary["type"] == "summary", summary
+    heard = [w.strip(".,").lower() for w in summary["text"].split()]
+    assert {"quick", "brown", "fox", "lazy", "sea", "shore"} <= set(heard), summary["text"]
+    commits = [e for e in received if e["type"] == "commit"]
+    assert len(commits) >= 3  # committed as the stream goes, not at its end
+    words = [w for e in commits for w in e["words"]]
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    assert " ".join(w["text"] for w in words) == summary["text"]
+
+
 # -- parity and the packed weights ---------------------------------------------------------------
 
 

@@ -410,7 +410,7 @@ def test_the_internal_test_plugin_is_listed_only_on_request():
     assert "rtlab.testing" not in {r["name"] for r in plugins_info()}
     assert all(r["internal"] is False for r in plugins_info())
     internal = record("rtlab.testing")
-    assert internal["internal"] is True and internal["registered"] == {"backends": ["test"]}
+    assert internal["internal"] is True and internal["registered"] == {"backends": ["test", "test-attention"]}
     assert get_registry().get("backend", "test") is ToneBackend  # still registered and usable
 
 
@@ -487,7 +487,7 @@ def test_rtlab_plugins_prints_json_for_every_plugin(site):
         assert set(info) >= {"name", "version", "internal", "hooks", "registered", "rejected"}
         assert info["internal"] is (info["name"] in INTERNAL_PLUGINS)
     assert records["rtlab.decoders.plugin"]["registered"] == {"decoders": ["ffmpeg", "pcm_s16le"]}
-    assert records["rtlab.policies.plugin"]["registered"] == {"policies": ["local-agreement"]}
+    assert records["rtlab.policies.plugin"]["registered"] == {"policies": ["alignatt", "local-agreement"]}
     assert records["rtlab.testing"]["hooks"] == ["register_backends"]
     assert records["rtlab.testing"]["version"] == rtlab.__version__
     fake = records["fake_echo"]
@@ -527,7 +527,7 @@ def test_rtlab_plugins_hides_the_internal_test_plugin_without_all(site):
 def test_an_installed_plugin_cannot_take_a_builtin_name(tmp_path):
     fake_distribution(tmp_path, "rtlab-impostor", "rtlab_impostor", ECHO_PLUGIN.replace('"fake-echo"', '"test"'))
     records = loaded(tmp_path, "rtlab-impostor", "--all")
-    assert records["rtlab.testing"]["registered"] == {"backends": ["test"]}
+    assert records["rtlab.testing"]["registered"] == {"backends": ["test", "test-attention"]}
     assert records["impostor"]["registered"] == {}
     assert "already registered" in records["impostor"]["rejected"][0]["reason"]
 

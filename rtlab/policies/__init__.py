@@ -40,6 +40,9 @@ class Policy:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Capabilities the policy needs from its backend (names in
+    #: :attr:`rtlab.backends.Backend.capabilities`); a policy checks them when it is built.
+    requires: ClassVar[tuple[str, ...]] = ()
     #: Seconds of new audio to gather before the next ``process_iter``.
     min_chunk: float = 1.0
     #: Set by the processor after each pass: True when more than ``min_chunk`` of audio
@@ -68,3 +71,10 @@ class Policy:
     def buffered_seconds(self) -> float:
         """Seconds of audio held in the policy's buffer now (bounded by the policy)."""
         return 0.0
+
+
+def missing_capabilities(policy: type[Policy] | Policy, backend: type[Backend] | Backend) -> list[str]:
+    """The capabilities ``policy`` requires that ``backend`` (a class or an instance, or a
+    session's view of one) does not declare, in the policy's order."""
+    provided = set(getattr(backend, "capabilities", ()) or ())
+    return [name for name in policy.requires if name not in provided]

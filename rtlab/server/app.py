@@ -166,7 +166,11 @@ class TranscriptionServer:
         }
 
     def backends_info(self) -> dict[str, Any]:
-        """The ``/api/backends`` document: what the plugin registry offers."""
+        """The ``/api/backends`` document: what the plugin registry offers, and which
+        policies each backend can run (a policy's ``requires`` against a backend's
+        ``capabilities``)."""
+        from ..policies import missing_capabilities
+
         registry = get_registry()
 
         def describe(kind: str, name: str) -> dict[str, Any]:
@@ -179,6 +183,13 @@ class TranscriptionServer:
             }
             if kind == "backend":  # where it can compute here; None when it does not say
                 described["devices"] = entry.cls.devices()
+                described["capabilities"] = list(getattr(entry.cls, "capabilities", ()))
+                described["policies"] = [
+                    policy for policy, registered in sorted(registry.entries["policy"].items())
+                    if not missing_capabilities(registered.cls, entry.cls)
+                ]  # fmt: skip
+            if kind == "policy":
+                described["requires"] = list(getattr(entry.cls, "requires", ()))
             return described
 
         stream = self.config.stream

@@ -10,6 +10,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $("status"), backend: $("backend"), model: $("model"), description: $("backend-description"),
+    policy: $("policy"), policyDescription: $("policy-description"),
     start: $("start"), stop: $("stop"), error: $("error"), committed: $("committed"), partial: $("partial"),
     startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), wordCount: $("word-count"),
   };
@@ -36,7 +37,7 @@
     const busy = state === "starting" || state === "running" || state === "stopping" || state === "reconnecting";
     ui.start.disabled = busy;
     ui.stop.disabled = !(state === "starting" || state === "running" || state === "reconnecting");
-    ui.backend.disabled = ui.model.disabled = busy;
+    ui.backend.disabled = ui.model.disabled = ui.policy.disabled = busy;
   }
 
   function showError(text) {
@@ -69,6 +70,7 @@
       if (preferred) ui.backend.value = preferred;
       describeBackend();
       if (info.default.model && ui.backend.value === info.default.backend) ui.model.value = info.default.model;
+      listPolicies(info.default.policy);
     } catch (error) {
       showError(`Could not load the backend list (${error.message}); is the server running?`);
     }
@@ -78,6 +80,31 @@
     const option = ui.backend.selectedOptions[0];
     ui.description.textContent = option ? option.dataset.description : "";
     ui.model.placeholder = option && option.dataset.model ? option.dataset.model : "backend default";
+  }
+
+  // The policies the chosen backend can run: a server that does not say which (no
+  // "policies" per backend) offers every policy.
+  function listPolicies(preferred) {
+    const info = rtlab.backends;
+    if (!info || !info.policies) return;
+    const backend = info.backends.find((b) => b.name === ui.backend.value);
+    const able = backend && Array.isArray(backend.policies) ? new Set(backend.policies) : null;
+    const current = preferred || ui.policy.value;
+    ui.policy.replaceChildren();
+    for (const policy of info.policies) {
+      if (able && !able.has(policy.name)) continue;
+      const option = new Option(policy.name, policy.name);
+      option.dataset.description = policy.description || "";
+      ui.policy.add(option);
+    }
+    const names = Array.from(ui.policy.options, (o) => o.value);
+    ui.policy.value = names.includes(current) ? current : names.includes(info.default.policy) ? info.default.policy : names[0] || "";
+    describePolicy();
+  }
+
+  function describePolicy() {
+    const option = ui.policy.selectedOptions[0];
+    ui.policyDescription.textContent = option ? option.dataset.description : "";
   }
 
   // -- connection ----------------------------------------------------------------------
@@ -224,7 +251,8 @@
       // Naming the container lets the server's FFmpeg skip probing (faster first words).
       const mimeType = pickMimeType();
       const format = mimeType.startsWith("audio/webm") ? "webm" : mimeType.startsWith("audio/ogg") ? "ogg" : "auto";
-      send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null, format });
+      send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null,
+        policy: ui.policy.value || null, format });
       if (!ui.committed.textContent) ui.partial.textContent = "";
       await startRecorder();
     } catch (error) {
@@ -262,7 +290,8 @@
     start().catch(() => {});
   });
   ui.stop.addEventListener("click", () => stop());
-  ui.backend.addEventListener("change", () => { ui.model.value = ""; describeBackend(); });
+  ui.backend.addEventListener("change", () => { ui.model.value = ""; describeBackend(); listPolicies(); });
+  ui.policy.addEventListener("change", () => describePolicy());
 
   setState("idle");
   loadBackends();

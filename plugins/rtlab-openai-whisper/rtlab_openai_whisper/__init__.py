@@ -19,6 +19,7 @@ import rtlab
 from rtlab.backends import Backend, Word, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
+from rtlab.policies.incremental import INCREMENTAL_DECODING
 
 from . import devices as _devices
 from .words import cut_repetition, cut_unaligned, is_quiet_after, key, merge_word_pieces
@@ -67,6 +68,8 @@ class OpenAIWhisperBackend(Backend):
 
     name = "openai-whisper"
     description = "Whisper on PyTorch (openai-whisper); float32 on CPU, float16 on CUDA"
+    #: AlignAtt's capability: see :meth:`incremental_decoder`.
+    capabilities = (INCREMENTAL_DECODING,)
 
     def __init__(
         self,
@@ -216,6 +219,18 @@ class OpenAIWhisperBackend(Backend):
                 mask[layer, head] = True
             model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
         return LoadedModel(model.to(self.device).eval(), threading.Lock(), str(path))
+
+    # -- incremental decoding (the AlignAtt policy) ---------------------------------------------
+
+    def incremental_decoder(self, *, language: str | None = None):
+        """A new :class:`~.incremental.WhisperIncrementalDecoder` for one session, on the
+        loaded model: greedy steps with the alignment heads' cross-attention (see
+        :mod:`rtlab.policies.incremental`). The backend keeps no reference to it."""
+        from .incremental import WhisperIncrementalDecoder
+
+        if self.loaded_model is None:
+            raise BackendUnavailable("openai-whisper: load the model (ensure_loaded) before creating a decoder")
+        return WhisperIncrementalDecoder(self, language)
 
     # -- transcribing --------------------------------------------------------------------------
 

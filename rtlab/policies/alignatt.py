@@ -1,0 +1,329 @@
+"""AlignAtt, the policy of Simul-Whisper and SimulStreaming (Papi et al., 2023; Wang et
+al., 2024; Macháček and Polák, 2025).
+
+Every ``min_chunk`` seconds the whole audio buffer (at most ``audio_max_len`` seconds, one
+encoder window) is encoded once and decoded greedily, one token at a time, after the
+tokens already emitted for the buffer. Before a token is accepted, the policy asks where
+the model looked to choose it: the most attended frame of the alignment heads'
+cross-attention (normalised over the tokens of the decode, median-filtered over frames,
+averaged over heads, as SimulStreaming does). A token chosen while looking within
+``frame_threshold`` frames of the end of the audio is not accepted: the model is about to
+read audio it has not fully heard, and decoding stops until the next chunk. What was
+accepted is committed at once: there is no second pass to agree with.
+
+The last word a chunk decodes is held back (shown as partial text) unless ``never_fire``:
+the chunk may end inside it ("sea" of "seashore"). At the end of the stream the last
+decode runs to the end of text (at most :data:`FINAL_TOKENS_PER_SECOND` tokens per second
+of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames before the end
+of the audio, which loses a last word said right at the end of a clip, and no more audio
+will come to wait for.
+
+When the buffer outgrows ``audio_max_len``, its oldest audio leaves it, cut between two
+committed words (SimulStreaming cuts whole chunks, whose tokens can belong to the audio
+before them; a cut between words keeps the decoder's forced tokens and its audio
+together), and the words before the cut become the decoder's context (Whisper's previous
+text), after ``init_prompt``. The context is trimmed from its oldest word to
+``max_context_tokens`` tokens and so that the decode keeps room for new text;
+``static_init_prompt`` is never trimmed.
+
+The decoding itself is the backend's: it declares the capability
+:data:`~rtlab.policies.incremental.INCREMENTAL_DECODING` and gives each session an
+:class:`~rtlab.policies.incremental.IncrementalDecoder`, the session's decoder state
+(encoder output, key/value cache, language), freed with the policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends import SAMPLE_RATE, Backend, Word
+from ..errors import InvalidOption
+from . import Policy, Step, missing_capabilities
+from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
+
+#: The last decode of a stream runs to the end of text, at most this many new tokens per
+#: second of buffer (plus 16): a decoder that loops instead of ending stops there.
+FINAL_TOKENS_PER_SECOND = 8
+#: Width of the median filter over frames (whisper.timing's, which SimulStreaming uses).
+MEDIAN_WIDTH = 7
+#: Tokens a decode keeps free for new text when the context is trimmed (SimulStreaming's).
+NEW_TOKEN_ROOM = 20
+
+
+@dataclass
+class _Emitted:
+    """A word emitted for the buffer: its tokens and its times in the stream."""
+
+    text: str
+    tokens: list[int]
+    start: float
+    end: float
+
+
+class AttentionTracker:
+    """Where the model looks, token by token, during one decode: SimulStreaming's rule.
+
+    The attention rows of every token fed so far are normalised per head and frame over
+    the tokens (mean 0, deviation 1), the newest row is median-filtered over frames and
+    averaged over heads, and its highest frame is the one attended."""
+
+    def __init__(self, first: np.ndarray) -> None:
+        heads, _, frames = first.shape
+        self._sum = np.zeros((heads, frames))
+        self._squares = np.zeros((heads, frames))
+        self._rows = 0
+        self._last = first[:, -1, :]
+        self.add(first)
+
+    def add(self, attention: np.ndarray) -> None:
+        """Rows ``[heads, tokens, frames]`` of the tokens just fed."""
+        rows = np.asarray(attention, np.float64)
+        self._sum += rows.sum(axis=1)
+        self._squares += (rows**2).sum(axis=1)
+        self._rows += rows.shape[1]
+        self._last = rows[:, -1, :]
+
+    def attended_frame(self) -> int:
+        """The frame the newest row attends most."""
+        mean = self._sum / self._rows
+        deviation = np.sqrt(np.maximum(self._squares / self._rows - mean**2, 0.0))
+        normalised = (self._last - mean) / np.maximum(deviation, 1e-8)
+        return int(np.argmax(median_filter(normalised, MEDIAN_WIDTH).mean(axis=0)))
+
+
+def median_filter(rows: np.ndarray, width: int) -> np.ndarray:
+    """Each row of ``rows`` (``[..., frames]``) median-filtered over ``width`` frames, its
+    edges reflected (as whisper.timing.median_filter); rows shorter than that unchanged."""
+    pad = width // 2
+    if rows.shape[-1] <= pad:
+        return rows
+    padded = np.pad(rows, [(0, 0)] * (rows.ndim - 1) + [(pad, pad)], mode="reflect")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+
+
+def _capability_error(backend: Backend) -> InvalidOption:
+    from ..registry import get_registry
+    from ..plugins import INTERNAL_PLUGINS
+
+    registry = get_registry()
+    able = [
+        name for name, entry in sorted(registry.entries["backend"].items())
+        if INCREMENTAL_DECODING in entry.cls.capabilities and entry.plugin not in INTERNAL_PLUGINS
+    ]  # fmt: skip
+    fix = f"use --backend {' or --backend '.join(able)}" if able else (
+        "install one: pip install -e plugins/rtlab-openai-whisper"
+    )
+    return InvalidOption(
+        f"policy 'alignatt' needs a backend with incremental decoding and cross-attention "
+        f"(capability {INCREMENTAL_DECODING!r}); backend {getattr(backend, 'name', '?')!r} does not "
+        f"provide it: {fix}"
+    )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class AlignAtt(Policy):
+    """Decode each chunk once; stop where the cross-attention reaches the end of the audio."""
+
+    name = "alignatt"
+    description = (
+        "AlignAtt (Simul-Whisper, SimulStreaming): one greedy decode per chunk, stopped where "
+        "the cross-attention reaches the end of the audio; commits at once"
+    )
+    requires = (INCREMENTAL_DECODING,)
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        language: str | None = None,
+        min_chunk: float = 1.2,
+        frame_threshold: int = 25,
+        audio_max_len: float = 30.0,
+        max_context_tokens: int | None = None,
+        init_prompt: str | None = None,
+        static_init_prompt: str | None = None,
+        never_fire: bool = False,
+    ) -> None:
+        super().__init__(backend, language=language)
+        prefix = "policy 'alignatt':"
+        if not _number(min_chunk) or min_chunk <= 0:
+            raise InvalidOption(f"{prefix} min_chunk must be a number of seconds above 0, not {min_chunk!r}")
+        if isinstance(frame_threshold, bool) or not isinstance(frame_threshold, int) or frame_threshold < 0:
+            raise InvalidOption(f"{prefix} frame_threshold must be a whole number of frames >= 0, not {frame_threshold!r}")
+        if not _number(audio_max_len) or audio_max_len <= min_chunk:
+            raise InvalidOption(
+                f"{prefix} audio_max_len must be a number of seconds above min_chunk ({min_chunk!r}), "
+                f"not {audio_max_len!r}"
+            )
+        if max_context_tokens is not None and (
+            isinstance(max_context_tokens, bool) or not isinstance(max_context_tokens, int) or max_context_tokens < 0
+        ):
+            raise InvalidOption(
+                f"{prefix} max_context_tokens must be a whole number >= 0 (or unset: as many as fit), "
+                f"not {max_context_tokens!r}"
+            )
+        for option, value in (("init_prompt", init_prompt), ("static_init_prompt", static_init_prompt)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidOption(f"{prefix} {option} must be text, not {value!r}")
+        if not isinstance(never_fire, bool):
+            raise InvalidOption(f"{prefix} never_fire must be true or false, not {never_fire!r}")
+        if missing_capabilities(self, backend):
+            raise _capability_error(backend)
+        self.min_chunk = float(min_chunk)
+        self.frame_threshold = frame_threshold
+        self.audio_max_len = float(audio_max_len)
+        self.never_fire = never_fire
+        self.decoder: IncrementalDecoder = backend.incremental_decoder(language=language)
+        window = getattr(self.decoder, "window_seconds", None)
+        if window is not None and self.audio_max_len > window:
+            raise InvalidOption(
+                f"{prefix} audio_max_len must be at most the encoder window of backend "
+                f"{backend.name!r}, {window:g} s, not {audio_max_len!r}"
+            )
+        self.max_context_tokens = self.decoder.max_tokens if max_context_tokens is None else max_context_tokens
+        self.static_context = self.decoder.text_tokens(static_init_prompt) if static_init_prompt else []
+        self.context_words: list[list[int]] = (
+            [tokens for _, tokens in self.decoder.words(self.decoder.text_tokens(init_prompt))] if init_prompt else []
+        )
+        self.audio = np.zeros(0, dtype=np.float32)
+        self.buffer_offset = 0.0  # stream time of self.audio[0]
+        self.emitted: list[_Emitted] = []  # words emitted for the audio in the buffer
+        self._last_end = 0.0
+        #: Decodes stopped by the attention rule, by the end of text, by the token budget.
+        self.stops = {"attention": 0, "end_of_text": 0, "budget": 0}
+
+    # -- audio ---------------------------------------------------------------------------
+
+    @property
+    def buffered_seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    def insert_audio(self, pcm: np.ndarray) -> None:
+        self.audio = np.concatenate([self.audio, np.asarray(pcm, dtype=np.float32)])
+
+    def _trim_buffer(self) -> None:
+        """Past ``audio_max_len``, the oldest audio leaves the buffer, cut before the first
+        emitted word that starts late enough (midway from the word before it), and the
+        words before the cut become context."""
+        excess = len(self.audio) / SAMPLE_RATE - self.audio_max_len
+        if excess <= 0:
+            return
+        needed = self.buffer_offset + excess
+        leaving = 0
+        while leaving < len(self.emitted) and self.emitted[leaving].start < needed:
+            leaving += 1
+        cut = needed
+        if 0 < leaving < len(self.emitted):
+            cut = max(needed, (self.emitted[leaving - 1].end + self.emitted[leaving].start) / 2)
+        self.context_words += [word.tokens for word in self.emitted[:leaving]]
+        del self.emitted[:leaving]
+        samples = min(len(self.audio), int(round((cut - self.buffer_offset) * SAMPLE_RATE)))
+        self.audio = self.audio[samples:]
+        self.buffer_offset += samples / SAMPLE_RATE
+
+    # -- context -------------------------------------------------------------------------
+
+    def context(self, forced: int = 0) -> list[int]:
+        """The decoder's context for a decode after ``forced`` tokens of the buffer: the
+        static prompt, then the newest words of the rest that fit (the oldest are
+        dropped for good)."""
+        room = self.decoder.max_tokens - NEW_TOKEN_ROOM
+        size = len(self.static_context) + sum(len(w) for w in self.context_words)
+        while self.context_words and (size > self.max_context_tokens or size + forced > room):
+            size -= len(self.context_words.pop(0))
+        return self.static_context + [t for word in self.context_words for t in word]
+
+    # -- passes --------------------------------------------------------------------------
+
+    def process_iter(self) -> Step:
+        return self._pass(final=False)
+
+    def finish(self) -> Step:
+        """The last decode: to the end of text, every word kept."""
+        return self._pass(final=True)
+
+    def _pass(self, final: bool) -> Step:
+        # Between passes a session holds its audio and tokens, not the encoder output and
+        # cache of its last decode (megabytes per session): the next decode rebuilds them.
+        try:
+            return self._decode_buffer(final)
+        finally:
+            self.decoder.close()
+
+    def _decode_buffer(self, final: bool) -> Step:
+        self._trim_buffer()
+        if len(self.audio) == 0:
+            return Step()
+        frames = self.decoder.encode(self.audio)
+        if frames <= 0:
+            return Step()
+        forced = [t for word in self.emitted for t in word.tokens]
+        context = self.context(len(forced))
+        if final:
+            budget = int(16 + FINAL_TOKENS_PER_SECOND * self.buffered_seconds)
+            tokens, attended = self._decode(context, forced, frames, threshold=None, budget=budget)
+        else:
+            tokens, attended = self._decode(context, forced, frames, threshold=self.frame_threshold)
+        words = self.decoder.words(tokens)
+        held = words[-1:] if words and not final and not self.never_fire else []
+        kept = self._timed(words[: len(words) - len(held)], attended)
+        partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
+        self.emitted += kept
+        if kept:
+            self._last_end = kept[-1].end
+        return Step(committed=_as_words(kept), partial=_as_words(partial))
+
+    def _decode(
+        self, context: list[int], forced: list[int], frames: int, *, threshold: int | None, budget: int | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Greedy tokens after ``forced``, and the frame each was chosen looking at, up to
+        the first token chosen within ``threshold`` frames of the end of the audio (None:
+        no such rule), the end of text, or the token budget (what the decoder holds, or
+        ``budget`` new tokens when less)."""
+        decoded: Decoded = self.decoder.begin(context, forced)
+        tracker = AttentionTracker(decoded.attention)
+        room = self.decoder.max_tokens - len(context) - len(forced)
+        budget = room if budget is None else min(budget, room)
+        tokens: list[int] = []
+        attended: list[int] = []
+        while True:
+            if decoded.token == self.decoder.eot:
+                self.stops["end_of_text"] += 1
+                break
+            frame = tracker.attended_frame()
+            if threshold is not None and frames - frame <= threshold:
+                self.stops["attention"] += 1
+                break
+            if len(tokens) >= budget:
+                self.stops["budget"] += 1
+                break
+            tokens.append(decoded.token)
+            attended.append(frame)
+            decoded = self.decoder.feed(decoded.token)
+            tracker.add(decoded.attention)
+        return tokens, attended
+
+    def _timed(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[_Emitted]:
+        """Words in stream time: from the frame their first token was chosen at to the
+        frame after their last one's, never before the last committed word's end."""
+        timed: list[_Emitted] = []
+        index = 0
+        last_end = self._last_end
+        per_frame = 1.0 / self.decoder.frames_per_second
+        for text, tokens in words:
+            frames = attended[index : index + len(tokens)]
+            index += len(tokens)
+            start = max(last_end, self.buffer_offset + frames[0] * per_frame)
+            end = max(start, self.buffer_offset + (frames[-1] + 1) * per_frame)
+            timed.append(_Emitted(text, list(tokens), round(start, 3), round(end, 3)))
+            last_end = end
+        return timed
+
+
+def _as_words(emitted: list[_Emitted]) -> list[Word]:
+    return [{"text": w.text.strip(), "start": w.start, "end": w.end} for w in emitted if w.text.strip()]

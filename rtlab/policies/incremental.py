@@ -1,0 +1,91 @@
+"""The capability AlignAtt needs from a backend: incremental greedy decoding with the
+cross-attention of the alignment heads.
+
+A backend that has it lists :data:`INCREMENTAL_DECODING` in its
+:attr:`~rtlab.backends.Backend.capabilities` and creates, per session, an
+:class:`IncrementalDecoder` with ``backend.incremental_decoder(language=...)``. The decoder
+is the session's decoder state on the shared model: the encoder output of the current
+audio buffer, the key/value cache of the tokens fed since the last :meth:`~IncrementalDecoder.begin`,
+and the language. It belongs to the policy that created it; nothing of it stays in the
+backend, so it is freed with the policy when the session ends.
+
+One chunk of audio is decoded as: :meth:`~IncrementalDecoder.encode` the buffer,
+:meth:`~IncrementalDecoder.begin` with the context and the tokens already emitted for
+this buffer (the cache is rebuilt: the encoder output changed), then
+:meth:`~IncrementalDecoder.feed` one chosen token after another, each call returning the
+greedy choice for the next token and the attention rows of what was fed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+#: The capability's name, in :attr:`rtlab.backends.Backend.capabilities`.
+INCREMENTAL_DECODING = "incremental-decoding"
+
+
+@dataclass
+class Decoded:
+    """What one :meth:`IncrementalDecoder.begin` or :meth:`~IncrementalDecoder.feed` call
+    computed.
+
+    ``token`` is the greedy choice for the token after those fed (special tokens other
+    than :attr:`IncrementalDecoder.eot` suppressed). ``attention`` holds, for each token
+    fed by the call, the cross-attention weights of the model's alignment heads over the
+    frames of audio in the buffer: float32, ``[heads, tokens fed, frames]`` (the softmax
+    over the whole encoder window, cut to the frames that hold audio).
+    """
+
+    token: int
+    attention: np.ndarray
+
+
+class IncrementalDecoder:
+    """One session's incremental decoder on a shared model (the contract; see the module
+    docstring). Methods run on the scheduler's thread, one call at a time per decoder."""
+
+    #: Encoder frames per second of audio (Whisper: 50, one per 20 ms).
+    frames_per_second: ClassVar[float] = 50.0
+    #: The end-of-text token: the model says the buffer holds nothing more.
+    eot: int = -1
+    #: Tokens one decode may hold after its fixed start: context, the tokens already
+    #: emitted for the buffer and the new ones, together.
+    max_tokens: int = 0
+    #: The language decoded (a code), once known; None until a multilingual model that was
+    #: given none has detected it.
+    language: str | None = None
+
+    def encode(self, audio: np.ndarray) -> int:
+        """Encode ``audio`` (float32 16 kHz mono, the whole buffer, at most one encoder
+        window) for the decodes that follow; forget the cache. Returns the number of
+        encoder frames that hold audio."""
+        raise NotImplementedError
+
+    def begin(self, context: Sequence[int], forced: Sequence[int]) -> Decoded:
+        """Start decoding the encoded buffer: the model's start sequence, with ``context``
+        (text tokens of what came before the buffer, possibly empty) as the previous text,
+        then ``forced`` (the tokens already emitted for the buffer). Blank output and the
+        end of text are suppressed for the first token, as Whisper does at a segment start."""
+        raise NotImplementedError
+
+    def feed(self, token: int) -> Decoded:
+        """Append ``token`` to what was fed; the next greedy choice and its attention row."""
+        raise NotImplementedError
+
+    def text_tokens(self, text: str) -> list[int]:
+        """``text`` as text tokens (for a prompt), as it would follow earlier text."""
+        raise NotImplementedError
+
+    def words(self, tokens: Sequence[int]) -> list[tuple[str, list[int]]]:
+        """``tokens`` split into words, in order: ``(text, tokens)`` each, where a word
+        starts at a space (or, in languages written without spaces, at each character) and
+        keeps the punctuation that follows it. Joined, the tokens are ``tokens``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the encoder output and the cache now (they are freed with the decoder
+        anyway); the decoder can be used again after another :meth:`encode`."""

@@ -1,0 +1,408 @@
+"""The AlignAtt policy on its test double (``test-attention``: tone words as tokens, their
+cross-attention scripted on the frames where they sound), and the capability it needs."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import weakref
+
+import numpy as np
+import pytest
+
+import rtlab
+from rtlab.backends import Backend
+from rtlab.core.feeding import feed_bytes
+from rtlab.errors import InvalidOption
+from rtlab.policies import missing_capabilities
+from rtlab.policies.alignatt import AlignAtt, AttentionTracker, median_filter
+from rtlab.policies.incremental import INCREMENTAL_DECODING
+from rtlab.registry import get_registry
+from rtlab.testing import ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
+from rtlab.testing.attention import BOX
+
+SAMPLE_RATE = 16_000
+TEXT = "alpha bravo charlie delta echo foxtrot golf"
+
+
+def tokens_of(*words: str) -> list[int]:
+    return ToneAttentionBackend().incremental_decoder().text_tokens(" ".join(words))
+
+
+def texts(words: list[dict]) -> list[str]:
+    return [w["text"] for w in words]
+
+
+def stream(policy: AlignAtt, audio: np.ndarray, chunk: float = 1.0) -> tuple[list[list[dict]], list[dict]]:
+    """Feed ``audio`` in chunks, one pass each, then finish: the commits of each pass, and
+    of the finish."""
+    size = int(chunk * SAMPLE_RATE)
+    commits = []
+    for start in range(0, len(audio), size):
+        policy.insert_audio(audio[start : start + size])
+        commits.append(policy.process_iter().committed)
+    return commits, policy.finish().committed
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error)
+    assert "\n" not in text, text
+    return text
+
+
+# -- the capability ---------------------------------------------------------------------------
+
+
+def test_alignatt_is_registered_and_needs_incremental_decoding():
+    registry = get_registry()
+    assert registry.get("policy", "alignatt") is AlignAtt
+    assert AlignAtt.requires == (INCREMENTAL_DECODING,)
+    assert registry.accepted_options("policy", "alignatt") == {
+        "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "max_context_tokens": None,
+        "init_prompt": None, "static_init_prompt": None, "never_fire": False,
+    }  # fmt: skip
+    assert missing_capabilities(AlignAtt, ToneAttentionBackend) == []
+    assert missing_capabilities(AlignAtt, ToneBackend) == [INCREMENTAL_DECODING]
+    assert Backend.capabilities == () and not missing_capabilities(registry.get("policy", "local-agreement"), Backend)
+
+
+def test_a_backend_without_the_capability_is_refused_in_one_line_naming_it():
+    with pytest.raises(InvalidOption) as refused:
+        AlignAtt(ToneBackend())
+    message = one_line(refused.value)
+    assert message.startswith(
+        "policy 'alignatt' needs a backend with incremental decoding and cross-attention "
+        "(capability 'incremental-decoding'); backend 'test' does not provide it: "
+    )
+    # It names the installed backends that have it (never rtlab's internal test double).
+    able = [n for n in get_registry().names("backend") if n != "test-attention"
+            and INCREMENTAL_DECODING in get_registry().get("backend", n).capabilities]  # fmt: skip
+    assert message.endswith(f"use --backend {' or --backend '.join(able)}" if able else "pip install -e plugins/rtlab-openai-whisper")
+
+
+def test_faster_whisper_is_refused_before_any_decoding():
+    if "faster-whisper" not in get_registry().names("backend"):
+        pytest.skip("faster-whisper is not installed: pip install -e plugins/rtlab-faster-whisper")
+    from rtlab.core.instances import get_backend
+
+    with pytest.raises(InvalidOption, match="backend 'faster-whisper' does not provide it"):
+        AlignAtt(get_backend("faster-whisper"))  # not even loaded: the class says it all
+
+
+def test_a_stream_on_a_backend_without_it_is_refused_when_configured():
+    # StreamConfig.validate builds the policy on the (unloaded) backend: no model loads.
+    with pytest.raises(InvalidOption, match="capability 'incremental-decoding'"):
+        rtlab.AudioProcessor(rtlab.StreamConfig(backend="test", policy="alignatt"), clock="unaware")
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("min_chunk", 0, "min_chunk must be a number of seconds above 0"),
+        ("frame_threshold", -1, "frame_threshold must be a whole number of frames >= 0"),
+        ("frame_threshold", 2.5, "frame_threshold must be a whole number of frames >= 0"),
+        ("audio_max_len", 1.0, r"audio_max_len must be a number of seconds above min_chunk \(1.2\)"),
+        ("audio_max_len", 45, "audio_max_len must be at most the encoder window of backend 'test-attention', 30 s"),
+        ("max_context_tokens", -3, "max_context_tokens must be a whole number >= 0"),
+        ("init_prompt", 5, "init_prompt must be text"),
+        ("never_fire", "yes", "never_fire must be true or false"),
+    ],
+)
+def test_bad_options_are_refused_in_one_line(option, value, message):
+    with pytest.raises(InvalidOption, match=message) as refused:
+        AlignAtt(ToneAttentionBackend(), **{option: value})
+    assert one_line(refused.value).startswith("policy 'alignatt': ")
+
+
+# -- the attended frame ---------------------------------------------------------------------------
+
+
+def test_the_attended_frame_is_the_newest_rows_peak_after_normalising_over_tokens():
+    frames = 60
+    rows = np.full((2, 3, frames), 1.0)
+    rows[:, 0, 0:9] += 10  # the start sequence looks at the beginning
+    rows[:, 1, 20:29] += 10
+    rows[:, 2, 40:49] += 10
+    tracker = AttentionTracker(rows[:, :2])
+    assert tracker.attended_frame() == 20
+    tracker.add(rows[:, 2:])
+    assert tracker.attended_frame() == 40
+    # A lone frame (narrower than the median filter) is not where the model looks.
+    spike = np.full((2, 1, frames), 1.0)
+    spike[:, 0, 55] += 100
+    spike[:, 0, 10:19] += 5
+    tracker.add(spike)
+    assert tracker.attended_frame() == 10
+
+
+def test_the_median_filter_reflects_its_edges_as_whisper_does():
+    row = np.array([[5.0, 1, 1, 1, 1, 1, 9]])
+    assert median_filter(row, 3).tolist() == [[1.0, 1, 1, 1, 1, 1, 1]]
+    assert median_filter(np.array([[1.0, 2.0]]), 7).tolist() == [[1.0, 2.0]]  # too short: unchanged
+
+
+# -- what is emitted, and when ---------------------------------------------------------------------
+
+
+def test_a_pass_stops_where_the_attention_reaches_the_threshold():
+    """alpha 0.3-0.6 s, bravo 0.8-1.1 s, charlie 1.3-1.6 s: with 1.8 s of audio (90 frames)
+    and a threshold of 25 frames, a token attended at frame 65 or later is not accepted:
+    charlie's first half (frame 65) stops the decode, and the last word is held back."""
+    audio, _ = tone_words("alpha bravo charlie")
+    policy = AlignAtt(ToneAttentionBackend(), frame_threshold=25)
+    policy.insert_audio(audio[: int(1.8 * SAMPLE_RATE)])
+    step = policy.process_iter()
+    assert texts(step.committed) == ["alpha"] and texts(step.partial) == ["bravo"]
+    assert policy.stops == {"attention": 1, "end_of_text": 0, "budget": 0}
+    assert step.committed == [{"text": "alpha", "start": 0.3, "end": 0.6}]  # the frames attended
+
+
+def test_a_lower_threshold_lets_the_decode_read_closer_to_the_end():
+    audio, _ = tone_words("alpha bravo charlie")
+    policy = AlignAtt(ToneAttentionBackend(), frame_threshold=24)
+    policy.insert_audio(audio[: int(1.8 * SAMPLE_RATE)])
+    step = policy.process_iter()
+    # charlie's first half (frame 65, 25 from the end) is accepted now; its second half,
+    # said at the buffer's last frames, is not: the word is incomplete, and held back.
+    assert texts(step.committed) == ["alpha", "bravo"] and texts(step.partial) == ["cha"]
+
+
+def test_never_fire_commits_the_last_word_too():
+    audio, _ = tone_words("alpha bravo charlie")
+    policy = AlignAtt(ToneAttentionBackend(), frame_threshold=25, never_fire=True)
+    policy.insert_audio(audio[: int(1.8 * SAMPLE_RATE)])
+    step = policy.process_iter()
+    assert texts(step.committed) == ["alpha", "bravo"] and step.partial == []
+
+
+def test_a_word_cut_by_the_chunk_is_completed_by_the_next_pass_without_repeating():
+    audio, _ = tone_words("alpha bravo charlie")
+    policy = AlignAtt(ToneAttentionBackend(), frame_threshold=BOX, never_fire=True)
+    policy.insert_audio(audio[: int(1.5 * SAMPLE_RATE)])  # charlie (1.3-1.6 s) is still sounding
+    first = policy.process_iter()
+    assert texts(first.committed) == ["alpha", "bravo", "cha"]
+    policy.insert_audio(audio[int(1.5 * SAMPLE_RATE) :])
+    second = policy.process_iter()
+    assert texts(second.committed) == ["rlie"]  # the rest of the word: its tokens are forced
+    assert policy.decoder.begins[-1][1] == tokens_of("alpha", "bravo") + tokens_of("charlie")[:1]
+
+
+def test_the_end_of_the_stream_commits_every_word_and_frees_the_decoder():
+    audio, _ = tone_words(TEXT)
+    policy = AlignAtt(ToneAttentionBackend())
+    passes, last = stream(policy, audio, chunk=1.2)
+    assert " ".join(w["text"] for commit in passes + [last] for w in commit) == TEXT
+    assert last and policy.stops["end_of_text"] == 1
+    assert policy.decoder.frames == 0  # close(): the encoder output and cache are gone
+
+
+def test_commits_are_at_once_and_in_order():
+    """No second pass to agree: a word is committed by the first pass that hears it
+    complete and reads past it by the threshold (0.5 s), and never again."""
+    audio, truth = tone_words(TEXT)
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.5)
+    passes, last = stream(policy, audio, chunk=0.5)
+    committed = [(w["text"], index) for index, commit in enumerate(passes) for w in commit]
+    assert [text for text, _ in committed] + texts(last) == TEXT.split()
+    for text, index in committed:
+        end = next(w["end"] for w in truth if w["text"] == text)
+        heard = (index + 1) * 0.5  # audio received when the pass ran
+        # Committed by the first pass after the next word began and the threshold passed
+        # its start, and not before the word was heard complete.
+        assert end + 0.5 <= heard + 1e-9 and heard <= end + 0.5 + 0.2 + 0.5 + 0.5 + 1e-9, (text, heard)
+    starts = [w["start"] for commit in passes + [last] for w in commit]
+    assert starts == sorted(starts)
+
+
+# -- the buffer and the context --------------------------------------------------------------------
+
+
+def test_audio_that_leaves_the_buffer_becomes_context():
+    audio, _ = tone_words(TEXT)
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=1.0, audio_max_len=2.5)
+    passes, last = stream(policy, audio, chunk=1.0)
+    assert " ".join(w["text"] for commit in passes + [last] for w in commit) == TEXT
+    decoder = policy.decoder
+    assert max(decoder.encoded) <= 2.5
+    assert policy.buffer_offset > 0
+    # Every begin's context and forced tokens are, in order, what was committed before.
+    committed: list[int] = []
+    emitted = [commit for commit in passes + [last]]
+    for (context, forced), before in zip(decoder.begins, emitted):
+        assert context + forced == committed[len(committed) - len(context) - len(forced) :]
+        committed += tokens_of(*texts(before))
+    assert any(context for context, _ in decoder.begins)  # the carry-over happened
+
+
+def test_the_init_prompt_is_context_until_trimmed_and_the_static_prompt_stays():
+    audio, _ = tone_words(TEXT)
+    policy = AlignAtt(
+        ToneAttentionBackend(), min_chunk=1.0, audio_max_len=2.5, max_context_tokens=6,
+        init_prompt="zero one", static_init_prompt="kilo",
+    )  # fmt: skip
+    passes, last = stream(policy, audio, chunk=1.0)
+    begins = policy.decoder.begins
+    assert begins[0][0] == tokens_of("kilo", "zero", "one")
+    contexts = [context for context, _ in begins]
+    assert all(c[:2] == tokens_of("kilo") and len(c) <= 6 for c in contexts)
+    assert contexts[-1] != begins[0][0]  # the init prompt scrolled out for the stream's words
+    assert " ".join(w["text"] for commit in passes + [last] for w in commit) == TEXT
+
+
+def test_context_leaves_room_for_new_tokens():
+    policy = AlignAtt(ToneAttentionBackend())
+    policy.context_words = [tokens_of("alpha")] * 300  # 600 tokens: more than a decode holds
+    context = policy.context(forced=100)
+    assert len(context) + 100 <= policy.decoder.max_tokens - 20
+    assert len(policy.context_words) == len(context) // 2
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+
+async def run_processor(processor: rtlab.AudioProcessor, audio: np.ndarray) -> list[dict]:
+    events = await processor.create_tasks()
+    feeder = asyncio.create_task(feed_bytes(processor, wav_bytes(audio), realtime=False))
+    received = [event async for event in events]
+    await feeder
+    await processor.cleanup()
+    return received
+
+
+async def test_the_decoder_state_is_freed_at_cleanup_and_the_backend_keeps_none():
+    config = rtlab.StreamConfig(backend="test-attention", policy="alignatt", policy_options={"min_chunk": 0.5})
+    processor = rtlab.AudioProcessor(config, clock="unaware")
+    await processor.create_tasks()
+    decoder = weakref.ref(processor.policy.decoder)
+    backend = processor.backend
+    await processor.process_audio(wav_bytes(tone_words("alpha bravo charlie delta")[0]))
+    await asyncio.sleep(0.2)  # some passes ran
+    await processor.cleanup()  # in the middle of the stream
+    gc.collect()
+    assert processor.policy is None and decoder() is None
+    assert not [value for value in vars(backend).values() if "Decoder" in type(value).__name__]
+
+
+async def test_concurrent_sessions_share_no_decoder_state(no_ffmpeg_left):
+    config = rtlab.StreamConfig(backend="test-attention", policy="alignatt", policy_options={"min_chunk": 0.5})
+    texts_ = ["alpha bravo charlie delta echo", "one two three four five six seven"]
+    processors = [rtlab.AudioProcessor(config, clock="unaware") for _ in texts_]
+    results = await asyncio.gather(*(run_processor(p, tone_words(t)[0]) for p, t in zip(processors, texts_)))
+    assert processors[0].backend is processors[1].backend  # one shared backend instance
+    alone = await run_processor(rtlab.AudioProcessor(config, clock="unaware"), tone_words(texts_[0])[0])
+    assert [events[-1]["text"] for events in results] == texts_
+    assert [e for e in results[0] if e["type"] == "commit"] == [e for e in alone if e["type"] == "commit"]
+
+
+async def test_a_tone_stream_through_real_ffmpeg_gives_its_text(tmp_path, no_ffmpeg_left):
+    import subprocess
+
+    from rtlab.decoders import find_ffmpeg
+
+    audio, _ = tone_words(TEXT)
+    ogg = tmp_path / "tones.ogg"
+    subprocess.run([find_ffmpeg(), "-v", "error", "-f", "wav", "-i", "pipe:0", "-c:a", "libopus", str(ogg)],
+                   input=wav_bytes(audio), check=True)  # fmt: skip
+    events = await rtlab.stream_file(ogg, rtlab.StreamConfig(backend="test-attention", policy="alignatt"), clock="simulated")
+    assert events[-1]["type"] == "summary" and events[-1]["text"] == TEXT
+    commits = [e for e in events if e["type"] == "commit"]
+    assert len(commits) > 2 and [e["emitted_at"] for e in commits] == sorted(e["emitted_at"] for e in commits)
+
+
+# -- front ends -------------------------------------------------------------------------------------
+
+
+def test_rtlab_transcribe_accepts_policy_alignatt(tmp_path):
+    from click.testing import CliRunner
+
+    from rtlab.cli import cli as main
+
+    clip = tmp_path / "tones.wav"
+    clip.write_bytes(wav_bytes(tone_words(TEXT)[0]))
+    result = CliRunner().invoke(
+        main, ["transcribe", str(clip), "--backend", "test-attention", "--policy", "alignatt",
+               "-p", "frame_threshold=20", "--clock", "unaware", "--format", "jsonl"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["text"] == TEXT
+    refused = CliRunner().invoke(main, ["transcribe", str(clip), "--backend", "test", "--policy", "alignatt"])
+    assert refused.exit_code != 0 and "capability 'incremental-decoding'" in refused.output
+
+
+def test_bench_runs_both_policies_on_the_same_backend(tone_corpus, tmp_path):
+    from rtlab.config import StreamConfig
+    from rtlab.eval.bench import run_bench
+
+    configs = [
+        StreamConfig.parse("backend=test-attention,policy=local-agreement,min_chunk=0.5"),
+        StreamConfig.parse("backend=test-attention,policy=alignatt,min_chunk=0.5"),
+    ]
+    run = run_bench(tone_corpus, configs, clock="unaware", work_dir=tmp_path)
+    assert [s["wer"]["value"] for s in run.summaries] == [0.0, 0.0]
+    assert all(s["latency"]["count"] for s in run.summaries)
+
+
+async def test_a_compare_panel_shows_both_policies_side_by_side():
+    pytest.importorskip("ipywidgets")
+    from rtlab.widgets import ComparePanel
+
+    audio, _ = tone_words(TEXT)
+    panel = ComparePanel(
+        audio, ["backend=test-attention,policy=local-agreement,min_chunk=0.5",
+                "backend=test-attention,policy=alignatt,min_chunk=0.5",
+                "backend=test,policy=alignatt"],
+        reference=TEXT, clock="unaware", view="text",
+    )  # fmt: skip
+    await panel.start()
+    agreement, alignatt, refused = panel.columns
+    assert agreement.state.text == TEXT and alignatt.state.text == TEXT
+    assert refused.state.status == "failed" and "capability 'incremental-decoding'" in refused.state.error
+
+
+async def test_api_backends_says_which_policies_each_backend_can_run(make_server):
+    import tornado.httpclient
+
+    running = await make_server()
+    response = await tornado.httpclient.AsyncHTTPClient().fetch(running.url + "/api/backends")
+    info = json.loads(response.body)
+    backends = {b["name"]: b for b in info["backends"]}
+    policies = {p["name"]: p for p in info["policies"]}
+    assert policies["alignatt"]["requires"] == ["incremental-decoding"] and policies["local-agreement"]["requires"] == []
+    assert backends["test"]["capabilities"] == [] and backends["test"]["policies"] == ["local-agreement"]
+    assert backends["test-attention"]["capabilities"] == ["incremental-decoding"]
+    assert backends["test-attention"]["policies"] == ["alignatt", "local-agreement"]
+    # What older clients read is still there.
+    assert {"default", "backends", "policies", "decoders", "formats"} <= set(info)
+    assert {"name", "description", "plugin", "options", "devices"} <= set(backends["test"])
+
+
+def test_the_policies_benchmark_compares_both_policies_and_writes_its_page(tone_corpus, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "policies.py"
+    spec = importlib.util.spec_from_file_location("policies_benchmark", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    page = tmp_path / "page.md"
+    argv = ["--compare", "--backend", "test-attention", "--corpus", str(tone_corpus), "--languages", "en",
+            "--english-model", "tones", "--clocks", "unaware", "--out", str(tmp_path / "out"), "--markdown", str(page)]  # fmt: skip
+    assert script.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "policies-alignatt.json").read_text())
+    assert [(r["policy"], r["wer"], r["kept"]) for r in report["rows"]] == [("local-agreement", 0.0, 1.0), ("alignatt", 0.0, 1.0)]
+    text = page.read_text()
+    assert "| en (tones) | unaware | alignatt | 0.0% | 0.0% | 100.0% |" in text and "--compare" in text
+
+
+def test_the_last_decode_of_a_looping_decoder_stops_at_its_token_budget():
+    class Looping(ToneAttentionBackend):
+        def incremental_decoder(self, *, language=None):
+            decoder = super().incremental_decoder(language=language)
+            decoder._choice = lambda: 0  # "al", "al", ... and never the end of text
+            return decoder
+
+    policy = AlignAtt(Looping())
+    policy.insert_audio(tone_words("alpha")[0])  # 0.8 s: 16 + 8 x 0.8 = 22 tokens at most
+    last = policy.finish()
+    assert len(last.committed) == 22 and policy.stops["budget"] == 1
