@@ -137,7 +137,7 @@ async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_serv
 
     text = "alpha bravo charlie delta echo"
     microphone = padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
-    running = await make_server(backend="test-attention", policy="alignatt")
+    running = await make_server(backend="test-attention", policy="alignatt", allow_backends=("*",), allow_policies=("*",))
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=chromium,
@@ -180,3 +180,26 @@ async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_serv
     starts = [json.loads(frame) for frame in sent if isinstance(frame, str) and "start_transcription" in frame]
     assert [(m["backend"], m["policy"]) for m in starts] == [("test-attention", "alignatt")]
     assert not await settle(running, ffmpeg_children)
+
+
+async def test_the_page_offers_only_what_the_server_allows_clients_to_name(make_server):
+    """A server without allow-lists lets clients name only its own backend, model and
+    policy: the page offers nothing else (a choice the server would refuse)."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    running = await make_server(allow_models=("alt",))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(running.url + "/")
+            await page.wait_for_function("window.rtlab.backends !== null")
+            values = "(selector) => Array.from(document.querySelectorAll(selector), (o) => o.value)"
+            assert await page.evaluate(values, "#backend option") == ["test"]
+            assert await page.evaluate(values, "#policy option") == ["local-agreement"]
+            assert await page.evaluate(values, "#models option") == ["tones", "alt"]
+        finally:
+            await browser.close()

@@ -61,11 +61,15 @@
       const info = (rtlab.backends = await response.json());
       ui.backend.replaceChildren();
       for (const backend of info.backends) {
+        if (!mayName("backends", backend.name)) continue;
         const option = new Option(backend.name, backend.name);
         option.dataset.description = backend.description || "";
         option.dataset.model = backend.options.model || "";
         ui.backend.add(option);
       }
+      // The models the server lets clients name, offered as suggestions.
+      const models = $("models");
+      models.replaceChildren(...((info.allowed && info.allowed.models) || []).map((m) => new Option(m, m)));
       const preferred = info.backends.some((b) => b.name === info.default.backend) ? info.default.backend : "";
       if (preferred) ui.backend.value = preferred;
       describeBackend();
@@ -74,6 +78,13 @@
     } catch (error) {
       showError(`Could not load the backend list (${error.message}); is the server running?`);
     }
+  }
+
+  // Whether the server lets a client name this backend or policy ("allowed" in
+  // /api/backends; "*" allows all, and a server that does not say allows all).
+  function mayName(kind, name) {
+    const allowed = rtlab.backends && rtlab.backends.allowed && rtlab.backends.allowed[kind];
+    return !Array.isArray(allowed) || allowed.includes("*") || allowed.includes(name);
   }
 
   function describeBackend() {
@@ -92,7 +103,7 @@
     const current = preferred || ui.policy.value;
     ui.policy.replaceChildren();
     for (const policy of info.policies) {
-      if (able && !able.has(policy.name)) continue;
+      if ((able && !able.has(policy.name)) || !mayName("policies", policy.name)) continue;
       const option = new Option(policy.name, policy.name);
       option.dataset.description = policy.description || "";
       ui.policy.add(option);
