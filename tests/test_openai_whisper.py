@@ -428,6 +428,77 @@ async def test_a_server_streams_through_openai_whisper_on_real_ffmpeg(make_serve
     assert {"quick", "lazy"} <= {w.strip(".,").lower() for w in result.text.split()}
 
 
+# -- passes of several sessions in one call ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_batched_passes_give_the_words_of_passes_alone():
+    """One encoder call and one greedy decode per prompt length for several sessions'
+    buffers: the same words, times and probabilities as each pass alone."""
+    from rtlab.backends import Request
+
+    backend = ensure_loaded(get_backend("openai-whisper", max_batch=4))
+    fox, paragraph = decode("fox.ogg"), decode("paragraph.ogg")
+    requests = [
+        Request(fox[: 3 * 16000], "", "en"),
+        Request(fox[: 3 * 16000], "Hello there.", "en"),
+        Request(paragraph[: 5 * 16000], "Hello there.", "en"),
+        Request(fox[:100], "", "en"),  # too short to hear: no words, alone or not
+    ]
+    alone = [backend.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
+    together = backend.transcribe_batch(requests)
+    assert together == alone
+    assert [bool(words) for words in alone] == [True, True, True, False]
+
+
+class _ScriptedModel:
+    """What the batch's grouping reads of a model: its text context and vocabulary kind."""
+
+    is_multilingual = True
+
+    class dims:
+        n_text_ctx = 448
+
+
+def test_first_windows_decode_together_by_prompt_length_and_language(monkeypatch):
+    """The grouping, on a scripted decode: one batch per prompt length and language, a row
+    the batch cannot vouch for (None: its budget used up, or rejected by the fallback rules)
+    decoded again alone, and Whisper's no-speech rule on the rest."""
+    import threading
+
+    import torch
+
+    from rtlab_openai_whisper import LoadedModel, batch
+
+    backend = OpenAIWhisperBackend(model="base")
+    backend.loaded_model = LoadedModel(_ScriptedModel(), threading.Lock(), "scripted")
+    backend.compute_type = "float32"
+    batches = []
+
+    def greedy_rows(_, features, options):
+        rows = [int(row) for row in features[:, 0, 0]]
+        batches.append((rows, [len(o.prompt or ()) for o in options], [o.language for o in options]))
+        # row 2 used up its budget; row 4 is silence (no speech, low log probability)
+        return [None if r == 2 else ([], -2.0, 0.9) if r == 4 else ([100 + r], -0.1, 0.0) for r in rows]
+
+    alone = []
+    monkeypatch.setattr(batch, "_greedy_rows", greedy_rows)
+    monkeypatch.setattr(backend, "_decode", lambda features, *a, **k: alone.append(int(features[0, 0, 0])) or [200])
+    items = [([1, 2], 3.0, "en"), ([], 3.0, "en"), ([3, 4], 9.0, "en"), ([5, 6], 3.0, "fr"), ([], 2.0, "en")]
+    features = torch.arange(len(items), dtype=torch.float32).view(-1, 1, 1)
+    decoded = batch.decode_first_windows(backend, features, items)
+    assert sorted(batches) == [([0, 2], [2, 2], ["en", "en"]), ([1, 4], [0, 0], ["en", "en"]), ([3], [2], ["fr"])]
+    assert alone == [2]
+    assert decoded == [[100], [101], [200], [103], []]
+
+
+def test_batch_options_out_of_range_are_refused_in_one_line():
+    for options, message in (({"max_batch": 0}, "max_batch must be"), ({"batch_wait_ms": -5}, "batch_wait_ms must be")):
+        with pytest.raises(InvalidOption, match=f"openai-whisper: {message}") as error:
+            OpenAIWhisperBackend(**options)
+        one_line(error.value)
+
+
 # -- incremental decoding and AlignAtt ------------------------------------------------------------
 
 

@@ -11,18 +11,21 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import rtlab
-from rtlab.backends import Backend, Word, shared_models
+from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 
 from . import devices as _devices
 from .words import cut_repetition, cut_unaligned, is_quiet_after, key, merge_word_pieces
+
+if TYPE_CHECKING:
+    from .batch import FirstWindow
 
 __version__ = "0.1.0"
 
@@ -82,6 +85,8 @@ class OpenAIWhisperBackend(Backend):
         cpu_threads: int | None = None,
         max_tokens_per_second: float = 8.0,
         window: str = "buffer",
+        max_batch: int = 1,
+        batch_wait_ms: float = 10.0,
     ) -> None:
         prefix = "openai-whisper:"
         if not isinstance(model, str) or not model.strip():
@@ -112,6 +117,7 @@ class OpenAIWhisperBackend(Backend):
         self.requested_cpu_threads = cpu_threads
         self.max_tokens_per_second = float(max_tokens_per_second)
         self.window = window
+        self.max_batch, self.batch_wait_ms = batch_options("openai-whisper", max_batch, batch_wait_ms)
         self.device: str | None = None
         self.compute_type: str | None = None
         self.cpu_threads: int | None = None
@@ -247,6 +253,29 @@ class OpenAIWhisperBackend(Backend):
                 return self._transcribe_window(audio, prompt=prompt, language=language)
             return self._transcribe_seek(audio, prompt=prompt, language=language)
 
+    def transcribe_batch(self, requests: list[Request]) -> list[list[Word]]:
+        """Passes of several sessions: the first window of every buffer of one window goes
+        through one encoder call and one greedy decode per prompt length (see
+        :mod:`.batch`); the rest of each pass runs as it would alone. Beam search, a first
+        temperature above 0, ``window=seek`` and buffers past 30 s run one pass at a time."""
+        from .batch import batchable, transcribe_together
+
+        results: list[list[Word] | None] = [None] * len(requests)
+        together = [index for index, request in enumerate(requests) if batchable(self, request)]
+        for index, request in enumerate(requests):
+            if index not in together:
+                results[index] = self.transcribe(request.audio, prompt=request.prompt, language=request.language)
+        if together:
+            import torch
+
+            with self.loaded_model.lock, torch.inference_mode():
+                if self.device == "cpu":
+                    torch.set_num_threads(self.cpu_threads)
+                words = transcribe_together(self, [requests[index] for index in together])
+            for index, each in zip(together, words):
+                results[index] = each
+        return results  # type: ignore[return-value]
+
     def _token_budget(self, seconds: float) -> int:
         # Bounded work per pass: a token budget for the audio's length, so that a decoder
         # stuck repeating itself costs about a normal pass, not many times the audio.
@@ -269,19 +298,21 @@ class OpenAIWhisperBackend(Backend):
         dtype = torch.float16 if self.compute_type == "float16" else torch.float32
         return self.loaded_model.model.encoder(windows.to(self.device, dtype))
 
-    def _transcribe_window(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
+    def _transcribe_window(
+        self, audio: np.ndarray, *, prompt: str, language: str | None, first: FirstWindow | None = None
+    ) -> list[Word]:
         """A streaming buffer of at most 30 s as one window: one encoder run, one decode,
         word times from the cross-attention alignment on that encoder output. When the
         model stopped more than ``CONTINUE_AFTER_SECONDS`` before the buffer's end, one
         more window is decoded from its last word, prompted with the text so far (the
-        rtlab-faster-whisper README explains why, and why not openai-whisper's own loop)."""
+        rtlab-faster-whisper README explains why, and why not openai-whisper's own loop).
+
+        ``first`` is the first window computed with other passes' (``transcribe_batch``)."""
         from whisper.audio import FRAMES_PER_SECOND, N_FRAMES, pad_or_trim
-        from whisper.decoding import detect_language
         from whisper.timing import add_word_timestamps
-        from whisper.tokenizer import get_tokenizer
 
         model = self.loaded_model.model
-        mel, frames = self.log_mel(audio)
+        mel, frames = self.log_mel(audio) if first is None else (first.mel, first.frames)
         frames = min(frames, N_FRAMES)
         seconds = frames / FRAMES_PER_SECOND
         tokenizer = None
@@ -289,20 +320,17 @@ class OpenAIWhisperBackend(Backend):
         seek = 0
         pieces: list[tuple[str, float, float, float]] = []
         for _ in range(MAX_WINDOWS):
-            features = self.encode(pad_or_trim(mel[:, seek:frames], N_FRAMES)[None])
-            if tokenizer is None:
-                if not model.is_multilingual:
-                    language = "en"  # an English-only model has no language to detect
-                elif language is None:
-                    probe = get_tokenizer(True, num_languages=model.num_languages)
-                    _, probabilities = detect_language(model, features, probe)
-                    language = max(probabilities[0], key=probabilities[0].get)
-                tokenizer = get_tokenizer(
-                    model.is_multilingual, num_languages=model.num_languages, language=language or "en", task="transcribe"
-                )
-                previous = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
             offset = seek / FRAMES_PER_SECOND
-            tokens = self._decode(features, previous, seconds - offset, continued=seek > 0, language=language)
+            if first is not None and seek == 0:
+                features, language, tokenizer, previous, tokens = (
+                    first.features, first.language, first.tokenizer, first.previous, first.tokens
+                )
+            else:
+                features = self.encode(pad_or_trim(mel[:, seek:frames], N_FRAMES)[None])
+                if tokenizer is None:
+                    language = self.window_language(features, [language])[0]
+                    tokenizer, previous = self.window_context(prompt, language)
+                tokens = self._decode(features, previous, seconds - offset, continued=seek > 0, language=language)
             if not tokens:
                 break
             segment = {"seek": 0, "start": 0.0, "end": seconds - offset, "tokens": tokens}
@@ -344,25 +372,58 @@ class OpenAIWhisperBackend(Backend):
             previous = previous + tokens
         return merge_word_pieces(pieces)
 
-    def _decode(self, features, previous: list[int], seconds: float, *, continued: bool, language: str | None) -> list[int]:
-        """Text tokens for one window, with Whisper's temperature fallback and no-speech
-        check; [] when the window holds no speech. A continued window is speculative (it
-        may hold only the silence after a sentence), so the no-speech probability alone
-        rules it out there."""
-        from whisper.decoding import DecodingOptions, DecodingTask
+    def window_language(self, features, languages: list[str | None]) -> list[str]:
+        """The language of each window of ``features`` (``[windows, frames, state]``): the
+        one given, English on an English-only model, else detected on that window."""
+        from whisper.decoding import detect_language
+        from whisper.tokenizer import get_tokenizer
+
+        model = self.loaded_model.model
+        if not model.is_multilingual:
+            return ["en"] * len(languages)  # an English-only model has no language to detect
+        unknown = [index for index, language in enumerate(languages) if language is None]
+        found = list(languages)
+        if unknown:
+            probe = get_tokenizer(True, num_languages=model.num_languages)
+            _, probabilities = detect_language(model, features[unknown], probe)
+            for index, each in zip(unknown, probabilities):
+                found[index] = max(each, key=each.get)
+        return found  # type: ignore[return-value]
+
+    def window_context(self, prompt: str, language: str):
+        """The tokenizer of a pass in ``language`` and its prompt's tokens."""
+        from whisper.tokenizer import get_tokenizer
+
+        model = self.loaded_model.model
+        tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language, task="transcribe")
+        return tokenizer, (tokenizer.encode(" " + prompt.strip()) if prompt.strip() else [])
+
+    def decoding_options(self, previous: list[int], seconds: float, language: str, temperature: float):
+        """openai-whisper's ``DecodingOptions`` of one window: ``previous`` as its prompt
+        (cut as both engines cut it) and a token budget for ``seconds`` of audio."""
+        from whisper.decoding import DecodingOptions
 
         model = self.loaded_model.model
         prompt = previous[-(model.dims.n_text_ctx // 2 - 1) :]
         initial = len(prompt) + (1 if prompt else 0) + (3 if model.is_multilingual else 1)
         sample_len = max(1, min(self._token_budget(seconds), model.dims.n_text_ctx - initial))
+        return DecodingOptions(
+            task="transcribe", language=language, temperature=temperature, sample_len=sample_len,
+            beam_size=self.beam_size if self.beam_size > 1 and temperature == 0 else None,
+            prompt=prompt or None, fp16=self.compute_type == "float16", without_timestamps=False,
+            max_initial_timestamp=MAX_INITIAL_TIMESTAMP,
+        )  # fmt: skip
+
+    def _decode(self, features, previous: list[int], seconds: float, *, continued: bool, language: str | None) -> list[int]:
+        """Text tokens for one window, with Whisper's temperature fallback and no-speech
+        check; [] when the window holds no speech. A continued window is speculative (it
+        may hold only the silence after a sentence), so the no-speech probability alone
+        rules it out there."""
+        from whisper.decoding import DecodingTask
+
+        model = self.loaded_model.model
         for temperature in self.temperatures:
-            options = DecodingOptions(
-                task="transcribe", language=language, temperature=temperature, sample_len=sample_len,
-                beam_size=self.beam_size if self.beam_size > 1 and temperature == 0 else None,
-                prompt=prompt or None, fp16=self.compute_type == "float16", without_timestamps=False,
-                max_initial_timestamp=MAX_INITIAL_TIMESTAMP,
-            )  # fmt: skip
-            result = DecodingTask(model, options).run(features)[0]
+            result = DecodingTask(model, self.decoding_options(previous, seconds, language, temperature)).run(features)[0]
             if result.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and result.avg_logprob >= LOG_PROB_THRESHOLD:
                 break
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or result.avg_logprob < LOG_PROB_THRESHOLD):
@@ -401,6 +462,8 @@ class OpenAIWhisperBackend(Backend):
             "cpu_threads": self.cpu_threads or self.requested_cpu_threads,
             "temperature": self.temperature,
             "window": self.window,
+            "max_batch": self.max_batch,
+            "batch_wait_ms": self.batch_wait_ms,
         }
 
 
