@@ -131,6 +131,10 @@ class VoiceActivity:
         self.speech_frames = 0
         self.last_speech_end: int | None = None  # frame index just after the last speech frame
         self._silent_run = 0
+        # Speech (1) or not (0) for each frame from frame ``_first_flag`` on; the policy
+        # forgets the frames before its buffer (forget_before), so this stays bounded.
+        self._flags = bytearray()
+        self._first_flag = 0
 
     def process(self, pcm: np.ndarray) -> None:
         """Account for ``pcm``, the stream's next audio."""
@@ -143,6 +147,7 @@ class VoiceActivity:
             else:
                 self.speaking = False
                 self._silent_run += 1
+            self._flags.append(1 if self.speaking else 0)
             self.frames += 1
 
     @property
@@ -166,3 +171,19 @@ class VoiceActivity:
         if self.last_speech_end is None or self.speaking or self._silent_run < self.min_silence_frames:
             return None
         return Pause(self.last_speech_end * FRAME / SAMPLE_RATE, self.seconds)
+
+    def speech_in(self, start: float, end: float) -> bool | None:
+        """Whether any frame between ``start`` and ``end`` (seconds of the stream) was
+        speech; None when none of that span has been accounted for (or it was forgotten)."""
+        first = max(int(start * SAMPLE_RATE) // FRAME, self._first_flag)
+        last = min(int(np.ceil(end * SAMPLE_RATE / FRAME)), self.frames)
+        if last <= first:
+            return None
+        return any(self._flags[first - self._first_flag : last - self._first_flag])
+
+    def forget_before(self, seconds: float) -> None:
+        """Drop the speech flags of the frames before ``seconds`` (no longer asked about)."""
+        frame = min(int(seconds * SAMPLE_RATE) // FRAME, self.frames)
+        if frame > self._first_flag:
+            del self._flags[: frame - self._first_flag]
+            self._first_flag = frame

@@ -185,15 +185,34 @@ def test_text_the_alignment_finds_no_audio_for_is_dropped(data_dir, monkeypatch,
     assert {(w["start"], w["end"]) for w in unguarded[-8:]} == {(unguarded[-1]["start"],) * 2}
 
 
-def test_a_run_of_unaligned_words_ends_the_window():
-    def words(*spans):
-        return [(f"w{index}", start, end, 0.9) for index, (start, end) in enumerate(spans)]
+def _words(*spans):
+    return [(f"w{index}", start, end, 0.9) for index, (start, end) in enumerate(spans)]
 
-    said = words((0, 0.3), (0.3, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.9))
-    assert rtlab_faster_whisper.cut_unaligned(said) == said[:2]
+
+def test_a_run_of_unaligned_words_goes_and_the_words_around_it_stay():
+    said = _words((0, 0.3), (0.3, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.9))
+    assert rtlab_faster_whisper.cut_unaligned(said) == said[:2] + said[5:]
     assert rtlab_faster_whisper.cut_unaligned(said[2:]) == said[5:], "a run the window opens with goes alone"
-    two = words((0, 0.3), (0.3, 0.3), (0.3, 0.3), (0.3, 0.5))
+    two = _words((0, 0.3), (0.3, 0.3), (0.3, 0.3), (0.3, 0.5))
     assert rtlab_faster_whisper.cut_unaligned(two) == two, "two short words in a row can be speech"
+
+
+def test_a_run_that_ends_the_window_takes_the_stretched_word_before_it():
+    stretched = _words((0, 0.3), (0.3, 2.5), (2.5, 2.5), (2.5, 2.5), (2.5, 2.5))
+    assert rtlab_faster_whisper.cut_unaligned(stretched) == stretched[:1]
+    spoken = _words((0, 0.3), (0.3, 0.7), (0.7, 0.7), (0.7, 0.7), (0.7, 0.7))
+    assert rtlab_faster_whisper.cut_unaligned(spoken) == spoken[:2], "a word of normal length was heard"
+
+
+def test_a_last_word_stretched_over_unspoken_audio_is_retimed():
+    said = _words((0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 3.0), (3.0, 3.0))
+    retimed = rtlab_faster_whisper.retime_stopped_early(said)
+    assert retimed[:3] == said[:3]
+    assert [w[0] for w in retimed] == [w[0] for w in said]
+    assert retimed[3][1:3] == pytest.approx((0.8, 1.1)), "the median word length, from the word's start"
+    assert retimed[4][1:3] == pytest.approx((1.1, 1.4)), "a squeezed word follows it, as long"
+    normal = _words((0, 0.2), (0.2, 0.9))
+    assert rtlab_faster_whisper.retime_stopped_early(normal) == normal
 
 
 def _encoder_runs(backend, monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rtlab.errors import InvalidOption
+from rtlab.levels import frame_rms
 from rtlab.policies.local_agreement import LocalAgreement
 from rtlab.testing import ScriptedBackend
 
@@ -448,3 +449,120 @@ def test_vad_transcribes_again_when_speech_resumes(speech):
 def test_vad_options_are_checked(options):
     with pytest.raises(InvalidOption, match="vad"):
         LocalAgreement(ScriptedBackend(), language="en", **options)
+
+
+# -- cutting only in a quiet pause -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("speech_in_the_gap", [False, True])
+def test_the_buffer_is_cut_only_in_a_gap_the_audio_says_is_quiet(speech_in_the_gap):
+    # a, b and c with gaps between them; the b-c gap of the hypothesis is quiet or has
+    # speech under it (words a pass left out). Past buffer_trimming_sec, the cut goes in
+    # the b-c gap only when it is quiet; else in the quiet a-b gap, keeping the speech.
+    policy, _ = policy_for(
+        "a@0.1-0.4",
+        "a@0.1-0.4 b@1.2-1.6",
+        "a@0.1-0.4 b@1.2-1.6 c@2.1-2.5",
+        buffer_trimming_sec=2.0,
+        max_buffer_sec=10.0,
+    )
+    audio = np.random.default_rng(0).normal(0, 0.1, 3 * SR).astype(np.float32)
+    audio[int(0.4 * SR) : int(1.2 * SR)] = 0
+    if not speech_in_the_gap:
+        audio[int(1.6 * SR) : int(2.1 * SR)] = 0
+    for second in range(3):
+        policy.insert_audio(audio[second * SR : (second + 1) * SR])
+        policy.process_iter()
+    assert texts(policy.committed) == ["a", "b"]
+    assert policy.buffer_offset == pytest.approx(0.8 if speech_in_the_gap else 1.85)
+
+
+def test_a_gap_that_turns_quiet_only_later_is_no_place_to_cut():
+    policy, _ = policy_for("a@0.1-0.4 b@1.5-1.9", silence_factor=0)
+    audio = np.random.default_rng(1).normal(0, 0.1, 2 * SR).astype(np.float32)
+    audio[int(1.0 * SR) : int(1.5 * SR)] = 0  # speech goes on for 0.6 s after a's end
+    policy.insert_audio(audio)
+    frames = frame_rms(policy.audio)
+    assert policy._pause_cut(0.4, 1.5, frames, 0.1 * float(np.percentile(frames, 90))) is None
+
+
+# -- language detection ----------------------------------------------------------------------
+
+
+class DetectingBackend(ScriptedBackend):
+    """A scripted backend that detects the scripted languages, one per call, and records
+    the language each pass was asked for."""
+
+    def __init__(self, hypotheses, detections):
+        super().__init__(hypotheses)
+        self.detections = list(detections)
+        self.detect_calls = 0
+        self.languages: list[str | None] = []
+
+    def detect_language(self, audio):
+        self.detect_calls += 1
+        return self.detections.pop(0)
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        self.languages.append(language)
+        return super().transcribe(audio, prompt=prompt, language=language)
+
+
+def test_the_first_confident_language_is_kept_for_the_rest_of_the_stream():
+    backend = DetectingBackend([[], words("a@0.1-0.4")], [("en", 0.5), ("fr", 0.9), ("de", 0.99)])
+    policy = LocalAgreement(backend, silence_factor=0)
+    for _ in range(5):
+        step(policy)
+    policy.finish()
+    # No detection before a pass heard words; then "en" (not sure yet), then "fr" (sure).
+    assert backend.languages == [None, None, None, "fr", "fr", "fr"]
+    assert backend.detect_calls == 2
+    assert policy.language == "fr"
+
+
+def test_a_language_never_sure_is_settled_at_the_end_as_the_most_probable():
+    backend = DetectingBackend([words("a@0.1-0.4")], [("de", 0.4), ("fr", 0.6), ("de", 0.5)])
+    policy = LocalAgreement(backend, silence_factor=0)
+    step(policy), step(policy), step(policy)
+    assert policy.language is None
+    policy.finish()
+    assert backend.languages == [None, None, None, "fr"]
+    assert policy.language == "fr"
+
+
+def test_a_language_given_is_never_detected():
+    backend = DetectingBackend([words("a@0.1-0.4")], [])
+    policy = LocalAgreement(backend, language="es", silence_factor=0)
+    step(policy), step(policy)
+    policy.finish()
+    assert backend.detect_calls == 0 and set(backend.languages) == {"es"}
+
+
+def test_no_language_is_reported_for_a_stream_without_words():
+    backend = DetectingBackend([[]], [])
+    policy = LocalAgreement(backend, silence_factor=0)
+    step(policy), step(policy)
+    policy.finish()
+    assert backend.detect_calls == 0 and policy.language is None
+
+
+class HearsWhatTheBufferHolds(ScriptedBackend):
+    """Returns the scripted words that end within the buffer it is given."""
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        said = super().transcribe(audio, prompt=prompt, language=language)
+        return [w for w in said if w["end"] <= len(audio) / SR]
+
+
+def test_vad_drops_words_heard_where_there_was_no_speech(speech):
+    # The fox clip, then 3 s of silence in which the backend "hears" a word. The audio
+    # level check is off: only the voice-activity controller can tell.
+    audio = np.concatenate([speech, np.zeros(3 * SR, np.float32)])
+    committed = {}
+    for vad in (False, True):
+        backend = HearsWhatTheBufferHolds([words("the@0.5-0.8 fox@2.0-2.4 ghost@7.5-7.8")])
+        policy = LocalAgreement(backend, language="en", silence_factor=0, vad=vad, vad_silence_ms=5000)
+        steps = feed(policy, audio, 0.5) + [policy.finish()]
+        committed[vad] = [w["text"] for s in steps for w in s.committed]
+    assert committed[False] == ["the", "fox", "ghost"]
+    assert committed[True] == ["the", "fox"]

@@ -25,12 +25,43 @@ from rtlab.eval.metrics import (
     rtf,
     tail_latency,
     wer,
+    WordsKept,
+    words_kept,
 )
 from rtlab.eval.results import StreamResult, evaluate_stream, summarize, to_dataframe
 
 
 def _words(*items: tuple[str, float, float]) -> list[dict]:
     return [{"text": t, "start": s, "end": e} for t, s, e in items]
+
+
+# --------------------------------------------------------------------------- words kept
+
+
+def test_words_kept_counts_offline_words_the_stream_kept_dropped_and_added():
+    kept = words_kept("The cat sat on the mat.", "the bat sat the mat and more")
+    # "bat" for "cat" is the speech heard differently: kept; "on" dropped; "and more" added.
+    assert (kept.offline_words, kept.kept, kept.dropped, kept.added) == (6, 5, 1, 2)
+    assert kept.fraction == pytest.approx(5 / 6)
+    assert kept.normalizer == "whisper-english"
+    assert WordsKept.from_dict(kept.to_dict()) == kept
+
+
+def test_words_kept_of_empty_texts():
+    assert words_kept("", "thank you").fraction is None and words_kept("", "thank you").added == 2
+    nothing = words_kept("hello there", "")
+    assert (nothing.kept, nothing.dropped, nothing.fraction) == (0, 2, 0.0)
+    assert words_kept("Ça va, très bien.", "ça va très bien", "whisper-basic").fraction == 1.0
+
+
+def test_pooled_words_kept_sum_counts_so_a_long_stream_weighs_more():
+    pooled = WordsKept.pool([words_kept("a b c d e f g h", "a b c d e f g h"), words_kept("x y", "")])
+    assert (pooled.offline_words, pooled.kept, pooled.dropped) == (10, 8, 2)
+    assert pooled.fraction == pytest.approx(0.8)
+    with pytest.raises(ValueError):
+        WordsKept.pool([])
+    with pytest.raises(ValueError, match="different normalizers"):
+        WordsKept.pool([words_kept("a", "a"), words_kept("a", "a", "whisper-basic")])
 
 
 # --------------------------------------------------------------------------- normalizers
@@ -275,6 +306,18 @@ def test_summarize_pools_wer_and_latencies_over_files():
     json.dumps(summary)
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_summarize_pools_words_kept_and_names_the_lowest_stream():
+    short = _result("short.wav", "hello", [("goodbye", 1.0)])  # "goodbye" for "hello": kept
+    dropped = _result("dropped.wav", "red green blue black", [("red", 1.0)])
+    summary = summarize([short, dropped])
+    assert summary["words_kept"]["offline_words"] == 5
+    assert summary["words_kept"]["kept"] == 2 and summary["words_kept"]["dropped"] == 3
+    assert summary["words_kept"]["fraction"] == pytest.approx(2 / 5)
+    assert summary["words_kept_lowest"] == pytest.approx(1 / 4)
+    no_offline = StreamResult.from_dict({**short.to_dict(), "words_kept": None})
+    assert summarize([short, no_offline])["words_kept"] is None, "only when every stream has an offline pass"
 
 
 def test_to_dataframe_without_pandas_says_how_to_install(monkeypatch):

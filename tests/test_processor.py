@@ -199,8 +199,9 @@ async def test_events_follow_the_contract(clock, clips):
             assert set(event) == {"type", "text", "emitted_at"}
     summary = events[-1]
     assert set(summary) == {
-        "type", "text", "audio_seconds", "compute_seconds", "measured_compute_seconds", "rtf", "emitted_at"
+        "type", "text", "audio_seconds", "compute_seconds", "measured_compute_seconds", "rtf", "language", "emitted_at"
     }  # fmt: skip
+    assert summary["language"] == "en", "the language transcribed: none was asked for, the backend's default"
     assert summary["measured_compute_seconds"] == summary["compute_seconds"]  # measured on these clocks
     assert summary["text"] == committed_text(events)
     assert summary["audio_seconds"] == pytest.approx(len(tone_words(TEXT)[0]) / SR, abs=0.01)

@@ -65,3 +65,19 @@ def test_reset_starts_a_new_stream(speech):
     first = vad.process(speech)
     vad.reset()
     assert np.array_equal(vad.process(speech), first)
+
+
+def test_speech_in_says_whether_a_span_held_speech_and_forgets_what_it_is_told_to(speech):
+    activity = VoiceActivity()
+    activity.process(np.zeros(SR, np.float32))
+    activity.process(speech)
+    activity.process(np.zeros(2 * SR, np.float32))
+    end = 1 + len(speech) / SR
+    assert activity.speech_in(0.0, 0.9) is False
+    assert activity.speech_in(1.5, 3.0) is True
+    assert activity.speech_in(end + 0.5, end + 1.5) is False
+    assert activity.speech_in(end + 3.0, end + 4.0) is None, "not heard yet"
+    activity.forget_before(end)
+    assert activity.speech_in(1.5, 3.0) is None, "forgotten"
+    assert activity.speech_in(end + 0.5, end + 1.5) is False
+    assert len(activity._flags) == activity.frames - activity._first_flag

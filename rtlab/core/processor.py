@@ -379,6 +379,9 @@ class AudioProcessor:
             "compute_seconds": round(self.compute_seconds, 3),
             "measured_compute_seconds": round(self.measured_compute_seconds, 3),
             "rtf": round(self.compute_seconds / self.audio_seconds, 4) if self.audio_seconds else None,
+            # The language transcribed: the one asked for, the backend's, or the one the
+            # policy detected (None when it found none, e.g. no speech).
+            "language": getattr(self.policy, "language", None),
             "emitted_at": round(self.clock.now(), 4),
         }
 

@@ -38,7 +38,9 @@ __all__ = [
     "run_bench", "run_bench_async",
 ]  # fmt: skip
 
-_TABLE_COLUMNS = ("configuration", "WER", "median latency", "p95 latency", "first text", "RTF")
+_TABLE_COLUMNS = (
+    "configuration", "WER", "offline WER", "kept", "median latency", "p95 latency", "first text", "RTF",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- configurations
@@ -243,20 +245,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
 def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """One row per configuration: WER, median and p95 commit latency, median first-text
-    latency and RTF. Streams that failed are counted under the table."""
+    """One row per configuration: WER, the offline pass's WER, the words of the offline
+    pass the streams kept, median and p95 commit latency, median first-text latency and
+    RTF. Streams that failed are counted under the table."""
     rows = [list(_TABLE_COLUMNS)]
     failed = []
     for s in summaries:
-        wer_value = s["wer"]["value"]
+        kept = (s.get("words_kept") or {}).get("fraction")
         rows.append([
             str(s["name"]),
-            "-" if wer_value is None else f"{100 * wer_value:.1f}%",
+            _percent(s["wer"]["value"]),
+            _percent((s.get("offline_wer") or {}).get("value")),
+            _percent(kept),
             _seconds(s["latency"]["median"]),
             _seconds(s["latency"]["p95"]),
             _seconds(s["first_text_latency"]["median"]),

@@ -29,9 +29,9 @@ import jiwer
 import numpy as np
 
 __all__ = [
-    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "align_words", "cer",
+    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "WordsKept", "align_words", "cer",
     "commit_latencies", "environment_info", "first_text_latency", "get_normalizer",
-    "lag_series", "normalizer_for_language", "rtf", "tail_latency", "wer",
+    "lag_series", "normalizer_for_language", "rtf", "tail_latency", "wer", "words_kept",
 ]  # fmt: skip
 
 #: Names accepted by :func:`get_normalizer`. ``"none"`` leaves text untouched (for debugging
@@ -215,6 +215,71 @@ def cer(
 ) -> ErrorRate:
     """Corpus-level character error rate (spaces count as characters, as in jiwer)."""
     return _error_rate(references, hypotheses, normalizer, "char")
+
+
+# --------------------------------------------------------------------------- words kept
+
+
+@dataclass(frozen=True)
+class WordsKept:
+    """How much of an offline pass's transcript a streamed transcript of the same audio
+    keeps, and what it adds.
+
+    The two normalized word sequences are aligned with the fewest edits (offline as the
+    reference): an offline word aligned to a streamed word is *kept*, whether the stream
+    heard it the same way or not (a spelling the stream got differently is the speech
+    heard, not dropped); an offline word with no streamed counterpart is *dropped*; a
+    streamed word with no offline counterpart is *added*. ``fraction`` is kept words over
+    offline words (``None`` when the offline pass heard nothing: then only ``added``
+    says anything).
+    """
+
+    offline_words: int
+    kept: int
+    dropped: int
+    added: int
+    normalizer: str
+
+    @property
+    def fraction(self) -> float | None:
+        return self.kept / self.offline_words if self.offline_words else None
+
+    @classmethod
+    def pool(cls, values: Iterable[WordsKept]) -> WordsKept:
+        """Counts summed over several streams (a long stream weighs more than a short one).
+        Raises ``ValueError`` for none, or for values scored with different normalizers."""
+        values = list(values)
+        if not values:
+            raise ValueError("cannot pool an empty list of words-kept counts")
+        if len({v.normalizer for v in values}) > 1:
+            raise ValueError(f"cannot pool words kept under different normalizers: {sorted({v.normalizer for v in values})}")
+        return cls(*(sum(getattr(v, name) for v in values) for name in ("offline_words", "kept", "dropped", "added")),
+                   normalizer=values[0].normalizer)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, ``fraction`` included."""
+        return {**dataclasses.asdict(self), "fraction": self.fraction}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WordsKept:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(data["offline_words"]), int(data["kept"]), int(data["dropped"]), int(data["added"]),
+                   str(data["normalizer"]))  # fmt: skip
+
+
+def words_kept(offline: str, streamed: str, normalizer: str = DEFAULT_NORMALIZER) -> WordsKept:
+    """The words of ``offline`` (an offline pass's text) that ``streamed`` (the committed
+    text of a stream of the same audio, by the same model) keeps; see :class:`WordsKept`."""
+    reference = _normalize(offline, normalizer)
+    hypothesis = _normalize(streamed, normalizer)
+    if not reference:
+        return WordsKept(0, 0, 0, len(hypothesis.split()), normalizer)
+    if not hypothesis:
+        n = len(reference.split())
+        return WordsKept(n, 0, n, 0, normalizer)
+    out = jiwer.process_words(reference, hypothesis)
+    n = out.hits + out.substitutions + out.deletions
+    return WordsKept(n, out.hits + out.substitutions, out.deletions, out.insertions, normalizer)
 
 
 # --------------------------------------------------------------------------- alignment

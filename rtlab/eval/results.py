@@ -17,6 +17,7 @@ from typing import Any
 from rtlab.eval.metrics import (
     ErrorRate,
     LatencyStats,
+    WordsKept,
     _committed_words,
     commit_latencies,
     first_text_latency,
@@ -25,6 +26,7 @@ from rtlab.eval.metrics import (
     rtf,
     tail_latency,
     wer,
+    words_kept,
 )
 
 __all__ = ["StreamResult", "evaluate_stream", "summarize", "to_dataframe"]
@@ -38,7 +40,9 @@ class StreamResult:
     pool them across files; ``latency`` is their summary (a :class:`LatencyStats` dict).
     ``lag`` is a :class:`~rtlab.eval.metrics.LagSeries` dict (stats and ``[emitted_at, lag]``
     samples) when the processor's lag samples were given; ``error`` is the message of the
-    stream's error event, if it ended with one.
+    stream's error event, if it ended with one. ``words_kept`` (a
+    :class:`~rtlab.eval.metrics.WordsKept` dict) says how much of the offline pass's text
+    the stream kept and what it added, when there was an offline pass.
     """
 
     file: str
@@ -59,6 +63,7 @@ class StreamResult:
     word_latencies: list[float] = field(default_factory=list)
     lag: dict[str, Any] | None = None
     error: str | None = None
+    words_kept: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (error rates become dicts)."""
@@ -107,9 +112,10 @@ def evaluate_stream(
     audio_seconds = float(summary.get("audio_seconds") or 0.0)
     compute_seconds = float(summary.get("compute_seconds") or 0.0)
     latencies = commit_latencies(events, reference_words, norm) if reference_words else []
-    offline_wer = None
+    offline_wer = kept = None
     if offline_hypothesis is not None:
         offline_wer = wer(reference, offline_hypothesis, norm)
+        kept = words_kept(offline_hypothesis, hypothesis, norm).to_dict()
     error = next((e for e in events if e.get("type") == "error"), None)
     return StreamResult(
         file=file,
@@ -130,6 +136,7 @@ def evaluate_stream(
         word_latencies=latencies,
         lag=lag_series(lag_samples).to_dict() if lag_samples is not None else None,
         error=f"{error.get('error')}: {error.get('message')}" if error else None,
+        words_kept=kept,
     )
 
 
@@ -144,7 +151,9 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     every published corpus WER); word latencies are pooled over all words; RTF is total
     compute over total audio. ``offline_wer`` is present only when every file has one.
     ``lag`` pools the lag samples of every file that has them; ``errors`` counts the
-    streams that ended with an error event.
+    streams that ended with an error event. ``words_kept`` pools the streams' words kept
+    against offline (counts summed) and ``words_kept_lowest`` is the lowest fraction of
+    one stream; both are present only when every file has an offline pass.
     Raises ``ValueError`` for no results or results scored with different normalizers.
     """
     if not results:
@@ -153,12 +162,17 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     compute = sum(r.compute_seconds for r in results)
     offline = [r.offline_wer for r in results if r.offline_wer is not None]
     pooled_offline = ErrorRate.pool(offline) if len(offline) == len(results) else None
+    kept = [WordsKept.from_dict(r.words_kept) for r in results if r.words_kept]
+    every_kept = len(kept) == len(results)
+    fractions = [k.fraction for k in kept if k.fraction is not None]
     return {
         "files": len(results),
         "normalizer": sorted({r.normalizer for r in results}),
         "clock": sorted({r.clock for r in results}),
         "wer": ErrorRate.pool(r.wer for r in results).to_dict(),
         "offline_wer": pooled_offline.to_dict() if pooled_offline else None,
+        "words_kept": WordsKept.pool(kept).to_dict() if every_kept else None,
+        "words_kept_lowest": min(fractions) if every_kept and fractions else None,
         "latency": _stats(v for r in results for v in r.word_latencies),
         "first_text_latency": _stats(r.first_text_latency for r in results),
         "tail_latency": _stats(r.tail_latency for r in results),

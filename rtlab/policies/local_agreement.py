@@ -29,9 +29,19 @@ background: a quiet speaker after a loud one is still louder than the pauses aro
 and a steady sound with no pauses is never taken for silence. ``silence_factor=0`` turns
 the check off.
 
+A stream started without a language, on a backend that can detect one
+(``detect_language(audio) -> (language, probability)``, as rtlab-faster-whisper's
+multilingual models do), has it detected on its buffer once a pass heard words, and
+keeps the first language found with a probability of at least ``DETECT_PROBABILITY``
+(else, at the end, the most probable one found): every pass after that is transcribed in
+it, and the summary reports it. Whisper detects a language on every call given none, and
+on the first second or two of speech it often says English: a pass in another language
+than the one before would never agree with it.
+
 ``vad=True`` adds the voice-activity controller (:mod:`rtlab.policies.vac`, Silero VAD):
-passes over silence are skipped, and when a pause of ``vad_silence_ms`` ends an utterance,
-what the buffer holds is committed at once and the buffer is cut in the pause.
+passes over silence are skipped, words heard where the VAD found no speech are dropped
+like silent ones, and when a pause of ``vad_silence_ms`` ends an utterance, what the
+buffer holds is committed at once and the buffer is cut in the pause.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
-from ..levels import frame_rms, silence_level
+from ..levels import FRAME, frame_rms, silence_level
 from ..vad import Pause
 from . import Policy, Step
 from .vac import VoiceActivityController
@@ -52,6 +62,14 @@ _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
 _WORD_MARGIN = 0.25  # seconds
 PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
 KEEP_SILENCE = 0.5  # seconds of silence a buffer keeps before speech (voice-activity controller)
+# A pause to cut in is quiet: no 20 ms frame above this fraction of the buffer's speech level
+# (its 90th-percentile frame), for at least _MIN_QUIET_FRAMES frames in a row, starting
+# within _END_SLACK seconds of the word's end.
+QUIET_FRACTION = 0.1
+_MIN_QUIET_FRAMES = 2
+_END_SLACK = 0.1
+#: A detected language this probable is kept for the rest of the stream.
+DETECT_PROBABILITY = 0.8
 
 
 def _key(word: Word) -> str:
@@ -126,6 +144,11 @@ class LocalAgreement(Policy):
         self.buffer_offset = 0.0  # stream time of self.audio[0]
         self.committed: list[Word] = []
         self.previous: list[Word] = []  # last hypothesis, minus what has been committed
+        # Language detection, when no language was given: the best (language, probability)
+        # found so far, and whether a pass heard words yet (detection waits for speech).
+        self._detector = getattr(backend, "detect_language", None) if language is None else None
+        self.detected: tuple[str, float] | None = None
+        self._heard_words = False
 
     @property
     def buffered_seconds(self) -> float:
@@ -170,13 +193,28 @@ class LocalAgreement(Policy):
             kept.append(word)
         return " ".join(reversed(kept))
 
-    def transcribe_buffer(self) -> list[Word]:
+    def _detect_language(self, final: bool = False) -> None:
+        """Detect the stream's language on the buffer (see the module docstring); at the
+        end (``final``), settle for the most probable language found."""
+        if self._detector is None or self.language is not None:
+            return
+        if self._heard_words and len(self.audio):
+            found = self._detector(self.audio)
+            if found is not None and (self.detected is None or found[1] >= self.detected[1]):
+                self.detected = (str(found[0]), float(found[1]))
+        if self.detected is not None and (final or self.detected[1] >= DETECT_PROBABILITY):
+            self.language = self.detected[0]
+
+    def transcribe_buffer(self, final: bool = False) -> list[Word]:
         """The backend's hypothesis for the buffer, in stream time, minus committed words."""
+        self._detect_language(final)
         words = self.backend.transcribe(self.audio, prompt=self.prompt(), language=self.language)
+        self._heard_words = self._heard_words or any(w["text"].strip() for w in words)
         threshold = self._silence_threshold()
         heard = [
             w for w in words
             if w["text"].strip() and (threshold is None or not self._is_silent(w, threshold))
+            and (self.vac is None or self.vac.heard_in_speech(w["start"] + self.buffer_offset, w["end"] + self.buffer_offset))
         ]  # fmt: skip
         self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(heard)
         shifted = [
@@ -258,8 +296,8 @@ class LocalAgreement(Policy):
 
     def _cut_points(self) -> list[tuple[float, bool]]:
         """Where the buffer may be cut, in stream time, oldest first: in a pause of at least
-        ``PAUSE_SECONDS`` after a committed word (in the middle of the pause, as Whisper's
-        word times are loose), ``(time, sentence)`` where ``sentence`` says the word ends a
+        ``PAUSE_SECONDS`` after a committed word that the audio confirms (see
+        :meth:`_pause_cut`), ``(time, sentence)`` where ``sentence`` says the word ends a
         sentence.
 
         A cut right at a word's end inside running speech leaves the next pass a buffer
@@ -269,13 +307,49 @@ class LocalAgreement(Policy):
         mid-sentence with one ("keep it." for "keep it still")."""
         inside = [w for w in self.committed if w["end"] > self.buffer_offset]
         following = inside[1:] + self.previous[:1]
+        frames = frame_rms(self.audio)
+        quiet = QUIET_FRACTION * float(np.percentile(frames, 90)) if len(frames) else 0.0
         points = []
         for index, word in enumerate(inside):
             after = following[index]["start"] if index < len(following) else None
-            pause = None if after is None else after - word["end"]
-            if pause is not None and pause >= PAUSE_SECONDS:
-                points.append((word["end"] + pause / 2, word["text"].rstrip()[-1:] in ".?!"))
+            if after is None or after - word["end"] < PAUSE_SECONDS:
+                continue
+            cut = self._pause_cut(word["end"], after, frames, quiet)
+            if cut is not None:
+                points.append((cut, word["text"].rstrip()[-1:] in ".?!"))
         return points
+
+    def _pause_cut(self, end: float, after: float, frames: np.ndarray, quiet: float) -> float | None:
+        """Where to cut in the gap between a word that ends at ``end`` and the next word,
+        which starts at ``after`` (stream times): in the middle of the gap, as Whisper's
+        word times are loose, but only where the audio is quiet (no 20 ms frame above
+        ``quiet``) from the word's end to there; None when it is not quiet right after
+        the word.
+
+        A gap between two words of a hypothesis is not always a pause: a pass whose model
+        stopped early, or whose text the alignment could not place, leaves out words it
+        never transcribed, and a cut in that gap would throw away the speech under it for
+        good. The word's end itself may be late or early by a frame or two: the quiet
+        stretch is looked for from ``_END_SLACK`` before it on, and must start within
+        ``_END_SLACK`` after it."""
+        first = int((end - self.buffer_offset - _END_SLACK) * SAMPLE_RATE) // FRAME
+        last = int((after - self.buffer_offset) * SAMPLE_RATE) // FRAME
+        first, last = max(0, first), min(len(frames), last)
+        start = None
+        for index in range(first, last):
+            if frames[index] <= quiet:
+                start = index
+                break
+        if start is None or (start * FRAME / SAMPLE_RATE + self.buffer_offset) > end + _END_SLACK:
+            return None
+        stop = start
+        while stop < last and frames[stop] <= quiet:
+            stop += 1
+        if stop - start < _MIN_QUIET_FRAMES:
+            return None
+        quiet_end = after if stop >= last else stop * FRAME / SAMPLE_RATE + self.buffer_offset
+        quiet_start = max(end, start * FRAME / SAMPLE_RATE + self.buffer_offset)
+        return max(end, min(end + (after - end) / 2, (quiet_start + quiet_end) / 2))
 
     def _trim(self) -> None:
         # Behind real time, a pass over a long buffer costs more (Whisper decodes every word
@@ -311,6 +385,8 @@ class LocalAgreement(Policy):
         samples = min(len(self.audio), int(round((cut - self.buffer_offset) * SAMPLE_RATE)))
         self.audio = self.audio[samples:]
         self.buffer_offset += samples / SAMPLE_RATE
+        if self.vac is not None:
+            self.vac.forget_before(self.buffer_offset)
 
     def _end_utterance(self, pause: Pause) -> Step:
         """Voice activity: an utterance ended. One pass over the buffer, and every word it
@@ -333,7 +409,11 @@ class LocalAgreement(Policy):
 
     def finish(self) -> Step:
         """One last pass over the whole buffer, then commit every word in it."""
-        tail = self.previous if len(self.audio) == 0 else self.transcribe_buffer()
+        if self.vac is not None:
+            self.vac.update()  # the last audio too: words heard in its silence are dropped
+        if len(self.audio) == 0:
+            self._detect_language(final=True)
+        tail = self.previous if len(self.audio) == 0 else self.transcribe_buffer(final=True)
         self.previous = []
         self.committed.extend(tail)
         return Step(committed=tail, partial=[])

@@ -9,7 +9,10 @@ at the start of each pass, on the pass's thread, where the VAD runs
   model call, and no words "heard" in the silence;
 * did an utterance end (a pause of ``min_silence_ms`` after speech)? The policy then
   commits what it heard up to the pause without waiting for two passes to agree, and cuts
-  its buffer there.
+  its buffer there;
+* was a word the model heard said where there was speech (:meth:`~VoiceActivityController.heard_in_speech`)?
+  Whisper hears words in silence and in noise ("Thank you.", a phrase of its prompt
+  again), and the VAD tells those apart from speech better than audio levels do.
 
 This is what whisper_streaming and WhisperLiveKit call VAC; the detection is
 :mod:`rtlab.vad` (Silero VAD).
@@ -57,6 +60,17 @@ class VoiceActivityController:
             return None
         self._handled_pause_end = pause.start
         return pause
+
+    def heard_in_speech(self, start: float, end: float, margin: float = 0.2) -> bool:
+        """Whether the VAD found speech within ``margin`` seconds of a word heard from
+        ``start`` to ``end`` (seconds of the stream; Whisper's word times are loose). A
+        span the VAD has not seen yet counts as speech."""
+        found = self.activity.speech_in(max(0.0, start - margin), end + margin)
+        return found is None or found
+
+    def forget_before(self, seconds: float) -> None:
+        """The policy will not ask about audio before ``seconds`` again."""
+        self.activity.forget_before(seconds)
 
     @property
     def in_utterance(self) -> bool:

@@ -163,6 +163,16 @@ class FasterWhisperBackend(Backend):
         threads = self.requested_cpu_threads or max(1, cores // workers)
         return workers, threads
 
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float] | None:
+        """The language spoken in ``audio`` (its first 30 s, one encoder run on Whisper's
+        30 s window) and Whisper's probability for it; None for an English-only model or
+        audio too short to hear a word. A policy given no language asks this until it is
+        sure, then passes the language it found to every pass."""
+        if not self.model.model.is_multilingual or len(audio) < MIN_SAMPLES:
+            return None
+        language, probability, _ = self.model.detect_language(audio=audio[: int(WINDOW_SECONDS * 16_000)])
+        return language, float(probability)
+
     def transcribe_batch(self, requests: list[Request]) -> list[list[Word]]:
         """Passes of several sessions: the first window of every buffer that fits one goes
         through one encoder call and one greedy decoding call per encoder input length (a
@@ -287,7 +297,9 @@ class FasterWhisperBackend(Backend):
                 for w in segment["words"]
             ]
             words, looped = cut_repetition(words)
-            words = cut_unaligned(words)
+            aligned = retime_stopped_early(cut_unaligned(words))
+            cut = len(aligned) < len(words)
+            words = aligned
             if pieces and words:
                 if _key(words[0][0]) == _key(pieces[-1][0]) and words[0][1] < pieces[-1][2]:
                     words = words[1:]  # the continued window began inside the last word
@@ -297,22 +309,20 @@ class FasterWhisperBackend(Backend):
             pieces += words
             if not pieces:
                 break
-            # Where the model's text ends. When it stopped early, the alignment stretches its
-            # last word over the audio it never transcribed, up to the buffer's end: a last
-            # word longer than MAX_WORD_SECONDS is given the window's median word length
-            # instead, and the next window starts there.
-            text, start, end, probability = pieces[-1]
-            if words and end - start > MAX_WORD_SECONDS:
-                typical = float(np.median([w[2] - w[1] for w in words]))
-                end = start + min(max(typical, 0.1), MAX_WORD_SECONDS)
-                pieces[-1] = (text, start, end, probability)
+            # Where the model's text ends (retime_stopped_early put right a last word the
+            # alignment stretched over audio the model never transcribed): the next window
+            # starts there.
+            end = pieces[-1][2]
             next_seek = int(round(end * model.frames_per_second))
             if looped or seconds - end < CONTINUE_AFTER_SECONDS or next_seek <= seek:
                 break  # (after a loop, the next pass tries again from a longer buffer)
             if _is_quiet_after(audio, end + QUIET_MARGIN_SECONDS):
                 break  # only silence after the last word: a second encoder run would find nothing
             seek = next_seek
-            previous = previous + tokens
+            # The next window is prompted with the text kept so far: prompted with text that
+            # was cut (and the speech it was said over), the model would go on after it and
+            # skip that speech.
+            previous = previous + (tokenizer.encode("".join(w[0] for w in words)) if cut else tokens)
         return merge_word_pieces(pieces)
 
     def _padded(self, features: np.ndarray) -> np.ndarray:
@@ -486,24 +496,59 @@ def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int =
     return words, False
 
 
-def cut_unaligned(words: list[tuple], shortest: float = MIN_WORD_SECONDS, run: int = UNALIGNED_RUN) -> list[tuple]:
+def cut_unaligned(
+    words: list[tuple], shortest: float = MIN_WORD_SECONDS, run: int = UNALIGNED_RUN, longest: float = MAX_WORD_SECONDS
+) -> list[tuple]:
     """``words`` without text the alignment found no audio for: a run of ``run`` or more
-    words in a row that each last less than ``shortest`` seconds. The alignment squeezes
-    such text into a single frame (a short window may make the model repeat committed
-    text after the speech ended). A run inside the window ends it (what follows repeats
-    what came before); a run the window opens with is dropped on its own."""
+    words in a row that each last less than ``shortest`` seconds (the alignment squeezes
+    such text into a single frame).
+
+    The run goes, the words around it stay: an aligned word was heard in the audio, and a
+    run amid speech is a phrase the decoder said twice or that the alignment could not
+    place, with the speech it was said over before and after it. A run that ends the window
+    is what a decoder that repeats its prompt after the speech ended produces: it goes with
+    the word before it when the alignment stretched that word over more than ``longest``
+    seconds (the phrase's first word, laid over the silence the rest of it never covered)."""
+    kept: list[tuple] = []
     index = 0
     while index < len(words):
         end = index
         while end < len(words) and words[end][2] - words[end][1] < shortest:
             end += 1
         if end - index >= run:
-            if index > 0:
-                return words[:index]
-            words = words[end:]
+            if end == len(words) and kept and kept[-1][2] - kept[-1][1] > longest:
+                kept.pop()
+            index = end
             continue
-        index = max(end, index + 1)
-    return words
+        end = max(end, index + 1)
+        kept.extend(words[index:end])
+        index = end
+    return kept
+
+
+def retime_stopped_early(words: list[tuple], shortest: float = MIN_WORD_SECONDS, longest: float = MAX_WORD_SECONDS) -> list[tuple]:
+    """``words`` with the times of a model that stopped early put right.
+
+    When Whisper's text ends before the audio does, the alignment stretches the last word
+    it could place over the audio the text never covered, and squeezes the words after it
+    (a short run: a long one is cut by :func:`cut_unaligned`) into the window's last frame.
+    The stretched word gets the window's typical word length (its median aligned word, at
+    least 0.1 s) and the squeezed ones follow it, as long each: they were said right after
+    it, and the next window decodes from there. Left as they are, they would end where the
+    audio ends, and the speech under the stretched word would look like a pause."""
+    last = len(words) - 1
+    while last >= 0 and words[last][2] - words[last][1] < shortest:
+        last -= 1
+    if last < 0 or words[last][2] - words[last][1] <= longest:
+        return words
+    aligned = [w[2] - w[1] for w in words if shortest <= w[2] - w[1] <= longest]
+    typical = min(max(float(np.median(aligned)) if aligned else 0.0, 0.1), longest)
+    retimed = list(words[:last])
+    start = words[last][1]
+    for text, _, _, probability in words[last:]:
+        retimed.append((text, start, start + typical, probability))
+        start += typical
+    return retimed
 
 
 def _is_quiet_after(audio: np.ndarray, seconds: float) -> bool:
