@@ -295,6 +295,36 @@ async def test_concurrent_sessions_share_no_decoder_state(no_ffmpeg_left):
     assert [e for e in results[0] if e["type"] == "commit"] == [e for e in alone if e["type"] == "commit"]
 
 
+async def test_concurrent_sessions_batched_commit_what_they_commit_unbatched(no_ffmpeg_left):
+    """With batching on, the encoder runs and decoder steps of concurrent sessions share
+    batches (the decoder double's own defaults run a batch one call after another), and
+    every session commits the words, at the times, it commits with batching off."""
+    from rtlab.core.scheduler import scheduler_for
+
+    texts_ = ["alpha bravo charlie delta echo", "one two three four five six seven", "golf hotel india juliett kilo lima"]
+
+    def config(batched: bool) -> rtlab.StreamConfig:
+        options = {"max_batch": 4, "batch_wait_ms": 20} if batched else {}
+        return rtlab.StreamConfig(
+            backend="test-attention", model="batched" if batched else None, backend_options=options,
+            policy="alignatt", policy_options={"min_chunk": 0.5},
+        )  # fmt: skip
+
+    def commits(events: list[dict]) -> list[dict]:
+        return [e for e in events if e["type"] == "commit"]
+
+    alone = [await run_processor(rtlab.AudioProcessor(config(False), clock="unaware"), tone_words(t)[0]) for t in texts_]
+    processors = [rtlab.AudioProcessor(config(True), clock="unaware") for _ in texts_]
+    together = await asyncio.gather(*(run_processor(p, tone_words(t)[0]) for p, t in zip(processors, texts_)))
+    assert [events[-1]["text"] for events in together] == texts_
+    assert [commits(events) for events in together] == [commits(events) for events in alone]
+    batcher = scheduler_for(processors[0].backend).batcher
+    stats = batcher.stats
+    assert max(stats.by_kind["encode_batch"]) > 1 and max(stats.by_kind["step_batch"]) > 1, stats.by_kind
+    gc.collect()
+    assert not list(batcher.decoding), "the batcher holds no session's decoder after its stream"
+
+
 async def test_a_tone_stream_through_real_ffmpeg_gives_its_text(tmp_path, no_ffmpeg_left):
     import subprocess
 

@@ -136,6 +136,56 @@ def test_no_pass_starves_among_passes_that_keep_coming_behind():
     assert served, "a pass on time starved behind passes that were behind"
 
 
+def test_calls_of_different_kinds_never_share_a_batch():
+    """A batch holds calls of one batch function: passes' ``transcribe`` and another kind of
+    call (an incremental decoder's steps) wait side by side and run apart."""
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=100)
+    batcher = Batcher(backend, CpuSlots(2))
+    steps: list[list[str]] = []
+
+    def step_batch(items: list[str]) -> list[str]:
+        steps.append(list(items))
+        return [f"stepped {item}" for item in items]
+
+    results: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(f"s{i}", batcher.call(step_batch, f"s{i}", 0.0))) for i in range(3)]
+    threads.append(threading.Thread(target=lambda: results.__setitem__("p", run_threads(batcher, [("p0", 0.0), ("p1", 0.0)]))))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(p for batch in backend.batches for p in batch) == ["p0", "p1"]
+    assert sorted(s for batch in steps for s in batch) == ["s0", "s1", "s2"]
+    assert {results[f"s{i}"] for i in range(3)} == {"stepped s0", "stepped s1", "stepped s2"}
+    assert sorted(batcher.stats.by_kind) == ["step_batch", "transcribe_batch"]
+
+
+def test_a_batch_of_calls_does_not_wait_for_more_than_its_quorum():
+    """Calls whose quorum (how many of them can come at most) is all there run without
+    waiting for the deadline: a call that comes later gets a batch of its own, where waiting
+    for the (far) deadline would have taken it into theirs."""
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=5000)
+    batcher = Batcher(backend, CpuSlots(2))
+    steps: list[list[str]] = []
+
+    def step_batch(items: list[str]) -> list[str]:
+        steps.append(list(items))
+        return list(items)
+
+    calls = [("s0", 2), ("s1", 2), ("later", 1)]
+    threads = [
+        threading.Thread(target=batcher.call, args=(step_batch, item, 0.0), kwargs={"quorum": lambda q=quorum: q})
+        for item, quorum in calls
+    ]
+    for thread in threads:
+        thread.start()
+        if thread is threads[1]:
+            time.sleep(0.5)
+    for thread in threads:
+        thread.join(10)
+    assert [sorted(batch) for batch in steps] == [["s0", "s1"], ["later"]]
+
+
 def test_an_error_in_the_batch_call_reaches_every_pass_of_the_batch():
     class Failing(RecordingBackend):
         def transcribe_batch(self, requests):

@@ -562,6 +562,47 @@ async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_
     assert " ".join(w["text"] for w in words) == summary["text"]
 
 
+@pytest.mark.slow
+def test_decoders_of_several_sessions_batched_decode_as_each_alone():
+    """AlignAtt's decoder steps of two sessions through one encoder call and one decoder
+    pass per step (a begin beside a feed included): each session's tokens and attention
+    rows are those it gets alone."""
+    from rtlab.policies.incremental import DecoderCall
+    from rtlab_openai_whisper.incremental import WhisperIncrementalDecoder
+
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    buffers = [decode("fox.ogg")[: 3 * 16000], decode("paragraph.ogg")[: 4 * 16000]]
+    contexts = [[], backend.incremental_decoder(language="en").text_tokens("Hello there.")]
+    steps = 12
+
+    def alone(audio, context):
+        decoder = backend.incremental_decoder(language="en")
+        decoder.encode(audio)
+        decoded = [decoder.begin(context, [])]
+        for _ in range(steps):
+            decoded.append(decoder.feed(decoded[-1].token))
+        return decoded
+
+    expected = [alone(audio, context) for audio, context in zip(buffers, contexts)]
+    decoders = [backend.incremental_decoder(language="en") for _ in buffers]
+    frames = WhisperIncrementalDecoder.encode_batch(list(zip(decoders, buffers)))
+    assert frames == [len(audio) // 320 for audio in buffers]
+    got: list[list] = [[], []]
+    got[0] += WhisperIncrementalDecoder.step_batch([DecoderCall(decoders[0], "begin", (contexts[0], []))])
+    for _ in range(steps):  # session 1 begins while session 0 feeds, then both feed
+        calls = [DecoderCall(decoders[0], "feed", (got[0][-1].token,))]
+        calls.append(
+            DecoderCall(decoders[1], "feed", (got[1][-1].token,)) if got[1] else DecoderCall(decoders[1], "begin", (contexts[1], []))
+        )
+        for mine, decoded in zip(got, WhisperIncrementalDecoder.step_batch(calls)):
+            mine.append(decoded)
+    got[1].append(decoders[1].feed(got[1][-1].token))
+    for mine, theirs in zip(got, expected):
+        assert [d.token for d in mine] == [d.token for d in theirs]
+        for a, b in zip(mine, theirs):
+            np.testing.assert_allclose(a.attention, b.attention, atol=1e-6)
+
+
 # -- parity and the packed weights ---------------------------------------------------------------
 
 

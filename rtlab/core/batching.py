@@ -15,6 +15,15 @@ time it joined minus its session's lag, so a session that fell behind real time 
 having waited that much longer and goes first, and no session starves: every key is
 bounded by its arrival, and later arrivals get later keys. On the simulated clock the key
 is the audio time the pass reaches, as in the scheduler's own order.
+
+Besides ``transcribe``, a batcher groups any batchable call (:meth:`Batcher.call`): a batch
+holds calls of one kind, the lowest keys among the kinds ready to run. The
+:class:`BatchingDecoder` sends a session's incremental decoder (AlignAtt's; see
+:mod:`rtlab.policies.incremental`) through it: every encoder run and every decoder step
+joins a batch of the same calls of other sessions. A decode is a sequence of steps, each
+waiting for the one before: a batch of steps does not wait ``batch_wait_ms`` once every
+decoder in the middle of a decode has its step waiting (no other step can come before
+one of them returns).
 """
 
 from __future__ import annotations
@@ -22,10 +31,13 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backends import Backend, Request, Word
+from ..policies.incremental import Decoded, DecoderCall, IncrementalDecoder
 
 if TYPE_CHECKING:
     from .scheduler import CpuSlots
@@ -33,10 +45,12 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False)
 class _Pass:
-    request: Request
+    run: Callable[[list[Any]], list[Any]]
+    item: Any
     key: tuple[float, int]
     joined: float
-    words: list[Word] | None = None
+    quorum: Callable[[], int] | None = None
+    result: Any = None
     error: BaseException | None = None
     taken: bool = False
     done: bool = False
@@ -44,9 +58,12 @@ class _Pass:
 
 @dataclass
 class BatchStats:
-    """What the batcher did: batch sizes in order (for tests and benchmarks)."""
+    """What the batcher did: batch sizes in order, and by kind of call (the batch
+    function's name: ``transcribe_batch``, ``encode_batch``, ``step_batch``), for tests and
+    benchmarks."""
 
     sizes: list[int] = field(default_factory=list)
+    by_kind: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def passes(self) -> int:
@@ -54,7 +71,8 @@ class BatchStats:
 
 
 class Batcher:
-    """Groups the ``transcribe`` calls of concurrent passes on ``backend`` into batches."""
+    """Groups the calls of concurrent passes on ``backend`` into batches: ``transcribe``,
+    and the encoder runs and steps of incremental decoders (:class:`BatchingDecoder`)."""
 
     def __init__(self, backend: Backend, slots: CpuSlots) -> None:
         self.backend = backend
@@ -63,6 +81,8 @@ class Batcher:
         self.wait_seconds = max(0.0, float(backend.batch_wait_ms)) / 1000
         self.replicas = max(1, int(backend.max_concurrency))
         self.stats = BatchStats()
+        #: Decoders in the middle of a decode (see :class:`BatchingDecoder`).
+        self.decoding: weakref.WeakSet[BatchingDecoder] = weakref.WeakSet()
         self._waiting: list[_Pass] = []
         self._arrivals = itertools.count()
         self._running = 0
@@ -71,7 +91,17 @@ class Batcher:
 
     def transcribe(self, request: Request, key: float) -> list[Word]:
         """The words of ``request``, computed in a batch; blocking (a scheduler thread)."""
-        mine = _Pass(request, (key, next(self._arrivals)), time.monotonic())
+        return self.call(self.backend.transcribe_batch, request, key)
+
+    def call(
+        self, run: Callable[[list[Any]], list[Any]], item: Any, key: float, *, quorum: Callable[[], int] | None = None
+    ) -> Any:
+        """``run([item, ...])``'s result for ``item``, computed in a batch of calls with the
+        same ``run`` (a function of a list that returns a result per item, in order);
+        blocking (a scheduler thread). ``quorum``, if given, says how many calls of this kind
+        can come at most (asked under the batcher's lock): a batch of that many does not
+        wait for more."""
+        mine = _Pass(run, item, (key, next(self._arrivals)), time.monotonic(), quorum)
         with self._condition:
             self._waiting.append(mine)
             self._condition.notify_all()
@@ -85,26 +115,38 @@ class Batcher:
                 try:
                     self._run(batch)
                 finally:
+                    batch = []  # the lead keeps no other session's call past its batch
                     self._condition.acquire()
                     self._running -= 1
                     self._condition.notify_all()
         if mine.error is not None:
             raise mine.error
-        return mine.words  # type: ignore[return-value]
+        return mine.result
+
+    def decode_started(self, decoder: BatchingDecoder) -> None:
+        """``decoder`` is in the middle of a decode: its steps will come."""
+        with self._condition:
+            self.decoding.add(decoder)
+
+    def decode_ended(self, decoder: BatchingDecoder) -> None:
+        """``decoder``'s decode is over: no step of it will come until it encodes again."""
+        with self._condition:
+            self.decoding.discard(decoder)
+            self._condition.notify_all()  # a batch of steps may have its quorum now
 
     def _gather(self) -> list[_Pass]:
-        """Lead: wait for a full batch or the oldest pass's deadline, then take the batch
+        """Lead: wait until the calls of one kind are ready (a full batch, a quorum, or the
+        oldest one's deadline), then take the batch of the ready kind with the lowest key
         (called and returning with the lock held)."""
         self._gathering = True
         try:
-            deadline = min(p.joined for p in self._waiting) + self.wait_seconds
-            while len(self._waiting) < self.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while True:
+                batch, deadline = self._ready(time.monotonic())
+                if batch is not None:
                     break
-                self._condition.wait(left)
-            self._waiting.sort(key=lambda p: p.key)
-            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+                self._condition.wait(max(0.0, deadline - time.monotonic()))
+            taken = set(map(id, batch))
+            self._waiting = [p for p in self._waiting if id(p) not in taken]
             for each in batch:
                 each.taken = True
             return batch
@@ -112,24 +154,83 @@ class Batcher:
             self._gathering = False
             self._condition.notify_all()
 
+    def _ready(self, now: float) -> tuple[list[_Pass] | None, float]:
+        """The batch to run now, if a kind is ready; else None and when one will be."""
+        kinds: dict[Any, list[_Pass]] = {}
+        for each in sorted(self._waiting, key=lambda p: p.key):
+            kinds.setdefault(each.run, []).append(each)
+        best: list[_Pass] | None = None
+        deadline = float("inf")
+        for calls in kinds.values():
+            due = min(p.joined for p in calls) + self.wait_seconds
+            quorum = calls[0].quorum
+            if len(calls) >= self.max_batch or due <= now or (quorum is not None and len(calls) >= quorum()):
+                if best is None or calls[0].key < best[0].key:
+                    best = calls
+            deadline = min(deadline, due)
+        return (None if best is None else best[: self.max_batch]), deadline
+
     def _run(self, batch: list[_Pass]) -> None:
-        """One model call for ``batch``; every pass gets its words or the call's error."""
+        """One model call for ``batch``; every pass gets its result or the call's error."""
         priority = min(p.key[0] for p in batch)
+        run = batch[0].run
         try:
             with self.slots.hold(self.backend.cores_per_call, priority):
-                results = self.backend.transcribe_batch([p.request for p in batch])
+                results = run([p.item for p in batch])
             if len(results) != len(batch):
                 raise RuntimeError(
-                    f"backend {self.backend.name!r}: transcribe_batch returned {len(results)} results "
-                    f"for {len(batch)} requests"
+                    f"backend {self.backend.name!r}: {getattr(run, '__name__', 'a batch call')} returned "
+                    f"{len(results)} results for {len(batch)} requests"
                 )
-            for each, words in zip(batch, results):
-                each.words = words
+            for each, result in zip(batch, results):
+                each.result = result
         except BaseException as error:  # every waiting pass learns why its call failed
             for each in batch:
                 each.error = error
         with self._condition:
             self.stats.sizes.append(len(batch))
+            self.stats.by_kind.setdefault(getattr(run, "__name__", "call"), []).append(len(batch))
             for each in batch:
                 each.done = True
             self._condition.notify_all()
+
+
+class BatchingDecoder:
+    """A session's :class:`~rtlab.policies.incremental.IncrementalDecoder` whose encoder runs
+    and decoder steps join the batcher's batches (the decoder's class batches them: its
+    ``encode_batch`` and ``step_batch``). Everything else is the decoder's own; its state
+    stays in it, and the batcher keeps none of it after a batch."""
+
+    def __init__(self, decoder: IncrementalDecoder, batcher: Batcher, key: Callable[[], float] | None = None) -> None:
+        self.decoder = decoder
+        self._batcher = batcher
+        self._key = key
+
+    def encode(self, audio: Any) -> int:
+        """The decoder's ``encode``, in a batch of other sessions' encoder runs."""
+        frames = self._call(type(self.decoder).encode_batch, (self.decoder, audio))
+        self._batcher.decode_started(self)
+        return frames
+
+    def begin(self, context: Sequence[int], forced: Sequence[int]) -> Decoded:
+        """The decoder's ``begin``, in a batch of other sessions' decoder steps."""
+        return self._step(DecoderCall(self.decoder, "begin", (list(context), list(forced))))
+
+    def feed(self, token: int) -> Decoded:
+        """The decoder's ``feed``, in a batch of other sessions' decoder steps."""
+        return self._step(DecoderCall(self.decoder, "feed", (token,)))
+
+    def close(self) -> None:
+        """The decoder's ``close``; the decode is over (no step of it will come)."""
+        self._batcher.decode_ended(self)
+        self.decoder.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.decoder, name)
+
+    def _step(self, call: DecoderCall) -> Decoded:
+        batcher = self._batcher
+        return self._call(type(self.decoder).step_batch, call, quorum=lambda: len(batcher.decoding))
+
+    def _call(self, run: Callable[[list[Any]], list[Any]], item: Any, quorum: Callable[[], int] | None = None) -> Any:
+        return self._batcher.call(run, item, self._key() if self._key else 0.0, quorum=quorum)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from ..backends import Backend, Request, Word
 from ..config import StreamConfig
 from ..registry import get_registry
-from .batching import Batcher
+from .batching import Batcher, BatchingDecoder
 from .costs import add_features
 
 _instances: dict[tuple, Backend] = {}
@@ -48,7 +48,8 @@ class SessionBackend:
     """What a session's policy sees of the shared backend: the backend itself, except that
     ``transcribe`` adds up what the calls of a pass did (:meth:`Backend.cost_features`,
     for the modeled clock and for calibration) and, on a batching backend, joins the
-    batcher with the session's key (see :mod:`rtlab.core.batching`)."""
+    batcher with the session's key (see :mod:`rtlab.core.batching`), as do the encoder runs
+    and steps of its ``incremental_decoder``."""
 
     def __init__(self, backend: Backend, batcher: Batcher | None = None, key: Callable[[], float] | None = None) -> None:
         self._backend = backend
@@ -64,6 +65,14 @@ class SessionBackend:
             words = self._batcher.transcribe(request, self._key() if self._key else 0.0)
         add_features(self._features, self._backend.cost_features(request, words))
         return words
+
+    def incremental_decoder(self, **options: Any) -> Any:
+        """The backend's ``incremental_decoder`` for this session; on a batching backend,
+        wrapped so that its encoder runs and steps join the batcher's batches."""
+        decoder = self._backend.incremental_decoder(**options)  # type: ignore[attr-defined]
+        if self._batcher is None:
+            return decoder
+        return BatchingDecoder(decoder, self._batcher, self._key)
 
     def take_features(self) -> dict[str, float]:
         """What the calls since the last take did, summed (a session runs one pass at a time)."""

@@ -14,6 +14,12 @@ One chunk of audio is decoded as: :meth:`~IncrementalDecoder.encode` the buffer,
 this buffer (the cache is rebuilt: the encoder output changed), then
 :meth:`~IncrementalDecoder.feed` one chosen token after another, each call returning the
 greedy choice for the next token and the attention rows of what was fed.
+
+On a batching backend (``max_batch`` above 1) the encoder runs and steps of concurrent
+sessions' decoders go through the backend's batcher (see :mod:`rtlab.core.batching`), which
+calls the decoder class's :meth:`~IncrementalDecoder.encode_batch` and
+:meth:`~IncrementalDecoder.step_batch` with several sessions' calls at once. The defaults
+run them one after another; a decoder that can stack them overrides them.
 """
 
 from __future__ import annotations
@@ -42,6 +48,16 @@ class Decoded:
 
     token: int
     attention: np.ndarray
+
+
+@dataclass
+class DecoderCall:
+    """One session's decoder step in a batch: ``decoder.begin(*args)`` or
+    ``decoder.feed(*args)`` (``method``)."""
+
+    decoder: IncrementalDecoder
+    method: str
+    args: tuple
 
 
 class IncrementalDecoder:
@@ -89,3 +105,17 @@ class IncrementalDecoder:
     def close(self) -> None:
         """Free the encoder output and the cache now (they are freed with the decoder
         anyway); the decoder can be used again after another :meth:`encode`."""
+
+    @classmethod
+    def encode_batch(cls, calls: list[tuple[IncrementalDecoder, np.ndarray]]) -> list[int]:
+        """:meth:`encode` of several sessions' decoders (of this class, on one model) with
+        their audio: what each returns, in order. Runs on the thread of one of those
+        sessions, with the backend's cores held. Default: one after another."""
+        return [decoder.encode(audio) for decoder, audio in calls]
+
+    @classmethod
+    def step_batch(cls, calls: list[DecoderCall]) -> list[Decoded]:
+        """The :meth:`begin` or :meth:`feed` of several sessions' decoders (of this class, on
+        one model; at most one call per decoder): what each returns, in order, as it would
+        alone. Runs as :meth:`encode_batch` does. Default: one after another."""
+        return [getattr(call.decoder, call.method)(*call.args) for call in calls]

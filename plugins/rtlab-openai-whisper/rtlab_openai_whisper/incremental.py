@@ -8,6 +8,14 @@ shared model for each decode (and keeps its cache the same way), and switches it
 attention kernel off process-wide to get the weights; calling no module, this decoder
 neither sees another session's hooks nor needs the model's lock, and computes the weights
 of the alignment heads itself.
+
+Decoders of several sessions batch (:meth:`WhisperIncrementalDecoder.encode_batch`,
+:meth:`~WhisperIncrementalDecoder.step_batch`): their buffers go through one encoder call
+(every window is Whisper's 30 s), and their steps through one decoder pass whose
+position-wise layers (projections, feed-forward, the output over the vocabulary) take every
+session's new tokens at once, while each session's self- and cross-attention runs on its own
+cache and encoder output, as it would alone. Nothing of a session is kept across calls
+outside its decoder.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rtlab.policies.incremental import Decoded, IncrementalDecoder
+from rtlab.policies.incremental import Decoded, DecoderCall, IncrementalDecoder
 
 #: Languages Whisper writes without spaces: each character is a word there.
 NO_SPACE_LANGUAGES = ("zh", "ja", "th", "lo", "my", "yue")
@@ -93,35 +101,68 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
     # -- the contract ------------------------------------------------------------------------
 
     def encode(self, audio: np.ndarray) -> int:
+        return self.encode_batch([(self, audio)])[0]
+
+    @classmethod
+    def encode_batch(cls, calls: list[tuple[WhisperIncrementalDecoder, np.ndarray]]) -> list[int]:
+        """The buffers of several sessions' decoders (on one model) through one encoder call."""
         import torch
         from whisper.audio import N_FRAMES, N_SAMPLES, pad_or_trim
 
-        backend = self._backend
+        backend = calls[0][0]._backend
         with torch.inference_mode():
-            self._threads()
-            mel, frames = backend.log_mel(np.asarray(audio[:N_SAMPLES], np.float32))
-            features = backend.encode(pad_or_trim(mel, N_FRAMES)[None])
-            count = self._model.dims.n_text_head
-            self._cross = [
-                (_heads(_linear(features, block.cross_attn.key), count), _heads(_linear(features, block.cross_attn.value), count))
-                for block in self._model.decoder.blocks
-            ]  # fmt: skip
+            calls[0][0]._threads()
+            spectrograms = [backend.log_mel(np.asarray(audio[:N_SAMPLES], np.float32)) for _, audio in calls]
+            features = backend.encode(torch.stack([pad_or_trim(mel, N_FRAMES) for mel, _ in spectrograms]))
+            for index, ((decoder, _), (_, frames)) in enumerate(zip(calls, spectrograms)):
+                decoder._set_features(features[index : index + 1], frames)
+        return [decoder.frames for decoder, _ in calls]
+
+    def _set_features(self, features, frames: int) -> None:
+        """The encoder output of this session's buffer (``[1, frames, state]``), as each
+        layer's cross-attention keys and values; the cache is forgotten."""
+        from whisper.audio import N_FRAMES
+
+        count = self._model.dims.n_text_head
+        self._cross = [
+            (_heads(_linear(features, block.cross_attn.key), count), _heads(_linear(features, block.cross_attn.value), count))
+            for block in self._model.decoder.blocks
+        ]  # fmt: skip
         self._reset_cache()
         self.frames = min(frames, N_FRAMES) // 2  # two spectrogram frames per encoder frame
-        return self.frames
 
     def begin(self, context: Sequence[int], forced: Sequence[int]) -> Decoded:
+        return self.step_batch([DecoderCall(self, "begin", (context, forced))])[0]
+
+    def feed(self, token: int) -> Decoded:
+        return self.step_batch([DecoderCall(self, "feed", (token,))])[0]
+
+    @classmethod
+    def step_batch(cls, calls: list[DecoderCall]) -> list[Decoded]:
+        """The ``begin`` or ``feed`` of several sessions' decoders (on one model), their new
+        tokens through one decoder pass (see the module docstring)."""
+        fed = []
+        for call in calls:
+            decoder: WhisperIncrementalDecoder = call.decoder  # type: ignore[assignment]
+            if call.method == "begin":
+                fed.append((decoder, decoder._start(*call.args), True))
+            elif call.method == "feed":
+                fed.append((decoder, [int(call.args[0])], False))
+            else:
+                raise ValueError(f"openai-whisper: no decoder step {call.method!r} (begin or feed)")
+        outputs = _forward([(decoder, tokens) for decoder, tokens, _ in fed])
+        return [decoder._choose(logits, attention, first) for (decoder, _, first), (logits, attention) in zip(fed, outputs)]
+
+    def _start(self, context: Sequence[int], forced: Sequence[int]) -> list[int]:
+        """What ``begin`` feeds: the start sequence after the context, then ``forced``; the
+        cache is forgotten (and the language detected first, when not known)."""
         if self._cross is None:
             raise RuntimeError("begin() before encode()")
         if self.language is None:
             self.language = self._detect_language()
         start = list(self.tokenizer.sot_sequence_including_notimestamps)
-        tokens = ([self._sot_prev, *context] if context else []) + start + list(forced)
         self._reset_cache()
-        return self._step(tokens, first=True)
-
-    def feed(self, token: int) -> Decoded:
-        return self._step([token], first=False)
+        return ([self._sot_prev, *context] if context else []) + start + list(forced)
 
     def text_tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(" " + text.strip()) if text.strip() else []
@@ -162,60 +203,93 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
     def _detect_language(self) -> str:
         """The most probable language token after the start of transcript, on this buffer."""
         self._reset_cache()
-        logits, _ = self._forward([self._sot])
+        ((logits, _),) = _forward([(self, [self._sot])])
         self._reset_cache()
         ids = [token for token, _ in self._languages]
         best = int(np.argmax(logits[ids]))
         return self._languages[best][1]
 
-    def _step(self, tokens: list[int], *, first: bool) -> Decoded:
-        logits, attention = self._forward(tokens)
+    def _choose(self, logits: np.ndarray, attention: np.ndarray, first: bool) -> Decoded:
         logits[self.eot + 1 :] = -np.inf  # special tokens and timestamps: text only
         if first:  # as Whisper at a segment start: no blank, no end of text
             logits[self._blank + [self.eot]] = -np.inf
         return Decoded(int(logits.argmax()), attention)
 
-    def _forward(self, tokens: list[int]):
-        """Logits after ``tokens`` (appended to the cache) and the alignment heads' attention
-        rows of each, ``[heads, len(tokens), frames]``."""
-        import torch
-        import torch.nn.functional as F
 
-        decoder = self._model.decoder
-        count = self._model.dims.n_text_head
-        offset = self._length
-        rows = []
-        with torch.inference_mode():
-            self._threads()
-            ids = torch.tensor([tokens], device=decoder.token_embedding.weight.device)
-            dtype = self._cross[0][0].dtype
-            x = (F.embedding(ids, decoder.token_embedding.weight) + decoder.positional_embedding[offset : offset + len(tokens)]).to(dtype)
+def _forward(fed: list[tuple[WhisperIncrementalDecoder, list[int]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each ``(decoder, tokens)`` (decoders on one model, one entry each): the logits
+    after ``tokens`` (appended to that decoder's cache) and the alignment heads' attention
+    rows of each token, ``[heads, len(tokens), frames]``. Every session's tokens go through
+    the position-wise layers together; attention runs per session on its own cache and
+    encoder output."""
+    import torch
+    import torch.nn.functional as F
+
+    first = fed[0][0]
+    model = first._model
+    decoder = model.decoder
+    count = model.dims.n_text_head
+    offsets = [d._length for d, _ in fed]
+    sizes = [len(tokens) for _, tokens in fed]
+    bounds = np.cumsum([0, *sizes]).tolist()
+    rows: list[list[Any]] = [[] for _ in fed]
+    with torch.inference_mode():
+        first._threads()
+        device = decoder.token_embedding.weight.device
+        dtype = first._cross[0][0].dtype
+        x = torch.cat(
+            [
+                F.embedding(torch.tensor([tokens], device=device), decoder.token_embedding.weight)
+                + decoder.positional_embedding[offset : offset + len(tokens)]
+                for (_, tokens), offset in zip(fed, offsets)
+            ],
+            dim=1,
+        ).to(dtype)
+        masks = []
+        for offset, size in zip(offsets, sizes):
             mask = None
-            if len(tokens) > 1:  # each new token sees the cache and the new tokens up to itself
-                keys = torch.arange(offset + len(tokens), device=x.device)
-                queries = torch.arange(offset, offset + len(tokens), device=x.device)
+            if size > 1:  # each new token sees the cache and the new tokens up to itself
+                keys = torch.arange(offset + size, device=x.device)
+                queries = torch.arange(offset, offset + size, device=x.device)
                 mask = keys[None, :] <= queries[:, None]
-            for layer, block in enumerate(decoder.blocks):
-                h = _layer_norm(x, block.attn_ln)
-                q = _heads(_linear(h, block.attn.query), count)
-                k = _heads(_linear(h, block.attn.key), count)
-                v = _heads(_linear(h, block.attn.value), count)
-                cached = self._cache[layer]
+            masks.append(mask)
+        for layer, block in enumerate(decoder.blocks):
+            h = _layer_norm(x, block.attn_ln)
+            q, k, v = _linear(h, block.attn.query), _linear(h, block.attn.key), _linear(h, block.attn.value)
+            mixed = []
+            for index, (session, _) in enumerate(fed):
+                part = slice(bounds[index], bounds[index + 1])
+                q_, k_, v_ = _heads(q[:, part], count), _heads(k[:, part], count), _heads(v[:, part], count)
+                cached = session._cache[layer]
                 if cached is not None:
-                    k, v = torch.cat([cached[0], k], dim=2), torch.cat([cached[1], v], dim=2)
-                self._cache[layer] = (k, v)
-                x = x + _linear(_merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), block.attn.out)
-                h = _layer_norm(x, block.cross_attn_ln)
-                q = _heads(_linear(h, block.cross_attn.query), count)
-                keys, values = self._cross[layer]
-                weights = torch.softmax((q @ keys.transpose(-1, -2)).float() * q.shape[-1] ** -0.5, dim=-1)
-                x = x + _linear(_merge(weights.to(dtype) @ values), block.cross_attn.out)
-                for head in self._alignment_heads[layer]:
-                    rows.append(weights[0, head, :, : self.frames])
-                h = _layer_norm(x, block.mlp_ln)
-                x = x + _linear(F.gelu(_linear(h, block.mlp[0])), block.mlp[2])
-            self._length = offset + len(tokens)
-            x = _layer_norm(x[:, -1:], decoder.ln)
-            logits = (x @ decoder.token_embedding.weight.to(dtype).T).float()[0, -1].cpu().numpy().copy()
-            attention = torch.stack(rows).cpu().numpy().astype(np.float32, copy=False)
-        return logits, attention
+                    k_, v_ = torch.cat([cached[0], k_], dim=2), torch.cat([cached[1], v_], dim=2)
+                session._cache[layer] = (k_, v_)
+                mixed.append(_merge(F.scaled_dot_product_attention(q_, k_, v_, attn_mask=masks[index])))
+            x = x + _linear(_cat(mixed), block.attn.out)
+            h = _layer_norm(x, block.cross_attn_ln)
+            q = _linear(h, block.cross_attn.query)
+            mixed = []
+            for index, (session, _) in enumerate(fed):
+                q_ = _heads(q[:, bounds[index] : bounds[index + 1]], count)
+                keys, values = session._cross[layer]
+                weights = torch.softmax((q_ @ keys.transpose(-1, -2)).float() * q_.shape[-1] ** -0.5, dim=-1)
+                mixed.append(_merge(weights.to(dtype) @ values))
+                for head in session._alignment_heads[layer]:
+                    rows[index].append(weights[0, head, :, : session.frames])
+            x = x + _linear(_cat(mixed), block.cross_attn.out)
+            h = _layer_norm(x, block.mlp_ln)
+            x = x + _linear(F.gelu(_linear(h, block.mlp[0])), block.mlp[2])
+        for (session, tokens), offset in zip(fed, offsets):
+            session._length = offset + len(tokens)
+        last = _layer_norm(x[:, [end - 1 for end in bounds[1:]]], decoder.ln)
+        logits = (last @ decoder.token_embedding.weight.to(dtype).T).float()[0].cpu().numpy()
+        return [
+            (logits[index].copy(), torch.stack(found).cpu().numpy().astype(np.float32, copy=False))
+            for index, found in enumerate(rows)
+        ]
+
+
+def _cat(parts: list[Any]):
+    import torch
+
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
