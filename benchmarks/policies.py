@@ -43,19 +43,15 @@ MULTILINGUAL = ("de", "fr", "es", "pt")
 
 
 def words_kept(streams: list[Any]) -> float | None:
-    """The offline pass's words that a stream committed (aligned by word sequence, as the
-    commit latency is), as a fraction of the offline pass's words, pooled over files."""
-    from rtlab.eval.metrics import get_normalizer
+    """The offline pass's words that the streams kept, as a fraction of the offline pass's
+    words, pooled over files (:func:`rtlab.eval.metrics.words_kept` on each stream's two
+    texts: the word sequences aligned with the fewest edits)."""
+    from rtlab.eval.metrics import WordsKept
+    from rtlab.eval.metrics import words_kept as kept
 
-    offline = matched = 0
-    for stream in streams:
-        if stream.offline_hypothesis is None:
-            return None
-        normalize = get_normalizer(stream.normalizer)
-        # Word by word, as the alignment normalizes them ("one two" stays two words).
-        offline += sum(1 for word in stream.offline_hypothesis.split() if normalize(word).strip())
-        matched += len(stream.word_latencies)
-    return matched / offline if offline else None
+    if not streams or any(stream.offline_hypothesis is None for stream in streams):
+        return None
+    return WordsKept.pool(kept(s.offline_hypothesis, s.hypothesis, s.normalizer) for s in streams).fraction
 
 
 def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -147,3 +147,28 @@ def test_before_after_script_puts_two_versions_side_by_side(tone_corpus, tmp_pat
     text = page.read_text(encoding="utf-8")
     assert "v1 / v2" in text and "make it" in text and "## benchmarks/replay.py" in text
     assert text.count("| 0.0% / 0.0% | 0.0% / 0.0% |") == 5  # five configurations, WER together and alone
+
+
+def test_accuracy_script_reports_offline_and_streaming_wer_and_words_kept_per_language(tone_corpus, tmp_path):
+    import shutil
+
+    shutil.copytree(tone_corpus, tone_corpus.parent / "de")  # a second "language" beside the first
+    out = tmp_path / "out"
+    result = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en,de,xx",
+                        "--configuration", "default", "--long-form", "0.25", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped xx: no corpus" in result.stderr
+    report = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
+    rows = [(r["language"], r["language_option"], r["long_form"], r["normalizer"]) for r in report["rows"]]
+    assert rows == [
+        ("en", "given", False, "whisper-english"),
+        ("en", "given", True, "whisper-english"),
+        ("de", "given", False, "whisper-basic"),
+        ("de", "detected", False, "whisper-basic"),
+        ("de", "given", True, "whisper-basic"),
+    ]
+    for row in report["rows"]:  # the tone backend hears every word, offline and streamed
+        assert row["wer"] == row["offline_wer"] == 0.0 and row["kept"] == row["kept_lowest"] == 1.0
+    assert report["rows"][1]["audio_seconds"] >= 15 and report["rows"][1]["files"] == 1
+    assert report["rows"][3]["detected"] == ["en"], "the summaries' language: the tone backend's own"
+    assert "whisper-basic" in result.stdout and "offline WER" in result.stdout

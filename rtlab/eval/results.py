@@ -42,7 +42,9 @@ class StreamResult:
     samples) when the processor's lag samples were given; ``error`` is the message of the
     stream's error event, if it ended with one. ``words_kept`` (a
     :class:`~rtlab.eval.metrics.WordsKept` dict) says how much of the offline pass's text
-    the stream kept and what it added, when there was an offline pass.
+    the stream kept and what it added, when there was an offline pass. ``language`` is the
+    language the stream was transcribed in, as its summary event reports it (asked for or
+    detected).
     """
 
     file: str
@@ -64,6 +66,7 @@ class StreamResult:
     lag: dict[str, Any] | None = None
     error: str | None = None
     words_kept: dict[str, Any] | None = None
+    language: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (error rates become dicts)."""
@@ -137,6 +140,7 @@ def evaluate_stream(
         lag=lag_series(lag_samples).to_dict() if lag_samples is not None else None,
         error=f"{error.get('error')}: {error.get('message')}" if error else None,
         words_kept=kept,
+        language=summary.get("language"),
     )
 
 

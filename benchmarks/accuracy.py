@@ -1,0 +1,211 @@
+"""Does a stream keep what an offline pass keeps? Per language and configuration.
+
+For every language asked for, this runs the configurations below over that language's
+shared speech with :func:`rtlab.eval.bench.run_bench` and prints one row each: the offline
+pass's WER (the same model, greedy, on the whole clip), the streaming WER, the offline
+pass's words the streams kept (pooled over the clips, and the lowest clip), median and p95
+commit latency and RTF, with the normalizer named (Whisper's English normalizer for
+English, its basic normalizer otherwise). Other languages than English run twice: with
+``language`` given, and with the language detected (the row names the languages the
+streams' summaries reported).
+
+    python benchmarks/accuracy.py                               # en, de, fr, es, pt
+    python benchmarks/accuracy.py --languages en --clock simulated
+    python benchmarks/accuracy.py --long-form 10 --languages en # + one >= 10 min stream
+    python benchmarks/accuracy.py --backend test --corpus tests/data/tones --languages en
+
+Configurations (``--configuration NAME``, repeatable; default all):
+
+* ``default``: the policy's and backend's defaults (Whisper's 30 s encoder windows);
+* ``vad``: ``vad=true``, the voice-activity controller;
+* ``many-sessions``: the options the server guide recommends for many sessions on few
+  cores (``pad_seconds=1``, ``deadline_sec=1.75``, ``buffer_trimming_sec=8``).
+
+English uses ``--english-model`` (tiny.en) on ``--corpus`` (default: the shared English
+speech); the other languages ``--multilingual-model`` (base) on the folders beside it
+(``../shared/data/speech/{de,fr,es,pt}``). The default clock is ``unaware`` (passes as if
+they took no time): its words are the same on every machine. ``--clock simulated`` makes
+latencies count measured compute, which on a shared machine depends on what else runs.
+``--long-form MINUTES`` adds one stream of the language's clips, repeated in order and
+joined with pauses of 0.5-3 s (seeded), at least that long; its row reports the lag's
+maximum too. Writes ``accuracy.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: Policy and backend options of each configuration.
+CONFIGURATIONS = {
+    "default": "",
+    "vad": "vad=true",
+    "many-sessions": "pad_seconds=1,deadline_sec=1.75,buffer_trimming_sec=8",
+}
+LANGUAGES = ("en", "de", "fr", "es", "pt")
+PAUSES = (0.5, 3.0)  # seconds of silence between the clips of a long-form stream
+
+
+def normalizer_name(language: str) -> str:
+    """Whisper's English normalizer for English, its basic one for any other language."""
+    return "whisper-english" if language == "en" else "whisper-basic"
+
+
+def kept_of(streams: list[Any]) -> tuple[float | None, float | None]:
+    """The offline pass's words the streams kept, pooled, and the lowest stream's fraction
+    (:func:`rtlab.eval.metrics.words_kept` on each stream's two texts)."""
+    from rtlab.eval.metrics import WordsKept, words_kept
+
+    if not streams or any(s.offline_hypothesis is None for s in streams):
+        return None, None
+    counts = [words_kept(s.offline_hypothesis, s.hypothesis, s.normalizer) for s in streams]
+    fractions = [c.fraction for c in counts if c.fraction is not None]
+    return WordsKept.pool(counts).fraction, min(fractions) if fractions else None
+
+
+def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0) -> Path:
+    """One stream of at least ``minutes`` of the corpus's clips, repeated in order and joined
+    with seeded pauses of ``PAUSES`` seconds, written beside ``target``; its one-line JSONL
+    manifest (the reference: the clips' texts joined by spaces)."""
+    import numpy as np
+
+    from rtlab.decoders.files import decode_audio
+    from rtlab.eval.corpus import load_corpus
+    from rtlab.testing.tones import wav_bytes
+
+    utterances = load_corpus(corpus)
+    clips = [(decode_audio(u.audio), u.text) for u in utterances]
+    pick = random.Random(seed)
+    pieces, texts, seconds = [], [], 0.0
+    while seconds < minutes * 60:
+        for audio, text in clips:
+            pause = np.zeros(int(pick.uniform(*PAUSES) * 16_000), np.float32)
+            pieces += [audio, pause]
+            texts.append(text.strip())
+            seconds += (len(audio) + len(pause)) / 16_000
+    wav = target.with_suffix(".wav")
+    wav.write_bytes(wav_bytes(np.concatenate(pieces)))
+    target.write_text(json.dumps({"audio": str(wav), "text": " ".join(texts), "id": wav.stem}) + "\n", encoding="utf-8")
+    return target
+
+
+def run_language(args: argparse.Namespace, language: str, corpus: Path, detect: bool, long_form: bool) -> list[dict[str, Any]]:
+    """The configurations on one language's corpus; one row each."""
+    from rtlab.config import StreamConfig
+    from rtlab.eval.bench import run_bench
+
+    model = args.english_model if language == "en" else args.multilingual_model
+    normalizer = normalizer_name(language)
+    spoken = None if detect else language
+    configs = []
+    for name in args.configuration:
+        options = ",".join(o for o in (f"backend={args.backend}", f"model={model}", CONFIGURATIONS[name]) if o)
+        configs.append(StreamConfig.parse(options + (f",language={spoken}" if spoken else "") + f",name={name}"))
+    work = Path(args.out) / language / ("detected" if detect else "given") / ("long-form" if long_form else "clips")
+    run = run_bench(corpus, configs, clock=args.clock, normalizer=normalizer, language=spoken, work_dir=work,
+                    progress=False)  # fmt: skip
+    rows = []
+    for config, summary in zip(configs, run.summaries):
+        streams = [s for s in run.streams if s.config["name"] == config.label]
+        pooled, lowest = kept_of(streams)
+        rows.append({
+            "language": language, "model": model, "language_option": "detected" if detect else "given",
+            "detected": sorted({str(s.language) for s in streams}) if detect else None,
+            "configuration": config.label, "clock": args.clock, "normalizer": normalizer,
+            "long_form": long_form, "files": summary["files"], "audio_seconds": summary["audio_seconds"],
+            "offline_wer": (summary.get("offline_wer") or {}).get("value"), "wer": summary["wer"]["value"],
+            "kept": pooled, "kept_lowest": lowest, "latency_median": summary["latency"]["median"],
+            "latency_p95": summary["latency"]["p95"], "rtf": summary["rtf"], "errors": summary["errors"],
+            "lag_max": (summary.get("lag") or {}).get("max"),
+        })  # fmt: skip
+    return rows
+
+
+_HEADER = ("language", "model", "config", "normalizer", "offline WER", "WER", "kept", "lowest", "median", "p95", "RTF")
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The rows as a fixed-width table (long-form rows add the lag's maximum)."""
+
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f} s"
+
+    table = [list(_HEADER)]
+    for row in rows:
+        language = row["language"] + (" (detected: " + ",".join(row["detected"]) + ")" if row["detected"] else "")
+        config = row["configuration"] + (f" long-form, lag max {seconds(row['lag_max'])}" if row["long_form"] else "")
+        table.append([
+            language, row["model"], config, row["normalizer"], percent(row["offline_wer"]), percent(row["wer"]),
+            percent(row["kept"]), percent(row["kept_lowest"]), seconds(row["latency_median"]),
+            seconds(row["latency_p95"]), "-" if row["rtf"] is None else f"{row['rtf']:.2f}",
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(_HEADER))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip() for r in table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", help="English corpus folder (default: the shared English speech)")
+    parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated (default: en,de,fr,es,pt)")
+    parser.add_argument("--backend", default="faster-whisper")
+    parser.add_argument("--english-model", default="tiny.en")
+    parser.add_argument("--multilingual-model", default="base")
+    parser.add_argument("--configuration", action="append", choices=sorted(CONFIGURATIONS),
+                        help="a configuration (repeat; default: all)")  # fmt: skip
+    parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled"])
+    parser.add_argument("--language-option", default="both", choices=["given", "detected", "both"],
+                        help="other languages than English: language given, detected, or both runs (default)")  # fmt: skip
+    parser.add_argument("--long-form", type=float, metavar="MINUTES", help="add one stream at least this long")
+    parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
+    args = parser.parse_args(argv)
+    args.configuration = args.configuration or list(CONFIGURATIONS)
+
+    from rtlab.eval.bench import hardware_summary
+    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.metrics import environment_info
+
+    english = Path(args.corpus) if args.corpus else shared_speech_dir()
+    if english is None:
+        parser.error("no --corpus given and the shared speech folder was not found")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for language in [lang.strip() for lang in args.languages.split(",") if lang.strip()]:
+        corpus = english if language == "en" else english.parent / language
+        if not corpus.is_dir():
+            print(f"skipped {language}: no corpus at {corpus}", file=sys.stderr)
+            continue
+        modes = {"given": (False,), "detected": (True,), "both": (False, True)}[args.language_option]
+        for detect in modes if language != "en" else (False,):
+            print(f"{language}{' (language detected)' if detect else ''}...", file=sys.stderr, flush=True)
+            rows += run_language(args, language, corpus, detect, long_form=False)
+        if args.long_form:
+            manifest = long_form_manifest(corpus, args.long_form, out / f"long-form-{language}.jsonl")
+            print(f"{language} long form ({args.long_form:g} min)...", file=sys.stderr, flush=True)
+            rows += run_language(args, language, manifest, False, long_form=True)
+    environment = environment_info()
+    print(f"\nclock {args.clock}; hardware: {hardware_summary(environment)}; "
+          f"{time.perf_counter() - started:.0f} s wall")  # fmt: skip
+    print(format_rows(rows))
+    report = {
+        "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
+        "clock": args.clock, "configurations": {name: CONFIGURATIONS[name] for name in args.configuration},
+        "rows": rows, "environment": environment, "wall_seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    (out / "accuracy.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    print(f"wrote {out / 'accuracy.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
