@@ -14,7 +14,8 @@ streams' summaries reported).
     python benchmarks/accuracy.py --long-form 10 --languages en # + one >= 10 min stream
     python benchmarks/accuracy.py --backend test --corpus tests/data/tones --languages en
 
-Configurations (``--configuration NAME``, repeatable; default all):
+Configurations (``--configuration NAME``, repeatable, or ``NAME:OPTIONS`` for another;
+default the three):
 
 * ``default``: the policy's and backend's defaults (Whisper's 30 s encoder windows);
 * ``vad``: ``vad=true``, the voice-activity controller;
@@ -104,8 +105,8 @@ def run_language(args: argparse.Namespace, language: str, corpus: Path, detect: 
     normalizer = normalizer_name(language)
     spoken = None if detect else language
     configs = []
-    for name in args.configuration:
-        options = ",".join(o for o in (f"backend={args.backend}", f"model={model}", CONFIGURATIONS[name]) if o)
+    for name, extra in args.configurations.items():
+        options = ",".join(o for o in (f"backend={args.backend}", f"model={model}", extra) if o)
         configs.append(StreamConfig.parse(options + (f",language={spoken}" if spoken else "") + f",name={name}"))
     work = Path(args.out) / language / ("detected" if detect else "given") / ("long-form" if long_form else "clips")
     run = run_bench(corpus, configs, clock=args.clock, normalizer=normalizer, language=spoken, work_dir=work,
@@ -123,6 +124,8 @@ def run_language(args: argparse.Namespace, language: str, corpus: Path, detect: 
             "kept": pooled, "kept_lowest": lowest, "latency_median": summary["latency"]["median"],
             "latency_p95": summary["latency"]["p95"], "rtf": summary["rtf"], "errors": summary["errors"],
             "lag_max": (summary.get("lag") or {}).get("max"),
+            "streams": [{"file": Path(s.file).name, "wer": s.wer.value, "kept": kept_of([s])[0], "language": s.language,
+                         "streamed": s.hypothesis, "offline": s.offline_hypothesis} for s in streams],
         })  # fmt: skip
     return rows
 
@@ -159,15 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="faster-whisper")
     parser.add_argument("--english-model", default="tiny.en")
     parser.add_argument("--multilingual-model", default="base")
-    parser.add_argument("--configuration", action="append", choices=sorted(CONFIGURATIONS),
-                        help="a configuration (repeat; default: all)")  # fmt: skip
+    parser.add_argument("--configuration", action="append",
+                        help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS for another (repeat; default: the three)")  # fmt: skip
     parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled"])
     parser.add_argument("--language-option", default="both", choices=["given", "detected", "both"],
                         help="other languages than English: language given, detected, or both runs (default)")  # fmt: skip
     parser.add_argument("--long-form", type=float, metavar="MINUTES", help="add one stream at least this long")
     parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
     args = parser.parse_args(argv)
-    args.configuration = args.configuration or list(CONFIGURATIONS)
+    args.configurations = {}
+    for given in args.configuration or list(CONFIGURATIONS):
+        name, _, options = given.partition(":")
+        if not options and name not in CONFIGURATIONS:
+            parser.error(f"unknown configuration {name!r}: one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS")
+        args.configurations[name] = options if options else CONFIGURATIONS[name]
 
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import shared_speech_dir
@@ -199,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_rows(rows))
     report = {
         "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
-        "clock": args.clock, "configurations": {name: CONFIGURATIONS[name] for name in args.configuration},
+        "clock": args.clock, "configurations": args.configurations,
         "rows": rows, "environment": environment, "wall_seconds": time.perf_counter() - started,
     }  # fmt: skip
     (out / "accuracy.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
