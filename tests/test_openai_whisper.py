@@ -603,6 +603,41 @@ def test_decoders_of_several_sessions_batched_decode_as_each_alone():
             np.testing.assert_allclose(a.attention, b.attention, atol=1e-6)
 
 
+@pytest.mark.slow
+async def test_concurrent_alignatt_sessions_batched_commit_what_they_commit_alone():
+    """Two AlignAtt sessions on converted tiny.en with batching on: their encoder runs and
+    decoder steps share batches, and each commits the words, at the times, it commits with
+    batching off."""
+    import rtlab
+    from rtlab.core.feeding import feed_bytes
+    from rtlab.core.scheduler import scheduler_for
+    from rtlab.testing import wav_bytes
+
+    audios = [decode("fox.ogg")[: 4 * 16000], decode("realtime.wav")[: 4 * 16000]]
+
+    def config(batched: bool) -> rtlab.StreamConfig:
+        options = {"max_batch": 2, "batch_wait_ms": 200} if batched else {}  # two passes make a full batch at once
+        return rtlab.StreamConfig(
+            backend="openai-whisper", backend_options=options, policy="alignatt", policy_options={"min_chunk": 2.0}
+        )
+
+    async def commits(processor, audio) -> list[dict]:
+        events = await processor.create_tasks()
+        feeder = asyncio.create_task(feed_bytes(processor, wav_bytes(audio), realtime=False))
+        received = [event async for event in events]
+        await feeder
+        await processor.cleanup()
+        return [e for e in received if e["type"] == "commit"]
+
+    alone = [await commits(rtlab.AudioProcessor(config(False), clock="unaware"), audio) for audio in audios]
+    processors = [rtlab.AudioProcessor(config(True), clock="unaware") for _ in audios]
+    together = await asyncio.gather(*(commits(p, audio) for p, audio in zip(processors, audios)))
+    assert together == alone and all(alone)
+    batcher = scheduler_for(processors[0].backend).batcher
+    assert max(batcher.stats.by_kind["encode_batch"]) == 2 and max(batcher.stats.by_kind["step_batch"]) == 2
+    assert not list(batcher.decoding)
+
+
 # -- parity and the packed weights ---------------------------------------------------------------
 
 
