@@ -148,7 +148,10 @@ def test_calls_of_different_kinds_never_share_a_batch():
         return [f"stepped {item}" for item in items]
 
     results: dict[str, object] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(f"s{i}", batcher.call(step_batch, f"s{i}", 0.0))) for i in range(3)]
+    def step(item: str) -> None:
+        results[item] = batcher.call(step_batch, item, 0.0)
+
+    threads = [threading.Thread(target=step, args=(f"s{i}",)) for i in range(3)]
     threads.append(threading.Thread(target=lambda: results.__setitem__("p", run_threads(batcher, [("p0", 0.0), ("p1", 0.0)]))))
     for thread in threads:
         thread.start()

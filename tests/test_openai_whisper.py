@@ -591,9 +591,8 @@ def test_decoders_of_several_sessions_batched_decode_as_each_alone():
     got[0] += WhisperIncrementalDecoder.step_batch([DecoderCall(decoders[0], "begin", (contexts[0], []))])
     for _ in range(steps):  # session 1 begins while session 0 feeds, then both feed
         calls = [DecoderCall(decoders[0], "feed", (got[0][-1].token,))]
-        calls.append(
-            DecoderCall(decoders[1], "feed", (got[1][-1].token,)) if got[1] else DecoderCall(decoders[1], "begin", (contexts[1], []))
-        )
+        second = DecoderCall(decoders[1], "feed", (got[1][-1].token,)) if got[1] else None
+        calls.append(second or DecoderCall(decoders[1], "begin", (contexts[1], [])))
         for mine, decoded in zip(got, WhisperIncrementalDecoder.step_batch(calls)):
             mine.append(decoded)
     got[1].append(decoders[1].feed(got[1][-1].token))

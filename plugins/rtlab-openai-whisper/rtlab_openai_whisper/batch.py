@@ -54,7 +54,7 @@ def transcribe_together(backend: OpenAIWhisperBackend, requests: list[Request]) 
     """The words of each of ``requests`` (all :func:`batchable`), their first windows
     encoded and decoded together; with the model's lock held, in inference mode."""
     import torch
-    from whisper.audio import N_FRAMES, pad_or_trim
+    from whisper.audio import FRAMES_PER_SECOND, N_FRAMES, pad_or_trim
 
     spectrograms = [backend.log_mel(request.audio) for request in requests]
     frames = [min(count, N_FRAMES) for _, count in spectrograms]
@@ -62,9 +62,10 @@ def transcribe_together(backend: OpenAIWhisperBackend, requests: list[Request]) 
     features = backend.encode(windows)
     languages = backend.window_language(features, [request.language for request in requests])
     contexts = [backend.window_context(request.prompt, language) for request, language in zip(requests, languages)]
-    tokens = decode_first_windows(
-        backend, features, [(previous, count / 100, language) for (_, previous), count, language in zip(contexts, frames, languages)]
-    )  # fmt: skip
+    items = [
+        (previous, count / FRAMES_PER_SECOND, language) for (_, previous), count, language in zip(contexts, frames, languages)
+    ]
+    tokens = decode_first_windows(backend, features, items)
     return [
         backend._transcribe_window(
             request.audio, prompt=request.prompt, language=language,
@@ -92,7 +93,8 @@ def decode_first_windows(backend: OpenAIWhisperBackend, features, items: list[tu
         for index, row in zip(indexes, rows):
             if row is None:
                 previous, seconds, language = items[index]
-                decoded[index] = backend._decode(features[index : index + 1], previous, seconds, continued=False, language=language)
+                alone = features[index : index + 1]
+                decoded[index] = backend._decode(alone, previous, seconds, continued=False, language=language)
                 continue
             tokens, avg_logprob, no_speech_prob = row
             speech = not (no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD)
