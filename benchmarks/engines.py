@@ -285,32 +285,6 @@ def plot(records: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     return path
 
 
-class LoadSampler:
-    """The 1-minute load average, sampled every few seconds while configurations run: other
-    work on the machine moves compute-bound figures, and the page says how much there was."""
-
-    def __init__(self, every: float = 5.0) -> None:
-        import os
-        import threading
-
-        self.samples: list[float] = []
-        self.done = threading.Event()
-
-        def sample() -> None:
-            while True:
-                self.samples.append(os.getloadavg()[0])
-                if self.done.wait(every):
-                    return
-
-        self.thread = threading.Thread(target=sample, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> dict[str, float] | None:
-        """Stop sampling; the smallest and largest sample (None where there is no load average)."""
-        self.done.set()
-        self.thread.join()
-        return {"min": min(self.samples), "max": max(self.samples)} if self.samples else None
-
 
 def _engine_packages() -> dict[str, str | None]:
     found = {}
@@ -342,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     from rtlab.config import StreamConfig
     from rtlab.eval.bench import hardware_summary, resolve_normalizer
     from rtlab.eval.corpus import load_corpus, shared_speech_dir
-    from rtlab.eval.metrics import environment_info
+    from rtlab.eval.metrics import LoadSampler, environment_info
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:

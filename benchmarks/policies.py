@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shlex
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +58,7 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rtlab.config import StreamConfig
     from rtlab.eval.bench import hardware_summary, run_bench
     from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.metrics import LoadSampler
 
     english = Path(args.corpus) if args.corpus else shared_speech_dir()
     if english is None:
@@ -68,7 +67,7 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     backend = args.backend or "openai-whisper"
     clocks = args.clocks or ["unaware", "simulated"]
     out = Path(args.out)
-    load = _LoadSampler()
+    load = LoadSampler()
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -213,28 +212,6 @@ def _packages() -> dict[str, str | None]:
             found[name] = None
     return found
 
-
-class _LoadSampler:
-    """The 1-minute load average, sampled while the benchmark runs (other work on the
-    machine moves compute-bound figures; the page says how much there was)."""
-
-    def __init__(self, every: float = 5.0) -> None:
-        self.samples: list[float] = []
-        self.done = threading.Event()
-
-        def sample() -> None:
-            while True:
-                self.samples.append(os.getloadavg()[0])
-                if self.done.wait(every):
-                    return
-
-        self.thread = threading.Thread(target=sample, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> dict[str, float] | None:
-        self.done.set()
-        self.thread.join()
-        return {"min": min(self.samples), "max": max(self.samples)} if self.samples else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ import jiwer
 import numpy as np
 
 __all__ = [
-    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "WordsKept", "align_words", "cer",
+    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "LoadSampler", "WordsKept", "align_words", "cer",
     "commit_latencies", "environment_info", "first_text_latency", "get_normalizer",
     "lag_series", "normalizer_for_language", "rtf", "tail_latency", "wer", "words_kept",
 ]  # fmt: skip
@@ -479,6 +480,31 @@ def _total_memory_bytes() -> int | None:
 _REPORTED_PACKAGES = (
     "rtlab", "numpy", "jiwer", "whisper-normalizer", "faster-whisper", "ctranslate2",
 )
+
+
+class LoadSampler:
+    """The 1-minute load average, sampled every ``every`` seconds from creation to
+    :meth:`stop`: other work on the machine moves compute-bound figures, and a benchmark
+    page says how much there was."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+        def sample() -> None:
+            while True:
+                self.samples.append(os.getloadavg()[0])
+                if self.done.wait(every):
+                    return
+
+        self.thread = threading.Thread(target=sample, name="rtlab-load-sampler", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> dict[str, float] | None:
+        """Stop sampling; the smallest and largest sample (None where there is no load average)."""
+        self.done.set()
+        self.thread.join()
+        return {"min": min(self.samples), "max": max(self.samples)} if self.samples else None
 
 
 def environment_info() -> dict[str, Any]:
