@@ -483,3 +483,13 @@ def test_local_models_lists_the_embedded_ones_with_their_sizes():
     models = {(m["name"], m["kind"]): m for m in rtlab_faster_whisper.FasterWhisperBackend.local_models()}
     tiny = models[("tiny.en", "embedded")]
     assert Path(tiny["path"], "model.bin").is_file() and tiny["bytes"] > 70e6
+
+
+def test_a_file_longer_than_a_window_fits_the_prompt_and_the_budget_in_the_decoder(monkeypatch):
+    # faster-whisper prompts each 30 s window with up to 223 tokens of the text before it
+    # and refuses a budget that would not fit beside them (a 10 min offline pass failed).
+    backend = ensure_loaded(get_backend("faster-whisper"))
+    asked = []
+    monkeypatch.setattr(backend.model, "transcribe", lambda audio, **options: asked.append(options) or ([], None))
+    backend.transcribe(np.zeros(65 * 16000, np.float32), language="en")
+    assert asked and asked[0]["max_new_tokens"] + 1 + (448 // 2 - 1) + 4 <= 448

@@ -31,6 +31,7 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames
+SEEK_MAX_NEW_TOKENS = 448 - (448 // 2 - 1) - 5  # decoder context minus the longest seek prompt
 MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
 QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
 MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not aligned to audio
@@ -241,7 +242,9 @@ class FasterWhisperBackend(Backend):
             initial_prompt=prompt or None,
             beam_size=self.beam_size,
             temperature=self.temperature,
-            max_new_tokens=self._token_budget(len(audio) / 16_000),
+            # faster-whisper prompts each window with up to half the decoder's context of
+            # the text before it: the budget must fit in the other half, or it refuses.
+            max_new_tokens=min(self._token_budget(len(audio) / 16_000), SEEK_MAX_NEW_TOKENS),
             word_timestamps=True,
             condition_on_previous_text=True,
             vad_filter=False,
