@@ -248,3 +248,22 @@ def test_bench_results_name_the_clock_and_the_cost_model(tone_corpus, tmp_path):
     assert records[0]["clock"] == "modeled" and records[0]["cost_model"]["sha256"] == costs.sha256
     assert all(r["cost_model"]["path"] == str(tmp_path / "costs.json") for r in records if r["record"] == "summary")
     assert "cost model: " in run.table()
+
+
+def test_rtlab_ships_reference_costs_for_the_embedded_models_and_says_how_to_add_one():
+    """The reference file covers faster-whisper's defaults (tiny.en, tiny.en with
+    pad_seconds=1, base) on CPU; a configuration it lacks is fitted into the user's own file."""
+    from rtlab.core.costs import calibration_key
+    from rtlab.registry import get_registry
+
+    reference = load_cost_model()
+    assert reference.path == "rtlab's reference-cpu-costs.json" and reference.note and reference.hardware
+    defaults = get_registry().accepted_options("backend", "faster-whisper")
+    for chosen in ({"model": "tiny.en"}, {"model": "tiny.en", "pad_seconds": 1}, {"model": "base"}):
+        calibration = reference.find(calibration_key("faster-whisper", {**defaults, **chosen}, "cpu"))
+        assert calibration.weights and all(w >= 0 for w in calibration.weights.values())
+        assert calibration.fit["passes"] >= 20
+    with pytest.raises(CostModelError) as missing:
+        reference.find(calibration_key("faster-whisper", {**defaults, "model": "tiny.en", "beam_size": 2}, "cpu"))
+    message = str(missing.value)
+    assert "\n" not in message and "-b beam_size=2 --out rtlab-costs.json, then pass --cost-model rtlab-costs.json" in message

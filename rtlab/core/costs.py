@@ -136,9 +136,13 @@ class CostModel:
         where = self.path or "this cost model"
         same_backend = [c for c in self.calibrations if c.key["backend"] == key["backend"]]
         known = "; it has " + ", ".join(describe_key(c.key) for c in same_backend) if same_backend else ""
+        if self.path is None or self.path == f"rtlab's {REFERENCE_FILE}":
+            # rtlab's own file is not the user's to write: fit into a file of theirs.
+            how = f"{calibrate_command(key, 'rtlab-costs.json')}, then pass --cost-model rtlab-costs.json"
+        else:
+            how = calibrate_command(key, self.path)
         raise CostModelError(
-            f"{where} has no calibration for {describe_key(key)}{known}. Fit one on this machine: "
-            f"{calibrate_command(key, self.path or 'costs.json')}"
+            f"{where} has no calibration for {describe_key(key)}{known}. Fit one on this machine: {how}"
         )
 
     def add(self, calibration: Calibration) -> None:
