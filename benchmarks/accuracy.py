@@ -26,7 +26,8 @@ English uses ``--english-model`` (tiny.en) on ``--corpus`` (default: the shared 
 speech); the other languages ``--multilingual-model`` (base) on the folders beside it
 (``../shared/data/speech/{de,fr,es,pt}``). The default clock is ``unaware`` (passes as if
 they took no time): its words are the same on every machine. ``--clock simulated`` makes
-latencies count measured compute, which on a shared machine depends on what else runs.
+latencies count measured compute, which on a shared machine depends on what else runs;
+``--clock wall`` streams in real time (every configuration at once, sharing the cores).
 ``--long-form MINUTES`` adds one stream of the language's clips, repeated in order and
 joined with pauses of 0.5-3 s (seeded), at least that long; its row reports the lag's
 maximum too. Writes ``accuracy.json`` to ``--out``.
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multilingual-model", default="base")
     parser.add_argument("--configuration", action="append",
                         help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS for another (repeat; default: the three)")  # fmt: skip
-    parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled"])
+    parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled", "wall"])
     parser.add_argument("--language-option", default="both", choices=["given", "detected", "both"],
                         help="other languages than English: language given, detected, or both runs (default)")  # fmt: skip
     parser.add_argument("--long-form", type=float, metavar="MINUTES", help="add one stream at least this long")
