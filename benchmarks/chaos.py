@@ -626,12 +626,11 @@ def page(report: dict) -> str:
     health = rounds[-1]["health_after"]
     out += [
         "",
-        "Threads that stay after a phase are pools that keep idle workers for reuse: the",
-        "scheduler's admission pool keeps one thread per pass that once waited for its turn at",
-        "the same time as others (at most 256 per backend, its `max_pending`), and asyncio's",
-        "default executor (model loads) at most CPU count + 4. Both are bounded by concurrency,",
-        "not by the number of connections or names clients sent (seen from inside a server",
-        "process: only `rtlab-test-wait` and `asyncio` threads grow with concurrent sessions).",
+        "Threads that stay after a phase belong to pools that keep idle workers for reuse, each",
+        "bounded by its size, not by the number of connections or names clients sent: the",
+        "scheduler's pool that runs passes (one thread per CPU slot of a backend) and asyncio's",
+        "default executor (model loads; at most CPU count + 4 threads). A pass that waits for its",
+        "turn waits on a thread of its own that ends with the pass.",
         "",
         f"`/healthz` after the last hostile round: status `{health['status']}`, {health['sessions']} sessions, "
         f"{health['stuck_passes']} stuck passes, {health['ffmpeg_processes']} FFmpeg processes. "
