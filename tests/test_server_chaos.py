@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -575,3 +576,38 @@ async def test_protocol_fuzz_gets_well_formed_replies_and_leaves_nothing(fuzz_se
 @pytest.fixture
 async def fuzz_server(make_server):
     return await make_server(max_pending_audio_bytes=64 * 1024)
+
+
+async def test_threads_left_after_churn_are_idle_workers_of_bounded_pools(server, clip, ffmpeg_children):
+    """Honest sessions beside abrupt drops, twice: the threads that stay are asyncio's
+    default executor and the scheduler's pass pool, each within its size, and a second
+    round adds none (what benchmarks/chaos.py saw settle at 9 threads against 4)."""
+    async def honest() -> None:
+        client = await TranscriptionClient.connect(server.ws_url)
+        await client.start()
+        for chunk in split(clip.webm):
+            await client.send_audio(chunk)
+        await client.stop()
+        assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
+        await client.close()
+
+    async def abrupt() -> None:
+        client = await TranscriptionClient.connect(server.ws_url)
+        await client.start()
+        await client.send_audio(split(clip.webm)[0])
+        client.abort()
+
+    before = {thread.ident for thread in threading.enumerate()}
+    after_rounds = []
+    for _ in range(2):
+        await asyncio.gather(*(honest() for _ in range(6)), *(abrupt() for _ in range(12)))
+        assert not await settle(server, ffmpeg_children)
+        await wait_until(lambda: not [t for t in threading.enumerate() if "-wait" in t.name], timeout=10)
+        after_rounds.append([t for t in threading.enumerate() if t.ident not in before])
+    executor_cap = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor's documented size
+    backend = get_backend(server.server.config.stream)
+    for new in after_rounds:
+        names = [t.name for t in new]
+        assert all(n.startswith(("asyncio_", f"rtlab-{backend.name}_")) for n in names), names
+        assert sum(n.startswith("asyncio_") for n in names) <= executor_cap, names
+    assert len(after_rounds[1]) <= len(after_rounds[0]), (after_rounds[0], after_rounds[1])
