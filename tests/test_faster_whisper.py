@@ -273,6 +273,36 @@ def test_a_window_the_model_ended_early_is_continued_from_its_last_word(data_dir
     assert [w["start"] for w in words] == sorted(w["start"] for w in words)
 
 
+@pytest.mark.parametrize("options", [{}, {"pad_seconds": 1}, {"window": "seek"}])
+def test_the_encoder_cost_feature_counts_every_encoder_run(data_dir, monkeypatch, options):
+    """The modeled clock's encoder feature is what the encoder really ran on: a continued
+    window is a second run (on base, one pass in five, a whole second of compute that a
+    count of calls cannot predict)."""
+    from rtlab.backends import Request
+    from rtlab.decoders.files import decode_audio
+
+    audio = decode_audio(data_dir / "paragraph.ogg")[: 12 * 16000]
+    backend = ensure_loaded(get_backend("faster-whisper", **options))
+    runs = _encoder_runs(backend, monkeypatch)
+    frames_per_second = backend.model.frames_per_second
+    if options.get("window") != "seek":
+        decode = backend._decode
+        monkeypatch.setattr(backend, "_decode", lambda output, tokenizer, previous, seconds, continued: (
+            decode(output, tokenizer, previous, seconds, continued)[: None if continued else 8]
+        ))  # fmt: skip  (the model ends the first window early: a second one follows)
+    features = []
+    for end in (3, 12):
+        request = Request(audio[: end * 16000], "", "en")
+        before = len(runs)
+        words = backend.transcribe(request.audio, language="en")
+        features.append(backend.cost_features(request, words)["encoder_seconds"])
+        assert features[-1] == sum(shape[-1] for shape in runs[before:]) / frames_per_second
+    if options.get("window") != "seek":
+        assert len(runs) >= 3, "the forced early end gave a continued window"
+    if "pad_seconds" in options:
+        assert features[0] < 30
+
+
 def test_a_decoder_loop_is_cut_after_its_first_turn():
     words = [(text, index * 0.3, index * 0.3 + 0.3, 0.9) for index, text in enumerate(
         "long enough to make loud, loud, loud, loud, loud".split()

@@ -249,9 +249,13 @@ class FasterWhisperBackend(Backend):
             condition_on_previous_text=True,
             vad_filter=False,
         )
-        return merge_word_pieces(
+        segments = list(segments)
+        words = merge_word_pieces(
             (w.word, w.start, w.end, w.probability) for segment in segments for w in (segment.words or [])
         )
+        # One 30 s encoder run per window the loop decoded (a window without text leaves
+        # no segment: the count is what the output shows, the same on every run).
+        return Words(words, encoder_seconds=WINDOW_SECONDS * max(1, len({s.seek for s in segments})))
 
     def _transcribe_window(
         self, audio: np.ndarray, *, prompt: str, language: str | None, first: tuple | None = None
@@ -280,8 +284,10 @@ class FasterWhisperBackend(Backend):
         previous = []
         seek = 0
         pieces: list[tuple[str, float, float, float]] = []
+        encoder_seconds = 0.0  # what the encoder ran on, for cost_features
         for window in range(MAX_WINDOWS):
             offset = seek / model.frames_per_second
+            encoder_seconds += self._encoder_input_seconds(frames - seek)
             if window == 0 and first is not None:
                 encoder_output, tokenizer, previous, tokens = first[2:]
             else:
@@ -326,7 +332,7 @@ class FasterWhisperBackend(Backend):
             # was cut (and the speech it was said over), the model would go on after it and
             # skip that speech.
             previous = previous + (tokenizer.encode("".join(w[0] for w in words)) if cut else tokens)
-        return merge_word_pieces(pieces)
+        return Words(merge_word_pieces(pieces), encoder_seconds=encoder_seconds)
 
     def _padded(self, features: np.ndarray) -> np.ndarray:
         """The encoder's input: Whisper's 30 s window, or with ``pad_seconds`` the features
@@ -338,9 +344,15 @@ class FasterWhisperBackend(Backend):
 
         if self.pad_seconds is None:
             return pad_or_trim(features)
+        seconds = self._encoder_input_seconds(features.shape[-1])
+        return pad_or_trim(features, int(seconds * self.model.frames_per_second))
+
+    def _encoder_input_seconds(self, frames: int) -> float:
+        """The length of the encoder's input for ``frames`` feature frames (see ``_padded``)."""
+        if self.pad_seconds is None:
+            return float(WINDOW_SECONDS)
         per_second = self.model.frames_per_second
-        seconds = math.ceil((features.shape[-1] + self.pad_seconds * per_second) / per_second)
-        return pad_or_trim(features, min(seconds * per_second, self.model.feature_extractor.nb_max_frames))
+        return float(min(WINDOW_SECONDS, math.ceil((frames + self.pad_seconds * per_second) / per_second)))
 
     def _window_context(self, encoder_output, prompt: str, language: str | None):
         """The tokenizer of a pass (its language detected on its first window when none is
@@ -437,16 +449,15 @@ class FasterWhisperBackend(Backend):
         return decoded  # type: ignore[return-value]
 
     def cost_features(self, request: Request, words: list[Word]) -> dict[str, float]:
-        """What a call cost, for the modeled clock: a fixed part, the encoder's input (30 s,
-        or with ``pad_seconds`` the buffer and its padding), and the tokens decoded and
-        read as the prompt. (A continued window, when there is one, is in the fit's noise.)"""
-        seconds = len(request.audio) / 16_000
-        encoder = WINDOW_SECONDS if self.pad_seconds is None else min(WINDOW_SECONDS, math.ceil(seconds + self.pad_seconds))
+        """What a call cost, for the modeled clock: a fixed part, the encoder's input summed
+        over the windows the call ran (30 s each, or with ``pad_seconds`` the buffer and
+        its padding; a continued window is a second run), and the tokens decoded and read
+        as the prompt. The window count comes with the words (:class:`Words`)."""
         tokenizer = self.model.hf_tokenizer
         text = " ".join(w["text"] for w in words)
         return {
             "calls": 1.0,
-            "encoder_seconds": float(encoder if len(request.audio) >= MIN_SAMPLES else 0.0),
+            "encoder_seconds": float(getattr(words, "encoder_seconds", 0.0)),
             "tokens": float(len(tokenizer.encode(text, add_special_tokens=False).ids) if text else 0),
             "prompt_tokens": float(len(tokenizer.encode(request.prompt, add_special_tokens=False).ids) if request.prompt else 0),
         }
@@ -564,6 +575,17 @@ def _is_quiet_after(audio: np.ndarray, seconds: float) -> bool:
 
 def _key(text: str) -> str:
     return text.strip(" .,!?;:\"'").casefold()
+
+
+class Words(list):
+    """The words of one ``transcribe`` call, which also say how many seconds of input the
+    encoder ran on (windows times their length): a continued window costs a second
+    encoder run, and only the call knows whether it made one. ``cost_features`` reads it;
+    to everyone else this is the list of words."""
+
+    def __init__(self, words, *, encoder_seconds: float) -> None:
+        super().__init__(words)
+        self.encoder_seconds = encoder_seconds
 
 
 def merge_word_pieces(pieces) -> list[Word]:
