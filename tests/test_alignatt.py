@@ -284,6 +284,32 @@ async def test_the_decoder_state_is_freed_at_cleanup_and_the_backend_keeps_none(
     assert not [value for value in vars(backend).values() if "Decoder" in type(value).__name__]
 
 
+async def test_alignatt_passes_report_what_the_decoder_did_and_the_modeled_clock_counts_it():
+    from rtlab.core.costs import Calibration, CostModel, key_for
+    from rtlab.core.instances import get_backend
+
+    config = rtlab.StreamConfig(backend="test-attention", policy="alignatt", policy_options={"min_chunk": 0.5})
+    weights = {"encoder_runs": 0.3, "begins": 0.02, "begin_tokens": 0.001, "steps": 0.01}
+    costs = CostModel()
+    costs.add(Calibration(key=key_for(config, get_backend(config)), weights=weights))
+    audio = tone_words("alpha bravo charlie delta echo foxtrot")[0]
+    runs = []
+    for _ in range(2):
+        processor = rtlab.AudioProcessor(config, clock="modeled", cost_model=costs)
+        events = await run_processor(processor, audio)
+        runs.append(([{k: v for k, v in e.items() if k != "measured_compute_seconds"} for e in events],
+                     [features for features, _ in processor.pass_costs]))  # fmt: skip
+    (events, passes), (again, _) = runs
+    assert events == again, "the same events on every modeled run"
+    totals = {name: sum(p.get(name, 0.0) for p in passes) for name in weights}
+    assert totals["encoder_runs"] >= 4 and totals["steps"] > totals["begins"] >= totals["encoder_runs"] - 1
+    assert set().union(*passes) <= set(weights)
+    summary = events[-1]
+    assert summary["compute_seconds"] == pytest.approx(sum(weights[n] * totals[n] for n in weights))
+    committed = [e for e in events if e["type"] == "commit"]
+    assert committed[0]["emitted_at"] > committed[0]["words"][-1]["end"], "compute moved the clock"
+
+
 async def test_concurrent_sessions_share_no_decoder_state(no_ffmpeg_left):
     config = rtlab.StreamConfig(backend="test-attention", policy="alignatt", policy_options={"min_chunk": 0.5})
     texts_ = ["alpha bravo charlie delta echo", "one two three four five six seven"]

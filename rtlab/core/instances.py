@@ -3,6 +3,7 @@ each session's view of it."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any, Callable
 
@@ -11,6 +12,7 @@ from ..config import StreamConfig
 from ..registry import get_registry
 from .batching import Batcher, BatchingDecoder
 from .costs import add_features
+from .memo import PassMemo
 
 _instances: dict[tuple, Backend] = {}
 _instances_lock = threading.Lock()
@@ -49,35 +51,105 @@ class SessionBackend:
     ``transcribe`` adds up what the calls of a pass did (:meth:`Backend.cost_features`,
     for the modeled clock and for calibration) and, on a batching backend, joins the
     batcher with the session's key (see :mod:`rtlab.core.batching`), as do the encoder runs
-    and steps of its ``incremental_decoder``."""
+    and steps of its ``incremental_decoder``. With a :class:`~rtlab.core.memo.PassMemo`
+    (a replay on an unmeasured clock), a call that another stream of the replay already
+    made is answered from it."""
 
-    def __init__(self, backend: Backend, batcher: Batcher | None = None, key: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        batcher: Batcher | None = None,
+        key: Callable[[], float] | None = None,
+        memo: PassMemo | None = None,
+    ) -> None:
         self._backend = backend
         self._batcher = batcher
         self._key = key
+        self._memo = memo
         self._features: dict[str, float] = {}
+        self._reused_seconds = 0.0
 
     def transcribe(self, audio: Any, *, prompt: str = "", language: str | None = None) -> list[Word]:
         request = Request(audio, prompt, language)
-        if self._batcher is None:
-            words = self._backend.transcribe(audio, prompt=prompt, language=language)
+        if self._memo is None:
+            words = self._call(request)
         else:
-            words = self._batcher.transcribe(request, self._key() if self._key else 0.0)
+            words, credit = self._memo.call(self._backend, request, lambda: self._call(request))
+            self._reused_seconds += credit
         add_features(self._features, self._backend.cost_features(request, words))
         return words
+
+    def _call(self, request: Request) -> list[Word]:
+        if self._batcher is None:
+            return self._backend.transcribe(request.audio, prompt=request.prompt, language=request.language)
+        return self._batcher.transcribe(request, self._key() if self._key else 0.0)
 
     def incremental_decoder(self, **options: Any) -> Any:
         """The backend's ``incremental_decoder`` for this session; on a batching backend,
         wrapped so that its encoder runs and steps join the batcher's batches."""
         decoder = self._backend.incremental_decoder(**options)  # type: ignore[attr-defined]
-        if self._batcher is None:
-            return decoder
-        return BatchingDecoder(decoder, self._batcher, self._key)
+        if self._batcher is not None:
+            decoder = BatchingDecoder(decoder, self._batcher, self._key)
+        return CountingDecoder(decoder, self._add_features)
+
+    def _add_features(self, features: dict[str, float]) -> None:
+        add_features(self._features, features)
+
+    def take_reused_seconds(self) -> float:
+        """Compute of the calls since the last take that the memo answered (what they took
+        when they ran, less the time spent waiting for them here)."""
+        seconds, self._reused_seconds = self._reused_seconds, 0.0
+        return seconds
 
     def take_features(self) -> dict[str, float]:
         """What the calls since the last take did, summed (a session runs one pass at a time)."""
         features, self._features = self._features, {}
         return features
 
+    def _detect_language(self, detect: Callable[[Any], Any], audio: Any) -> Any:
+        # A pass that asks for the language runs the encoder once more: a cost feature too.
+        request = Request(audio, "", None)
+        if self._memo is None:
+            found = detect(audio)
+        else:
+            found, credit = self._memo.call(self._backend, request, lambda: detect(audio), kind="detect_language")
+            self._reused_seconds += credit
+        if found is not None:  # (None: an English-only model, or too little audio: no run)
+            add_features(self._features, {"language_detections": 1.0})
+        return found
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
+        attribute = getattr(self._backend, name)
+        if name == "detect_language":  # optional (see rtlab.policies.local_agreement)
+            return functools.partial(self._detect_language, attribute)
+        return attribute
+
+
+class CountingDecoder:
+    """A session's incremental decoder that adds up what its calls did, as the cost
+    features of the pass they belong to (for the modeled clock and calibration): encoder
+    runs (one whole window each), decodes begun and the tokens each began with (the start
+    sequence is the same for every decode: ``begins`` carries it), and single-token steps.
+    Everything else is the decoder's own."""
+
+    def __init__(self, decoder: Any, add: Callable[[dict[str, float]], None]) -> None:
+        self.decoder = decoder
+        self._add = add
+
+    def encode(self, audio: Any) -> int:
+        frames = self.decoder.encode(audio)
+        self._add({"encoder_runs": 1.0})
+        return frames
+
+    def begin(self, context: Any, forced: Any) -> Any:
+        decoded = self.decoder.begin(context, forced)
+        self._add({"begins": 1.0, "begin_tokens": float(len(context) + len(forced))})
+        return decoded
+
+    def feed(self, token: int) -> Any:
+        decoded = self.decoder.feed(token)
+        self._add({"steps": 1.0})
+        return decoded
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.decoder, name)

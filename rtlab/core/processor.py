@@ -32,6 +32,7 @@ from .clock import MEASURED_MODES, SessionClock
 from .costs import CostModel, key_for, load_cost_model
 from .events import EventQueue, commit_event, error_event, join_words, partial_event
 from .instances import SessionBackend, get_backend
+from .memo import PassMemo
 from .pacing import AudioBuffer, pacer_for
 from .scheduler import JobCancelled, blas_threads, scheduler_for
 from .state import State
@@ -64,6 +65,9 @@ class AudioProcessor:
         the path of its file (default: the one rtlab ships for its reference CPU).
     :param max_events: events waiting for the consumer, at most (see :class:`EventQueue`).
     :param max_buffered_seconds: decoded audio waiting for the policy, at most.
+    :param pass_memo: a :class:`~rtlab.core.memo.PassMemo` shared with other processors of
+        one replay on the ``modeled`` or ``unaware`` clock: backend calls another stream
+        already made are not made again (refused on the measured clocks).
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class AudioProcessor:
         cost_model: CostModel | str | os.PathLike[str] | None = None,
         max_events: int = 1000,
         max_buffered_seconds: float = 30.0,
+        pass_memo: PassMemo | None = None,
         **settings: Any,
     ) -> None:
         config = StreamConfig.coerce(config, **settings)
@@ -86,6 +91,9 @@ class AudioProcessor:
                 ) from None
             raise
         self.clock = SessionClock(clock)
+        if pass_memo is not None and self.clock.mode in MEASURED_MODES:
+            raise ValueError(f"a pass memo needs an unmeasured clock (modeled or unaware), not {clock!r}")
+        self.pass_memo = pass_memo
         self.cost_model: CostModel | None = None
         if self.clock.mode == "modeled":
             self.cost_model = cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
@@ -166,7 +174,7 @@ class AudioProcessor:
             key = lambda: self.pacer.priority  # noqa: E731
         else:
             key = lambda: time.monotonic() - self.lag  # noqa: E731
-        self.session_backend = SessionBackend(self.backend, self.scheduler.batcher, key)
+        self.session_backend = SessionBackend(self.backend, self.scheduler.batcher, key, self.pass_memo)
         return self.session_backend
 
     def _refuse_if_cleaned_up(self) -> None:
@@ -315,7 +323,10 @@ class AudioProcessor:
         return self.clock.mode in MEASURED_MODES
 
     async def _emit(self, step, measured: float) -> None:
-        features = self.session_backend.take_features() if self.session_backend is not None else {}
+        features = {}
+        if self.session_backend is not None:
+            features = self.session_backend.take_features()
+            measured += self.session_backend.take_reused_seconds()  # calls another stream ran
         self.pass_costs.append((features, measured))
         modeled = self._calibration.predict(features) if self._calibration is not None else None
         self.clock.add_compute(measured, modeled)

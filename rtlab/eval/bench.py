@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StreamConfig
-from ..core.clock import check_clock
+from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
+from ..core.memo import PassMemo
 
 
 __all__ = [
@@ -147,6 +148,10 @@ class BenchRun:
     replay_mode: str = "together"
     #: The modeled clock's cost model: its file, hash and hardware (None on other clocks).
     cost_model: dict[str, Any] | None = None
+    #: On the modeled and unaware clocks, backend calls of the replay made once and then
+    #: reused by other configurations (see :mod:`rtlab.core.memo`); both 0 otherwise.
+    model_calls: int = 0
+    reused_calls: int = 0
 
     def run_record(self) -> dict[str, Any]:
         """The first line of ``results.jsonl``: what was run, where, and how long it took."""
@@ -165,6 +170,8 @@ class BenchRun:
             "wall_seconds": self.wall_seconds,
             "replay_wall_seconds": self.replay_wall_seconds,
             "offline_wall_seconds": self.offline_wall_seconds,
+            "model_calls": self.model_calls,
+            "reused_calls": self.reused_calls,
             "environment": self.environment,
         }
 
@@ -208,7 +215,9 @@ class BenchRun:
                f"{self.cost_model['note'] or 'hardware in results.jsonl'})"] if self.cost_model else []),
             f"wall time: {self.wall_seconds:.1f} s (replay {self.replay_wall_seconds:.1f} s, "
             f"offline passes {self.offline_wall_seconds:.1f} s "
-            + ("before it)" if self.replay_mode == "one at a time" else "alongside it)"),
+            + ("before it)" if self.replay_mode == "one at a time" else "alongside it)")
+            + (f"; {self.reused_calls} of {self.model_calls + self.reused_calls} backend calls reused"
+               if self.reused_calls else ""),
         ]
         return "\n".join(header) + "\n" + format_table(self.summaries)
 
@@ -296,6 +305,7 @@ async def run_bench_async(
     progress: bool | None = None,
     one_at_a_time: bool = False,
     cost_model: Any = None,
+    reuse_passes: bool = True,
 ) -> BenchRun:
     """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
     :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
@@ -309,7 +319,10 @@ async def run_bench_async(
     clock turns into latency). The offline reference passes run alongside the replay, or
     before it one at a time. ``cost_model`` is the ``modeled`` clock's (a
     :class:`~rtlab.core.costs.CostModel` or its file; default: rtlab's reference CPU);
-    results record its file, hash and hardware. Raises
+    results record its file, hash and hardware. ``reuse_passes``: on the modeled and
+    unaware clocks, configurations replayed together share the backend calls they make
+    alike (see :func:`~rtlab.eval.replay.replay_async`; the results are the same, and
+    the run records how many calls were reused). Raises
     ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.
     """
@@ -375,6 +388,7 @@ async def run_bench_async(
                     bar.refresh()
 
                 t = time.perf_counter()
+                memo = PassMemo() if reuse_passes and clock not in MEASURED_MODES else False
                 try:
                     if one_at_a_time:
                         streams = []
@@ -383,16 +397,21 @@ async def run_bench_async(
                                 show((_index * len(samples) / 16000 + seconds) / len(configs))
 
                             streams += await replay_async(
-                                samples, [config], clock=clock, progress=one, cost_model=cost_model
-                            )
+                                samples, [config], clock=clock, progress=one, cost_model=cost_model,
+                                reuse_passes=memo,
+                            )  # fmt: skip
                     else:
                         streams = await replay_async(
-                            samples, configs, clock=clock, progress=show, cost_model=cost_model
-                        )
+                            samples, configs, clock=clock, progress=show, cost_model=cost_model,
+                            reuse_passes=memo,
+                        )  # fmt: skip
                 except BaseException:
                     passes.cancel()  # a pass already running ends on its own thread
                     raise
                 run.replay_wall_seconds += time.perf_counter() - t
+                if memo:
+                    run.model_calls += memo.misses
+                    run.reused_calls += memo.hits
                 transcripts, offline_seconds = await passes
                 run.offline_wall_seconds += offline_seconds
                 offline = dict(zip(firsts, transcripts))

@@ -48,8 +48,9 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE
 from ..config import StreamConfig
-from ..core.clock import check_clock
+from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
+from ..core.memo import PassMemo
 from ..core.processor import AudioProcessor
 from ..errors import RtlabError
 
@@ -110,6 +111,7 @@ async def replay_async(
     isolate_backends: bool = False,
     on_event: Callable[[int, dict[str, Any]], None] | None = None,
     cost_model: Any = None,
+    reuse_passes: bool | PassMemo = True,
 ) -> list[StreamRun]:
     """Stream ``audio`` (a file path, or 16 kHz mono float32 samples) through every
     configuration concurrently; one :class:`StreamRun` per configuration, in order.
@@ -127,6 +129,12 @@ async def replay_async(
     one instance after another (default: off; every configuration streams at the same
     time, as sessions on a server would, and the CPU slots keep their passes from
     slowing each other down).
+
+    ``reuse_passes`` (``modeled`` and ``unaware`` clocks only): a backend call that another
+    configuration already made with the same audio, prompt and language is answered with
+    its words instead of running the model again (see :mod:`rtlab.core.memo`; the events
+    are the same). True: one :class:`~rtlab.core.memo.PassMemo` for this replay; a
+    ``PassMemo``: that one (its ``hits`` and ``misses`` count the calls); False: none.
     """
     check_clock(clock)
     if clock == "modeled" and not isinstance(cost_model, CostModel):
@@ -143,8 +151,13 @@ async def replay_async(
     step = max(2, int(chunk_seconds * SAMPLE_RATE) * 2)
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     # The audio is decoded once and fed as raw PCM, whatever decoder the configuration names.
+    memo = None
+    if clock not in MEASURED_MODES and reuse_passes is not False:
+        memo = reuse_passes if isinstance(reuse_passes, PassMemo) else PassMemo()
     processors = [
-        AudioProcessor(c.replace(decoder="pcm_s16le", decoder_options={}), clock=clock, cost_model=cost_model)
+        AudioProcessor(
+            c.replace(decoder="pcm_s16le", decoder_options={}), clock=clock, cost_model=cost_model, pass_memo=memo
+        )
         for c in configs
     ]
     runs = [StreamRun(c, clock) for c in configs]
@@ -253,6 +266,7 @@ def replay(
     isolate_backends: bool = False,
     on_event: Callable[[int, dict[str, Any]], None] | None = None,
     cost_model: Any = None,
+    reuse_passes: bool | PassMemo = True,
 ) -> list[StreamRun]:
     """Blocking :func:`replay_async` for scripts. In a notebook (where an event loop is
     already running) use ``await replay_async(...)`` instead."""
@@ -265,5 +279,5 @@ def replay(
     return asyncio.run(
         replay_async(audio, configurations, clock=clock, chunk_seconds=chunk_seconds,
                      progress=progress, isolate_backends=isolate_backends, on_event=on_event,
-                     cost_model=cost_model)
+                     cost_model=cost_model, reuse_passes=reuse_passes)
     )
