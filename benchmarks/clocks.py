@@ -5,8 +5,9 @@
    first text, and how far each virtual clock's latencies are from the wall clock's.
 2. The modeled clock ``--repeats`` times: are the committed words byte-identical?
 3. A sweep of five configurations (the policy sweep of benchmarks/replay.py) on the
-   simulated clock and on the modeled clock, ``--repeats`` times each: wall time, and
-   whether every rerun gives the same WER.
+   simulated clock and on the modeled clock, ``--repeats`` times each, and once more on
+   the modeled clock without reused backend calls (see rtlab.core.memo): wall time,
+   whether every rerun gives the same WER, and how many calls were reused.
 
     python benchmarks/clocks.py                                   # the shared English set
     python benchmarks/clocks.py --cost-model my-costs.json        # after rtlab calibrate
@@ -87,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     config = StreamConfig.parse(args.config or f"backend={args.backend}")
     report: dict[str, Any] = {"corpus": str(corpus), "config": config.to_dict(), "cost_model": costs.describe()}
 
-    def bench(configs: list[StreamConfig], clock: str) -> tuple[Any, float]:
+    def bench(configs: list[StreamConfig], clock: str, reuse: bool = True) -> tuple[Any, float]:
         started = time.perf_counter()
-        run = run_bench(corpus, configs, clock=clock, cost_model=costs, normalizer=args.normalizer, progress=False)
+        run = run_bench(corpus, configs, clock=clock, cost_model=costs, normalizer=args.normalizer, progress=False,
+                        reuse_passes=reuse)  # fmt: skip
         return run, time.perf_counter() - started
 
     # 1. the clocks side by side
@@ -115,15 +117,22 @@ def main(argv: list[str] | None = None) -> int:
         head = f"backend={config.backend}" + (f",model={config.model}" if config.model else "")
         sweep = [StreamConfig.parse(f"{head},{policy}") for policy in POLICIES]
         sweeps: dict[str, Any] = {}
-        for clock in ("simulated", "modeled"):
-            times, wers = [], []
-            for _ in range(args.repeats):
-                print(f"sweep, {clock} clock ...", file=sys.stderr, flush=True)
-                run, seconds = bench(sweep, clock)
+        # The modeled clock once more without reusing calls: how much of its speed is
+        # passes run side by side without CPU slots, and how much calls made once.
+        for name, clock, reuse, repeats in (
+            ("simulated", "simulated", True, args.repeats),
+            ("modeled", "modeled", True, args.repeats),
+            ("modeled, no reused calls", "modeled", False, 1),
+        ):
+            times, wers, reused = [], [], []
+            for _ in range(repeats):
+                print(f"sweep, {name} ...", file=sys.stderr, flush=True)
+                run, seconds = bench(sweep, clock, reuse)
                 times.append(seconds)
                 wers.append([s["wer"] for s in run.summaries])
-            sweeps[clock] = {"wall_seconds": times, "same_wer_every_run": all(w == wers[0] for w in wers),
-                             "wer": [w["value"] for w in wers[0]]}  # fmt: skip
+                reused.append((run.reused_calls, run.model_calls + run.reused_calls))
+            sweeps[name] = {"wall_seconds": times, "same_wer_every_run": all(w == wers[0] for w in wers),
+                            "wer": [w["value"] for w in wers[0]], "reused_calls": reused}  # fmt: skip
         report["sweep"] = sweeps
 
     out = Path(args.out)
@@ -148,12 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     lines += ["", f"- {args.repeats} modeled runs give byte-identical committed words: {report['modeled_runs_identical']}."]
     if "sweep" in report:
-        for clock, sweep_result in report["sweep"].items():
+        for name, sweep_result in report["sweep"].items():
             times = ", ".join(f"{t:.1f} s" for t in sweep_result["wall_seconds"])
-            lines.append(f"- Five-configuration sweep, {clock} clock: {times}; the same WER on every run: "
-                         f"{sweep_result['same_wer_every_run']}.")  # fmt: skip
-        simulated, modeled = (min(report["sweep"][c]["wall_seconds"]) for c in ("simulated", "modeled"))
-        lines.append(f"- Modeled sweep faster than simulated: {simulated / modeled:.2f}x (fastest runs).")
+            reused, calls = sweep_result["reused_calls"][0]
+            lines.append(f"- Five-configuration sweep, {name}: {times}; the same WER on every run: "
+                         f"{sweep_result['same_wer_every_run']}"
+                         + (f"; {reused} of {calls} backend calls reused." if calls else "."))  # fmt: skip
+        simulated, modeled, alone = (
+            min(report["sweep"][c]["wall_seconds"]) for c in ("simulated", "modeled", "modeled, no reused calls")
+        )
+        wer_same = report["sweep"]["modeled"]["wer"] == report["sweep"]["modeled, no reused calls"]["wer"]
+        lines.append(f"- Modeled sweep faster than simulated: {simulated / modeled:.2f}x (fastest runs); "
+                     f"without reused calls {simulated / alone:.2f}x; WER the same with and without: {wer_same}.")  # fmt: skip
     text = "\n".join(lines)
     print(text)
     if args.markdown:

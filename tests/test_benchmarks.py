@@ -118,8 +118,13 @@ def test_clocks_script_puts_the_clocks_side_by_side(tone_corpus, tmp_path):
     assert {row["wer"] for row in report["clocks"]} == {0.0}  # the tone backend hears every word
     assert report["modeled_runs_identical"] is True
     assert report["sweep"]["modeled"]["same_wer_every_run"] is True
+    assert report["sweep"]["modeled"]["wer"] == report["sweep"]["modeled, no reused calls"]["wer"]
+    reused, calls = report["sweep"]["modeled"]["reused_calls"][0]
+    assert 0 < reused < calls, "configurations of the sweep share some calls, not all"
+    assert report["sweep"]["simulated"]["reused_calls"][0] == [0, 0]
     page = (tmp_path / "clocks.md").read_text(encoding="utf-8")
     assert "| modeled | 0.0% |" in page and costs.sha256[:12] in page
+    assert f"{reused} of {calls} backend calls reused" in page
 
 
 def test_batching_script_compares_batched_and_unbatched_sessions(tone_corpus, tmp_path):
