@@ -50,6 +50,30 @@ def test_the_tone_backend_passes_every_check(tones):
     assert str(report).startswith("ToneBackend: all 9 rtlab backend checks passed")
 
 
+def test_a_batching_backend_is_checked_batched_against_alone(tones):
+    audio, words = tones
+    report = check_backend(ToneBackend, options={"max_batch": 4}, audio=audio, expect=words)
+    assert report.passed[-1] == "gives a batch of passes the words of each pass alone"
+    assert report.failed == []
+
+
+class ShuffledBatch(ToneBackend):
+    """Batches its passes, but hands each session the words of the next one."""
+
+    name = "test-shuffled-batch"
+
+    def transcribe_batch(self, requests):
+        words = super().transcribe_batch(requests)
+        return words[1:] + words[:1]
+
+
+def test_a_batch_that_mixes_up_sessions_fails_naming_the_request(tones):
+    audio, words = tones
+    message = failures(ShuffledBatch, options={"max_batch": 4}, audio=audio, expect=words)
+    assert "gives a batch of passes the words of each pass alone" in message
+    assert "request 0" in message and "batched gave" in message
+
+
 def test_a_clip_can_be_a_file_and_options_are_passed(tones, tmp_path):
     audio, words = tones
     path = tmp_path / "tones.wav"

@@ -20,6 +20,7 @@ from rtlab.eval.corpus import load_corpus, shared_speech_dir  # noqa: E402
 from rtlab.eval.metrics import wer  # noqa: E402
 from rtlab.eval.offline import offline_transcribe  # noqa: E402
 from rtlab_faster_whisper import models  # noqa: E402
+from rtlab.testing import check_batch_equivalence  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -497,9 +498,7 @@ def test_batched_passes_give_the_words_of_passes_alone(data_dir):
         Request(paragraph[: 8 * 16000], "Hello there.", "en"),
         Request(fox[:100], "", "en"),  # too short to hear: no words, alone or not
     ]
-    alone = [backend.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
-    together = backend.transcribe_batch(requests)
-    assert together == alone
+    alone = check_batch_equivalence(backend, requests)
     assert sum(1 for words in alone if words) == 4
 
 

@@ -22,6 +22,7 @@ from rtlab.core.instances import get_backend  # noqa: E402
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound  # noqa: E402
 from rtlab_openai_whisper import OpenAIWhisperBackend, ct2, devices, models  # noqa: E402
 from rtlab_openai_whisper.convert import Source, convert, size_name  # noqa: E402
+from rtlab.testing import check_batch_equivalence  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CLIPS = ["fox.ogg", "realtime.wav", "paragraph.ogg"]
@@ -445,9 +446,7 @@ def test_batched_passes_give_the_words_of_passes_alone():
         Request(paragraph[: 5 * 16000], "Hello there.", "en"),
         Request(fox[:100], "", "en"),  # too short to hear: no words, alone or not
     ]
-    alone = [backend.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
-    together = backend.transcribe_batch(requests)
-    assert together == alone
+    alone = check_batch_equivalence(backend, requests)
     assert [bool(words) for words in alone] == [True, True, True, False]
 
 

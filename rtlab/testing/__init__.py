@@ -21,7 +21,14 @@ import numpy as np
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..hookspecs import hookimpl
 from .attention import ToneAttentionBackend, ToneIncrementalDecoder
-from .conformance import SPEECH_CLIP, SPEECH_CLIP_TEXT, BackendReport, check_backend
+from .conformance import (
+    SPEECH_CLIP,
+    SPEECH_CLIP_TEXT,
+    BackendReport,
+    batch_requests,
+    check_backend,
+    check_batch_equivalence,
+)
 from .tones import (
     TONE_CLIPS,
     VOCABULARY,
@@ -34,7 +41,8 @@ from .tones import (
 
 __all__ = [
     "SPEECH_CLIP", "SPEECH_CLIP_TEXT", "TONE_CLIPS", "VOCABULARY", "BackendReport", "ScriptedBackend",
-    "ToneAttentionBackend", "ToneBackend", "ToneIncrementalDecoder", "blas_thread_counts", "check_backend",
+    "ToneAttentionBackend", "ToneBackend", "ToneIncrementalDecoder", "batch_requests", "blas_thread_counts",
+    "check_backend", "check_batch_equivalence",
     "tone_frequency", "tone_words", "wav_bytes", "write_tone_corpus",
 ]  # fmt: skip
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..backends import SAMPLE_RATE, ensure_loaded
+from ..backends import SAMPLE_RATE, Request, ensure_loaded
 from ..decoders.files import decode_audio, to_pcm16
 from ..errors import InvalidOption, PluginError, PluginWarning
 from ..hookspecs import hookimpl
@@ -93,7 +93,9 @@ def check_backend(
     an option it does not accept, build with ``options``, load (twice, harmlessly),
     transcribe the clip, one second of silence and empty audio into valid words (see
     :func:`word_problems`), and stream the clip through a real ``AudioProcessor`` to a
-    summary. A class that is not registered yet is registered for the duration.
+    summary. A backend built with ``max_batch`` above 1 must also give a batch of passes
+    the words each gets alone (:func:`check_batch_equivalence`). A class that is not
+    registered yet is registered for the duration.
 
     :param options: backend options, as a user would pass them.
     :param audio: the clip: a path (any format FFmpeg reads) or float32 16 kHz mono samples;
@@ -131,6 +133,46 @@ def _check_registered(
     report.check("transcribes 1 s of silence", _transcribe, backend, np.zeros(SAMPLE_RATE, np.float32))
     report.check("transcribes empty audio", _transcribe, backend, np.zeros(0, np.float32))
     report.check("streams the clip through an AudioProcessor", _stream, registration.name, options, clip)
+    if getattr(backend, "max_batch", 1) > 1:
+        report.check("gives a batch of passes the words of each pass alone", check_batch_equivalence,
+                     backend, batch_requests(clip))  # fmt: skip
+
+
+def batch_requests(clip: np.ndarray, prompt: str = "Hello there.") -> list[Request]:
+    """Passes of several sessions on ``clip`` as :meth:`~rtlab.backends.Backend.transcribe_batch`
+    takes them: the whole clip and its first half, unprompted and prompted, and audio too
+    short to hear a word (at most 30 s each)."""
+    language = None
+    clip = clip[: 30 * SAMPLE_RATE]
+    half = clip[: max(len(clip) // 2, SAMPLE_RATE // 2)]
+    return [
+        Request(clip, "", language),
+        Request(half, "", language),
+        Request(half, prompt, language),
+        Request(clip, prompt, language),
+        Request(clip[:100], "", language),
+    ]
+
+
+def check_batch_equivalence(backend: Any, requests: list[Request]) -> list[list]:
+    """``backend.transcribe_batch(requests)`` gives each request the words, times and
+    probabilities ``transcribe`` gives it alone (the promise of batching); raises
+    AssertionError naming the first request that differs. Returns the words alone."""
+    if backend.default_language() is not None:
+        requests = [r if r.language else Request(r.audio, r.prompt, backend.default_language()) for r in requests]
+    alone = [backend.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
+    together = backend.transcribe_batch(requests)
+    assert len(together) == len(requests), f"{len(together)} results for {len(requests)} requests"
+    for index, (request, mine, batched) in enumerate(zip(requests, alone, together)):
+        assert list(batched) == list(mine), (
+            f"request {index} ({len(request.audio) / SAMPLE_RATE:.2f} s, prompt {request.prompt!r}) "
+            f"batched gave {_text(batched)!r}, alone {_text(mine)!r}"
+        )
+    return alone
+
+
+def _text(words: list) -> str:
+    return " ".join(str(word.get("text", "")) for word in words)
 
 
 # -- the checks: each raises AssertionError saying what is wrong ------------------------------
