@@ -12,6 +12,8 @@
     python benchmarks/clocks.py                                   # the shared English set
     python benchmarks/clocks.py --cost-model my-costs.json        # after rtlab calibrate
     python benchmarks/clocks.py --corpus tests/data --backend test --skip-wall
+    python benchmarks/clocks.py --corpus ../shared/data/speech/fr --config model=base,language=fr \
+        --only-modeled --skip-sweep                                # do three modeled runs reproduce?
 
 Writes ``clocks.json`` to ``--out`` and, with ``--markdown FILE``, the tables as a dated
 page for docs/benchmarks/.
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-model", default=None, help="cost-model file (default: rtlab's reference CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="modeled reruns (parts 2 and 3)")
     parser.add_argument("--skip-wall", action="store_true", help="leave out the wall clock (it takes the audio's length)")
+    parser.add_argument("--only-modeled", action="store_true",
+                        help="part 1 on the modeled clock alone (with part 2: whether modeled runs reproduce)")  # fmt: skip
     parser.add_argument("--skip-sweep", action="store_true", help="leave out part 3")
     parser.add_argument("--normalizer", default="auto")
     parser.add_argument("--out", default="results")
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the clocks side by side
     rows, runs = [], {}
     for clock in ("wall", "simulated", "modeled", "unaware"):
-        if clock == "wall" and args.skip_wall:
+        if (clock == "wall" and args.skip_wall) or (args.only_modeled and clock != "modeled"):
             continue
         print(f"{clock} clock ...", file=sys.stderr, flush=True)
         runs[clock], _ = bench([config], clock)
