@@ -267,3 +267,30 @@ def test_rtlab_ships_reference_costs_for_the_embedded_models_and_says_how_to_add
         reference.find(calibration_key("faster-whisper", {**defaults, "model": "tiny.en", "beam_size": 2}, "cpu"))
     message = str(missing.value)
     assert "\n" not in message and "-b beam_size=2 --out rtlab-costs.json, then pass --cost-model rtlab-costs.json" in message
+
+
+def test_a_language_detection_is_a_cost_feature_and_only_where_the_backend_has_one():
+    from rtlab.backends import Backend
+    from rtlab.core.instances import SessionBackend
+    from rtlab.core.memo import PassMemo
+
+    class Detecting(Backend):
+        name = "detecting"
+        calls = 0
+
+        def detect_language(self, audio):
+            self.calls += 1
+            return ("de", 0.9) if len(audio) >= 16000 else None  # too short: no encoder run
+
+    backend = Detecting()
+    session = SessionBackend(backend)
+    assert session.detect_language(np.zeros(16000, np.float32)) == ("de", 0.9)
+    assert session.detect_language(np.zeros(100, np.float32)) is None
+    assert session.take_features() == {"language_detections": 1.0}
+    assert not hasattr(SessionBackend(Backend()), "detect_language"), "optional: absent stays absent"
+    memo = PassMemo()
+    first, second = SessionBackend(backend, memo=memo), SessionBackend(backend, memo=memo)
+    calls = backend.calls
+    assert first.detect_language(np.ones(16000, np.float32)) == second.detect_language(np.ones(16000, np.float32))
+    assert backend.calls == calls + 1 and memo.hits == 1
+    assert second.take_features() == {"language_detections": 1.0}, "a reused detection still costs what it cost"
