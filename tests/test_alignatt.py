@@ -142,6 +142,18 @@ def test_the_median_filter_reflects_its_edges_as_whisper_does():
     assert median_filter(np.array([[1.0, 2.0]]), 7).tolist() == [[1.0, 2.0]]  # too short: unchanged
 
 
+@pytest.mark.parametrize("width", [3, 4, 7])
+def test_the_median_filter_gives_numpy_s_median_of_each_window(width):
+    """Each frame is the median of the reflected window around it, the very numbers
+    np.median gives (the filter takes the middle value of odd windows without sorting)."""
+    rows = np.random.default_rng(width).standard_normal((8, 2, 300))
+    rows[0, 0, 100:110] = 1.5  # ties
+    pad = width // 2
+    padded = np.pad(rows, [(0, 0), (0, 0), (pad, pad)], mode="reflect")
+    expected = np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+    assert np.array_equal(median_filter(rows, width), expected)
+
+
 # -- what is emitted, and when ---------------------------------------------------------------------
 
 

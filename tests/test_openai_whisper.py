@@ -531,6 +531,81 @@ def test_the_incremental_decoder_decodes_as_openai_whisper_does(name):
 
 
 @pytest.mark.slow
+def test_the_decoder_s_spectrogram_is_openai_whisper_s_padded_one():
+    """The incremental decoder transforms the audio, not the 30 s of silence openai-whisper
+    appends: the same window, number for number, and the same frames of audio, from one
+    sample to a full window, and on silence."""
+    import torch
+    from whisper.audio import N_FRAMES, N_SAMPLES, pad_or_trim
+
+    from rtlab_openai_whisper.incremental import window_log_mel
+
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    model = backend.loaded_model.model
+    speech = decode("paragraph.ogg")
+    for samples in (1, 160, 401, 3_000, 16_000, 48_037, len(speech), 29 * 16_000 + 5, N_SAMPLES):
+        audio = np.resize(speech, samples).astype(np.float32)
+        mel, frames = backend.log_mel(audio)
+        window, window_frames = window_log_mel(model, audio)
+        assert window_frames == frames, samples
+        assert torch.equal(window, pad_or_trim(mel, N_FRAMES)), samples
+    silence = np.zeros(16_000, np.float32)
+    assert torch.equal(window_log_mel(model, silence)[0], pad_or_trim(backend.log_mel(silence)[0], N_FRAMES))
+
+
+@pytest.mark.slow
+def test_the_cross_attention_keys_and_values_are_each_layer_s_projection():
+    """All layers' cross-attention keys and values come from one product: the numbers of
+    each layer's own projections of the encoder output."""
+    import torch
+
+    from rtlab_openai_whisper.incremental import _heads, _linear
+
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    decoder = backend.incremental_decoder(language="en")
+    audio = decode("fox.ogg")
+    decoder.encode(audio)
+    with torch.inference_mode():
+        features = backend.encode(decoder._window_log_mel(audio)[0][None])
+        heads = backend.loaded_model.model.dims.n_text_head
+        for block, (keys, values) in zip(backend.loaded_model.model.decoder.blocks, decoder._cross):
+            assert torch.equal(keys, _heads(_linear(features, block.cross_attn.key), heads))
+            assert torch.equal(values, _heads(_linear(features, block.cross_attn.value), heads))
+
+
+@pytest.mark.slow
+def test_alignatt_commits_the_same_words_as_on_openai_whisper_s_own_spectrogram(monkeypatch):
+    """A stream through AlignAtt commits the same words, at the same times, whether the
+    decoder transforms the audio alone or takes openai-whisper's padded spectrogram."""
+    from whisper.audio import N_FRAMES, pad_or_trim
+
+    import rtlab_openai_whisper.incremental as incremental
+    from rtlab.policies.alignatt import AlignAtt
+
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    audio = decode("paragraph.ogg")[: 12 * 16_000]
+
+    def stream() -> list[dict]:
+        policy = AlignAtt(backend, language="en")
+        size = int(policy.min_chunk * 16_000)
+        words = []
+        for start in range(0, len(audio), size):
+            policy.insert_audio(audio[start : start + size])
+            words += policy.process_iter().committed
+        return words + policy.finish().committed
+
+    words = stream()
+    assert len(words) > 10
+
+    def padded(model, samples):
+        mel, frames = backend.log_mel(samples)
+        return pad_or_trim(mel, N_FRAMES), frames
+
+    monkeypatch.setattr(incremental, "window_log_mel", padded)
+    assert stream() == words
+
+
+@pytest.mark.slow
 async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_left):
     """Converted tiny.en, the clip through real FFmpeg: words are committed pass by pass,
     once each, and the session's decoder is gone after cleanup."""

@@ -20,6 +20,7 @@ outside its decoder.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,11 @@ from rtlab.policies.incremental import Decoded, DecoderCall, IncrementalDecoder
 
 #: Languages Whisper writes without spaces: each character is a word there.
 NO_SPACE_LANGUAGES = ("zh", "ja", "th", "lo", "my", "yue")
+#: The spectrogram's transform runs over at least this many samples (1 s): on fewer frames
+#: its matrix product rounds differently from the padded one's (measured below 4,000).
+MIN_TRANSFORM_SAMPLES = 16_000
+#: Per loaded model: its decoder's cross-attention projections as one (see _set_features).
+_CROSS_PROJECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _linear(x, module):
@@ -107,26 +113,43 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
     def encode_batch(cls, calls: list[tuple[WhisperIncrementalDecoder, np.ndarray]]) -> list[int]:
         """The buffers of several sessions' decoders (on one model) through one encoder call."""
         import torch
-        from whisper.audio import N_FRAMES, N_SAMPLES, pad_or_trim
+        from whisper.audio import N_SAMPLES
 
-        backend = calls[0][0]._backend
         with torch.inference_mode():
             calls[0][0]._threads()
-            spectrograms = [backend.log_mel(np.asarray(audio[:N_SAMPLES], np.float32)) for _, audio in calls]
-            features = backend.encode(torch.stack([pad_or_trim(mel, N_FRAMES) for mel, _ in spectrograms]))
+            spectrograms = [decoder._window_log_mel(np.asarray(audio[:N_SAMPLES], np.float32)) for decoder, audio in calls]
+            features = calls[0][0]._backend.encode(torch.stack([mel for mel, _ in spectrograms]))
             for index, ((decoder, _), (_, frames)) in enumerate(zip(calls, spectrograms)):
                 decoder._set_features(features[index : index + 1], frames)
         return [decoder.frames for decoder, _ in calls]
 
+    def _window_log_mel(self, audio: np.ndarray):
+        """The spectrogram of the encoder window holding ``audio`` and its frames of audio:
+        :func:`window_log_mel` on CPU; elsewhere openai-whisper's on the device, padded."""
+        from whisper.audio import N_FRAMES, pad_or_trim
+
+        if self._backend.device == "cpu":
+            return window_log_mel(self._model, audio)
+        mel, frames = self._backend.log_mel(audio)
+        return pad_or_trim(mel, N_FRAMES), frames
+
     def _set_features(self, features, frames: int) -> None:
         """The encoder output of this session's buffer (``[1, frames, state]``), as each
         layer's cross-attention keys and values; the cache is forgotten."""
+        import torch
         from whisper.audio import N_FRAMES
 
         count = self._model.dims.n_text_head
+        weight, bias = _cross_projection(self._model, features.dtype)
+        state = self._model.dims.n_text_state
+        # Every layer's keys and values in one product (the same numbers as one per layer,
+        # in three quarters of the time). The keys keep the layout one product per layer
+        # gave them; the values are contiguous per head, which each step's product by the
+        # weights reads faster (with the same numbers).
+        projected = torch.nn.functional.linear(features, weight, bias).split(state, dim=-1)
         self._cross = [
-            (_heads(_linear(features, block.cross_attn.key), count), _heads(_linear(features, block.cross_attn.value), count))
-            for block in self._model.decoder.blocks
+            (_heads(projected[2 * layer].contiguous(), count), _heads(projected[2 * layer + 1], count).contiguous())
+            for layer in range(len(self._model.decoder.blocks))
         ]  # fmt: skip
         self._reset_cache()
         self.frames = min(frames, N_FRAMES) // 2  # two spectrogram frames per encoder frame
@@ -287,6 +310,50 @@ def _forward(fed: list[tuple[WhisperIncrementalDecoder, list[int]]]) -> list[tup
             (logits[index].copy(), torch.stack(found).cpu().numpy().astype(np.float32, copy=False))
             for index, found in enumerate(rows)
         ]
+
+
+def _cross_projection(model: Any, dtype: Any) -> tuple[Any, Any]:
+    """The cross-attention key and value projections of every decoder layer as one (keys
+    of layer 0, its values, keys of layer 1, ...), in ``dtype``: made once per model and
+    type, kept while the model lives."""
+    import torch
+
+    made = _CROSS_PROJECTIONS.setdefault(model, {})
+    if dtype not in made:
+        weights, biases = [], []
+        for block in model.decoder.blocks:
+            for module in (block.cross_attn.key, block.cross_attn.value):
+                weights.append(module.weight.detach())
+                biases.append(torch.zeros_like(module.weight[:, 0]) if module.bias is None else module.bias.detach())
+        made[dtype] = (torch.cat(weights).to(dtype), torch.cat(biases).to(dtype))
+    return made[dtype]
+
+
+def window_log_mel(model: Any, audio: np.ndarray) -> tuple[Any, int]:
+    """The log-Mel spectrogram of one encoder window (``[n_mels, 3000]``) holding ``audio``
+    (at most 30 s), and its number of frames of audio: ``pad_or_trim`` of what
+    ``backend.log_mel`` gives, the same numbers, without the short-time Fourier transform
+    of the 30 s of silence openai-whisper appends (most of its cost on a short buffer).
+
+    A frame all of whose samples are padding is 0 before the logarithm, so the same
+    constant after it (the floor: the largest value less 8, or the clamp's -10); the
+    transform runs over the audio and at least :data:`MIN_TRANSFORM_SAMPLES` samples with
+    one window's zeros after it (every frame that reads audio sees what it sees in the
+    padded signal). CPU only: another device's transform may round otherwise."""
+    import torch
+    import torch.nn.functional as F
+    from whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, mel_filters
+
+    samples = torch.from_numpy(audio)
+    frames = len(samples) // HOP_LENGTH
+    samples = F.pad(samples, (0, max(N_FFT, MIN_TRANSFORM_SAMPLES - len(samples))))
+    stft = torch.stft(samples, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), return_complex=True)
+    mel = (mel_filters(samples.device, model.dims.n_mels) @ (stft[..., :-1].abs() ** 2)).clamp(min=1e-10).log10()
+    floor = mel.max() - 8.0
+    window = torch.maximum(floor, torch.tensor(-10.0)).expand(mel.shape[0], N_FRAMES).clone()
+    shown = min(mel.shape[-1], N_FRAMES)
+    window[:, :shown] = torch.maximum(mel[:, :shown], floor)
+    return (window + 4.0) / 4.0, frames
 
 
 def _cat(parts: list[Any]):
