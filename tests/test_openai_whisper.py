@@ -554,26 +554,6 @@ def test_the_decoder_s_spectrogram_is_openai_whisper_s_padded_one():
 
 
 @pytest.mark.slow
-def test_the_cross_attention_keys_and_values_are_each_layer_s_projection():
-    """All layers' cross-attention keys and values come from one product: the numbers of
-    each layer's own projections of the encoder output."""
-    import torch
-
-    from rtlab_openai_whisper.incremental import _heads, _linear
-
-    backend = ensure_loaded(get_backend("openai-whisper"))
-    decoder = backend.incremental_decoder(language="en")
-    audio = decode("fox.ogg")
-    decoder.encode(audio)
-    with torch.inference_mode():
-        features = backend.encode(decoder._window_log_mel(audio)[0][None])
-        heads = backend.loaded_model.model.dims.n_text_head
-        for block, (keys, values) in zip(backend.loaded_model.model.decoder.blocks, decoder._cross):
-            assert torch.equal(keys, _heads(_linear(features, block.cross_attn.key), heads))
-            assert torch.equal(values, _heads(_linear(features, block.cross_attn.value), heads))
-
-
-@pytest.mark.slow
 def test_alignatt_commits_the_same_words_as_on_openai_whisper_s_own_spectrogram(monkeypatch):
     """A stream through AlignAtt commits the same words, at the same times, whether the
     decoder transforms the audio alone or takes openai-whisper's padded spectrogram."""

@@ -20,7 +20,6 @@ outside its decoder.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,8 +32,6 @@ NO_SPACE_LANGUAGES = ("zh", "ja", "th", "lo", "my", "yue")
 #: The spectrogram's transform runs over at least this many samples (1 s): on fewer frames
 #: its matrix product rounds differently from the padded one's (measured below 4,000).
 MIN_TRANSFORM_SAMPLES = 16_000
-#: Per loaded model: its decoder's cross-attention projections as one (see _set_features).
-_CROSS_PROJECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _linear(x, module):
@@ -136,20 +133,12 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
     def _set_features(self, features, frames: int) -> None:
         """The encoder output of this session's buffer (``[1, frames, state]``), as each
         layer's cross-attention keys and values; the cache is forgotten."""
-        import torch
         from whisper.audio import N_FRAMES
 
         count = self._model.dims.n_text_head
-        weight, bias = _cross_projection(self._model, features.dtype)
-        state = self._model.dims.n_text_state
-        # Every layer's keys and values in one product (the same numbers as one per layer,
-        # in three quarters of the time). The keys keep the layout one product per layer
-        # gave them; the values are contiguous per head, which each step's product by the
-        # weights reads faster (with the same numbers).
-        projected = torch.nn.functional.linear(features, weight, bias).split(state, dim=-1)
         self._cross = [
-            (_heads(projected[2 * layer].contiguous(), count), _heads(projected[2 * layer + 1], count).contiguous())
-            for layer in range(len(self._model.decoder.blocks))
+            (_heads(_linear(features, block.cross_attn.key), count), _heads(_linear(features, block.cross_attn.value), count))
+            for block in self._model.decoder.blocks
         ]  # fmt: skip
         self._reset_cache()
         self.frames = min(frames, N_FRAMES) // 2  # two spectrogram frames per encoder frame
@@ -310,23 +299,6 @@ def _forward(fed: list[tuple[WhisperIncrementalDecoder, list[int]]]) -> list[tup
             (logits[index].copy(), torch.stack(found).cpu().numpy().astype(np.float32, copy=False))
             for index, found in enumerate(rows)
         ]
-
-
-def _cross_projection(model: Any, dtype: Any) -> tuple[Any, Any]:
-    """The cross-attention key and value projections of every decoder layer as one (keys
-    of layer 0, its values, keys of layer 1, ...), in ``dtype``: made once per model and
-    type, kept while the model lives."""
-    import torch
-
-    made = _CROSS_PROJECTIONS.setdefault(model, {})
-    if dtype not in made:
-        weights, biases = [], []
-        for block in model.decoder.blocks:
-            for module in (block.cross_attn.key, block.cross_attn.value):
-                weights.append(module.weight.detach())
-                biases.append(torch.zeros_like(module.weight[:, 0]) if module.bias is None else module.bias.detach())
-        made[dtype] = (torch.cat(weights).to(dtype), torch.cat(biases).to(dtype))
-    return made[dtype]
 
 
 def window_log_mel(model: Any, audio: np.ndarray) -> tuple[Any, int]:
