@@ -205,6 +205,22 @@ def test_a_run_that_ends_the_window_takes_the_stretched_word_before_it():
     assert rtlab_faster_whisper.cut_unaligned(spoken) == spoken[:2], "a word of normal length was heard"
 
 
+def test_an_improbable_sentence_after_the_last_sentence_end_is_cut():
+    """Whisper's hallucination rule on the text after a finished sentence: what tiny.en made
+    up in the noise after fleurs-en-001's speech ("So, let's see.", as a stream's last pass
+    heard it) goes; a next sentence said clearly, or one without a finished sentence before
+    it (speech still coming in), stays."""
+    cut = rtlab_faster_whisper.cut_anomalous_tail
+    said = [(" a", 7.22, 7.38, 0.75), (" sentence.", 7.38, 7.74, 1.0)]
+    made_up = [(" So,", 7.74, 7.96, 0.05), (" let's", 7.96, 7.96, 0.32), (" see.", 7.96, 8.24, 0.29)]
+    assert cut(said + made_up) == said
+    assert cut(made_up, continued=True) == [], "a continued window starts after a sentence end"
+    assert cut(made_up) == made_up, "no finished sentence before it: speech still coming in"
+    clear = [(" Always", 7.8, 8.1, 0.9), (" begin", 8.1, 8.4, 0.95), (" here", 8.4, 8.7, 0.2)]
+    assert cut(said + clear) == said + clear
+    assert cut(clear, continued=True) == clear
+
+
 def test_a_last_word_stretched_over_unspoken_audio_is_retimed():
     said = _words((0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 3.0), (3.0, 3.0))
     retimed = rtlab_faster_whisper.retime_stopped_early(said)

@@ -306,7 +306,7 @@ class FasterWhisperBackend(Backend):
                 for w in segment["words"]
             ]
             words, looped = cut_repetition(words)
-            aligned = retime_stopped_early(cut_unaligned(words))
+            aligned = retime_stopped_early(cut_unaligned(cut_anomalous_tail(words, continued=seek > 0)))
             cut = len(aligned) < len(words)
             words = aligned
             if pieces and words:
@@ -508,6 +508,36 @@ def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int =
             if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
                 return words[: start + size], True
     return words, False
+
+
+def anomaly_score(word: tuple) -> float:
+    """Whisper's score of a word that is likely hallucinated (openai-whisper's and
+    faster-whisper's ``word_anomaly_score``): improbable, or aligned very short or very long."""
+    duration = word[2] - word[1]
+    return (
+        (1.0 if word[3] < 0.15 else 0.0)
+        + (max(0.0, 0.133 - duration) * 15)
+        + max(0.0, duration - 2.0)
+    )
+
+
+def cut_anomalous_tail(words: list[tuple], continued: bool = False) -> list[tuple]:
+    """``words`` without the text after the window's last sentence end (in a continued
+    window, all of it) when Whisper's hallucination rule (``is_segment_anomaly``: its
+    first 8 words score 3 or more, or about one per word) finds that text anomalous.
+
+    What Whisper makes up in the noise after the speech ends ("So, let's see.") follows a
+    finished sentence, often as a window continued after the model stopped there, and the
+    pass at the end of a stream commits it without a second pass to agree."""
+    ends = [i for i, word in enumerate(words[:-1]) if word[0].rstrip().endswith((".", "?", "!"))]
+    if not ends and not continued:
+        return words
+    keep = ends[-1] + 1 if ends else 0
+    tail = [word for word in words[keep:] if any(c.isalnum() for c in word[0])][:8]
+    score = sum(anomaly_score(word) for word in tail)
+    if tail and (score >= 3 or score + 0.01 >= len(tail)):
+        return words[:keep]
+    return words
 
 
 def cut_unaligned(
