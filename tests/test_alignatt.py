@@ -322,6 +322,21 @@ async def test_alignatt_passes_report_what_the_decoder_did_and_the_modeled_clock
     assert committed[0]["emitted_at"] > committed[0]["words"][-1]["end"], "compute moved the clock"
 
 
+async def test_a_calibration_of_another_policys_passes_says_to_calibrate_alignatts():
+    from rtlab.core.costs import Calibration, CostModel, key_for
+    from rtlab.core.instances import get_backend
+
+    config = rtlab.StreamConfig(backend="test-attention", policy="alignatt", policy_options={"min_chunk": 0.5})
+    costs = CostModel()  # what calibrating LocalAgreement's passes fits: transcribe's features
+    costs.add(Calibration(key=key_for(config, get_backend(config)), weights={"calls": 0.1, "audio_seconds": 0.01}))
+    events = await run_processor(rtlab.AudioProcessor(config, clock="modeled", cost_model=costs),
+                                 tone_words("alpha bravo charlie")[0])  # fmt: skip
+    assert events[-1]["type"] == "error"
+    message = events[-1]["message"]
+    assert "has no weight for 'begin_tokens'" in message  # the first of the decoder's features
+    assert message.endswith("--policy alignatt") and "rtlab calibrate --backend test-attention" in message
+
+
 async def test_concurrent_sessions_share_no_decoder_state(no_ffmpeg_left):
     config = rtlab.StreamConfig(backend="test-attention", policy="alignatt", policy_options={"min_chunk": 0.5})
     texts_ = ["alpha bravo charlie delta echo", "one two three four five six seven"]
