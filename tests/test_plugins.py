@@ -616,3 +616,27 @@ def test_the_docs_opening_example_transcribes():
     backend = module.EchoBackend(word="hi")
     words = backend.transcribe(np.zeros(32_000, np.float32))
     assert [w["text"] for w in words] == ["hi", "hi"]
+
+
+def test_abandoned_partial_writes_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from rtlab.backends import partial_path, remove_abandoned_partials
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)  # fmt: skip
+    mine = partial_path(tmp_path / "model")
+    assert mine.parent == tmp_path and mine.name.startswith(".model.") and mine.name.endswith(".partial")
+    mine.mkdir()
+    killed_folder = tmp_path / f".tiny.en-abc.{dead}.89abcdef.partial"
+    (killed_folder / "inner").mkdir(parents=True)
+    killed_file = tmp_path / f".model.bin.{dead}.00ff00ff.partial"
+    killed_file.write_bytes(b"half")
+    kept = [tmp_path / "model.bin", tmp_path / "notes.partial", tmp_path / f".x.{dead}.partial"]
+    for path in kept:
+        path.write_bytes(b"keep")
+    removed = remove_abandoned_partials(tmp_path)
+    assert sorted(removed) == sorted([killed_folder, killed_file])
+    assert mine.is_dir() and all(path.exists() for path in kept)
+    assert remove_abandoned_partials(tmp_path / "no-such-folder") == []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from rtlab.backends import partial_path, remove_abandoned_partials
 from rtlab.errors import ModelNotFound
 
 MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -52,13 +53,19 @@ def _join_parts(source: Path, parts: list[Path]) -> Path:
     if model_bin.exists() and model_bin.stat().st_size == expected:
         return target
     target.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_partials(target)  # what a process killed while joining left
     for name in MODEL_FILES:
         shutil.copyfile(source / name, target / name)
-    with tempfile.NamedTemporaryFile(dir=target, delete=False, suffix=".partial") as out:
-        for part in parts:
-            with open(part, "rb") as chunk:
-                shutil.copyfileobj(chunk, out, length=8 << 20)
-    os.replace(out.name, model_bin)
+    partial = partial_path(model_bin)
+    try:
+        with open(partial, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as chunk:
+                    shutil.copyfileobj(chunk, out, length=8 << 20)
+        os.replace(partial, model_bin)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
     return target
 
 

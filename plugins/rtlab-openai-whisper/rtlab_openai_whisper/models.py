@@ -15,11 +15,11 @@ import importlib.util
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtlab.backends import partial_path, remove_abandoned_partials
 from rtlab.errors import ModelNotFound
 
 from .convert import CHECKPOINT, Source, convert, describe, size_name
@@ -151,7 +151,8 @@ def converted(source: Source, key: str) -> Path:
     if _recorded_source(folder) == fingerprint and (folder / CHECKPOINT).is_file():
         return folder / CHECKPOINT
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = folder.with_name(f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    remove_abandoned_partials(folder.parent)  # what a killed conversion left
+    temporary = partial_path(folder)
     temporary.mkdir()
     try:
         summary = convert(source, temporary / CHECKPOINT, label=str(source.folder))
