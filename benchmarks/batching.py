@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     base += "".join(f",backend.{option}" for option in args.backend_option)
     rows = []
     for sessions in args.sessions or [1, 2, 4, 8]:
-        for batch in (1, sessions) if sessions > 1 else (1,):
+        # One session with batching on: does a lone pass pay for the batch wait?
+        for batch in (1, sessions if sessions > 1 else 2):
             print(f"{sessions} sessions, max_batch={batch} ...", file=sys.stderr, flush=True)
             rows.append(run_row(audio, reference, base, sessions, batch, args.batch_wait_ms, args.normalizer))
     environment = environment_info()
