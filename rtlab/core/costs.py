@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend
-from ..config import StreamConfig
+from ..config import DEFAULT_POLICY, StreamConfig
 from ..errors import RtlabError
 
 #: The file format's version; a file of another version is refused (recalibrate).
@@ -82,8 +82,9 @@ def describe_key(key: Mapping[str, Any]) -> str:
     return f"{key['backend']} ({options + ', ' if options else ''}device={key['device']})"
 
 
-def calibrate_command(key: Mapping[str, Any], out: str) -> str:
-    """The ``rtlab calibrate`` command line that fits ``key``'s calibration into ``out``."""
+def calibrate_command(key: Mapping[str, Any], out: str, policy: str | None = None) -> str:
+    """The ``rtlab calibrate`` command line that fits ``key``'s calibration into ``out``,
+    timing the passes of ``policy`` (default: the default policy's)."""
     words = ["rtlab calibrate", "--backend", key["backend"]]
     for name, value in sorted(_chosen(key).items(), key=lambda item: item[0] != "model"):
         if value is None:
@@ -92,7 +93,10 @@ def calibrate_command(key: Mapping[str, Any], out: str) -> str:
             words += ["--model", str(value)]
         else:
             words += ["-b", f"{name}={json.dumps(value) if not isinstance(value, str) else value}"]
-    return " ".join(words + ["--out", out])
+    words += ["--out", out]
+    if policy is not None and policy != DEFAULT_POLICY:
+        words += ["--policy", policy]  # its passes report other features (AlignAtt: its decoder's)
+    return " ".join(words)
 
 
 @dataclass
@@ -103,15 +107,16 @@ class Calibration:
     weights: dict[str, float]
     fit: dict[str, Any] = field(default_factory=dict)
 
-    def predict(self, features: Mapping[str, float]) -> float:
+    def predict(self, features: Mapping[str, float], policy: str | None = None) -> float:
         """Seconds of compute for a pass with ``features``; a feature without a weight is
-        an error (the backend reports what this calibration did not see: recalibrate)."""
+        an error (the backend reports what this calibration did not see, or ``policy``'s
+        passes were not the ones timed: recalibrate)."""
         unknown = sorted(set(features) - set(self.weights))
         if unknown:
             raise CostModelError(
                 f"the cost model for {describe_key(self.key)} has no weight for {unknown[0]!r} "
                 f"(the backend reports features it was not calibrated with): recalibrate with "
-                f"{calibrate_command(self.key, 'FILE')}"
+                f"{calibrate_command(self.key, 'FILE', policy)}"
             )
         return float(sum(self.weights[name] * float(value) for name, value in features.items()))
 

@@ -71,13 +71,18 @@ class SessionBackend:
 
     def transcribe(self, audio: Any, *, prompt: str = "", language: str | None = None) -> list[Word]:
         request = Request(audio, prompt, language)
-        if self._memo is None:
-            words = self._call(request)
-        else:
-            words, credit = self._memo.call(self._backend, request, lambda: self._call(request))
-            self._reused_seconds += credit
-        add_features(self._features, self._backend.cost_features(request, words))
+        words = self._once(request, lambda: self._call(request))
+        self._add_features(self._backend.cost_features(request, words))
         return words
+
+    def _once(self, request: Request, compute: Callable[[], Any], kind: str = "transcribe") -> Any:
+        """``compute()``, or with a memo its result for ``request`` if another stream of the
+        replay asked it already (crediting what that call cost)."""
+        if self._memo is None:
+            return compute()
+        result, credit = self._memo.call(self._backend, request, compute, kind)
+        self._reused_seconds += credit
+        return result
 
     def _call(self, request: Request) -> list[Word]:
         if self._batcher is None:
@@ -108,14 +113,9 @@ class SessionBackend:
 
     def _detect_language(self, detect: Callable[[Any], Any], audio: Any) -> Any:
         # A pass that asks for the language runs the encoder once more: a cost feature too.
-        request = Request(audio, "", None)
-        if self._memo is None:
-            found = detect(audio)
-        else:
-            found, credit = self._memo.call(self._backend, request, lambda: detect(audio), kind="detect_language")
-            self._reused_seconds += credit
+        found = self._once(Request(audio, "", None), lambda: detect(audio), kind="detect_language")
         if found is not None:  # (None: an English-only model, or too little audio: no run)
-            add_features(self._features, {"language_detections": 1.0})
+            self._add_features({"language_detections": 1.0})
         return found
 
     def __getattr__(self, name: str) -> Any:

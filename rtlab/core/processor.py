@@ -26,10 +26,10 @@ import warnings
 from typing import Any
 
 from ..backends import SAMPLE_RATE, ensure_loaded
-from ..config import DEFAULT_BACKEND, DEFAULT_POLICY, StreamConfig
+from ..config import DEFAULT_BACKEND, StreamConfig
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
 from .clock import MEASURED_MODES, SessionClock
-from .costs import CostModel, CostModelError, key_for, load_cost_model
+from .costs import CostModel, key_for, load_cost_model
 from .events import EventQueue, commit_event, error_event, join_words, partial_event
 from .instances import SessionBackend, get_backend
 from .memo import PassMemo
@@ -330,15 +330,7 @@ class AudioProcessor:
         self.pass_costs.append((features, measured))
         modeled = None
         if self._calibration is not None:
-            try:
-                modeled = self._calibration.predict(features)
-            except CostModelError as error:
-                policy = self.config.policy
-                if policy == DEFAULT_POLICY:
-                    raise
-                # Another policy's passes report other features (AlignAtt: its decoder's):
-                # the calibration must time that policy's passes.
-                raise CostModelError(f"{error} --policy {policy}") from None
+            modeled = self._calibration.predict(features, policy=self.config.policy)
         self.clock.add_compute(measured, modeled)
         # The compute a run reports: the model's prediction on the modeled clock (the same
         # on every run), else what was measured (also on the unaware clock, which counts

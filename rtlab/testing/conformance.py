@@ -142,24 +142,18 @@ def batch_requests(clip: np.ndarray, prompt: str = "Hello there.") -> list[Reque
     """Passes of several sessions on ``clip`` as :meth:`~rtlab.backends.Backend.transcribe_batch`
     takes them: the whole clip and its first half, unprompted and prompted, and audio too
     short to hear a word (at most 30 s each)."""
-    language = None
     clip = clip[: 30 * SAMPLE_RATE]
     half = clip[: max(len(clip) // 2, SAMPLE_RATE // 2)]
-    return [
-        Request(clip, "", language),
-        Request(half, "", language),
-        Request(half, prompt, language),
-        Request(clip, prompt, language),
-        Request(clip[:100], "", language),
-    ]
+    return [Request(clip), Request(half), Request(half, prompt), Request(clip, prompt), Request(clip[:100])]
 
 
 def check_batch_equivalence(backend: Any, requests: list[Request]) -> list[list]:
     """``backend.transcribe_batch(requests)`` gives each request the words, times and
     probabilities ``transcribe`` gives it alone (the promise of batching); raises
     AssertionError naming the first request that differs. Returns the words alone."""
-    if backend.default_language() is not None:
-        requests = [r if r.language else Request(r.audio, r.prompt, backend.default_language()) for r in requests]
+    language = backend.default_language()
+    if language is not None:
+        requests = [r if r.language else Request(r.audio, r.prompt, language) for r in requests]
     alone = [backend.transcribe(r.audio, prompt=r.prompt, language=r.language) for r in requests]
     together = backend.transcribe_batch(requests)
     assert len(together) == len(requests), f"{len(together)} results for {len(requests)} requests"
