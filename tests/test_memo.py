@@ -191,3 +191,35 @@ def test_a_replay_reusing_calls_gives_the_events_of_one_that_does_not(clock, tmp
     assert memo.hits > 0 and memo.misses > 0
     for a, b in zip(shared, alone):
         assert a.error is None and _events(a) == _events(b)
+
+
+async def test_a_stream_waiting_for_a_call_another_runs_lends_its_replica():
+    """Two replicas: stream A runs a call, stream B asks the same and waits for it, and
+    stream C's different call runs meanwhile on B's replica (B steps aside), instead of
+    waiting for A to finish."""
+    import asyncio
+
+    from rtlab.core.scheduler import CpuSlots, Scheduler
+    from rtlab.testing import ScriptedBackend
+
+    backend = ScriptedBackend([])
+    backend.max_concurrency = 2
+    scheduler = Scheduler(backend, slots=CpuSlots(2))
+    memo, release = PassMemo(), threading.Event()
+    owner = Counting(hold=release)
+    order: list[str] = []
+
+    def stream(label: str, request: Request, compute) -> None:
+        memo.call(backend, request, compute)
+        order.append(label)
+
+    loop = asyncio.get_running_loop()
+    a = asyncio.ensure_future(scheduler.submit(stream, "A", _request(), owner))
+    await loop.run_in_executor(None, owner.started.wait, 5)
+    b = asyncio.ensure_future(scheduler.submit(stream, "B", _request(), Counting()))
+    await loop.run_in_executor(None, lambda: time.sleep(0.1))
+    c = await asyncio.wait_for(scheduler.submit(stream, "C", _request(seconds=2.0), Counting()), 5)
+    assert order == ["C"] and not a.done() and not b.done() and c is not None
+    release.set()
+    await asyncio.wait_for(asyncio.gather(a, b), 5)
+    assert sorted(order) == ["A", "B", "C"] and owner.calls == 1 and memo.hits == 1

@@ -294,3 +294,28 @@ def test_a_language_detection_is_a_cost_feature_and_only_where_the_backend_has_o
     assert first.detect_language(np.ones(16000, np.float32)) == second.detect_language(np.ones(16000, np.float32))
     assert backend.calls == calls + 1 and memo.hits == 1
     assert second.take_features() == {"language_detections": 1.0}, "a reused detection still costs what it cost"
+
+
+@pytest.mark.parametrize("clock", ["modeled", "unaware"])
+def test_clips_replayed_side_by_side_give_the_events_of_clips_one_after_another(clock, tone_corpus, tmp_path):
+    """On the unmeasured clocks several clips replay at once (the default there): the
+    results per clip are the same as one clip after another."""
+    from rtlab.eval.bench import run_bench
+
+    configs = [StreamConfig.parse(c) for c in ("backend=test,min_chunk=0.5", "backend=test,min_chunk=1,deadline_sec=1")]
+    costs = model_for(configs[0], calls=0.1, audio_seconds=0.02) if clock == "modeled" else None
+    runs = [run_bench(tone_corpus, configs, clock=clock, cost_model=costs, progress=False, clips_at_once=n)
+            for n in (1, 3)]  # fmt: skip
+    one, three = ([(s.file, s.config["name"], s.hypothesis, s.word_latencies, s.first_text_latency) for s in run.streams]
+                  for run in runs)  # fmt: skip
+    assert len(one) == 2 * len(list(tone_corpus.glob("*.txt"))) and all(s[2] and s[3] for s in one)
+    assert one == three
+    assert runs[0].summaries[0]["wer"] == runs[1].summaries[0]["wer"]
+
+
+@pytest.mark.parametrize("clock", ["wall", "simulated"])
+def test_measured_clocks_replay_one_clip_at_a_time(clock, tone_corpus):
+    from rtlab.eval.bench import run_bench
+
+    with pytest.raises(ValueError, match="clips_at_once=2 needs an unmeasured clock"):
+        run_bench(tone_corpus, [StreamConfig.parse("backend=test")], clock=clock, progress=False, clips_at_once=2)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rtlab.backends import Backend
-from rtlab.core.scheduler import CpuSlots, OneBlasThread, Scheduler
+from rtlab.core.scheduler import CpuSlots, JobThreads, OneBlasThread, Scheduler, stepping_aside
 from rtlab.testing import blas_thread_counts
 
 pytestmark = pytest.mark.timeout(30)
@@ -273,3 +273,59 @@ def test_cpu_slots_come_from_the_environment(monkeypatch):
         scheduler._slots_from_environment()
     monkeypatch.delenv("RTLAB_CPU_SLOTS")
     assert scheduler._slots_from_environment() == scheduler.available_cores()
+
+
+async def test_a_job_that_steps_aside_lends_its_replica_and_takes_it_back():
+    """A job waiting for something that is not compute (a call another stream runs, see
+    rtlab.core.memo) lets another job use its only replica, then takes it back in turn:
+    the model is never called by more jobs at once than it has replicas."""
+    scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(2))
+    loop = asyncio.get_running_loop()
+    aside, go = threading.Event(), threading.Event()
+    computing, most = [0], [0]
+    lock = threading.Lock()
+
+    def compute(label: str) -> str:
+        with lock:
+            computing[0] += 1
+            most[0] = max(most[0], computing[0])
+        time.sleep(0.02)
+        with lock:
+            computing[0] -= 1
+        return label
+
+    def waiting_job() -> str:
+        with stepping_aside():
+            aside.set()
+            assert go.wait(10)
+        return compute("waited")
+
+    first = asyncio.ensure_future(scheduler.submit(waiting_job))
+    await loop.run_in_executor(None, aside.wait, 10)
+    # With the replica held, this job could not start until the first one ended.
+    other, _ = await asyncio.wait_for(scheduler.submit(compute, "meanwhile"), 5)
+    assert other == "meanwhile" and not first.done()
+    go.set()
+    assert (await asyncio.wait_for(first, 5))[0] == "waited"
+    assert most[0] == 1 and scheduler.gate.in_use == 0 and scheduler.pending == 0
+    assert scheduler._running.count == 2, "the job that stepped aside kept its thread; the other got one"
+
+
+def test_stepping_aside_outside_a_job_does_nothing():
+    with stepping_aside():
+        pass
+
+
+def test_job_threads_are_reused_and_extra_idle_ones_end():
+    threads = JobThreads("rtlab-test-jobs", keep=1, linger=0.05)
+    release = threading.Event()
+    held = [threads.submit(release.wait, 10) for _ in range(3)]
+    wait_until(lambda: threads.count == 3)
+    release.set()
+    assert all(f.result(5) for f in held)
+    wait_until(lambda: threads.count == 1)
+    names = {threads.submit(lambda: threading.current_thread().name).result(5) for _ in range(5)}
+    assert len(names) == 1 and threads.count == 1
+    failing = threads.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)

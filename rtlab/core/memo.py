@@ -7,7 +7,8 @@ differ only in how they commit (a deadline, a trimming rule) send identical buff
 until their first different commit. A :class:`PassMemo` shared by the processors of one
 replay hands the second asker the first one's words (a copy), instead of a second run of
 the model. A call that is still running when the same request comes in is waited for, not
-started again.
+started again; meanwhile the waiting stream's model replica serves other streams
+(:func:`~rtlab.core.scheduler.stepping_aside`).
 
 The words are what the backend would have returned, so events are unchanged. A stream
 that reuses a call is credited with the compute the call took when it ran (its measured
@@ -30,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backends import Request, Word
+from .scheduler import stepping_aside
 
 __all__ = ["PassMemo"]
 
@@ -75,9 +77,14 @@ class PassMemo:
             else:
                 self._entries.move_to_end(key)
         if not owner:
-            try:
-                result, seconds = entry.result()
-            except Exception:  # noqa: BLE001 - the first asker's failure: try for ourselves
+            # Waiting is not compute: the caller's replica serves other streams meanwhile.
+            with stepping_aside():
+                try:
+                    result, seconds = entry.result()
+                    failed = False
+                except Exception:  # noqa: BLE001 - the first asker's failure
+                    failed = True
+            if failed:  # try for ourselves
                 return compute(), 0.0
             with self._lock:
                 self.hits += 1

@@ -35,12 +35,14 @@ import asyncio
 import bisect
 import contextlib
 import contextvars
+import functools
 import itertools
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -191,6 +193,25 @@ class CpuSlots:
                 gate.in_use += 1
         return ticket
 
+    @contextlib.contextmanager
+    def step_aside(self, ticket: Ticket, priority: float | None = None) -> Iterator[None]:
+        """Lend ``ticket``'s slots and replica to other jobs for the ``with`` block (its job
+        waits for something that is not compute), then take them back, in turn by
+        ``priority`` like any waiter; the ticket stays the job's."""
+        if ticket.released or (ticket.count == 0 and ticket.gate is None):
+            yield
+            return
+        with self._condition:
+            self._free += ticket.count
+            if ticket.gate is not None:
+                ticket.gate.in_use -= 1
+            self._condition.notify_all()
+        try:
+            yield
+        finally:
+            back = self.acquire(ticket.count, priority, ticket.gate)
+            back.released = True  # its slots are the ticket's again
+
     def release(self, ticket: Ticket) -> None:
         """Give back what :meth:`acquire` handed out (once per ticket)."""
         if ticket.released:
@@ -293,9 +314,10 @@ class Scheduler:
     A job waits until :data:`cpu_slots` hands it its cores and a free model replica
     (``backend.max_concurrency``, the scheduler's :class:`Gate`), in order of priority
     across every backend in the process. It waits on a thread of its own (so no job waits
-    for a thread behind another that waits for a core) and then runs on one of
-    ``max_concurrency`` threads, which the gate guarantees to be free: the model only
-    ever sees that many threads (each thread that calls CTranslate2 keeps buffers of its
+    for a thread behind another that waits for a core) and then runs on a thread of the
+    scheduler's pool: one per replica, which the gate guarantees to be free, and more only
+    while jobs step aside (:func:`stepping_aside`), so that the model is called from that
+    many threads at most at once (each thread that calls CTranslate2 keeps buffers of its
     own)."""
 
     def __init__(self, backend: Backend, max_pending: int = 256, slots: CpuSlots | None = None) -> None:
@@ -311,7 +333,7 @@ class Scheduler:
             self.batcher = Batcher(backend, self.slots)
             self.cores_per_job = 0
             self.gate = Gate(backend.max_concurrency * backend.max_batch)
-        self._running = ThreadPoolExecutor(max_workers=self.gate.capacity, thread_name_prefix=f"rtlab-{backend.name}")
+        self._running = JobThreads(f"rtlab-{backend.name}", keep=self.gate.capacity)
         self._pending = 0
         #: Passes abandoned after their deadline whose backend call has not returned yet.
         self.abandoned = 0
@@ -372,7 +394,7 @@ class Scheduler:
         try:
             if before is not None and before() is False:
                 raise JobCancelled()
-            job = self._running.submit(_timed, fn, args)
+            job = self._running.submit(self._run, ticket, priority, fn, args)
         except BaseException:
             self._job_done(ticket)
             raise
@@ -392,6 +414,13 @@ class Scheduler:
             f"backend {self.backend.name!r} did not finish a pass within its {deadline:g} s "
             "deadline; the pass was abandoned (its thread is counted as stuck until it returns)"
         )
+
+    def _run(self, ticket: Ticket, priority: float | None, fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+        _job.aside = functools.partial(self.slots.step_aside, ticket, priority)
+        try:
+            return _timed(fn, args)
+        finally:
+            _job.aside = None
 
     def _abandon_running(self, job: Future, result: asyncio.Future) -> None:
         """A started job outlived its deadline: count it until its thread returns."""
@@ -432,6 +461,73 @@ async def _until(future: asyncio.Future, expires: float | None) -> Any:
     return await asyncio.wait_for(future, max(0.0, expires - time.monotonic()))
 
 
+class JobThreads:
+    """The threads that run a scheduler's admitted jobs.
+
+    A job runs on an idle thread, or on a new one when none is idle. A thread is idle
+    again before its job's outcome is handed over, so the job admitted in its place (the
+    outcome frees its replica) finds it: as many threads as replicas, and more only for
+    jobs admitted while others step aside (:func:`stepping_aside`), which keep theirs.
+    Idle threads beyond ``keep`` end after ``linger`` seconds."""
+
+    def __init__(self, name: str, keep: int, linger: float = 30.0) -> None:
+        self.name = name
+        self.keep = keep
+        self.linger = linger
+        self._idle: list[queue.SimpleQueue] = []
+        self._count = 0
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """Threads alive, idle or busy."""
+        return self._count
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """``fn(*args)`` on an idle thread or a new one; its outcome as a Future."""
+        future: Future = Future()
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+            if inbox is None:
+                self._count += 1
+                name = f"{self.name}_{next(self._numbers)}"
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            # A daemon: an idle thread must not keep the process from exiting.
+            threading.Thread(target=self._serve, args=(inbox,), name=name, daemon=True).start()
+        inbox.put((future, fn, args))
+        return future
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        while True:
+            try:
+                future, fn, args = inbox.get(timeout=None if self._count <= self.keep else self.linger)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle and self._count > self.keep:
+                        self._idle.remove(inbox)
+                        self._count -= 1
+                        return
+                continue
+            if not future.set_running_or_notify_cancel():
+                self._rest(inbox)
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as error:  # noqa: BLE001 - handed to whoever waits
+                self._rest(inbox)
+                future.set_exception(error)
+            else:
+                self._rest(inbox)
+                future.set_result(result)
+            del future, fn, args
+
+    def _rest(self, inbox: queue.SimpleQueue) -> None:
+        with self._lock:
+            self._idle.append(inbox)
+
+
 def _in_thread(name: str, fn: Callable[..., Any], *args: Any) -> Future:
     """``fn(*args)`` on a thread of its own, which ends with it (a pool would keep idle
     threads after a burst of waiting sessions); its outcome as a Future."""
@@ -448,6 +544,18 @@ def _in_thread(name: str, fn: Callable[..., Any], *args: Any) -> Future:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
+
+
+_job = threading.local()  # the running job's step_aside, on its thread
+
+
+def stepping_aside() -> contextlib.AbstractContextManager[None]:
+    """In a scheduler job, for the ``with`` block: lend the job's cores and replica to
+    other jobs while it waits for something that is not compute (a call another stream is
+    running, see :mod:`rtlab.core.memo`), and take them back, in turn, after. Elsewhere,
+    nothing."""
+    aside = getattr(_job, "aside", None)
+    return aside() if aside is not None else contextlib.nullcontext()
 
 
 def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:

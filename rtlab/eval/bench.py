@@ -32,6 +32,7 @@ from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
 from ..core.memo import PassMemo
+from ..core.scheduler import available_cores
 
 
 __all__ = [
@@ -306,6 +307,7 @@ async def run_bench_async(
     one_at_a_time: bool = False,
     cost_model: Any = None,
     reuse_passes: bool = True,
+    clips_at_once: int | None = None,
 ) -> BenchRun:
     """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
     :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
@@ -322,7 +324,11 @@ async def run_bench_async(
     results record its file, hash and hardware. ``reuse_passes``: on the modeled and
     unaware clocks, configurations replayed together share the backend calls they make
     alike (see :func:`~rtlab.eval.replay.replay_async`; the results are the same, and
-    the run records how many calls were reused). Raises
+    the run records how many calls were reused). ``clips_at_once``: how many clips replay
+    side by side (default: one on the wall and simulated clocks, whose passes must not
+    share the cores with another clip's; on the modeled and unaware clocks, where a clip's
+    events do not depend on what else runs, as many as there are cores, at least two, so
+    that the cores stay busy through each clip's end). Raises
     ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.
     """
@@ -343,6 +349,14 @@ async def run_bench_async(
     for config in configs:
         config.validate()
     check_clock(clock)
+    if clips_at_once is not None and clips_at_once < 1:
+        raise ValueError(f"clips_at_once must be >= 1, got {clips_at_once}")
+    if (clips_at_once or 1) > 1 and (clock in MEASURED_MODES or one_at_a_time):
+        raise ValueError(
+            f"clips_at_once={clips_at_once} needs an unmeasured clock (modeled or unaware) replaying "
+            f"its configurations together: on the {clock} clock a pass's compute is its latency, "
+            "and clips side by side would slow each other's passes down"
+        )
     if clock == "modeled" and not isinstance(cost_model, CostModel):
         cost_model = load_cost_model(cost_model)
     utterances = load_corpus(corpus, language=language)
@@ -365,9 +379,15 @@ async def run_bench_async(
         bar = tqdm(total=round(run.audio_seconds, 1), unit="s", desc="bench", file=sys.stderr,
                    disable=(not progress) if progress is not None else None,
                    bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")  # fmt: skip
-        done = 0.0
-        try:
-            for utt, samples in zip(utterances, decoded):
+        # On the modeled and unaware clocks a clip's events do not depend on what else
+        # runs, so several clips replay at once: the cores stay busy through each clip's
+        # end, where its last configuration would otherwise run alone.
+        at_once = clips_at_once or (1 if one_at_a_time or clock in MEASURED_MODES else max(2, available_cores()))
+        shown = [0.0] * len(decoded)
+        replaying: list[tuple[float, float]] = []  # (start, end) of each clip's replay
+
+        async def bench_clip(index: int, utt: Any, samples: Any, turn: asyncio.Semaphore) -> tuple:
+            async with turn:
                 # One reference pass per backend instance. Together, they run alongside
                 # the replay: each holds a CPU slot like a streaming pass (and goes before
                 # the replay's passes), so it fills the cores the replay leaves idle
@@ -375,16 +395,15 @@ async def run_bench_async(
                 firsts: dict[tuple, StreamConfig] = {}
                 for config in configs:
                     firsts.setdefault(_offline_key(config), config)
-                passes = asyncio.ensure_future(
-                    _reference_passes(utt, samples, list(firsts.values()))
-                )
+                passes = asyncio.ensure_future(_reference_passes(utt, samples, list(firsts.values())))
                 if one_at_a_time:
                     bar.set_description(f"{utt.id} offline")
                     await asyncio.shield(passes)
-                bar.set_description(f"{utt.id} replay")
+                bar.set_description(f"{utt.id} replay" if at_once == 1 else "replay")
 
-                def show(seconds: float, _done: float = done) -> None:
-                    bar.n = round(min(_done + seconds, run.audio_seconds), 1)
+                def show(seconds: float) -> None:
+                    shown[index] = seconds
+                    bar.n = round(min(sum(shown), run.audio_seconds), 1)
                     bar.refresh()
 
                 t = time.perf_counter()
@@ -392,9 +411,9 @@ async def run_bench_async(
                 try:
                     if one_at_a_time:
                         streams = []
-                        for index, config in enumerate(configs):
-                            def one(seconds: float, _index: int = index) -> None:
-                                show((_index * len(samples) / 16000 + seconds) / len(configs))
+                        for position, config in enumerate(configs):
+                            def one(seconds: float, _position: int = position) -> None:
+                                show((_position * len(samples) / 16000 + seconds) / len(configs))
 
                             streams += await replay_async(
                                 samples, [config], clock=clock, progress=one, cost_model=cost_model,
@@ -408,14 +427,27 @@ async def run_bench_async(
                 except BaseException:
                     passes.cancel()  # a pass already running ends on its own thread
                     raise
-                run.replay_wall_seconds += time.perf_counter() - t
+                replaying.append((t, time.perf_counter()))
+                transcripts, offline_seconds = await passes
+                show(len(samples) / 16000)
+                return streams, dict(zip(firsts, transcripts)), offline_seconds, memo
+
+        try:
+            turn = asyncio.Semaphore(at_once)
+            clips = [asyncio.ensure_future(bench_clip(i, u, s, turn)) for i, (u, s) in enumerate(zip(utterances, decoded))]
+            try:
+                results = await asyncio.gather(*clips)
+            except BaseException:
+                for clip in clips:
+                    clip.cancel()
+                await asyncio.gather(*clips, return_exceptions=True)
+                raise
+            run.replay_wall_seconds = _covered_seconds(replaying)
+            for utt, (streams, offline, offline_seconds, memo) in zip(utterances, results):
                 if memo:
                     run.model_calls += memo.misses
                     run.reused_calls += memo.hits
-                transcripts, offline_seconds = await passes
                 run.offline_wall_seconds += offline_seconds
-                offline = dict(zip(firsts, transcripts))
-                done += len(samples) / 16000
                 for config, stream in zip(configs, streams):
                     reference = offline[_offline_key(config)]
                     run.streams.append(evaluate_stream(
@@ -433,6 +465,16 @@ async def run_bench_async(
         mine = [s for s in run.streams if s.config["name"] == config.label]
         run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
     return run
+
+
+def _covered_seconds(spans: Sequence[tuple[float, float]]) -> float:
+    """Seconds during which at least one of ``spans`` (start, end) was under way."""
+    total, reached = 0.0, float("-inf")
+    for begin, end in sorted(spans):
+        if end > reached:
+            total += end - max(begin, reached)
+            reached = end
+    return total
 
 
 def _offline_key(config: StreamConfig) -> tuple:
