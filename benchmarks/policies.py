@@ -21,6 +21,9 @@ latency, median first-text latency and RTF; ``--markdown FILE`` writes the dated
 
     python benchmarks/policies.py --compare --markdown docs/benchmarks/DATE-policies-alignatt.md
     python benchmarks/policies.py --compare --languages en --clock unaware
+
+``--variant NAME=OPTIONS`` adds a row beside the two defaults (say, AlignAtt with shorter
+encoder windows and chunks: ``--variant fast=policy=alignatt,pad_seconds=3,min_chunk=0.6``).
 """
 
 from __future__ import annotations
@@ -66,6 +69,12 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     backend = args.backend or "openai-whisper"
     clocks = args.clocks or ["unaware", "simulated"]
+    variants = []
+    for text in args.variants:
+        name, _, options = text.partition("=")
+        if not name.strip() or not options.strip() or name.strip() in COMPARED:
+            parser.error(f"--variant takes NAME=OPTIONS (a new name, and policy or backend options), not {text!r}")
+        variants.append((name.strip(), options.strip()))
     out = Path(args.out)
     load = LoadSampler()
     rows: list[dict[str, Any]] = []
@@ -82,6 +91,9 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         configs = [
             StreamConfig.parse(f"backend={backend},model={model},language={language},policy={policy}{extra},name={policy}")
             for policy in COMPARED
+        ] + [
+            StreamConfig.parse(f"backend={backend},model={model},language={language}{extra},{options},name={name}")
+            for name, options in variants
         ]  # fmt: skip
         for clock in clocks:
             # On the simulated and wall clocks a pass's compute is part of its latency: one
@@ -97,7 +109,8 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 streams = [s for s in run.streams if s.config["name"] == config.label]
                 offline = summary.get("offline_wer") or {}
                 rows.append({
-                    "language": language, "model": model, "clock": clock, "policy": config.policy,
+                    "language": language, "model": model, "clock": clock, "policy": config.label,
+                    "options": config.to_dict(),
                     "files": summary["files"], "audio_seconds": summary["audio_seconds"], "normalizer": normalizer,
                     "wer": summary["wer"]["value"], "offline_wer": offline.get("value"),
                     "reference_words": summary["wer"].get("reference_words"),
@@ -108,7 +121,7 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     environment = runs[0]["environment"] if runs else {}
     report = {
         "benchmark": "policies-alignatt", "date": datetime.date.today().isoformat(), "backend": backend, "rows": rows,
-        "runs": runs, "environment": environment, "hardware": hardware_summary(environment) if environment else None,
+        "variants": dict(variants), "runs": runs, "environment": environment, "hardware": hardware_summary(environment) if environment else None,
         "load_average": load.stop(), "wall_seconds": time.perf_counter() - started,
         "packages": _packages(),
     }  # fmt: skip
@@ -196,6 +209,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "| --- | --- | --- | " + " | ".join("---:" for _ in _HEADER[3:]) + " |",
     ]
     lines += ["| " + " | ".join(_cells(r)[: len(_HEADER)]) + " |" for r in report["rows"]]
+    if report.get("variants"):
+        lines += ["", "Variants (rows named so, beside each policy's defaults):", ""]
+        lines += [f"- `{name}`: `{options}`" for name, options in report["variants"].items()]
     failed = [r for r in report["rows"] if r["errors"]]
     if failed:
         lines += ["", "Failed streams: " + "; ".join(f"{r['language']} {r['clock']} {r['policy']}: {r['errors']}" for r in failed)]
@@ -235,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="--compare: languages to run (default: en,de,fr,es,pt)")  # fmt: skip
     parser.add_argument("--clocks", action="append", choices=["unaware", "simulated", "wall"],
                         help="--compare: clock (repeat; default: unaware and simulated)")  # fmt: skip
+    parser.add_argument("--variant", action="append", default=[], dest="variants", metavar="NAME=OPTIONS",
+                        help="--compare: one more row per language and clock, e.g. "
+                             "fast=policy=alignatt,pad_seconds=3,min_chunk=0.6")  # fmt: skip
     parser.add_argument("--english-model", default="tiny.en", help="--compare: the model for English")
     parser.add_argument("--multilingual-model", default="base", help="--compare: the model for the other languages")
     parser.add_argument("--markdown", default=None, help="--compare: also write the dated page for docs/benchmarks/ here")

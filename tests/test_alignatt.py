@@ -470,12 +470,21 @@ def test_the_policies_benchmark_compares_both_policies_and_writes_its_page(tone_
     spec.loader.exec_module(script)
     page = tmp_path / "page.md"
     argv = ["--compare", "--backend", "test-attention", "--corpus", str(tone_corpus), "--languages", "en",
-            "--english-model", "tones", "--clocks", "unaware", "--out", str(tmp_path / "out"), "--markdown", str(page)]  # fmt: skip
+            "--english-model", "tones", "--clocks", "unaware", "--out", str(tmp_path / "out"), "--markdown", str(page),
+            "--variant", "short=policy=alignatt,min_chunk=0.5,frame_threshold=10"]  # fmt: skip
     assert script.main(argv) == 0
     report = json.loads((tmp_path / "out" / "policies-alignatt.json").read_text())
-    assert [(r["policy"], r["wer"], r["kept"]) for r in report["rows"]] == [("local-agreement", 0.0, 1.0), ("alignatt", 0.0, 1.0)]
+    assert [(r["policy"], r["wer"], r["kept"]) for r in report["rows"]] == [
+        ("local-agreement", 0.0, 1.0), ("alignatt", 0.0, 1.0), ("short", 0.0, 1.0)
+    ]
+    short = report["rows"][2]
+    assert short["options"]["policy"] == "alignatt" and short["options"]["policy.min_chunk"] == 0.5
+    assert short["first_text"] < report["rows"][1]["first_text"], "smaller chunks show text sooner"
     text = page.read_text()
     assert "| en (tones) | unaware | alignatt | 0.0% | 0.0% | 100.0% |" in text and "--compare" in text
+    assert "- `short`: `policy=alignatt,min_chunk=0.5,frame_threshold=10`" in text
+    with pytest.raises(SystemExit):
+        script.main(argv[:-2] + ["--variant", "alignatt=min_chunk=1"])  # a name of its own
 
 
 def test_the_last_decode_of_a_looping_decoder_stops_at_its_token_budget():

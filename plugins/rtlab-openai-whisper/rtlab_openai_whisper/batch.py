@@ -42,12 +42,13 @@ class FirstWindow:
 
 
 def batchable(backend: OpenAIWhisperBackend, request: Request) -> bool:
-    """Whether ``request`` can share a batch: a buffer of one window, decoded greedily first
-    (beam search and sampling run alone)."""
+    """Whether ``request`` can share a batch: a buffer of one 30 s window, decoded greedily
+    first (beam search, sampling and ``pad_seconds`` windows run alone)."""
     from . import MIN_SAMPLES, WINDOW_SECONDS
 
     greedy = backend.beam_size == 1 and backend.temperatures[0] == 0
-    return greedy and backend.window == "buffer" and MIN_SAMPLES <= len(request.audio) <= WINDOW_SECONDS * 16_000
+    whole = backend.window == "buffer" and backend.pad_seconds is None  # one window shape
+    return greedy and whole and MIN_SAMPLES <= len(request.audio) <= WINDOW_SECONDS * 16_000
 
 
 def transcribe_together(backend: OpenAIWhisperBackend, requests: list[Request]) -> list[list[Word]]:

@@ -11,8 +11,8 @@ of the alignment heads itself.
 
 Decoders of several sessions batch (:meth:`WhisperIncrementalDecoder.encode_batch`,
 :meth:`~WhisperIncrementalDecoder.step_batch`): their buffers go through one encoder call
-(every window is Whisper's 30 s), and their steps through one decoder pass whose
-position-wise layers (projections, feed-forward, the output over the vocabulary) take every
+(every window is Whisper's 30 s; with the backend's ``pad_seconds``, one call per window
+length), and their steps through one decoder pass whose position-wise layers (projections, feed-forward, the output over the vocabulary) take every
 session's new tokens at once, while each session's self- and cross-attention runs on its own
 cache and encoder output, as it would alone. Nothing of a session is kept across calls
 outside its decoder.
@@ -112,12 +112,18 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
         import torch
         from whisper.audio import N_SAMPLES
 
+        backend = calls[0][0]._backend
         with torch.inference_mode():
             calls[0][0]._threads()
             spectrograms = [decoder._window_log_mel(np.asarray(audio[:N_SAMPLES], np.float32)) for decoder, audio in calls]
-            features = calls[0][0]._backend.encode(torch.stack([mel for mel, _ in spectrograms]))
-            for index, ((decoder, _), (_, frames)) in enumerate(zip(calls, spectrograms)):
-                decoder._set_features(features[index : index + 1], frames)
+            # One encoder call per input length (all 30 s, unless the backend has pad_seconds).
+            shapes: dict[int, list[int]] = {}
+            for index, (_, frames) in enumerate(spectrograms):
+                shapes.setdefault(backend.encoder_frames(frames), []).append(index)
+            for length, members in shapes.items():
+                features = backend.encode(torch.stack([spectrograms[i][0][:, :length] for i in members]))
+                for row, index in enumerate(members):
+                    calls[index][0]._set_features(features[row : row + 1], spectrograms[index][1])
         return [decoder.frames for decoder, _ in calls]
 
     def _window_log_mel(self, audio: np.ndarray):
