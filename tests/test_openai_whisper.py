@@ -893,3 +893,22 @@ def test_shorter_windows_are_not_batched():
     audio = decode("fox.ogg")
     assert batchable(get_backend("openai-whisper", max_batch=4), Request(audio, "", "en"))
     assert not batchable(get_backend("openai-whisper", max_batch=4, pad_seconds=1), Request(audio, "", "en"))
+
+
+def test_shorter_windows_report_their_encoder_input_as_a_cost_feature():
+    """With pad_seconds a pass's encoder input follows the buffer: the modeled clock's cost
+    features say how long it was (for transcribe, and for AlignAtt's decoder); with 30 s
+    windows the features stay those calibrations were fitted with."""
+    from rtlab.backends import Request
+    from rtlab.core.instances import SessionBackend
+
+    audio = decode("fox.ogg")  # 6.1 s
+    short = ensure_loaded(get_backend("openai-whisper", pad_seconds=3))
+    request = Request(audio[: 2 * 16000], "", "en")
+    assert short.cost_features(request, [])["encoder_seconds"] == 5.0
+    assert short.cost_features(Request(audio, "", "en"), [])["encoder_seconds"] == 10.0
+    assert "encoder_seconds" not in ensure_loaded(get_backend("openai-whisper")).cost_features(request, [])
+    for backend, expected in ((short, {"encoder_runs": 1.0, "encoder_seconds": 10.0}), (get_backend("openai-whisper"), {"encoder_runs": 1.0})):
+        session = SessionBackend(ensure_loaded(backend))
+        session.incremental_decoder(language="en").encode(audio)
+        assert session.take_features() == expected

@@ -128,7 +128,8 @@ class SessionBackend:
 class CountingDecoder:
     """A session's incremental decoder that adds up what its calls did, as the cost
     features of the pass they belong to (for the modeled clock and calibration): encoder
-    runs (one whole window each), decodes begun and the tokens each began with (the start
+    runs (and their input's seconds, where the decoder reports ``encoder_seconds``: shorter
+    windows than Whisper's 30 s), decodes begun and the tokens each began with (the start
     sequence is the same for every decode: ``begins`` carries it), and single-token steps.
     Everything else is the decoder's own."""
 
@@ -139,6 +140,9 @@ class CountingDecoder:
     def encode(self, audio: Any) -> int:
         frames = self.decoder.encode(audio)
         self._add({"encoder_runs": 1.0})
+        seconds = getattr(self.decoder, "encoder_seconds", None)
+        if seconds is not None:  # a decoder whose encoder input varies says how long it was
+            self._add({"encoder_seconds": float(seconds)})
         return frames
 
     def begin(self, context: Any, forced: Any) -> Any:

@@ -482,6 +482,19 @@ class OpenAIWhisperBackend(Backend):
             for segment in result["segments"] for w in segment.get("words", [])
         )  # fmt: skip
 
+    def cost_features(self, request: Request, words: list[Word]) -> dict[str, float]:
+        """The default features (:meth:`Backend.cost_features`) and, with ``pad_seconds``,
+        the seconds of the first window's encoder input, which then follow the buffer's
+        length (with Whisper's 30 s windows it is the same on every call, and calibrations
+        fitted without it stay valid)."""
+        features = super().cost_features(request, words)
+        if self.pad_seconds is not None:
+            from whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES
+
+            frames = min(len(request.audio) // HOP_LENGTH, N_FRAMES)
+            features["encoder_seconds"] = self.encoder_frames(frames) / FRAMES_PER_SECOND
+        return features
+
     def info(self) -> dict[str, Any]:
         return {
             "backend": self.name,

@@ -85,6 +85,8 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
         heads = model.alignment_heads.to_dense() if model.alignment_heads.is_sparse else model.alignment_heads
         self._alignment_heads = [[int(h) for h in np.flatnonzero(layer.cpu().numpy())] for layer in heads]
         self.frames = 0
+        #: Seconds of the last encoder input, with the backend's ``pad_seconds`` (else None).
+        self.encoder_seconds: float | None = None
         self._cross: list[tuple[Any, Any]] | None = None
         self._cache: list[tuple[Any, Any] | None] = []
         self._length = 0
@@ -123,7 +125,10 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
             for length, members in shapes.items():
                 features = backend.encode(torch.stack([spectrograms[i][0][:, :length] for i in members]))
                 for row, index in enumerate(members):
-                    calls[index][0]._set_features(features[row : row + 1], spectrograms[index][1])
+                    decoder = calls[index][0]
+                    decoder._set_features(features[row : row + 1], spectrograms[index][1])
+                    if backend.pad_seconds is not None:  # a cost feature (see rtlab.core.instances.CountingDecoder)
+                        decoder.encoder_seconds = length / 100.0
         return [decoder.frames for decoder, _ in calls]
 
     def _window_log_mel(self, audio: np.ndarray):
