@@ -59,7 +59,7 @@ def test_alignatt_is_registered_and_needs_incremental_decoding():
     assert registry.get("policy", "alignatt") is AlignAtt
     assert AlignAtt.requires == (INCREMENTAL_DECODING,)
     assert registry.accepted_options("policy", "alignatt") == {
-        "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "max_context_tokens": None,
+        "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "audio_min_len": 0.0, "max_context_tokens": None,
         "init_prompt": None, "static_init_prompt": None, "never_fire": False,
     }  # fmt: skip
     assert missing_capabilities(AlignAtt, ToneAttentionBackend) == []
@@ -107,6 +107,8 @@ def test_a_stream_on_a_backend_without_it_is_refused_when_configured():
         ("max_context_tokens", -3, "max_context_tokens must be a whole number >= 0"),
         ("init_prompt", 5, "init_prompt must be text"),
         ("never_fire", "yes", "never_fire must be true or false"),
+        ("audio_min_len", -1, "audio_min_len must be a number of seconds from 0 to below audio_max_len"),
+        ("audio_min_len", 30, r"audio_min_len must be a number of seconds from 0 to below audio_max_len \(30.0\)"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(option, value, message):
@@ -178,6 +180,27 @@ def test_a_lower_threshold_lets_the_decode_read_closer_to_the_end():
     # charlie's first half (frame 65, 25 from the end) is accepted now; its second half,
     # said at the buffer's last frames, is not: the word is incomplete, and held back.
     assert texts(step.committed) == ["alpha", "bravo"] and texts(step.partial) == ["cha"]
+
+
+def test_no_decode_runs_on_less_audio_than_audio_min_len_but_the_last_one():
+    """SimulStreaming's audio_min_len: a pass on a shorter buffer decodes nothing (no
+    encoder run); once the buffer is long enough the pass decodes as without the option,
+    and the stream's last decode runs whatever the buffer holds."""
+    audio, _ = tone_words("alpha bravo charlie")
+    backend = ToneAttentionBackend()
+    policy = AlignAtt(backend, frame_threshold=25, audio_min_len=1.5)
+    encodes = []
+    original = policy.decoder.encode
+    policy.decoder.encode = lambda pcm: encodes.append(len(pcm)) or original(pcm)
+    policy.insert_audio(audio[: SAMPLE_RATE])
+    assert policy.process_iter().committed == [] and encodes == []
+    policy.insert_audio(audio[SAMPLE_RATE : int(1.8 * SAMPLE_RATE)])
+    step = policy.process_iter()
+    assert texts(step.committed) == ["alpha"] and len(encodes) == 1
+    short = AlignAtt(ToneAttentionBackend(), audio_min_len=5.0)
+    short.insert_audio(audio[: SAMPLE_RATE])
+    assert short.process_iter().committed == []
+    assert texts(short.finish().committed) == ["alpha", "bravo"]  # the last decode runs on what 1 s holds
 
 
 def test_never_fire_commits_the_last_word_too():

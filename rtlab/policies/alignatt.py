@@ -147,6 +147,7 @@ class AlignAtt(Policy):
         min_chunk: float = 1.2,
         frame_threshold: int = 25,
         audio_max_len: float = 30.0,
+        audio_min_len: float = 0.0,
         max_context_tokens: int | None = None,
         init_prompt: str | None = None,
         static_init_prompt: str | None = None,
@@ -162,6 +163,11 @@ class AlignAtt(Policy):
             raise InvalidOption(
                 f"{prefix} audio_max_len must be a number of seconds above min_chunk ({min_chunk!r}), "
                 f"not {audio_max_len!r}"
+            )
+        if not _number(audio_min_len) or not 0 <= audio_min_len < audio_max_len:
+            raise InvalidOption(
+                f"{prefix} audio_min_len must be a number of seconds from 0 to below audio_max_len "
+                f"({audio_max_len!r}), not {audio_min_len!r}"
             )
         if max_context_tokens is not None and (
             isinstance(max_context_tokens, bool) or not isinstance(max_context_tokens, int) or max_context_tokens < 0
@@ -180,6 +186,7 @@ class AlignAtt(Policy):
         self.min_chunk = float(min_chunk)
         self.frame_threshold = frame_threshold
         self.audio_max_len = float(audio_max_len)
+        self.audio_min_len = float(audio_min_len)
         self.never_fire = never_fire
         self.decoder: IncrementalDecoder = backend.incremental_decoder(language=language)
         window = getattr(self.decoder, "window_seconds", None)
@@ -260,8 +267,8 @@ class AlignAtt(Policy):
 
     def _decode_buffer(self, final: bool) -> Step:
         self._trim_buffer()
-        if len(self.audio) == 0:
-            return Step()
+        if len(self.audio) == 0 or (not final and self.buffered_seconds < self.audio_min_len):
+            return Step()  # (too little audio yet to decode: no encoder run)
         frames = self.decoder.encode(self.audio)
         if frames <= 0:
             return Step()
