@@ -173,6 +173,35 @@ def test_a_retranscribed_committed_bigram_is_not_committed_twice():
     assert texts(policy.committed) == ["x", "y", "z"]
 
 
+def test_a_word_the_committing_pass_ran_into_is_not_lost():
+    # The pass that commits "extremo" ends it 0.2 s into "en"; the passes after it hear
+    # "extremo" end where "en" starts (as base did on a Spanish FLEURS clip).
+    policy, _ = policy_for(
+        "clima@0.2-0.5 extremo.@0.5-1.3",
+        "clima@0.2-0.5 extremo@0.5-1.5 en@1.5-1.66",  # commits "clima extremo", ending at 1.5
+        "clima@0.2-0.5 extremo@0.5-1.3 en@1.3-1.66 el@1.66-1.84 área@1.84-2.1",
+        "clima@0.2-0.5 extremo@0.5-1.3 en@1.3-1.66 el@1.66-1.84 área@1.84-2.1 que@2.1-2.3",
+    )
+    step(policy, 2.0)
+    assert texts(step(policy, 2.0).committed) == ["clima", "extremo"]
+    assert texts(step(policy, 2.0).committed) == ["en"]  # as the pass before heard it
+    assert texts(step(policy, 2.0).committed) == ["el", "área"]
+    assert texts(policy.committed) == ["clima", "extremo", "en", "el", "área"]
+
+
+def test_a_later_hearing_of_the_same_word_elsewhere_is_not_taken_for_the_committed_one():
+    # "de" said twice: only a hearing that overlaps the committed "de" in time stands for it.
+    policy, _ = policy_for(
+        "de@0.2-0.4 los@0.4-0.6",
+        "de@0.2-0.4 los@0.4-0.6 otros@0.7-1.0",  # commits "de los"
+        "de@0.2-0.4 los@0.4-0.6 otros@0.7-1.0 de@1.1-1.3 los@1.3-1.5",
+        "de@0.2-0.4 los@0.4-0.6 otros@0.7-1.0 de@1.1-1.3 los@1.3-1.5 blogs@1.5-1.9",
+    )
+    for _ in range(4):
+        step(policy, 2.0)
+    assert texts(policy.committed) == ["de", "los", "otros", "de", "los"]
+
+
 def test_finish_commits_the_tail_from_one_last_pass():
     policy, backend = policy_for("a@0.0-0.2 b@0.3-0.5 c@0.6-0.8", "a@0.0-0.2 b@0.3-0.5 d@0.6-0.9", "a@0.0-0.2 b@0.3-0.5 e@0.6-0.9 f@1.2-1.5")
     step(policy)

@@ -224,8 +224,23 @@ class LocalAgreement(Policy):
         return self._drop_already_committed(shifted)
 
     def _drop_already_committed(self, words: list[Word]) -> list[Word]:
-        # Whisper re-transcribes audio that is still in the buffer: keep only what starts
-        # after the last commit, then remove an n-gram that repeats the committed tail.
+        """``words`` (a pass's hypothesis, stream times) without what is already committed.
+
+        Whisper re-transcribes audio that is still in the buffer. Where the pass heard the
+        last committed word again (the same word, overlapping it in time), what follows
+        that hearing is new, however the two passes placed the boundary between them:
+        the pass that committed "extremo" may have ended it 0.2 s into the next word,
+        "en", which a later pass starts there, and a rule on times alone would drop "en"
+        for good. Without such a hearing: keep only what starts after the last commit,
+        then remove an n-gram that repeats the committed tail."""
+        if self.committed and _key(self.committed[-1]):
+            last = self.committed[-1]
+            hearings = [
+                index for index, word in enumerate(words)
+                if _key(word) == _key(last) and word["start"] < last["end"] and word["end"] > last["start"]
+            ]  # fmt: skip
+            if hearings:
+                return words[hearings[-1] + 1 :]
         cutoff = self.last_committed_end - 0.1
         words = [w for w in words if w["start"] > cutoff]
         if not words or not self.committed or abs(words[0]["start"] - self.last_committed_end) >= 1.0:
