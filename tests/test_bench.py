@@ -275,3 +275,31 @@ def test_bench_end_to_end_on_shared_speech_with_faster_whisper(tmp_path):
         assert summary["offline_wer"]["value"] < 0.5
         assert summary["latency"]["count"] > 0 and summary["latency"]["median"] > 0
         assert summary["environment"]["packages"]["faster-whisper"]
+
+
+def test_the_offline_reference_hears_the_16_bit_samples_the_streams_hear(tone_corpus, monkeypatch):
+    """Whisper's words move with rounding: the offline pass gets the audio as the replay
+    feeds it to the streams (16-bit PCM), with numpy's BLAS on one thread as while they run."""
+    import numpy as np
+
+    import rtlab.eval.offline as offline
+    from rtlab.core.scheduler import blas_threads
+    from rtlab.eval.bench import run_bench
+
+    heard = []
+    original = offline.offline_transcribe
+
+    def recording(path, config, *, audio=None, **options):
+        heard.append((np.array(audio), blas_threads.holders))
+        return original(path, config, audio=audio, **options)
+
+    import rtlab.decoders.files as files
+
+    decoded = files.decode_audio
+    # float samples between the 16-bit steps, as a file decoded to float32 has
+    monkeypatch.setattr(files, "decode_audio", lambda path: decoded(path) + np.float32(0.3 / 32768))
+    monkeypatch.setattr(offline, "offline_transcribe", recording)
+    run_bench(tone_corpus, [StreamConfig.parse("backend=test")], clock="unaware", progress=False, one_at_a_time=True)
+    assert heard and all(holders == 1 for _, holders in heard)
+    for audio, _ in heard:
+        assert audio.dtype == np.float32 and np.array_equal(audio * 32768, np.round(audio * 32768))

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
@@ -227,16 +229,26 @@ async def _reference_passes(
     utterance: Any, samples: Any, configs: Sequence[StreamConfig]
 ) -> tuple[list[Any], float]:
     """The offline pass of ``samples`` for each configuration (one per backend instance),
-    all at once; returns the transcripts and the wall seconds until the last one ended."""
+    all at once; returns the transcripts and the wall seconds until the last one ended.
+
+    The reference hears what the streams hear: the samples as the 16-bit PCM a replay
+    feeds them, with numpy's BLAS on one thread as while streams run (either difference
+    alone moves Whisper's features by rounding, and with them some words)."""
+    from ..core.scheduler import blas_threads
+    from ..decoders.files import to_pcm16
     from .offline import offline_transcribe
+
+    streamed = np.frombuffer(to_pcm16(samples), dtype="<i2").astype(np.float32) / 32768.0
+
+    def transcribe(config: StreamConfig) -> Any:
+        with blas_threads():
+            return offline_transcribe(
+                utterance.audio, config, language=config.language or utterance.language, audio=streamed
+            )
 
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
-    transcripts = await asyncio.gather(*(
-        loop.run_in_executor(None, lambda c=c: offline_transcribe(
-            utterance.audio, c, language=c.language or utterance.language, audio=samples))
-        for c in configs
-    ))  # fmt: skip
+    transcripts = await asyncio.gather(*(loop.run_in_executor(None, transcribe, c) for c in configs))
     return list(transcripts), time.perf_counter() - started
 
 
