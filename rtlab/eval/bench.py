@@ -241,14 +241,14 @@ async def _reference_passes(
     streamed = np.frombuffer(to_pcm16(samples), dtype="<i2").astype(np.float32) / 32768.0
 
     def transcribe(config: StreamConfig) -> Any:
-        with blas_threads():
-            return offline_transcribe(
-                utterance.audio, config, language=config.language or utterance.language, audio=streamed
-            )
+        return offline_transcribe(utterance.audio, config, language=config.language or utterance.language, audio=streamed)
 
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
-    transcripts = await asyncio.gather(*(loop.run_in_executor(None, transcribe, c) for c in configs))
+    # Held on the event loop's thread, as the processors hold it: the limit is process-wide,
+    # and holders on one thread let go in any order (see OneBlasThread).
+    with blas_threads():
+        transcripts = await asyncio.gather(*(loop.run_in_executor(None, transcribe, c) for c in configs))
     return list(transcripts), time.perf_counter() - started
 
 
