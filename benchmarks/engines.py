@@ -63,14 +63,12 @@ def _rss_bytes() -> int | None:
 def read_audio(path: Path):
     """16 kHz mono float32 samples of ``path``: a 16 kHz mono 16-bit WAV directly, anything
     else through FFmpeg (rtlab.decoders.files.decode_audio)."""
-    import numpy as np
-
-    from rtlab.decoders.files import decode_audio
+    from rtlab.decoders.files import decode_audio, from_pcm16
 
     if path.suffix.lower() == ".wav":
         with wave.open(str(path), "rb") as wav:
             if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getcomptype()) == (16000, 1, 2, "NONE"):
-                return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float32) / 32768
+                return from_pcm16(wav.readframes(wav.getnframes()))
     return decode_audio(path)
 
 

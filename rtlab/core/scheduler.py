@@ -201,11 +201,7 @@ class CpuSlots:
         if ticket.released or (ticket.count == 0 and ticket.gate is None):
             yield
             return
-        with self._condition:
-            self._free += ticket.count
-            if ticket.gate is not None:
-                ticket.gate.in_use -= 1
-            self._condition.notify_all()
+        self._give_back(ticket)
         try:
             yield
         finally:
@@ -219,6 +215,9 @@ class CpuSlots:
         ticket.released = True
         if ticket.count == 0 and ticket.gate is None:
             return
+        self._give_back(ticket)
+
+    def _give_back(self, ticket: Ticket) -> None:
         with self._condition:
             self._free += ticket.count
             if ticket.gate is not None:

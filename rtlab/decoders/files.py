@@ -48,3 +48,8 @@ def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
 def to_pcm16(audio: np.ndarray) -> bytes:
     """Float32 samples as little-endian 16-bit PCM bytes (what the ``pcm_s16le`` decoder reads)."""
     return (np.clip(audio, -1.0, 32767 / 32768) * 32768).round().astype("<i2").tobytes()
+
+
+def from_pcm16(data: bytes) -> np.ndarray:
+    """Little-endian 16-bit PCM bytes as float32 samples (what the ``pcm_s16le`` decoder gives)."""
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0

@@ -9,6 +9,7 @@ import numpy as np
 from ..core.state import State
 from ..errors import DecoderError
 from .base import Decoder
+from .files import from_pcm16
 
 
 _CHUNK_SAMPLES = 16_000
@@ -46,7 +47,7 @@ class PCMDecoder(Decoder):
         self._remainder = data[usable:]
         for start in range(0, usable, 2 * _CHUNK_SAMPLES):
             piece = data[start : min(usable, start + 2 * _CHUNK_SAMPLES)]
-            await self._queue.put(np.frombuffer(piece, dtype="<i2").astype(np.float32) / 32768.0)
+            await self._queue.put(from_pcm16(piece))
 
     async def end_input(self) -> None:
         if self.state is State.RUNNING and not self._ended:

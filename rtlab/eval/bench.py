@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
@@ -235,10 +233,10 @@ async def _reference_passes(
     feeds them, with numpy's BLAS on one thread as while streams run (either difference
     alone moves Whisper's features by rounding, and with them some words)."""
     from ..core.scheduler import blas_threads
-    from ..decoders.files import to_pcm16
+    from ..decoders.files import from_pcm16, to_pcm16
     from .offline import offline_transcribe
 
-    streamed = np.frombuffer(to_pcm16(samples), dtype="<i2").astype(np.float32) / 32768.0
+    streamed = from_pcm16(to_pcm16(samples))
 
     def transcribe(config: StreamConfig) -> Any:
         return offline_transcribe(utterance.audio, config, language=config.language or utterance.language, audio=streamed)
@@ -363,7 +361,8 @@ async def run_bench_async(
     check_clock(clock)
     if clips_at_once is not None and clips_at_once < 1:
         raise ValueError(f"clips_at_once must be >= 1, got {clips_at_once}")
-    if (clips_at_once or 1) > 1 and (clock in MEASURED_MODES or one_at_a_time):
+    clip_by_clip = one_at_a_time or clock in MEASURED_MODES  # a pass's compute is its latency
+    if (clips_at_once or 1) > 1 and clip_by_clip:
         raise ValueError(
             f"clips_at_once={clips_at_once} needs an unmeasured clock (modeled or unaware) replaying "
             f"its configurations together: on the {clock} clock a pass's compute is its latency, "
@@ -394,7 +393,7 @@ async def run_bench_async(
         # On the modeled and unaware clocks a clip's events do not depend on what else
         # runs, so several clips replay at once: the cores stay busy through each clip's
         # end, where its last configuration would otherwise run alone.
-        at_once = clips_at_once or (1 if one_at_a_time or clock in MEASURED_MODES else max(2, available_cores()))
+        at_once = clips_at_once or (1 if clip_by_clip else max(2, available_cores()))
         shown = [0.0] * len(decoded)
         replaying: list[tuple[float, float]] = []  # (start, end) of each clip's replay
 

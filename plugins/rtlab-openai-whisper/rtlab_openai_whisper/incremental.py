@@ -12,8 +12,8 @@ of the alignment heads itself.
 Decoders of several sessions batch (:meth:`WhisperIncrementalDecoder.encode_batch`,
 :meth:`~WhisperIncrementalDecoder.step_batch`): their buffers go through one encoder call
 (every window is Whisper's 30 s; with the backend's ``pad_seconds``, one call per window
-length), and their steps through one decoder pass whose position-wise layers (projections, feed-forward, the output over the vocabulary) take every
-session's new tokens at once, while each session's self- and cross-attention runs on its own
+length), and their steps through one decoder pass whose position-wise layers (projections,
+feed-forward, the output over the vocabulary) take every session's new tokens at once, while each session's self- and cross-attention runs on its own
 cache and encoder output, as it would alone. Nothing of a session is kept across calls
 outside its decoder.
 """
@@ -125,10 +125,7 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
             for length, members in shapes.items():
                 features = backend.encode(torch.stack([spectrograms[i][0][:, :length] for i in members]))
                 for row, index in enumerate(members):
-                    decoder = calls[index][0]
-                    decoder._set_features(features[row : row + 1], spectrograms[index][1])
-                    if backend.pad_seconds is not None:  # a cost feature (see rtlab.core.instances.CountingDecoder)
-                        decoder.encoder_seconds = length / 100.0
+                    calls[index][0]._set_features(features[row : row + 1], spectrograms[index][1])
         return [decoder.frames for decoder, _ in calls]
 
     def _window_log_mel(self, audio: np.ndarray):
@@ -153,6 +150,8 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
         ]  # fmt: skip
         self._reset_cache()
         self.frames = min(frames, N_FRAMES) // 2  # two spectrogram frames per encoder frame
+        if self._backend.pad_seconds is not None:  # a cost feature (see rtlab.core.instances.CountingDecoder)
+            self.encoder_seconds = features.shape[1] / self.frames_per_second
 
     def begin(self, context: Sequence[int], forced: Sequence[int]) -> Decoded:
         return self.step_batch([DecoderCall(self, "begin", (context, forced))])[0]
