@@ -11,7 +11,7 @@ import pytest
 
 from rtlab.errors import InvalidOption
 from rtlab.levels import frame_rms
-from rtlab.policies.local_agreement import LocalAgreement
+from rtlab.policies.local_agreement import KEEP_SILENCE, LocalAgreement
 from rtlab.testing import ScriptedBackend
 
 SR = 16_000
@@ -446,7 +446,7 @@ def test_vad_skips_passes_over_silence_before_anyone_speaks():
     assert backend.prompts == [], "no model call over silence"
     assert all(s.committed == [] and s.partial == [] for s in steps)
     assert policy.skipped_passes == 4
-    assert policy.buffered_seconds <= 0.5 + 1e-6  # the buffer does not grow over silence
+    assert policy.buffered_seconds <= KEEP_SILENCE + 1e-6  # the buffer does not grow over silence
 
 
 def test_vad_commits_an_utterance_at_its_end_without_waiting_for_agreement(speech):

@@ -81,3 +81,20 @@ def test_speech_in_says_whether_a_span_held_speech_and_forgets_what_it_is_told_t
     assert activity.speech_in(1.5, 3.0) is None, "forgotten"
     assert activity.speech_in(end + 0.5, end + 1.5) is False
     assert len(activity._flags) == activity.frames - activity._first_flag
+
+
+def test_words_that_lead_into_speech_count_as_said_and_words_apart_from_it_do_not(monkeypatch):
+    from rtlab.policies.vac import VoiceActivityController
+
+    controller = VoiceActivityController()
+    # Silero flags speech only from 1.0 s to 2.0 s: a soft start it trusted late.
+    monkeypatch.setattr(controller, "heard_in_speech", lambda start, end: 1.0 <= start < 2.0)
+    spans = [
+        (0.1, 0.3),  # apart from the speech (0.5 s before the next word): not said
+        (0.8, 0.93),  # "to", leading into "the" (0.02 s before it)
+        (0.95, 1.045),  # "the", leading into "north" (0.005 s before it)
+        (1.05, 1.4),  # "north", in speech
+        (2.5, 2.8),  # after the speech: lead_gap rescues only words before speech
+    ]
+    assert controller.words_in_speech(spans) == [False, True, True, True, False]
+    assert controller.words_in_speech(spans, lead_gap=0.01) == [False, False, True, True, False]

@@ -61,7 +61,8 @@ from .vac import VoiceActivityController
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
 _WORD_MARGIN = 0.25  # seconds
 PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
-KEEP_SILENCE = 0.5  # seconds of silence a buffer keeps before speech (voice-activity controller)
+KEEP_SILENCE = 1.0  # seconds of silence a buffer keeps before speech (voice-activity controller;
+# Silero can be 0.8 s late to flag a soft start after a pause)
 # A pause to cut in is quiet: no 20 ms frame above this fraction of the buffer's speech level
 # (its 90th-percentile frame), for at least _MIN_QUIET_FRAMES frames in a row, starting
 # within _END_SLACK seconds of the word's end.
@@ -214,8 +215,11 @@ class LocalAgreement(Policy):
         heard = [
             w for w in words
             if w["text"].strip() and (threshold is None or not self._is_silent(w, threshold))
-            and (self.vac is None or self.vac.heard_in_speech(w["start"] + self.buffer_offset, w["end"] + self.buffer_offset))
         ]  # fmt: skip
+        if self.vac is not None:
+            offset = self.buffer_offset
+            said = self.vac.words_in_speech([(w["start"] + offset, w["end"] + offset) for w in heard])
+            heard = [w for w, keep in zip(heard, said) if keep]
         self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(heard)
         shifted = [
             {**w, "start": w["start"] + self.buffer_offset, "end": w["end"] + self.buffer_offset}

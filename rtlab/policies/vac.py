@@ -25,6 +25,9 @@ import numpy as np
 from ..backends import SAMPLE_RATE
 from ..vad import FRAME, Pause, VoiceActivity
 
+#: Seconds between a word and the next at most, for a word before speech to lead into it.
+LEAD_GAP = 0.3
+
 
 class VoiceActivityController:
     """Voice activity of one stream, as a policy asks about it pass by pass.
@@ -67,6 +70,22 @@ class VoiceActivityController:
         span the VAD has not seen yet counts as speech."""
         found = self.activity.speech_in(max(0.0, start - margin), end + margin)
         return found is None or found
+
+    def words_in_speech(self, spans: list[tuple[float, float]], lead_gap: float = LEAD_GAP) -> list[bool]:
+        """Which of a pass's words (their ``(start, end)`` in stream seconds, in order) were
+        said: heard in speech (:meth:`heard_in_speech`), or leading into such a word with
+        no more than ``lead_gap`` seconds between one and the next.
+
+        Silero is slow to trust a soft start after a pause: on the shared English speech
+        it flagged "To the north" as speech 0.8 s after the words began, while Whisper put
+        them right at the buffer's start. Words the model heard *before* speech it is sure
+        of, and joined to it, are the utterance's first words; words in the silence
+        *after* speech, or apart from it, are still dropped."""
+        said = [self.heard_in_speech(start, end) for start, end in spans]
+        for index in range(len(spans) - 2, -1, -1):
+            if not said[index] and said[index + 1] and spans[index + 1][0] - spans[index][1] <= lead_gap:
+                said[index] = True
+        return said
 
     def forget_before(self, seconds: float) -> None:
         """The policy will not ask about audio before ``seconds`` again."""
