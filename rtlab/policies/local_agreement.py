@@ -216,15 +216,14 @@ class LocalAgreement(Policy):
             w for w in words
             if w["text"].strip() and (threshold is None or not self._is_silent(w, threshold))
         ]  # fmt: skip
-        if self.vac is not None:
-            offset = self.buffer_offset
-            said = self.vac.words_in_speech([(w["start"] + offset, w["end"] + offset) for w in heard])
-            heard = [w for w, keep in zip(heard, said) if keep]
-        self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(heard)
         shifted = [
             {**w, "start": w["start"] + self.buffer_offset, "end": w["end"] + self.buffer_offset}
             for w in heard
         ]
+        if self.vac is not None:
+            said = self.vac.words_in_speech([(w["start"], w["end"]) for w in shifted])
+            shifted = [w for w, keep in zip(shifted, said) if keep]
+        self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(shifted)
         return self._drop_already_committed(shifted)
 
     def _drop_already_committed(self, words: list[Word]) -> list[Word]:
