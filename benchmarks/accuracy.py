@@ -71,29 +71,39 @@ def kept_of(streams: list[Any]) -> tuple[float | None, float | None]:
     return WordsKept.pool(counts).fraction, min(fractions) if fractions else None
 
 
-def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0) -> Path:
+def long_form_stream(corpus: Path, minutes: float, seed: int = 0) -> tuple[Any, list[tuple[float, float, str]], list]:
     """One stream of at least ``minutes`` of the corpus's clips, repeated in order and joined
-    with seeded pauses of ``PAUSES`` seconds, written beside ``target``; its one-line JSONL
-    manifest (the reference: the clips' texts joined by spaces)."""
+    with seeded pauses of ``PAUSES`` seconds: its 16 kHz samples, each clip's ``(start,
+    end, text)`` in it, and the distinct clips as ``(samples, text)``."""
     import numpy as np
 
     from rtlab.decoders.files import decode_audio
     from rtlab.eval.corpus import load_corpus
-    from rtlab.testing.tones import wav_bytes
 
-    utterances = load_corpus(corpus)
-    clips = [(decode_audio(u.audio), u.text) for u in utterances]
+    clips = [(decode_audio(u.audio), u.text.strip()) for u in load_corpus(corpus)]
+    if not clips:
+        raise ValueError(f"no clips in {corpus}")
     pick = random.Random(seed)
-    pieces, texts, seconds = [], [], 0.0
+    pieces, segments, seconds = [], [], 0.0
     while seconds < minutes * 60:
         for audio, text in clips:
             pause = np.zeros(int(pick.uniform(*PAUSES) * 16_000), np.float32)
             pieces += [audio, pause]
-            texts.append(text.strip())
+            segments.append((seconds, seconds + len(audio) / 16_000, text))
             seconds += (len(audio) + len(pause)) / 16_000
+    return np.concatenate(pieces), segments, clips
+
+
+def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0) -> Path:
+    """:func:`long_form_stream` written beside ``target`` as a WAV file; its one-line JSONL
+    manifest (the reference: the clips' texts joined by spaces)."""
+    from rtlab.testing.tones import wav_bytes
+
+    samples, segments, _ = long_form_stream(corpus, minutes, seed)
     wav = target.with_suffix(".wav")
-    wav.write_bytes(wav_bytes(np.concatenate(pieces)))
-    target.write_text(json.dumps({"audio": str(wav), "text": " ".join(texts), "id": wav.stem}) + "\n", encoding="utf-8")
+    wav.write_bytes(wav_bytes(samples))
+    text = " ".join(text for _, _, text in segments)
+    target.write_text(json.dumps({"audio": str(wav), "text": text, "id": wav.stem}) + "\n", encoding="utf-8")
     return target
 
 

@@ -178,3 +178,32 @@ def test_accuracy_script_reports_offline_and_streaming_wer_and_words_kept_per_la
     assert report["rows"][1]["audio_seconds"] >= 15 and report["rows"][1]["files"] == 1
     assert report["rows"][3]["detected"] == ["en"], "the summaries' language: the tone backend's own"
     assert "whisper-basic" in result.stdout and "offline WER" in result.stdout
+
+
+def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_summary(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = run_script("long_form.py", "--backend", "test", "--model", "tones", "--corpus", str(tone_corpus),
+                        "--minutes", "0.5", "--configuration", "default", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "long_form.json").read_text(encoding="utf-8"))
+    (row,) = report["rows"]
+    clips = len(row["clips_alone_per_clip"])
+    assert row["stream_seconds"] >= 30 and row["segments"] == row["repetitions"] * clips >= 2 * clips
+    # the tone backend hears every word: each clip of the long stream keeps its own words
+    assert row["wer"]["value"] == row["clips_alone_wer"]["value"] == 0.0
+    assert [s["clip"] for s in row["per_segment"]] == [i % clips for i in range(row["segments"])]
+    assert row["summary_check"]["ok"] and row["summary_check"]["committed_words"] > 0
+    assert row["memory"]["samples"] >= 4 and row["memory"]["peak_mib"] >= row["memory"]["start_mib"] > 0
+    assert row["lag"]["max"] is not None and (out / "long_form.png").stat().st_size > 0
+    assert "| default" in result.stdout and "whisper-english" in result.stdout
+
+
+def test_long_form_assigns_each_word_to_the_clip_its_middle_falls_in():
+    spec = importlib.util.spec_from_file_location("long_form_benchmark", ROOT / "benchmarks" / "long_form.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    segments = [(0.0, 2.0, "a b"), (3.0, 5.0, "c d")]
+    words = [{"text": "a", "start": 0.1, "end": 0.4}, {"text": "b", "start": 1.5, "end": 2.9},  # middle 2.2
+             {"text": "c", "start": 2.7, "end": 2.9}, {"text": " d", "start": 4.0, "end": 4.5}]  # fmt: skip
+    assert script.assign_words(words, segments) == ["a b", "c d"]  # c's middle is 0.2 s early: loose word times

@@ -135,6 +135,23 @@ def test_prompt_is_the_last_whole_words_within_prompt_chars(prompt_chars, prompt
     assert backend.prompts[2] == prompt
 
 
+def test_a_long_stream_keeps_only_the_committed_words_its_prompt_needs():
+    # One word a second, each heard twice: the buffer is cut after every word, and the
+    # words before it matter only to the prompt (prompt_chars=8: at most 9 words kept).
+    hypotheses = []
+    for second in range(60):
+        hypotheses += [f"w{second}@0.1-0.4", f"w{second}@0.1-0.4"]
+    policy, backend = policy_for(*hypotheses, buffer_trimming_sec=0.5, prompt_chars=8)
+    committed = []
+    sizes = []
+    for _ in range(len(hypotheses)):
+        committed += step(policy, 0.5).committed
+        sizes.append(len(policy.committed))
+    assert len(committed) == 60 and len(set(texts(committed))) == 60
+    assert sizes[:4] == [0, 1, 1, 2] and max(sizes) == 9  # grows, then stays at 8 + 1
+    assert backend.prompts[-2:] == ["w57 w58", "w57 w58"]  # the prompt is what it was
+
+
 def test_overload_guard_keeps_the_buffer_within_max_buffer_sec_by_forcing_commits():
     # Hypotheses never agree (a model that keeps changing its mind): nothing is committed
     # by agreement, so without the guard the buffer (and compute per pass) would grow.

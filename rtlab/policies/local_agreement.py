@@ -143,7 +143,7 @@ class LocalAgreement(Policy):
         self.deadline_commits = 0  # words committed by the deadline, without agreement
         self.audio = np.zeros(0, dtype=np.float32)
         self.buffer_offset = 0.0  # stream time of self.audio[0]
-        self.committed: list[Word] = []
+        self.committed: list[Word] = []  # in the buffer, and the last ones before it (the prompt)
         self.previous: list[Word] = []  # last hypothesis, minus what has been committed
         # Language detection, when no language was given: the best (language, probability)
         # found so far, and whether a pass heard words yet (detection waits for speech).
@@ -405,6 +405,11 @@ class LocalAgreement(Policy):
         self.buffer_offset += samples / SAMPLE_RATE
         if self.vac is not None:
             self.vac.forget_before(self.buffer_offset)
+        # Committed words that left the buffer serve only the prompt (at most prompt_chars
+        # characters, so at most that many words): forget older ones, or a long stream's
+        # policy would grow with its transcript and every pass would scan all of it.
+        outside = sum(1 for w in self.committed if w["end"] <= self.buffer_offset)
+        del self.committed[: max(0, outside - self.prompt_chars - 1)]
 
     def _end_utterance(self, pause: Pause) -> Step:
         """Voice activity: an utterance ended. One pass over the buffer, and every word it

@@ -1,0 +1,319 @@
+"""Does a long stream stay as good as its clips? WER per clip over time, memory and lag.
+
+Builds one stream of at least ``--minutes`` of a corpus's clips (repeated in order, joined
+with seeded pauses of 0.5-3 s, as ``benchmarks/accuracy.py --long-form`` does), replays it
+through each configuration (:func:`rtlab.eval.replay.replay`, one configuration after
+another), streams the same clips one by one for comparison, and prints per configuration:
+
+* WER of the long stream (every committed word goes to the clip its middle falls in) and
+  of the clips streamed one by one, pooled and per source clip;
+* drift: the long stream's WER over the first and the second half of the repetitions;
+* memory: this process's resident set (children included: FFmpeg, when a decoder runs),
+  sampled every half second of the stream's clock as its events arrive: at the start and
+  end of the stream, and the slope of a line fit over its second half in MiB per hour;
+* lag (how far the stream is behind the audio when a pass ends): maximum and at the end;
+* whether the summary is right: its audio seconds are the stream's, its text is the
+  commits joined, its word count theirs.
+
+    python benchmarks/long_form.py                                 # 10 min, default and vad
+    python benchmarks/long_form.py --minutes 4 --configuration vad --clock simulated
+    python benchmarks/long_form.py --offline                       # + Whisper offline on it
+    python benchmarks/long_form.py --backend test --corpus DIR --minutes 0.5
+
+The default clock is ``unaware`` (its words are the same on every run); memory and lag
+mean most on ``simulated``, ``modeled`` or ``wall``. ``--offline`` adds one offline pass
+of the whole long stream (Whisper's own 30 s windows, the same model). Writes
+``long_form.json``, ``long_form.md`` and ``long_form.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import CONFIGURATIONS, long_form_stream, normalizer_name  # noqa: E402
+
+#: A word whose middle falls this long before a clip starts still counts as that clip's
+#: (Whisper's word times are loose by a few hundred ms).
+EARLY = 0.25
+MIB = 1024 * 1024
+
+
+def assign_words(words: list[dict[str, Any]], segments: list[tuple[float, float, str]]) -> list[str]:
+    """The committed text of each segment: a word belongs to the last segment that starts
+    at most ``EARLY`` seconds after the word's middle (words before the first go to it)."""
+    texts: list[list[str]] = [[] for _ in segments]
+    for word in words:
+        middle = (float(word["start"]) + float(word["end"])) / 2
+        index = 0
+        for i, (start, _, _) in enumerate(segments):
+            if start - EARLY <= middle:
+                index = i
+        texts[index].append(str(word["text"]).strip())
+    return [" ".join(t for t in text if t) for text in texts]
+
+
+class MemorySampler:
+    """Resident set of this process and its children over a stream, as ``(stream seconds,
+    MiB)`` pairs: the replay's event callback, sampling at most every ``every`` seconds of
+    the events' ``emitted_at`` (the stream's clock)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.every = every
+        self.samples: list[tuple[float, float]] = []
+
+    def rss_mib(self) -> float:
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except Exception:  # a child that ended between listing and reading
+                continue
+        return total / MIB
+
+    def __call__(self, index: int, event: dict[str, Any]) -> None:
+        at = event.get("emitted_at")
+        if at is None or (self.samples and float(at) - self.samples[-1][0] < self.every):
+            return
+        self.samples.append((float(at), self.rss_mib()))
+
+
+def memory_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
+    """Start (the first tenth's median), end (the last tenth's), peak, and the slope of a
+    least-squares line over the second half, in MiB per audio hour."""
+    import numpy as np
+
+    if len(samples) < 4:
+        return {"samples": len(samples), "start_mib": None, "end_mib": None, "peak_mib": None, "slope_mib_per_hour": None}
+    seconds = np.array([s for s, _ in samples])
+    mib = np.array([m for _, m in samples])
+    tenth = max(1, len(samples) // 10)
+    half = seconds >= seconds[-1] / 2
+    slope = None
+    if half.sum() >= 2 and np.ptp(seconds[half]) > 0:
+        slope = float(np.polyfit(seconds[half], mib[half], 1)[0] * 3600)
+    return {
+        "samples": len(samples), "start_mib": float(np.median(mib[:tenth])), "end_mib": float(np.median(mib[-tenth:])),
+        "peak_mib": float(mib.max()), "slope_mib_per_hour": slope,
+    }  # fmt: skip
+
+
+def summary_check(run: Any, stream_seconds: float, language: str) -> dict[str, Any]:
+    """Whether the stream's summary event agrees with the stream and its commits."""
+    from rtlab.core.events import join_words
+
+    summary = run.summary or {}
+    words = [w for e in run.events if e.get("type") == "commit" for w in e["words"]]
+    audio = summary.get("audio_seconds")
+    checks = {
+        "present": bool(summary),
+        "audio_seconds": audio is not None and abs(float(audio) - stream_seconds) < 0.1,
+        "text": summary.get("text") == join_words(words),
+        "language": summary.get("language") == language,
+    }
+    return {**checks, "ok": all(checks.values()), "summary_audio_seconds": audio, "committed_words": len(words)}
+
+
+def per_clip(references: list[str], hypotheses: list[str], clips: int, normalizer: str) -> list[float]:
+    """Pooled WER of each source clip over its repetitions (segment ``i`` is clip ``i % clips``)."""
+    from rtlab.eval.metrics import wer
+
+    return [wer(references[k::clips], hypotheses[k::clips], normalizer=normalizer).value for k in range(clips)]
+
+
+def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segments: list, clips: list) -> dict[str, Any]:
+    """The long stream and the clips one by one through one configuration."""
+    import numpy as np
+
+    from rtlab.eval.metrics import lag_series, wer
+    from rtlab.eval.replay import replay
+
+    normalizer = args.normalizer
+    references = [text for _, _, text in segments]
+    sampler = MemorySampler()
+    started = time.perf_counter()
+    (run,) = replay(stream, [config], clock=args.clock, on_event=sampler)
+    wall = time.perf_counter() - started
+    if run.error:
+        raise SystemExit(f"{config.label}: the long stream failed: {run.error}")
+    words = [w for e in run.events if e.get("type") == "commit" for w in e["words"]]
+    hypotheses = assign_words(words, segments)
+    repetitions = len(segments) // len(clips)
+    half = (repetitions // 2) * len(clips)
+    alone = []
+    for audio, _ in clips:
+        (clip_run,) = replay(audio, [config], clock=args.clock)
+        alone.append(clip_run.text)
+    clip_texts = [text for _, text in clips]
+    lag = lag_series(run.lag_samples).to_dict()
+    stream_seconds = len(stream) / 16_000
+    return {
+        "configuration": config.label, "options": str(config), "clock": args.clock, "normalizer": normalizer,
+        "stream_seconds": stream_seconds, "segments": len(segments), "repetitions": repetitions, "wall_seconds": wall,
+        "wer": wer(references, hypotheses, normalizer=normalizer).to_dict(),
+        "wer_first_half": wer(references[:half], hypotheses[:half], normalizer=normalizer).value if half else None,
+        "wer_second_half": wer(references[half:], hypotheses[half:], normalizer=normalizer).value if half else None,
+        "per_clip": per_clip(references, hypotheses, len(clips), normalizer),
+        "clips_alone_wer": wer(clip_texts, alone, normalizer=normalizer).to_dict(),
+        "clips_alone_per_clip": [wer(ref, hyp, normalizer=normalizer).value for ref, hyp in zip(clip_texts, alone)],
+        "per_segment": [
+            {"clip": i % len(clips), "start": start, "end": end, "wer": wer(ref, hyp, normalizer=normalizer).value,
+             "hypothesis": hyp}
+            for i, ((start, end, ref), hyp) in enumerate(zip(segments, hypotheses))
+        ],
+        "memory": {**memory_summary(sampler.samples), "series": sampler.samples[:: max(1, len(sampler.samples) // 600)]},
+        "lag": {"max": lag["stats"]["max"] if lag.get("stats") else None,
+                "final": run.lag_samples[-1][1] if run.lag_samples else None,
+                "series": [(float(t), float(v)) for t, v in run.lag_samples][:: max(1, len(run.lag_samples) // 600)]},
+        "summary_check": summary_check(run, stream_seconds, config.language),
+        "mean_lag": float(np.mean([v for _, v in run.lag_samples])) if run.lag_samples else None,
+    }  # fmt: skip
+
+
+def offline_row(args: argparse.Namespace, config: Any, stream: Any, segments: list, clips: list) -> dict[str, Any]:
+    """One offline pass of the whole long stream with the configuration's backend."""
+    from rtlab.core.instances import get_backend
+    from rtlab.eval.metrics import wer
+    from rtlab.eval.offline import transcribe_samples
+
+    backend = get_backend(config)
+    transcript = transcribe_samples(backend, stream, language=config.language)
+    hypotheses = assign_words(transcript.words, segments)
+    references = [text for _, _, text in segments]
+    return {
+        "wer": wer(references, hypotheses, normalizer=args.normalizer).to_dict(),
+        "per_clip": per_clip(references, hypotheses, len(clips), args.normalizer),
+        "compute_seconds": transcript.compute_seconds,
+    }
+
+
+def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> str:
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    def num(value: float | None, unit: str = "") -> str:
+        return "-" if value is None else f"{value:.1f}{unit}"
+
+    head = ["configuration", "WER", "clips alone", "1st half", "2nd half", "per clip", "RSS start", "RSS end",
+            "slope MiB/h", "lag max", "lag end", "summary"]  # fmt: skip
+    table = [head]
+    for row in rows:
+        memory = row["memory"]
+        table.append([
+            row["configuration"], pct(row["wer"]["value"]), pct(row["clips_alone_wer"]["value"]),
+            pct(row["wer_first_half"]), pct(row["wer_second_half"]),
+            " / ".join(f"{100 * v:.0f}" for v in row["per_clip"]), num(memory["start_mib"], " MiB"),
+            num(memory["end_mib"], " MiB"), num(memory["slope_mib_per_hour"]), num(row["lag"]["max"], " s"),
+            num(row["lag"]["final"], " s"), "ok" if row["summary_check"]["ok"] else "WRONG",
+        ])  # fmt: skip
+    if offline is not None:
+        table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "",
+                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), "", "", "", "", "", ""])  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Memory and lag against the audio streamed, and each repetition's WER, per configuration."""
+    from rtlab.eval.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    for row in rows:
+        label = row["configuration"]
+        series = row["memory"]["series"]
+        axes[0].plot([s / 60 for s, _ in series], [m for _, m in series], label=label)
+        lag = row["lag"]["series"]
+        axes[1].plot([t / 60 for t, _ in lag], [v for _, v in lag], label=label)
+        segs = row["per_segment"]
+        axes[2].plot([s["start"] / 60 for s in segs], [100 * s["wer"] for s in segs], ".", label=label, alpha=0.7)
+    axes[0].set_ylabel("RSS (MiB)")
+    axes[1].set_ylabel("lag (s)")
+    axes[2].set_ylabel("clip WER (%)")
+    axes[2].set_xlabel("audio streamed (min)")
+    axes[0].set_title(f"long-form stream, {rows[0]['clock']} clock")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", help="folder of clips (default: the shared English speech)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="at least this long (default 10)")
+    parser.add_argument("--backend", default="faster-whisper")
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--configuration", action="append",
+                        help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS (repeat; default: default and vad)")  # fmt: skip
+    parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled", "wall"])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pauses (default 0)")
+    parser.add_argument("--offline", action="store_true", help="add an offline pass of the whole stream")
+    parser.add_argument("--out", default="results/long-form", help="output folder (default: results/long-form)")
+    args = parser.parse_args(argv)
+    if args.minutes <= 0:
+        parser.error(f"--minutes must be > 0, got {args.minutes:g}")
+    configurations = {}
+    for given in args.configuration or ["default", "vad"]:
+        name, _, options = given.partition(":")
+        if not options and name not in CONFIGURATIONS:
+            parser.error(f"unknown configuration {name!r}: one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS")
+        configurations[name] = options if options else CONFIGURATIONS[name]
+    args.normalizer = normalizer_name(args.language)
+
+    from rtlab.config import StreamConfig
+    from rtlab.eval.bench import hardware_summary
+    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.metrics import environment_info
+
+    corpus = Path(args.corpus) if args.corpus else shared_speech_dir()
+    if corpus is None or not corpus.is_dir():
+        parser.error("no --corpus given and the shared speech folder was not found")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stream, segments, clips = long_form_stream(corpus, args.minutes, seed=args.seed)
+    print(f"{len(stream) / 16_000 / 60:.1f} min stream of {len(segments)} clips ({len(clips)} distinct)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    rows = []
+    config = None
+    for name, extra in configurations.items():
+        options = ",".join(o for o in (f"backend={args.backend}", f"model={args.model}", extra) if o)
+        config = StreamConfig.parse(f"{options},language={args.language},name={name}")
+        print(f"{name} ({args.clock} clock)...", file=sys.stderr, flush=True)
+        rows.append(run_configuration(args, config, stream, segments, clips))
+    offline = offline_row(args, config, stream, segments, clips) if args.offline and config is not None else None
+    environment = environment_info()
+    table = format_table(rows, offline)
+    header = (f"{len(stream) / 16_000 / 60:.1f} min stream ({len(segments)} clips of {corpus.name}, seed {args.seed}); "
+              f"{args.backend} {args.model}; clock {args.clock}; normalizer {args.normalizer}; "
+              f"hardware: {hardware_summary(environment)}")  # fmt: skip
+    print("\n" + header)
+    print(table)
+    report = {
+        "benchmark": "long_form", "date": datetime.date.today().isoformat(), "corpus": str(corpus),
+        "minutes": args.minutes, "seed": args.seed, "backend": args.backend, "model": args.model,
+        "clock": args.clock, "normalizer": args.normalizer, "configurations": configurations,
+        "rows": rows, "offline": offline, "environment": environment,
+    }  # fmt: skip
+    (out / "long_form.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    (out / "long_form.md").write_text(header + "\n\n" + table + "\n", encoding="utf-8")
+    plot(rows, out / "long_form.png")
+    print(f"wrote {out / 'long_form.json'}, long_form.md, long_form.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
