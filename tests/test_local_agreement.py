@@ -135,6 +135,37 @@ def test_prompt_is_the_last_whole_words_within_prompt_chars(prompt_chars, prompt
     assert backend.prompts[2] == prompt
 
 
+@pytest.mark.parametrize(
+    "first, gap_start, sentence_pause_sec, offset",
+    [
+        ("over.", 1.5, 0.8, 0.95),  # a sentence, then 1.1 s of pause: cut in its middle
+        ("over.", 1.5, None, 0.0),  # off: the buffer is cut only past buffer_trimming_sec
+        ("over", 1.5, 0.8, 0.0),  # no sentence end
+        ("over.", 0.9, 0.8, 0.0),  # a pause of 0.5 s only
+    ],
+)
+def test_sentence_pause_sec_cuts_the_buffer_after_a_finished_sentence_and_a_long_pause(
+    first, gap_start, sentence_pause_sec, offset
+):
+    then = f"next@{gap_start}-{gap_start + 0.3}"
+    policy, backend = policy_for(
+        f"{first}@0.1-0.4", f"{first}@0.1-0.4 {then}", f"{first}@0.1-0.4 {then}",
+        sentence_pause_sec=sentence_pause_sec,
+    )  # fmt: skip
+    assert texts(step(policy).committed) == []
+    assert texts(step(policy).committed) == [first]
+    assert policy.buffer_offset == pytest.approx(offset)
+    if offset:  # the next pass hears the buffer from the cut on, prompted with the sentence
+        step(policy)
+        assert backend.prompts[-1] == first and backend.audio_lengths[-1] == pytest.approx(3 - offset)
+
+
+def test_sentence_pause_sec_must_be_a_number_of_seconds():
+    for bad in (True, "1", 0.1, 11):
+        with pytest.raises(InvalidOption, match="sentence_pause_sec"):
+            policy_for("a@0-1", sentence_pause_sec=bad)
+
+
 def test_a_long_stream_keeps_only_the_committed_words_its_prompt_needs():
     # One word a second, each heard twice: the buffer is cut after every word, and the
     # words before it matter only to the prompt (prompt_chars=8: at most 9 words kept).

@@ -108,6 +108,7 @@ class LocalAgreement(Policy):
         deadline_sec: float | None = None,
         vad: bool = False,
         vad_silence_ms: float = 500,
+        sentence_pause_sec: float | None = None,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -137,6 +138,15 @@ class LocalAgreement(Policy):
                 f"policy 'local-agreement': vad_silence_ms must be a number of milliseconds from 100 to 5000, "
                 f"not {vad_silence_ms!r}"
             )
+        if sentence_pause_sec is not None and (
+            isinstance(sentence_pause_sec, bool) or not isinstance(sentence_pause_sec, (int, float))
+            or not PAUSE_SECONDS <= sentence_pause_sec <= 10
+        ):  # fmt: skip
+            raise InvalidOption(
+                f"policy 'local-agreement': sentence_pause_sec must be a number of seconds from "
+                f"{PAUSE_SECONDS} to 10 (or unset), not {sentence_pause_sec!r}"
+            )
+        self.sentence_pause_sec = None if sentence_pause_sec is None else float(sentence_pause_sec)
         self.vac = VoiceActivityController(min_silence_ms=vad_silence_ms) if vad else None
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.dropped_silent_words = 0
@@ -312,11 +322,11 @@ class LocalAgreement(Policy):
         self.previous = self.previous[len(forced) :]
         return forced
 
-    def _cut_points(self) -> list[tuple[float, bool]]:
+    def _cut_points(self) -> list[tuple[float, bool, float]]:
         """Where the buffer may be cut, in stream time, oldest first: in a pause of at least
         ``PAUSE_SECONDS`` after a committed word that the audio confirms (see
-        :meth:`_pause_cut`), ``(time, sentence)`` where ``sentence`` says the word ends a
-        sentence.
+        :meth:`_pause_cut`), ``(time, sentence, gap)`` where ``sentence`` says the word ends
+        a sentence and ``gap`` is the time from its end to the next word's start.
 
         A cut right at a word's end inside running speech leaves the next pass a buffer
         that opens mid-syllable: tiny.en then hears "it's been" for "by", two passes cannot
@@ -334,7 +344,7 @@ class LocalAgreement(Policy):
                 continue
             cut = self._pause_cut(word["end"], after, frames, quiet)
             if cut is not None:
-                points.append((cut, word["text"].rstrip()[-1:] in ".?!"))
+                points.append((cut, word["text"].rstrip()[-1:] in ".?!", after - word["end"]))
         return points
 
     def _pause_cut(self, end: float, after: float, frames: np.ndarray, quiet: float) -> float | None:
@@ -375,6 +385,12 @@ class LocalAgreement(Policy):
         limit = self.buffer_trimming_sec
         if self.behind:
             limit = min(limit, self.overload_trimming_sec)
+        if self.sentence_pause_sec is not None:
+            # A finished sentence and a long pause: what comes next is heard from the pause
+            # on, as if it began the stream (with what was said before as the prompt).
+            ends = [time for time, sentence, gap in self._cut_points() if sentence and gap >= self.sentence_pause_sec]
+            if ends:
+                self._cut_at(ends[-1])
         if self.buffered_seconds <= limit:
             return
         # Prefer the end of the last committed sentence, which keeps the sentence being spoken
@@ -382,7 +398,7 @@ class LocalAgreement(Policy):
         # after a committed word; past buffer_trimming_sec with neither, the last word.
         buffer_end = self.buffer_offset + self.buffered_seconds
         points = self._cut_points()
-        sentences = [time for time, sentence in points if sentence]
+        sentences = [time for time, sentence, _ in points if sentence]
         if sentences and buffer_end - sentences[-1] <= limit:
             cut = sentences[-1]
         elif points:
