@@ -54,6 +54,18 @@ LANGUAGES = ("en", "de", "fr", "es", "pt")
 PAUSES = (0.5, 3.0)  # seconds of silence between the clips of a long-form stream
 
 
+def parse_configurations(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, str]:
+    """``--configuration`` values (a name of ``CONFIGURATIONS``, or ``NAME:OPTIONS``) as
+    name -> options; an unknown name is the parser's error."""
+    configurations = {}
+    for item in given:
+        name, _, options = item.partition(":")
+        if not options and name not in CONFIGURATIONS:
+            parser.error(f"unknown configuration {name!r}: one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS")
+        configurations[name] = options if options else CONFIGURATIONS[name]
+    return configurations
+
+
 def normalizer_name(language: str) -> str:
     """Whisper's English normalizer for English, its basic one for any other language."""
     return "whisper-english" if language == "en" else "whisper-basic"
@@ -181,12 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-form", type=float, metavar="MINUTES", help="add one stream at least this long")
     parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
     args = parser.parse_args(argv)
-    args.configurations = {}
-    for given in args.configuration or list(CONFIGURATIONS):
-        name, _, options = given.partition(":")
-        if not options and name not in CONFIGURATIONS:
-            parser.error(f"unknown configuration {name!r}: one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS")
-        args.configurations[name] = options if options else CONFIGURATIONS[name]
+    args.configurations = parse_configurations(parser, args.configuration or list(CONFIGURATIONS))
 
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import shared_speech_dir

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import CONFIGURATIONS, long_form_stream, normalizer_name  # noqa: E402
+from accuracy import CONFIGURATIONS, long_form_stream, normalizer_name, parse_configurations  # noqa: E402
 
 #: A word whose middle falls this long before a clip starts still counts as that clip's
 #: (Whisper's word times are loose by a few hundred ms).
@@ -266,12 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes:g}")
-    configurations = {}
-    for given in args.configuration or ["default", "vad"]:
-        name, _, options = given.partition(":")
-        if not options and name not in CONFIGURATIONS:
-            parser.error(f"unknown configuration {name!r}: one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS")
-        configurations[name] = options if options else CONFIGURATIONS[name]
+    configurations = parse_configurations(parser, args.configuration or ["default", "vad"])
     args.normalizer = normalizer_name(args.language)
 
     from rtlab.config import StreamConfig
