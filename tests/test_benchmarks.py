@@ -125,6 +125,8 @@ def test_clocks_script_puts_the_clocks_side_by_side(tone_corpus, tmp_path):
     page = (tmp_path / "clocks.md").read_text(encoding="utf-8")
     assert "| modeled | 0.0% |" in page and costs.sha256[:12] in page
     assert f"{reused} of {calls} backend calls reused" in page
+    assert report["sweep_batch"] == 4 and "sweep, modeled (passes batched up to 4 per call)" in page
+    assert "modeled, no reused calls, not batched" in page and "between the medians" in page
 
 
 def test_batching_script_compares_batched_and_unbatched_sessions(tone_corpus, tmp_path):

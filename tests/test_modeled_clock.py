@@ -319,3 +319,74 @@ def test_measured_clocks_replay_one_clip_at_a_time(clock, tone_corpus):
 
     with pytest.raises(ValueError, match="clips_at_once=2 needs an unmeasured clock"):
         run_bench(tone_corpus, [StreamConfig.parse("backend=test")], clock=clock, progress=False, clips_at_once=2)
+
+
+# --------------------------------------------------------------------------- batched replays
+
+
+@pytest.mark.parametrize("clock", ["modeled", "unaware"])
+def test_a_batched_replay_gives_the_events_of_one_that_does_not(clock, audio, monkeypatch):
+    """``batch``: passes of the replay's streams share model calls where the backend
+    batches; the events are those of one pass per call, the runs keep the configurations
+    as given, and the cost model fitted without ``max_batch`` serves the batched backend."""
+    from rtlab.testing.tones import ToneBackend
+
+    sizes = []
+    batched_call = ToneBackend.transcribe_batch
+
+    def counting(self, requests):
+        sizes.append(len(requests))
+        return batched_call(self, requests)
+
+    monkeypatch.setattr(ToneBackend, "transcribe_batch", counting)
+    configs = [StreamConfig.parse(f"backend=test,model=batched-replay,{c}") for c in (
+        "min_chunk=0.5", "min_chunk=1", "min_chunk=1,deadline_sec=1", "min_chunk=0.7",
+    )]  # fmt: skip
+    costs = model_for(configs[0], calls=0.2, audio_seconds=0.05, words=0.01) if clock == "modeled" else None
+    drop = ("measured_compute_seconds",) + (UNAWARE_MEASURED if clock == "unaware" else ())
+    alone = replay(audio, configs, clock=clock, cost_model=costs, reuse_passes=False)
+    assert not sizes, "no batch unless asked for"
+    batched = replay(audio, configs, clock=clock, cost_model=costs, reuse_passes=False, batch=4)
+    assert max(sizes) > 1, f"passes of several streams shared a call: {sizes}"
+    for a, b in zip(alone, batched):
+        assert a.error is None and b.error is None
+        assert without_measured(a.events, drop) == without_measured(b.events, drop)
+        assert b.configuration in configs
+    assert alone[0].text == TEXT
+
+
+def test_a_replay_batches_only_where_the_configuration_leaves_it_to_the_replay():
+    from rtlab.eval.replay import _as_run
+
+    assert _as_run(StreamConfig.parse("backend=test"), 4).backend_options["max_batch"] == 4
+    assert _as_run(StreamConfig.parse("backend=test,max_batch=2"), 4).backend_options["max_batch"] == 2
+    assert "max_batch" not in _as_run(StreamConfig.parse("backend=test"), None).backend_options
+
+
+@pytest.mark.parametrize("clock", ["wall", "simulated"])
+def test_measured_clocks_refuse_a_batched_replay(clock, audio, tone_corpus):
+    from rtlab.eval.bench import run_bench
+
+    config = StreamConfig.parse("backend=test")
+    with pytest.raises(ValueError, match="batch=4 needs an unmeasured clock"):
+        replay(audio, [config], clock=clock, batch=4)
+    with pytest.raises(ValueError, match="batch=4 needs an unmeasured clock"):
+        run_bench(tone_corpus, [config], clock=clock, progress=False, batch=4)
+    for bad in (0, True, 2.5, 10_000):
+        with pytest.raises(ValueError, match="batch must be a whole number"):
+            replay(audio, [config], clock="unaware", batch=bad)
+
+
+def test_a_calibration_key_leaves_out_how_passes_are_run_together(tmp_path):
+    """max_batch and batch_wait_ms say how passes share calls, not what one costs: a
+    calibration serves a configuration whatever they are, also from a file that names them."""
+    config = StreamConfig.parse("backend=test,model=key-without-batch")
+    batched = StreamConfig.parse("backend=test,model=key-without-batch,max_batch=8,batch_wait_ms=5")
+    key = key_for(config, get_backend(config))
+    assert key == key_for(batched, get_backend(batched)) and "max_batch" not in key["options"]
+    costs = model_for(config, calls=0.1)
+    data = costs.to_dict()
+    data["calibrations"][0]["key"]["options"].update(max_batch=1, batch_wait_ms=10.0)  # an older file
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert load_cost_model(path).find(key).weights["calls"] == 0.1

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import click
 
+from ..backends import MAX_BATCH
 from ..config import StreamConfig
 from ..core.clock import CLOCK_MODES
 from ..errors import RtlabError
@@ -58,8 +59,11 @@ def _parse_configs(texts: Sequence[str], grid: str | None) -> list[StreamConfig]
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
 @click.option("--one-at-a-time", is_flag=True,
               help="Replay one configuration after another: slower, each pass's compute as it is alone.")
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=None,
+              help="Modeled and unaware clocks: passes of backends that batch share model calls, up to this "
+                   "many per call (the same results, less CPU).")
 def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, long_form, gap, language, progress,
-          one_at_a_time) -> None:  # fmt: skip
+          one_at_a_time, batch) -> None:  # fmt: skip
     """Replay the corpus at CORPUS through every configuration at once and score them.
 
     CORPUS is a folder of audio files with same-name .txt references, a LibriSpeech folder,
@@ -73,7 +77,7 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
         run = run_bench(
             corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
             language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
-            progress=progress, one_at_a_time=one_at_a_time, cost_model=cost_model,
+            progress=progress, one_at_a_time=one_at_a_time, cost_model=cost_model, batch=batch,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from None

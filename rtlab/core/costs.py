@@ -45,11 +45,24 @@ class CostModelError(RtlabError):
     code = "cost_model"
 
 
+#: Backend options that say how passes are run together, not what one pass computes: a
+#: cost model predicts a pass as if it ran alone, batched or not.
+EXECUTION_OPTIONS = frozenset({"device", "max_batch", "batch_wait_ms"})
+
+
 def calibration_key(backend: str, options: Mapping[str, Any], device: str | None) -> dict[str, Any]:
     """What a calibration is for: the backend, every option with its default filled in
-    (as JSON values) and the device the model runs on."""
-    jsonable = {k: v for k, v in sorted(options.items()) if k != "device"}
+    (as JSON values) but those of :data:`EXECUTION_OPTIONS`, and the device the model
+    runs on."""
+    jsonable = {k: v for k, v in sorted(options.items()) if k not in EXECUTION_OPTIONS}
     return json.loads(json.dumps({"backend": backend, "options": jsonable, "device": device}, default=repr))
+
+
+def _without_execution_options(key: Mapping[str, Any]) -> dict[str, Any]:
+    """``key`` as read from a file, less the options of :data:`EXECUTION_OPTIONS` (files
+    written before they were left out name them)."""
+    options = {k: v for k, v in key["options"].items() if k not in EXECUTION_OPTIONS}
+    return {**key, "options": options}
 
 
 def key_for(config: StreamConfig, backend: Backend) -> dict[str, Any]:
@@ -213,9 +226,10 @@ def load_cost_model(path: str | os.PathLike[str] | None = None) -> CostModel:
                 f"{FORMAT_VERSION}: recalibrate with 'rtlab calibrate --out {where}'"
             )
         calibrations = [
-            Calibration(dict(c["key"]), {k: float(v) for k, v in c["weights"].items()}, dict(c.get("fit", {})))
+            Calibration(_without_execution_options(c["key"]), {k: float(v) for k, v in c["weights"].items()},
+                        dict(c.get("fit", {})))
             for c in data["calibrations"]
-        ]
+        ]  # fmt: skip
     except CostModelError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:

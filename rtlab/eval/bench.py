@@ -153,6 +153,9 @@ class BenchRun:
     #: reused by other configurations (see :mod:`rtlab.core.memo`); both 0 otherwise.
     model_calls: int = 0
     reused_calls: int = 0
+    #: On the modeled and unaware clocks, passes of the replay batched up to this many per
+    #: model call where a backend batches (``run_bench(batch=...)``); None: not batched.
+    batch: int | None = None
 
     def run_record(self) -> dict[str, Any]:
         """The first line of ``results.jsonl``: what was run, where, and how long it took."""
@@ -173,6 +176,7 @@ class BenchRun:
             "offline_wall_seconds": self.offline_wall_seconds,
             "model_calls": self.model_calls,
             "reused_calls": self.reused_calls,
+            "batch": self.batch,
             "environment": self.environment,
         }
 
@@ -218,7 +222,8 @@ class BenchRun:
             f"offline passes {self.offline_wall_seconds:.1f} s "
             + ("before it)" if self.replay_mode == "one at a time" else "alongside it)")
             + (f"; {self.reused_calls} of {self.model_calls + self.reused_calls} backend calls reused"
-               if self.reused_calls else ""),
+               if self.reused_calls else "")
+            + (f"; passes batched up to {self.batch} per model call" if self.batch else ""),
         ]
         return "\n".join(header) + "\n" + format_table(self.summaries)
 
@@ -318,6 +323,7 @@ async def run_bench_async(
     cost_model: Any = None,
     reuse_passes: bool = True,
     clips_at_once: int | None = None,
+    batch: int | None = None,
 ) -> BenchRun:
     """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
     :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
@@ -338,7 +344,10 @@ async def run_bench_async(
     side by side (default: one on the wall and simulated clocks, whose passes must not
     share the cores with another clip's; on the modeled and unaware clocks, where a clip's
     events do not depend on what else runs, as many as there are cores, at least two, so
-    that the cores stay busy through each clip's end). Raises
+    that the cores stay busy through each clip's end). ``batch``: on the modeled and
+    unaware clocks, the passes of configurations whose backend batches share model calls,
+    up to this many per call (see :func:`~rtlab.eval.replay.replay_async`; the results are
+    the same, the run takes less CPU). Raises
     ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.
     """
@@ -350,7 +359,7 @@ async def run_bench_async(
     from .corpus import concatenate, load_corpus
     from .metrics import environment_info
     from ..decoders.files import decode_audio
-    from .replay import replay_async
+    from .replay import _check_batch, replay_async
     from .results import evaluate_stream, summarize
 
     configs = list(configurations)
@@ -359,6 +368,7 @@ async def run_bench_async(
     for config in configs:
         config.validate()
     check_clock(clock)
+    _check_batch(batch, clock)
     if clips_at_once is not None and clips_at_once < 1:
         raise ValueError(f"clips_at_once must be >= 1, got {clips_at_once}")
     clip_by_clip = one_at_a_time or clock in MEASURED_MODES  # a pass's compute is its latency
@@ -382,7 +392,7 @@ async def run_bench_async(
             ]
         run = BenchRun(str(corpus), configs, clock, norm, long_form, environment=environment_info(),
                        replay_mode="one at a time" if one_at_a_time else "together",
-                       cost_model=cost_model.describe() if clock == "modeled" else None)
+                       cost_model=cost_model.describe() if clock == "modeled" else None, batch=batch)
         decoded = []
         for utt in utterances:
             decoded.append(await loop.run_in_executor(None, decode_audio, utt.audio))
@@ -428,12 +438,12 @@ async def run_bench_async(
 
                             streams += await replay_async(
                                 samples, [config], clock=clock, progress=one, cost_model=cost_model,
-                                reuse_passes=memo,
+                                reuse_passes=memo, batch=batch,
                             )  # fmt: skip
                     else:
                         streams = await replay_async(
                             samples, configs, clock=clock, progress=show, cost_model=cost_model,
-                            reuse_passes=memo,
+                            reuse_passes=memo, batch=batch,
                         )  # fmt: skip
                 except BaseException:
                     passes.cancel()  # a pass already running ends on its own thread

@@ -46,13 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import SAMPLE_RATE
+from ..backends import MAX_BATCH, SAMPLE_RATE
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
 from ..core.memo import PassMemo
 from ..core.processor import AudioProcessor
 from ..errors import RtlabError
+from ..registry import get_registry
 
 __all__ = ["StreamRun", "replay", "replay_async"]
 
@@ -112,6 +113,7 @@ async def replay_async(
     on_event: Callable[[int, dict[str, Any]], None] | None = None,
     cost_model: Any = None,
     reuse_passes: bool | PassMemo = True,
+    batch: int | None = None,
 ) -> list[StreamRun]:
     """Stream ``audio`` (a file path, or 16 kHz mono float32 samples) through every
     configuration concurrently; one :class:`StreamRun` per configuration, in order.
@@ -135,8 +137,17 @@ async def replay_async(
     its words instead of running the model again (see :mod:`rtlab.core.memo`; the events
     are the same). True: one :class:`~rtlab.core.memo.PassMemo` for this replay; a
     ``PassMemo``: that one (its ``hits`` and ``misses`` count the calls); False: none.
+
+    ``batch`` (``modeled`` and ``unaware`` clocks only): the configurations whose backend
+    batches (takes a ``max_batch`` option) and that set no ``max_batch`` of their own run
+    with ``max_batch=batch``: passes of the replay's streams that wait at the same time
+    share one model call (see :mod:`rtlab.core.batching`). The replay takes less CPU; the
+    events are the same as without, for a backend whose batched calls give the words its
+    single calls give (:func:`rtlab.testing.conformance.check_backend` checks that on its
+    inputs). The runs keep the configurations as given.
     """
     check_clock(clock)
+    _check_batch(batch, clock)
     if clock == "modeled" and not isinstance(cost_model, CostModel):
         cost_model = load_cost_model(cost_model)  # once for every configuration
     if chunk_seconds <= 0:
@@ -155,10 +166,7 @@ async def replay_async(
     if clock not in MEASURED_MODES and reuse_passes is not False:
         memo = reuse_passes if isinstance(reuse_passes, PassMemo) else PassMemo()
     processors = [
-        AudioProcessor(
-            c.replace(decoder="pcm_s16le", decoder_options={}), clock=clock, cost_model=cost_model, pass_memo=memo
-        )
-        for c in configs
+        AudioProcessor(_as_run(c, batch), clock=clock, cost_model=cost_model, pass_memo=memo) for c in configs
     ]
     runs = [StreamRun(c, clock) for c in configs]
     groups = _backend_groups(configs) if isolate_backends else [list(range(len(configs)))]
@@ -185,6 +193,30 @@ async def replay_async(
         if error is not None:
             run.error = f"{error.get('error')}: {error.get('message')}"
     return runs
+
+
+def _check_batch(batch: int | None, clock: str) -> None:
+    if batch is None:
+        return
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise ValueError(f"batch must be a whole number from 1 to {MAX_BATCH}, not {batch!r}")
+    if clock in MEASURED_MODES:
+        raise ValueError(
+            f"batch={batch} needs an unmeasured clock (modeled or unaware): on the {clock} clock a "
+            "pass's measured compute is its latency, and a batch's compute is not one pass's "
+            "(give the backend a max_batch option to batch on purpose)"
+        )
+
+
+def _as_run(config: StreamConfig, batch: int | None) -> StreamConfig:
+    """``config`` as its processor runs it: fed raw PCM, and with ``max_batch=batch`` where
+    its backend batches and it sets no ``max_batch`` itself."""
+    config = config.replace(decoder="pcm_s16le", decoder_options={})
+    if batch is None or "max_batch" in config.backend_options:
+        return config
+    if "max_batch" not in get_registry().accepted_options("backend", config.backend):
+        return config
+    return config.replace(backend_options={**config.backend_options, "max_batch": batch})
 
 
 def _backend_groups(configs: Sequence[StreamConfig]) -> list[list[int]]:
@@ -267,6 +299,7 @@ def replay(
     on_event: Callable[[int, dict[str, Any]], None] | None = None,
     cost_model: Any = None,
     reuse_passes: bool | PassMemo = True,
+    batch: int | None = None,
 ) -> list[StreamRun]:
     """Blocking :func:`replay_async` for scripts. In a notebook (where an event loop is
     already running) use ``await replay_async(...)`` instead."""
@@ -279,5 +312,5 @@ def replay(
     return asyncio.run(
         replay_async(audio, configurations, clock=clock, chunk_seconds=chunk_seconds,
                      progress=progress, isolate_backends=isolate_backends, on_event=on_event,
-                     cost_model=cost_model, reuse_passes=reuse_passes)
+                     cost_model=cost_model, reuse_passes=reuse_passes, batch=batch)
     )
