@@ -82,6 +82,33 @@ def test_a_batch_never_takes_more_than_max_batch():
     assert sorted(p for batch in backend.batches for p in batch) == sorted(f"p{i}" for i in range(7))
 
 
+def test_passes_are_spread_over_free_replicas_before_they_share_a_call():
+    """Two replicas free and four passes waiting: two batches of two at once, not one of
+    four while the other replica idles."""
+    backend = RecordingBackend(seconds=0.3, max_batch=4, batch_wait_ms=200)
+    backend.max_concurrency = 2
+    running, most = [0], [0]
+    lock = threading.Lock()
+    batch_call = backend.transcribe_batch
+
+    def counting(requests):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return batch_call(requests)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    backend.transcribe_batch = counting
+    batcher = Batcher(backend, CpuSlots(2))
+    results = run_threads(batcher, [(f"p{i}", 0.0) for i in range(4)])
+    assert sorted(map(len, backend.batches)) == [2, 2] and most[0] == 2
+    assert sorted(p for batch in backend.batches for p in batch) == [f"p{i}" for i in range(4)]
+    assert {prompt: words[0]["text"] for prompt, words in results.items()} == {f"p{i}": f"p{i}" for i in range(4)}
+
+
 def test_a_lone_pass_waits_at_most_the_batch_wait():
     backend = RecordingBackend(max_batch=8, batch_wait_ms=0)
     batcher = Batcher(backend, CpuSlots(2))

@@ -110,7 +110,7 @@ def test_clocks_script_puts_the_clocks_side_by_side(tone_corpus, tmp_path):
     out = tmp_path / "out"
     result = run_script(
         "clocks.py", "--backend", "test", "--corpus", str(tone_corpus), "--cost-model", str(tmp_path / "costs.json"),
-        "--skip-wall", "--repeats", "2", "--out", str(out), "--markdown", str(tmp_path / "clocks.md"),
+        "--skip-wall", "--repeats", "2", "--batch", "4", "--out", str(out), "--markdown", str(tmp_path / "clocks.md"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "clocks.json").read_text(encoding="utf-8"))

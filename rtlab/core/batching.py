@@ -5,7 +5,9 @@ A backend whose :attr:`~rtlab.backends.Backend.max_batch` is above 1 gets a
 threads, through their :class:`~rtlab.core.instances.SessionBackend`; the call joins the
 batcher's queue and waits.
 The first waiting pass leads: it gathers passes until ``max_batch`` of them wait or the
-oldest has waited ``batch_wait_ms``, runs one :meth:`~rtlab.backends.Backend.transcribe_batch`
+oldest has waited ``batch_wait_ms``, takes its share of them (with other replicas free,
+the passes are spread over them: ``max_batch`` at most, and no more than the waiting
+passes divided by the free replicas, rounded up), runs one :meth:`~rtlab.backends.Backend.transcribe_batch`
 for them on its own thread (holding the backend's CPU slots, as a single pass would), hands
 every pass its words and, while its own pass is not done, leads again. At most
 ``max_concurrency`` batches run at once, one per model replica.
@@ -168,7 +170,12 @@ class Batcher:
                 if best is None or calls[0].key < best[0].key:
                     best = calls
             deadline = min(deadline, due)
-        return (None if best is None else best[: self.max_batch]), deadline
+        if best is None:
+            return None, deadline
+        # Calls that another free replica could run at the same time are left to it: a
+        # batch on one replica while another idles would take longer than two halves.
+        free = max(1, self.replicas - self._running)
+        return best[: min(self.max_batch, -(-len(best) // free))], deadline
 
     def _run(self, batch: list[_Pass]) -> None:
         """One model call for ``batch``; every pass gets its result or the call's error."""
