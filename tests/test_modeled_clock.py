@@ -355,6 +355,19 @@ def test_a_batched_replay_gives_the_events_of_one_that_does_not(clock, audio, mo
     assert alone[0].text == TEXT
 
 
+def test_a_batched_bench_gives_the_results_of_one_that_is_not_and_records_its_batch(tone_corpus):
+    from rtlab.eval.bench import run_bench
+
+    configs = [StreamConfig.parse(c) for c in ("backend=test,min_chunk=0.5", "backend=test,min_chunk=1,deadline_sec=1")]
+    runs = [run_bench(tone_corpus, configs, clock="unaware", progress=False, batch=batch) for batch in (None, 3)]
+    plain, batched = ([(s.file, s.config["name"], s.hypothesis, s.word_latencies) for s in run.streams] for run in runs)
+    assert plain == batched and all(s[2] for s in plain)
+    assert [r.run_record()["batch"] for r in runs] == [None, 3]
+    assert "passes batched up to 3 per model call" in runs[1].table()
+    assert "per model call" not in runs[0].table()
+    assert [c.backend_options for c in runs[1].configurations] == [{}, {}], "the configurations as given"
+
+
 def test_a_replay_batches_only_where_the_configuration_leaves_it_to_the_replay():
     from rtlab.eval.replay import _as_run
 
