@@ -368,6 +368,22 @@ def test_a_batched_bench_gives_the_results_of_one_that_is_not_and_records_its_ba
     assert [c.backend_options for c in runs[1].configurations] == [{}, {}], "the configurations as given"
 
 
+def test_a_batched_replay_of_alignatt_gives_the_events_of_one_that_is_not(audio):
+    """AlignAtt's encoder runs and decoder steps join the batches of a batched replay; its
+    commits stay those of the replay without batches."""
+    configs = [StreamConfig.parse(f"backend=test-attention,model=batched-alignatt,policy=alignatt,min_chunk={c}")
+               for c in (0.5, 0.7, 1.0)]  # fmt: skip
+    alone = replay(audio, configs, clock="unaware", reuse_passes=False)
+    batched = replay(audio, configs, clock="unaware", reuse_passes=False, batch=4)
+    drop = UNAWARE_MEASURED
+    for a, b in zip(alone, batched):
+        assert a.error is None and b.error is None and a.text == TEXT
+        assert without_measured(a.events, drop) == without_measured(b.events, drop)
+    backend = get_backend(StreamConfig.parse("backend=test-attention,model=batched-alignatt,max_batch=4"))
+    stats = scheduler_module.scheduler_for(backend).batcher.stats
+    assert max(stats.by_kind["step_batch"]) > 1, stats.by_kind
+
+
 def test_a_replay_batches_only_where_the_configuration_leaves_it_to_the_replay():
     from rtlab.eval.replay import _as_run
 
