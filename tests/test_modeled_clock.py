@@ -339,7 +339,7 @@ def test_a_batched_replay_gives_the_events_of_one_that_does_not(clock, audio, mo
         return batched_call(self, requests)
 
     monkeypatch.setattr(ToneBackend, "transcribe_batch", counting)
-    configs = [StreamConfig.parse(f"backend=test,model=batched-replay,{c}") for c in (
+    configs = [StreamConfig.parse(f"backend=test,model=batched-replay,compute_rtf=0.02,batch_wait_ms=50,{c}") for c in (
         "min_chunk=0.5", "min_chunk=1", "min_chunk=1,deadline_sec=1", "min_chunk=0.7",
     )]  # fmt: skip
     costs = model_for(configs[0], calls=0.2, audio_seconds=0.05, words=0.01) if clock == "modeled" else None
@@ -371,7 +371,7 @@ def test_a_batched_bench_gives_the_results_of_one_that_is_not_and_records_its_ba
 def test_a_batched_replay_of_alignatt_gives_the_events_of_one_that_is_not(audio):
     """AlignAtt's encoder runs and decoder steps join the batches of a batched replay; its
     commits stay those of the replay without batches."""
-    configs = [StreamConfig.parse(f"backend=test-attention,model=batched-alignatt,policy=alignatt,min_chunk={c}")
+    configs = [StreamConfig.parse(f"backend=test-attention,model=batched-alignatt,batch_wait_ms=50,policy=alignatt,min_chunk={c}")
                for c in (0.5, 0.7, 1.0)]  # fmt: skip
     alone = replay(audio, configs, clock="unaware", reuse_passes=False)
     batched = replay(audio, configs, clock="unaware", reuse_passes=False, batch=4)
@@ -379,7 +379,7 @@ def test_a_batched_replay_of_alignatt_gives_the_events_of_one_that_is_not(audio)
     for a, b in zip(alone, batched):
         assert a.error is None and b.error is None and a.text == TEXT
         assert without_measured(a.events, drop) == without_measured(b.events, drop)
-    backend = get_backend(StreamConfig.parse("backend=test-attention,model=batched-alignatt,max_batch=4"))
+    backend = get_backend(StreamConfig.parse("backend=test-attention,model=batched-alignatt,batch_wait_ms=50,max_batch=4"))
     stats = scheduler_module.scheduler_for(backend).batcher.stats
     assert max(stats.by_kind["step_batch"]) > 1, stats.by_kind
 
