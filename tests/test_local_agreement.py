@@ -237,6 +237,36 @@ def test_a_word_the_committing_pass_ran_into_is_not_lost():
     assert texts(policy.committed) == ["clima", "extremo", "en", "el", "área"]
 
 
+def test_the_rest_of_a_hyphenated_word_that_begins_with_the_committed_word_is_kept():
+    # "25" committed; the passes after it hear "25-30" as one word over "25" and "to 30"
+    # (tiny.en on a shared FLEURS clip): "30" is new, and "years" after it.
+    policy, _ = policy_for(
+        "by@0.2-0.5 25.@0.5-0.9",
+        "by@0.2-0.5 25@0.5-0.9 to@0.9-1.2",  # commits "by 25"
+        "by@0.2-0.5 25-30@0.5-1.5 years.@1.5-2.0",
+        "by@0.2-0.5 25-30@0.5-1.5 years.@1.5-2.0",
+    )
+    step(policy, 2.0)
+    assert texts(step(policy, 2.0).committed) == ["by", "25"]
+    step(policy, 2.0)
+    rest = step(policy, 2.0).committed
+    assert texts(rest) == ["30", "years."]
+    assert rest[0]["start"] == pytest.approx(0.9), "from where the committed word ends"
+    assert texts(policy.committed) == ["by", "25", "30", "years."]
+
+
+def test_a_hyphenated_word_that_only_looks_like_the_committed_one_is_not_split():
+    policy, _ = policy_for(
+        "so@0.2-0.5 called@0.6-0.9",
+        "so@0.2-0.5 called@0.6-0.9",  # commits "so called"
+        "so@0.2-0.5 called@0.6-0.9 well-known@1.0-1.5 facts@1.5-2.0",
+        "so@0.2-0.5 called@0.6-0.9 well-known@1.0-1.5 facts@1.5-2.0",
+    )
+    for _ in range(4):
+        step(policy, 2.0)
+    assert texts(policy.committed) == ["so", "called", "well-known", "facts"]
+
+
 def test_a_later_hearing_of_the_same_word_elsewhere_is_not_taken_for_the_committed_one():
     # "de" said twice: only a hearing that overlaps the committed "de" in time stands for it.
     policy, _ = policy_for(

@@ -88,6 +88,21 @@ def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
     return matched
 
 
+def _rest_of_compound(word: Word, last: Word) -> Word | None:
+    """What ``word`` adds to the committed ``last`` when a pass heard the two as one
+    hyphenated word ("25" committed, "25-30" heard: "30", from where "25" ends); None when
+    ``word`` does not begin with ``last`` and a hyphen."""
+    head = _key(last)
+    if not _key(word).startswith(head + "-"):
+        return None
+    text = word["text"]
+    rest = text.strip().split("-", head.count("-") + 1)[-1]
+    if not _key({"text": rest}):
+        return None
+    space = text[: len(text) - len(text.lstrip())]
+    return {**word, "text": space + rest, "start": max(word["start"], last["end"])}
+
+
 class LocalAgreement(Policy):
     """Commit the longest common prefix of the last two hypotheses."""
 
@@ -240,20 +255,24 @@ class LocalAgreement(Policy):
         """``words`` (a pass's hypothesis, stream times) without what is already committed.
 
         Whisper re-transcribes audio that is still in the buffer. Where the pass heard the
-        last committed word again (the same word, overlapping it in time), what follows
-        that hearing is new, however the two passes placed the boundary between them:
+        last committed word again (the same word, overlapping it in time, or the first part
+        of a hyphenated word: "25" committed, "25-30" heard), what follows that hearing is
+        new, however the two passes placed the boundary between them:
         the pass that committed "extremo" may have ended it 0.2 s into the next word,
         "en", which a later pass starts there, and a rule on times alone would drop "en"
         for good. Without such a hearing: keep only what starts after the last commit,
         then remove an n-gram that repeats the committed tail."""
         if self.committed and _key(self.committed[-1]):
             last = self.committed[-1]
-            hearings = [
-                index for index, word in enumerate(words)
-                if _key(word) == _key(last) and word["start"] < last["end"] and word["end"] > last["start"]
-            ]  # fmt: skip
-            if hearings:
-                return words[hearings[-1] + 1 :]
+            for index in range(len(words) - 1, -1, -1):
+                word = words[index]
+                if not (word["start"] < last["end"] and word["end"] > last["start"]):
+                    continue
+                if _key(word) == _key(last):
+                    return words[index + 1 :]
+                rest = _rest_of_compound(word, last)
+                if rest is not None:
+                    return [rest, *words[index + 1 :]]
         cutoff = self.last_committed_end - 0.1
         words = [w for w in words if w["start"] > cutoff]
         if not words or not self.committed or abs(words[0]["start"] - self.last_committed_end) >= 1.0:
