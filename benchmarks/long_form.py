@@ -5,8 +5,12 @@ with seeded pauses of 0.5-3 s, as ``benchmarks/accuracy.py --long-form`` does), 
 through each configuration (:func:`rtlab.eval.replay.replay`, one configuration after
 another), streams the same clips one by one for comparison, and prints per configuration:
 
-* WER of the long stream (every committed word goes to the clip its middle falls in) and
-  of the clips streamed one by one, pooled and per source clip;
+* WER of the long stream (every committed word goes to the clip its middle falls in), of
+  the clips streamed one by one, and of the long stream's segments streamed one by one,
+  each with the pauses around it ("segments alone"), pooled and per source clip. A clip's
+  WER depends on where the passes fall in its speech, which the pause before it moves:
+  the segments alone are the clips as the long stream has them, without the stream
+  before them, the baseline that tells what the long stream itself costs;
 * drift: the long stream's WER over the first and the second half of the repetitions;
 * memory: this process's resident set (children included: FFmpeg, when a decoder runs),
   sampled every half second of the stream's clock as its events arrive: at the start and
@@ -123,6 +127,18 @@ def summary_check(run: Any, stream_seconds: float, language: str) -> dict[str, A
     return {**checks, "ok": all(checks.values()), "summary_audio_seconds": audio, "committed_words": len(words)}
 
 
+def segment_audio(stream: Any, segments: list[tuple[float, float, str]]) -> list[Any]:
+    """Each segment of the long stream with the pauses around it: from the end of the clip
+    before it (the stream's start for the first) to the start of the clip after it (the
+    stream's end for the last)."""
+    pieces = []
+    for index, (start, end, _) in enumerate(segments):
+        begin = segments[index - 1][1] if index else 0.0
+        finish = segments[index + 1][0] if index + 1 < len(segments) else len(stream) / 16_000
+        pieces.append(stream[int(round(begin * 16_000)) : int(round(finish * 16_000))])
+    return pieces
+
+
 def per_clip(references: list[str], hypotheses: list[str], clips: int, normalizer: str) -> list[float]:
     """Pooled WER of each source clip over its repetitions (segment ``i`` is clip ``i % clips``)."""
     from rtlab.eval.metrics import wer
@@ -153,6 +169,10 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     for audio, _ in clips:
         (clip_run,) = replay(audio, [config], clock=args.clock)
         alone.append(clip_run.text)
+    segments_alone = []
+    for audio in segment_audio(stream, segments):
+        (segment_run,) = replay(audio, [config], clock=args.clock)
+        segments_alone.append(segment_run.text)
     clip_texts = [text for _, text in clips]
     lag = lag_series(run.lag_samples).to_dict()
     stream_seconds = len(stream) / 16_000
@@ -165,6 +185,8 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
         "per_clip": per_clip(references, hypotheses, len(clips), normalizer),
         "clips_alone_wer": wer(clip_texts, alone, normalizer=normalizer).to_dict(),
         "clips_alone_per_clip": [wer(ref, hyp, normalizer=normalizer).value for ref, hyp in zip(clip_texts, alone)],
+        "segments_alone_wer": wer(references, segments_alone, normalizer=normalizer).to_dict(),
+        "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer),
         "per_segment": [
             {"clip": i % len(clips), "start": start, "end": end, "wer": wer(ref, hyp, normalizer=normalizer).value,
              "hypothesis": hyp}
@@ -203,20 +225,21 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
     def num(value: float | None, unit: str = "") -> str:
         return "-" if value is None else f"{value:.1f}{unit}"
 
-    head = ["configuration", "WER", "clips alone", "1st half", "2nd half", "per clip", "RSS start", "RSS end",
+    head = ["configuration", "WER", "clips alone", "segments alone", "1st half", "2nd half", "per clip", "RSS start", "RSS end",
             "slope MiB/h", "lag max", "lag end", "summary"]  # fmt: skip
     table = [head]
     for row in rows:
         memory = row["memory"]
         table.append([
             row["configuration"], pct(row["wer"]["value"]), pct(row["clips_alone_wer"]["value"]),
+            pct(row["segments_alone_wer"]["value"]),
             pct(row["wer_first_half"]), pct(row["wer_second_half"]),
             " / ".join(f"{100 * v:.0f}" for v in row["per_clip"]), num(memory["start_mib"], " MiB"),
             num(memory["end_mib"], " MiB"), num(memory["slope_mib_per_hour"]), num(row["lag"]["max"], " s"),
             num(row["lag"]["final"], " s"), "ok" if row["summary_check"]["ok"] else "WRONG",
         ])  # fmt: skip
     if offline is not None:
-        table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "",
+        table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "", "",
                       " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), "", "", "", "", "", ""])  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rtlab.testing import TONE_CLIPS
@@ -192,7 +193,8 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
     clips = len(row["clips_alone_per_clip"])
     assert row["stream_seconds"] >= 30 and row["segments"] == row["repetitions"] * clips >= 2 * clips
     # the tone backend hears every word: each clip of the long stream keeps its own words
-    assert row["wer"]["value"] == row["clips_alone_wer"]["value"] == 0.0
+    assert row["wer"]["value"] == row["clips_alone_wer"]["value"] == row["segments_alone_wer"]["value"] == 0.0
+    assert len(row["segments_alone_per_clip"]) == clips
     assert [s["clip"] for s in row["per_segment"]] == [i % clips for i in range(row["segments"])]
     assert row["summary_check"]["ok"] and row["summary_check"]["committed_words"] > 0
     assert row["memory"]["samples"] >= 4 and row["memory"]["peak_mib"] >= row["memory"]["start_mib"] > 0
@@ -209,3 +211,15 @@ def test_long_form_assigns_each_word_to_the_clip_its_middle_falls_in():
     words = [{"text": "a", "start": 0.1, "end": 0.4}, {"text": "b", "start": 1.5, "end": 2.9},  # middle 2.2
              {"text": "c", "start": 2.7, "end": 2.9}, {"text": " d", "start": 4.0, "end": 4.5}]  # fmt: skip
     assert script.assign_words(words, segments) == ["a b", "c d"]  # c's middle is 0.2 s early: loose word times
+
+
+def test_long_form_segments_alone_keep_the_pauses_around_each_clip():
+    spec = importlib.util.spec_from_file_location("long_form_benchmark", ROOT / "benchmarks" / "long_form.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    stream = np.arange(8 * 16_000, dtype=np.float32)
+    segments = [(0.0, 2.0, "a"), (3.0, 5.0, "b"), (6.0, 7.0, "c")]
+    pieces = script.segment_audio(stream, segments)
+    assert [len(p) / 16_000 for p in pieces] == [3.0, 4.0, 3.0]
+    assert [p[0] / 16_000 for p in pieces] == [0.0, 2.0, 5.0], "from the end of the clip before"
