@@ -673,3 +673,20 @@ def test_vad_drops_words_heard_where_there_was_no_speech(speech):
         committed[vad] = [w["text"] for s in steps for w in s.committed]
     assert committed[False] == ["the", "fox", "ghost"]
     assert committed[True] == ["the", "fox"]
+
+
+def test_digital_silence_beside_a_recording_is_not_its_background():
+    """A pause spliced in as exact zeros (a long-form stream built from clips, a muted
+    microphone) leaves the recording's own room noise below the silence level, as it is
+    without the zeros."""
+    from rtlab.levels import silence_level, speech_level
+
+    rng = np.random.default_rng(0)
+    noise = 0.003 * rng.standard_normal(SR).astype(np.float32)
+    speech = 0.2 * rng.standard_normal(SR).astype(np.float32)
+    recording = np.concatenate([noise, speech, noise])
+    spliced = np.concatenate([recording, np.zeros(3 * SR, np.float32)])
+    assert silence_level(spliced) == pytest.approx(silence_level(recording))
+    assert speech_level(spliced) == pytest.approx(speech_level(recording))
+    assert float(frame_rms(noise).max()) <= silence_level(spliced), "the room noise is silence"
+    assert silence_level(np.zeros(SR, np.float32)) == pytest.approx(1e-4), "nothing but zeros: the floor"
