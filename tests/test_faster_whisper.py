@@ -198,7 +198,7 @@ def test_text_the_alignment_finds_no_audio_for_is_dropped(data_dir, monkeypatch,
     monkeypatch.setattr(rtlab_faster_whisper, "cut_unaligned", lambda words: words)
     # (Whisper's hallucination rule on the tail may catch it too: this test is about the
     # alignment's guard alone.)
-    monkeypatch.setattr(rtlab_faster_whisper, "cut_anomalous_tail", lambda words, continued=False: words)
+    monkeypatch.setattr(rtlab_faster_whisper, "cut_anomalous_tail", lambda words, continued=False, spoken=None: words)
     unguarded = backend.transcribe(audio, language="en")
     assert len(unguarded) == len(alone) + 8, "the appended sentence, squeezed into the window's last frame"
     assert {(w["start"], w["end"]) for w in unguarded[-8:]} == {(unguarded[-1]["start"],) * 2}
@@ -237,6 +237,29 @@ def test_an_improbable_sentence_after_the_last_sentence_end_is_cut():
     clear = [(" Always", 7.8, 8.1, 0.9), (" begin", 8.1, 8.4, 0.95), (" here", 8.4, 8.7, 0.2)]
     assert cut(said + clear) == said + clear
     assert cut(clear, continued=True) == clear
+
+
+def test_an_improbable_tail_said_over_speech_stays(data_dir):
+    """Whisper's rule asks for silence around what it cuts: a continued window that opens
+    with a word squeezed into one frame ("and", probability 0.03: a score of 3) before
+    words said clearly keeps them when the voice-activity model hears speech under them
+    (the shared LibriSpeech clip, after a pause, lost "counseled him." so); over the
+    silence after the speech, or repeating what the pass said before, they go."""
+    from rtlab.decoders.files import decode_audio
+
+    speech = decode_audio(data_dir / "fox.ogg")  # 6.1 s of espeak-ng speech; then 3 s of silence
+    audio = np.concatenate([speech, np.zeros(3 * 16_000, np.float32)])
+    heard = [(" and", 2.0, 2.0, 0.033), (" counseled", 2.0, 2.6, 0.54), (" him.", 2.6, 3.2, 0.97)]
+    in_silence = [(word, start + 5, end + 5, p) for word, start, end, p in heard]
+    cut = rtlab_faster_whisper.cut_anomalous_tail
+    spoken = lambda start, end: rtlab_faster_whisper.is_spoken(audio, start, end)  # noqa: E731
+    assert cut(heard, continued=True) == [], "the rule alone takes them"
+    assert cut(heard, continued=True, spoken=spoken) == heard
+    assert cut(in_silence, continued=True, spoken=spoken) == []
+    said = [" So", " and", " counseled", " him.", " Then"]
+    assert cut(heard, continued=True, spoken=spoken, said=said) == [], "said again: a decoder repeating itself"
+    assert cut(heard, continued=True, spoken=spoken, said=said[2:]) == heard, "two words in common are not a repeat"
+    assert not rtlab_faster_whisper.is_spoken(audio, 8.0, 8.0), "a span shorter than a frame"
 
 
 def test_a_last_word_stretched_over_unspoken_audio_is_retimed():

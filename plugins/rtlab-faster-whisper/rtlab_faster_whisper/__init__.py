@@ -37,6 +37,9 @@ QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech th
 MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not aligned to audio
 UNALIGNED_RUN = 3  # this many such words in a row: text the audio lacks (see cut_unaligned)
 LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
+# Text said over speech, not made up in a pause: the voice-activity model hears speech in
+# at least this fraction of its frames (see cut_anomalous_tail).
+SPOKEN_FRACTION = 0.5
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -306,7 +309,13 @@ class FasterWhisperBackend(Backend):
                 for w in segment["words"]
             ]
             words, looped = cut_repetition(words)
-            aligned = retime_stopped_early(cut_unaligned(cut_anomalous_tail(words, continued=seek > 0)))
+            tail = cut_anomalous_tail(
+                words,
+                continued=seek > 0,
+                spoken=lambda start, end: is_spoken(audio, start, end),
+                said=[piece[0] for piece in pieces],
+            )
+            aligned = retime_stopped_early(cut_unaligned(tail))
             cut = len(aligned) < len(words)
             words = aligned
             if pieces and words:
@@ -521,14 +530,23 @@ def anomaly_score(word: tuple) -> float:
     )
 
 
-def cut_anomalous_tail(words: list[tuple], continued: bool = False) -> list[tuple]:
+def cut_anomalous_tail(
+    words: list[tuple], continued: bool = False, spoken: Any = None, said: list[str] = ()
+) -> list[tuple]:
     """``words`` without the text after the window's last sentence end (in a continued
     window, all of it) when Whisper's hallucination rule (``is_segment_anomaly``: its
-    first 8 words score 3 or more, or about one per word) finds that text anomalous.
+    first 8 words score 3 or more, or about one per word) finds that text anomalous,
+    unless ``spoken(start, end)`` (when given) says the audio under it is speech and the
+    text does not repeat what was said before it (``said``: the texts of the pass's
+    earlier windows; and the window's own text before it).
 
     What Whisper makes up in the noise after the speech ends ("So, let's see.") follows a
     finished sentence, often as a window continued after the model stopped there, and the
-    pass at the end of a stream commits it without a second pass to agree."""
+    pass at the end of a stream commits it without a second pass to agree. The rule alone
+    also takes real words: a continued window that opens with a word squeezed into one
+    frame ("and", probability 0.03: a score of 3) before "counseled him.", said clearly,
+    or the "years." a number ended with. Whisper asks for silence around the text too;
+    a voice-activity model on the audio under it is that check."""
     ends = [i for i, word in enumerate(words[:-1]) if word[0].rstrip().endswith((".", "?", "!"))]
     if not ends and not continued:
         return words
@@ -536,8 +554,35 @@ def cut_anomalous_tail(words: list[tuple], continued: bool = False) -> list[tupl
     tail = [word for word in words[keep:] if any(c.isalnum() for c in word[0])][:8]
     score = sum(anomaly_score(word) for word in tail)
     if tail and (score >= 3 or score + 0.01 >= len(tail)):
+        before = [*said, *(word[0] for word in words[:keep])]
+        if spoken is not None and not _repeats(tail, before) and spoken(words[keep][1], words[-1][2]):
+            return words
         return words[:keep]
     return words
+
+
+def _repeats(tail: list[tuple], said: list[str]) -> bool:
+    """Whether ``tail`` opens with three words that ``said`` (the text before it) already
+    has in a row: a decoder saying again what it said, over
+    whatever audio (base repeated pt-003's first sentence over its second)."""
+    keys = [_key(word[0]) for word in tail[:3]]
+    earlier = [_key(text) for text in said]
+    return len(keys) == 3 and any(earlier[i : i + 3] == keys for i in range(len(earlier) - 2))
+
+
+def is_spoken(audio: np.ndarray, start: float, end: float) -> bool:
+    """Whether Silero VAD (``rtlab.vad``) hears speech in at least ``SPOKEN_FRACTION`` of
+    its frames from ``start`` to ``end`` (seconds into ``audio``), run from a second before
+    ``start``. Loudness does not tell a clear word from the breath or click Whisper
+    hallucinates over at a sentence's end; the VAD does. A span shorter than a VAD frame
+    (text squeezed into the buffer's last frame) is not speech."""
+    from rtlab.vad import FRAME, SileroVAD
+
+    lead = max(0.0, start - 1.0)
+    probabilities = SileroVAD().process(audio[int(lead * 16_000) : int(end * 16_000)])
+    first = int((start - lead) * 16_000) // FRAME
+    heard = probabilities[first:]
+    return len(heard) > 0 and float(np.mean(heard > 0.5)) >= SPOKEN_FRACTION
 
 
 def cut_unaligned(
