@@ -198,7 +198,7 @@ def test_text_the_alignment_finds_no_audio_for_is_dropped(data_dir, monkeypatch,
     monkeypatch.setattr(rtlab_faster_whisper, "cut_unaligned", lambda words: words)
     # (Whisper's hallucination rule on the tail may catch it too: this test is about the
     # alignment's guard alone.)
-    monkeypatch.setattr(rtlab_faster_whisper, "cut_anomalous_tail", lambda words, continued=False, spoken=None: words)
+    monkeypatch.setattr(rtlab_faster_whisper, "cut_anomalous_tail", lambda words, **rule: words)
     unguarded = backend.transcribe(audio, language="en")
     assert len(unguarded) == len(alone) + 8, "the appended sentence, squeezed into the window's last frame"
     assert {(w["start"], w["end"]) for w in unguarded[-8:]} == {(unguarded[-1]["start"],) * 2}
