@@ -260,6 +260,9 @@ def test_an_improbable_tail_said_over_speech_stays(data_dir):
     assert cut(heard, continued=True, spoken=spoken, said=said) == [], "said again: a decoder repeating itself"
     assert cut(heard, continued=True, spoken=spoken, said=said[2:]) == heard, "two words in common are not a repeat"
     assert not rtlab_faster_whisper.is_spoken(audio, 8.0, 8.0), "a span shorter than a frame"
+    squeezed = [(" Gracias.", 2.7, 2.8, 0.029)]
+    assert spoken(2.7, 2.8), "the end of a word said before it"
+    assert cut(squeezed, continued=True, spoken=spoken) == [], "a word in 0.1 s: squeezed in, not said"
     probable = [(" That's", 7.0, 7.3, 0.39), (" it.", 7.3, 7.8, 0.62)]
     assert cut(probable, continued=True) == probable, "not anomalous by Whisper's score"
     assert cut(probable, continued=True, spoken=spoken) == [], "a continued window heard in silence"
