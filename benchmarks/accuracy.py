@@ -30,7 +30,11 @@ latencies count measured compute, which on a shared machine depends on what else
 ``--clock wall`` streams in real time (every configuration at once, sharing the cores).
 ``--long-form MINUTES`` adds one stream of the language's clips, repeated in order and
 joined with pauses of 0.5-3 s (seeded), at least that long; its row reports the lag's
-maximum too. Writes ``accuracy.json`` to ``--out``.
+maximum too. ``--shifts N`` streams every clip N times, the k-th time after k/N s of
+digital silence (k = 0 .. N-1): LocalAgreement passes fall a second apart, so the shifts
+place them at N phases of the speech, and a clip's streamed words move with where its
+passes fall; one row per shift, and a line per language and configuration with the mean
+and the range of the WER over the shifts. Writes ``accuracy.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -119,7 +123,44 @@ def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0
     return target
 
 
-def run_language(args: argparse.Namespace, language: str, corpus: Path, detect: bool, long_form: bool) -> list[dict[str, Any]]:
+def shifted_manifest(corpus: Path, shift: float, target: Path) -> Path:
+    """The corpus's clips, each after ``shift`` seconds of digital silence, written as WAV
+    files beside ``target``, and their JSONL manifest at ``target``."""
+    import numpy as np
+
+    from rtlab.decoders.files import decode_audio
+    from rtlab.eval.corpus import load_corpus
+    from rtlab.testing.tones import wav_bytes
+
+    folder = target.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for utterance in load_corpus(corpus):
+        samples = np.concatenate([np.zeros(int(round(shift * 16_000)), np.float32), decode_audio(utterance.audio)])
+        wav = folder / (Path(utterance.audio).stem + ".wav")
+        wav.write_bytes(wav_bytes(samples))
+        lines.append(json.dumps({**utterance.to_dict(), "audio": str(wav)}))
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+def shift_summaries(rows: list[dict[str, Any]]) -> list[str]:
+    """Per language and configuration run at several shifts: the mean WER and its range."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        if row.get("shift") is not None and row["wer"] is not None:
+            key = (row["language"], row["language_option"], row["configuration"])
+            groups.setdefault(key, []).append(row["wer"])
+    return [
+        f"{language} ({option}) {config}: WER over {len(wers)} shifts: mean {100 * sum(wers) / len(wers):.1f}%, "
+        f"range {100 * min(wers):.1f}% to {100 * max(wers):.1f}%"
+        for (language, option, config), wers in groups.items() if len(wers) > 1
+    ]  # fmt: skip
+
+
+def run_language(
+    args: argparse.Namespace, language: str, corpus: Path, detect: bool, long_form: bool, shift: float | None = None
+) -> list[dict[str, Any]]:
     """The configurations on one language's corpus; one row each."""
     from rtlab.config import StreamConfig
     from rtlab.eval.bench import run_bench
@@ -132,6 +173,8 @@ def run_language(args: argparse.Namespace, language: str, corpus: Path, detect: 
         options = ",".join(o for o in (f"backend={args.backend}", f"model={model}", extra) if o)
         configs.append(StreamConfig.parse(options + (f",language={spoken}" if spoken else "") + f",name={name}"))
     work = Path(args.out) / language / ("detected" if detect else "given") / ("long-form" if long_form else "clips")
+    if shift is not None:
+        work = work / f"shift-{shift:g}"
     run = run_bench(corpus, configs, clock=args.clock, normalizer=normalizer, language=spoken, work_dir=work,
                     progress=False)  # fmt: skip
     rows = []
@@ -142,7 +185,7 @@ def run_language(args: argparse.Namespace, language: str, corpus: Path, detect: 
             "language": language, "model": model, "language_option": "detected" if detect else "given",
             "detected": sorted({str(s.language) for s in streams}) if detect else None,
             "configuration": config.label, "clock": args.clock, "normalizer": normalizer,
-            "long_form": long_form, "files": summary["files"], "audio_seconds": summary["audio_seconds"],
+            "long_form": long_form, "shift": shift, "files": summary["files"], "audio_seconds": summary["audio_seconds"],
             "offline_wer": (summary.get("offline_wer") or {}).get("value"), "wer": summary["wer"]["value"],
             "kept": pooled, "kept_lowest": lowest, "latency_median": summary["latency"]["median"],
             "latency_p95": summary["latency"]["p95"], "rtf": summary["rtf"], "errors": summary["errors"],
@@ -169,6 +212,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         language = row["language"] + (" (detected: " + ",".join(row["detected"]) + ")" if row["detected"] else "")
         config = row["configuration"] + (f" long-form, lag max {seconds(row['lag_max'])}" if row["long_form"] else "")
+        if row.get("shift") is not None:
+            config += f" +{row['shift']:g} s"
         table.append([
             language, row["model"], config, row["normalizer"], percent(row["offline_wer"]), percent(row["wer"]),
             percent(row["kept"]), percent(row["kept_lowest"]), seconds(row["latency_median"]),
@@ -191,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language-option", default="both", choices=["given", "detected", "both"],
                         help="other languages than English: language given, detected, or both runs (default)")  # fmt: skip
     parser.add_argument("--long-form", type=float, metavar="MINUTES", help="add one stream at least this long")
+    parser.add_argument("--shifts", type=int, default=1, metavar="N",
+                        help="stream each clip N times, after 0, 1/N, ... (N-1)/N s of silence (default 1: as it is)")  # fmt: skip
     parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
     args = parser.parse_args(argv)
     args.configurations = parse_configurations(parser, args.configuration or list(CONFIGURATIONS))
+    if not 1 <= args.shifts <= 20:
+        parser.error(f"--shifts must be from 1 to 20, not {args.shifts}")
 
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import shared_speech_dir
@@ -214,7 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         modes = {"given": (False,), "detected": (True,), "both": (False, True)}[args.language_option]
         for detect in modes if language != "en" else (False,):
             print(f"{language}{' (language detected)' if detect else ''}...", file=sys.stderr, flush=True)
-            rows += run_language(args, language, corpus, detect, long_form=False)
+            if args.shifts == 1:
+                rows += run_language(args, language, corpus, detect, long_form=False)
+                continue
+            for k in range(args.shifts):
+                shift = round(k / args.shifts, 3)
+                manifest = shifted_manifest(corpus, shift, out / "shifted" / language / f"{shift:g}.jsonl")
+                rows += run_language(args, language, manifest, detect, long_form=False, shift=shift)
         if args.long_form:
             manifest = long_form_manifest(corpus, args.long_form, out / f"long-form-{language}.jsonl")
             print(f"{language} long form ({args.long_form:g} min)...", file=sys.stderr, flush=True)
@@ -223,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nclock {args.clock}; hardware: {hardware_summary(environment)}; "
           f"{time.perf_counter() - started:.0f} s wall")  # fmt: skip
     print(format_rows(rows))
+    for line in shift_summaries(rows):
+        print(line)
     report = {
         "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
         "clock": args.clock, "configurations": args.configurations,

@@ -183,6 +183,25 @@ def test_accuracy_script_reports_offline_and_streaming_wer_and_words_kept_per_la
     assert "whisper-basic" in result.stdout and "offline WER" in result.stdout
 
 
+def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en",
+                        "--configuration", "default", "--shifts", "2", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))["rows"]
+    assert [r["shift"] for r in rows] == [0.0, 0.5]
+    clip = sorted((out / "shifted" / "en" / "0.5").glob("*.wav"))[0]
+    original = sorted(p for p in tone_corpus.iterdir() if p.suffix in (".wav", ".ogg", ".flac"))[0]
+    from rtlab.decoders.files import decode_audio
+
+    assert len(decode_audio(clip)) - len(decode_audio(original)) == 8_000  # half a second of silence first
+    assert all(r["wer"] == 0.0 and r["files"] == rows[0]["files"] for r in rows)
+    assert "default +0.5 s" in result.stdout
+    assert "en (given) default: WER over 2 shifts: mean 0.0%, range 0.0% to 0.0%" in result.stdout
+    bad = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--shifts", "0")
+    assert bad.returncode == 2 and "--shifts must be from 1 to 20" in bad.stderr
+
+
 def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_summary(tone_corpus, tmp_path):
     out = tmp_path / "out"
     result = run_script("long_form.py", "--backend", "test", "--model", "tones", "--corpus", str(tone_corpus),

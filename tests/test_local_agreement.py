@@ -492,6 +492,32 @@ def test_deadline_never_commits_words_only_one_pass_heard():
     assert policy.deadline_commits == 0
 
 
+def test_lookahead_holds_agreed_words_the_newest_pass_heard_too_little_audio_after():
+    hypotheses = [
+        "the@0.1-0.3 north@0.4-0.9",
+        "the@0.1-0.3 north@0.4-1.5 pole@1.6-1.9",
+        "the@0.1-0.3 northern@0.4-1.5 pole@1.6-1.9 star@2.0-2.4",
+        "the@0.1-0.3 northern@0.4-1.5 pole@1.6-1.9 star@2.0-2.4 shines@2.6-3.5",
+    ]
+    plain, _ = policy_for(*hypotheses)
+    # Buffer ends 1, 2, 3, 4 s: pass 2 agrees with pass 1's guess at its last word.
+    assert [texts(step(plain).committed) for _ in range(4)] == [[], ["the", "north"], ["pole"], ["star"]]
+
+    policy, _ = policy_for(*hypotheses, lookahead_sec=1.0)
+    # "north" ends 0.5 s before pass 2's buffer does: it waits, and pass 3, which heard
+    # more after it, reads "northern"; pass 4 agrees.
+    steps = [step(policy) for _ in range(4)]
+    assert [texts(s.committed) for s in steps] == [[], ["the"], [], ["northern", "pole", "star"]]
+    assert texts(steps[-1].partial) == ["shines"]
+    assert texts(policy.finish().committed) == ["shines"]
+
+
+@pytest.mark.parametrize("value", [-0.5, 6, True, "soon"])
+def test_lookahead_must_be_seconds_from_0_to_5(value):
+    with pytest.raises(InvalidOption, match="lookahead_sec"):
+        policy_for("a@0.0-0.2", lookahead_sec=value)
+
+
 @pytest.mark.parametrize("value", [0, -1.0, True, "soon"])
 def test_deadline_must_be_a_positive_number_of_seconds(value):
     with pytest.raises(InvalidOption, match="deadline_sec"):

@@ -19,6 +19,12 @@ everything after it waits; with a deadline, commit latency stays below about
 ``deadline_sec`` plus one pass interval and one pass, except where one pass heard words
 the other did not. The newest pass is the one that heard the most audio after the word.
 
+``lookahead_sec`` (0, off, by default) commits an agreed word only once the newest pass
+heard at least that much audio after it; the words after it wait too. Two passes that
+both ended in the middle of a word can agree on the same wrong guess at it. As passes
+come ``min_chunk`` apart and the older pass must have heard the word, a lookahead of at
+most ``min_chunk`` changes little.
+
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
 as readily as on real speech. A word is silent when no 20 ms frame of its span (widened by
@@ -124,6 +130,7 @@ class LocalAgreement(Policy):
         vad: bool = False,
         vad_silence_ms: float = 500,
         sentence_pause_sec: float | None = None,
+        lookahead_sec: float = 0.0,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -162,6 +169,12 @@ class LocalAgreement(Policy):
                 f"{PAUSE_SECONDS} to 10 (or unset), not {sentence_pause_sec!r}"
             )
         self.sentence_pause_sec = None if sentence_pause_sec is None else float(sentence_pause_sec)
+        if isinstance(lookahead_sec, bool) or not isinstance(lookahead_sec, (int, float)) or not 0 <= lookahead_sec <= 5:
+            raise InvalidOption(
+                f"policy 'local-agreement': lookahead_sec must be a number of seconds from 0 to 5, "
+                f"not {lookahead_sec!r}"
+            )
+        self.lookahead_sec = float(lookahead_sec)
         self.vac = VoiceActivityController(min_silence_ms=vad_silence_ms) if vad else None
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.dropped_silent_words = 0
@@ -296,6 +309,11 @@ class LocalAgreement(Policy):
             if _key(old) != _key(new):
                 break
             agreed += 1
+        if self.lookahead_sec:
+            # Agreement on a word the newest pass heard no audio after is agreement between
+            # two guesses made without right context.
+            heard_after = self.buffer_offset + self.buffered_seconds - self.lookahead_sec
+            agreed = next((i for i, w in enumerate(hypothesis[:agreed]) if w["end"] > heard_after), agreed)
         heard_before = self.previous[agreed:]
         committed = hypothesis[:agreed]
         self.previous = hypothesis[agreed:]
