@@ -119,7 +119,7 @@ def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0
     wav = target.with_suffix(".wav")
     wav.write_bytes(wav_bytes(samples))
     text = " ".join(text for _, _, text in segments)
-    target.write_text(json.dumps({"audio": str(wav), "text": text, "id": wav.stem}) + "\n", encoding="utf-8")
+    target.write_text(json.dumps({"audio": wav.name, "text": text, "id": wav.stem}) + "\n", encoding="utf-8")
     return target
 
 
@@ -139,7 +139,7 @@ def shifted_manifest(corpus: Path, shift: float, target: Path) -> Path:
         samples = np.concatenate([np.zeros(int(round(shift * 16_000)), np.float32), decode_audio(utterance.audio)])
         wav = folder / (Path(utterance.audio).stem + ".wav")
         wav.write_bytes(wav_bytes(samples))
-        lines.append(json.dumps({**utterance.to_dict(), "audio": str(wav)}))
+        lines.append(json.dumps({**utterance.to_dict(), "audio": f"{folder.name}/{wav.name}"}))  # beside the manifest
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
 
