@@ -145,17 +145,30 @@ def shifted_manifest(corpus: Path, shift: float, target: Path) -> Path:
 
 
 def shift_summaries(rows: list[dict[str, Any]]) -> list[str]:
-    """Per language and configuration run at several shifts: the mean WER and its range."""
-    groups: dict[tuple, list[float]] = {}
+    """Per language and configuration run at several shifts: the streaming and offline WER's
+    mean and range over the shifts (the offline pass hears the shifted clips too), and the
+    lowest clip's words kept at any shift."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("shift") is not None and row["wer"] is not None:
-            key = (row["language"], row["language_option"], row["configuration"])
-            groups.setdefault(key, []).append(row["wer"])
-    return [
-        f"{language} ({option}) {config}: WER over {len(wers)} shifts: mean {100 * sum(wers) / len(wers):.1f}%, "
-        f"range {100 * min(wers):.1f}% to {100 * max(wers):.1f}%"
-        for (language, option, config), wers in groups.items() if len(wers) > 1
-    ]  # fmt: skip
+            groups.setdefault((row["language"], row["language_option"], row["configuration"]), []).append(row)
+
+    def spread(values: list[float]) -> str:
+        return f"mean {100 * sum(values) / len(values):.1f}%, range {100 * min(values):.1f}% to {100 * max(values):.1f}%"
+
+    lines = []
+    for (language, option, config), group in groups.items():
+        if len(group) < 2:
+            continue
+        line = f"{language} ({option}) {config}: WER over {len(group)} shifts: {spread([r['wer'] for r in group])}"
+        offline = [r["offline_wer"] for r in group if r["offline_wer"] is not None]
+        if len(offline) == len(group):
+            line += f"; offline {spread(offline)}"
+        lowest = [r["kept_lowest"] for r in group if r["kept_lowest"] is not None]
+        if lowest:
+            line += f"; lowest clip kept {100 * min(lowest):.1f}%"
+        lines.append(line)
+    return lines
 
 
 def run_language(
