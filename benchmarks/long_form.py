@@ -26,7 +26,8 @@ another), streams the same clips one by one for comparison, and prints per confi
 
 The default clock is ``unaware`` (its words are the same on every run); memory and lag
 mean most on ``simulated``, ``modeled`` or ``wall``. ``--offline`` adds one offline pass
-of the whole long stream (Whisper's own 30 s windows, the same model). Writes
+of the whole long stream (Whisper's own 30 s windows, the same model) and one of each
+segment with its pauses (what the segments alone would give offline). Writes
 ``long_form.json``, ``long_form.md`` and ``long_form.png`` to ``--out``.
 """
 
@@ -202,7 +203,8 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
 
 
 def offline_row(args: argparse.Namespace, config: Any, stream: Any, segments: list, clips: list) -> dict[str, Any]:
-    """One offline pass of the whole long stream with the configuration's backend."""
+    """One offline pass of the whole long stream with the configuration's backend, and one
+    of each of its segments (with the pauses around it, as the segments alone stream them)."""
     from rtlab.core.instances import get_backend
     from rtlab.eval.metrics import wer
     from rtlab.eval.offline import transcribe_samples
@@ -211,10 +213,15 @@ def offline_row(args: argparse.Namespace, config: Any, stream: Any, segments: li
     transcript = transcribe_samples(backend, stream, language=config.language)
     hypotheses = assign_words(transcript.words, segments)
     references = [text for _, _, text in segments]
+    alone = [transcribe_samples(backend, audio, language=config.language) for audio in segment_audio(stream, segments)]
+    segment_texts = [t.text for t in alone]
     return {
         "wer": wer(references, hypotheses, normalizer=args.normalizer).to_dict(),
         "per_clip": per_clip(references, hypotheses, len(clips), args.normalizer),
         "compute_seconds": transcript.compute_seconds,
+        "segments_wer": wer(references, segment_texts, normalizer=args.normalizer).to_dict(),
+        "segments_per_clip": per_clip(references, segment_texts, len(clips), args.normalizer),
+        "segments_compute_seconds": sum(t.compute_seconds for t in alone),
     }
 
 
@@ -241,6 +248,8 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
     if offline is not None:
         table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "", "",
                       " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), "", "", "", "", "", ""])  # fmt: skip
+        table.append(["offline (each segment)", "", "", pct(offline["segments_wer"]["value"]), "", "",
+                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), "", "", "", "", "", ""])  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -284,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS (repeat; default: default and vad)")  # fmt: skip
     parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled", "wall"])
     parser.add_argument("--seed", type=int, default=0, help="seed of the pauses (default 0)")
-    parser.add_argument("--offline", action="store_true", help="add an offline pass of the whole stream")
+    parser.add_argument("--offline", action="store_true", help="add an offline pass of the whole stream and of each segment")
+    parser.add_argument("--offline-only", action="store_true", help="the offline passes alone, no stream")
     parser.add_argument("--out", default="results/long-form", help="output folder (default: results/long-form)")
     args = parser.parse_args(argv)
     if args.minutes <= 0:
@@ -310,9 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, extra in configurations.items():
         options = ",".join(o for o in (f"backend={args.backend}", f"model={args.model}", extra) if o)
         config = StreamConfig.parse(f"{options},language={args.language},name={name}")
+        if args.offline_only:
+            break
         print(f"{name} ({args.clock} clock)...", file=sys.stderr, flush=True)
         rows.append(run_configuration(args, config, stream, segments, clips))
-    offline = offline_row(args, config, stream, segments, clips) if args.offline and config is not None else None
+    wants_offline = args.offline or args.offline_only
+    offline = offline_row(args, config, stream, segments, clips) if wants_offline and config is not None else None
     environment = environment_info()
     table = format_table(rows, offline)
     header = (f"{len(stream) / 16_000 / 60:.1f} min stream ({len(segments)} clips of {corpus.name}, seed {args.seed}); "
@@ -328,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     (out / "long_form.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     (out / "long_form.md").write_text(header + "\n\n" + table + "\n", encoding="utf-8")
-    plot(rows, out / "long_form.png")
-    print(f"wrote {out / 'long_form.json'}, long_form.md, long_form.png")
+    if rows:
+        plot(rows, out / "long_form.png")
+    print(f"wrote {out / 'long_form.json'}, long_form.md" + (", long_form.png" if rows else ""))
     return 0
 
 

@@ -224,6 +224,19 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
     assert "| default" in result.stdout and "whisper-english" in result.stdout
 
 
+def test_long_form_script_offline_only_scores_the_whole_stream_and_each_segment(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = run_script("long_form.py", "--backend", "test", "--model", "tones", "--corpus", str(tone_corpus),
+                        "--minutes", "0.5", "--configuration", "default", "--offline-only", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "long_form.json").read_text(encoding="utf-8"))
+    assert report["rows"] == [] and not (out / "long_form.png").exists()
+    offline = report["offline"]
+    assert offline["wer"]["value"] == offline["segments_wer"]["value"] == 0.0
+    assert len(offline["segments_per_clip"]) == len(TONE_CLIPS) and offline["segments_compute_seconds"] > 0
+    assert "| offline (each segment)" in result.stdout and "| offline (whole stream)" in result.stdout
+
+
 def test_long_form_assigns_each_word_to_the_clip_its_middle_falls_in():
     spec = importlib.util.spec_from_file_location("long_form_benchmark", ROOT / "benchmarks" / "long_form.py")
     script = importlib.util.module_from_spec(spec)
