@@ -222,6 +222,7 @@ def offline_row(args: argparse.Namespace, config: Any, stream: Any, segments: li
         "segments_wer": wer(references, segment_texts, normalizer=args.normalizer).to_dict(),
         "segments_per_clip": per_clip(references, segment_texts, len(clips), args.normalizer),
         "segments_compute_seconds": sum(t.compute_seconds for t in alone),
+        "segments_texts": segment_texts,
     }
 
 
