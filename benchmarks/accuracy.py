@@ -123,25 +123,31 @@ def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0
     return target
 
 
-def shifted_manifest(corpus: Path, shift: float, target: Path) -> Path:
-    """The corpus's clips, each after ``shift`` seconds of digital silence, written as WAV
-    files beside ``target``, and their JSONL manifest at ``target``."""
+def shifted_manifests(corpus: Path, shifts: int, folder: Path) -> list[tuple[float, Path]]:
+    """The corpus's clips after 0, 1/``shifts``, ... s of digital silence, as WAV files in
+    ``folder/SHIFT/`` with a JSONL manifest ``folder/SHIFT.jsonl`` per shift (each clip is
+    decoded once); ``(shift, manifest)`` pairs."""
     import numpy as np
 
     from rtlab.decoders.files import decode_audio
     from rtlab.eval.corpus import load_corpus
     from rtlab.testing.tones import wav_bytes
 
-    folder = target.with_suffix("")
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for utterance in load_corpus(corpus):
-        samples = np.concatenate([np.zeros(int(round(shift * 16_000)), np.float32), decode_audio(utterance.audio)])
-        wav = folder / (Path(utterance.audio).stem + ".wav")
-        wav.write_bytes(wav_bytes(samples))
-        lines.append(json.dumps({**utterance.to_dict(), "audio": f"{folder.name}/{wav.name}"}))  # beside the manifest
-    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return target
+    clips = [(utterance, decode_audio(utterance.audio)) for utterance in load_corpus(corpus)]
+    manifests = []
+    for k in range(shifts):
+        shift = round(k / shifts, 3)
+        target = folder / f"{shift:g}.jsonl"
+        clip_folder = target.with_suffix("")
+        clip_folder.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for utterance, samples in clips:
+            wav = clip_folder / (Path(utterance.audio).stem + ".wav")
+            wav.write_bytes(wav_bytes(np.concatenate([np.zeros(int(round(shift * 16_000)), np.float32), samples])))
+            lines.append(json.dumps({**utterance.to_dict(), "audio": f"{clip_folder.name}/{wav.name}"}))  # beside the manifest
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        manifests.append((shift, target))
+    return manifests
 
 
 def shift_summaries(rows: list[dict[str, Any]]) -> list[str]:
@@ -274,14 +280,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {language}: no corpus at {corpus}", file=sys.stderr)
             continue
         modes = {"given": (False,), "detected": (True,), "both": (False, True)}[args.language_option]
+        shifted = shifted_manifests(corpus, args.shifts, out / "shifted" / language) if args.shifts > 1 else []
         for detect in modes if language != "en" else (False,):
             print(f"{language}{' (language detected)' if detect else ''}...", file=sys.stderr, flush=True)
-            if args.shifts == 1:
+            if not shifted:
                 rows += run_language(args, language, corpus, detect, long_form=False)
-                continue
-            for k in range(args.shifts):
-                shift = round(k / args.shifts, 3)
-                manifest = shifted_manifest(corpus, shift, out / "shifted" / language / f"{shift:g}.jsonl")
+            for shift, manifest in shifted:
                 rows += run_language(args, language, manifest, detect, long_form=False, shift=shift)
         if args.long_form:
             manifest = long_form_manifest(corpus, args.long_form, out / f"long-form-{language}.jsonl")
