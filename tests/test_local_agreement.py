@@ -166,6 +166,47 @@ def test_sentence_pause_sec_must_be_a_number_of_seconds():
             policy_for("a@0-1", sentence_pause_sec=bad)
 
 
+@pytest.mark.parametrize(
+    "prompt_pause_sec, prompts",
+    [
+        (None, ["alpha", "alpha bravo"]),  # off: the prompt runs across pauses
+        (1.0, ["", "bravo"]),  # 1.3 s of pause before bravo, 0.6 s after it
+        (0.5, ["", ""]),  # both pauses are long enough
+        (2.0, ["alpha", "alpha bravo"]),  # neither is
+    ],
+)
+def test_prompt_pause_sec_keeps_the_prompt_within_an_utterance(prompt_pause_sec, prompts):
+    policy, backend = policy_for(
+        "alpha@0.1-0.3",
+        "alpha@0.1-0.3 bravo@1.6-1.8",  # commits alpha; the buffer is cut in the pause (0.95)
+        "bravo@0.65-0.85 charlie@1.45-1.65",  # commits bravo; cut in the next pause (2.1)
+        "charlie@0.3-0.5 delta@1.0-1.2",  # commits charlie
+        buffer_trimming_sec=1.0,
+        prompt_pause_sec=prompt_pause_sec,
+    )
+    for _ in range(4):
+        step(policy)
+    assert texts(policy.committed)[-3:] == ["alpha", "bravo", "charlie"]
+    assert backend.prompts[2:] == prompts
+
+
+def test_prompt_pause_sec_counts_a_pause_nobody_has_spoken_after_yet():
+    # Cut after alpha with nothing heard since: the pause lasts at least to the buffer's end.
+    policy, backend = policy_for(
+        "alpha@0.1-0.3", "alpha@0.1-0.3", "", "", buffer_trimming_sec=0.5, prompt_pause_sec=3.0
+    )
+    for _ in range(4):
+        step(policy)
+    assert policy.buffer_offset == pytest.approx(0.3)
+    assert backend.prompts == ["", "", "alpha", ""]  # 2.7 s, then 3.7 s after alpha
+
+
+def test_prompt_pause_sec_must_be_a_number_of_seconds():
+    for bad in (True, "1", 0.1, 11):
+        with pytest.raises(InvalidOption, match="prompt_pause_sec"):
+            policy_for("a@0-1", prompt_pause_sec=bad)
+
+
 def test_a_long_stream_keeps_only_the_committed_words_its_prompt_needs():
     # One word a second, each heard twice: the buffer is cut after every word, and the
     # words before it matter only to the prompt (prompt_chars=8: at most 9 words kept).

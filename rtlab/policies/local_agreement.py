@@ -44,6 +44,10 @@ it, and the summary reports it. Whisper detects a language on every call given n
 on the first second or two of speech it often says English: a pass in another language
 than the one before would never agree with it.
 
+``prompt_pause_sec`` (off by default) keeps the prompt within an utterance: committed
+text before a pause at least that long is not given to the model, which would otherwise
+read what follows as the continuation of unrelated text.
+
 ``vad=True`` adds the voice-activity controller (:mod:`rtlab.policies.vac`, Silero VAD):
 passes over silence are skipped, words heard where the VAD found no speech are dropped
 like silent ones, and when a pause of ``vad_silence_ms`` ends an utterance, what the
@@ -131,6 +135,7 @@ class LocalAgreement(Policy):
         vad_silence_ms: float = 500,
         sentence_pause_sec: float | None = None,
         lookahead_sec: float = 0.0,
+        prompt_pause_sec: float | None = None,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
@@ -175,6 +180,15 @@ class LocalAgreement(Policy):
                 f"not {lookahead_sec!r}"
             )
         self.lookahead_sec = float(lookahead_sec)
+        if prompt_pause_sec is not None and (
+            isinstance(prompt_pause_sec, bool) or not isinstance(prompt_pause_sec, (int, float))
+            or not PAUSE_SECONDS <= prompt_pause_sec <= 10
+        ):  # fmt: skip
+            raise InvalidOption(
+                f"policy 'local-agreement': prompt_pause_sec must be a number of seconds from "
+                f"{PAUSE_SECONDS} to 10 (or unset), not {prompt_pause_sec!r}"
+            )
+        self.prompt_pause_sec = None if prompt_pause_sec is None else float(prompt_pause_sec)
         self.vac = VoiceActivityController(min_silence_ms=vad_silence_ms) if vad else None
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.dropped_silent_words = 0
@@ -221,16 +235,33 @@ class LocalAgreement(Policy):
     def prompt(self) -> str:
         """Committed words that have left the buffer: the last ones, at most ``prompt_chars``
         characters in all. Whole words only: a cut word would prompt the model with a
-        fragment it never heard."""
-        outside = [w["text"].strip() for w in self.committed if w["end"] <= self.buffer_offset]
+        fragment it never heard. With ``prompt_pause_sec``, only the words after the last
+        pause at least that long: the words before it belong to another utterance."""
+        outside = [w for w in self.committed if w["end"] <= self.buffer_offset]
+        if self.prompt_pause_sec is not None:
+            outside = outside[self._since_last_pause(outside) :]
         kept: list[str] = []
         length = -1
-        for word in reversed(outside):
+        for word in reversed([w["text"].strip() for w in outside]):
             length += len(word) + 1
             if length > self.prompt_chars:
                 break
             kept.append(word)
         return " ".join(reversed(kept))
+
+    def _since_last_pause(self, outside: list[Word]) -> int:
+        """Index of the first of ``outside`` (committed words that left the buffer) after the
+        last pause of at least ``prompt_pause_sec``. Speech after them resumes at the next
+        word heard (committed in the buffer, or the last pass's first word) or, with none
+        heard yet, not before the end of the buffer."""
+        inside = [w for w in self.committed if w["end"] > self.buffer_offset]
+        heard = inside[:1] or self.previous[:1]
+        resumes = heard[0]["start"] if heard else self.buffer_offset + self.buffered_seconds
+        first = len(outside)
+        while first > 0 and resumes - outside[first - 1]["end"] < self.prompt_pause_sec:  # type: ignore[operator]
+            first -= 1
+            resumes = outside[first]["start"]
+        return first
 
     def _detect_language(self, final: bool = False) -> None:
         """Detect the stream's language on the buffer (see the module docstring); at the
