@@ -117,7 +117,7 @@ def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0
 
     samples, segments, _ = long_form_stream(corpus, minutes, seed)
     wav = target.with_suffix(".wav")
-    wav.write_bytes(wav_bytes(samples))
+    wav.write_bytes(wav_bytes(samples, float32=True))
     text = " ".join(text for _, _, text in segments)
     target.write_text(json.dumps({"audio": wav.name, "text": text, "id": wav.stem}) + "\n", encoding="utf-8")
     return target
@@ -143,7 +143,7 @@ def shifted_manifests(corpus: Path, shifts: int, folder: Path) -> list[tuple[flo
         lines = []
         for utterance, samples in clips:
             wav = clip_folder / (Path(utterance.audio).stem + ".wav")
-            wav.write_bytes(wav_bytes(np.concatenate([np.zeros(int(round(shift * 16_000)), np.float32), samples])))
+            wav.write_bytes(wav_bytes(np.concatenate([np.zeros(int(round(shift * 16_000)), np.float32), samples]), float32=True))
             lines.append(json.dumps({**utterance.to_dict(), "audio": f"{clip_folder.name}/{wav.name}"}))  # beside the manifest
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
         manifests.append((shift, target))

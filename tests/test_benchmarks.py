@@ -196,7 +196,10 @@ def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, t
     original = sorted(p for p in tone_corpus.iterdir() if p.suffix in (".wav", ".ogg", ".flac"))[0]
     from rtlab.decoders.files import decode_audio
 
-    assert len(decode_audio(clip)) - len(decode_audio(original)) == 8_000  # half a second of silence first
+    # Float WAV copies: at shift 0 the clip is the original's samples exactly, later after silence.
+    samples = decode_audio(original)
+    assert np.array_equal(decode_audio(clip), np.concatenate([np.zeros(8_000, np.float32), samples]))
+    assert np.array_equal(decode_audio(sorted((out / "shifted" / "en" / "0").glob("*.wav"))[0]), samples)
     assert all(r["wer"] == 0.0 and r["files"] == rows[0]["files"] for r in rows)
     assert "default +0.5 s" in result.stdout
     assert ("en (given) default: WER over 2 shifts: mean 0.0%, range 0.0% to 0.0%; offline mean 0.0%, "

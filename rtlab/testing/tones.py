@@ -9,6 +9,7 @@ weights and gives exact, known transcripts.
 from __future__ import annotations
 
 import io
+import struct
 import time
 import wave
 from pathlib import Path
@@ -57,8 +58,16 @@ def tone_words(
     return np.concatenate(pieces), words
 
 
-def wav_bytes(audio: np.ndarray) -> bytes:
-    """16-bit 16 kHz mono WAV file contents for float32 ``audio``."""
+def wav_bytes(audio: np.ndarray, *, float32: bool = False) -> bytes:
+    """16-bit 16 kHz mono WAV file contents for float32 ``audio``; with ``float32``, a
+    32-bit float WAV instead, which decodes to exactly the samples given."""
+    if float32:
+        data = np.asarray(audio, dtype="<f4").tobytes()
+        fmt = struct.pack("<HHIIHH", 3, 1, SAMPLE_RATE, SAMPLE_RATE * 4, 4, 32)
+        fact = struct.pack("<I", len(data) // 4)  # non-PCM WAV files carry their sample count
+        chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<I", 4) + fact
+        chunks += b"data" + struct.pack("<I", len(data)) + data
+        return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
