@@ -113,6 +113,19 @@ def _rest_of_compound(word: Word, last: Word) -> Word | None:
     return {**word, "text": space + rest, "start": max(word["start"], last["end"])}
 
 
+def _seconds(name: str, value: object, low: float, high: float, *, unset: bool = False) -> float | None:
+    """Option ``name``'s ``value`` as seconds from ``low`` to ``high`` (None, if ``unset``
+    allows it, stays None); anything else is refused with a message naming the option."""
+    if value is None and unset:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidOption(
+            f"policy 'local-agreement': {name} must be a number of seconds from {low} to {high}"
+            f"{' (or unset)' if unset else ''}, not {value!r}"
+        )
+    return float(value)
+
+
 class LocalAgreement(Policy):
     """Commit the longest common prefix of the last two hypotheses."""
 
@@ -165,30 +178,9 @@ class LocalAgreement(Policy):
                 f"policy 'local-agreement': vad_silence_ms must be a number of milliseconds from 100 to 5000, "
                 f"not {vad_silence_ms!r}"
             )
-        if sentence_pause_sec is not None and (
-            isinstance(sentence_pause_sec, bool) or not isinstance(sentence_pause_sec, (int, float))
-            or not PAUSE_SECONDS <= sentence_pause_sec <= 10
-        ):  # fmt: skip
-            raise InvalidOption(
-                f"policy 'local-agreement': sentence_pause_sec must be a number of seconds from "
-                f"{PAUSE_SECONDS} to 10 (or unset), not {sentence_pause_sec!r}"
-            )
-        self.sentence_pause_sec = None if sentence_pause_sec is None else float(sentence_pause_sec)
-        if isinstance(lookahead_sec, bool) or not isinstance(lookahead_sec, (int, float)) or not 0 <= lookahead_sec <= 5:
-            raise InvalidOption(
-                f"policy 'local-agreement': lookahead_sec must be a number of seconds from 0 to 5, "
-                f"not {lookahead_sec!r}"
-            )
-        self.lookahead_sec = float(lookahead_sec)
-        if prompt_pause_sec is not None and (
-            isinstance(prompt_pause_sec, bool) or not isinstance(prompt_pause_sec, (int, float))
-            or not PAUSE_SECONDS <= prompt_pause_sec <= 10
-        ):  # fmt: skip
-            raise InvalidOption(
-                f"policy 'local-agreement': prompt_pause_sec must be a number of seconds from "
-                f"{PAUSE_SECONDS} to 10 (or unset), not {prompt_pause_sec!r}"
-            )
-        self.prompt_pause_sec = None if prompt_pause_sec is None else float(prompt_pause_sec)
+        self.sentence_pause_sec = _seconds("sentence_pause_sec", sentence_pause_sec, PAUSE_SECONDS, 10, unset=True)
+        self.lookahead_sec = _seconds("lookahead_sec", lookahead_sec, 0, 5) or 0.0
+        self.prompt_pause_sec = _seconds("prompt_pause_sec", prompt_pause_sec, PAUSE_SECONDS, 10, unset=True)
         self.vac = VoiceActivityController(min_silence_ms=vad_silence_ms) if vad else None
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.dropped_silent_words = 0
