@@ -190,15 +190,17 @@ def test_prompt_pause_sec_keeps_the_prompt_within_an_utterance(prompt_pause_sec,
     assert backend.prompts[2:] == prompts
 
 
-def test_prompt_pause_sec_counts_a_pause_nobody_has_spoken_after_yet():
-    # Cut after alpha with nothing heard since: the pause lasts at least to the buffer's end.
+def test_prompt_pause_sec_ends_a_pause_only_when_speech_is_heard_after_it():
+    # Cut after alpha with nothing heard since: the prompt stays until a pass hears bravo,
+    # 2.7 s after alpha; the pass after that one is not prompted.
     policy, backend = policy_for(
-        "alpha@0.1-0.3", "alpha@0.1-0.3", "", "", buffer_trimming_sec=0.5, prompt_pause_sec=3.0
-    )
-    for _ in range(4):
+        "alpha@0.1-0.3", "alpha@0.1-0.3", "", "bravo@2.7-2.9", "bravo@2.7-2.9",
+        buffer_trimming_sec=0.5, prompt_pause_sec=1.0,
+    )  # fmt: skip
+    for _ in range(5):
         step(policy)
-    assert policy.buffer_offset == pytest.approx(0.3)
-    assert backend.prompts == ["", "", "alpha", ""]  # 2.7 s, then 3.7 s after alpha
+    assert texts(policy.committed) == ["alpha", "bravo"]
+    assert backend.prompts == ["", "", "alpha", "alpha", ""]
 
 
 def test_prompt_pause_sec_must_be_a_number_of_seconds():
