@@ -45,8 +45,9 @@ on the first second or two of speech it often says English: a pass in another la
 than the one before would never agree with it.
 
 ``prompt_pause_sec`` (off by default) keeps the prompt within an utterance: committed
-text before a pause at least that long is not given to the model, which would otherwise
-read what follows as the continuation of unrelated text.
+text before a pause at least that long is left out of it once a pass hears speech after
+the pause. Across unrelated utterances a prompt carries their words into the next one
+("as dinosaurs" read "as foreigners", a word two clips back, in a long stream of clips).
 
 ``vad=True`` adds the voice-activity controller (:mod:`rtlab.policies.vac`, Silero VAD):
 passes over silence are skipped, words heard where the VAD found no speech are dropped
