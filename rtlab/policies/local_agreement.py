@@ -232,7 +232,7 @@ class LocalAgreement(Policy):
         pause at least that long: the words before it belong to another utterance."""
         outside = [w for w in self.committed if w["end"] <= self.buffer_offset]
         if self.prompt_pause_sec is not None:
-            outside = outside[self._since_last_pause(outside) :]
+            outside = outside[self._since_last_pause(outside, self.prompt_pause_sec) :]
         kept: list[str] = []
         length = -1
         for word in reversed([w["text"].strip() for w in outside]):
@@ -242,19 +242,19 @@ class LocalAgreement(Policy):
             kept.append(word)
         return " ".join(reversed(kept))
 
-    def _since_last_pause(self, outside: list[Word]) -> int:
-        """Index of the first of ``outside`` (committed words that left the buffer) after the
-        last pause of at least ``prompt_pause_sec``. Speech after them resumes at the next
-        word heard: committed in the buffer, or the last pass's first word. With none heard
-        yet, the pause has not ended and the prompt stays whole: given its prompt, Whisper
-        hears nothing in the noise after a sentence more often than without it."""
-        inside = [w for w in self.committed if w["end"] > self.buffer_offset]
-        heard = inside[:1] or self.previous[:1]
+    def _since_last_pause(self, outside: list[Word], pause: float) -> int:
+        """Index of the first of ``outside`` (committed words that left the buffer, the
+        first of ``self.committed``) after the last pause of at least ``pause`` seconds.
+        Speech after them resumes at the next word heard: committed in the buffer, or the
+        last pass's first word. With none heard yet, the pause has not ended and the prompt
+        stays whole: given its prompt, Whisper hears nothing in the noise after a sentence
+        more often than without it."""
+        heard = self.committed[len(outside) : len(outside) + 1] or self.previous[:1]
         if not heard:
             return 0
         resumes = heard[0]["start"]
         first = len(outside)
-        while first > 0 and resumes - outside[first - 1]["end"] < self.prompt_pause_sec:  # type: ignore[operator]
+        while first > 0 and resumes - outside[first - 1]["end"] < pause:
             first -= 1
             resumes = outside[first]["start"]
         return first
