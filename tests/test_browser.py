@@ -62,7 +62,9 @@ CASES = {
              "alpha bravo charlie", "delta echo", 5),
     # tiny.en hears "jumps over the lazy dog" in this espeak voice in several ways ("jump
     # sober nadezi dog"), so the page waits for the clip's last words, "sea shore", which it
-    # has heard every time; and its last pass over the whole buffer may hear a sentence
+    # hears every time, written as one word or two depending on where the passes fall
+    # (0.7 s of lead-in and 1 s passes give "seashore"), so words are matched on their
+    # letters alone; and its last pass over the whole buffer may hear a sentence
     # differently from the partial text shown before, so the final check counts words.
     "faster-whisper": (lambda: (DATA / "fox.wav").read_bytes(), "quick brown", "sea shore", 8),
 }  # fmt: skip
@@ -99,9 +101,9 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
             await page.wait_for_function("window.rtlab.backends !== null")
             assert await page.input_value("#backend") == backend
             await page.click("#start")
-            shows = (
+            shows = (  # letters alone: "sea shore", "seashore" and "sea-shore" are one reading
                 "([selector, words]) => document.querySelector(selector).textContent.toLowerCase()"
-                ".replace(/[^a-z' ]+/g, ' ').replace(/ +/g, ' ').includes(words)"
+                ".replace(/[^a-z]+/g, '').includes(words.replace(/ /g, ''))"
             )
             await page.wait_for_function(shows, arg=["#committed", early_words], timeout=60_000)
             # Let the microphone play to the end of the clip (partial text counts) before Stop.
@@ -121,7 +123,7 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
     types = [m["type"] for m in messages]
     assert types[:3] == ["transcription_starting", "model_loading_started", "transcription_started"], types
     assert "transcript" in types and types[-1] == "transcription_stopped"
-    assert early_words in transcript, (transcript, console)
+    assert early_words.replace(" ", "") in transcript.replace(" ", ""), (transcript, console)
     assert len(transcript.split()) >= committed_count, (transcript, console)
     if backend == "test":  # exact by construction
         assert final_words in transcript, (transcript, console)
