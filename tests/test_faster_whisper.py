@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("faster_whisper", reason="the faster-whisper plugin is not installed")
 rtlab_faster_whisper = pytest.importorskip("rtlab_faster_whisper")
 
+import rtlab.words  # noqa: E402
 from rtlab.backends import ensure_loaded, shared_models  # noqa: E402
 from rtlab.core.feeding import stream_file  # noqa: E402
 from rtlab.core.instances import get_backend  # noqa: E402
@@ -195,89 +196,13 @@ def test_text_the_alignment_finds_no_audio_for_is_dropped(data_dir, monkeypatch,
     monkeypatch.setattr(backend, "_decode", says_it_again)
     words = backend.transcribe(audio, language="en")
     assert [w["text"] for w in words] == [w["text"] for w in alone]
-    monkeypatch.setattr(rtlab_faster_whisper, "cut_unaligned", lambda words: words)
+    monkeypatch.setattr(rtlab.words, "cut_unaligned", lambda words: words)
     # (Whisper's hallucination rule on the tail may catch it too: this test is about the
     # alignment's guard alone.)
-    monkeypatch.setattr(rtlab_faster_whisper, "cut_anomalous_tail", lambda words, **rule: words)
+    monkeypatch.setattr(rtlab.words, "cut_anomalous_tail", lambda words, **rule: words)
     unguarded = backend.transcribe(audio, language="en")
     assert len(unguarded) == len(alone) + 8, "the appended sentence, squeezed into the window's last frame"
     assert {(w["start"], w["end"]) for w in unguarded[-8:]} == {(unguarded[-1]["start"],) * 2}
-
-
-def _words(*spans):
-    return [(f"w{index}", start, end, 0.9) for index, (start, end) in enumerate(spans)]
-
-
-def test_a_run_of_unaligned_words_goes_and_the_words_around_it_stay():
-    said = _words((0, 0.3), (0.3, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.9))
-    assert rtlab_faster_whisper.cut_unaligned(said) == said[:2] + said[5:]
-    assert rtlab_faster_whisper.cut_unaligned(said[2:]) == said[5:], "a run the window opens with goes alone"
-    two = _words((0, 0.3), (0.3, 0.3), (0.3, 0.3), (0.3, 0.5))
-    assert rtlab_faster_whisper.cut_unaligned(two) == two, "two short words in a row can be speech"
-
-
-def test_a_run_that_ends_the_window_takes_the_stretched_word_before_it():
-    stretched = _words((0, 0.3), (0.3, 2.5), (2.5, 2.5), (2.5, 2.5), (2.5, 2.5))
-    assert rtlab_faster_whisper.cut_unaligned(stretched) == stretched[:1]
-    spoken = _words((0, 0.3), (0.3, 0.7), (0.7, 0.7), (0.7, 0.7), (0.7, 0.7))
-    assert rtlab_faster_whisper.cut_unaligned(spoken) == spoken[:2], "a word of normal length was heard"
-
-
-def test_an_improbable_sentence_after_the_last_sentence_end_is_cut():
-    """Whisper's hallucination rule on the text after a finished sentence: what tiny.en made
-    up in the noise after fleurs-en-001's speech ("So, let's see.", as a stream's last pass
-    heard it) goes; a next sentence said clearly, or one without a finished sentence before
-    it (speech still coming in), stays."""
-    cut = rtlab_faster_whisper.cut_anomalous_tail
-    said = [(" a", 7.22, 7.38, 0.75), (" sentence.", 7.38, 7.74, 1.0)]
-    made_up = [(" So,", 7.74, 7.96, 0.05), (" let's", 7.96, 7.96, 0.32), (" see.", 7.96, 8.24, 0.29)]
-    assert cut(said + made_up) == said
-    assert cut(made_up, continued=True) == [], "a continued window starts after a sentence end"
-    assert cut(made_up) == made_up, "no finished sentence before it: speech still coming in"
-    clear = [(" Always", 7.8, 8.1, 0.9), (" begin", 8.1, 8.4, 0.95), (" here", 8.4, 8.7, 0.2)]
-    assert cut(said + clear) == said + clear
-    assert cut(clear, continued=True) == clear
-
-
-def test_an_improbable_tail_said_over_speech_stays(data_dir):
-    """Whisper's rule asks for silence around what it cuts: a continued window that opens
-    with a word squeezed into one frame ("and", probability 0.03: a score of 3) before
-    words said clearly keeps them when the voice-activity model hears speech under them
-    (the shared LibriSpeech clip, after a pause, lost "counseled him." so); over the
-    silence after the speech, or repeating what the pass said before, they go."""
-    from rtlab.decoders.files import decode_audio
-
-    speech = decode_audio(data_dir / "fox.ogg")  # 6.1 s of espeak-ng speech; then 3 s of silence
-    audio = np.concatenate([speech, np.zeros(3 * 16_000, np.float32)])
-    heard = [(" and", 2.0, 2.0, 0.033), (" counseled", 2.0, 2.6, 0.54), (" him.", 2.6, 3.2, 0.97)]
-    in_silence = [(word, start + 5, end + 5, p) for word, start, end, p in heard]
-    cut = rtlab_faster_whisper.cut_anomalous_tail
-    spoken = lambda start, end: rtlab_faster_whisper.is_spoken(audio, start, end)  # noqa: E731
-    assert cut(heard, continued=True) == [], "the rule alone takes them"
-    assert cut(heard, continued=True, spoken=spoken) == heard
-    assert cut(in_silence, continued=True, spoken=spoken) == []
-    said = [" So", " and", " counseled", " him.", " Then"]
-    assert cut(heard, continued=True, spoken=spoken, said=said) == [], "said again: a decoder repeating itself"
-    assert cut(heard, continued=True, spoken=spoken, said=said[2:]) == heard, "two words in common are not a repeat"
-    assert not rtlab_faster_whisper.is_spoken(audio, 8.0, 8.0), "a span shorter than a frame"
-    squeezed = [(" Gracias.", 2.7, 2.8, 0.029)]
-    assert spoken(2.7, 2.8), "the end of a word said before it"
-    assert cut(squeezed, continued=True, spoken=spoken) == [], "a word in 0.1 s: squeezed in, not said"
-    probable = [(" That's", 7.0, 7.3, 0.39), (" it.", 7.3, 7.8, 0.62)]
-    assert cut(probable, continued=True) == probable, "not anomalous by Whisper's score"
-    assert cut(probable, continued=True, spoken=spoken) == [], "a continued window heard in silence"
-    assert cut(probable) == probable, "the first window: speech may still be coming"
-
-
-def test_a_last_word_stretched_over_unspoken_audio_is_retimed():
-    said = _words((0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 3.0), (3.0, 3.0))
-    retimed = rtlab_faster_whisper.retime_stopped_early(said)
-    assert retimed[:3] == said[:3]
-    assert [w[0] for w in retimed] == [w[0] for w in said]
-    assert retimed[3][1:3] == pytest.approx((0.8, 1.1)), "the median word length, from the word's start"
-    assert retimed[4][1:3] == pytest.approx((1.1, 1.4)), "a squeezed word follows it, as long"
-    normal = _words((0, 0.2), (0.2, 0.9))
-    assert rtlab_faster_whisper.retime_stopped_early(normal) == normal
 
 
 def _encoder_runs(backend, monkeypatch):
@@ -366,18 +291,6 @@ def test_the_encoder_cost_feature_counts_every_encoder_run(data_dir, monkeypatch
         assert len(runs) >= 3, "the forced early end gave a continued window"
     if "pad_seconds" in options:
         assert features[0] < 30
-
-
-def test_a_decoder_loop_is_cut_after_its_first_turn():
-    words = [(text, index * 0.3, index * 0.3 + 0.3, 0.9) for index, text in enumerate(
-        "long enough to make loud, loud, loud, loud, loud".split()
-    )]  # fmt: skip
-    kept, looped = rtlab_faster_whisper.cut_repetition(words)
-    assert looped and [w[0] for w in kept] == ["long", "enough", "to", "make", "loud,"]
-    phrase = [(text, 0.0, 0.1, 0.9) for text in "the entrance to the entrance to the entrance to".split()]
-    assert [w[0] for w in rtlab_faster_whisper.cut_repetition(phrase)[0]] == ["the", "entrance", "to"]
-    speech = [(text, 0.0, 0.1, 0.9) for text in "no no we will go go".split()]
-    assert rtlab_faster_whisper.cut_repetition(speech) == (speech, False)  # twice is speech
 
 
 def test_silence_after_the_speech_adds_no_words_and_no_second_window(data_dir, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
-from rtlab.levels import frame_rms, silence_level
+from rtlab.words import continue_from, merge_word_pieces, settle_window
 from rtlab.core.scheduler import available_cores
 
 from . import devices as _devices
@@ -20,9 +20,7 @@ __version__ = "0.5.1"
 
 WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0
-# "buffer" windows: decode again from the last word when the model stopped this early,
-# at most this many windows per pass.
-CONTINUE_AFTER_SECONDS = 1.0
+# "buffer" windows: at most this many per pass (see rtlab.words.continue_from).
 MAX_WINDOWS = 2
 # Whisper's own defaults for the no-speech check and the temperature fallback.
 NO_SPEECH_THRESHOLD = 0.6
@@ -32,18 +30,6 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the w
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames
 SEEK_MAX_NEW_TOKENS = 448 - (448 // 2 - 1) - 5  # decoder context minus the longest seek prompt
-MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
-QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
-MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not aligned to audio
-UNALIGNED_RUN = 3  # this many such words in a row: text the audio lacks (see cut_unaligned)
-LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
-# Text said over speech, not made up in a pause: the voice-activity model hears speech in
-# at least this fraction of its frames (see cut_anomalous_tail).
-SPOKEN_FRACTION = 0.5
-# A tail said in less than this per word was squeezed in after the speech, not said: the
-# voice-activity model under it hears the end of the word before (Whisper's word ends are
-# loose), and the rule stands (see cut_anomalous_tail).
-MIN_SAID_SECONDS = 0.2
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -271,8 +257,10 @@ class FasterWhisperBackend(Backend):
         word times from the cross-attention alignment.
 
         Whisper sometimes ends its text early (at a sentence end, with more speech after
-        it). When the last word ends more than ``CONTINUE_AFTER_SECONDS`` before the buffer
-        does, one more window is decoded from that word on, prompted with the text so far.
+        it). When the last word ends more than a second before the buffer does, one more
+        window is decoded from that word on, prompted with the text so far (see
+        :func:`rtlab.words.continue_from`; each window's words go through the rules of
+        :func:`rtlab.words.settle_window`).
         faster-whisper's own loop ("seek") moves on to the last word after every window and
         decodes what follows, however short: on a prompted streaming pass that is a second
         30 s encoder run most of the time, and a tail of a few frames is where tiny.en
@@ -312,39 +300,19 @@ class FasterWhisperBackend(Backend):
                 (w["word"], offset + float(w["start"]), offset + float(min(w["end"], seconds - offset)), float(w["probability"]))
                 for w in segment["words"]
             ]
-            words, looped = cut_repetition(words)
-            tail = cut_anomalous_tail(
-                words,
-                continued=seek > 0,
-                spoken=lambda start, end: is_spoken(audio, start, end),
-                said=[piece[0] for piece in pieces],
-            )
-            aligned = retime_stopped_early(cut_unaligned(tail))
-            cut = len(aligned) < len(words)
-            words = aligned
-            if pieces and words:
-                if _key(words[0][0]) == _key(pieces[-1][0]) and words[0][1] < pieces[-1][2]:
-                    words = words[1:]  # the continued window began inside the last word
-                if words:  # the last word of the window before ends where this one starts
-                    last = pieces[-1]
-                    pieces[-1] = (last[0], last[1], max(last[1], min(last[2], words[0][1])), last[3])
-            pieces += words
-            if not pieces:
+            window = settle_window(pieces, words, audio, continued=seek > 0)
+            pieces = window.pieces
+            end = continue_from(window, audio, seconds)
+            if end is None:
                 break
-            # Where the model's text ends (retime_stopped_early put right a last word the
-            # alignment stretched over audio the model never transcribed): the next window
-            # starts there.
-            end = pieces[-1][2]
             next_seek = int(round(end * model.frames_per_second))
-            if looped or seconds - end < CONTINUE_AFTER_SECONDS or next_seek <= seek:
-                break  # (after a loop, the next pass tries again from a longer buffer)
-            if _is_quiet_after(audio, end + QUIET_MARGIN_SECONDS):
-                break  # only silence after the last word: a second encoder run would find nothing
+            if next_seek <= seek:
+                break
             seek = next_seek
             # The next window is prompted with the text kept so far: prompted with text that
             # was cut (and the speech it was said over), the model would go on after it and
             # skip that speech.
-            previous = previous + (tokenizer.encode("".join(w[0] for w in words)) if cut else tokens)
+            previous = previous + (tokenizer.encode("".join(w[0] for w in window.words)) if window.cut else tokens)
         return Words(merge_word_pieces(pieces), encoder_seconds=encoder_seconds)
 
     def _padded(self, features: np.ndarray) -> np.ndarray:
@@ -507,166 +475,6 @@ def _view(array: np.ndarray):
     return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
 
 
-def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int = 4) -> tuple[list[tuple], bool]:
-    """``words`` up to the first run of one to ``longest`` words said ``times`` times in a
-    row, keeping one of them; and whether there was such a run. Whisper without its
-    temperature fallback can fall into a loop ("loud, loud, loud, ..."), and two passes
-    agree on a loop as readily as on speech."""
-    keys = [_key(word[0]) for word in words]
-    for start in range(len(keys)):
-        for size in range(1, longest + 1):
-            gram = keys[start : start + size]
-            if len(gram) < size:
-                break
-            if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
-                return words[: start + size], True
-    return words, False
-
-
-def anomaly_score(word: tuple) -> float:
-    """Whisper's score of a word that is likely hallucinated (openai-whisper's and
-    faster-whisper's ``word_anomaly_score``): improbable, or aligned very short or very long."""
-    duration = word[2] - word[1]
-    return (
-        (1.0 if word[3] < 0.15 else 0.0)
-        + (max(0.0, 0.133 - duration) * 15)
-        + max(0.0, duration - 2.0)
-    )
-
-
-def cut_anomalous_tail(
-    words: list[tuple], continued: bool = False, spoken: Any = None, said: list[str] = ()
-) -> list[tuple]:
-    """``words`` without the text after the window's last sentence end (in a continued
-    window, all of it) when Whisper's hallucination rule (``is_segment_anomaly``: its
-    first 8 words score 3 or more, or about one per word) finds that text anomalous,
-    unless ``spoken(start, end)`` (when given) says the audio under it is speech and the
-    text does not repeat what was said before it (``said``: the texts of the pass's
-    earlier windows; and the window's own text before it) and lasts at least
-    ``MIN_SAID_SECONDS`` a word (base's "Gracias.", probability 0.03, in the 0.1 s after a
-    Spanish speaker's last word, where the VAD still hears that word).
-
-    What Whisper makes up in the noise after the speech ends ("So, let's see.") follows a
-    finished sentence, often as a window continued after the model stopped there, and the
-    pass at the end of a stream commits it without a second pass to agree. The rule alone
-    also takes real words: a continued window that opens with a word squeezed into one
-    frame ("and", probability 0.03: a score of 3) before "counseled him.", said clearly,
-    or the "years." a number ended with. Whisper asks for silence around the text too;
-    a voice-activity model on the audio under it is that check.
-
-    A continued window is decoded because there was sound after the model's last word;
-    where the voice-activity model hears no speech under its text (a breath, a click after
-    the sentence), all of it goes, anomalous or not ("That's it.", probabilities 0.39 and
-    0.62, over the sounds after a FLEURS speaker's last word)."""
-    if continued and spoken is not None and words and not spoken(words[0][1], words[-1][2]):
-        return []
-    ends = [i for i, word in enumerate(words[:-1]) if word[0].rstrip().endswith((".", "?", "!"))]
-    if not ends and not continued:
-        return words
-    keep = ends[-1] + 1 if ends else 0
-    tail = [word for word in words[keep:] if any(c.isalnum() for c in word[0])][:8]
-    score = sum(anomaly_score(word) for word in tail)
-    if tail and (score >= 3 or score + 0.01 >= len(tail)):
-        before = [*said, *(word[0] for word in words[:keep])]
-        start, end = words[keep][1], words[-1][2]
-        said_out = end - start >= MIN_SAID_SECONDS * len(tail)
-        if spoken is not None and said_out and not _repeats(tail, before) and spoken(start, end):
-            return words
-        return words[:keep]
-    return words
-
-
-def _repeats(tail: list[tuple], said: list[str]) -> bool:
-    """Whether ``tail`` opens with three words that ``said`` (the text before it) already
-    has in a row: a decoder saying again what it said, over
-    whatever audio (base repeated pt-003's first sentence over its second)."""
-    keys = [_key(word[0]) for word in tail[:3]]
-    earlier = [_key(text) for text in said]
-    return len(keys) == 3 and any(earlier[i : i + 3] == keys for i in range(len(earlier) - 2))
-
-
-def is_spoken(audio: np.ndarray, start: float, end: float) -> bool:
-    """Whether Silero VAD (``rtlab.vad``) hears speech in at least ``SPOKEN_FRACTION`` of
-    its frames from ``start`` to ``end`` (seconds into ``audio``), run from a second before
-    ``start``. Loudness does not tell a clear word from the breath or click Whisper
-    hallucinates over at a sentence's end; the VAD does. A span shorter than a VAD frame
-    (text squeezed into the buffer's last frame) is not speech."""
-    from rtlab.vad import FRAME, SileroVAD
-
-    lead = max(0.0, start - 1.0)
-    probabilities = SileroVAD().process(audio[int(lead * 16_000) : int(end * 16_000)])
-    first = int((start - lead) * 16_000) // FRAME
-    heard = probabilities[first:]
-    return len(heard) > 0 and float(np.mean(heard > 0.5)) >= SPOKEN_FRACTION
-
-
-def cut_unaligned(
-    words: list[tuple], shortest: float = MIN_WORD_SECONDS, run: int = UNALIGNED_RUN, longest: float = MAX_WORD_SECONDS
-) -> list[tuple]:
-    """``words`` without text the alignment found no audio for: a run of ``run`` or more
-    words in a row that each last less than ``shortest`` seconds (the alignment squeezes
-    such text into a single frame).
-
-    The run goes, the words around it stay: an aligned word was heard in the audio, and a
-    run amid speech is a phrase the decoder said twice or that the alignment could not
-    place, with the speech it was said over before and after it. A run that ends the window
-    is what a decoder that repeats its prompt after the speech ended produces: it goes with
-    the word before it when the alignment stretched that word over more than ``longest``
-    seconds (the phrase's first word, laid over the silence the rest of it never covered)."""
-    kept: list[tuple] = []
-    index = 0
-    while index < len(words):
-        end = index
-        while end < len(words) and words[end][2] - words[end][1] < shortest:
-            end += 1
-        if end - index >= run:
-            if end == len(words) and kept and kept[-1][2] - kept[-1][1] > longest:
-                kept.pop()
-            index = end
-            continue
-        end = max(end, index + 1)
-        kept.extend(words[index:end])
-        index = end
-    return kept
-
-
-def retime_stopped_early(words: list[tuple], shortest: float = MIN_WORD_SECONDS, longest: float = MAX_WORD_SECONDS) -> list[tuple]:
-    """``words`` with the times of a model that stopped early put right.
-
-    When Whisper's text ends before the audio does, the alignment stretches the last word
-    it could place over the audio the text never covered, and squeezes the words after it
-    (a short run: a long one is cut by :func:`cut_unaligned`) into the window's last frame.
-    The stretched word gets the window's typical word length (its median aligned word, at
-    least 0.1 s) and the squeezed ones follow it, as long each: they were said right after
-    it, and the next window decodes from there. Left as they are, they would end where the
-    audio ends, and the speech under the stretched word would look like a pause."""
-    last = len(words) - 1
-    while last >= 0 and words[last][2] - words[last][1] < shortest:
-        last -= 1
-    if last < 0 or words[last][2] - words[last][1] <= longest:
-        return words
-    aligned = [w[2] - w[1] for w in words if shortest <= w[2] - w[1] <= longest]
-    typical = min(max(float(np.median(aligned)) if aligned else 0.0, 0.1), longest)
-    retimed = list(words[:last])
-    start = words[last][1]
-    for text, _, _, probability in words[last:]:
-        retimed.append((text, start, start + typical, probability))
-        start += typical
-    return retimed
-
-
-def _is_quiet_after(audio: np.ndarray, seconds: float) -> bool:
-    """Whether every 20 ms frame of ``audio`` from ``seconds`` on is silence by the buffer's
-    own level (``rtlab.levels.silence_level``, the rule LocalAgreement drops words by)."""
-    frames = frame_rms(audio[int(seconds * 16_000) :])
-    level = silence_level(audio)
-    return level is not None and len(frames) > 0 and float(frames.max()) <= level
-
-
-def _key(text: str) -> str:
-    return text.strip(" .,!?;:\"'").casefold()
-
-
 class Words(list):
     """The words of one ``transcribe`` call, which also say how many seconds of input the
     encoder ran on (windows times their length): a continued window costs a second
@@ -676,31 +484,6 @@ class Words(list):
     def __init__(self, words, *, encoder_seconds: float) -> None:
         super().__init__(words)
         self.encoder_seconds = encoder_seconds
-
-
-def merge_word_pieces(pieces) -> list[Word]:
-    """Whisper words, given as ``(text, start, end, probability)``, as rtlab words.
-
-    A piece that continues the previous word without a space and starts with punctuation
-    ("-fark", "'s") is glued to it, so joining words with single spaces gives back
-    Whisper's text ("round-fark", "it's")."""
-    words: list[Word] = []
-    for text, start, end, probability in pieces:
-        if not text:
-            continue
-        glued = words and not text[0].isspace() and not text[0].isalnum()
-        if not glued and not any(character.isalnum() for character in text):
-            continue  # " ." on its own: what a decoder stuck in a loop emits
-        if glued:
-            last = words[-1]
-            last["text"] += text.strip()
-            last["end"] = end
-            last["probability"] = min(last["probability"], probability)
-        else:
-            words.append(
-                {"text": text.strip(), "start": start, "end": end, "probability": probability}
-            )
-    return words
 
 
 @rtlab.hookimpl

@@ -22,9 +22,9 @@ from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.policies.incremental import INCREMENTAL_DECODING
+from rtlab.words import continue_from, merge_word_pieces, settle_window
 
 from . import devices as _devices
-from .words import cut_repetition, cut_unaligned, is_quiet_after, key, merge_word_pieces
 
 if TYPE_CHECKING:
     from .batch import FirstWindow
@@ -34,9 +34,8 @@ __version__ = "0.1.0"
 WINDOWS = ("buffer", "seek")
 COMPUTE_TYPES = ("float32", "float16")
 WINDOW_SECONDS = 30.0
-# "buffer" windows: decode again from the last word when the model stopped this early,
-# at most this many windows per pass (as rtlab-faster-whisper does).
-CONTINUE_AFTER_SECONDS = 1.0
+# "buffer" windows: at most this many per pass, as rtlab-faster-whisper (see
+# rtlab.words.continue_from).
 MAX_WINDOWS = 2
 # Whisper's own defaults for the no-speech check and the temperature fallback.
 NO_SPEECH_THRESHOLD = 0.6
@@ -44,8 +43,6 @@ LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP = 1.0  # the first segment starts within 1 s of the window
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames (the alignment needs them)
-MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
-QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
 MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -335,9 +332,12 @@ class OpenAIWhisperBackend(Backend):
     ) -> list[Word]:
         """A streaming buffer of at most 30 s as one window: one encoder run, one decode,
         word times from the cross-attention alignment on that encoder output. When the
-        model stopped more than ``CONTINUE_AFTER_SECONDS`` before the buffer's end, one
-        more window is decoded from its last word, prompted with the text so far (the
+        model stopped more than a second before the buffer's end, one more window is
+        decoded from its last word, prompted with the text so far (the
         rtlab-faster-whisper README explains why, and why not openai-whisper's own loop).
+        Each window's words go through the rules rtlab-faster-whisper's go through
+        (:func:`rtlab.words.settle_window`), so that the two engines differ by their
+        engine alone.
 
         ``first`` is the first window computed with other passes' (``transcribe_batch``)."""
         from whisper.audio import FRAMES_PER_SECOND, N_FRAMES, pad_or_trim
@@ -376,32 +376,18 @@ class OpenAIWhisperBackend(Backend):
                 (w["word"], offset + float(w["start"]), offset + float(min(w["end"], seconds - offset)), float(w["probability"]))
                 for w in segment["words"]
             ]
-            words, looped = cut_repetition(words)
-            words = cut_unaligned(words)
-            if pieces and words:
-                if key(words[0][0]) == key(pieces[-1][0]) and words[0][1] < pieces[-1][2]:
-                    words = words[1:]  # the continued window began inside the last word
-                if words:  # the last word of the window before ends where this one starts
-                    last = pieces[-1]
-                    pieces[-1] = (last[0], last[1], max(last[1], min(last[2], words[0][1])), last[3])
-            pieces += words
-            if not pieces:
+            window = settle_window(pieces, words, audio, continued=seek > 0)
+            pieces = window.pieces
+            end = continue_from(window, audio, seconds)
+            if end is None:
                 break
-            # Where the model's text ends: a last word stretched over more than
-            # MAX_WORD_SECONDS covers audio it never transcribed, so it gets the window's
-            # median word length and the next window starts there.
-            text, start, end, probability = pieces[-1]
-            if words and end - start > MAX_WORD_SECONDS:
-                typical = float(np.median([w[2] - w[1] for w in words]))
-                end = start + min(max(typical, 0.1), MAX_WORD_SECONDS)
-                pieces[-1] = (text, start, end, probability)
             next_seek = int(round(end * FRAMES_PER_SECOND))
-            if looped or seconds - end < CONTINUE_AFTER_SECONDS or next_seek <= seek:
+            if next_seek <= seek:
                 break
-            if is_quiet_after(audio, end + QUIET_MARGIN_SECONDS):
-                break  # only silence after the last word: a second encoder run would find nothing
             seek = next_seek
-            previous = previous + tokens
+            # Prompted with text a rule cut (and the speech it was said over), the model
+            # would go on after it and skip that speech.
+            previous = previous + (tokenizer.encode("".join(w[0] for w in window.words)) if window.cut else tokens)
         return merge_word_pieces(pieces)
 
     def window_language(self, features, languages: list[str | None]) -> list[str]:

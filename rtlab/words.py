@@ -1,0 +1,280 @@
+"""The rules a Whisper pass's words go through before a streaming policy sees them.
+
+Shared by rtlab's Whisper backends (``rtlab-faster-whisper``, ``rtlab-openai-whisper``),
+so that two engines compared under one streaming policy differ by their engine and not
+by their post-processing; an outside plugin for another Whisper engine can use them too.
+Words are ``(text, start, end, probability)`` tuples, as Whisper's word alignment gives
+them, with times in seconds from the start of the pass's audio (16 kHz mono float32).
+
+A pass decodes one window of at most 30 s and, when the model stopped more than
+``CONTINUE_AFTER_SECONDS`` before the audio's end, a continued window from its last word.
+:func:`settle_window` applies the rules to one window's words and joins them to the
+pass's words so far; :func:`continue_from` says where the next window starts, if one
+should; :func:`merge_word_pieces` turns the pass's words into rtlab words. The
+faster-whisper plugin's README explains each rule with the clip that called for it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from .backends import SAMPLE_RATE, Word
+from .levels import frame_rms, silence_level
+
+# Decode again from the last word when the model stopped this early.
+CONTINUE_AFTER_SECONDS = 1.0
+MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
+QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
+MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not aligned to audio
+UNALIGNED_RUN = 3  # this many such words in a row: text the audio lacks (see cut_unaligned)
+LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
+# Text said over speech, not made up in a pause: the voice-activity model hears speech in
+# at least this fraction of its frames (see cut_anomalous_tail).
+SPOKEN_FRACTION = 0.5
+# A tail said in less than this per word was squeezed in after the speech, not said: the
+# voice-activity model under it hears the end of the word before (Whisper's word ends are
+# loose), and the rule stands (see cut_anomalous_tail).
+MIN_SAID_SECONDS = 0.2
+
+
+def key(text: str) -> str:
+    """A word as compared between passes and windows: no surrounding punctuation, case-folded."""
+    return text.strip(" .,!?;:\"'").casefold()
+
+
+class Window(NamedTuple):
+    """One window's words after :func:`settle_window`."""
+
+    pieces: list[tuple]  #: the pass's words so far, this window's included
+    words: list[tuple]  #: what this window added
+    looped: bool  #: the decoder repeated itself (the pass stops; the next pass tries again)
+    cut: bool  #: a rule took some of the window's text (the next window is not prompted with it)
+
+
+def settle_window(pieces: Sequence[tuple], words: list[tuple], audio: np.ndarray, *, continued: bool) -> Window:
+    """``words``, one window's, after the rules, joined to ``pieces`` (the pass's words of
+    the windows before; ``continued``: this window continues them).
+
+    In order: a loop is cut (:func:`cut_repetition`); Whisper's hallucination rule runs on
+    the text after the last sentence end, with a voice-activity check on the audio under
+    it (:func:`cut_anomalous_tail`); text the alignment found no audio for goes
+    (:func:`cut_unaligned`); the times of a model that stopped early are put right
+    (:func:`retime_stopped_early`). A continued window that begins inside the last word of
+    the window before drops that word, and the word before ends where this window's first
+    word starts."""
+    words, looped = cut_repetition(words)
+    tail = cut_anomalous_tail(
+        words, continued=continued, spoken=lambda start, end: is_spoken(audio, start, end),
+        said=[piece[0] for piece in pieces],
+    )  # fmt: skip
+    settled = retime_stopped_early(cut_unaligned(tail))
+    cut = len(settled) < len(words)
+    joined = list(pieces)
+    if joined and settled:
+        if key(settled[0][0]) == key(joined[-1][0]) and settled[0][1] < joined[-1][2]:
+            settled = settled[1:]  # the continued window began inside the last word
+        if settled:  # the last word of the window before ends where this one starts
+            text, start, end, probability = joined[-1]
+            joined[-1] = (text, start, max(start, min(end, settled[0][1])), probability)
+    return Window(joined + settled, settled, looped, cut)
+
+
+def continue_from(window: Window, audio: np.ndarray, seconds: float) -> float | None:
+    """Where the pass's next window starts (seconds into ``audio``: where the model's text
+    so far ends, as :func:`retime_stopped_early` put it right), or ``None`` when there is
+    nothing more to decode: the decoder looped (the next pass tries again from a longer
+    buffer), the text reaches within ``CONTINUE_AFTER_SECONDS`` of ``seconds`` (the end of
+    the audio the pass's windows cover), or only silence follows it (a second encoder run
+    would find nothing)."""
+    if window.looped or not window.pieces:
+        return None
+    end = window.pieces[-1][2]
+    if seconds - end < CONTINUE_AFTER_SECONDS or is_quiet_after(audio, end + QUIET_MARGIN_SECONDS):
+        return None
+    return end
+
+
+def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int = 4) -> tuple[list[tuple], bool]:
+    """``words`` up to the first run of one to ``longest`` words said ``times`` times in a
+    row, keeping one of them; and whether there was such a run. Whisper without its
+    temperature fallback can fall into a loop ("loud, loud, loud, ..."), and two passes
+    agree on a loop as readily as on speech."""
+    keys = [key(word[0]) for word in words]
+    for start in range(len(keys)):
+        for size in range(1, longest + 1):
+            gram = keys[start : start + size]
+            if len(gram) < size:
+                break
+            if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
+                return words[: start + size], True
+    return words, False
+
+
+def anomaly_score(word: tuple) -> float:
+    """Whisper's score of a word that is likely hallucinated (openai-whisper's and
+    faster-whisper's ``word_anomaly_score``): improbable, or aligned very short or very long."""
+    duration = word[2] - word[1]
+    return (
+        (1.0 if word[3] < 0.15 else 0.0)
+        + (max(0.0, 0.133 - duration) * 15)
+        + max(0.0, duration - 2.0)
+    )
+
+
+def cut_anomalous_tail(
+    words: list[tuple],
+    continued: bool = False,
+    spoken: Callable[[float, float], bool] | None = None,
+    said: Sequence[str] = (),
+) -> list[tuple]:
+    """``words`` without the text after the window's last sentence end (in a continued
+    window, all of it) when Whisper's hallucination rule (``is_segment_anomaly``: its
+    first 8 words score 3 or more, or about one per word) finds that text anomalous,
+    unless ``spoken(start, end)`` (when given) says the audio under it is speech and the
+    text does not repeat what was said before it (``said``: the texts of the pass's
+    earlier windows; and the window's own text before it) and lasts at least
+    ``MIN_SAID_SECONDS`` a word (base's "Gracias.", probability 0.03, in the 0.1 s after a
+    Spanish speaker's last word, where the VAD still hears that word).
+
+    What Whisper makes up in the noise after the speech ends ("So, let's see.") follows a
+    finished sentence, often as a window continued after the model stopped there, and the
+    pass at the end of a stream commits it without a second pass to agree. The rule alone
+    also takes real words: a continued window that opens with a word squeezed into one
+    frame ("and", probability 0.03: a score of 3) before "counseled him.", said clearly,
+    or the "years." a number ended with. Whisper asks for silence around the text too;
+    a voice-activity model on the audio under it is that check.
+
+    A continued window is decoded because there was sound after the model's last word;
+    where the voice-activity model hears no speech under its text (a breath, a click after
+    the sentence), all of it goes, anomalous or not ("That's it.", probabilities 0.39 and
+    0.62, over the sounds after a FLEURS speaker's last word)."""
+    if continued and spoken is not None and words and not spoken(words[0][1], words[-1][2]):
+        return []
+    ends = [i for i, word in enumerate(words[:-1]) if word[0].rstrip().endswith((".", "?", "!"))]
+    if not ends and not continued:
+        return words
+    keep = ends[-1] + 1 if ends else 0
+    tail = [word for word in words[keep:] if any(c.isalnum() for c in word[0])][:8]
+    score = sum(anomaly_score(word) for word in tail)
+    if tail and (score >= 3 or score + 0.01 >= len(tail)):
+        before = [*said, *(word[0] for word in words[:keep])]
+        start, end = words[keep][1], words[-1][2]
+        said_out = end - start >= MIN_SAID_SECONDS * len(tail)
+        if spoken is not None and said_out and not _repeats(tail, before) and spoken(start, end):
+            return words
+        return words[:keep]
+    return words
+
+
+def _repeats(tail: list[tuple], said: Sequence[str]) -> bool:
+    """Whether ``tail`` opens with three words that ``said`` (the text before it) already
+    has in a row: a decoder saying again what it said, over
+    whatever audio (base repeated pt-003's first sentence over its second)."""
+    keys = [key(word[0]) for word in tail[:3]]
+    earlier = [key(text) for text in said]
+    return len(keys) == 3 and any(earlier[i : i + 3] == keys for i in range(len(earlier) - 2))
+
+
+def is_spoken(audio: np.ndarray, start: float, end: float) -> bool:
+    """Whether Silero VAD (``rtlab.vad``) hears speech in at least ``SPOKEN_FRACTION`` of
+    its frames from ``start`` to ``end`` (seconds into ``audio``), run from a second before
+    ``start``. Loudness does not tell a clear word from the breath or click Whisper
+    hallucinates over at a sentence's end; the VAD does. A span shorter than a VAD frame
+    (text squeezed into the buffer's last frame) is not speech."""
+    from .vad import FRAME, SileroVAD
+
+    lead = max(0.0, start - 1.0)
+    probabilities = SileroVAD().process(audio[int(lead * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+    first = int((start - lead) * SAMPLE_RATE) // FRAME
+    heard = probabilities[first:]
+    return len(heard) > 0 and float(np.mean(heard > 0.5)) >= SPOKEN_FRACTION
+
+
+def cut_unaligned(
+    words: list[tuple], shortest: float = MIN_WORD_SECONDS, run: int = UNALIGNED_RUN, longest: float = MAX_WORD_SECONDS
+) -> list[tuple]:
+    """``words`` without text the alignment found no audio for: a run of ``run`` or more
+    words in a row that each last less than ``shortest`` seconds (the alignment squeezes
+    such text into a single frame).
+
+    The run goes, the words around it stay: an aligned word was heard in the audio, and a
+    run amid speech is a phrase the decoder said twice or that the alignment could not
+    place, with the speech it was said over before and after it. A run that ends the window
+    is what a decoder that repeats its prompt after the speech ended produces: it goes with
+    the word before it when the alignment stretched that word over more than ``longest``
+    seconds (the phrase's first word, laid over the silence the rest of it never covered)."""
+    kept: list[tuple] = []
+    index = 0
+    while index < len(words):
+        end = index
+        while end < len(words) and words[end][2] - words[end][1] < shortest:
+            end += 1
+        if end - index >= run:
+            if end == len(words) and kept and kept[-1][2] - kept[-1][1] > longest:
+                kept.pop()
+            index = end
+            continue
+        end = max(end, index + 1)
+        kept.extend(words[index:end])
+        index = end
+    return kept
+
+
+def retime_stopped_early(words: list[tuple], shortest: float = MIN_WORD_SECONDS, longest: float = MAX_WORD_SECONDS) -> list[tuple]:
+    """``words`` with the times of a model that stopped early put right.
+
+    When Whisper's text ends before the audio does, the alignment stretches the last word
+    it could place over the audio the text never covered, and squeezes the words after it
+    (a short run: a long one is cut by :func:`cut_unaligned`) into the window's last frame.
+    The stretched word gets the window's typical word length (its median aligned word, at
+    least 0.1 s) and the squeezed ones follow it, as long each: they were said right after
+    it, and the next window decodes from there. Left as they are, they would end where the
+    audio ends, and the speech under the stretched word would look like a pause."""
+    last = len(words) - 1
+    while last >= 0 and words[last][2] - words[last][1] < shortest:
+        last -= 1
+    if last < 0 or words[last][2] - words[last][1] <= longest:
+        return words
+    aligned = [w[2] - w[1] for w in words if shortest <= w[2] - w[1] <= longest]
+    typical = min(max(float(np.median(aligned)) if aligned else 0.0, 0.1), longest)
+    retimed = list(words[:last])
+    start = words[last][1]
+    for text, _, _, probability in words[last:]:
+        retimed.append((text, start, start + typical, probability))
+        start += typical
+    return retimed
+
+
+def is_quiet_after(audio: np.ndarray, seconds: float) -> bool:
+    """Whether every 20 ms frame of ``audio`` from ``seconds`` on is silence by the buffer's
+    own level (``rtlab.levels.silence_level``, the rule LocalAgreement drops words by)."""
+    frames = frame_rms(audio[int(seconds * SAMPLE_RATE) :])
+    level = silence_level(audio)
+    return level is not None and len(frames) > 0 and float(frames.max()) <= level
+
+
+def merge_word_pieces(pieces) -> list[Word]:
+    """Whisper words, given as ``(text, start, end, probability)``, as rtlab words.
+
+    A piece that continues the previous word without a space and starts with punctuation
+    ("-fark", "'s") is glued to it, so joining words with single spaces gives back
+    Whisper's text ("round-fark", "it's")."""
+    words: list[Word] = []
+    for text, start, end, probability in pieces:
+        if not text:
+            continue
+        glued = words and not text[0].isspace() and not text[0].isalnum()
+        if not glued and not any(character.isalnum() for character in text):
+            continue  # " ." on its own: what a decoder stuck in a loop emits
+        if glued:
+            last = words[-1]
+            last["text"] += text.strip()
+            last["end"] = end
+            last["probability"] = min(last["probability"], probability)
+        else:
+            words.append(
+                {"text": text.strip(), "start": start, "end": end, "probability": probability}
+            )
+    return words
