@@ -83,6 +83,7 @@ def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts
         "d@0.35-0.75",  # commits c above (cut in the c-d pause, 2.85), then d
         buffer_trimming_sec=2.0,
         max_buffer_sec=10.0,
+        prompt_pause_sec=None,  # the prompt runs across pauses (whisper_streaming's)
     )
     committed = []
     offsets = []
@@ -150,7 +151,7 @@ def test_sentence_pause_sec_cuts_the_buffer_after_a_finished_sentence_and_a_long
     then = f"next@{gap_start}-{gap_start + 0.3}"
     policy, backend = policy_for(
         f"{first}@0.1-0.4", f"{first}@0.1-0.4 {then}", f"{first}@0.1-0.4 {then}",
-        sentence_pause_sec=sentence_pause_sec,
+        sentence_pause_sec=sentence_pause_sec, prompt_pause_sec=None,  # (the default leaves the sentence out)
     )  # fmt: skip
     assert texts(step(policy).committed) == []
     assert texts(step(policy).committed) == [first]
@@ -173,16 +174,18 @@ def test_sentence_pause_sec_must_be_a_number_of_seconds():
         (1.0, ["", "bravo"]),  # 1.3 s of pause before bravo, 0.6 s after it
         (0.5, ["", ""]),  # both pauses are long enough
         (2.0, ["alpha", "alpha bravo"]),  # neither is
+        ("default", ["", ""]),  # 0.5 s
     ],
 )
 def test_prompt_pause_sec_keeps_the_prompt_within_an_utterance(prompt_pause_sec, prompts):
+    options = {} if prompt_pause_sec == "default" else {"prompt_pause_sec": prompt_pause_sec}
     policy, backend = policy_for(
         "alpha@0.1-0.3",
         "alpha@0.1-0.3 bravo@1.6-1.8",  # commits alpha; the buffer is cut in the pause (0.95)
         "bravo@0.65-0.85 charlie@1.45-1.65",  # commits bravo; cut in the next pause (2.1)
         "charlie@0.3-0.5 delta@1.0-1.2",  # commits charlie
         buffer_trimming_sec=1.0,
-        prompt_pause_sec=prompt_pause_sec,
+        **options,
     )
     for _ in range(4):
         step(policy)

@@ -44,10 +44,11 @@ it, and the summary reports it. Whisper detects a language on every call given n
 on the first second or two of speech it often says English: a pass in another language
 than the one before would never agree with it.
 
-``prompt_pause_sec`` (off by default) keeps the prompt within an utterance: committed
-text before a pause at least that long is left out of it once a pass hears speech after
-the pause. Across unrelated utterances a prompt carries their words into the next one
-("as dinosaurs" read "as foreigners", a word two clips back, in a long stream of clips).
+``prompt_pause_sec`` (0.5 s by default; ``None``: off) keeps the prompt within an
+utterance: committed text before a pause at least that long is left out of it once a pass
+hears speech after the pause. Across unrelated utterances a prompt carries their words
+into the next one ("as dinosaurs" read "as foreigners", a word two clips back, in a long
+stream of clips).
 
 ``vad=True`` adds the voice-activity controller (:mod:`rtlab.policies.vac`, Silero VAD):
 passes over silence are skipped, words heard where the VAD found no speech are dropped
@@ -149,7 +150,7 @@ class LocalAgreement(Policy):
         vad_silence_ms: float = 500,
         sentence_pause_sec: float | None = None,
         lookahead_sec: float = 0.0,
-        prompt_pause_sec: float | None = None,
+        prompt_pause_sec: float | None = 0.5,
     ) -> None:
         super().__init__(backend, language=language)
         if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
