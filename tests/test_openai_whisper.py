@@ -417,6 +417,32 @@ def test_silence_after_the_speech_adds_no_words():
 
 
 @pytest.mark.slow
+def test_text_the_alignment_finds_no_audio_for_is_dropped_by_the_shared_rules(monkeypatch):
+    """faster-whisper's word rules, from the same code (rtlab.words): a sentence a decoder
+    says again after the speech, squeezed by the alignment into the window's last frame,
+    is dropped; with those rules switched off in rtlab.words it reaches the words."""
+    import rtlab.words
+    from whisper.tokenizer import get_tokenizer
+
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    audio = decode("fox.ogg")
+    alone = backend.transcribe(audio, language="en")
+    decode_tokens = backend._decode
+    again = get_tokenizer(multilingual=False).encode(" She sells sea shells by the sea shore.")
+
+    def says_it_again(features, previous, seconds, *, continued, language):
+        return decode_tokens(features, previous, seconds, continued=continued, language=language) + again
+
+    monkeypatch.setattr(backend, "_decode", says_it_again)
+    assert [w["text"] for w in backend.transcribe(audio, language="en")] == [w["text"] for w in alone]
+    monkeypatch.setattr(rtlab.words, "cut_unaligned", lambda words: words)
+    monkeypatch.setattr(rtlab.words, "cut_anomalous_tail", lambda words, **rule: words)
+    unguarded = backend.transcribe(audio, language="en")
+    assert len(unguarded) == len(alone) + 8, "the appended sentence, squeezed into the window's last frame"
+    assert [w["text"] for w in unguarded[-8:]] == "She sells sea shells by the sea shore.".split()
+
+
+@pytest.mark.slow
 def test_audio_past_30_seconds_uses_openai_whisper_s_own_loop():
     backend = ensure_loaded(get_backend("openai-whisper"))
     paragraph = decode("paragraph.ogg")  # 20.8 s
