@@ -16,7 +16,7 @@ from rtlab.core.scheduler import available_cores
 from . import devices as _devices
 from .models import not_found_message, resolve_model
 
-__version__ = "0.5.1"
+__version__ = "0.5.2"
 
 WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0

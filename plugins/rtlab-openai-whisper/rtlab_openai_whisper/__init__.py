@@ -29,7 +29,7 @@ from . import devices as _devices
 if TYPE_CHECKING:
     from .batch import FirstWindow
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 WINDOWS = ("buffer", "seek")
 COMPUTE_TYPES = ("float32", "float16")
