@@ -52,6 +52,13 @@ class Window(NamedTuple):
     looped: bool  #: the decoder repeated itself (the pass stops; the next pass tries again)
     cut: bool  #: a rule took some of the window's text (the next window is not prompted with it)
 
+    def prompt_tokens(self, tokens: list[int], encode: Callable[[str], list[int]]) -> list[int]:
+        """What the next window's prompt gains from this one: its decoded ``tokens``, or,
+        where a rule cut some of their text, the words kept, encoded again. Prompted with
+        text that was cut (and the speech it was said over), the model would go on after
+        it and skip that speech."""
+        return encode("".join(word[0] for word in self.words)) if self.cut else tokens
+
 
 def settle_window(pieces: Sequence[tuple], words: list[tuple], audio: np.ndarray, *, continued: bool) -> Window:
     """``words``, one window's, after the rules, joined to ``pieces`` (the pass's words of

@@ -147,6 +147,13 @@ def test_a_window_whose_text_a_rule_took_says_so(fox_then_silence):
     assert words.continue_from(window, fox_then_silence, 9.1) is None, "after a loop the next pass tries again"
 
 
+def test_the_next_window_is_prompted_with_the_words_kept():
+    kept = [(" a", 0.3, 0.6, 0.9), (" b", 0.6, 0.9, 0.9)]
+    encode = lambda text: [ord(character) for character in text]  # noqa: E731
+    assert words.Window(kept, kept, False, False).prompt_tokens([7, 8], encode) == [7, 8], "nothing cut: the tokens"
+    assert words.Window(kept, kept, False, True).prompt_tokens([7, 8, 9], encode) == encode(" a b")
+
+
 def test_the_next_window_starts_where_the_text_ends_if_speech_follows(fox_then_silence):
     """A pass decodes a second window only when the model stopped more than a second before
     the audio its windows cover ends and there is sound after its text."""

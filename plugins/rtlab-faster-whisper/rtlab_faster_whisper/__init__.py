@@ -309,10 +309,7 @@ class FasterWhisperBackend(Backend):
             if next_seek <= seek:
                 break
             seek = next_seek
-            # The next window is prompted with the text kept so far: prompted with text that
-            # was cut (and the speech it was said over), the model would go on after it and
-            # skip that speech.
-            previous = previous + (tokenizer.encode("".join(w[0] for w in window.words)) if window.cut else tokens)
+            previous = previous + window.prompt_tokens(tokens, tokenizer.encode)
         return Words(merge_word_pieces(pieces), encoder_seconds=encoder_seconds)
 
     def _padded(self, features: np.ndarray) -> np.ndarray:

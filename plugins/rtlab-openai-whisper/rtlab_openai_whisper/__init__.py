@@ -385,9 +385,7 @@ class OpenAIWhisperBackend(Backend):
             if next_seek <= seek:
                 break
             seek = next_seek
-            # Prompted with text a rule cut (and the speech it was said over), the model
-            # would go on after it and skip that speech.
-            previous = previous + (tokenizer.encode("".join(w[0] for w in window.words)) if window.cut else tokens)
+            previous = previous + window.prompt_tokens(tokens, tokenizer.encode)
         return merge_word_pieces(pieces)
 
     def window_language(self, features, languages: list[str | None]) -> list[str]:
