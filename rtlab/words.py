@@ -16,6 +16,7 @@ faster-whisper plugin's README explains each rule with the clip that called for 
 
 from __future__ import annotations
 
+import re
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -37,11 +38,15 @@ SPOKEN_FRACTION = 0.5
 # voice-activity model under it hears the end of the word before (Whisper's word ends are
 # loose), and the rule stands (see cut_anomalous_tail).
 MIN_SAID_SECONDS = 0.2
+# What key() strips from either end of a word: anything that is not a letter or a digit.
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 
 
 def key(text: str) -> str:
-    """A word as compared between passes and windows: no surrounding punctuation, case-folded."""
-    return text.strip(" .,!?;:\"'").casefold()
+    """A word as compared between passes and windows, here and by LocalAgreement: case-folded,
+    without the punctuation or symbols around it ("Dog." and "dog", "«Oui" and "oui",
+    "¿Qué" and "qué" agree)."""
+    return _EDGES.sub("", text.strip().casefold())
 
 
 class Window(NamedTuple):

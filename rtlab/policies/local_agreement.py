@@ -59,7 +59,6 @@ buffer holds is committed at once and the buffer is cut in the pause.
 from __future__ import annotations
 
 import difflib
-import re
 
 import numpy as np
 
@@ -67,10 +66,10 @@ from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
 from ..vad import Pause
+from ..words import key
 from . import Policy, Step
 from .vac import VoiceActivityController
 
-_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
 _WORD_MARGIN = 0.25  # seconds
 PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
 KEEP_SILENCE = 1.0  # seconds of silence a buffer keeps before speech (voice-activity controller;
@@ -86,8 +85,8 @@ DETECT_PROBABILITY = 0.8
 
 
 def _key(word: Word) -> str:
-    """Comparison key: "Dog." and "dog" agree."""
-    return _EDGE_PUNCTUATION.sub("", word["text"].strip().casefold())
+    """Comparison key (:func:`rtlab.words.key`): "Dog." and "dog" agree."""
+    return key(word["text"])
 
 
 def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
