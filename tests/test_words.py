@@ -21,6 +21,26 @@ def _words(*spans):
     return [(f"w{index}", start, end, 0.9) for index, (start, end) in enumerate(spans)]
 
 
+@pytest.mark.parametrize(
+    "one, other",
+    [("Dog.", "dog"), ("«Oui»", "oui"), ("¿Qué?", "qué"), ('"Hi,"', "hi"), ("Straße", "STRASSE"), ("e-mail,", "e-mail")],
+)
+def test_words_compare_without_case_or_the_punctuation_around_them(one, other):
+    assert words.key(one) == words.key(other)
+
+
+def test_the_key_keeps_what_is_inside_a_word():
+    assert words.key("l'usoc,") == "l'usoc" and words.key("d'") == "d"
+    assert words.key("20") != words.key("2.0") and words.key("...") == ""
+
+
+def test_local_agreement_compares_words_by_the_same_key():
+    from rtlab.policies.local_agreement import _key
+
+    for text in ("«Oui»", "¿Qué?", "Dog.", "l'usoc,"):
+        assert _key({"text": f" {text}", "start": 0.0, "end": 0.1}) == words.key(text)
+
+
 def test_a_run_of_unaligned_words_goes_and_the_words_around_it_stay():
     said = _words((0, 0.3), (0.3, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.6), (0.6, 0.9))
     assert words.cut_unaligned(said) == said[:2] + said[5:]
