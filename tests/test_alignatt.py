@@ -60,7 +60,7 @@ def test_alignatt_is_registered_and_needs_incremental_decoding():
     assert AlignAtt.requires == (INCREMENTAL_DECODING,)
     assert registry.accepted_options("policy", "alignatt") == {
         "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "audio_min_len": 0.0, "max_context_tokens": None,
-        "init_prompt": None, "static_init_prompt": None, "never_fire": False,
+        "init_prompt": None, "static_init_prompt": None, "never_fire": False, "onset_agreement": False,
     }  # fmt: skip
     assert missing_capabilities(AlignAtt, ToneAttentionBackend) == []
     assert missing_capabilities(AlignAtt, ToneBackend) == [INCREMENTAL_DECODING]
@@ -107,6 +107,7 @@ def test_a_stream_on_a_backend_without_it_is_refused_when_configured():
         ("max_context_tokens", -3, "max_context_tokens must be a whole number >= 0"),
         ("init_prompt", 5, "init_prompt must be text"),
         ("never_fire", "yes", "never_fire must be true or false"),
+        ("onset_agreement", 1, "onset_agreement must be true or false"),
         ("audio_min_len", -1, "audio_min_len must be a number of seconds from 0 to below audio_max_len"),
         ("audio_min_len", 30, r"audio_min_len must be a number of seconds from 0 to below audio_max_len \(30.0\)"),
     ],
@@ -248,6 +249,73 @@ def test_commits_are_at_once_and_in_order():
         assert end + 0.5 <= heard + 1e-9 and heard <= end + 0.5 + 0.2 + 0.5 + 0.5 + 1e-9, (text, heard)
     starts = [w["start"] for commit in passes + [last] for w in commit]
     assert starts == sorted(starts)
+
+
+def mishear_once(policy: AlignAtt) -> None:
+    """The first decode of ``policy`` that hears two words or more hears the first as "alfa"."""
+    original = policy.decoder.words
+    misheard = []
+
+    def words(tokens):
+        found = original(tokens)
+        if len(found) >= 2 and not misheard and not policy.emitted:
+            misheard.append(found[0][0])
+            found[0] = (" alfa", found[0][1])
+        return found
+
+    policy.decoder.words = words
+
+
+def test_onset_agreement_commits_the_first_words_once_two_decodes_from_the_start_agree():
+    audio, _ = tone_words("alpha bravo charlie delta echo")
+    policy = AlignAtt(ToneAttentionBackend(), onset_agreement=True)
+    policy.insert_audio(audio[: int(1.8 * SAMPLE_RATE)])
+    first = policy.process_iter()
+    assert first.committed == [] and texts(first.partial) == ["alpha", "bravo"]  # said once: waits
+    policy.insert_audio(audio[int(1.8 * SAMPLE_RATE) : int(2.4 * SAMPLE_RATE)])
+    second = policy.process_iter()
+    # Decoded from the start again (nothing forced), it agrees on alpha and bravo; what it
+    # heard after them was said once so far, and waits.
+    assert policy.decoder.begins[-1] == ([], [])
+    assert texts(second.committed) == ["alpha", "bravo"] and texts(second.partial)[0] == "charlie"
+    policy.insert_audio(audio[int(2.4 * SAMPLE_RATE) :])
+    third = policy.process_iter()
+    # From there on, AlignAtt as without the option: the committed words are forced, and
+    # what one decode accepts is committed.
+    assert policy.decoder.begins[-1][1] == tokens_of("alpha", "bravo")
+    assert texts(third.committed)[0] == "charlie"
+    rest = texts(third.committed) + texts(policy.finish().committed)
+    assert rest == ["charlie", "delta", "echo"]
+
+
+def test_onset_agreement_waits_while_the_decodes_from_the_start_disagree():
+    audio, _ = tone_words("alpha bravo charlie delta echo")
+    policy = AlignAtt(ToneAttentionBackend(), onset_agreement=True, min_chunk=0.6)
+    mishear_once(policy)
+    commits, last = stream(policy, audio, chunk=0.6)
+    said = [texts(c) for c in commits]
+    first = next(i for i, c in enumerate(said) if c)
+    # 1.2 s: "alpha", 1.8 s: "alfa bravo", 2.4 s: "alpha bravo ...": no two agree until the
+    # decode at 3.0 s, and "alfa" is never committed.
+    assert first == 4 and said[first][:2] == ["alpha", "bravo"]
+    assert policy.decoder.begins[: first + 1] == [([], [])] * (first + 1)
+    assert [w for c in said for w in c] + texts(last) == "alpha bravo charlie delta echo".split()
+
+
+def test_without_onset_agreement_the_first_decode_commits_what_it_heard():
+    audio, _ = tone_words("alpha bravo charlie delta echo")
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    mishear_once(policy)
+    commits, _ = stream(policy, audio, chunk=0.6)
+    assert [w for c in commits for w in texts(c)][0] == "alfa"
+
+
+def test_onset_agreement_the_last_decode_keeps_every_word_agreed_or_not():
+    audio, _ = tone_words("alpha bravo")
+    policy = AlignAtt(ToneAttentionBackend(), onset_agreement=True)
+    policy.insert_audio(audio)
+    assert policy.process_iter().committed == []
+    assert texts(policy.finish().committed) == ["alpha", "bravo"]
 
 
 # -- the buffer and the context --------------------------------------------------------------------

@@ -18,6 +18,12 @@ of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames befor
 of the audio, which loses a last word said right at the end of a clip, and no more audio
 will come to wait for.
 
+With ``onset_agreement`` (rtlab's option, off by default), the stream's first words wait
+for a second opinion: until something is committed, every decode starts from the start of
+the buffer, and only the words two consecutive decodes begin with alike are committed
+(Whisper guesses on the first second or two of audio, and one decode's guess would be
+final). From the first commit on, decoding goes on after the committed words as usual.
+
 When the buffer outgrows ``audio_max_len``, its oldest audio leaves it, cut between two
 committed words (SimulStreaming cuts whole chunks, whose tokens can belong to the audio
 before them; a cut between words keeps the decoder's forced tokens and its audio
@@ -40,6 +46,7 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
+from ..words import key
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 
@@ -152,6 +159,7 @@ class AlignAtt(Policy):
         init_prompt: str | None = None,
         static_init_prompt: str | None = None,
         never_fire: bool = False,
+        onset_agreement: bool = False,
     ) -> None:
         super().__init__(backend, language=language)
         prefix = "policy 'alignatt':"
@@ -181,6 +189,8 @@ class AlignAtt(Policy):
                 raise InvalidOption(f"{prefix} {option} must be text, not {value!r}")
         if not isinstance(never_fire, bool):
             raise InvalidOption(f"{prefix} never_fire must be true or false, not {never_fire!r}")
+        if not isinstance(onset_agreement, bool):
+            raise InvalidOption(f"{prefix} onset_agreement must be true or false, not {onset_agreement!r}")
         if missing_capabilities(self, backend):
             raise _capability_error(backend)
         self.min_chunk = float(min_chunk)
@@ -188,6 +198,10 @@ class AlignAtt(Policy):
         self.audio_max_len = float(audio_max_len)
         self.audio_min_len = float(audio_min_len)
         self.never_fire = never_fire
+        self.onset_agreement = onset_agreement
+        #: With ``onset_agreement``, until the stream's first word is committed: the words of
+        #: the last decode from the start of the buffer, waiting for the next to agree.
+        self._onset: list[str] | None = [] if onset_agreement else None
         self.decoder: IncrementalDecoder = backend.incremental_decoder(language=language)
         window = getattr(self.decoder, "window_seconds", None)
         if window is not None and self.audio_max_len > window:
@@ -281,11 +295,17 @@ class AlignAtt(Policy):
             tokens, attended = self._decode(context, forced, frames, threshold=self.frame_threshold)
         words = self.decoder.words(tokens)
         held = words[-1:] if words and not final and not self.never_fire else []
+        if self._onset is not None and not final:
+            # The stream's first words: committed once two decodes from the start agree.
+            agreed = _agreed(self._onset, [text for text, _ in words])
+            self._onset = [text for text, _ in words]
+            held = words[min(agreed, len(words) - len(held)) :]
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
         self.emitted += kept
         if kept:
             self._last_end = kept[-1].end
+            self._onset = None
         return Step(committed=_as_words(kept), partial=_as_words(partial))
 
     def _decode(
@@ -333,6 +353,16 @@ class AlignAtt(Policy):
             timed.append(_Emitted(text, list(tokens), round(start, 3), round(end, 3)))
             last_end = end
         return timed
+
+
+def _agreed(before: list[str], after: list[str]) -> int:
+    """How many words the two decodes begin with alike ("Dog," and "dog" agree)."""
+    count = 0
+    for one, other in zip(before, after):
+        if key(one) != key(other):
+            break
+        count += 1
+    return count
 
 
 def _as_words(emitted: list[_Emitted]) -> list[Word]:
