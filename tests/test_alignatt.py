@@ -16,11 +16,13 @@ from rtlab.backends import Backend
 from rtlab.core.feeding import feed_bytes
 from rtlab.errors import InvalidOption
 from rtlab.policies import missing_capabilities
-from rtlab.policies.alignatt import AlignAtt, AttentionTracker, median_filter
+from rtlab.policies.alignatt import AlignAtt, AttentionTracker, _Emitted, median_filter
+from rtlab.policies.vac import KEEP_SILENCE
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 from rtlab.registry import get_registry
 from rtlab.testing import ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
 from rtlab.testing.attention import BOX
+from rtlab.vad import FRAME
 
 SAMPLE_RATE = 16_000
 TEXT = "alpha bravo charlie delta echo foxtrot golf"
@@ -61,6 +63,7 @@ def test_alignatt_is_registered_and_needs_incremental_decoding():
     assert registry.accepted_options("policy", "alignatt") == {
         "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "audio_min_len": 0.0, "max_context_tokens": None,
         "init_prompt": None, "static_init_prompt": None, "never_fire": False, "onset_agreement": False,
+        "vad": False, "vad_silence_ms": 500,
     }  # fmt: skip
     assert missing_capabilities(AlignAtt, ToneAttentionBackend) == []
     assert missing_capabilities(AlignAtt, ToneBackend) == [INCREMENTAL_DECODING]
@@ -108,6 +111,8 @@ def test_a_stream_on_a_backend_without_it_is_refused_when_configured():
         ("init_prompt", 5, "init_prompt must be text"),
         ("never_fire", "yes", "never_fire must be true or false"),
         ("onset_agreement", 1, "onset_agreement must be true or false"),
+        ("vad", "yes", "vad must be true or false"),
+        ("vad_silence_ms", 20, "vad_silence_ms must be a number of milliseconds from 100 to 5000"),
         ("audio_min_len", -1, "audio_min_len must be a number of seconds from 0 to below audio_max_len"),
         ("audio_min_len", 30, r"audio_min_len must be a number of seconds from 0 to below audio_max_len \(30.0\)"),
     ],
@@ -316,6 +321,80 @@ def test_onset_agreement_the_last_decode_keeps_every_word_agreed_or_not():
     policy.insert_audio(audio)
     assert policy.process_iter().committed == []
     assert texts(policy.finish().committed) == ["alpha", "bravo"]
+
+
+class LoudnessVAD:
+    """Silero's interface, scripted: a 32 ms frame is speech when its tones are loud
+    (the test double's words are tones, which Silero takes for silence)."""
+
+    def __init__(self) -> None:
+        self._rest = np.zeros(0, np.float32)
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        audio = np.concatenate([self._rest, np.asarray(pcm, np.float32)])
+        whole = len(audio) // FRAME * FRAME
+        self._rest = audio[whole:]
+        frames = audio[:whole].reshape(-1, FRAME)
+        return (np.sqrt((frames**2).mean(axis=1)) > 0.01).astype(np.float32)
+
+
+def with_loudness_vad(policy: AlignAtt) -> AlignAtt:
+    policy.vac.activity.vad = LoudnessVAD()
+    return policy
+
+
+def two_utterances() -> tuple[np.ndarray, float]:
+    """ "alpha bravo charlie", 2 s of silence, "delta echo": the audio and where the
+    second utterance's audio starts."""
+    first, _ = tone_words("alpha bravo charlie")
+    second, _ = tone_words("delta echo")
+    return np.concatenate([first, np.zeros(2 * SAMPLE_RATE, np.float32), second]), len(first) / SAMPLE_RATE + 2
+
+
+def test_vad_ends_an_utterance_with_a_last_decode_and_starts_the_next_afresh():
+    audio, second_start = two_utterances()
+    policy = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True, vad_silence_ms=500, init_prompt="golf"))
+    commits, last = stream(policy, audio, chunk=0.6)
+    said = [texts(c) for c in commits]
+    assert [w for c in said for w in c] + texts(last) == "alpha bravo charlie delta echo".split()
+    # charlie, the utterance's last word, was committed by the decode at the pause's end
+    # (which keeps every word), without waiting for speech after it.
+    ended = next(i for i, c in enumerate(said) if "charlie" in c)
+    assert (ended + 1) * 0.6 < second_start
+    # The next utterance's first decode forced nothing and had the init prompt alone as
+    # its context: the first utterance's words are another utterance's.
+    begins = policy.decoder.begins
+    after = next(b for b, seconds in zip(begins, policy.decoder.encoded) if b[1] == [] and seconds < 2.5 and b is not begins[0])
+    assert after == (tokens_of("golf"), [])
+    assert policy.skipped_passes >= 1  # the silence between the two costs no decode
+
+
+def test_vad_skips_decodes_over_silence_and_keeps_a_short_buffer():
+    policy = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True))
+    commits, last = stream(policy, np.zeros(5 * SAMPLE_RATE, np.float32), chunk=1.2)
+    assert policy.decoder.encoded == [] or policy.decoder.encoded == [policy.decoder.encoded[-1]]
+    assert all(c == [] for c in commits) and policy.skipped_passes == len(commits)
+    assert policy.buffered_seconds <= KEEP_SILENCE + 1e-6
+
+
+def test_vad_drops_words_the_last_decode_heard_outside_speech():
+    """Whisper says "Thank you." in the silence after an utterance; the utterance's last
+    decode keeps every word, except those heard where the VAD found no speech."""
+    audio, _ = tone_words("alpha bravo")
+    policy = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True, vad_silence_ms=500))
+    original = policy._timed
+
+    def with_a_ghost(words, attended):
+        timed = original(words, attended)
+        if timed and timed[-1].text.strip() == "bravo":
+            ghost = _Emitted(" ghost", [], timed[-1].end + 0.45, timed[-1].end + 0.65)  # in the pause
+            timed.append(ghost)
+        return timed
+
+    policy._timed = with_a_ghost
+    commits, last = stream(policy, np.concatenate([audio, np.zeros(3 * SAMPLE_RATE, np.float32)]), chunk=0.6)
+    words = [w for c in commits for w in texts(c)] + texts(last)
+    assert words[:2] == ["alpha", "bravo"] and "ghost" not in words
 
 
 # -- the buffer and the context --------------------------------------------------------------------

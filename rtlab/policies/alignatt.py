@@ -18,11 +18,18 @@ of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames befor
 of the audio, which loses a last word said right at the end of a clip, and no more audio
 will come to wait for.
 
-With ``onset_agreement`` (rtlab's option, off by default), the stream's first words wait
-for a second opinion: until something is committed, every decode starts from the start of
-the buffer, and only the words two consecutive decodes begin with alike are committed
-(Whisper guesses on the first second or two of audio, and one decode's guess would be
-final). From the first commit on, decoding goes on after the committed words as usual.
+With ``vad`` the voice-activity controller (:mod:`rtlab.policies.vac`) works as
+SimulStreaming's VAC: no decode over silence, and when a pause of ``vad_silence_ms`` ends
+an utterance, its last decode runs to the end of text, keeps the words heard in speech,
+and the next utterance starts afresh (buffer cut in the pause, nothing forced, the context
+back to ``init_prompt``).
+
+With ``onset_agreement`` (rtlab's option, off by default), the stream's first words (with
+``vad``, each utterance's) wait for a second opinion: until something is committed, every
+decode starts from the start of the buffer, and only the words two consecutive decodes
+begin with alike are committed (Whisper guesses on the first second or two of audio, and
+one decode's guess would be final). From the first commit on, decoding goes on after the
+committed words as usual.
 
 When the buffer outgrows ``audio_max_len``, its oldest audio leaves it, cut between two
 committed words (SimulStreaming cuts whole chunks, whose tokens can belong to the audio
@@ -47,8 +54,10 @@ import numpy as np
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
 from ..words import key
+from ..vad import Pause
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
+from .vac import KEEP_SILENCE, controller
 
 #: The last decode of a stream runs to the end of text, at most this many new tokens per
 #: second of buffer (plus 16): a decoder that loops instead of ending stops there.
@@ -160,6 +169,8 @@ class AlignAtt(Policy):
         static_init_prompt: str | None = None,
         never_fire: bool = False,
         onset_agreement: bool = False,
+        vad: bool = False,
+        vad_silence_ms: float = 500,
     ) -> None:
         super().__init__(backend, language=language)
         prefix = "policy 'alignatt':"
@@ -191,6 +202,7 @@ class AlignAtt(Policy):
             raise InvalidOption(f"{prefix} never_fire must be true or false, not {never_fire!r}")
         if not isinstance(onset_agreement, bool):
             raise InvalidOption(f"{prefix} onset_agreement must be true or false, not {onset_agreement!r}")
+        self.vac = controller(self.name, vad, vad_silence_ms)
         if missing_capabilities(self, backend):
             raise _capability_error(backend)
         self.min_chunk = float(min_chunk)
@@ -218,8 +230,10 @@ class AlignAtt(Policy):
         self.buffer_offset = 0.0  # stream time of self.audio[0]
         self.emitted: list[_Emitted] = []  # words emitted for the audio in the buffer
         self._last_end = 0.0
+        self._init_context = list(self.context_words)
         #: Decodes stopped by the attention rule, by the end of text, by the token budget.
         self.stops = {"attention": 0, "end_of_text": 0, "budget": 0}
+        self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
 
     # -- audio ---------------------------------------------------------------------------
 
@@ -229,6 +243,16 @@ class AlignAtt(Policy):
 
     def insert_audio(self, pcm: np.ndarray) -> None:
         self.audio = np.concatenate([self.audio, np.asarray(pcm, dtype=np.float32)])
+        if self.vac is not None:
+            self.vac.insert(pcm)
+
+    def _cut_at(self, cut: float) -> None:
+        """Drop the buffer's audio before stream time ``cut``."""
+        samples = min(len(self.audio), max(0, int(round((cut - self.buffer_offset) * SAMPLE_RATE))))
+        self.audio = self.audio[samples:]
+        self.buffer_offset += samples / SAMPLE_RATE
+        if self.vac is not None:
+            self.vac.forget_before(self.buffer_offset)
 
     def _trim_buffer(self) -> None:
         """Past ``audio_max_len``, the oldest audio leaves the buffer, cut before the first
@@ -246,9 +270,7 @@ class AlignAtt(Policy):
             cut = max(needed, (self.emitted[leaving - 1].end + self.emitted[leaving].start) / 2)
         self.context_words += [word.tokens for word in self.emitted[:leaving]]
         del self.emitted[:leaving]
-        samples = min(len(self.audio), int(round((cut - self.buffer_offset) * SAMPLE_RATE)))
-        self.audio = self.audio[samples:]
-        self.buffer_offset += samples / SAMPLE_RATE
+        self._cut_at(cut)
 
     # -- context -------------------------------------------------------------------------
 
@@ -265,11 +287,41 @@ class AlignAtt(Policy):
     # -- passes --------------------------------------------------------------------------
 
     def process_iter(self) -> Step:
+        if self.vac is not None:
+            heard = self.vac.update()
+            pause = self.vac.utterance_end()
+            if pause is not None:
+                return self._end_utterance(pause)
+            if not heard and not self.vac.in_utterance:
+                return self._skip_silence()
         return self._pass(final=False)
 
     def finish(self) -> Step:
         """The last decode: to the end of text, every word kept."""
+        if self.vac is not None:
+            self.vac.update()  # the last audio too: words heard in its silence are dropped
         return self._pass(final=True)
+
+    def _end_utterance(self, pause: Pause) -> Step:
+        """Voice activity: an utterance ended. Its last decode runs to the end of text and
+        keeps every word heard in speech; then the next utterance starts afresh, as in
+        SimulStreaming's controller: the buffer cut in the pause (keeping
+        ``KEEP_SILENCE`` seconds of it), no words emitted for it, the context back to
+        ``init_prompt`` (Whisper's previous text is another utterance's)."""
+        step = self._pass(final=True)
+        self.emitted = []
+        self.context_words = list(self._init_context)
+        if self.onset_agreement:
+            self._onset = []
+        self._cut_at(max(pause.start, pause.end - KEEP_SILENCE))
+        return step
+
+    def _skip_silence(self) -> Step:
+        """Voice activity: nobody spoke since the last pass, and the last utterance was
+        ended. No decode; the buffer keeps only its last ``KEEP_SILENCE`` seconds."""
+        self.skipped_passes += 1
+        self._cut_at(self.buffer_offset + self.buffered_seconds - KEEP_SILENCE)
+        return Step()
 
     def _pass(self, final: bool) -> Step:
         # Between passes a session holds its audio and tokens, not the encoder output and
@@ -302,6 +354,9 @@ class AlignAtt(Policy):
             held = words[min(agreed, len(words) - len(held)) :]
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
+        if final and self.vac is not None:  # nothing decodes after these: words can go
+            said = self.vac.words_in_speech([(w.start, w.end) for w in kept])
+            kept = [word for word, spoken in zip(kept, said) if spoken]
         self.emitted += kept
         if kept:
             self._last_end = kept[-1].end

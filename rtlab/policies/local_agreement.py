@@ -68,12 +68,10 @@ from ..levels import FRAME, frame_rms, silence_level
 from ..vad import Pause
 from ..words import key
 from . import Policy, Step
-from .vac import VoiceActivityController
+from .vac import KEEP_SILENCE, controller
 
 _WORD_MARGIN = 0.25  # seconds
 PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
-KEEP_SILENCE = 1.0  # seconds of silence a buffer keeps before speech (voice-activity controller;
-# Silero can be 0.8 s late to flag a soft start after a pause)
 # A pause to cut in is quiet: no 20 ms frame above this fraction of the buffer's speech level
 # (its 90th-percentile frame), for at least _MIN_QUIET_FRAMES frames in a row, starting
 # within _END_SLACK seconds of the word's end.
@@ -172,17 +170,10 @@ class LocalAgreement(Policy):
         self.silence_factor = float(silence_factor)
         self.overload_trimming_sec = float(overload_trimming_sec)
         self.deadline_sec = None if deadline_sec is None else float(deadline_sec)
-        if not isinstance(vad, bool):
-            raise InvalidOption(f"policy 'local-agreement': vad must be true or false, not {vad!r}")
-        if isinstance(vad_silence_ms, bool) or not isinstance(vad_silence_ms, (int, float)) or not 100 <= vad_silence_ms <= 5000:
-            raise InvalidOption(
-                f"policy 'local-agreement': vad_silence_ms must be a number of milliseconds from 100 to 5000, "
-                f"not {vad_silence_ms!r}"
-            )
         self.sentence_pause_sec = _seconds("sentence_pause_sec", sentence_pause_sec, PAUSE_SECONDS, 10, unset=True)
         self.lookahead_sec = _seconds("lookahead_sec", lookahead_sec, 0, 5) or 0.0
         self.prompt_pause_sec = _seconds("prompt_pause_sec", prompt_pause_sec, PAUSE_SECONDS, 10, unset=True)
-        self.vac = VoiceActivityController(min_silence_ms=vad_silence_ms) if vad else None
+        self.vac = controller(self.name, vad, vad_silence_ms)
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.dropped_silent_words = 0
         self.deadline_commits = 0  # words committed by the deadline, without agreement

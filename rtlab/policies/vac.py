@@ -23,10 +23,26 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import SAMPLE_RATE
+from ..errors import InvalidOption
 from ..vad import FRAME, Pause, VoiceActivity
 
 #: Seconds between a word and the next at most, for a word before speech to lead into it.
 LEAD_GAP = 0.3
+#: Seconds of silence a policy's buffer keeps before speech (Silero can be 0.8 s late to
+#: flag a soft start after a pause).
+KEEP_SILENCE = 1.0
+
+
+def controller(policy: str, vad: object, vad_silence_ms: object) -> VoiceActivityController | None:
+    """A policy's ``vad`` and ``vad_silence_ms`` options, checked: its controller, or None
+    when ``vad`` is false."""
+    if not isinstance(vad, bool):
+        raise InvalidOption(f"policy {policy!r}: vad must be true or false, not {vad!r}")
+    if isinstance(vad_silence_ms, bool) or not isinstance(vad_silence_ms, (int, float)) or not 100 <= vad_silence_ms <= 5000:
+        raise InvalidOption(
+            f"policy {policy!r}: vad_silence_ms must be a number of milliseconds from 100 to 5000, not {vad_silence_ms!r}"
+        )
+    return VoiceActivityController(min_silence_ms=vad_silence_ms) if vad else None
 
 
 class VoiceActivityController:
