@@ -649,6 +649,49 @@ async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_
 
 
 @pytest.mark.slow
+async def test_alignatt_with_the_voice_activity_controller_decodes_each_utterance_afresh(no_ffmpeg_left, monkeypatch):
+    """Two sentences with a pause between them (espeak-ng), converted tiny.en, real
+    FFmpeg: the pause ends the first utterance, whose last decode commits its words; the
+    second is decoded with nothing forced and no context, and both are heard."""
+    pytest.importorskip("onnxruntime", reason="the voice-activity controller needs onnxruntime")
+    pytest.importorskip("faster_whisper", reason="Silero VAD's model ships with faster-whisper")
+    import rtlab
+    from rtlab.core.feeding import feed_file
+    from rtlab.policies.alignatt import AlignAtt
+
+    ended, begins = [], []
+    end_utterance, decode = AlignAtt._end_utterance, AlignAtt._decode
+
+    def recording_end(self, pause):
+        step = end_utterance(self, pause)
+        ended.append(pause)
+        return step
+
+    def recording_decode(self, context, forced, frames, **options):
+        begins.append((len(ended), list(context), list(forced)))
+        return decode(self, context, forced, frames, **options)
+
+    monkeypatch.setattr(AlignAtt, "_end_utterance", recording_end)
+    monkeypatch.setattr(AlignAtt, "_decode", recording_decode)
+    config = rtlab.StreamConfig(backend="openai-whisper", policy="alignatt", policy_options={"vad": True})
+    processor = rtlab.AudioProcessor(config, clock="unaware")
+    events = await processor.create_tasks()
+    feeder = asyncio.create_task(feed_file(processor, REPO / "tests" / "data" / "en-pause.ogg", realtime=False))
+    received = [event async for event in events]
+    await feeder
+    await processor.cleanup()
+    summary = received[-1]
+    assert summary["type"] == "summary", summary
+    heard = {w.strip(".,").lower() for w in summary["text"].split()}
+    # (tiny.en on espeak-ng's voice, each sentence heard alone: "By morning the children"
+    # comes out as names; the words below it hears.)
+    assert {"cold", "river", "frozen", "night"} <= heard and {"skating", "across", "mill"} <= heard, summary["text"]
+    assert ended, "the pause between the sentences ended an utterance"
+    first_after = next(b for b in begins if b[0] == 1)
+    assert first_after[1:] == ([], []), "the next utterance starts with no context and nothing forced"
+
+
+@pytest.mark.slow
 def test_decoders_of_several_sessions_batched_decode_as_each_alone():
     """AlignAtt's decoder steps of two sessions through one encoder call and one decoder
     pass per step (a begin beside a feed included): each session's tokens and attention
