@@ -66,6 +66,8 @@ FINAL_TOKENS_PER_SECOND = 8
 MEDIAN_WIDTH = 7
 #: Tokens a decode keeps free for new text when the context is trimmed (SimulStreaming's).
 NEW_TOKEN_ROOM = 20
+#: With ``vad``: seconds of the pause after an utterance that its last decode hears.
+UTTERANCE_END_PAD = 0.2
 
 
 @dataclass
@@ -303,17 +305,24 @@ class AlignAtt(Policy):
         return self._pass(final=True)
 
     def _end_utterance(self, pause: Pause) -> Step:
-        """Voice activity: an utterance ended. Its last decode runs to the end of text and
-        keeps every word heard in speech; then the next utterance starts afresh, as in
-        SimulStreaming's controller: the buffer cut in the pause (keeping
-        ``KEEP_SILENCE`` seconds of it), no words emitted for it, the context back to
-        ``init_prompt`` (Whisper's previous text is another utterance's)."""
+        """Voice activity: an utterance ended. Its last decode, on the buffer up to
+        ``UTTERANCE_END_PAD`` seconds into the pause (the model hears no more of the
+        silence, where Whisper hears words), runs to the end of text and keeps every word
+        heard in speech; then the next utterance starts afresh, as in SimulStreaming's
+        controller: the buffer cut in the pause (keeping ``KEEP_SILENCE`` seconds of it),
+        no words emitted for it, the context back to ``init_prompt`` (Whisper's previous
+        text is another utterance's)."""
+        audio, offset = self.audio, self.buffer_offset
+        end = int(round((pause.start + UTTERANCE_END_PAD - offset) * SAMPLE_RATE))
+        self.audio = audio[: max(0, end)]  # the utterance and a little of the pause
         step = self._pass(final=True)
         self.emitted = []
         self.context_words = list(self._init_context)
         if self.onset_agreement:
             self._onset = []
-        self._cut_at(max(pause.start, pause.end - KEEP_SILENCE))
+        keep = max(0, int(round((max(pause.start, pause.end - KEEP_SILENCE) - offset) * SAMPLE_RATE)))
+        self.audio, self.buffer_offset = audio[keep:], offset + min(keep, len(audio)) / SAMPLE_RATE
+        self.vac.forget_before(self.buffer_offset)
         return step
 
     def _skip_silence(self) -> Step:
