@@ -389,6 +389,18 @@ def test_vad_skips_decodes_over_silence_and_keeps_a_short_buffer():
     assert policy.buffered_seconds <= KEEP_SILENCE + 1e-6
 
 
+def test_vad_the_stream_s_last_decode_hears_no_more_of_the_silence_than_an_utterance_end():
+    audio, _ = tone_words("alpha bravo")  # bravo ends at 1.1 s
+    policy = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True, vad_silence_ms=500))
+    commits, last = stream(policy, np.concatenate([audio, np.zeros(int(0.4 * SAMPLE_RATE), np.float32)]), chunk=0.6)
+    assert [w for c in commits for w in texts(c)] + texts(last) == ["alpha", "bravo"]
+    assert policy.decoder.encoded[-1] == pytest.approx(policy.vac.speech_end + 0.2, abs=1e-3)
+    assert policy.vac.speech_end < 1.2
+    silent = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True))
+    silent.insert_audio(np.zeros(SAMPLE_RATE, np.float32))
+    assert silent.finish().committed == [] and silent.decoder.encoded == []  # nobody spoke: no decode
+
+
 def test_vad_drops_words_the_last_decode_heard_outside_speech():
     """Whisper says "Thank you." in the silence after an utterance; the utterance's last
     decode keeps every word, except those heard where the VAD found no speech."""

@@ -301,8 +301,16 @@ class AlignAtt(Policy):
     def finish(self) -> Step:
         """The last decode: to the end of text, every word kept."""
         if self.vac is not None:
-            self.vac.update()  # the last audio too: words heard in its silence are dropped
+            self.vac.update()  # the last audio too
+            if not self.vac.in_utterance and not self.emitted:
+                return Step()  # the last utterance was ended (or nobody spoke): nothing to add
+            if self.vac.speech_end is not None:  # the model hears no more of the silence after it
+                self._hear_until(self.vac.speech_end + UTTERANCE_END_PAD)
         return self._pass(final=True)
+
+    def _hear_until(self, seconds: float) -> None:
+        """Drop the buffer's audio after stream time ``seconds``."""
+        self.audio = self.audio[: max(0, int(round((seconds - self.buffer_offset) * SAMPLE_RATE)))]
 
     def _end_utterance(self, pause: Pause) -> Step:
         """Voice activity: an utterance ended. Its last decode, on the buffer up to
@@ -313,8 +321,7 @@ class AlignAtt(Policy):
         no words emitted for it, the context back to ``init_prompt`` (Whisper's previous
         text is another utterance's)."""
         audio, offset = self.audio, self.buffer_offset
-        end = int(round((pause.start + UTTERANCE_END_PAD - offset) * SAMPLE_RATE))
-        self.audio = audio[: max(0, end)]  # the utterance and a little of the pause
+        self._hear_until(pause.start + UTTERANCE_END_PAD)
         step = self._pass(final=True)
         self.emitted = []
         self.context_words = list(self._init_context)

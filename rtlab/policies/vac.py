@@ -108,6 +108,12 @@ class VoiceActivityController:
         self.activity.forget_before(seconds)
 
     @property
+    def speech_end(self) -> float | None:
+        """Stream seconds where the last speech heard ended (None before any)."""
+        end = self.activity.last_speech_end
+        return None if end is None else end * FRAME / SAMPLE_RATE
+
+    @property
     def in_utterance(self) -> bool:
         """Whether speech was heard since the last utterance ended (or the stream began)."""
         end = self.activity.last_speech_end
