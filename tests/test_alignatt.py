@@ -174,7 +174,7 @@ def test_a_pass_stops_where_the_attention_reaches_the_threshold():
     policy.insert_audio(audio[: int(1.8 * SAMPLE_RATE)])
     step = policy.process_iter()
     assert texts(step.committed) == ["alpha"] and texts(step.partial) == ["bravo"]
-    assert policy.stops == {"attention": 1, "end_of_text": 0, "budget": 0}
+    assert policy.stops == {"attention": 1, "end_of_text": 0, "budget": 0, "loop": 0}
     assert step.committed == [{"text": "alpha", "start": 0.3, "end": 0.6}]  # the frames attended
 
 
@@ -259,12 +259,14 @@ def test_commits_are_at_once_and_in_order():
 def mishear_once(policy: AlignAtt) -> None:
     """The first decode of ``policy`` that hears two words or more hears the first as "alfa"."""
     original = policy.decoder.words
-    misheard = []
+    misheard = []  # the decode (its number) that mishears
 
     def words(tokens):
         found = original(tokens)
+        decode = len(policy.decoder.begins)
         if len(found) >= 2 and not misheard and not policy.emitted:
-            misheard.append(found[0][0])
+            misheard.append(decode)
+        if found and misheard == [decode]:
             found[0] = (" alfa", found[0][1])
         return found
 
@@ -681,14 +683,42 @@ def test_the_policies_benchmark_compares_both_policies_and_writes_its_page(tone_
         script.main(argv[:-2] + ["--variant", "alignatt=min_chunk=1"])  # a name of its own
 
 
-def test_the_last_decode_of_a_looping_decoder_stops_at_its_token_budget():
+def looping(choices):
+    """A test-double backend whose decoder says ``choices`` over and over (tokens), never
+    the end of text."""
+
     class Looping(ToneAttentionBackend):
         def incremental_decoder(self, *, language=None):
             decoder = super().incremental_decoder(language=language)
-            decoder._choice = lambda: 0  # "al", "al", ... and never the end of text
+            said = []
+            decoder._choice = lambda: said.append(1) or choices[(len(said) - 1) % len(choices)]
             return decoder
 
-    policy = AlignAtt(Looping())
+    return Looping()
+
+
+def test_the_last_decode_of_a_looping_decoder_stops_at_its_token_budget():
+    # Six words over and over: longer than the loop rule looks for.
+    policy = AlignAtt(looping([0, 2, 4, 6, 8, 10]))
     policy.insert_audio(tone_words("alpha")[0])  # 0.8 s: 16 + 8 x 0.8 = 22 tokens at most
     last = policy.finish()
     assert len(last.committed) == 22 and policy.stops["budget"] == 1
+
+
+def test_a_decode_stops_where_the_decoder_starts_repeating_itself():
+    """ "al al al ...": the attention rule would not stop it (the model keeps looking at the
+    same audio); three times the same words in a row, and the decode stops after the first."""
+    policy = AlignAtt(looping([0]), never_fire=True)
+    policy.insert_audio(tone_words("alpha bravo charlie")[0])
+    assert texts(policy.process_iter().committed) == ["al"] and policy.stops["loop"] == 1
+    two = AlignAtt(looping([0, 2]), never_fire=True)
+    two.insert_audio(tone_words(TEXT)[0])
+    assert texts(two.process_iter().committed) == ["al", "br"] and two.stops["loop"] == 1
+
+
+def test_a_decode_s_tokens_for_the_buffer_are_bounded_by_its_length():
+    policy = AlignAtt(looping([0, 2, 4, 6, 8, 10]), never_fire=True, frame_threshold=0)
+    policy.insert_audio(tone_words("alpha")[0])  # 0.8 s: 22 tokens for the buffer at most
+    assert len(policy.process_iter().committed) == 22 and policy.stops["budget"] == 1
+    policy.insert_audio(np.zeros(int(0.5 * SAMPLE_RATE), np.float32))  # 1.3 s: 26, 22 of them forced
+    assert len(policy.process_iter().committed) == 4 and policy.stops["budget"] == 2

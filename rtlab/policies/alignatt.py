@@ -13,7 +13,7 @@ accepted is committed at once: there is no second pass to agree with.
 
 The last word a chunk decodes is held back (shown as partial text) unless ``never_fire``:
 the chunk may end inside it ("sea" of "seashore"). At the end of the stream the last
-decode runs to the end of text (at most :data:`FINAL_TOKENS_PER_SECOND` tokens per second
+decode runs to the end of text (at most :data:`MAX_TOKENS_PER_SECOND` tokens per second
 of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames before the end
 of the audio, which loses a last word said right at the end of a clip, and no more audio
 will come to wait for.
@@ -53,15 +53,18 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
-from ..words import key
+from ..words import cut_repetition, key
 from ..vad import Pause
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .vac import KEEP_SILENCE, controller
 
-#: The last decode of a stream runs to the end of text, at most this many new tokens per
-#: second of buffer (plus 16): a decoder that loops instead of ending stops there.
-FINAL_TOKENS_PER_SECOND = 8
+#: A decode's tokens for the buffer (those forced and its new ones; the last decode of a
+#: stream: its new ones), at most this many per second of buffer, plus 16: a decoder that
+#: loops instead of ending stops there.
+MAX_TOKENS_PER_SECOND = 8
+#: A decode checks for a loop (rtlab.words.cut_repetition) every this many new tokens.
+LOOP_CHECK_TOKENS = 4
 #: Width of the median filter over frames (whisper.timing's, which SimulStreaming uses).
 MEDIAN_WIDTH = 7
 #: Tokens a decode keeps free for new text when the context is trimmed (SimulStreaming's).
@@ -233,8 +236,9 @@ class AlignAtt(Policy):
         self.emitted: list[_Emitted] = []  # words emitted for the audio in the buffer
         self._last_end = 0.0
         self._init_context = list(self.context_words)
-        #: Decodes stopped by the attention rule, by the end of text, by the token budget.
-        self.stops = {"attention": 0, "end_of_text": 0, "budget": 0}
+        #: Decodes stopped by the attention rule, by the end of text, by the token budget, by
+        #: a loop.
+        self.stops = {"attention": 0, "end_of_text": 0, "budget": 0, "loop": 0}
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
 
     # -- audio ---------------------------------------------------------------------------
@@ -356,11 +360,12 @@ class AlignAtt(Policy):
             return Step()
         forced = [t for word in self.emitted for t in word.tokens]
         context = self.context(len(forced))
+        budget = int(16 + MAX_TOKENS_PER_SECOND * self.buffered_seconds)
         if final:
-            budget = int(16 + FINAL_TOKENS_PER_SECOND * self.buffered_seconds)
             tokens, attended = self._decode(context, forced, frames, threshold=None, budget=budget)
         else:
-            tokens, attended = self._decode(context, forced, frames, threshold=self.frame_threshold)
+            budget = max(0, budget - len(forced))
+            tokens, attended = self._decode(context, forced, frames, threshold=self.frame_threshold, budget=budget)
         words = self.decoder.words(tokens)
         held = words[-1:] if words and not final and not self.never_fire else []
         if self._onset is not None and not final:
@@ -405,9 +410,23 @@ class AlignAtt(Policy):
                 break
             tokens.append(decoded.token)
             attended.append(frame)
+            if len(tokens) % LOOP_CHECK_TOKENS == 0:
+                kept = self._before_loop(tokens)
+                if kept < len(tokens):
+                    self.stops["loop"] += 1
+                    del tokens[kept:], attended[kept:]
+                    break
             decoded = self.decoder.feed(decoded.token)
             tracker.add(decoded.attention)
         return tokens, attended
+
+    def _before_loop(self, tokens: list[int]) -> int:
+        """How many of a decode's new ``tokens`` come before a loop (a run of one to four
+        words said three times in a row: the first of them is kept), or all of them. The
+        attention rule does not stop a loop: the model keeps looking at the same audio."""
+        words = self.decoder.words(tokens)
+        kept, looped = cut_repetition([(text,) for text, _ in words])
+        return sum(len(group) for _, group in words[: len(kept)]) if looped else len(tokens)
 
     def _timed(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[_Emitted]:
         """Words in stream time: from the frame their first token was chosen at to the
