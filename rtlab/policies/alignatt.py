@@ -294,11 +294,10 @@ class AlignAtt(Policy):
 
     def process_iter(self) -> Step:
         if self.vac is not None:
-            heard = self.vac.update()
-            pause = self.vac.utterance_end()
+            pause, silent = self.vac.before_pass()
             if pause is not None:
                 return self._end_utterance(pause)
-            if not heard and not self.vac.in_utterance:
+            if silent:
                 return self._skip_silence()
         return self._pass(final=False)
 

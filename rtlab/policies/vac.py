@@ -1,9 +1,9 @@
 """The voice-activity controller: what a policy learns from voice activity between passes.
 
-A policy with the controller (``vad=True`` on LocalAgreement) hands it every piece of audio
-it receives (:meth:`VoiceActivityController.insert`, cheap, on the event loop) and asks it
-at the start of each pass, on the pass's thread, where the VAD runs
-(:meth:`~VoiceActivityController.update`):
+A policy with the controller (``vad=True`` on LocalAgreement and on AlignAtt) hands it
+every piece of audio it receives (:meth:`VoiceActivityController.insert`, cheap, on the
+event loop) and asks it at the start of each pass, on the pass's thread, where the VAD
+runs (:meth:`~VoiceActivityController.before_pass`):
 
 * did anyone speak since the last pass? A pass over nothing but silence is skipped: no
   model call, and no words "heard" in the silence;
@@ -71,6 +71,15 @@ class VoiceActivityController:
         heard = self.activity.speech_frames > self._speech_frames_seen or self.activity.speaking
         self._speech_frames_seen = self.activity.speech_frames
         return heard
+
+    def before_pass(self) -> tuple[Pause | None, bool]:
+        """What a policy asks at the start of a pass (after :meth:`update`): the pause
+        that ended an utterance, if one did (the policy ends the utterance), and whether
+        the pass can be skipped (nobody spoke since the last pass, nor since the last
+        utterance ended)."""
+        heard = self.update()
+        pause = self.utterance_end()
+        return pause, pause is None and not heard and not self.in_utterance
 
     def utterance_end(self) -> Pause | None:
         """The pause that ended the last utterance, once, when it was not handled yet."""
