@@ -357,14 +357,14 @@ def test_vad_ends_an_utterance_with_a_last_decode_and_starts_the_next_afresh():
     audio, second_start = two_utterances()
     policy = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True, vad_silence_ms=500, init_prompt="golf"))
     heard_at_end = []
-    end_utterance = policy._end_utterance
+    end_utterance = policy.end_utterance
 
     def recording(pause):
         step = end_utterance(pause)
         heard_at_end.append((pause.start, policy.decoder.encoded[-1]))
         return step
 
-    policy._end_utterance = recording
+    policy.end_utterance = recording
     commits, last = stream(policy, audio, chunk=0.6)
     # The utterance's last decode heard it and 0.2 s of the pause after it, no more.
     (speech_end, heard), *_ = heard_at_end

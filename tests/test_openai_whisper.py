@@ -660,7 +660,7 @@ async def test_alignatt_with_the_voice_activity_controller_decodes_each_utteranc
     from rtlab.policies.alignatt import AlignAtt
 
     ended, begins = [], []
-    end_utterance, decode = AlignAtt._end_utterance, AlignAtt._decode
+    end_utterance, decode = AlignAtt.end_utterance, AlignAtt._decode
 
     def recording_end(self, pause):
         step = end_utterance(self, pause)
@@ -671,7 +671,7 @@ async def test_alignatt_with_the_voice_activity_controller_decodes_each_utteranc
         begins.append((len(ended), list(context), list(forced)))
         return decode(self, context, forced, frames, **options)
 
-    monkeypatch.setattr(AlignAtt, "_end_utterance", recording_end)
+    monkeypatch.setattr(AlignAtt, "end_utterance", recording_end)
     monkeypatch.setattr(AlignAtt, "_decode", recording_decode)
     config = rtlab.StreamConfig(backend="openai-whisper", policy="alignatt", policy_options={"vad": True})
     processor = rtlab.AudioProcessor(config, clock="unaware")

@@ -293,12 +293,8 @@ class AlignAtt(Policy):
     # -- passes --------------------------------------------------------------------------
 
     def process_iter(self) -> Step:
-        if self.vac is not None:
-            pause, silent = self.vac.before_pass()
-            if pause is not None:
-                return self._end_utterance(pause)
-            if silent:
-                return self._skip_silence()
+        if self.vac is not None and (step := self.vac.before_pass(self)) is not None:
+            return step
         return self._pass(final=False)
 
     def finish(self) -> Step:
@@ -315,7 +311,7 @@ class AlignAtt(Policy):
         """Drop the buffer's audio after stream time ``seconds``."""
         self.audio = self.audio[: max(0, int(round((seconds - self.buffer_offset) * SAMPLE_RATE)))]
 
-    def _end_utterance(self, pause: Pause) -> Step:
+    def end_utterance(self, pause: Pause) -> Step:
         """Voice activity: an utterance ended. Its last decode, on the buffer up to
         ``UTTERANCE_END_PAD`` seconds into the pause (the model hears no more of the
         silence, where Whisper hears words), runs to the end of text and keeps every word
@@ -335,7 +331,7 @@ class AlignAtt(Policy):
         self.vac.forget_before(self.buffer_offset)
         return step
 
-    def _skip_silence(self) -> Step:
+    def skip_silence(self) -> Step:
         """Voice activity: nobody spoke since the last pass, and the last utterance was
         ended. No decode; the buffer keeps only its last ``KEEP_SILENCE`` seconds."""
         self.skipped_passes += 1

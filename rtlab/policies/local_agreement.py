@@ -314,12 +314,8 @@ class LocalAgreement(Policy):
         return words
 
     def process_iter(self) -> Step:
-        if self.vac is not None:
-            pause, silent = self.vac.before_pass()
-            if pause is not None:
-                return self._end_utterance(pause)
-            if silent:
-                return self._skip_silence()
+        if self.vac is not None and (step := self.vac.before_pass(self)) is not None:
+            return step
         hypothesis = self.transcribe_buffer()
         agreed = 0
         for old, new in zip(self.previous, hypothesis):
@@ -481,7 +477,7 @@ class LocalAgreement(Policy):
         outside = sum(1 for w in self.committed if w["end"] <= self.buffer_offset)
         del self.committed[: max(0, outside - self.prompt_chars - 1)]
 
-    def _end_utterance(self, pause: Pause) -> Step:
+    def end_utterance(self, pause: Pause) -> Step:
         """Voice activity: an utterance ended. One pass over the buffer, and every word it
         heard is committed without waiting for another pass to agree: only silence follows
         (words heard in it are dropped as usual). The buffer is cut in the pause, keeping
@@ -492,7 +488,7 @@ class LocalAgreement(Policy):
         self._cut_at(max(pause.start, pause.end - KEEP_SILENCE))
         return Step(committed=tail, partial=[])
 
-    def _skip_silence(self) -> Step:
+    def skip_silence(self) -> Step:
         """Voice activity: nobody spoke since the last pass, and nothing waits to be
         committed. No pass (no model call, no words heard in the silence); the buffer keeps
         only its last ``KEEP_SILENCE`` seconds, so that speech starts a short buffer."""

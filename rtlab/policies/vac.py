@@ -20,17 +20,30 @@ This is what whisper_streaming and WhisperLiveKit call VAC; the detection is
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
 import numpy as np
 
 from ..backends import SAMPLE_RATE
 from ..errors import InvalidOption
 from ..vad import FRAME, Pause, VoiceActivity
 
+if TYPE_CHECKING:
+    from . import Step
+
 #: Seconds between a word and the next at most, for a word before speech to lead into it.
 LEAD_GAP = 0.3
 #: Seconds of silence a policy's buffer keeps before speech (Silero can be 0.8 s late to
 #: flag a soft start after a pause).
 KEEP_SILENCE = 1.0
+
+
+class VoiceControlled(Protocol):
+    """What a policy with the controller provides for :meth:`VoiceActivityController.before_pass`."""
+
+    def end_utterance(self, pause: Pause) -> Step: ...
+
+    def skip_silence(self) -> Step: ...
 
 
 def controller(policy: str, vad: object, vad_silence_ms: object) -> VoiceActivityController | None:
@@ -72,14 +85,18 @@ class VoiceActivityController:
         self._speech_frames_seen = self.activity.speech_frames
         return heard
 
-    def before_pass(self) -> tuple[Pause | None, bool]:
-        """What a policy asks at the start of a pass (after :meth:`update`): the pause
-        that ended an utterance, if one did (the policy ends the utterance), and whether
-        the pass can be skipped (nobody spoke since the last pass, nor since the last
-        utterance ended)."""
+    def before_pass(self, policy: VoiceControlled) -> Step | None:
+        """At the start of a pass: :meth:`update`, then the policy's step when voice
+        activity decides it (an utterance ended: ``policy.end_utterance(pause)``; nobody
+        spoke since the last pass, nor since the last utterance ended:
+        ``policy.skip_silence()``), or None: the policy decodes as usual."""
         heard = self.update()
         pause = self.utterance_end()
-        return pause, pause is None and not heard and not self.in_utterance
+        if pause is not None:
+            return policy.end_utterance(pause)
+        if not heard and not self.in_utterance:
+            return policy.skip_silence()
+        return None
 
     def utterance_end(self) -> Pause | None:
         """The pause that ended the last utterance, once, when it was not handled yet."""
