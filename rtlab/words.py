@@ -49,6 +49,16 @@ def key(text: str) -> str:
     return _EDGES.sub("", text.strip().casefold())
 
 
+def agreed_prefix(before: Sequence[str], after: Sequence[str]) -> int:
+    """How many words two hypotheses begin with alike, compared by :func:`key`."""
+    count = 0
+    for one, other in zip(before, after):
+        if key(one) != key(other):
+            break
+        count += 1
+    return count
+
+
 class Window(NamedTuple):
     """One window's words after :func:`settle_window`."""
 

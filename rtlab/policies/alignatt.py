@@ -53,7 +53,7 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
-from ..words import cut_repetition, key
+from ..words import agreed_prefix, cut_repetition
 from ..vad import Pause
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
@@ -326,9 +326,8 @@ class AlignAtt(Policy):
         self.context_words = list(self._init_context)
         if self.onset_agreement:
             self._onset = []
-        keep = max(0, int(round((max(pause.start, pause.end - KEEP_SILENCE) - offset) * SAMPLE_RATE)))
-        self.audio, self.buffer_offset = audio[keep:], offset + min(keep, len(audio)) / SAMPLE_RATE
-        self.vac.forget_before(self.buffer_offset)
+        self.audio, self.buffer_offset = audio, offset  # the whole buffer again, to cut in the pause
+        self._cut_at(max(pause.start, pause.end - KEEP_SILENCE))
         return step
 
     def skip_silence(self) -> Step:
@@ -365,7 +364,7 @@ class AlignAtt(Policy):
         held = words[-1:] if words and not final and not self.never_fire else []
         if self._onset is not None and not final:
             # The stream's first words: committed once two decodes from the start agree.
-            agreed = _agreed(self._onset, [text for text, _ in words])
+            agreed = agreed_prefix(self._onset, [text for text, _ in words])
             self._onset = [text for text, _ in words]
             held = words[min(agreed, len(words) - len(held)) :]
         kept = self._timed(words[: len(words) - len(held)], attended)
@@ -438,16 +437,6 @@ class AlignAtt(Policy):
             timed.append(_Emitted(text, list(tokens), round(start, 3), round(end, 3)))
             last_end = end
         return timed
-
-
-def _agreed(before: list[str], after: list[str]) -> int:
-    """How many words the two decodes begin with alike ("Dog," and "dog" agree)."""
-    count = 0
-    for one, other in zip(before, after):
-        if key(one) != key(other):
-            break
-        count += 1
-    return count
 
 
 def _as_words(emitted: list[_Emitted]) -> list[Word]:

@@ -66,7 +66,7 @@ from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
 from ..vad import Pause
-from ..words import key
+from ..words import agreed_prefix, key
 from . import Policy, Step
 from .vac import KEEP_SILENCE, controller
 
@@ -317,11 +317,7 @@ class LocalAgreement(Policy):
         if self.vac is not None and (step := self.vac.before_pass(self)) is not None:
             return step
         hypothesis = self.transcribe_buffer()
-        agreed = 0
-        for old, new in zip(self.previous, hypothesis):
-            if _key(old) != _key(new):
-                break
-            agreed += 1
+        agreed = agreed_prefix([w["text"] for w in self.previous], [w["text"] for w in hypothesis])
         if self.lookahead_sec:
             # Agreement on a word the newest pass heard no audio after is agreement between
             # two guesses made without right context.
