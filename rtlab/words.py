@@ -118,20 +118,35 @@ def continue_from(window: Window, audio: np.ndarray, seconds: float) -> float | 
     return end
 
 
+def repetition(
+    words: Sequence[tuple], times: int = LOOP_REPEATS, longest: int = 4, ending_after: int = 0
+) -> tuple[int, int] | None:
+    """The first run of one to ``longest`` words said ``times`` times in a row in ``words``
+    (compared by :func:`key`) that ends after the first ``ending_after`` words, as ``(start,
+    size)``: its first occurrence is ``words[start : start + size]``; None if there is none."""
+    keys = [key(word[0]) for word in words]
+    for start in range(len(keys)):
+        for size in range(1, longest + 1):
+            gram = keys[start : start + size]
+            if len(gram) < size or start + times * size > len(keys):
+                break
+            if start + times * size <= ending_after:
+                continue
+            if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
+                return start, size
+    return None
+
+
 def cut_repetition(words: list[tuple], times: int = LOOP_REPEATS, longest: int = 4) -> tuple[list[tuple], bool]:
     """``words`` up to the first run of one to ``longest`` words said ``times`` times in a
     row, keeping one of them; and whether there was such a run. Whisper without its
     temperature fallback can fall into a loop ("loud, loud, loud, ..."), and two passes
     agree on a loop as readily as on speech."""
-    keys = [key(word[0]) for word in words]
-    for start in range(len(keys)):
-        for size in range(1, longest + 1):
-            gram = keys[start : start + size]
-            if len(gram) < size:
-                break
-            if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
-                return words[: start + size], True
-    return words, False
+    run = repetition(words, times, longest)
+    if run is None:
+        return words, False
+    start, size = run
+    return words[: start + size], True
 
 
 def anomaly_score(word: tuple) -> float:

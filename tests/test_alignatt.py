@@ -21,7 +21,8 @@ from rtlab.policies.vac import KEEP_SILENCE
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 from rtlab.registry import get_registry
 from rtlab.testing import ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
-from rtlab.testing.attention import BOX
+from rtlab.testing.attention import BOX, ToneIncrementalDecoder
+from rtlab.testing.tones import VOCABULARY
 from rtlab.vad import FRAME
 
 SAMPLE_RATE = 16_000
@@ -714,6 +715,43 @@ def test_a_decode_stops_where_the_decoder_starts_repeating_itself():
     two = AlignAtt(looping([0, 2]), never_fire=True)
     two.insert_audio(tone_words(TEXT)[0])
     assert texts(two.process_iter().committed) == ["al", "br"] and two.stops["loop"] == 1
+
+
+class _LoopsAfterCharlie(ToneIncrementalDecoder):
+    """Says "bravo charlie" over and over once it said "charlie", looking at where
+    "charlie" ends (the French clip's "Votre type de type de ...")."""
+
+    def encode(self, audio):
+        frames = super().encode(audio)
+        said = [VOCABULARY[token // 2] for token, _ in self._heard[::2]]
+        if "charlie" in said:
+            end = 2 * said.index("charlie") + 2
+            looking_at = self._heard[end - 1][1]
+            self._heard = self._heard[:end] + [(token, looking_at) for token, _ in self._heard[end - 4 : end]] * 20
+        return frames
+
+
+class _LoopingBackend(ToneAttentionBackend):
+    def incremental_decoder(self, *, language=None):
+        return _LoopsAfterCharlie(language)
+
+
+def test_a_loop_that_goes_on_from_the_committed_words_restarts_the_buffer_after_its_first_turn():
+    policy = AlignAtt(_LoopingBackend(), never_fire=True)
+    audio, spans = tone_words(TEXT)
+    policy.insert_audio(audio)
+    first = policy.process_iter()
+    assert texts(first.committed) == ["alpha", "bravo", "charlie"] and policy.stops["loop"] == 1
+    # Forced with those words, the decoder goes on with "bravo charlie": no new word is
+    # kept, and the audio after "charlie" is decoded again with nothing forced.
+    policy.insert_audio(np.zeros(SAMPLE_RATE, np.float32))
+    second = policy.process_iter()
+    assert policy.loop_restarts == 1 and policy.stops["loop"] == 2
+    assert policy.buffer_offset == pytest.approx(first.committed[-1]["end"])
+    assert policy.decoder.begins[-1][1] == [], "nothing forced after the restart"
+    assert texts(second.committed) == ["delta", "echo", "foxtrot", "golf"]
+    assert texts(policy.finish().committed) == []
+    assert second.committed[0]["start"] == pytest.approx(spans[3]["start"], abs=0.05), "delta, where it is said"
 
 
 def test_a_decode_s_tokens_for_the_buffer_are_bounded_by_its_length():

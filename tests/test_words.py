@@ -124,6 +124,16 @@ def test_a_decoder_loop_is_cut_after_its_first_turn():
     assert words.cut_repetition(speech) == (speech, False)  # twice is speech
 
 
+def test_a_repetition_can_be_asked_to_end_past_the_words_already_checked():
+    said = [(text,) for text in "type de type de type de".split()]
+    assert words.repetition(said) == (0, 2)
+    assert words.repetition(said, ending_after=6) is None  # all of it was checked before
+    assert words.repetition(said, ending_after=5) == (0, 2)  # its last word is new
+    again = [(text,) for text in "go go go and go go go".split()]
+    assert words.repetition(again, ending_after=3) == (4, 1), "the first run that ends among the new words"
+    assert words.repetition([(text,) for text in "a b a b a".split()]) is None
+
+
 @pytest.fixture
 def fox_then_silence(data_dir) -> np.ndarray:
     """6.1 s of espeak-ng speech, then 3 s of digital silence."""

@@ -31,6 +31,13 @@ begin with alike are committed (Whisper guesses on the first second or two of au
 one decode's guess would be final). From the first commit on, decoding goes on after the
 committed words as usual.
 
+A decoder can fall into a loop that the attention rule does not stop (it keeps looking
+at the same audio): a decode stops where one to four words come three times in a row,
+counting the words already emitted for the buffer, and keeps their first occurrence. A
+loop begun in the emitted words (the decoder, forced with them, goes on with it) keeps no
+new word, and the buffer starts afresh after the loop's first occurrence, decoded again
+with nothing forced.
+
 When the buffer outgrows ``audio_max_len``, its oldest audio leaves it, cut between two
 committed words (SimulStreaming cuts whole chunks, whose tokens can belong to the audio
 before them; a cut between words keeps the decoder's forced tokens and its audio
@@ -53,7 +60,7 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
-from ..words import agreed_prefix, cut_repetition
+from ..words import LOOP_REPEATS, agreed_prefix, repetition
 from ..vad import Pause
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
@@ -63,14 +70,27 @@ from .vac import KEEP_SILENCE, controller
 #: stream: its new ones), at most this many per second of buffer, plus 16: a decoder that
 #: loops instead of ending stops there.
 MAX_TOKENS_PER_SECOND = 8
-#: A decode checks for a loop (rtlab.words.cut_repetition) every this many new tokens.
+#: A decode checks for a loop (rtlab.words.repetition) every this many new tokens.
 LOOP_CHECK_TOKENS = 4
+#: The longest run of words the loop rule looks for (said LOOP_REPEATS times in a row).
+LOOP_LONGEST = 4
 #: Width of the median filter over frames (whisper.timing's, which SimulStreaming uses).
 MEDIAN_WIDTH = 7
 #: Tokens a decode keeps free for new text when the context is trimmed (SimulStreaming's).
 NEW_TOKEN_ROOM = 20
 #: With ``vad``: seconds of the pause after an utterance that its last decode hears.
 UTTERANCE_END_PAD = 0.2
+
+
+@dataclass
+class _Decode:
+    """One decode's new tokens, the frame each was chosen looking at, why it stopped, and
+    where the buffer restarts when it stopped on a loop begun in the forced words."""
+
+    tokens: list[int]
+    attended: list[int]
+    stop: str
+    restart_at: float | None = None
 
 
 @dataclass
@@ -239,6 +259,7 @@ class AlignAtt(Policy):
         #: Decodes stopped by the attention rule, by the end of text, by the token budget, by
         #: a loop.
         self.stops = {"attention": 0, "end_of_text": 0, "budget": 0, "loop": 0}
+        self.loop_restarts = 0  # loops that went on from the forced words: buffer restarted
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
 
     # -- audio ---------------------------------------------------------------------------
@@ -322,13 +343,18 @@ class AlignAtt(Policy):
         audio, offset = self.audio, self.buffer_offset
         self._hear_until(pause.start + UTTERANCE_END_PAD)
         step = self._pass(final=True)
+        self.audio, self.buffer_offset = audio, offset  # the whole buffer again, to cut in the pause
+        self._start_afresh(max(pause.start, pause.end - KEEP_SILENCE))
+        return step
+
+    def _start_afresh(self, cut: float) -> None:
+        """The buffer starts at stream time ``cut`` as a stream starts: no words emitted for
+        it, the context back to ``init_prompt``, the onset rule armed again."""
         self.emitted = []
         self.context_words = list(self._init_context)
         if self.onset_agreement:
             self._onset = []
-        self.audio, self.buffer_offset = audio, offset  # the whole buffer again, to cut in the pause
-        self._cut_at(max(pause.start, pause.end - KEEP_SILENCE))
-        return step
+        self._cut_at(cut)
 
     def skip_silence(self) -> Step:
         """Voice activity: nobody spoke since the last pass, and the last utterance was
@@ -356,12 +382,22 @@ class AlignAtt(Policy):
         context = self.context(len(forced))
         budget = int(16 + MAX_TOKENS_PER_SECOND * self.buffered_seconds)
         if final:
-            tokens, attended = self._decode(context, forced, frames, threshold=None, budget=budget)
+            decode = self._decode(context, forced, frames, threshold=None, budget=budget)
         else:
             budget = max(0, budget - len(forced))
-            tokens, attended = self._decode(context, forced, frames, threshold=self.frame_threshold, budget=budget)
+            decode = self._decode(context, forced, frames, threshold=self.frame_threshold, budget=budget)
+        if decode.restart_at is not None:
+            # The decoder, forced with a loop's words, went on with the loop: the words
+            # already committed stay, the audio after the loop's first occurrence is
+            # decoded again with nothing forced (once: nothing is forced then).
+            self.loop_restarts += 1
+            self._start_afresh(decode.restart_at)
+            return self._decode_buffer(final)
+        tokens, attended = decode.tokens, decode.attended
         words = self.decoder.words(tokens)
-        held = words[-1:] if words and not final and not self.never_fire else []
+        # The chunk may end inside its last word, which waits; not where a loop stopped the
+        # decode: the decoder was saying again what it had heard before.
+        held = words[-1:] if words and not final and not self.never_fire and decode.stop != "loop" else []
         if self._onset is not None and not final:
             # The stream's first words: committed once two decodes from the start agree.
             agreed = agreed_prefix(self._onset, [text for text, _ in words])
@@ -380,47 +416,61 @@ class AlignAtt(Policy):
 
     def _decode(
         self, context: list[int], forced: list[int], frames: int, *, threshold: int | None, budget: int | None = None
-    ) -> tuple[list[int], list[int]]:
+    ) -> _Decode:
         """Greedy tokens after ``forced``, and the frame each was chosen looking at, up to
         the first token chosen within ``threshold`` frames of the end of the audio (None:
-        no such rule), the end of text, or the token budget (what the decoder holds, or
-        ``budget`` new tokens when less)."""
+        no such rule), the end of text, the token budget (what the decoder holds, or
+        ``budget`` new tokens when less), or a loop."""
         decoded: Decoded = self.decoder.begin(context, forced)
         tracker = AttentionTracker(decoded.attention)
         room = self.decoder.max_tokens - len(context) - len(forced)
         budget = room if budget is None else min(budget, room)
         tokens: list[int] = []
         attended: list[int] = []
+        restart_at = None
         while True:
             if decoded.token == self.decoder.eot:
-                self.stops["end_of_text"] += 1
+                stop = "end_of_text"
                 break
             frame = tracker.attended_frame()
             if threshold is not None and frames - frame <= threshold:
-                self.stops["attention"] += 1
+                stop = "attention"
                 break
             if len(tokens) >= budget:
-                self.stops["budget"] += 1
+                stop = "budget"
                 break
             tokens.append(decoded.token)
             attended.append(frame)
             if len(tokens) % LOOP_CHECK_TOKENS == 0:
-                kept = self._before_loop(tokens)
+                kept, restart_at = self._before_loop(tokens)
                 if kept < len(tokens):
-                    self.stops["loop"] += 1
+                    stop = "loop"
                     del tokens[kept:], attended[kept:]
                     break
             decoded = self.decoder.feed(decoded.token)
             tracker.add(decoded.attention)
-        return tokens, attended
+        self.stops[stop] += 1
+        return _Decode(tokens, attended, stop, restart_at)
 
-    def _before_loop(self, tokens: list[int]) -> int:
-        """How many of a decode's new ``tokens`` come before a loop (a run of one to four
-        words said three times in a row: the first of them is kept), or all of them. The
-        attention rule does not stop a loop: the model keeps looking at the same audio."""
+    def _before_loop(self, tokens: list[int]) -> tuple[int, float | None]:
+        """How many of a decode's new ``tokens`` come before a loop (a run of one to
+        ``LOOP_LONGEST`` words said ``LOOP_REPEATS`` times in a row: the first of them is
+        kept), or all of them. The attention rule does not stop a loop: the model keeps
+        looking at the same audio. A loop that began in the words emitted before (forced:
+        "type de" committed, "type de type de" new) keeps no new token, and the stream
+        time where its first occurrence ends comes with it (else None)."""
+        said = self.emitted[-LOOP_REPEATS * LOOP_LONGEST :]
         words = self.decoder.words(tokens)
-        kept, looped = cut_repetition([(text,) for text, _ in words])
-        return sum(len(group) for _, group in words[: len(kept)]) if looped else len(tokens)
+        run = repetition(
+            [(word.text,) for word in said] + [(text,) for text, _ in words],
+            longest=LOOP_LONGEST, ending_after=len(said),
+        )  # fmt: skip
+        if run is None:
+            return len(tokens), None
+        first_end = run[0] + run[1]  # words up to the end of the loop's first occurrence
+        if first_end <= len(said):
+            return 0, said[first_end - 1].end
+        return sum(len(group) for _, group in words[: first_end - len(said)]), None
 
     def _timed(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[_Emitted]:
         """Words in stream time: from the frame their first token was chosen at to the
