@@ -754,6 +754,34 @@ def test_a_loop_that_goes_on_from_the_committed_words_restarts_the_buffer_after_
     assert second.committed[0]["start"] == pytest.approx(spans[3]["start"], abs=0.05), "delta, where it is said"
 
 
+def test_the_last_decode_goes_on_after_a_loop_with_the_audio_after_its_first_turn():
+    # No decode follows the stream's last: the audio after the loop is decoded at once.
+    policy = AlignAtt(_LoopingBackend())
+    audio, _ = tone_words(TEXT)
+    policy.insert_audio(audio)
+    assert texts(policy.finish().committed) == TEXT.split()
+    assert policy.stops["loop"] == 1 and policy.loop_restarts == 1
+
+
+def test_loop_restarts_in_one_pass_are_bounded():
+    class AlwaysLooping(ToneIncrementalDecoder):  # every decode, from wherever it starts
+        def encode(self, audio):
+            frames = super().encode(audio)
+            if len(self._heard) >= 4:
+                self._heard = self._heard[:4] + [(token, frame) for token, frame in self._heard[2:4]] * 20
+            return frames
+
+    class Backend(ToneAttentionBackend):
+        def incremental_decoder(self, *, language=None):
+            return AlwaysLooping(language)
+
+    policy = AlignAtt(Backend())
+    policy.insert_audio(tone_words(TEXT)[0])
+    committed = texts(policy.finish().committed)
+    assert policy.loop_restarts == 2 and policy.stops["loop"] == 3
+    assert committed == ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+
+
 def test_a_decode_s_tokens_for_the_buffer_are_bounded_by_its_length():
     policy = AlignAtt(looping([0, 2, 4, 6, 8, 10]), never_fire=True, frame_threshold=0)
     policy.insert_audio(tone_words("alpha")[0])  # 0.8 s: 22 tokens for the buffer at most

@@ -36,7 +36,8 @@ at the same audio): a decode stops where one to four words come three times in a
 counting the words already emitted for the buffer, and keeps their first occurrence. A
 loop begun in the emitted words (the decoder, forced with them, goes on with it) keeps no
 new word, and the buffer starts afresh after the loop's first occurrence, decoded again
-with nothing forced.
+with nothing forced; so is the rest of the buffer after a loop in a last decode (the
+stream's, an utterance's), which no decode follows.
 
 When the buffer outgrows ``audio_max_len``, its oldest audio leaves it, cut between two
 committed words (SimulStreaming cuts whole chunks, whose tokens can belong to the audio
@@ -78,6 +79,8 @@ LOOP_LONGEST = 4
 MEDIAN_WIDTH = 7
 #: Tokens a decode keeps free for new text when the context is trimmed (SimulStreaming's).
 NEW_TOKEN_ROOM = 20
+#: Restarts of the buffer after a loop (see AlignAtt._decode_buffer) in one pass, at most.
+LOOP_RESTARTS_PER_PASS = 2
 #: With ``vad``: seconds of the pause after an utterance that its last decode hears.
 UTTERANCE_END_PAD = 0.2
 
@@ -371,7 +374,7 @@ class AlignAtt(Policy):
         finally:
             self.decoder.close()
 
-    def _decode_buffer(self, final: bool) -> Step:
+    def _decode_buffer(self, final: bool, restarts: int = 0) -> Step:
         self._trim_buffer()
         if len(self.audio) == 0 or (not final and self.buffered_seconds < self.audio_min_len):
             return Step()  # (too little audio yet to decode: no encoder run)
@@ -386,13 +389,13 @@ class AlignAtt(Policy):
         else:
             budget = max(0, budget - len(forced))
             decode = self._decode(context, forced, frames, threshold=self.frame_threshold, budget=budget)
-        if decode.restart_at is not None:
+        if decode.restart_at is not None and restarts < LOOP_RESTARTS_PER_PASS:
             # The decoder, forced with a loop's words, went on with the loop: the words
             # already committed stay, the audio after the loop's first occurrence is
-            # decoded again with nothing forced (once: nothing is forced then).
+            # decoded again with nothing forced.
             self.loop_restarts += 1
             self._start_afresh(decode.restart_at)
-            return self._decode_buffer(final)
+            return self._decode_buffer(final, restarts + 1)
         tokens, attended = decode.tokens, decode.attended
         words = self.decoder.words(tokens)
         # The chunk may end inside its last word, which waits; not where a loop stopped the
@@ -405,6 +408,7 @@ class AlignAtt(Policy):
             held = words[min(agreed, len(words) - len(held)) :]
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
+        loop_end = kept[-1].end if kept and decode.stop == "loop" else None
         if final and self.vac is not None:  # nothing decodes after these: words can go
             said = self.vac.words_in_speech([(w.start, w.end) for w in kept])
             kept = [word for word, spoken in zip(kept, said) if spoken]
@@ -412,7 +416,15 @@ class AlignAtt(Policy):
         if kept:
             self._last_end = kept[-1].end
             self._onset = None
-        return Step(committed=_as_words(kept), partial=_as_words(partial))
+        step = Step(committed=_as_words(kept), partial=_as_words(partial))
+        if final and loop_end is not None and loop_end > self.buffer_offset and restarts < LOOP_RESTARTS_PER_PASS:
+            # No decode follows the last one: the audio after the loop's first occurrence
+            # is decoded now, afresh.
+            self.loop_restarts += 1
+            self._start_afresh(loop_end)
+            rest = self._decode_buffer(final, restarts + 1)
+            step = Step(committed=step.committed + rest.committed, partial=rest.partial)
+        return step
 
     def _decode(
         self, context: list[int], forced: list[int], frames: int, *, threshold: int | None, budget: int | None = None
