@@ -125,7 +125,7 @@ def repetition(
     (compared by :func:`key`) that ends after the first ``ending_after`` words, as ``(start,
     size)``: its first occurrence is ``words[start : start + size]``; None if there is none."""
     keys = [key(word[0]) for word in words]
-    for start in range(len(keys)):
+    for start in range(max(0, ending_after - times * longest), len(keys)):
         for size in range(1, longest + 1):
             gram = keys[start : start + size]
             if len(gram) < size or start + times * size > len(keys):

@@ -16,7 +16,7 @@ from rtlab.backends import Backend
 from rtlab.core.feeding import feed_bytes
 from rtlab.errors import InvalidOption
 from rtlab.policies import missing_capabilities
-from rtlab.policies.alignatt import AlignAtt, AttentionTracker, _Emitted, median_filter
+from rtlab.policies.alignatt import LOOP_LONGEST, AlignAtt, AttentionTracker, _Emitted, median_filter
 from rtlab.policies.vac import KEEP_SILENCE
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 from rtlab.registry import get_registry
@@ -684,6 +684,9 @@ def test_the_policies_benchmark_compares_both_policies_and_writes_its_page(tone_
         script.main(argv[:-2] + ["--variant", "alignatt=min_chunk=1"])  # a name of its own
 
 
+ELEVEN_WORDS = [2 * index for index in range(LOOP_LONGEST + 1)]  # first halves: a token a word
+
+
 def looping(choices):
     """A test-double backend whose decoder says ``choices`` over and over (tokens), never
     the end of text."""
@@ -699,8 +702,8 @@ def looping(choices):
 
 
 def test_the_last_decode_of_a_looping_decoder_stops_at_its_token_budget():
-    # Six words over and over: longer than the loop rule looks for.
-    policy = AlignAtt(looping([0, 2, 4, 6, 8, 10]))
+    # Eleven words over and over: longer than the loop rule looks for.
+    policy = AlignAtt(looping(ELEVEN_WORDS))
     policy.insert_audio(tone_words("alpha")[0])  # 0.8 s: 16 + 8 x 0.8 = 22 tokens at most
     last = policy.finish()
     assert len(last.committed) == 22 and policy.stops["budget"] == 1
@@ -754,6 +757,13 @@ def test_a_loop_that_goes_on_from_the_committed_words_restarts_the_buffer_after_
     assert second.committed[0]["start"] == pytest.approx(spans[3]["start"], abs=0.05), "delta, where it is said"
 
 
+def test_a_loop_of_a_whole_phrase_is_cut_too():
+    # tiny.en's "the same as the other, the same as the other, ...": five words.
+    policy = AlignAtt(looping([0, 2, 4, 6, 8]), never_fire=True, frame_threshold=0)
+    policy.insert_audio(tone_words(TEXT)[0])
+    assert texts(policy.process_iter().committed) == ["al", "br", "cha", "de", "ec"] and policy.stops["loop"] == 1
+
+
 def test_the_last_decode_goes_on_after_a_loop_with_the_audio_after_its_first_turn():
     # No decode follows the stream's last: the audio after the loop is decoded at once.
     policy = AlignAtt(_LoopingBackend())
@@ -783,7 +793,7 @@ def test_loop_restarts_in_one_pass_are_bounded():
 
 
 def test_a_decode_s_tokens_for_the_buffer_are_bounded_by_its_length():
-    policy = AlignAtt(looping([0, 2, 4, 6, 8, 10]), never_fire=True, frame_threshold=0)
+    policy = AlignAtt(looping(ELEVEN_WORDS), never_fire=True, frame_threshold=0)
     policy.insert_audio(tone_words("alpha")[0])  # 0.8 s: 22 tokens for the buffer at most
     assert len(policy.process_iter().committed) == 22 and policy.stops["budget"] == 1
     policy.insert_audio(np.zeros(int(0.5 * SAMPLE_RATE), np.float32))  # 1.3 s: 26, 22 of them forced

@@ -73,8 +73,9 @@ from .vac import KEEP_SILENCE, controller
 MAX_TOKENS_PER_SECOND = 8
 #: A decode checks for a loop (rtlab.words.repetition) every this many new tokens.
 LOOP_CHECK_TOKENS = 4
-#: The longest run of words the loop rule looks for (said LOOP_REPEATS times in a row).
-LOOP_LONGEST = 4
+#: The longest run of words the loop rule looks for (said LOOP_REPEATS times in a row):
+#: tiny.en said "the same as the other" thirteen times on a long English stream.
+LOOP_LONGEST = 10
 #: Width of the median filter over frames (whisper.timing's, which SimulStreaming uses).
 MEDIAN_WIDTH = 7
 #: Tokens a decode keeps free for new text when the context is trimmed (SimulStreaming's).
@@ -440,6 +441,7 @@ class AlignAtt(Policy):
         tokens: list[int] = []
         attended: list[int] = []
         restart_at = None
+        checked = 0  # new words the loop rule has seen (the last of them may have grown since)
         while True:
             if decoded.token == self.decoder.eot:
                 stop = "end_of_text"
@@ -454,7 +456,7 @@ class AlignAtt(Policy):
             tokens.append(decoded.token)
             attended.append(frame)
             if len(tokens) % LOOP_CHECK_TOKENS == 0:
-                kept, restart_at = self._before_loop(tokens)
+                kept, restart_at, checked = self._before_loop(tokens, checked)
                 if kept < len(tokens):
                     stop = "loop"
                     del tokens[kept:], attended[kept:]
@@ -464,25 +466,27 @@ class AlignAtt(Policy):
         self.stops[stop] += 1
         return _Decode(tokens, attended, stop, restart_at)
 
-    def _before_loop(self, tokens: list[int]) -> tuple[int, float | None]:
+    def _before_loop(self, tokens: list[int], checked: int = 0) -> tuple[int, float | None, int]:
         """How many of a decode's new ``tokens`` come before a loop (a run of one to
         ``LOOP_LONGEST`` words said ``LOOP_REPEATS`` times in a row: the first of them is
         kept), or all of them. The attention rule does not stop a loop: the model keeps
         looking at the same audio. A loop that began in the words emitted before (forced:
         "type de" committed, "type de type de" new) keeps no new token, and the stream
-        time where its first occurrence ends comes with it (else None)."""
+        time where its first occurrence ends comes with it (else None). Only runs ending
+        after the first ``checked`` new words but one are looked for (those before were
+        looked for at an earlier check); the new words seen come last."""
         said = self.emitted[-LOOP_REPEATS * LOOP_LONGEST :]
         words = self.decoder.words(tokens)
         run = repetition(
             [(word.text,) for word in said] + [(text,) for text, _ in words],
-            longest=LOOP_LONGEST, ending_after=len(said),
+            longest=LOOP_LONGEST, ending_after=len(said) + max(0, checked - 1),
         )  # fmt: skip
         if run is None:
-            return len(tokens), None
+            return len(tokens), None, len(words)
         first_end = run[0] + run[1]  # words up to the end of the loop's first occurrence
         if first_end <= len(said):
-            return 0, said[first_end - 1].end
-        return sum(len(group) for _, group in words[: first_end - len(said)]), None
+            return 0, said[first_end - 1].end, len(words)
+        return sum(len(group) for _, group in words[: first_end - len(said)]), None, len(words)
 
     def _timed(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[_Emitted]:
         """Words in stream time: from the frame their first token was chosen at to the
