@@ -32,7 +32,7 @@ one decode's guess would be final). From the first commit on, decoding goes on a
 committed words as usual.
 
 A decoder can fall into a loop that the attention rule does not stop (it keeps looking
-at the same audio): a decode stops where one to four words come three times in a row,
+at the same audio): a decode stops where one to ten words come three times in a row,
 counting the words already emitted for the buffer, and keeps their first occurrence. A
 loop begun in the emitted words (the decoder, forced with them, goes on with it) keeps no
 new word, and the buffer starts afresh after the loop's first occurrence, decoded again
