@@ -179,7 +179,7 @@ def test_a_replay_reusing_calls_gives_the_events_of_one_that_does_not(clock, tmp
     )]  # fmt: skip
     cost_model = None
     if clock == "modeled":
-        from rtlab.core.costs import Calibration, CostModel, calibration_key, key_for
+        from rtlab.core.costs import Calibration, CostModel, key_for
         from rtlab.core.instances import get_backend
 
         model = CostModel()

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..backends import Request, Word
+from ..backends import Request
 from .scheduler import stepping_aside
 
 __all__ = ["PassMemo"]

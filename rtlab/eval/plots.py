@@ -74,7 +74,6 @@ def plot_wer_vs_latency(
 ) -> Path:
     """WER (%) against median commit latency, one point per configuration; a thin line
     reaches out to its p95 latency. ``connect`` joins the points in order (a sweep)."""
-    plt = _pyplot()
     fig, ax = _figure(len(summaries))
     xs, ys = [], []
     for index, (summary, color) in enumerate(zip(summaries, _colors(len(summaries))), start=1):
@@ -110,7 +109,6 @@ def plot_latency_cdf(
     (words pooled over every file of the configuration)."""
     import numpy as np
 
-    plt = _pyplot()
     fig, ax = _figure(len(summaries))
     for summary, color in zip(summaries, _colors(len(summaries))):
         values = np.sort([v for s in streams if s["config"].get("name") == summary["name"]
@@ -141,7 +139,6 @@ def plot_lag(
     before it (their audio, or their last sample when that came later), and dotted lines
     mark where a file starts.
     """
-    plt = _pyplot()
     fig, ax = _figure(len(summaries))
     files: list[str] = []
     for s in streams:
