@@ -124,16 +124,18 @@ def repetition(
     """The first run of one to ``longest`` words said ``times`` times in a row in ``words``
     (compared by :func:`key`) that ends after the first ``ending_after`` words, as ``(start,
     size)``: its first occurrence is ``words[start : start + size]``; None if there is none."""
-    keys = [key(word[0]) for word in words]
-    for start in range(max(0, ending_after - times * longest), len(keys)):
+    first = max(0, ending_after - times * longest)  # no run starting before it ends after them
+    keys = [key(word[0]) for word in words[first:]]
+    ending_after -= first
+    for start in range(len(keys)):
         for size in range(1, longest + 1):
-            gram = keys[start : start + size]
-            if len(gram) < size or start + times * size > len(keys):
+            if start + times * size > len(keys):
                 break
             if start + times * size <= ending_after:
                 continue
+            gram = keys[start : start + size]
             if all(keys[start + k * size : start + (k + 1) * size] == gram for k in range(1, times)):
-                return start, size
+                return first + start, size
     return None
 
 

@@ -394,9 +394,7 @@ class AlignAtt(Policy):
             # The decoder, forced with a loop's words, went on with the loop: the words
             # already committed stay, the audio after the loop's first occurrence is
             # decoded again with nothing forced.
-            self.loop_restarts += 1
-            self._start_afresh(decode.restart_at)
-            return self._decode_buffer(final, restarts + 1)
+            return self._restart(decode.restart_at, final, restarts)
         tokens, attended = decode.tokens, decode.attended
         words = self.decoder.words(tokens)
         # The chunk may end inside its last word, which waits; not where a loop stopped the
@@ -421,11 +419,16 @@ class AlignAtt(Policy):
         if final and loop_end is not None and loop_end > self.buffer_offset and restarts < LOOP_RESTARTS_PER_PASS:
             # No decode follows the last one: the audio after the loop's first occurrence
             # is decoded now, afresh.
-            self.loop_restarts += 1
-            self._start_afresh(loop_end)
-            rest = self._decode_buffer(final, restarts + 1)
+            rest = self._restart(loop_end, final, restarts)
             step = Step(committed=step.committed + rest.committed, partial=rest.partial)
         return step
+
+    def _restart(self, cut: float, final: bool, restarts: int) -> Step:
+        """After a loop: the buffer starts afresh at stream time ``cut`` and is decoded
+        again in this pass (its ``restarts``-th restart so far)."""
+        self.loop_restarts += 1
+        self._start_afresh(cut)
+        return self._decode_buffer(final, restarts + 1)
 
     def _decode(
         self, context: list[int], forced: list[int], frames: int, *, threshold: int | None, budget: int | None = None
