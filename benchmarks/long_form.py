@@ -15,6 +15,8 @@ another), streams the same clips one by one for comparison, and prints per confi
 * memory: this process's resident set (children included: FFmpeg, when a decoder runs),
   sampled every half second of the stream's clock as its events arrive: at the start and
   end of the stream, and the slope of a line fit over its second half in MiB per hour;
+  with glibc, also what its ``malloc`` has in use and what it holds free (resident until
+  trimmed, see :mod:`rtlab.core.memory`; ``RTLAB_TRIM_SECONDS=0`` runs without trims);
 * lag (how far the stream is behind the audio when a pass ends): maximum and at the end;
 * whether the summary is right: its audio seconds are the stream's, its text is the
   commits joined, its word count theirs.
@@ -23,6 +25,7 @@ another), streams the same clips one by one for comparison, and prints per confi
     python benchmarks/long_form.py --minutes 4 --configuration vad --clock simulated
     python benchmarks/long_form.py --offline                       # + Whisper offline on it
     python benchmarks/long_form.py --backend test --corpus DIR --minutes 0.5
+    python benchmarks/long_form.py --minutes 20 --stream-only       # memory: the stream alone
 
 The default clock is ``unaware`` (its words are the same on every run); memory and lag
 mean most on ``simulated``, ``modeled`` or ``wall``. ``--offline`` adds one offline pass
@@ -75,6 +78,9 @@ class MemorySampler:
         self._process = psutil.Process()
         self.every = every
         self.samples: list[tuple[float, float]] = []
+        #: ``(stream seconds, MiB in use, MiB free)`` of glibc's malloc at the same moments
+        #: (empty with another C library): what the resident set holds.
+        self.malloc: list[tuple[float, float, float]] = []
 
     def rss_mib(self) -> float:
         total = self._process.memory_info().rss
@@ -89,7 +95,12 @@ class MemorySampler:
         at = event.get("emitted_at")
         if at is None or (self.samples and float(at) - self.samples[-1][0] < self.every):
             return
+        from rtlab.core.memory import malloc_usage
+
         self.samples.append((float(at), self.rss_mib()))
+        usage = malloc_usage()
+        if usage is not None:
+            self.malloc.append((float(at), usage["in_use"], usage["free"]))
 
 
 def memory_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
@@ -110,6 +121,20 @@ def memory_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
         "samples": len(samples), "start_mib": float(np.median(mib[:tenth])), "end_mib": float(np.median(mib[-tenth:])),
         "peak_mib": float(mib.max()), "slope_mib_per_hour": slope,
     }  # fmt: skip
+
+
+def malloc_summary(samples: list[tuple[float, float, float]]) -> dict[str, Any]:
+    """glibc's malloc at the start and end of the stream (medians of the first and last
+    tenth), in use and held free, in MiB; empty without glibc's figures."""
+    import numpy as np
+
+    if len(samples) < 4:
+        return {}
+    values = np.array([(in_use, free) for _, in_use, free in samples])
+    tenth = max(1, len(samples) // 10)
+    start, end = np.median(values[:tenth], axis=0), np.median(values[-tenth:], axis=0)
+    return {"in_use_start_mib": float(start[0]), "in_use_end_mib": float(end[0]),
+            "free_start_mib": float(start[1]), "free_end_mib": float(end[1])}  # fmt: skip
 
 
 def summary_check(run: Any, stream_seconds: float, language: str) -> dict[str, Any]:
@@ -156,24 +181,29 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
 
     normalizer = args.normalizer
     references = [text for _, _, text in segments]
+    from rtlab.core import memory as process_memory
+
     sampler = MemorySampler()
+    trim_interval, trims_before = process_memory.interval, process_memory.trims
     started = time.perf_counter()
     (run,) = replay(stream, [config], clock=args.clock, on_event=sampler)
     wall = time.perf_counter() - started
+    trims_after = process_memory.trims
     if run.error:
         raise SystemExit(f"{config.label}: the long stream failed: {run.error}")
     words = [w for e in run.events if e.get("type") == "commit" for w in e["words"]]
     hypotheses = assign_words(words, segments)
     repetitions = len(segments) // len(clips)
     half = (repetitions // 2) * len(clips)
-    alone = []
-    for audio, _ in clips:
-        (clip_run,) = replay(audio, [config], clock=args.clock)
-        alone.append(clip_run.text)
-    segments_alone = []
-    for audio in segment_audio(stream, segments):
-        (segment_run,) = replay(audio, [config], clock=args.clock)
-        segments_alone.append(segment_run.text)
+    alone: list[str] = []
+    segments_alone: list[str] = []
+    if not args.stream_only:
+        for audio, _ in clips:
+            (clip_run,) = replay(audio, [config], clock=args.clock)
+            alone.append(clip_run.text)
+        for audio in segment_audio(stream, segments):
+            (segment_run,) = replay(audio, [config], clock=args.clock)
+            segments_alone.append(segment_run.text)
     clip_texts = [text for _, text in clips]
     lag = lag_series(run.lag_samples).to_dict()
     stream_seconds = len(stream) / 16_000
@@ -184,16 +214,19 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
         "wer_first_half": wer(references[:half], hypotheses[:half], normalizer=normalizer).value if half else None,
         "wer_second_half": wer(references[half:], hypotheses[half:], normalizer=normalizer).value if half else None,
         "per_clip": per_clip(references, hypotheses, len(clips), normalizer),
-        "clips_alone_wer": wer(clip_texts, alone, normalizer=normalizer).to_dict(),
+        "clips_alone_wer": wer(clip_texts, alone, normalizer=normalizer).to_dict() if alone else None,
         "clips_alone_per_clip": [wer(ref, hyp, normalizer=normalizer).value for ref, hyp in zip(clip_texts, alone)],
-        "segments_alone_wer": wer(references, segments_alone, normalizer=normalizer).to_dict(),
-        "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer),
+        "segments_alone_wer": wer(references, segments_alone, normalizer=normalizer).to_dict() if segments_alone else None,
+        "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer) if segments_alone else [],
         "per_segment": [
             {"clip": i % len(clips), "start": start, "end": end, "wer": wer(ref, hyp, normalizer=normalizer).value,
              "hypothesis": hyp}
             for i, ((start, end, ref), hyp) in enumerate(zip(segments, hypotheses))
         ],
-        "memory": {**memory_summary(sampler.samples), "series": sampler.samples[:: max(1, len(sampler.samples) // 600)]},
+        "memory": {**memory_summary(sampler.samples), **malloc_summary(sampler.malloc),
+                   "series": sampler.samples[:: max(1, len(sampler.samples) // 600)],
+                   "malloc_series": sampler.malloc[:: max(1, len(sampler.malloc) // 600)],
+                   "trim_seconds": trim_interval, "trims": trims_after - trims_before},
         "lag": {"max": lag["stats"]["max"] if lag.get("stats") else None,
                 "final": run.lag_samples[-1][1] if run.lag_samples else None,
                 "series": [(float(t), float(v)) for t, v in run.lag_samples][:: max(1, len(run.lag_samples) // 600)]},
@@ -233,24 +266,29 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
     def num(value: float | None, unit: str = "") -> str:
         return "-" if value is None else f"{value:.1f}{unit}"
 
+    def span(start: float | None, end: float | None) -> str:
+        return "-" if start is None or end is None else f"{start:.0f} → {end:.0f} MiB"
+
     head = ["configuration", "WER", "clips alone", "segments alone", "1st half", "2nd half", "per clip", "RSS start", "RSS end",
-            "slope MiB/h", "lag max", "lag end", "summary"]  # fmt: skip
+            "slope MiB/h", "malloc in use", "malloc free", "lag max", "lag end", "summary"]  # fmt: skip
     table = [head]
     for row in rows:
         memory = row["memory"]
         table.append([
-            row["configuration"], pct(row["wer"]["value"]), pct(row["clips_alone_wer"]["value"]),
-            pct(row["segments_alone_wer"]["value"]),
+            row["configuration"], pct(row["wer"]["value"]), pct((row["clips_alone_wer"] or {}).get("value")),
+            pct((row["segments_alone_wer"] or {}).get("value")),
             pct(row["wer_first_half"]), pct(row["wer_second_half"]),
             " / ".join(f"{100 * v:.0f}" for v in row["per_clip"]), num(memory["start_mib"], " MiB"),
-            num(memory["end_mib"], " MiB"), num(memory["slope_mib_per_hour"]), num(row["lag"]["max"], " s"),
+            num(memory["end_mib"], " MiB"), num(memory["slope_mib_per_hour"]),
+            span(memory.get("in_use_start_mib"), memory.get("in_use_end_mib")),
+            span(memory.get("free_start_mib"), memory.get("free_end_mib")), num(row["lag"]["max"], " s"),
             num(row["lag"]["final"], " s"), "ok" if row["summary_check"]["ok"] else "WRONG",
         ])  # fmt: skip
     if offline is not None:
         table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), "", "", "", "", "", ""])  # fmt: skip
+                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), "", "", "", "", "", "", "", ""])  # fmt: skip
         table.append(["offline (each segment)", "", "", pct(offline["segments_wer"]["value"]), "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), "", "", "", "", "", ""])  # fmt: skip
+                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), "", "", "", "", "", "", "", ""])  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -266,12 +304,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     for row in rows:
         label = row["configuration"]
         series = row["memory"]["series"]
-        axes[0].plot([s / 60 for s, _ in series], [m for _, m in series], label=label)
+        line, = axes[0].plot([s / 60 for s, _ in series], [m for _, m in series], label=f"{label}: resident")
+        malloc = row["memory"].get("malloc_series") or []
+        if malloc:
+            axes[0].plot([s / 60 for s, _, _ in malloc], [m for _, m, _ in malloc], "--", color=line.get_color(),
+                         label=f"{label}: malloc in use")  # fmt: skip
         lag = row["lag"]["series"]
         axes[1].plot([t / 60 for t, _ in lag], [v for _, v in lag], label=label)
         segs = row["per_segment"]
         axes[2].plot([s["start"] / 60 for s in segs], [100 * s["wer"] for s in segs], ".", label=label, alpha=0.7)
-    axes[0].set_ylabel("RSS (MiB)")
+    axes[0].set_ylabel("memory (MiB)")
     axes[1].set_ylabel("lag (s)")
     axes[2].set_ylabel("clip WER (%)")
     axes[2].set_xlabel("audio streamed (min)")
@@ -296,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the pauses (default 0)")
     parser.add_argument("--offline", action="store_true", help="add an offline pass of the whole stream and of each segment")
     parser.add_argument("--offline-only", action="store_true", help="the offline passes alone, no stream")
+    parser.add_argument("--stream-only", action="store_true",
+                        help="the long stream alone: leave out the clips and the segments streamed one by one")  # fmt: skip
     parser.add_argument("--out", default="results/long-form", help="output folder (default: results/long-form)")
     args = parser.parse_args(argv)
     if args.minutes <= 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rtlab.core.memory import interval as memory_interval, malloc_usage
 from rtlab.testing import TONE_CLIPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,8 +224,23 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
     assert [s["clip"] for s in row["per_segment"]] == [i % clips for i in range(row["segments"])]
     assert row["summary_check"]["ok"] and row["summary_check"]["committed_words"] > 0
     assert row["memory"]["samples"] >= 4 and row["memory"]["peak_mib"] >= row["memory"]["start_mib"] > 0
+    if malloc_usage() is not None:  # glibc's account: its blocks in use are part of what is resident
+        assert 0 < row["memory"]["in_use_end_mib"] < row["memory"]["end_mib"]
+        assert len(row["memory"]["malloc_series"]) == len(row["memory"]["series"])
+    assert row["memory"]["trim_seconds"] == memory_interval
     assert row["lag"]["max"] is not None and (out / "long_form.png").stat().st_size > 0
     assert "| default" in result.stdout and "whisper-english" in result.stdout
+
+
+def test_long_form_script_stream_only_leaves_out_the_clips_and_segments_alone(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = run_script("long_form.py", "--backend", "test", "--model", "tones", "--corpus", str(tone_corpus),
+                        "--minutes", "0.5", "--configuration", "default", "--stream-only", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = json.loads((out / "long_form.json").read_text(encoding="utf-8"))["rows"]
+    assert row["wer"]["value"] == 0.0 and row["summary_check"]["ok"]
+    assert row["clips_alone_wer"] is None and row["segments_alone_wer"] is None and row["segments_alone_per_clip"] == []
+    assert "| default" in result.stdout
 
 
 def test_long_form_script_offline_only_scores_the_whole_stream_and_each_segment(tone_corpus, tmp_path):

@@ -48,6 +48,7 @@ from typing import Any, Callable
 
 from ..backends import Backend
 from .batching import Batcher
+from .memory import release_freed_memory
 from ..errors import RtlabError
 
 
@@ -420,6 +421,8 @@ class Scheduler:
             return _timed(fn, args)
         finally:
             _job.aside = None
+            # Outside the measured compute, on the pass's cores.
+            release_freed_memory()
 
     def _abandon_running(self, job: Future, result: asyncio.Future) -> None:
         """A started job outlived its deadline: count it until its thread returns."""
