@@ -315,6 +315,9 @@ async def test_metrics_are_prometheus_text(server, clip):
         "rtlab_rtf_count 1.0", 'rtlab_errors_total{error="invalid_json"} 1.0',
     ):  # fmt: skip
         assert name in text, name
+    resident = next(line for line in text.splitlines() if line.startswith("rtlab_resident_memory_bytes "))
+    assert float(resident.split()[1]) > 10 * 2**20  # a Python process with numpy and Tornado
+    assert "rtlab_malloc_free_bytes " in text
 
 
 async def test_server_policy_and_backend_options_reach_every_session(make_server, clip):

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["interval", "malloc_usage", "release_freed_memory"]
+__all__ = ["interval", "malloc_usage", "release_freed_memory", "resident_bytes"]
 
 #: Seconds between two trims: ``RTLAB_TRIM_SECONDS``, default 10; 0: never.
 DEFAULT_INTERVAL = 10.0
@@ -113,3 +113,12 @@ def malloc_usage() -> dict[str, float] | None:
         return None
     info = _info()
     return {"in_use": (info.uordblks + info.hblkhd) / 2**20, "free": info.fordblks / 2**20}
+
+
+def resident_bytes() -> int | None:
+    """The process's resident set in bytes (from ``/proc``), or None where there is none."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

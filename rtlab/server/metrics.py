@@ -10,6 +10,12 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ..core.memory import malloc_usage, resident_bytes
+
+
+def _or_nan(value: float | None, scale: float = 1) -> float:
+    return float("nan") if value is None else value * scale
+
 
 class ServerMetrics:
     """The server's gauges, histograms and counters."""
@@ -31,6 +37,16 @@ class ServerMetrics:
             registry=r,
         )
         self.stuck_passes.set_function(count_stuck)
+        self.resident_memory = Gauge(
+            "rtlab_resident_memory_bytes", "Resident set of the server process (NaN where /proc has none)", registry=r
+        )
+        self.resident_memory.set_function(lambda: _or_nan(resident_bytes()))
+        self.malloc_free = Gauge(
+            "rtlab_malloc_free_bytes",
+            "Memory glibc's malloc holds free for reuse, resident until trimmed (NaN with another C library)",
+            registry=r,
+        )
+        self.malloc_free.set_function(lambda: _or_nan((malloc_usage() or {}).get("free"), 2**20))
         self.start_latency = Histogram(
             "rtlab_session_start_seconds",
             "start_transcription received to transcription_started sent",
