@@ -34,7 +34,10 @@ maximum too. ``--shifts N`` streams every clip N times, the k-th time after k/N 
 digital silence (k = 0 .. N-1): LocalAgreement passes fall a second apart, so the shifts
 place them at N phases of the speech, and a clip's streamed words move with where its
 passes fall; one row per shift, and a line per language and configuration with the mean
-and the range of the WER over the shifts. Writes ``accuracy.json`` to ``--out``.
+and the range of the WER over the shifts. Streaming minus offline WER is printed with a
+95% paired bootstrap interval over the clips (a clip's shifts drawn together): on sets of
+a hundred words, a difference whose interval holds 0 is not told from none. Writes
+``accuracy.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -173,8 +176,25 @@ def shift_summaries(rows: list[dict[str, Any]]) -> list[str]:
         lowest = [r["kept_lowest"] for r in group if r["kept_lowest"] is not None]
         if lowest:
             line += f"; lowest clip kept {100 * min(lowest):.1f}%"
+        difference = against_offline(group)
+        if difference is not None:
+            line += f"; streaming minus offline {difference.describe().replace('groups', 'clips')}"
         lines.append(line)
     return lines
+
+
+def against_offline(rows: list[dict[str, Any]]) -> Any:
+    """Streaming WER minus offline WER over the rows' streams, with a paired bootstrap
+    interval in which a clip's streams at every shift are drawn together
+    (:func:`rtlab.eval.metrics.paired_difference`); None without every stream's counts."""
+    from rtlab.eval.metrics import ErrorRate, paired_difference
+
+    streams = [s for row in rows for s in row["streams"]]
+    if not streams or any(not s.get("wer_counts") or not s.get("offline_wer_counts") for s in streams):
+        return None
+    return paired_difference([ErrorRate.from_dict(s["wer_counts"]) for s in streams],
+                             [ErrorRate.from_dict(s["offline_wer_counts"]) for s in streams],
+                             groups=[s["file"] for s in streams])  # fmt: skip
 
 
 def run_language(
@@ -210,7 +230,8 @@ def run_language(
             "latency_p95": summary["latency"]["p95"], "rtf": summary["rtf"], "errors": summary["errors"],
             "lag_max": (summary.get("lag") or {}).get("max"),
             "streams": [{"file": Path(s.file).name, "wer": s.wer.value, "kept": kept_of([s])[0], "language": s.language,
-                         "streamed": s.hypothesis, "offline": s.offline_hypothesis} for s in streams],
+                         "streamed": s.hypothesis, "offline": s.offline_hypothesis, "wer_counts": s.wer.to_dict(),
+                         "offline_wer_counts": s.offline_wer.to_dict() if s.offline_wer else None} for s in streams],
         })  # fmt: skip
     return rows
 
@@ -295,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nclock {args.clock}; hardware: {hardware_summary(environment)}; "
           f"{time.perf_counter() - started:.0f} s wall")  # fmt: skip
     print(format_rows(rows))
+    for row in rows:
+        difference = against_offline([row]) if row.get("shift") is None else None
+        if difference is not None:
+            long_form = " long form" if row["long_form"] else ""
+            print(f"{row['language']} ({row['language_option']}){long_form} {row['configuration']}: streaming minus "
+                  f"offline {difference.describe().replace('groups', 'clips')}")  # fmt: skip
     for line in shift_summaries(rows):
         print(line)
     report = {

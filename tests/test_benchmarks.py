@@ -183,6 +183,10 @@ def test_accuracy_script_reports_offline_and_streaming_wer_and_words_kept_per_la
     assert report["rows"][1]["audio_seconds"] >= 15 and report["rows"][1]["files"] == 1
     assert report["rows"][3]["detected"] == ["en"], "the summaries' language: the tone backend's own"
     assert "whisper-basic" in result.stdout and "offline WER" in result.stdout
+    clips = report["rows"][0]["files"]
+    assert (f"en (given) default: streaming minus offline +0.0 points (95% CI +0.0 to +0.0, {clips} clips)"
+            in result.stdout)  # fmt: skip
+    assert "de (given) long form default: streaming minus offline +0.0 points" in result.stdout
 
 
 def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, tmp_path):
@@ -204,7 +208,8 @@ def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, t
     assert all(r["wer"] == 0.0 and r["files"] == rows[0]["files"] for r in rows)
     assert "default +0.5 s" in result.stdout
     assert ("en (given) default: WER over 2 shifts: mean 0.0%, range 0.0% to 0.0%; offline mean 0.0%, "
-            "range 0.0% to 0.0%; lowest clip kept 100.0%") in result.stdout  # fmt: skip
+            "range 0.0% to 0.0%; lowest clip kept 100.0%; streaming minus offline +0.0 points (95% CI +0.0 to "
+            f"+0.0, {rows[0]['files']} clips)") in result.stdout  # fmt: skip
     bad = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--shifts", "0")
     assert bad.returncode == 2 and "--shifts must be from 1 to 20" in bad.stderr
 

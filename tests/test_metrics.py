@@ -22,6 +22,7 @@ from rtlab.eval.metrics import (
     get_normalizer,
     lag_series,
     normalizer_for_language,
+    paired_difference,
     rtf,
     tail_latency,
     wer,
@@ -349,3 +350,49 @@ def test_stream_result_keeps_lag_samples_and_the_error_of_a_failed_stream():
     summary = summarize([result, _result("ok.wav", "hello", [("hello", 1.0)])])
     assert summary["errors"] == 1
     assert summary["lag"]["count"] == 2 and summary["lag"]["median"] == pytest.approx(0.375)
+
+
+# --------------------------------------------------------------------------- paired differences
+
+PAIRED_REFERENCES = [f"word{i} and another word{i} here" for i in range(12)]
+
+
+def test_a_paired_difference_is_the_pooled_difference_with_a_bootstrap_interval_around_it():
+    worse = [ref.replace("another", "other") if i % 3 == 0 else ref for i, ref in enumerate(PAIRED_REFERENCES)]
+    a = [wer(r, h) for r, h in zip(PAIRED_REFERENCES, worse)]
+    b = [wer(r, r) for r in PAIRED_REFERENCES]
+    difference = paired_difference(a, b)
+    assert difference.value == pytest.approx(wer(PAIRED_REFERENCES, worse).value) == pytest.approx(4 / 84)
+    assert 0 <= difference.low <= difference.value <= difference.high
+    assert difference.groups == 12 and difference.resamples == 2000
+    assert paired_difference(a, b) == difference  # the same seed, the same interval
+    assert paired_difference(b, a).value == -difference.value
+    assert difference.describe() == (f"+4.8 points (95% CI {100 * difference.low:+.1f} to "
+                                     f"{100 * difference.high:+.1f}, 12 groups)")  # fmt: skip
+    # utterances drawn together: one group always draws the same sums, so no spread
+    whole = paired_difference(a, b, groups=["clip"] * 12)
+    assert whole.low == whole.high == pytest.approx(whole.value) and whole.groups == 1
+
+
+def test_a_difference_in_both_directions_is_not_told_from_none_and_a_steady_one_is():
+    swapped = [ref.replace("another", "other") for ref in PAIRED_REFERENCES]
+    a = [wer(r, swapped[i] if i % 2 else r) for i, r in enumerate(PAIRED_REFERENCES)]
+    b = [wer(r, r if i % 2 else swapped[i]) for i, r in enumerate(PAIRED_REFERENCES)]
+    even = paired_difference(a, b)
+    assert even.value == 0 and even.low < 0 < even.high
+    steady = paired_difference([wer(r, h) for r, h in zip(PAIRED_REFERENCES, swapped)], [wer(r, r) for r in PAIRED_REFERENCES])
+    assert steady.low == steady.high == pytest.approx(12 / 84)  # one error in every utterance: no spread
+
+
+def test_a_paired_difference_refuses_what_it_cannot_pair():
+    a = [wer(r, r) for r in PAIRED_REFERENCES[:2]]
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference(a, a[:1])
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([], [])
+    with pytest.raises(ValueError, match="same references"):
+        paired_difference(a, [wer("one word", "one word"), a[1]])
+    with pytest.raises(ValueError, match="group keys"):
+        paired_difference(a, a, groups=["x"])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_difference(a, a, confidence=1.5)
