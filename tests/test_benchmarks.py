@@ -282,3 +282,40 @@ def test_long_form_segments_alone_keep_the_pauses_around_each_clip():
     pieces = script.segment_audio(stream, segments)
     assert [len(p) / 16_000 for p in pieces] == [3.0, 4.0, 3.0]
     assert [p[0] / 16_000 for p in pieces] == [0.0, 2.0, 5.0], "from the end of the clip before"
+
+
+def test_intervals_script_gives_paired_intervals_from_stored_or_recounted_edits(tmp_path):
+    from rtlab.eval.metrics import wer
+
+    speech = tmp_path / "speech" / "xx"
+    speech.mkdir(parents=True)
+    (speech / "a.txt").write_text("one two three four", encoding="utf-8")
+    (speech / "b.txt").write_text("five six seven eight", encoding="utf-8")
+
+    def stream(file: str, streamed: str, offline: str, counts: bool) -> dict:
+        reference = (speech / file.replace(".wav", ".txt")).read_text(encoding="utf-8")
+        stored = {"wer_counts": wer(reference, streamed, "whisper-basic").to_dict(),
+                  "offline_wer_counts": wer(reference, offline, "whisper-basic").to_dict()} if counts else {}  # fmt: skip
+        return {"file": file, "streamed": streamed, "offline": offline, **stored}
+
+    def results(name: str, configuration: str, streams: list[dict]) -> Path:
+        row = {"language": "xx", "configuration": configuration, "normalizer": "whisper-basic", "shift": 0.0,
+               "long_form": False, "streams": streams}  # fmt: skip
+        (tmp_path / name).write_text(json.dumps({"rows": [row]}), encoding="utf-8")
+        return tmp_path / name
+
+    # an older file: texts only, counted again against the references
+    old = results("old.json", "p", [stream("a.wav", "one two three", "one two three four", False),
+                                     stream("b.wav", "five six seven eight", "five six seven eight", False)])  # fmt: skip
+    result = run_script("intervals.py", str(old), "--speech", str(tmp_path / "speech"))
+    assert result.returncode == 0, result.stderr
+    # one deletion in 8 reference words; two clips drawn: 0, 12.5 or 25 points
+    assert result.stdout.strip() == "xx p: streaming minus offline +12.5 points (95% CI +0.0 to +25.0, 2 clips) over 2 streams"
+    new = results("new.json", "q", [stream("a.wav", "one two three four", "one two three four", True),
+                                     stream("b.wav", "five six seven eight nine", "five six seven eight", True)])  # fmt: skip
+    result = run_script("intervals.py", f"{old}:p", f"{new}:q", "--speech", str(tmp_path / "speech"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "xx: p minus q +0.0 points (95% CI -25.0 to +25.0, 2 clips) over 2 streams"
+    missing = run_script("intervals.py", str(old), "--speech", str(tmp_path / "nowhere"))
+    assert missing.returncode != 0 and "has no edit counts" in missing.stderr
+    assert run_script("intervals.py", str(old), str(new)).returncode == 2  # two files need a configuration each
