@@ -17,7 +17,10 @@ speech, base on the shared multilingual sets beside it (``de``, ``fr``, ``es``, 
 with Whisper's basic normalizer), on each ``--clock`` given (default: unaware, then
 simulated with one configuration at a time). Per language and policy it prints WER, the
 offline pass's WER, the words kept against the offline pass, median and p95 commit
-latency, median first-text latency and RTF; ``--markdown FILE`` writes the dated page.
+latency, median first-text latency and RTF, and each other row's WER minus
+LocalAgreement-2's with a paired bootstrap interval over the clips (on five clips a
+difference of a few points is often not told from none); ``--markdown FILE`` writes the
+dated page.
 
     python benchmarks/policies.py --compare --markdown docs/benchmarks/DATE-policies-alignatt.md
     python benchmarks/policies.py --compare --languages en --clock unaware
@@ -118,6 +121,11 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     "latency_p95": summary["latency"]["p95"], "first_text": summary["first_text_latency"]["median"],
                     "rtf": summary["rtf"], "errors": summary["errors"],
                 })  # fmt: skip
+            for row in rows[-len(configs):]:
+                row["minus_local_agreement"] = against_local_agreement(run, row["policy"])
+                if row["minus_local_agreement"]:
+                    print(f"{language} ({clock}): {row['policy']} minus {COMPARED[0]} "
+                          f"{describe(row['minus_local_agreement'])}")  # fmt: skip
     environment = runs[0]["environment"] if runs else {}
     report = {
         "benchmark": "policies-alignatt", "date": datetime.date.today().isoformat(), "backend": backend, "rows": rows,
@@ -138,6 +146,29 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 _HEADER = ("language", "clock", "policy", "WER", "offline WER", "kept", "median latency", "p95 latency", "first text", "RTF")
+
+
+def against_local_agreement(run: Any, policy: str) -> dict[str, Any] | None:
+    """``policy``'s WER minus LocalAgreement-2's on the same clips, with a paired bootstrap
+    interval over the clips (:func:`rtlab.eval.metrics.paired_difference`); None for
+    LocalAgreement-2 itself or without a stream of both on every clip."""
+    from rtlab.eval.metrics import paired_difference
+
+    if policy == COMPARED[0]:
+        return None
+    mine = {Path(s.file).name: s.wer for s in run.streams if s.config["name"] == policy}
+    theirs = {Path(s.file).name: s.wer for s in run.streams if s.config["name"] == COMPARED[0]}
+    files = [name for name in mine if name in theirs]
+    if not files or len(files) != len(mine):
+        return None
+    return paired_difference([mine[f] for f in files], [theirs[f] for f in files]).to_dict()
+
+
+def describe(difference: dict[str, Any]) -> str:
+    """``+3.4 points (95% CI -1.6 to +10.6, 5 clips)``."""
+    from rtlab.eval.metrics import RateDifference
+
+    return RateDifference(**difference).describe().replace("groups", "clips")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -209,6 +240,10 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "| --- | --- | --- | " + " | ".join("---:" for _ in _HEADER[3:]) + " |",
     ]
     lines += ["| " + " | ".join(_cells(r)[: len(_HEADER)]) + " |" for r in report["rows"]]
+    differences = [r for r in report["rows"] if r.get("minus_local_agreement")]
+    if differences:
+        lines += ["", "WER minus LocalAgreement-2's on the same clips (paired bootstrap interval over the clips):", ""]
+        lines += [f"- {r['language']}, {r['clock']}, {r['policy']}: {describe(r['minus_local_agreement'])}" for r in differences]
     if report.get("variants"):
         lines += ["", "Variants (rows named so, beside each policy's defaults):", ""]
         lines += [f"- `{name}`: `{options}`" for name, options in report["variants"].items()]

@@ -680,6 +680,12 @@ def test_the_policies_benchmark_compares_both_policies_and_writes_its_page(tone_
     text = page.read_text()
     assert "| en (tones) | unaware | alignatt | 0.0% | 0.0% | 100.0% |" in text and "--compare" in text
     assert "- `short`: `policy=alignatt,min_chunk=0.5,frame_threshold=10`" in text
+    # both hear every tone: no difference, and nothing for the five clips to spread
+    assert report["rows"][0]["minus_local_agreement"] is None
+    files = report["rows"][1]["files"]
+    assert report["rows"][1]["minus_local_agreement"] == {
+        "value": 0.0, "low": 0.0, "high": 0.0, "confidence": 0.95, "resamples": 2000, "groups": files}
+    assert f"- en, unaware, alignatt: +0.0 points (95% CI +0.0 to +0.0, {files} clips)" in text
     with pytest.raises(SystemExit):
         script.main(argv[:-2] + ["--variant", "alignatt=min_chunk=1"])  # a name of its own
 
