@@ -230,6 +230,10 @@ def test_run_bench_summaries_match_their_streams(tone_corpus):
     table = run.table()
     assert "3 files" in table and "clock: simulated" in table
     assert format_table(run.summaries).count("\n") == 3
+    # the second configuration against the first, on the same three files
+    ((name, difference),) = run.differences()
+    assert name == run.summaries[1]["name"] and difference.value == 0 and difference.groups == 3
+    assert f"WER of {name} minus {run.summaries[0]['name']}: +0.0 points (95% CI +0.0 to +0.0, 3 files)" in table
 
 
 def test_plots_are_written_as_png(tone_corpus, tmp_path):

@@ -225,7 +225,35 @@ class BenchRun:
                if self.reused_calls else "")
             + (f"; passes batched up to {self.batch} per model call" if self.batch else ""),
         ]
-        return "\n".join(header) + "\n" + format_table(self.summaries)
+        differences = [f"WER of {name} minus {self.summaries[0]['name']}: {difference.describe().replace('groups', 'files')}"
+                       for name, difference in self.differences()]  # fmt: skip
+        return "\n".join(header) + "\n" + format_table(self.summaries) + "".join("\n" + line for line in differences)
+
+    def differences(self) -> list[tuple[str, Any]]:
+        """Each other configuration's WER minus the first's on the same files, with a 95%
+        paired bootstrap interval over the files (:func:`~rtlab.eval.metrics.paired_difference`):
+        whether the corpus can tell the two apart. A configuration with a failed stream, or
+        not on every file of the first, is left out; empty with one configuration."""
+        from .metrics import paired_difference
+
+        if len(self.summaries) < 2 or self.long_form:
+            return []
+
+        def streams(name: str) -> dict[str, Any] | None:
+            mine = [s for s in self.streams if s.config["name"] == name]
+            return None if any(s.error for s in mine) else {s.file: s.wer for s in mine}
+
+        first = streams(self.summaries[0]["name"])
+        if not first:
+            return []
+        out = []
+        for summary in self.summaries[1:]:
+            other = streams(summary["name"])
+            if other is None or set(other) != set(first):
+                continue
+            files = list(first)
+            out.append((summary["name"], paired_difference([other[f] for f in files], [first[f] for f in files])))
+        return out
 
 
 async def _reference_passes(
