@@ -233,6 +233,7 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
         assert 0 < row["memory"]["in_use_end_mib"] < row["memory"]["end_mib"]
         assert len(row["memory"]["malloc_series"]) == len(row["memory"]["series"])
     assert row["memory"]["trim_seconds"] == memory_interval
+    assert max(row["memory"]["quarter_peaks_mib"]) == row["memory"]["peak_mib"]
     assert row["lag"]["max"] is not None and (out / "long_form.png").stat().st_size > 0
     assert "| default" in result.stdout and "whisper-english" in result.stdout
 

@@ -5,9 +5,9 @@ glibc's ``malloc`` keeps what a program frees in its arenas, for reuse; it retur
 the free space at an arena's top. A backend pass allocates working buffers of sizes that
 change with the audio and the text (CTranslate2's, PyTorch's on CPU), from the threads
 that run passes, each with an arena of its own. What it frees between live blocks stays
-resident: over a ten-minute German stream on faster-whisper ``base``, glibc held about
-190 MiB free against 120 MiB in use, and the resident set kept rising, while nothing
-that was in use grew (``docs/benchmarks/`` has the measurement).
+resident: on a long stream glibc holds a large part of the resident set free, and the
+resident set creeps up while nothing in use grows (measured in
+``docs/benchmarks/2026-12-02-long-form-memory.md``).
 
 :func:`release_freed_memory` asks glibc to hand whole free pages back (``malloc_trim``),
 at most once every :data:`interval` seconds in the process; the scheduler calls it after
