@@ -178,7 +178,7 @@ def shift_summaries(rows: list[dict[str, Any]]) -> list[str]:
             line += f"; lowest clip kept {100 * min(lowest):.1f}%"
         difference = against_offline(group)
         if difference is not None:
-            line += f"; streaming minus offline {difference.describe().replace('groups', 'clips')}"
+            line += f"; streaming minus offline {difference.describe('clips')}"
         lines.append(line)
     return lines
 
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         if difference is not None:
             long_form = " long form" if row["long_form"] else ""
             print(f"{row['language']} ({row['language_option']}){long_form} {row['configuration']}: streaming minus "
-                  f"offline {difference.describe().replace('groups', 'clips')}")  # fmt: skip
+                  f"offline {difference.describe('clips')}")  # fmt: skip
     for line in shift_summaries(rows):
         print(line)
     report = {

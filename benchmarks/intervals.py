@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                            [run.counts(s, "offline") for s in streams.values()],
                                            groups=[file for file, _ in streams])  # fmt: skip
             print(f"{language} {configuration}: streaming minus offline "
-                  f"{difference.describe().replace('groups', 'clips')} over {len(streams)} streams")  # fmt: skip
+                  f"{difference.describe('clips')} over {len(streams)} streams")  # fmt: skip
         return 0
 
     (_, first), (_, second) = sources
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         difference = paired_difference([files[0].counts(a[k], "streamed") for k in keys],
                                        [files[1].counts(b[k], "streamed") for k in keys],
                                        groups=[file for file, _ in keys])  # fmt: skip
-        print(f"{language}: {first} minus {second} {difference.describe().replace('groups', 'clips')} over "
+        print(f"{language}: {first} minus {second} {difference.describe('clips')} over "
               f"{len(keys)} streams")  # fmt: skip
         compared += 1
     if not compared:

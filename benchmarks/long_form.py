@@ -76,7 +76,10 @@ class MemorySampler:
     def __init__(self, every: float = 0.5) -> None:
         import psutil
 
+        from rtlab.core.memory import malloc_usage
+
         self._process = psutil.Process()
+        self._malloc_usage = malloc_usage
         self.every = every
         self.samples: list[tuple[float, float]] = []
         #: ``(stream seconds, MiB in use, MiB free)`` of glibc's malloc at the same moments
@@ -96,10 +99,8 @@ class MemorySampler:
         at = event.get("emitted_at")
         if at is None or (self.samples and float(at) - self.samples[-1][0] < self.every):
             return
-        from rtlab.core.memory import malloc_usage
-
         self.samples.append((float(at), self.rss_mib()))
-        usage = malloc_usage()
+        usage = self._malloc_usage()
         if usage is not None:
             self.malloc.append((float(at), usage["in_use"], usage["free"]))
 

@@ -121,11 +121,14 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     "latency_p95": summary["latency"]["p95"], "first_text": summary["first_text_latency"]["median"],
                     "rtf": summary["rtf"], "errors": summary["errors"],
                 })  # fmt: skip
+            # The first configuration is LocalAgreement-2: each other row against it.
+            differences = dict(run.differences())
             for row in rows[-len(configs):]:
-                row["minus_local_agreement"] = against_local_agreement(run, row["policy"])
-                if row["minus_local_agreement"]:
+                difference = differences.get(row["policy"])
+                row["minus_local_agreement"] = difference.to_dict() if difference else None
+                if difference:
                     print(f"{language} ({clock}): {row['policy']} minus {COMPARED[0]} "
-                          f"{describe(row['minus_local_agreement'])}")  # fmt: skip
+                          f"{difference.describe('clips')}")  # fmt: skip
     environment = runs[0]["environment"] if runs else {}
     report = {
         "benchmark": "policies-alignatt", "date": datetime.date.today().isoformat(), "backend": backend, "rows": rows,
@@ -148,27 +151,11 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 _HEADER = ("language", "clock", "policy", "WER", "offline WER", "kept", "median latency", "p95 latency", "first text", "RTF")
 
 
-def against_local_agreement(run: Any, policy: str) -> dict[str, Any] | None:
-    """``policy``'s WER minus LocalAgreement-2's on the same clips, with a paired bootstrap
-    interval over the clips (:func:`rtlab.eval.metrics.paired_difference`); None for
-    LocalAgreement-2 itself or without a stream of both on every clip."""
-    from rtlab.eval.metrics import paired_difference
-
-    if policy == COMPARED[0]:
-        return None
-    mine = {Path(s.file).name: s.wer for s in run.streams if s.config["name"] == policy}
-    theirs = {Path(s.file).name: s.wer for s in run.streams if s.config["name"] == COMPARED[0]}
-    files = [name for name in mine if name in theirs]
-    if not files or len(files) != len(mine):
-        return None
-    return paired_difference([mine[f] for f in files], [theirs[f] for f in files]).to_dict()
-
-
 def describe(difference: dict[str, Any]) -> str:
     """``+3.4 points (95% CI -1.6 to +10.6, 5 clips)``."""
     from rtlab.eval.metrics import RateDifference
 
-    return RateDifference(**difference).describe().replace("groups", "clips")
+    return RateDifference(**difference).describe("clips")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:

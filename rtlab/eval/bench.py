@@ -225,7 +225,7 @@ class BenchRun:
                if self.reused_calls else "")
             + (f"; passes batched up to {self.batch} per model call" if self.batch else ""),
         ]
-        differences = [f"WER of {name} minus {self.summaries[0]['name']}: {difference.describe().replace('groups', 'files')}"
+        differences = [f"WER of {name} minus {self.summaries[0]['name']}: {difference.describe('files')}"
                        for name, difference in self.differences()]  # fmt: skip
         return "\n".join(header) + "\n" + format_table(self.summaries) + "".join("\n" + line for line in differences)
 

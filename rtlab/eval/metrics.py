@@ -237,10 +237,11 @@ class RateDifference:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def describe(self) -> str:
-        """``+2.7 points (95% CI -0.9 to +6.1, 5 groups)``."""
+    def describe(self, unit: str = "groups") -> str:
+        """``+2.7 points (95% CI -0.9 to +6.1, 5 groups)``; ``unit`` names what was drawn
+        (``"clips"``, ``"files"``)."""
         return (f"{100 * self.value:+.1f} points ({100 * self.confidence:.0f}% CI {100 * self.low:+.1f} to "
-                f"{100 * self.high:+.1f}, {self.groups} groups)")  # fmt: skip
+                f"{100 * self.high:+.1f}, {self.groups} {unit})")  # fmt: skip
 
 
 def paired_difference(
