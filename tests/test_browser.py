@@ -6,6 +6,8 @@ Screenshots are saved under ``artifacts/`` (git-ignored) as test artefacts.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import re
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rtlab.eval.metrics import wer
 from rtlab.registry import get_registry
 from rtlab.testing import tone_words, wav_bytes
 from server_support import settle
@@ -24,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 CHROMIUM = os.environ.get("RTLAB_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 DATA = Path(__file__).parent / "data"
+LEAD_IN, TAIL = 1.0, 2.0  # seconds of silence around the clip in the fake microphone
 
 
 def chromium_or_skip() -> str:
@@ -36,10 +40,8 @@ def chromium_or_skip() -> str:
     return CHROMIUM
 
 
-def padded_wav(audio_wav: bytes, path: Path, before: float = 1.0, after: float = 2.0) -> Path:
+def padded_wav(audio_wav: bytes, path: Path, before: float = LEAD_IN, after: float = TAIL) -> Path:
     """The WAV with silence around it: the fake microphone starts before the page records."""
-    import io
-
     with wave.open(io.BytesIO(audio_wav)) as source:
         rate, frames = source.getframerate(), source.readframes(source.getnframes())
         assert source.getsampwidth() == 2 and source.getnchannels() == 1
@@ -56,17 +58,17 @@ def words_of(text: str) -> str:
 
 
 CASES = {
-    # backend: (clip builder, words that must be committed, words the page must show before
-    # Stop (committed or partial), words committed at least once the stream stopped)
+    # backend: (clip builder, reference text, words that must be committed, the most word
+    # error rate the committed text may have against the reference, as a fraction)
     "test": (lambda: wav_bytes(tone_words("alpha bravo charlie delta echo")[0]),
-             "alpha bravo charlie", "delta echo", 5),
+             "alpha bravo charlie delta echo", "alpha bravo charlie", 0.0),
     # tiny.en hears "jumps over the lazy dog" in this espeak voice in several ways ("jump
-    # sober nadezi dog"), so the page waits for the clip's last words, "sea shore", which it
-    # hears every time, written as one word or two depending on where the passes fall
-    # (0.7 s of lead-in and 1 s passes give "seashore"), so words are matched on their
-    # letters alone; and its last pass over the whole buffer may hear a sentence
-    # differently from the partial text shown before, so the final check counts words.
-    "faster-whisper": (lambda: (DATA / "fox.wav").read_bytes(), "quick brown", "sea shore", 8),
+    # sober nadezi dog"), and how it hears the clip's last words depends on where its
+    # passes fall, which depends on the machine's speed ("sea shore", "seashore"; a CI run
+    # on a loaded machine showed neither before Stop). So the page is judged on the whole
+    # committed text: the early words, a bounded error rate, and words timed to the end
+    # of the clip.
+    "faster-whisper": (lambda: (DATA / "fox.wav").read_bytes(), (DATA / "fox.txt").read_text(), "quick brown", 0.5),
 }  # fmt: skip
 
 
@@ -77,8 +79,11 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
         pytest.skip(f"backend {backend!r} is not installed: pip install -e plugins/rtlab-{backend}")
     from playwright.async_api import async_playwright
 
-    build, early_words, final_words, committed_count = CASES[backend]
-    microphone = padded_wav(build(), tmp_path / "microphone.wav")
+    build, reference, early_words, most_wer = CASES[backend]
+    clip = build()
+    with wave.open(io.BytesIO(clip)) as source:
+        speech_end = LEAD_IN + source.getnframes() / source.getframerate()
+    microphone = padded_wav(clip, tmp_path / "microphone.wav")
     running = await make_server(backend=backend)
     await running.server.preload_task  # a warm model, as a running service would have
     ARTIFACTS.mkdir(exist_ok=True)
@@ -101,13 +106,16 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
             await page.wait_for_function("window.rtlab.backends !== null")
             assert await page.input_value("#backend") == backend
             await page.click("#start")
-            shows = (  # letters alone: "sea shore", "seashore" and "sea-shore" are one reading
+            started = asyncio.get_running_loop().time()
+            letters = (  # letters alone: "quick brown" and "quickbrown" are one reading
                 "([selector, words]) => document.querySelector(selector).textContent.toLowerCase()"
                 ".replace(/[^a-z]+/g, '').includes(words.replace(/ /g, ''))"
             )
-            await page.wait_for_function(shows, arg=["#committed", early_words], timeout=60_000)
-            # Let the microphone play to the end of the clip (partial text counts) before Stop.
-            await page.wait_for_function(shows, arg=["#transcript", final_words], timeout=60_000)
+            await page.wait_for_function(letters, arg=["#committed", early_words], timeout=60_000)
+            # Let the microphone play the whole padded clip before Stop (not a timing
+            # assertion: Stop before the end would cut the clip short).
+            played = speech_end + TAIL + 0.5 - (asyncio.get_running_loop().time() - started)
+            await asyncio.sleep(max(0.0, played))
             await page.click("#stop")
             await page.wait_for_function(
                 "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
@@ -120,13 +128,18 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
         finally:
             await browser.close()
 
+    seen = (transcript, console)
     types = [m["type"] for m in messages]
     assert types[:3] == ["transcription_starting", "model_loading_started", "transcription_started"], types
     assert "transcript" in types and types[-1] == "transcription_stopped"
-    assert early_words.replace(" ", "") in transcript.replace(" ", ""), (transcript, console)
-    assert len(transcript.split()) >= committed_count, (transcript, console)
-    if backend == "test":  # exact by construction
-        assert final_words in transcript, (transcript, console)
+    assert messages[-1]["summary"]["audio_seconds"] >= speech_end, (messages[-1]["summary"], console)
+    assert any(m["partial"] for m in messages if m["type"] == "transcript"), "the page never had partial text"
+    assert early_words.replace(" ", "") in transcript.replace(" ", ""), seen
+    assert wer(reference, transcript).value <= most_wer, seen
+    # The clip's end was transcribed, however its last words were spelled: the last
+    # committed word ends in the clip's last second of speech.
+    committed = [w for m in messages if m["type"] == "transcript" for w in m["committed"]]
+    assert committed[-1]["end"] >= speech_end - 1.0, (committed[-1], seen)
     assert "stopped" in status and not error.strip()
     assert not await settle(running, ffmpeg_children)
 
