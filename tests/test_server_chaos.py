@@ -581,7 +581,8 @@ async def fuzz_server(make_server):
 async def test_threads_left_after_churn_are_idle_workers_of_bounded_pools(server, clip, ffmpeg_children):
     """Honest sessions beside abrupt drops, twice: the threads that stay are asyncio's
     default executor and the scheduler's pass pool, each within its size, and a second
-    round adds none (what benchmarks/chaos.py saw settle at 9 threads against 4)."""
+    round adds none to the pass pool (what benchmarks/chaos.py saw settle at 9 threads
+    against 4)."""
     async def honest() -> None:
         client = await TranscriptionClient.connect(server.ws_url)
         await client.start()
@@ -610,4 +611,8 @@ async def test_threads_left_after_churn_are_idle_workers_of_bounded_pools(server
         names = [t.name for t in new]
         assert all(n.startswith(("asyncio_", f"rtlab-{backend.name}_")) for n in names), names
         assert sum(n.startswith("asyncio_") for n in names) <= executor_cap, names
-    assert len(after_rounds[1]) <= len(after_rounds[0]), (after_rounds[0], after_rounds[1])
+    # asyncio's executor starts a worker whenever none is idle, up to its size, and keeps
+    # it: the second round may add some of those (a loaded CI machine saw 4, then 5), and
+    # nothing else.
+    pool = [[t for t in new if not t.name.startswith("asyncio_")] for new in after_rounds]
+    assert len(pool[1]) <= len(pool[0]), (after_rounds[0], after_rounds[1])
