@@ -41,7 +41,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import tornado
 from tornado.websocket import WebSocketClosedError
 
