@@ -106,7 +106,8 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
             await page.wait_for_function("window.rtlab.backends !== null")
             assert await page.input_value("#backend") == backend
             await page.click("#start")
-            started = asyncio.get_running_loop().time()
+            await page.wait_for_function("window.rtlab.state === 'running'", timeout=60_000)
+            started = asyncio.get_running_loop().time()  # the microphone plays from about now
             letters = (  # letters alone: "quick brown" and "quickbrown" are one reading
                 "([selector, words]) => document.querySelector(selector).textContent.toLowerCase()"
                 ".replace(/[^a-z]+/g, '').includes(words.replace(/ /g, ''))"
