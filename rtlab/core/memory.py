@@ -12,7 +12,7 @@ resident set creeps up while nothing in use grows (measured in
 :func:`release_freed_memory` asks glibc to hand whole free pages back (``malloc_trim``),
 at most once every :data:`interval` seconds in the process; the scheduler calls it after
 every backend pass, outside the pass's measured compute. The interval is
-``RTLAB_TRIM_SECONDS`` (default 10; ``0`` turns it off). With another C library it does
+``RTLAB_TRIM_SECONDS`` (default 1, about once a pass; ``0`` turns it off). With another C library it does
 nothing.
 """
 
@@ -29,8 +29,10 @@ from typing import Any
 
 __all__ = ["interval", "malloc_usage", "release_freed_memory", "resident_bytes"]
 
-#: Seconds between two trims: ``RTLAB_TRIM_SECONDS``, default 10; 0: never.
-DEFAULT_INTERVAL = 10.0
+#: Seconds between two trims: ``RTLAB_TRIM_SECONDS``, default 1; 0: never. Between trims
+#: further apart the resident set rises towards its peak again (measured in
+#: ``docs/benchmarks/2026-12-02-trim-interval.md``, with what a trim costs).
+DEFAULT_INTERVAL = 1.0
 
 
 def _interval_from_environment() -> float:
