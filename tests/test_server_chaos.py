@@ -612,7 +612,7 @@ async def test_threads_left_after_churn_are_idle_workers_of_bounded_pools(server
         assert all(n.startswith(("asyncio_", f"rtlab-{backend.name}_")) for n in names), names
         assert sum(n.startswith("asyncio_") for n in names) <= executor_cap, names
     # asyncio's executor starts a worker whenever none is idle, up to its size, and keeps
-    # it: the second round may add some of those (a loaded CI machine saw 4, then 5), and
-    # nothing else.
+    # it: the second round may add some of those (a full local run on a loaded machine saw
+    # 4, then 5), and nothing else.
     pool = [[t for t in new if not t.name.startswith("asyncio_")] for new in after_rounds]
     assert len(pool[1]) <= len(pool[0]), (after_rounds[0], after_rounds[1])

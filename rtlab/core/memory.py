@@ -12,8 +12,8 @@ resident set creeps up while nothing in use grows (measured in
 :func:`release_freed_memory` asks glibc to hand whole free pages back (``malloc_trim``),
 at most once every :data:`interval` seconds in the process; the scheduler calls it after
 every backend pass, outside the pass's measured compute. The interval is
-``RTLAB_TRIM_SECONDS`` (default 1, about once a pass; ``0`` turns it off). With another C library it does
-nothing.
+``RTLAB_TRIM_SECONDS`` (default 1, about once a pass; ``0`` turns it off). With another
+C library it does nothing.
 """
 
 from __future__ import annotations
