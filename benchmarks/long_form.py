@@ -14,8 +14,8 @@ another), streams the same clips one by one for comparison, and prints per confi
 * drift: the long stream's WER over the first and the second half of the repetitions;
 * memory: this process's resident set (children included: FFmpeg, when a decoder runs),
   sampled every half second of the stream's clock as its events arrive: at the start and
-  end of the stream, its peak in each quarter of the stream, and the slope of a line fit
-  over its second half in MiB per hour;
+  end of the stream, its peak and median in each quarter of the stream, and the slope of
+  a line fit over its second half in MiB per hour;
   with glibc, also what its ``malloc`` has in use and what it holds free (resident until
   trimmed, see :mod:`rtlab.core.memory`; ``RTLAB_TRIM_SECONDS=0`` runs without trims);
 * lag (how far the stream is behind the audio when a pass ends): maximum and at the end;
@@ -106,27 +106,30 @@ class MemorySampler:
 
 
 def memory_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
-    """Start (the first tenth's median), end (the last tenth's), peak, the peak of each
-    quarter of the stream, and the slope of a least-squares line over the second half, in
-    MiB per audio hour. A pass's working buffers move the resident set up and down by tens
-    of MiB within seconds: flat memory shows as quarters that peak alike."""
+    """Start (the first tenth's median), end (the last tenth's), peak, the peak and the
+    median of each quarter of the stream, and the slope of a least-squares line over the
+    second half, in MiB per audio hour. A pass's working buffers move the resident set up
+    and down by tens of MiB within seconds: flat memory shows as quarters that peak alike
+    and whose medians do not climb (freed memory kept between trims shows in the medians,
+    not the peaks)."""
     import numpy as np
 
     if len(samples) < 4:
         return {"samples": len(samples), "start_mib": None, "end_mib": None, "peak_mib": None, "slope_mib_per_hour": None,
-                "quarter_peaks_mib": None}  # fmt: skip
+                "quarter_peaks_mib": None, "quarter_medians_mib": None}  # fmt: skip
     seconds = np.array([s for s, _ in samples])
     mib = np.array([m for _, m in samples])
     tenth = max(1, len(samples) // 10)
     half = seconds >= seconds[-1] / 2
+    quarters = [mib[(seconds >= q * seconds[-1] / 4) & (seconds <= (q + 1) * seconds[-1] / 4)] for q in range(4)]
     slope = None
     if half.sum() >= 2 and np.ptp(seconds[half]) > 0:
         slope = float(np.polyfit(seconds[half], mib[half], 1)[0] * 3600)
     return {
         "samples": len(samples), "start_mib": float(np.median(mib[:tenth])), "end_mib": float(np.median(mib[-tenth:])),
         "peak_mib": float(mib.max()), "slope_mib_per_hour": slope,
-        "quarter_peaks_mib": [float(mib[(seconds >= q * seconds[-1] / 4) & (seconds <= (q + 1) * seconds[-1] / 4)].max())
-                              for q in range(4)],
+        "quarter_peaks_mib": [float(part.max()) for part in quarters],
+        "quarter_medians_mib": [float(np.median(part)) for part in quarters],
     }  # fmt: skip
 
 
@@ -277,7 +280,7 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
         return "-" if start is None or end is None else f"{start:.0f} → {end:.0f} MiB"
 
     head = ["configuration", "WER", "clips alone", "segments alone", "1st half", "2nd half", "per clip", "RSS start", "RSS end",
-            "slope MiB/h", "RSS peak per quarter", "malloc in use", "malloc free", "lag max", "lag end", "summary"]  # fmt: skip
+            "slope MiB/h", "RSS peak per quarter", "RSS median per quarter", "malloc in use", "malloc free", "lag max", "lag end", "summary"]  # fmt: skip
     table = [head]
     for row in rows:
         memory = row["memory"]
@@ -287,16 +290,17 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
             pct(row["wer_first_half"]), pct(row["wer_second_half"]),
             " / ".join(f"{100 * v:.0f}" for v in row["per_clip"]), num(memory["start_mib"], " MiB"),
             num(memory["end_mib"], " MiB"), num(memory["slope_mib_per_hour"]),
-            " / ".join(f"{v:.0f}" for v in memory["quarter_peaks_mib"]) if memory.get("quarter_peaks_mib") else "-",
+            *(" / ".join(f"{v:.0f}" for v in memory[key]) if memory.get(key) else "-"
+              for key in ("quarter_peaks_mib", "quarter_medians_mib")),
             span(memory.get("in_use_start_mib"), memory.get("in_use_end_mib")),
             span(memory.get("free_start_mib"), memory.get("free_end_mib")), num(row["lag"]["max"], " s"),
             num(row["lag"]["final"], " s"), "ok" if row["summary_check"]["ok"] else "WRONG",
         ])  # fmt: skip
     if offline is not None:
         table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), "", "", "", "", "", "", "", "", ""])  # fmt: skip
+                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), *[""] * 10])  # fmt: skip
         table.append(["offline (each segment)", "", "", pct(offline["segments_wer"]["value"]), "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), "", "", "", "", "", "", "", "", ""])  # fmt: skip
+                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), *[""] * 10])  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

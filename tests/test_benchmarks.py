@@ -234,6 +234,8 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
         assert len(row["memory"]["malloc_series"]) == len(row["memory"]["series"])
     assert row["memory"]["trim_seconds"] == memory_interval
     assert max(row["memory"]["quarter_peaks_mib"]) == row["memory"]["peak_mib"]
+    assert all(0 < median <= peak for median, peak in zip(row["memory"]["quarter_medians_mib"], row["memory"]["quarter_peaks_mib"]))
+    assert "RSS median per quarter" in result.stdout
     assert row["lag"]["max"] is not None and (out / "long_form.png").stat().st_size > 0
     assert "| default" in result.stdout and "whisper-english" in result.stdout
 
