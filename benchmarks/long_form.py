@@ -175,6 +175,33 @@ def segment_audio(stream: Any, segments: list[tuple[float, float, str]]) -> list
     return pieces
 
 
+class audio_bar:
+    """A progress bar in seconds of audio on standard error (shown on a terminal only) for
+    replays run one after another: ``at`` is a replay's ``progress`` callback (seconds of
+    its audio so far), ``done`` adds a finished replay's seconds."""
+
+    def __init__(self, seconds: float, description: str) -> None:
+        from tqdm import tqdm
+
+        self.before = 0.0
+        self.bar = tqdm(total=round(seconds, 1), desc=description, unit="s", file=sys.stderr, disable=None,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")  # fmt: skip
+
+    def at(self, seconds: float) -> None:
+        self.bar.n = round(min(self.before + seconds, self.bar.total), 1)
+        self.bar.refresh()
+
+    def done(self, seconds: float) -> None:
+        self.before += seconds
+        self.at(0.0)
+
+    def __enter__(self) -> audio_bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
 def per_clip(references: list[str], hypotheses: list[str], clips: int, normalizer: str) -> list[float]:
     """Pooled WER of each source clip over its repetitions (segment ``i`` is clip ``i % clips``)."""
     from rtlab.eval.metrics import wer
@@ -196,7 +223,8 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     sampler = MemorySampler()
     trim_interval, trims_before = process_memory.interval, process_memory.trims
     started = time.perf_counter()
-    (run,) = replay(stream, [config], clock=args.clock, on_event=sampler)
+    with audio_bar(len(stream) / 16_000, f"{config.label}: long stream") as bar:
+        (run,) = replay(stream, [config], clock=args.clock, on_event=sampler, progress=bar.at)
     wall = time.perf_counter() - started
     trims_after = process_memory.trims
     if run.error:
@@ -208,12 +236,17 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     alone: list[str] = []
     segments_alone: list[str] = []
     if not args.stream_only:
-        for audio, _ in clips:
-            (clip_run,) = replay(audio, [config], clock=args.clock)
-            alone.append(clip_run.text)
-        for audio in segment_audio(stream, segments):
-            (segment_run,) = replay(audio, [config], clock=args.clock)
-            segments_alone.append(segment_run.text)
+        pieces = segment_audio(stream, segments)
+        total = sum(len(audio) for audio, _ in clips) + sum(len(audio) for audio in pieces)
+        with audio_bar(total / 16_000, f"{config.label}: clips and segments alone") as bar:
+            for audio, _ in clips:
+                (clip_run,) = replay(audio, [config], clock=args.clock, progress=bar.at)
+                alone.append(clip_run.text)
+                bar.done(len(audio) / 16_000)
+            for audio in pieces:
+                (segment_run,) = replay(audio, [config], clock=args.clock, progress=bar.at)
+                segments_alone.append(segment_run.text)
+                bar.done(len(audio) / 16_000)
     clip_texts = [text for _, text in clips]
     lag = lag_series(run.lag_samples).to_dict()
     stream_seconds = len(stream) / 16_000
