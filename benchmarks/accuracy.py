@@ -214,8 +214,9 @@ def run_language(
     work = Path(args.out) / language / ("detected" if detect else "given") / ("long-form" if long_form else "clips")
     if shift is not None:
         work = work / f"shift-{shift:g}"
+    # progress=None: a bar on a terminal, none in a log
     run = run_bench(corpus, configs, clock=args.clock, normalizer=normalizer, language=spoken, work_dir=work,
-                    progress=False)  # fmt: skip
+                    progress=None)  # fmt: skip
     rows = []
     for config, summary in zip(configs, run.summaries):
         streams = [s for s in run.streams if s.config["name"] == config.label]
