@@ -175,7 +175,7 @@ def segment_audio(stream: Any, segments: list[tuple[float, float, str]]) -> list
     return pieces
 
 
-class audio_bar:
+class AudioBar:
     """A progress bar in seconds of audio on standard error (shown on a terminal only) for
     replays run one after another: ``at`` is a replay's ``progress`` callback (seconds of
     its audio so far), ``done`` adds a finished replay's seconds."""
@@ -195,7 +195,7 @@ class audio_bar:
         self.before += seconds
         self.at(0.0)
 
-    def __enter__(self) -> audio_bar:
+    def __enter__(self) -> AudioBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -223,7 +223,7 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     sampler = MemorySampler()
     trim_interval, trims_before = process_memory.interval, process_memory.trims
     started = time.perf_counter()
-    with audio_bar(len(stream) / 16_000, f"{config.label}: long stream") as bar:
+    with AudioBar(len(stream) / 16_000, f"{config.label}: long stream") as bar:
         (run,) = replay(stream, [config], clock=args.clock, on_event=sampler, progress=bar.at)
     wall = time.perf_counter() - started
     trims_after = process_memory.trims
@@ -238,7 +238,7 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     if not args.stream_only:
         pieces = segment_audio(stream, segments)
         total = sum(len(audio) for audio, _ in clips) + sum(len(audio) for audio in pieces)
-        with audio_bar(total / 16_000, f"{config.label}: clips and segments alone") as bar:
+        with AudioBar(total / 16_000, f"{config.label}: clips and segments alone") as bar:
             for audio, _ in clips:
                 (clip_run,) = replay(audio, [config], clock=args.clock, progress=bar.at)
                 alone.append(clip_run.text)
