@@ -63,7 +63,7 @@ def test_alignatt_is_registered_and_needs_incremental_decoding():
     assert AlignAtt.requires == (INCREMENTAL_DECODING,)
     assert registry.accepted_options("policy", "alignatt") == {
         "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "audio_min_len": 0.0, "max_context_tokens": None,
-        "init_prompt": None, "static_init_prompt": None, "never_fire": False, "onset_agreement": False,
+        "init_prompt": None, "static_init_prompt": None, "never_fire": False, "onset_agreement": False, "agreement": False,
         "vad": False, "vad_silence_ms": 500,
     }  # fmt: skip
     assert missing_capabilities(AlignAtt, ToneAttentionBackend) == []

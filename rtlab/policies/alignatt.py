@@ -29,7 +29,10 @@ With ``onset_agreement`` (rtlab's option, off by default), the stream's first wo
 decode starts from the start of the buffer, and only the words two consecutive decodes
 begin with alike are committed (Whisper guesses on the first second or two of audio, and
 one decode's guess would be final). From the first commit on, decoding goes on after the
-committed words as usual.
+committed words as usual. With ``agreement`` (rtlab's, off by default) every word waits
+so: each decode goes on after the committed words, and of its new words those the decode
+before it began alike are committed (LocalAgreement-2's rule on AlignAtt's decodes: the
+same compute, a word waits one chunk more, and none is final on one decode's word).
 
 A decoder can fall into a loop that the attention rule does not stop (it keeps looking
 at the same audio): a decode stops where one to ten words come three times in a row,
@@ -198,6 +201,7 @@ class AlignAtt(Policy):
         static_init_prompt: str | None = None,
         never_fire: bool = False,
         onset_agreement: bool = False,
+        agreement: bool = False,
         vad: bool = False,
         vad_silence_ms: float = 500,
     ) -> None:
@@ -231,6 +235,8 @@ class AlignAtt(Policy):
             raise InvalidOption(f"{prefix} never_fire must be true or false, not {never_fire!r}")
         if not isinstance(onset_agreement, bool):
             raise InvalidOption(f"{prefix} onset_agreement must be true or false, not {onset_agreement!r}")
+        if not isinstance(agreement, bool):
+            raise InvalidOption(f"{prefix} agreement must be true or false, not {agreement!r}")
         self.vac = controller(self.name, vad, vad_silence_ms)
         if missing_capabilities(self, backend):
             raise _capability_error(backend)
@@ -240,9 +246,11 @@ class AlignAtt(Policy):
         self.audio_min_len = float(audio_min_len)
         self.never_fire = never_fire
         self.onset_agreement = onset_agreement
-        #: With ``onset_agreement``, until the stream's first word is committed: the words of
-        #: the last decode from the start of the buffer, waiting for the next to agree.
-        self._onset: list[str] | None = [] if onset_agreement else None
+        self.agreement = agreement
+        #: With ``agreement``, and with ``onset_agreement`` until the stream's first word is
+        #: committed: the new words of the last decode not committed, waiting for the next
+        #: decode (after the same committed words) to agree.
+        self._pending: list[str] | None = [] if onset_agreement or agreement else None
         self.decoder: IncrementalDecoder = backend.incremental_decoder(language=language)
         window = getattr(self.decoder, "window_seconds", None)
         if window is not None and self.audio_max_len > window:
@@ -356,8 +364,8 @@ class AlignAtt(Policy):
         it, the context back to ``init_prompt``, the onset rule armed again."""
         self.emitted = []
         self.context_words = list(self._init_context)
-        if self.onset_agreement:
-            self._onset = []
+        if self.onset_agreement or self.agreement:
+            self._pending = []
         self._cut_at(cut)
 
     def skip_silence(self) -> Step:
@@ -400,10 +408,10 @@ class AlignAtt(Policy):
         # The chunk may end inside its last word, which waits; not where a loop stopped the
         # decode: the decoder was saying again what it had heard before.
         held = words[-1:] if words and not final and not self.never_fire and decode.stop != "loop" else []
-        if self._onset is not None and not final:
-            # The stream's first words: committed once two decodes from the start agree.
-            agreed = agreed_prefix(self._onset, [text for text, _ in words])
-            self._onset = [text for text, _ in words]
+        if self._pending is not None and not final:
+            # Committed once two decodes after the same committed words agree on them.
+            agreed = agreed_prefix(self._pending, [text for text, _ in words])
+            self._pending = [text for text, _ in words]
             held = words[min(agreed, len(words) - len(held)) :]
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
@@ -414,7 +422,7 @@ class AlignAtt(Policy):
         self.emitted += kept
         if kept:
             self._last_end = kept[-1].end
-            self._onset = None
+            self._pending = self._pending[len(kept) :] if self.agreement and self._pending is not None else None
         step = Step(committed=_as_words(kept), partial=_as_words(partial))
         if final and loop_end is not None and loop_end > self.buffer_offset and restarts < LOOP_RESTARTS_PER_PASS:
             # No decode follows the last one: the audio after the loop's first occurrence
