@@ -112,6 +112,7 @@ def test_a_stream_on_a_backend_without_it_is_refused_when_configured():
         ("init_prompt", 5, "init_prompt must be text"),
         ("never_fire", "yes", "never_fire must be true or false"),
         ("onset_agreement", 1, "onset_agreement must be true or false"),
+        ("agreement", "on", "agreement must be true or false"),
         ("vad", "yes", "vad must be true or false"),
         ("vad_silence_ms", 20, "vad_silence_ms must be a number of milliseconds from 100 to 5000"),
         ("audio_min_len", -1, "audio_min_len must be a number of seconds from 0 to below audio_max_len"),
@@ -321,6 +322,68 @@ def test_without_onset_agreement_the_first_decode_commits_what_it_heard():
 def test_onset_agreement_the_last_decode_keeps_every_word_agreed_or_not():
     audio, _ = tone_words("alpha bravo")
     policy = AlignAtt(ToneAttentionBackend(), onset_agreement=True)
+    policy.insert_audio(audio)
+    assert policy.process_iter().committed == []
+    assert texts(policy.finish().committed) == ["alpha", "bravo"]
+
+
+def mishear_within(policy: AlignAtt, word: str, heard: str) -> list[int]:
+    """The first decode of ``policy`` that decodes ``word`` with a word after it hears it as
+    ``heard``; the decode's number is added to the list returned."""
+    original = policy.decoder.words
+    misheard: list[int] = []
+
+    def words(tokens):
+        found = original(tokens)
+        decode = len(policy.decoder.begins)
+        said = [text.strip() for text, _ in found]
+        if not misheard and word in said[:-1]:
+            misheard.append(decode)
+        if misheard == [decode] and word in said:
+            index = said.index(word)
+            found[index] = (" " + heard, found[index][1])
+        return found
+
+    policy.decoder.words = words
+    return misheard
+
+
+def test_without_agreement_one_decode_commits_what_it_misheard_mid_stream():
+    audio, _ = tone_words("alpha bravo charlie delta echo foxtrot")
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    misheard = mishear_within(policy, "charlie", "charly")
+    commits, last = stream(policy, audio, chunk=0.6)
+    assert misheard and "charly" in [w for c in commits for w in texts(c)] + texts(last)
+
+
+def test_agreement_commits_a_word_once_two_decodes_after_the_committed_words_agree():
+    audio, _ = tone_words("alpha bravo charlie delta echo foxtrot")
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6, agreement=True)
+    misheard = mishear_within(policy, "charlie", "charly")
+    commits, last = stream(policy, audio, chunk=0.6)
+    said = [w for c in commits for w in texts(c)]
+    # The decode that misheard it is not followed by one that agrees: "charly" is never
+    # committed, and every word comes once, in order.
+    assert misheard and said + texts(last) == "alpha bravo charlie delta echo foxtrot".split()
+    assert "charlie" in said  # committed before the last decode, once two decodes agreed
+    # After the first commit, decodes go on after the committed words (forced), unlike
+    # onset_agreement's decodes from the start, and the rule stays on.
+    forced = [begin[1] for begin in policy.decoder.begins]
+    assert any(forced) and forced[-1] == tokens_of(*[w for w in said])
+    # Never committed before AlignAtt alone commits it, sometimes later: a word the decode
+    # before held back (as its last) is agreed at once, one it had not decoded waits.
+    heard_once = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    plain, _ = stream(heard_once, audio, chunk=0.6)
+    pass_of = {w: i for i, c in enumerate(commits) for w in texts(c)}
+    plain_of = {w: i for i, c in enumerate(plain) for w in texts(c)}
+    both = [w for w in pass_of if w in plain_of and w != "charlie"]
+    assert both and all(pass_of[w] >= plain_of[w] for w in both)
+    assert any(pass_of[w] > plain_of[w] for w in both)
+
+
+def test_agreement_the_last_decode_keeps_every_word_agreed_or_not():
+    audio, _ = tone_words("alpha bravo")
+    policy = AlignAtt(ToneAttentionBackend(), agreement=True)
     policy.insert_audio(audio)
     assert policy.process_iter().committed == []
     assert texts(policy.finish().committed) == ["alpha", "bravo"]
