@@ -32,7 +32,7 @@ one decode's guess would be final). From the first commit on, decoding goes on a
 committed words as usual. With ``agreement`` (rtlab's, off by default) every word waits
 so: each decode goes on after the committed words, and of its new words those the decode
 before it began alike are committed (LocalAgreement-2's rule on AlignAtt's decodes: the
-same compute, a word waits one chunk more, and none is final on one decode's word).
+same compute, a word waits up to one chunk more, and none is final on one decode alone).
 
 A decoder can fall into a loop that the attention rule does not stop (it keeps looking
 at the same audio): a decode stops where one to ten words come three times in a row,
@@ -361,7 +361,7 @@ class AlignAtt(Policy):
 
     def _start_afresh(self, cut: float) -> None:
         """The buffer starts at stream time ``cut`` as a stream starts: no words emitted for
-        it, the context back to ``init_prompt``, the onset rule armed again."""
+        it, the context back to ``init_prompt``, the agreement rules armed again."""
         self.emitted = []
         self.context_words = list(self._init_context)
         if self.onset_agreement or self.agreement:
