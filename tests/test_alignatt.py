@@ -319,9 +319,10 @@ def test_without_onset_agreement_the_first_decode_commits_what_it_heard():
     assert [w for c in commits for w in texts(c)][0] == "alfa"
 
 
-def test_onset_agreement_the_last_decode_keeps_every_word_agreed_or_not():
+@pytest.mark.parametrize("option", ["onset_agreement", "agreement"])
+def test_with_either_agreement_rule_the_last_decode_keeps_every_word_agreed_or_not(option):
     audio, _ = tone_words("alpha bravo")
-    policy = AlignAtt(ToneAttentionBackend(), onset_agreement=True)
+    policy = AlignAtt(ToneAttentionBackend(), **{option: True})
     policy.insert_audio(audio)
     assert policy.process_iter().committed == []
     assert texts(policy.finish().committed) == ["alpha", "bravo"]
@@ -379,14 +380,6 @@ def test_agreement_commits_a_word_once_two_decodes_after_the_committed_words_agr
     both = [w for w in pass_of if w in plain_of and w != "charlie"]
     assert both and all(pass_of[w] >= plain_of[w] for w in both)
     assert any(pass_of[w] > plain_of[w] for w in both)
-
-
-def test_agreement_the_last_decode_keeps_every_word_agreed_or_not():
-    audio, _ = tone_words("alpha bravo")
-    policy = AlignAtt(ToneAttentionBackend(), agreement=True)
-    policy.insert_audio(audio)
-    assert policy.process_iter().committed == []
-    assert texts(policy.finish().committed) == ["alpha", "bravo"]
 
 
 class LoudnessVAD:
