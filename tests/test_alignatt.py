@@ -370,7 +370,7 @@ def test_agreement_commits_a_word_once_two_decodes_after_the_committed_words_agr
     # After the first commit, decodes go on after the committed words (forced), unlike
     # onset_agreement's decodes from the start, and the rule stays on.
     forced = [begin[1] for begin in policy.decoder.begins]
-    assert any(forced) and forced[-1] == tokens_of(*[w for w in said])
+    assert any(forced) and forced[-1] == tokens_of(*said)
     # Never committed before AlignAtt alone commits it, sometimes later: a word the decode
     # before held back (as its last) is agreed at once, one it had not decoded waits.
     heard_once = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)

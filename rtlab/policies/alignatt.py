@@ -422,7 +422,7 @@ class AlignAtt(Policy):
         self.emitted += kept
         if kept:
             self._last_end = kept[-1].end
-            self._pending = self._pending[len(kept) :] if self.agreement and self._pending is not None else None
+            self._pending = self._pending[len(kept) :] if self.agreement else None  # (a list while agreement is on)
         step = Step(committed=_as_words(kept), partial=_as_words(partial))
         if final and loop_end is not None and loop_end > self.buffer_offset and restarts < LOOP_RESTARTS_PER_PASS:
             # No decode follows the last one: the audio after the loop's first occurrence
