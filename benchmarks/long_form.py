@@ -331,9 +331,9 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
         ])  # fmt: skip
     if offline is not None:
         table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), *[""] * 10])  # fmt: skip
+                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
         table.append(["offline (each segment)", "", "", pct(offline["segments_wer"]["value"]), "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), *[""] * 10])  # fmt: skip
+                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
