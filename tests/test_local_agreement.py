@@ -283,6 +283,44 @@ def test_a_word_the_committing_pass_ran_into_is_not_lost():
     assert texts(policy.committed) == ["clima", "extremo", "en", "el", "área"]
 
 
+def test_a_word_that_straddles_the_last_commit_is_kept_from_where_it_ends():
+    # The passes that commit "posa" hear "largada." after it; the passes after them hear
+    # "Japão Salargado." instead, "Salargado." starting 0.12 s before "posa" ends (base on
+    # a Portuguese FLEURS clip): the clip's last word must not go for good.
+    policy, _ = policy_for(
+        "nova@0.5-0.7 posa@0.7-1.1 larga.@1.1-1.7",
+        "nova@0.5-0.7 posa@0.7-1.1 largada.@1.1-1.7",  # commits "nova posa"
+        "no@0.4-0.6 Japão@0.6-0.98 Salargado.@0.98-1.7",
+    )
+    step(policy, 2.0)
+    assert texts(step(policy, 2.0).committed) == ["nova", "posa"]
+    step(policy, 2.0)
+    tail = policy.finish().committed
+    assert texts(tail) == ["Salargado."]
+    assert tail[0]["start"] == pytest.approx(1.1), "from where the committed word ends"
+    assert texts(policy.committed) == ["nova", "posa", "Salargado."]
+
+
+@pytest.mark.parametrize(
+    "hearing",
+    [
+        "world's@1.3-1.9",  # the committed word heard again, mostly after it, other letters
+        "tall@1.0-1.2",  # mostly before the committed word ends
+    ],
+)
+def test_a_word_before_the_last_commit_ends_is_dropped_unless_it_straddles_it_as_new_speech(hearing):
+    policy, _ = policy_for(
+        "hello@0.2-0.6 world@0.8-1.5",
+        "hello@0.2-0.6 world@0.8-1.5",  # commits "hello world"
+        f"hello@0.2-0.6 {hearing}",
+    )
+    step(policy, 2.0)
+    assert texts(step(policy, 2.0).committed) == ["hello", "world"]
+    step(policy, 2.0)
+    assert policy.finish().committed == []
+    assert texts(policy.committed) == ["hello", "world"]
+
+
 def test_the_rest_of_a_hyphenated_word_that_begins_with_the_committed_word_is_kept():
     # "25" committed; the passes after it hear "25-30" as one word over "25" and "to 30"
     # (tiny.en on a shared FLEURS clip): "30" is new, and "years" after it.

@@ -78,6 +78,9 @@ PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the 
 QUIET_FRACTION = 0.1
 _MIN_QUIET_FRAMES = 2
 _END_SLACK = 0.1
+#: A word that starts before the last committed word ends and is this alike to it (difflib's
+#: ratio of their keys) or more is taken for that word heard again (see _straddles).
+REHEARD_SIMILARITY = 0.6
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
 
@@ -110,6 +113,17 @@ def _rest_of_compound(word: Word, last: Word) -> Word | None:
         return None
     space = text[: len(text) - len(text.lstrip())]
     return {**word, "text": space + rest, "start": max(word["start"], last["end"])}
+
+
+def _straddles(word: Word, last: Word) -> bool:
+    """Whether ``word``, which starts before the committed ``last`` ends, is new speech
+    all the same: most of it comes after ``last`` ends, and it is not ``last`` heard again
+    with other letters (their keys less than ``REHEARD_SIMILARITY`` alike). A pass that
+    commits "posa" can end it where a later pass starts "Salargado." (Portuguese FLEURS,
+    base): a rule on start times alone drops the clip's last word for good."""
+    if word["end"] - last["end"] <= last["end"] - word["start"]:
+        return False
+    return difflib.SequenceMatcher(None, _key(word), _key(last), autojunk=False).ratio() < REHEARD_SIMILARITY
 
 
 def _seconds(name: str, value: object, low: float, high: float, *, unset: bool = False) -> float | None:
@@ -291,8 +305,10 @@ class LocalAgreement(Policy):
         new, however the two passes placed the boundary between them:
         the pass that committed "extremo" may have ended it 0.2 s into the next word,
         "en", which a later pass starts there, and a rule on times alone would drop "en"
-        for good. Without such a hearing: keep only what starts after the last commit,
-        then remove an n-gram that repeats the committed tail."""
+        for good. Without such a hearing: keep only what starts after the last commit, and
+        a word that straddles its end with most of its time after it and does not sound
+        like it (:func:`_straddles`: heard from where the commit ends); then remove an
+        n-gram that repeats the committed tail."""
         if self.committed and _key(self.committed[-1]):
             last = self.committed[-1]
             for index in range(len(words) - 1, -1, -1):
@@ -305,7 +321,11 @@ class LocalAgreement(Policy):
                 if rest is not None:
                     return [rest, *words[index + 1 :]]
         cutoff = self.last_committed_end - 0.1
-        words = [w for w in words if w["start"] > cutoff]
+        words = [
+            w if w["start"] > cutoff else {**w, "start": self.last_committed_end}
+            for w in words
+            if w["start"] > cutoff or (self.committed and _straddles(w, self.committed[-1]))
+        ]  # fmt: skip
         if not words or not self.committed or abs(words[0]["start"] - self.last_committed_end) >= 1.0:
             return words
         for n in range(min(5, len(words), len(self.committed)), 0, -1):
