@@ -306,6 +306,7 @@ def test_a_word_that_straddles_the_last_commit_is_kept_from_where_it_ends():
     [
         "world's@1.3-1.9",  # the committed word heard again, mostly after it, other letters
         "tall@1.0-1.2",  # mostly before the committed word ends
+        "romantic@1.0-2.5",  # begins in the first half of the committed word: heard again
     ],
 )
 def test_a_word_before_the_last_commit_ends_is_dropped_unless_it_straddles_it_as_new_speech(hearing):

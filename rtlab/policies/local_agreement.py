@@ -117,10 +117,14 @@ def _rest_of_compound(word: Word, last: Word) -> Word | None:
 
 def _straddles(word: Word, last: Word) -> bool:
     """Whether ``word``, which starts before the committed ``last`` ends, is new speech
-    all the same: most of it comes after ``last`` ends, and it is not ``last`` heard again
-    with other letters (their keys less than ``REHEARD_SIMILARITY`` alike). A pass that
-    commits "posa" can end it where a later pass starts "Salargado." (Portuguese FLEURS,
-    base): a rule on start times alone drops the clip's last word for good."""
+    all the same: it starts in the second half of ``last``, most of it comes after ``last``
+    ends, and it is not ``last`` heard again with other letters (their keys less than
+    ``REHEARD_SIMILARITY`` alike). A pass that commits "posa" can end it where a later
+    pass starts "Salargado." (Portuguese FLEURS, base): a rule on start times alone drops
+    the clip's last word for good. A word that starts earlier is ``last`` heard again,
+    over more audio ("Homem" committed, "Romatismo" heard from before it starts on)."""
+    if word["start"] <= (last["start"] + last["end"]) / 2:
+        return False
     if word["end"] - last["end"] <= last["end"] - word["start"]:
         return False
     return difflib.SequenceMatcher(None, _key(word), _key(last), autojunk=False).ratio() < REHEARD_SIMILARITY
