@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 import psutil
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+
+def _pin_ctranslate2_kernels() -> None:
+    """Make CTranslate2 compute with the same kernels on every x86-64 machine with AVX2.
+
+    CTranslate2 picks its int8 kernels by CPU: Intel MKL on Intel, oneDNN elsewhere, each
+    at the widest vector instructions the CPU has, and tiny.en's words on the synthetic
+    clips change with them (one machine hears "the lazy nog", another "the lady nog"). The
+    tests pin oneDNN at AVX2, which every CI machine of this kind has, so the words they
+    assert are the ones heard everywhere; users' runs keep the fastest kernels. Subprocesses
+    (servers, kernels, the CLI) inherit the pin. A variable already set is left as it is.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return
+    if "avx2" not in flags:
+        return
+    for name, value in {"CT2_USE_MKL": "0", "CT2_FORCE_CPU_ISA": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}.items():
+        os.environ.setdefault(name, value)
+
+
+_pin_ctranslate2_kernels()
 
 # The server tests' fixtures (make_server, server, clip, ...) and helpers.
 pytest_plugins = ["server_support"]

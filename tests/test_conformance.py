@@ -243,6 +243,8 @@ async def test_it_also_runs_from_an_async_test(tones):
 @pytest.mark.slow
 def test_the_faster_whisper_backend_passes_every_check():
     plugin = pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is not installed")
-    # Words tiny.en hears in the synthetic clip ("the quick round fark jump over the lazy nog ...").
-    report = check_backend(plugin.FasterWhisperBackend, expect=["quick", "lazy", "sells", "sea", "shore"])
+    # Words tiny.en hears in the synthetic clip whichever kernels CTranslate2 computes with
+    # ("the quick round-fark jump over the lazy nog" on some CPUs, "... the lady nog" on
+    # others, "... stump over ..." on a third; see tests/conftest.py).
+    report = check_backend(plugin.FasterWhisperBackend, expect=["quick", "sells", "sea", "shore"])
     assert report.failed == [] and len(report.passed) == 9

