@@ -33,7 +33,6 @@ import asyncio
 import collections
 import json
 import os
-import platform
 import random
 import shlex
 import subprocess
@@ -448,7 +447,6 @@ async def main_async(args) -> dict:
         # count means something else was running.
         "loadavg_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "environment": environment_info(),
-        "cpu_model": _cpu_model(),
         "tornado": tornado.version,
         "git_commit": _git("rev-parse", "--short", "HEAD"),
         "date": time.strftime("%Y-%m-%d"),
@@ -509,16 +507,6 @@ def verdicts(report: dict) -> list[str]:
         f"FFmpeg processes once settled: {[a['ffmpeg'] for a in after]} (target {TARGETS['ffmpeg_after']})",
         f"malformed replies seen by hostile clients: {sum(r['hostile']['malformed_count'] for r in rounds)}",
     ]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _git(*command: str) -> str | None:
@@ -644,8 +632,10 @@ def page(report: dict) -> str:
 
 
 def _cpu_model_short(report: dict) -> str:
-    machine = report["environment"].get("machine") or ""
-    return f"{machine}, {report['cpu_model']}"
+    environment = report["environment"]
+    # Reports written before environment_info named the CPU kept it at the top level.
+    model = environment.get("cpu_model") or report.get("cpu_model") or "unknown CPU"
+    return f"{environment.get('machine') or ''}, {model}"
 
 
 def main(argv: list[str] | None = None) -> int:

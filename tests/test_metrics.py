@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import math
 import sys
+from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -253,6 +254,20 @@ def test_environment_info_names_hardware_and_versions():
     assert info["packages"]["jiwer"] == importlib.metadata.version("jiwer")
     assert info["packages"]["numpy"] == np.__version__
     json.dumps(info)
+
+
+def test_environment_info_names_the_cpu_extensions_and_the_variables_that_pin_kernels(monkeypatch):
+    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    info = environment_info()
+    assert info["kernel_overrides"]["CT2_FORCE_CPU_ISA"] == "AVX2"
+    assert "ONEDNN_MAX_CPU_ISA" not in info["kernel_overrides"]
+    assert set(info["cpu_vector_extensions"]) <= {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = next(line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags"))
+        assert ("avx2" in info["cpu_vector_extensions"]) == ("avx2" in flags)
+        assert info["cpu_model"]
 
 
 # --------------------------------------------------------------------------- results
