@@ -4,8 +4,9 @@ Real faster-whisper (tiny.en for English; the embedded ``base`` for other langua
 generated clips (espeak-ng, tests/data): two sentences with and without a pause between
 them, in English and Spanish (the language detected), and bad input (silence, noise, another language than
 the one asked for, a clip under half a second, audio that stops mid-word). Streams run on
-the ``unaware`` clock (passes as if they took no time), so the words are the same on
-every machine; benchmarks/accuracy.py measures the other clocks.
+the ``unaware`` clock (passes as if they took no time), so the words are the same on every
+run (and, with the kernels tests/conftest.py pins, on every x86-64 machine with AVX2);
+benchmarks/accuracy.py measures the other clocks.
 """
 
 from __future__ import annotations
