@@ -51,6 +51,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rtlab.kernels import add_kernels_argument, pin_kernels_argument
+
 #: Policy and backend options of each configuration.
 CONFIGURATIONS = {
     "default": "",
@@ -280,10 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shifts", type=int, default=1, metavar="N",
                         help="stream each clip N times, after 0, 1/N, ... (N-1)/N s of silence (default 1: as it is)")  # fmt: skip
     parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
+    add_kernels_argument(parser)
     args = parser.parse_args(argv)
     args.configurations = parse_configurations(parser, args.configuration or list(CONFIGURATIONS))
     if not 1 <= args.shifts <= 20:
         parser.error(f"--shifts must be from 1 to 20, not {args.shifts}")
+    pin_kernels_argument(parser, args)
 
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import shared_speech_dir

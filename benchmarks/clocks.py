@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rtlab.kernels import add_kernels_argument, pin_kernels_argument
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replay import POLICIES  # noqa: E402  (benchmarks/replay.py: the five-policy sweep)
 
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--normalizer", default="auto")
     parser.add_argument("--out", default="results")
     parser.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
+    add_kernels_argument(parser)
     args = parser.parse_args(argv)
+    pin_kernels_argument(parser, args)
 
     from rtlab.config import StreamConfig
     from rtlab.core.costs import load_cost_model

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from pathlib import Path
 
 import psutil
@@ -12,29 +10,25 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 
-def _pin_ctranslate2_kernels() -> None:
-    """Make CTranslate2 compute with the same kernels on every x86-64 machine with AVX2.
+def _pin_portable_kernels() -> None:
+    """Compute with the same kernels on every x86-64 machine with AVX2.
 
-    CTranslate2 picks its int8 kernels by CPU: Intel MKL on Intel, oneDNN elsewhere, each
-    at the widest vector instructions the CPU has, and tiny.en's words on the synthetic
+    CTranslate2 and PyTorch pick their kernels by CPU, and tiny.en's words on the synthetic
     clips change with them (one machine hears "the lazy nog", another "the lady nog"). The
-    tests pin oneDNN at AVX2, which every CI machine of this kind has, so the words they
-    assert are the ones heard everywhere; users' runs keep the fastest kernels. Subprocesses
-    (servers, kernels, the CLI) inherit the pin. A variable already set is left as it is.
+    tests pin rtlab's portable kernels, so the words they assert are the ones heard
+    everywhere; subprocesses (servers, kernels, the CLI) inherit them. A variable already
+    set is left as it is (to run the suite on other kernels); on a CPU without AVX2 the
+    libraries choose.
     """
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return
+    from rtlab.kernels import KernelsError, pin_kernels
+
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return
-    if "avx2" not in flags:
-        return
-    for name, value in {"CT2_USE_MKL": "0", "CT2_FORCE_CPU_ISA": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}.items():
-        os.environ.setdefault(name, value)
+        pin_kernels("portable")
+    except KernelsError:
+        pass
 
 
-_pin_ctranslate2_kernels()
+_pin_portable_kernels()
 
 # The server tests' fixtures (make_server, server, clip, ...) and helpers.
 pytest_plugins = ["server_support"]

@@ -11,8 +11,23 @@ from .. import __version__
 
 @click.group()
 @click.version_option(__version__, prog_name="rtlab")
-def cli() -> None:
+@click.option("--kernels", type=click.Choice(["auto", "portable"]), default="auto", show_default=True,
+              envvar="RTLAB_KERNELS",
+              help="auto: each engine computes with the fastest kernels for this CPU; portable: the same "
+                   "kernels on every x86-64 CPU with AVX2, so that a modeled or unaware replay hears the same "
+                   "words on another machine (slower where the CPU has AVX-512).")  # fmt: skip
+def cli(kernels: str) -> None:
     """rtlab: real-time speech transcription research platform."""
+    if kernels == "auto":
+        return
+    from ..kernels import KernelsError, pin_kernels
+
+    try:
+        kept = pin_kernels(kernels)
+    except KernelsError as error:
+        raise click.ClickException(str(error)) from None
+    for name, value in kept.items():
+        click.echo(f"rtlab: {name}={value} is set in the environment and kept (portable would set it otherwise)", err=True)
 
 
 @cli.command()

@@ -33,6 +33,7 @@ from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
 from ..core.memo import PassMemo
 from ..core.scheduler import available_cores
+from ..kernels import describe_kernels
 
 
 __all__ = [
@@ -284,10 +285,17 @@ async def _reference_passes(
 
 
 def hardware_summary(environment: Mapping[str, Any]) -> str:
-    """``"2 CPUs, 23.5 GiB, x86_64"`` from :func:`~rtlab.eval.metrics.environment_info` output."""
+    """``"2 CPUs, 23.5 GiB, x86_64, portable kernels (AVX2)"`` from
+    :func:`~rtlab.eval.metrics.environment_info` output (the kernels part only where the
+    environment records them)."""
     memory = environment.get("memory_total_bytes")
     text = f"{environment.get('cpu_count')} CPUs" + (f", {memory / 2**30:.1f} GiB" if memory else "")
-    return text + f", {environment.get('machine')}"
+    text += f", {environment.get('machine')}"
+    if "kernel_overrides" in environment:
+        extensions = environment.get("cpu_vector_extensions") or []
+        text += f" ({extensions[-1].upper().replace('_', ' ')})" if extensions else ""
+        text += f", {describe_kernels(environment['kernel_overrides'])}"
+    return text
 
 
 def _json_default(value: Any) -> Any:

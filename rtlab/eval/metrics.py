@@ -24,11 +24,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jiwer
 import numpy as np
+
+from ..kernels import cpu_description, kernel_overrides
 
 __all__ = [
     "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "LoadSampler", "RateDifference", "WordsKept", "align_words", "cer",
@@ -538,27 +539,6 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-#: Environment variables that choose the kernels CTranslate2, oneDNN and PyTorch compute with.
-KERNEL_VARIABLES = (
-    "CT2_USE_MKL", "CT2_FORCE_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
-    "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS",
-)
-#: The vector extensions that decide which kernels run, as /proc/cpuinfo names them.
-_VECTOR_EXTENSIONS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-
-
-def _cpu_description() -> tuple[str | None, list[str]]:
-    """The CPU's model name and which of :data:`_VECTOR_EXTENSIONS` it has (Linux; elsewhere
-    the processor string and no extensions)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return platform.processor() or None, []
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return model, [name for name in _VECTOR_EXTENSIONS if name in flags]
-
-
 def _total_memory_bytes() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -604,17 +584,16 @@ def environment_info() -> dict[str, Any]:
     """Hardware and software versions to store next to every benchmark number.
 
     Besides versions, the CPU's model and vector extensions and any variable that pins the
-    compute kernels: CTranslate2 and PyTorch pick kernels by CPU (Intel MKL or oneDNN, AVX2
-    or AVX-512 VNNI), and the words a model hears can change with them.
+    compute kernels: the words a model hears can change with them (see :mod:`rtlab.kernels`).
     """
-    cpu_model, extensions = _cpu_description()
+    cpu_model, extensions = cpu_description()
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or None,
         "cpu_model": cpu_model,
         "cpu_vector_extensions": extensions,
-        "kernel_overrides": {name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ},
+        "kernel_overrides": kernel_overrides(),
         "cpu_count": os.cpu_count(),
         "memory_total_bytes": _total_memory_bytes(),
         "python": sys.version.split()[0],

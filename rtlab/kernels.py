@@ -1,0 +1,140 @@
+"""The compute kernels the engines pick by CPU, and how to pin them so that a replay hears
+the same words on another machine.
+
+CTranslate2 computes int8 with Intel MKL on Intel CPUs and with oneDNN elsewhere, each at
+the widest vector instructions the CPU has (AVX2, AVX-512, AVX-512 VNNI); PyTorch picks its
+ATen, MKL and oneDNN kernels the same way. The words a model hears can change with them:
+tiny.en hears a synthetic clip as "the lazy nog" on one CPU and "the lady nog" on another.
+The modeled and unaware clocks make a replay repeat on one machine; with the *portable*
+kernels it repeats on every x86-64 CPU with AVX2, at some cost in speed where the CPU has
+more. The variables must be set before the first model computes: the libraries read them
+once per process.
+
+    rtlab --kernels portable transcribe talk.wav --clock unaware
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+from .errors import RtlabError
+
+#: ``auto``: each library picks the fastest kernels for this CPU; ``portable``: :data:`PORTABLE_KERNELS`.
+KERNEL_CHOICES = ("auto", "portable")
+
+#: What ``portable`` sets: oneDNN rather than MKL for CTranslate2 on every CPU, and every
+#: library's kernels at AVX2 (MKL's conditional numerical reproducibility for PyTorch's).
+PORTABLE_KERNELS = {
+    "CT2_USE_MKL": "0",
+    "CT2_FORCE_CPU_ISA": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+}
+
+#: Every environment variable that chooses kernels or their threads, recorded with results.
+KERNEL_VARIABLES = (
+    *PORTABLE_KERNELS, "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS",
+)
+
+#: The vector extensions that decide which kernels run, as /proc/cpuinfo names them.
+VECTOR_EXTENSIONS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+class KernelsError(RtlabError):
+    """The kernels asked for cannot be pinned here, or not any more in this process."""
+
+
+def cpu_description() -> tuple[str | None, list[str]]:
+    """The CPU's model name and which of :data:`VECTOR_EXTENSIONS` it has (from
+    /proc/cpuinfo; elsewhere the processor string and no extensions)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return platform.processor() or None, []
+    lines = text.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return model, [name for name in VECTOR_EXTENSIONS if name in flags]
+
+
+def kernel_overrides() -> dict[str, str]:
+    """The :data:`KERNEL_VARIABLES` set in this process's environment."""
+    return {name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ}
+
+
+def portable_kernels_refusal() -> str | None:
+    """Why this CPU cannot run the portable kernels, or None when it can."""
+    machine = platform.machine()
+    if machine.lower() not in ("x86_64", "amd64"):
+        return f"the portable kernels are x86-64 AVX2 kernels and this CPU is {machine or 'unknown'}"
+    _, extensions = cpu_description()
+    if "avx2" not in extensions:
+        return "the portable kernels need AVX2 and this CPU does not list it"
+    return None
+
+
+def pin_kernels(choice: str) -> dict[str, str]:
+    """Set this process's environment so that models loaded from now on (and subprocesses)
+    compute with ``choice``'s kernels (one of :data:`KERNEL_CHOICES`).
+
+    A variable already set is kept as it is (a researcher pinning one library differently
+    means it) and reported: the return value maps each variable of the choice whose value
+    differs from the choice's to the value kept. Raises :class:`KernelsError` naming what
+    to do when the CPU cannot run the portable kernels or a model has already loaded in
+    this process (its library has read the variables by then).
+    """
+    if choice not in KERNEL_CHOICES:
+        raise KernelsError(f"unknown kernels {choice!r}; choose one of {', '.join(KERNEL_CHOICES)}")
+    if choice == "auto":
+        return {}
+    refusal = portable_kernels_refusal()
+    if refusal:
+        raise KernelsError(f"cannot pin portable kernels: {refusal}; use --kernels auto")
+    from .backends import shared_models
+
+    loaded = shared_models.keys()
+    if loaded:
+        raise KernelsError(
+            f"pin the kernels before the first model loads: {loaded[0][0]} model {loaded[0][1]!r} has "
+            "already computed with the kernels its library chose (start a new process)"
+        )
+    kept = {}
+    for name, value in PORTABLE_KERNELS.items():
+        current = os.environ.setdefault(name, value)
+        if current != value:
+            kept[name] = current
+    return kept
+
+
+def describe_kernels(overrides: dict[str, str]) -> str:
+    """``"portable kernels (AVX2)"``, ``"kernels pinned: CT2_FORCE_CPU_ISA=AVX512"`` or
+    ``"kernels as the libraries chose"``, for a table's header."""
+    if overrides and all(overrides.get(name) == value for name, value in PORTABLE_KERNELS.items()):
+        return "portable kernels (AVX2)"
+    pinned = {name: value for name, value in overrides.items() if name != "OMP_NUM_THREADS"}
+    if pinned:
+        return "kernels pinned: " + ", ".join(f"{name}={value}" for name, value in pinned.items())
+    return "kernels as the libraries chose"
+
+
+def add_kernels_argument(parser: argparse.ArgumentParser) -> None:
+    """Give a script's argument parser ``--kernels {auto,portable}`` (the benchmark scripts;
+    the CLI has ``rtlab --kernels``)."""
+    parser.add_argument("--kernels", choices=KERNEL_CHOICES, default="auto",
+                        help="portable: the same compute kernels on every x86-64 CPU with AVX2, so that the words "
+                             "repeat on another machine (rtlab.kernels; default auto: the fastest for this CPU)")  # fmt: skip
+
+
+def pin_kernels_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """:func:`pin_kernels` for the parsed ``--kernels``; a refusal is the parser's error."""
+    try:
+        kept = pin_kernels(args.kernels)
+    except KernelsError as error:
+        parser.error(str(error))
+    for name, value in kept.items():
+        print(f"{parser.prog}: {name}={value} is set in the environment and kept", file=sys.stderr)
