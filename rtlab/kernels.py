@@ -114,7 +114,7 @@ def pin_kernels(choice: str) -> dict[str, str]:
 def describe_kernels(overrides: dict[str, str]) -> str:
     """``"portable kernels (AVX2)"``, ``"kernels pinned: CT2_FORCE_CPU_ISA=AVX512"`` or
     ``"kernels as the libraries chose"``, for a table's header."""
-    if overrides and all(overrides.get(name) == value for name, value in PORTABLE_KERNELS.items()):
+    if all(overrides.get(name) == value for name, value in PORTABLE_KERNELS.items()):
         return "portable kernels (AVX2)"
     pinned = {name: value for name, value in overrides.items() if name != "OMP_NUM_THREADS"}
     if pinned:

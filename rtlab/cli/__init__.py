@@ -7,21 +7,18 @@ import json
 import click
 
 from .. import __version__
+from ..kernels import KERNEL_CHOICES, KernelsError, pin_kernels
 
 
 @click.group()
 @click.version_option(__version__, prog_name="rtlab")
-@click.option("--kernels", type=click.Choice(["auto", "portable"]), default="auto", show_default=True,
+@click.option("--kernels", type=click.Choice(KERNEL_CHOICES), default="auto", show_default=True,
               envvar="RTLAB_KERNELS",
               help="auto: each engine computes with the fastest kernels for this CPU; portable: the same "
                    "kernels on every x86-64 CPU with AVX2, so that a modeled or unaware replay hears the same "
                    "words on another machine (slower where the CPU has AVX-512).")  # fmt: skip
 def cli(kernels: str) -> None:
     """rtlab: real-time speech transcription research platform."""
-    if kernels == "auto":
-        return
-    from ..kernels import KernelsError, pin_kernels
-
     try:
         kept = pin_kernels(kernels)
     except KernelsError as error:
