@@ -64,7 +64,7 @@ def test_alignatt_is_registered_and_needs_incremental_decoding():
     assert registry.accepted_options("policy", "alignatt") == {
         "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "audio_min_len": 0.0, "max_context_tokens": None,
         "init_prompt": None, "static_init_prompt": None, "never_fire": False, "onset_agreement": False, "agreement": False,
-        "vad": False, "vad_silence_ms": 500,
+        "decode_afresh": False, "vad": False, "vad_silence_ms": 500,
     }  # fmt: skip
     assert missing_capabilities(AlignAtt, ToneAttentionBackend) == []
     assert missing_capabilities(AlignAtt, ToneBackend) == [INCREMENTAL_DECODING]
@@ -113,6 +113,7 @@ def test_a_stream_on_a_backend_without_it_is_refused_when_configured():
         ("never_fire", "yes", "never_fire must be true or false"),
         ("onset_agreement", 1, "onset_agreement must be true or false"),
         ("agreement", "on", "agreement must be true or false"),
+        ("decode_afresh", 1, "decode_afresh must be true or false"),
         ("vad", "yes", "vad must be true or false"),
         ("vad_silence_ms", 20, "vad_silence_ms must be a number of milliseconds from 100 to 5000"),
         ("audio_min_len", -1, "audio_min_len must be a number of seconds from 0 to below audio_max_len"),
@@ -380,6 +381,44 @@ def test_agreement_commits_a_word_once_two_decodes_after_the_committed_words_agr
     both = [w for w in pass_of if w in plain_of and w != "charlie"]
     assert both and all(pass_of[w] >= plain_of[w] for w in both)
     assert any(pass_of[w] > plain_of[w] for w in both)
+
+
+def test_decode_afresh_forces_nothing_and_commits_each_word_once_in_order():
+    audio, truth = tone_words(TEXT)
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6, decode_afresh=True)
+    commits, last = stream(policy, audio, chunk=0.6)
+    assert [w for c in commits for w in texts(c)] + texts(last) == TEXT.split()
+    assert len([c for c in commits if c]) >= 3  # committed as the stream goes
+    assert all(forced == [] for _, forced in policy.decoder.begins)
+    # Each decode read the buffer from its start: words committed before were decoded again.
+    assert len(policy.decoder.begins) == len(commits) + 1
+    starts = [w["start"] for c in commits + [last] for w in c]
+    assert starts == sorted(starts)
+    forced = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    assert stream(forced, audio, chunk=0.6) == (commits, last)  # the same commits, at the same times
+
+
+def test_decode_afresh_drops_a_committed_word_heard_again_with_other_letters():
+    """A decode commits "charly" for charlie; the next decodes, from the start of the
+    buffer, hear "charlie" there: it is the committed word heard again, not a new one."""
+    audio, _ = tone_words("alpha bravo charlie delta echo foxtrot")
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6, decode_afresh=True)
+    misheard = mishear_within(policy, "charlie", "charly")
+    commits, last = stream(policy, audio, chunk=0.6)
+    said = [w for c in commits for w in texts(c)] + texts(last)
+    assert misheard and said == "alpha bravo charly delta echo foxtrot".split()
+    # Decodes after it heard charlie again from the start (nothing forced).
+    assert len(policy.decoder.begins) > misheard[0] and all(forced == [] for _, forced in policy.decoder.begins)
+
+
+def test_decode_afresh_with_agreement_commits_words_two_decodes_from_the_start_agree_on():
+    audio, _ = tone_words("alpha bravo charlie delta echo foxtrot")
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6, decode_afresh=True, agreement=True)
+    misheard = mishear_within(policy, "charlie", "charly")
+    commits, last = stream(policy, audio, chunk=0.6)
+    said = [w for c in commits for w in texts(c)]
+    assert misheard and said + texts(last) == "alpha bravo charlie delta echo foxtrot".split()
+    assert "charlie" in said and all(forced == [] for _, forced in policy.decoder.begins)
 
 
 class LoudnessVAD:

@@ -618,16 +618,18 @@ def test_alignatt_commits_the_same_words_as_on_openai_whisper_s_own_spectrogram(
 
 
 @pytest.mark.slow
-async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_left):
+@pytest.mark.parametrize("options", [{}, {"decode_afresh": True}], ids=["forced", "afresh"])
+async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_left, options):
     """Converted tiny.en, the clip through real FFmpeg: words are committed pass by pass,
-    once each, and the session's decoder is gone after cleanup."""
+    once each (decoded after the committed words, or from the start of the buffer with
+    the words heard again dropped), and the session's decoder is gone after cleanup."""
     import gc
     import weakref
 
     import rtlab
     from rtlab.core.feeding import feed_file
 
-    config = rtlab.StreamConfig(backend="openai-whisper", policy="alignatt")
+    config = rtlab.StreamConfig(backend="openai-whisper", policy="alignatt", policy_options=options)
     processor = rtlab.AudioProcessor(config, clock="simulated")
     events = await processor.create_tasks()
     decoder = weakref.ref(processor.policy.decoder)
@@ -641,6 +643,7 @@ async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_
     assert summary["type"] == "summary", summary
     heard = [w.strip(".,").lower() for w in summary["text"].split()]
     assert {"quick", "brown", "fox", "lazy", "sea", "shore"} <= set(heard), summary["text"]
+    assert all(one != other for one, other in zip(heard, heard[1:])), summary["text"]  # no word twice
     commits = [e for e in received if e["type"] == "commit"]
     assert len(commits) >= 3  # committed as the stream goes, not at its end
     words = [w for e in commits for w in e["words"]]

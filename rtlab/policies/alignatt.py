@@ -34,6 +34,17 @@ so: each decode goes on after the committed words, and of its new words those th
 before it began alike are committed (LocalAgreement-2's rule on AlignAtt's decodes: the
 same compute, a word waits up to one chunk more, and none is final on one decode alone).
 
+With ``decode_afresh`` (rtlab's option, off by default), nothing is forced: every decode
+starts from the start of the buffer, after the context, and the words it hears again
+where words were committed are dropped as LocalAgreement-2 drops them
+(:func:`~rtlab.policies.reheard.after_committed`); what it heard after them is new. A
+committed word the model chose wrongly is then not forced again: a decode that goes on
+after "piranha de" (Portuguese FLEURS, base, for "pirâmide") said "piranha de" again where
+the clip says "pirâmide" a second time, and one from the start said "pirâmide". Decodes
+read the buffer's text again each chunk, so they take more compute. A word a decode hears
+as the rest of a committed hyphenated word ("25" committed, "25-30" heard) is emitted as
+its rest ("30") and keeps the whole word's tokens as context.
+
 A decoder can fall into a loop that the attention rule does not stop (it keeps looking
 at the same audio): a decode stops where one to ten words come three times in a row,
 counting the words already emitted for the buffer, and keeps their first occurrence. A
@@ -68,6 +79,7 @@ from ..words import LOOP_REPEATS, agreed_prefix, repetition
 from ..vad import Pause
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
+from .reheard import after_committed
 from .vac import KEEP_SILENCE, controller
 
 #: A decode's tokens for the buffer (those forced and its new ones; the last decode of a
@@ -87,6 +99,9 @@ NEW_TOKEN_ROOM = 20
 LOOP_RESTARTS_PER_PASS = 2
 #: With ``vad``: seconds of the pause after an utterance that its last decode hears.
 UTTERANCE_END_PAD = 0.2
+#: With ``decode_afresh``: the newest committed words a decode is compared with (the
+#: committed tail it may repeat is at most 5 words).
+REHEARD_WORDS = 8
 
 
 @dataclass
@@ -202,6 +217,7 @@ class AlignAtt(Policy):
         never_fire: bool = False,
         onset_agreement: bool = False,
         agreement: bool = False,
+        decode_afresh: bool = False,
         vad: bool = False,
         vad_silence_ms: float = 500,
     ) -> None:
@@ -237,6 +253,8 @@ class AlignAtt(Policy):
             raise InvalidOption(f"{prefix} onset_agreement must be true or false, not {onset_agreement!r}")
         if not isinstance(agreement, bool):
             raise InvalidOption(f"{prefix} agreement must be true or false, not {agreement!r}")
+        if not isinstance(decode_afresh, bool):
+            raise InvalidOption(f"{prefix} decode_afresh must be true or false, not {decode_afresh!r}")
         self.vac = controller(self.name, vad, vad_silence_ms)
         if missing_capabilities(self, backend):
             raise _capability_error(backend)
@@ -247,6 +265,7 @@ class AlignAtt(Policy):
         self.never_fire = never_fire
         self.onset_agreement = onset_agreement
         self.agreement = agreement
+        self.decode_afresh = decode_afresh
         #: With ``agreement``, and with ``onset_agreement`` until the stream's first word is
         #: committed: the new words of the last decode not committed, waiting for the next
         #: decode (after the same committed words) to agree.
@@ -267,6 +286,9 @@ class AlignAtt(Policy):
         self.buffer_offset = 0.0  # stream time of self.audio[0]
         self.emitted: list[_Emitted] = []  # words emitted for the audio in the buffer
         self._last_end = 0.0
+        #: The newest words committed (at most REHEARD_WORDS), in stream time, also after
+        #: they left the buffer: with ``decode_afresh``, what a decode may hear again.
+        self._said: list[Word] = []
         self._init_context = list(self.context_words)
         #: Decodes stopped by the attention rule, by the end of text, by the token budget, by
         #: a loop.
@@ -390,7 +412,7 @@ class AlignAtt(Policy):
         frames = self.decoder.encode(self.audio)
         if frames <= 0:
             return Step()
-        forced = [t for word in self.emitted for t in word.tokens]
+        forced = [] if self.decode_afresh else [t for word in self.emitted for t in word.tokens]
         context = self.context(len(forced))
         budget = int(16 + MAX_TOKENS_PER_SECOND * self.buffered_seconds)
         if final:
@@ -405,6 +427,8 @@ class AlignAtt(Policy):
             return self._restart(decode.restart_at, final, restarts)
         tokens, attended = decode.tokens, decode.attended
         words = self.decoder.words(tokens)
+        if self.decode_afresh:
+            words, attended = self._not_heard_before(words, attended)
         # The chunk may end inside its last word, which waits; not where a loop stopped the
         # decode: the decoder was saying again what it had heard before.
         held = words[-1:] if words and not final and not self.never_fire and decode.stop != "loop" else []
@@ -422,6 +446,7 @@ class AlignAtt(Policy):
         self.emitted += kept
         if kept:
             self._last_end = kept[-1].end
+            self._said = (self._said + _as_words(kept))[-REHEARD_WORDS:]
             self._pending = self._pending[len(kept) :] if self.agreement else None  # (a list while agreement is on)
         step = Step(committed=_as_words(kept), partial=_as_words(partial))
         if final and loop_end is not None and loop_end > self.buffer_offset and restarts < LOOP_RESTARTS_PER_PASS:
@@ -477,6 +502,25 @@ class AlignAtt(Policy):
         self.stops[stop] += 1
         return _Decode(tokens, attended, stop, restart_at)
 
+    def _not_heard_before(
+        self, words: list[tuple[str, list[int]]], attended: list[int]
+    ) -> tuple[list[tuple[str, list[int]]], list[int]]:
+        """A decode from the start of the buffer (``decode_afresh``): its ``words`` after
+        those committed before (:func:`~rtlab.policies.reheard.after_committed`), and the
+        frames their tokens were chosen at."""
+        spans = self._spans(words, attended)
+        heard: list[Word] = [
+            {"text": text, "start": start, "end": end, "index": index}
+            for index, ((text, _), (start, end)) in enumerate(zip(words, spans))
+        ]  # fmt: skip
+        new = after_committed(heard, self._said)
+        if not new:
+            return [], []
+        first = new[0]["index"]
+        skipped = sum(len(tokens) for _, tokens in words[:first])
+        rest = [(new[0]["text"], words[first][1]), *words[first + 1 :]]  # (the rest of a compound)
+        return rest, attended[skipped:]
+
     def _before_loop(self, tokens: list[int], checked: int = 0) -> tuple[int, float | None, int]:
         """How many of a decode's new ``tokens`` come before a loop (a run of one to
         ``LOOP_LONGEST`` words said ``LOOP_REPEATS`` times in a row: the first of them is
@@ -486,7 +530,8 @@ class AlignAtt(Policy):
         time where its first occurrence ends comes with it (else None). Only runs ending
         after the first ``checked`` new words but one are looked for (those before were
         looked for at an earlier check); the new words seen come last."""
-        said = self.emitted[-LOOP_REPEATS * LOOP_LONGEST :]
+        # After the forced words, the loop can have begun in them; a decode afresh says them again.
+        said = [] if self.decode_afresh else self.emitted[-LOOP_REPEATS * LOOP_LONGEST :]
         words = self.decoder.words(tokens)
         run = repetition(
             [(word.text,) for word in said] + [(text,) for text, _ in words],
@@ -499,18 +544,25 @@ class AlignAtt(Policy):
             return 0, said[first_end - 1].end, len(words)
         return sum(len(group) for _, group in words[: first_end - len(said)]), None, len(words)
 
-    def _timed(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[_Emitted]:
-        """Words in stream time: from the frame their first token was chosen at to the
-        frame after their last one's, never before the last committed word's end."""
-        timed: list[_Emitted] = []
+    def _spans(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[tuple[float, float]]:
+        """Each word's stream time: from the frame its first token was chosen at to the
+        frame after its last one's."""
+        spans = []
         index = 0
-        last_end = self._last_end
         per_frame = 1.0 / self.decoder.frames_per_second
-        for text, tokens in words:
+        for _, tokens in words:
             frames = attended[index : index + len(tokens)]
             index += len(tokens)
-            start = max(last_end, self.buffer_offset + frames[0] * per_frame)
-            end = max(start, self.buffer_offset + (frames[-1] + 1) * per_frame)
+            spans.append((self.buffer_offset + frames[0] * per_frame, self.buffer_offset + (frames[-1] + 1) * per_frame))
+        return spans
+
+    def _timed(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[_Emitted]:
+        """Words in stream time (:meth:`_spans`), never before the last committed word's end."""
+        timed: list[_Emitted] = []
+        last_end = self._last_end
+        for (text, tokens), (start, end) in zip(words, self._spans(words, attended)):
+            start = max(last_end, start)
+            end = max(start, end)
             timed.append(_Emitted(text, list(tokens), round(start, 3), round(end, 3)))
             last_end = end
         return timed

@@ -68,6 +68,7 @@ from ..levels import FRAME, frame_rms, silence_level
 from ..vad import Pause
 from ..words import agreed_prefix, key
 from . import Policy, Step
+from .reheard import after_committed
 from .vac import KEEP_SILENCE, controller
 
 _WORD_MARGIN = 0.25  # seconds
@@ -78,9 +79,6 @@ PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the 
 QUIET_FRACTION = 0.1
 _MIN_QUIET_FRAMES = 2
 _END_SLACK = 0.1
-#: A word that starts before the last committed word ends and is this alike to it (difflib's
-#: ratio of their keys) or more is taken for that word heard again (see _straddles).
-REHEARD_SIMILARITY = 0.6
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
 
@@ -98,36 +96,6 @@ def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
         for index in range(block.a, block.a + block.size):
             matched[index] = True
     return matched
-
-
-def _rest_of_compound(word: Word, last: Word) -> Word | None:
-    """What ``word`` adds to the committed ``last`` when a pass heard the two as one
-    hyphenated word ("25" committed, "25-30" heard: "30", from where "25" ends); None when
-    ``word`` does not begin with ``last`` and a hyphen."""
-    head = _key(last)
-    if not _key(word).startswith(head + "-"):
-        return None
-    text = word["text"]
-    rest = text.strip().split("-", head.count("-") + 1)[-1]
-    if not _key({"text": rest}):
-        return None
-    space = text[: len(text) - len(text.lstrip())]
-    return {**word, "text": space + rest, "start": max(word["start"], last["end"])}
-
-
-def _straddles(word: Word, last: Word) -> bool:
-    """Whether ``word``, which starts before the committed ``last`` ends, is new speech
-    all the same: it starts in the second half of ``last``, most of it comes after ``last``
-    ends, and it is not ``last`` heard again with other letters (their keys less than
-    ``REHEARD_SIMILARITY`` alike). A pass that commits "posa" can end it where a later
-    pass starts "Salargado." (Portuguese FLEURS, base): a rule on start times alone drops
-    the clip's last word for good. A word that starts earlier is ``last`` heard again,
-    over more audio ("Homem" committed, "Romatismo" heard from before it starts on)."""
-    if word["start"] <= (last["start"] + last["end"]) / 2:
-        return False
-    if word["end"] - last["end"] <= last["end"] - word["start"]:
-        return False
-    return difflib.SequenceMatcher(None, _key(word), _key(last), autojunk=False).ratio() < REHEARD_SIMILARITY
 
 
 def _seconds(name: str, value: object, low: float, high: float, *, unset: bool = False) -> float | None:
@@ -298,44 +266,7 @@ class LocalAgreement(Policy):
             said = self.vac.words_in_speech([(w["start"], w["end"]) for w in shifted])
             shifted = [w for w, keep in zip(shifted, said) if keep]
         self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(shifted)
-        return self._drop_already_committed(shifted)
-
-    def _drop_already_committed(self, words: list[Word]) -> list[Word]:
-        """``words`` (a pass's hypothesis, stream times) without what is already committed.
-
-        Whisper re-transcribes audio that is still in the buffer. Where the pass heard the
-        last committed word again (the same word, overlapping it in time, or the first part
-        of a hyphenated word: "25" committed, "25-30" heard), what follows that hearing is
-        new, however the two passes placed the boundary between them:
-        the pass that committed "extremo" may have ended it 0.2 s into the next word,
-        "en", which a later pass starts there, and a rule on times alone would drop "en"
-        for good. Without such a hearing: keep only what starts after the last commit, and
-        a word that straddles its end with most of its time after it and does not sound
-        like it (:func:`_straddles`: heard from where the commit ends); then remove an
-        n-gram that repeats the committed tail."""
-        if self.committed and _key(self.committed[-1]):
-            last = self.committed[-1]
-            for index in range(len(words) - 1, -1, -1):
-                word = words[index]
-                if not (word["start"] < last["end"] and word["end"] > last["start"]):
-                    continue
-                if _key(word) == _key(last):
-                    return words[index + 1 :]
-                rest = _rest_of_compound(word, last)
-                if rest is not None:
-                    return [rest, *words[index + 1 :]]
-        cutoff = self.last_committed_end - 0.1
-        words = [
-            w if w["start"] > cutoff else {**w, "start": self.last_committed_end}
-            for w in words
-            if w["start"] > cutoff or (self.committed and _straddles(w, self.committed[-1]))
-        ]  # fmt: skip
-        if not words or not self.committed or abs(words[0]["start"] - self.last_committed_end) >= 1.0:
-            return words
-        for n in range(min(5, len(words), len(self.committed)), 0, -1):
-            if [_key(w) for w in self.committed[-n:]] == [_key(w) for w in words[:n]]:
-                return words[n:]
-        return words
+        return after_committed(shifted, self.committed)
 
     def process_iter(self) -> Step:
         if self.vac is not None and (step := self.vac.before_pass(self)) is not None:
