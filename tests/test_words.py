@@ -34,8 +34,8 @@ def test_the_key_keeps_what_is_inside_a_word():
     assert words.key("20") != words.key("2.0") and words.key("...") == ""
 
 
-def test_local_agreement_compares_words_by_the_same_key():
-    from rtlab.policies.local_agreement import _key
+def test_the_policies_drop_committed_words_heard_again_by_the_same_key():
+    from rtlab.policies.reheard import _key
 
     for text in ("«Oui»", "¿Qué?", "Dog.", "l'usoc,"):
         assert _key({"text": f" {text}", "start": 0.0, "end": 0.1}) == words.key(text)

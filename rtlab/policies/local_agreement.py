@@ -83,14 +83,9 @@ _END_SLACK = 0.1
 DETECT_PROBABILITY = 0.8
 
 
-def _key(word: Word) -> str:
-    """Comparison key (:func:`rtlab.words.key`): "Dog." and "dog" agree."""
-    return key(word["text"])
-
-
 def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
     """For each of ``words``, whether the aligned word sequence ``other`` has it too."""
-    matcher = difflib.SequenceMatcher(None, [_key(w) for w in words], [_key(w) for w in other], autojunk=False)
+    matcher = difflib.SequenceMatcher(None, [key(w["text"]) for w in words], [key(w["text"]) for w in other], autojunk=False)
     matched = [False] * len(words)
     for block in matcher.get_matching_blocks():
         for index in range(block.a, block.a + block.size):
