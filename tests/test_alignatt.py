@@ -383,9 +383,11 @@ def test_agreement_commits_a_word_once_two_decodes_after_the_committed_words_agr
     assert any(pass_of[w] > plain_of[w] for w in both)
 
 
-def test_decode_afresh_forces_nothing_and_commits_each_word_once_in_order():
+@pytest.mark.parametrize("audio_max_len", [30.0, 1.5], ids=["whole-stream", "trimmed"])
+def test_decode_afresh_forces_nothing_and_commits_each_word_once_in_order(audio_max_len):
+    """Also when the buffer is trimmed and its committed words leave it (become context)."""
     audio, truth = tone_words(TEXT)
-    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6, decode_afresh=True)
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6, audio_max_len=audio_max_len, decode_afresh=True)
     commits, last = stream(policy, audio, chunk=0.6)
     assert [w for c in commits for w in texts(c)] + texts(last) == TEXT.split()
     assert len([c for c in commits if c]) >= 3  # committed as the stream goes
@@ -394,6 +396,9 @@ def test_decode_afresh_forces_nothing_and_commits_each_word_once_in_order():
     assert len(policy.decoder.begins) == len(commits) + 1
     starts = [w["start"] for c in commits + [last] for w in c]
     assert starts == sorted(starts)
+    if audio_max_len < 30:
+        assert policy.buffer_offset > 0 and policy.context_words  # words left the buffer
+        return
     forced = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
     assert stream(forced, audio, chunk=0.6) == (commits, last)  # the same commits, at the same times
 

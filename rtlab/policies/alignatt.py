@@ -69,13 +69,14 @@ The decoding itself is the backend's: it declares the capability
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
-from ..words import LOOP_REPEATS, agreed_prefix, repetition
+from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
 from ..vad import Pause
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
@@ -99,9 +100,14 @@ NEW_TOKEN_ROOM = 20
 LOOP_RESTARTS_PER_PASS = 2
 #: With ``vad``: seconds of the pause after an utterance that its last decode hears.
 UTTERANCE_END_PAD = 0.2
-#: With ``decode_afresh``: the newest committed words a decode is compared with (the
-#: committed tail it may repeat is at most 5 words).
+#: With ``decode_afresh``: the newest committed words a decode is compared with once none
+#: is left in the buffer (the committed tail it may repeat is at most 5 words).
 REHEARD_WORDS = 8
+#: With ``decode_afresh``: a word a decode heard this long after the last commit ends is new.
+NEW_AFTER = 0.5
+#: With ``decode_afresh``: a word may start this long before the last commit ends and be new
+#: (word times are loose by a frame or a few).
+REHEARD_SLACK = 0.1
 
 
 @dataclass
@@ -506,20 +512,50 @@ class AlignAtt(Policy):
         self, words: list[tuple[str, list[int]]], attended: list[int]
     ) -> tuple[list[tuple[str, list[int]]], list[int]]:
         """A decode from the start of the buffer (``decode_afresh``): its ``words`` after
-        those committed before (:func:`~rtlab.policies.reheard.after_committed`), and the
-        frames their tokens were chosen at."""
+        those committed before, and the frames their tokens were chosen at.
+
+        The decode says the words committed from the buffer again first, not always alike.
+        Its words are aligned with them by text (difflib on :func:`rtlab.words.key`): what
+        comes after the last of them is new; where the decode ends the committed run with
+        other words (a replaced run), those of them that start after the last commit ends
+        are new. A word that starts more than ``NEW_AFTER`` seconds after the last commit
+        ends is new whatever the alignment says (a word said twice can be aligned with
+        the later one). Times alone, as LocalAgreement-2 drops its committed words, are
+        too loose here: attention places a word to a frame or a few, and decodes said
+        committed words again. With no committed word left in the buffer (all became
+        context), LocalAgreement's rule (:func:`~rtlab.policies.reheard.after_committed`)
+        on the newest committed words."""
         spans = self._spans(words, attended)
-        heard: list[Word] = [
-            {"text": text, "start": start, "end": end, "index": index}
-            for index, ((text, _), (start, end)) in enumerate(zip(words, spans))
-        ]  # fmt: skip
-        new = after_committed(heard, self._said)
-        if not new:
-            return [], []
-        first = new[0]["index"]
-        skipped = sum(len(tokens) for _, tokens in words[:first])
-        rest = [(new[0]["text"], words[first][1]), *words[first + 1 :]]  # (the rest of a compound)
-        return rest, attended[skipped:]
+        if self.emitted:
+            first = self._after_emitted([key(text) for text, _ in words], spans)
+            late = (i for i, (start, _) in enumerate(spans) if start > self._last_end + NEW_AFTER)
+            first = min(first, next(late, len(words)))
+        else:
+            heard: list[Word] = [
+                {"text": text, "start": start, "end": end, "index": index}
+                for index, ((text, _), (start, end)) in enumerate(zip(words, spans))
+            ]  # fmt: skip
+            new = after_committed(heard, self._said)
+            first = new[0]["index"] if new else len(words)
+            if new and new[0]["text"] != words[first][0]:  # the rest of a hyphenated word
+                words = [*words[:first], (new[0]["text"], words[first][1]), *words[first + 1 :]]
+        return words[first:], attended[sum(len(tokens) for _, tokens in words[:first]) :]
+
+    def _after_emitted(self, keys: list[str], spans: list[tuple[float, float]]) -> int:
+        """The index of the first of a decode's words (``keys``, at ``spans``) that comes
+        after the words emitted for the buffer, by a text alignment of the two."""
+        emitted = [key(word.text) for word in self.emitted]
+        first = len(keys)
+        for tag, _, _, j1, j2 in reversed(difflib.SequenceMatcher(None, emitted, keys, autojunk=False).get_opcodes()):
+            if tag == "insert":  # said after the emitted words: new
+                first = j1
+                continue
+            if tag == "replace":  # the emitted words' end heard otherwise: new from where they end
+                first = next((j for j in range(j1, j2) if spans[j][0] > self._last_end - REHEARD_SLACK), j2)
+            else:  # "equal", or "delete": emitted words the decode did not say again
+                first = j2
+            break
+        return first
 
     def _before_loop(self, tokens: list[int], checked: int = 0) -> tuple[int, float | None, int]:
         """How many of a decode's new ``tokens`` come before a loop (a run of one to
