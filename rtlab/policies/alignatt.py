@@ -35,15 +35,13 @@ before it began alike are committed (LocalAgreement-2's rule on AlignAtt's decod
 same compute, a word waits up to one chunk more, and none is final on one decode alone).
 
 With ``decode_afresh`` (rtlab's option, off by default), nothing is forced: every decode
-starts from the start of the buffer, after the context, and the words it hears again
-where words were committed are dropped as LocalAgreement-2 drops them
-(:func:`~rtlab.policies.reheard.after_committed`); what it heard after them is new. A
-committed word the model chose wrongly is then not forced again: a decode that goes on
-after "piranha de" (Portuguese FLEURS, base, for "pirâmide") said "piranha de" again where
-the clip says "pirâmide" a second time, and one from the start said "pirâmide". Decodes
-read the buffer's text again each chunk, so they take more compute. A word a decode hears
-as the rest of a committed hyphenated word ("25" committed, "25-30" heard) is emitted as
-its rest ("30") and keeps the whole word's tokens as context.
+starts from the start of the buffer, after the context, and says the buffer's committed
+words again before what is new; its words are aligned with them by text and only those
+after them are kept (see ``_not_heard_before``). A committed word the model chose wrongly
+is then not forced again: a decode that goes on after "piranha de" (Portuguese FLEURS,
+base, for "pirâmide") said "piranha de" again where the clip says "pirâmide" a second
+time, and one from the start said "pirâmide". Decodes read the buffer's text again each
+chunk, so they take more compute.
 
 A decoder can fall into a loop that the attention rule does not stop (it keeps looking
 at the same audio): a decode stops where one to ten words come three times in a row,
@@ -103,8 +101,6 @@ UTTERANCE_END_PAD = 0.2
 #: With ``decode_afresh``: the newest committed words a decode is compared with once none
 #: is left in the buffer (the committed tail it may repeat is at most 5 words).
 REHEARD_WORDS = 8
-#: With ``decode_afresh``: a word a decode heard this long after the last commit ends is new.
-NEW_AFTER = 0.5
 #: With ``decode_afresh``: a word may start this long before the last commit ends and be new
 #: (word times are loose by a frame or a few).
 REHEARD_SLACK = 0.1
@@ -518,18 +514,15 @@ class AlignAtt(Policy):
         Its words are aligned with them by text (difflib on :func:`rtlab.words.key`): what
         comes after the last of them is new; where the decode ends the committed run with
         other words (a replaced run), those of them that start after the last commit ends
-        are new. A word that starts more than ``NEW_AFTER`` seconds after the last commit
-        ends is new whatever the alignment says (a word said twice can be aligned with
-        the later one). Times alone, as LocalAgreement-2 drops its committed words, are
-        too loose here: attention places a word to a frame or a few, and decodes said
-        committed words again. With no committed word left in the buffer (all became
+        are new. Times, as LocalAgreement-2 drops its committed words, are too loose here:
+        a decode places a word where the attention peaked, and decodes from the start said
+        committed words again, also with a rule that took any word heard 0.5 s after the
+        last commit for new. With no committed word left in the buffer (all became
         context), LocalAgreement's rule (:func:`~rtlab.policies.reheard.after_committed`)
         on the newest committed words."""
         spans = self._spans(words, attended)
         if self.emitted:
             first = self._after_emitted([key(text) for text, _ in words], spans)
-            late = (i for i, (start, _) in enumerate(spans) if start > self._last_end + NEW_AFTER)
-            first = min(first, next(late, len(words)))
         else:
             heard: list[Word] = [
                 {"text": text, "start": start, "end": end, "index": index}
