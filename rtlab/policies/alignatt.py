@@ -517,9 +517,12 @@ class AlignAtt(Policy):
         are new. Times, as LocalAgreement-2 drops its committed words, are too loose here:
         a decode places a word where the attention peaked, and decodes from the start said
         committed words again, also with a rule that took any word heard 0.5 s after the
-        last commit for new. With no committed word left in the buffer (all became
-        context), LocalAgreement's rule (:func:`~rtlab.policies.reheard.after_committed`)
-        on the newest committed words."""
+        last commit for new. Known failure: committed words the later decodes do not say
+        again (a guess at the onset) can align with common words far into the decode,
+        and what comes before them is dropped (a French clause, one stream in twenty;
+        see docs/benchmarks/2026-12-03-alignatt-decode-afresh.md). With no committed
+        word left in the buffer (all became context), LocalAgreement's rule
+        (:func:`~rtlab.policies.reheard.after_committed`) on the newest committed words."""
         spans = self._spans(words, attended)
         if self.emitted:
             first = self._after_emitted([key(text) for text, _ in words], spans)
