@@ -78,7 +78,7 @@ from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
 from ..vad import Pause
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
-from .reheard import after_committed
+from .reheard import START_SLACK, after_committed
 from .vac import KEEP_SILENCE, controller
 
 #: A decode's tokens for the buffer (those forced and its new ones; the last decode of a
@@ -101,9 +101,6 @@ UTTERANCE_END_PAD = 0.2
 #: With ``decode_afresh``: the newest committed words a decode is compared with once none
 #: is left in the buffer (the committed tail it may repeat is at most 5 words).
 REHEARD_WORDS = 8
-#: With ``decode_afresh``: a word may start this long before the last commit ends and be new
-#: (word times are loose by a frame or a few).
-REHEARD_SLACK = 0.1
 
 
 @dataclass
@@ -547,7 +544,7 @@ class AlignAtt(Policy):
                 first = j1
                 continue
             if tag == "replace":  # the emitted words' end heard otherwise: new from where they end
-                first = next((j for j in range(j1, j2) if spans[j][0] > self._last_end - REHEARD_SLACK), j2)
+                first = next((j for j in range(j1, j2) if spans[j][0] > self._last_end - START_SLACK), j2)
             else:  # "equal", or "delete": emitted words the decode did not say again
                 first = j2
             break
@@ -585,7 +582,8 @@ class AlignAtt(Policy):
         for _, tokens in words:
             frames = attended[index : index + len(tokens)]
             index += len(tokens)
-            spans.append((self.buffer_offset + frames[0] * per_frame, self.buffer_offset + (frames[-1] + 1) * per_frame))
+            start = self.buffer_offset + frames[0] * per_frame
+            spans.append((start, self.buffer_offset + (frames[-1] + 1) * per_frame))
         return spans
 
     def _timed(self, words: list[tuple[str, list[int]]], attended: list[int]) -> list[_Emitted]:

@@ -85,7 +85,8 @@ DETECT_PROBABILITY = 0.8
 
 def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
     """For each of ``words``, whether the aligned word sequence ``other`` has it too."""
-    matcher = difflib.SequenceMatcher(None, [key(w["text"]) for w in words], [key(w["text"]) for w in other], autojunk=False)
+    keys, other_keys = [key(w["text"]) for w in words], [key(w["text"]) for w in other]
+    matcher = difflib.SequenceMatcher(None, keys, other_keys, autojunk=False)
     matched = [False] * len(words)
     for block in matcher.get_matching_blocks():
         for index in range(block.a, block.a + block.size):

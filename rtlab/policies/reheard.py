@@ -18,9 +18,9 @@ from ..words import key
 #: A word that starts before the last committed word ends and is this alike to it (difflib's
 #: ratio of their keys) or more is taken for that word heard again (see straddles).
 REHEARD_SIMILARITY = 0.6
-#: A decode's first new word may start this long before the last commit ends: word times
-#: are loose by a frame or a few.
-_START_SLACK = 0.1
+#: A decode's new word may start this long before the last commit ends: word times are loose
+#: by a frame or a few.
+START_SLACK = 0.1
 #: The committed tail a decode may repeat at its start: up to this many words, when its first
 #: new word starts within ``_REPEAT_WITHIN`` seconds of the last commit's end.
 _REPEAT_LONGEST = 5
@@ -87,7 +87,7 @@ def after_committed(words: list[Word], committed: Sequence[Word]) -> list[Word]:
             if rest is not None:
                 return [rest, *words[index + 1 :]]
     last_end = committed[-1]["end"] if committed else 0.0
-    cutoff = last_end - _START_SLACK
+    cutoff = last_end - START_SLACK
     words = [
         w if w["start"] > cutoff else {**w, "start": last_end}
         for w in words
