@@ -544,6 +544,18 @@ def test_audio_that_leaves_the_buffer_becomes_context():
     assert any(context for context, _ in decoder.begins)  # the carry-over happened
 
 
+@pytest.mark.parametrize("audio_max_len, chunk", [(1.5, 0.3), (1.5, 0.6), (1.8, 1.0), (2.0, 0.6), (2.0, 1.0)])
+def test_a_trim_where_every_emitted_word_leaves_does_not_cut_inside_the_last(audio_max_len, chunk):
+    """The audio that must leave ends inside the last emitted word: the cut moves to that
+    word's end, or the rest of it, heard at the buffer's start, would be committed again."""
+    audio, _ = tone_words(TEXT)
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=min(chunk, 1.0), audio_max_len=audio_max_len)
+    commits, last = stream(policy, audio, chunk=chunk)
+    assert [w for c in commits for w in texts(c)] + texts(last) == TEXT.split()
+    assert policy.buffer_offset > 0 and policy.context_words  # words left the buffer
+    assert max(policy.decoder.encoded) <= audio_max_len
+
+
 def test_the_init_prompt_is_context_until_trimmed_and_the_static_prompt_stays():
     audio, _ = tone_words(TEXT)
     policy = AlignAtt(

@@ -316,8 +316,9 @@ class AlignAtt(Policy):
 
     def _trim_buffer(self) -> None:
         """Past ``audio_max_len``, the oldest audio leaves the buffer, cut before the first
-        emitted word that starts late enough (midway from the word before it), and the
-        words before the cut become context."""
+        emitted word that starts late enough (midway from the word before it), or after
+        the last emitted word where they all leave, and the words before the cut become
+        context."""
         excess = len(self.audio) / SAMPLE_RATE - self.audio_max_len
         if excess <= 0:
             return
@@ -328,6 +329,8 @@ class AlignAtt(Policy):
         cut = needed
         if 0 < leaving < len(self.emitted):
             cut = max(needed, (self.emitted[leaving - 1].end + self.emitted[leaving].start) / 2)
+        elif leaving:  # every emitted word leaves: not inside the last (its rest heard as a word)
+            cut = max(needed, self.emitted[-1].end)
         self.context_words += [word.tokens for word in self.emitted[:leaving]]
         del self.emitted[:leaving]
         self._cut_at(cut)
