@@ -77,9 +77,6 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
         probe = get_tokenizer(self._multilingual, num_languages=model.num_languages, language=self.language or "en")
         self.eot = probe.eot
         self._blank = probe.encode(" ")
-        # Whisper's default ``suppress_tokens="-1"``, as the offline decode of the same
-        # model has it: no "[", "(", "♪" and the like, so no "[MUSIC]" in silence.
-        self._non_speech = sorted(probe.non_speech_tokens)
         self._sot = probe.sot
         self._sot_prev = probe.sot_prev
         self._languages = list(zip(probe.all_language_tokens, probe.all_language_codes)) if self._multilingual else []
@@ -236,7 +233,6 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
 
     def _choose(self, logits: np.ndarray, attention: np.ndarray, first: bool) -> Decoded:
         logits[self.eot + 1 :] = -np.inf  # special tokens and timestamps: text only
-        logits[self._non_speech] = -np.inf
         if first:  # as Whisper at a segment start: no blank, no end of text
             logits[self._blank + [self.eot]] = -np.inf
         return Decoded(int(logits.argmax()), attention)
