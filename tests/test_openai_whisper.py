@@ -562,6 +562,23 @@ def test_the_incremental_decoder_decodes_as_openai_whisper_does(name):
     assert [t for _, group in words for t in group] == tokens
 
 
+def test_the_incremental_decoder_may_choose_a_non_speech_token():
+    """As SimulStreaming's decoder, and unlike Whisper's offline default: "[" and the like
+    stay choosable. Over silence before speech the model starts "[" (an annotation such as
+    "[Musik]"), its attention on the buffer's end, and AlignAtt waits; with them suppressed
+    it said "Ich bin ein Kind." over a German clip's first 1.2 s and committed it
+    (docs/benchmarks/2026-12-03-alignatt-non-speech-and-trim.md)."""
+    backend = ensure_loaded(get_backend("openai-whisper"))
+    decoder = backend.incremental_decoder(language="en")
+    tokenizer = decoder.tokenizer
+    bracket, word = tokenizer.encode(" [")[0], tokenizer.encode(" Hello")[0]
+    assert bracket in tokenizer.non_speech_tokens
+    for first in (True, False):
+        logits = np.zeros(backend.loaded_model.model.dims.n_vocab, np.float32)
+        logits[[bracket, word]] = [2.0, 1.0]
+        assert decoder._choose(logits, np.zeros((1, 1, 1)), first).token == bracket
+
+
 @pytest.mark.slow
 def test_the_decoder_s_spectrogram_is_openai_whisper_s_padded_one():
     """The incremental decoder transforms the audio, not the 30 s of silence openai-whisper
