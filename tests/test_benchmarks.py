@@ -287,6 +287,64 @@ def test_long_form_segments_alone_keep_the_pauses_around_each_clip():
     assert [p[0] / 16_000 for p in pieces] == [0.0, 2.0, 5.0], "from the end of the clip before"
 
 
+def test_word_diffs_script_lists_the_places_that_cost_errors(tmp_path):
+    speech = tmp_path / "speech" / "xx"
+    speech.mkdir(parents=True)
+    (speech / "a.txt").write_text("The cat sat on the mat.", encoding="utf-8")
+    (speech / "b.txt").write_text("Five six seven eight", encoding="utf-8")
+
+    def results(name: str, configuration: str, streams: list[tuple[str, float, str, str]]) -> Path:
+        rows = [{"language": "xx", "configuration": configuration, "normalizer": "whisper-basic", "shift": shift,
+                 "long_form": False, "streams": [{"file": file, "streamed": streamed, "offline": offline}]}
+                for file, shift, streamed, offline in streams]  # fmt: skip
+        (tmp_path / name).write_text(json.dumps({"rows": rows}), encoding="utf-8")
+        return tmp_path / name
+
+    run = results("run.json", "p", [
+        ("a.wav", 0.0, "The cat sat on them at.", "The cat sat on the mat."),  # two errors, at both shifts
+        ("a.wav", 0.5, "The cat sat on them at.", "The cat sat on the mat."),
+        ("b.wav", 0.0, "Five six seven eight", "Five sticks seven eight"),  # streamed right, offline wrong
+    ])  # fmt: skip
+    result = run_script("word_diffs.py", str(run), "--speech", str(tmp_path / "speech"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "xx p: 3 of 3 streams differ from offline in 2 places; +3 errors against the reference (+3 place by place)",
+        '    +4  a (shift 0, 0.5 s): offline "the mat" -> streamed "them at", reference "the mat"',
+        '    -1  b (shift 0 s): offline "sticks" -> streamed "six", reference "six"',
+    ]
+    # Without references: the places, no costs.
+    bare = run_script("word_diffs.py", f"{run}:p", "--speech", str(tmp_path / "nowhere"), "--top", "1")
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout.splitlines() == [
+        "xx p: 3 of 3 streams differ from offline in 2 places; no references, no costs",
+        '  a (shift 0, 0.5 s): offline "the mat" -> streamed "them at", reference -',
+        "  ... 1 more (--top)",
+    ]
+    # Two runs: where the first's streams differ from the second's, on the streams both have.
+    other = results("other.json", "q", [("a.wav", 0.0, "The cat sat on the mat.", "The cat sat on the mat.")])
+    both = run_script("word_diffs.py", f"{run}:p", f"{other}:q", "--speech", str(tmp_path / "speech"))
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.splitlines() == [
+        "xx p against q: 1 of 1 streams differ from q in 1 places; +2 errors against the reference (+2 place by place)",
+        '    +2  a (shift 0 s): q "the mat" -> p "them at", reference "the mat"',
+    ]
+    assert run_script("word_diffs.py", str(run), str(other)).returncode == 2  # two files need a configuration each
+    assert run_script("word_diffs.py", f"{run}:p", f"{other}:nothing").returncode == 1
+
+
+def test_word_diffs_finds_the_reference_words_a_text_left_out(monkeypatch):
+    spec = importlib.util.spec_from_file_location("word_diffs_benchmark", ROOT / "benchmarks" / "word_diffs.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # (its dataclass looks its module up)
+    spec.loader.exec_module(script)
+
+    reference = "mit angehörigen die dort ermordet".split()
+    without = "mit angehörigen dort ermordet".split()
+    assert script.places_of(without, reference, reference) == [((), ("die",), ("die",), -1)]
+    assert script.places_of(reference, without, reference) == [(("die",), (), ("die",), 1)]
+    assert script.places_of(without, without + ["wurden"], reference) == [((), ("wurden",), (), 1)]
+
+
 def test_intervals_script_gives_paired_intervals_from_stored_or_recounted_edits(tmp_path):
     from rtlab.eval.metrics import wer
 

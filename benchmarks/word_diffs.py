@@ -1,0 +1,200 @@
+"""Which words make a WER difference? The places behind the figures of benchmarks/accuracy.py.
+
+With one results file: per language and configuration, every place where a stream's words
+differ from the offline pass's on the same clip (both normalized as the run was), the
+reference's words there, and what the place costs in errors against the reference. The same
+difference at several shifts of one clip is one row, its cost summed; the costliest rows
+come first. With two files (FILE:CONFIGURATION each): the places where the first run's
+streams differ from the second's, on the clips and shifts both ran.
+
+    python benchmarks/word_diffs.py results/acc/accuracy.json
+    python benchmarks/word_diffs.py results/acc/accuracy.json:default --top 40
+    python benchmarks/word_diffs.py results/aa/accuracy.json:alignatt results/la/accuracy.json:default
+
+A place's cost is the change in edits against the reference when only that place of the
+base text (offline, or the second run) is replaced by the other's words. The places of a
+stream usually add up to the difference of the whole texts, not always (two places can
+share an edit): each header prints both. The references are ``SPEECH/LANGUAGE/CLIP.txt``
+(``--speech``, default: the shared speech folder); without them the places are listed
+without costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from intervals import Streams, parse_source  # noqa: E402  (benchmarks/intervals.py: the results files)
+
+
+@dataclass
+class Place:
+    """One difference of a clip's two texts, at every shift where it occurs."""
+
+    clip: str
+    base: tuple[str, ...]
+    other: tuple[str, ...]
+    reference: tuple[str, ...] | None
+    shifts: list[Any] = field(default_factory=list)
+    cost: int | None = 0
+
+
+def edits(reference: list[str], words: list[str]) -> int:
+    """Substitutions, deletions and insertions of ``words`` against ``reference`` (both
+    already normalized)."""
+    from rtlab.eval.metrics import wer
+
+    if not reference:
+        return len(words)
+    rate = wer(" ".join(reference), " ".join(words), "none")
+    return rate.substitutions + rate.deletions + rate.insertions
+
+
+def reference_bounds(words: list[str], reference: list[str]) -> tuple[list[int], list[int]]:
+    """For each boundary k of ``words`` (0 to len), the first and the last reference
+    position aligned with it: the reference words between the two are ones the words left
+    out there."""
+    low, high = [len(reference)] * (len(words) + 1), [0] * (len(words) + 1)
+    matcher = difflib.SequenceMatcher(None, words, reference, autojunk=False)
+    for _, i1, i2, j1, j2 in matcher.get_opcodes():
+        for k in range(i1, i2 + 1):
+            j = j1 if i2 == i1 else j1 + (k - i1) * (j2 - j1) // (i2 - i1)
+            low[k], high[k] = min(low[k], j), max(high[k], j2 if i2 == i1 else j)
+    return low, high
+
+
+def places_of(base: list[str], other: list[str], reference: list[str] | None) -> list[tuple[tuple, tuple, tuple | None, int | None]]:
+    """(base words, other words, reference words, cost) of each place where ``other``
+    differs from ``base``."""
+    found = []
+    total = edits(reference, base) if reference is not None else None
+    bounds = reference_bounds(base, reference) if reference is not None else None
+    matcher = difflib.SequenceMatcher(None, base, other, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        there = cost = None
+        if reference is not None:
+            low, high = bounds
+            there = tuple(reference[low[i1] : max(low[i1], high[i2])])
+            cost = edits(reference, base[:i1] + other[j1:j2] + base[i2:]) - total
+        found.append((tuple(base[i1:i2]), tuple(other[j1:j2]), there, cost))
+    return found
+
+
+def _quoted(words: tuple[str, ...] | None) -> str:
+    return "-" if words is None else f"\"{' '.join(words)}\"" if words else "(nothing)"
+
+
+def _signed(value: int) -> str:
+    return f"{value:+d}"
+
+
+def report(
+    name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], normalize: Callable[[dict, str], list[str]],
+    reference_of: Callable[[dict], list[str] | None], top: int, base_name: str, other_name: str,
+) -> list[str]:
+    """The lines for one group: ``pairs`` of (key, stream, base text, other text)."""
+    rows: dict[tuple, Place] = {}
+    differing = whole = places_sum = 0
+    references = [reference_of(stream) for _, stream, _, _ in pairs]
+    costed = all(reference is not None for reference in references)
+    for ((clip, shift), stream, base_text, other_text), reference in zip(pairs, references):
+        base, other = normalize(stream, base_text), normalize(stream, other_text)
+        if base == other:
+            continue
+        differing += 1
+        reference = reference if costed else None
+        if reference is not None:
+            whole += edits(reference, other) - edits(reference, base)
+        for before, after, there, cost in places_of(base, other, reference):
+            place = rows.setdefault((clip, before, after), Place(Path(clip).stem, before, after, there, cost=None if cost is None else 0))
+            place.shifts.append(shift)
+            if cost is not None:
+                place.cost += cost
+                places_sum += cost
+    lines = [f"{name}: {differing} of {len(pairs)} streams differ from {base_name} in {len(rows)} places"
+             + (f"; {_signed(whole)} errors against the reference ({_signed(places_sum)} place by place)" if costed else
+                "; no references, no costs")]  # fmt: skip
+    ordered = sorted(rows.values(), key=lambda p: (-(p.cost or 0), -len(p.shifts), p.clip))
+    for place in ordered[:top]:
+        counts = dict.fromkeys(place.shifts, 0)
+        for shift in place.shifts:
+            counts[shift] += 1
+        shifts = ", ".join(("-" if s is None else f"{s:g}") + (f" (x{n})" if n > 1 else "") for s, n in counts.items())
+        cost = "" if place.cost is None else f"{_signed(place.cost):>4}  "
+        lines.append(f"  {cost}{place.clip} (shift {shifts} s): {base_name} {_quoted(place.base)} -> "
+                     f"{other_name} {_quoted(place.other)}, reference {_quoted(place.reference)}")  # fmt: skip
+    if len(ordered) > top:
+        lines.append(f"  ... {len(ordered) - top} more (--top)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="accuracy.json, or accuracy.json:CONFIGURATION (two: their differences)")
+    parser.add_argument("--speech", default=None, help="folder of the language folders of reference texts")
+    parser.add_argument("--top", type=int, default=15, help="rows per language and configuration (default 15)")
+    args = parser.parse_args(argv)
+    if len(args.results) > 2:
+        parser.error("give one results file, or two to compare")
+    if args.top < 1:
+        parser.error("--top must be at least 1")
+
+    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.metrics import get_normalizer
+
+    shared = shared_speech_dir()
+    speech = Path(args.speech) if args.speech else (shared.parent if shared else None)
+    sources = [parse_source(text) for text in args.results]
+    for path, _ in sources:
+        if not path.is_file():
+            parser.error(f"no results file at {path}")
+    files = [Streams(path, speech) for path, _ in sources]
+
+    def normalize(stream: dict, text: str) -> list[str]:
+        return get_normalizer(stream["normalizer"])(text or "").split()
+
+    def reference_of(stream: dict) -> list[str] | None:
+        path = None if speech is None else speech / stream["language"] / (Path(stream["file"]).stem + ".txt")
+        return normalize(stream, path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
+
+    lines: list[str] = []
+    if len(files) == 1:
+        (_, only), (run,) = sources[0], files
+        for language, configuration in run.groups():
+            if only and configuration != only:
+                continue
+            streams = run.streams(language, configuration)
+            pairs = [(key, s, s["offline"], s["streamed"]) for key, s in streams.items() if s.get("offline") is not None]
+            if not pairs:
+                lines.append(f"{language} {configuration}: no offline pass to compare with")
+                continue
+            lines += report(f"{language} {configuration}", pairs, normalize, reference_of, args.top, "offline", "streamed")
+    else:
+        (_, first), (_, second) = sources
+        if not first or not second:
+            parser.error("to compare two files, name a configuration in each: FILE:CONFIGURATION")
+        for language in [language for language, config in files[0].groups() if config == first]:
+            a, b = files[0].streams(language, first), files[1].streams(language, second)
+            pairs = [(key, a[key], b[key]["streamed"], a[key]["streamed"]) for key in a if key in b]
+            if pairs:
+                # Runs of one configuration name in two files are told apart by what was given.
+                names = (first, second) if first != second else tuple(args.results)
+                lines += report(f"{language} {names[0]} against {names[1]}", pairs, normalize, reference_of, args.top,
+                                names[1], names[0])  # fmt: skip
+        if not lines:
+            print(f"no language has streams of both {first} and {second} on the same clips and shifts", file=sys.stderr)
+            return 1
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
