@@ -51,6 +51,10 @@ class Streams:
                 if row["language"] == language and row["configuration"] == configuration and not row.get("long_form")
                 for s in row["streams"]}  # fmt: skip
 
+    def reference(self, stream: dict[str, Any]) -> Path | None:
+        """Where the stream's reference text would be (None without a speech folder)."""
+        return None if self.speech is None else self.speech / stream["language"] / (Path(stream["file"]).stem + ".txt")
+
     def counts(self, stream: dict[str, Any], side: str) -> Any:
         """The stream's ``streamed`` or ``offline`` ErrorRate."""
         stored = stream.get("wer_counts" if side == "streamed" else "offline_wer_counts")
@@ -58,33 +62,43 @@ class Streams:
             return self._ErrorRate.from_dict(stored)
         if stream.get(side) is None:
             raise SystemExit(f"{self.path}: {stream['file']} has no {side} text to count")
-        reference = None if self.speech is None else self.speech / stream["language"] / (Path(stream["file"]).stem + ".txt")
+        reference = self.reference(stream)
         if reference is None or not reference.is_file():
             raise SystemExit(f"{self.path} has no edit counts and the reference {reference} is not there (--speech)")
         return self._wer(reference.read_text(encoding="utf-8").strip(), stream[side], stream["normalizer"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_results_arguments(parser: argparse.ArgumentParser) -> None:
+    """One or two results files, and the folder of their reference texts."""
     parser.add_argument("results", nargs="+", help="accuracy.json, or accuracy.json:CONFIGURATION (two: their difference)")
     parser.add_argument("--speech", default=None, help="folder of the language folders of reference texts")
-    args = parser.parse_args(argv)
+
+
+def open_results(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[tuple[Path, str | None]], list[Streams]]:
+    """The ``(path, configuration)`` of each results file given, and its :class:`Streams`."""
+    from rtlab.eval.corpus import shared_speech_dir
+
     if len(args.results) > 2:
         parser.error("give one results file, or two to compare")
-
-    from rtlab.eval.corpus import shared_speech_dir
-    from rtlab.eval.metrics import paired_difference
-
     shared = shared_speech_dir()
     speech = Path(args.speech) if args.speech else (shared.parent if shared else None)
     sources = [parse_source(text) for text in args.results]
     for path, _ in sources:
         if not path.is_file():
             parser.error(f"no results file at {path}")
-    files = [Streams(path, speech) for path, _ in sources]
+    return sources, [Streams(path, speech) for path, _ in sources]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_results_arguments(parser)
+    args = parser.parse_args(argv)
+    sources, files = open_results(parser, args)
+
+    from rtlab.eval.metrics import paired_difference
 
     if len(files) == 1:
-        (path, only), (run,) = sources[0], files
+        (_, only), (run,) = sources[0], files
         for language, configuration in run.groups():
             if only and configuration != only:
                 continue

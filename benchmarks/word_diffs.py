@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from intervals import Streams, parse_source  # noqa: E402  (benchmarks/intervals.py: the results files)
+from intervals import add_results_arguments, open_results  # noqa: E402  (benchmarks/intervals.py: the results files)
 
 
 @dataclass
@@ -138,31 +138,20 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="+", help="accuracy.json, or accuracy.json:CONFIGURATION (two: their differences)")
-    parser.add_argument("--speech", default=None, help="folder of the language folders of reference texts")
+    add_results_arguments(parser)
     parser.add_argument("--top", type=int, default=15, help="rows per language and configuration (default 15)")
     args = parser.parse_args(argv)
-    if len(args.results) > 2:
-        parser.error("give one results file, or two to compare")
     if args.top < 1:
         parser.error("--top must be at least 1")
+    sources, files = open_results(parser, args)
 
-    from rtlab.eval.corpus import shared_speech_dir
     from rtlab.eval.metrics import get_normalizer
-
-    shared = shared_speech_dir()
-    speech = Path(args.speech) if args.speech else (shared.parent if shared else None)
-    sources = [parse_source(text) for text in args.results]
-    for path, _ in sources:
-        if not path.is_file():
-            parser.error(f"no results file at {path}")
-    files = [Streams(path, speech) for path, _ in sources]
 
     def normalize(stream: dict, text: str) -> list[str]:
         return get_normalizer(stream["normalizer"])(text or "").split()
 
     def reference_of(stream: dict) -> list[str] | None:
-        path = None if speech is None else speech / stream["language"] / (Path(stream["file"]).stem + ".txt")
+        path = files[0].reference(stream)
         return normalize(stream, path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
 
     lines: list[str] = []
