@@ -22,7 +22,6 @@ without costs.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,54 +37,17 @@ class Place:
     """One difference of a clip's two texts, at every shift where it occurs."""
 
     clip: str
-    base: tuple[str, ...]
-    other: tuple[str, ...]
-    reference: tuple[str, ...] | None
+    difference: Any  # rtlab.eval.metrics.WordDifference (of its first occurrence)
     shifts: list[Any] = field(default_factory=list)
     cost: int | None = 0
 
 
-def edits(reference: list[str], words: list[str]) -> int:
-    """Substitutions, deletions and insertions of ``words`` against ``reference`` (both
-    already normalized)."""
+def wer_edits(reference: str, text: str, normalizer: str) -> int:
+    """The edits of ``text`` against ``reference`` (both normalized by ``normalizer``)."""
     from rtlab.eval.metrics import wer
 
-    if not reference:
-        return len(words)
-    rate = wer(" ".join(reference), " ".join(words), "none")
+    rate = wer(reference, text or "", normalizer)
     return rate.substitutions + rate.deletions + rate.insertions
-
-
-def reference_bounds(words: list[str], reference: list[str]) -> tuple[list[int], list[int]]:
-    """For each boundary k of ``words`` (0 to len), the first and the last reference
-    position aligned with it: the reference words between the two are ones the words left
-    out there."""
-    low, high = [len(reference)] * (len(words) + 1), [0] * (len(words) + 1)
-    matcher = difflib.SequenceMatcher(None, words, reference, autojunk=False)
-    for _, i1, i2, j1, j2 in matcher.get_opcodes():
-        for k in range(i1, i2 + 1):
-            j = j1 if i2 == i1 else j1 + (k - i1) * (j2 - j1) // (i2 - i1)
-            low[k], high[k] = min(low[k], j), max(high[k], j2 if i2 == i1 else j)
-    return low, high
-
-
-def places_of(base: list[str], other: list[str], reference: list[str] | None) -> list[tuple[tuple, tuple, tuple | None, int | None]]:
-    """(base words, other words, reference words, cost) of each place where ``other``
-    differs from ``base``."""
-    found = []
-    total = edits(reference, base) if reference is not None else None
-    bounds = reference_bounds(base, reference) if reference is not None else None
-    matcher = difflib.SequenceMatcher(None, base, other, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            continue
-        there = cost = None
-        if reference is not None:
-            low, high = bounds
-            there = tuple(reference[low[i1] : max(low[i1], high[i2])])
-            cost = edits(reference, base[:i1] + other[j1:j2] + base[i2:]) - total
-        found.append((tuple(base[i1:i2]), tuple(other[j1:j2]), there, cost))
-    return found
 
 
 def _quoted(words: tuple[str, ...] | None) -> str:
@@ -96,29 +58,30 @@ def _signed(value: int) -> str:
     return f"{value:+d}"
 
 
-def report(
-    name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], normalize: Callable[[dict, str], list[str]],
-    reference_of: Callable[[dict], list[str] | None], top: int, base_name: str, other_name: str,
-) -> list[str]:
+def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], reference_of: Callable[[dict], str | None],
+           top: int, base_name: str, other_name: str) -> list[str]:  # fmt: skip
     """The lines for one group: ``pairs`` of (key, stream, base text, other text)."""
+    from rtlab.eval.metrics import get_normalizer, word_differences
+
     rows: dict[tuple, Place] = {}
     differing = whole = places_sum = 0
     references = [reference_of(stream) for _, stream, _, _ in pairs]
     costed = all(reference is not None for reference in references)
-    for ((clip, shift), stream, base_text, other_text), reference in zip(pairs, references):
-        base, other = normalize(stream, base_text), normalize(stream, other_text)
-        if base == other:
+    for ((clip, shift), stream, base, other), reference in zip(pairs, references):
+        normalizer = stream["normalizer"]
+        if get_normalizer(normalizer)(base or "").split() == get_normalizer(normalizer)(other or "").split():
             continue
         differing += 1
-        reference = reference if costed else None
-        if reference is not None:
-            whole += edits(reference, other) - edits(reference, base)
-        for before, after, there, cost in places_of(base, other, reference):
-            place = rows.setdefault((clip, before, after), Place(Path(clip).stem, before, after, there, cost=None if cost is None else 0))
+        differences = word_differences(base or "", other or "", reference if costed else None, normalizer)
+        for difference in differences:
+            place = rows.setdefault((clip, difference.base, difference.other),
+                                    Place(Path(clip).stem, difference, cost=0 if costed else None))  # fmt: skip
             place.shifts.append(shift)
-            if cost is not None:
-                place.cost += cost
-                places_sum += cost
+            if costed:
+                place.cost += difference.cost
+                places_sum += difference.cost
+        if costed:
+            whole += wer_edits(reference, other, normalizer) - wer_edits(reference, base, normalizer)
     lines = [f"{name}: {differing} of {len(pairs)} streams differ from {base_name} in {len(rows)} places"
              + (f"; {_signed(whole)} errors against the reference ({_signed(places_sum)} place by place)" if costed else
                 "; no references, no costs")]  # fmt: skip
@@ -129,8 +92,9 @@ def report(
             counts[shift] += 1
         shifts = ", ".join(("-" if s is None else f"{s:g}") + (f" (x{n})" if n > 1 else "") for s, n in counts.items())
         cost = "" if place.cost is None else f"{_signed(place.cost):>4}  "
-        lines.append(f"  {cost}{place.clip} (shift {shifts} s): {base_name} {_quoted(place.base)} -> "
-                     f"{other_name} {_quoted(place.other)}, reference {_quoted(place.reference)}")  # fmt: skip
+        difference = place.difference
+        lines.append(f"  {cost}{place.clip} (shift {shifts} s): {base_name} {_quoted(difference.base)} -> "
+                     f"{other_name} {_quoted(difference.other)}, reference {_quoted(difference.reference)}")  # fmt: skip
     if len(ordered) > top:
         lines.append(f"  ... {len(ordered) - top} more (--top)")
     return lines
@@ -145,14 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--top must be at least 1")
     sources, files = open_results(parser, args)
 
-    from rtlab.eval.metrics import get_normalizer
-
-    def normalize(stream: dict, text: str) -> list[str]:
-        return get_normalizer(stream["normalizer"])(text or "").split()
-
-    def reference_of(stream: dict) -> list[str] | None:
+    def reference_of(stream: dict) -> str | None:
         path = files[0].reference(stream)
-        return normalize(stream, path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
+        return path.read_text(encoding="utf-8").strip() if path is not None and path.is_file() else None
 
     lines: list[str] = []
     if len(files) == 1:
@@ -165,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if not pairs:
                 lines.append(f"{language} {configuration}: no offline pass to compare with")
                 continue
-            lines += report(f"{language} {configuration}", pairs, normalize, reference_of, args.top, "offline", "streamed")
+            lines += report(f"{language} {configuration}", pairs, reference_of, args.top, "offline", "streamed")
     else:
         (_, first), (_, second) = sources
         if not first or not second:
@@ -176,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             if pairs:
                 # Runs of one configuration name in two files are told apart by what was given.
                 names = (first, second) if first != second else tuple(args.results)
-                lines += report(f"{language} {names[0]} against {names[1]}", pairs, normalize, reference_of, args.top,
+                lines += report(f"{language} {names[0]} against {names[1]}", pairs, reference_of, args.top,
                                 names[1], names[0])  # fmt: skip
         if not lines:
             print(f"no language has streams of both {first} and {second} on the same clips and shifts", file=sys.stderr)

@@ -28,6 +28,7 @@ from rtlab.eval.metrics import (
     tail_latency,
     wer,
     WordsKept,
+    word_differences,
     words_kept,
 )
 from rtlab.eval.results import StreamResult, evaluate_stream, summarize, to_dataframe
@@ -54,6 +55,25 @@ def test_words_kept_of_empty_texts():
     nothing = words_kept("hello there", "")
     assert (nothing.kept, nothing.dropped, nothing.fraction) == (0, 2, 0.0)
     assert words_kept("Ça va, très bien.", "ça va très bien", "whisper-basic").fraction == 1.0
+
+
+def test_word_differences_name_each_place_the_reference_there_and_its_cost():
+    reference = "Es leben viele mit Angehörigen, die dort ermordet wurden."
+    offline = "Es leben viele mit Angehörigen, die dort ermordet wurden."
+    streamed = "Es leben Vieler mit Angehörigen dort ermordet wurden, danke."
+    places = word_differences(offline, streamed, reference, "whisper-basic")
+    assert [(p.base, p.other, p.reference, p.cost) for p in places] == [
+        (("viele",), ("vieler",), ("viele",), 1),
+        (("die",), (), ("die",), 1),  # a word the stream left out
+        ((), ("danke",), (), 1),  # one it added
+    ]
+    # Costs are against the reference: a stream can be right where the base text is wrong.
+    (place,) = word_differences("mit Angehörigen dort", "mit Angehörigen die dort", "mit Angehörigen die dort", "none")
+    assert (place.base, place.other, place.reference, place.cost) == ((), ("die",), ("die",), -1)
+    # Without a reference, the places alone; the same text, none.
+    (bare,) = word_differences("a b c", "a x c", normalizer="none")
+    assert (bare.base, bare.other, bare.reference, bare.cost) == (("b",), ("x",), None, None)
+    assert word_differences("The cat.", "the cat", "the cat") == []
 
 
 def test_pooled_words_kept_sum_counts_so_a_long_stream_weighs_more():

@@ -32,9 +32,9 @@ import numpy as np
 from ..kernels import cpu_description, kernel_overrides
 
 __all__ = [
-    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "LoadSampler", "RateDifference", "WordsKept", "align_words", "cer",
+    "NORMALIZERS", "ErrorRate", "LagSeries", "LatencyStats", "LoadSampler", "RateDifference", "WordDifference", "WordsKept", "align_words", "cer",
     "commit_latencies", "environment_info", "first_text_latency", "get_normalizer",
-    "lag_series", "normalizer_for_language", "paired_difference", "rtf", "tail_latency", "wer", "words_kept",
+    "lag_series", "normalizer_for_language", "paired_difference", "rtf", "tail_latency", "wer", "word_differences", "words_kept",
 ]  # fmt: skip
 
 #: Names accepted by :func:`get_normalizer`. ``"none"`` leaves text untouched (for debugging
@@ -354,6 +354,71 @@ def words_kept(offline: str, streamed: str, normalizer: str = DEFAULT_NORMALIZER
     out = jiwer.process_words(reference, hypothesis)
     n = out.hits + out.substitutions + out.deletions
     return WordsKept(n, out.hits + out.substitutions, out.deletions, out.insertions, normalizer)
+
+
+# --------------------------------------------------------------------------- word differences
+
+
+@dataclass(frozen=True)
+class WordDifference:
+    """One place where a text differs from a base text of the same audio (normalized words).
+
+    ``reference`` is the reference's words there (None without a reference) and ``cost``
+    the change in errors against the reference when only this place of the base takes the
+    other text's words (positive: the other text is worse there; None without a
+    reference). The places of two texts usually add up to the difference of their whole
+    error counts, not always (two places can share an edit).
+    """
+
+    base: tuple[str, ...]
+    other: tuple[str, ...]
+    reference: tuple[str, ...] | None
+    cost: int | None
+
+
+def _edits(reference: list[str], words: list[str]) -> int:
+    if not reference:
+        return len(words)
+    out = jiwer.process_words(" ".join(reference), " ".join(words) if words else "")
+    return out.substitutions + out.deletions + out.insertions
+
+
+def _reference_bounds(words: list[str], reference: list[str]) -> tuple[list[int], list[int]]:
+    """For each boundary k of ``words`` (0 to len), the first and the last reference
+    position aligned with it: the reference words between them are ones the words leave
+    out there."""
+    import difflib
+
+    low, high = [len(reference)] * (len(words) + 1), [0] * (len(words) + 1)
+    for _, i1, i2, j1, j2 in difflib.SequenceMatcher(None, words, reference, autojunk=False).get_opcodes():
+        for k in range(i1, i2 + 1):
+            j = j1 if i2 == i1 else j1 + (k - i1) * (j2 - j1) // (i2 - i1)
+            low[k], high[k] = min(low[k], j), max(high[k], j2 if i2 == i1 else j)
+    return low, high
+
+
+def word_differences(
+    base: str, other: str, reference: str | None = None, normalizer: str = DEFAULT_NORMALIZER
+) -> list[WordDifference]:
+    """Every place where ``other`` (e.g. a stream's text) differs from ``base`` (e.g. the
+    offline pass's on the same audio), both normalized, in order; with ``reference``, the
+    reference's words at each place and what the place costs (see :class:`WordDifference`)."""
+    import difflib
+
+    base_words, other_words = _normalize(base, normalizer).split(), _normalize(other, normalizer).split()
+    truth = _normalize(reference, normalizer).split() if reference is not None else None
+    total = _edits(truth, base_words) if truth is not None else 0
+    low, high = _reference_bounds(base_words, truth) if truth is not None else ([], [])
+    found = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, base_words, other_words, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        there = cost = None
+        if truth is not None:
+            there = tuple(truth[low[i1] : max(low[i1], high[i2])])
+            cost = _edits(truth, base_words[:i1] + other_words[j1:j2] + base_words[i2:]) - total
+        found.append(WordDifference(tuple(base_words[i1:i2]), tuple(other_words[j1:j2]), there, cost))
+    return found
 
 
 # --------------------------------------------------------------------------- alignment
