@@ -190,8 +190,26 @@ async def test_compare_panel_fills_one_column_per_configuration_then_the_table_a
     assert bytes(panel._plot.value).startswith(b"\x89PNG")
     table = panel._table.value
     assert table.count("<tr>") == 3 and "0.0%" in table and "min_chunk=0.5" in table
+    # Both streams heard what the offline pass heard, word for word.
+    assert list(panel.differences().values()) == [[], []]
+    assert panel._differences.value.count("the same words as the offline pass") == 2
     assert panel._progress.value == pytest.approx(1.0)
     assert not panel._start_button.disabled and panel._stop_button.disabled
+
+
+def test_the_differences_list_puts_the_costliest_place_first():
+    from rtlab.eval.metrics import word_differences
+    from rtlab.widgets.views import differences_html
+
+    offline, streamed = "Für die besten Aussichten auf Hongkong.", "Für die besten Aussichten auf Hong Kong!"
+    places = word_differences(offline, streamed, "Für die besten Aussichten auf Hongkong", "whisper-basic")
+    page = differences_html([("default", "#1f77b4", places), ("other", "#ff7f0e", None), ("third", "#2ca02c", [])])
+    assert "1 place where the stream differs from the offline pass, +2 errors against the reference" in page
+    assert "offline «hongkong» → streamed «hong kong», reference «hongkong», <b>+2</b>" in page
+    assert "other</b>: no offline pass to compare with" in page and "the same words as the offline pass" in page
+    many = word_differences("a b c d e f", "x b y d z f", "a b c d e f", "none")
+    listed = differences_html([("p", "#000", many)], most=2)
+    assert listed.count("→") == 2 and "… 1 more" in listed and "+3 errors against the reference" in listed
 
 
 async def test_a_panel_shown_after_its_run_shows_the_results(tones):

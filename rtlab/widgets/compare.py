@@ -320,9 +320,11 @@ class ComparePanel(Panel):
         self._chart = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="100%"))
         self._table = widgets.HTML()
         self._plot = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
+        self._differences = widgets.HTML()
         box = widgets.VBox(
-            [header, self._editor.box, controls, self._columns_box, self._chart, self._table, self._plot]
-        )
+            [header, self._editor.box, controls, self._columns_box, self._chart, self._table, self._plot,
+             self._differences]
+        )  # fmt: skip
         box.add_class("rtlab-compare-panel")
         self._widget = box
         self._show_columns()
@@ -382,7 +384,7 @@ class ComparePanel(Panel):
     def _draw_results(self) -> None:
         """The final chart, the results table and the WER–latency plot (once, at the end)."""
         from .charts import color, latency_chart_png, wer_latency_png
-        from .views import summary_table_html
+        from .views import differences_html, summary_table_html
 
         if any(c.state.latencies for c in self._valid()):
             self._chart.value = latency_chart_png(self._chart_series(), clock=self.clock)
@@ -394,6 +396,23 @@ class ComparePanel(Panel):
         self._table.value = summary_table_html(summaries, [tints[s["name"]] for s in summaries], failures)
         if any(s["wer"]["value"] is not None and s["latency"]["median"] is not None for s in summaries):
             self._plot.value, self._plot.layout.display = wer_latency_png(summaries), None
+        self._differences.value = differences_html([(label, tints[label], places)
+                                                    for label, places in self.differences().items()])  # fmt: skip
+
+    def differences(self) -> dict[str, list[Any] | None]:
+        """After a run, per configuration: the places where its stream's words differ from
+        its model's offline pass on the same audio (:func:`rtlab.eval.metrics.word_differences`,
+        with their cost against the reference when the panel has one); None for a stream
+        without an offline pass."""
+        from ..eval.metrics import word_differences
+
+        if self.bench is None:
+            return {}
+        return {
+            stream.config["name"]: None if stream.offline_hypothesis is None else word_differences(
+                stream.offline_hypothesis, stream.hypothesis, stream.reference or None, stream.normalizer)
+            for stream in self.bench.streams
+        }  # fmt: skip
 
 
 def _configurations(count: int) -> str:

@@ -15,7 +15,7 @@ import ipywidgets as widgets
 
 from .state import StreamState
 
-__all__ = ["StreamView", "sparkline_svg", "summary_table_html", "text_html"]
+__all__ = ["StreamView", "differences_html", "sparkline_svg", "summary_table_html", "text_html"]
 
 PARTIAL_COLOR = "#8a8a8a"
 ERROR_COLOR = "#c62828"
@@ -91,6 +91,41 @@ def summary_table_html(
     first = "padding:2px 10px; text-align:left"
     header = "".join(f"<th style='{cell if i else first}'>{h}</th>" for i, h in enumerate(head))
     return f"<table class='rtlab-results'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _words(words: Sequence[str] | None) -> str:
+    if words is None:
+        return "–"
+    return f"«{html.escape(' '.join(words))}»" if words else "<i>nothing</i>"
+
+
+def differences_html(rows: Sequence[tuple[str, str, Sequence[Any] | None]], *, most: int = 8) -> str:
+    """Per configuration (label, colour, its :class:`~rtlab.eval.metrics.WordDifference`
+    list against the offline pass, or None without one): the places where the stream's
+    words differ from the offline pass's, the costliest against the reference first, at
+    most ``most`` each."""
+    items = []
+    for label, tint, differences in rows:
+        swatch = f"<span style='display:inline-block;width:0.8em;height:0.8em;background:{tint};margin-right:0.4em'></span>"
+        name = f"{swatch}<b>{html.escape(label)}</b>"
+        if differences is None:
+            items.append(f"<li>{name}: no offline pass to compare with</li>")
+            continue
+        if not differences:
+            items.append(f"<li>{name}: the same words as the offline pass</li>")
+            continue
+        costed = all(d.cost is not None for d in differences)
+        total = f", {sum(d.cost for d in differences):+d} errors against the reference" if costed else ""
+        ordered = sorted(differences, key=lambda d: -(d.cost or 0)) if costed else list(differences)
+        places = "".join(
+            f"<li>offline {_words(d.base)} → streamed {_words(d.other)}"
+            + (f", reference {_words(d.reference)}, <b>{d.cost:+d}</b>" if d.cost is not None else "") + "</li>"
+            for d in ordered[:most]
+        )
+        more = f"<li>… {len(ordered) - most} more</li>" if len(ordered) > most else ""
+        count = f"{len(differences)} place{'s' * (len(differences) != 1)}"
+        items.append(f"<li>{name}: {count} where the stream differs from the offline pass{total}<ul>{places}{more}</ul></li>")
+    return f"<div class='rtlab-differences'><ul style='margin:0.3em 0'>{''.join(items)}</ul></div>"
 
 
 class StreamView:
