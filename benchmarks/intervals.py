@@ -74,8 +74,9 @@ def add_results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech", default=None, help="folder of the language folders of reference texts")
 
 
-def open_results(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[tuple[Path, str | None]], list[Streams]]:
-    """The ``(path, configuration)`` of each results file given, and its :class:`Streams`."""
+def open_results(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[tuple[Path, str | None]], Path | None]:
+    """The ``(path, configuration)`` of each results file given, and the folder of the
+    reference texts (None where there is none)."""
     from rtlab.eval.corpus import shared_speech_dir
 
     if len(args.results) > 2:
@@ -86,14 +87,15 @@ def open_results(parser: argparse.ArgumentParser, args: argparse.Namespace) -> t
     for path, _ in sources:
         if not path.is_file():
             parser.error(f"no results file at {path}")
-    return sources, [Streams(path, speech) for path, _ in sources]
+    return sources, speech
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_results_arguments(parser)
     args = parser.parse_args(argv)
-    sources, files = open_results(parser, args)
+    sources, speech = open_results(parser, args)
+    files = [Streams(path, speech) for path, _ in sources]
 
     from rtlab.eval.metrics import paired_difference
 

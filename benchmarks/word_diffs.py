@@ -1,35 +1,40 @@
-"""Which words make a WER difference? The places behind the figures of benchmarks/accuracy.py.
+"""Which words make a WER difference? The places behind the figures of benchmarks/accuracy.py
+and ``rtlab bench``.
 
-With one results file: per language and configuration, every place where a stream's words
-differ from the offline pass's on the same clip (both normalized as the run was), the
-reference's words there, and what the place costs in errors against the reference. The same
-difference at several shifts of one clip is one row, its cost summed; the costliest rows
-come first. With two files (FILE:CONFIGURATION each): the places where the first run's
-streams differ from the second's, on the clips and shifts both ran.
+With one results file (``accuracy.json``, or ``rtlab bench``'s ``results.jsonl``): per
+language and configuration, every place where a stream's words differ from the offline
+pass's on the same clip (both normalized as the run was), the reference's words there, and
+what the place costs in errors against the reference. The same difference at several
+shifts of one clip is one row, its cost summed; the costliest rows come first. With two
+(FILE:CONFIGURATION each, the same file allowed): the places where the first
+configuration's streams differ from the second's, on the clips and shifts both ran.
 
     python benchmarks/word_diffs.py results/acc/accuracy.json
     python benchmarks/word_diffs.py results/acc/accuracy.json:default --top 40
     python benchmarks/word_diffs.py results/aa/accuracy.json:alignatt results/la/accuracy.json:default
+    python benchmarks/word_diffs.py results/bench/results.jsonl:fast results/bench/results.jsonl:slow
 
 A place's cost is the change in edits against the reference when only that place of the
 base text (offline, or the second run) is replaced by the other's words. The places of a
 stream usually add up to the difference of the whole texts, not always (two places can
 share an edit): each header prints both. The references are ``SPEECH/LANGUAGE/CLIP.txt``
-(``--speech``, default: the shared speech folder); without them the places are listed
-without costs.
+(``--speech``, default: the shared speech folder; ``results.jsonl`` carries its own);
+without them the places are listed without costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from intervals import add_results_arguments, open_results  # noqa: E402  (benchmarks/intervals.py: the results files)
+from intervals import Streams, add_results_arguments, open_results  # noqa: E402  (benchmarks/intervals.py: the results files)
+
+Group = dict[tuple[str, Any], dict[str, Any]]  # (clip, shift) -> stream
 
 
 @dataclass
@@ -58,14 +63,39 @@ def _signed(value: int) -> str:
     return f"{value:+d}"
 
 
-def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], reference_of: Callable[[dict], str | None],
-           top: int, base_name: str, other_name: str) -> list[str]:  # fmt: skip
+def load(path: Path, speech: Path | None) -> dict[tuple[str, str], Group]:
+    """A results file's streams by (language, configuration): each stream's ``streamed``
+    and ``offline`` texts, its ``normalizer`` and its ``reference`` text (None where none
+    is found). ``rtlab bench``'s ``results.jsonl`` has no language column: "" there."""
+    groups: dict[tuple[str, str], Group] = {}
+    if path.suffix == ".jsonl":
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("record") != "stream":
+                continue
+            groups.setdefault(("", record["config"]["name"]), {})[(record["file"], None)] = {
+                "file": record["file"], "streamed": record["hypothesis"], "offline": record.get("offline_hypothesis"),
+                "normalizer": record["normalizer"], "reference": record.get("reference") or None,
+            }  # fmt: skip
+        return groups
+    run = Streams(path, speech)
+    for language, configuration in run.groups():
+        streams = run.streams(language, configuration)
+        for key, stream in streams.items():
+            found = run.reference(stream)
+            reference = found.read_text(encoding="utf-8").strip() if found is not None and found.is_file() else None
+            groups.setdefault((language, configuration), {})[key] = {**stream, "reference": reference}
+    return groups
+
+
+def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: int, base_name: str,
+           other_name: str) -> list[str]:  # fmt: skip
     """The lines for one group: ``pairs`` of (key, stream, base text, other text)."""
     from rtlab.eval.metrics import get_normalizer, word_differences
 
     rows: dict[tuple, Place] = {}
     differing = whole = places_sum = 0
-    references = [reference_of(stream) for _, stream, _, _ in pairs]
+    references = [stream["reference"] for _, stream, _, _ in pairs]
     costed = all(reference is not None for reference in references)
     for ((clip, shift), stream, base, other), reference in zip(pairs, references):
         normalizer = stream["normalizer"]
@@ -90,10 +120,12 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], refer
         counts = dict.fromkeys(place.shifts, 0)
         for shift in place.shifts:
             counts[shift] += 1
-        shifts = ", ".join(("-" if s is None else f"{s:g}") + (f" (x{n})" if n > 1 else "") for s, n in counts.items())
+        where = ", ".join(f"{s:g}" + (f" (x{n})" if n > 1 else "") for s, n in counts.items() if s is not None)
+        unshifted = counts.get(None, 0)
+        where = f" (shift {where} s)" if where else (f" (x{unshifted})" if unshifted > 1 else "")
         cost = "" if place.cost is None else f"{_signed(place.cost):>4}  "
         difference = place.difference
-        lines.append(f"  {cost}{place.clip} (shift {shifts} s): {base_name} {_quoted(difference.base)} -> "
+        lines.append(f"  {cost}{place.clip}{where}: {base_name} {_quoted(difference.base)} -> "
                      f"{other_name} {_quoted(difference.other)}, reference {_quoted(difference.reference)}")  # fmt: skip
     if len(ordered) > top:
         lines.append(f"  ... {len(ordered) - top} more (--top)")
@@ -107,36 +139,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error("--top must be at least 1")
-    sources, files = open_results(parser, args)
+    sources, speech = open_results(parser, args)
+    files = [load(path, speech) for path, _ in sources]
 
-    def reference_of(stream: dict) -> str | None:
-        path = files[0].reference(stream)
-        return path.read_text(encoding="utf-8").strip() if path is not None and path.is_file() else None
+    def title(language: str, name: str) -> str:
+        return f"{language} {name}" if language else name
 
     lines: list[str] = []
     if len(files) == 1:
-        (_, only), (run,) = sources[0], files
-        for language, configuration in run.groups():
+        (_, only), (groups,) = sources[0], files
+        for (language, configuration), streams in groups.items():
             if only and configuration != only:
                 continue
-            streams = run.streams(language, configuration)
             pairs = [(key, s, s["offline"], s["streamed"]) for key, s in streams.items() if s.get("offline") is not None]
             if not pairs:
-                lines.append(f"{language} {configuration}: no offline pass to compare with")
+                lines.append(f"{title(language, configuration)}: no offline pass to compare with")
                 continue
-            lines += report(f"{language} {configuration}", pairs, reference_of, args.top, "offline", "streamed")
+            lines += report(title(language, configuration), pairs, args.top, "offline", "streamed")
     else:
         (_, first), (_, second) = sources
         if not first or not second:
             parser.error("to compare two files, name a configuration in each: FILE:CONFIGURATION")
-        for language in [language for language, config in files[0].groups() if config == first]:
-            a, b = files[0].streams(language, first), files[1].streams(language, second)
+        # Runs of one configuration name in two files are told apart by what was given.
+        names = (first, second) if first != second else tuple(args.results)
+        for language in [language for language, configuration in files[0] if configuration == first]:
+            a, b = files[0][(language, first)], files[1].get((language, second), {})
             pairs = [(key, a[key], b[key]["streamed"], a[key]["streamed"]) for key in a if key in b]
             if pairs:
-                # Runs of one configuration name in two files are told apart by what was given.
-                names = (first, second) if first != second else tuple(args.results)
-                lines += report(f"{language} {names[0]} against {names[1]}", pairs, reference_of, args.top,
-                                names[1], names[0])  # fmt: skip
+                lines += report(title(language, f"{names[0]} against {names[1]}"), pairs, args.top, names[1], names[0])
         if not lines:
             print(f"no language has streams of both {first} and {second} on the same clips and shifts", file=sys.stderr)
             return 1

@@ -332,6 +332,35 @@ def test_word_diffs_script_lists_the_places_that_cost_errors(tmp_path):
     assert run_script("word_diffs.py", f"{run}:p", f"{other}:nothing").returncode == 1
 
 
+def test_word_diffs_reads_rtlab_bench_results_and_compares_two_configurations_of_one_run(tmp_path):
+    def stream(name: str, file: str, hypothesis: str) -> dict:
+        return {"record": "stream", "file": file, "config": {"name": name}, "reference": "The cat sat on the mat.",
+                "hypothesis": hypothesis, "offline_hypothesis": "The cat sat on the mat.", "normalizer": "whisper-english"}
+
+    records = [{"record": "run"}, stream("fast", "a.wav", "The cat sat on them at."), stream("slow", "a.wav", "The cat sat on the mat."),
+               stream("fast", "b.wav", "The cat sat on them at."), stream("slow", "b.wav", "A cat sat on the mat."),
+               {"record": "summary", "name": "fast"}]  # fmt: skip
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    alone = run_script("word_diffs.py", str(results))
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.splitlines() == [
+        "fast: 2 of 2 streams differ from offline in 2 places; +4 errors against the reference (+4 place by place)",
+        '    +2  a: offline "the mat" -> streamed "them at", reference "the mat"',
+        '    +2  b: offline "the mat" -> streamed "them at", reference "the mat"',
+        "slow: 1 of 2 streams differ from offline in 1 places; +1 errors against the reference (+1 place by place)",
+        '    +1  b: offline "the" -> streamed "a", reference "the"',
+    ]
+    both = run_script("word_diffs.py", f"{results}:fast", f"{results}:slow")
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.splitlines() == [
+        "fast against slow: 2 of 2 streams differ from slow in 3 places; +3 errors against the reference (+3 place by place)",
+        '    +2  a: slow "the mat" -> fast "them at", reference "the mat"',
+        '    +2  b: slow "the mat" -> fast "them at", reference "the mat"',
+        '    -1  b: slow "a" -> fast "the", reference "the"',
+    ]
+
+
 def test_intervals_script_gives_paired_intervals_from_stored_or_recounted_edits(tmp_path):
     from rtlab.eval.metrics import wer
 
