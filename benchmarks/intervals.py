@@ -38,7 +38,10 @@ class Streams:
         from rtlab.eval.metrics import ErrorRate, wer
 
         self.path = path
-        self.rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        try:
+            self.rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        except (ValueError, KeyError, TypeError):
+            raise SystemExit(f"{path} is not a results file of benchmarks/accuracy.py (no rows)") from None
         self._ErrorRate, self._wer, self.speech = ErrorRate, wer, speech
 
     def groups(self) -> list[tuple[str, str]]:

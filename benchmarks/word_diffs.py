@@ -69,14 +69,19 @@ def load(path: Path, speech: Path | None) -> dict[tuple[str, str], Group]:
     is found). ``rtlab bench``'s ``results.jsonl`` has no language column: "" there."""
     groups: dict[tuple[str, str], Group] = {}
     if path.suffix == ".jsonl":
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if record.get("record") != "stream":
-                continue
-            groups.setdefault(("", record["config"]["name"]), {})[(record["file"], None)] = {
-                "file": record["file"], "streamed": record["hypothesis"], "offline": record.get("offline_hypothesis"),
-                "normalizer": record["normalizer"], "reference": record.get("reference") or None,
-            }  # fmt: skip
+        try:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line) if line.strip() else {}
+                if record.get("record") != "stream":
+                    continue
+                groups.setdefault(("", record["config"]["name"]), {})[(record["file"], None)] = {
+                    "file": record["file"], "streamed": record["hypothesis"], "offline": record.get("offline_hypothesis"),
+                    "normalizer": record["normalizer"], "reference": record.get("reference") or None,
+                }  # fmt: skip
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SystemExit(f"{path} is not a results.jsonl of rtlab bench") from None
+        if not groups:
+            raise SystemExit(f"{path} holds no streams")
         return groups
     run = Streams(path, speech)
     for language, configuration in run.groups():

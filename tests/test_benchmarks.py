@@ -359,6 +359,13 @@ def test_word_diffs_reads_rtlab_bench_results_and_compares_two_configurations_of
         '    +2  b: slow "the mat" -> fast "them at", reference "the mat"',
         '    -1  b: slow "a" -> fast "the", reference "the"',
     ]
+    # Files that are not results: one line, and a failure.
+    (tmp_path / "notes.jsonl").write_text("not json\n", encoding="utf-8")
+    (tmp_path / "other.json").write_text('{"x": 1}', encoding="utf-8")
+    for name, message in (("notes.jsonl", "is not a results.jsonl of rtlab bench"),
+                          ("other.json", "is not a results file of benchmarks/accuracy.py")):  # fmt: skip
+        refused = run_script("word_diffs.py", str(tmp_path / name))
+        assert refused.returncode != 0 and message in refused.stderr and refused.stderr.count("\n") == 1
 
 
 def test_intervals_script_gives_paired_intervals_from_stored_or_recounted_edits(tmp_path):
