@@ -117,7 +117,8 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: 
                 places_sum += difference.cost
         if costed:
             whole += wer_edits(reference, other, normalizer) - wer_edits(reference, base, normalizer)
-    lines = [f"{name}: {differing} of {len(pairs)} streams differ from {base_name} in {len(rows)} places"
+    places = f"{len(rows)} place{'s' * (len(rows) != 1)}"
+    lines = [f"{name}: {differing} of {len(pairs)} streams differ from {base_name} in {places}"
              + (f"; {_signed(whole)} errors against the reference ({_signed(places_sum)} place by place)" if costed else
                 "; no references, no costs")]  # fmt: skip
     ordered = sorted(rows.values(), key=lambda p: (-(p.cost or 0), -len(p.shifts), p.clip))

@@ -325,7 +325,7 @@ def test_word_diffs_script_lists_the_places_that_cost_errors(tmp_path):
     both = run_script("word_diffs.py", f"{run}:p", f"{other}:q", "--speech", str(tmp_path / "speech"))
     assert both.returncode == 0, both.stderr
     assert both.stdout.splitlines() == [
-        "xx p against q: 1 of 1 streams differ from q in 1 places; +2 errors against the reference (+2 place by place)",
+        "xx p against q: 1 of 1 streams differ from q in 1 place; +2 errors against the reference (+2 place by place)",
         '    +2  a (shift 0 s): q "the mat" -> p "them at", reference "the mat"',
     ]
     assert run_script("word_diffs.py", str(run), str(other)).returncode == 2  # two files need a configuration each
@@ -348,7 +348,7 @@ def test_word_diffs_reads_rtlab_bench_results_and_compares_two_configurations_of
         "fast: 2 of 2 streams differ from offline in 2 places; +4 errors against the reference (+4 place by place)",
         '    +2  a: offline "the mat" -> streamed "them at", reference "the mat"',
         '    +2  b: offline "the mat" -> streamed "them at", reference "the mat"',
-        "slow: 1 of 2 streams differ from offline in 1 places; +1 errors against the reference (+1 place by place)",
+        "slow: 1 of 2 streams differ from offline in 1 place; +1 errors against the reference (+1 place by place)",
         '    +1  b: offline "the" -> streamed "a", reference "the"',
     ]
     both = run_script("word_diffs.py", f"{results}:fast", f"{results}:slow")
