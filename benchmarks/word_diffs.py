@@ -47,14 +47,6 @@ class Place:
     cost: int | None = 0
 
 
-def wer_edits(reference: str, text: str, normalizer: str) -> int:
-    """The edits of ``text`` against ``reference`` (both normalized by ``normalizer``)."""
-    from rtlab.eval.metrics import wer
-
-    rate = wer(reference, text or "", normalizer)
-    return rate.substitutions + rate.deletions + rate.insertions
-
-
 def _quoted(words: tuple[str, ...] | None) -> str:
     return "-" if words is None else f"\"{' '.join(words)}\"" if words else "(nothing)"
 
@@ -96,7 +88,7 @@ def load(path: Path, speech: Path | None) -> dict[tuple[str, str], Group]:
 def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: int, base_name: str,
            other_name: str) -> list[str]:  # fmt: skip
     """The lines for one group: ``pairs`` of (key, stream, base text, other text)."""
-    from rtlab.eval.metrics import get_normalizer, word_differences
+    from rtlab.eval.metrics import wer, word_differences
 
     rows: dict[tuple, Place] = {}
     differing = whole = places_sum = 0
@@ -104,10 +96,10 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: 
     costed = all(reference is not None for reference in references)
     for ((clip, shift), stream, base, other), reference in zip(pairs, references):
         normalizer = stream["normalizer"]
-        if get_normalizer(normalizer)(base or "").split() == get_normalizer(normalizer)(other or "").split():
+        differences = word_differences(base or "", other or "", reference if costed else None, normalizer)
+        if not differences:  # the same normalized words
             continue
         differing += 1
-        differences = word_differences(base or "", other or "", reference if costed else None, normalizer)
         for difference in differences:
             place = rows.setdefault((clip, difference.base, difference.other),
                                     Place(Path(clip).stem, difference, cost=0 if costed else None))  # fmt: skip
@@ -116,7 +108,7 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: 
                 place.cost += difference.cost
                 places_sum += difference.cost
         if costed:
-            whole += wer_edits(reference, other, normalizer) - wer_edits(reference, base, normalizer)
+            whole += wer(reference, other or "", normalizer).errors - wer(reference, base or "", normalizer).errors
     places = f"{len(rows)} place{'s' * (len(rows) != 1)}"
     lines = [f"{name}: {differing} of {len(pairs)} streams differ from {base_name} in {places}"
              + (f"; {_signed(whole)} errors against the reference ({_signed(places_sum)} place by place)" if costed else

@@ -15,6 +15,7 @@ last event of a stream is ``{"type": "summary", "emitted_at", "audio_seconds", .
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib.metadata
 import math
@@ -144,6 +145,11 @@ class ErrorRate:
             raise ValueError(f"cannot pool error rates computed differently: {sorted(kinds)}")
         counts = {k: sum(getattr(r, k) for r in rates) for k in _COUNT_FIELDS}
         return cls.from_counts(**counts, normalizer=rates[0].normalizer, unit=rates[0].unit)
+
+    @property
+    def errors(self) -> int:
+        """Substitutions, deletions and insertions."""
+        return self.substitutions + self.deletions + self.insertions
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``value`` is ``None`` when undefined)."""
@@ -277,8 +283,7 @@ def paired_difference(
             raise ValueError("paired_difference compares two systems on the same references; "
                              f"an utterance has {rate_a.reference_words} reference words in one and {rate_b.reference_words} "
                              "in the other")  # fmt: skip
-        errors = [r.substitutions + r.deletions + r.insertions for r in (rate_a, rate_b)]
-        sums[index[key]] += (*errors, rate_a.reference_words)
+        sums[index[key]] += (rate_a.errors, rate_b.errors, rate_a.reference_words)
     if sums[:, 2].sum() == 0:
         raise ValueError("paired_difference needs reference words")
     value = (sums[:, 0].sum() - sums[:, 1].sum()) / sums[:, 2].sum()
@@ -376,19 +381,10 @@ class WordDifference:
     cost: int | None
 
 
-def _edits(reference: list[str], words: list[str]) -> int:
-    if not reference:
-        return len(words)
-    out = jiwer.process_words(" ".join(reference), " ".join(words) if words else "")
-    return out.substitutions + out.deletions + out.insertions
-
-
 def _reference_bounds(words: list[str], reference: list[str]) -> tuple[list[int], list[int]]:
     """For each boundary k of ``words`` (0 to len), the first and the last reference
     position aligned with it: the reference words between them are ones the words leave
     out there."""
-    import difflib
-
     low, high = [len(reference)] * (len(words) + 1), [0] * (len(words) + 1)
     for _, i1, i2, j1, j2 in difflib.SequenceMatcher(None, words, reference, autojunk=False).get_opcodes():
         for k in range(i1, i2 + 1):
@@ -403,11 +399,13 @@ def word_differences(
     """Every place where ``other`` (e.g. a stream's text) differs from ``base`` (e.g. the
     offline pass's on the same audio), both normalized, in order; with ``reference``, the
     reference's words at each place and what the place costs (see :class:`WordDifference`)."""
-    import difflib
-
     base_words, other_words = _normalize(base, normalizer).split(), _normalize(other, normalizer).split()
     truth = _normalize(reference, normalizer).split() if reference is not None else None
-    total = _edits(truth, base_words) if truth is not None else 0
+
+    def edits(words: list[str]) -> int:  # (both sides normalized already)
+        return wer(" ".join(truth), " ".join(words), "none").errors
+
+    total = edits(base_words) if truth is not None else 0
     low, high = _reference_bounds(base_words, truth) if truth is not None else ([], [])
     found = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, base_words, other_words, autojunk=False).get_opcodes():
@@ -416,7 +414,7 @@ def word_differences(
         there = cost = None
         if truth is not None:
             there = tuple(truth[low[i1] : max(low[i1], high[i2])])
-            cost = _edits(truth, base_words[:i1] + other_words[j1:j2] + base_words[i2:]) - total
+            cost = edits(base_words[:i1] + other_words[j1:j2] + base_words[i2:]) - total
         found.append(WordDifference(tuple(base_words[i1:i2]), tuple(other_words[j1:j2]), there, cost))
     return found
 
