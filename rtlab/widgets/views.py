@@ -54,6 +54,12 @@ def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} s"
 
 
+def _swatch(color: str) -> str:
+    """A small square of a configuration's colour, before its name."""
+    return (f"<span style='display:inline-block;width:0.8em;height:0.8em;background:{color};"
+            f"margin-right:0.4em'></span>")  # fmt: skip
+
+
 def summary_table_html(
     summaries: Sequence[Mapping[str, Any]],
     colors: Sequence[str] = (),
@@ -67,10 +73,7 @@ def summary_table_html(
     rows = []
     for index, s in enumerate(summaries):
         wer = s["wer"]["value"]
-        swatch = (
-            f"<span style='display:inline-block;width:0.8em;height:0.8em;background:{colors[index]};"
-            f"margin-right:0.4em'></span>" if index < len(colors) else ""
-        )
+        swatch = _swatch(colors[index]) if index < len(colors) else ""
         values = [
             "–" if wer is None else f"{100 * wer:.1f}%",
             _seconds(s["latency"]["median"]),
@@ -106,8 +109,7 @@ def differences_html(rows: Sequence[tuple[str, str, Sequence[Any] | None]], *, m
     most ``most`` each."""
     items = []
     for label, tint, differences in rows:
-        swatch = f"<span style='display:inline-block;width:0.8em;height:0.8em;background:{tint};margin-right:0.4em'></span>"
-        name = f"{swatch}<b>{html.escape(label)}</b>"
+        name = f"{_swatch(tint)}<b>{html.escape(label)}</b>"
         if differences is None:
             items.append(f"<li>{name}: no offline pass to compare with</li>")
             continue
