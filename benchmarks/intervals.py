@@ -71,9 +71,10 @@ class Streams:
         return self._wer(reference.read_text(encoding="utf-8").strip(), stream[side], stream["normalizer"])
 
 
-def add_results_arguments(parser: argparse.ArgumentParser) -> None:
-    """One or two results files, and the folder of their reference texts."""
-    parser.add_argument("results", nargs="+", help="accuracy.json, or accuracy.json:CONFIGURATION (two: their difference)")
+def add_results_arguments(parser: argparse.ArgumentParser, files: str = "accuracy.json") -> None:
+    """One or two results files (``files`` names the kinds for the help), and the folder
+    of their reference texts."""
+    parser.add_argument("results", nargs="+", help=f"{files}, or FILE:CONFIGURATION (two: their difference)")
     parser.add_argument("--speech", default=None, help="folder of the language folders of reference texts")
 
 

@@ -132,7 +132,7 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_results_arguments(parser)
+    add_results_arguments(parser, "accuracy.json or rtlab bench's results.jsonl")
     parser.add_argument("--top", type=int, default=15, help="rows per language and configuration (default 15)")
     args = parser.parse_args(argv)
     if args.top < 1:
