@@ -250,6 +250,41 @@ def test_plots_are_written_as_png(tone_corpus, tmp_path):
     assert matplotlib.get_backend().lower() == "agg"
 
 
+def test_the_commit_timeline_draws_each_word_where_it_was_said_and_where_it_was_committed(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
+    from rtlab.eval.plots import TIMELINE_LABELLED_WORDS, commit_timeline_figure, plot_commit_timeline
+
+    events = [
+        {"type": "partial", "text": "alpha", "emitted_at": 1.0},
+        {"type": "commit", "words": [{"text": "alpha", "start": 0.1, "end": 0.5},
+                                     {"text": " bravo", "start": 0.6, "end": 0.9}], "emitted_at": 2.0},
+        {"type": "commit", "words": [], "emitted_at": 2.5},
+        {"type": "commit", "words": [{"text": "charlie", "start": 1.0, "end": 1.4}], "emitted_at": 3.0},
+        {"type": "summary", "text": "alpha bravo charlie", "emitted_at": 3.1},
+    ]  # fmt: skip
+    ax = commit_timeline_figure([("first", events), ("second", events[:2]), ("empty", [])], clock="unaware").axes[0]
+    boxes = [(round(p.get_x(), 3), round(p.get_x() + p.get_width(), 3), p.get_y()) for p in ax.patches]
+    assert [b[:2] for b in boxes] == [(0.1, 0.5), (0.6, 0.9), (1.0, 1.4), (0.1, 0.5), (0.6, 0.9)]
+    assert boxes[0][2] > boxes[3][2]  # the first lane on top
+    # each word's line runs from its end in the audio to its commit
+    assert [tuple(line.get_xdata()) for line in ax.lines] == [(0.5, 2.0), (0.9, 2.0), (1.4, 3.0), (0.5, 2.0), (0.9, 2.0)]
+    ticks = [sorted({x for segment in c.get_segments() for x, _ in segment}) for c in ax.collections]
+    assert ticks == [[2.0, 3.0], [2.0], []]  # a commit without words is no tick
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("bravo") == 2
+    assert {"first  (3 words, 2 commits)", "second  (2 words, 1 commits)", "empty  (0 words, 0 commits)"} <= set(texts)
+    assert "clock: unaware" in ax.get_title()
+
+    many = [{"type": "commit", "words": [{"text": f"w{i}", "start": i * 0.1, "end": i * 0.1 + 0.05}],
+             "emitted_at": i * 0.1 + 1} for i in range(TIMELINE_LABELLED_WORDS + 1)]  # fmt: skip
+    crowded = commit_timeline_figure([("crowded", many)]).axes[0]
+    assert [t.get_text() for t in crowded.texts] == [f"crowded  ({TIMELINE_LABELLED_WORDS + 1} words, "
+                                                     f"{TIMELINE_LABELLED_WORDS + 1} commits)"]  # fmt: skip
+    assert len(crowded.patches) == TIMELINE_LABELLED_WORDS + 1
+    path = plot_commit_timeline([("first", events)], tmp_path / "timeline.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
 # --------------------------------------------------------------------------- real speech
 
 

@@ -397,7 +397,8 @@ async def test_results_are_a_dataframe_and_save_as_rtlab_bench_writes_them(tone_
     assert {"hypothesis", "wer.value", "latency.median", "latency.p95", "first_text_latency", "rtf"} <= set(frame)
     assert list(frame["hypothesis"]) == [utterance.text] * 2
     written = panel.save(tmp_path / "panel")
-    assert [p.name for p in written] == ["results.jsonl", "wer_vs_latency.png", "latency_cdf.png", "lag.png"]
+    assert [p.name for p in written] == ["results.jsonl", "wer_vs_latency.png", "latency_cdf.png", "lag.png",
+                                         "timeline.png"]  # fmt: skip
     mine = [json.loads(line) for line in (tmp_path / "panel" / "results.jsonl").read_text().splitlines()]
     bench = await run_bench_async(tone_corpus, [StreamConfig.parse(c) for c in configs])
     theirs = bench.records()

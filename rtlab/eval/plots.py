@@ -14,13 +14,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_lag", "plot_latency_cdf", "plot_wer_vs_latency", "save_bench_plots"]
+__all__ = ["commit_timeline_figure", "plot_commit_timeline", "plot_lag", "plot_latency_cdf", "plot_wer_vs_latency", "save_bench_plots"]
 
 #: File names written by :func:`save_bench_plots`.
 FILES = {"wer_vs_latency": "wer_vs_latency.png", "latency_cdf": "latency_cdf.png", "lag": "lag.png"}
+#: File name of :func:`plot_commit_timeline` where a panel saves it (one audio, its streams).
+TIMELINE = "timeline.png"
+#: A lane with more committed words than this draws them without their text.
+TIMELINE_LABELLED_WORDS = 80
+_LANE = 1.5  # height of a timeline lane, in the plot's units
 
 
-def _pyplot() -> Any:
+def _matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError as exc:
@@ -28,15 +33,18 @@ def _pyplot() -> Any:
             "plots need matplotlib, which is not installed: pip install matplotlib "
             "(or pip install 'rtlab[plots]')"
         ) from exc
-    matplotlib.use("Agg", force=True)
+    return matplotlib
+
+
+def _pyplot() -> Any:
+    _matplotlib().use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
 
 
 def _colors(count: int) -> list[Any]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    cmap = _matplotlib().colormaps["tab10" if count <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(count)]
 
 
@@ -174,6 +182,68 @@ def plot_lag(
     ax.set_title(f"Lag over time\n{_subtitle(summaries)}", fontsize="medium")
     _legend_below(fig, ax, len(summaries))
     return _save(fig, path)
+
+
+def plot_commit_timeline(
+    lanes: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    path: str | os.PathLike[str],
+    *,
+    clock: str | None = None,
+    title: str = "When each word was said and when it was committed",
+) -> Path:
+    """:func:`commit_timeline_figure` saved as a PNG at ``path``."""
+    return _save(commit_timeline_figure(lanes, clock=clock, title=title), path)
+
+
+def commit_timeline_figure(
+    lanes: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    *,
+    clock: str | None = None,
+    title: str = "When each word was said and when it was committed",
+) -> Any:
+    """One lane per stream of the same audio, as a matplotlib figure: ``lanes`` is
+    ``(label, events)``, the events of a stream as its processor emitted them (only
+    ``commit`` events are read).
+
+    In a lane, each committed word is a pale box over the audio it was said in (its
+    ``start`` to ``end``, with its text while the lane has at most
+    :data:`TIMELINE_LABELLED_WORDS` words), and a line runs down from the word's end to
+    the tick where it was committed (its commit event's ``emitted_at``): the line's slant
+    is the word's wait. Audio time and stream time share the axis, as both start when the
+    stream does.
+    """
+    _matplotlib()
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(10, 1.0 + 1.3 * max(1, len(lanes))), dpi=110)  # not pyplot's: no backend chosen
+    ax = fig.add_subplot()
+    right = 0.0
+    for row, ((label, events), color) in enumerate(zip(lanes, _colors(len(lanes)))):
+        base = _LANE * (len(lanes) - 1 - row)  # the first lane on top; its commit ticks end here
+        commits = [e for e in events if e.get("type") == "commit" and e.get("words")]
+        words = [(w, float(e["emitted_at"])) for e in commits for w in e["words"]]
+        for index, (word, emitted_at) in enumerate(words):
+            start, end = float(word["start"]), float(word["end"])
+            ax.add_patch(Rectangle((start, base + 0.4), max(end - start, 0.02), 0.25,
+                                   facecolor=color, alpha=0.25, edgecolor=color, linewidth=0.5))  # fmt: skip
+            ax.plot([end, emitted_at], [base + 0.4, base + 0.1], color=color, linewidth=0.7, alpha=0.7)
+            if len(words) <= TIMELINE_LABELLED_WORDS:
+                ax.text((start + end) / 2, base + 0.7 + 0.17 * (index % 2), str(word["text"]).strip(),
+                        ha="center", va="bottom", fontsize=6.5)  # fmt: skip
+            right = max(right, end, emitted_at)
+        ticks = sorted({float(e["emitted_at"]) for e in commits})
+        ax.vlines(ticks, base, base + 0.1, color=color, linewidth=1.6)
+        ax.text(0.005, base + 1.1, f"{label}  ({len(words)} words, {len(ticks)} commits)", fontsize="small",
+                color=color, va="bottom", transform=ax.get_yaxis_transform())  # fmt: skip
+    ax.set_xlim(0, max(right, 1.0) * 1.02)
+    ax.set_ylim(-0.15, _LANE * (len(lanes) - 1) + 1.35)
+    ax.set_yticks([])
+    ax.set_xlabel("seconds since the stream started: audio (boxes), commits (ticks)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title + (f"\nclock: {clock}" if clock else ""), fontsize="medium")
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:

@@ -240,7 +240,7 @@ class ComparePanel(Panel):
             if not column.state.error:
                 column.state.status = "scoring"
         self._request_redraw()
-        streams = [ScoredStream(c.config, run.events, run.lag_samples) for c, run in zip(runnable, runs)]
+        self._scored = streams = [ScoredStream(c.config, run.events, run.lag_samples) for c, run in zip(runnable, runs)]
         self.bench = await loop.run_in_executor(None, lambda: score_streams(
             self.source, streams, clock=self.clock, normalizer=self.normalizer,
             wall_seconds=time.perf_counter() - started, replay_wall_seconds=replay_seconds, cost_model=cost_model,

@@ -144,6 +144,7 @@ class LivePanel(Panel):
         from .scoring import ScoredStream, score_streams
 
         stream = ScoredStream(config, list(state.events), [(float(t), float(v)) for t, v in processor.lag_samples])
+        self._scored = [stream]
         self.bench = await asyncio.get_running_loop().run_in_executor(
             None, lambda: score_streams(self.source, [stream], clock=self.clock, normalizer=self.normalizer,
                                         cost_model=cost_model)  # fmt: skip

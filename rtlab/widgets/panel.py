@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from ..eval.bench import BenchRun
@@ -83,6 +84,8 @@ class Panel:
         self.view = _resolve_view(view)
         #: The scored result of the last run that ended: a one-file ``rtlab bench`` run.
         self.bench: BenchRun | None = None
+        # The streams behind ``bench``, with their events (for the commit timeline).
+        self._scored: list[Any] = []
         #: Why the last run failed as a whole (a bug, not a stream's error), if it did.
         self.error: str | None = None
         self._throttle = Throttle(self._redraw_if_shown, max_redraws_per_second)
@@ -155,6 +158,7 @@ class Panel:
         self._stop_requested = False
         self.error = None
         self.bench = None
+        self._scored = []
         self._active = True
         self._prepare()
         self._request_redraw()
@@ -290,14 +294,20 @@ class Panel:
     def save(self, out_dir: Any, plots: bool = True) -> list[Any]:
         """Write the last run's ``results.jsonl`` (the format of ``rtlab bench``: a run line,
         one line per stream, one per configuration) and, with ``plots``, its PNG plots into
-        ``out_dir``; returns the paths written."""
+        ``out_dir``: ``rtlab bench``'s three and ``timeline.png``, when each word was said
+        and committed, a lane per stream (:func:`rtlab.eval.plots.plot_commit_timeline`);
+        returns the paths written."""
         run = self._results_or_raise()
         if not plots:
             return run.write(out_dir, plots=False)
         from .charts import keep_pyplot_backend
 
+        from ..eval.plots import TIMELINE, plot_commit_timeline
+
         with keep_pyplot_backend():
-            return run.write(out_dir, plots=True)
+            written = run.write(out_dir, plots=True)
+            lanes = [(stream.config.label, stream.events) for stream in self._scored]
+            return [*written, plot_commit_timeline(lanes, Path(out_dir) / TIMELINE, clock=run.clock)]
 
 
 async def _ended(task: asyncio.Task) -> None:
