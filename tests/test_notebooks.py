@@ -15,7 +15,7 @@ nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[test]' (nbc
 pytest.importorskip("ipykernel", reason="pip install -e '.[test]' (ipykernel)")
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-NAMES = ["01_quickstart", "02_latency_accuracy", "03_write_a_backend"]
+NAMES = ["01_quickstart", "02_latency_accuracy", "03_write_a_backend", "04_same_weights"]
 WIDGET = "application/vnd.jupyter.widget-view+json"
 CLIP_TEXT = "alpha bravo charlie delta"
 
@@ -97,3 +97,41 @@ def test_write_a_backend_registers_it_and_compares_it(tmp_path, tone_clip, monke
     table = html_of(cells)
     assert "loudness local-agreement min_chunk=0.5" in table and CLIP_TEXT in table
     assert "speech" in table
+
+
+def test_same_weights_streams_each_engine_and_alignatt_where_the_engine_allows_it(tmp_path, tone_clip, monkeypatch):
+    monkeypatch.setenv("RTLAB_NOTEBOOK_AUDIO", str(tone_clip))
+    monkeypatch.setenv("RTLAB_NOTEBOOK_ENGINES", "test,test-attention,no-such-engine")
+    monkeypatch.setenv("RTLAB_NOTEBOOK_MODEL", "tones")
+    monkeypatch.setenv("RTLAB_NOTEBOOK_OUT", str(tmp_path / "out"))
+    cells, stdout = execute("04_same_weights")
+    assert "no-such-engine: not installed, left out" in stdout
+    assert "test: no AlignAtt (it lacks incremental-decoding)" in stdout
+    labels = ["test:tones local-agreement", "test-attention:tones local-agreement", "test-attention:tones alignatt"]
+    assert [line.split("] ", 1)[1] for line in stdout.splitlines() if line.startswith("[")] == labels
+    assert records(tmp_path / "out" / "04_same_weights" / "results.jsonl") == ["run"] + ["stream"] * 3 + ["summary"] * 3
+    streams = [json.loads(line) for line in (tmp_path / "out" / "04_same_weights" / "results.jsonl").read_text().splitlines()
+               if json.loads(line)["record"] == "stream"]  # fmt: skip
+    assert [s["config"]["name"] for s in streams] == labels
+    assert all(s["hypothesis"] == CLIP_TEXT for s in streams)
+    images = [o for cell in cells for o in cell.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2  # the bars and the timeline
+    assert (tmp_path / "out" / "04_same_weights" / "timeline.png").stat().st_size > 0
+    assert all(label in html_of(cells) for label in labels)  # the figures table
+
+
+@pytest.mark.slow
+def test_same_weights_runs_as_given_on_the_embedded_tiny_en(tmp_path, monkeypatch):
+    pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is not installed")
+    pytest.importorskip("rtlab_openai_whisper", reason="the openai-whisper plugin is not installed")
+    monkeypatch.setenv("RTLAB_NOTEBOOK_OUT", str(tmp_path / "out"))
+    cells, stdout = execute("04_same_weights")  # its own defaults: tests/data/fox.ogg, unaware clock
+    labels = ["faster-whisper:tiny.en local-agreement compute_type=float32",
+              "openai-whisper:tiny.en local-agreement", "openai-whisper:tiny.en alignatt"]  # fmt: skip
+    assert [line.split("] ", 1)[1] for line in stdout.splitlines() if line.startswith("[")] == labels
+    lines = [json.loads(line) for line in (tmp_path / "out" / "04_same_weights" / "results.jsonl").read_text().splitlines()]
+    streams = {s["config"]["name"]: s for s in lines if s["record"] == "stream"}
+    assert list(streams) == labels
+    for stream in streams.values():
+        assert stream["error"] is None and stream["clock"] == "unaware"
+        assert stream["wer"]["value"] < 0.6 and stream["latency"]["count"] >= 10  # fox.ogg: 17 words
