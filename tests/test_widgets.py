@@ -188,6 +188,10 @@ async def test_compare_panel_fills_one_column_per_configuration_then_the_table_a
         assert "first text" in column.view.figures.value
     assert bytes(panel._chart.value).startswith(b"\x89PNG") and panel._chart.layout.display is None
     assert bytes(panel._plot.value).startswith(b"\x89PNG")
+    assert bytes(panel._timeline.value).startswith(b"\x89PNG") and panel._timeline.layout.display is None
+    assert [label for label, _ in panel._timeline_lanes()] == [c.config.label for c in panel.columns]
+    assert [sum(len(e["words"]) for e in events if e["type"] == "commit") for _, events in panel._timeline_lanes()] \
+        == [len(TEXT.split())] * 2  # fmt: skip
     table = panel._table.value
     assert table.count("<tr>") == 3 and "0.0%" in table and "min_chunk=0.5" in table
     # Both streams heard what the offline pass heard, word for word.

@@ -1,4 +1,5 @@
-"""PNG charts for the panels: the live commit-latency chart and the WER–latency plot.
+"""PNG charts for the panels: the live commit-latency chart, the WER–latency plot and the
+commit timeline.
 
 Drawn with matplotlib's object API on an Agg canvas, so a chart can be drawn in a worker
 thread and the notebook's own pyplot backend is left as it is.
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["color", "keep_pyplot_backend", "latency_chart_png", "wer_latency_png"]
+__all__ = ["color", "keep_pyplot_backend", "latency_chart_png", "timeline_png", "wer_latency_png"]
 
 # matplotlib's tab10, the colours rtlab.eval.plots gives configurations in order.
 _TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -74,3 +75,13 @@ def wer_latency_png(summaries: Sequence[Mapping[str, Any]]) -> bytes:
 
     with keep_pyplot_backend(), tempfile.TemporaryDirectory(prefix="rtlab-panel-") as folder:
         return plot_wer_vs_latency(summaries, Path(folder) / "wer_vs_latency.png").read_bytes()
+
+
+def timeline_png(lanes: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *, clock: str) -> bytes:
+    """:func:`rtlab.eval.plots.commit_timeline_figure` of ``lanes`` (``(label, events)``), as
+    PNG bytes."""
+    from ..eval.plots import commit_timeline_figure
+
+    buffer = io.BytesIO()
+    commit_timeline_figure(lanes, clock=clock).savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -320,10 +320,11 @@ class ComparePanel(Panel):
         self._chart = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="100%"))
         self._table = widgets.HTML()
         self._plot = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
+        self._timeline = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="100%"))
         self._differences = widgets.HTML()
         box = widgets.VBox(
             [header, self._editor.box, controls, self._columns_box, self._chart, self._table, self._plot,
-             self._differences]
+             self._timeline, self._differences]
         )  # fmt: skip
         box.add_class("rtlab-compare-panel")
         self._widget = box
@@ -382,8 +383,9 @@ class ComparePanel(Panel):
         return future
 
     def _draw_results(self) -> None:
-        """The final chart, the results table and the WER–latency plot (once, at the end)."""
-        from .charts import color, latency_chart_png, wer_latency_png
+        """The final chart, the results table, the WER–latency plot, the commit timeline and
+        the differences (once, at the end)."""
+        from .charts import color, latency_chart_png, timeline_png, wer_latency_png
         from .views import differences_html, summary_table_html
 
         if any(c.state.latencies for c in self._valid()):
@@ -396,6 +398,8 @@ class ComparePanel(Panel):
         self._table.value = summary_table_html(summaries, [tints[s["name"]] for s in summaries], failures)
         if any(s["wer"]["value"] is not None and s["latency"]["median"] is not None for s in summaries):
             self._plot.value, self._plot.layout.display = wer_latency_png(summaries), None
+        self._timeline.value = timeline_png(self._timeline_lanes(), clock=self.clock)
+        self._timeline.layout.display = None
         self._differences.value = differences_html([(label, tints[label], places)
                                                     for label, places in self.differences().items()])  # fmt: skip
 

@@ -306,8 +306,12 @@ class Panel:
 
         with keep_pyplot_backend():
             written = run.write(out_dir, plots=True)
-            lanes = [(stream.config.label, stream.events) for stream in self._scored]
-            return [*written, plot_commit_timeline(lanes, Path(out_dir) / TIMELINE, clock=run.clock)]
+            timeline = plot_commit_timeline(self._timeline_lanes(), Path(out_dir) / TIMELINE, clock=run.clock)
+            return [*written, timeline]
+
+    def _timeline_lanes(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The scored streams as the commit timeline's lanes: ``(configuration, events)``."""
+        return [(stream.config.label, stream.events) for stream in self._scored]
 
 
 async def _ended(task: asyncio.Task) -> None:
