@@ -85,6 +85,20 @@ def load(path: Path, speech: Path | None) -> dict[tuple[str, str], Group]:
     return groups
 
 
+def clip_labels(clips: list[str]) -> dict[str, str]:
+    """A short label per clip: its file stem, or, where stems repeat (LibriSpeech keeps a
+    speaker's chapters in folders), as many of its last path parts as tell it apart."""
+    labels = {}
+    for clip in clips:
+        parts = Path(clip).with_suffix("").parts
+        for count in range(1, len(parts) + 1):
+            tail = parts[-count:]
+            if count == len(parts) or sum(Path(c).with_suffix("").parts[-count:] == tail for c in set(clips)) == 1:
+                labels[clip] = "/".join(tail)
+                break
+    return labels
+
+
 def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: int, base_name: str,
            other_name: str) -> list[str]:  # fmt: skip
     """The lines for one group: ``pairs`` of (key, stream, base text, other text)."""
@@ -94,6 +108,7 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: 
     differing = whole = places_sum = 0
     references = [stream["reference"] for _, stream, _, _ in pairs]
     costed = all(reference is not None for reference in references)
+    labels = clip_labels([clip for (clip, _), _, _, _ in pairs])
     for ((clip, shift), stream, base, other), reference in zip(pairs, references):
         normalizer = stream["normalizer"]
         differences = word_differences(base or "", other or "", reference if costed else None, normalizer)
@@ -102,7 +117,7 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: 
         differing += 1
         for difference in differences:
             place = rows.setdefault((clip, difference.base, difference.other),
-                                    Place(Path(clip).stem, difference, cost=0 if costed else None))  # fmt: skip
+                                    Place(labels[clip], difference, cost=0 if costed else None))  # fmt: skip
             place.shifts.append(shift)
             if costed:
                 place.cost += difference.cost

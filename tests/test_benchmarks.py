@@ -359,6 +359,14 @@ def test_word_diffs_reads_rtlab_bench_results_and_compares_two_configurations_of
         '    +2  b: slow "the mat" -> fast "them at", reference "the mat"',
         '    -1  b: slow "a" -> fast "the", reference "the"',
     ]
+    # Clips of one name in two folders (the LibriSpeech layout) keep their rows apart.
+    records = [stream("fast", "84/121123/0000.flac", "The cat sat on them at."),
+               stream("fast", "174/50561/0000.flac", "The cat sat on them at.")]  # fmt: skip
+    (tmp_path / "libri.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    assert run_script("word_diffs.py", str(tmp_path / "libri.jsonl")).stdout.splitlines()[1:] == [
+        '    +2  121123/0000: offline "the mat" -> streamed "them at", reference "the mat"',
+        '    +2  50561/0000: offline "the mat" -> streamed "them at", reference "the mat"',
+    ]
     # Files that are not results: one line, and a failure.
     (tmp_path / "notes.jsonl").write_text("not json\n", encoding="utf-8")
     (tmp_path / "other.json").write_text('{"x": 1}', encoding="utf-8")
