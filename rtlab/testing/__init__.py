@@ -10,8 +10,8 @@
   (:mod:`rtlab.testing.attention`).
 * :class:`ScriptedBackend` returns scripted hypotheses call by call and records its
   prompts, for unit tests of policies.
-* :func:`check_backend` checks a backend plugin against rtlab's contract, from the
-  plugin's own tests (see :mod:`rtlab.testing.conformance`).
+* :func:`check_backend` and :func:`check_policy` check a backend or policy plugin against
+  rtlab's contract, from the plugin's own tests (see :mod:`rtlab.testing.conformance`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from .conformance import (
     SPEECH_CLIP,
     SPEECH_CLIP_TEXT,
     BackendReport,
+    PolicyReport,
     batch_requests,
     check_backend,
     check_batch_equivalence,
+    check_policy,
 )
 from .tones import (
     TONE_CLIPS,
@@ -40,9 +42,9 @@ from .tones import (
 )
 
 __all__ = [
-    "SPEECH_CLIP", "SPEECH_CLIP_TEXT", "TONE_CLIPS", "VOCABULARY", "BackendReport", "ScriptedBackend",
-    "ToneAttentionBackend", "ToneBackend", "ToneIncrementalDecoder", "batch_requests", "blas_thread_counts",
-    "check_backend", "check_batch_equivalence",
+    "SPEECH_CLIP", "SPEECH_CLIP_TEXT", "TONE_CLIPS", "VOCABULARY", "BackendReport", "PolicyReport",
+    "ScriptedBackend", "ToneAttentionBackend", "ToneBackend", "ToneIncrementalDecoder", "batch_requests",
+    "blas_thread_counts", "check_backend", "check_batch_equivalence", "check_policy",
     "tone_frequency", "tone_words", "wav_bytes", "write_tone_corpus",
 ]  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Conformance checks for backend plugins, to call from the plugin's own tests.
+"""Conformance checks for backend and policy plugins, to call from the plugin's own tests.
 
 .. code-block:: python
 
@@ -9,6 +9,7 @@
     def test_echo_keeps_the_backend_contract():
         check_backend(EchoBackend, options={"word": "hi"}, expect=["hi"])
 
+:func:`check_policy` does the same for a streaming policy, on rtlab's tone backends.
 Every check runs, also after one has failed, and one AssertionError lists every failure.
 The checks go through rtlab's own entry points (the registry, ``ensure_loaded``, an
 ``AudioProcessor``), so a backend that passes them works the way users will call it.
@@ -24,7 +25,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
@@ -46,12 +47,15 @@ UNKNOWN_OPTION = "no_such_option"
 
 
 @dataclass
-class BackendReport:
-    """What :func:`check_backend` found: the checks that passed, and why the others failed."""
+class Report:
+    """What a check of a plugin's class found: the checks that passed, and why the others
+    failed. ``subject`` is the class's name."""
 
-    backend: str
+    subject: str
     passed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: What kind of plugin class was checked, for the report's first line.
+    kind: ClassVar[str] = "plugin"
 
     def check(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
         """Run one check: ``function(*args)`` fails by raising (an AssertionError says why).
@@ -72,12 +76,34 @@ class BackendReport:
     def __str__(self) -> str:
         total = len(self.passed) + len(self.failed)
         if self.failed:
-            lines = [f"{self.backend}: {len(self.failed)} of {total} rtlab backend checks failed"]
+            lines = [f"{self.subject}: {len(self.failed)} of {total} rtlab {self.kind} checks failed"]
         else:
-            lines = [f"{self.backend}: all {total} rtlab backend checks passed"]
+            lines = [f"{self.subject}: all {total} rtlab {self.kind} checks passed"]
         lines += [f"  FAILED {failure}" for failure in self.failed]
         lines += [f"  passed {name}" for name in self.passed]
         return "\n".join(lines)
+
+
+class BackendReport(Report):
+    """What :func:`check_backend` found."""
+
+    kind = "backend"
+
+    @property
+    def backend(self) -> str:
+        """The backend class's name."""
+        return self.subject
+
+
+class PolicyReport(Report):
+    """What :func:`check_policy` found."""
+
+    kind = "policy"
+
+    @property
+    def policy(self) -> str:
+        """The policy class's name."""
+        return self.subject
 
 
 def check_backend(
@@ -107,12 +133,23 @@ def check_backend(
     options = dict(options or {})
     clip = load_clip(audio)
     report = BackendReport(getattr(backend_class, "__name__", repr(backend_class)))
+
+    def checks(registration: Registration) -> None:
+        _check_registered(report, registration, options, clip, expect or [])
+
+    return _checked(report, backend_class, checks)
+
+
+def _checked(report: Report, plugin_class: type, checks: Callable[[Registration], None]) -> Report:
+    """Run ``checks`` on ``plugin_class``'s registration as a ``report.kind`` (registered
+    for the duration when it is not yet); the report, or AssertionError listing every
+    failed check."""
     try:
-        with registered(backend_class) as registration:
-            report.passed.append(f"registers as backend {registration.name!r} (plugin {registration.plugin!r})")
-            _check_registered(report, registration, options, clip, expect or [])
+        with registered(plugin_class, report.kind) as registration:
+            report.passed.append(f"registers as {report.kind} {registration.name!r} (plugin {registration.plugin!r})")
+            checks(registration)
     except PluginError as refused:
-        report.failed.append(f"registers as a backend: {refused}")
+        report.failed.append(f"registers as a {report.kind}: {refused}")
     if report.failed:
         raise AssertionError(str(report))
     return report
@@ -169,12 +206,84 @@ def _text(words: list) -> str:
     return " ".join(str(word.get("text", "")) for word in words)
 
 
+#: rtlab's tone backends (exact transcripts of tone-coded words, no model weights): the
+#: backends :func:`check_policy` streams on, the first that has what the policy requires.
+TONE_BACKENDS = ("test", "test-attention")
+#: Clips of :func:`check_policy`: tone-coded sentences (each word 0.3 s, 0.2 s apart).
+POLICY_CLIPS = ("alpha bravo charlie delta echo foxtrot golf hotel", "one two three four five six seven eight nine")
+#: Seconds of the long tone stream (sentences and pauses) on which a policy's buffer must
+#: stay within ``max_buffered_seconds``.
+LONG_STREAM_SECONDS = 90.0
+
+
+def check_policy(
+    policy_class: type, *, options: dict[str, Any] | None = None, max_buffered_seconds: float = 35.0
+) -> PolicyReport:
+    """Check that ``policy_class`` keeps rtlab's policy contract, streamed through real
+    ``AudioProcessor``s on rtlab's tone backends (:data:`TONE_BACKENDS`: exact transcripts,
+    no model weights) on the ``unaware`` clock.
+
+    It must register (a :class:`~rtlab.policies.Policy` subclass with a ``name``), refuse
+    an option it does not accept, refuse a backend without a capability it requires (in
+    one line naming the capability), and, with ``options``:
+
+    - commit valid words (see :func:`word_problems`), each after the audio of the words
+      committed before it (a committed word is final: never committed again);
+    - keep every word of a clip the backend hears exactly, and end with a summary whose
+      text is the committed text;
+    - hold at most ``max_buffered_seconds`` of audio (``buffered_seconds``) over a
+      :data:`LONG_STREAM_SECONDS` stream of sentences and pauses;
+    - keep sessions apart: two streams at once on one backend each commit their own words.
+
+    A class that is not registered yet is registered for the duration.
+
+    :return: the report, when every check passed; otherwise raises AssertionError listing
+        every failed check.
+    """
+    options = dict(options or {})
+    report = PolicyReport(getattr(policy_class, "__name__", repr(policy_class)))
+
+    def checks(registration: Registration) -> None:
+        _check_registered_policy(report, registration, options, max_buffered_seconds)
+
+    return _checked(report, policy_class, checks)
+
+
+def _check_registered_policy(
+    report: PolicyReport, registration: Registration, options: dict[str, Any], max_buffered_seconds: float
+) -> None:
+    from ..policies import missing_capabilities
+
+    registry = get_registry()
+    policy = registration.cls
+    report.check("refuses an unknown option", _refuses_unknown_option, registration)
+    able = [name for name in TONE_BACKENDS if not missing_capabilities(policy, registry.get("backend", name))]
+    if not able:
+        report.failed.append(f"streams on a tone backend: none of {', '.join(TONE_BACKENDS)} provides "
+                             f"{', '.join(policy.requires)}")  # fmt: skip
+        return
+    backend = able[0]
+    lacking = [name for name in TONE_BACKENDS if missing_capabilities(policy, registry.get("backend", name))]
+    if lacking:
+        report.check(f"refuses backend {lacking[0]!r}, which lacks {', '.join(policy.requires)}",
+                     _refuses_backend, registration, lacking[0], options)  # fmt: skip
+    config = {"backend": backend, "policy": registration.name, "policy_options": options}
+    if report.check(f"builds with its options on backend {backend!r}", _build_policy, config) is None:
+        return  # nothing to stream
+    for text in POLICY_CLIPS:
+        report.check(f"commits every word of {text.split()[0]} ... {text.split()[-1]}, once each",
+                     _keeps_every_word, config, text)  # fmt: skip
+    report.check(f"holds at most {max_buffered_seconds:g} s of audio over a {LONG_STREAM_SECONDS:g} s stream",
+                 _bounded_buffer, config, max_buffered_seconds)  # fmt: skip
+    report.check("keeps two sessions at once apart", _sessions_apart, config)
+
+
 # -- the checks: each raises AssertionError saying what is wrong ------------------------------
 
 
 def _refuses_unknown_option(registration: Registration) -> None:
     try:
-        get_registry().check_options("backend", registration.name, {UNKNOWN_OPTION: 1})
+        get_registry().check_options(registration.kind, registration.name, {UNKNOWN_OPTION: 1})
     except InvalidOption as error:
         assert UNKNOWN_OPTION in str(error), f"the refusal does not name the option: {error}"
         return
@@ -208,13 +317,89 @@ def _hears(words: list, expect: list[str]) -> None:
 
 def _stream(name: str, options: dict[str, Any], clip: np.ndarray) -> None:
     events = _run(_stream_events(name, options, clip))
+    _ended_or_raise(events)
+    committed = [word for event in events if event["type"] == "commit" for word in event["words"]]
+    problems = word_problems(committed, len(clip) / SAMPLE_RATE)
+    assert not problems, "committed " + _summarise(problems)
+
+
+def _refuses_backend(registration: Registration, backend: str, options: dict[str, Any]) -> None:
+    instance = get_registry().get("backend", backend)()  # unloaded, as when a configuration is checked
+    try:
+        registration.cls(instance, language=None, **options)
+    except InvalidOption as error:
+        named = [c for c in registration.cls.requires if c in str(error)]
+        assert named, f"the refusal does not name the capability: {error}"
+        assert "\n" not in str(error).strip(), f"the refusal is not one line: {error!r}"
+        return
+    raise AssertionError("it was built on a backend without the capabilities it requires")
+
+
+def _build_policy(config: dict[str, Any]) -> Any:
+    from ..config import StreamConfig
+
+    return StreamConfig(**config).validate()
+
+
+def _keeps_every_word(config: dict[str, Any], text: str) -> None:
+    from .tones import tone_words
+
+    audio, _ = tone_words(text)
+    events = _run(_policy_stream_events(config, [audio]))[0]
+    committed = _committed_or_raise(events, len(audio) / SAMPLE_RATE)
+    heard = " ".join(_tokens(" ".join(str(w["text"]) for w in committed)))
+    assert heard == text, f"committed {heard!r} for {text!r}"
+    summary = _tokens(str(events[-1].get("text", "")))
+    assert summary == heard.split(), f"the summary says {' '.join(summary)!r}, the commits {heard!r}"
+
+
+def _bounded_buffer(config: dict[str, Any], limit: float) -> None:
+    from .tones import tone_words
+
+    pieces, seconds, index = [], 0.0, 0
+    while seconds < LONG_STREAM_SECONDS:
+        sentence, _ = tone_words(POLICY_CLIPS[index % len(POLICY_CLIPS)])
+        pause = np.zeros(int(SAMPLE_RATE * (0.5 + index % 3)), np.float32)  # 0.5, 1.5, 2.5 s
+        pieces += [sentence, pause]
+        seconds += (len(sentence) + len(pause)) / SAMPLE_RATE
+        index += 1
+    audio = np.concatenate(pieces)
+    held: list[float] = []
+    events = _run(_policy_stream_events(config, [audio], held))[0]
+    _ended_or_raise(events)
+    most = max(held, default=0.0)
+    assert most <= limit, f"it held {most:.1f} s of audio (at {held.index(most)} of {len(held)} events)"
+
+
+def _sessions_apart(config: dict[str, Any]) -> None:
+    from .tones import tone_words
+
+    clips = [tone_words(text)[0] for text in POLICY_CLIPS]
+    for events, text, clip in zip(_run(_policy_stream_events(config, clips)), POLICY_CLIPS, clips):
+        heard = " ".join(_tokens(" ".join(str(w["text"]) for w in _committed_or_raise(events, len(clip) / SAMPLE_RATE))))
+        assert heard == text, f"the session of {text!r} committed {heard!r}"
+
+
+def _ended_or_raise(events: list[dict]) -> None:
     last = events[-1] if events else None
     if last is None or last["type"] != "summary":
         ended = last.get("message", last) if last else "no events at all"
         raise AssertionError(f"the stream did not end with a summary: {ended}")
+
+
+def _committed_or_raise(events: list[dict], duration: float) -> list[dict]:
+    """The committed words of a stream that ended with a summary, checked: valid words,
+    each after the audio of the words before it."""
+    _ended_or_raise(events)
     committed = [word for event in events if event["type"] == "commit" for word in event["words"]]
-    problems = word_problems(committed, len(clip) / SAMPLE_RATE)
+    problems = word_problems(committed, duration)
     assert not problems, "committed " + _summarise(problems)
+    for before, word in zip(committed, committed[1:]):
+        assert float(word["start"]) >= float(before["end"]) - TIME_TOLERANCE, (
+            f"committed {word['text']!r} ({word['start']}-{word['end']} s) over the audio of "
+            f"{before['text']!r} ({before['start']}-{before['end']} s), committed before it"
+        )
+    return committed
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -260,25 +445,33 @@ def load_clip(audio: str | os.PathLike[str] | np.ndarray | None = None) -> np.nd
 
 
 @contextlib.contextmanager
-def registered(backend_class: type) -> Iterator[Registration]:
-    """``backend_class``'s registration; a class that is not registered yet is registered
-    by an inline plugin for the duration (then unregistered, and the registry rebuilt).
+def registered(plugin_class: type, kind: str = "backend") -> Iterator[Registration]:
+    """``plugin_class``'s registration as a ``kind`` (``backend`` or ``policy``); a class
+    that is not registered yet is registered by an inline plugin for the duration (then
+    unregistered, and the registry rebuilt).
 
     Raises :class:`~rtlab.errors.PluginError` when the registry refuses it (an invalid
     class, or a name another plugin has).
     """
-    name = getattr(backend_class, "name", None)
-    found = get_registry().entries["backend"].get(name) if isinstance(name, str) else None
-    if found is not None and found.cls is backend_class:
+    if kind not in ("backend", "policy"):
+        raise ValueError(f"kind must be 'backend' or 'policy', not {kind!r}")
+    name = getattr(plugin_class, "name", None)
+    found = get_registry().entries[kind].get(name) if isinstance(name, str) else None
+    if found is not None and found.cls is plugin_class:
         yield found
         return
 
     class InlinePlugin:
-        @hookimpl
-        def register_backends(self, register):
-            register(backend_class)
+        if kind == "backend":
+            @hookimpl
+            def register_backends(self, register):
+                register(plugin_class)
+        else:
+            @hookimpl
+            def register_policies(self, register):
+                register(plugin_class)
 
-    plugin = f"check_backend({getattr(backend_class, '__name__', backend_class)})"
+    plugin = f"check_{kind}({getattr(plugin_class, '__name__', plugin_class)})"
     pm.register(InlinePlugin(), name=plugin)
     try:
         with warnings.catch_warnings():
@@ -287,7 +480,7 @@ def registered(backend_class: type) -> Iterator[Registration]:
         for refused in registry.rejected:
             if refused["plugin"] == plugin:
                 raise PluginError(refused["reason"])
-        yield registry.entries["backend"][name]
+        yield registry.entries[kind][name]
     finally:
         pm.unregister(name=plugin)
         get_registry(refresh=True)
@@ -309,6 +502,36 @@ async def _stream_events(name: str, options: dict[str, Any], clip: np.ndarray) -
         return received
     finally:
         await processor.cleanup()
+
+
+async def _policy_stream_events(
+    config: dict[str, Any], clips: list[np.ndarray], held: list[float] | None = None
+) -> list[list[dict]]:
+    """Every event of each of ``clips``, streamed at once as raw PCM through an
+    AudioProcessor per clip (``config``'s backend, policy and options), unaware clock.
+    ``held`` gets the first session's ``buffered_seconds`` after each of its events."""
+    from ..config import StreamConfig
+    from ..core.feeding import feed_bytes
+    from ..core.processor import AudioProcessor
+
+    processors = [AudioProcessor(StreamConfig(**config, decoder="pcm_s16le"), clock="unaware") for _ in clips]
+
+    async def events_of(index: int, processor: AudioProcessor, clip: np.ndarray) -> list[dict]:
+        events = await processor.create_tasks()
+        feeding = asyncio.ensure_future(feed_bytes(processor, to_pcm16(clip), realtime=False))
+        received = []
+        async for event in events:
+            received.append(event)
+            if held is not None and index == 0 and processor.policy is not None:
+                held.append(float(processor.policy.buffered_seconds))
+        await feeding
+        return received
+
+    try:
+        return list(await asyncio.gather(*(events_of(i, p, c) for i, (p, c) in enumerate(zip(processors, clips)))))
+    finally:
+        for processor in processors:
+            await processor.cleanup()
 
 
 def _run(coroutine: Any) -> Any:
