@@ -2,7 +2,9 @@
 
 N clients (a sweep such as 1, 10, 50, 100) each stream webm/opus in real time, in 250 ms
 chunks, for ``--seconds``, naming the container (``format: webm``) as the demo page does,
-against a server started as a subprocess on 127.0.0.1:
+against a server started as a subprocess on 127.0.0.1. ``--format pcm_s16le`` sends raw
+16-bit PCM instead: no FFmpeg on either side (a GPU machine without one), sessions decode
+nothing, and the per-session FFmpeg figures are left out:
 
 * ``--backend test``: the deterministic tone backend, to measure the platform itself
   (protocol, one FFmpeg per session, scheduler, outbox) with exact, known transcripts;
@@ -20,6 +22,10 @@ close frame) and the FFmpeg count 2 s after.
 
     python benchmarks/concurrency.py --backend test --clients 1,10,50,100 --seconds 30 --churn 1000
     python benchmarks/concurrency.py --backend faster-whisper --clients 1,2,3,4 --seconds 30
+    python benchmarks/concurrency.py --backend openai-whisper -b device=cuda -b max_batch=256 --format pcm_s16le --clients 1,100,200
+
+The speech is read as ``rtlab.decoders.files.read_audio`` reads it: 16 kHz mono 16-bit WAV
+files without FFmpeg.
 
 Prints a table and writes ``results/concurrency-<backend>.json``. The clients run in this
 process and share the machine's CPUs with the server; that is part of what is measured.
@@ -47,11 +53,14 @@ import psutil
 
 from rtlab.server.client import TranscriptionClient, chunks, stream_file
 from rtlab.decoders import find_ffmpeg
+from rtlab.decoders.files import read_audio, to_pcm16
 from rtlab.eval.metrics import LatencyStats, environment_info, wer
 from rtlab.testing import VOCABULARY, tone_words, wav_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK_SECONDS = 0.25
+#: What clients send: ``format`` of start_transcription, and how the report names it.
+FORMATS = {"webm": "webm/opus 32 kbit/s", "pcm_s16le": "raw 16-bit PCM, 16 kHz mono (no FFmpeg)"}
 TARGETS = {  # from the server issue, for a 2-core, 24 GiB machine
     "test": {"clients": 100, "errors": 0, "pss_per_session_mb": 15.0, "start_p95_ms": 100.0, "ffmpeg_after": 0},
     "faster-whisper": {"clients": 3, "commit_p95_s": 3.5},
@@ -68,15 +77,21 @@ def encode_webm(wav: bytes) -> bytes:
     return subprocess.run(command, input=wav, capture_output=True, check=True).stdout
 
 
-def tone_audio(seconds: float) -> dict:
+def payload(audio: np.ndarray, format: str) -> bytes:
+    """What a client sends of ``audio``: webm/opus (encoded by FFmpeg) or raw PCM."""
+    return encode_webm(wav_bytes(audio)) if format == "webm" else to_pcm16(audio)
+
+
+def tone_audio(seconds: float, format: str = "webm") -> dict:
     """Tone-coded words cycling through the vocabulary for ``seconds``; exact reference."""
     count = max(1, int((seconds - 0.3) / 0.5))
     text = " ".join(VOCABULARY[i % len(VOCABULARY)] for i in range(count))
     audio, words = tone_words(text)
-    return {"webm": encode_webm(wav_bytes(audio)), "seconds": len(audio) / 16000, "words": words, "text": text}
+    return {"payload": payload(audio, format), "seconds": len(audio) / 16000, "words": words, "text": text}
 
 
-def speech_audio(seconds: float, backend: str, model: str | None, gap: float = 0.5) -> dict:
+def speech_audio(seconds: float, backend: str, model: str | None, gap: float = 0.5, format: str = "webm",
+                 options: tuple[str, ...] | list[str] = ()) -> dict:  # fmt: skip
     """Real speech looped or cut to ``seconds``; reference words from an offline pass.
 
     The FLEURS clips are recorded 40 dB apart; each is brought to the same level (90th
@@ -85,8 +100,8 @@ def speech_audio(seconds: float, backend: str, model: str | None, gap: float = 0
     ``gap`` seconds of silence separate the clips, as in ``rtlab bench --long-form``: they
     are separate recordings, and a new sentence 0.1 s after the last one is not speech.
     """
+    from rtlab.config import StreamConfig, parse_pairs
     from rtlab.eval.corpus import load_corpus, shared_speech_dir
-    from rtlab.decoders.files import decode_audio
     from rtlab.eval.offline import offline_transcribe
 
     shared = shared_speech_dir()
@@ -94,13 +109,15 @@ def speech_audio(seconds: float, backend: str, model: str | None, gap: float = 0
     sources = fleurs or [str(REPO / "tests" / "data" / "paragraph.ogg")]
     label = (f"FLEURS en 000-004, levelled, {gap:g} s apart" if fleurs else "tests/data/paragraph.ogg")
     pause = np.zeros(int(gap * 16000), dtype=np.float32)
-    samples = np.concatenate([part for path in sources for part in (levelled(decode_audio(path)), pause)])
+    samples = np.concatenate([part for path in sources for part in (levelled(read_audio(path)), pause)])
     repeats = int(np.ceil(seconds * 16000 / len(samples)))
     audio = np.tile(samples, repeats)[: int(seconds * 16000)]
     wav_path = Path(tempfile.mkdtemp(prefix="rtlab-concurrency-")) / "speech.wav"
     wav_path.write_bytes(wav_bytes(audio))
-    offline = offline_transcribe(wav_path, backend, model=model)
-    return {"webm": encode_webm(wav_path.read_bytes()), "seconds": len(audio) / 16000,
+    # The server's backend options (a device, say) for the reference pass too.
+    config = StreamConfig.from_mapping({"backend": backend, "model": model, **parse_pairs(options)})
+    offline = offline_transcribe(wav_path, config, audio=audio)
+    return {"payload": payload(audio, format), "seconds": len(audio) / 16000,
             "words": offline.words, "text": offline.text, "source": label}  # fmt: skip
 
 
@@ -218,8 +235,8 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         await asyncio.sleep(rng.uniform(0, args.ramp))  # clients arrive over --ramp seconds
         try:
             return await stream_file(
-                server.ws_url, audio["webm"], speed=1.0, chunk_seconds=CHUNK_SECONDS,
-                duration=audio["seconds"], format="webm", backend=args.backend, model=args.model,
+                server.ws_url, audio["payload"], speed=1.0, chunk_seconds=CHUNK_SECONDS,
+                duration=audio["seconds"], format=args.format, backend=args.backend, model=args.model,
                 timeout=args.seconds + 120,
             )  # fmt: skip
         except Exception as error:  # noqa: BLE001 - a benchmark counts failures, it does not stop
@@ -298,7 +315,7 @@ def rounded(value: float | None) -> float | None:
 
 async def churn(server: ServerProcess, audio: dict, args, rng: random.Random) -> dict:
     """Connect/disconnect cycles at random stages, half without a close frame."""
-    pieces = chunks(audio["webm"], CHUNK_SECONDS, audio["seconds"])
+    pieces = chunks(audio["payload"], CHUNK_SECONDS, audio["seconds"])
     stages = ["connect_only", "start", "loading", "mid_stream", "after_stop"]
     outcomes: collections.Counter = collections.Counter()
 
@@ -306,7 +323,7 @@ async def churn(server: ServerProcess, audio: dict, args, rng: random.Random) ->
         try:
             client = await TranscriptionClient.connect(server.ws_url)
             if stage != "connect_only":
-                await client.start(backend=args.backend, model=args.model)
+                await client.start(backend=args.backend, model=args.model, format=args.format)
             if stage in ("mid_stream", "after_stop"):
                 await client.wait_for("transcription_started", timeout=60)
                 for piece in pieces[:8]:  # 2 s of audio
@@ -384,12 +401,12 @@ async def main_async(args) -> dict:
     levels = [int(n) for n in args.clients.split(",")]
     print(f"preparing {args.seconds:g} s of audio for {args.backend}…", flush=True)
     if args.backend == "test":
-        audio = tone_audio(args.seconds)
+        audio = tone_audio(args.seconds, args.format)
     else:
         audio = await asyncio.get_running_loop().run_in_executor(
-            None, speech_audio, args.seconds, args.backend, args.model, args.gap
+            None, speech_audio, args.seconds, args.backend, args.model, args.gap, args.format, args.backend_option
         )
-    ffmpeg = args.ffmpeg or find_ffmpeg()
+    ffmpeg = args.ffmpeg or (find_ffmpeg() if args.format == "webm" else None)
     options = [x for pair in args.backend_option for x in ("--backend-option", pair)]
     options += [x for pair in args.policy_option for x in ("--policy-option", pair)]
     server = ServerProcess(args.backend, args.model, max(levels + [args.churn_concurrency]) + 10, args.ffmpeg, options)
@@ -414,12 +431,12 @@ async def main_async(args) -> dict:
         "model": args.model,
         "backend_options": list(args.backend_option),
         "policy_options": list(args.policy_option),
-        "audio": {"seconds": round(audio["seconds"], 2), "format": "webm/opus 32 kbit/s",
+        "audio": {"seconds": round(audio["seconds"], 2), "format": FORMATS[args.format],
                   "chunk_seconds": CHUNK_SECONDS, "source": audio.get("source", "tone words"),
                   "reference_text": audio["text"]},  # fmt: skip
         "clock": "wall (real-time streaming)",
         "ramp_seconds": args.ramp,
-        "ffmpeg": {"path": ffmpeg, "version": ffmpeg_version(ffmpeg)},
+        "ffmpeg": {"path": ffmpeg, "version": ffmpeg_version(ffmpeg)} if ffmpeg else None,
         "levels": rows,
         "churn": churned,
         "shutdown": health_after,
@@ -428,9 +445,9 @@ async def main_async(args) -> dict:
     print()
     given = " ".join(args.backend_option + args.policy_option)
     print(f"backend {args.backend} model {args.model or 'default'} {given}".rstrip()
-          + f" · {audio['seconds']:.1f} s of webm/opus per client "
+          + f" · {audio['seconds']:.1f} s of {FORMATS[args.format]} per client "
           f"· clients start within {args.ramp:g} s · {psutil.cpu_count()} CPUs, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB · FFmpeg {ffmpeg}")  # fmt: skip
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB · FFmpeg {ffmpeg or 'none'}")  # fmt: skip
     print(table(rows))
     for line in verdicts(args.backend, rows, churned):
         print("  " + line)
@@ -452,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn", type=int, default=0, help="connect/disconnect cycles after the sweep")
     parser.add_argument("--churn-concurrency", type=int, default=50)
     parser.add_argument("--ffmpeg", help="FFmpeg binary for the server (RTLAB_FFMPEG); default: the one rtlab finds")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="webm",
+                        help="what clients send: webm/opus as the demo page (default), or raw PCM (no FFmpeg anywhere)")
     parser.add_argument("--gap", type=float, default=0.5,
                         help="seconds of silence between the speech clips (as rtlab bench --long-form)")
     parser.add_argument("--seed", type=int, default=1)

@@ -33,7 +33,6 @@ import shlex
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +59,6 @@ def _rss_bytes() -> int | None:
     return None
 
 
-def read_audio(path: Path):
-    """16 kHz mono float32 samples of ``path``: a 16 kHz mono 16-bit WAV directly, anything
-    else through FFmpeg (rtlab.decoders.files.decode_audio)."""
-    from rtlab.decoders.files import decode_audio, from_pcm16
-
-    if path.suffix.lower() == ".wav":
-        with wave.open(str(path), "rb") as wav:
-            if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getcomptype()) == (16000, 1, 2, "NONE"):
-                return from_pcm16(wav.readframes(wav.getnframes()))
-    return decode_audio(path)
-
-
 def _gpu_memory() -> dict[str, Any]:
     """PyTorch's peak GPU memory in this process, and the GPU's name, when it used CUDA."""
     torch = sys.modules.get("torch")
@@ -85,12 +72,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from rtlab.core.instances import get_backend
+    from rtlab.decoders.files import read_audio
     from rtlab.eval.corpus import load_corpus
     from rtlab.eval.metrics import wer
     from rtlab.eval.offline import transcribe_samples
 
     utterances = load_corpus(spec["corpus"], language=spec.get("language"))
-    audio = [read_audio(Path(u.audio)) for u in utterances]
+    audio = [read_audio(u.audio) for u in utterances]
     baseline = _rss_bytes()
     backend = get_backend(spec["backend"], **spec["options"])
     started = time.perf_counter()

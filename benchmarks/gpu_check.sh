@@ -7,9 +7,11 @@
 #                                          # results in $OUT (else artifacts/gpu-check/results)
 #   GPU_CHECK_DEVICE=cpu bash benchmarks/gpu_check.sh run   # every step but CUDA, on a CPU
 #
-# Settings: GPU_CHECK_CLIENTS (concurrency levels, default 1,2,4,8,16), GPU_CHECK_SECONDS
-# (audio per client, 20), GPU_CHECK_ARTIFACTS (the folder), GPU_CHECK_PYTHON_VERSION (of the
-# wheels prepare fetches, 3.12), PYTHON.
+# Settings: GPU_CHECK_CLIENTS (concurrency levels, default 1,50,100,200,300 on CUDA, 1,2 on
+# a CPU), GPU_CHECK_SECONDS (audio per client, 20), GPU_CHECK_MAX_BATCH and
+# GPU_CHECK_BATCH_WAIT_MS (the batching scheduler's max_batch and batch_wait_ms, default 256
+# and 20 on CUDA, 4 and 20 on a CPU), GPU_CHECK_ARTIFACTS (the folder),
+# GPU_CHECK_PYTHON_VERSION (of the wheels prepare fetches, 3.12), PYTHON.
 #
 # The GPU machine has Python 3.12 with PyTorch (CUDA 13) and no network, no CUDA 12
 # libraries (CTranslate2's CUDA build cannot run: faster-whisper on CUDA is recorded with the
@@ -19,11 +21,12 @@
 # downloads the wheels of what that machine lacks (openai-whisper, jiwer, tornado, ...).
 # `run` installs those into a private folder, restores and converts the weights, runs
 # benchmarks/engines.py (openai-whisper float16 and float32 on CUDA), then
-# benchmarks/concurrency.py with openai-whisper on CUDA when an FFmpeg is there (RTLAB_FFMPEG
-# or PATH; none is carried: it does not fit beside the weights). The concurrency run is
-# WITHOUT batching for now (one pass at a time per model): it is wired to the batching
-# scheduler (max_batch) once openai-whisper batches. Each stage has a time limit; the whole
-# run stays under 8 minutes. Summary: $OUT/gpu-check.json.
+# benchmarks/concurrency.py with openai-whisper on CUDA through the batching scheduler
+# (passes of concurrent sessions in one model call, up to max_batch). Its clients send
+# webm/opus, as browsers do, when an FFmpeg is there (RTLAB_FFMPEG or PATH; none is carried:
+# it does not fit beside the weights), and raw 16-bit PCM otherwise (no decoding: the
+# sessions' FFmpeg is then not measured). Each stage has a time limit; the whole run stays
+# under 8 minutes. Summary: $OUT/gpu-check.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -116,7 +119,7 @@ PY
     "$PY" -m rtlab models convert "$work/tiny.en" "$work/tiny.en.pt"
 
     # The engines table.
-    local configs=() status_engines=0 status_concurrency=skipped
+    local configs=() status_engines=0 status_concurrency=0
     if [ "$device" = cuda ]; then
         configs+=(--config "backend=openai-whisper,model=$work/tiny.en.pt,device=cuda,compute_type=float16,name=openai-whisper tiny.en cuda float16")
         configs+=(--config "backend=openai-whisper,model=$work/tiny.en.pt,device=cuda,compute_type=float32,name=openai-whisper tiny.en cuda float32")
@@ -127,26 +130,31 @@ PY
     else
         configs+=(--config "backend=openai-whisper,model=$work/tiny.en.pt,device=cpu,name=openai-whisper tiny.en cpu float32")
     fi
-    timeout 180 "$PY" benchmarks/engines.py --corpus "$SPEECH" --language en --out "$out/engines" "${configs[@]}" \
+    timeout 150 "$PY" benchmarks/engines.py --corpus "$SPEECH" --language en --out "$out/engines" "${configs[@]}" \
         || status_engines=$?
 
-    # Concurrent real-time sessions (without batching for now; see the header).
-    local ffmpeg=${RTLAB_FFMPEG:-$(command -v ffmpeg || true)}
-    if [ -n "$ffmpeg" ]; then
-        status_concurrency=0
-        RTLAB_FFMPEG=$ffmpeg RTLAB_SPEECH_DIR=$SPEECH timeout 240 "$PY" benchmarks/concurrency.py \
-            --backend openai-whisper --model "$work/tiny.en.pt" -b "device=$device" \
-            --clients "${GPU_CHECK_CLIENTS:-1,2,4,8,16}" --seconds "${GPU_CHECK_SECONDS:-20}" --ramp 5 --out "$out" \
-            || status_concurrency=$?
-    fi
+    # Concurrent real-time sessions through the batching scheduler.
+    local ffmpeg format levels max_batch
+    ffmpeg=$(command -v "${RTLAB_FFMPEG:-ffmpeg}" || true)  # an executable one, or none
+    format=$([ -n "$ffmpeg" ] && echo webm || echo pcm_s16le)
+    if [ "$device" = cuda ]; then levels=1,50,100,200,300 max_batch=256; else levels=1,2 max_batch=4; fi
+    levels=${GPU_CHECK_CLIENTS:-$levels} max_batch=${GPU_CHECK_MAX_BATCH:-$max_batch}
+    local batch_wait_ms=${GPU_CHECK_BATCH_WAIT_MS:-20}
+    echo "gpu-check: concurrency at $levels clients, $format, max_batch $max_batch, batch_wait_ms $batch_wait_ms"
+    env ${ffmpeg:+RTLAB_FFMPEG=$ffmpeg} RTLAB_SPEECH_DIR=$SPEECH timeout 270 "$PY" benchmarks/concurrency.py \
+        --backend openai-whisper --model "$work/tiny.en.pt" -b "device=$device" \
+        -b "max_batch=$max_batch" -b "batch_wait_ms=$batch_wait_ms" --format "$format" \
+        --clients "$levels" --seconds "${GPU_CHECK_SECONDS:-20}" --ramp 5 --out "$out" \
+        || status_concurrency=$?
 
-    "$PY" - "$out" "$device" "$status_engines" "$status_concurrency" "$(( $(date +%s) - started ))" <<'EOF'
+    "$PY" - "$out" "$device" "$status_engines" "$status_concurrency" "$(( $(date +%s) - started ))" \
+        "$max_batch" "$batch_wait_ms" "$format" <<'EOF'
 import datetime, json, sys
 from pathlib import Path
 
-out, device, engines_status, concurrency_status, seconds = sys.argv[1:]
+out, device, engines_status, concurrency_status, seconds, max_batch, batch_wait_ms, audio_format = sys.argv[1:]
 summary = {"benchmark": "gpu-check", "date": datetime.date.today().isoformat(), "device": device,
-           "seconds": int(seconds), "batching": "none yet: one pass at a time per model"}
+           "seconds": int(seconds), "batching": {"max_batch": int(max_batch), "batch_wait_ms": float(batch_wait_ms)}}
 try:
     import torch
     summary["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda,
@@ -164,17 +172,14 @@ if engines.is_file():
         for c in report["configurations"]
     ]
 concurrency = Path(out) / "concurrency-openai-whisper.json"
-if concurrency_status == "skipped":
-    summary["concurrency"] = {"skipped": "no FFmpeg on this machine (set RTLAB_FFMPEG to carry one)"}
-else:
-    summary["concurrency"] = {"exit": int(concurrency_status)}
-    if concurrency.is_file():
-        levels = json.loads(concurrency.read_text())["levels"]
-        summary["concurrency"]["levels"] = [
-            {k: level.get(k) for k in ("clients", "errors", "commit_p50_s", "commit_p95_s", "lag_max_s")} for level in levels
-        ]
-        kept = [l["clients"] for l in levels if l["errors"] == 0 and l["commit_p95_s"] is not None and l["commit_p95_s"] <= 2.0]
-        summary["concurrency"]["most_sessions_with_p95_commit_at_most_2s"] = max(kept) if kept else 0
+summary["concurrency"] = {"exit": int(concurrency_status), "audio": audio_format}
+if concurrency.is_file():
+    levels = json.loads(concurrency.read_text())["levels"]
+    summary["concurrency"]["levels"] = [
+        {k: level.get(k) for k in ("clients", "errors", "commit_p50_s", "commit_p95_s", "lag_max_s")} for level in levels
+    ]
+    kept = [l["clients"] for l in levels if l["errors"] == 0 and l["commit_p95_s"] is not None and l["commit_p95_s"] <= 2.0]
+    summary["concurrency"]["most_sessions_with_p95_commit_at_most_2s"] = max(kept) if kept else 0
 Path(out, "gpu-check.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary, indent=2))
 EOF

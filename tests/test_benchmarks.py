@@ -411,3 +411,18 @@ def test_intervals_script_gives_paired_intervals_from_stored_or_recounted_edits(
     missing = run_script("intervals.py", str(old), "--speech", str(tmp_path / "nowhere"))
     assert missing.returncode != 0 and "has no edit counts" in missing.stderr
     assert run_script("intervals.py", str(old), str(new)).returncode == 2  # two files need a configuration each
+
+
+def test_concurrency_script_streams_raw_pcm_where_there_is_no_ffmpeg(tmp_path, monkeypatch):
+    """The GPU check's mode (benchmarks/gpu_check.sh on a machine without FFmpeg): clients
+    send raw PCM, and neither they nor the server's sessions need FFmpeg."""
+    monkeypatch.setenv("RTLAB_FFMPEG", str(tmp_path / "no-ffmpeg-here"))
+    result = run_script("concurrency.py", "--backend", "test", "--format", "pcm_s16le", "--clients", "1,3",
+                        "--seconds", "3", "--ramp", "0.5", "--out", str(tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "concurrency-test.json").read_text(encoding="utf-8"))
+    assert report["ffmpeg"] is None and report["audio"]["format"].startswith("raw 16-bit PCM")
+    assert [(level["clients"], level["ok"], level["errors"], level["wrong_text"]) for level in report["levels"]] == [
+        (1, 1, 0, 0), (3, 3, 0, 0),
+    ]  # fmt: skip
+    assert all(level["ffmpeg_max"] == 0 and level["commit_p95_s"] is not None for level in report["levels"])

@@ -10,8 +10,8 @@ import pytest
 
 from rtlab.core.instances import get_backend
 from rtlab.config import StreamConfig
-from rtlab.decoders.files import decode_audio, to_pcm16
-from rtlab.errors import DecoderError
+from rtlab.decoders.files import decode_audio, read_audio, to_pcm16
+from rtlab.errors import DecoderError, FFmpegNotFound
 from rtlab.eval.offline import clear_cache, offline_transcribe
 from rtlab.eval.replay import replay, replay_async
 from rtlab.testing import tone_words, wav_bytes
@@ -233,6 +233,24 @@ def test_decode_audio_fails_clearly(tmp_path):
     broken.write_bytes(b"RIFF not really a wav file")
     with pytest.raises(DecoderError, match="could not decode"):
         decode_audio(broken)
+
+
+def test_read_audio_reads_16_bit_wav_without_ffmpeg_and_the_rest_through_it(tmp_path, tones, monkeypatch):
+    audio, _ = tones
+    path = tmp_path / "tones.wav"
+    path.write_bytes(wav_bytes(audio))
+    with_ffmpeg = read_audio(path)
+    monkeypatch.setenv("RTLAB_FFMPEG", str(tmp_path / "no-ffmpeg-here"))
+    assert np.array_equal(read_audio(path), with_ffmpeg)  # the same samples, FFmpeg not asked
+    assert np.abs(with_ffmpeg - audio).max() <= 2 / 32768  # 16-bit steps
+    with pytest.raises(FFmpegNotFound):  # anything else is FFmpeg's
+        read_audio(DATA / "fox.ogg")
+    floats = tmp_path / "floats.wav"
+    floats.write_bytes(wav_bytes(audio, float32=True))
+    with pytest.raises(FFmpegNotFound):
+        read_audio(floats)
+    monkeypatch.delenv("RTLAB_FFMPEG")
+    assert np.array_equal(read_audio(floats), audio)
 
 
 def test_to_pcm16_round_trips_within_one_step():

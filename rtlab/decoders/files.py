@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from ..errors import DecoderError
 from .ffmpeg import SAMPLE_RATE, find_ffmpeg
 
-__all__ = ["decode_audio", "decode_file", "to_pcm16"]
+__all__ = ["decode_audio", "decode_file", "read_audio", "to_pcm16"]
 
 
 def decode_file(path: str | os.PathLike[str], sample_format: str = "f32le") -> bytes:
@@ -43,6 +44,22 @@ def decode_file(path: str | os.PathLike[str], sample_format: str = "f32le") -> b
 def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
     """The audio of ``path`` as 16 kHz mono float32 samples (see :func:`decode_file`)."""
     return np.frombuffer(decode_file(path), dtype="<f4").astype(np.float32)
+
+
+def read_audio(path: str | os.PathLike[str]) -> np.ndarray:
+    """:func:`decode_audio`, but a 16 kHz mono 16-bit WAV file is read directly, without
+    FFmpeg (a machine without one, such as a GPU box, reads its corpus so)."""
+    source = Path(path)
+    if source.suffix.lower() == ".wav" and source.is_file():
+        try:
+            with wave.open(str(source), "rb") as wav:
+                if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getcomptype()) == (
+                    SAMPLE_RATE, 1, 2, "NONE"
+                ):  # fmt: skip
+                    return from_pcm16(wav.readframes(wav.getnframes()))
+        except wave.Error:
+            pass  # a WAV the module cannot read (float, extensible): FFmpeg's
+    return decode_audio(source)
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
