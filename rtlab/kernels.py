@@ -7,8 +7,10 @@ ATen, MKL and oneDNN kernels the same way. The words a model hears can change wi
 tiny.en hears a synthetic clip as "the lazy nog" on one CPU and "the lady nog" on another.
 The modeled and unaware clocks make a replay repeat on one machine; with the *portable*
 kernels it repeats on every x86-64 CPU with AVX2, at some cost in speed where the CPU has
-more. The variables must be set before the first model computes: the libraries read them
-once per process.
+more. NumPy (which computes the log-mel features) and its OpenBLAS choose theirs too. The
+variables must be set before NumPy is imported and before the first model computes: the
+libraries read them once per process (``rtlab --kernels`` and the benchmark scripts' option
+set them first).
 
     rtlab --kernels portable transcribe talk.wav --clock unaware
 """
@@ -16,8 +18,10 @@ once per process.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -26,15 +30,34 @@ from .errors import RtlabError
 #: ``auto``: each library picks the fastest kernels for this CPU; ``portable``: :data:`PORTABLE_KERNELS`.
 KERNEL_CHOICES = ("auto", "portable")
 
+
+
+def _numpy_avx512_targets() -> str:
+    """NumPy's names for its AVX-512 dispatch targets, from its version (read without
+    importing it): NumPy 2.4 groups them into the x86-64-v4 level."""
+    try:
+        version = [int(part) for part in re.findall(r"\d+", importlib.metadata.version("numpy"))[:2]]
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        version = []
+    if version >= [2, 4]:
+        return "X86_V4 AVX512_ICL AVX512_SPR"
+    return "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
+
+
 #: What ``portable`` sets: oneDNN rather than MKL for CTranslate2 on every CPU, and every
-#: library's kernels at AVX2 (MKL's conditional numerical reproducibility for PyTorch's).
+#: library's kernels at AVX2 (MKL's conditional numerical reproducibility for PyTorch's;
+#: NumPy's own loops without their AVX-512 variants; OpenBLAS's Haswell kernels).
 PORTABLE_KERNELS = {
     "CT2_USE_MKL": "0",
     "CT2_FORCE_CPU_ISA": "AVX2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "MKL_CBWR": "AVX2",
     "ATEN_CPU_CAPABILITY": "avx2",
+    "NPY_DISABLE_CPU_FEATURES": _numpy_avx512_targets(),
+    "OPENBLAS_CORETYPE": "Haswell",
 }
+#: Of :data:`PORTABLE_KERNELS`, the variables read when NumPy is imported (not when a model loads).
+READ_AT_NUMPY_IMPORT = ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE")
 
 #: Every environment variable that chooses kernels or their threads, recorded with results.
 KERNEL_VARIABLES = (
@@ -62,6 +85,11 @@ def cpu_description() -> tuple[str | None, list[str]]:
     return model, [name for name in VECTOR_EXTENSIONS if name in flags]
 
 
+def numpy_imported() -> bool:
+    """Whether NumPy is imported in this process (it read its variables then)."""
+    return "numpy" in sys.modules
+
+
 def kernel_overrides() -> dict[str, str]:
     """The :data:`KERNEL_VARIABLES` set in this process's environment."""
     return {name: os.environ[name] for name in KERNEL_VARIABLES if name in os.environ}
@@ -85,8 +113,9 @@ def pin_kernels(choice: str) -> dict[str, str]:
     A variable already set is kept as it is (a researcher pinning one library differently
     means it) and reported: the return value maps each variable of the choice whose value
     differs from the choice's to the value kept. Raises :class:`KernelsError` naming what
-    to do when the CPU cannot run the portable kernels or a model has already loaded in
-    this process (its library has read the variables by then).
+    to do when the CPU cannot run the portable kernels, or when a model has already loaded
+    or NumPy has been imported in this process without its variables (the library has read
+    them by then).
     """
     if choice not in KERNEL_CHOICES:
         raise KernelsError(f"unknown kernels {choice!r}; choose one of {', '.join(KERNEL_CHOICES)}")
@@ -95,13 +124,20 @@ def pin_kernels(choice: str) -> dict[str, str]:
     refusal = portable_kernels_refusal()
     if refusal:
         raise KernelsError(f"cannot pin portable kernels: {refusal}; use --kernels auto")
-    from .backends import shared_models
-
-    loaded = shared_models.keys()
+    # Models are shared through rtlab.backends: not imported yet, none has loaded (and it
+    # is not imported here: it imports NumPy).
+    backends = sys.modules.get(f"{__package__}.backends")
+    loaded = backends.shared_models.keys() if backends is not None else []
     if loaded:
         raise KernelsError(
             f"pin the kernels before the first model loads: {loaded[0][0]} model {loaded[0][1]!r} has "
             "already computed with the kernels its library chose (start a new process)"
+        )
+    late = [name for name in READ_AT_NUMPY_IMPORT if name not in os.environ]
+    if late and numpy_imported():
+        raise KernelsError(
+            f"pin the kernels before NumPy is imported: it has chosen its own kernels in this process "
+            f"({', '.join(late)} not set when it was imported); start a new process, or set them first"
         )
     kept = {}
     for name, value in PORTABLE_KERNELS.items():

@@ -26,6 +26,7 @@ def clean_process(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(rtlab.backends, "shared_models", rtlab.backends.SharedModels())
     monkeypatch.setattr(rtlab.kernels, "portable_kernels_refusal", lambda: None)
+    monkeypatch.setattr(rtlab.kernels, "numpy_imported", lambda: False)
 
 
 def test_portable_sets_every_variable_and_keeps_one_already_set(clean_process, monkeypatch):
@@ -51,6 +52,35 @@ def test_pinning_after_a_model_has_loaded_is_refused(clean_process):
     with pytest.raises(KernelsError, match="before the first model loads: faster-whisper model 'tiny.en'"):
         pin_kernels("portable")
     assert "CT2_FORCE_CPU_ISA" not in os.environ
+
+
+def test_pinning_after_numpy_was_imported_without_its_variables_is_refused(clean_process, monkeypatch):
+    monkeypatch.setattr(rtlab.kernels, "numpy_imported", lambda: True)
+    with pytest.raises(KernelsError, match="before NumPy is imported: .*NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE"):
+        pin_kernels("portable")
+    assert "CT2_FORCE_CPU_ISA" not in os.environ
+    # Set before NumPy was imported (a job script's environment): the rest can still be pinned.
+    monkeypatch.setenv("NPY_DISABLE_CPU_FEATURES", PORTABLE_KERNELS["NPY_DISABLE_CPU_FEATURES"])
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert pin_kernels("portable") == {} and os.environ["CT2_FORCE_CPU_ISA"] == "AVX2"
+
+
+def test_numpy_and_openblas_compute_at_avx2_in_a_process_that_pinned_first():
+    """NumPy's loops and OpenBLAS (the log-mel features of faster-whisper) choose their
+    kernels when NumPy is imported: a process that pins first gets their AVX2 ones."""
+    if rtlab.kernels.portable_kernels_refusal():
+        pytest.skip(rtlab.kernels.portable_kernels_refusal())
+    probe = (
+        "import json, rtlab.kernels; rtlab.kernels.pin_kernels('portable'); import numpy, threadpoolctl\n"
+        "from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__\n"
+        "blas = [i.get('architecture') for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas']\n"
+        "print(json.dumps({'dispatched': [f for f in __cpu_dispatch__ if __cpu_features__.get(f)], 'openblas': blas}))"
+    )
+    env = {name: value for name, value in os.environ.items() if name not in rtlab.kernels.KERNEL_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not [f for f in found["dispatched"] if "512" in f or f == "X86_V4"], found
+    assert set(found["openblas"]) <= {"Haswell"}, found
 
 
 @pytest.mark.parametrize(
