@@ -268,6 +268,37 @@ async def test_bad_configurations_show_their_one_line_error_and_the_others_go_on
     assert panel._table.value.count("rtlab-results") == 1 and "no such model" in panel._table.value
 
 
+async def test_each_configuration_keeps_its_colour_in_every_plot_when_one_before_it_fails(tones, monkeypatch):
+    from rtlab.widgets import charts
+
+    drawn = {}
+    monkeypatch.setattr(charts, "wer_latency_png", lambda summaries, colors=None: drawn.setdefault("plot", colors) and b"")
+    monkeypatch.setattr(charts, "timeline_png", lambda lanes, clock, colors=None: drawn.setdefault("timeline", colors) and b"")
+    with registered_backends(UnloadableBackend):
+        panel = ComparePanel(tones, ["backend=unloadable", "backend=test,min_chunk=0.5", "backend=test,min_chunk=1"],
+                             reference=TEXT, view="widgets")  # fmt: skip
+        panel.widget
+        await panel.start()
+    failed, first, second = panel.columns
+    assert failed.state.status == "failed" and first.state.status == second.state.status == "done"
+    tints = [first.view.color, second.view.color]
+    assert len(set(tints + [failed.view.color])) == 3
+    assert drawn == {"plot": tints, "timeline": tints}
+
+
+def test_the_panels_palette_is_the_plots_palette_for_any_number_of_configurations():
+    from matplotlib.colors import to_hex
+
+    from rtlab.eval.plots import _colors
+    from rtlab.widgets.charts import color
+
+    for count in (1, 10, 11, 20):
+        assert [color(i, count) for i in range(count)] == [to_hex(c) for c in _colors(count)]
+    assert len({color(i, 20) for i in range(20)}) == 20
+    with pytest.raises(ValueError, match="2 given for 3 configurations"):
+        _colors(3, ["red", "blue"])
+
+
 async def test_a_stream_that_fails_midway_keeps_its_error_and_the_others_finish(tones):
     # A model name of its own: a fresh backend instance, whose calls are counted from zero.
     failing_config = "backend=test,model=fails-in-test-widgets,fail_after=3,min_chunk=0.5"

@@ -43,7 +43,13 @@ def _pyplot() -> Any:
     return plt
 
 
-def _colors(count: int) -> list[Any]:
+def _colors(count: int, given: Sequence[Any] | None = None) -> list[Any]:
+    """``given`` (one matplotlib colour per configuration, e.g. a panel's), else tab10's
+    colours in order, tab20's beyond ten configurations."""
+    if given is not None:
+        if len(given) != count:
+            raise ValueError(f"colors: {len(given)} given for {count} configurations; give one per configuration")
+        return list(given)
     cmap = _matplotlib().colormaps["tab10" if count <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(count)]
 
@@ -79,12 +85,14 @@ def plot_wer_vs_latency(
     *,
     connect: bool = False,
     title: str = "Accuracy against latency",
+    colors: Sequence[Any] | None = None,
 ) -> Path:
     """WER (%) against median commit latency, one point per configuration; a thin line
-    reaches out to its p95 latency. ``connect`` joins the points in order (a sweep)."""
+    reaches out to its p95 latency. ``connect`` joins the points in order (a sweep);
+    ``colors`` gives each configuration its colour (default: tab10 in order)."""
     fig, ax = _figure(len(summaries))
     xs, ys = [], []
-    for index, (summary, color) in enumerate(zip(summaries, _colors(len(summaries))), start=1):
+    for index, (summary, color) in enumerate(zip(summaries, _colors(len(summaries), colors)), start=1):
         wer = summary["wer"]["value"]
         median, p95 = summary["latency"]["median"], summary["latency"]["p95"]
         if wer is None or median is None:
@@ -200,6 +208,7 @@ def commit_timeline_figure(
     *,
     clock: str | None = None,
     title: str = "When each word was said and when it was committed",
+    colors: Sequence[Any] | None = None,
 ) -> Any:
     """One lane per stream of the same audio, as a matplotlib figure: ``lanes`` is
     ``(label, events)``, the events of a stream as its processor emitted them (only
@@ -219,7 +228,7 @@ def commit_timeline_figure(
     fig = Figure(figsize=(10, 1.0 + 1.3 * max(1, len(lanes))), dpi=110)  # not pyplot's: no backend chosen
     ax = fig.add_subplot()
     right = 0.0
-    for row, ((label, events), color) in enumerate(zip(lanes, _colors(len(lanes)))):
+    for row, ((label, events), color) in enumerate(zip(lanes, _colors(len(lanes), colors))):
         base = _LANE * (len(lanes) - 1 - row)  # the first lane on top; its commit ticks end here
         commits = [e for e in events if e.get("type") == "commit" and e.get("words")]
         words = [(w, float(e["emitted_at"])) for e in commits for w in e["words"]]

@@ -16,14 +16,20 @@ from typing import Any
 
 __all__ = ["color", "keep_pyplot_backend", "latency_chart_png", "timeline_png", "wer_latency_png"]
 
-# matplotlib's tab10, the colours rtlab.eval.plots gives configurations in order.
+# matplotlib's tab10 and tab20, the colours rtlab.eval.plots gives configurations in order
+# (tab20 once there are more than ten, so that no two share a colour up to twenty).
 _TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+_TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
+          "#ff9896", "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2",
+          "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")  # fmt: skip
 
 
-def color(index: int) -> str:
-    """The colour of the ``index``-th configuration (the same as in rtlab's plots)."""
-    return _TAB10[index % len(_TAB10)]
+def color(index: int, count: int = 1) -> str:
+    """The colour of the ``index``-th of ``count`` configurations (the same as in rtlab's
+    plots of ``count`` configurations)."""
+    palette = _TAB10 if count <= len(_TAB10) else _TAB20
+    return palette[index % len(palette)]
 
 
 def latency_chart_png(
@@ -69,19 +75,21 @@ def keep_pyplot_backend() -> Iterator[None]:
             matplotlib.use(backend, force=True)
 
 
-def wer_latency_png(summaries: Sequence[Mapping[str, Any]]) -> bytes:
+def wer_latency_png(summaries: Sequence[Mapping[str, Any]], colors: Sequence[str] | None = None) -> bytes:
     """:func:`rtlab.eval.plots.plot_wer_vs_latency` of ``summaries``, as PNG bytes."""
     from ..eval.plots import plot_wer_vs_latency
 
     with keep_pyplot_backend(), tempfile.TemporaryDirectory(prefix="rtlab-panel-") as folder:
-        return plot_wer_vs_latency(summaries, Path(folder) / "wer_vs_latency.png").read_bytes()
+        return plot_wer_vs_latency(summaries, Path(folder) / "wer_vs_latency.png", colors=colors).read_bytes()
 
 
-def timeline_png(lanes: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *, clock: str) -> bytes:
+def timeline_png(
+    lanes: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *, clock: str, colors: Sequence[str] | None = None
+) -> bytes:
     """:func:`rtlab.eval.plots.commit_timeline_figure` of ``lanes`` (``(label, events)``), as
     PNG bytes."""
     from ..eval.plots import commit_timeline_figure
 
     buffer = io.BytesIO()
-    commit_timeline_figure(lanes, clock=clock).savefig(buffer, format="png")
+    commit_timeline_figure(lanes, clock=clock, colors=colors).savefig(buffer, format="png")
     return buffer.getvalue()

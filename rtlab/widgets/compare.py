@@ -339,7 +339,7 @@ class ComparePanel(Panel):
 
         running = [c for c in self.columns if c.config is not None]
         for column in self.columns:
-            tint = color(running.index(column)) if column in running else "#999999"
+            tint = color(running.index(column), len(running)) if column in running else "#999999"
             column.view = StreamView(column.state, color=tint, in_row=True)
         self._columns_box.children = [c.view.box for c in self.columns]
         self._editor.refresh_targets()
@@ -363,7 +363,7 @@ class ComparePanel(Panel):
         from .charts import color
 
         valid = self._valid()
-        return [(c.state.label, color(i), list(c.state.latencies)) for i, c in enumerate(valid)]
+        return [(c.state.label, color(i, len(valid)), list(c.state.latencies)) for i, c in enumerate(valid)]
 
     def _render_chart(self) -> asyncio.Future:
         from .charts import latency_chart_png
@@ -392,13 +392,15 @@ class ComparePanel(Panel):
             self._chart.value = latency_chart_png(self._chart_series(), clock=self.clock)
             self._chart.layout.display = None
         summaries = self.bench.summaries
-        tints = {c.config.label: color(i) for i, c in enumerate(self._valid())}
+        valid = self._valid()
+        tints = {c.config.label: color(i, len(valid)) for i, c in enumerate(valid)}
         failures = [(c.state.label, c.state.error or "") for c in self.columns
                     if c.config is None or c.config.label not in {s["name"] for s in summaries}]  # fmt: skip
         self._table.value = summary_table_html(summaries, [tints[s["name"]] for s in summaries], failures)
         if any(s["wer"]["value"] is not None and s["latency"]["median"] is not None for s in summaries):
-            self._plot.value, self._plot.layout.display = wer_latency_png(summaries), None
-        self._timeline.value = timeline_png(self._timeline_lanes(), clock=self.clock)
+            self._plot.value, self._plot.layout.display = wer_latency_png(summaries, [tints[s["name"]] for s in summaries]), None
+        lanes = self._timeline_lanes()
+        self._timeline.value = timeline_png(lanes, clock=self.clock, colors=[tints[label] for label, _ in lanes])
         self._timeline.layout.display = None
         self._differences.value = differences_html([(label, tints[label], places)
                                                     for label, places in self.differences().items()])  # fmt: skip
