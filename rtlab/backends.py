@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, TypedDict
 
 import numpy as np
 
+from .config import is_number, is_whole_number
 from .errors import InvalidOption
 
 
@@ -150,9 +151,9 @@ def batch_options(backend: str, max_batch: int, batch_wait_ms: float) -> tuple[i
     """Checked values of a backend's ``max_batch`` (1 to :data:`MAX_BATCH` passes per model
     call) and ``batch_wait_ms`` (0 to 1000 ms); :class:`~rtlab.errors.InvalidOption`
     naming the backend, the option and the range otherwise."""
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_BATCH:
+    if not is_whole_number(max_batch) or not 1 <= max_batch <= MAX_BATCH:
         raise InvalidOption(f"{backend}: max_batch must be a whole number from 1 to {MAX_BATCH}, not {max_batch!r}")
-    if isinstance(batch_wait_ms, bool) or not isinstance(batch_wait_ms, (int, float)) or not 0 <= batch_wait_ms <= 1000:
+    if not is_number(batch_wait_ms) or not 0 <= batch_wait_ms <= 1000:
         raise InvalidOption(f"{backend}: batch_wait_ms must be a number of milliseconds from 0 to 1000, not {batch_wait_ms!r}")
     return max_batch, float(batch_wait_ms)
 

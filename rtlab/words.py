@@ -10,7 +10,8 @@ A pass decodes one window of at most 30 s and, when the model stopped more than
 ``CONTINUE_AFTER_SECONDS`` before the audio's end, a continued window from its last word.
 :func:`settle_window` applies the rules to one window's words and joins them to the
 pass's words so far; :func:`continue_from` says where the next window starts, if one
-should; :func:`merge_word_pieces` turns the pass's words into rtlab words. The
+should; :func:`merge_word_pieces` turns the pass's words into rtlab words;
+:func:`window_options` checks the two options that choose the windows. The
 faster-whisper plugin's README explains each rule with the clip that called for it.
 """
 
@@ -22,6 +23,8 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from .backends import SAMPLE_RATE, Word
+from .config import is_number
+from .errors import InvalidOption
 from .levels import frame_rms, silence_level
 
 # Decode again from the last word when the model stopped this early.
@@ -101,6 +104,32 @@ def settle_window(pieces: Sequence[tuple], words: list[tuple], audio: np.ndarray
             text, start, end, probability = joined[-1]
             joined[-1] = (text, start, max(start, min(end, settled[0][1])), probability)
     return Window(joined + settled, settled, looped, cut)
+
+
+#: How a backend windows a buffer: ``buffer`` (one window per buffer of up to 30 s, continued
+#: by :func:`continue_from`, the rules of :func:`settle_window`) or ``seek`` (the engine's own
+#: loop, which pads every window to 30 s).
+WINDOWS = ("buffer", "seek")
+MAX_PAD_SECONDS = 30.0
+
+
+def window_options(backend: str, window: object, pad_seconds: object) -> tuple[str, float | None]:
+    """A Whisper backend's ``window`` and ``pad_seconds`` options, checked: the window is
+    one of :data:`WINDOWS`, ``pad_seconds`` (seconds of silence after the audio, instead of
+    Whisper's padding to 30 s) unset or from 0 to 30, and only with ``window=buffer``.
+    Raises :class:`~rtlab.errors.InvalidOption` naming ``backend`` and the option."""
+    if window not in WINDOWS:
+        raise InvalidOption(f"{backend}: window must be one of {', '.join(WINDOWS)}, not {window!r}")
+    if pad_seconds is None:
+        return window, None
+    if not is_number(pad_seconds) or not 0 <= pad_seconds <= MAX_PAD_SECONDS:
+        raise InvalidOption(
+            f"{backend}: pad_seconds must be a number of seconds from 0 to 30 (or unset, for Whisper's "
+            f"30 s windows), not {pad_seconds!r}"
+        )
+    if window != "buffer":
+        raise InvalidOption(f"{backend}: pad_seconds needs window=buffer ({backend}'s own loop pads to 30 s)")
+    return window, float(pad_seconds)
 
 
 def continue_from(window: Window, audio: np.ndarray, seconds: float) -> float | None:

@@ -221,3 +221,12 @@ def test_the_protocols_format_reaches_every_registered_decoder(format, decoder, 
 def test_an_unknown_format_is_refused_with_the_choices():
     with pytest.raises(protocol.ProtocolError, match="must be one of auto, webm, ogg, wav, mp3, flac, .*pcm_s16le"):
         protocol.StartRequest.from_message({"format": "aiff"})
+
+
+@pytest.mark.parametrize(("value", "number", "whole"), [
+    (1, True, True), (0.5, True, False), (True, False, False), ("1", False, False), (None, False, False),
+])  # fmt: skip
+def test_a_bool_is_not_a_number_option(value, number, whole):
+    from rtlab.config import is_number, is_whole_number
+
+    assert (is_number(value), is_whole_number(value)) == (number, whole)

@@ -163,6 +163,13 @@ def test_the_window_option_is_checked():
         get_backend("faster-whisper", window="sliding")
 
 
+@pytest.mark.parametrize("option", ["beam_size", "cpu_threads", "workers"])
+@pytest.mark.parametrize("value", [0, 1.5, "x", True])
+def test_whole_number_options_are_checked_in_one_line(option, value):
+    with pytest.raises(InvalidOption, match=f"^faster-whisper: {option} must be a whole number >= 1, not {value!r}$"):
+        get_backend("faster-whisper", **{option: value})
+
+
 @pytest.mark.parametrize("value", [-1, 31, "1", True])
 def test_the_pad_seconds_option_is_checked(value):
     with pytest.raises(InvalidOption, match="pad_seconds must be a number of seconds from 0 to 30"):

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import MAX_BATCH, SAMPLE_RATE
-from ..config import StreamConfig
+from ..config import StreamConfig, is_whole_number
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
 from ..core.memo import PassMemo
@@ -198,7 +198,7 @@ async def replay_async(
 def _check_batch(batch: int | None, clock: str) -> None:
     if batch is None:
         return
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+    if not is_whole_number(batch) or not 1 <= batch <= MAX_BATCH:
         raise ValueError(f"batch must be a whole number from 1 to {MAX_BATCH}, not {batch!r}")
     if clock in MEASURED_MODES:
         raise ValueError(

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
+from ..config import is_number, is_whole_number
 from ..errors import InvalidOption
 from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
 from ..vad import Pause
@@ -187,10 +188,6 @@ def _capability_error(backend: Backend) -> InvalidOption:
     )
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 class AlignAtt(Policy):
     """Decode each chunk once; stop where the cross-attention reaches the end of the audio."""
 
@@ -222,22 +219,22 @@ class AlignAtt(Policy):
     ) -> None:
         super().__init__(backend, language=language)
         prefix = "policy 'alignatt':"
-        if not _number(min_chunk) or min_chunk <= 0:
+        if not is_number(min_chunk) or min_chunk <= 0:
             raise InvalidOption(f"{prefix} min_chunk must be a number of seconds above 0, not {min_chunk!r}")
-        if isinstance(frame_threshold, bool) or not isinstance(frame_threshold, int) or frame_threshold < 0:
+        if not is_whole_number(frame_threshold) or frame_threshold < 0:
             raise InvalidOption(f"{prefix} frame_threshold must be a whole number of frames >= 0, not {frame_threshold!r}")
-        if not _number(audio_max_len) or audio_max_len <= min_chunk:
+        if not is_number(audio_max_len) or audio_max_len <= min_chunk:
             raise InvalidOption(
                 f"{prefix} audio_max_len must be a number of seconds above min_chunk ({min_chunk!r}), "
                 f"not {audio_max_len!r}"
             )
-        if not _number(audio_min_len) or not 0 <= audio_min_len < audio_max_len:
+        if not is_number(audio_min_len) or not 0 <= audio_min_len < audio_max_len:
             raise InvalidOption(
                 f"{prefix} audio_min_len must be a number of seconds from 0 to below audio_max_len "
                 f"({audio_max_len!r}), not {audio_min_len!r}"
             )
         if max_context_tokens is not None and (
-            isinstance(max_context_tokens, bool) or not isinstance(max_context_tokens, int) or max_context_tokens < 0
+            not is_whole_number(max_context_tokens) or max_context_tokens < 0
         ):
             raise InvalidOption(
                 f"{prefix} max_context_tokens must be a whole number >= 0 (or unset: as many as fit), "

@@ -63,6 +63,7 @@ import difflib
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
+from ..config import is_number
 from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
 from ..vad import Pause
@@ -99,7 +100,7 @@ def _seconds(name: str, value: object, low: float, high: float, *, unset: bool =
     allows it, stays None); anything else is refused with a message naming the option."""
     if value is None and unset:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    if not is_number(value) or not low <= value <= high:
         raise InvalidOption(
             f"policy 'local-agreement': {name} must be a number of seconds from {low} to {high}"
             f"{' (or unset)' if unset else ''}, not {value!r}"
@@ -139,7 +140,7 @@ class LocalAgreement(Policy):
                 f"{buffer_trimming_sec}, max_buffer_sec={max_buffer_sec}"
             )
         if deadline_sec is not None and (
-            isinstance(deadline_sec, bool) or not isinstance(deadline_sec, (int, float)) or deadline_sec <= 0
+            not is_number(deadline_sec) or deadline_sec <= 0
         ):
             raise InvalidOption(
                 f"policy 'local-agreement': deadline_sec must be a number of seconds > 0 "

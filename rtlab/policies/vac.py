@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..backends import SAMPLE_RATE
+from ..config import is_number
 from ..errors import InvalidOption
 from ..vad import FRAME, Pause, VoiceActivity
 
@@ -51,7 +52,7 @@ def controller(policy: str, vad: object, vad_silence_ms: object) -> VoiceActivit
     when ``vad`` is false."""
     if not isinstance(vad, bool):
         raise InvalidOption(f"policy {policy!r}: vad must be true or false, not {vad!r}")
-    if isinstance(vad_silence_ms, bool) or not isinstance(vad_silence_ms, (int, float)) or not 100 <= vad_silence_ms <= 5000:
+    if not is_number(vad_silence_ms) or not 100 <= vad_silence_ms <= 5000:
         raise InvalidOption(
             f"policy {policy!r}: vad_silence_ms must be a number of milliseconds from 100 to 5000, not {vad_silence_ms!r}"
         )

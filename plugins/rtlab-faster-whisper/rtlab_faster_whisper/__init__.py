@@ -9,8 +9,9 @@ import numpy as np
 
 import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
+from rtlab.config import is_whole_number
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
-from rtlab.words import continue_from, merge_word_pieces, settle_window
+from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
 from rtlab.core.scheduler import available_cores
 
 from . import devices as _devices
@@ -18,7 +19,6 @@ from .models import not_found_message, resolve_model
 
 __version__ = "0.5.2"
 
-WINDOWS = ("buffer", "seek")
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass (see rtlab.words.continue_from).
 MAX_WINDOWS = 2
@@ -59,28 +59,15 @@ class FasterWhisperBackend(Backend):
         self.max_batch, self.batch_wait_ms = batch_options("faster-whisper", max_batch, batch_wait_ms)
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidOption(f"faster-whisper: device must be auto, cpu or cuda, not {device!r}")
-        if int(beam_size) < 1:
-            raise InvalidOption(f"faster-whisper: beam_size must be >= 1, not {beam_size!r}")
-        for option, value in (("cpu_threads", cpu_threads), ("workers", workers)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        for option, value, unset in (("beam_size", beam_size, False), ("cpu_threads", cpu_threads, True),
+                                     ("workers", workers, True)):  # fmt: skip
+            if not (unset and value is None) and (not is_whole_number(value) or value < 1):
                 raise InvalidOption(f"faster-whisper: {option} must be a whole number >= 1, not {value!r}")
-        if window not in WINDOWS:
-            raise InvalidOption(f"faster-whisper: window must be one of {', '.join(WINDOWS)}, not {window!r}")
-        if pad_seconds is not None and (
-            isinstance(pad_seconds, bool) or not isinstance(pad_seconds, (int, float)) or not 0 <= pad_seconds <= 30
-        ):
-            raise InvalidOption(
-                f"faster-whisper: pad_seconds must be a number of seconds from 0 to 30 (or unset, for "
-                f"Whisper's 30 s windows), not {pad_seconds!r}"
-            )
-        if pad_seconds is not None and window != "buffer":
-            raise InvalidOption("faster-whisper: pad_seconds needs window=buffer (faster-whisper's own loop pads to 30 s)")
-        self.window = window
-        self.pad_seconds = None if pad_seconds is None else float(pad_seconds)
+        self.window, self.pad_seconds = window_options("faster-whisper", window, pad_seconds)
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
-        self.beam_size = int(beam_size)
+        self.beam_size = beam_size
         self.temperature = temperature
         self.max_tokens_per_second = float(max_tokens_per_second)
         self.requested_cpu_threads = cpu_threads

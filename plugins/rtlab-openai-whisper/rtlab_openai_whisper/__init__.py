@@ -19,10 +19,11 @@ import numpy as np
 
 import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
+from rtlab.config import is_number, is_whole_number
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.policies.incremental import INCREMENTAL_DECODING
-from rtlab.words import continue_from, merge_word_pieces, settle_window
+from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
 
 from . import devices as _devices
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __version__ = "0.2.0"
 
-WINDOWS = ("buffer", "seek")
 COMPUTE_TYPES = ("float32", "float16")
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass, as rtlab-faster-whisper (see
@@ -97,26 +97,15 @@ class OpenAIWhisperBackend(Backend):
             raise InvalidOption(f"{prefix} compute_type must be float32 or float16 (or unset), not {compute_type!r}")
         if device == "cpu" and compute_type == "float16":
             raise InvalidOption(f"{prefix} compute_type=float16 needs device=cuda (openai-whisper runs float32 on CPU)")
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        if not is_whole_number(beam_size) or beam_size < 1:
             raise InvalidOption(f"{prefix} beam_size must be a whole number >= 1, not {beam_size!r}")
         temperatures = temperature if isinstance(temperature, (list, tuple)) else [temperature]
-        if not temperatures or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1 for t in temperatures):
+        if not temperatures or any(not is_number(t) or not 0 <= t <= 1 for t in temperatures):
             raise InvalidOption(f"{prefix} temperature must be a number from 0 to 1 or a list of them, not {temperature!r}")
-        if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1):
+        if cpu_threads is not None and (not is_whole_number(cpu_threads) or cpu_threads < 1):
             raise InvalidOption(f"{prefix} cpu_threads must be a whole number >= 1, not {cpu_threads!r}")
-        if isinstance(max_tokens_per_second, bool) or not isinstance(max_tokens_per_second, (int, float)) or max_tokens_per_second <= 0:
+        if not is_number(max_tokens_per_second) or max_tokens_per_second <= 0:
             raise InvalidOption(f"{prefix} max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}")
-        if window not in WINDOWS:
-            raise InvalidOption(f"{prefix} window must be one of {', '.join(WINDOWS)}, not {window!r}")
-        if pad_seconds is not None and (
-            isinstance(pad_seconds, bool) or not isinstance(pad_seconds, (int, float)) or not 0 <= pad_seconds <= 30
-        ):
-            raise InvalidOption(
-                f"{prefix} pad_seconds must be a number of seconds from 0 to 30 (or unset, for Whisper's "
-                f"30 s windows), not {pad_seconds!r}"
-            )
-        if pad_seconds is not None and window != "buffer":
-            raise InvalidOption(f"{prefix} pad_seconds needs window=buffer (openai-whisper's own loop pads to 30 s)")
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
@@ -125,8 +114,7 @@ class OpenAIWhisperBackend(Backend):
         self.temperatures = [float(t) for t in temperatures]
         self.requested_cpu_threads = cpu_threads
         self.max_tokens_per_second = float(max_tokens_per_second)
-        self.window = window
-        self.pad_seconds = None if pad_seconds is None else float(pad_seconds)
+        self.window, self.pad_seconds = window_options("openai-whisper", window, pad_seconds)
         self.max_batch, self.batch_wait_ms = batch_options("openai-whisper", max_batch, batch_wait_ms)
         self.device: str | None = None
         self.compute_type: str | None = None
