@@ -217,10 +217,10 @@ class StreamConfig:
         registry.check_options("backend", self.backend, self.backend_kwargs())
         registry.check_options("policy", self.policy, self.policy_options)
         registry.check_options("decoder", self.decoder, self.decoder_options)
-        backend = registry.get("backend", self.backend)(**self.backend_kwargs())
-        registry.get("decoder", self.decoder)(**self.decoder_options)
+        backend = registry.create("backend", self.backend, **self.backend_kwargs())
+        registry.create("decoder", self.decoder, **self.decoder_options)
         try:
-            registry.get("policy", self.policy)(backend, language=self.language, **self.policy_options)
+            registry.create("policy", self.policy, backend, language=self.language, **self.policy_options)
         except InvalidOption:
             raise
         except Exception:  # noqa: BLE001 - a policy that needs a loaded model: checked at start

@@ -16,7 +16,9 @@ from typing import Any, NamedTuple
 
 from .backends import Backend, accepted_options, check_options
 from .decoders import Decoder
-from .errors import PluginError, PluginWarning, RtlabError, UnknownBackend, UnknownDecoder, UnknownPolicy
+from .errors import (
+    InvalidOption, PluginError, PluginWarning, RtlabError, UnknownBackend, UnknownDecoder, UnknownPolicy,
+)
 from .plugins import DEFAULT_PLUGINS, INTERNAL_PLUGINS, load_plugins, plugin_version
 from .policies import Policy
 
@@ -85,6 +87,25 @@ class Registry:
         option and what it accepts; see :func:`rtlab.backends.check_options`)."""
         entry = self.registration(kind, name)
         check_options(entry.cls, kind, options, entry.plugin)
+
+    def create(self, kind: str, name: str, *args: Any, **options: Any) -> Any:
+        """An instance of ``name`` built with ``options`` (``args`` first: a policy's
+        backend). A ``TypeError`` or ``ValueError`` its constructor raises (an option value
+        it did not check, say ``min_chunk="x"`` compared with a number) becomes one
+        :class:`~rtlab.errors.InvalidOption` line naming the plugin, the options given and
+        the error, so that a plugin's unchecked value stops the CLI, the server and
+        ``rtlab bench`` with a message, not a traceback; rtlab's own errors pass as they are."""
+        entry = self.registration(kind, name)
+        try:
+            return entry.cls(*args, **options)
+        except RtlabError:
+            raise
+        except (TypeError, ValueError) as error:
+            given = ", ".join(f"{key}={value!r}" for key, value in options.items() if key != "language")
+            raise InvalidOption(
+                f"{kind} '{name}' (plugin '{entry.plugin}') failed to start with "
+                f"{given or 'its defaults'}: {type(error).__name__}: {error}"
+            ) from error
 
 
 _registry: Registry | None = None

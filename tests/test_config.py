@@ -106,6 +106,17 @@ def test_coerce_takes_a_config_a_backend_name_or_nothing_with_fields_on_top():
         ("backend=test,engine.x=1", InvalidOption, "prefix"),
         ("backend=test,backend.min_chunk=1", InvalidOption, "does not accept option 'min_chunk'"),
         ("backend=test,min_chunk=-1", InvalidOption, "min_chunk > 0"),
+        ("backend=test,min_chunk=x", InvalidOption, r"^policy 'local-agreement' needs min_chunk > 0 \(a number of seconds\), not 'x'$"),
+        ("backend=test,max_buffer_sec=null", InvalidOption, "needs max_buffer_sec > 0"),
+        ("backend=test,overload_trimming_sec=0", InvalidOption, "needs overload_trimming_sec > 0"),
+        ("backend=test,buffer_trimming_sec=20,max_buffer_sec=10", InvalidOption, "buffer_trimming_sec <= max_buffer_sec"),
+        ("backend=test,prompt_chars=many", InvalidOption, "prompt_chars must be a whole number >= 0"),
+        ("backend=test,silence_factor=-1", InvalidOption, "silence_factor must be a number >= 0"),
+        # A queue of maxsize 0 is unbounded: the PCM decoder must refuse it.
+        ("backend=test,decoder=pcm_s16le,max_chunks=0", InvalidOption, "max_chunks must be a whole number from 1"),
+        ("backend=test,stop_timeout=0", InvalidOption, "stop_timeout must be a number of seconds above 0"),
+        ("backend=test,stop_timeout=soon", InvalidOption, "stop_timeout must be a number of seconds above 0"),
+        ("backend=test,max_stderr_lines=-1", InvalidOption, "max_stderr_lines must be a whole number from 0"),
         ("backend=test,model=null", InvalidOption, None),
     ],
 )

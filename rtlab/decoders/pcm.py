@@ -6,13 +6,16 @@ import asyncio
 
 import numpy as np
 
+from ..config import is_whole_number
 from ..core.state import State
-from ..errors import DecoderError
+from ..errors import DecoderError, InvalidOption
 from .base import Decoder
 from .files import from_pcm16
 
 
 _CHUNK_SAMPLES = 16_000
+#: The most chunks (seconds of audio) ``max_chunks`` may let wait.
+MAX_CHUNKS = 3600
 
 
 class PCMDecoder(Decoder):
@@ -28,6 +31,9 @@ class PCMDecoder(Decoder):
 
     def __init__(self, *, max_chunks: int = 64) -> None:
         super().__init__()
+        if not is_whole_number(max_chunks) or not 1 <= max_chunks <= MAX_CHUNKS:
+            # asyncio.Queue(maxsize=0) would be unbounded: the decoder must stay bounded.
+            raise InvalidOption(f"decoder 'pcm_s16le': max_chunks must be a whole number from 1 to {MAX_CHUNKS}, not {max_chunks!r}")
         self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=max_chunks)
         self._remainder = b""
         self._ended = False

@@ -63,7 +63,7 @@ import difflib
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
-from ..config import is_number
+from ..config import is_number, is_whole_number
 from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
 from ..vad import Pause
@@ -133,11 +133,24 @@ class LocalAgreement(Policy):
         prompt_pause_sec: float | None = 0.5,
     ) -> None:
         super().__init__(backend, language=language)
-        if min_chunk <= 0 or buffer_trimming_sec <= 0 or max_buffer_sec < buffer_trimming_sec:
+        for option, value in (("min_chunk", min_chunk), ("buffer_trimming_sec", buffer_trimming_sec),
+                              ("max_buffer_sec", max_buffer_sec), ("overload_trimming_sec", overload_trimming_sec)):  # fmt: skip
+            if not is_number(value) or value <= 0:
+                raise InvalidOption(
+                    f"policy 'local-agreement' needs {option} > 0 (a number of seconds), not {value!r}"
+                )
+        if max_buffer_sec < buffer_trimming_sec:
             raise InvalidOption(
-                f"policy 'local-agreement' needs min_chunk > 0 and 0 < buffer_trimming_sec <= "
-                f"max_buffer_sec; got min_chunk={min_chunk}, buffer_trimming_sec="
-                f"{buffer_trimming_sec}, max_buffer_sec={max_buffer_sec}"
+                f"policy 'local-agreement' needs buffer_trimming_sec <= max_buffer_sec; got "
+                f"buffer_trimming_sec={buffer_trimming_sec}, max_buffer_sec={max_buffer_sec}"
+            )
+        if not is_whole_number(prompt_chars) or prompt_chars < 0:
+            raise InvalidOption(
+                f"policy 'local-agreement': prompt_chars must be a whole number >= 0 (0: no prompt), not {prompt_chars!r}"
+            )
+        if not is_number(silence_factor) or silence_factor < 0:
+            raise InvalidOption(
+                f"policy 'local-agreement': silence_factor must be a number >= 0 (0: off), not {silence_factor!r}"
             )
         if deadline_sec is not None and (
             not is_number(deadline_sec) or deadline_sec <= 0

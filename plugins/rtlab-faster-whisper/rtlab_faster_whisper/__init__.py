@@ -9,7 +9,7 @@ import numpy as np
 
 import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
-from rtlab.config import is_whole_number
+from rtlab.config import is_number, is_whole_number
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
 from rtlab.core.scheduler import available_cores
@@ -22,6 +22,9 @@ __version__ = "0.5.2"
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass (see rtlab.words.continue_from).
 MAX_WINDOWS = 2
+#: CTranslate2's compute types (which of them a device runs is checked when the model loads).
+COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
+                 "float32", "auto", "default")  # fmt: skip
 # Whisper's own defaults for the no-speech check and the temperature fallback.
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
@@ -59,10 +62,24 @@ class FasterWhisperBackend(Backend):
         self.max_batch, self.batch_wait_ms = batch_options("faster-whisper", max_batch, batch_wait_ms)
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidOption(f"faster-whisper: device must be auto, cpu or cuda, not {device!r}")
+        if compute_type is not None and compute_type not in COMPUTE_TYPES:
+            raise InvalidOption(
+                f"faster-whisper: compute_type must be one of {', '.join(COMPUTE_TYPES)} (or unset: int8 on CPU, "
+                f"float16 on CUDA), not {compute_type!r}"
+            )
         for option, value, unset in (("beam_size", beam_size, False), ("cpu_threads", cpu_threads, True),
                                      ("workers", workers, True)):  # fmt: skip
             if not (unset and value is None) and (not is_whole_number(value) or value < 1):
                 raise InvalidOption(f"faster-whisper: {option} must be a whole number >= 1, not {value!r}")
+        temperatures = temperature if isinstance(temperature, (list, tuple)) else [temperature]
+        if not temperatures or any(not is_number(t) or not 0 <= t <= 1 for t in temperatures):
+            raise InvalidOption(
+                f"faster-whisper: temperature must be a number from 0 to 1 or a list of them, not {temperature!r}"
+            )
+        if not is_number(max_tokens_per_second) or max_tokens_per_second <= 0:
+            raise InvalidOption(
+                f"faster-whisper: max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}"
+            )
         self.window, self.pad_seconds = window_options("faster-whisper", window, pad_seconds)
         self.model_name = model
         self.requested_device = device
