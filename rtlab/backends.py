@@ -91,6 +91,12 @@ class Backend:
         """Language used when the caller gives none; None means auto-detect."""
         return None
 
+    def languages(self) -> list[str] | None:
+        """The language codes the loaded model transcribes (``["en"]`` for an English-only
+        Whisper); None when it takes any or does not say. A stream whose ``language`` is
+        not among them is refused in one line before it starts (:func:`check_language`)."""
+        return None
+
     def transcribe(
         self, audio: np.ndarray, *, prompt: str = "", language: str | None = None
     ) -> list[Word]:
@@ -145,6 +151,27 @@ class Backend:
 
 #: The largest ``max_batch`` :func:`batch_options` accepts.
 MAX_BATCH = 512
+
+
+def check_language(backend: Backend, language: str | None) -> None:
+    """Refuse, with :class:`~rtlab.errors.InvalidOption`, a ``language`` the loaded
+    ``backend`` does not transcribe (see :meth:`Backend.languages`); None (detect) passes."""
+    if language is None:
+        return
+    known = backend.languages()
+    if known is None or language in known:
+        return
+    model = getattr(backend, "model_name", None)
+    what = f"{backend.name} model {model!r}" if isinstance(model, str) else f"backend {backend.name!r}"
+    if list(known) == ["en"]:
+        raise InvalidOption(
+            f"{what} is English-only and does not transcribe language {language!r}; use a multilingual "
+            f"model (e.g. base), or language en"
+        )
+    raise InvalidOption(
+        f"{what} does not know language {language!r}; it transcribes: {', '.join(known)} (or leave the "
+        f"language unset to detect it)"
+    )
 
 
 def batch_options(backend: str, max_batch: int, batch_wait_ms: float) -> tuple[int, float]:

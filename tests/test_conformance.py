@@ -41,13 +41,14 @@ def test_the_tone_backend_passes_every_check(tones):
         "refuses an unknown option",
         "builds with its options",
         "loads, and loads again harmlessly",
+        "says which languages it transcribes (a list of codes, or None)",
         "transcribes the clip",
         f"hears {', '.join(words)}",
         "transcribes 1 s of silence",
         "transcribes empty audio",
         "streams the clip through an AudioProcessor",
     ]
-    assert str(report).startswith("ToneBackend: all 9 rtlab backend checks passed")
+    assert str(report).startswith("ToneBackend: all 10 rtlab backend checks passed")
 
 
 def test_a_batching_backend_is_checked_batched_against_alone(tones):
@@ -156,6 +157,25 @@ class ReturnsText(Backend):
         return "hello world"
 
 
+class ListsNoLanguageItDefaultsTo(ReturnsText):
+    name = "conformance-languages"
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        return []
+
+    def default_language(self):
+        return "en"
+
+    def languages(self):
+        return ["de", "fr"]
+
+
+def test_a_default_language_outside_languages_fails_naming_both():
+    message = failures(ListsNoLanguageItDefaultsTo)
+    assert "FAILED says which languages it transcribes (a list of codes, or None): default_language() is 'en', " \
+           "which languages() does not list (de, fr)" in message
+
+
 def test_words_out_of_time_order_fail_the_transcript_check():
     message = failures(OutOfOrder)
     assert "FAILED transcribes the clip: word 1 " in message
@@ -172,7 +192,7 @@ def test_a_word_without_an_end_fails_naming_the_missing_key():
 
 def test_a_backend_that_crashes_on_empty_audio_fails_only_that_check():
     message = failures(CrashesOnEmptyAudio)
-    assert message.startswith("CrashesOnEmptyAudio: 1 of 8 rtlab backend checks failed")
+    assert message.startswith("CrashesOnEmptyAudio: 1 of 9 rtlab backend checks failed")
     assert "FAILED transcribes empty audio: raised ValueError:" in message
     assert "passed transcribes 1 s of silence" in message
 
@@ -218,7 +238,7 @@ def test_an_unknown_option_and_a_missing_expected_word_are_reported(tones):
 
 def test_every_failed_check_is_listed_in_one_error():
     message = failures(NoEnd)
-    assert message.count("FAILED") == 3 and message.count("passed") == 5
+    assert message.count("FAILED") == 3 and message.count("passed") == 6
 
 
 def test_nothing_stays_registered_after_a_check():
@@ -247,4 +267,4 @@ def test_the_faster_whisper_backend_passes_every_check():
     # ("the quick round-fark jump over the lazy nog" on some CPUs, "... the lady nog" on
     # others, "... stump over ..." on a third; see tests/conftest.py).
     report = check_backend(plugin.FasterWhisperBackend, expect=["quick", "sells", "sea", "shore"])
-    assert report.failed == [] and len(report.passed) == 9
+    assert report.failed == [] and len(report.passed) == 10

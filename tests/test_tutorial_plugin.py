@@ -71,5 +71,5 @@ def test_the_tutorial_backend_passes_check_backend(site):
     )
     result = run_python(site, "-c", script)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "all 9 rtlab backend checks passed" in result.stdout
+    assert "all 10 rtlab backend checks passed" in result.stdout
     assert "registers as backend 'echo' (plugin 'echo')" in result.stdout  # the installed one

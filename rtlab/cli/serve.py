@@ -14,7 +14,7 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the server.")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port; 0 picks a free one.")
 @click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Backend for clients that name none.")
 @click.option("--model", default=None, help="That backend's model (default: the backend's own).")
 @click.option("--backend-option", "-b", "backend_options", multiple=True, metavar="KEY=VALUE",

@@ -25,7 +25,7 @@ import time
 import warnings
 from typing import Any
 
-from ..backends import SAMPLE_RATE, ensure_loaded
+from ..backends import SAMPLE_RATE, check_language, ensure_loaded
 from ..config import DEFAULT_BACKEND, StreamConfig
 from ..errors import ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
 from .clock import MEASURED_MODES, SessionClock
@@ -145,6 +145,7 @@ class AudioProcessor:
                 self.backend = get_backend(config)
                 await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, self.backend)
                 self._refuse_if_cleaned_up()
+                check_language(self.backend, config.language)
                 if self.cost_model is not None:
                     self._calibration = self.cost_model.find(key_for(config, self.backend))
                 self.scheduler = scheduler_for(self.backend)

@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from ..backends import SAMPLE_RATE, Request, ensure_loaded
+from ..backends import SAMPLE_RATE, Backend, Request, ensure_loaded
 from ..decoders.files import decode_audio, to_pcm16
 from ..errors import InvalidOption, PluginError, PluginWarning
 from ..hookspecs import hookimpl
@@ -164,6 +164,7 @@ def _check_registered(
         backend = report.check("loads, and loads again harmlessly", _load_twice, backend)
     if backend is None:
         return  # nothing to transcribe with
+    report.check("says which languages it transcribes (a list of codes, or None)", _languages, backend)
     words = report.check("transcribes the clip", _transcribe, backend, clip)
     if expect and words is not None:
         report.check(f"hears {', '.join(expect)}", _hears, words, expect)
@@ -173,6 +174,20 @@ def _check_registered(
     if getattr(backend, "max_batch", 1) > 1:
         report.check("gives a batch of passes the words of each pass alone", check_batch_equivalence,
                      backend, batch_requests(clip))  # fmt: skip
+
+
+def _languages(backend: Backend) -> list[str] | None:
+    known = backend.languages()
+    if known is None:
+        return None
+    assert isinstance(known, list) and known and all(isinstance(c, str) and c for c in known), (
+        f"languages() returned {known!r}; return a non-empty list of language codes, or None"
+    )
+    language = backend.default_language()
+    assert language is None or language in known, (
+        f"default_language() is {language!r}, which languages() does not list ({', '.join(known)})"
+    )
+    return known
 
 
 def batch_requests(clip: np.ndarray, prompt: str = "Hello there.") -> list[Request]:

@@ -107,6 +107,10 @@ class FasterWhisperBackend(Backend):
     def default_language(self) -> str | None:
         return "en" if self.model_name.endswith(".en") else None
 
+    def languages(self) -> list[str] | None:
+        """The loaded model's languages (faster-whisper's ``supported_languages``)."""
+        return list(self.model.supported_languages) if self.model is not None else None
+
     @classmethod
     def devices(cls) -> list[str]:
         """``["cuda", "cpu"]`` where CTranslate2 sees a GPU and its CUDA libraries load,

@@ -160,6 +160,18 @@ class OpenAIWhisperBackend(Backend):
             return None if self.loaded_model.model.is_multilingual else "en"
         return "en" if self.model_name.endswith(".en") else None
 
+    def languages(self) -> list[str] | None:
+        """The loaded model's languages: English alone, or as many of Whisper's as its
+        vocabulary has language tokens for."""
+        if self.loaded_model is None:
+            return None
+        model = self.loaded_model.model
+        if not model.is_multilingual:
+            return ["en"]
+        from whisper.tokenizer import LANGUAGES
+
+        return list(LANGUAGES)[: model.num_languages]
+
     def load(self) -> None:
         try:
             import torch  # noqa: F401
