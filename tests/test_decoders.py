@@ -438,6 +438,12 @@ async def test_garbage_bytes_raise_decoder_error_with_ffmpeg_stderr(no_ffmpeg_le
     assert "FFmpeg said" in str(error)
 
 
+async def test_ffmpegs_lines_are_quoted_in_one_line(no_ffmpeg_left):
+    # A damaged Ogg page: FFmpeg prints "CRC mismatch!" and "End of file" on two lines.
+    error = await assert_decoder_error(b"OggS" + bytes(range(256)) * 40, "End of file")
+    assert "\n" not in str(error) and " | " in str(error)
+
+
 async def test_random_bytes_raise_decoder_error(no_ffmpeg_left):
     await assert_decoder_error(np.random.default_rng(0).bytes(50_000), "Invalid data found")
 

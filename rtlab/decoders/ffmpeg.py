@@ -92,6 +92,12 @@ def parse_wav_header(data: bytes) -> tuple[list[str], int] | None | bool:
         position = body + size + (size & 1)  # chunks are padded to an even length
 
 
+def one_line(stderr: str) -> str:
+    """FFmpeg's stderr lines as one line (``" | "`` between them), for an error message that
+    must stay one line (CLI errors, ``error`` events, ``transcription_failed``)."""
+    return " | ".join(line.strip() for line in stderr.splitlines() if line.strip())
+
+
 #: The longest ``stop_timeout``: a stop may take three of them (close stdin, terminate, kill).
 MAX_STOP_TIMEOUT = 60.0
 #: The most stderr lines ``max_stderr_lines`` may keep.
@@ -375,7 +381,7 @@ class FFmpegDecoder(Decoder):
         return None
 
     def _failure_message(self, summary: str) -> str:
-        detail = self.stderr or "(FFmpeg printed nothing)"
+        detail = one_line(self.stderr) or "(FFmpeg printed nothing)"
         return (
             f"could not decode the audio: {summary}; is it a complete audio file or stream "
             f"FFmpeg can read from a pipe (webm/opus, ogg, wav, mp3, flac)? FFmpeg said: {detail}"

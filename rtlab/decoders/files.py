@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecoderError
-from .ffmpeg import SAMPLE_RATE, find_ffmpeg
+from .ffmpeg import SAMPLE_RATE, find_ffmpeg, one_line
 
 __all__ = ["decode_audio", "decode_file", "read_audio", "to_pcm16"]
 
@@ -36,7 +36,7 @@ def decode_file(path: str | os.PathLike[str], sample_format: str = "f32le") -> b
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
-        detail = proc.stderr.decode("utf-8", "replace").strip()[-500:]
+        detail = one_line(proc.stderr.decode("utf-8", "replace"))[-500:]
         raise DecoderError(f"FFmpeg could not decode {source} (exit {proc.returncode}): {detail}")
     return proc.stdout
 
