@@ -20,9 +20,8 @@ from typing import Any, Callable, ClassVar, TypedDict
 
 import numpy as np
 
-from .config import is_number, is_whole_number
 from .errors import InvalidOption
-
+from .options import is_number, is_whole_number
 
 SAMPLE_RATE = 16_000
 

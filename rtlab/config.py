@@ -33,21 +33,7 @@ KINDS = ("backend", "policy", "decoder")
 #: Fields that name things rather than carry plugin options.
 _NAMES = ("name", "backend", "model", "policy", "decoder", "language")
 
-__all__ = [
-    "DEFAULT_BACKEND", "DEFAULT_DECODER", "DEFAULT_POLICY", "StreamConfig", "is_number", "is_whole_number",
-    "parse_pairs", "parse_value",
-]  # fmt: skip
-
-
-def is_number(value: object) -> bool:
-    """Whether an option's ``value`` is a number (an int or a float, not a bool, which
-    Python counts as an int): what a plugin checks before comparing it with its range."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def is_whole_number(value: object) -> bool:
-    """Whether an option's ``value`` is a whole number (an int, not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+__all__ = ["DEFAULT_BACKEND", "DEFAULT_DECODER", "DEFAULT_POLICY", "StreamConfig", "parse_pairs", "parse_value"]
 
 
 def parse_value(text: str) -> Any:

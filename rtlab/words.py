@@ -23,9 +23,9 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from .backends import SAMPLE_RATE, Word
-from .config import is_number
 from .errors import InvalidOption
 from .levels import frame_rms, silence_level
+from .options import is_number
 
 # Decode again from the last word when the model stopped this early.
 CONTINUE_AFTER_SECONDS = 1.0

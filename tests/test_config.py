@@ -238,6 +238,6 @@ def test_an_unknown_format_is_refused_with_the_choices():
     (1, True, True), (0.5, True, False), (True, False, False), ("1", False, False), (None, False, False),
 ])  # fmt: skip
 def test_a_bool_is_not_a_number_option(value, number, whole):
-    from rtlab.config import is_number, is_whole_number
+    from rtlab.options import is_number, is_whole_number
 
     assert (is_number(value), is_whole_number(value)) == (number, whole)

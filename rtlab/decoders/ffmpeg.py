@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from ..config import is_number, is_whole_number
 from ..core.state import State
 from ..errors import DecoderError, FFmpegNotFound, InvalidOption
+from ..options import is_number, is_whole_number
 from .base import Decoder
 
 SAMPLE_RATE = 16_000

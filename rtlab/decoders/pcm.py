@@ -6,12 +6,11 @@ import asyncio
 
 import numpy as np
 
-from ..config import is_whole_number
 from ..core.state import State
 from ..errors import DecoderError, InvalidOption
+from ..options import is_whole_number
 from .base import Decoder
 from .files import from_pcm16
-
 
 _CHUNK_SAMPLES = 16_000
 #: The most chunks (seconds of audio) ``max_chunks`` may let wait.

@@ -47,12 +47,13 @@ from typing import Any
 import numpy as np
 
 from ..backends import MAX_BATCH, SAMPLE_RATE
-from ..config import StreamConfig, is_whole_number
+from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
 from ..core.memo import PassMemo
 from ..core.processor import AudioProcessor
 from ..errors import RtlabError
+from ..options import is_whole_number
 from ..registry import get_registry
 
 __all__ = ["StreamRun", "replay", "replay_async"]

@@ -73,10 +73,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
-from ..config import is_number, is_whole_number
 from ..errors import InvalidOption
-from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
+from ..options import is_number, is_whole_number
 from ..vad import Pause
+from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
 from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .reheard import START_SLACK, after_committed
@@ -170,8 +170,8 @@ def median_filter(rows: np.ndarray, width: int) -> np.ndarray:
 
 
 def _capability_error(backend: Backend) -> InvalidOption:
-    from ..registry import get_registry
     from ..plugins import INTERNAL_PLUGINS
+    from ..registry import get_registry
 
     registry = get_registry()
     able = [

@@ -63,9 +63,9 @@ import difflib
 import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
-from ..config import is_number, is_whole_number
 from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
+from ..options import is_number, is_whole_number
 from ..vad import Pause
 from ..words import agreed_prefix, key
 from . import Policy, Step

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..backends import SAMPLE_RATE
-from ..config import is_number
 from ..errors import InvalidOption
+from ..options import is_number
 from ..vad import FRAME, Pause, VoiceActivity
 
 if TYPE_CHECKING:

@@ -9,10 +9,10 @@ import numpy as np
 
 import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
-from rtlab.config import is_number, is_whole_number
-from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
-from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
 from rtlab.core.scheduler import available_cores
+from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
+from rtlab.options import is_number, is_whole_number
+from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
 
 from . import devices as _devices
 from .models import not_found_message, resolve_model

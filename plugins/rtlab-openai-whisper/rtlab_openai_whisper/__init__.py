@@ -19,9 +19,9 @@ import numpy as np
 
 import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
-from rtlab.config import is_number, is_whole_number
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
+from rtlab.options import is_number, is_whole_number
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
 
