@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rtlab
+
 from rtlab.core.instances import get_backend
 from rtlab.config import StreamConfig
 from rtlab.decoders.files import decode_audio, read_audio, to_pcm16
@@ -213,6 +215,15 @@ def test_replay_refuses_bad_arguments(tones):
         replay(audio, [StreamConfig.parse("backend=test")], clock="sundial")
     with pytest.raises(ValueError, match="mono"):
         replay(np.zeros((2, 100), np.float32), [StreamConfig.parse("backend=test")])
+    for chunk_seconds in (0, -1, "0.1"):
+        with pytest.raises(ValueError, match=f"^chunk_seconds must be a number of seconds > 0, not {chunk_seconds!r}$"):
+            replay(audio, [StreamConfig.parse("backend=test")], chunk_seconds=chunk_seconds)
+
+
+async def test_stream_file_refuses_a_chunk_size_of_nothing_before_it_starts(data_dir, no_ffmpeg_left):
+    # Before, chunk_seconds=0 fed a wall-clock stream one byte at a time.
+    with pytest.raises(ValueError, match="^chunk_seconds must be a number of seconds > 0, not 0$"):
+        await rtlab.stream_file(data_dir / "fox.ogg", "test", chunk_seconds=0)
 
 
 # --------------------------------------------------------------------------- offline passes

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from ..config import StreamConfig
 from ..errors import DecoderError
+from ..options import is_number
 from .processor import AudioProcessor
 
 SAMPLE_RATE = 16_000
@@ -51,6 +52,12 @@ async def feed_file(
         processor, Path(path).read_bytes(), realtime=realtime, chunk_seconds=chunk_seconds,
         duration=duration, on_progress=on_progress,
     )
+
+
+def check_chunk_seconds(chunk_seconds: object) -> None:
+    """Refuse a ``chunk_seconds`` that is not a number of seconds above 0 (``ValueError``)."""
+    if not is_number(chunk_seconds) or chunk_seconds <= 0:
+        raise ValueError(f"chunk_seconds must be a number of seconds > 0, not {chunk_seconds!r}")
 
 
 async def feed_bytes(
@@ -111,6 +118,7 @@ async def stream_file(
     ``clock="wall"`` paces the file in real time; the virtual clocks (``"simulated"``,
     ``"modeled"`` with its ``cost_model``, ``"unaware"``) feed it as fast as passes take it.
     """
+    check_chunk_seconds(chunk_seconds)
     processor = AudioProcessor(config, clock=clock, cost_model=cost_model, **settings)
     events_out: list[dict[str, Any]] = []
     try:

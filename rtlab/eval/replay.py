@@ -50,6 +50,7 @@ from ..backends import MAX_BATCH, SAMPLE_RATE
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
+from ..core.feeding import check_chunk_seconds
 from ..core.memo import PassMemo
 from ..core.processor import AudioProcessor
 from ..errors import RtlabError
@@ -151,8 +152,7 @@ async def replay_async(
     _check_batch(batch, clock)
     if clock == "modeled" and not isinstance(cost_model, CostModel):
         cost_model = load_cost_model(cost_model)  # once for every configuration
-    if chunk_seconds <= 0:
-        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    check_chunk_seconds(chunk_seconds)
     configs = list(configurations)
     if not configs:
         raise ValueError("replay needs at least one configuration")
