@@ -290,21 +290,21 @@ def main(argv: list[str] | None = None) -> int:
     pin_kernels_argument(parser, args)
 
     from rtlab.eval.bench import hardware_summary
-    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.corpus import language_corpora, shared_speech_dir
     from rtlab.eval.metrics import environment_info
 
     english = Path(args.corpus) if args.corpus else shared_speech_dir()
     if english is None:
         parser.error("no --corpus given and the shared speech folder was not found")
+    try:
+        corpora = language_corpora(english, args.languages)
+    except ValueError as error:
+        parser.error(f"--languages: {error}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for language in [lang.strip() for lang in args.languages.split(",") if lang.strip()]:
-        corpus = english if language == "en" else english.parent / language
-        if not corpus.is_dir():
-            print(f"skipped {language}: no corpus at {corpus}", file=sys.stderr)
-            continue
+    for language, corpus in corpora.items():
         modes = {"given": (False,), "detected": (True,), "both": (False, True)}[args.language_option]
         shifted = shifted_manifests(corpus, args.shifts, out / "shifted" / language) if args.shifts > 1 else []
         for detect in modes if language != "en" else (False,):

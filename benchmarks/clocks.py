@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
     add_kernels_argument(parser)
     args = parser.parse_args(argv)
+    from rtlab.backends import MAX_BATCH
+
+    if not 1 <= args.batch <= MAX_BATCH:
+        parser.error(f"--batch must be from 1 (not batched) to {MAX_BATCH}, not {args.batch}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, not {args.repeats}")
     pin_kernels_argument(parser, args)
 
     from rtlab.config import StreamConfig

@@ -476,6 +476,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="results", help="folder for concurrency-<backend>.json")
     args = parser.parse_args(argv)
+    try:
+        levels = [int(n) for n in args.clients.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        parser.error(f"--clients takes client counts of at least 1, comma-separated (e.g. 1,10,50), not {args.clients!r}")
+    for flag, value, low in (("--seconds", args.seconds, 0.5), ("--ramp", args.ramp, 0), ("--gap", args.gap, 0),
+                             ("--churn", args.churn, 0), ("--churn-concurrency", args.churn_concurrency, 1)):  # fmt: skip
+        if value < low:
+            parser.error(f"{flag} must be at least {low:g}, not {value:g}")
     report = asyncio.run(main_async(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

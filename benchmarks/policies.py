@@ -63,13 +63,16 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     ``policies-alignatt.json`` (and the page with ``--markdown``)."""
     from rtlab.config import StreamConfig
     from rtlab.eval.bench import hardware_summary, run_bench
-    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.corpus import language_corpora, shared_speech_dir
     from rtlab.eval.metrics import LoadSampler
 
     english = Path(args.corpus) if args.corpus else shared_speech_dir()
     if english is None:
         parser.error("no --corpus given and the shared speech folder was not found")
-    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    try:
+        corpora = language_corpora(english, args.languages)
+    except ValueError as error:
+        parser.error(f"--languages: {error}")
     backend = args.backend or "openai-whisper"
     clocks = args.clocks or ["unaware", "simulated"]
     variants = []
@@ -83,11 +86,7 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for language in languages:
-        corpus = english if language == "en" else english.parent / language
-        if not corpus.is_dir():
-            print(f"skipped {language}: no corpus at {corpus}", file=sys.stderr)
-            continue
+    for language, corpus in corpora.items():
         model = args.english_model if language == "en" else args.multilingual_model
         normalizer = "whisper-english" if language == "en" else "whisper-basic"
         extra = "".join("," + option for option in args.option)
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="output folder (default: results/)")
     parser.add_argument("--compare", action="store_true",
                         help="LocalAgreement-2 and AlignAtt side by side on openai-whisper (see above)")  # fmt: skip
-    parser.add_argument("--languages", default="en," + ",".join(MULTILINGUAL),
+    parser.add_argument("--languages", default=None,
                         help="--compare: languages to run (default: en,de,fr,es,pt)")  # fmt: skip
     parser.add_argument("--clocks", action="append", choices=["unaware", "simulated", "wall"],
                         help="--compare: clock (repeat; default: unaware and simulated)")  # fmt: skip
@@ -281,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="--compare: also write the dated page for docs/benchmarks/ here")
     args = parser.parse_args(argv)
     args.argv = argv
+    compare_only = [flag for flag, given in (("--languages", args.languages), ("--clocks", args.clocks),
+                                             ("--variant", args.variants), ("--markdown", args.markdown)) if given]  # fmt: skip
+    if compare_only and not args.compare:
+        parser.error(f"{', '.join(compare_only)} go with --compare (without it: a min_chunk sweep of --policy)")
+    args.languages = args.languages or "en," + ",".join(MULTILINGUAL)
     if args.compare:
         return compare(args, parser)
     args.backend = args.backend or "faster-whisper"

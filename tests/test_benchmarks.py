@@ -426,3 +426,28 @@ def test_concurrency_script_streams_raw_pcm_where_there_is_no_ffmpeg(tmp_path, m
         (1, 1, 0, 0), (3, 3, 0, 0),
     ]  # fmt: skip
     assert all(level["ffmpeg_max"] == 0 and level["commit_p95_s"] is not None for level in report["levels"])
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("accuracy.py", ["--languages", "en,xx"], "--languages: no speech folder for xx beside "),
+        ("policies.py", ["--compare", "--languages", "xx"], "--languages: no speech folder for xx beside "),
+        ("policies.py", ["--languages", "de"], "--languages go with --compare"),
+        ("clocks.py", ["--batch", "0"], "--batch must be from 1 (not batched) to 512, not 0"),
+        ("concurrency.py", ["--clients", "0,10"], "--clients takes client counts of at least 1"),
+        ("concurrency.py", ["--clients", "ten"], "--clients takes client counts of at least 1"),
+    ],
+)  # fmt: skip
+def test_scripts_refuse_bad_arguments_before_any_work(script, args, message, tmp_path):
+    # Before: accuracy.py skipped an unknown language and wrote an empty table, policies.py
+    # ignored --languages without --compare and ran its sweep, clocks.py ran a whole
+    # benchmark with --batch 0, concurrency.py ended in a traceback.
+    english = tmp_path / "speech" / "en"
+    english.mkdir(parents=True)
+    (tmp_path / "speech" / "de").mkdir()
+    result = run_script(script, "--corpus", str(english), *args) if script != "concurrency.py" else run_script(script, *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("speech/*/*"))
+    if "no speech folder" in message:
+        assert result.stderr.rstrip().endswith("(languages there: de, en)")

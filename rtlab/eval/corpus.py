@@ -16,7 +16,7 @@ import json
 import os
 import warnings
 import wave
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "Utterance",
     "concatenate",
+    "language_corpora",
     "load_corpus",
     "shared_speech_dir",
 ]
@@ -263,3 +264,24 @@ def shared_speech_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def language_corpora(english: str | os.PathLike[str], languages: str | Iterable[str]) -> dict[str, Path]:
+    """The speech folder of each of ``languages`` (comma-separated, or a list) in the shared
+    layout: ``english`` for ``en``, its sibling folder named by the code for the others
+    (``speech/en``, ``speech/de``, ...). Raises ``ValueError`` naming the languages that
+    have no folder and those that have, before any work starts."""
+    english = Path(english)
+    codes = [code.strip() for code in (languages.split(",") if isinstance(languages, str) else languages)]
+    codes = list(dict.fromkeys(code for code in codes if code))
+    if not codes:
+        raise ValueError("no language given: name at least one, e.g. en or en,de")
+    folders = {code: english if code == "en" else english.parent / code for code in codes}
+    missing = [code for code, folder in folders.items() if not folder.is_dir()]
+    if missing:
+        found = sorted(p.name for p in english.parent.iterdir() if p.is_dir()) if english.parent.is_dir() else []
+        raise ValueError(
+            f"no speech folder for {', '.join(missing)} beside {english} (languages there: "
+            f"{', '.join(found) or 'none'})"
+        )
+    return folders
