@@ -24,6 +24,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 import rtlab.core.processor
+import rtlab.errors
 from rtlab.core.instances import get_backend
 from rtlab.cli import cli
 from rtlab.server import protocol
@@ -345,9 +346,21 @@ async def test_sigterm_flushes_sessions_and_leaves_no_ffmpeg(clip):
         (["-p", "min_chunk=0"], "needs min_chunk > 0"),
         (["--backend-option", "nope=2"], "does not accept option 'nope'"),
         (["--policy", "no-such-policy"], "no-such-policy"),
+        (["--port", "99999"], "99999 is not in the range 0<=x<=65535"),  # bound 99999 % 65536 before
+        (["--token", " "], "the token is empty (is RTLAB_TOKEN set to nothing?)"),  # was: no token at all
     ],
 )
 def test_serve_refuses_bad_policy_and_backend_options_at_start_up(flags, message):
     result = CliRunner().invoke(cli, ["serve", "--port", "0", "--backend", "test", *flags])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_a_server_open_to_the_network_without_a_token_is_told_apart():
+    from rtlab.server.config import ServerConfig
+
+    assert ServerConfig(host="0.0.0.0").open_to_the_network
+    assert not ServerConfig(host="0.0.0.0", token="s3cret").open_to_the_network
+    assert not any(ServerConfig(host=host).open_to_the_network for host in ("127.0.0.1", "localhost", "::1"))
+    with pytest.raises(rtlab.errors.InvalidOption, match="port must be a whole number from 0"):
+        ServerConfig(port=65536)

@@ -328,6 +328,9 @@ async def serve(config: ServerConfig, *, announce=print, on_signal=None) -> None
     starts its exit deadline there)."""
     running = await start_server(config)
     announce(f"rtlab server on {running.url}/ (WebSocket {running.ws_url})")
+    if config.open_to_the_network:
+        announce(f"warning: listening on {config.host} without a token: anyone who reaches port {running.port} can "
+                 f"stream audio to this machine's model; set --token (or RTLAB_TOKEN), or bind 127.0.0.1")  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -79,6 +79,21 @@ class ServerConfig:
     ping_interval: float = 20.0
     preload: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise InvalidOption(f"port must be a whole number from 0 (any free port) to 65535, not {self.port!r}")
+        if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
+            raise InvalidOption(
+                "the token is empty (is RTLAB_TOKEN set to nothing?): give a secret clients must present, "
+                "or leave it unset for a server without one"
+            )
+
+    @property
+    def open_to_the_network(self) -> bool:
+        """Whether the server listens beyond this machine (not a loopback address) and
+        takes any client, without a token."""
+        return self.token is None and self.host.lower() not in LOCAL_HOSTS
+
     @property
     def hard_message_bytes(self) -> int:
         """Frames above this are not even read (Tornado's ``websocket_max_message_size``)."""
