@@ -286,6 +286,18 @@ async def test_each_configuration_keeps_its_colour_in_every_plot_when_one_before
     assert drawn == {"plot": tints, "timeline": tints}
 
 
+def test_one_configuration_string_is_one_column_and_bad_panel_arguments_are_refused(tones):
+    # Before, a lone string was iterated: one column per character, each with an error.
+    panel = ComparePanel(tones, "backend=test,min_chunk=0.5", view="text")
+    assert [c.config.label for c in panel.columns] == [StreamConfig.parse("backend=test,min_chunk=0.5").label]
+    with pytest.raises(ValueError, match="^chunk_seconds must be a number of seconds > 0, not 0$"):
+        ComparePanel(tones, ["backend=test"], chunk_seconds=0)
+    with pytest.raises(ValueError, match="^chart_seconds must be a number of seconds >= 0, not -1$"):
+        ComparePanel(tones, ["backend=test"], chart_seconds=-1)
+    with pytest.raises(TypeError, match="^reference must be the text said in the audio"):
+        LivePanel(tones, "backend=test", reference=5)
+
+
 def test_the_panels_palette_is_the_plots_palette_for_any_number_of_configurations():
     from matplotlib.colors import to_hex
 

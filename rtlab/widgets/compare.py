@@ -11,6 +11,8 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..core.clock import check_clock
+from ..core.feeding import check_chunk_seconds
+from ..options import is_number
 from .configs import as_config, cost_model_for, label_of
 from .panel import Panel
 from .sources import audio_source, finish_in_thread
@@ -86,8 +88,11 @@ class ComparePanel(Panel):
         cost_model: Any = None,
     ) -> None:
         check_clock(clock)
-        if chunk_seconds <= 0:
-            raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+        check_chunk_seconds(chunk_seconds)
+        if not is_number(chart_seconds) or chart_seconds < 0:
+            raise ValueError(f"chart_seconds must be a number of seconds >= 0, not {chart_seconds!r}")
+        if isinstance(configs, (str, Mapping, StreamConfig)):
+            configs = [configs]  # one configuration, not its characters or keys
         self.source = audio_source(audio, reference)
         self.clock = clock
         self.cost_model = cost_model

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..core.clock import check_clock
+from ..core.feeding import check_chunk_seconds
 from ..core.processor import AudioProcessor
 from .configs import as_config, cost_model_for, label_of, min_chunk_of
 from .panel import Panel
@@ -77,8 +78,7 @@ class LivePanel(Panel):
         else:
             self.source = audio_source(source, reference)
         check_clock(clock)
-        if chunk_seconds <= 0:
-            raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+        check_chunk_seconds(chunk_seconds)
         self.config = config
         self.clock = clock
         self.cost_model = cost_model

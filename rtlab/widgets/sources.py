@@ -57,6 +57,8 @@ def audio_source(audio: Any, reference: str | None = None) -> AudioSource:
 
     The file is not opened here: a missing one is reported when the panel runs.
     """
+    if reference is not None and not isinstance(reference, str):
+        raise TypeError(f"reference must be the text said in the audio (a str) or None, not {type(reference).__name__}")
     if isinstance(audio, np.ndarray):
         return AudioSource(f"array ({len(audio) / SAMPLE_RATE:.1f} s)", samples=_as_float32(audio), reference=reference)
     if isinstance(audio, (str, os.PathLike)):
