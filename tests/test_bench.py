@@ -175,6 +175,20 @@ def test_bench_refuses_a_missing_or_empty_corpus(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_a_clip_without_its_reference_is_named_in_a_one_line_warning(tmp_path, data_dir):
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(data_dir / "fox.ogg", tmp_path / "fox.ogg")  # no fox.txt beside it
+    result = subprocess.run([sys.executable, "-m", "rtlab", "bench", str(tmp_path), "--config", "backend=test"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    # Not Python's "file.py:419: UserWarning: ..." with the source line under it.
+    assert f"warning: skipping {tmp_path / 'fox.ogg'}: no fox.txt beside it\n" in result.stderr
+    assert "UserWarning" not in result.stderr and "load_corpus(" not in result.stderr
+
+
 def test_bench_refuses_a_bad_grid(tone_corpus, tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text("backend = [\n", encoding="utf-8")

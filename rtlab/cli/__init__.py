@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import click
 
@@ -19,12 +20,24 @@ from ..kernels import KERNEL_CHOICES, KernelsError, pin_kernels
                    "words on another machine (slower where the CPU has AVX-512).")  # fmt: skip
 def cli(kernels: str) -> None:
     """rtlab: real-time speech transcription research platform."""
+    warnings.formatwarning = _one_line_warning
     try:
         kept = pin_kernels(kernels)
     except KernelsError as error:
         raise click.ClickException(str(error)) from None
     for name, value in kept.items():
         click.echo(f"rtlab: {name}={value} is set in the environment and kept (portable would set it otherwise)", err=True)
+
+
+_python_format = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+    """A user's warning (a clip skipped, a plugin refused) as ``warning: ...``, without the
+    Python file and line that raised it; other categories as Python prints them."""
+    if issubclass(category, UserWarning):
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
 
 
 @cli.command()
