@@ -162,6 +162,20 @@ async def test_process_audio_before_create_tasks_raises_processor_not_running():
     assert processor.state == "IDLE"
 
 
+@pytest.mark.parametrize("data", [5, "audio", None, [0, 1]])
+async def test_process_audio_takes_bytes_only(data):
+    # bytes(5) is five zero bytes: an int was taken as audio before.
+    processor = AudioProcessor("test", decoder="pcm_s16le")
+    await processor.create_tasks()
+    try:
+        with pytest.raises(TypeError, match=f"^process_audio takes bytes .*, not {type(data).__name__}$"):
+            await processor.process_audio(data)
+        await processor.process_audio(bytearray(320))  # bytes-like is fine
+        await processor.process_audio(memoryview(bytes(320)))
+    finally:
+        await processor.cleanup()
+
+
 async def test_process_audio_after_cleanup_raises_processor_stopped(no_ffmpeg_left):
     processor = AudioProcessor("test")
     await processor.create_tasks()

@@ -193,13 +193,17 @@ class AudioProcessor:
         After a decoding failure the processor is STOPPED and the failure is the last
         event of the stream; feeding more raises :class:`~rtlab.errors.ProcessorStopped`.
         """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            # bytes(5) would be five zero bytes of "audio"; a str has no sample format.
+            raise TypeError(f"process_audio takes bytes (encoded audio, or s16le PCM for the PCM decoder), "
+                            f"not {type(data).__name__}")  # fmt: skip
         if self.state is State.IDLE:
             raise ProcessorNotRunning("call 'await processor.create_tasks()' before sending audio")
         if self.state is State.STOPPED:
             raise ProcessorStopped("this AudioProcessor has stopped; create a new one")
         self.clock.start()
         try:
-            await self.decoder.write(data)
+            await self.decoder.write(bytes(data))
         except RtlabError as error:
             await self._fail(error)
 
