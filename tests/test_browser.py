@@ -219,3 +219,45 @@ async def test_the_page_offers_only_what_the_server_allows_clients_to_name(make_
             assert await page.evaluate(values, "#models option") == ["tones", "alt"]
         finally:
             await browser.close()
+
+
+async def test_the_page_offers_the_models_languages_and_sends_the_one_typed(make_server, tmp_path, ffmpeg_children):
+    """The server's loaded model says which languages it transcribes (/api/backends); the
+    page suggests them, sends the one typed, and shows the one-line refusal of a language
+    the model lacks (tiny.en is English-only) without starting FFmpeg."""
+    chromium = chromium_or_skip()
+    if "faster-whisper" not in get_registry().names("backend"):
+        pytest.skip("backend 'faster-whisper' is not installed: pip install -e plugins/rtlab-faster-whisper")
+    from playwright.async_api import async_playwright
+
+    microphone = padded_wav(wav_bytes(tone_words("alpha bravo")[0]), tmp_path / "microphone.wav")
+    running = await make_server(backend="faster-whisper")
+    await running.server.preload_task
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone}%noloop",
+            ],
+        )  # fmt: skip
+        try:
+            page = await browser.new_page()
+            sent = []
+            page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(frame)))
+            await page.goto(running.url + "/")
+            await page.wait_for_function("window.rtlab.backends !== null")
+            assert await page.evaluate("window.rtlab.backends.default.languages") == ["en"]
+            assert await page.evaluate("Array.from(document.querySelectorAll('#languages option'), (o) => o.value)") == ["en"]
+            assert await page.get_attribute("#language", "placeholder") == "en (only)"
+            await page.fill("#language", "de")
+            await page.click("#start")
+            await page.wait_for_function("window.rtlab.state === 'failed'", timeout=60_000)
+            error = await page.text_content("#error")
+        finally:
+            await browser.close()
+    starts = [json.loads(frame) for frame in sent if isinstance(frame, str) and "start_transcription" in frame]
+    assert [m["language"] for m in starts] == ["de"]
+    assert "is English-only and does not transcribe language 'de'" in error, error
+    assert not await settle(running, ffmpeg_children)

@@ -201,12 +201,22 @@ class TranscriptionServer:
                 "policy": stream.policy,
                 "policy_options": {k: _jsonable(v) for k, v in stream.policy_options.items()},
                 "format": "auto",
+                # The loaded default model's languages (Backend.languages); None before it
+                # has loaded, or when the backend does not say.
+                "languages": self._default_languages(),
             },
             "backends": [describe("backend", n) for n in registry.names("backend")],
             "policies": [describe("policy", n) for n in registry.names("policy")],
             "decoders": [describe("decoder", n) for n in registry.names("decoder")],
             "formats": formats(),
         }
+
+    def _default_languages(self) -> list[str] | None:
+        try:
+            backend = get_backend(self.config.stream)
+        except Exception:  # noqa: BLE001 - an unbuildable default is reported by /healthz and sessions
+            return None
+        return backend.languages() if backend.loaded else None
 
     # -- start-up and shutdown -----------------------------------------------------------
 

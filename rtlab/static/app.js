@@ -10,6 +10,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $("status"), backend: $("backend"), model: $("model"), description: $("backend-description"),
+    language: $("language"), languages: $("languages"),
     policy: $("policy"), policyDescription: $("policy-description"),
     start: $("start"), stop: $("stop"), error: $("error"), committed: $("committed"), partial: $("partial"),
     startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), wordCount: $("word-count"),
@@ -37,7 +38,7 @@
     const busy = state === "starting" || state === "running" || state === "stopping" || state === "reconnecting";
     ui.start.disabled = busy;
     ui.stop.disabled = !(state === "starting" || state === "running" || state === "reconnecting");
-    ui.backend.disabled = ui.model.disabled = ui.policy.disabled = busy;
+    ui.backend.disabled = ui.model.disabled = ui.policy.disabled = ui.language.disabled = busy;
   }
 
   function showError(text) {
@@ -75,6 +76,7 @@
       describeBackend();
       if (info.default.model && ui.backend.value === info.default.backend) ui.model.value = info.default.model;
       listPolicies(info.default.policy);
+      listLanguages();
     } catch (error) {
       showError(`Could not load the backend list (${error.message}); is the server running?`);
     }
@@ -91,6 +93,17 @@
     const option = ui.backend.selectedOptions[0];
     ui.description.textContent = option ? option.dataset.description : "";
     ui.model.placeholder = option && option.dataset.model ? option.dataset.model : "backend default";
+  }
+
+  // The languages of the server's own model (once loaded), offered while it is the one
+  // chosen; empty means "detect" (an English-only model transcribes English either way).
+  function listLanguages() {
+    const info = rtlab.backends;
+    const own = info && ui.backend.value === info.default.backend &&
+      [info.default.model || "", ""].includes(ui.model.value.trim()) ? info.default.languages : null;
+    const languages = Array.isArray(own) ? own : [];
+    ui.languages.replaceChildren(...languages.map((code) => new Option(code, code)));
+    ui.language.placeholder = languages.length === 1 ? `${languages[0]} (only)` : "detect";
   }
 
   // The policies the chosen backend can run: a server that does not say which (no
@@ -263,7 +276,7 @@
       const mimeType = pickMimeType();
       const format = mimeType.startsWith("audio/webm") ? "webm" : mimeType.startsWith("audio/ogg") ? "ogg" : "auto";
       send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null,
-        policy: ui.policy.value || null, format });
+        language: ui.language.value.trim() || null, policy: ui.policy.value || null, format });
       if (!ui.committed.textContent) ui.partial.textContent = "";
       await startRecorder();
     } catch (error) {
@@ -301,7 +314,8 @@
     start().catch(() => {});
   });
   ui.stop.addEventListener("click", () => stop());
-  ui.backend.addEventListener("change", () => { ui.model.value = ""; describeBackend(); listPolicies(); });
+  ui.backend.addEventListener("change", () => { ui.model.value = ""; describeBackend(); listPolicies(); listLanguages(); });
+  ui.model.addEventListener("input", () => listLanguages());
   ui.policy.addEventListener("change", () => describePolicy());
 
   setState("idle");
