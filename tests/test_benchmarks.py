@@ -165,10 +165,9 @@ def test_accuracy_script_reports_offline_and_streaming_wer_and_words_kept_per_la
 
     shutil.copytree(tone_corpus, tone_corpus.parent / "de")  # a second "language" beside the first
     out = tmp_path / "out"
-    result = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en,de,xx",
+    result = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en,de",
                         "--configuration", "default", "--long-form", "0.25", "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "skipped xx: no corpus" in result.stderr
     report = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
     rows = [(r["language"], r["language_option"], r["long_form"], r["normalizer"]) for r in report["rows"]]
     assert rows == [
