@@ -338,3 +338,25 @@ async def test_server_policy_and_backend_options_reach_every_session(make_server
     await client.stop()
     assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
     await client.close()
+
+
+def test_the_client_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    import socket
+
+    import numpy as np
+
+    from rtlab.server.client import main
+    from rtlab.testing import wav_bytes
+
+    with pytest.raises(SystemExit) as exited:
+        main([str(tmp_path / "missing.ogg")])
+    assert exited.value.code == 2 and "no such audio file: " in capsys.readouterr().err
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(wav_bytes(np.zeros(1600, np.float32)))
+    assert main([str(clip), "--url", f"ws://127.0.0.1:{port}/ws/transcribe"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not reach ws://127.0.0.1:{port}/ws/transcribe: ") and "rtlab serve" in err
+    assert "Traceback" not in err and err.count("\n") == 1

@@ -320,11 +320,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token")
     parser.add_argument("--duration", type=float, help="seconds of audio (measured when omitted)")
     args = parser.parse_args(argv)
+    if not args.file.is_file():
+        parser.error(f"no such audio file: {args.file}")
+    if args.speed < 0:
+        parser.error(f"--speed must be >= 0 (0: as fast as possible), not {args.speed:g}")
+    if args.duration is not None and args.duration <= 0:
+        parser.error(f"--duration must be a number of seconds > 0, not {args.duration:g}")
     fields = {k: v for k in ("backend", "model", "language") if (v := getattr(args, k)) is not None}
-    result = asyncio.run(
-        stream_file(args.url, args.file, speed=args.speed, format=args.format, token=args.token,
-                    duration=args.duration, **fields)
-    )
+    try:
+        result = asyncio.run(
+            stream_file(args.url, args.file, speed=args.speed, format=args.format, token=args.token,
+                        duration=args.duration, **fields)
+        )
+    except (OSError, asyncio.TimeoutError) as error:  # refused, unreachable, name not found
+        print(f"error: could not reach {args.url}: {error.strerror or error or type(error).__name__}; is 'rtlab serve' running there?",
+              file=sys.stderr)  # fmt: skip
+        return 2
     for at, message in result.received:
         print(json.dumps({"received_at": round(at, 3), **message}))
     return 1 if result.error else 0
