@@ -362,3 +362,50 @@ def test_the_offline_reference_hears_the_16_bit_samples_the_streams_hear(tone_co
     assert heard and all(threads == 1 for _, threads in heard)
     for audio, _ in heard:
         assert audio.dtype == np.float32 and np.array_equal(audio * 32768, np.round(audio * 32768))
+
+
+def test_ctrl_c_keeps_the_clips_already_done(tmp_path):
+    """A long benchmark stopped with Ctrl-C writes the clips it finished, marked
+    interrupted, instead of losing them (wall clock: a short clip, then two long ones)."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliett".split()
+    for name, count in (("a-short", 2), ("b-long", 30), ("c-long", 30)):
+        text = " ".join((words * 3)[:count])
+        (tmp_path / f"{name}.wav").write_bytes(wav_bytes(tone_words(text)[0]))
+        (tmp_path / f"{name}.txt").write_text(text)
+    out = tmp_path / "out"
+    bench = subprocess.Popen([sys.executable, "-m", "rtlab", "bench", str(tmp_path), "--config", "backend=test",
+                              "--clock", "wall", "--progress", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(iter(lambda: bench.stderr.read(1), "")), daemon=True)
+    reader.start()
+    try:
+        # The progress bar passes the short clip's 1.3 s; 3 s more and it has been scored,
+        # while the first 15 s clip is under way (however long Python took to start).
+        deadline = time.monotonic() + 120
+        while not any(float(x) >= 1.3 for x in re.findall(r"([0-9.]+)/[0-9.]+ s audio", "".join(errors))):
+            assert time.monotonic() < deadline and bench.poll() is None, "".join(errors)
+            time.sleep(0.2)
+        time.sleep(3)
+        bench.send_signal(signal.SIGINT)
+        stdout = bench.stdout.read()
+        bench.wait(timeout=60)
+        reader.join(timeout=10)
+        stderr = "".join(errors)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 130, stderr
+    assert "interrupted after 1 of 3 clips" in stderr and "Traceback" not in stderr
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    run = lines[0]
+    assert (run["interrupted"], run["files"], run["files_planned"]) == (True, 1, 3)
+    assert [line["file"] for line in lines if line["record"] == "stream"] == [str(tmp_path / "a-short.wav")]
+    assert "test local-agreement" in stdout and "0.0%" in stdout

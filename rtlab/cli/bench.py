@@ -69,15 +69,22 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
     or a .jsonl manifest. Writes OUT/results.jsonl and PNG plots; prints one row per
     configuration: WER, median and p95 commit latency, first-text latency, RTF.
     """
-    from ..eval.bench import run_bench
+    from ..eval.bench import BenchInterrupted, run_bench
 
     configs = _parse_configs(config_texts, grid)
+    interrupted = None
     try:
         run = run_bench(
             corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
             language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
             progress=progress, one_at_a_time=one_at_a_time, cost_model=cost_model, batch=batch,
+            keep_partial=True,
         )  # fmt: skip
+    except BenchInterrupted as exc:  # Ctrl-C: the clips already done are written, not lost
+        run, interrupted = exc.run, exc
+    except KeyboardInterrupt:
+        click.echo("interrupted before any clip was done: nothing to write", err=True)
+        raise SystemExit(130) from None
     except (ValueError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from None
     except RtlabError as exc:
@@ -89,3 +96,7 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
         click.echo(f"plots skipped: {exc}", err=True)
     click.echo(run.table())
     click.echo("wrote " + ", ".join(str(p) for p in written))
+    if interrupted is not None:
+        click.echo(f"{interrupted}: the results above are of those clips alone (results.jsonl: \"interrupted\": true)",
+                   err=True)  # fmt: skip
+        raise SystemExit(130)  # what a shell reports for Ctrl-C

@@ -33,11 +33,12 @@ from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import CostModel, load_cost_model
 from ..core.memo import PassMemo
 from ..core.scheduler import available_cores
+from ..errors import RtlabError
 from ..kernels import describe_kernels
 
 
 __all__ = [
-    "BenchRun", "format_table", "hardware_summary", "load_grid", "resolve_normalizer",
+    "BenchInterrupted", "BenchRun", "format_table", "hardware_summary", "load_grid", "resolve_normalizer",
     "run_bench", "run_bench_async",
 ]  # fmt: skip
 
@@ -157,6 +158,10 @@ class BenchRun:
     #: On the modeled and unaware clocks, passes of the replay batched up to this many per
     #: model call where a backend batches (``run_bench(batch=...)``); None: not batched.
     batch: int | None = None
+    #: The run was stopped (Ctrl-C) before every clip was done: it holds the clips that
+    #: were (``files`` of ``files_planned``); see :class:`BenchInterrupted`.
+    interrupted: bool = False
+    files_planned: int | None = None
 
     def run_record(self) -> dict[str, Any]:
         """The first line of ``results.jsonl``: what was run, where, and how long it took."""
@@ -178,6 +183,8 @@ class BenchRun:
             "model_calls": self.model_calls,
             "reused_calls": self.reused_calls,
             "batch": self.batch,
+            "interrupted": self.interrupted,
+            "files_planned": self.files_planned,
             "environment": self.environment,
         }
 
@@ -344,6 +351,15 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines + failed)
 
 
+class BenchInterrupted(RtlabError):
+    """A benchmark stopped (Ctrl-C) before its last clip; ``run`` holds the clips that were
+    done, scored and summarized as usual, with ``run.interrupted`` set."""
+
+    def __init__(self, run: BenchRun) -> None:
+        super().__init__(f"interrupted after {len({s.file for s in run.streams})} of {run.files_planned} clips")
+        self.run = run
+
+
 async def run_bench_async(
     corpus: str | os.PathLike[str],
     configurations: Sequence[StreamConfig],
@@ -360,6 +376,7 @@ async def run_bench_async(
     reuse_passes: bool = True,
     clips_at_once: int | None = None,
     batch: int | None = None,
+    keep_partial: bool = False,
 ) -> BenchRun:
     """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
     :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
@@ -383,7 +400,9 @@ async def run_bench_async(
     that the cores stay busy through each clip's end). ``batch``: on the modeled and
     unaware clocks, the passes of configurations whose backend batches share model calls,
     up to this many per call (see :func:`~rtlab.eval.replay.replay_async`; the results are
-    the same, the run takes less CPU). Raises
+    the same, the run takes less CPU). ``keep_partial``: when the run is cancelled (Ctrl-C
+    in ``run_bench``) after some clips are done, raise :class:`BenchInterrupted` holding
+    a run of those clips, marked ``interrupted``, instead of losing them. Raises
     ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.
     """
@@ -493,14 +512,19 @@ async def run_bench_async(
             turn = asyncio.Semaphore(at_once)
             clips = [asyncio.ensure_future(bench_clip(i, u, s, turn)) for i, (u, s) in enumerate(zip(utterances, decoded))]
             try:
-                results = await asyncio.gather(*clips)
-            except BaseException:
+                done = list(zip(utterances, await asyncio.gather(*clips)))
+            except BaseException as error:
                 for clip in clips:
                     clip.cancel()
                 await asyncio.gather(*clips, return_exceptions=True)
-                raise
+                finished = [c.done() and not c.cancelled() and c.exception() is None for c in clips]
+                if not (keep_partial and isinstance(error, asyncio.CancelledError) and any(finished)):
+                    raise
+                done = [(utt, clip.result()) for utt, clip, ok in zip(utterances, clips, finished) if ok]
+                run.interrupted, run.files_planned = True, len(clips)
+                run.audio_seconds = sum(len(s) for s, ok in zip(decoded, finished) if ok) / 16000
             run.replay_wall_seconds = _covered_seconds(replaying)
-            for utt, (streams, offline, offline_seconds, memo) in zip(utterances, results):
+            for utt, (streams, offline, offline_seconds, memo) in done:
                 if memo:
                     run.model_calls += memo.misses
                     run.reused_calls += memo.hits
@@ -521,6 +545,8 @@ async def run_bench_async(
     for config in configs:
         mine = [s for s in run.streams if s.config["name"] == config.label]
         run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
+    if run.interrupted:
+        raise BenchInterrupted(run)
     return run
 
 
