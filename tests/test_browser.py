@@ -53,6 +53,17 @@ def padded_wav(audio_wav: bytes, path: Path, before: float = LEAD_IN, after: flo
     return path
 
 
+async def launch(playwright, chromium: str, microphone: Path | None = None):
+    """Headless Chromium with the flags this project runs it with; with ``microphone``, a
+    fake microphone playing that WAV file once (and no permission prompt)."""
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    if microphone is not None:
+        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={microphone}%noloop"]  # fmt: skip
+    return await playwright.chromium.launch(executable_path=chromium, args=args)
+
+
 def words_of(text: str) -> str:
     return " ".join(re.findall(r"[a-z']+", text.lower()))
 
@@ -89,15 +100,7 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
     ARTIFACTS.mkdir(exist_ok=True)
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone}%noloop",
-            ],
-        )  # fmt: skip
+        browser = await launch(playwright, chromium, microphone)
         try:
             page = await browser.new_page()
             console = []
@@ -155,14 +158,7 @@ async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_serv
     microphone = padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
     running = await make_server(backend="test-attention", policy="alignatt", allow_backends=("*",), allow_policies=("*",))
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone}%noloop",
-            ],
-        )  # fmt: skip
+        browser = await launch(playwright, chromium, microphone)
         try:
             page = await browser.new_page()
             sent = []
@@ -206,9 +202,7 @@ async def test_the_page_offers_only_what_the_server_allows_clients_to_name(make_
 
     running = await make_server(allow_models=("alt",))
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
+        browser = await launch(playwright, chromium)
         try:
             page = await browser.new_page()
             await page.goto(running.url + "/")
@@ -234,14 +228,7 @@ async def test_the_page_offers_the_models_languages_and_sends_the_one_typed(make
     running = await make_server(backend="faster-whisper")
     await running.server.preload_task
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone}%noloop",
-            ],
-        )  # fmt: skip
+        browser = await launch(playwright, chromium, microphone)
         try:
             page = await browser.new_page()
             sent = []
