@@ -64,6 +64,17 @@ async def launch(playwright, chromium: str, microphone: Path | None = None):
     return await playwright.chromium.launch(executable_path=chromium, args=args)
 
 
+async def open_demo_page(browser, url: str) -> tuple:
+    """The demo page at ``url``, loaded up to its backend list; returns ``(page, sent)``,
+    ``sent`` collecting every WebSocket frame the page sends."""
+    page = await browser.new_page()
+    sent: list = []
+    page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(frame)))
+    await page.goto(url + "/")
+    await page.wait_for_function("window.rtlab.backends !== null")
+    return page, sent
+
+
 def words_of(text: str) -> str:
     return " ".join(re.findall(r"[a-z']+", text.lower()))
 
@@ -160,11 +171,7 @@ async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_serv
     async with async_playwright() as playwright:
         browser = await launch(playwright, chromium, microphone)
         try:
-            page = await browser.new_page()
-            sent = []
-            page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(frame)))
-            await page.goto(running.url + "/")
-            await page.wait_for_function("window.rtlab.backends !== null")
+            page, sent = await open_demo_page(browser, running.url)
             offered = "Array.from(document.querySelectorAll('#policy option'), (o) => o.value)"
             assert await page.input_value("#backend") == "test-attention"
             assert await page.evaluate(offered) == ["alignatt", "local-agreement"]
@@ -204,9 +211,7 @@ async def test_the_page_offers_only_what_the_server_allows_clients_to_name(make_
     async with async_playwright() as playwright:
         browser = await launch(playwright, chromium)
         try:
-            page = await browser.new_page()
-            await page.goto(running.url + "/")
-            await page.wait_for_function("window.rtlab.backends !== null")
+            page, _ = await open_demo_page(browser, running.url)
             values = "(selector) => Array.from(document.querySelectorAll(selector), (o) => o.value)"
             assert await page.evaluate(values, "#backend option") == ["test"]
             assert await page.evaluate(values, "#policy option") == ["local-agreement"]
@@ -230,11 +235,7 @@ async def test_the_page_offers_the_models_languages_and_sends_the_one_typed(make
     async with async_playwright() as playwright:
         browser = await launch(playwright, chromium, microphone)
         try:
-            page = await browser.new_page()
-            sent = []
-            page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(frame)))
-            await page.goto(running.url + "/")
-            await page.wait_for_function("window.rtlab.backends !== null")
+            page, sent = await open_demo_page(browser, running.url)
             assert await page.evaluate("window.rtlab.backends.default.languages") == ["en"]
             assert await page.evaluate("Array.from(document.querySelectorAll('#languages option'), (o) => o.value)") == ["en"]
             assert await page.get_attribute("#language", "placeholder") == "en (only)"
