@@ -11,7 +11,8 @@ A pass decodes one window of at most 30 s and, when the model stopped more than
 :func:`settle_window` applies the rules to one window's words and joins them to the
 pass's words so far; :func:`continue_from` says where the next window starts, if one
 should; :func:`merge_word_pieces` turns the pass's words into rtlab words;
-:func:`window_options` checks the two options that choose the windows. The
+:func:`window_options` checks the two options that choose the windows and
+:func:`decoding_options` the two that bound the decoder. The
 faster-whisper plugin's README explains each rule with the clip that called for it.
 """
 
@@ -130,6 +131,18 @@ def window_options(backend: str, window: object, pad_seconds: object) -> tuple[s
     if window != "buffer":
         raise InvalidOption(f"{backend}: pad_seconds needs window=buffer ({backend}'s own loop pads to 30 s)")
     return window, float(pad_seconds)
+
+
+def decoding_options(backend: str, temperature: object, max_tokens_per_second: object) -> tuple[list[float], float]:
+    """A Whisper backend's ``temperature`` (a number from 0 to 1, or a list of them: the
+    fallback's temperatures in order) as a list of floats, and ``max_tokens_per_second``
+    (above 0) as a float. Raises :class:`~rtlab.errors.InvalidOption` naming ``backend``."""
+    temperatures = temperature if isinstance(temperature, (list, tuple)) else [temperature]
+    if not temperatures or any(not is_number(t) or not 0 <= t <= 1 for t in temperatures):
+        raise InvalidOption(f"{backend}: temperature must be a number from 0 to 1 or a list of them, not {temperature!r}")
+    if not is_number(max_tokens_per_second) or max_tokens_per_second <= 0:
+        raise InvalidOption(f"{backend}: max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}")
+    return [float(t) for t in temperatures], float(max_tokens_per_second)
 
 
 def continue_from(window: Window, audio: np.ndarray, seconds: float) -> float | None:

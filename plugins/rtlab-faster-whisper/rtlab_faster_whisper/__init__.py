@@ -11,8 +11,8 @@ import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
-from rtlab.options import is_number, is_whole_number
-from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
+from rtlab.options import is_whole_number
+from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, window_options
 
 from . import devices as _devices
 from .models import not_found_message, resolve_model
@@ -71,22 +71,15 @@ class FasterWhisperBackend(Backend):
                                      ("workers", workers, True)):  # fmt: skip
             if not (unset and value is None) and (not is_whole_number(value) or value < 1):
                 raise InvalidOption(f"faster-whisper: {option} must be a whole number >= 1, not {value!r}")
-        temperatures = temperature if isinstance(temperature, (list, tuple)) else [temperature]
-        if not temperatures or any(not is_number(t) or not 0 <= t <= 1 for t in temperatures):
-            raise InvalidOption(
-                f"faster-whisper: temperature must be a number from 0 to 1 or a list of them, not {temperature!r}"
-            )
-        if not is_number(max_tokens_per_second) or max_tokens_per_second <= 0:
-            raise InvalidOption(
-                f"faster-whisper: max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}"
-            )
+        self.temperatures, self.max_tokens_per_second = decoding_options(
+            "faster-whisper", temperature, max_tokens_per_second
+        )
         self.window, self.pad_seconds = window_options("faster-whisper", window, pad_seconds)
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
         self.beam_size = beam_size
         self.temperature = temperature
-        self.max_tokens_per_second = float(max_tokens_per_second)
         self.requested_cpu_threads = cpu_threads
         self.requested_workers = workers
         self.cpu_threads = None
@@ -227,11 +220,6 @@ class FasterWhisperBackend(Backend):
         # Bounded work per pass: a token budget for the audio's length, so that a decoder
         # stuck repeating itself costs about a normal pass, not many times the audio.
         return int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
-
-    def _temperatures(self) -> list[float]:
-        if isinstance(self.temperature, (list, tuple)):
-            return [float(t) for t in self.temperature]
-        return [float(self.temperature)]
 
     def _transcribe_seek(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
         """faster-whisper's long-form loop: 30 s windows, each moved to the last word the
@@ -399,7 +387,7 @@ class FasterWhisperBackend(Backend):
         """Text tokens for one window, with Whisper's temperature fallback and no-speech
         check; [] when the window holds no speech."""
         sequence = self.model.get_prompt(tokenizer, previous, without_timestamps=False)
-        for temperature in self._temperatures():
+        for temperature in self.temperatures:
             result = self._generate(encoder_output, tokenizer, [sequence], self._max_length(sequence, seconds), temperature)[0]
             tokens, avg_logprob, accepted = self._judge(result, tokenizer)
             if accepted:
@@ -413,7 +401,7 @@ class FasterWhisperBackend(Backend):
         largest budget), is decoded again on its own, as it would have been alone."""
         sequences = [self.model.get_prompt(tokenizer, previous, without_timestamps=False) for tokenizer, previous, _ in items]
         limits = [self._max_length(sequence, seconds) for sequence, (_, _, seconds) in zip(sequences, items)]
-        temperature = self._temperatures()[0]
+        temperature = self.temperatures[0]
         decoded: list[list[int] | None] = [None] * len(items)
         # CTranslate2 decodes a batch whose prompts put the start-of-transcript token at one
         # position: windows whose prompts have the same length go together.

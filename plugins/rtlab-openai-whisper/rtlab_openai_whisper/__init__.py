@@ -21,9 +21,9 @@ import rtlab
 from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
-from rtlab.options import is_number, is_whole_number
+from rtlab.options import is_whole_number
 from rtlab.policies.incremental import INCREMENTAL_DECODING
-from rtlab.words import continue_from, merge_word_pieces, settle_window, window_options
+from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, window_options
 
 from . import devices as _devices
 
@@ -99,21 +99,17 @@ class OpenAIWhisperBackend(Backend):
             raise InvalidOption(f"{prefix} compute_type=float16 needs device=cuda (openai-whisper runs float32 on CPU)")
         if not is_whole_number(beam_size) or beam_size < 1:
             raise InvalidOption(f"{prefix} beam_size must be a whole number >= 1, not {beam_size!r}")
-        temperatures = temperature if isinstance(temperature, (list, tuple)) else [temperature]
-        if not temperatures or any(not is_number(t) or not 0 <= t <= 1 for t in temperatures):
-            raise InvalidOption(f"{prefix} temperature must be a number from 0 to 1 or a list of them, not {temperature!r}")
         if cpu_threads is not None and (not is_whole_number(cpu_threads) or cpu_threads < 1):
             raise InvalidOption(f"{prefix} cpu_threads must be a whole number >= 1, not {cpu_threads!r}")
-        if not is_number(max_tokens_per_second) or max_tokens_per_second <= 0:
-            raise InvalidOption(f"{prefix} max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}")
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
         self.beam_size = beam_size
         self.temperature = temperature
-        self.temperatures = [float(t) for t in temperatures]
+        self.temperatures, self.max_tokens_per_second = decoding_options(
+            "openai-whisper", temperature, max_tokens_per_second
+        )
         self.requested_cpu_threads = cpu_threads
-        self.max_tokens_per_second = float(max_tokens_per_second)
         self.window, self.pad_seconds = window_options("openai-whisper", window, pad_seconds)
         self.max_batch, self.batch_wait_ms = batch_options("openai-whisper", max_batch, batch_wait_ms)
         self.device: str | None = None
