@@ -338,14 +338,20 @@ class ComparePanel(Panel):
             self._draw_results()
         return box
 
-    def _show_columns(self) -> None:
+    def _tinted(self) -> list[tuple[Column, str]]:
+        """Each column with a configuration, and its colour: the one rtlab's plots give it
+        among that many configurations (a column without one is grey)."""
         from .charts import color
+
+        valid = self._valid()
+        return [(column, color(index, len(valid))) for index, column in enumerate(valid)]
+
+    def _show_columns(self) -> None:
         from .views import StreamView
 
-        running = [c for c in self.columns if c.config is not None]
+        tints = {id(column): tint for column, tint in self._tinted()}
         for column in self.columns:
-            tint = color(running.index(column), len(running)) if column in running else "#999999"
-            column.view = StreamView(column.state, color=tint, in_row=True)
+            column.view = StreamView(column.state, color=tints.get(id(column), "#999999"), in_row=True)
         self._columns_box.children = [c.view.box for c in self.columns]
         self._editor.refresh_targets()
 
@@ -365,10 +371,7 @@ class ComparePanel(Panel):
                 self._render_chart()
 
     def _chart_series(self) -> list[tuple[str, str, list[tuple[float, float]]]]:
-        from .charts import color
-
-        valid = self._valid()
-        return [(c.state.label, color(i, len(valid)), list(c.state.latencies)) for i, c in enumerate(valid)]
+        return [(c.state.label, tint, list(c.state.latencies)) for c, tint in self._tinted()]
 
     def _render_chart(self) -> asyncio.Future:
         from .charts import latency_chart_png
@@ -390,15 +393,14 @@ class ComparePanel(Panel):
     def _draw_results(self) -> None:
         """The final chart, the results table, the WER–latency plot, the commit timeline and
         the differences (once, at the end)."""
-        from .charts import color, latency_chart_png, timeline_png, wer_latency_png
+        from .charts import latency_chart_png, timeline_png, wer_latency_png
         from .views import differences_html, summary_table_html
 
         if any(c.state.latencies for c in self._valid()):
             self._chart.value = latency_chart_png(self._chart_series(), clock=self.clock)
             self._chart.layout.display = None
         summaries = self.bench.summaries
-        valid = self._valid()
-        tints = {c.config.label: color(i, len(valid)) for i, c in enumerate(valid)}
+        tints = {c.config.label: tint for c, tint in self._tinted()}
         failures = [(c.state.label, c.state.error or "") for c in self.columns
                     if c.config is None or c.config.label not in {s["name"] for s in summaries}]  # fmt: skip
         self._table.value = summary_table_html(summaries, [tints[s["name"]] for s in summaries], failures)
