@@ -168,8 +168,8 @@ def check_language(backend: Backend, language: str | None) -> None:
             f"model (e.g. base), or language en"
         )
     raise InvalidOption(
-        f"{what} does not know language {language!r}; it transcribes: {', '.join(known)} (or leave the "
-        f"language unset to detect it)"
+        f"{what} does not know language {language!r}; it transcribes: {', '.join(known)} (codes, or "
+        f"their English names; or leave the language unset to detect it)"
     )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidOption
+from .languages import language_code
 
 DEFAULT_BACKEND = "faster-whisper"
 DEFAULT_POLICY = "local-agreement"
@@ -78,7 +79,8 @@ class StreamConfig:
     """How one stream is transcribed: backend, model, policy, decoder, their options, language.
 
     ``model=None`` and ``language=None`` leave the backend's defaults (``en`` for ``.en``
-    models, detected otherwise). ``name`` labels the configuration in tables and plots
+    models, detected otherwise). A language may be given by name: ``"German"`` is kept as
+    ``"de"`` (:func:`rtlab.languages.language_code`). ``name`` labels the configuration in tables and plots
     (default: :attr:`label`, built from the rest). Every field has a default, so
     ``StreamConfig()`` is faster-whisper's embedded tiny.en under LocalAgreement-2.
     """
@@ -102,6 +104,8 @@ class StreamConfig:
             value = getattr(self, attribute)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise InvalidOption(f"{attribute} must be a non-empty string or None, not {value!r}")
+        if self.language is not None:  # "German" and "DE" mean "de"
+            object.__setattr__(self, "language", language_code(self.language))
         for kind in KINDS:
             options = getattr(self, f"{kind}_options")
             if not isinstance(options, Mapping):

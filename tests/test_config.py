@@ -152,6 +152,18 @@ def test_fields_of_the_wrong_type_are_refused():
         StreamConfig(backend="test", language="")
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("de", "de"), ("DE", "de"), ("German", "de"), ("castilian", "es"), (" Haitian  Creole ", "ht"),
+     ("yue", "yue"), ("klingon", "klingon")],
+)
+def test_a_language_may_be_named_and_is_kept_as_its_code(given, kept):
+    # A value that is neither a Whisper code nor a name passes unchanged: the loaded backend
+    # refuses it (rtlab.backends.check_language), or knows it when its languages are its own.
+    assert StreamConfig(backend="test", language=given).language == kept
+    assert StreamConfig.parse(f"backend=test,language={given.strip()}").language == kept
+
+
 # --------------------------------------------------------------------------- one key
 
 
@@ -211,6 +223,7 @@ def test_a_start_request_gets_the_servers_options_only_for_the_servers_own_plugi
     assert config.model == "other" and config.backend_options == {}
     assert config.policy_options == {"min_chunk": 0.5}
     assert protocol.StartRequest(language="de").stream_config(default).language == "de"
+    assert protocol.StartRequest(language="Portuguese").stream_config(default).language == "pt"
 
 
 @pytest.mark.parametrize(

