@@ -145,6 +145,14 @@ def decoding_options(backend: str, temperature: object, max_tokens_per_second: o
     return [float(t) for t in temperatures], float(max_tokens_per_second)
 
 
+def token_budget(max_tokens_per_second: float, seconds: float) -> int:
+    """How many tokens a Whisper decode of ``seconds`` of audio may emit: 16 plus
+    ``max_tokens_per_second`` for each second, up to Whisper's 30 s window. The budget
+    bounds a pass's work, so that a decoder stuck repeating itself costs about a normal
+    pass, not many times the audio."""
+    return int(16 + max_tokens_per_second * min(seconds, 30.0))
+
+
 def continue_from(window: Window, audio: np.ndarray, seconds: float) -> float | None:
     """Where the pass's next window starts (seconds into ``audio``: where the model's text
     so far ends, as :func:`retime_stopped_early` put it right), or ``None`` when there is

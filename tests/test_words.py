@@ -204,3 +204,10 @@ def test_word_pieces_become_words_with_punctuation_glued_on():
     assert [w["text"] for w in merged] == ["round-fark", "it's", "here."]
     assert merged[0] == {"text": "round-fark", "start": 0.0, "end": 0.5, "probability": 0.6}
     assert words.merge_word_pieces([(" .", 0.0, 0.1, 0.2)]) == [], "punctuation alone is what a looping decoder emits"
+
+
+def test_a_decode_s_token_budget_grows_with_its_audio_up_to_one_window():
+    assert words.token_budget(8.0, 0.0) == 16
+    assert words.token_budget(8.0, 2.5) == 36
+    assert words.token_budget(8.0, 30.0) == words.token_budget(8.0, 95.0) == 256  # one 30 s window at most
+    assert words.token_budget(1.5, 3.0) == 20  # whole tokens, rounded down

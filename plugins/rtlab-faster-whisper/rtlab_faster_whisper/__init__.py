@@ -12,7 +12,7 @@ from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
-from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, window_options
+from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, token_budget, window_options
 
 from . import devices as _devices
 from .models import not_found_message, resolve_model
@@ -216,11 +216,6 @@ class FasterWhisperBackend(Backend):
             return self._transcribe_window(audio, prompt=prompt, language=language)
         return self._transcribe_seek(audio, prompt=prompt, language=language)
 
-    def _token_budget(self, seconds: float) -> int:
-        # Bounded work per pass: a token budget for the audio's length, so that a decoder
-        # stuck repeating itself costs about a normal pass, not many times the audio.
-        return int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
-
     def _transcribe_seek(self, audio: np.ndarray, *, prompt: str, language: str | None) -> list[Word]:
         """faster-whisper's long-form loop: 30 s windows, each moved to the last word the
         model finished. Needed past 30 s; on a shorter buffer it often decodes the tail a
@@ -233,7 +228,7 @@ class FasterWhisperBackend(Backend):
             temperature=self.temperature,
             # faster-whisper prompts each window with up to half the decoder's context of
             # the text before it: the budget must fit in the other half, or it refuses.
-            max_new_tokens=min(self._token_budget(len(audio) / 16_000), SEEK_MAX_NEW_TOKENS),
+            max_new_tokens=min(token_budget(self.max_tokens_per_second, len(audio) / 16_000), SEEK_MAX_NEW_TOKENS),
             word_timestamps=True,
             condition_on_previous_text=True,
             vad_filter=False,
@@ -381,7 +376,7 @@ class FasterWhisperBackend(Backend):
         return tokens
 
     def _max_length(self, sequence: list[int], seconds: float) -> int:
-        return min(len(sequence) + self._token_budget(seconds), self.model.max_length)
+        return min(len(sequence) + token_budget(self.max_tokens_per_second, seconds), self.model.max_length)
 
     def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
         """Text tokens for one window, with Whisper's temperature fallback and no-speech

@@ -23,7 +23,7 @@ from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
 from rtlab.policies.incremental import INCREMENTAL_DECODING
-from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, window_options
+from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, token_budget, window_options
 
 from . import devices as _devices
 
@@ -282,11 +282,6 @@ class OpenAIWhisperBackend(Backend):
                 results[index] = each
         return results  # type: ignore[return-value]
 
-    def _token_budget(self, seconds: float) -> int:
-        # Bounded work per pass: a token budget for the audio's length, so that a decoder
-        # stuck repeating itself costs about a normal pass, not many times the audio.
-        return int(16 + self.max_tokens_per_second * min(seconds, WINDOW_SECONDS))
-
     def log_mel(self, audio: np.ndarray):
         """The log-Mel spectrogram of ``audio`` and its number of frames of audio (the
         rest is the 30 s of padding openai-whisper appends), on the model's device."""
@@ -419,7 +414,7 @@ class OpenAIWhisperBackend(Backend):
         model = self.loaded_model.model
         prompt = previous[-(model.dims.n_text_ctx // 2 - 1) :]
         initial = len(prompt) + (1 if prompt else 0) + (3 if model.is_multilingual else 1)
-        sample_len = max(1, min(self._token_budget(seconds), model.dims.n_text_ctx - initial))
+        sample_len = max(1, min(token_budget(self.max_tokens_per_second, seconds), model.dims.n_text_ctx - initial))
         return DecodingOptions(
             task="transcribe", language=language, temperature=temperature, sample_len=sample_len,
             beam_size=self.beam_size if self.beam_size > 1 and temperature == 0 else None,
@@ -454,7 +449,7 @@ class OpenAIWhisperBackend(Backend):
             temperature=tuple(self.temperatures), initial_prompt=prompt.strip() or None,
             word_timestamps=True, condition_on_previous_text=True, fp16=self.compute_type == "float16",
             beam_size=self.beam_size if self.beam_size > 1 else None,
-            sample_len=self._token_budget(len(audio) / 16_000),
+            sample_len=token_budget(self.max_tokens_per_second, len(audio) / 16_000),
             prepend_punctuations=PREPEND_PUNCTUATIONS, append_punctuations=APPEND_PUNCTUATIONS,
         )  # fmt: skip
         return merge_word_pieces(
