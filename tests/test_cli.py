@@ -69,6 +69,98 @@ def test_wall_clock_streams_in_real_time(tone_wav):
     assert summary["emitted_at"] >= summary["audio_seconds"]
 
 
+
+def rtlab_stdin(data: bytes, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``rtlab ARGS`` with ``data`` piped into its standard input."""
+    result = subprocess.run([sys.executable, "-m", "rtlab", *args], input=data, capture_output=True, timeout=timeout)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+def test_a_dash_streams_standard_input(tone_wav):
+    result = rtlab_stdin(tone_wav.read_bytes(), "transcribe", "-", "--backend", "test", "--clock", "simulated")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == TONE_TEXT
+
+
+def test_a_file_piped_in_on_the_wall_clock_plays_in_real_time(tone_wav):
+    # The whole file is in the pipe at once; the processor holds its audio to real time
+    # (pace_input), so the summary cannot come before the audio has been played.
+    result = rtlab_stdin(tone_wav.read_bytes(), "transcribe", "-", "--backend", "test", "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["text"] == TONE_TEXT
+    assert summary["emitted_at"] >= summary["audio_seconds"] > 3
+
+
+def test_ctrl_c_ends_standard_input_and_the_tail_is_committed():
+    import contextlib
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    audio, _ = tone_words(" ".join([TONE_TEXT] * 4))  # about 12 s
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtlab", "transcribe", "-", "--backend", "test", "--format", "jsonl"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        # The pipe stays open, as a live source's would; the writer waits while the session
+        # holds the audio to real time.
+        def write() -> None:
+            with contextlib.suppress(BrokenPipeError, ValueError):  # rtlab ended the input before its end
+                process.stdin.write(wav_bytes(audio))
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        deadline = time.monotonic() + 60
+        while not lines and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)  # each event is printed (and flushed) as it happens
+        assert lines, "no event before Ctrl-C"
+        ffmpeg = [c for c in psutil.Process(process.pid).children(recursive=True) if "ffmpeg" in c.name()]
+        assert len(ffmpeg) == 1
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+        err = process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        writer.join(timeout=10)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
+    assert process.returncode == 0, err
+    assert "stopping: committing the tail" in err
+    events = [json.loads(line) for line in lines]
+    summary = events[-1]
+    assert summary["type"] == "summary"
+    assert 0 < summary["audio_seconds"] < len(audio) / 16000 - 1  # ended where it was, not where the pipe got to
+    committed = " ".join(w["text"] for e in events if e["type"] == "commit" for w in e["words"])
+    said = committed.split()
+    assert committed == summary["text"] and said and said == (TONE_TEXT.split() * 4)[: len(said)]
+    assert not ffmpeg[0].is_running()  # stopped and reaped by rtlab before it exited
+
+
+def test_standard_input_is_read_once_and_never_from_a_terminal(tone_wav):
+    import os
+
+    _assert_one_line_error(rtlab("transcribe", "-", "-", "--backend", "test"), "read once")
+    leader, follower = os.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "rtlab", "transcribe", "-", "--backend", "test"],
+                                stdin=follower, capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        os.close(leader)
+        os.close(follower)
+    _assert_one_line_error(result, "standard input is a terminal; pipe audio into it")
+
+
 def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

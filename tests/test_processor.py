@@ -527,3 +527,69 @@ async def test_a_consumer_that_never_reads_does_not_grow_the_processor(no_ffmpeg
     # The blocked feeder is released: it returns, or is told the processor stopped.
     with pytest.raises(ProcessorStopped):
         await asyncio.wait_for(feeder, 10)
+
+
+# --------------------------------------------------------------------------- a pipe
+
+
+def _pipe(data: bytes, fail_after: int | None = None):
+    """A blocking ``read(n)`` over ``data``, as a pipe gives it; raises OSError once
+    ``fail_after`` bytes were read, when given."""
+    position = 0
+
+    def read(n: int) -> bytes:
+        nonlocal position
+        if fail_after is not None and position >= fail_after:
+            raise OSError("the pipe broke")
+        chunk = data[position : position + n]
+        position += len(chunk)
+        return chunk
+
+    return read
+
+
+def _pipe_readers() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "rtlab-pipe-reader"]
+
+
+@pytest.mark.parametrize("fmt", ["wav", "ogg"])
+async def test_a_pipe_streams_like_a_file(clips, fmt, no_ffmpeg_left):
+    from rtlab.core.feeding import stream_reader
+
+    events = await stream_reader(_pipe(clips[fmt]), "test", clock="simulated")
+    assert events[-1]["type"] == "summary" and events[-1]["text"] == TEXT
+    await asyncio.sleep(0.3)
+    assert not _pipe_readers()
+
+
+async def test_a_pipe_that_breaks_ends_the_stream_with_its_error(clips, no_ffmpeg_left):
+    from rtlab.core.feeding import stream_reader
+
+    events = await stream_reader(_pipe(clips["wav"], fail_after=8192), "test", clock="simulated")
+    assert events[-1]["type"] == "error" and "the pipe broke" in events[-1]["message"]
+    await asyncio.sleep(0.3)
+    assert not _pipe_readers()
+
+
+async def test_stopping_a_piped_file_ends_it_where_the_clock_is(no_ffmpeg_left):
+    from rtlab.core.feeding import stream_reader
+
+    audio, _ = tone_words(" ".join([TEXT] * 3))  # about 9 s, all of it in the pipe at once
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(2.0, stop.set)
+    events = await stream_reader(_pipe(wav_bytes(audio)), "test", stop=stop)
+    summary = events[-1]
+    assert summary["type"] == "summary"
+    # Held to real time (pace_input), so at the stop about 2 s had been played: the rest
+    # of what the pipe gave is dropped, not transcribed at once.
+    assert 1.0 < summary["audio_seconds"] < 3.0
+    said = summary["text"].split()
+    assert said and said == (TEXT.split() * 3)[: len(said)]
+
+
+def test_pace_input_holds_only_the_wall_clock():
+    assert AudioProcessor("test", pace_input=True).pace_input
+    assert not AudioProcessor("test", clock="unaware", pace_input=True).pace_input
+    assert not AudioProcessor("test").pace_input

@@ -11,7 +11,7 @@ from ..core.clock import CLOCK_MODES
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--backend", default=DEFAULT_BACKEND, show_default=True, help="Backend plugin (see 'rtlab plugins').")
 @click.option("--model", default=None, help="Model for the backend (faster-whisper: tiny.en, base, a folder…).")
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, help="Streaming policy.")
@@ -31,19 +31,31 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
                backend_option, policy_option, decoder_option) -> None:  # fmt: skip
     """Stream FILES through a backend and show the transcript as it is committed.
 
+    A FILE of - reads standard input: audio piped in, from a microphone (e.g. ffmpeg -f
+    pulse -i default -f wav - | rtlab transcribe -) or a file, sent as it arrives and held
+    to real time on the wall clock; Ctrl-C ends the input, and the tail is committed.
+
     Text mode prints committed text live, with the partial text dimmed and a progress bar on
     a terminal. jsonl mode prints one event per line: partial, commit, and a final summary.
     Option values are typed as in every rtlab KEY=VALUE: true/false, null, JSON numbers and
     lists, else text.
     """
     import asyncio
+    import sys
     from pathlib import Path
 
     from ..config import StreamConfig, parse_pairs
     from ..errors import RtlabError
 
+    if files.count("-") > 1:
+        raise click.ClickException("-: standard input can be read once; give - one time")
+    if "-" in files and sys.stdin.isatty():
+        raise click.ClickException(
+            "-: standard input is a terminal; pipe audio into it, e.g. ffmpeg -f pulse -i default -f wav - | "
+            "rtlab transcribe -"
+        )
     for file in files:
-        if not Path(file).is_file():
+        if file != "-" and not Path(file).is_file():
             raise click.ClickException(f"{file}: no such file; give the path of an audio file")
     try:
         policy_options = parse_pairs(policy_option, source="--policy-option")
@@ -70,6 +82,8 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
 
 async def _transcribe_files(files, config, clock, cost_model, output_format) -> str | None:
     """Stream each file; returns the first failure message, if any."""
+    import sys
+
     from ..core.feeding import stream_file
     from .display import LiveText
 
@@ -82,11 +96,15 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
                 display.event(event)
             else:
                 click.echo(json.dumps({**event, "file": file}) if len(files) > 1 else json.dumps(event))
+                sys.stdout.flush()  # one event a line, as it happens, also into a pipe
 
-        events = await stream_file(
-            file, config, clock=clock, cost_model=cost_model, on_event=show,
-            on_progress=display.set_progress if display else None,
-        )
+        if file == "-":
+            events = await _transcribe_stdin(config, clock, cost_model, show)
+        else:
+            events = await stream_file(
+                file, config, clock=clock, cost_model=cost_model, on_event=show,
+                on_progress=display.set_progress if display else None,
+            )
         if display is not None:
             display.close()
         last = events[-1] if events else {"type": "error", "message": "no events"}
@@ -95,3 +113,33 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
         elif display is not None and not last["text"]:
             click.echo(f"{file}: no speech was recognised", err=True)
     return failure
+
+
+async def _transcribe_stdin(config, clock, cost_model, show) -> list[dict]:
+    """Stream standard input; the first Ctrl-C ends the input (the tail is committed and
+    the summary printed), a second one aborts."""
+    import asyncio
+    import signal
+    import sys
+
+    from ..core.feeding import stream_reader
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def end_input() -> None:
+        click.echo("stopping: committing the tail (Ctrl-C again to abort)", err=True)
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C is KeyboardInterrupt again
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, end_input)
+        handling = True
+    except (NotImplementedError, RuntimeError, ValueError):  # no signal handlers here (Windows, a thread)
+        handling = False
+    try:
+        return await stream_reader(sys.stdin.buffer.read1, config, clock=clock, cost_model=cost_model, stop=stop,
+                                   on_event=show)  # fmt: skip
+    finally:
+        if handling and not stop.is_set():
+            loop.remove_signal_handler(signal.SIGINT)

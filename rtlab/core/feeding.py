@@ -1,15 +1,19 @@
-"""Feed an audio file into an AudioProcessor, paced in real time or as fast as possible.
+"""Feed an audio file, or a pipe, into an AudioProcessor, paced in real time or as fast as possible.
 
 Used by ``rtlab transcribe``, the benchmarks and the notebooks, so that "streaming a file"
 means the same thing everywhere: the encoded bytes go through the session's own decoder,
 in chunks of ``chunk_seconds`` worth of bytes; on the wall clock chunk ``i`` is sent
-``i * chunk_seconds`` after the first.
+``i * chunk_seconds`` after the first. A pipe (``rtlab transcribe -``: a microphone or a
+file piped in) has no length to pace by: :func:`feed_reader` sends what arrives, and the
+processor holds the decoded audio to real time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -100,6 +104,81 @@ async def feed_bytes(
     await processor.finish()
 
 
+#: Chunks a pipe's reader thread may hold before the session takes them.
+READER_QUEUE_CHUNKS = 4
+
+
+async def feed_reader(
+    processor: AudioProcessor,
+    read: Callable[[int], bytes],
+    *,
+    stop: asyncio.Event | None = None,
+    chunk_bytes: int = 4096,
+) -> None:
+    """Send what ``read(chunk_bytes)`` gives until it gives ``b""`` (the end of the input),
+    then ``finish()``; or until ``stop`` is set (Ctrl-C), then ``finish(now=True)``.
+
+    ``read`` is a blocking read of a pipe (``sys.stdin.buffer.read1``, say). It runs on a
+    daemon thread that stays at most :data:`READER_QUEUE_CHUNKS` chunks ahead of the
+    session; an error it raises ends the stream with that error. Chunks are sent as they
+    arrive: a pipe has no length to pace by, so holding a fast source to real time is the
+    processor's ``pace_input`` (which :func:`stream_reader` sets).
+    """
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=READER_QUEUE_CHUNKS)
+    done = threading.Event()
+
+    def pump() -> None:
+        while not done.is_set():
+            try:
+                data: bytes | BaseException = bytes(read(chunk_bytes))
+            except Exception as error:  # noqa: BLE001 - the stream ends with it, below
+                data = error
+            try:
+                handed = asyncio.run_coroutine_threadsafe(chunks.put(data), loop)
+            except RuntimeError:
+                return  # the event loop is gone
+            while not done.is_set():
+                try:
+                    handed.result(timeout=0.2)
+                    break
+                except concurrent.futures.TimeoutError:
+                    continue
+                except (concurrent.futures.CancelledError, RuntimeError):
+                    return
+            else:
+                handed.cancel()
+            if not isinstance(data, bytes) or not data:
+                return
+
+    threading.Thread(target=pump, name="rtlab-pipe-reader", daemon=True).start()
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    if stopped is not None:
+        # At once, also while a write waits for the decoder: the audio after this moment is
+        # dropped, so the write does not wait for it to be played.
+        stopped.add_done_callback(lambda waited: waited.cancelled() or processor.cut_input())
+    now = False
+    try:
+        while processor.state == "RUNNING":
+            taken = asyncio.ensure_future(chunks.get())
+            await asyncio.wait({taken} | ({stopped} if stopped else set()), return_when=asyncio.FIRST_COMPLETED)
+            if not taken.done():
+                taken.cancel()
+                now = True  # stopped: the input ends here, not where the pipe got to
+                break
+            data = taken.result()
+            if isinstance(data, BaseException):
+                raise data
+            if not data:
+                break
+            await processor.process_audio(data)
+    finally:
+        done.set()
+        if stopped is not None:
+            stopped.cancel()
+    await processor.finish(now=now)
+
+
 async def stream_file(
     path: str | Path,
     config: StreamConfig | str | None = None,
@@ -119,14 +198,45 @@ async def stream_file(
     ``"modeled"`` with its ``cost_model``, ``"unaware"``) feed it as fast as passes take it.
     """
     check_chunk_seconds(chunk_seconds)
-    processor = AudioProcessor(config, clock=clock, cost_model=cost_model, **settings)
+
+    def feed(processor: AudioProcessor) -> Awaitable[None]:
+        return feed_file(processor, path, realtime=clock == "wall", chunk_seconds=chunk_seconds, on_progress=on_progress)
+
+    return await _stream(feed, AudioProcessor(config, clock=clock, cost_model=cost_model, **settings), on_event)
+
+
+async def stream_reader(
+    read: Callable[[int], bytes],
+    config: StreamConfig | str | None = None,
+    *,
+    clock: str = "wall",
+    cost_model: Any = None,
+    stop: asyncio.Event | None = None,
+    on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """Stream what ``read`` gives (a pipe; see :func:`feed_reader`) through a new
+    AudioProcessor and return every event, as :func:`stream_file` does for a file. On the
+    wall clock the audio is held to real time (``pace_input``): a microphone piped in is
+    never held, a file piped in plays as if live. Setting ``stop`` ends the input: the tail
+    is committed and the summary follows."""
+    def feed(processor: AudioProcessor) -> Awaitable[None]:
+        return feed_reader(processor, read, stop=stop)
+
+    processor = AudioProcessor(config, clock=clock, cost_model=cost_model, pace_input=True, **settings)
+    return await _stream(feed, processor, on_event)
+
+
+async def _stream(
+    feed: Callable[[AudioProcessor], Awaitable[None]],
+    processor: AudioProcessor,
+    on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None,
+) -> list[dict[str, Any]]:
     events_out: list[dict[str, Any]] = []
     try:
         events = await processor.create_tasks()
-        feeder = asyncio.create_task(
-            feed_file(processor, path, realtime=clock == "wall", chunk_seconds=chunk_seconds, on_progress=on_progress)
-        )
-        # A feeder that breaks (unreadable file, cancelled source) must end the stream too.
+        feeder = asyncio.ensure_future(feed(processor))
+        # A feeder that breaks (unreadable input, cancelled source) must end the stream too.
         feeder.add_done_callback(
             lambda task: task.cancelled()
             or task.exception() is None

@@ -68,6 +68,11 @@ class AudioProcessor:
     :param pass_memo: a :class:`~rtlab.core.memo.PassMemo` shared with other processors of
         one replay on the ``modeled`` or ``unaware`` clock: backend calls another stream
         already made are not made again (refused on the measured clocks).
+    :param pace_input: on the wall clock, decoded audio enters the stream no faster than
+        real time: the second ``t`` of audio not before ``t`` seconds after the first byte.
+        For a source that may send faster than it plays (a file piped in, see
+        :func:`~rtlab.core.feeding.stream_reader`); a live source is never held. The
+        decoder's output waits, and so, through its pipe, does the input.
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class AudioProcessor:
         max_events: int = 1000,
         max_buffered_seconds: float = 30.0,
         pass_memo: PassMemo | None = None,
+        pace_input: bool = False,
         **settings: Any,
     ) -> None:
         config = StreamConfig.coerce(config, **settings)
@@ -94,6 +100,8 @@ class AudioProcessor:
         if pass_memo is not None and self.clock.mode in MEASURED_MODES:
             raise ValueError(f"a pass memo needs an unmeasured clock (modeled or unaware), not {clock!r}")
         self.pass_memo = pass_memo
+        self.pace_input = bool(pace_input) and not self.clock.simulated
+        self._cut_at: int | None = None  # samples: where finish(now=True) ended the input
         self.cost_model: CostModel | None = None
         if self.clock.mode == "modeled":
             self.cost_model = cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
@@ -207,8 +215,22 @@ class AudioProcessor:
         except RtlabError as error:
             await self._fail(error)
 
-    async def finish(self) -> None:
-        """End of input: the policy commits the tail, a summary follows, the stream ends."""
+    def cut_input(self) -> None:
+        """With ``pace_input``: the input ends at this moment of the clock; decoded audio
+        after it (sent, not yet played) is dropped from now on, also while a write is still
+        waiting for the decoder. :meth:`finish` follows. Later calls do nothing."""
+        if self.pace_input and self.state is State.RUNNING and self._cut_at is None:
+            self._cut_at = int(self.clock.now() * SAMPLE_RATE)
+
+    async def finish(self, *, now: bool = False) -> None:
+        """End of input: the policy commits the tail, a summary follows, the stream ends.
+
+        With ``now`` and ``pace_input``, the input ends at this moment of the clock: the
+        audio that was sent but is not yet played (held to real time) is dropped. That is
+        what Ctrl-C on a piped file means; a live source has nothing unplayed.
+        """
+        if now:
+            self.cut_input()
         if self.state is State.STOPPED:
             await self.cleanup()  # returns once a cleanup in progress (after a failure) is done
         if self.state is not State.RUNNING:
@@ -259,6 +281,18 @@ class AudioProcessor:
                 if pcm is None:
                     self.buffer.end()
                     return
+                if self._cut_at is not None:  # finish(now=True): drop what comes after the cut
+                    pcm = pcm[: max(0, self._cut_at - self.buffer.received)]
+                    if not len(pcm):
+                        continue
+                elif self.pace_input:  # not before its last sample has been played
+                    ahead = (self.buffer.received + len(pcm)) / SAMPLE_RATE - self.clock.now()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                        if self._cut_at is not None:
+                            pcm = pcm[: max(0, self._cut_at - self.buffer.received)]
+                            if not len(pcm):
+                                continue
                 await self.buffer.put(pcm)
         except asyncio.CancelledError:
             await self._cleanup_if_abandoned()
