@@ -25,6 +25,7 @@ _LAZY = {
     "Policy": "rtlab.policies",
     "Decoder": "rtlab.decoders",
     "stream_file": "rtlab.core.feeding",
+    "stream_reader": "rtlab.core.feeding",
     "errors": "rtlab.errors",
     "widgets": "rtlab.widgets",
 }
