@@ -147,6 +147,46 @@ def test_ctrl_c_ends_standard_input_and_the_tail_is_committed():
     assert not ffmpeg[0].is_running()  # stopped and reaped by rtlab before it exited
 
 
+
+def test_ctrl_c_on_the_wall_clock_ends_the_file_and_skips_the_rest(tmp_path):
+    import signal
+    import threading
+    import time
+
+    audio, _ = tone_words(" ".join([TONE_TEXT] * 4))  # about 12 s
+    long_wav = tmp_path / "long.wav"
+    long_wav.write_bytes(wav_bytes(audio))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtlab", "transcribe", str(long_wav), str(long_wav), "--backend", "test",
+         "--format", "jsonl"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not lines and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert lines, "no event before Ctrl-C"
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+        err = process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == 130, err
+    assert f"interrupted: {long_wav} was not streamed to its end; 1 more file not streamed" in err
+    events = [json.loads(line) for line in lines]
+    assert [e["type"] for e in events].count("summary") == 1 and events[-1]["type"] == "summary"
+    assert events[-1]["file"] == str(long_wav)
+    assert 0 < events[-1]["audio_seconds"] < len(audio) / 16000 - 1
+
+
 def test_standard_input_is_read_once_and_never_from_a_terminal(tone_wav):
     import os
 

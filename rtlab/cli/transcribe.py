@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import signal
+from typing import Iterator
 
 import click
 
@@ -33,7 +37,9 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
 
     A FILE of - reads standard input: audio piped in, from a microphone (e.g. ffmpeg -f
     pulse -i default -f wav - | rtlab transcribe -) or a file, sent as it arrives and held
-    to real time on the wall clock; Ctrl-C ends the input, and the tail is committed.
+    to real time on the wall clock. On the wall clock and from standard input, Ctrl-C ends
+    the input where it is: the tail is committed and the summary printed (exit status 130
+    when a file or files were left unstreamed); a second Ctrl-C aborts.
 
     Text mode prints committed text live, with the partial text dimmed and a progress bar on
     a terminal. jsonl mode prints one event per line: partial, commit, and a final summary.
@@ -71,24 +77,28 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
             decoder_options=parse_pairs(decoder_option, source="--decoder-option"),
             language=language,
         ).validate()  # names, options and values, before any work starts
-        failed = asyncio.run(_transcribe_files(files, config, clock, cost_model, output_format))
+        failed, interrupted = asyncio.run(_transcribe_files(files, config, clock, cost_model, output_format))
     except RtlabError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         raise click.Abort() from None
+    if interrupted:
+        click.echo(f"Error: {failed}", err=True)
+        sys.exit(130)
     if failed:
         raise click.ClickException(failed)
 
 
-async def _transcribe_files(files, config, clock, cost_model, output_format) -> str | None:
-    """Stream each file; returns the first failure message, if any."""
+async def _transcribe_files(files, config, clock, cost_model, output_format) -> tuple[str | None, bool]:
+    """Stream each file; returns the first failure message, if any, and whether Ctrl-C
+    ended the input before all of it was streamed (the message then says what was left)."""
     import sys
 
-    from ..core.feeding import stream_file
+    from ..core.feeding import stream_file, stream_reader
     from .display import LiveText
 
     failure = None
-    for file in files:
+    for index, file in enumerate(files):
         display = LiveText(label=file) if output_format == "text" else None
 
         def show(event, file=file, display=display):
@@ -98,13 +108,15 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
                 click.echo(json.dumps({**event, "file": file}) if len(files) > 1 else json.dumps(event))
                 sys.stdout.flush()  # one event a line, as it happens, also into a pipe
 
-        if file == "-":
-            events = await _transcribe_stdin(config, clock, cost_model, show)
-        else:
-            events = await stream_file(
-                file, config, clock=clock, cost_model=cost_model, on_event=show,
-                on_progress=display.set_progress if display else None,
-            )
+        with _ctrl_c_ends_input(clock == "wall" or file == "-") as stop:
+            if file == "-":
+                events = await stream_reader(sys.stdin.buffer.read1, config, clock=clock, cost_model=cost_model,
+                                             stop=stop, on_event=show)  # fmt: skip
+            else:
+                events = await stream_file(
+                    file, config, clock=clock, cost_model=cost_model, on_event=show,
+                    on_progress=display.set_progress if display else None, stop=stop,
+                )
         if display is not None:
             display.close()
         last = events[-1] if events else {"type": "error", "message": "no events"}
@@ -112,18 +124,21 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
             failure = failure or f"{file}: {last['message']}"
         elif display is not None and not last["text"]:
             click.echo(f"{file}: no speech was recognised", err=True)
-    return failure
+        left = len(files) - index - 1
+        if stop.is_set() and (file != "-" or left):
+            # A file cut short, or files left: not all of the input was transcribed.
+            why = f"interrupted: {file} was not streamed to its end" if file != "-" else "interrupted"
+            if left:
+                why += f"; {left} more file{'s' if left > 1 else ''} not streamed"
+            return failure or why, True
+    return failure, False
 
 
-async def _transcribe_stdin(config, clock, cost_model, show) -> list[dict]:
-    """Stream standard input; the first Ctrl-C ends the input (the tail is committed and
-    the summary printed), a second one aborts."""
-    import asyncio
-    import signal
-    import sys
 
-    from ..core.feeding import stream_reader
-
+@contextlib.contextmanager
+def _ctrl_c_ends_input(handle: bool) -> Iterator[asyncio.Event]:
+    """An event the first Ctrl-C sets (when ``handle``): the stream's input ends there, the
+    tail is committed and the summary printed. A second Ctrl-C aborts, as usual."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -132,14 +147,15 @@ async def _transcribe_stdin(config, clock, cost_model, show) -> list[dict]:
         stop.set()
         loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C is KeyboardInterrupt again
 
+    handling = False
+    if handle:
+        try:
+            loop.add_signal_handler(signal.SIGINT, end_input)
+            handling = True
+        except (NotImplementedError, RuntimeError, ValueError):  # no signal handlers here (Windows, a thread)
+            pass
     try:
-        loop.add_signal_handler(signal.SIGINT, end_input)
-        handling = True
-    except (NotImplementedError, RuntimeError, ValueError):  # no signal handlers here (Windows, a thread)
-        handling = False
-    try:
-        return await stream_reader(sys.stdin.buffer.read1, config, clock=clock, cost_model=cost_model, stop=stop,
-                                   on_event=show)  # fmt: skip
+        yield stop
     finally:
         if handling and not stop.is_set():
             loop.remove_signal_handler(signal.SIGINT)

@@ -44,17 +44,19 @@ async def feed_file(
     chunk_seconds: float = 0.1,
     duration: float | None = None,
     on_progress: Callable[[float], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Send ``path``'s bytes to ``processor`` then ``finish()`` it.
 
     With ``realtime``, bytes are paced at the file's average byte rate (``duration``
-    seconds for all of them; measured when not given). ``on_progress`` gets the fraction sent.
+    seconds for all of them; measured when not given). ``on_progress`` gets the fraction
+    sent; ``stop``, when set, ends the input there (see :func:`feed_bytes`).
     """
     if realtime and duration is None:
         duration = await asyncio.get_running_loop().run_in_executor(None, audio_duration, path)
     await feed_bytes(
         processor, Path(path).read_bytes(), realtime=realtime, chunk_seconds=chunk_seconds,
-        duration=duration, on_progress=on_progress,
+        duration=duration, on_progress=on_progress, stop=stop,
     )
 
 
@@ -72,12 +74,14 @@ async def feed_bytes(
     chunk_seconds: float = 0.1,
     duration: float | None = None,
     on_progress: Callable[[float], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Send ``data`` (encoded audio, or s16le PCM for the PCM decoder) then ``finish()``.
 
     With ``realtime``, chunk ``i`` holds ``duration * chunk_seconds / len(data)`` worth of
     bytes and is sent ``(i + 1) * chunk_seconds`` after the stream starts. For raw PCM the
     duration is known from the length; for encoded audio pass it (see :func:`audio_duration`).
+    Once ``stop`` is set (Ctrl-C), no more is sent: the input ends where it got to.
     """
     if realtime and duration is None:
         raise ValueError("feeding encoded bytes in real time needs their duration")
@@ -97,7 +101,13 @@ async def feed_bytes(
         if realtime:
             delay = started + (index + 1) * chunk_seconds - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if stop is None:
+                    await asyncio.sleep(delay)
+                else:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+        if stop is not None and stop.is_set():
+            break
         await processor.process_audio(data[offset : offset + chunk])
         if on_progress is not None:
             on_progress(min(1.0, (offset + chunk) / len(data)))
@@ -188,6 +198,7 @@ async def stream_file(
     chunk_seconds: float = 0.1,
     on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    stop: asyncio.Event | None = None,
     **settings: Any,
 ) -> list[dict[str, Any]]:
     """Stream one file through a new AudioProcessor and return every event.
@@ -196,11 +207,14 @@ async def stream_file(
     :class:`~rtlab.config.StreamConfig` or a backend name, StreamConfig fields on top).
     ``clock="wall"`` paces the file in real time; the virtual clocks (``"simulated"``,
     ``"modeled"`` with its ``cost_model``, ``"unaware"``) feed it as fast as passes take it.
+    Setting ``stop`` ends the input where the feeding got to: the tail is committed and the
+    summary follows.
     """
     check_chunk_seconds(chunk_seconds)
 
     def feed(processor: AudioProcessor) -> Awaitable[None]:
-        return feed_file(processor, path, realtime=clock == "wall", chunk_seconds=chunk_seconds, on_progress=on_progress)
+        return feed_file(processor, path, realtime=clock == "wall", chunk_seconds=chunk_seconds,
+                         on_progress=on_progress, stop=stop)  # fmt: skip
 
     return await _stream(feed, AudioProcessor(config, clock=clock, cost_model=cost_model, **settings), on_event)
 
