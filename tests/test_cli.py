@@ -148,6 +148,39 @@ def test_ctrl_c_ends_standard_input_and_the_tail_is_committed():
 
 
 
+
+def test_ctrl_c_while_a_quiet_source_keeps_its_pipe_open_exits_cleanly():
+    # A reader thread still waiting for the pipe at exit must not hold a lock Python's
+    # shutdown needs (it aborted with "could not acquire lock for <stdin>" before).
+    import signal
+    import time
+
+    audio, _ = tone_words(TONE_TEXT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtlab", "transcribe", "-", "--backend", "test", "--format", "jsonl"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        process.stdin.write(wav_bytes(audio)[:60_000])  # about 1.9 s, then nothing; the pipe stays open
+        process.stdin.flush()
+        first = process.stdout.readline()
+        assert first, "no event before Ctrl-C"
+        time.sleep(1.5)  # the session has played what came
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        out, err = first + process.stdout.read(), process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            pipe.close()
+    assert process.returncode == 0, err
+    assert "Fatal Python error" not in err
+    summary = json.loads(out.decode().splitlines()[-1])
+    assert summary["type"] == "summary" and summary["text"] and TONE_TEXT.startswith(summary["text"])
+
+
 def test_ctrl_c_on_the_wall_clock_ends_the_file_and_skips_the_rest(tmp_path):
     import signal
     import threading

@@ -92,6 +92,8 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
 async def _transcribe_files(files, config, clock, cost_model, output_format) -> tuple[str | None, bool]:
     """Stream each file; returns the first failure message, if any, and whether Ctrl-C
     ended the input before all of it was streamed (the message then says what was left)."""
+    import functools
+    import os
     import sys
 
     from ..core.feeding import stream_file, stream_reader
@@ -110,8 +112,11 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
 
         with _ctrl_c_ends_input(clock == "wall" or file == "-") as stop:
             if file == "-":
-                events = await stream_reader(sys.stdin.buffer.read1, config, clock=clock, cost_model=cost_model,
-                                             stop=stop, on_event=show)  # fmt: skip
+                # The descriptor, not sys.stdin.buffer: a reader thread still waiting in the
+                # buffered object's read at exit would hold its lock, and Python aborts.
+                read = functools.partial(os.read, sys.stdin.fileno())
+                events = await stream_reader(read, config, clock=clock, cost_model=cost_model, stop=stop,
+                                             on_event=show)  # fmt: skip
             else:
                 events = await stream_file(
                     file, config, clock=clock, cost_model=cost_model, on_event=show,

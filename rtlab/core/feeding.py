@@ -128,7 +128,8 @@ async def feed_reader(
     """Send what ``read(chunk_bytes)`` gives until it gives ``b""`` (the end of the input),
     then ``finish()``; or until ``stop`` is set (Ctrl-C), then ``finish(now=True)``.
 
-    ``read`` is a blocking read of a pipe (``sys.stdin.buffer.read1``, say). It runs on a
+    ``read`` is a blocking read of a pipe (``functools.partial(os.read, fd)``; not a
+    buffered file's read, whose lock a thread still waiting at exit holds). It runs on a
     daemon thread that stays at most :data:`READER_QUEUE_CHUNKS` chunks ahead of the
     session; an error it raises ends the stream with that error. Chunks are sent as they
     arrive: a pipe has no length to pace by, so holding a fast source to real time is the
