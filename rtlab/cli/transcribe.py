@@ -26,7 +26,8 @@ from ..core.clock import CLOCK_MODES
                    "modeled: compute from a cost model (the same words every run); unaware: compute takes no time.")
 @click.option("--cost-model", type=click.Path(dir_okay=False), default=None,
               help="The modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU).")
-@click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "srt", "vtt"]), default="text",
+              show_default=True, help="srt, vtt: subtitles, each cue printed once it is finished.")
 @click.option("--min-chunk", type=float, default=None, help="Seconds of new audio between passes (policy option).")
 @click.option("--backend-option", "-b", multiple=True, metavar="KEY=VALUE", help="Backend option; repeatable.")
 @click.option("--policy-option", "-p", multiple=True, metavar="KEY=VALUE", help="Policy option; repeatable.")
@@ -53,6 +54,8 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
     from ..config import StreamConfig, parse_pairs
     from ..errors import RtlabError
 
+    if output_format in ("srt", "vtt") and len(files) > 1:
+        raise click.ClickException(f"--format {output_format} writes one stream's subtitles; give one FILE")
     if files.count("-") > 1:
         raise click.ClickException("-: standard input can be read once; give - one time")
     if "-" in files and sys.stdin.isatty():
@@ -102,10 +105,13 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
     failure = None
     for index, file in enumerate(files):
         display = LiveText(label=file) if output_format == "text" else None
+        captions = _Captions(output_format) if output_format in ("srt", "vtt") else None
 
-        def show(event, file=file, display=display):
+        def show(event, file=file, display=display, captions=captions):
             if display is not None:
                 display.event(event)
+            elif captions is not None:
+                captions.event(event)
             else:
                 click.echo(json.dumps({**event, "file": file}) if len(files) > 1 else json.dumps(event))
                 sys.stdout.flush()  # one event a line, as it happens, also into a pipe
@@ -164,3 +170,35 @@ def _ctrl_c_ends_input(handle: bool) -> Iterator[asyncio.Event]:
     finally:
         if handling and not stop.is_set():
             loop.remove_signal_handler(signal.SIGINT)
+
+
+class _Captions:
+    """Prints a stream's subtitles (srt or vtt), each cue once it is finished."""
+
+    def __init__(self, format: str) -> None:
+        from ..subtitles import Cues, header
+
+        self.format = format
+        self.cues = Cues()
+        self.printed = 0
+        self._write(header(format))
+
+    def event(self, event: dict) -> None:
+        from ..subtitles import cue_text
+
+        cues = []
+        if event["type"] == "commit":
+            cues = self.cues.add(event["words"])
+        elif event["type"] in ("summary", "error"):
+            cues = self.cues.flush()
+        for cue in cues:
+            self.printed += 1
+            self._write(cue_text(cue, self.printed, self.format))
+
+    @staticmethod
+    def _write(text: str) -> None:
+        import sys
+
+        if text:
+            click.echo(text, nl=False)
+            sys.stdout.flush()  # a live caption is printed when it is finished, also into a pipe

@@ -1,0 +1,101 @@
+"""Subtitles from committed words: where cues break, how srt and vtt write them, and
+``rtlab transcribe --format srt|vtt``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rtlab.subtitles import Cue, Cues, cue_text, subtitles, timestamp
+
+
+def w(text: str, start: float, end: float) -> dict:
+    return {"text": text, "start": start, "end": end}
+
+
+def test_a_cue_ends_with_its_sentence():
+    cues = Cues()
+    assert cues.add([w("Hello", 0.0, 0.4), w("there.", 0.5, 0.9)]) == [Cue(0.0, 0.9, "Hello there.")]
+    assert cues.add([w("And", 1.0, 1.2)]) == []
+    assert cues.flush() == [Cue(1.0, 1.2, "And")]
+    assert cues.flush() == []
+
+
+def test_a_pause_a_long_cue_and_many_characters_each_start_a_new_cue():
+    paused = Cues(max_gap=1.0)
+    assert paused.add([w("one", 0.0, 0.3), w("two", 1.3, 1.6)]) == [Cue(0.0, 0.3, "one")]
+    long = Cues(max_seconds=2.0)
+    assert long.add([w("a", 0.0, 0.5), w("b", 0.6, 1.5), w("c", 1.6, 2.1)]) == [Cue(0.0, 1.5, "a b")]
+    wide = Cues(max_chars=10)
+    assert wide.add([w("abcd", 0.0, 0.1), w("efgh", 0.2, 0.3), w("ijkl", 0.4, 0.5)]) == [Cue(0.0, 0.3, "abcd efgh")]
+    assert wide.flush() == [Cue(0.4, 0.5, "ijkl")]
+
+
+def test_words_arrive_over_several_commits_and_blank_words_are_skipped():
+    cues = Cues()
+    assert cues.add([w(" The", 0.1, 0.3)]) == []
+    assert cues.add([w(" ", 0.3, 0.3), w(" end!", 0.4, 0.8), w("Next", 1.0, 1.2)]) == [Cue(0.1, 0.8, "The end!")]
+
+
+@pytest.mark.parametrize("option", ["max_chars", "max_seconds", "max_gap"])
+@pytest.mark.parametrize("value", [0, -1, "7", None])
+def test_cue_limits_are_checked(option, value):
+    with pytest.raises(ValueError, match=f"{option} must be a number above 0"):
+        Cues(**{option: value})
+
+
+def test_timestamps_and_cues_in_both_formats():
+    assert timestamp(3725.0456, "srt") == "01:02:05,046"
+    assert timestamp(3725.0456, "vtt") == "01:02:05.046"
+    assert timestamp(-0.01, "srt") == "00:00:00,000"
+    cue = Cue(1.5, 2.25, "a --> b\nc")
+    assert cue_text(cue, 3, "srt") == "3\n00:00:01,500 --> 00:00:02,250\na -> b c\n\n"
+    assert cue_text(cue, 3, "vtt") == "00:00:01.500 --> 00:00:02.250\na -> b c\n\n"
+
+
+def test_subtitles_of_a_stream_s_events():
+    events = [
+        {"type": "partial", "text": "Hi"},
+        {"type": "commit", "words": [w("Hi", 0.0, 0.3), w("all.", 0.4, 0.7)]},
+        {"type": "commit", "words": [w("Bye", 2.0, 2.3)]},
+        {"type": "summary", "text": "Hi all. Bye"},
+    ]
+    assert subtitles(events, "vtt") == (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:00.700\nHi all.\n\n00:00:02.000 --> 00:00:02.300\nBye\n\n"
+    )
+    assert subtitles(events, "srt").startswith("1\n00:00:00,000 --> 00:00:00,700\nHi all.\n\n2\n")
+    with pytest.raises(ValueError, match="format must be one of srt, vtt"):
+        subtitles(events, "ass")
+
+
+_SRT_BLOCK = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$")
+
+
+@pytest.mark.parametrize("format", ["srt", "vtt"])
+def test_rtlab_transcribe_prints_subtitles(tmp_path, format):
+    from test_cli import TONE_TEXT, rtlab
+
+    from rtlab.testing import tone_words, wav_bytes
+
+    clip = tmp_path / "tones.wav"
+    clip.write_bytes(wav_bytes(tone_words(TONE_TEXT)[0]))
+    result = rtlab("transcribe", str(clip), "--backend", "test", "--clock", "simulated", "--format", format)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    if format == "vtt":
+        assert text.startswith("WEBVTT\n\n")
+        text = text[len("WEBVTT\n\n"):].replace(".", ",")
+        text = "".join(f"{n}\n{block}\n\n" for n, block in enumerate(text.strip().split("\n\n"), 1))
+    blocks = [_SRT_BLOCK.match(block) for block in text.strip().split("\n\n")]
+    assert all(blocks), text
+    assert [int(b[1]) for b in blocks] == list(range(1, len(blocks) + 1))
+    assert [b[2] for b in blocks] == sorted(b[2] for b in blocks) and all(b[2] <= b[3] for b in blocks)
+    assert " ".join(b[4] for b in blocks) == TONE_TEXT
+
+
+def test_subtitles_are_of_one_stream():
+    from test_cli import rtlab
+
+    result = rtlab("transcribe", "a.wav", "b.wav", "--backend", "test", "--format", "srt")
+    assert result.returncode != 0 and "--format srt writes one stream's subtitles; give one FILE" in result.stderr
