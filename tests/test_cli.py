@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -277,3 +278,29 @@ def test_unknown_names_and_options_are_one_line_errors(tone_wav, args, needle):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert needle in result.stderr
+
+
+_SRT_BLOCK = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$")
+
+
+@pytest.mark.parametrize("format", ["srt", "vtt"])
+def test_rtlab_transcribe_prints_subtitles(tmp_path, format):
+    clip = tmp_path / "tones.wav"
+    clip.write_bytes(wav_bytes(tone_words(TONE_TEXT)[0]))
+    result = rtlab("transcribe", str(clip), "--backend", "test", "--clock", "simulated", "--format", format)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    if format == "vtt":
+        assert text.startswith("WEBVTT\n\n")
+        text = text[len("WEBVTT\n\n"):].replace(".", ",")
+        text = "".join(f"{n}\n{block}\n\n" for n, block in enumerate(text.strip().split("\n\n"), 1))
+    blocks = [_SRT_BLOCK.match(block) for block in text.strip().split("\n\n")]
+    assert all(blocks), text
+    assert [int(b[1]) for b in blocks] == list(range(1, len(blocks) + 1))
+    assert [b[2] for b in blocks] == sorted(b[2] for b in blocks) and all(b[2] <= b[3] for b in blocks)
+    assert " ".join(b[4] for b in blocks) == TONE_TEXT
+
+
+def test_subtitles_are_of_one_stream():
+    result = rtlab("transcribe", "a.wav", "b.wav", "--backend", "test", "--format", "srt")
+    assert result.returncode != 0 and "--format srt writes one stream's subtitles; give one FILE" in result.stderr

@@ -1,9 +1,7 @@
-"""Subtitles from committed words: where cues break, how srt and vtt write them, and
-``rtlab transcribe --format srt|vtt``."""
+"""Subtitles from committed words: where cues break and how srt and vtt write them
+(``rtlab transcribe --format srt|vtt`` is in test_cli.py)."""
 
 from __future__ import annotations
-
-import re
 
 import pytest
 
@@ -67,35 +65,3 @@ def test_subtitles_of_a_stream_s_events():
     assert subtitles(events, "srt").startswith("1\n00:00:00,000 --> 00:00:00,700\nHi all.\n\n2\n")
     with pytest.raises(ValueError, match="format must be one of srt, vtt"):
         subtitles(events, "ass")
-
-
-_SRT_BLOCK = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$")
-
-
-@pytest.mark.parametrize("format", ["srt", "vtt"])
-def test_rtlab_transcribe_prints_subtitles(tmp_path, format):
-    from test_cli import TONE_TEXT, rtlab
-
-    from rtlab.testing import tone_words, wav_bytes
-
-    clip = tmp_path / "tones.wav"
-    clip.write_bytes(wav_bytes(tone_words(TONE_TEXT)[0]))
-    result = rtlab("transcribe", str(clip), "--backend", "test", "--clock", "simulated", "--format", format)
-    assert result.returncode == 0, result.stderr
-    text = result.stdout
-    if format == "vtt":
-        assert text.startswith("WEBVTT\n\n")
-        text = text[len("WEBVTT\n\n"):].replace(".", ",")
-        text = "".join(f"{n}\n{block}\n\n" for n, block in enumerate(text.strip().split("\n\n"), 1))
-    blocks = [_SRT_BLOCK.match(block) for block in text.strip().split("\n\n")]
-    assert all(blocks), text
-    assert [int(b[1]) for b in blocks] == list(range(1, len(blocks) + 1))
-    assert [b[2] for b in blocks] == sorted(b[2] for b in blocks) and all(b[2] <= b[3] for b in blocks)
-    assert " ".join(b[4] for b in blocks) == TONE_TEXT
-
-
-def test_subtitles_are_of_one_stream():
-    from test_cli import rtlab
-
-    result = rtlab("transcribe", "a.wav", "b.wav", "--backend", "test", "--format", "srt")
-    assert result.returncode != 0 and "--format srt writes one stream's subtitles; give one FILE" in result.stderr
