@@ -1,0 +1,192 @@
+"""Does this machine hear what the reference machines heard? Events of the portable kernels,
+compared across machines.
+
+Issue 17 promises that a modeled or unaware replay gives the same events on every machine
+(``rtlab --kernels portable``: the same compute kernels on every x86-64 CPU with AVX2).
+This script streams a few clips with ``rtlab --kernels portable transcribe CLIP --clock
+unaware|modeled --format jsonl`` (each in a fresh process, no kernel variable inherited)
+and hashes every event but the measured compute: on the unaware clock ``compute_seconds``
+and ``rtf`` are measured too and left out; on the modeled clock they are the cost model's
+(rtlab's shipped one) and count. It compares the hashes with the ones recorded in
+``benchmarks/same-events.json`` and names the machines those were recorded on.
+
+    python benchmarks/same_events.py                     # compare this machine
+    python benchmarks/same_events.py --clips tests/data/fox.ogg --clocks unaware
+    python benchmarks/same_events.py --record            # add this machine (its events must match)
+    python benchmarks/same_events.py --record --replace  # new reference events (after a software change)
+
+Clips: the repository's English test clips and, where the shared speech is found
+(``RTLAB_SPEECH_DIR`` or ../shared/data/speech/en), its clips. The embedded tiny.en on
+faster-whisper int8, LocalAgreement-2 at its defaults. Exit status: 0 when every clip
+compared gave the reference's events, 1 when one did not, 2 for bad arguments or a
+machine the portable kernels do not run on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = Path(__file__).resolve().parent / "same-events.json"
+CLOCKS = ("unaware", "modeled")
+REPO_CLIPS = ("tests/data/fox.ogg", "tests/data/en-pause.ogg", "tests/data/paragraph.ogg")
+AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3", ".webm")
+#: Packages whose version changes what a stream hears; a reference recorded with others is not comparable.
+SOFTWARE = ("faster-whisper", "ctranslate2", "numpy")
+#: Measured, so left out of the hash: always, and on the unaware clock the compute too.
+MEASURED = {"unaware": ("measured_compute_seconds", "compute_seconds", "rtf"), "modeled": ("measured_compute_seconds",)}
+
+
+def clip_names(given: list[str] | None) -> list[tuple[str, Path]]:
+    """``(name, path)`` of the clips: a repository clip is named by its path in the
+    repository, a shared one as ``shared:en/FILE``."""
+    from rtlab.eval.corpus import shared_speech_dir
+
+    shared = shared_speech_dir()
+    if given:
+        clips = []
+        for text in given:
+            path = Path(text).resolve()
+            if shared is not None and path.parent == shared.resolve():
+                clips.append((f"shared:en/{path.name}", path))
+            else:
+                clips.append((os.path.relpath(path, REPO) if path.is_relative_to(REPO) else text, path))
+        return clips
+    clips = [(name, REPO / name) for name in REPO_CLIPS]
+    if shared is not None:
+        audio = sorted(path for path in shared.iterdir() if path.suffix.lower() in AUDIO_SUFFIXES)
+        clips += [(f"shared:en/{path.name}", path) for path in audio]
+    return clips
+
+
+def canonical(events: list[dict[str, Any]], clock: str) -> str:
+    """The events as the hash reads them: one sorted JSON object a line, measured fields left out."""
+    left_out = MEASURED[clock]
+    return "".join(json.dumps({k: v for k, v in e.items() if k not in left_out}, sort_keys=True) + "\n" for e in events)
+
+
+def stream(path: Path, clock: str) -> list[dict[str, Any]]:
+    """The events of ``rtlab --kernels portable transcribe PATH --clock CLOCK`` in a fresh process."""
+    from rtlab.kernels import KERNEL_VARIABLES
+
+    env = {name: value for name, value in os.environ.items() if name not in KERNEL_VARIABLES}
+    command = [sys.executable, "-m", "rtlab", "--kernels", "portable", "transcribe", str(path), "--clock", clock,
+               "--format", "jsonl"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{path}: rtlab transcribe failed: {done.stderr.strip().splitlines()[-1:]}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def software() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in SOFTWARE:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    from rtlab.kernels import cpu_description
+
+    model, extensions = cpu_description()
+    return {"cpu_model": model, "cpu_vector_extensions": extensions, "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "date": datetime.date.today().isoformat()}  # fmt: skip
+
+
+def load_reference(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"software": None, "events": {}, "machines": []}
+    return json.loads(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--clips", nargs="+", help="clips to stream (default: the repository's and the shared English ones)")
+    parser.add_argument("--clocks", default=",".join(CLOCKS), help="comma-separated, of unaware and modeled (default: both)")
+    parser.add_argument("--reference", type=Path, default=REFERENCE, help="the recorded events (default: %(default)s)")
+    parser.add_argument("--record", action="store_true", help="add this machine to the reference file")
+    parser.add_argument("--replace", action="store_true", help="with --record: make this machine's events the reference")
+    args = parser.parse_args(argv)
+    clocks = [c.strip() for c in args.clocks.split(",") if c.strip()]
+    if not clocks or any(c not in CLOCKS for c in clocks):
+        parser.error(f"--clocks: each of {', '.join(CLOCKS)}, not {args.clocks!r}")
+    if args.replace and not args.record:
+        parser.error("--replace goes with --record")
+    clips = clip_names(args.clips)
+    missing = [name for name, path in clips if not path.is_file()]
+    if missing:
+        parser.error(f"no such clip: {', '.join(missing)}")
+
+    from rtlab.kernels import portable_kernels_refusal
+
+    refusal = portable_kernels_refusal()
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+
+    reference = load_reference(args.reference)
+    here = software()
+    comparable = reference["software"] in (None, here)
+    if not comparable:
+        print(f"note: the reference was recorded with {reference['software']}, this machine has {here}: "
+              "events may differ for that reason alone", file=sys.stderr)  # fmt: skip
+    results: dict[str, dict[str, Any]] = {}
+    differ = compared = 0
+    print(f"{'clip':40} {'clock':8} {'events':>6}  {'sha256':12}  against the reference")
+    for name, path in clips:
+        for clock in clocks:
+            key = f"{name} {clock}"
+            events = stream(path, clock)
+            digest = hashlib.sha256(canonical(events, clock).encode()).hexdigest()
+            results[key] = {"events": len(events), "sha256": digest, "words": events[-1].get("text", "")}
+            recorded = reference["events"].get(key)
+            if recorded is None:
+                verdict = "not recorded"
+            else:
+                compared += 1
+                same = recorded["sha256"] == digest
+                differ += not same
+                verdict = "same" if same else f"DIFFERENT (recorded {recorded['events']} events, {recorded['sha256'][:12]})"
+            print(f"{name:40} {clock:8} {len(events):>6}  {digest[:12]}  {verdict}", flush=True)
+
+    machines = reference["machines"]
+    print(f"\n{compared - differ} of {compared} compared clips and clocks gave the recorded events; "
+          f"recorded on {len(machines)} machine{'s' * (len(machines) != 1)}:")  # fmt: skip
+    for m in machines:
+        print(f"  {m['date']}: {m['cpu_model']} ({', '.join(m['cpu_vector_extensions']) or 'no listed extensions'}), "
+              f"{m['cpu_count']} cores")  # fmt: skip
+    if args.record:
+        if (differ or not comparable) and not args.replace:
+            print("error: not recorded: this machine's events differ from the reference (or its software does); "
+                  "--record --replace makes them the reference", file=sys.stderr)  # fmt: skip
+            return 1
+        if args.replace:
+            reference = {"software": here, "events": {}, "machines": []}
+        reference["software"] = here
+        reference["events"].update(results)
+        this = machine()
+        if this not in reference["machines"]:  # a second run on one machine and day is one entry
+            reference["machines"].append(this)
+        args.reference.write_text(json.dumps(reference, indent=1, ensure_ascii=False) + "\n")
+        print(f"recorded this machine in {args.reference}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
