@@ -593,3 +593,31 @@ def test_pace_input_holds_only_the_wall_clock():
     assert AudioProcessor("test", pace_input=True).pace_input
     assert not AudioProcessor("test", clock="unaware", pace_input=True).pace_input
     assert not AudioProcessor("test").pace_input
+
+
+async def test_a_stream_that_stops_does_not_wait_for_a_quiet_pipe(clips, no_ffmpeg_left):
+    import threading
+
+    from rtlab.core.feeding import feed_reader
+
+    release = threading.Event()
+    given = [clips["wav"][:20_000]]  # some audio, then the pipe goes quiet and stays open
+
+    def read(n: int) -> bytes:
+        if given:
+            return given.pop()
+        release.wait(30)
+        return b""
+
+    processor = AudioProcessor("test")
+    await processor.create_tasks()
+    feeder = asyncio.create_task(feed_reader(processor, read))
+    try:
+        await asyncio.sleep(0.5)
+        assert not feeder.done()  # a live source that is quiet for now: the stream waits
+        await processor.cleanup()  # stopped from elsewhere (a server's shutdown, say)
+        await asyncio.wait_for(feeder, 5)
+    finally:
+        release.set()
+        await processor.cleanup()
+    assert processor.state == "STOPPED"

@@ -172,10 +172,13 @@ async def feed_reader(
     try:
         while processor.state == "RUNNING":
             taken = asyncio.ensure_future(chunks.get())
-            await asyncio.wait({taken} | ({stopped} if stopped else set()), return_when=asyncio.FIRST_COMPLETED)
+            waiting = {taken} | ({stopped} if stopped else set())
+            # A quiet pipe must not keep a stream that failed (or was stopped) waiting for it.
+            while not taken.done() and not (stopped and stopped.done()) and processor.state == "RUNNING":
+                await asyncio.wait(waiting, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
             if not taken.done():
                 taken.cancel()
-                now = True  # stopped: the input ends here, not where the pipe got to
+                now = stopped is not None and stopped.done()  # the input ends here, not where the pipe got to
                 break
             data = taken.result()
             if isinstance(data, BaseException):
