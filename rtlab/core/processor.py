@@ -101,7 +101,7 @@ class AudioProcessor:
             raise ValueError(f"a pass memo needs an unmeasured clock (modeled or unaware), not {clock!r}")
         self.pass_memo = pass_memo
         self.pace_input = bool(pace_input) and not self.clock.simulated
-        self._cut_at: int | None = None  # samples: where finish(now=True) ended the input
+        self._cut_at: int | None = None  # samples: where cut_input() ended the input
         self.cost_model: CostModel | None = None
         if self.clock.mode == "modeled":
             self.cost_model = cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
@@ -281,18 +281,14 @@ class AudioProcessor:
                 if pcm is None:
                     self.buffer.end()
                     return
-                if self._cut_at is not None:  # finish(now=True): drop what comes after the cut
-                    pcm = pcm[: max(0, self._cut_at - self.buffer.received)]
-                    if not len(pcm):
-                        continue
-                elif self.pace_input:  # not before its last sample has been played
+                if self.pace_input and self._cut_at is None:  # not before its last sample has been played
                     ahead = (self.buffer.received + len(pcm)) / SAMPLE_RATE - self.clock.now()
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-                        if self._cut_at is not None:
-                            pcm = pcm[: max(0, self._cut_at - self.buffer.received)]
-                            if not len(pcm):
-                                continue
+                if self._cut_at is not None:  # cut_input(): what comes after the cut is dropped
+                    pcm = pcm[: max(0, self._cut_at - self.buffer.received)]
+                    if not len(pcm):
+                        continue
                 await self.buffer.put(pcm)
         except asyncio.CancelledError:
             await self._cleanup_if_abandoned()
