@@ -93,7 +93,11 @@ def test_a_file_piped_in_on_the_wall_clock_plays_in_real_time(tone_wav):
     assert summary["emitted_at"] >= summary["audio_seconds"] > 3
 
 
-def test_ctrl_c_ends_standard_input_and_the_tail_is_committed():
+def _ctrl_c_after_first_event(*args: str, stdin: bytes | None = None, pause: float = 0.0):
+    """Run ``rtlab ARGS --format jsonl`` (with ``stdin`` written into a pipe that stays
+    open, as a live source's would), press Ctrl-C once it has printed an event and
+    ``pause`` seconds more. Returns the exit status, the events, stderr and the FFmpeg
+    processes it had before Ctrl-C."""
     import contextlib
     import signal
     import threading
@@ -101,29 +105,29 @@ def test_ctrl_c_ends_standard_input_and_the_tail_is_committed():
 
     import psutil
 
-    audio, _ = tone_words(" ".join([TONE_TEXT] * 4))  # about 12 s
     process = subprocess.Popen(
-        [sys.executable, "-m", "rtlab", "transcribe", "-", "--backend", "test", "--format", "jsonl"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "rtlab", *args, "--format", "jsonl"],
+        stdin=subprocess.PIPE if stdin is not None else None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     lines: list[bytes] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
-    try:
-        # The pipe stays open, as a live source's would; the writer waits while the session
-        # holds the audio to real time.
-        def write() -> None:
-            with contextlib.suppress(BrokenPipeError, ValueError):  # rtlab ended the input before its end
-                process.stdin.write(wav_bytes(audio))
 
-        writer = threading.Thread(target=write, daemon=True)
+    def write() -> None:  # waits while the session holds the audio to real time
+        with contextlib.suppress(BrokenPipeError, ValueError):  # rtlab ended the input before its end
+            process.stdin.write(stdin)
+            process.stdin.flush()
+
+    writer = threading.Thread(target=write, daemon=True)
+    if stdin is not None:
         writer.start()
+    try:
         deadline = time.monotonic() + 60
         while not lines and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)  # each event is printed (and flushed) as it happens
         assert lines, "no event before Ctrl-C"
+        time.sleep(pause)
         ffmpeg = [c for c in psutil.Process(process.pid).children(recursive=True) if "ffmpeg" in c.name()]
-        assert len(ffmpeg) == 1
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
         reader.join(timeout=10)
@@ -132,90 +136,50 @@ def test_ctrl_c_ends_standard_input_and_the_tail_is_committed():
         if process.poll() is None:
             process.kill()
             process.wait()
-        writer.join(timeout=10)
+        if stdin is not None:
+            writer.join(timeout=10)
         for pipe in (process.stdin, process.stdout, process.stderr):
-            with contextlib.suppress(BrokenPipeError):
-                pipe.close()
-    assert process.returncode == 0, err
+            if pipe is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
+    return process.returncode, [json.loads(line) for line in lines], err, ffmpeg
+
+
+def test_ctrl_c_ends_standard_input_and_the_tail_is_committed():
+    audio, _ = tone_words(" ".join([TONE_TEXT] * 4))  # about 12 s
+    status, events, err, ffmpeg = _ctrl_c_after_first_event("transcribe", "-", "--backend", "test",
+                                                            stdin=wav_bytes(audio))  # fmt: skip
+    assert status == 0, err
     assert "stopping: committing the tail" in err
-    events = [json.loads(line) for line in lines]
+    assert len(ffmpeg) == 1 and not ffmpeg[0].is_running()  # stopped and reaped by rtlab before it exited
     summary = events[-1]
     assert summary["type"] == "summary"
     assert 0 < summary["audio_seconds"] < len(audio) / 16000 - 1  # ended where it was, not where the pipe got to
     committed = " ".join(w["text"] for e in events if e["type"] == "commit" for w in e["words"])
     said = committed.split()
     assert committed == summary["text"] and said and said == (TONE_TEXT.split() * 4)[: len(said)]
-    assert not ffmpeg[0].is_running()  # stopped and reaped by rtlab before it exited
-
-
 
 
 def test_ctrl_c_while_a_quiet_source_keeps_its_pipe_open_exits_cleanly():
     # A reader thread still waiting for the pipe at exit must not hold a lock Python's
     # shutdown needs (it aborted with "could not acquire lock for <stdin>" before).
-    import signal
-    import time
-
     audio, _ = tone_words(TONE_TEXT)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rtlab", "transcribe", "-", "--backend", "test", "--format", "jsonl"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        process.stdin.write(wav_bytes(audio)[:60_000])  # about 1.9 s, then nothing; the pipe stays open
-        process.stdin.flush()
-        first = process.stdout.readline()
-        assert first, "no event before Ctrl-C"
-        time.sleep(1.5)  # the session has played what came
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
-        out, err = first + process.stdout.read(), process.stderr.read().decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            pipe.close()
-    assert process.returncode == 0, err
+    status, events, err, _ = _ctrl_c_after_first_event(
+        "transcribe", "-", "--backend", "test", stdin=wav_bytes(audio)[:60_000], pause=1.5
+    )  # about 1.9 s of audio, then nothing; the session has played it when Ctrl-C comes
+    assert status == 0, err
     assert "Fatal Python error" not in err
-    summary = json.loads(out.decode().splitlines()[-1])
+    summary = events[-1]
     assert summary["type"] == "summary" and summary["text"] and TONE_TEXT.startswith(summary["text"])
 
 
 def test_ctrl_c_on_the_wall_clock_ends_the_file_and_skips_the_rest(tmp_path):
-    import signal
-    import threading
-    import time
-
     audio, _ = tone_words(" ".join([TONE_TEXT] * 4))  # about 12 s
     long_wav = tmp_path / "long.wav"
     long_wav.write_bytes(wav_bytes(audio))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rtlab", "transcribe", str(long_wav), str(long_wav), "--backend", "test",
-         "--format", "jsonl"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not lines and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        assert lines, "no event before Ctrl-C"
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
-        reader.join(timeout=10)
-        err = process.stderr.read().decode()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()
-    assert process.returncode == 130, err
+    status, events, err, _ = _ctrl_c_after_first_event("transcribe", str(long_wav), str(long_wav), "--backend", "test")
+    assert status == 130, err
     assert f"interrupted: {long_wav} was not streamed to its end; 1 more file not streamed" in err
-    events = [json.loads(line) for line in lines]
     assert [e["type"] for e in events].count("summary") == 1 and events[-1]["type"] == "summary"
     assert events[-1]["file"] == str(long_wav)
     assert 0 < events[-1]["audio_seconds"] < len(audio) / 16000 - 1
