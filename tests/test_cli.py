@@ -185,6 +185,17 @@ def test_ctrl_c_on_the_wall_clock_ends_the_file_and_skips_the_rest(tmp_path):
     assert 0 < events[-1]["audio_seconds"] < len(audio) / 16000 - 1
 
 
+
+def test_ctrl_c_after_the_whole_file_was_sent_cuts_nothing_short(tone_wav):
+    # A slow backend (3 s of compute per second of audio): the 3.3 s file has been sent
+    # when the first event comes, so Ctrl-C then ends nothing early.
+    status, events, err, _ = _ctrl_c_after_first_event("transcribe", str(tone_wav), "--backend", "test",
+                                                       "-b", "compute_rtf=3")  # fmt: skip
+    assert status == 0, err
+    assert "stopping: committing the tail" in err and "interrupted" not in err
+    assert events[-1]["type"] == "summary" and events[-1]["text"] == TONE_TEXT
+
+
 def test_standard_input_is_read_once_and_never_from_a_terminal(tone_wav):
     import os
 

@@ -124,10 +124,15 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
                 events = await stream_reader(read, config, clock=clock, cost_model=cost_model, stop=stop,
                                              on_event=show)  # fmt: skip
             else:
-                events = await stream_file(
-                    file, config, clock=clock, cost_model=cost_model, on_event=show,
-                    on_progress=display.set_progress if display else None, stop=stop,
-                )
+                sent = [0.0]  # of the file's bytes: Ctrl-C after the last one cut nothing short
+
+                def progress(fraction: float, display=display, sent=sent) -> None:
+                    sent[0] = fraction
+                    if display is not None:
+                        display.set_progress(fraction)
+
+                events = await stream_file(file, config, clock=clock, cost_model=cost_model, on_event=show,
+                                           on_progress=progress, stop=stop)  # fmt: skip
         if display is not None:
             display.close()
         last = events[-1] if events else {"type": "error", "message": "no events"}
@@ -136,9 +141,10 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
         elif display is not None and not last["text"]:
             click.echo(f"{file}: no speech was recognised", err=True)
         left = len(files) - index - 1
-        if stop.is_set() and (file != "-" or left):
+        cut_short = file != "-" and sent[0] < 1.0
+        if stop.is_set() and (cut_short or left):
             # A file cut short, or files left: not all of the input was transcribed.
-            why = f"interrupted: {file} was not streamed to its end" if file != "-" else "interrupted"
+            why = f"interrupted: {file} was not streamed to its end" if cut_short else "interrupted"
             if left:
                 why += f"; {left} more file{'s' if left > 1 else ''} not streamed"
             return failure or why, True
