@@ -126,7 +126,7 @@ async def feed_reader(
     chunk_bytes: int = 4096,
 ) -> None:
     """Send what ``read(chunk_bytes)`` gives until it gives ``b""`` (the end of the input),
-    then ``finish()``; or until ``stop`` is set (Ctrl-C), then ``finish(now=True)``.
+    then ``finish()``; or until ``stop`` is set (Ctrl-C), then ``cut_input()`` and ``finish()``.
 
     ``read`` is a blocking read of a pipe (``functools.partial(os.read, fd)``; not a
     buffered file's read, whose lock a thread still waiting at exit holds). It runs on a
@@ -168,7 +168,6 @@ async def feed_reader(
         # At once, also while a write waits for the decoder: the audio after this moment is
         # dropped, so the write does not wait for it to be played.
         stopped.add_done_callback(lambda waited: waited.cancelled() or processor.cut_input())
-    now = False
     try:
         while processor.state == "RUNNING":
             taken = asyncio.ensure_future(chunks.get())
@@ -178,7 +177,6 @@ async def feed_reader(
                 await asyncio.wait(waiting, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
             if not taken.done():
                 taken.cancel()
-                now = stopped is not None and stopped.done()  # the input ends here, not where the pipe got to
                 break
             data = taken.result()
             if isinstance(data, BaseException):
@@ -189,8 +187,10 @@ async def feed_reader(
     finally:
         done.set()
         if stopped is not None:
+            if stopped.done() and not stopped.cancelled():
+                processor.cut_input()  # the input ends here, not where the pipe got to (before its callback's turn)
             stopped.cancel()
-    await processor.finish(now=now)
+    await processor.finish()
 
 
 async def stream_file(

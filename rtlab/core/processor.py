@@ -222,15 +222,10 @@ class AudioProcessor:
         if self.pace_input and self.state is State.RUNNING and self._cut_at is None:
             self._cut_at = int(self.clock.now() * SAMPLE_RATE)
 
-    async def finish(self, *, now: bool = False) -> None:
+    async def finish(self) -> None:
         """End of input: the policy commits the tail, a summary follows, the stream ends.
-
-        With ``now`` and ``pace_input``, the input ends at this moment of the clock: the
-        audio that was sent but is not yet played (held to real time) is dropped. That is
-        what Ctrl-C on a piped file means; a live source has nothing unplayed.
-        """
-        if now:
-            self.cut_input()
+        (To end it at this moment of the clock, dropping audio sent but not yet played,
+        call :meth:`cut_input` first: what Ctrl-C on a piped file means.)"""
         if self.state is State.STOPPED:
             await self.cleanup()  # returns once a cleanup in progress (after a failure) is done
         if self.state is not State.RUNNING:
