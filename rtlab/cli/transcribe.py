@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import signal
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 
 from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY
 from ..core.clock import CLOCK_MODES
+
+if TYPE_CHECKING:
+    import asyncio  # imported where it runs: `rtlab --help` does not load asyncio
 
 
 @click.command()
@@ -156,6 +157,9 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
 def _ctrl_c_ends_input(handle: bool) -> Iterator[asyncio.Event]:
     """An event the first Ctrl-C sets (when ``handle``): the stream's input ends there, the
     tail is committed and the summary printed. A second Ctrl-C aborts, as usual."""
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
