@@ -87,25 +87,18 @@ def stream(path: Path, clock: str) -> list[dict[str, Any]]:
 
 
 def software() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
+    from rtlab.eval.metrics import environment_info
 
-    found: dict[str, str | None] = {}
-    for name in SOFTWARE:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+    packages = environment_info()["packages"]
+    return {name: packages.get(name) for name in SOFTWARE}
 
 
 def machine() -> dict[str, Any]:
-    import platform
+    from rtlab.eval.metrics import environment_info
 
-    from rtlab.kernels import cpu_description
-
-    model, extensions = cpu_description()
-    return {"cpu_model": model, "cpu_vector_extensions": extensions, "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "date": datetime.date.today().isoformat()}  # fmt: skip
+    info = environment_info()
+    return {**{key: info[key] for key in ("cpu_model", "cpu_vector_extensions", "cpu_count", "machine")},
+            "date": datetime.date.today().isoformat()}  # fmt: skip
 
 
 def load_reference(path: Path) -> dict[str, Any]:
