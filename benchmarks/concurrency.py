@@ -53,6 +53,7 @@ import psutil
 
 from rtlab.server.client import TranscriptionClient, chunks, stream_file
 from rtlab.decoders import find_ffmpeg
+from rtlab.decoders.ffmpeg import ffmpeg_version
 from rtlab.decoders.files import read_audio, to_pcm16
 from rtlab.eval.metrics import LatencyStats, environment_info, wer
 from rtlab.testing import VOCABULARY, tone_words, wav_bytes
@@ -295,11 +296,6 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
     return row
-
-
-def ffmpeg_version(binary: str) -> str:
-    first = subprocess.run([binary, "-version"], capture_output=True, text=True).stdout.split("\n")[0]
-    return first.removeprefix("ffmpeg version ").split(" Copyright")[0]
 
 
 def ms(seconds: float | None) -> float | None:

@@ -8,7 +8,10 @@ unaware|modeled --format jsonl`` (each in a fresh process, no kernel variable in
 and hashes every event but the measured compute: on the unaware clock ``compute_seconds``
 and ``rtf`` are measured too and left out; on the modeled clock they are the cost model's
 (rtlab's shipped one) and count. It compares the hashes with the ones recorded in
-``benchmarks/same-events.json`` and names the machines those were recorded on.
+``benchmarks/same-events.json`` and names the machines those were recorded on. It also
+hashes each clip's audio as the portable kernels' FFmpeg decodes it (the imageio-ffmpeg
+wheel's, its C code only), so that a difference says whether the decoded audio differed
+already or the same audio was heard differently.
 
     python benchmarks/same_events.py                     # compare this machine
     python benchmarks/same_events.py --clips tests/data/fox.ogg --clocks unaware
@@ -39,10 +42,13 @@ REFERENCE = Path(__file__).resolve().parent / "same-events.json"
 CLOCKS = ("unaware", "modeled")
 REPO_CLIPS = ("tests/data/fox.ogg", "tests/data/en-pause.ogg", "tests/data/paragraph.ogg")
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3", ".webm")
-#: Packages whose version changes what a stream hears; a reference recorded with others is not comparable.
-SOFTWARE = ("faster-whisper", "ctranslate2", "numpy")
+#: Packages whose version changes what a stream hears; a reference recorded with others is not
+#: comparable. imageio-ffmpeg's is the FFmpeg build that decodes with the portable kernels.
+SOFTWARE = ("faster-whisper", "ctranslate2", "numpy", "imageio-ffmpeg")
 #: Measured, so left out of the hash: always, and on the unaware clock the compute too.
 MEASURED = {"unaware": ("measured_compute_seconds", "compute_seconds", "rtf"), "modeled": ("measured_compute_seconds",)}
+#: The portable kernels' variables that choose the FFmpeg decoding and its CPU flags.
+FFMPEG_VARIABLES = ("RTLAB_FFMPEG", "RTLAB_FFMPEG_CPUFLAGS")
 
 
 def clip_names(given: list[str] | None) -> list[tuple[str, Path]]:
@@ -93,12 +99,38 @@ def software() -> dict[str, str | None]:
     return {name: packages.get(name) for name in SOFTWARE}
 
 
+def audio_digest(path: Path) -> str:
+    """sha256 of ``path`` decoded to 16 kHz float32 by the portable kernels' FFmpeg."""
+    from rtlab.decoders.files import decode_file
+    from rtlab.kernels import PORTABLE_KERNELS
+
+    saved = {name: os.environ.get(name) for name in FFMPEG_VARIABLES}
+    os.environ.update({name: PORTABLE_KERNELS[name] for name in FFMPEG_VARIABLES})
+    try:
+        return hashlib.sha256(decode_file(path)).hexdigest()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def machine() -> dict[str, Any]:
     from rtlab.eval.metrics import environment_info
 
     info = environment_info()
     return {**{key: info[key] for key in ("cpu_model", "cpu_vector_extensions", "cpu_count", "machine")},
             "date": datetime.date.today().isoformat()}  # fmt: skip
+
+
+def why(recorded: dict[str, Any], audio: str) -> str:
+    """What a difference from ``recorded`` comes from, as far as the audio hash tells."""
+    if "audio_sha256" not in recorded:
+        return "no audio hash recorded"
+    if recorded["audio_sha256"] != audio:
+        return "the decoded audio differs: FFmpeg"
+    return "the same decoded audio: the model's kernels"
 
 
 def load_reference(path: Path) -> dict[str, Any]:
@@ -143,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     differ = compared = 0
     print(f"{'clip':40} {'clock':8} {'events':>6}  {'sha256':12}  against the reference")
     for name, path in clips:
+        audio = audio_digest(path)
         for clock in clocks:
             key = f"{name} {clock}"
             events = stream(path, clock)
             digest = hashlib.sha256(canonical(events, clock).encode()).hexdigest()
-            results[key] = {"events": len(events), "sha256": digest, "words": events[-1].get("text", "")}
+            results[key] = {"events": len(events), "sha256": digest, "audio_sha256": audio,
+                            "words": events[-1].get("text", "")}  # fmt: skip
             recorded = reference["events"].get(key)
             if recorded is None:
                 verdict = "not recorded"
@@ -155,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 compared += 1
                 same = recorded["sha256"] == digest
                 differ += not same
-                verdict = "same" if same else f"DIFFERENT (recorded {recorded['events']} events, {recorded['sha256'][:12]})"
+                verdict = "same" if same else f"DIFFERENT (recorded {recorded['events']} events, {recorded['sha256'][:12]}; {why(recorded, audio)})"
             print(f"{name:40} {clock:8} {len(events):>6}  {digest[:12]}  {verdict}", flush=True)
 
     machines = reference["machines"]

@@ -7,8 +7,11 @@ ATen, MKL and oneDNN kernels the same way. The words a model hears can change wi
 tiny.en hears a synthetic clip as "the lazy nog" on one CPU and "the lady nog" on another.
 The modeled and unaware clocks make a replay repeat on one machine; with the *portable*
 kernels it repeats on every x86-64 CPU with AVX2, at some cost in speed where the CPU has
-more. NumPy (which computes the log-mel features) and its OpenBLAS choose theirs too. The
-variables must be set before NumPy is imported and before the first model computes: the
+more. NumPy (which computes the log-mel features) and its OpenBLAS choose theirs too, and so
+does FFmpeg, which decodes the audio: its decoders and resampler run SIMD code chosen by
+CPU, and two FFmpeg builds compute differently, each enough to change a word. Portable
+decoding is the imageio-ffmpeg wheel's FFmpeg (one build, pinned in constraints.txt) with
+its C code only. The variables must be set before NumPy is imported and before the first model computes: the
 libraries read them once per process (``rtlab --kernels`` and the benchmark scripts' option
 set them first).
 
@@ -46,7 +49,8 @@ def _numpy_avx512_targets() -> str:
 
 #: What ``portable`` sets: oneDNN rather than MKL for CTranslate2 on every CPU, and every
 #: library's kernels at AVX2 (MKL's conditional numerical reproducibility for PyTorch's;
-#: NumPy's own loops without their AVX-512 variants; OpenBLAS's Haswell kernels).
+#: NumPy's own loops without their AVX-512 variants; OpenBLAS's Haswell kernels); FFmpeg
+#: from the imageio-ffmpeg wheel, without SIMD (see :func:`rtlab.decoders.ffmpeg.global_args`).
 PORTABLE_KERNELS = {
     "CT2_USE_MKL": "0",
     "CT2_FORCE_CPU_ISA": "AVX2",
@@ -55,6 +59,8 @@ PORTABLE_KERNELS = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "NPY_DISABLE_CPU_FEATURES": _numpy_avx512_targets(),
     "OPENBLAS_CORETYPE": "Haswell",
+    "RTLAB_FFMPEG": "imageio-ffmpeg",
+    "RTLAB_FFMPEG_CPUFLAGS": "0",
 }
 #: Of :data:`PORTABLE_KERNELS`, the variables read when NumPy is imported (not when a model loads).
 READ_AT_NUMPY_IMPORT = ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE")

@@ -4,6 +4,7 @@ and the exit status that says whether the replay target held."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -466,6 +467,10 @@ def test_same_events_script_finds_the_recorded_events_on_this_machine():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tests/data/fox.ogg                       unaware      12" in result.stdout
     assert "1 of 1 compared clips and clocks gave the recorded events" in result.stdout
+    # The portable FFmpeg decoded the clip as it did on the reference machine.
+    recorded = json.loads((ROOT / "benchmarks" / "same-events.json").read_text())["events"]["tests/data/fox.ogg unaware"]
+    module = _same_events_module()
+    assert module.audio_digest(ROOT / "tests" / "data" / "fox.ogg") == recorded["audio_sha256"]
 
 
 @pytest.mark.parametrize(
@@ -481,10 +486,51 @@ def test_same_events_script_refuses_bad_arguments(args, message):
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
-def test_same_events_hash_leaves_out_only_what_is_measured():
+def test_ffmpeg_decoding_script_compares_every_ffmpeg_with_the_portable_decoding(data_dir):
+    result = run_script("ffmpeg_decoding.py", "--clips", str(data_dir / "fox.ogg"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| clip |")).strip("| ").split(" | ")
+    row = next(line for line in lines if line.startswith("| tests/data/fox.ogg |")).strip("| ").split(" | ")
+    cells = dict(zip(header[1:], row[1:]))
+    assert cells["wheel, C only"] == "same", cells  # the portable decoding against itself
+    assert all(cell == "same" or " differ, max " in cell for cell in cells.values()), cells
+    assert lines[-1] == "| clips that differ | " + " | ".join(
+        "0 of 1" if cell == "same" else "1 of 1" for cell in cells.values()
+    ) + " |"
+    missing = run_script("ffmpeg_decoding.py", "--clips", "nope.ogg")
+    assert missing.returncode == 2 and "no such clip: nope.ogg" in missing.stderr
+
+
+def _same_events_module():
     spec = importlib.util.spec_from_file_location("same_events", ROOT / "benchmarks" / "same_events.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_same_events_says_whether_a_difference_was_in_the_decoded_audio(monkeypatch, data_dir):
+    module = _same_events_module()
+    monkeypatch.setenv("RTLAB_FFMPEG_CPUFLAGS", "-sse2")  # the script decodes as the portable kernels do
+    audio = module.audio_digest(data_dir / "fox.ogg")
+    assert os.environ["RTLAB_FFMPEG_CPUFLAGS"] == "-sse2", "the environment is left as it was"
+    portable = hashlib.sha256(_portable_fox_pcm(data_dir)).hexdigest()
+    assert audio == portable
+    assert module.why({"sha256": "x"}, audio) == "no audio hash recorded"
+    assert module.why({"sha256": "x", "audio_sha256": audio}, audio) == "the same decoded audio: the model's kernels"
+    assert module.why({"sha256": "x", "audio_sha256": "0" * 64}, audio) == "the decoded audio differs: FFmpeg"
+
+
+def _portable_fox_pcm(data_dir) -> bytes:
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-cpuflags", "0", "-i",
+               str(data_dir / "fox.ogg"), "-ac", "1", "-ar", "16000", "-f", "f32le", "-"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, check=True).stdout
+
+
+def test_same_events_hash_leaves_out_only_what_is_measured():
+    module = _same_events_module()
     summary = {"type": "summary", "text": "a", "compute_seconds": 1.5, "measured_compute_seconds": 2.0, "rtf": 0.5,
                "emitted_at": 3.0}  # fmt: skip
     unaware = json.loads(module.canonical([summary], "unaware"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 from rtlab.backends import accepted_options, check_options
 from rtlab.core.state import State
 from rtlab.decoders import Decoder, FFmpegDecoder, PCMDecoder, find_ffmpeg
-from rtlab.decoders.ffmpeg import parse_wav_header
+from rtlab.decoders.ffmpeg import ffmpeg_description, parse_wav_header
+from rtlab.decoders.files import decode_file
 from rtlab.errors import DecoderError, FFmpegNotFound, InvalidOption
 
 FOX_SECONDS = 6.13  # ffprobe: 6.129 s (wav, flac), 6.136 (ogg), 6.137 (webm), 6.228 (mp3)
@@ -538,6 +540,60 @@ async def test_imageio_ffmpeg_binary_decodes_too(monkeypatch, data_dir):
     decoder = FFmpegDecoder()
     pcm = await decode(decoder, fox(data_dir, "ogg"), 4096)
     assert abs(len(pcm) / 16_000 - FOX_SECONDS) < 0.05
+
+
+def test_rtlab_ffmpeg_imageio_ffmpeg_names_the_wheels_binary(monkeypatch, tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    monkeypatch.setenv("PATH", str(tmp_path))  # not PATH's, even where PATH has one
+    monkeypatch.setenv("RTLAB_FFMPEG", "imageio-ffmpeg")
+    assert find_ffmpeg() == imageio_ffmpeg.get_ffmpeg_exe()
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # the wheel is missing
+    with pytest.raises(FFmpegNotFound, match="RTLAB_FFMPEG=imageio-ffmpeg names the imageio-ffmpeg wheel's FFmpeg, and install"):
+        find_ffmpeg()
+
+
+def _ffmpeg_pcm(path, *global_options: str) -> bytes:
+    """``path`` as 16 kHz float32, from FFmpeg called directly."""
+    command = [find_ffmpeg(), "-nostdin", "-loglevel", "error", *global_options, "-i", str(path),
+               "-vn", "-ac", "1", "-ar", "16000", "-f", "f32le", "-"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("flags", [None, "0"])
+async def test_rtlab_ffmpeg_cpuflags_reaches_the_stream_and_file_decoders(monkeypatch, data_dir, spawns, flags):
+    """FFmpeg's SIMD code changes the last bits of the PCM (enough to change a word);
+    RTLAB_FFMPEG_CPUFLAGS=0 (the portable kernels') decodes with its C code everywhere."""
+    if flags is None:
+        monkeypatch.delenv("RTLAB_FFMPEG_CPUFLAGS", raising=False)
+        expected = _ffmpeg_pcm(data_dir / "fox.ogg")
+    else:
+        monkeypatch.setenv("RTLAB_FFMPEG_CPUFLAGS", flags)
+        expected = _ffmpeg_pcm(data_dir / "fox.ogg", "-cpuflags", flags)
+    assert decode_file(data_dir / "fox.ogg") == expected
+    streamed = await decode(FFmpegDecoder(), fox(data_dir, "ogg"), 4096)
+    assert streamed.tobytes() == expected
+    assert ("-cpuflags" in spawns[-1]) == (flags is not None), spawns[-1]
+
+
+async def test_a_bad_rtlab_ffmpeg_cpuflags_is_ffmpegs_one_line_error(monkeypatch, data_dir):
+    monkeypatch.setenv("RTLAB_FFMPEG_CPUFLAGS", "nonsense")
+    with pytest.raises(DecoderError, match="could not decode .*fox.ogg .*cpuflags") as raised:
+        decode_file(data_dir / "fox.ogg")
+    assert "\n" not in str(raised.value)
+
+
+def test_ffmpeg_description_names_the_binary_its_version_and_flags(monkeypatch, tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    monkeypatch.setenv("RTLAB_FFMPEG", "imageio-ffmpeg")
+    monkeypatch.setenv("RTLAB_FFMPEG_CPUFLAGS", "0")
+    first_line = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout
+    described = ffmpeg_description()
+    assert described == {"binary": "imageio-ffmpeg", "version": first_line.split()[2], "cpuflags": "0"}
+    assert first_line.startswith(f"ffmpeg version {described['version']} ")
+    monkeypatch.setenv("RTLAB_FFMPEG", fake_ffmpeg(tmp_path / "bin"))  # prints no version
+    assert ffmpeg_description() == {"binary": "RTLAB_FFMPEG", "version": None, "cpuflags": "0"}
+    monkeypatch.setenv("RTLAB_FFMPEG", "/nonexistent/ffmpeg")
+    assert ffmpeg_description() is None
 
 
 # -- PCMDecoder -------------------------------------------------------------------------------

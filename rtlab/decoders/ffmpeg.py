@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -20,9 +22,19 @@ SAMPLE_RATE = 16_000
 _READ_SIZE = 16_384  # bytes = 4096 samples = 256 ms: small enough to keep latency low
 
 
+#: ``RTLAB_FFMPEG`` naming the FFmpeg binary inside the imageio-ffmpeg wheel: one build on
+#: every x86-64 Linux machine with the same wheel version (``rtlab --kernels portable`` sets it).
+IMAGEIO_FFMPEG = "imageio-ffmpeg"
+#: Environment variable: FFmpeg's ``-cpuflags`` for every FFmpeg rtlab runs ("0": no SIMD).
+CPUFLAGS_VARIABLE = "RTLAB_FFMPEG_CPUFLAGS"
+
+
 def find_ffmpeg() -> str:
-    """The FFmpeg binary: ``RTLAB_FFMPEG``, then ``ffmpeg`` on PATH, then imageio-ffmpeg's."""
+    """The FFmpeg binary: ``RTLAB_FFMPEG`` (a path, a name on PATH, or ``imageio-ffmpeg``
+    for the wheel's), then ``ffmpeg`` on PATH, then imageio-ffmpeg's."""
     configured = os.environ.get("RTLAB_FFMPEG")
+    if configured == IMAGEIO_FFMPEG:
+        return _imageio_ffmpeg(f"RTLAB_FFMPEG={IMAGEIO_FFMPEG} names the imageio-ffmpeg wheel's FFmpeg, and ")
     if configured:
         # shutil.which accepts a name or a path and, unlike os.access, refuses directories.
         resolved = shutil.which(configured)
@@ -35,15 +47,55 @@ def find_ffmpeg() -> str:
     on_path = shutil.which("ffmpeg")
     if on_path:
         return on_path
+    return _imageio_ffmpeg("FFmpeg was not found: ")
+
+
+def _imageio_ffmpeg(failure: str) -> str:
     try:
         import imageio_ffmpeg
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as error:  # ImportError, or the wheel has no binary for this platform
         raise FFmpegNotFound(
-            "FFmpeg was not found: install it (apt-get install ffmpeg, conda install ffmpeg) "
+            f"{failure}install FFmpeg (apt-get install ffmpeg, conda install ffmpeg) "
             "or pip install imageio-ffmpeg, or set RTLAB_FFMPEG to its path"
         ) from error
+
+
+def global_args() -> list[str]:
+    """Options placed before every FFmpeg command's input: ``-cpuflags`` from
+    ``RTLAB_FFMPEG_CPUFLAGS`` when it is set. FFmpeg's decoders and resampler pick SIMD code
+    by CPU, and their float results differ in the last bits, which is enough to change a
+    word Whisper hears; ``0`` (what ``rtlab --kernels portable`` sets) runs FFmpeg's C code
+    on every CPU."""
+    flags = os.environ.get(CPUFLAGS_VARIABLE)
+    return ["-cpuflags", flags] if flags else []
+
+
+def ffmpeg_description() -> dict[str, str | None] | None:
+    """Which FFmpeg decodes here, for results: ``binary`` (``RTLAB_FFMPEG``, ``PATH`` or
+    ``imageio-ffmpeg``), its ``version`` and the ``cpuflags`` set; None without FFmpeg."""
+    configured = os.environ.get("RTLAB_FFMPEG")
+    try:
+        path = find_ffmpeg()
+    except FFmpegNotFound:
+        return None
+    if configured == IMAGEIO_FFMPEG or (not configured and shutil.which("ffmpeg") is None):
+        binary = IMAGEIO_FFMPEG
+    else:
+        binary = "RTLAB_FFMPEG" if configured else "PATH"
+    return {"binary": binary, "version": ffmpeg_version(path), "cpuflags": os.environ.get(CPUFLAGS_VARIABLE)}
+
+
+@functools.lru_cache(maxsize=8)
+def ffmpeg_version(path: str) -> str | None:
+    """The version the FFmpeg at ``path`` prints first ("5.1.9-0+deb12u1"), or None."""
+    try:
+        done = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = done.stdout.split()
+    return words[2] if len(words) > 2 and words[:2] == ["ffmpeg", "version"] else None
 
 
 #: Give up looking for a WAV header's data chunk after this many bytes (FFmpeg then reads
@@ -181,7 +233,7 @@ class FFmpegDecoder(Decoder):
         else:
             input_args = ["-f", self.input_format] if self.input_format else []
         return [
-            binary, "-hide_banner", "-loglevel", "error",
+            binary, "-hide_banner", "-loglevel", "error", *global_args(),
             "-flags", "low_delay",
             "-probesize", "32", "-analyzeduration", "0",
             *input_args, "-i", "pipe:0",

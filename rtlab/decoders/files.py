@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecoderError
-from .ffmpeg import SAMPLE_RATE, find_ffmpeg, one_line
+from .ffmpeg import SAMPLE_RATE, find_ffmpeg, global_args, one_line
 
 __all__ = ["decode_audio", "decode_file", "read_audio", "to_pcm16"]
 
@@ -31,7 +31,7 @@ def decode_file(path: str | os.PathLike[str], sample_format: str = "f32le") -> b
     if not source.is_file():
         raise FileNotFoundError(f"audio file not found: {source}")
     cmd = [
-        find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", *global_args(),
         "-i", str(source), "-f", sample_format, "-ac", "1", "-ar", str(SAMPLE_RATE), "-",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, check=False)

@@ -614,7 +614,7 @@ def _total_memory_bytes() -> int | None:
 
 
 _REPORTED_PACKAGES = (
-    "rtlab", "numpy", "jiwer", "whisper-normalizer", "faster-whisper", "ctranslate2",
+    "rtlab", "numpy", "jiwer", "whisper-normalizer", "faster-whisper", "ctranslate2", "imageio-ffmpeg",
 )
 
 
@@ -646,9 +646,12 @@ class LoadSampler:
 def environment_info() -> dict[str, Any]:
     """Hardware and software versions to store next to every benchmark number.
 
-    Besides versions, the CPU's model and vector extensions and any variable that pins the
-    compute kernels: the words a model hears can change with them (see :mod:`rtlab.kernels`).
+    Besides versions, the CPU's model and vector extensions, any variable that pins the
+    compute kernels, and the FFmpeg that decodes (where from, its version, its CPU flags):
+    the words a model hears can change with each of them (see :mod:`rtlab.kernels`).
     """
+    from ..decoders.ffmpeg import ffmpeg_description
+
     cpu_model, extensions = cpu_description()
     return {
         "platform": platform.platform(),
@@ -661,4 +664,5 @@ def environment_info() -> dict[str, Any]:
         "memory_total_bytes": _total_memory_bytes(),
         "python": sys.version.split()[0],
         "packages": {name: _package_version(name) for name in _REPORTED_PACKAGES},
+        "ffmpeg": ffmpeg_description(),
     }
