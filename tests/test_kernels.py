@@ -113,6 +113,12 @@ def test_tables_name_the_kernels():
         "kernels pinned: CT2_FORCE_CPU_ISA=AVX512"
     )
     assert describe_kernels({}) == "kernels as the libraries chose"
+    decoded = {**portable, "ffmpeg": {"binary": "imageio-ffmpeg", "version": "n9.0.2", "cpuflags": "0"}}
+    assert hardware_summary(decoded) == (
+        "2 CPUs, 16.0 GiB, x86_64 (AVX512F), portable kernels (AVX2), FFmpeg n9.0.2 (-cpuflags 0)"
+    )
+    system = {**base, "ffmpeg": {"binary": "PATH", "version": "5.1.9-0+deb12u1", "cpuflags": None}}
+    assert hardware_summary(system) == "2 CPUs, 16.0 GiB, x86_64, FFmpeg 5.1.9-0+deb12u1"
 
 
 def _onednn_isa(kernels: str, tmp_path) -> tuple[str, list[str]]:

@@ -292,9 +292,9 @@ async def _reference_passes(
 
 
 def hardware_summary(environment: Mapping[str, Any]) -> str:
-    """``"2 CPUs, 23.5 GiB, x86_64, portable kernels (AVX2)"`` from
-    :func:`~rtlab.eval.metrics.environment_info` output (the kernels part only where the
-    environment records them)."""
+    """``"2 CPUs, 23.5 GiB, x86_64, portable kernels (AVX2), FFmpeg 5.1.9"`` from
+    :func:`~rtlab.eval.metrics.environment_info` output (the kernels and FFmpeg parts only
+    where the environment records them; FFmpeg's CPU flags where they were set)."""
     memory = environment.get("memory_total_bytes")
     text = f"{environment.get('cpu_count')} CPUs" + (f", {memory / 2**30:.1f} GiB" if memory else "")
     text += f", {environment.get('machine')}"
@@ -302,6 +302,10 @@ def hardware_summary(environment: Mapping[str, Any]) -> str:
         extensions = environment.get("cpu_vector_extensions") or []
         text += f" ({extensions[-1].upper().replace('_', ' ')})" if extensions else ""
         text += f", {describe_kernels(environment['kernel_overrides'])}"
+    ffmpeg = environment.get("ffmpeg")
+    if ffmpeg:
+        text += f", FFmpeg {ffmpeg.get('version') or 'of unknown version'}"
+        text += f" (-cpuflags {ffmpeg['cpuflags']})" if ffmpeg.get("cpuflags") else ""
     return text
 
 
