@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import types
 
 import numpy as np
@@ -585,6 +586,36 @@ async def test_stopping_a_piped_file_ends_it_where_the_clock_is(no_ffmpeg_left):
     # Held to real time (pace_input), so at the stop about 2 s had been played: the rest
     # of what the pipe gave is dropped, not transcribed at once.
     assert 1.0 < summary["audio_seconds"] < 3.0
+    said = summary["text"].split()
+    assert said and said == (TEXT.split() * 3)[: len(said)]
+
+
+async def test_stopping_a_pipe_that_has_given_everything_still_ends_it_where_the_clock_is(no_ffmpeg_left):
+    """A pipe can reach its end long before its audio is played (raw PCM at once here; an
+    FFmpeg that reads ahead, such as 9.0, with a short WAV file): a stop while the rest
+    plays ends it there too, instead of playing it to the end."""
+    from rtlab.config import StreamConfig
+    from rtlab.core.feeding import stream_reader
+    from rtlab.decoders.files import to_pcm16
+
+    audio, _ = tone_words(" ".join([TEXT] * 3))  # about 9 s
+    read = _pipe(to_pcm16(audio))
+    ended_at = []
+
+    def pipe(n: int) -> bytes:
+        data = read(n)
+        if not data and not ended_at:
+            ended_at.append(time.monotonic())
+        return data
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(2.0, stop.set)
+    started = time.monotonic()
+    events = await stream_reader(pipe, StreamConfig(backend="test", decoder="pcm_s16le"), stop=stop)
+    assert ended_at and ended_at[0] - started < 1.5, "the pipe gave everything before the stop"
+    summary = events[-1]
+    assert summary["type"] == "summary"
+    assert 1.0 < summary["audio_seconds"] < 3.0, summary
     said = summary["text"].split()
     assert said and said == (TEXT.split() * 3)[: len(said)]
 

@@ -169,28 +169,32 @@ async def feed_reader(
         # dropped, so the write does not wait for it to be played.
         stopped.add_done_callback(lambda waited: waited.cancelled() or processor.cut_input())
     try:
-        while processor.state == "RUNNING":
-            taken = asyncio.ensure_future(chunks.get())
-            waiting = {taken} | ({stopped} if stopped else set())
-            # A quiet pipe must not keep a stream that failed (or was stopped) waiting for it.
-            while not taken.done() and not (stopped and stopped.done()) and processor.state == "RUNNING":
-                await asyncio.wait(waiting, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
-            if not taken.done():
-                taken.cancel()
-                break
-            data = taken.result()
-            if isinstance(data, BaseException):
-                raise data
-            if not data:
-                break
-            await processor.process_audio(data)
-    finally:
-        done.set()
-        if stopped is not None:
-            if stopped.done() and not stopped.cancelled():
+        try:
+            while processor.state == "RUNNING":
+                taken = asyncio.ensure_future(chunks.get())
+                waiting = {taken} | ({stopped} if stopped else set())
+                # A quiet pipe must not keep a stream that failed (or was stopped) waiting for it.
+                while not taken.done() and not (stopped and stopped.done()) and processor.state == "RUNNING":
+                    await asyncio.wait(waiting, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+                if not taken.done():
+                    taken.cancel()
+                    break
+                data = taken.result()
+                if isinstance(data, BaseException):
+                    raise data
+                if not data:
+                    break
+                await processor.process_audio(data)
+        finally:
+            done.set()
+            if stopped is not None and stopped.done() and not stopped.cancelled():
                 processor.cut_input()  # the input ends here, not where the pipe got to (before its callback's turn)
+        # The pipe may have given everything long before it is played (pace_input holds
+        # it to real time): a stop while it plays still ends the input there.
+        await processor.finish()
+    finally:
+        if stopped is not None:
             stopped.cancel()
-    await processor.finish()
 
 
 async def stream_file(
