@@ -14,8 +14,9 @@ def _pin_portable_kernels() -> None:
     """Compute with the same kernels on every x86-64 machine with AVX2.
 
     CTranslate2 and PyTorch pick their kernels by CPU, and tiny.en's words on the synthetic
-    clips change with them (one machine hears "the lazy nog", another "the lady nog"). The
-    tests pin rtlab's portable kernels, so the words they assert are the ones heard
+    clips change with them (one machine hears "the lazy nog", another "the lady nog"), as
+    they do with the FFmpeg that decodes the clips. The tests pin rtlab's portable kernels
+    (the imageio-ffmpeg wheel's FFmpeg with its C code among them), so the words they assert are the ones heard
     everywhere; subprocesses (servers, kernels, the CLI) inherit them. A variable already
     set is left as it is (to run the suite on other kernels); on a CPU without AVX2 the
     libraries choose.
