@@ -14,10 +14,11 @@ samples, or how many samples differ and by how much at most.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -29,14 +30,15 @@ FLAGS = (("auto", None), ("below AVX2", "-avx2"), ("C only", "0"))
 
 
 def decode(binary: str, path: Path, cpuflags: str | None) -> np.ndarray:
-    """``path`` as rtlab decodes it, by ``binary`` with ``-cpuflags CPUFLAGS`` if given."""
-    flags = ["-cpuflags", cpuflags] if cpuflags is not None else []
-    command = [binary, "-nostdin", "-hide_banner", "-loglevel", "error", *flags, "-i", str(path),
-               "-f", "f32le", "-ac", "1", "-ar", "16000", "-"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{binary} could not decode {path}: {done.stderr.decode(errors='replace').strip()[-300:]}")
-    return np.frombuffer(done.stdout, dtype="<f4")
+    """``path`` as rtlab decodes it (:func:`rtlab.decoders.files.decode_audio`), by
+    ``binary`` with ``-cpuflags CPUFLAGS`` if given."""
+    from rtlab.decoders.files import decode_audio
+
+    with mock.patch.dict(os.environ, {"RTLAB_FFMPEG": binary}):
+        os.environ.pop("RTLAB_FFMPEG_CPUFLAGS", None)
+        if cpuflags is not None:
+            os.environ["RTLAB_FFMPEG_CPUFLAGS"] = cpuflags
+        return decode_audio(path)
 
 
 def compare(samples: np.ndarray, portable: np.ndarray) -> str:
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         portable = decode(wheel, path, "0")
         cells = [compare(decode(binary, path, flags), portable) for _, binary, _, flags in columns]
         differing = [count + (cell != "same") for count, cell in zip(differing, cells)]
-        label = path.relative_to(REPO) if path.is_relative_to(REPO) else Path(path.parent.name) / path.name
+        where = path.resolve()
+        label = where.relative_to(REPO) if where.is_relative_to(REPO) else Path(path.parent.name) / path.name
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     print("| clips that differ | " + " | ".join(f"{count} of {len(paths)}" for count in differing) + " |")
     return 0

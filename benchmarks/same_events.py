@@ -101,19 +101,13 @@ def software() -> dict[str, str | None]:
 
 def audio_digest(path: Path) -> str:
     """sha256 of ``path`` decoded to 16 kHz float32 by the portable kernels' FFmpeg."""
+    from unittest import mock
+
     from rtlab.decoders.files import decode_file
     from rtlab.kernels import PORTABLE_KERNELS
 
-    saved = {name: os.environ.get(name) for name in FFMPEG_VARIABLES}
-    os.environ.update({name: PORTABLE_KERNELS[name] for name in FFMPEG_VARIABLES})
-    try:
+    with mock.patch.dict(os.environ, {name: PORTABLE_KERNELS[name] for name in FFMPEG_VARIABLES}):
         return hashlib.sha256(decode_file(path)).hexdigest()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def machine() -> dict[str, Any]:

@@ -11,9 +11,9 @@ more. NumPy (which computes the log-mel features) and its OpenBLAS choose theirs
 does FFmpeg, which decodes the audio: its decoders and resampler run SIMD code chosen by
 CPU, and two FFmpeg builds compute differently, each enough to change a word. Portable
 decoding is the imageio-ffmpeg wheel's FFmpeg (one build, pinned in constraints.txt) with
-its C code only. The variables must be set before NumPy is imported and before the first model computes: the
-libraries read them once per process (``rtlab --kernels`` and the benchmark scripts' option
-set them first).
+its C code only. The variables must be set before NumPy is imported and before the first
+model computes: the libraries read them once per process (``rtlab --kernels`` and the
+benchmark scripts' option set them first).
 
     rtlab --kernels portable transcribe talk.wav --clock unaware
 """

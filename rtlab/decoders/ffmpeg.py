@@ -32,22 +32,28 @@ CPUFLAGS_VARIABLE = "RTLAB_FFMPEG_CPUFLAGS"
 def find_ffmpeg() -> str:
     """The FFmpeg binary: ``RTLAB_FFMPEG`` (a path, a name on PATH, or ``imageio-ffmpeg``
     for the wheel's), then ``ffmpeg`` on PATH, then imageio-ffmpeg's."""
+    return _locate_ffmpeg()[0]
+
+
+def _locate_ffmpeg() -> tuple[str, str]:
+    """:func:`find_ffmpeg`'s binary and where it came from: ``RTLAB_FFMPEG``, ``PATH`` or
+    ``imageio-ffmpeg``."""
     configured = os.environ.get("RTLAB_FFMPEG")
     if configured == IMAGEIO_FFMPEG:
-        return _imageio_ffmpeg(f"RTLAB_FFMPEG={IMAGEIO_FFMPEG} names the imageio-ffmpeg wheel's FFmpeg, and ")
+        return _imageio_ffmpeg(f"RTLAB_FFMPEG={IMAGEIO_FFMPEG} names the imageio-ffmpeg wheel's FFmpeg, and "), IMAGEIO_FFMPEG
     if configured:
         # shutil.which accepts a name or a path and, unlike os.access, refuses directories.
         resolved = shutil.which(configured)
         if resolved:
-            return resolved
+            return resolved, "RTLAB_FFMPEG"
         raise FFmpegNotFound(
             f"RTLAB_FFMPEG={configured!r} is not an executable FFmpeg binary: point it at "
             f"one, or unset it to use the ffmpeg on PATH"
         )
     on_path = shutil.which("ffmpeg")
     if on_path:
-        return on_path
-    return _imageio_ffmpeg("FFmpeg was not found: ")
+        return on_path, "PATH"
+    return _imageio_ffmpeg("FFmpeg was not found: "), IMAGEIO_FFMPEG
 
 
 def _imageio_ffmpeg(failure: str) -> str:
@@ -75,15 +81,10 @@ def global_args() -> list[str]:
 def ffmpeg_description() -> dict[str, str | None] | None:
     """Which FFmpeg decodes here, for results: ``binary`` (``RTLAB_FFMPEG``, ``PATH`` or
     ``imageio-ffmpeg``), its ``version`` and the ``cpuflags`` set; None without FFmpeg."""
-    configured = os.environ.get("RTLAB_FFMPEG")
     try:
-        path = find_ffmpeg()
+        path, binary = _locate_ffmpeg()
     except FFmpegNotFound:
         return None
-    if configured == IMAGEIO_FFMPEG or (not configured and shutil.which("ffmpeg") is None):
-        binary = IMAGEIO_FFMPEG
-    else:
-        binary = "RTLAB_FFMPEG" if configured else "PATH"
     return {"binary": binary, "version": ffmpeg_version(path), "cpuflags": os.environ.get(CPUFLAGS_VARIABLE)}
 
 
