@@ -27,7 +27,9 @@ speech); the other languages ``--multilingual-model`` (base) on the folders besi
 (``../shared/data/speech/{de,fr,es,pt}``). The default clock is ``unaware`` (passes as if
 they took no time): its words are the same on every machine. ``--clock simulated`` makes
 latencies count measured compute, which on a shared machine depends on what else runs;
-``--clock wall`` streams in real time (every configuration at once, sharing the cores).
+``--clock modeled`` counts the compute a cost model predicts (``--cost-model FILE``,
+default rtlab's reference CPU): latencies like the simulated clock's, and the same words
+on every run; ``--clock wall`` streams in real time (every configuration at once, sharing the cores).
 ``--long-form MINUTES`` adds one stream of the language's clips, repeated in order and
 joined with pauses of 0.5-3 s (seeded), at least that long; its row reports the lag's
 maximum too. ``--shifts N`` streams every clip N times, the k-th time after k/N s of
@@ -218,7 +220,7 @@ def run_language(
         work = work / f"shift-{shift:g}"
     # progress=None: a bar on a terminal, none in a log
     run = run_bench(corpus, configs, clock=args.clock, normalizer=normalizer, language=spoken, work_dir=work,
-                    progress=None)  # fmt: skip
+                    progress=None, cost_model=args.costs)  # fmt: skip
     rows = []
     for config, summary in zip(configs, run.summaries):
         streams = [s for s in run.streams if s.config["name"] == config.label]
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configuration", action="append",
                         help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS for another (repeat; default: the three)")  # fmt: skip
     parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled", "wall"])
+    parser.add_argument("--cost-model", metavar="FILE",
+                        help="the modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU)")  # fmt: skip
     parser.add_argument("--language-option", default="both", choices=["given", "detected", "both"],
                         help="other languages than English: language given, detected, or both runs (default)")  # fmt: skip
     parser.add_argument("--long-form", type=float, metavar="MINUTES", help="add one stream at least this long")
@@ -289,9 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shifts must be from 1 to 20, not {args.shifts}")
     pin_kernels_argument(parser, args)
 
+    from rtlab.core.costs import CostModelError, cost_model_for_clock, cost_model_summary
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import language_corpora, shared_speech_dir
     from rtlab.eval.metrics import environment_info
+
+    try:
+        args.costs = cost_model_for_clock(args.clock, args.cost_model)  # before any work
+    except CostModelError as error:
+        parser.error(str(error))
 
     english = Path(args.corpus) if args.corpus else shared_speech_dir()
     if english is None:
@@ -318,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{language} long form ({args.long_form:g} min)...", file=sys.stderr, flush=True)
             rows += run_language(args, language, manifest, False, long_form=True)
     environment = environment_info()
-    print(f"\nclock {args.clock}; hardware: {hardware_summary(environment)}; "
-          f"{time.perf_counter() - started:.0f} s wall")  # fmt: skip
+    cost_model = args.costs.describe() if args.costs else None
+    print(f"\nclock {args.clock}" + (f" (cost model {cost_model_summary(cost_model)})" if cost_model else "")
+          + f"; hardware: {hardware_summary(environment)}; {time.perf_counter() - started:.0f} s wall")  # fmt: skip
     print(format_rows(rows))
     for row in rows:
         difference = against_offline([row]) if row.get("shift") is None else None
@@ -331,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     report = {
         "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
-        "clock": args.clock, "configurations": args.configurations,
+        "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations,
         "rows": rows, "environment": environment, "wall_seconds": time.perf_counter() - started,
     }  # fmt: skip
     (out / "accuracy.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

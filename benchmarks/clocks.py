@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     pin_kernels_argument(parser, args)
 
     from rtlab.config import StreamConfig
-    from rtlab.core.costs import load_cost_model
+    from rtlab.core.costs import cost_model_summary, load_cost_model
     from rtlab.eval.bench import hardware_summary, run_bench
     from rtlab.eval.corpus import shared_speech_dir
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# {datetime.date.today().isoformat()}: the four clocks (benchmarks/clocks.py)", "",
         f"- Hardware: {hardware_summary(report['environment'])}; normalizer {report['normalizer']}.",
         f"- Corpus: {corpus}; configuration: {config.label}.",
-        f"- Cost model: {costs.path} (sha256 {str(costs.sha256)[:12]}; {costs.note or 'no note'}).",
+        f"- Cost model: {cost_model_summary(costs.describe())}.",
         f"- Command: `python benchmarks/clocks.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
         "| clock | WER | commit latency median | p95 | first text | RTF | median vs wall | p95 vs wall | failed streams |",
         "|---|---|---|---|---|---|---|---|---|",

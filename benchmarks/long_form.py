@@ -224,7 +224,7 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     trim_interval, trims_before = process_memory.interval, process_memory.trims
     started = time.perf_counter()
     with AudioBar(len(stream) / 16_000, f"{config.label}: long stream") as bar:
-        (run,) = replay(stream, [config], clock=args.clock, on_event=sampler, progress=bar.at)
+        (run,) = replay(stream, [config], clock=args.clock, cost_model=args.costs, on_event=sampler, progress=bar.at)
     wall = time.perf_counter() - started
     trims_after = process_memory.trims
     if run.error:
@@ -240,11 +240,11 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
         total = sum(len(audio) for audio, _ in clips) + sum(len(audio) for audio in pieces)
         with AudioBar(total / 16_000, f"{config.label}: clips and segments alone") as bar:
             for audio, _ in clips:
-                (clip_run,) = replay(audio, [config], clock=args.clock, progress=bar.at)
+                (clip_run,) = replay(audio, [config], clock=args.clock, cost_model=args.costs, progress=bar.at)
                 alone.append(clip_run.text)
                 bar.done(len(audio) / 16_000)
             for audio in pieces:
-                (segment_run,) = replay(audio, [config], clock=args.clock, progress=bar.at)
+                (segment_run,) = replay(audio, [config], clock=args.clock, cost_model=args.costs, progress=bar.at)
                 segments_alone.append(segment_run.text)
                 bar.done(len(audio) / 16_000)
     clip_texts = [text for _, text in clips]
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configuration", action="append",
                         help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS (repeat; default: default and vad)")  # fmt: skip
     parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled", "wall"])
+    parser.add_argument("--cost-model", metavar="FILE",
+                        help="the modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the pauses (default 0)")
     parser.add_argument("--offline", action="store_true", help="add an offline pass of the whole stream and of each segment")
     parser.add_argument("--offline-only", action="store_true", help="the offline passes alone, no stream")
@@ -393,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     args.normalizer = normalizer_name(args.language)
 
     from rtlab.config import StreamConfig
+    from rtlab.core.costs import CostModelError, cost_model_for_clock, cost_model_summary
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import shared_speech_dir
     from rtlab.eval.metrics import environment_info
@@ -400,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     corpus = Path(args.corpus) if args.corpus else shared_speech_dir()
     if corpus is None or not corpus.is_dir():
         parser.error("no --corpus given and the shared speech folder was not found")
+    try:
+        args.costs = cost_model_for_clock(args.clock, args.cost_model)  # before any work
+    except CostModelError as error:
+        parser.error(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stream, segments, clips = long_form_stream(corpus, args.minutes, seed=args.seed)
@@ -419,14 +426,17 @@ def main(argv: list[str] | None = None) -> int:
     environment = environment_info()
     table = format_table(rows, offline)
     header = (f"{len(stream) / 16_000 / 60:.1f} min stream ({len(segments)} clips of {corpus.name}, seed {args.seed}); "
-              f"{args.backend} {args.model}; clock {args.clock}; normalizer {args.normalizer}; "
+              f"{args.backend} {args.model}; clock {args.clock}"
+              + (f" (cost model {cost_model_summary(args.costs.describe())})" if args.costs else "")
+              + f"; normalizer {args.normalizer}; "
               f"hardware: {hardware_summary(environment)}")  # fmt: skip
     print("\n" + header)
     print(table)
     report = {
         "benchmark": "long_form", "date": datetime.date.today().isoformat(), "corpus": str(corpus),
         "minutes": args.minutes, "seed": args.seed, "backend": args.backend, "model": args.model,
-        "clock": args.clock, "normalizer": args.normalizer, "configurations": configurations,
+        "clock": args.clock, "cost_model": args.costs.describe() if args.costs else None,
+        "normalizer": args.normalizer, "configurations": configurations,
         "rows": rows, "offline": offline, "environment": environment,
     }  # fmt: skip
     (out / "long_form.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

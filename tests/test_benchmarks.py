@@ -189,6 +189,30 @@ def test_accuracy_script_reports_offline_and_streaming_wer_and_words_kept_per_la
     assert "de (given) long form default: streaming minus offline +0.0 points" in result.stdout
 
 
+def test_accuracy_script_on_the_modeled_clock_names_its_cost_model(tone_corpus, tmp_path):
+    from rtlab.config import StreamConfig
+    from rtlab.core.costs import Calibration, CostModel, key_for
+    from rtlab.core.instances import get_backend
+
+    config = StreamConfig(backend="test", model="tiny.en")
+    weights = {"calls": 0.5, "audio_seconds": 0.0, "words": 0.0, "prompt_words": 0.0}
+    costs = CostModel([Calibration(key_for(config, get_backend(config)), weights)], note="a machine of the test")
+    costs.save(tmp_path / "costs.json")
+    runs = []
+    for name in ("one", "two"):
+        result = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en",
+                            "--configuration", "default", "--clock", "modeled", "--cost-model",
+                            str(tmp_path / "costs.json"), "--out", str(tmp_path / name))  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs.append(json.loads((tmp_path / name / "accuracy.json").read_text(encoding="utf-8")))
+    report = runs[0]
+    assert report["clock"] == "modeled" and report["cost_model"]["sha256"] == costs.sha256
+    assert f"clock modeled (cost model {tmp_path / 'costs.json'} (sha256 {costs.sha256[:12]}, a machine of the test))" in result.stdout
+    # Each pass costs 0.5 s: commits wait for it, and two runs give the same latencies.
+    assert report["rows"][0]["latency_median"] >= 0.5
+    assert [r["latency_median"] for r in runs[0]["rows"]] == [r["latency_median"] for r in runs[1]["rows"]]
+
+
 def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, tmp_path):
     out = tmp_path / "out"
     relative = os.path.relpath(out, ROOT)  # the clips' paths in the manifests are relative to their folder
@@ -437,6 +461,11 @@ def test_concurrency_script_streams_raw_pcm_where_there_is_no_ffmpeg(tmp_path, m
         ("clocks.py", ["--batch", "0"], "--batch must be from 1 (not batched) to 512, not 0"),
         ("concurrency.py", ["--clients", "0,10"], "--clients takes client counts of at least 1"),
         ("concurrency.py", ["--clients", "ten"], "--clients takes client counts of at least 1"),
+        ("accuracy.py", ["--clock", "simulated", "--cost-model", "costs.json"],
+         "--cost-model is the modeled clock's cost model, and the simulated clock counts each pass's measured compute"),
+        ("long_form.py", ["--cost-model", "costs.json"],
+         "--cost-model is the modeled clock's cost model, and the unaware clock counts no compute"),
+        ("long_form.py", ["--clock", "modeled", "--cost-model", "nowhere.json"], "cannot read the cost model nowhere.json"),
     ],
 )  # fmt: skip
 def test_scripts_refuse_bad_arguments_before_any_work(script, args, message, tmp_path):

@@ -237,6 +237,31 @@ def test_the_command_line_gives_the_same_lines_on_every_modeled_run(tmp_path):
     assert lines[0] == lines[1] and lines[0][-1]["text"] == TEXT
 
 
+@pytest.mark.parametrize("command", ["transcribe", "bench"])
+def test_a_cost_model_given_for_another_clock_is_refused_not_ignored(command, tone_corpus, tmp_path):
+    """Before, --cost-model with --clock simulated (rtlab bench's default) or unaware was
+    silently left unused: the user took the figures for modeled ones."""
+    from click.testing import CliRunner
+
+    from rtlab.cli import cli
+
+    costs = model_for(StreamConfig.parse("backend=test"), calls=0.1)
+    costs.save(tmp_path / "costs.json")
+    if command == "transcribe":
+        args, clocks = [str(sorted(tone_corpus.glob("*.wav"))[0]), "--backend", "test"], ("unaware", "simulated")
+    else:
+        args, clocks = [str(tone_corpus), "--config", "backend=test", "--out", str(tmp_path / "out")], (None, "unaware")
+    for clock in clocks:
+        chosen = ["--clock", clock] if clock else []  # None: rtlab bench's default, simulated
+        result = CliRunner().invoke(cli, [command, *args, *chosen, "--cost-model", str(tmp_path / "costs.json")])
+        assert result.exit_code == 1, result.output
+        assert f"--cost-model is the modeled clock's cost model, and the {clock or 'simulated'} clock" in result.output
+        assert result.output.rstrip().endswith("add --clock modeled, or leave --cost-model out")
+    assert not (tmp_path / "out").exists(), "refused before any work"
+    modeled = CliRunner().invoke(cli, [command, *args, "--clock", "modeled", "--cost-model", str(tmp_path / "costs.json")])
+    assert modeled.exit_code == 0, modeled.output
+
+
 def test_bench_results_name_the_clock_and_the_cost_model(tone_corpus, tmp_path):
     from rtlab.eval.bench import run_bench
 

@@ -69,11 +69,13 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
     or a .jsonl manifest. Writes OUT/results.jsonl and PNG plots; prints one row per
     configuration: WER, median and p95 commit latency, first-text latency, RTF.
     """
+    from ..core.costs import cost_model_for_clock
     from ..eval.bench import BenchInterrupted, run_bench
 
     configs = _parse_configs(config_texts, grid)
     interrupted = None
     try:
+        cost_model = cost_model_for_clock(clock, cost_model)
         run = run_bench(
             corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
             language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,

@@ -53,6 +53,7 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
     from pathlib import Path
 
     from ..config import StreamConfig, parse_pairs
+    from ..core.costs import cost_model_for_clock
     from ..errors import RtlabError
 
     if output_format in ("srt", "vtt") and len(files) > 1:
@@ -81,6 +82,7 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
             decoder_options=parse_pairs(decoder_option, source="--decoder-option"),
             language=language,
         ).validate()  # names, options and values, before any work starts
+        cost_model = cost_model_for_clock(clock, cost_model)  # loaded once, for every file
         failed, interrupted = asyncio.run(_transcribe_files(files, config, clock, cost_model, output_format))
     except RtlabError as error:
         raise click.ClickException(str(error)) from None

@@ -248,6 +248,36 @@ def load_cost_model(path: str | os.PathLike[str] | None = None) -> CostModel:
     )
 
 
+#: What each clock does with compute, for :func:`cost_model_for_clock`'s message.
+_OTHER_CLOCKS = {
+    "wall": "streams in real time",
+    "simulated": "counts each pass's measured compute",
+    "unaware": "counts no compute",
+}
+
+
+def cost_model_summary(described: Mapping[str, Any]) -> str:
+    """A cost model as a table header names it, from its :meth:`CostModel.describe`:
+    ``PATH (sha256 0123456789ab, NOTE)``."""
+    return f"{described['path']} (sha256 {str(described['sha256'])[:12]}, {described.get('note') or 'no note on its hardware'})"
+
+
+def cost_model_for_clock(clock: str, path: str | os.PathLike[str] | None) -> CostModel | None:
+    """The cost model a command line asked for with ``--cost-model PATH`` (None: rtlab's
+    reference CPU) on ``clock``: loaded once, before any work, on the ``modeled`` clock;
+    None on the others. A ``PATH`` given for another clock is a mistake, not something to
+    ignore (the user would believe the figures modeled): raises :class:`CostModelError`
+    saying so in one line, as it does for a file that cannot be used."""
+    if clock != "modeled":
+        if path is not None:
+            raise CostModelError(
+                f"--cost-model is the modeled clock's cost model, and the {clock} clock "
+                f"{_OTHER_CLOCKS.get(clock, 'does not use one')}: add --clock modeled, or leave --cost-model out"
+            )
+        return None
+    return load_cost_model(path)
+
+
 def add_features(total: dict[str, float], features: Mapping[str, float]) -> None:
     """``total += features``, feature by feature."""
     for name, value in features.items():

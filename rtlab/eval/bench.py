@@ -30,7 +30,7 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
-from ..core.costs import CostModel, load_cost_model
+from ..core.costs import CostModel, cost_model_summary, load_cost_model
 from ..core.memo import PassMemo
 from ..core.scheduler import available_cores
 from ..errors import RtlabError
@@ -224,8 +224,7 @@ class BenchRun:
             f"corpus: {self.corpus} ({files} file{'s' * (files != 1)}, {self.audio_seconds:.1f} s of audio"
             + (", long-form" if self.long_form else "") + ")",
             f"clock: {self.clock} ({self.replay_mode})   normalizer: {self.normalizer}   hardware: {hardware}",
-            *([f"cost model: {self.cost_model['path']} (sha256 {str(self.cost_model['sha256'])[:12]}, "
-               f"{self.cost_model['note'] or 'hardware in results.jsonl'})"] if self.cost_model else []),
+            *([f"cost model: {cost_model_summary(self.cost_model)}"] if self.cost_model else []),
             f"wall time: {self.wall_seconds:.1f} s (replay {self.replay_wall_seconds:.1f} s, "
             f"offline passes {self.offline_wall_seconds:.1f} s "
             + ("before it)" if self.replay_mode == "one at a time" else "alongside it)")
