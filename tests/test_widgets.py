@@ -332,6 +332,13 @@ async def test_virtual_clocks_stream_and_a_cost_model_that_cannot_load_shows_its
     await modeled.start()
     (column,) = modeled.columns
     assert column.state.status == "failed" and str(missing) in column.state.error and "\n" not in column.state.error
+    # A cost model given with another clock fails the panel in a line, not silently unused.
+    for panel in (ComparePanel(tones, ["backend=test"], clock="unaware", cost_model=missing, view="text"),
+                  LivePanel(tones, "backend=test", clock="simulated", cost_model=missing)):  # fmt: skip
+        await panel.start()
+        (column,) = panel.columns if isinstance(panel, ComparePanel) else (panel,)
+        assert column.state.status == "failed", column.state.error
+        assert column.state.error.endswith("add clock='modeled', or leave cost_model out")
     with pytest.raises(ValueError, match="unknown clock mode"):
         LivePanel(tones, "backend=test", clock="sundial")
 

@@ -262,20 +262,24 @@ def cost_model_summary(described: Mapping[str, Any]) -> str:
     return f"{described['path']} (sha256 {str(described['sha256'])[:12]}, {described.get('note') or 'no note on its hardware'})"
 
 
-def cost_model_for_clock(clock: str, path: str | os.PathLike[str] | None) -> CostModel | None:
-    """The cost model a command line asked for with ``--cost-model PATH`` (None: rtlab's
+def cost_model_for_clock(
+    clock: str, path: str | os.PathLike[str] | CostModel | None, *, option: str = "--cost-model",
+    modeled: str = "--clock modeled",
+) -> CostModel | None:
+    """The cost model asked for with ``option`` (``--cost-model PATH``; None: rtlab's
     reference CPU) on ``clock``: loaded once, before any work, on the ``modeled`` clock;
-    None on the others. A ``PATH`` given for another clock is a mistake, not something to
-    ignore (the user would believe the figures modeled): raises :class:`CostModelError`
-    saying so in one line, as it does for a file that cannot be used."""
+    None on the others. One given for another clock is a mistake, not something to ignore
+    (the user would take the figures for modeled ones): raises :class:`CostModelError`
+    saying so in one line (``modeled`` names the fix), as it does for a file that cannot
+    be used."""
     if clock != "modeled":
         if path is not None:
             raise CostModelError(
-                f"--cost-model is the modeled clock's cost model, and the {clock} clock "
-                f"{_OTHER_CLOCKS.get(clock, 'does not use one')}: add --clock modeled, or leave --cost-model out"
+                f"{option} is the modeled clock's cost model, and the {clock} clock "
+                f"{_OTHER_CLOCKS.get(clock, 'does not use one')}: add {modeled}, or leave {option} out"
             )
         return None
-    return load_cost_model(path)
+    return path if isinstance(path, CostModel) else load_cost_model(path)
 
 
 def add_features(total: dict[str, float], features: Mapping[str, float]) -> None:

@@ -32,12 +32,11 @@ def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamCon
 def cost_model_for(clock: str, cost_model: Any) -> Any:
     """The ``modeled`` clock's :class:`~rtlab.core.costs.CostModel` (``cost_model`` as given,
     or loaded from its file; None: the one rtlab ships), loaded once for a whole run; None
-    on the other clocks. Raises :class:`~rtlab.core.costs.CostModelError` in one line."""
-    if clock != "modeled":
-        return None
-    from ..core.costs import CostModel, load_cost_model
+    on the other clocks, where a ``cost_model`` given is refused rather than left unused.
+    Raises :class:`~rtlab.core.costs.CostModelError` in one line."""
+    from ..core.costs import cost_model_for_clock
 
-    return cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
+    return cost_model_for_clock(clock, cost_model, option="cost_model", modeled="clock='modeled'")
 
 
 def label_of(entry: Any) -> str:
