@@ -29,7 +29,8 @@ they took no time): its words are the same on every machine. ``--clock simulated
 latencies count measured compute, which on a shared machine depends on what else runs;
 ``--clock modeled`` counts the compute a cost model predicts (``--cost-model FILE``,
 default rtlab's reference CPU): latencies like the simulated clock's, and the same words
-on every run; ``--clock wall`` streams in real time (every configuration at once, sharing the cores).
+on every run; ``--clock wall`` streams in real time (every configuration at once,
+sharing the cores).
 ``--long-form MINUTES`` adds one stream of the language's clips, repeated in order and
 joined with pauses of 0.5-3 s (seeded), at least that long; its row reports the lag's
 maximum too. ``--shifts N`` streams every clip N times, the k-th time after k/N s of
