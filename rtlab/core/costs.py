@@ -195,10 +195,13 @@ class CostModel:
         return {"path": self.path, "sha256": self.sha256, "hardware": self.hardware, "note": self.note}
 
 
-def load_cost_model(path: str | os.PathLike[str] | None = None) -> CostModel:
-    """The cost model in ``path`` (default: the one rtlab ships for its reference CPU).
+def load_cost_model(path: CostModel | str | os.PathLike[str] | None = None) -> CostModel:
+    """The cost model in ``path`` (default: the one rtlab ships for its reference CPU); a
+    :class:`CostModel` already loaded is returned as it is.
 
     Raises :class:`CostModelError` for a missing, malformed or outdated file."""
+    if isinstance(path, CostModel):
+        return path
     if path is None:
         where = f"rtlab's {REFERENCE_FILE}"
         try:
@@ -279,7 +282,7 @@ def cost_model_for_clock(
                 f"{_OTHER_CLOCKS.get(clock, 'does not use one')}: add {modeled}, or leave {option} out"
             )
         return None
-    return path if isinstance(path, CostModel) else load_cost_model(path)
+    return load_cost_model(path)
 
 
 def add_features(total: dict[str, float], features: Mapping[str, float]) -> None:

@@ -104,7 +104,7 @@ class AudioProcessor:
         self._cut_at: int | None = None  # samples: where cut_input() ended the input
         self.cost_model: CostModel | None = None
         if self.clock.mode == "modeled":
-            self.cost_model = cost_model if isinstance(cost_model, CostModel) else load_cost_model(cost_model)
+            self.cost_model = load_cost_model(cost_model)
         self._calibration = None
         self.session_backend: SessionBackend | None = None
         self.state = State.IDLE

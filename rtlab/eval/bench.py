@@ -30,7 +30,7 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
-from ..core.costs import CostModel, cost_model_summary, load_cost_model
+from ..core.costs import cost_model_summary, load_cost_model
 from ..core.memo import PassMemo
 from ..core.scheduler import available_cores
 from ..errors import RtlabError
@@ -436,7 +436,7 @@ async def run_bench_async(
             f"its configurations together: on the {clock} clock a pass's compute is its latency, "
             "and clips side by side would slow each other's passes down"
         )
-    if clock == "modeled" and not isinstance(cost_model, CostModel):
+    if clock == "modeled":
         cost_model = load_cost_model(cost_model)
     utterances = load_corpus(corpus, language=language)
     norm = resolve_normalizer(normalizer, [c.language or u.language for u in utterances for c in configs])

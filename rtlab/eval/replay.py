@@ -49,7 +49,7 @@ import numpy as np
 from ..backends import MAX_BATCH, SAMPLE_RATE
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
-from ..core.costs import CostModel, load_cost_model
+from ..core.costs import load_cost_model
 from ..core.feeding import check_chunk_seconds
 from ..core.memo import PassMemo
 from ..core.processor import AudioProcessor
@@ -150,7 +150,7 @@ async def replay_async(
     """
     check_clock(clock)
     _check_batch(batch, clock)
-    if clock == "modeled" and not isinstance(cost_model, CostModel):
+    if clock == "modeled":
         cost_model = load_cost_model(cost_model)  # once for every configuration
     check_chunk_seconds(chunk_seconds)
     configs = list(configurations)
