@@ -3,7 +3,8 @@
 N sessions (1, 2, 4, 8 by default) stream the same speech in real time (the wall clock)
 through one shared backend instance, first with ``max_batch=1`` (every pass a model call of
 its own), then with ``max_batch=N``. Printed per row: passes per second the backend served,
-commit latency median and p95, WER, and the batch sizes the batcher formed.
+commit latency median and p95, WER, the batch sizes the batcher formed, and how long a pass
+waited in the batcher for its batch (median).
 
     python benchmarks/batching.py                                  # faster-whisper tiny.en
     python benchmarks/batching.py --sessions 1 --sessions 4 --seconds 20
@@ -36,7 +37,7 @@ def run_row(audio: Any, reference: str, base: str, sessions: int, batch: int, wa
         StreamConfig.parse(f"{base},max_batch={batch},batch_wait_ms={wait_ms},name=session {i}") for i in range(sessions)
     ]
     batcher = scheduler_for(get_backend(configs[0])).batcher
-    before = list(batcher.stats.sizes) if batcher is not None else []
+    before = (batcher.stats.batches, batcher.stats.passes) if batcher is not None else (0, 0)
     started = time.perf_counter()
     runs = replay(audio, configs, clock="wall")
     seconds = time.perf_counter() - started
@@ -45,7 +46,9 @@ def run_row(audio: Any, reference: str, base: str, sessions: int, batch: int, wa
         event["emitted_at"] - word["end"] for run in runs for event in run.events if event["type"] == "commit"
         for word in event["words"]
     ]  # fmt: skip
-    sizes = batcher.stats.sizes[len(before):] if batcher is not None else []
+    batches = batcher.stats.batches - before[0] if batcher is not None else 0
+    sizes = batcher.stats.sizes[-batches:] if batches else []
+    waits = batcher.stats.waits[-(batcher.stats.passes - before[1]):] if batches else []
     return {
         "sessions": sessions,
         "max_batch": batch,
@@ -56,6 +59,7 @@ def run_row(audio: Any, reference: str, base: str, sessions: int, batch: int, wa
         "latency_p95": sorted(latencies)[int(0.95 * (len(latencies) - 1))] if latencies else None,
         "wer": wer([reference] * sessions, [run.text for run in runs], normalizer).value,
         "batch_sizes": {str(size): sizes.count(size) for size in sorted(set(sizes))},
+        "batch_wait_median": statistics.median(waits) if waits else None,
         "errors": sum(1 for run in runs if run.error),
     }
 
@@ -113,15 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         f"- Hardware: {hardware_summary(environment)}; clock: wall; normalizer: {args.normalizer}.",
         f"- Backend: {base}; each session streams the same {len(audio) / 16000:.1f} s of speech in real time.",
         f"- Command: `python benchmarks/batching.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-        "| sessions | max_batch | passes/s | commit latency median | p95 | WER | batches formed (size: count) | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sessions | max_batch | passes/s | commit latency median | p95 | WER | batches formed (size: count) | batch wait median | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in rows:
         median = "-" if row["latency_median"] is None else f"{row['latency_median']:.2f} s"
         p95 = "-" if row["latency_p95"] is None else f"{row['latency_p95']:.2f} s"
         sizes = ", ".join(f"{k}: {v}" for k, v in row["batch_sizes"].items()) or "-"
+        waited = "-" if row["batch_wait_median"] is None else f"{1000 * row['batch_wait_median']:.1f} ms"
         lines.append(f"| {row['sessions']} | {row['max_batch']} | {row['passes_per_second']:.2f} | {median} | {p95} | "
-                     f"{100 * row['wer']:.1f}% | {sizes} | {row['errors']} |")  # fmt: skip
+                     f"{100 * row['wer']:.1f}% | {sizes} | {waited} | {row['errors']} |")  # fmt: skip
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -10,7 +10,7 @@ import pytest
 
 from rtlab.backends import Backend, Request
 from rtlab.config import StreamConfig
-from rtlab.core.batching import Batcher
+from rtlab.core.batching import Batcher, BatchStats
 from rtlab.core.instances import get_backend
 from rtlab.core.scheduler import CpuSlots, scheduler_for
 from rtlab.errors import InvalidOption
@@ -114,6 +114,100 @@ def test_a_lone_pass_waits_at_most_the_batch_wait():
     batcher = Batcher(backend, CpuSlots(2))
     run_threads(batcher, [("alone", 0.0)])
     assert backend.batches == [["alone"]]
+
+
+def _start(batcher: Batcher, prompt: str, results: dict[str, list]) -> threading.Thread:
+    thread = threading.Thread(
+        target=lambda: results.__setitem__(prompt, batcher.transcribe(Request(np.zeros(160, np.float32), prompt), 0.0))
+    )
+    thread.start()
+    return thread
+
+
+def test_one_session_alone_does_not_wait_for_a_batch():
+    """With one session counted, its pass is all that can come: it runs at once, not after
+    ``batch_wait_ms`` (here long enough that waiting for it fails the join)."""
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
+    batcher = Batcher(backend, CpuSlots(2))
+    batcher.session_started()
+    results: dict[str, list] = {}
+    _start(batcher, "alone", results).join(10)
+    assert backend.batches == [["alone"]] and results["alone"][0]["text"] == "alone"
+
+
+def test_a_pass_waits_for_the_other_sessions_and_shares_their_call():
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
+    batcher = Batcher(backend, CpuSlots(2))
+    batcher.session_started()
+    batcher.session_started()
+    results: dict[str, list] = {}
+    first = _start(batcher, "first", results)
+    first.join(0.3)
+    assert first.is_alive() and backend.batches == [], "a pass ran before the other session's came"
+    second = _start(batcher, "second", results)
+    for thread in (first, second):
+        thread.join(10)
+    assert [sorted(batch) for batch in backend.batches] == [["first", "second"]]
+    assert batcher.stats.sizes == [2]
+
+
+def test_a_waiting_pass_runs_once_the_other_session_ends():
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
+    batcher = Batcher(backend, CpuSlots(2))
+    batcher.session_started()
+    batcher.session_started()
+    results: dict[str, list] = {}
+    waiting = _start(batcher, "waiting", results)
+    waiting.join(0.3)
+    assert waiting.is_alive() and backend.batches == []
+    batcher.session_ended()
+    waiting.join(10)
+    assert backend.batches == [["waiting"]] and batcher.stats.sizes == [1]
+
+
+def test_a_session_whose_pass_is_running_is_not_waited_for():
+    """Two sessions, two replicas: while the first session's pass runs, the second's could
+    only be joined by another pass of the first session, which cannot come while its pass
+    runs; it runs on the free replica at once."""
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
+    backend.max_concurrency = 2
+    entered, hold = threading.Event(), threading.Event()
+    batch_call = backend.transcribe_batch
+
+    def holding(requests):
+        if any(r.prompt == "held" for r in requests):
+            entered.set()
+            hold.wait(10)
+        return batch_call(requests)
+
+    backend.transcribe_batch = holding
+    batcher = Batcher(backend, CpuSlots(2))
+    batcher.session_started()
+    results: dict[str, list] = {}
+    held = _start(batcher, "held", results)  # alone: runs at once, and is held
+    assert entered.wait(10)
+    batcher.session_started()
+    other = _start(batcher, "other", results)
+    other.join(10)
+    try:
+        assert not other.is_alive() and held.is_alive()
+        assert backend.batches == [["other"]] and results["other"][0]["text"] == "other"
+    finally:
+        hold.set()
+        held.join(10)
+    assert sorted(map(tuple, backend.batches)) == [("held",), ("other",)]
+
+
+def test_batch_stats_keep_totals_and_only_the_recent_batches():
+    """A server batches for days: the stats keep counts, and the sizes and waits of the
+    most recent batches only."""
+    stats = BatchStats(recent=3)
+    for size in range(1, 11):
+        stats.add("transcribe_batch" if size % 2 else "step_batch", [0.001 * size] * size)
+    assert (stats.batches, stats.passes) == (10, sum(range(1, 11)))
+    assert 3 <= len(stats.sizes) <= 6 and stats.sizes[-3:] == [8, 9, 10]
+    assert all(len(sizes) <= 6 for sizes in stats.by_kind.values()) and stats.by_kind["step_batch"][-1] == 10
+    assert 3 <= len(stats.waits) <= 6 and stats.waits[-1] == 0.01
 
 
 def test_the_pass_furthest_behind_goes_first():
@@ -280,7 +374,9 @@ def test_batched_and_unbatched_passes_commit_the_same_words(clock):
         assert [w["text"] for e in a.events if e["type"] == "commit" for w in e["words"]] == [
             w["text"] for e in b.events if e["type"] == "commit" for w in e["words"]
         ]
-    sizes = scheduler_for(get_backend(batched[0])).batcher.stats.sizes
+    batcher = scheduler_for(get_backend(batched[0])).batcher
+    sizes = batcher.stats.sizes
     assert sum(sizes) > 0
+    assert batcher.sessions == 0, "a session that ended is still counted by the batcher"
     if clock == "wall":  # both sessions' passes come due together on the wall clock
         assert max(sizes) == 2, f"batch sizes {sizes}"

@@ -144,6 +144,8 @@ def test_batching_script_compares_batched_and_unbatched_sessions(tone_corpus, tm
     assert [(r["sessions"], r["max_batch"]) for r in rows] == [(1, 1), (1, 2), (3, 1), (3, 3)]
     assert set(rows[1]["batch_sizes"]) <= {"1", 1}, "one session alone forms batches of one"
     assert rows[2]["batch_sizes"] == {} and sum(int(k) * v for k, v in rows[3]["batch_sizes"].items()) > 0
+    assert rows[2]["batch_wait_median"] is None and rows[3]["batch_wait_median"] >= 0
+    assert "batch wait median" in result.stdout
     # The audio is cut at 3 s, inside a word: what matters is that batching changes no word.
     assert all(r["errors"] == 0 for r in rows) and len({r["wer"] for r in rows}) == 1
 

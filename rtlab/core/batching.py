@@ -4,8 +4,11 @@ A backend whose :attr:`~rtlab.backends.Backend.max_batch` is above 1 gets a
 :class:`Batcher`. Its sessions' policies call ``transcribe`` as usual, on the scheduler's
 threads, through their :class:`~rtlab.core.instances.SessionBackend`; the call joins the
 batcher's queue and waits.
-The first waiting pass leads: it gathers passes until ``max_batch`` of them wait or the
-oldest has waited ``batch_wait_ms``, takes its share of them (with other replicas free,
+The first waiting pass leads: it gathers passes until ``max_batch`` of them wait, the
+oldest has waited ``batch_wait_ms``, or every session that could send one has (each
+session's :class:`~rtlab.core.instances.SessionBackend` is counted from its start to its
+cleanup, and one with a pass in a running batch sends no other: one session alone never
+waits), takes its share of them (with other replicas free,
 the passes are spread over them: ``max_batch`` at most, and no more than the waiting
 passes divided by the free replicas, rounded up), runs one :meth:`~rtlab.backends.Backend.transcribe_batch`
 for them on its own thread (holding the backend's CPU slots, as a single pass would), hands
@@ -51,7 +54,8 @@ class _Pass:
     item: Any
     key: tuple[float, int]
     joined: float
-    quorum: Callable[[], int] | None = None
+    quorum: Callable[[], float] | None = None
+    then: Callable[[], None] | None = None
     result: Any = None
     error: BaseException | None = None
     taken: bool = False
@@ -60,16 +64,30 @@ class _Pass:
 
 @dataclass
 class BatchStats:
-    """What the batcher did: batch sizes in order, and by kind of call (the batch
-    function's name: ``transcribe_batch``, ``encode_batch``, ``step_batch``), for tests and
-    benchmarks."""
+    """What the batcher did, for tests, benchmarks and a server that runs for days: how
+    many batches and passes in all, and of the most recent batches (``recent`` of them at
+    least, ``2 * recent`` at most) their sizes in order, their sizes by kind of call (the
+    batch function's name: ``transcribe_batch``, ``encode_batch``, ``step_batch``), and
+    how long each of their passes waited in the batcher for its batch (seconds)."""
 
+    recent: int = 10_000
+    batches: int = 0
+    passes: int = 0
     sizes: list[int] = field(default_factory=list)
     by_kind: dict[str, list[int]] = field(default_factory=dict)
+    waits: list[float] = field(default_factory=list)
 
-    @property
-    def passes(self) -> int:
-        return sum(self.sizes)
+    def add(self, kind: str, waits: Sequence[float]) -> None:
+        """A batch of ``kind`` ran; its passes had waited ``waits`` seconds."""
+        self.batches += 1
+        self.passes += len(waits)
+        for recent in (self.sizes, self.by_kind.setdefault(kind, [])):
+            recent.append(len(waits))
+            if len(recent) > 2 * self.recent:
+                del recent[: -self.recent]
+        self.waits += waits
+        if len(self.waits) > 2 * self.recent:
+            del self.waits[: -self.recent]
 
 
 class Batcher:
@@ -90,20 +108,54 @@ class Batcher:
         self._running = 0
         self._gathering = False
         self._condition = threading.Condition()
+        #: Sessions that may send ``transcribe`` passes, and those of their passes taken
+        #: into a batch that has not returned.
+        self._sessions = 0
+        self._transcribing = 0
 
     def transcribe(self, request: Request, key: float) -> list[Word]:
         """The words of ``request``, computed in a batch; blocking (a scheduler thread)."""
-        return self.call(self.backend.transcribe_batch, request, key)
+        return self.call(self.backend.transcribe_batch, request, key, quorum=self._transcribe_quorum)
+
+    @property
+    def sessions(self) -> int:
+        """Sessions counted now (started and not ended)."""
+        return self._sessions
+
+    def session_started(self) -> None:
+        """A session may send passes from now on (until :meth:`session_ended`)."""
+        with self._condition:
+            self._sessions += 1
+
+    def session_ended(self) -> None:
+        """A session sends no more passes: those waiting may be all that can come."""
+        with self._condition:
+            self._sessions = max(0, self._sessions - 1)
+            self._condition.notify_all()
+
+    def _transcribe_quorum(self) -> float:
+        """How many ``transcribe`` passes can wait at most: a pass from every session but
+        those whose pass is in a running batch (no session counted: no limit)."""
+        if not self._sessions:
+            return float("inf")
+        return max(1, self._sessions - self._transcribing)
 
     def call(
-        self, run: Callable[[list[Any]], list[Any]], item: Any, key: float, *, quorum: Callable[[], int] | None = None
+        self,
+        run: Callable[[list[Any]], list[Any]],
+        item: Any,
+        key: float,
+        *,
+        quorum: Callable[[], float] | None = None,
+        then: Callable[[], None] | None = None,
     ) -> Any:
         """``run([item, ...])``'s result for ``item``, computed in a batch of calls with the
         same ``run`` (a function of a list that returns a result per item, in order);
         blocking (a scheduler thread). ``quorum``, if given, says how many calls of this kind
         can come at most (asked under the batcher's lock): a batch of that many does not
-        wait for more."""
-        mine = _Pass(run, item, (key, next(self._arrivals)), time.monotonic(), quorum)
+        wait for more. ``then``, if given, runs under the batcher's lock once the batch has
+        succeeded, before any of its callers goes on."""
+        mine = _Pass(run, item, (key, next(self._arrivals)), time.monotonic(), quorum, then)
         with self._condition:
             self._waiting.append(mine)
             self._condition.notify_all()
@@ -124,11 +176,6 @@ class Batcher:
         if mine.error is not None:
             raise mine.error
         return mine.result
-
-    def decode_started(self, decoder: BatchingDecoder) -> None:
-        """``decoder`` is in the middle of a decode: its steps will come."""
-        with self._condition:
-            self.decoding.add(decoder)
 
     def decode_ended(self, decoder: BatchingDecoder) -> None:
         """``decoder``'s decode is over: no step of it will come until it encodes again."""
@@ -151,6 +198,8 @@ class Batcher:
             self._waiting = [p for p in self._waiting if id(p) not in taken]
             for each in batch:
                 each.taken = True
+            if batch[0].quorum == self._transcribe_quorum:
+                self._transcribing += len(batch)
             return batch
         finally:
             self._gathering = False
@@ -181,6 +230,7 @@ class Batcher:
         """One model call for ``batch``; every pass gets its result or the call's error."""
         priority = min(p.key[0] for p in batch)
         run = batch[0].run
+        started = time.monotonic()
         try:
             with self.slots.hold(self.backend.cores_per_call, priority):
                 results = run([p.item for p in batch])
@@ -195,10 +245,13 @@ class Batcher:
             for each in batch:
                 each.error = error
         with self._condition:
-            self.stats.sizes.append(len(batch))
-            self.stats.by_kind.setdefault(getattr(run, "__name__", "call"), []).append(len(batch))
+            self.stats.add(getattr(run, "__name__", "call"), [started - p.joined for p in batch])
             for each in batch:
+                if each.then is not None and each.error is None:
+                    each.then()
                 each.done = True
+            if batch[0].quorum == self._transcribe_quorum:
+                self._transcribing -= len(batch)
             self._condition.notify_all()
 
 
@@ -215,9 +268,12 @@ class BatchingDecoder:
 
     def encode(self, audio: Any) -> int:
         """The decoder's ``encode``, in a batch of other sessions' encoder runs."""
-        frames = self._call(type(self.decoder).encode_batch, (self.decoder, audio))
-        self._batcher.decode_started(self)
-        return frames
+        # In the middle of a decode from the moment its encoder run is done: every decoder of
+        # the batch counts before any of them steps, so their first steps share a batch.
+        return self._call(type(self.decoder).encode_batch, (self.decoder, audio), then=self._decoding)
+
+    def _decoding(self) -> None:
+        self._batcher.decoding.add(self)
 
     def begin(self, context: Sequence[int], forced: Sequence[int]) -> Decoded:
         """The decoder's ``begin``, in a batch of other sessions' decoder steps."""
@@ -239,5 +295,11 @@ class BatchingDecoder:
         batcher = self._batcher
         return self._call(type(self.decoder).step_batch, call, quorum=lambda: len(batcher.decoding))
 
-    def _call(self, run: Callable[[list[Any]], list[Any]], item: Any, quorum: Callable[[], int] | None = None) -> Any:
-        return self._batcher.call(run, item, self._key() if self._key else 0.0, quorum=quorum)
+    def _call(
+        self,
+        run: Callable[[list[Any]], list[Any]],
+        item: Any,
+        quorum: Callable[[], float] | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> Any:
+        return self._batcher.call(run, item, self._key() if self._key else 0.0, quorum=quorum, then=then)

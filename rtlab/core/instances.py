@@ -68,6 +68,15 @@ class SessionBackend:
         self._memo = memo
         self._features: dict[str, float] = {}
         self._reused_seconds = 0.0
+        self._counted = batcher is not None
+        if batcher is not None:
+            batcher.session_started()
+
+    def close(self) -> None:
+        """The session sends no more passes: its batcher stops counting on it. Idempotent."""
+        if self._counted and self._batcher is not None:
+            self._counted = False
+            self._batcher.session_ended()
 
     def transcribe(self, audio: Any, *, prompt: str = "", language: str | None = None) -> list[Word]:
         request = Request(audio, prompt, language)

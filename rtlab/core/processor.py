@@ -262,6 +262,8 @@ class AudioProcessor:
         if self._holds_blas:
             self._holds_blas = False
             blas_threads.release()
+        if self.session_backend is not None:
+            self.session_backend.close()
         self.policy = None
         # After a failure the error is the final event: published only now, so that a
         # consumer who sees the end of the stream finds everything already stopped.
