@@ -276,6 +276,35 @@ def test_rtlab_transcribe_prints_subtitles(tmp_path, format):
     assert " ".join(b[4] for b in blocks) == TONE_TEXT
 
 
+def test_cue_limits_shape_the_subtitles(tmp_path):
+    """Without a pause long enough or a sentence end, the tone words are cut only by the
+    limits: at most 12 characters a cue (one or two words of the tone text)."""
+    clip = tmp_path / "tones.wav"
+    clip.write_bytes(wav_bytes(tone_words(TONE_TEXT)[0]))
+    result = rtlab("transcribe", str(clip), "--backend", "test", "--clock", "simulated", "--format", "srt",
+                   "--cue-chars", "12", "--cue-gap", "30")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    texts = [block.split("\n")[2] for block in result.stdout.strip().split("\n\n")]
+    assert " ".join(texts) == TONE_TEXT and len(texts) > 2
+    assert all(len(text) <= 12 or " " not in text for text in texts), texts
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cue-chars", "30"], "--cue-chars shapes subtitle cues: add --format srt or --format vtt"),
+        (["--format", "jsonl", "--cue-gap", "2"], "--cue-gap shapes subtitle cues"),
+        (["--format", "vtt", "--cue-seconds", "0"], "--cue-seconds must be above 0, not 0"),
+        (["--format", "srt", "--cue-chars", "-5"], "--cue-chars must be above 0, not -5"),
+    ],
+)
+def test_cue_limits_are_checked_in_one_line(tmp_path, args, message):
+    clip = tmp_path / "tones.wav"
+    clip.write_bytes(wav_bytes(tone_words(TONE_TEXT)[0]))
+    result = rtlab("transcribe", str(clip), "--backend", "test", *args)
+    assert result.returncode != 0 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_subtitles_are_of_one_stream():
     result = rtlab("transcribe", "a.wav", "b.wav", "--backend", "test", "--format", "srt")
     assert result.returncode != 0 and "--format srt writes one stream's subtitles; give one FILE" in result.stderr

@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Iterator
 
 import click
+from click.core import ParameterSource
 
 from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY
 from ..core.clock import CLOCK_MODES
@@ -29,12 +30,16 @@ if TYPE_CHECKING:
               help="The modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU).")
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "srt", "vtt"]), default="text",
               show_default=True, help="srt, vtt: subtitles, each cue printed once it is finished.")
+@click.option("--cue-chars", type=int, default=84, show_default=True, help="srt, vtt: a cue's most characters.")
+@click.option("--cue-seconds", type=float, default=7.0, show_default=True, help="srt, vtt: a cue's longest duration.")
+@click.option("--cue-gap", type=float, default=1.0, show_default=True,
+              help="srt, vtt: a pause at least this long (seconds) ends a cue.")
 @click.option("--min-chunk", type=float, default=None, help="Seconds of new audio between passes (policy option).")
 @click.option("--backend-option", "-b", multiple=True, metavar="KEY=VALUE", help="Backend option; repeatable.")
 @click.option("--policy-option", "-p", multiple=True, metavar="KEY=VALUE", help="Policy option; repeatable.")
 @click.option("--decoder-option", "-d", multiple=True, metavar="KEY=VALUE", help="Decoder option; repeatable.")
-def transcribe(files, backend, model, policy, decoder, language, clock, cost_model, output_format, min_chunk,
-               backend_option, policy_option, decoder_option) -> None:  # fmt: skip
+def transcribe(files, backend, model, policy, decoder, language, clock, cost_model, output_format, cue_chars,
+               cue_seconds, cue_gap, min_chunk, backend_option, policy_option, decoder_option) -> None:  # fmt: skip
     """Stream FILES through a backend and show the transcript as it is committed.
 
     A FILE of - reads standard input: audio piped in, from a microphone (e.g. ffmpeg -f
@@ -58,6 +63,7 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
 
     if output_format in ("srt", "vtt") and len(files) > 1:
         raise click.ClickException(f"--format {output_format} writes one stream's subtitles; give one FILE")
+    cue_limits = _cue_limits(output_format, cue_chars=cue_chars, cue_seconds=cue_seconds, cue_gap=cue_gap)
     if files.count("-") > 1:
         raise click.ClickException("-: standard input can be read once; give - one time")
     if "-" in files and sys.stdin.isatty():
@@ -83,7 +89,7 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
             language=language,
         ).validate()  # names, options and values, before any work starts
         cost_model = cost_model_for_clock(clock, cost_model)  # loaded once, for every file
-        failed, interrupted = asyncio.run(_transcribe_files(files, config, clock, cost_model, output_format))
+        failed, interrupted = asyncio.run(_transcribe_files(files, config, clock, cost_model, output_format, cue_limits))
     except RtlabError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
@@ -95,7 +101,21 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
         raise click.ClickException(failed)
 
 
-async def _transcribe_files(files, config, clock, cost_model, output_format) -> tuple[str | None, bool]:
+def _cue_limits(output_format: str, **given: float) -> dict[str, float]:
+    """The subtitle cues' limits (``Cues`` options) from the ``--cue-*`` options, checked
+    before any work: above 0, and given only with subtitles."""
+    ctx = click.get_current_context()
+    names = {"cue_chars": "max_chars", "cue_seconds": "max_seconds", "cue_gap": "max_gap"}
+    for option, value in given.items():
+        flag = "--" + option.replace("_", "-")
+        if output_format not in ("srt", "vtt") and ctx.get_parameter_source(option) is not ParameterSource.DEFAULT:
+            raise click.ClickException(f"{flag} shapes subtitle cues: add --format srt or --format vtt, or leave it out")
+        if value <= 0:
+            raise click.ClickException(f"{flag} must be above 0, not {value:g}")
+    return {names[option]: value for option, value in given.items()}
+
+
+async def _transcribe_files(files, config, clock, cost_model, output_format, cue_limits) -> tuple[str | None, bool]:
     """Stream each file; returns the first failure message, if any, and whether Ctrl-C
     ended the input before all of it was streamed (the message then says what was left)."""
     import functools
@@ -108,7 +128,7 @@ async def _transcribe_files(files, config, clock, cost_model, output_format) -> 
     failure = None
     for index, file in enumerate(files):
         display = LiveText(label=file) if output_format == "text" else None
-        captions = _Captions(output_format) if output_format in ("srt", "vtt") else None
+        captions = _Captions(output_format, cue_limits) if output_format in ("srt", "vtt") else None
 
         def show(event, file=file, display=display, captions=captions):
             if display is not None:
@@ -187,11 +207,11 @@ def _ctrl_c_ends_input(handle: bool) -> Iterator[asyncio.Event]:
 class _Captions:
     """Prints a stream's subtitles (srt or vtt), each cue once it is finished."""
 
-    def __init__(self, format: str) -> None:
+    def __init__(self, format: str, limits: dict[str, float]) -> None:
         from ..subtitles import Cues, header
 
         self.format = format
-        self.cues = Cues()
+        self.cues = Cues(**limits)
         self.printed = 0
         self._write(header(format))
 
