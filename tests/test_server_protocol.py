@@ -320,6 +320,20 @@ async def test_metrics_are_prometheus_text(server, clip):
     assert "rtlab_malloc_free_bytes " in text
 
 
+async def test_metrics_count_the_batches_of_a_batching_backend(make_server, clip):
+    running = await make_server(backend_options={"max_batch": 4, "batch_wait_ms": 5})
+
+    async def batched() -> dict[str, float]:
+        text = (await fetch(running.url + "/metrics")).body.decode()
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("rtlab_batched_")}
+
+    before = await batched()
+    await stream_file(running.ws_url, clip.webm, speed=0)
+    after = await batched()
+    calls = after["rtlab_batched_calls"] - before["rtlab_batched_calls"]
+    assert calls > 0 and after["rtlab_batched_passes"] - before["rtlab_batched_passes"] >= calls, (before, after)
+
+
 async def test_server_policy_and_backend_options_reach_every_session(make_server, clip):
     running = await make_server(policy_options={"min_chunk": 0.25, "deadline_sec": 2.0},
                                 backend_options={"compute_rtf": 0.01})  # fmt: skip

@@ -47,7 +47,9 @@ class TranscriptionServer:
         self.config = config
         #: What clients may name (unknown names in the allow-lists fail here).
         self.client_choices = config.client_choices()
-        self.metrics = ServerMetrics(count_ffmpeg=self.count_ffmpeg, count_stuck=self.stuck_passes)
+        self.metrics = ServerMetrics(
+            count_ffmpeg=self.count_ffmpeg, count_stuck=self.stuck_passes, batch_totals=self.batch_totals
+        )
         self.sessions: set[TranscriptionSession] = set()
         self.accepting = True
         self.started_at = time.monotonic()
@@ -133,6 +135,12 @@ class TranscriptionServer:
         """Passes of this server's backends abandoned after the pass deadline whose backend
         call has not returned (each holds a thread and a model replica)."""
         return sum(scheduler_for(backend).abandoned for backend in list(self._backends.values()))
+
+    def batch_totals(self) -> tuple[int, int]:
+        """Model calls of this server's batching backends so far, and the passes they ran."""
+        batchers = [scheduler_for(b).batcher for b in list(self._backends.values())]
+        stats = [batcher.stats for batcher in batchers if batcher is not None]
+        return sum(s.batches for s in stats), sum(s.passes for s in stats)
 
     def problems(self) -> list[str]:
         """What keeps the server from serving as configured; empty when it is healthy."""

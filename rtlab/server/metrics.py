@@ -20,7 +20,12 @@ def _or_nan(value: float | None, scale: float = 1) -> float:
 class ServerMetrics:
     """The server's gauges, histograms and counters."""
 
-    def __init__(self, count_ffmpeg: Callable[[], float], count_stuck: Callable[[], float] = lambda: 0) -> None:
+    def __init__(
+        self,
+        count_ffmpeg: Callable[[], float],
+        count_stuck: Callable[[], float] = lambda: 0,
+        batch_totals: Callable[[], tuple[int, int]] = lambda: (0, 0),
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sessions = Gauge("rtlab_sessions", "Open WebSocket sessions", registry=r)
@@ -37,6 +42,18 @@ class ServerMetrics:
             registry=r,
         )
         self.stuck_passes.set_function(count_stuck)
+        self.batched_calls = Gauge(
+            "rtlab_batched_calls",
+            "Model calls of batching backends (max_batch above 1) so far, each running one batch of passes",
+            registry=r,
+        )
+        self.batched_calls.set_function(lambda: batch_totals()[0])
+        self.batched_passes = Gauge(
+            "rtlab_batched_passes",
+            "Passes those calls ran (divided by rtlab_batched_calls: the mean batch size)",
+            registry=r,
+        )
+        self.batched_passes.set_function(lambda: batch_totals()[1])
         self.resident_memory = Gauge(
             "rtlab_resident_memory_bytes", "Resident set of the server process (NaN where /proc has none)", registry=r
         )
