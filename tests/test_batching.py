@@ -124,22 +124,28 @@ def _start(batcher: Batcher, prompt: str, results: dict[str, list]) -> threading
     return thread
 
 
+def _counting(sessions: int, replicas: int = 1) -> tuple[RecordingBackend, Batcher]:
+    """A backend whose batches would wait half a minute for company, and its batcher with
+    ``sessions`` sessions counted."""
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
+    backend.max_concurrency = replicas
+    batcher = Batcher(backend, CpuSlots(2))
+    for _ in range(sessions):
+        batcher.session_started()
+    return backend, batcher
+
+
 def test_one_session_alone_does_not_wait_for_a_batch():
     """With one session counted, its pass is all that can come: it runs at once, not after
     ``batch_wait_ms`` (here long enough that waiting for it fails the join)."""
-    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
-    batcher = Batcher(backend, CpuSlots(2))
-    batcher.session_started()
+    backend, batcher = _counting(1)
     results: dict[str, list] = {}
     _start(batcher, "alone", results).join(10)
     assert backend.batches == [["alone"]] and results["alone"][0]["text"] == "alone"
 
 
 def test_a_pass_waits_for_the_other_sessions_and_shares_their_call():
-    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
-    batcher = Batcher(backend, CpuSlots(2))
-    batcher.session_started()
-    batcher.session_started()
+    backend, batcher = _counting(2)
     results: dict[str, list] = {}
     first = _start(batcher, "first", results)
     first.join(0.3)
@@ -152,10 +158,7 @@ def test_a_pass_waits_for_the_other_sessions_and_shares_their_call():
 
 
 def test_a_waiting_pass_runs_once_the_other_session_ends():
-    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
-    batcher = Batcher(backend, CpuSlots(2))
-    batcher.session_started()
-    batcher.session_started()
+    backend, batcher = _counting(2)
     results: dict[str, list] = {}
     waiting = _start(batcher, "waiting", results)
     waiting.join(0.3)
@@ -169,8 +172,7 @@ def test_a_session_whose_pass_is_running_is_not_waited_for():
     """Two sessions, two replicas: while the first session's pass runs, the second's could
     only be joined by another pass of the first session, which cannot come while its pass
     runs; it runs on the free replica at once."""
-    backend = RecordingBackend(max_batch=8, batch_wait_ms=30_000)
-    backend.max_concurrency = 2
+    backend, batcher = _counting(1, replicas=2)
     entered, hold = threading.Event(), threading.Event()
     batch_call = backend.transcribe_batch
 
@@ -181,8 +183,6 @@ def test_a_session_whose_pass_is_running_is_not_waited_for():
         return batch_call(requests)
 
     backend.transcribe_batch = holding
-    batcher = Batcher(backend, CpuSlots(2))
-    batcher.session_started()
     results: dict[str, list] = {}
     held = _start(batcher, "held", results)  # alone: runs at once, and is held
     assert entered.wait(10)
