@@ -11,7 +11,7 @@ import pytest
 from rtlab.backends import Backend, Request
 from rtlab.config import StreamConfig
 from rtlab.core.batching import Batcher, BatchStats
-from rtlab.core.instances import get_backend
+from rtlab.core.instances import SessionBackend, get_backend
 from rtlab.core.scheduler import CpuSlots, scheduler_for
 from rtlab.errors import InvalidOption
 from rtlab.eval.replay import replay
@@ -196,6 +196,25 @@ def test_a_session_whose_pass_is_running_is_not_waited_for():
         hold.set()
         held.join(10)
     assert sorted(map(tuple, backend.batches)) == [("held",), ("other",)]
+
+
+def test_a_session_is_counted_from_its_first_transcribe_pass_until_it_closes():
+    """A session that sends no transcribe pass (AlignAtt decodes incrementally) is never
+    waited for; one that has sent a pass is, until it closes; a pass after the close (one
+    past its deadline) does not count it again."""
+    backend = RecordingBackend(max_batch=8, batch_wait_ms=0)
+    batcher = Batcher(backend, CpuSlots(2))
+    silent, talking = SessionBackend(backend, batcher), SessionBackend(backend, batcher)
+    assert batcher.sessions == 0
+    talking.transcribe(np.zeros(160, np.float32), prompt="one")
+    talking.transcribe(np.zeros(160, np.float32), prompt="two")
+    assert batcher.sessions == 1
+    silent.close()
+    talking.close()
+    talking.close()
+    assert batcher.sessions == 0
+    talking.transcribe(np.zeros(160, np.float32), prompt="late")
+    assert batcher.sessions == 0 and backend.batches == [["one"], ["two"], ["late"]]
 
 
 def test_batch_stats_keep_totals_and_only_the_recent_batches():

@@ -6,9 +6,9 @@ threads, through their :class:`~rtlab.core.instances.SessionBackend`; the call j
 batcher's queue and waits.
 The first waiting pass leads: it gathers passes until ``max_batch`` of them wait, the
 oldest has waited ``batch_wait_ms``, or every session that could send one has (each
-session's :class:`~rtlab.core.instances.SessionBackend` is counted from its start to its
-cleanup, and one with a pass in a running batch sends no other: one session alone never
-waits), takes its share of them (with other replicas free,
+session's :class:`~rtlab.core.instances.SessionBackend` is counted from its first pass to
+its cleanup, and one with a pass in a running batch sends no other: one session alone
+never waits), takes its share of them (with other replicas free,
 the passes are spread over them: ``max_batch`` at most, and no more than the waiting
 passes divided by the free replicas, rounded up), runs one :meth:`~rtlab.backends.Backend.transcribe_batch`
 for them on its own thread (holding the backend's CPU slots, as a single pass would), hands

@@ -68,15 +68,17 @@ class SessionBackend:
         self._memo = memo
         self._features: dict[str, float] = {}
         self._reused_seconds = 0.0
-        self._counted = batcher is not None
-        if batcher is not None:
-            batcher.session_started()
+        # Counted by the batcher from the session's first transcribe pass until close(); a
+        # pass of a closing session (one past its deadline) must not count it again.
+        self._counted = self._closed = False
+        self._counting = threading.Lock()
 
     def close(self) -> None:
         """The session sends no more passes: its batcher stops counting on it. Idempotent."""
-        if self._counted and self._batcher is not None:
-            self._counted = False
-            self._batcher.session_ended()
+        with self._counting:
+            if self._counted and self._batcher is not None:
+                self._batcher.session_ended()
+            self._counted, self._closed = False, True
 
     def transcribe(self, audio: Any, *, prompt: str = "", language: str | None = None) -> list[Word]:
         request = Request(audio, prompt, language)
@@ -96,6 +98,10 @@ class SessionBackend:
     def _call(self, request: Request) -> list[Word]:
         if self._batcher is None:
             return self._backend.transcribe(request.audio, prompt=request.prompt, language=request.language)
+        with self._counting:  # a session that sends no transcribe pass (AlignAtt's) is not waited for
+            if not (self._counted or self._closed):
+                self._counted = True
+                self._batcher.session_started()
         return self._batcher.transcribe(request, self._key() if self._key else 0.0)
 
     def incremental_decoder(self, **options: Any) -> Any:
