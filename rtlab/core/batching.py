@@ -81,13 +81,12 @@ class BatchStats:
         """A batch of ``kind`` ran; its passes had waited ``waits`` seconds."""
         self.batches += 1
         self.passes += len(waits)
-        for recent in (self.sizes, self.by_kind.setdefault(kind, [])):
-            recent.append(len(waits))
+        self.sizes.append(len(waits))
+        self.by_kind.setdefault(kind, []).append(len(waits))
+        self.waits += waits
+        for recent in (self.sizes, self.by_kind[kind], self.waits):
             if len(recent) > 2 * self.recent:
                 del recent[: -self.recent]
-        self.waits += waits
-        if len(self.waits) > 2 * self.recent:
-            del self.waits[: -self.recent]
 
 
 class Batcher:
