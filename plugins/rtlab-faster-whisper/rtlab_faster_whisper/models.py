@@ -79,6 +79,12 @@ def resolve_model(model: str) -> str:
                 f"model folder (see ct2-transformers-converter)"
             )
         return str(path)
+    if path.is_file():
+        folder = f"; its folder {str(path.parent)!r} if this is its model.bin" if path.name == "model.bin" else ""
+        raise ModelNotFound(
+            f"faster-whisper: {model!r} is a file; give a CTranslate2 Whisper model folder (the one that "
+            f"holds model.bin{folder}), an embedded model ({', '.join(EMBEDDED)}) or a model name to download"
+        )
     embedded = embedded_model(model)
     if embedded is not None:
         return str(embedded)
