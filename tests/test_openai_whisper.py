@@ -306,11 +306,18 @@ def test_a_truncated_checkpoint_fails_in_one_line(tmp_path, monkeypatch):
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     (checkpoint.parent / "source.json").write_text("{}")  # a stale record: converted again
     assert models.resolve("tiny.en").checkpoint.stat().st_size > 1000
-    broken = tmp_path / "broken.pt"
+    broken = models.cache_dir() / "broken.pt"
     broken.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(ModelNotFound, match="is not a readable openai-whisper checkpoint") as refused:
         ensure_loaded(get_backend("openai-whisper", model=str(broken)))
-    one_line(refused.value)
+    assert one_line(refused.value).endswith("convert it again (rtlab models convert) or delete it"), "it is in rtlab's cache"
+    elsewhere = tmp_path / "elsewhere.pt"
+    elsewhere.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ModelNotFound, match="is not a readable openai-whisper checkpoint") as refused:
+        ensure_loaded(get_backend("openai-whisper", model=str(elsewhere)))
+    message = one_line(refused.value)
+    assert "rtlab models convert' wrote" in message and "delete it" not in message, "a user's own file is not rtlab's to delete"
+    assert "weights_only" not in message, "PyTorch's advice to load unsafely is not passed on"
 
 
 @pytest.mark.slow

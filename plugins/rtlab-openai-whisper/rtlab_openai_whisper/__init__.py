@@ -199,7 +199,7 @@ class OpenAIWhisperBackend(Backend):
         import whisper
         from whisper.model import ModelDimensions, Whisper
 
-        from .models import check_size, not_found_message
+        from .models import cache_dir, check_size, not_found_message
 
         if resolved.download is not None:
             try:
@@ -213,10 +213,17 @@ class OpenAIWhisperBackend(Backend):
             dims = ModelDimensions(**checkpoint["dims"])
             state = checkpoint["model_state_dict"]
         except Exception as error:  # a truncated file, another format
-            detail = " ".join(str(error).split())[:200]
+            # PyTorch's first sentence says what failed; the rest is advice on unsafe loading.
+            detail = " ".join(str(error).split()).split(". ")[0][:200]
+            fix = (
+                "convert it again (rtlab models convert) or delete it"
+                if Path(path).resolve().is_relative_to(cache_dir().resolve())
+                else "give a checkpoint that openai-whisper or 'rtlab models convert' wrote (dims and model_state_dict), "
+                "a CTranslate2 Whisper folder, or a model name"
+            )
             raise ModelNotFound(
                 f"openai-whisper: {path} is not a readable openai-whisper checkpoint ({type(error).__name__}: "
-                f"{detail}); convert it again (rtlab models convert) or delete it"
+                f"{detail}); {fix}"
             ) from None
         check_size(checkpoint, resolved, Path(path))
         model = Whisper(dims)
