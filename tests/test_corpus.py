@@ -147,6 +147,29 @@ def test_bad_manifest_line_is_reported_with_its_number(tmp_path, second_line, me
         load_corpus(manifest)
 
 
+@pytest.mark.parametrize(("name", "expected"), [("m.jsonl", '"audio"'), ("x.trans.txt", "UTTID TEXT")])
+def test_a_corpus_file_without_an_utterance_names_what_it_should_hold(tmp_path, name, expected):
+    corpus = tmp_path / name
+    corpus.write_text("\n\n", encoding="utf-8")  # an empty list, not a corpus of nothing to score
+    with pytest.raises(ValueError, match=rf"no utterances found in .*{name}: expected .*{expected}"):
+        load_corpus(corpus)
+
+
+@pytest.mark.parametrize("layout", ["folder", "manifest", "librispeech"])
+def test_a_reference_that_is_not_utf8_is_named(tmp_path, layout):
+    _write_wav(tmp_path / "one.wav", 0.1)
+    latin1 = "café".encode("latin-1")
+    text_file, corpus = {
+        "folder": (tmp_path / "one.txt", tmp_path),
+        "manifest": (tmp_path / "m.jsonl", tmp_path / "m.jsonl"),
+        "librispeech": (tmp_path / "x.trans.txt", tmp_path),
+    }[layout]
+    prefix = {"folder": b"", "manifest": b'{"audio": "one.wav", "text": "', "librispeech": b"one "}[layout]
+    text_file.write_bytes(prefix + latin1 + (b'"}' if layout == "manifest" else b"") + b"\n")
+    with pytest.raises(ValueError, match=rf"{text_file.name} is not UTF-8 text .*: save it as UTF-8"):
+        load_corpus(corpus)
+
+
 # --------------------------------------------------------------------------- concatenation
 
 
@@ -175,6 +198,16 @@ def test_concatenate_reports_undecodable_audio(tmp_path):
     with pytest.raises(DecoderError, match="could not decode .*broken.wav") as raised:
         concatenate([Utterance("x", broken, "x")], tmp_path / "out.wav")
     assert "\n" not in str(raised.value) and " | " in str(raised.value)
+
+
+def test_concatenate_leaves_no_half_written_stream(tmp_path):
+    good = Utterance("a", _write_wav(tmp_path / "a.wav", 0.5), "hello")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"OggS" + bytes(range(256)) * 40)
+    out = tmp_path / "out"
+    with pytest.raises(DecoderError):
+        concatenate([good, Utterance("x", broken, "x")], out / "long.wav")
+    assert list(out.iterdir()) == []
 
 
 def test_concatenate_needs_utterances(tmp_path):

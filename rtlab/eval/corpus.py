@@ -88,11 +88,16 @@ def load_corpus(path: str | os.PathLike[str], language: str | None = None) -> li
     if root.is_file():
         name = root.name.lower()
         if name.endswith(".jsonl"):
-            return _load_manifest(root, language)
-        if name.endswith(".trans.txt"):
-            return _load_librispeech_transcript(root, language)
-        raise ValueError(f"not a corpus file: {root}; give a folder or a .jsonl manifest")
-    if any(root.rglob("*.trans.txt")):
+            utterances = _load_manifest(root, language)
+            expected = '{"audio": ..., "text": ...} lines'
+        elif name.endswith(".trans.txt"):
+            utterances = _load_librispeech_transcript(root, language)
+            expected = "'UTTID TEXT...' lines, UTTID.flac beside it"
+        else:
+            raise ValueError(f"not a corpus file: {root}; give a folder or a .jsonl manifest")
+        if not utterances:
+            raise ValueError(f"no utterances found in {root}: expected {expected}")
+    elif any(root.rglob("*.trans.txt")):
         utterances = _load_librispeech(root, language)
     else:
         utterances = _load_audio_folder(root, language)
@@ -101,9 +106,18 @@ def load_corpus(path: str | os.PathLike[str], language: str | None = None) -> li
     return utterances
 
 
+def _read_text(path: Path) -> str:
+    """A reference, transcript or manifest file's text; ``ValueError`` naming it when it
+    is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
+
+
 def _read_reference(path: Path) -> str:
     # References may be wrapped over several lines; the transcript is one string.
-    return " ".join(path.read_text(encoding="utf-8").split())
+    return " ".join(_read_text(path).split())
 
 
 def _load_audio_folder(root: Path, language: str | None) -> list[Utterance]:
@@ -138,7 +152,7 @@ def _load_librispeech(root: Path, language: str | None) -> list[Utterance]:
 
 def _load_librispeech_transcript(transcript: Path, language: str | None) -> list[Utterance]:
     utterances: list[Utterance] = []
-    lines = transcript.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(transcript).splitlines()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -166,7 +180,7 @@ def _find_audio(folder: Path, stem: str) -> Path | None:
 def _load_manifest(manifest: Path, language: str | None) -> list[Utterance]:
     utterances: list[Utterance] = []
     ids: dict[str, int] = {}
-    lines = manifest.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(manifest).splitlines()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -204,7 +218,8 @@ def concatenate(
     out_path: str | os.PathLike[str],
     gap_seconds: float = 0.0,
 ) -> Utterance:
-    """Join ``utterances`` into one long-form 16 kHz mono 16-bit WAV at ``out_path``.
+    """Join ``utterances`` into one long-form 16 kHz mono 16-bit WAV at ``out_path``,
+    written whole or not at all (a clip that cannot be decoded leaves no file).
 
     ``gap_seconds`` of silence separate consecutive clips. The returned utterance's text is
     the references joined by spaces, its ``segments`` give each clip's place in the stream,
@@ -220,19 +235,25 @@ def concatenate(
     gap = b"\x00\x00" * round(gap_seconds * SAMPLE_RATE)
     segments: list[tuple[float, float, str]] = []
     samples_written = 0
-    with wave.open(str(out), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(SAMPLE_RATE)
-        for index, utt in enumerate(utterances):
-            if index and gap:
-                wav.writeframes(gap)
-                samples_written += len(gap) // 2
-            pcm = decode_file(utt.audio, "s16le")
-            start = samples_written / SAMPLE_RATE
-            wav.writeframes(pcm)
-            samples_written += len(pcm) // 2
-            segments.append((start, samples_written / SAMPLE_RATE, utt.text))
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with wave.open(str(partial), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(SAMPLE_RATE)
+            for index, utt in enumerate(utterances):
+                if index and gap:
+                    wav.writeframes(gap)
+                    samples_written += len(gap) // 2
+                pcm = decode_file(utt.audio, "s16le")
+                start = samples_written / SAMPLE_RATE
+                wav.writeframes(pcm)
+                samples_written += len(pcm) // 2
+                segments.append((start, samples_written / SAMPLE_RATE, utt.text))
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     languages = {u.language for u in utterances}
     return Utterance(
         id=out.stem,
