@@ -189,6 +189,26 @@ def test_a_clip_without_its_reference_is_named_in_a_one_line_warning(tmp_path, d
     assert "UserWarning" not in result.stderr and "load_corpus(" not in result.stderr
 
 
+def test_an_out_folder_that_cannot_be_made_is_refused_before_any_work(tone_corpus, tmp_path):
+    taken = tmp_path / "results.jsonl"
+    taken.write_text("a file where --out wants a folder\n")
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--out", str(taken / "run1"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --out {taken / 'run1'}: {taken} is a file, not a folder; give a path in a folder"
+    )
+    assert "corpus:" not in result.output  # refused before the replay, not after it
+
+
+def test_gap_without_long_form_is_refused(tone_corpus, tmp_path):
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--gap", "2", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --gap is the silence between clips that --long-form joins: add --long-form, or leave --gap out"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_bench_refuses_a_bad_grid(tone_corpus, tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text("backend = [\n", encoding="utf-8")
@@ -262,6 +282,22 @@ def test_plots_are_written_as_png(tone_corpus, tmp_path):
     import matplotlib
 
     assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_plots_of_clips_without_reference_text_warn_of_nothing(tmp_path, data_dir):
+    pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
+    import warnings
+
+    from rtlab.eval import plots
+
+    shutil.copy(data_dir / "fox.ogg", tmp_path / "fox.ogg")
+    (tmp_path / "fox.txt").write_text("")  # no reference text: no WER, no point to plot
+    run = run_bench(tmp_path, [StreamConfig.parse("backend=test")], progress=False)
+    assert run.summaries[0]["wer"]["value"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend"
+        paths = plots.save_bench_plots(run.summaries, [s.to_dict() for s in run.streams], tmp_path / "png")
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)
 
 
 def test_the_commit_timeline_draws_each_word_where_it_was_said_and_where_it_was_committed(tmp_path):

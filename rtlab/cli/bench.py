@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import click
+from click.core import ParameterSource
 
 from ..config import StreamConfig
 from ..core.clock import CLOCK_MODES
@@ -71,8 +72,14 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
     """
     from ..core.costs import cost_model_for_clock
     from ..eval.bench import BenchInterrupted, run_bench
+    from .paths import check_writable
 
+    if not long_form and click.get_current_context().get_parameter_source("gap") is not ParameterSource.DEFAULT:
+        raise click.UsageError(
+            "--gap is the silence between clips that --long-form joins: add --long-form, or leave --gap out"
+        )
     configs = _parse_configs(config_texts, grid)
+    check_writable(out_dir, "--out", folder=True)
     interrupted = None
     try:
         cost_model = cost_model_for_clock(clock, cost_model)
@@ -96,6 +103,8 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
     except ImportError as exc:
         written = run.write(out_dir, plots=False)
         click.echo(f"plots skipped: {exc}", err=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write into {out_dir} ({exc.strerror or exc}): give another --out") from None
     click.echo(run.table())
     click.echo("wrote " + ", ".join(str(p) for p in written))
     if interrupted is not None:

@@ -68,8 +68,10 @@ def _as_list(value: Any) -> list[Any]:
 
 def _legend_below(fig: Any, ax: Any, count: int) -> None:
     # Configuration names are long ("faster-whisper:tiny.en local-agreement min_chunk=0.5"):
-    # a legend under the axes never hides data.
-    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.14), fontsize="small", frameon=False, ncol=1)
+    # a legend under the axes never hides data. None when nothing was drawn (no reference
+    # text, so no WER): matplotlib would warn that it has nothing to list.
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.14), fontsize="small", frameon=False, ncol=1)
     fig.subplots_adjust(bottom=min(0.6, 0.16 + 0.045 * count))
 
 
