@@ -91,6 +91,20 @@ async def test_allowed_names_are_served_and_a_wildcard_reaches_the_registry(make
     await client.close()
 
 
+@pytest.mark.parametrize("field", ["backend", "model", "language", "policy", "format"])
+async def test_a_huge_start_field_is_refused_without_being_echoed(make_server, field, ffmpeg_children):
+    """Error messages quote a field back (the registry's unknown_backend, a backend's
+    language check): a 100 000-character one is refused in a short line instead."""
+    running = await make_server(allow_backends=("*",), allow_policies=("*",))
+    client = await TranscriptionClient.connect(running.ws_url)
+    refusal = await start_reply(client, **{field: "x" * 100_000})
+    assert refusal["type"] == "transcription_failed" and refusal["error"] == "invalid_message", refusal["error"]
+    assert len(refusal["message"]) < 300 and "at most 256" in refusal["message"]
+    assert (await start_reply(client, format="pcm_s16le"))["type"] == "transcription_started"
+    await client.close()
+    assert not await settle(running, ffmpeg_children)
+
+
 async def test_naming_the_default_model_shares_the_loaded_one(server):
     client = await TranscriptionClient.connect(server.ws_url)
     assert (await start_reply(client, model="tones"))["type"] == "transcription_started"

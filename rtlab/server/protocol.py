@@ -23,6 +23,10 @@ STOP = "stop_transcription"
 PING = "ping"
 CLIENT_TYPES = (START, STOP, PING)
 
+#: The longest ``start_transcription`` field: names and codes are short, and error
+#: messages (the server's and the plugins') quote the field back to the client.
+MAX_FIELD_CHARS = 256
+
 #: Containers FFmpeg can be told up front: ``format`` values that select the FFmpeg decoder
 #: with that ``input_format``. A named container lets FFmpeg skip probing, which otherwise
 #: waits for 2 KiB of input (about half a second of browser opus) before the first PCM.
@@ -150,6 +154,12 @@ class StartRequest:
                     "invalid_message",
                     f"start_transcription field {name!r} must be a non-empty string or null, "
                     f"got {_shown(value)}",
+                )
+            if len(value) > MAX_FIELD_CHARS:
+                raise ProtocolError(
+                    "invalid_message",
+                    f"start_transcription field {name!r} has {len(value)} characters; names and "
+                    f"codes have at most {MAX_FIELD_CHARS}, got {_shown(value)}",
                 )
             values[name] = value.strip()
         accepted = formats()
