@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from rtlab.server.client import TranscriptionClient, stream_file
@@ -298,6 +298,15 @@ async def test_healthz_counts_sessions_ffmpeg_and_models(server, clip, ffmpeg_ch
     assert health["ffmpeg_processes"] == 1 and health["transcribing"] == 1
     assert {"backend": "test", "model": "tones", "compute_rtf": 0.0} in health["loaded_models"]
     await client.close()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/backends", "/metrics", "/"])
+async def test_head_answers_like_get_without_a_body(server, path):
+    """Uptime monitors and load balancers often check with HEAD."""
+    got = await fetch(server.url + path)
+    head = await AsyncHTTPClient().fetch(HTTPRequest(server.url + path, method="HEAD"), raise_error=False)
+    assert head.code == got.code == 200 and head.body == b""
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
 
 
 async def test_metrics_are_prometheus_text(server, clip):

@@ -124,6 +124,11 @@ class _ServerHandler(_Guarded):
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(payload, indent=1, default=repr))
 
+    def head(self) -> None:
+        """The GET answer's status and headers without its body: uptime monitors and load
+        balancers often check with HEAD, and a 405 would read as "down"."""
+        self.get()
+
 
 class BackendsHandler(_ServerHandler):
     """``GET /api/backends``: registered backends, policies, formats, the defaults and
