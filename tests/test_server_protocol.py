@@ -208,6 +208,14 @@ async def test_bad_text_frame_gets_a_clear_error(server, ffmpeg_children, frame,
     assert not await settle(server, ffmpeg_children)
 
 
+async def test_a_huge_unknown_type_is_not_echoed_back(server):
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.send_json({"type": "x" * 100_000})
+    error = await client.wait_for("error")
+    assert error["error"] == "unknown_type" and len(error["message"]) < 200
+    await client.close()
+
+
 async def test_audio_before_start_is_refused_once(server):
     client = await TranscriptionClient.connect(server.ws_url)
     for _ in range(3):

@@ -79,7 +79,7 @@ def parse_client_message(text: str) -> dict[str, Any]:
         )
     if kind not in CLIENT_TYPES:
         raise ProtocolError(
-            "unknown_type", f"unknown message type {kind!r}; use one of {', '.join(CLIENT_TYPES)}"
+            "unknown_type", f"unknown message type {_shown(kind)}; use one of {', '.join(CLIENT_TYPES)}"
         )
     return message
 
