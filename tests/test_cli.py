@@ -308,3 +308,46 @@ def test_cue_limits_are_checked_in_one_line(tmp_path, args, message):
 def test_subtitles_are_of_one_stream():
     result = rtlab("transcribe", "a.wav", "b.wav", "--backend", "test", "--format", "srt")
     assert result.returncode != 0 and "--format srt writes one stream's subtitles; give one FILE" in result.stderr
+
+
+# -- rtlab calibrate --------------------------------------------------------------------------------
+
+
+def _a_file_on_the_path(tmp):
+    (tmp / "costs.json").write_text("")
+    return tmp / "costs.json" / "x.json"
+
+
+def _audio_as_out(tmp):
+    (tmp / "clip.ogg").write_bytes(bytes(range(256)) * 4)
+    return tmp / "clip.ogg"
+
+
+def _calibrated_elsewhere(tmp):
+    path = tmp / "costs.json"
+    path.write_text(json.dumps({
+        "rtlab_cost_model": 1, "hardware": {"platform": "another machine", "cpu_count": 64},
+        "calibrations": [{"key": {"backend": "test", "options": {"model": "tones"}, "device": None},
+                          "weights": {"calls": 0.001}}],
+    }))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    "out, needle",
+    [
+        (_a_file_on_the_path, "costs.json is a file, not a folder; give a path in a folder"),
+        (_audio_as_out, "clip.ogg is not a cost model (not UTF-8 text): give another file"),
+        (_calibrated_elsewhere, "was calibrated on other hardware"),
+    ],
+    ids=["under-a-file", "not-text", "other-hardware"],
+)
+def test_calibrate_refuses_a_wrong_out_before_timing_anything(tmp_path, out, needle):
+    # The audio cannot be decoded: an error about it would mean the timing had begun.
+    garbage = tmp_path / "garbage.ogg"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    target = out(tmp_path)
+    before = target.read_bytes() if target.is_file() else None
+    result = rtlab("calibrate", "--backend", "test", "--audio", str(garbage), "--out", str(target))
+    _assert_one_line_error(result, needle)
+    assert (target.read_bytes() if target.is_file() else None) == before

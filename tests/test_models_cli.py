@@ -121,6 +121,17 @@ def test_convert_calls_the_backend_that_provides_it(registered, tmp_path):
     assert unknown.exit_code == 1 and "unknown backend 'no-such-backend'" in unknown.output
 
 
+@pytest.mark.parametrize("registered", [(ListingBackend,)], indirect=True)
+def test_convert_refuses_a_dest_under_a_file_in_one_line(registered, tmp_path):
+    (tmp_path / "models").write_text("a file where DEST wants a folder")
+    dest = tmp_path / "models" / "out.bin"
+    result = run("convert", "somewhere", str(dest), "--backend", "inline-listing")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: DEST {dest}: {tmp_path / 'models'} is a file, not a folder; give a path in a folder"
+    ]  # not "[Errno 20] Not a directory", nor FileExistsError from the backend's mkdir
+
+
 def test_convert_without_any_converter_names_what_to_install(tmp_path):
     env = {**os.environ, "RTLAB_LOAD_PLUGINS": ""}  # rtlab's built-in plugins only
     result = subprocess.run(

@@ -35,8 +35,10 @@ def calibrate(backend, model, backend_option, policy, policy_option, audio, repe
     from ..config import StreamConfig, parse_pairs
     from ..core.costs import describe_key
     from ..errors import RtlabError
-    from ..eval.calibrate import calibrate_async, save_calibration
+    from ..eval.calibrate import calibrate_async, cost_model_to_extend, save_calibration
+    from .paths import check_writable
 
+    check_writable(out, "--out", folder=False)
     try:
         config = StreamConfig(
             backend=backend,
@@ -45,10 +47,13 @@ def calibrate(backend, model, backend_option, policy, policy_option, audio, repe
             policy=policy,
             policy_options=parse_pairs(policy_option, source="--policy-option"),
         ).validate()
+        cost_model_to_extend(out)  # a wrong --out is refused before minutes of timing
         calibration = asyncio.run(calibrate_async(config, audio=audio, repeats=repeats))
         save_calibration(calibration, out, note)
     except RtlabError as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot write {out} ({error.strerror or error}): give another --out") from None
     quality = calibration.fit
     weights = ", ".join(f"{name} {weight:.5f}" for name, weight in calibration.weights.items())
     click.echo(f"{describe_key(calibration.key)}: {quality['passes']} passes, R² {quality['r2']}, "

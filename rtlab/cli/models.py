@@ -83,7 +83,9 @@ def convert(source: str, dest: str, backend: str | None, as_json: bool) -> None:
     (CTranslate2) as an openai-whisper checkpoint. DEST is written whole or not at all.
     """
     from ..errors import RtlabError
+    from .paths import check_writable
 
+    check_writable(dest, "DEST", folder=False)
     registry = _registry()
     converters = [n for n in registry.names("backend") if callable(getattr(registry.get("backend", n), "convert_model", None))]
     if backend is None:

@@ -87,20 +87,43 @@ async def calibrate_async(
     return fit(passes, key_for(config, backend))
 
 
+def cost_model_to_extend(path: str | os.PathLike[str]) -> CostModel:
+    """The cost model in ``path`` that a calibration on this machine is added to (a new
+    one when the file does not exist). Raises :class:`CostModelError` for a file that is
+    not a cost model or was calibrated on other hardware: ``rtlab calibrate`` asks before
+    it times any pass, so that a wrong ``--out`` costs no calibration."""
+    from .metrics import environment_info
+
+    return _extendable(Path(path), _hardware(environment_info()))
+
+
+def _hardware(environment: dict[str, Any]) -> dict[str, Any]:
+    """What of :func:`~rtlab.eval.metrics.environment_info` a cost model is tied to."""
+    return {k: environment.get(k) for k in ("platform", "machine", "processor", "cpu_count", "memory_total_bytes")}
+
+
+def _extendable(target: Path, hardware: dict[str, Any]) -> CostModel:
+    try:
+        model = load_cost_model(target) if target.exists() else CostModel()
+    except UnicodeDecodeError:  # a binary file, e.g. audio given as --out by mistake
+        raise CostModelError(f"{target} is not a cost model (not UTF-8 text): give another file") from None
+    if model.calibrations and model.hardware and model.hardware != hardware:
+        raise CostModelError(
+            f"{target} was calibrated on other hardware ({model.hardware.get('platform')}, "
+            f"{model.hardware.get('cpu_count')} CPUs): write this machine's calibration to another file"
+        )
+    return model
+
+
 def save_calibration(calibration: Calibration, path: str | os.PathLike[str], note: str = "") -> CostModel:
     """Add ``calibration`` to the cost model in ``path`` (created if missing; one for the
     same key is replaced) with this machine's hardware and versions, and write it."""
     from .metrics import environment_info
 
     target = Path(path)
-    model = load_cost_model(target) if target.exists() else CostModel()
     environment = environment_info()
-    hardware = {k: environment.get(k) for k in ("platform", "machine", "processor", "cpu_count", "memory_total_bytes")}
-    if model.calibrations and model.hardware and model.hardware != hardware:
-        raise CostModelError(
-            f"{target} was calibrated on other hardware ({model.hardware.get('platform')}, "
-            f"{model.hardware.get('cpu_count')} CPUs): write this machine's calibration to another file"
-        )
+    hardware = _hardware(environment)
+    model = _extendable(target, hardware)
     model.add(calibration)
     model.hardware = hardware
     model.versions = {"python": environment.get("python"), **environment.get("packages", {})}
