@@ -260,6 +260,15 @@ async def test_oversized_frame_is_refused_and_the_session_goes_on(make_server, c
     await client.close()
 
 
+async def test_the_frame_limit_counts_the_bytes_of_a_text_frame(make_server):
+    running = await make_server(max_message_bytes=64 * 1024)
+    client = await TranscriptionClient.connect(running.ws_url)
+    await client.send_text('"' + "\u00e9" * 40_000 + '"')  # 40 002 characters, 80 002 bytes
+    error = await client.wait_for("error")
+    assert error["error"] == "message_too_large" and "80002" in error["message"]
+    await client.close()
+
+
 async def test_frame_over_the_hard_limit_closes_with_1009(make_server):
     running = await make_server(max_message_bytes=16 * 1024)
     client = await TranscriptionClient.connect(running.ws_url)

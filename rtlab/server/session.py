@@ -293,7 +293,9 @@ class TranscriptionSession:
             )
 
     async def _receive(self, frame: str | bytes) -> None:
-        too_large = len(frame) > self.config.max_message_bytes
+        # The limit is in bytes: a text frame's characters take up to four each.
+        size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
+        too_large = size > self.config.max_message_bytes
         if (too_large or isinstance(frame, str)) and not await self._admit_control():
             return
         if too_large:
@@ -301,7 +303,7 @@ class TranscriptionSession:
                 protocol.error(
                     "message_too_large",
                     f"frames are limited to {self.config.max_message_bytes} bytes and this one "
-                    f"had {len(frame)}; it was ignored. Send audio in chunks of 100-250 ms.",
+                    f"had {size}; it was ignored. Send audio in chunks of 100-250 ms.",
                 )
             )
         elif isinstance(frame, bytes):
