@@ -34,6 +34,14 @@ def test_help_lists_the_commands():
         assert command in result.stdout
 
 
+@pytest.mark.parametrize("command", ["transcribe", "bench", "calibrate", "serve", "plugins", "models", "models list",
+                                     "models convert"])  # fmt: skip
+def test_help_shows_no_rst_markup(command):
+    result = rtlab(*command.split(), "--help")
+    assert result.returncode == 0
+    assert not re.search(r"``|:(class|func|meth|data):", result.stdout), result.stdout
+
+
 def test_jsonl_prints_partial_commit_and_a_final_summary(tone_wav):
     result = rtlab("transcribe", str(tone_wav), "--backend", "test", "--clock", "simulated", "--format", "jsonl")
     assert result.returncode == 0, result.stderr

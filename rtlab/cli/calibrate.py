@@ -26,7 +26,7 @@ POOR_FIT = 0.6
 def calibrate(backend, model, backend_option, policy, policy_option, audio, repeats, out, note) -> None:
     """Time a few dozen passes of one backend configuration and fit its cost model.
 
-    The ``modeled`` clock (``--clock modeled --cost-model FILE``) then adds the compute this
+    The modeled clock (--clock modeled --cost-model FILE) then adds the compute this
     model predicts for each pass instead of the measured compute: the same audio and
     configuration give the same events on every run.
     """
