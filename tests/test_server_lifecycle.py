@@ -146,6 +146,19 @@ async def test_start_stop_start_while_the_model_loads_gives_two_utterances(
     assert not await settle(server, ffmpeg_children)
 
 
+async def test_audio_after_a_stop_while_the_model_loads_is_refused(server, clip, slow_model_load):
+    """As while transcribing: the stop ends the utterance at the audio sent before it."""
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start()
+    await client.wait_for("model_loading_started")
+    await client.stop()
+    for chunk in split(clip.webm):
+        await client.send_audio(chunk)
+    assert (await client.wait_for("error"))["error"] == "not_started"
+    assert (await client.wait_for("transcription_stopped"))["text"] == ""
+    await client.close()
+
+
 # -- limits and access -----------------------------------------------------------------
 
 

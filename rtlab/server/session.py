@@ -404,7 +404,7 @@ class TranscriptionSession:
 
     async def _receive_audio(self, data: bytes) -> None:
         current = self.utterance
-        if current is not None and current.state is State.IDLE:
+        if current is not None and current.state is State.IDLE and not current.stop_requested.is_set():
             if not current.hold_audio(data):
                 current.abort(
                     "audio_overflow",
