@@ -589,6 +589,52 @@ def test_batched_passes_give_the_words_of_passes_alone(data_dir):
     assert sum(1 for words in alone if words) == 4
 
 
+def _scripted_generations(backend, monkeypatch, generations):
+    """Make ``backend._generate`` return ``generations`` in turn, one per temperature:
+    ``(text, average log probability, no-speech probability)``, the text between two
+    timestamps as the model writes it. Returns the tokenizer and the list of calls."""
+    from types import SimpleNamespace
+
+    from faster_whisper.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(backend.model.hf_tokenizer, False, task="transcribe", language="en")
+    calls = []
+
+    def generate(encoder_output, tokenizer_, prompts, max_length, temperature):
+        text, avg_logprob, no_speech = generations[len(calls)]
+        calls.append(temperature)
+        ids = [tokenizer.timestamp_begin, *tokenizer.encode(text), tokenizer.timestamp_begin + 50]
+        # CTranslate2's score: the sum of log probabilities over the generated tokens'
+        # count; faster-whisper's average divides the sum by that count plus one.
+        return [SimpleNamespace(sequences_ids=[ids], scores=[avg_logprob * (len(ids) + 1) / len(ids)], no_speech_prob=no_speech)]
+
+    monkeypatch.setattr(backend, "_generate", generate)
+    return tokenizer, calls
+
+
+def test_whisper_s_fallback_rules_as_faster_whisper_applies_them(monkeypatch):
+    backend = ensure_loaded(get_backend("faster-whisper", temperature=[0.0, 0.2, 0.4]))
+
+    # A window the model thinks silent, with an unlikely "you": silence, not decoded hotter.
+    # The average counts the timestamps: over the text token alone it was -0.7, and kept.
+    tokenizer, calls = _scripted_generations(backend, monkeypatch, [(" you", -1.05, 0.95)])
+    assert backend._decode(None, tokenizer, [], 1.0, continued=False) == []
+    assert calls == [0.0]
+
+    # Every temperature fails: the likeliest text that is not a loop is kept, not the last.
+    loop = " no" * 60
+    tokenizer, calls = _scripted_generations(
+        backend, monkeypatch, [(loop, -0.2, 0.1), (" the river", -1.1, 0.1), (" the liver", -1.3, 0.1)]
+    )
+    assert tokenizer.decode(backend._decode(None, tokenizer, [], 1.0, continued=False)).strip() == "the river"
+    assert calls == [0.0, 0.2, 0.4]
+
+    # Likely enough at the first temperature: kept, whatever the no-speech probability.
+    tokenizer, calls = _scripted_generations(backend, monkeypatch, [(" hello", -0.3, 0.9)])
+    assert tokenizer.decode(backend._decode(None, tokenizer, [], 1.0, continued=False)).strip() == "hello"
+    assert calls == [0.0]
+
+
 @pytest.mark.parametrize("options", [{"max_batch": 0}, {"batch_wait_ms": -5}])
 def test_batch_options_out_of_range_are_refused(options):
     with pytest.raises(InvalidOption, match="faster-whisper: (max_batch|batch_wait_ms) must be"):

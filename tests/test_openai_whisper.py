@@ -342,6 +342,27 @@ def test_base_converts_with_its_heads_and_is_refused_in_tiny_en_s_place(tmp_path
     one_line(refused.value)
 
 
+@pytest.mark.slow
+def test_a_silent_window_is_not_decoded_again_hotter(monkeypatch):
+    """As in whisper.transcribe: a window with a high no-speech probability and unlikely
+    text is silence; the temperature fallback stops there and the window gives no words."""
+    from types import SimpleNamespace
+
+    backend = ensure_loaded(get_backend("openai-whisper", cpu_threads=1, temperature=[0.0, 0.2, 0.4]))
+    scripted = [(-1.05, 0.95), (-0.4, 0.95)]  # the second (hotter) would be kept
+    temperatures = []
+
+    def task(model, options):
+        avg_logprob, no_speech = scripted[len(temperatures)]
+        temperatures.append(options.temperature)
+        result = SimpleNamespace(compression_ratio=1.0, avg_logprob=avg_logprob, no_speech_prob=no_speech, tokens=[50362, 345])
+        return SimpleNamespace(run=lambda features: [result])
+
+    monkeypatch.setattr(rtlab_openai_whisper, "features_task", task)
+    assert backend._decode(None, [], 1.0, continued=False, language="en") == []
+    assert temperatures == [0.0]
+
+
 def test_an_unknown_model_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelNotFound, match="Embedded models: tiny.en, base") as refused:

@@ -356,14 +356,24 @@ class FasterWhisperBackend(Backend):
         )
 
     def _judge(self, result, tokenizer) -> tuple[list[int], float, bool]:
-        """A generation's text tokens, their average log probability, and whether Whisper's
-        fallback rules accept them (compression ratio and log probability)."""
+        """A generation's text tokens, their average log probability (faster-whisper's:
+        over every generated token, timestamps included, and one for the end), and whether
+        its compression ratio is below Whisper's threshold."""
         from faster_whisper.transcribe import get_compression_ratio
 
-        tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        text = tokenizer.decode(tokens).strip()
-        return tokens, avg_logprob, get_compression_ratio(text) <= COMPRESSION_RATIO_THRESHOLD and avg_logprob >= LOG_PROB_THRESHOLD
+        generated = result.sequences_ids[0]
+        tokens = [token for token in generated if token < tokenizer.eot]
+        avg_logprob = result.scores[0] * len(generated) / (len(generated) + 1)
+        return tokens, avg_logprob, get_compression_ratio(tokenizer.decode(tokens).strip()) <= COMPRESSION_RATIO_THRESHOLD
+
+    @staticmethod
+    def _settled(result, avg_logprob: float, below_ratio: bool) -> bool:
+        """Whether Whisper's temperature fallback stops at this generation: its text is
+        neither too repetitive nor too unlikely, or the window is silence (the model's
+        no-speech probability high and its text unlikely: decoding it hotter would only
+        make words up)."""
+        silence = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+        return (below_ratio and avg_logprob >= LOG_PROB_THRESHOLD) or silence
 
     @staticmethod
     def _speech(result, tokens: list[int], avg_logprob: float, continued: bool) -> list[int]:
@@ -382,11 +392,17 @@ class FasterWhisperBackend(Backend):
         """Text tokens for one window, with Whisper's temperature fallback and no-speech
         check; [] when the window holds no speech."""
         sequence = self.model.get_prompt(tokenizer, previous, without_timestamps=False)
+        tried = []
         for temperature in self.temperatures:
             result = self._generate(encoder_output, tokenizer, [sequence], self._max_length(sequence, seconds), temperature)[0]
-            tokens, avg_logprob, accepted = self._judge(result, tokenizer)
-            if accepted:
+            tokens, avg_logprob, below_ratio = self._judge(result, tokenizer)
+            if self._settled(result, avg_logprob, below_ratio):
                 break
+            tried.append((below_ratio, avg_logprob, tokens, result))
+        else:
+            # Every temperature failed: faster-whisper keeps the likeliest generation whose
+            # text is not too repetitive, or the likeliest of all.
+            _, avg_logprob, tokens, result = max(tried, key=lambda t: (t[0], t[1]))
         return self._speech(result, tokens, avg_logprob, continued)
 
     def _decode_batch(self, encoded: np.ndarray, items: list[tuple[Any, list[int], float]]) -> list[list[int]]:
@@ -410,8 +426,9 @@ class FasterWhisperBackend(Backend):
             )  # fmt: skip
             for index, result in zip(indexes, results):
                 tokenizer, previous, seconds = items[index]
-                tokens, avg_logprob, accepted = self._judge(result, tokenizer)
-                if accepted and len(sequences[index]) + len(result.sequences_ids[0]) < limits[index]:
+                tokens, avg_logprob, below_ratio = self._judge(result, tokenizer)
+                settled = self._settled(result, avg_logprob, below_ratio)
+                if settled and len(sequences[index]) + len(result.sequences_ids[0]) < limits[index]:
                     decoded[index] = self._speech(result, tokens, avg_logprob, continued=False)
                 else:
                     decoded[index] = self._decode(_view(encoded[index : index + 1]), tokenizer, previous, seconds, continued=False)

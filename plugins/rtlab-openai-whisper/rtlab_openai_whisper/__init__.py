@@ -433,12 +433,15 @@ class OpenAIWhisperBackend(Backend):
         """Text tokens for one window, with Whisper's temperature fallback and no-speech
         check; [] when the window holds no speech. A continued window is speculative (it
         may hold only the silence after a sentence), so the no-speech probability alone
-        rules it out there."""
+        rules it out there. As in ``whisper.transcribe``, a window the model finds silent
+        (no-speech probability high, text unlikely) is not decoded again hotter."""
         model = self.loaded_model.model
         for temperature in self.temperatures:
             result = features_task(model, self.decoding_options(previous, seconds, language, temperature)).run(features)[0]
             if result.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and result.avg_logprob >= LOG_PROB_THRESHOLD:
                 break
+            if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOG_PROB_THRESHOLD:
+                break  # silence
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or result.avg_logprob < LOG_PROB_THRESHOLD):
             return []
         eot = _eot(model)  # text tokens come before it, timestamps after it

@@ -114,7 +114,7 @@ def _greedy_rows(backend: OpenAIWhisperBackend, features, options: list) -> list
     from whisper.decoding import DecodingTask
     from whisper.utils import compression_ratio
 
-    from . import COMPRESSION_RATIO_THRESHOLD, LOG_PROB_THRESHOLD
+    from . import COMPRESSION_RATIO_THRESHOLD, LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD
 
     model = backend.loaded_model.model
     longest = max(option.sample_len for option in options)
@@ -136,7 +136,8 @@ def _greedy_rows(backend: OpenAIWhisperBackend, features, options: list) -> list
         sampled = sampled[: sampled.index(tokenizer.eot)]
         avg_logprob = logprob / (len(sampled) + 1)
         ratio = compression_ratio(tokenizer.decode(sampled).strip())
-        if fallback and (ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD):
+        silence = float(no_speech) > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+        if fallback and not silence and (ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD):
             rows.append(None)  # alone, the next temperature would decode it again
             continue
         rows.append(([token for token in sampled if token < tokenizer.eot], avg_logprob, float(no_speech)))
