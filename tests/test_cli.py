@@ -345,7 +345,7 @@ def _calibrated_elsewhere(tmp):
     "out, needle",
     [
         (_a_file_on_the_path, "costs.json is a file, not a folder; give a path in a folder"),
-        (_audio_as_out, "clip.ogg is not a cost model (not UTF-8 text): give another file"),
+        (_audio_as_out, "clip.ogg is not a cost model (not UTF-8 text): give a file written by 'rtlab calibrate --out FILE'"),
         (_calibrated_elsewhere, "was calibrated on other hardware"),
     ],
     ids=["under-a-file", "not-text", "other-hardware"],

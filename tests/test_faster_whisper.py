@@ -49,6 +49,10 @@ def test_a_model_folder_is_used_as_it_is(tmp_path):
     assert models.resolve_model(str(folder)) == str(folder)
     with pytest.raises(ModelNotFound, match="no model.bin"):
         models.resolve_model(str(tmp_path))
+    for missing in (str(tmp_path / "nowhere"), "./nowhere", "~/nowhere"):
+        with pytest.raises(ModelNotFound, match=f"faster-whisper: no folder '{re.escape(missing)}'; give a CTranslate2"):
+            models.resolve_model(missing)
+    assert models.resolve_model("Systran/faster-whisper-small") == "Systran/faster-whisper-small", "a repo id to download"
     (tmp_path / "model.bin").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ModelNotFound, match=r"notes.txt' is a file; give a CTranslate2 Whisper model folder \(the one that holds model.bin\)"):

@@ -181,6 +181,13 @@ def test_a_missing_file_is_refused(tmp_path):
         load_cost_model(tmp_path / "none.json")
 
 
+def test_a_binary_file_is_named_as_not_a_cost_model(tmp_path):
+    path = tmp_path / "clip.wav"
+    path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \xff\xfe\x80")
+    with pytest.raises(CostModelError, match=r"clip.wav is not a cost model \(not UTF-8 text\)"):
+        load_cost_model(path)
+
+
 def test_a_cost_model_without_this_configuration_says_how_to_calibrate(audio):
     config = StreamConfig.parse("backend=test,model=calibrated")
     other = StreamConfig.parse("backend=test,model=not-calibrated,compute_rtf=0.01")

@@ -220,6 +220,10 @@ def load_cost_model(path: CostModel | str | os.PathLike[str] | None = None) -> C
                 f"cannot read the cost model {where} ({error.strerror or error}): give a file "
                 f"written by 'rtlab calibrate --out FILE'"
             ) from None
+        except UnicodeDecodeError:
+            raise CostModelError(
+                f"{where} is not a cost model (not UTF-8 text): give a file written by 'rtlab calibrate --out FILE'"
+            ) from None
     try:
         data = json.loads(text)
         version = data.get("rtlab_cost_model")

@@ -103,10 +103,7 @@ def _hardware(environment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _extendable(target: Path, hardware: dict[str, Any]) -> CostModel:
-    try:
-        model = load_cost_model(target) if target.exists() else CostModel()
-    except UnicodeDecodeError:  # a binary file, e.g. audio given as --out by mistake
-        raise CostModelError(f"{target} is not a cost model (not UTF-8 text): give another file") from None
+    model = load_cost_model(target) if target.exists() else CostModel()
     if model.calibrations and model.hardware and model.hardware != hardware:
         raise CostModelError(
             f"{target} was calibrated on other hardware ({model.hardware.get('platform')}, "

@@ -88,6 +88,11 @@ def resolve_model(model: str) -> str:
     embedded = embedded_model(model)
     if embedded is not None:
         return str(embedded)
+    if model.startswith(("/", ".", "~")) or path.is_absolute():
+        raise ModelNotFound(
+            f"faster-whisper: no folder {model!r}; give a CTranslate2 Whisper model folder, an embedded "
+            f"model ({', '.join(EMBEDDED)}) or a model name to download (tiny, base.en, an org/name repo)"
+        )
     return model
 
 
