@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from importlib.metadata import entry_points
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, PluginWarning
 
 DEFAULT_PLUGINS = (
     "rtlab.decoders.plugin",
@@ -40,8 +41,10 @@ def load_plugins() -> pluggy.PluginManager:
             pm.register(importlib.import_module(module_name), name=module_name)
     wanted = os.environ.get("RTLAB_LOAD_PLUGINS")
     allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+    installed: set[str] = set()
     for entry_point in entry_points(group="rtlab"):
         dist_name = entry_point.dist.name if entry_point.dist else entry_point.name
+        installed |= {dist_name, entry_point.name}
         if allowed is not None and not allowed & {dist_name, entry_point.name}:
             continue
         if pm.get_plugin(entry_point.name) is None:
@@ -55,6 +58,14 @@ def load_plugins() -> pluggy.PluginManager:
             f"plugin {pm.get_name(error.plugin)!r}: {error}. rtlab's hooks are: {known}; "
             f"fix the hook name, or leave the plugin out with RTLAB_LOAD_PLUGINS"
         ) from error
+    unmatched = sorted((allowed or set()) - installed)
+    if unmatched:
+        warnings.warn(
+            f"RTLAB_LOAD_PLUGINS names {', '.join(map(repr, unmatched))}, which no installed plugin has "
+            f"(installed: {', '.join(sorted(installed)) or 'none'}); check the spelling",
+            PluginWarning,
+            stacklevel=2,
+        )
     # Only now: a failure above must fail again on the next call, not pass silently.
     _loaded = True
     return pm

@@ -564,6 +564,15 @@ def test_rtlab_load_plugins_restricts_installed_plugins(site, load, expected):
         assert set(records) == set(DEFAULT_PLUGINS)
 
 
+def test_a_load_plugins_name_no_plugin_has_is_warned_about(site):
+    result = rtlab_plugins(site, "rtlab-fake-echoo, fake_echo")
+    assert result.returncode == 0, result.stderr
+    assert "fake_echo" in {r["name"] for r in json.loads(result.stdout)}
+    assert "RTLAB_LOAD_PLUGINS names 'rtlab-fake-echoo', which no installed plugin has" in result.stderr
+    assert "rtlab-fake-echo," in result.stderr, "the installed names are listed"
+    assert "warning" not in rtlab_plugins(site, "rtlab-fake-echo").stderr
+
+
 def test_rtlab_plugins_hides_the_internal_test_plugin_without_all(site):
     records = loaded(site, "rtlab-fake-echo")
     assert set(records) == set(DEFAULT_PLUGINS) - set(INTERNAL_PLUGINS) | {"fake_echo"}
