@@ -200,3 +200,30 @@ def test_rtlab_models_convert_writes_a_checkpoint_openai_whisper_loads(tmp_path)
     assert loaded.stdout.strip() == "51864", loaded.stderr
     listed = subprocess.run([sys.executable, "-m", "rtlab", "models", "list"], env=env, capture_output=True, text=True)
     assert "embedded" in listed.stdout
+
+
+def test_a_convert_stopped_by_sigterm_leaves_nothing_behind(tmp_path, monkeypatch):
+    """SIGTERM during the write (as a service manager or `timeout` sends it) removes the
+    temporary file and the folders made for DEST, as Ctrl-C does."""
+    pytest.importorskip("rtlab_openai_whisper")
+    import signal
+
+    import torch
+    from click.testing import CliRunner
+
+    from rtlab.cli import cli
+
+    monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    saved = torch.save
+
+    def save_then_sigterm(obj, path, *args, **kwargs):
+        saved({"part": torch.zeros(1000)}, path)  # half written
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(torch, "save", save_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    dest = tmp_path / "out" / "models" / "tiny.en.pt"
+    result = CliRunner().invoke(cli, ["models", "convert", "--backend", "openai-whisper", "tiny.en", str(dest)])
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert not (tmp_path / "out").exists(), list(tmp_path.rglob("*"))
+    assert signal.getsignal(signal.SIGTERM) is before, "the handler is put back"

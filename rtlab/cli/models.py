@@ -7,7 +7,10 @@ dest)`` of the backend that has one (see :class:`rtlab.backends.Backend`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 from typing import Any
 
 import click
@@ -102,7 +105,8 @@ def convert(source: str, dest: str, backend: str | None, as_json: bool) -> None:
         others = f"backends that do: {', '.join(converters)}" if converters else NO_CONVERTER
         raise click.ClickException(f"backend {backend!r} does not convert models; {others}")
     try:
-        result = registry.get("backend", backend).convert_model(source, dest)
+        with _exit_on_sigterm():
+            result = registry.get("backend", backend).convert_model(source, dest)
     except (RtlabError, OSError) as error:
         raise click.ClickException(str(error)) from None
     if as_json:
@@ -110,3 +114,21 @@ def convert(source: str, dest: str, backend: str | None, as_json: bool) -> None:
         return
     details = ", ".join(f"{k}: {v}" for k, v in result.items() if k != "path" and isinstance(v, (str, int, float)))
     click.echo(f"wrote {result.get('path', dest)}" + (f" ({details})" if details else ""))
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """SIGTERM exits as Ctrl-C does, through ``finally`` blocks (a conversion's temporary
+    file is removed), instead of ending the process where it stands."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
