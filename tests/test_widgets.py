@@ -223,6 +223,19 @@ async def test_a_panel_shown_after_its_run_shows_the_results(tones):
     assert panel.columns[0].view.text.value.count(TEXT) == 1
 
 
+async def test_a_panel_whose_widget_was_closed_mid_run_shows_a_new_one_that_goes_on(tones):
+    panel = ComparePanel(tones, ["backend=test,min_chunk=0.5"], clock="wall", reference=TEXT, view="widgets")
+    closed = panel.widget
+    panel.start()
+    await until(lambda: panel.columns[0].state.committed)
+    closed.close()  # as widget.close() or Widget.close_all() in a cell; displaying it again raised a TypeError
+    bundle = panel._repr_mimebundle_()
+    assert panel.widget is not closed and bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert panel.running and panel._stop_button.disabled is False
+    await panel.wait()
+    assert TEXT in panel.columns[0].view.text.value and "rtlab-results" in panel._table.value
+
+
 async def test_panel_start_returns_at_once_and_the_loop_stays_free(tones):
     panel = ComparePanel(tones, ["backend=test,min_chunk=0.5"], clock="wall", view="widgets")
     panel.widget

@@ -100,10 +100,11 @@ class Panel:
 
     @property
     def widget(self) -> Any:
-        """The ipywidgets box (built on first use); ``None`` in the text view."""
+        """The ipywidgets box (built on first use, and again once closed); ``None`` in the
+        text view."""
         if self.view != "widgets":
             return None
-        if self._widget is None:
+        if self._widget is None or self._widget.comm is None:  # not built yet, or closed: a new one
             self._widget = self._build()
             self._redraw()
         return self._widget
