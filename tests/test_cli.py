@@ -101,12 +101,14 @@ def test_a_file_piped_in_on_the_wall_clock_plays_in_real_time(tone_wav):
     assert summary["emitted_at"] >= summary["audio_seconds"] > 3
 
 
-def _ctrl_c_after_first_event(*args: str, stdin: bytes | None = None, pause: float = 0.0):
+def _ctrl_c_after_first_event(*args: str, stdin: bytes | None = None, pause: float = 0.0, terminal: bool = False):
     """Run ``rtlab ARGS --format jsonl`` (with ``stdin`` written into a pipe that stays
     open, as a live source's would), press Ctrl-C once it has printed an event and
-    ``pause`` seconds more. Returns the exit status, the events, stderr and the FFmpeg
-    processes it had before Ctrl-C."""
+    ``pause`` seconds more; with ``terminal``, as a terminal does: SIGINT to rtlab's whole
+    process group. Returns the exit status, the events, stderr and the FFmpeg processes it
+    had before Ctrl-C."""
     import contextlib
+    import os
     import signal
     import threading
     import time
@@ -116,6 +118,7 @@ def _ctrl_c_after_first_event(*args: str, stdin: bytes | None = None, pause: flo
     process = subprocess.Popen(
         [sys.executable, "-m", "rtlab", *args, "--format", "jsonl"],
         stdin=subprocess.PIPE if stdin is not None else None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=terminal,  # a group of its own, to signal as a terminal does
     )  # fmt: skip
     lines: list[bytes] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
@@ -136,7 +139,10 @@ def _ctrl_c_after_first_event(*args: str, stdin: bytes | None = None, pause: flo
         assert lines, "no event before Ctrl-C"
         time.sleep(pause)
         ffmpeg = [c for c in psutil.Process(process.pid).children(recursive=True) if "ffmpeg" in c.name()]
-        process.send_signal(signal.SIGINT)
+        if terminal:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
         reader.join(timeout=10)
         err = process.stderr.read().decode()
@@ -192,6 +198,22 @@ def test_ctrl_c_on_the_wall_clock_ends_the_file_and_skips_the_rest(tmp_path):
     assert events[-1]["file"] == str(long_wav)
     assert 0 < events[-1]["audio_seconds"] < len(audio) / 16000 - 1
 
+
+
+def test_ctrl_c_at_a_terminal_reaches_ffmpeg_too_and_the_tail_is_still_committed(tmp_path):
+    # A terminal signals its whole foreground process group: FFmpeg quit at once and the
+    # stream ended with "could not decode the audio: FFmpeg exited with code 255", no summary.
+    audio, _ = tone_words(" ".join([TONE_TEXT] * 4))  # about 12 s
+    long_wav = tmp_path / "long.wav"
+    long_wav.write_bytes(wav_bytes(audio))
+    status, events, err, ffmpeg = _ctrl_c_after_first_event("transcribe", str(long_wav), "--backend", "test",
+                                                            terminal=True)  # fmt: skip
+    assert status == 130, err
+    assert "decode" not in err and f"interrupted: {long_wav} was not streamed to its end" in err
+    assert len(ffmpeg) == 1 and not ffmpeg[0].is_running()
+    assert events[-1]["type"] == "summary" and events[-1]["text"]
+    committed = " ".join(w["text"] for e in events if e["type"] == "commit" for w in e["words"])
+    assert committed == events[-1]["text"]
 
 
 def test_ctrl_c_after_the_whole_file_was_sent_cuts_nothing_short(tone_wav):

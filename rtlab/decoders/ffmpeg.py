@@ -295,6 +295,10 @@ class FFmpegDecoder(Decoder):
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                # A group of its own: Ctrl-C at a terminal signals the whole foreground
+                # group, and FFmpeg would quit at once (exit 255, a decoding error) while
+                # the session ends the input itself and commits the tail. stop() ends it.
+                process_group=0,
             )
         except OSError as error:
             self.state = State.STOPPED
