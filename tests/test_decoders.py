@@ -459,6 +459,25 @@ async def test_empty_input_raises_a_clear_error_and_starts_no_ffmpeg(spawns, no_
     assert decoder.state is State.STOPPED
 
 
+@pytest.mark.parametrize("container", ["wav", "flac"])
+async def test_a_header_with_no_samples_after_it_says_there_is_no_audio(container, tmp_path, no_ffmpeg_left):
+    # FFmpeg decodes nothing and exits 0 without a word: the error read "FFmpeg exited with
+    # code 0 ... FFmpeg said: (FFmpeg printed nothing)".
+    if container == "wav":
+        data = wav_header(3, 5, 16000, 32)  # float samples, 5 channels, an empty data chunk
+    else:
+        path = tmp_path / "empty.flac"
+        subprocess.run([find_ffmpeg(), "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc", "-t", "0", str(path)], check=True)
+        data = path.read_bytes()
+    decoder = FFmpegDecoder()
+    with pytest.raises(DecoderError, match="no audio was received: FFmpeg read the input to its end and found no "
+                                           "samples in it") as raised:  # fmt: skip
+        await decode(decoder, data, 4096)
+    assert "exited with code" not in str(raised.value) and "printed nothing" not in str(raised.value)
+    assert raised.value.code == "decode_failed"
+    assert decoder.state is State.STOPPED
+
+
 async def test_file_cut_inside_its_header_raises_decoder_error(no_ffmpeg_left, data_dir):
     await assert_decoder_error(fox(data_dir, "wav")[:50], "no 'data' tag found")
 

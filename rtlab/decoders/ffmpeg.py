@@ -423,6 +423,13 @@ class FFmpegDecoder(Decoder):
         returncode = await self._wait_exit(self.stop_timeout)
         if self.state is not State.RUNNING:
             return None  # stopped on purpose while reading
+        if returncode == 0 and self._samples_out == 0 and self._bytes_in > 0 and not self.stderr_lines:
+            # A header and no audio after it (a WAV whose data chunk is empty, a FLAC
+            # without frames): FFmpeg decodes nothing and ends without an error.
+            raise DecoderError(
+                "no audio was received: FFmpeg read the input to its end and found no samples in it "
+                "(a header with no audio after it?); give a recording that holds audio"
+            )
         if returncode not in (0, None) or (self._samples_out == 0 and self._bytes_in > 0):
             raise DecoderError(self._failure_message(f"FFmpeg exited with code {returncode}"))
         if self._bytes_in == 0:
