@@ -262,6 +262,24 @@ def test_undecodable_file_is_a_one_line_error(tmp_path):
         )
 
 
+def test_of_several_files_each_bad_one_is_reported_and_the_good_ones_transcribed(tone_wav, tmp_path):
+    # Only the first bad file's error was printed, at the end: the second was never named.
+    garbage = tmp_path / "garbage.ogg"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    empty = tmp_path / "empty ü.wav"
+    empty.write_bytes(b"")
+    result = rtlab("transcribe", str(garbage), str(tone_wav), str(empty), str(tone_wav), "--backend", "test",
+                   "--clock", "simulated")  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines() == [TONE_TEXT, TONE_TEXT]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith(f"Error: {garbage}: could not decode the audio")
+    assert lines[1] == f"Error: {empty}: no audio was received: the input was empty"
+    assert lines[2] == f"Error: 2 of 4 files could not be transcribed: {garbage}, {empty}"
+
+
 def test_empty_file_is_a_one_line_error(tmp_path):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")

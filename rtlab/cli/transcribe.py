@@ -116,8 +116,9 @@ def _cue_limits(output_format: str, **given: float) -> dict[str, float]:
 
 
 async def _transcribe_files(files, config, clock, cost_model, output_format, cue_limits) -> tuple[str | None, bool]:
-    """Stream each file; returns the first failure message, if any, and whether Ctrl-C
-    ended the input before all of it was streamed (the message then says what was left)."""
+    """Stream each file; returns what failed, if anything, and whether Ctrl-C ended the
+    input before all of it was streamed (the message then says what was left). Of several
+    files, each failure is printed as it happens and the message counts them."""
     import functools
     import os
     import sys
@@ -125,7 +126,7 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
     from ..core.feeding import stream_file, stream_reader
     from .display import LiveText
 
-    failure = None
+    failures: list[tuple[str, str]] = []  # (file, why) for each file that could not be transcribed
     for index, file in enumerate(files):
         display = LiveText(label=file) if output_format == "text" else None
         captions = _Captions(output_format, cue_limits) if output_format in ("srt", "vtt") else None
@@ -160,7 +161,9 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
             display.close()
         last = events[-1] if events else {"type": "error", "message": "no events"}
         if last["type"] == "error":
-            failure = failure or f"{file}: {last['message']}"
+            failures.append((file, last["message"]))
+            if len(files) > 1:
+                click.echo(f"Error: {file}: {last['message']}", err=True)  # now: the files after it go on
         elif display is not None and not last["text"]:
             click.echo(f"{file}: no speech was recognised", err=True)
         left = len(files) - index - 1
@@ -170,8 +173,19 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
             why = f"interrupted: {file} was not streamed to its end" if cut_short else "interrupted"
             if left:
                 why += f"; {left} more file{'s' if left > 1 else ''} not streamed"
-            return failure or why, True
-    return failure, False
+            if failures:
+                why = _failed(failures, 1) if len(files) == 1 else f"{why}; {_failed(failures, len(files))}"
+            return why, True
+    return (_failed(failures, len(files)) if failures else None), False
+
+
+def _failed(failures: list[tuple[str, str]], count: int) -> str:
+    """The message for the files that failed, of ``count`` files: of one, its failure; of
+    several (each failure was printed as it came), how many and which."""
+    if count == 1:
+        file, why = failures[0]
+        return f"{file}: {why}"
+    return f"{len(failures)} of {count} files could not be transcribed: {', '.join(file for file, _ in failures)}"
 
 
 
