@@ -417,10 +417,10 @@ async def test_a_new_panel_from_the_same_cell_stops_the_old_one_first(tone_wav, 
     await new.stop()
 
 
-def test_rerunning_a_cell_in_a_kernel_stops_the_streams_its_panel_left_running(tmp_path, ffmpeg_children):
+@contextlib.contextmanager
+def kernel_cells():
+    """A real Jupyter kernel; yields ``run(code)``, which runs one cell and returns its output."""
     jupyter_client = pytest.importorskip("jupyter_client.manager", reason="pip install -e '.[test]' (ipykernel)")
-    clip = tmp_path / "long.wav"
-    clip.write_bytes(wav_bytes(tone_words(" ".join([TEXT] * 4))[0]))  # 10 s: still streaming when re-run
     manager, client = jupyter_client.start_new_kernel(kernel_name="python3")
     try:
         def run(code: str) -> str:
@@ -431,6 +431,16 @@ def test_rerunning_a_cell_in_a_kernel_stops_the_streams_its_panel_left_running(t
             assert reply["content"]["status"] == "ok", "".join(out)
             return "".join(out)
 
+        yield run
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_rerunning_a_cell_in_a_kernel_stops_the_streams_its_panel_left_running(tmp_path, ffmpeg_children):
+    clip = tmp_path / "long.wav"
+    clip.write_bytes(wav_bytes(tone_words(" ".join([TEXT] * 4))[0]))  # 10 s: still streaming when re-run
+    with kernel_cells() as run:
         cell = f"panel = LivePanel({str(clip)!r}, 'backend=test,min_chunk=0.5', clock='wall'); panel.start()"
         run("from rtlab.widgets import LivePanel")
         run(cell)
@@ -443,9 +453,26 @@ def test_rerunning_a_cell_in_a_kernel_stops_the_streams_its_panel_left_running(t
         assert len(ffmpeg_children()) == 1  # the new stream's; the old one's has ended
         assert run("await panel.stop(); print(panel.state.status)").strip() == "stopped"
         assert ffmpeg_children() == []
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+
+
+def test_rerunning_a_cell_that_made_several_panels_stops_every_one_of_them(tmp_path, ffmpeg_children):
+    clip = tmp_path / "long.wav"
+    clip.write_bytes(wav_bytes(tone_words(" ".join([TEXT] * 4))[0]))
+    with kernel_cells() as run:
+        # Before, only the cell's last panel was remembered: the others streamed on, FFmpeg and all.
+        cell = (f"panels = [LivePanel({str(clip)!r}, f'backend=test,min_chunk={{c}}', clock='wall', view='text') "
+                "for c in (0.5, 1)]\nfor p in panels: p.start()")  # fmt: skip
+        run("import asyncio\nfrom rtlab.widgets import LivePanel")
+        run(cell)
+        run("while not all(p.state.committed for p in panels): await asyncio.sleep(0.05)\nfirst = panels")
+        assert len(ffmpeg_children()) == 2
+        run(cell)
+        out = run("for p in first: await p.wait()\nprint(*[p.state.status for p in first])")
+        assert out.split()[-2:] == ["stopped", "stopped"]
+        run("while not all(p.state.committed for p in panels): await asyncio.sleep(0.05)")
+        assert len(ffmpeg_children()) == 2  # the new panels' streams only
+        run("for p in panels: await p.stop()")
+        assert ffmpeg_children() == []
 
 
 # --------------------------------------------------------------------------- results

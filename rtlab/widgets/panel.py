@@ -7,9 +7,9 @@ other cells; :meth:`Panel.stop` cancels the task, whose cleanup ends every strea
 FFmpeg process; ``await`` :meth:`Panel.wait` for the end. Redraws go through a
 :class:`~rtlab.widgets.throttle.Throttle`.
 
-A notebook cell that runs again while the panel it made is streaming stops that panel
-first: panels are remembered by the cell that made them (its id, which JupyterLab sends
-with every execution, or else its code).
+A notebook cell that runs again while the panels it made are streaming stops them first:
+panels are remembered by the cell that made them (its id, which JupyterLab sends with
+every execution, or else its code) and by that execution of it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ __all__ = ["Panel", "VIEWS", "in_jupyter"]
 #: installed, ``text`` anywhere else.
 VIEWS = ("auto", "widgets", "text")
 
-# The panel each notebook cell made last (keyed by cell); a panel stops its predecessor.
-_by_cell: dict[str, Panel] = {}
+# Per notebook cell: the execution that made panels last, those panels, and the future
+# that is done once the panels of the execution before it have stopped.
+_by_cell: dict[str, tuple[str | None, list[Panel], asyncio.Future | None]] = {}
 
 
 def _shell() -> Any:
@@ -59,14 +60,28 @@ def _resolve_view(view: str) -> str:
     return "widgets"
 
 
-def cell_key() -> str | None:
-    """The notebook cell executing now, or None outside a kernel's cell execution."""
+def _execute_request() -> dict[str, Any] | None:
+    """The kernel's execute_request being run now, or None."""
     kernel = getattr(_shell(), "kernel", None)
     try:
         parent = kernel.get_parent() if kernel is not None else None
     except Exception:  # noqa: BLE001 - an ipykernel without get_parent: no re-run detection
         return None
     if not parent or parent.get("header", {}).get("msg_type") != "execute_request":
+        return None
+    return parent
+
+
+def _execution_id() -> str | None:
+    """The cell execution running now (its request's message id), or None outside one."""
+    parent = _execute_request()
+    return parent["header"].get("msg_id") if parent else None
+
+
+def cell_key() -> str | None:
+    """The notebook cell executing now, or None outside a kernel's cell execution."""
+    parent = _execute_request()
+    if parent is None:
         return None
     cell_id = (parent.get("metadata") or {}).get("cellId")
     return f"cell {cell_id}" if cell_id else "code " + str(parent.get("content", {}).get("code", ""))
@@ -211,7 +226,7 @@ class Panel:
         predecessor, self._predecessor = self._predecessor, None
         try:
             if predecessor is not None:
-                await predecessor
+                await asyncio.wait({predecessor})  # not cancelled with this run: others wait on it too
             await self._run()
         except asyncio.CancelledError:
             if not self._stop_requested:
@@ -243,10 +258,14 @@ class Panel:
         key = cell_key()
         if key is None:
             return
-        previous = _by_cell.get(key)
-        _by_cell[key] = self
-        if previous is not None and previous.running:
-            self._predecessor = previous.stop()
+        execution = _execution_id()
+        made_by, panels, stopping = _by_cell.get(key, (None, [], None))
+        if execution is None or execution != made_by:  # the cell runs again: stop all it made before
+            running = [panel.stop() for panel in panels if panel.running]
+            stopping = asyncio.gather(*running) if running else None
+            panels = []
+        _by_cell[key] = (execution, [*panels, self], stopping)
+        self._predecessor = stopping
 
     # -- for subclasses -------------------------------------------------------------
 
