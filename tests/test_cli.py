@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from rtlab.decoders import find_ffmpeg
 from rtlab.testing import tone_words, wav_bytes
 
 TONE_TEXT = "alpha bravo charlie delta echo foxtrot"
@@ -214,6 +215,38 @@ def test_ctrl_c_at_a_terminal_reaches_ffmpeg_too_and_the_tail_is_still_committed
     assert events[-1]["type"] == "summary" and events[-1]["text"]
     committed = " ".join(w["text"] for e in events if e["type"] == "commit" for w in e["words"])
     assert committed == events[-1]["text"]
+
+
+def test_ctrl_c_while_the_files_duration_is_measured_is_an_interruption_not_a_bad_file(tmp_path, tone_wav):
+    # On the wall clock a file is decoded once for its duration before any of it is sent.
+    # Ctrl-C then (at a terminal: FFmpeg is signalled too) gave "FFmpeg could not decode
+    # FILE (exit -2)", or "no audio was received: the input was empty".
+    import os
+    import signal
+    import time
+
+    measuring = tmp_path / "measuring"
+    slow = tmp_path / "ffmpeg"  # the duration's FFmpeg (-nostdin) waits until Ctrl-C
+    slow.write_text(f'#!/bin/sh\ncase "$*" in *-nostdin*) touch "{measuring}"; sleep 60;; esac\n'
+                    f'exec "{find_ffmpeg()}" "$@"\n')  # fmt: skip
+    slow.chmod(0o755)
+    process = subprocess.Popen([sys.executable, "-m", "rtlab", "transcribe", str(tone_wav), str(tone_wav),
+                                "--backend", "test"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "RTLAB_FFMPEG": str(slow)}, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not measuring.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert measuring.exists(), process.communicate()[1]
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal does
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, err
+    assert err.splitlines()[-1] == f"Error: interrupted: {tone_wav} was not streamed to its end; 1 more file not streamed"
+    assert "decode" not in err and "no audio" not in err
 
 
 def test_ctrl_c_after_the_whole_file_was_sent_cuts_nothing_short(tone_wav):

@@ -140,6 +140,7 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
                 click.echo(json.dumps({**event, "file": file}) if len(files) > 1 else json.dumps(event))
                 sys.stdout.flush()  # one event a line, as it happens, also into a pipe
 
+        sent = [0.0]  # of the file's bytes: Ctrl-C after the last one cut nothing short
         with _ctrl_c_ends_input(clock == "wall" or file == "-") as stop:
             if file == "-":
                 # The descriptor, not sys.stdin.buffer: a reader thread still waiting in the
@@ -148,8 +149,6 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
                 events = await stream_reader(read, config, clock=clock, cost_model=cost_model, stop=stop,
                                              on_event=show)  # fmt: skip
             else:
-                sent = [0.0]  # of the file's bytes: Ctrl-C after the last one cut nothing short
-
                 def progress(fraction: float, display=display, sent=sent) -> None:
                     sent[0] = fraction
                     if display is not None:
@@ -160,14 +159,17 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
         if display is not None:
             display.close()
         last = events[-1] if events else {"type": "error", "message": "no events"}
-        if last["type"] == "error":
+        cut_short = file != "-" and sent[0] < 1.0
+        # Ctrl-C before any of a file was sent (while its duration is measured, by an FFmpeg
+        # the terminal's Ctrl-C reaches too) ends a stream with no audio: not a bad file.
+        unsent = stop.is_set() and cut_short and sent[0] == 0.0
+        if last["type"] == "error" and not unsent:
             failures.append((file, last["message"]))
             if len(files) > 1:
                 click.echo(f"Error: {file}: {last['message']}", err=True)  # now: the files after it go on
-        elif display is not None and not last["text"]:
+        elif last["type"] != "error" and display is not None and not last["text"]:
             click.echo(f"{file}: no speech was recognised", err=True)
         left = len(files) - index - 1
-        cut_short = file != "-" and sent[0] < 1.0
         if stop.is_set() and (cut_short or left):
             # A file cut short, or files left: not all of the input was transcribed.
             why = f"interrupted: {file} was not streamed to its end" if cut_short else "interrupted"
