@@ -478,6 +478,17 @@ async def test_a_header_with_no_samples_after_it_says_there_is_no_audio(containe
     assert decoder.state is State.STOPPED
 
 
+async def test_a_video_without_sound_is_said_to_have_no_audio_stream(tmp_path, no_ffmpeg_left):
+    # The error asked whether it was "a complete audio file", and quoted only FFmpeg's
+    # "Output file #0 does not contain any stream".
+    video = tmp_path / "silent film.mkv"
+    subprocess.run([find_ffmpeg(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=d=1:s=32x32:r=5",
+                    "-c:v", "mjpeg", str(video)], check=True)  # fmt: skip
+    for decoding in (decode(FFmpegDecoder(), video.read_bytes(), 4096), asyncio.to_thread(decode_file, video)):
+        with pytest.raises(DecoderError, match=r"it has no audio stream \(a video without sound\?\); give a file"):
+            await decoding
+
+
 async def test_file_cut_inside_its_header_raises_decoder_error(no_ffmpeg_left, data_dir):
     await assert_decoder_error(fox(data_dir, "wav")[:50], "no 'data' tag found")
 

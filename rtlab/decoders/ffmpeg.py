@@ -151,6 +151,12 @@ def one_line(stderr: str) -> str:
     return " | ".join(line.strip() for line in stderr.splitlines() if line.strip())
 
 
+#: What FFmpeg says of an input without an audio stream ("Output file #0 does not contain
+#: any stream": the video of a file without sound, with ``-vn``).
+NO_AUDIO_STREAM = "does not contain any stream"
+NO_AUDIO_STREAM_ADVICE = "it has no audio stream (a video without sound?); give a file or stream with audio"
+
+
 #: The longest ``stop_timeout``: a stop may take three of them (close stdin, terminate, kill).
 MAX_STOP_TIMEOUT = 60.0
 #: The most stderr lines ``max_stderr_lines`` may keep.
@@ -446,6 +452,8 @@ class FFmpegDecoder(Decoder):
 
     def _failure_message(self, summary: str) -> str:
         detail = one_line(self.stderr) or "(FFmpeg printed nothing)"
+        if NO_AUDIO_STREAM in detail:
+            return f"could not decode the audio: {NO_AUDIO_STREAM_ADVICE}; FFmpeg said: {detail}"
         return (
             f"could not decode the audio: {summary}; is it a complete audio file or stream "
             f"FFmpeg can read from a pipe (webm/opus, ogg, wav, mp3, flac)? FFmpeg said: {detail}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecoderError
-from .ffmpeg import SAMPLE_RATE, find_ffmpeg, global_args, one_line
+from .ffmpeg import NO_AUDIO_STREAM, NO_AUDIO_STREAM_ADVICE, SAMPLE_RATE, find_ffmpeg, global_args, one_line
 
 __all__ = ["decode_audio", "decode_file", "read_audio", "to_pcm16"]
 
@@ -37,6 +37,8 @@ def decode_file(path: str | os.PathLike[str], sample_format: str = "f32le") -> b
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         detail = one_line(proc.stderr.decode("utf-8", "replace"))[-500:]
+        if NO_AUDIO_STREAM in detail:
+            raise DecoderError(f"FFmpeg could not decode {source}: {NO_AUDIO_STREAM_ADVICE}")
         raise DecoderError(f"FFmpeg could not decode {source} (exit {proc.returncode}): {detail}")
     return proc.stdout
 
