@@ -295,6 +295,28 @@ def test_undecodable_file_is_a_one_line_error(tmp_path):
         )
 
 
+def test_on_the_wall_clock_a_file_is_named_once_in_its_error(tmp_path):
+    # The wall clock measures a file's length first; a header without samples was
+    # "X: cannot decode X: no audio stream" (it has a stream; it has no samples).
+    import wave
+
+    header_only = tmp_path / "header only.wav"
+    with wave.open(str(header_only), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+    garbage = tmp_path / "garbage.ogg"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    for path, why in ((header_only, "holds no audio samples"), (garbage, "could not decode")):
+        result = rtlab("transcribe", str(path), "--backend", "test")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        line = result.stderr.strip()
+        assert line.startswith("Error: ") and why in line and str(path) in line, line
+        prefix = f"Error: {path}: "
+        assert not (line.startswith(prefix) and str(path) in line[len(prefix):]), f"named twice: {line}"
+    assert "no audio stream" not in rtlab("transcribe", str(header_only), "--backend", "test").stderr
+
+
 def test_of_several_files_each_bad_one_is_reported_and_the_good_ones_transcribed(tone_wav, tmp_path):
     # Only the first bad file's error was printed, at the end: the second was never named.
     garbage = tmp_path / "garbage.ogg"

@@ -166,7 +166,7 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
         if last["type"] == "error" and not unsent:
             failures.append((file, last["message"]))
             if len(files) > 1:
-                click.echo(f"Error: {file}: {last['message']}", err=True)  # now: the files after it go on
+                click.echo(f"Error: {_about(file, last['message'])}", err=True)  # now: the files after it go on
         elif last["type"] != "error" and display is not None and not last["text"]:
             click.echo(f"{file}: no speech was recognised", err=True)
         left = len(files) - index - 1
@@ -181,12 +181,17 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
     return (_failed(failures, len(files)) if failures else None), False
 
 
+def _about(file: str, why: str) -> str:
+    """``why`` about ``file``, named once: a message that names the file already (the
+    decoder's "FFmpeg could not decode FILE ...") is not prefixed with it again."""
+    return why if file != "-" and file in why else f"{file}: {why}"
+
+
 def _failed(failures: list[tuple[str, str]], count: int) -> str:
     """The message for the files that failed, of ``count`` files: of one, its failure; of
     several (each failure was printed as it came), how many and which."""
     if count == 1:
-        file, why = failures[0]
-        return f"{file}: {why}"
+        return _about(*failures[0])
     return f"{len(failures)} of {count} files could not be transcribed: {', '.join(file for file, _ in failures)}"
 
 

@@ -32,7 +32,10 @@ def audio_duration(path: str | Path) -> float:
 
     samples = decode_audio(path)
     if len(samples) == 0:
-        raise DecoderError(f"cannot decode {path}: no audio stream")
+        raise DecoderError(
+            f"{path} holds no audio samples: FFmpeg decoded it to its end and found none (a header with "
+            f"nothing after it?); give a recording that holds audio"
+        )
     return len(samples) / SAMPLE_RATE
 
 
