@@ -401,6 +401,37 @@ async def test_the_stop_button_ends_every_stream_of_a_compare_panel(tone_wav, no
     assert panel.stop() is not None  # stopping twice is harmless
 
 
+@pytest.mark.parametrize("kind", [LivePanel, ComparePanel])
+async def test_stopping_a_panel_while_it_scores_waits_for_the_scores_and_keeps_them(tones, monkeypatch, kind):
+    import threading
+
+    from rtlab.widgets import scoring
+
+    release, scored = threading.Event(), threading.Event()
+
+    def held_scoring(*args, **options):
+        release.wait(60)
+        try:
+            return real(*args, **options)
+        finally:
+            scored.set()
+
+    real = scoring.score_streams
+    monkeypatch.setattr(scoring, "score_streams", held_scoring)
+    panel = kind(tones, "backend=test,min_chunk=0.5", reference=TEXT, clock="simulated", view="text")
+    panel.start()
+    state = panel.state if kind is LivePanel else panel.columns[0].state  # a run makes new columns
+    await until(lambda: state.status == "scoring")
+    stopping = panel.stop()
+    for _ in range(50):  # before, the stop was over in a few turns of the loop, the scoring thread still going
+        await asyncio.sleep(0)
+    assert not stopping.done()
+    release.set()
+    await stopping
+    assert scored.is_set()  # no thread left scoring after the stop
+    assert state.status == "done" and panel.results.loc[0, "wer.value"] == 0.0
+
+
 async def test_a_new_panel_from_the_same_cell_stops_the_old_one_first(tone_wav, monkeypatch, ffmpeg_children,
                                                                       no_ffmpeg_left):  # fmt: skip
     monkeypatch.setattr("rtlab.widgets.panel.cell_key", lambda: "cell 7")

@@ -192,7 +192,7 @@ class ComparePanel(Panel):
         from ..backends import ensure_loaded
         from ..core.instances import get_backend
         from ..eval.replay import replay_async
-        from .scoring import ScoredStream, score_streams
+        from .scoring import ScoredStream, score_to_end
 
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -246,10 +246,10 @@ class ComparePanel(Panel):
                 column.state.status = "scoring"
         self._request_redraw()
         self._scored = streams = [ScoredStream(c.config, run.events, run.lag_samples) for c, run in zip(runnable, runs)]
-        self.bench = await loop.run_in_executor(None, lambda: score_streams(
+        self.bench = await score_to_end(
             self.source, streams, clock=self.clock, normalizer=self.normalizer,
             wall_seconds=time.perf_counter() - started, replay_wall_seconds=replay_seconds, cost_model=cost_model,
-        ))  # fmt: skip
+        )  # fmt: skip
         for column in runnable:
             column.state.status = "failed" if column.state.error else "done"
         if self.view == "text":

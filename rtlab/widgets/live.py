@@ -141,14 +141,12 @@ class LivePanel(Panel):
         if not state.error:
             state.status = "scoring"
             self._request_redraw()
-        from .scoring import ScoredStream, score_streams
+        from .scoring import ScoredStream, score_to_end
 
         stream = ScoredStream(config, list(state.events), [(float(t), float(v)) for t, v in processor.lag_samples])
         self._scored = [stream]
-        self.bench = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: score_streams(self.source, [stream], clock=self.clock, normalizer=self.normalizer,
+        self.bench = await score_to_end(self.source, [stream], clock=self.clock, normalizer=self.normalizer,
                                         cost_model=cost_model)  # fmt: skip
-        )
         state.status = "failed" if state.error else "done"
         if self.view == "text":
             from ..eval.bench import format_table

@@ -185,7 +185,8 @@ class Panel:
     def stop(self) -> asyncio.Future | None:
         """End every stream of the run in progress cleanly (no FFmpeg left); returns a
         future that is done once everything is released (``await panel.stop()`` to wait),
-        or None when nothing runs and no event loop does either."""
+        or None when nothing runs and no event loop does either. A run whose streams have
+        all ended is scored to the end first, and keeps its results."""
         task = self._task
         if task is None or task.done() or not self._active:
             try:

@@ -7,6 +7,7 @@ the same record: a panel's ``results.jsonl`` is a one-file ``rtlab bench`` run.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from ..config import StreamConfig
 from ..eval.bench import BenchRun, resolve_normalizer
 from .sources import AudioSource
 
-__all__ = ["ScoredStream", "score_streams"]
+__all__ = ["ScoredStream", "score_streams", "score_to_end"]
 
 
 @dataclass
@@ -90,3 +91,17 @@ def score_streams(
     run.replay_wall_seconds = replay_wall_seconds
     run.wall_seconds = wall_seconds + run.offline_wall_seconds
     return run
+
+
+async def score_to_end(source: AudioSource, streams: Sequence[ScoredStream], **options: Any) -> BenchRun:
+    """:func:`score_streams` in a worker thread, carried to the end even when the run is
+    stopped meanwhile: the streams are over, so stopping waits for their scores and keeps
+    them, and leaves no thread scoring behind it (an offline pass cannot be interrupted)."""
+    future = asyncio.get_running_loop().run_in_executor(None, lambda: score_streams(source, streams, **options))
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise
+            asyncio.current_task().uncancel()
