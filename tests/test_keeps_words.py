@@ -145,3 +145,14 @@ def test_bad_input_adds_nothing_beyond_the_offline_pass_and_ends_cleanly(data_di
         assert kept.added == 0, (kept, offline, events[-1]["text"])
     if name in ("silence", "noise", "pink-noise"):
         assert events[-1]["text"] == "" or kept.offline_words, "silence and noise give no words"
+
+
+def test_noise_gives_the_multilingual_model_nothing_to_say_with_its_language_detected(data_dir, tmp_path):
+    # base, detecting the language of pink noise (as Nynorsk), said "1.0.1" (probability
+    # 0.05) in the first windows of the stream, where the offline pass says nothing.
+    audio, _ = _bad_input("pink-noise", data_dir)
+    path = tmp_path / "pink-noise.wav"
+    path.write_bytes(wav_bytes(audio))
+    events, offline = stream_and_offline(path, _base_model(), None)
+    assert_clean_summary(events, len(audio) / SR)
+    assert events[-1]["text"] == "" or words_kept(offline, events[-1]["text"]).added == 0, (offline, events[-1]["text"])

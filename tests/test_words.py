@@ -99,6 +99,13 @@ def test_an_improbable_tail_said_over_speech_stays(data_dir):
     assert cut(probable, continued=True) == probable, "not anomalous by Whisper's score"
     assert cut(probable, continued=True, spoken=spoken) == [], "a continued window heard in silence"
     assert cut(probable) == probable, "the first window: speech may still be coming"
+    # A first window without a sentence end: cut only where the VAD hears no speech.
+    made_up = [(" 1.0.1", 7.0, 7.9, 0.05)]
+    assert cut(made_up) == made_up, "without the VAD the rule leaves a first window alone"
+    assert cut(made_up, spoken=spoken) == [], "anomalous, over silence"
+    assert cut(heard, spoken=spoken) == heard, "anomalous, over speech: speech may still be coming"
+    heard_then_made_up = [*heard[:2], (" him", 2.6, 3.2, 0.97), *made_up]
+    assert cut(heard_then_made_up, spoken=spoken) == heard_then_made_up, "speech under some of it: all stays"
 
 
 def test_a_last_word_stretched_over_unspoken_audio_is_retimed():
