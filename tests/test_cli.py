@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rtlab.decoders import find_ffmpeg
@@ -377,6 +378,21 @@ def test_rtlab_transcribe_prints_subtitles(tmp_path, format):
     assert [int(b[1]) for b in blocks] == list(range(1, len(blocks) + 1))
     assert [b[2] for b in blocks] == sorted(b[2] for b in blocks) and all(b[2] <= b[3] for b in blocks)
     assert " ".join(b[4] for b in blocks) == TONE_TEXT
+
+
+def test_subtitles_of_a_stream_that_fails_before_its_first_cue_are_not_begun(tmp_path):
+    # "WEBVTT" was printed before the stream started: a file that failed to decode left a
+    # redirected .vtt holding a header and nothing else, and exit status 1.
+    garbage = tmp_path / "garbage.ogg"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    failed = rtlab("transcribe", str(garbage), "--backend", "test", "--clock", "simulated", "--format", "vtt")
+    assert failed.returncode == 1 and "could not decode" in failed.stderr
+    assert failed.stdout == ""
+    silence = tmp_path / "silence.wav"
+    silence.write_bytes(wav_bytes(np.zeros(16000, np.float32)))
+    empty = rtlab("transcribe", str(silence), "--backend", "test", "--clock", "simulated", "--format", "vtt")
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout == "WEBVTT\n\n", "no words: a valid file without cues"
 
 
 def test_cue_limits_shape_the_subtitles(tmp_path):

@@ -226,7 +226,9 @@ def _ctrl_c_ends_input(handle: bool) -> Iterator[asyncio.Event]:
 
 
 class _Captions:
-    """Prints a stream's subtitles (srt or vtt), each cue once it is finished."""
+    """Prints a stream's subtitles (srt or vtt), each cue once it is finished. The
+    header comes with the first cue, or with the summary of a stream without words: a
+    stream that fails before its first cue prints nothing (not half a subtitle file)."""
 
     def __init__(self, format: str, limits: dict[str, float]) -> None:
         from ..subtitles import Cues, header
@@ -234,7 +236,7 @@ class _Captions:
         self.format = format
         self.cues = Cues(**limits)
         self.printed = 0
-        self._write(header(format))
+        self._header = header(format)
 
     def event(self, event: dict) -> None:
         from ..subtitles import cue_text
@@ -244,6 +246,9 @@ class _Captions:
             cues = self.cues.add(event["words"])
         elif event["type"] in ("summary", "error"):
             cues = self.cues.flush()
+        if (cues or event["type"] == "summary") and self._header:
+            self._write(self._header)
+            self._header = ""
         for cue in cues:
             self.printed += 1
             self._write(cue_text(cue, self.printed, self.format))
