@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..backends import partial_path
 from ..decoders.files import decode_file
 
 __all__ = [
@@ -235,7 +236,7 @@ def concatenate(
     gap = b"\x00\x00" * round(gap_seconds * SAMPLE_RATE)
     segments: list[tuple[float, float, str]] = []
     samples_written = 0
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_path(out)
     try:
         with wave.open(str(partial), "wb") as wav:
             wav.setnchannels(1)
