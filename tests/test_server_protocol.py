@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 
@@ -275,6 +277,59 @@ async def test_frame_over_the_hard_limit_closes_with_1009(make_server):
     await client.send_audio(b"\x00" * (running.server.config.hard_message_bytes + 1))
     await client.wait_closed()
     assert client.close_code == 1009
+
+
+class RawSocket:
+    """A WebSocket client written by hand, to send frames a library client would not."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, running) -> RawSocket:
+        reader, writer = await asyncio.open_connection(running.host, running.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws/transcribe HTTP/1.1\r\nHost: {running.host}:{running.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        return cls(reader, writer)
+
+    def send(self, opcode: int, payload: bytes, masked: bool = True) -> None:
+        """One final frame (payloads under 126 bytes)."""
+        assert len(payload) < 126
+        mask = os.urandom(4) if masked else b""
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if masked else payload
+        self.writer.write(bytes([0x80 | opcode, (0x80 if masked else 0) | len(payload)]) + mask + body)
+
+    async def receive(self) -> tuple[int, bytes]:
+        """The opcode and payload of the server's next frame (the server does not mask)."""
+        first, length = await self.reader.readexactly(2)
+        if length == 126:
+            length = int.from_bytes(await self.reader.readexactly(2), "big")
+        return first & 0x0F, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007(server):
+    raw = await RawSocket.connect(server)
+    raw.send(0x1, b'{"type": "ping", "x": "\xff\xfe"}')
+    opcode, payload = await raw.receive()  # before the fix: the socket closed without a frame
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1007, payload
+    assert payload[2:] == b"text frame is not valid UTF-8"
+    raw.close()
+    assert await wait_until(lambda: not server.server.sessions)
+
+
+async def test_valid_text_frames_still_reach_the_session(server):
+    raw = await RawSocket.connect(server)
+    raw.send(0x1, json.dumps({"type": "ping", "note": "\u00e9t\u00e9"}).encode())
+    opcode, payload = await raw.receive()
+    assert opcode == 0x1 and json.loads(payload) == {"type": "pong"}
+    raw.close()
 
 
 # -- HTTP endpoints --------------------------------------------------------------------

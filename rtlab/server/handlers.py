@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tornado.log import access_log, app_log, gen_log
 
 from . import protocol
+from .frames import StrictWebSocketProtocol
 
 if TYPE_CHECKING:
     from .app import TranscriptionServer
@@ -70,6 +71,10 @@ class TranscribeSocket(_Guarded, tornado.websocket.WebSocketHandler):
     @property
     def ping_interval(self) -> float:
         return self.server.config.ping_interval
+
+    def get_websocket_protocol(self) -> StrictWebSocketProtocol | None:
+        standard = super().get_websocket_protocol()  # None for an unsupported version
+        return None if standard is None else StrictWebSocketProtocol(self, False, standard.params)
 
     def check_origin(self, origin: str) -> bool:
         # Browsers send Origin; the server's own page and --allowed-origin pass.
