@@ -324,6 +324,17 @@ async def test_a_text_frame_that_is_not_utf8_closes_with_1007(server):
     assert await wait_until(lambda: not server.server.sessions)
 
 
+@pytest.mark.parametrize("opcode, payload", [(0x1, b'{"type": "ping"}'), (0x2, b"\x00" * 64), (0x9, b"hi")])
+async def test_an_unmasked_client_frame_closes_with_1002(server, opcode, payload):
+    raw = await RawSocket.connect(server)
+    raw.send(opcode, payload, masked=False)
+    opcode, payload = await raw.receive()  # before the fix: a pong, or nothing for audio
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1002, (opcode, payload)
+    assert payload[2:] == b"client frames must be masked"
+    raw.close()
+    assert await wait_until(lambda: not server.server.sessions)
+
+
 async def test_valid_text_frames_still_reach_the_session(server):
     raw = await RawSocket.connect(server)
     raw.send(0x1, json.dumps({"type": "ping", "note": "\u00e9t\u00e9"}).encode())
