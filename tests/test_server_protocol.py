@@ -12,6 +12,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from rtlab.server.client import TranscriptionClient, stream_file
+from rtlab.server.metrics import ServerMetrics
 from server_support import settle, split, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -424,6 +425,18 @@ async def test_metrics_count_the_batches_of_a_batching_backend(make_server, clip
     after = await batched()
     calls = after["rtlab_batched_calls"] - before["rtlab_batched_calls"]
     assert calls > 0 and after["rtlab_batched_passes"] - before["rtlab_batched_passes"] >= calls, (before, after)
+
+
+def test_a_scrape_totals_the_batches_once_for_both_gauges():
+    calls = []
+
+    def batch_totals() -> tuple[int, int]:
+        calls.append(len(calls))
+        return (3, 7) if len(calls) == 1 else (4, 9)  # a later total: another batch ran
+
+    text = ServerMetrics(count_ffmpeg=lambda: 0, batch_totals=batch_totals).exposition().decode()
+    assert len(calls) == 1  # before the fix: once per gauge, and a pair from two moments
+    assert "rtlab_batched_calls 3.0" in text and "rtlab_batched_passes 7.0" in text
 
 
 async def test_server_policy_and_backend_options_reach_every_session(make_server, clip):

@@ -6,15 +6,42 @@ several servers live in one process, as they do in the test suite.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from ..core.memory import malloc_usage, resident_bytes
 
 
 def _or_nan(value: float | None, scale: float = 1) -> float:
     return float("nan") if value is None else value * scale
+
+
+class _BatchTotals:
+    """``rtlab_batched_calls`` and ``rtlab_batched_passes`` from one ``batch_totals()`` per
+    scrape: one pass over the backends, and a pair that belongs together (their ratio is
+    the mean batch size)."""
+
+    HELP = {
+        "rtlab_batched_calls": (
+            "Model calls of batching backends (max_batch above 1) so far, each running one batch of passes"
+        ),
+        "rtlab_batched_passes": "Passes those calls ran (divided by rtlab_batched_calls: the mean batch size)",
+    }
+
+    def __init__(self, batch_totals: Callable[[], tuple[int, int]]) -> None:
+        self.batch_totals = batch_totals
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The two gauges without values: the registry checks names without a scrape."""
+        for name, documentation in self.HELP.items():
+            yield GaugeMetricFamily(name, documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Both gauges, from one call of ``batch_totals``."""
+        for (name, documentation), value in zip(self.HELP.items(), self.batch_totals()):
+            yield GaugeMetricFamily(name, documentation, value=value)
 
 
 class ServerMetrics:
@@ -42,18 +69,7 @@ class ServerMetrics:
             registry=r,
         )
         self.stuck_passes.set_function(count_stuck)
-        self.batched_calls = Gauge(
-            "rtlab_batched_calls",
-            "Model calls of batching backends (max_batch above 1) so far, each running one batch of passes",
-            registry=r,
-        )
-        self.batched_calls.set_function(lambda: batch_totals()[0])
-        self.batched_passes = Gauge(
-            "rtlab_batched_passes",
-            "Passes those calls ran (divided by rtlab_batched_calls: the mean batch size)",
-            registry=r,
-        )
-        self.batched_passes.set_function(lambda: batch_totals()[1])
+        r.register(_BatchTotals(batch_totals))
         self.resident_memory = Gauge(
             "rtlab_resident_memory_bytes", "Resident set of the server process (NaN where /proc has none)", registry=r
         )
