@@ -218,10 +218,13 @@ def test_ctrl_c_at_a_terminal_reaches_ffmpeg_too_and_the_tail_is_still_committed
     assert committed == events[-1]["text"]
 
 
-def test_ctrl_c_while_the_files_duration_is_measured_is_an_interruption_not_a_bad_file(tmp_path, tone_wav):
+@pytest.mark.parametrize("output_format", ["text", "jsonl"])
+def test_ctrl_c_while_the_files_duration_is_measured_is_an_interruption_not_a_bad_file(tmp_path, tone_wav,
+                                                                                      output_format):  # fmt: skip
     # On the wall clock a file is decoded once for its duration before any of it is sent.
     # Ctrl-C then (at a terminal: FFmpeg is signalled too) gave "FFmpeg could not decode
-    # FILE (exit -2)", or "no audio was received: the input was empty".
+    # FILE (exit -2)", or "no audio was received: the input was empty"; jsonl still printed
+    # that as the stream's last event where the other formats print nothing.
     import os
     import signal
     import time
@@ -232,7 +235,8 @@ def test_ctrl_c_while_the_files_duration_is_measured_is_an_interruption_not_a_ba
                     f'exec "{find_ffmpeg()}" "$@"\n')  # fmt: skip
     slow.chmod(0o755)
     process = subprocess.Popen([sys.executable, "-m", "rtlab", "transcribe", str(tone_wav), str(tone_wav),
-                                "--backend", "test"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                "--backend", "test", "--format", output_format], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "RTLAB_FFMPEG": str(slow)}, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -248,6 +252,7 @@ def test_ctrl_c_while_the_files_duration_is_measured_is_an_interruption_not_a_ba
     assert process.returncode == 130, err
     assert err.splitlines()[-1] == f"Error: interrupted: {tone_wav} was not streamed to its end; 1 more file not streamed"
     assert "decode" not in err and "no audio" not in err
+    assert out == ""  # no event: nothing of the file was transcribed
 
 
 def test_ctrl_c_after_the_whole_file_was_sent_cuts_nothing_short(tone_wav):

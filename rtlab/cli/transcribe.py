@@ -130,15 +130,19 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
     for index, file in enumerate(files):
         display = LiveText(label=file) if output_format == "text" else None
         captions = _Captions(output_format, cue_limits) if output_format in ("srt", "vtt") else None
+        # jsonl: a stream's error event waits for its end, where Ctrl-C before any audio was
+        # sent tells an interruption (nothing printed, as in the other formats) from a failure.
+        held: list[dict] = []
 
-        def show(event, file=file, display=display, captions=captions):
+        def show(event, file=file, display=display, captions=captions, held=held):
             if display is not None:
                 display.event(event)
             elif captions is not None:
                 captions.event(event)
+            elif event["type"] == "error":
+                held.append(event)
             else:
-                click.echo(json.dumps({**event, "file": file}) if len(files) > 1 else json.dumps(event))
-                sys.stdout.flush()  # one event a line, as it happens, also into a pipe
+                _print_jsonl(event, file if len(files) > 1 else None)
 
         sent = [0.0]  # of the file's bytes: Ctrl-C after the last one cut nothing short
         with _ctrl_c_ends_input(clock == "wall" or file == "-") as stop:
@@ -163,6 +167,9 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
         # Ctrl-C before any of a file was sent (while its duration is measured, by an FFmpeg
         # the terminal's Ctrl-C reaches too) ends a stream with no audio: not a bad file.
         unsent = stop.is_set() and cut_short and sent[0] == 0.0
+        if not unsent:
+            for event in held:
+                _print_jsonl(event, file if len(files) > 1 else None)
         if last["type"] == "error" and not unsent:
             failures.append((file, last["message"]))
             if len(files) > 1:
@@ -179,6 +186,14 @@ async def _transcribe_files(files, config, clock, cost_model, output_format, cue
                 why = _failed(failures, 1) if len(files) == 1 else f"{why}; {_failed(failures, len(files))}"
             return why, True
     return (_failed(failures, len(files)) if failures else None), False
+
+
+def _print_jsonl(event: dict, file: str | None) -> None:
+    """Print ``event`` as one line of JSON, with its ``file`` (of several files) named."""
+    import sys
+
+    click.echo(json.dumps(event if file is None else {**event, "file": file}))
+    sys.stdout.flush()  # one event a line, as it happens, also into a pipe
 
 
 def _about(file: str, why: str) -> str:
