@@ -432,6 +432,35 @@ async def test_stopping_a_panel_while_it_scores_waits_for_the_scores_and_keeps_t
     assert state.status == "done" and panel.results.loc[0, "wer.value"] == 0.0
 
 
+@pytest.mark.parametrize("kind", [LivePanel, ComparePanel])
+async def test_stop_then_start_in_one_cell_runs_anew_once_the_stopped_run_has_ended(kind, tone_wav, no_ffmpeg_left):
+    panel = kind(tone_wav, "backend=test,min_chunk=0.5", clock="wall", view="widgets")
+    panel.widget
+
+    def state():
+        return panel.state if kind is LivePanel else panel.columns[0].state  # a run makes new columns
+
+    old = panel.start()
+    await until(lambda: state().committed)
+    stopping = panel.stop()
+    new = panel.start()
+    assert new is not old and panel.running  # before, start() gave back the run being stopped, and none followed
+    await stopping
+    assert old.done() and panel.running
+    await panel.wait()
+    assert state().status == "done" and state().text == TEXT
+    assert panel.results.loc[0, "wer.value"] == 0.0
+    # Stopped again while it waits for the stopped run, the new run ends after that one.
+    panel.start()
+    await until(lambda: state().committed)
+    first = panel._task
+    panel.stop()
+    second = panel.start()
+    await panel.stop()
+    assert first.done() and second.done() and not panel.running
+    assert state().status == "stopped" and not rtlab_tasks()
+
+
 async def test_a_new_panel_from_the_same_cell_stops_the_old_one_first(tone_wav, monkeypatch, ffmpeg_children,
                                                                       no_ffmpeg_left):  # fmt: skip
     monkeypatch.setattr("rtlab.widgets.panel.cell_key", lambda: "cell 7")

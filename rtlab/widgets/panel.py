@@ -105,6 +105,8 @@ class Panel:
         self.error: str | None = None
         self._throttle = Throttle(self._redraw_if_shown, max_redraws_per_second)
         self._task: asyncio.Task | None = None
+        # Runs started and not ended yet: a stopped one goes on until its streams are released.
+        self._runs: set[asyncio.Task] = set()
         self._active = False
         self._stop_requested = False
         self._predecessor: asyncio.Future | None = None
@@ -162,8 +164,10 @@ class Panel:
     def start(self) -> asyncio.Task:
         """Start a run on the running event loop and return its task at once (in a notebook,
         the kernel's loop: other cells run meanwhile). Starting a running panel returns the
-        run in progress. Outside an event loop use :meth:`run`."""
-        if self.running:
+        run in progress; starting one that is being stopped (``panel.stop(); panel.start()``)
+        returns a new run, which begins once the stopped one has ended. Outside an event
+        loop use :meth:`run`."""
+        if self.running and not self._stop_requested:
             return self._task
         try:
             loop = asyncio.get_running_loop()
@@ -171,16 +175,25 @@ class Panel:
             raise RuntimeError(
                 "no event loop is running here: in a script call panel.run(); in a notebook panel.start()"
             ) from None
+        # A stopped run still ends its streams and marks its state: the new one resets the
+        # panel only once it has ended, so that nothing of the old run lands in the new one.
+        ending = {run for run in self._runs if not run.done()}
         self._stop_requested = False
+        self._active = True
+        if not ending:
+            self._begin()
+        self._task = loop.create_task(self._run_to_end(ending), name=f"rtlab-{type(self).__name__}")
+        self._runs.add(self._task)
+        self._task.add_done_callback(self._task_ended)
+        return self._task
+
+    def _begin(self) -> None:
+        """Clear the last run's results and reset the view for a new run."""
         self.error = None
         self.bench = None
         self._scored = []
-        self._active = True
         self._prepare()
         self._request_redraw()
-        self._task = loop.create_task(self._run_to_end(), name=f"rtlab-{type(self).__name__}")
-        self._task.add_done_callback(self._task_ended)
-        return self._task
 
     def stop(self) -> asyncio.Future | None:
         """End every stream of the run in progress cleanly (no FFmpeg left); returns a
@@ -188,23 +201,25 @@ class Panel:
         or None when nothing runs and no event loop does either. A run whose streams have
         all ended is scored to the end first, and keeps its results."""
         task = self._task
-        if task is None or task.done() or not self._active:
-            try:
-                done = asyncio.get_running_loop().create_future()
-            except RuntimeError:
-                return None
-            done.set_result(None)
-            return done
-        if not self._stop_requested:
+        if task is not None and not task.done() and self._active and not self._stop_requested:
             self._stop_requested = True
             task.cancel()
-        return asyncio.ensure_future(_ended(task))
+        ending = {run for run in self._runs if not run.done()}  # with runs stopped before it
+        if ending:
+            return asyncio.ensure_future(_ended(*ending))
+        try:
+            done = asyncio.get_running_loop().create_future()
+        except RuntimeError:
+            return None
+        done.set_result(None)
+        return done
 
     async def wait(self) -> None:
         """Return once the run in progress (if any) is over: finished, stopped or failed.
         Interrupting the wait leaves the run going (stop it with :meth:`stop`)."""
-        if self._task is not None:
-            await _ended(self._task)
+        ending = {run for run in self._runs if not run.done()}
+        if ending:
+            await _ended(*ending)
 
     def run(self) -> None:
         """Blocking run for scripts and shells: start, print the text form, wait for the end."""
@@ -223,14 +238,17 @@ class Panel:
 
         asyncio.run(main())
 
-    async def _run_to_end(self) -> None:
-        predecessor, self._predecessor = self._predecessor, None
+    async def _run_to_end(self, ending: set[asyncio.Task]) -> None:
         try:
+            if ending:
+                await _outlive(ending)
+                self._begin()
+            predecessor, self._predecessor = self._predecessor, None
             if predecessor is not None:
                 await asyncio.wait({predecessor})  # not cancelled with this run: others wait on it too
             await self._run()
         except asyncio.CancelledError:
-            if not self._stop_requested:
+            if not self._stop_requested and not self._superseded():
                 raise
             asyncio.current_task().uncancel()  # stopped on purpose: the run ends normally
             self._mark_stopped()
@@ -241,14 +259,22 @@ class Panel:
             self.error = one_line(error)
             self._fail_run(self.error)
         finally:
-            self._active = False
-            self._on_end()
+            if not self._superseded():  # a run started meanwhile is running now
+                self._active = False
+                self._on_end()
             self._request_redraw()
         if self._throttle.pending:
             await self._throttle.settle()
 
+    def _superseded(self) -> bool:
+        """Whether the run of the current task was stopped and another one started since."""
+        return asyncio.current_task() is not self._task
+
     def _task_ended(self, task: asyncio.Task) -> None:
-        if task.cancelled():  # cancelled before it ran, or by someone other than stop()
+        self._runs.discard(task)
+        if task.cancelled() and task is not self._task:  # stopped before it ran; a new run waits for it
+            self._mark_stopped()
+        elif task.cancelled():  # cancelled before it ran, or by someone other than stop()
             self._active = False
             self._mark_stopped()
             self._on_end()
@@ -335,6 +361,16 @@ class Panel:
         return [(stream.config.label, stream.events) for stream in self._scored]
 
 
-async def _ended(task: asyncio.Task) -> None:
-    # asyncio.wait neither raises the task's outcome nor cancels the task when the waiter is.
-    await asyncio.wait({task})
+async def _ended(*tasks: asyncio.Task) -> None:
+    # asyncio.wait neither raises the tasks' outcome nor cancels the tasks when the waiter is.
+    await asyncio.wait(tasks)
+
+
+async def _outlive(tasks: set[asyncio.Task]) -> None:
+    """Return once ``tasks`` have ended, even if cancelled meanwhile (then re-raise): a run
+    stopped while it waits for the runs stopped before it still ends after them."""
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        await asyncio.wait(tasks)
+        raise
