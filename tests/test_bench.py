@@ -199,6 +199,21 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_any_work(tone_corpu
     ]  # refused before the replay (no table), not after it
 
 
+def test_a_long_form_run_that_fails_leaves_no_out_folder_it_made(tone_corpus, tmp_path, no_ffmpeg_left):
+    # The join writes into --out before the replay: a clip FFmpeg cannot decode left the
+    # folders made for it behind, empty.
+    (tone_corpus / "zz.wav").write_bytes(b"not audio")
+    (tone_corpus / "zz.txt").write_text("zulu\n", encoding="utf-8")
+    made = tmp_path / "new" / "run1"
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--out", str(made))
+    assert result.exit_code == 1 and "could not decode" in result.output
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a folder that was there before is the user's: kept
+    kept.mkdir()
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--out", str(kept))
+    assert result.exit_code == 1 and kept.is_dir() and not any(kept.iterdir())
+
+
 def test_gap_without_long_form_is_refused(tone_corpus, tmp_path):
     result = _bench(str(tone_corpus), "--config", "backend=test", "--gap", "2", "--out", str(tmp_path / "out"))
     assert result.exit_code == 2

@@ -72,7 +72,7 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
     """
     from ..core.costs import cost_model_for_clock
     from ..eval.bench import BenchInterrupted, run_bench
-    from .paths import check_writable
+    from .paths import check_writable, folders_removed_on_failure
 
     if not long_form and click.get_current_context().get_parameter_source("gap") is not ParameterSource.DEFAULT:
         raise click.UsageError(
@@ -81,30 +81,34 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
     configs = _parse_configs(config_texts, grid)
     check_writable(out_dir, "--out", folder=True)
     interrupted = None
-    try:
-        cost_model = cost_model_for_clock(clock, cost_model)
-        run = run_bench(
-            corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
-            language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
-            progress=progress, one_at_a_time=one_at_a_time, cost_model=cost_model, batch=batch,
-            keep_partial=True,
-        )  # fmt: skip
-    except BenchInterrupted as exc:  # Ctrl-C: the clips already done are written, not lost
-        run, interrupted = exc.run, exc
-    except KeyboardInterrupt:
-        click.echo("interrupted before any clip was done: nothing to write", err=True)
-        raise SystemExit(130) from None
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc)) from None
-    except RtlabError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        written = run.write(out_dir)
-    except ImportError as exc:
-        written = run.write(out_dir, plots=False)
-        click.echo(f"plots skipped: {exc}", err=True)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write into {out_dir} ({exc.strerror or exc}): give another --out") from None
+    # --long-form joins the clips into OUT before the replay: a run that fails leaves no
+    # --out folder it made (empty), as if it had not started.
+    with folders_removed_on_failure(out_dir):
+        try:
+            cost_model = cost_model_for_clock(clock, cost_model)
+            run = run_bench(
+                corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
+                language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
+                progress=progress, one_at_a_time=one_at_a_time, cost_model=cost_model, batch=batch,
+                keep_partial=True,
+            )  # fmt: skip
+        except BenchInterrupted as exc:  # Ctrl-C: the clips already done are written, not lost
+            run, interrupted = exc.run, exc
+        except KeyboardInterrupt:
+            click.echo("interrupted before any clip was done: nothing to write", err=True)
+            raise SystemExit(130) from None
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.UsageError(str(exc)) from None
+        except RtlabError as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            written = run.write(out_dir)
+        except ImportError as exc:
+            written = run.write(out_dir, plots=False)
+            click.echo(f"plots skipped: {exc}", err=True)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise click.ClickException(f"cannot write into {out_dir} ({why}): give another --out") from None
     click.echo(run.table())
     click.echo("wrote " + ", ".join(str(p) for p in written))
     if interrupted is not None:
