@@ -22,6 +22,7 @@ from rtlab.plugins import pm
 from rtlab.registry import get_registry
 from rtlab.testing import ScriptedBackend, ToneBackend, tone_words, wav_bytes
 from rtlab.widgets import ComparePanel, LivePanel
+from rtlab.widgets.sources import audio_source
 from rtlab.widgets.throttle import Throttle
 
 pytest.importorskip("ipywidgets", reason="pip install -e '.[test]' (ipywidgets)")
@@ -309,6 +310,17 @@ def test_one_configuration_string_is_one_column_and_bad_panel_arguments_are_refu
         ComparePanel(tones, ["backend=test"], chart_seconds=-1)
     with pytest.raises(TypeError, match="^reference must be the text said in the audio"):
         LivePanel(tones, "backend=test", reference=5)
+
+
+async def test_a_reference_of_only_whitespace_is_no_reference(tones, tone_wav):
+    panel = ComparePanel(tones, ["backend=test,min_chunk=0.5"], reference=" \n\t ", view="widgets")
+    header = panel.widget.children[0].value
+    assert "no reference (no WER)" in header and "with a reference" not in header  # before: "with a reference"
+    await panel.start()
+    assert panel.results.loc[0, "reference"] == ""
+    # As an empty reference is: given, it is not looked for beside the file.
+    assert audio_source(tone_wav, "   ").reference == audio_source(tone_wav, "").reference == ""
+    assert audio_source(tone_wav).reference == TEXT
 
 
 def test_the_panels_palette_is_the_plots_palette_for_any_number_of_configurations():

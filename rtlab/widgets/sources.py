@@ -55,10 +55,13 @@ def audio_source(audio: Any, reference: str | None = None) -> AudioSource:
     * a corpus utterance (:class:`rtlab.eval.corpus.Utterance`: its audio, text and language);
     * a 1-D NumPy array of 16 kHz mono samples: float (-1..1) or int16.
 
-    The file is not opened here: a missing one is reported when the panel runs.
+    A reference that is empty or only whitespace is no reference (WER is left out), as an
+    empty ``.txt`` beside the file is. The file is not opened here: a missing one is
+    reported when the panel runs.
     """
     if reference is not None and not isinstance(reference, str):
         raise TypeError(f"reference must be the text said in the audio (a str) or None, not {type(reference).__name__}")
+    reference = _blank_as_empty(reference)  # given and blank: not looked for beside the file either
     if isinstance(audio, np.ndarray):
         return AudioSource(f"array ({len(audio) / SAMPLE_RATE:.1f} s)", samples=_as_float32(audio), reference=reference)
     if isinstance(audio, (str, os.PathLike)):
@@ -71,12 +74,18 @@ def audio_source(audio: Any, reference: str | None = None) -> AudioSource:
     if hasattr(audio, "audio") and hasattr(audio, "text"):  # a corpus Utterance
         return AudioSource(
             str(getattr(audio, "id", Path(audio.audio).name)), path=Path(audio.audio),
-            reference=audio.text if reference is None else reference, language=getattr(audio, "language", None),
+            reference=_blank_as_empty(audio.text) if reference is None else reference,
+            language=getattr(audio, "language", None),
         )  # fmt: skip
     raise TypeError(
         f"audio must be a file path, a corpus Utterance or a 1-D NumPy array of 16 kHz samples, "
         f"not {type(audio).__name__}"
     )
+
+
+def _blank_as_empty(text: str | None) -> str | None:
+    """``text``, or "" (no reference) when it has nothing but whitespace."""
+    return "" if isinstance(text, str) and not text.strip() else text
 
 
 def _as_float32(samples: np.ndarray) -> np.ndarray:
