@@ -475,3 +475,34 @@ def test_calibrate_refuses_a_wrong_out_before_timing_anything(tmp_path, out, nee
     result = rtlab("calibrate", "--backend", "test", "--audio", str(garbage), "--out", str(target))
     _assert_one_line_error(result, needle)
     assert (target.read_bytes() if target.is_file() else None) == before
+
+
+def test_calibrate_reads_its_out_and_describes_the_machine_once(tmp_path, monkeypatch):
+    # The --out cost model was read and checked before the timing and again when saving,
+    # and the machine described (FFmpeg run for its version among it) each time.
+    from collections import Counter
+
+    from click.testing import CliRunner
+
+    import rtlab.eval.calibrate as calibration
+    import rtlab.eval.metrics as metrics
+    from rtlab.cli import cli
+
+    out = tmp_path / "costs.json"
+    first = CliRunner().invoke(cli, ["calibrate", "--backend", "test", "--out", str(out)])
+    assert first.exit_code == 0, first.output  # a cost model to extend
+    calls: Counter[str] = Counter()
+
+    def counted(function):
+        def call(*args, **kwargs):
+            calls[function.__name__] += 1
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(metrics, "environment_info", counted(metrics.environment_info))
+    monkeypatch.setattr(calibration, "load_cost_model", counted(calibration.load_cost_model))
+    result = CliRunner().invoke(cli, ["calibrate", "--backend", "test", "-b", "compute_rtf=0.0001", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert calls == {"environment_info": 1, "load_cost_model": 1}
+    assert len(json.loads(out.read_text())["calibrations"]) == 2  # added to what the file held

@@ -47,9 +47,9 @@ def calibrate(backend, model, backend_option, policy, policy_option, audio, repe
             policy=policy,
             policy_options=parse_pairs(policy_option, source="--policy-option"),
         ).validate()
-        cost_model_to_extend(out)  # a wrong --out is refused before minutes of timing
+        cost_model = cost_model_to_extend(out)  # a wrong --out is refused before minutes of timing
         calibration = asyncio.run(calibrate_async(config, audio=audio, repeats=repeats))
-        save_calibration(calibration, out, note)
+        save_calibration(calibration, out, note, model=cost_model)
     except RtlabError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:

@@ -89,12 +89,24 @@ async def calibrate_async(
 
 def cost_model_to_extend(path: str | os.PathLike[str]) -> CostModel:
     """The cost model in ``path`` that a calibration on this machine is added to (a new
-    one when the file does not exist). Raises :class:`CostModelError` for a file that is
-    not a cost model or was calibrated on other hardware: ``rtlab calibrate`` asks before
-    it times any pass, so that a wrong ``--out`` costs no calibration."""
+    one when the file does not exist), with this machine's hardware and versions. Raises
+    :class:`CostModelError` for a file that is not a cost model or was calibrated on other
+    hardware: ``rtlab calibrate`` asks before it times any pass, so that a wrong ``--out``
+    costs no calibration, and hands the model to :func:`save_calibration`."""
     from .metrics import environment_info
 
-    return _extendable(Path(path), _hardware(environment_info()))
+    target = Path(path)
+    environment = environment_info()
+    hardware = _hardware(environment)
+    model = load_cost_model(target) if target.exists() else CostModel()
+    if model.calibrations and model.hardware and model.hardware != hardware:
+        raise CostModelError(
+            f"{target} was calibrated on other hardware ({model.hardware.get('platform')}, "
+            f"{model.hardware.get('cpu_count')} CPUs): write this machine's calibration to another file"
+        )
+    model.hardware = hardware
+    model.versions = {"python": environment.get("python"), **environment.get("packages", {})}
+    return model
 
 
 def _hardware(environment: dict[str, Any]) -> dict[str, Any]:
@@ -102,29 +114,15 @@ def _hardware(environment: dict[str, Any]) -> dict[str, Any]:
     return {k: environment.get(k) for k in ("platform", "machine", "processor", "cpu_count", "memory_total_bytes")}
 
 
-def _extendable(target: Path, hardware: dict[str, Any]) -> CostModel:
-    model = load_cost_model(target) if target.exists() else CostModel()
-    if model.calibrations and model.hardware and model.hardware != hardware:
-        raise CostModelError(
-            f"{target} was calibrated on other hardware ({model.hardware.get('platform')}, "
-            f"{model.hardware.get('cpu_count')} CPUs): write this machine's calibration to another file"
-        )
-    return model
-
-
-def save_calibration(calibration: Calibration, path: str | os.PathLike[str], note: str = "") -> CostModel:
-    """Add ``calibration`` to the cost model in ``path`` (created if missing; one for the
-    same key is replaced) with this machine's hardware and versions, and write it."""
-    from .metrics import environment_info
-
-    target = Path(path)
-    environment = environment_info()
-    hardware = _hardware(environment)
-    model = _extendable(target, hardware)
+def save_calibration(
+    calibration: Calibration, path: str | os.PathLike[str], note: str = "", *, model: CostModel | None = None
+) -> CostModel:
+    """Add ``calibration`` to the cost model for ``path`` (one for the same key is
+    replaced) and write it there. ``model``: what :func:`cost_model_to_extend` gave for
+    ``path`` before the timing (default: asked now; the file is created if missing)."""
+    model = cost_model_to_extend(path) if model is None else model
     model.add(calibration)
-    model.hardware = hardware
-    model.versions = {"python": environment.get("python"), **environment.get("packages", {})}
     model.created = datetime.date.today().isoformat()
     model.note = note or model.note
-    model.save(target)
+    model.save(Path(path))
     return model
