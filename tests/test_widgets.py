@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from rtlab.config import StreamConfig
 from rtlab.eval.replay import replay
 from rtlab.plugins import pm
 from rtlab.registry import get_registry
-from rtlab.testing import ScriptedBackend, ToneBackend, tone_words, wav_bytes
+from rtlab.testing import ScriptedBackend, ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
 from rtlab.widgets import ComparePanel, LivePanel
 from rtlab.widgets.sources import audio_source
 from rtlab.widgets.throttle import Throttle
@@ -298,6 +299,28 @@ async def test_each_configuration_keeps_its_colour_in_every_plot_when_one_before
     tints = [first.view.color, second.view.color]
     assert len(set(tints + [failed.view.color])) == 3
     assert drawn == {"plot": tints, "timeline": tints}
+
+
+class AttentiveBackend(ToneAttentionBackend):
+    """A backend of an installed plugin that AlignAtt can run on."""
+
+    name = "attentive"
+
+
+async def test_alignatt_on_a_backend_without_attention_names_the_fix_as_a_panel_takes_it(tones):
+    with registered_backends(AttentiveBackend):
+        with pytest.raises(rtlab.errors.InvalidOption, match="use --backend attentive"):
+            StreamConfig.parse("backend=test,policy=alignatt")  # the CLI's words, unchanged
+        panel = ComparePanel(tones, ["backend=test,policy=alignatt"], view="widgets")
+        panel.widget
+        editor = panel._editor
+        editor.backend.value, editor.policy.value, editor.options.value = "test", "alignatt", ""
+        editor.apply.click()
+        live = LivePanel(tones, "backend=test,policy=alignatt", view="text")
+        await live.start()
+    for message in (panel.columns[0].state.error, html.unescape(editor.message.value), live.state.error):
+        assert "capability 'incremental-decoding'" in message
+        assert "use backend=attentive" in message and "--backend" not in message  # before: "use --backend attentive"
 
 
 def test_one_configuration_string_is_one_column_and_bad_panel_arguments_are_refused(tones):

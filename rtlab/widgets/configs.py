@@ -3,30 +3,49 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..config import DEFAULT_DECODER, KINDS, StreamConfig, parse_value
+from ..errors import InvalidOption
 
-__all__ = ["as_config", "cost_model_for", "label_of", "min_chunk_of", "option_text"]
+__all__ = ["as_config", "cost_model_for", "in_panel_words", "label_of", "min_chunk_of", "option_text"]
 
 
 def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamConfig:
     """A validated configuration from a StreamConfig, ``"backend=test,min_chunk=0.5"``
     (:meth:`StreamConfig.parse`), a flat mapping (:meth:`StreamConfig.from_mapping`) or
     None (the defaults). Raises what :meth:`StreamConfig.validate` raises: one line that
-    names the plugin, the option and what it accepts."""
-    if entry is None:
-        return StreamConfig().validate()
-    if isinstance(entry, StreamConfig):
-        return entry.validate()
-    if isinstance(entry, str):
-        return StreamConfig.parse(entry)
-    if isinstance(entry, Mapping):
-        return StreamConfig.from_mapping(entry)
+    names the plugin, the option and what it accepts, with the fix worded as a panel's
+    configuration is written (``backend=NAME`` where the CLI says ``--backend NAME``)."""
+    try:
+        if entry is None:
+            return StreamConfig().validate()
+        if isinstance(entry, StreamConfig):
+            return entry.validate()
+        if isinstance(entry, str):
+            return StreamConfig.parse(entry)
+        if isinstance(entry, Mapping):
+            return StreamConfig.from_mapping(entry)
+    except InvalidOption as error:
+        worded = in_panel_words(str(error))
+        if worded == str(error):
+            raise
+        raise InvalidOption(worded) from None
     raise TypeError(
         f"a configuration is a StreamConfig, a 'KEY=VALUE,...' string or a mapping, not {type(entry).__name__}"
     )
+
+
+# A configuration's fields as the CLI's flags name them in a fix ("use --backend NAME").
+_CLI_FIELD = re.compile(r"--(backend|model|policy|decoder|language) (?=[\w.:/-])")
+
+
+def in_panel_words(message: str) -> str:
+    """``message`` (a validation error shared with the CLI) with each ``--backend NAME``
+    written as a panel's configuration and editor take it: ``backend=NAME``."""
+    return _CLI_FIELD.sub(r"\1=", message)
 
 
 def cost_model_for(clock: str, cost_model: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from ..config import DEFAULT_BACKEND, DEFAULT_POLICY, parse_pairs
-from .configs import option_text
+from .configs import as_config, option_text
 from .state import one_line
 
 if TYPE_CHECKING:
@@ -124,10 +124,8 @@ class ConfigEditor:
 
     def submit(self) -> None:
         """Add the configuration, or change the chosen column's; a bad one shows its error."""
-        from ..config import StreamConfig
-
         try:
-            config = StreamConfig.from_mapping(self.mapping())
+            config = as_config(self.mapping())
             index = self.target.value
             if index in (None, NEW):
                 self.panel.add(config)
