@@ -12,7 +12,8 @@ A pass decodes one window of at most 30 s and, when the model stopped more than
 pass's words so far; :func:`continue_from` says where the next window starts, if one
 should; :func:`merge_word_pieces` turns the pass's words into rtlab words;
 :func:`window_options` checks the two options that choose the windows and
-:func:`decoding_options` the two that bound the decoder. The
+:func:`decoding_options` the two that bound the decoder; :func:`is_silent` and
+:func:`needs_fallback` are Whisper's no-speech check and temperature fallback. The
 faster-whisper plugin's README explains each rule with the clip that called for it.
 """
 
@@ -28,6 +29,11 @@ from .errors import InvalidOption
 from .levels import frame_rms, silence_level
 from .options import is_number
 
+# Whisper's own thresholds (whisper.transcribe's defaults) for its no-speech check and its
+# temperature fallback.
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
 # Decode again from the last word when the model stopped this early.
 CONTINUE_AFTER_SECONDS = 1.0
 MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
@@ -143,6 +149,26 @@ def decoding_options(backend: str, temperature: object, max_tokens_per_second: o
     if not is_number(max_tokens_per_second) or max_tokens_per_second <= 0:
         raise InvalidOption(f"{backend}: max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}")
     return [float(t) for t in temperatures], float(max_tokens_per_second)
+
+
+def is_silent(no_speech_prob: float, avg_logprob: float, *, continued: bool = False) -> bool:
+    """Whisper's no-speech check: the model finds the window silent (its no-speech
+    probability above the threshold) and its text unlikely. A continued window is
+    speculative (it may hold only the silence after a sentence), so there the no-speech
+    probability alone rules it out: "That's it." is what tiny.en hears in a second of it.
+
+    ``avg_logprob`` is Whisper's: the generated tokens' log probabilities, timestamps
+    included, summed and divided by their number plus one."""
+    return no_speech_prob > NO_SPEECH_THRESHOLD and (continued or avg_logprob < LOG_PROB_THRESHOLD)
+
+
+def needs_fallback(compression_ratio: float, avg_logprob: float, no_speech_prob: float) -> bool:
+    """Whether Whisper's temperature fallback decodes a window again, hotter: its text is
+    too repetitive (compression ratio) or too unlikely, and the window is not silence
+    (decoding silence hotter only makes words up)."""
+    if is_silent(no_speech_prob, avg_logprob):
+        return False
+    return compression_ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD
 
 
 def token_budget(max_tokens_per_second: float, seconds: float) -> int:

@@ -218,3 +218,44 @@ def test_a_decode_s_token_budget_grows_with_its_audio_up_to_one_window():
     assert words.token_budget(8.0, 2.5) == 36
     assert words.token_budget(8.0, 30.0) == words.token_budget(8.0, 95.0) == 256  # one 30 s window at most
     assert words.token_budget(1.5, 3.0) == 20  # whole tokens, rounded down
+
+
+@pytest.mark.parametrize(
+    "no_speech, avg_logprob, continued, silent",
+    [
+        (0.95, -1.05, False, True),  # tiny.en's "you" in pink noise
+        (0.95, -0.70, False, False),  # the model is sure of its text: speech
+        (0.95, -0.70, True, True),  # a continued window: the no-speech probability alone
+        (0.40, -2.00, True, False),  # unlikely text, but the model hears speech
+    ],
+)
+def test_whispers_no_speech_check(no_speech, avg_logprob, continued, silent):
+    assert words.is_silent(no_speech, avg_logprob, continued=continued) is silent
+
+
+@pytest.mark.parametrize(
+    "ratio, avg_logprob, no_speech, again",
+    [
+        (1.5, -0.3, 0.1, False),  # fluent and likely: settled
+        (3.0, -0.3, 0.1, True),  # a loop compresses well
+        (1.5, -1.2, 0.1, True),  # unlikely text
+        (3.0, -1.2, 0.9, False),  # silence: decoding it hotter would only make words up
+        (3.0, -0.3, 0.9, True),  # a confident loop is not silence
+    ],
+)
+def test_whispers_temperature_fallback(ratio, avg_logprob, no_speech, again):
+    assert words.needs_fallback(ratio, avg_logprob, no_speech) is again
+
+
+@pytest.mark.parametrize("engine", ["whisper", "faster_whisper"])
+def test_the_thresholds_are_the_engines_own_defaults(engine):
+    """Both engines' transcribe() defaults: rtlab's streaming passes apply the same rules
+    as an offline pass of either engine."""
+    import inspect
+
+    module = pytest.importorskip(engine)
+    transcribe = module.transcribe if engine == "whisper" else module.WhisperModel.transcribe
+    defaults = {name: parameter.default for name, parameter in inspect.signature(transcribe).parameters.items()}
+    assert defaults["no_speech_threshold"] == words.NO_SPEECH_THRESHOLD
+    assert defaults["compression_ratio_threshold"] == words.COMPRESSION_RATIO_THRESHOLD
+    assert defaults.get("logprob_threshold", defaults.get("log_prob_threshold")) == words.LOG_PROB_THRESHOLD

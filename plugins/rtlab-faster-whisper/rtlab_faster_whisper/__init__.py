@@ -12,12 +12,15 @@ from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
-from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, token_budget, window_options
+from rtlab.words import (
+    COMPRESSION_RATIO_THRESHOLD, continue_from, decoding_options, is_silent, merge_word_pieces, needs_fallback,
+    settle_window, token_budget, window_options,
+)  # fmt: skip
 
 from . import devices as _devices
 from .models import not_found_message, resolve_model
 
-__version__ = "0.5.2"
+__version__ = "0.5.3"
 
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass (see rtlab.words.continue_from).
@@ -25,10 +28,6 @@ MAX_WINDOWS = 2
 #: CTranslate2's compute types (which of them a device runs is checked when the model loads).
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
                  "float32", "auto", "default")  # fmt: skip
-# Whisper's own defaults for the no-speech check and the temperature fallback.
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
-COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames
@@ -355,35 +354,16 @@ class FasterWhisperBackend(Backend):
             **sampling,
         )
 
-    def _judge(self, result, tokenizer) -> tuple[list[int], float, bool]:
+    def _judge(self, result, tokenizer) -> tuple[list[int], float, float]:
         """A generation's text tokens, their average log probability (faster-whisper's:
-        over every generated token, timestamps included, and one for the end), and whether
-        its compression ratio is below Whisper's threshold."""
+        over every generated token, timestamps included, and one for the end), and its
+        text's compression ratio."""
         from faster_whisper.transcribe import get_compression_ratio
 
         generated = result.sequences_ids[0]
         tokens = [token for token in generated if token < tokenizer.eot]
         avg_logprob = result.scores[0] * len(generated) / (len(generated) + 1)
-        return tokens, avg_logprob, get_compression_ratio(tokenizer.decode(tokens).strip()) <= COMPRESSION_RATIO_THRESHOLD
-
-    @staticmethod
-    def _settled(result, avg_logprob: float, below_ratio: bool) -> bool:
-        """Whether Whisper's temperature fallback stops at this generation: its text is
-        neither too repetitive nor too unlikely, or the window is silence (the model's
-        no-speech probability high and its text unlikely: decoding it hotter would only
-        make words up)."""
-        silence = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
-        return (below_ratio and avg_logprob >= LOG_PROB_THRESHOLD) or silence
-
-    @staticmethod
-    def _speech(result, tokens: list[int], avg_logprob: float, continued: bool) -> list[int]:
-        """``tokens``, or [] when Whisper's no-speech check rules the window out. A continued
-        window is speculative (it may hold only the silence after a sentence), so the model's
-        no-speech probability alone rules it out there: "That's it." is what tiny.en hears in
-        a second of it."""
-        if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or avg_logprob < LOG_PROB_THRESHOLD):
-            return []
-        return tokens
+        return tokens, avg_logprob, get_compression_ratio(tokenizer.decode(tokens).strip())
 
     def _max_length(self, sequence: list[int], seconds: float) -> int:
         return min(len(sequence) + token_budget(self.max_tokens_per_second, seconds), self.model.max_length)
@@ -395,15 +375,15 @@ class FasterWhisperBackend(Backend):
         tried = []
         for temperature in self.temperatures:
             result = self._generate(encoder_output, tokenizer, [sequence], self._max_length(sequence, seconds), temperature)[0]
-            tokens, avg_logprob, below_ratio = self._judge(result, tokenizer)
-            if self._settled(result, avg_logprob, below_ratio):
+            tokens, avg_logprob, ratio = self._judge(result, tokenizer)
+            if not needs_fallback(ratio, avg_logprob, result.no_speech_prob):
                 break
-            tried.append((below_ratio, avg_logprob, tokens, result))
+            tried.append((ratio <= COMPRESSION_RATIO_THRESHOLD, avg_logprob, tokens, result))
         else:
             # Every temperature failed: faster-whisper keeps the likeliest generation whose
             # text is not too repetitive, or the likeliest of all.
             _, avg_logprob, tokens, result = max(tried, key=lambda t: (t[0], t[1]))
-        return self._speech(result, tokens, avg_logprob, continued)
+        return [] if is_silent(result.no_speech_prob, avg_logprob, continued=continued) else tokens
 
     def _decode_batch(self, encoded: np.ndarray, items: list[tuple[Any, list[int], float]]) -> list[list[int]]:
         """:meth:`_decode` of several first windows (``(tokenizer, prompt tokens, seconds)``
@@ -426,10 +406,10 @@ class FasterWhisperBackend(Backend):
             )  # fmt: skip
             for index, result in zip(indexes, results):
                 tokenizer, previous, seconds = items[index]
-                tokens, avg_logprob, below_ratio = self._judge(result, tokenizer)
-                settled = self._settled(result, avg_logprob, below_ratio)
+                tokens, avg_logprob, ratio = self._judge(result, tokenizer)
+                settled = not needs_fallback(ratio, avg_logprob, result.no_speech_prob)
                 if settled and len(sequences[index]) + len(result.sequences_ids[0]) < limits[index]:
-                    decoded[index] = self._speech(result, tokens, avg_logprob, continued=False)
+                    decoded[index] = [] if is_silent(result.no_speech_prob, avg_logprob) else tokens
                 else:
                     decoded[index] = self._decode(_view(encoded[index : index + 1]), tokenizer, previous, seconds, continued=False)
         return decoded  # type: ignore[return-value]

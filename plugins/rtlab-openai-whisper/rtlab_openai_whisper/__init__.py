@@ -23,24 +23,23 @@ from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
 from rtlab.policies.incremental import INCREMENTAL_DECODING
-from rtlab.words import continue_from, decoding_options, merge_word_pieces, settle_window, token_budget, window_options
+from rtlab.words import (
+    continue_from, decoding_options, is_silent, merge_word_pieces, needs_fallback, settle_window, token_budget,
+    window_options,
+)  # fmt: skip
 
 from . import devices as _devices
 
 if TYPE_CHECKING:
     from .batch import FirstWindow
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 COMPUTE_TYPES = ("float32", "float16")
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass, as rtlab-faster-whisper (see
 # rtlab.words.continue_from).
 MAX_WINDOWS = 2
-# Whisper's own defaults for the no-speech check and the temperature fallback.
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
-COMPRESSION_RATIO_THRESHOLD = 2.4
 MAX_INITIAL_TIMESTAMP = 1.0  # the first segment starts within 1 s of the window
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames (the alignment needs them)
 MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
@@ -438,11 +437,9 @@ class OpenAIWhisperBackend(Backend):
         model = self.loaded_model.model
         for temperature in self.temperatures:
             result = features_task(model, self.decoding_options(previous, seconds, language, temperature)).run(features)[0]
-            if result.compression_ratio <= COMPRESSION_RATIO_THRESHOLD and result.avg_logprob >= LOG_PROB_THRESHOLD:
+            if not needs_fallback(result.compression_ratio, result.avg_logprob, result.no_speech_prob):
                 break
-            if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOG_PROB_THRESHOLD:
-                break  # silence
-        if result.no_speech_prob > NO_SPEECH_THRESHOLD and (continued or result.avg_logprob < LOG_PROB_THRESHOLD):
+        if is_silent(result.no_speech_prob, result.avg_logprob, continued=continued):
             return []
         eot = _eot(model)  # text tokens come before it, timestamps after it
         return [token for token in result.tokens if token < eot]

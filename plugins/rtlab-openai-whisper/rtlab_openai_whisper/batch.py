@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rtlab.backends import Request, Word
+from rtlab.words import is_silent, needs_fallback
 
 if TYPE_CHECKING:
     from . import OpenAIWhisperBackend
@@ -82,8 +83,6 @@ def decode_first_windows(backend: OpenAIWhisperBackend, features, items: list[tu
     ``features`` their encoder outputs), as ``_decode`` gives them: one greedy batch per
     start-sequence length and language, a row decoded again alone where the batch cannot
     tell what it would have been (see the module docstring)."""
-    from . import LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD
-
     options = [backend.decoding_options(previous, seconds, language, 0.0) for previous, seconds, language in items]
     groups: dict[tuple[int, str], list[int]] = {}
     for index, option in enumerate(options):
@@ -98,8 +97,7 @@ def decode_first_windows(backend: OpenAIWhisperBackend, features, items: list[tu
                 decoded[index] = backend._decode(alone, previous, seconds, continued=False, language=language)
                 continue
             tokens, avg_logprob, no_speech_prob = row
-            speech = not (no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD)
-            decoded[index] = tokens if speech else []
+            decoded[index] = [] if is_silent(no_speech_prob, avg_logprob) else tokens
     return decoded  # type: ignore[return-value]
 
 
@@ -113,8 +111,6 @@ def _greedy_rows(backend: OpenAIWhisperBackend, features, options: list) -> list
     import torch
     from whisper.decoding import DecodingTask
     from whisper.utils import compression_ratio
-
-    from . import COMPRESSION_RATIO_THRESHOLD, LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD
 
     model = backend.loaded_model.model
     longest = max(option.sample_len for option in options)
@@ -136,8 +132,7 @@ def _greedy_rows(backend: OpenAIWhisperBackend, features, options: list) -> list
         sampled = sampled[: sampled.index(tokenizer.eot)]
         avg_logprob = logprob / (len(sampled) + 1)
         ratio = compression_ratio(tokenizer.decode(sampled).strip())
-        silence = float(no_speech) > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
-        if fallback and not silence and (ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD):
+        if fallback and needs_fallback(ratio, avg_logprob, float(no_speech)):
             rows.append(None)  # alone, the next temperature would decode it again
             continue
         rows.append(([token for token in sampled if token < tokenizer.eot], avg_logprob, float(no_speech)))
