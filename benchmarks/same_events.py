@@ -92,10 +92,9 @@ def stream(path: Path, clock: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def software() -> dict[str, str | None]:
-    from rtlab.eval.metrics import environment_info
-
-    packages = environment_info()["packages"]
+def software(environment: dict[str, Any]) -> dict[str, str | None]:
+    """The versions of :data:`SOFTWARE` in ``environment`` (:func:`~rtlab.eval.metrics.environment_info`'s)."""
+    packages = environment["packages"]
     return {name: packages.get(name) for name in SOFTWARE}
 
 
@@ -110,11 +109,9 @@ def audio_digest(path: Path) -> str:
         return hashlib.sha256(decode_file(path)).hexdigest()
 
 
-def machine() -> dict[str, Any]:
-    from rtlab.eval.metrics import environment_info
-
-    info = environment_info()
-    return {**{key: info[key] for key in ("cpu_model", "cpu_vector_extensions", "cpu_count", "machine")},
+def machine(environment: dict[str, Any]) -> dict[str, Any]:
+    """This machine as the reference file names it: its CPU, from ``environment``, and today."""
+    return {**{key: environment[key] for key in ("cpu_model", "cpu_vector_extensions", "cpu_count", "machine")},
             "date": datetime.date.today().isoformat()}  # fmt: skip
 
 
@@ -159,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
 
+    from rtlab.eval.metrics import environment_info
+
+    environment = environment_info()  # once: it runs FFmpeg for its version, among others
     reference = load_reference(args.reference)
-    here = software()
+    here = software(environment)
     comparable = reference["software"] in (None, here)
     if not comparable:
         print(f"note: the reference was recorded with {reference['software']}, this machine has {here}: "
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             reference = {"software": here, "events": {}, "machines": []}
         reference["software"] = here
         reference["events"].update(results)
-        this = machine()
+        this = machine(environment)
         if this not in reference["machines"]:  # a second run on one machine and day is one entry
             reference["machines"].append(this)
         args.reference.write_text(json.dumps(reference, indent=1, ensure_ascii=False) + "\n")

@@ -552,6 +552,34 @@ def test_same_events_says_whether_a_difference_was_in_the_decoded_audio(monkeypa
     assert module.why({"sha256": "x", "audio_sha256": "0" * 64}, audio) == "the decoded audio differs: FFmpeg"
 
 
+def test_same_events_record_describes_the_machine_once(monkeypatch, tmp_path, capsys):
+    # The software versions and the machine recorded were each read from an environment_info
+    # of their own (FFmpeg run twice for its version); one describes both.
+    import rtlab.eval.metrics as metrics
+    import rtlab.kernels as kernels
+
+    module = _same_events_module()
+    calls = []
+    environment = metrics.environment_info()
+
+    def described() -> dict:
+        calls.append(1)
+        return environment
+
+    monkeypatch.setattr(metrics, "environment_info", described)
+    monkeypatch.setattr(kernels, "portable_kernels_refusal", lambda: None)
+    monkeypatch.setattr(module, "stream", lambda path, clock: [{"type": "summary", "text": "the fox"}])
+    reference = tmp_path / "same-events.json"
+    status = module.main(["--clips", str(ROOT / "tests" / "data" / "fox.ogg"), "--clocks", "unaware", "--record",
+                          "--reference", str(reference)])  # fmt: skip
+    assert status == 0, capsys.readouterr()
+    assert len(calls) == 1
+    recorded = json.loads(reference.read_text())
+    assert recorded["software"]["numpy"] == environment["packages"]["numpy"]
+    assert recorded["machines"][0]["cpu_count"] == environment["cpu_count"]
+    assert recorded["events"]["tests/data/fox.ogg unaware"]["words"] == "the fox"
+
+
 def _portable_fox_pcm(data_dir) -> bytes:
     import imageio_ffmpeg
 
