@@ -539,6 +539,9 @@ def test_a_compute_type_the_device_cannot_run_is_refused(monkeypatch):
         devices.check_compute_type("cuda", "bfloat16")
     with pytest.raises(BackendUnavailable, match=r"compute_type=float16 does not run on this CPU; it runs: float32, int8, int8_float32 \(or device=cuda on a GPU\)$"):
         devices.check_compute_type("cpu", "float16")
+    # int16 is a CPU type (Intel MKL's): a GPU does not run it either, so no hint
+    with pytest.raises(BackendUnavailable, match="compute_type=int16 does not run on this CPU; it runs: float32, int8, int8_float32$"):
+        devices.check_compute_type("cpu", "int16")
 
 
 def test_float16_on_this_cpu_is_refused_before_the_model_loads():

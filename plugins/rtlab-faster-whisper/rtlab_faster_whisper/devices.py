@@ -90,7 +90,7 @@ def check_compute_type(device: str, compute_type: str) -> None:
     supported = ctranslate2.get_supported_compute_types(device)
     if compute_type not in supported:
         where = "this GPU" if device == "cuda" else "this CPU"
-        hint = " (or device=cuda on a GPU)" if device == "cpu" and "16" in compute_type else ""
+        hint = " (or device=cuda on a GPU)" if device == "cpu" and "float16" in compute_type else ""
         raise BackendUnavailable(
             f"faster-whisper: compute_type={compute_type} does not run on {where}; it runs: "
             f"{', '.join(sorted(supported))}{hint}"
