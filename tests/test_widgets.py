@@ -301,6 +301,29 @@ async def test_each_configuration_keeps_its_colour_in_every_plot_when_one_before
     assert drawn == {"plot": tints, "timeline": tints}
 
 
+class EnglishOnlyBackend(ToneBackend):
+    """A backend whose model transcribes English alone, as a ``.en`` Whisper does."""
+
+    name = "english-only"
+
+    def languages(self) -> list[str]:
+        return ["en"]
+
+
+async def test_a_language_one_backend_refuses_fails_its_own_column_and_the_others_go_on(tones):
+    with registered_backends(EnglishOnlyBackend):
+        panel = ComparePanel(tones, ["backend=english-only,language=xx,min_chunk=0.5",
+                                     "backend=test,language=xx,min_chunk=0.5"], view="widgets")  # fmt: skip
+        panel.widget
+        await panel.start()
+    refused, free = panel.columns
+    assert refused.state.status == "failed" and "does not transcribe language 'xx'" in refused.state.error
+    assert "\n" not in refused.state.error
+    # The test backend takes any language (Backend.languages() is None), as it does in the CLI.
+    # Before, the refusal of the first configuration failed this column too, with its message.
+    assert free.state.status == "done" and free.state.error is None and free.state.text == TEXT
+
+
 class AttentiveBackend(ToneAttentionBackend):
     """A backend of an installed plugin that AlignAtt can run on."""
 
