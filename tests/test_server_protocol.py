@@ -384,6 +384,14 @@ async def test_healthz_counts_sessions_ffmpeg_and_models(server, clip, ffmpeg_ch
     await client.close()
 
 
+async def test_healthz_counts_stuck_passes_once_for_its_problems_and_its_field(server, monkeypatch):
+    counts = iter([1, 2])  # a second count would be a later moment: another pass stuck
+    monkeypatch.setattr(server.server, "stuck_passes", lambda: next(counts))
+    health = json.loads((await fetch(server.url + "/healthz")).body)
+    assert health["status"] == "degraded" and health["stuck_passes"] == 1
+    assert health["problems"][0].startswith("1 backend call(s) still running")
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/api/backends", "/metrics", "/"])
 async def test_head_answers_like_get_without_a_body(server, path):
     """Uptime monitors and load balancers often check with HEAD."""

@@ -142,12 +142,12 @@ class TranscriptionServer:
         stats = [batcher.stats for batcher in batchers if batcher is not None]
         return sum(s.batches for s in stats), sum(s.passes for s in stats)
 
-    def problems(self) -> list[str]:
-        """What keeps the server from serving as configured; empty when it is healthy."""
+    def problems(self, stuck: int) -> list[str]:
+        """What keeps the server from serving as configured, with ``stuck`` passes (see
+        :meth:`stuck_passes`); empty when it is healthy."""
         found = []
         if self.default_model_error is not None:
             found.append(self.default_model_error)
-        stuck = self.stuck_passes()
         if stuck:
             found.append(
                 f"{stuck} backend call(s) still running after the {self.config.pass_deadline:g} s "
@@ -158,11 +158,12 @@ class TranscriptionServer:
     def health(self) -> dict[str, Any]:
         """The ``/healthz`` document."""
         children = ffmpeg_children()
-        problems = self.problems()
+        stuck = self.stuck_passes()  # once: the problems and the count describe one moment
+        problems = self.problems(stuck)
         return {
             "status": "shutting_down" if not self.accepting else "degraded" if problems else "ok",
             "problems": problems,
-            "stuck_passes": self.stuck_passes(),
+            "stuck_passes": stuck,
             "sessions": len(self.sessions),
             "transcribing": sum(
                 1 for s in self.sessions for u in s.utterances if u.state is State.RUNNING
