@@ -24,7 +24,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_CLIPS = ("tests/data/fox.ogg", "tests/data/en-pause.ogg", "tests/data/paragraph.ogg")
-AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3", ".webm")
 #: (column, -cpuflags value or None for FFmpeg's own choice)
 FLAGS = (("auto", None), ("below AVX2", "-avx2"), ("C only", "0"))
 
@@ -52,15 +51,16 @@ def compare(samples: np.ndarray, portable: np.ndarray) -> str:
 
 
 def clips(given: list[str] | None) -> list[Path]:
+    """The clips to decode: ``given``, else the repository's and every shared language's."""
     if given:
         return [Path(text) for text in given]
-    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.corpus import audio_files, shared_speech_dir
 
     found = [REPO / name for name in REPO_CLIPS]
     shared = shared_speech_dir()
     if shared is not None:
-        root = shared.parent  # every language's folder beside the English one
-        found += sorted(p for p in root.glob("*/*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        languages = sorted(folder for folder in shared.parent.iterdir() if folder.is_dir())  # en's and beside it
+        found += [clip for folder in languages for clip in audio_files(folder)]
     return found
 
 

@@ -41,7 +41,6 @@ REPO = Path(__file__).resolve().parent.parent
 REFERENCE = Path(__file__).resolve().parent / "same-events.json"
 CLOCKS = ("unaware", "modeled")
 REPO_CLIPS = ("tests/data/fox.ogg", "tests/data/en-pause.ogg", "tests/data/paragraph.ogg")
-AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3", ".webm")
 #: Packages whose version changes what a stream hears; a reference recorded with others is not
 #: comparable. imageio-ffmpeg's is the FFmpeg build that decodes with the portable kernels.
 SOFTWARE = ("faster-whisper", "ctranslate2", "numpy", "imageio-ffmpeg")
@@ -54,7 +53,7 @@ FFMPEG_VARIABLES = ("RTLAB_FFMPEG", "RTLAB_FFMPEG_CPUFLAGS")
 def clip_names(given: list[str] | None) -> list[tuple[str, Path]]:
     """``(name, path)`` of the clips: a repository clip is named by its path in the
     repository, a shared one as ``shared:en/FILE``."""
-    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.corpus import audio_files, shared_speech_dir
 
     shared = shared_speech_dir()
     if given:
@@ -68,8 +67,7 @@ def clip_names(given: list[str] | None) -> list[tuple[str, Path]]:
         return clips
     clips = [(name, REPO / name) for name in REPO_CLIPS]
     if shared is not None:
-        audio = sorted(path for path in shared.iterdir() if path.suffix.lower() in AUDIO_SUFFIXES)
-        clips += [(f"shared:en/{path.name}", path) for path in audio]
+        clips += [(f"shared:en/{path.name}", path) for path in audio_files(shared)]
     return clips
 
 

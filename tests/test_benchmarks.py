@@ -552,6 +552,26 @@ def test_same_events_says_whether_a_difference_was_in_the_decoded_audio(monkeypa
     assert module.why({"sha256": "x", "audio_sha256": "0" * 64}, audio) == "the decoded audio differs: FFmpeg"
 
 
+def test_the_decoding_and_same_events_scripts_list_the_shared_speech_alike(monkeypatch, tmp_path):
+    # Both list the repository's clips and the shared speech's audio (rtlab.eval.corpus.audio_files):
+    # same_events the English, named shared:en/FILE; ffmpeg_decoding every language's.
+    speech = tmp_path / "speech"
+    for language, names in {"en": ("b.ogg", "a.WAV", "a.txt"), "de": ("c.ogg",)}.items():
+        (speech / language).mkdir(parents=True)
+        for name in names:
+            (speech / language / name).write_bytes(b"")
+    monkeypatch.setenv("RTLAB_SPEECH_DIR", str(speech / "en"))
+    repository = [ROOT / "tests" / "data" / name for name in ("fox.ogg", "en-pause.ogg", "paragraph.ogg")]
+    assert _same_events_module().clip_names(None) == [(str(p.relative_to(ROOT)), p) for p in repository] + [
+        ("shared:en/a.WAV", speech / "en" / "a.WAV"), ("shared:en/b.ogg", speech / "en" / "b.ogg")
+    ]
+    spec = importlib.util.spec_from_file_location("ffmpeg_decoding", ROOT / "benchmarks" / "ffmpeg_decoding.py")
+    decoding = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decoding)
+    assert decoding.clips(None) == repository + [speech / "de" / "c.ogg", speech / "en" / "a.WAV",
+                                                 speech / "en" / "b.ogg"]  # fmt: skip
+
+
 def test_same_events_record_describes_the_machine_once(monkeypatch, tmp_path, capsys):
     # The software versions and the machine recorded were each read from an environment_info
     # of their own (FFmpeg run twice for its version); one describes both.

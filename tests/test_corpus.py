@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rtlab.decoders import find_ffmpeg
-from rtlab.eval.corpus import Utterance, concatenate, load_corpus, shared_speech_dir
+from rtlab.eval.corpus import Utterance, audio_files, concatenate, load_corpus, shared_speech_dir
 from rtlab.errors import DecoderError, FFmpegNotFound
 
 
@@ -57,6 +57,13 @@ def test_audio_folder_pairs_each_clip_with_its_txt_sorted_by_name(tmp_path):
     assert utterances[0].audio == tmp_path / "a.wav"
     assert utterances[0].language == "en"
     assert utterances[0].segments is None
+
+
+def test_audio_files_are_a_folders_audio_by_name_whatever_the_suffixs_case(tmp_path):
+    for name in ("b.OGG", "a.wav", "c.opus", "a.txt", "notes.md"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "d.ogg").mkdir()  # a folder, whatever its name
+    assert [p.name for p in audio_files(tmp_path)] == ["a.wav", "b.OGG", "c.opus"]
 
 
 def test_audio_without_reference_is_skipped_with_a_warning(tmp_path):

@@ -27,6 +27,7 @@ from ..decoders.files import decode_file
 __all__ = [
     "AUDIO_EXTENSIONS",
     "Utterance",
+    "audio_files",
     "concatenate",
     "language_corpora",
     "load_corpus",
@@ -121,13 +122,15 @@ def _read_reference(path: Path) -> str:
     return " ".join(_read_text(path).split())
 
 
+def audio_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The audio files in ``folder`` (by :data:`AUDIO_EXTENSIONS`), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
 def _load_audio_folder(root: Path, language: str | None) -> list[Utterance]:
     utterances: list[Utterance] = []
     seen: dict[str, Path] = {}
-    audio_files = sorted(
-        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-    )
-    for audio in audio_files:
+    for audio in audio_files(root):
         reference = audio.with_suffix(".txt")
         if not reference.is_file():
             warnings.warn(f"skipping {audio}: no {reference.name} beside it", stacklevel=3)
