@@ -16,7 +16,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TypedDict
+from typing import Any, Callable, ClassVar, Iterator, TypedDict
 
 import numpy as np
 
@@ -294,6 +294,23 @@ def partial_path(target: str | os.PathLike[str]) -> Path:
     process died (killed in the middle of a conversion or a download)."""
     target = Path(target)
     return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+
+
+@contextlib.contextmanager
+def folders_removed_on_failure(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block, ``folder`` and the folders above it that do not exist yet may be
+    made; if the block fails, those of them still empty are removed again (the deepest
+    first), so a failed command or conversion leaves no empty folder behind. A folder that existed
+    before, or one holding a file, is left as it is."""
+    target = Path(folder)
+    made = [path for path in (target, *target.parents) if not path.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            with contextlib.suppress(OSError):  # not empty (something was written), or gone
+                path.rmdir()
+        raise
 
 
 def remove_abandoned_partials(folder: str | os.PathLike[str]) -> list[Path]:

@@ -72,7 +72,8 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
     """
     from ..core.costs import cost_model_for_clock
     from ..eval.bench import BenchInterrupted, run_bench
-    from .paths import check_writable, folders_removed_on_failure
+    from ..backends import folders_removed_on_failure
+    from .paths import check_writable
 
     if not long_form and click.get_current_context().get_parameter_source("gap") is not ParameterSource.DEFAULT:
         raise click.UsageError(

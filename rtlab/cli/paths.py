@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -22,20 +20,3 @@ def check_writable(path: str | os.PathLike[str], option: str, *, folder: bool) -
         raise click.ClickException(f"{option} {path}: {existing} is a file, not a folder; give a path in a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise click.ClickException(f"{option} {path}: cannot write in {existing} (permission denied); give another folder")
-
-
-@contextlib.contextmanager
-def folders_removed_on_failure(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """Within the block, ``folder`` and the folders above it that do not exist yet may be
-    made; if the block fails, those of them still empty are removed again (the deepest
-    first), so a failed command leaves no empty ``--out`` behind. A folder that existed
-    before, or one holding a file, is left as it is."""
-    target = Path(folder)
-    made = [path for path in (target, *target.parents) if not path.exists()]
-    try:
-        yield
-    except BaseException:
-        for path in made:
-            with contextlib.suppress(OSError):  # not empty (something was written), or gone
-                path.rmdir()
-        raise

@@ -33,7 +33,6 @@ int8 and int16 weights are dequantized (see :meth:`ModelBin.float32`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -44,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from rtlab.backends import partial_path, remove_abandoned_partials
+from rtlab.backends import folders_removed_on_failure, partial_path, remove_abandoned_partials
 from rtlab.errors import ModelNotFound
 
 from .ct2 import ModelBin, read_model_bin
@@ -290,19 +289,16 @@ def convert(source: Source, dest: str | os.PathLike[str], *, label: str | None =
     checkpoint = checkpoint_from(model, config, label=label or str(source.folder))
     checkpoint["rtlab"].update(source.fingerprint())
     target = Path(dest)
-    created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_partials(target.parent)  # what a killed conversion left here
-    temporary = partial_path(target)
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        for folder in created:  # the deepest first; only the ones made for DEST, if still empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+    with folders_removed_on_failure(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_partials(target.parent)  # what a killed conversion left here
+        temporary = partial_path(target)
+        try:
+            torch.save(checkpoint, temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
     return summary(checkpoint)
 
 
