@@ -404,9 +404,20 @@ def test_a_paired_difference_is_the_pooled_difference_with_a_bootstrap_interval_
     assert paired_difference(b, a).value == -difference.value
     assert difference.describe() == (f"+4.8 points (95% CI {100 * difference.low:+.1f} to "
                                      f"{100 * difference.high:+.1f}, 12 groups)")  # fmt: skip
-    # utterances drawn together: one group always draws the same sums, so no spread
+
+
+def test_a_paired_difference_over_one_clip_gives_no_interval_rather_than_a_zero_wide_one():
+    # One group always draws the same sums: a "95% CI +4.8 to +4.8" would read as certain.
+    worse = [ref.replace("another", "other") if i % 3 == 0 else ref for i, ref in enumerate(PAIRED_REFERENCES)]
+    a = [wer(r, h) for r, h in zip(PAIRED_REFERENCES, worse)]
+    b = [wer(r, r) for r in PAIRED_REFERENCES]
     whole = paired_difference(a, b, groups=["clip"] * 12)
-    assert whole.low == whole.high == pytest.approx(whole.value) and whole.groups == 1
+    assert whole.value == pytest.approx(4 / 84) and whole.groups == 1
+    assert whole.low is None and whole.high is None
+    assert whole.describe("clips") == "+4.8 points (1 clips: no interval)"
+    assert json.loads(json.dumps(whole.to_dict()))["low"] is None
+    alone = paired_difference(a[:1], b[:1])
+    assert alone.low is None and alone.high is None and alone.groups == 1
 
 
 def test_a_difference_in_both_directions_is_not_told_from_none_and_a_steady_one_is():

@@ -233,11 +233,13 @@ class RateDifference:
     confidence interval from ``low`` to ``high``: the utterances (or groups of them) are
     drawn with replacement ``resamples`` times and the difference pooled again each time.
     ``groups`` is how many units were drawn. An interval that holds 0 means the sets are
-    too small to tell the two apart at that ``confidence``."""
+    too small to tell the two apart at that ``confidence``. With one unit there is no
+    interval (``low`` and ``high`` are None): every draw is that unit, and a zero-wide
+    interval would read as certainty where there is no evidence of spread at all."""
 
     value: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     confidence: float
     resamples: int
     groups: int
@@ -247,7 +249,9 @@ class RateDifference:
 
     def describe(self, unit: str = "groups") -> str:
         """``+2.7 points (95% CI -0.9 to +6.1, 5 groups)``; ``unit`` names what was drawn
-        (``"clips"``, ``"files"``)."""
+        (``"clips"``, ``"files"``). With one unit: ``+2.7 points (1 clips: no interval)``."""
+        if self.low is None or self.high is None:
+            return f"{100 * self.value:+.1f} points ({self.groups} {unit}: no interval)"
         return (f"{100 * self.value:+.1f} points ({100 * self.confidence:.0f}% CI {100 * self.low:+.1f} to "
                 f"{100 * self.high:+.1f}, {self.groups} {unit})")  # fmt: skip
 
@@ -265,7 +269,8 @@ def paired_difference(
     references, in the same order), with a percentile bootstrap interval over the
     utterances; ``groups`` (one key per utterance) makes utterances that are not
     independent (the same clip at several shifts) be drawn together. The same ``seed``
-    gives the same interval.
+    gives the same interval. With a single utterance or group there is no interval
+    (see :class:`RateDifference`).
 
     Raises ``ValueError`` when the lists differ in length, an utterance's reference counts
     differ between the two (not the same references), or nothing is referenced."""
@@ -287,6 +292,8 @@ def paired_difference(
     if sums[:, 2].sum() == 0:
         raise ValueError("paired_difference needs reference words")
     value = (sums[:, 0].sum() - sums[:, 1].sum()) / sums[:, 2].sum()
+    if len(sums) < 2:
+        return RateDifference(float(value), None, None, confidence, resamples, len(sums))
     draws = np.random.default_rng(seed).integers(0, len(sums), size=(resamples, len(sums)))
     drawn = sums[draws].sum(axis=1)  # (resamples, 3)
     words = np.where(drawn[:, 2] > 0, drawn[:, 2], np.nan)
