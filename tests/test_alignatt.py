@@ -104,6 +104,9 @@ def test_a_stream_on_a_backend_without_it_is_refused_when_configured():
     "option, value, message",
     [
         ("min_chunk", 0, "min_chunk must be a number of seconds above 0"),
+        ("min_chunk", float("nan"), "min_chunk must be a number of seconds above 0, not nan"),
+        ("min_chunk", float("inf"), "min_chunk must be a number of seconds above 0, not inf"),
+        ("audio_max_len", float("nan"), r"audio_max_len must be a number of seconds above min_chunk \(1.2\), not nan"),
         ("frame_threshold", -1, "frame_threshold must be a whole number of frames >= 0"),
         ("frame_threshold", 2.5, "frame_threshold must be a whole number of frames >= 0"),
         ("audio_max_len", 1.0, r"audio_max_len must be a number of seconds above min_chunk \(1.2\)"),

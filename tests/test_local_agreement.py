@@ -392,6 +392,18 @@ def test_inconsistent_options_are_refused_naming_the_policy(options):
         LocalAgreement(ScriptedBackend(), **options)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize(
+    "option",
+    ["min_chunk", "buffer_trimming_sec", "max_buffer_sec", "overload_trimming_sec", "deadline_sec", "silence_factor"],
+)
+def test_nan_and_infinite_seconds_are_refused_naming_the_option(option, value):
+    # NaN passes every range check unnoticed: a stream with min_chunk=NaN ended in
+    # "ValueError: cannot convert float NaN to integer", and max_buffer_sec=NaN never trimmed.
+    with pytest.raises(InvalidOption, match=f"^policy 'local-agreement'.* {option} .*not {value!r}$"):
+        LocalAgreement(ScriptedBackend(), **{option: value})
+
+
 def test_words_heard_in_silence_are_dropped_before_agreement():
     # 1 s of speech-like noise, then 2 s of silence in which the backend "hears" words,
     # as Whisper hallucinates "Thank you." in trailing silence.

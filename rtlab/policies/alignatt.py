@@ -77,7 +77,7 @@ from ..errors import InvalidOption
 from ..options import is_number, is_whole_number
 from ..vad import Pause
 from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
-from . import Policy, Step, missing_capabilities
+from . import Policy, Step, is_finite_number, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .reheard import START_SLACK, after_committed
 from .vac import KEEP_SILENCE, controller
@@ -219,11 +219,11 @@ class AlignAtt(Policy):
     ) -> None:
         super().__init__(backend, language=language)
         prefix = "policy 'alignatt':"
-        if not is_number(min_chunk) or min_chunk <= 0:
+        if not is_finite_number(min_chunk) or min_chunk <= 0:
             raise InvalidOption(f"{prefix} min_chunk must be a number of seconds above 0, not {min_chunk!r}")
         if not is_whole_number(frame_threshold) or frame_threshold < 0:
             raise InvalidOption(f"{prefix} frame_threshold must be a whole number of frames >= 0, not {frame_threshold!r}")
-        if not is_number(audio_max_len) or audio_max_len <= min_chunk:
+        if not is_finite_number(audio_max_len) or audio_max_len <= min_chunk:
             raise InvalidOption(
                 f"{prefix} audio_max_len must be a number of seconds above min_chunk ({min_chunk!r}), "
                 f"not {audio_max_len!r}"

@@ -68,7 +68,7 @@ from ..levels import FRAME, frame_rms, silence_level
 from ..options import is_number, is_whole_number
 from ..vad import Pause
 from ..words import agreed_prefix, key
-from . import Policy, Step
+from . import Policy, Step, is_finite_number
 from .reheard import after_committed
 from .vac import KEEP_SILENCE, controller
 
@@ -135,7 +135,7 @@ class LocalAgreement(Policy):
         super().__init__(backend, language=language)
         for option, value in (("min_chunk", min_chunk), ("buffer_trimming_sec", buffer_trimming_sec),
                               ("max_buffer_sec", max_buffer_sec), ("overload_trimming_sec", overload_trimming_sec)):  # fmt: skip
-            if not is_number(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise InvalidOption(
                     f"policy 'local-agreement' needs {option} > 0 (a number of seconds), not {value!r}"
                 )
@@ -148,12 +148,12 @@ class LocalAgreement(Policy):
             raise InvalidOption(
                 f"policy 'local-agreement': prompt_chars must be a whole number >= 0 (0: no prompt), not {prompt_chars!r}"
             )
-        if not is_number(silence_factor) or silence_factor < 0:
+        if not is_finite_number(silence_factor) or silence_factor < 0:
             raise InvalidOption(
                 f"policy 'local-agreement': silence_factor must be a number >= 0 (0: off), not {silence_factor!r}"
             )
         if deadline_sec is not None and (
-            not is_number(deadline_sec) or deadline_sec <= 0
+            not is_finite_number(deadline_sec) or deadline_sec <= 0
         ):
             raise InvalidOption(
                 f"policy 'local-agreement': deadline_sec must be a number of seconds > 0 "
