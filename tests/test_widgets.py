@@ -414,6 +414,17 @@ async def test_virtual_clocks_stream_and_a_cost_model_that_cannot_load_shows_its
         LivePanel(tones, "backend=test", clock="sundial")
 
 
+async def test_a_missing_calibration_names_the_panels_argument_and_keeps_the_shell_command(tones):
+    """rtlab's own cost model has no calibration for the test backend: the fix is a
+    calibration into a file of the user's, then cost_model='FILE' (the CLI says --cost-model);
+    the quoted `rtlab calibrate` command keeps its shell flags."""
+    panel = LivePanel(tones, "backend=test,min_chunk=0.5", clock="modeled", view="text")
+    await panel.start()
+    assert panel.state.status == "failed"
+    assert "rtlab calibrate --backend test " in panel.state.error
+    assert panel.state.error.endswith(", then pass cost_model='rtlab-costs.json'")  # before: --cost-model rtlab-costs.json
+
+
 async def test_a_missing_file_shows_its_error_in_every_column(tmp_path):
     missing = tmp_path / "nowhere.ogg"
     panel = ComparePanel(missing, ["backend=test", "backend=test,min_chunk=2"], view="widgets")

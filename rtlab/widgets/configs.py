@@ -38,14 +38,29 @@ def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamCon
     )
 
 
-# A configuration's fields as the CLI's flags name them in a fix ("use --backend NAME").
+# A configuration's fields as the CLI's flags name them in a fix ("use --backend NAME"), and
+# the panels' cost_model argument ("then pass --cost-model FILE").
 _CLI_FIELD = re.compile(r"--(backend|model|policy|decoder|language) (?=[\w.:/-])")
+# A shell command quoted in a message ("rtlab calibrate --backend B ..., then ..."): its
+# flags are the shell's, left as they are.
+_COMMAND = re.compile(r"\brtlab [a-z]+\b[^,;]*")
 
 
 def in_panel_words(message: str) -> str:
-    """``message`` (a validation error shared with the CLI) with each ``--backend NAME``
-    written as a panel's configuration and editor take it: ``backend=NAME``."""
-    return _CLI_FIELD.sub(r"\1=", message)
+    """``message`` (an error shared with the CLI) with each ``--backend NAME`` written as a
+    panel's configuration and editor take it, ``backend=NAME``, and ``--cost-model FILE``
+    as a panel's argument, ``cost_model='FILE'``; the flags of a command the message quotes
+    (``rtlab calibrate ...``) stay as the shell takes them."""
+    pieces, start = [], 0
+    for command in _COMMAND.finditer(message):
+        pieces += [_as_fields(message[start : command.start()]), command.group()]
+        start = command.end()
+    return "".join([*pieces, _as_fields(message[start:])])
+
+
+def _as_fields(text: str) -> str:
+    text = re.sub(r"--cost-model ([^\s,;]+)", r"cost_model='\1'", text)
+    return _CLI_FIELD.sub(r"\1=", text)
 
 
 def cost_model_for(clock: str, cost_model: Any) -> Any:

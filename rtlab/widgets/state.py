@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .configs import in_panel_words
+
 __all__ = ["StreamState", "one_line"]
 
 #: What a stream is doing, in the order a run goes through them.
@@ -82,8 +84,9 @@ class StreamState:
             self.fail(str(event.get("message") or event.get("error")))
 
     def fail(self, error: BaseException | str) -> None:
-        """The stream failed: keep the one-line reason."""
-        self.error = one_line(error)
+        """The stream failed: keep the one-line reason, with the CLI's flags in it written as
+        a panel takes them (see :func:`~rtlab.widgets.configs.in_panel_words`)."""
+        self.error = in_panel_words(one_line(error))
         self.status = "failed"
         self.partial = ""
 
