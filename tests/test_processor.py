@@ -366,6 +366,26 @@ def test_a_bad_policy_option_value_is_refused_before_any_work(no_ffmpeg_left):
         AudioProcessor("test", policy_options={"min_chunk": 0})
 
 
+@pytest.mark.parametrize(
+    "bounds, message",
+    [
+        (dict(max_buffered_seconds=0), "^max_buffered_seconds must be a number of seconds above 0, not 0$"),
+        (dict(max_buffered_seconds=-1.0), "^max_buffered_seconds must be a number of seconds above 0, not -1.0$"),
+        (dict(max_buffered_seconds=float("nan")), "^max_buffered_seconds must be a number of seconds above 0, not nan$"),
+        (dict(max_buffered_seconds=float("inf")), "^max_buffered_seconds must be a number of seconds above 0, not inf$"),
+        (dict(max_buffered_seconds="30"), "^max_buffered_seconds must be a number of seconds above 0, not '30'$"),
+        (dict(max_events=0), "^max_events must be a whole number of events >= 1, not 0$"),
+        (dict(max_events=2.5), "^max_events must be a whole number of events >= 1, not 2.5$"),
+        (dict(max_events=True), "^max_events must be a whole number of events >= 1, not True$"),
+    ],
+)
+def test_bad_buffer_bounds_are_refused_naming_them(bounds, message, no_ffmpeg_left):
+    # Before: 0 or below ran a pass per FFmpeg read (a one-sample buffer), NaN and inf
+    # failed in int() with "cannot convert float NaN to integer".
+    with pytest.raises(InvalidOption, match=message):
+        AudioProcessor("test", **bounds)
+
+
 @pytest.mark.parametrize("clock", ["wall", "simulated"])
 async def test_a_pcm_buffer_smaller_than_min_chunk_does_not_stall(clock, clips, no_ffmpeg_left):
     processor = AudioProcessor("test", clock=clock, max_buffered_seconds=0.5)  # min_chunk is 1 s
