@@ -235,7 +235,7 @@ def run_language(
             "kept": pooled, "kept_lowest": lowest, "latency_median": summary["latency"]["median"],
             "latency_p95": summary["latency"]["p95"], "rtf": summary["rtf"], "errors": summary["errors"],
             "lag_max": (summary.get("lag") or {}).get("max"),
-            "streams": [{"file": Path(s.file).name, "wer": s.wer.value, "kept": kept_of([s])[0], "language": s.language,
+            "streams": [{"file": Path(s.file).name, "wer": s.wer.defined_value, "kept": kept_of([s])[0], "language": s.language,
                          "streamed": s.hypothesis, "offline": s.offline_hypothesis, "wer_counts": s.wer.to_dict(),
                          "offline_wer_counts": s.offline_wer.to_dict() if s.offline_wer else None} for s in streams],
         })  # fmt: skip

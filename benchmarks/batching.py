@@ -57,7 +57,7 @@ def run_row(audio: Any, reference: str, base: str, sessions: int, batch: int, wa
         "wall_seconds": seconds,
         "latency_median": statistics.median(latencies) if latencies else None,
         "latency_p95": sorted(latencies)[int(0.95 * (len(latencies) - 1))] if latencies else None,
-        "wer": wer([reference] * sessions, [run.text for run in runs], normalizer).value,
+        "wer": wer([reference] * sessions, [run.text for run in runs], normalizer).defined_value,
         "batch_sizes": {str(size): sizes.count(size) for size in sorted(set(sizes))},
         "batch_wait_median": statistics.median(waits) if waits else None,
         "errors": sum(1 for run in runs if run.error),
@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         p95 = "-" if row["latency_p95"] is None else f"{row['latency_p95']:.2f} s"
         sizes = ", ".join(f"{k}: {v}" for k, v in row["batch_sizes"].items()) or "-"
         waited = "-" if row["batch_wait_median"] is None else f"{1000 * row['batch_wait_median']:.1f} ms"
+        error_rate = "-" if row["wer"] is None else f"{100 * row['wer']:.1f}%"
         lines.append(f"| {row['sessions']} | {row['max_batch']} | {row['passes_per_second']:.2f} | {median} | {p95} | "
-                     f"{100 * row['wer']:.1f}% | {sizes} | {waited} | {row['errors']} |")  # fmt: skip
+                     f"{error_rate} | {sizes} | {waited} | {row['errors']} |")  # fmt: skip
     text = "\n".join(lines)
     print(text)
     if args.markdown:

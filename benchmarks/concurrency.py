@@ -273,7 +273,7 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         "error_kinds": dict(errors),
         "wrong_text": sum(1 for t in texts if t != audio["text"]) if args.backend == "test" else None,
         # Streaming against the offline pass of the same audio (Whisper's English normalizer).
-        "wer_vs_offline": round(wer([audio["text"]] * len(texts), texts).value, 4) if texts and args.backend != "test" else None,
+        "wer_vs_offline": rounded(wer([audio["text"]] * len(texts), texts).defined_value, 4) if texts and args.backend != "test" else None,
         "start_p50_ms": ms(start_stats.median),
         "start_p95_ms": ms(start_stats.p95),
         "commit_p50_s": rounded(commit_stats.median),
@@ -302,8 +302,8 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(1000 * seconds, 1)
 
 
-def rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 # -- churn ----------------------------------------------------------------------------------

@@ -202,11 +202,12 @@ class AudioBar:
         self.bar.close()
 
 
-def per_clip(references: list[str], hypotheses: list[str], clips: int, normalizer: str) -> list[float]:
-    """Pooled WER of each source clip over its repetitions (segment ``i`` is clip ``i % clips``)."""
+def per_clip(references: list[str], hypotheses: list[str], clips: int, normalizer: str) -> list[float | None]:
+    """Pooled WER of each source clip over its repetitions (segment ``i`` is clip ``i % clips``);
+    None for a clip whose reference has no words but whose hypothesis has some."""
     from rtlab.eval.metrics import wer
 
-    return [wer(references[k::clips], hypotheses[k::clips], normalizer=normalizer).value for k in range(clips)]
+    return [wer(references[k::clips], hypotheses[k::clips], normalizer=normalizer).defined_value for k in range(clips)]
 
 
 def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segments: list, clips: list) -> dict[str, Any]:
@@ -254,15 +255,15 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
         "configuration": config.label, "options": str(config), "clock": args.clock, "normalizer": normalizer,
         "stream_seconds": stream_seconds, "segments": len(segments), "repetitions": repetitions, "wall_seconds": wall,
         "wer": wer(references, hypotheses, normalizer=normalizer).to_dict(),
-        "wer_first_half": wer(references[:half], hypotheses[:half], normalizer=normalizer).value if half else None,
-        "wer_second_half": wer(references[half:], hypotheses[half:], normalizer=normalizer).value if half else None,
+        "wer_first_half": wer(references[:half], hypotheses[:half], normalizer=normalizer).defined_value if half else None,
+        "wer_second_half": wer(references[half:], hypotheses[half:], normalizer=normalizer).defined_value if half else None,
         "per_clip": per_clip(references, hypotheses, len(clips), normalizer),
         "clips_alone_wer": wer(clip_texts, alone, normalizer=normalizer).to_dict() if alone else None,
-        "clips_alone_per_clip": [wer(ref, hyp, normalizer=normalizer).value for ref, hyp in zip(clip_texts, alone)],
+        "clips_alone_per_clip": [wer(ref, hyp, normalizer=normalizer).defined_value for ref, hyp in zip(clip_texts, alone)],
         "segments_alone_wer": wer(references, segments_alone, normalizer=normalizer).to_dict() if segments_alone else None,
         "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer) if segments_alone else [],
         "per_segment": [
-            {"clip": i % len(clips), "start": start, "end": end, "wer": wer(ref, hyp, normalizer=normalizer).value,
+            {"clip": i % len(clips), "start": start, "end": end, "wer": wer(ref, hyp, normalizer=normalizer).defined_value,
              "hypothesis": hyp}
             for i, ((start, end, ref), hyp) in enumerate(zip(segments, hypotheses))
         ],
@@ -321,7 +322,7 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
             row["configuration"], pct(row["wer"]["value"]), pct((row["clips_alone_wer"] or {}).get("value")),
             pct((row["segments_alone_wer"] or {}).get("value")),
             pct(row["wer_first_half"]), pct(row["wer_second_half"]),
-            " / ".join(f"{100 * v:.0f}" for v in row["per_clip"]), num(memory["start_mib"], " MiB"),
+            " / ".join("-" if v is None else f"{100 * v:.0f}" for v in row["per_clip"]), num(memory["start_mib"], " MiB"),
             num(memory["end_mib"], " MiB"), num(memory["slope_mib_per_hour"]),
             *(" / ".join(f"{v:.0f}" for v in memory[key]) if memory.get(key) else "-"
               for key in ("quarter_peaks_mib", "quarter_medians_mib")),
@@ -331,9 +332,9 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
         ])  # fmt: skip
     if offline is not None:
         table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
+                      " / ".join("-" if v is None else f"{100 * v:.0f}" for v in offline["per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
         table.append(["offline (each segment)", "", "", pct(offline["segments_wer"]["value"]), "", "",
-                      " / ".join(f"{100 * v:.0f}" for v in offline["segments_per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
+                      " / ".join("-" if v is None else f"{100 * v:.0f}" for v in offline["segments_per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -357,6 +358,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
         lag = row["lag"]["series"]
         axes[1].plot([t / 60 for t, _ in lag], [v for _, v in lag], label=label)
         segs = row["per_segment"]
+        segs = [s for s in segs if s["wer"] is not None]  # no reference words there, some heard
         axes[2].plot([s["start"] / 60 for s in segs], [100 * s["wer"] for s in segs], ".", label=label, alpha=0.7)
     axes[0].set_ylabel("memory (MiB)")
     axes[1].set_ylabel("lag (s)")

@@ -191,6 +191,28 @@ def test_accuracy_script_reports_offline_and_streaming_wer_and_words_kept_per_la
     assert "de (given) long form default: streaming minus offline +0.0 points" in result.stdout
 
 
+def _strict_json(text: str) -> object:
+    """JSON as the standard has it: Python's parser takes Infinity and NaN, others refuse them."""
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_accuracy_script_writes_valid_json_where_a_clip_has_no_reference_words(tone_corpus, tmp_path):
+    (tone_corpus / "c.txt").write_text("\n", encoding="utf-8")  # the tones are heard, nothing to hear
+    out = tmp_path / "out"
+    result = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en",
+                        "--configuration", "default", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = _strict_json((out / "accuracy.json").read_text(encoding="utf-8"))
+    streams = {s["file"]: s for s in report["rows"][0]["streams"]}
+    # "one two three": one word, "123", after the English normalizer
+    assert streams["c.wav"]["wer"] is None and streams["c.wav"]["wer_counts"]["insertions"] == 1
+    assert streams["a.wav"]["wer"] == 0.0
+
+
 def test_accuracy_script_on_the_modeled_clock_names_its_cost_model(tone_corpus, tmp_path):
     from rtlab.config import StreamConfig
     from rtlab.core.costs import Calibration, CostModel, key_for

@@ -169,6 +169,8 @@ def test_all_empty_references_give_zero_or_undefined():
     undefined = wer("", "words here")
     assert math.isinf(undefined.value)
     assert undefined.to_dict()["value"] is None
+    assert undefined.defined_value is None and wer("", "").defined_value == 0.0
+    assert wer("a b", "a").defined_value == pytest.approx(0.5)
 
 
 def test_wer_rejects_mismatched_lengths():

@@ -151,12 +151,16 @@ class ErrorRate:
         """Substitutions, deletions and insertions."""
         return self.substitutions + self.deletions + self.insertions
 
+    @property
+    def defined_value(self) -> float | None:
+        """``value``, or None where it is undefined (``inf``: no reference words but some
+        hypothesis words). Tables and JSON take this one: JSON has no infinity, and
+        ``json.dumps`` would write ``Infinity``, which strict parsers refuse."""
+        return self.value if math.isfinite(self.value) else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``value`` is ``None`` when undefined)."""
-        d = dataclasses.asdict(self)
-        if not math.isfinite(self.value):
-            d["value"] = None
-        return d
+        return {**dataclasses.asdict(self), "value": self.defined_value}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ErrorRate:
