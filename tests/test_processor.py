@@ -315,6 +315,35 @@ async def test_an_exception_inside_a_task_ends_the_stream_with_an_error(clips, n
     assert isinstance(processor.error, RuntimeError)
 
 
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"start": float("nan")},
+        {"end": float("inf")},
+        {"text": None},
+        {"start": "0.1"},
+    ],
+)
+async def test_a_backend_word_without_text_or_finite_times_ends_the_stream_naming_the_backend(
+    broken, clips, monkeypatch, no_ffmpeg_left
+):
+    # Before: "ValueError: cannot convert float NaN to integer" from inside the policy
+    # (or "AttributeError: 'NoneType' object has no attribute 'strip'").
+    from rtlab.testing import ToneBackend
+
+    heard = ToneBackend.transcribe
+
+    def transcribe(self, audio, **options):
+        return [{**word, **broken} for word in heard(self, audio, **options)]
+
+    monkeypatch.setattr(ToneBackend, "transcribe", transcribe)
+    events = await stream(AudioProcessor("test"), clips["wav"])
+    assert [e["type"] for e in events] == ["error"]
+    assert events[0]["error"] == "plugin_error"
+    assert events[0]["message"].startswith("backend 'test' returned the word {")
+    assert "its times finite numbers" in events[0]["message"] and "\n" not in events[0]["message"]
+
+
 async def test_a_decoder_exception_ends_the_stream_with_an_error(monkeypatch, no_ffmpeg_left):
     async def broken_read(self):
         raise OSError("disk on fire")

@@ -4,11 +4,14 @@ each session's view of it."""
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import threading
 from typing import Any, Callable
 
 from ..backends import Backend, Request, Word
 from ..config import StreamConfig
+from ..errors import PluginError
 from ..registry import get_registry
 from .batching import Batcher, BatchingDecoder
 from .costs import add_features
@@ -83,6 +86,7 @@ class SessionBackend:
     def transcribe(self, audio: Any, *, prompt: str = "", language: str | None = None) -> list[Word]:
         request = Request(audio, prompt, language)
         words = self._once(request, lambda: self._call(request))
+        _check_words(self._backend, words)
         self._add_features(self._backend.cost_features(request, words))
         return words
 
@@ -138,6 +142,32 @@ class SessionBackend:
         if name == "detect_language":  # optional (see rtlab.policies.local_agreement)
             return functools.partial(self._detect_language, attribute)
         return attribute
+
+
+def _check_words(backend: Backend, words: Any) -> None:
+    """Refuse what a policy cannot use as words, naming the backend and the word: a list of
+    dicts with a str ``text`` and ``start`` and ``end`` in finite seconds. Without this
+    the stream ends in the policy with "cannot convert float NaN to integer", or a NaN
+    reaches the events (which JSON cannot carry)."""
+    if not isinstance(words, list):
+        raise PluginError(
+            f"backend {getattr(backend, 'name', '?')!r} returned {type(words).__name__} from transcribe, "
+            "not a list of words ({'text': str, 'start': seconds, 'end': seconds})"
+        )
+    for word in words:
+        if not (
+            isinstance(word, dict)
+            and isinstance(word.get("text"), str)
+            and all(_is_seconds(word.get(time)) for time in ("start", "end"))
+        ):
+            raise PluginError(
+                f"backend {getattr(backend, 'name', '?')!r} returned the word {word!r}; a word is "
+                "{'text': str, 'start': seconds, 'end': seconds}, its times finite numbers"
+            )
+
+
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class CountingDecoder:
