@@ -129,7 +129,7 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         first_pcm = [asyncio.run(first_pcm_latency(u.audio, Path(workdir), "webm")) for u in utterances]
         probed = [asyncio.run(first_pcm_latency(u.audio, Path(workdir), None)) for u in utterances]
-    report["first_pcm_probed_median"] = statistics.median(x for x in probed if x is not None)
+    report["first_pcm_probed_median"] = _median(probed)
     for min_chunk in args.min_chunks:
         results = []
         for utterance in tqdm(utterances, desc=f"streaming, min_chunk={min_chunk}", file=sys.stderr):
@@ -146,15 +146,26 @@ def run(args) -> dict:
         summary["offline_wer"] = wer(
             [u.text for u in utterances], [offline[u.id].text for u in utterances], args.normalizer
         ).to_dict()
-        summary["first_pcm_latency_median"] = statistics.median(x for x in first_pcm if x is not None)
+        summary["first_pcm_latency_median"] = _median(first_pcm)
         summary["first_pcm_measured_on"] = "webm/opus in 250 ms MediaRecorder-like slices, -f webm"
         report["runs"].append({"min_chunk": min_chunk, "files": [r.to_dict() for r in results],
                                "first_pcm": first_pcm, "summary": summary})
     return report
 
 
+def _median(values: list[float | None]) -> float | None:
+    """The median of the values measured (None: none was)."""
+    measured = [x for x in values if x is not None]
+    return statistics.median(measured) if measured else None
+
+
 def _fmt(value, digits=2, suffix=""):
     return "-" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _points(value: float | None) -> float | None:
+    """A rate in percent; None (an undefined WER: no reference words) stays None."""
+    return None if value is None else 100 * value
 
 
 def print_report(report: dict) -> None:
@@ -168,26 +179,29 @@ def print_report(report: dict) -> None:
         print(f"\nmin_chunk = {run_['min_chunk']} s")
         print(header)
         for record, pcm in zip(run_["files"], run_["first_pcm"]):
-            print(f"{record['file'][:34]:34} {_fmt(record['offline_wer']['value'] * 100, 1):>8} "
-                  f"{_fmt(record['wer']['value'] * 100, 1):>8} {_fmt(record['latency']['median']):>8} "
+            print(f"{record['file'][:34]:34} {_fmt(_points(record['offline_wer']['value']), 1):>8} "
+                  f"{_fmt(_points(record['wer']['value']), 1):>8} {_fmt(record['latency']['median']):>8} "
                   f"{_fmt(record['latency']['p95']):>8} {_fmt(record['first_text_latency']):>6} "
                   f"{_fmt(record['tail_latency']):>6} {_fmt(record['rtf']):>5} {_fmt(pcm * 1000 if pcm else None, 0, ' ms'):>8}")
         s = run_["summary"]
         lat = s["latency"]
         first = s["first_text_latency"]["median"]
-        off, stream = s["offline_wer"]["value"] * 100, s["wer"]["value"] * 100
-        print(f"{'ALL (pooled)':34} {off:8.1f} {stream:8.1f} {_fmt(lat['median']):>8} {_fmt(lat['p95']):>8} "
+        off, stream = _points(s["offline_wer"]["value"]), _points(s["wer"]["value"])
+        pcm = s["first_pcm_latency_median"]
+        print(f"{'ALL (pooled)':34} {_fmt(off, 1):>8} {_fmt(stream, 1):>8} {_fmt(lat['median']):>8} {_fmt(lat['p95']):>8} "
               f"{_fmt(first):>6} {_fmt(s['tail_latency']['median']):>6} {_fmt(s['rtf']):>5} "
-              f"{s['first_pcm_latency_median'] * 1000:6.0f} ms")
+              f"{_fmt(pcm * 1000 if pcm is not None else None, 0, ' ms'):>8}")
         checks = [
-            ("streaming WER - offline WER (points)", stream - off, TARGETS["wer_gap_points"], None),
+            ("streaming WER - offline WER (points)", None if off is None or stream is None else stream - off,
+             TARGETS["wer_gap_points"], None),
             ("median commit latency (s)", lat["median"], TARGETS["median"], WHISPERLIVEKIT["median"]),
             ("p95 commit latency (s)", lat["p95"], TARGETS["p95"], WHISPERLIVEKIT["p95"]),
             ("first committed text (s, median over files)", first, TARGETS["first_text"], WHISPERLIVEKIT["first_text"]),
-            ("first PCM from FFmpeg, webm/opus (s, median)", s["first_pcm_latency_median"], TARGETS["first_pcm"], None),
+            ("first PCM from FFmpeg, webm/opus (s, median)", pcm, TARGETS["first_pcm"], None),
         ]
+        probed = report["first_pcm_probed_median"]
         print(f"  (first PCM when FFmpeg must probe the format itself: "
-              f"{report['first_pcm_probed_median'] * 1000:.0f} ms median)")
+              f"{_fmt(probed * 1000 if probed is not None else None, 0, ' ms')} median)")
         for name, value, target, peer in checks:
             verdict = "meets" if value is not None and value <= target else "MISSES"
             line = f"  {name:46} {_fmt(value, 3):>7}  target <= {target}: {verdict}"
@@ -213,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.min_chunks = args.min_chunks or [1.0]
     report = run(args)
-    print_report(report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Written before the table: the runs took minutes, and no figure in the table should lose them.
     (out / "streaming_vs_offline.json").write_text(json.dumps(report, indent=1, default=str))
+    print_report(report)
     print(f"\nwrote {out / 'streaming_vs_offline.json'}")
     return 0
 

@@ -335,6 +335,31 @@ def test_long_form_segments_alone_keep_the_pauses_around_each_clip():
     assert [p[0] / 16_000 for p in pieces] == [0.0, 2.0, 5.0], "from the end of the clip before"
 
 
+def test_streaming_vs_offline_prints_a_file_with_no_reference_words_and_no_first_pcm(capsys):
+    from rtlab.eval.metrics import environment_info, wer
+    from rtlab.eval.results import evaluate_stream, summarize
+
+    spec = importlib.util.spec_from_file_location("streaming_vs_offline_benchmark", ROOT / "benchmarks" / "streaming_vs_offline.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    events = [{"type": "commit", "words": [{"text": "hello", "start": 0.0, "end": 0.5}], "emitted_at": 1.0},
+              {"type": "summary", "emitted_at": 2.0, "audio_seconds": 1.5, "compute_seconds": 0.5}]  # fmt: skip
+    result = evaluate_stream(file="silence.wav", reference="", events=events, offline_hypothesis="hello")
+    summary = {**summarize([result]), "offline_wer": wer([""], ["hello"]).to_dict(),
+               "first_pcm_latency_median": None}  # FFmpeg gave no PCM  # fmt: skip
+    report = {"environment": environment_info(), "clock": "simulated", "normalizer": "whisper-english", "input": "pcm",
+              "backend": "test", "model": "default", "first_pcm_probed_median": None,
+              "runs": [{"min_chunk": 1.0, "files": [result.to_dict()], "first_pcm": [None], "summary": summary}]}  # fmt: skip
+    script.print_report(report)
+    printed = capsys.readouterr().out
+    assert "silence.wav" in printed and "ALL (pooled)" in printed
+    gap = next(line for line in printed.splitlines() if "streaming WER - offline WER" in line)
+    assert gap.split()[-5:] == ["-", "target", "<=", "2.0:", "MISSES"]
+    assert "(first PCM when FFmpeg must probe the format itself: - median)" in printed
+    assert script._median([None, None]) is None and script._median([0.2, None, 0.1]) == pytest.approx(0.15)
+
+
 def test_word_diffs_script_lists_the_places_that_cost_errors(tmp_path):
     speech = tmp_path / "speech" / "xx"
     speech.mkdir(parents=True)
