@@ -329,3 +329,22 @@ def test_job_threads_are_reused_and_extra_idle_ones_end():
     failing = threads.submit(lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         failing.result(5)
+
+
+@pytest.mark.parametrize("deadline", [0, -1.0, float("nan"), "30", True])
+async def test_a_pass_deadline_that_is_no_number_of_seconds_is_refused_naming_it(deadline):
+    # Before: 0, below 0 or NaN abandoned every pass ("gave this pass no turn within its
+    # nan s deadline"), and "30" failed with a TypeError from inside the scheduler.
+    from rtlab.core.scheduler import pass_deadline
+    from rtlab.errors import InvalidOption
+
+    scheduler = Scheduler(Busy(workers=1), slots=CpuSlots(1))
+    token = pass_deadline.set(deadline)
+    try:
+        with pytest.raises(InvalidOption, match=rf"^pass_deadline must be a number of seconds above 0 \(or None: no limit\), not {deadline!r}$"):
+            await scheduler.submit(lambda: "ran")
+        assert scheduler.pending == 0  # nothing was queued
+        pass_deadline.set(float("inf"))  # no limit, as None
+        assert (await scheduler.submit(lambda: "ran"))[0] == "ran"
+    finally:
+        pass_deadline.reset(token)

@@ -49,7 +49,8 @@ from typing import Any, Callable
 from ..backends import Backend
 from .batching import Batcher
 from .memory import release_freed_memory
-from ..errors import RtlabError
+from ..errors import InvalidOption, RtlabError
+from ..options import is_number
 
 
 class SchedulerBusy(RtlabError):
@@ -363,6 +364,11 @@ class Scheduler:
         that many seconds after this call is abandoned: :class:`BackendTimeout` is raised
         at once (see the module docstring for what happens to its thread)."""
         deadline = pass_deadline.get()
+        if deadline is not None and not (is_number(deadline) and deadline > 0):  # (NaN is not > 0)
+            # 0 or below would abandon every pass with "no turn within its 0 s deadline".
+            raise InvalidOption(
+                f"pass_deadline must be a number of seconds above 0 (or None: no limit), not {deadline!r}"
+            )
         expires = None if deadline is None else time.monotonic() + deadline
         with self._lock:
             if self._pending >= self.max_pending:
