@@ -155,14 +155,27 @@
     stopRecorder();
     const why = `connection closed (code ${event.code}${event.reason ? ", " + event.reason : ""})`;
     if (wantRunning && !NO_RETRY_CODES.has(event.code)) {
-      const delay = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
-      attempt += 1;
-      setState("reconnecting", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
-      clearTimeout(reconnectTimer);
-      reconnectTimer = setTimeout(() => { if (wantRunning) start().catch(() => {}); }, delay);
+      reconnectLater(why);
     } else if (rtlab.state !== "failed") {
       setState("idle", `idle (${why})`);
     }
+  }
+
+  function reconnectLater(why) {
+    const delay = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
+    attempt += 1;
+    setState("reconnecting", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(() => { if (wantRunning) start().catch(() => {}); }, delay);
+  }
+
+  // The page's own close, once it has nothing to transcribe: the server would otherwise
+  // close the idle connection itself after --start-timeout with a transcription_failed
+  // start_timeout, which would replace what the page shows (a summary, or the real error).
+  function closeSocket() {
+    const ws = socket;
+    socket = null; // onClose ignores a socket that is no longer the page's
+    if (ws) ws.close(1000);
   }
 
   function send(message) {
@@ -192,12 +205,15 @@
         ui.partial.textContent = "";
         setState("idle", `stopped · ${message.summary.audio_seconds} s of audio` +
           (message.summary.rtf != null ? ` · RTF ${message.summary.rtf}` : ""));
+        if (!wantRunning) closeSocket(); // else the server is shutting down: reconnect on its close
         break;
       case "transcription_failed":
         wantRunning = wantRunning && message.error === "server_busy"; // busy: retry with backoff
         stopRecorder();
         setState("failed", `failed: ${message.error}`);
         showError(`${message.error}: ${message.message}`);
+        closeSocket();
+        if (wantRunning) reconnectLater("server busy");
         break;
       case "error":
         showError(`${message.error}: ${message.message}`);
