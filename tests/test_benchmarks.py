@@ -360,6 +360,31 @@ def test_streaming_vs_offline_prints_a_file_with_no_reference_words_and_no_first
     assert script._median([None, None]) is None and script._median([0.2, None, 0.1]) == pytest.approx(0.15)
 
 
+def test_a_results_jsonl_that_fails_to_write_leaves_the_previous_one_whole(tmp_path):
+    from rtlab.config import StreamConfig
+    from rtlab.eval.bench import BenchRun
+    from rtlab.eval.results import evaluate_stream, summarize
+
+    def run(config_extra: dict) -> BenchRun:
+        events = [{"type": "commit", "words": [{"text": "one", "start": 0.0, "end": 0.4}], "emitted_at": 1.0},
+                  {"type": "summary", "emitted_at": 1.5, "audio_seconds": 1.0, "compute_seconds": 0.2}]  # fmt: skip
+        streams = [evaluate_stream(file=f"{name}.wav", reference="one", events=events, offline_hypothesis="one",
+                                   config={"name": "default", **config_extra}) for name in ("a", "b")]  # fmt: skip
+        return BenchRun(corpus="c", configurations=[StreamConfig(backend="test")], clock="unaware",
+                        normalizer="whisper-english", long_form=False, streams=streams,
+                        summaries=[{"name": "default", **summarize(streams)}])  # fmt: skip
+
+    run({}).write(tmp_path, plots=False)
+    before = (tmp_path / "results.jsonl").read_bytes()
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        run({"callback": object()}).write(tmp_path, plots=False)  # the second stream's line fails
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
+    result = run_script("word_diffs.py", str(tmp_path / "results.jsonl"))  # read back as a user would
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("default: 0 of 2 streams differ from offline in 0 places")
+
+
 def test_word_diffs_script_lists_the_places_that_cost_errors(tmp_path):
     speech = tmp_path / "speech" / "xx"
     speech.mkdir(parents=True)

@@ -203,12 +203,22 @@ class BenchRun:
     def write(self, out_dir: str | os.PathLike[str], plots: bool = True) -> list[Path]:
         """Write ``results.jsonl`` (and the PNG plots, when matplotlib is installed) into
         ``out_dir``; returns the paths written."""
+        from ..backends import partial_path
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "results.jsonl"
-        with path.open("w", encoding="utf-8") as fh:
-            for record in self.records():
-                fh.write(json.dumps(record, default=_json_default) + "\n")
+        # Whole or not at all: a record that fails to serialise, a full disk or a second
+        # Ctrl-C leaves the previous results.jsonl there, never a truncated one.
+        partial = partial_path(path)
+        try:
+            with partial.open("w", encoding="utf-8") as fh:
+                for record in self.records():
+                    fh.write(json.dumps(record, default=_json_default) + "\n")
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         written = [path]
         if plots:
             from . import plots as plotting
