@@ -8,14 +8,12 @@ Policies are plugins (``register_policies``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from ..backends import Backend, Word
-from ..options import is_number
 
 
 @dataclass
@@ -82,9 +80,3 @@ def missing_capabilities(policy: type[Policy] | Policy, backend: type[Backend] |
     return [name for name in policy.requires if name not in provided]
 
 
-def is_finite_number(value: object) -> bool:
-    """Whether a policy option's ``value`` is a number and neither NaN nor infinite: NaN
-    passes every ``<`` check unnoticed, and a pass interval or buffer of ``inf`` seconds
-    is no setting (``float("nan")``, or ``min_chunk=NaN`` and ``min_chunk=1e999`` on the
-    command line)."""
-    return is_number(value) and math.isfinite(value)

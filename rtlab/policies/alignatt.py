@@ -74,10 +74,10 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
-from ..options import is_number, is_whole_number
+from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
 from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
-from . import Policy, Step, is_finite_number, missing_capabilities
+from . import Policy, Step, missing_capabilities
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .reheard import START_SLACK, after_committed
 from .vac import KEEP_SILENCE, controller

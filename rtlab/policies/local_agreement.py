@@ -65,10 +65,10 @@ import numpy as np
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
-from ..options import is_number, is_whole_number
+from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
 from ..words import agreed_prefix, key
-from . import Policy, Step, is_finite_number
+from . import Policy, Step
 from .reheard import after_committed
 from .vac import KEEP_SILENCE, controller
 
