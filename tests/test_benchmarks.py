@@ -385,6 +385,26 @@ def test_a_results_jsonl_that_fails_to_write_leaves_the_previous_one_whole(tmp_p
     assert result.stdout.startswith("default: 0 of 2 streams differ from offline in 0 places")
 
 
+def test_benchmark_plots_with_nothing_to_draw_say_so_instead_of_an_empty_frame(tmp_path, monkeypatch):
+    from rtlab.eval import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    no_latency = {"count": 0, "median": None, "p95": None}
+    summaries = [{"name": "default", "wer": {"value": None}, "latency": no_latency, "clock": "unaware",
+                  "normalizer": "whisper-english"}]  # fmt: skip
+    streams = [{"file": f"{name}.wav", "config": {"name": "default"}, "audio_seconds": 1.0, "word_latencies": [],
+                "lag": None} for name in ("a", "b")]  # fmt: skip
+    plots.save_bench_plots(summaries, streams, tmp_path)
+    assert len(figures) == 3
+    for figure in figures:
+        (ax,) = figure.axes
+        said = [text.get_text() for text in ax.texts]
+        assert len(said) == 1 and said[0].startswith("nothing to plot:\n"), said
+    plots.plot_lag(summaries, [{**streams[0], "lag": {"samples": [[0.5, 0.1]]}}], tmp_path / "lag.png")
+    assert not figures[-1].axes[0].texts, "a plot with data says nothing of the kind"
+
+
 def test_word_diffs_script_lists_the_places_that_cost_errors(tmp_path):
     speech = tmp_path / "speech" / "xx"
     speech.mkdir(parents=True)

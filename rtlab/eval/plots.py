@@ -75,6 +75,13 @@ def _legend_below(fig: Any, ax: Any, count: int) -> None:
     fig.subplots_adjust(bottom=min(0.6, 0.16 + 0.045 * count))
 
 
+def _say_when_empty(ax: Any, drawn: bool, why: str) -> None:
+    # An empty PNG reads as a broken plot; this one says what was missing.
+    if not drawn:
+        ax.text(0.5, 0.5, f"nothing to plot:\n{why}", transform=ax.transAxes, ha="center", va="center",
+                color="grey", fontsize="medium")  # fmt: skip
+
+
 def _figure(count: int) -> tuple[Any, Any]:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5 + 0.3 * count), dpi=110)
@@ -114,6 +121,8 @@ def plot_wer_vs_latency(
     ax.set_ylim(bottom=0, top=max(ys + [1.0]) * 1.25)
     ax.grid(True, alpha=0.3)
     ax.set_title(f"{title}\n{_subtitle(summaries)}", fontsize="medium")
+    _say_when_empty(ax, bool(xs), "no configuration has both a WER and a commit latency\n"
+                    "(no reference text, or no committed word matched the offline pass)")
     _legend_below(fig, ax, len(summaries))
     return _save(fig, path)
 
@@ -128,6 +137,7 @@ def plot_latency_cdf(
     import numpy as np
 
     fig, ax = _figure(len(summaries))
+    drawn = False
     for summary, color in zip(summaries, _colors(len(summaries))):
         values = np.sort([v for s in streams if s["config"].get("name") == summary["name"]
                           for v in s.get("word_latencies") or ()])  # fmt: skip
@@ -135,6 +145,7 @@ def plot_latency_cdf(
             continue
         fraction = np.arange(1, values.size + 1) / values.size
         ax.step(values, fraction, where="post", color=color, label=f"{summary['name']} ({values.size} words)")
+        drawn = True
     ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
     ax.axhline(0.95, color="grey", linewidth=0.6, linestyle=":")
     ax.set_xlabel("commit latency per word [s]  (commit emitted_at − word end in the audio)")
@@ -142,6 +153,7 @@ def plot_latency_cdf(
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
     ax.set_title(f"Commit latency CDF\n{_subtitle(summaries)}", fontsize="medium")
+    _say_when_empty(ax, drawn, "no committed word has a latency\n(none committed, or none matched the offline pass)")
     _legend_below(fig, ax, len(summaries))
     return _save(fig, path)
 
@@ -171,6 +183,7 @@ def plot_lag(
         start += max(ends)
     for offset in list(offsets.values())[1:]:
         ax.axvline(offset, color="grey", linewidth=0.5, linestyle=":")
+    drawn = False
     for summary, color in zip(summaries, _colors(len(summaries))):
         labelled = False
         for s in streams:
@@ -183,13 +196,14 @@ def plot_lag(
             ys = [lag for _, lag in samples]
             ax.step(xs, ys, where="post", color=color, linewidth=1.2,
                     label=None if labelled else summary["name"])  # fmt: skip
-            labelled = True
+            labelled = drawn = True
     ax.set_xlabel("stream time [s]" + (" (files end to end)" if len(files) > 1 else ""))
     ax.set_ylabel("lag: audio received − audio processed [s]")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.set_title(f"Lag over time\n{_subtitle(summaries)}", fontsize="medium")
+    _say_when_empty(ax, drawn, "no stream recorded lag samples")
     _legend_below(fig, ax, len(summaries))
     return _save(fig, path)
 
