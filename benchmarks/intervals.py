@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if len(files) == 1:
         (_, only), (run,) = sources[0], files
+        named = sorted({configuration for _, configuration in run.groups()})
+        if only and only not in named:
+            print(f"{run.path} has no configuration {only!r}; it has {', '.join(map(repr, named)) or 'none'}", file=sys.stderr)
+            return 1
         for language, configuration in run.groups():
             if only and configuration != only:
                 continue

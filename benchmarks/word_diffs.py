@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[str] = []
     if len(files) == 1:
         (_, only), (groups,) = sources[0], files
+        named = sorted({configuration for _, configuration in groups})
+        if only and only not in named:
+            print(f"{sources[0][0]} has no configuration {only!r}; it has {', '.join(map(repr, named)) or 'none'}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         for (language, configuration), streams in groups.items():
             if only and configuration != only:
                 continue

@@ -531,6 +531,18 @@ def test_intervals_script_gives_paired_intervals_from_stored_or_recounted_edits(
     assert run_script("intervals.py", str(old), str(new)).returncode == 2  # two files need a configuration each
 
 
+def test_intervals_and_word_diffs_refuse_a_configuration_the_file_does_not_have(tmp_path):
+    stream = {"file": "a.wav", "streamed": "one two", "offline": "one two three"}
+    row = {"language": "xx", "configuration": "default", "normalizer": "whisper-basic", "shift": None,
+           "long_form": False, "streams": [stream]}  # fmt: skip
+    path = tmp_path / "accuracy.json"
+    path.write_text(json.dumps({"rows": [row]}), encoding="utf-8")
+    for script in ("intervals.py", "word_diffs.py"):
+        result = run_script(script, f"{path}:defualt", "--speech", str(tmp_path))  # a typo: not silence and 0
+        assert result.returncode == 1 and result.stdout == "", (script, result.stdout)
+        assert f"{path} has no configuration 'defualt'; it has 'default'" in result.stderr, script
+
+
 def test_concurrency_script_streams_raw_pcm_where_there_is_no_ffmpeg(tmp_path, monkeypatch):
     """The GPU check's mode (benchmarks/gpu_check.sh on a machine without FFmpeg): clients
     send raw PCM, and neither they nor the server's sessions need FFmpeg."""
