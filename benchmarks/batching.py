@@ -3,8 +3,9 @@
 N sessions (1, 2, 4, 8 by default) stream the same speech in real time (the wall clock)
 through one shared backend instance, first with ``max_batch=1`` (every pass a model call of
 its own), then with ``max_batch=N``. Printed per row: passes per second the backend served,
-commit latency median and p95, WER, the batch sizes the batcher formed, and how long a pass
-waited in the batcher for its batch (median).
+commit latency median and p95 (rtlab's definition: against the word ends of an offline pass
+of the same audio, ``rtlab.eval.metrics.commit_latencies``), WER, the batch sizes the
+batcher formed, and how long a pass waited in the batcher for its batch (median).
 
     python benchmarks/batching.py                                  # faster-whisper tiny.en
     python benchmarks/batching.py --sessions 1 --sessions 4 --seconds 20
@@ -25,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 
-def run_row(audio: Any, reference: str, base: str, sessions: int, batch: int, wait_ms: float, normalizer: str) -> dict:
-    """One row: ``sessions`` streams of ``audio`` on the wall clock through one backend."""
+def run_row(
+    audio: Any, reference: str, offline_words: list, base: str, sessions: int, batch: int, wait_ms: float, normalizer: str
+) -> dict:
+    """One row: ``sessions`` streams of ``audio`` on the wall clock through one backend;
+    ``offline_words``, an offline pass's words of ``audio``, time the commits."""
     from rtlab.config import StreamConfig
     from rtlab.core.instances import get_backend
     from rtlab.core.scheduler import scheduler_for
-    from rtlab.eval.metrics import wer
+    from rtlab.eval.metrics import LatencyStats, commit_latencies, wer
     from rtlab.eval.replay import replay
 
     configs = [
@@ -42,10 +46,9 @@ def run_row(audio: Any, reference: str, base: str, sessions: int, batch: int, wa
     runs = replay(audio, configs, clock="wall")
     seconds = time.perf_counter() - started
     passes = sum(len(run.lag_samples) for run in runs)
-    latencies = [
-        event["emitted_at"] - word["end"] for run in runs for event in run.events if event["type"] == "commit"
-        for word in event["words"]
-    ]  # fmt: skip
+    latencies = LatencyStats.from_values(
+        latency for run in runs for latency in commit_latencies(run.events, offline_words, normalizer)
+    )
     batches = batcher.stats.batches - before[0] if batcher is not None else 0
     sizes = batcher.stats.sizes[-batches:] if batches else []
     waits = batcher.stats.waits[-(batcher.stats.passes - before[1]):] if batches else []
@@ -55,8 +58,8 @@ def run_row(audio: Any, reference: str, base: str, sessions: int, batch: int, wa
         "passes": passes,
         "passes_per_second": passes / seconds,
         "wall_seconds": seconds,
-        "latency_median": statistics.median(latencies) if latencies else None,
-        "latency_p95": sorted(latencies)[int(0.95 * (len(latencies) - 1))] if latencies else None,
+        "latency_median": latencies.median,
+        "latency_p95": latencies.p95,
         "wer": wer([reference] * sessions, [run.text for run in runs], normalizer).defined_value,
         "batch_sizes": {str(size): sizes.count(size) for size in sorted(set(sizes))},
         "batch_wait_median": statistics.median(waits) if waits else None,
@@ -80,10 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    from rtlab.config import StreamConfig
+    from rtlab.core.instances import get_backend
     from rtlab.decoders.files import decode_audio
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import load_corpus, shared_speech_dir
     from rtlab.eval.metrics import environment_info
+    from rtlab.eval.offline import transcribe_samples
 
     corpus = args.corpus or shared_speech_dir()
     if corpus is None:
@@ -101,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     reference = " ".join(texts)
     base = f"backend={args.backend}" + (f",model={args.model}" if args.model else "")
     base += "".join(f",backend.{option}" for option in args.backend_option)
+    offline = transcribe_samples(get_backend(StreamConfig.parse(base)), audio)
     rows = []
     for sessions in args.sessions or [1, 2, 4, 8]:
         # One session with batching on: does a lone pass pay for the batch wait?
         for batch in (1, sessions if sessions > 1 else 2):
             print(f"{sessions} sessions, max_batch={batch} ...", file=sys.stderr, flush=True)
-            rows.append(run_row(audio, reference, base, sessions, batch, args.batch_wait_ms, args.normalizer))
+            rows.append(run_row(audio, reference, offline.words, base, sessions, batch, args.batch_wait_ms, args.normalizer))
     environment = environment_info()
     report = {"base": base, "seconds": len(audio) / 16000, "environment": environment, "rows": rows}
     out = Path(args.out)
