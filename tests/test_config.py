@@ -110,7 +110,9 @@ def test_coerce_takes_a_config_a_backend_name_or_nothing_with_fields_on_top():
         ("backend=test,max_buffer_sec=null", InvalidOption, "needs max_buffer_sec > 0"),
         ("backend=test,overload_trimming_sec=0", InvalidOption, "needs overload_trimming_sec > 0"),
         ("backend=test,buffer_trimming_sec=20,max_buffer_sec=10", InvalidOption, "buffer_trimming_sec <= max_buffer_sec"),
-        ("backend=test,prompt_chars=many", InvalidOption, "prompt_chars must be a whole number >= 0"),
+        ("backend=test,prompt_chars=many", InvalidOption, "prompt_chars must be a whole number from 0 "),
+        # Before: accepted, so the policy never forgot a committed word (each pass scanned them all).
+        ("backend=test,prompt_chars=1000000000000000000000000000000", InvalidOption, r"from 0 \(no prompt\) to 10000, not 1000"),
         ("backend=test,silence_factor=-1", InvalidOption, "silence_factor must be a number >= 0"),
         # A queue of maxsize 0 is unbounded: the PCM decoder must refuse it.
         ("backend=test,decoder=pcm_s16le,max_chunks=0", InvalidOption, "max_chunks must be a whole number from 1"),

@@ -406,6 +406,9 @@ def test_a_bad_policy_option_value_is_refused_before_any_work(no_ffmpeg_left):
         (dict(max_events=0), "^max_events must be a whole number of events >= 1, not 0$"),
         (dict(max_events=2.5), "^max_events must be a whole number of events >= 1, not 2.5$"),
         (dict(max_events=True), "^max_events must be a whole number of events >= 1, not True$"),
+        # Before: any truthy value turned pacing on, "no" included.
+        (dict(pace_input="no"), "^pace_input must be True or False, not 'no'$"),
+        (dict(pace_input=1), "^pace_input must be True or False, not 1$"),
     ],
 )
 def test_bad_buffer_bounds_are_refused_naming_them(bounds, message, no_ffmpeg_left):

@@ -98,6 +98,8 @@ class AudioProcessor:
             )
         if not is_whole_number(max_events) or max_events < 1:
             raise InvalidOption(f"max_events must be a whole number of events >= 1, not {max_events!r}")
+        if not isinstance(pace_input, bool):
+            raise InvalidOption(f"pace_input must be True or False, not {pace_input!r}")
         config = StreamConfig.coerce(config, **settings)
         try:
             self.config = config.validate()
@@ -111,7 +113,7 @@ class AudioProcessor:
         if pass_memo is not None and self.clock.mode in MEASURED_MODES:
             raise ValueError(f"a pass memo needs an unmeasured clock (modeled or unaware), not {clock!r}")
         self.pass_memo = pass_memo
-        self.pace_input = bool(pace_input) and not self.clock.simulated
+        self.pace_input = pace_input and not self.clock.simulated
         self._cut_at: int | None = None  # samples: where cut_input() ended the input
         self.cost_model: CostModel | None = None
         if self.clock.mode == "modeled":

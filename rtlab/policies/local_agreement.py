@@ -82,6 +82,9 @@ _MIN_QUIET_FRAMES = 2
 _END_SLACK = 0.1
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
+#: The longest prompt a stream may ask for: Whisper reads at most 223 prompt tokens (about a
+#: thousand characters), and every pass scans the committed words the prompt may need.
+MAX_PROMPT_CHARS = 10_000
 
 
 def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
@@ -144,9 +147,10 @@ class LocalAgreement(Policy):
                 f"policy 'local-agreement' needs buffer_trimming_sec <= max_buffer_sec; got "
                 f"buffer_trimming_sec={buffer_trimming_sec}, max_buffer_sec={max_buffer_sec}"
             )
-        if not is_whole_number(prompt_chars) or prompt_chars < 0:
+        if not is_whole_number(prompt_chars) or not 0 <= prompt_chars <= MAX_PROMPT_CHARS:
             raise InvalidOption(
-                f"policy 'local-agreement': prompt_chars must be a whole number >= 0 (0: no prompt), not {prompt_chars!r}"
+                f"policy 'local-agreement': prompt_chars must be a whole number from 0 (no prompt) to "
+                f"{MAX_PROMPT_CHARS}, not {prompt_chars!r}"
             )
         if not is_finite_number(silence_factor) or silence_factor < 0:
             raise InvalidOption(
