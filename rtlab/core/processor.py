@@ -139,7 +139,9 @@ class AudioProcessor:
         #: ``(features, measured seconds)`` of each pass, for calibration.
         self.pass_costs: collections.deque[tuple[dict[str, float], float]] = collections.deque(maxlen=10_000)
         self.lag_samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
-        self.committed_words: list[dict] = []
+        #: The committed words' texts, for the summary: a day-long stream keeps its text,
+        #: not every word's times and probability (several times as much memory).
+        self.committed_texts: list[str] = []
         self._last_partial = ""
         self.error: RtlabError | Exception | None = None
 
@@ -397,7 +399,7 @@ class AudioProcessor:
         self._taken_at_last_pass = taken
         if step.committed:
             event = commit_event(step.committed, now)
-            self.committed_words.extend(event["words"])
+            self.committed_texts += [text for text in (w["text"].strip() for w in event["words"]) if text]
             await self.events.put(event)
         partial = join_words(step.partial)
         if partial != self._last_partial:
@@ -432,7 +434,7 @@ class AudioProcessor:
     def _summary(self) -> dict[str, Any]:
         return {
             "type": "summary",
-            "text": join_words(self.committed_words),
+            "text": " ".join(self.committed_texts),
             "audio_seconds": round(self.audio_seconds, 3),
             "compute_seconds": round(self.compute_seconds, 3),
             "measured_compute_seconds": round(self.measured_compute_seconds, 3),
