@@ -23,6 +23,10 @@
   let recorder = null;
   let stream = null;
   let wantRunning = false; // the user pressed Start and not Stop: resume after a reconnect
+  let transcribing = false; // start_transcription sent on this socket and not yet ended
+  // Bumped by every Start, Stop, failure and lost connection: a start still waiting for
+  // its connection or its microphone gives up when the number has moved on.
+  let generation = 0;
   let attempt = 0;
   let reconnectTimer = null;
   let startClickedAt = 0;
@@ -133,12 +137,13 @@
 
   // -- connection ----------------------------------------------------------------------
 
+  // The page's socket once open; a socket still connecting is waited for, not doubled.
   function connect() {
-    return new Promise((resolve, reject) => {
-      if (socket && socket.readyState === WebSocket.OPEN) return resolve(socket);
-      const ws = new WebSocket(socketUrl());
-      ws.binaryType = "arraybuffer";
-      socket = ws;
+    if (socket) return socket.ready;
+    const ws = new WebSocket(socketUrl());
+    ws.binaryType = "arraybuffer";
+    socket = ws;
+    ws.ready = new Promise((resolve, reject) => {
       let opened = false;
       ws.onopen = () => { opened = true; attempt = 0; resolve(ws); };
       ws.onmessage = (event) => onMessage(JSON.parse(event.data));
@@ -147,11 +152,15 @@
         if (!opened) reject(new Error(`could not connect to the server (code ${event.code})`));
       };
     });
+    ws.ready.catch(() => {}); // a start that gave up no longer waits for it
+    return ws.ready;
   }
 
   function onClose(ws, event) {
     if (ws !== socket) return;
     socket = null;
+    transcribing = false;
+    generation += 1;
     stopRecorder();
     const why = `connection closed (code ${event.code}${event.reason ? ", " + event.reason : ""})`;
     if (wantRunning && !NO_RETRY_CODES.has(event.code)) {
@@ -175,6 +184,7 @@
   function closeSocket() {
     const ws = socket;
     socket = null; // onClose ignores a socket that is no longer the page's
+    transcribing = false;
     if (ws) ws.close(1000);
   }
 
@@ -186,6 +196,8 @@
 
   function onMessage(message) {
     rtlab.messages.push(message);
+    const starting = ["transcription_starting", "model_loading_started", "transcription_started"];
+    if (!wantRunning && starting.includes(message.type)) return; // Stop was pressed: stay "stopping"
     switch (message.type) {
       case "transcription_starting":
         setState("starting", "starting…");
@@ -202,6 +214,7 @@
         onTranscript(message);
         break;
       case "transcription_stopped":
+        transcribing = false;
         ui.partial.textContent = "";
         setState("idle", `stopped · ${message.summary.audio_seconds} s of audio` +
           (message.summary.rtf != null ? ` · RTF ${message.summary.rtf}` : ""));
@@ -209,6 +222,8 @@
         break;
       case "transcription_failed":
         wantRunning = wantRunning && message.error === "server_busy"; // busy: retry with backoff
+        generation += 1;
+        transcribing = false;
         stopRecorder();
         setState("failed", `failed: ${message.error}`);
         showError(`${message.error}: ${message.message}`);
@@ -246,8 +261,13 @@
     return candidates.find((type) => window.MediaRecorder && MediaRecorder.isTypeSupported(type)) || "";
   }
 
-  async function startRecorder() {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+  async function startRecorder(current) {
+    const media = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+    if (!current()) { // stopped, failed or disconnected while the browser asked
+      media.getTracks().forEach((track) => track.stop());
+      return;
+    }
+    stream = media;
     const mimeType = pickMimeType();
     recorder = new MediaRecorder(stream, mimeType ? { mimeType, audioBitsPerSecond: 32000 } : undefined);
     firstAudioAt = null;
@@ -281,21 +301,29 @@
   // -- start and stop ------------------------------------------------------------------
 
   async function start() {
+    const mine = ++generation;
+    const current = () => mine === generation;
     showError("");
     wantRunning = true;
     setState("starting", "connecting…");
     startClickedAt = performance.now();
     try {
       await connect();
+      if (!current()) {
+        if (!wantRunning) closeSocket(); // Stop while connecting: nothing to transcribe
+        return;
+      }
       const model = ui.model.value.trim();
       // Naming the container lets the server's FFmpeg skip probing (faster first words).
       const mimeType = pickMimeType();
       const format = mimeType.startsWith("audio/webm") ? "webm" : mimeType.startsWith("audio/ogg") ? "ogg" : "auto";
       send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null,
         language: ui.language.value.trim() || null, policy: ui.policy.value || null, format });
+      transcribing = true;
       if (!ui.committed.textContent) ui.partial.textContent = "";
-      await startRecorder();
+      await startRecorder(current);
     } catch (error) {
+      if (!current()) return; // a later Start, Stop or failure has taken over
       const micProblem = error && (error.name === "NotAllowedError" || error.name === "NotFoundError");
       if (micProblem) {
         wantRunning = false;
@@ -306,18 +334,21 @@
         setState("failed", "failed");
         showError(String((error && error.message) || error));
       }
-      throw error;
     }
   }
 
   async function stop() {
     wantRunning = false;
+    generation += 1;
     clearTimeout(reconnectTimer);
     setState("stopping", "stopping…");
     await stopRecorder();
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      send({ type: "stop_transcription" });
+    if (transcribing && socket && socket.readyState === WebSocket.OPEN) {
+      send({ type: "stop_transcription" }); // transcription_stopped ends "stopping"
     } else {
+      // Nothing started on this socket: close it (one still connecting is closed by the
+      // start that waits for it).
+      if (socket && socket.readyState === WebSocket.OPEN) closeSocket();
       setState("idle");
     }
   }
