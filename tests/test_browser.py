@@ -53,11 +53,11 @@ def padded_wav(audio_wav: bytes, path: Path, before: float = LEAD_IN, after: flo
     return path
 
 
-async def launch(playwright, chromium: str, microphone: Path | None = None):
-    """Headless Chromium with the flags this project runs it with; with ``microphone``, a
-    fake microphone playing that WAV file once (and no permission prompt)."""
+async def launch(playwright, chromium: str, microphone: Path | None = None, extra: tuple[str, ...] = ()):
+    """Headless Chromium with the flags this project runs it with, and ``extra``; with
+    ``microphone``, a fake microphone playing that WAV file once (and no permission prompt)."""
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+            "--disable-component-update", "--disable-sync", "--no-first-run", *extra]  # fmt: skip
     if microphone is not None:
         args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--use-file-for-fake-audio-capture={microphone}%noloop"]  # fmt: skip

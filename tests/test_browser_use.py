@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from rtlab.testing import tone_words, wav_bytes
-from server_support import settle, wait_until
-from test_browser import chromium_or_skip, launch, open_demo_page, padded_wav
+from server_support import settle
+from test_browser import chromium_or_skip, launch, padded_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -23,44 +23,48 @@ def microphone(tmp_path: Path, text: str = "alpha bravo charlie") -> Path:
     return padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
 
 
-# Counts the page's microphone streams: getUserMedia calls still waiting, and tracks live.
-MICROPHONE_WATCH = """(() => {
+# Watches the page from inside: its WebSockets, its getUserMedia calls still waiting, and
+# the streams they gave.
+PAGE_WATCH = """(() => {
+  const watch = (window.watch = { sockets: [], waiting: 0, streams: [] });
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); watch.sockets.push(this); }
+  };
   const devices = navigator.mediaDevices;
-  window.microphones = { waiting: 0, streams: [] };
   if (!devices) return;
   const getUserMedia = devices.getUserMedia.bind(devices);
   devices.getUserMedia = async (constraints) => {
-    window.microphones.waiting += 1;
+    watch.waiting += 1;
     try {
       const stream = await getUserMedia(constraints);
-      window.microphones.streams.push(stream);
+      watch.streams.push(stream);
       return stream;
     } finally {
-      window.microphones.waiting -= 1;
+      watch.waiting -= 1;
     }
   };
 })()"""
-LIVE_TRACKS = "window.microphones.streams.flatMap((s) => s.getTracks()).filter((t) => t.readyState === 'live').length"
+LIVE_TRACKS = "window.watch.streams.flatMap((s) => s.getTracks()).filter((t) => t.readyState === 'live').length"
+ALL_CLOSED = "window.watch.sockets.every((s) => s.readyState === WebSocket.CLOSED)"
 
 
 async def watched_page(browser, url: str, query: str = ""):
-    """The demo page (``url/?query``) with MICROPHONE_WATCH, loaded up to its backend list;
-    returns ``(page, sent, sockets)``: the frames the page sent, and the WebSockets it opened."""
+    """The demo page (``url/?query``) with PAGE_WATCH, loaded up to its backend list;
+    returns ``(page, sent)``, ``sent`` collecting the frames the page sends."""
     context = await browser.new_context()
-    await context.add_init_script(MICROPHONE_WATCH)
+    await context.add_init_script(PAGE_WATCH)
     page = await context.new_page()
     sent: list = []
-    sockets: list = []
-    page.on("websocket", lambda socket: sockets.append(socket))
     page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(frame)))
     await page.goto(f"{url}/{'?' + query if query else ''}")
     await page.wait_for_function("window.rtlab.backends !== null")
-    return page, sent, sockets
+    return page, sent
 
 
 async def live_microphone_tracks(page) -> int:
     """Microphone tracks still recording, once no getUserMedia call is pending."""
-    await page.wait_for_function("window.microphones.waiting === 0", timeout=10_000)
+    await page.wait_for_function("window.watch.waiting === 0", timeout=10_000)
     return await page.evaluate(LIVE_TRACKS)
 
 
@@ -68,10 +72,21 @@ def starts_sent(sent: list) -> int:
     return sum(1 for frame in sent if isinstance(frame, str) and '"start_transcription"' in frame)
 
 
-async def sockets_closed(sockets: list, timeout: float = 10.0) -> bool:
-    """Whether every WebSocket the page opened has closed (every message it received has
-    been handled by then)."""
-    return await wait_until(lambda: all(s.is_closed() for s in sockets), timeout)
+async def sockets_closed(page, timeout: float = 10.0) -> bool:
+    """Whether every WebSocket the page opened has closed within ``timeout`` (every
+    message it received has been handled by then)."""
+    from playwright.async_api import TimeoutError
+
+    try:
+        await page.wait_for_function(ALL_CLOSED, timeout=timeout * 1000)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def connections(page) -> int:
+    """How many WebSockets the page has opened."""
+    return await page.evaluate("window.watch.sockets.length")
 
 
 async def shown(page) -> tuple[str, str, str | None]:
@@ -91,20 +106,18 @@ async def test_the_page_keeps_its_summary_and_its_errors_while_it_waits(make_ser
     async with async_playwright() as playwright:
         browser = await launch(playwright, chromium_or_skip(), microphone(tmp_path))
         try:
-            page, _ = await open_demo_page(browser, running.url)
-            sockets: list = []
-            page.on("websocket", lambda socket: sockets.append(socket))
+            page, _ = await watched_page(browser, running.url)
             await page.click("#start")
             await page.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
             await page.click("#stop")
             await page.wait_for_function(STOPPED, timeout=30_000)
-            assert await sockets_closed(sockets)
+            assert await sockets_closed(page)
             after_stop = await shown(page)
 
             await page.fill("#model", "not-a-model")  # the server allows its own only
             await page.click("#start")
             await page.wait_for_function("window.rtlab.state === 'failed'", timeout=30_000)
-            assert await sockets_closed(sockets)
+            assert await sockets_closed(page)
             after_refusal = await shown(page)
 
             await page.fill("#model", "")
@@ -134,10 +147,10 @@ async def test_stop_pressed_while_connecting_is_obeyed(make_server, tmp_path, ff
     async with async_playwright() as playwright:
         browser = await launch(playwright, chromium, microphone(tmp_path))
         try:
-            page, sent, sockets = await watched_page(browser, running.url)
+            page, sent = await watched_page(browser, running.url)
             await page.evaluate(click, ["start", "stop"])  # one task: the socket is still connecting
-            assert await wait_until(lambda: sockets, 10)
-            assert await sockets_closed(sockets), "the page kept its connection after Stop"
+            await live_microphone_tracks(page)  # the browser has answered
+            assert await sockets_closed(page), "the page kept its connection after Stop"
             after_stop = (await shown(page), starts_sent(sent), await live_microphone_tracks(page))
 
             await page.evaluate(click, ["start", "stop"])
@@ -145,7 +158,7 @@ async def test_stop_pressed_while_connecting_is_obeyed(make_server, tmp_path, ff
             await page.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
             await page.click("#stop")
             await page.wait_for_function(STOPPED, timeout=30_000)
-            assert await sockets_closed(sockets)
+            assert await sockets_closed(page)
             after_restart = (starts_sent(sent), await live_microphone_tracks(page))
         finally:
             await browser.close()
@@ -164,13 +177,13 @@ async def test_a_refused_connection_releases_the_microphone(make_server, tmp_pat
     async with async_playwright() as playwright:
         browser = await launch(playwright, chromium, microphone(tmp_path))
         try:
-            page, _, sockets = await watched_page(browser, running.url, "token=wrong")
+            page, _ = await watched_page(browser, running.url, "token=wrong")
             await page.click("#start")
             await page.wait_for_function("window.rtlab.state === 'failed'", timeout=30_000)
-            assert await sockets_closed(sockets)
+            assert await sockets_closed(page)
             refused = (await shown(page), await live_microphone_tracks(page))
 
-            page, _, sockets = await watched_page(browser, running.url, "token=s3cret")
+            page, _ = await watched_page(browser, running.url, "token=s3cret")
             await page.click("#start")
             await page.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
             await page.click("#stop")
@@ -183,3 +196,75 @@ async def test_a_refused_connection_releases_the_microphone(make_server, tmp_pat
     assert error.startswith("unauthorized: missing or wrong token"), refused
     assert allowed[0][0] == "idle" and allowed[0][2] is None and allowed[1] == 0, allowed
     assert not await settle(running, ffmpeg_children)
+
+
+MICROPHONE_PROBLEMS = {
+    # case: (Chromium flags besides the usual ones, the page's host, what the page says)
+    "none": ((), "127.0.0.1", "No microphone was found: connect one"),
+    "refused": (("--use-fake-device-for-media-stream",), "127.0.0.1", "Microphone access was refused: allow it"),
+    # A name other than localhost over http is not a secure context: no microphone at all.
+    "insecure": (("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                  "--host-resolver-rules=MAP rtlab.test 127.0.0.1"), "rtlab.test",
+                 "browsers offer one only to secure pages. Open it over https, or on this machine as http://localhost"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(MICROPHONE_PROBLEMS))
+async def test_a_missing_or_refused_microphone_is_named_and_starts_nothing(make_server, case):
+    """No microphone, a refused one, or a page where the browser offers none: the page
+    says which and what to do, and starts nothing on the server (no connection)."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    flags, host, advice = MICROPHONE_PROBLEMS[case]
+    running = await make_server(allowed_hosts=(host,))
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, extra=flags)
+        try:
+            page, _ = await watched_page(browser, running.url.replace("127.0.0.1", host))
+            await page.click("#start")
+            await page.wait_for_function("window.rtlab.state === 'failed'", timeout=10_000)
+            assert await sockets_closed(page)
+            seen = (await shown(page), await connections(page))
+        finally:
+            await browser.close()
+    (state, status, error), opened = seen
+    assert (state, status) == ("failed", "failed: microphone") and advice in error, seen
+    assert opened == 0, seen
+
+
+async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path, ffmpeg_children):
+    """The server stops mid-stream and starts again on the same port: the page says it is
+    reconnecting, resumes without a reload on the microphone it had, and Stop releases it."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    from rtlab.config import StreamConfig
+    from rtlab.server import ServerConfig, start_server
+
+    first = await make_server()
+    started = "window.rtlab.messages.filter((m) => m.type === 'transcription_started').length"
+    again = None
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, microphone(tmp_path))
+        try:
+            page, sent = await watched_page(browser, first.url)
+            await page.click("#start")
+            await page.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
+            await first.stop()
+            await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
+            status = await page.text_content("#status")
+            again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
+            await page.wait_for_function(f"{started} === 2 && window.rtlab.state === 'running'", timeout=30_000)
+            during = (await live_microphone_tracks(page), await page.evaluate("window.watch.streams.length"))
+            await page.click("#stop")
+            await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+            after = (await shown(page), await live_microphone_tracks(page), starts_sent(sent))
+        finally:
+            await browser.close()
+            if again is not None:
+                await again.stop()
+    assert "reconnecting in" in status, status
+    assert during == (1, 1), during  # one microphone stream, kept through the reconnect
+    assert after[0][0] == "idle" and after[0][2] is None and after[1:] == (0, 2), after
+    assert not ffmpeg_children()

@@ -261,12 +261,40 @@
     return candidates.find((type) => window.MediaRecorder && MediaRecorder.isTypeSupported(type)) || "";
   }
 
-  async function startRecorder(current) {
-    const media = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
-    if (!current()) { // stopped, failed or disconnected while the browser asked
-      media.getTracks().forEach((track) => track.stop());
-      return;
+  // The microphone: the stream kept from before a reconnect, or a new one. Rejects with
+  // an error whose message says what the user can do.
+  async function openMicrophone() {
+    if (stream && stream.getTracks().some((track) => track.readyState === "live")) return stream;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw microphoneError("This page cannot use a microphone here: browsers offer one only to secure " +
+        "pages. Open it over https, or on this machine as http://localhost.");
     }
+    if (!window.MediaRecorder) throw microphoneError("This browser cannot record audio (it has no MediaRecorder).");
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+    } catch (error) {
+      const name = (error && error.name) || "Error";
+      const advice = {
+        NotAllowedError: "Microphone access was refused: allow it for this site (in the address bar) and press Start again.",
+        NotFoundError: "No microphone was found: connect one and press Start again.",
+        NotReadableError: "The microphone could not be opened (another application may be using it): free it and press Start again.",
+      }[name] || `The microphone could not be opened (${name}: ${error && error.message}).`;
+      throw microphoneError(advice);
+    }
+  }
+
+  function microphoneError(text) {
+    const error = new Error(text);
+    error.microphone = true;
+    return error;
+  }
+
+  function releaseMicrophone(media) {
+    if (media) media.getTracks().forEach((track) => track.stop());
+    if (media === stream) stream = null;
+  }
+
+  function startRecorder(media) {
     stream = media;
     const mimeType = pickMimeType();
     recorder = new MediaRecorder(stream, mimeType ? { mimeType, audioBitsPerSecond: 32000 } : undefined);
@@ -285,8 +313,7 @@
       const active = recorder;
       recorder = null;
       const release = () => {
-        if (stream) stream.getTracks().forEach((track) => track.stop());
-        stream = null;
+        if (!wantRunning) releaseMicrophone(stream); // kept for a reconnect
         resolve();
       };
       if (active && active.state !== "inactive") {
@@ -305,9 +332,15 @@
     const current = () => mine === generation;
     showError("");
     wantRunning = true;
-    setState("starting", "connecting…");
-    startClickedAt = performance.now();
     try {
+      // The microphone before the connection: a missing or refused one starts nothing on
+      // the server, and a permission prompt left open does not idle a connection.
+      setState("starting", "opening the microphone…");
+      const media = await openMicrophone();
+      if (!current()) return releaseMicrophone(media); // Stop while the browser asked
+      stream = media;
+      setState("starting", "connecting…");
+      startClickedAt = performance.now();
       await connect();
       if (!current()) {
         if (!wantRunning) closeSocket(); // Stop while connecting: nothing to transcribe
@@ -321,19 +354,15 @@
         language: ui.language.value.trim() || null, policy: ui.policy.value || null, format });
       transcribing = true;
       if (!ui.committed.textContent) ui.partial.textContent = "";
-      await startRecorder(current);
+      startRecorder(media);
     } catch (error) {
       if (!current()) return; // a later Start, Stop or failure has taken over
-      const micProblem = error && (error.name === "NotAllowedError" || error.name === "NotFoundError");
-      if (micProblem) {
-        wantRunning = false;
-        send({ type: "stop_transcription" });
-        setState("failed", "failed: microphone");
-        showError(`Microphone unavailable (${error.name}): allow microphone access and try again.`);
-      } else if (rtlab.state !== "reconnecting") {
-        setState("failed", "failed");
-        showError(String((error && error.message) || error));
-      }
+      // (A lost connection has moved the generation on and is retried by onClose.)
+      wantRunning = false;
+      stopRecorder();
+      closeSocket();
+      setState("failed", error.microphone ? "failed: microphone" : "failed");
+      showError(String((error && error.message) || error));
     }
   }
 
