@@ -268,3 +268,36 @@ async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path
     assert during == (1, 1), during  # one microphone stream, kept through the reconnect
     assert after[0][0] == "idle" and after[0][2] is None and after[1:] == (0, 2), after
     assert not ffmpeg_children()
+
+
+async def test_start_and_stop_from_the_keyboard(make_server, tmp_path, ffmpeg_children):
+    """Enter on Start starts, and the focus moves to Stop, so Enter again stops; once
+    stopped the focus is back on Start. The status line is announced (role status)."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    running = await make_server()
+    focused = "document.activeElement && document.activeElement.id"
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, microphone(tmp_path))
+        try:
+            page, sent = await watched_page(browser, running.url)
+            await page.focus("#start")
+            await page.keyboard.press("Enter")
+            await page.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
+            status = await page.get_by_role("status").text_content()
+            on_running = await page.evaluate(focused)
+            await page.keyboard.press("Enter")
+            await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+            on_idle = await page.evaluate(focused)
+            await page.keyboard.press("Enter")
+            await page.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
+            await page.keyboard.press("Enter")
+            await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+            stops = sum(1 for frame in sent if isinstance(frame, str) and '"stop_transcription"' in frame)
+        finally:
+            await browser.close()
+    assert status.startswith("listening"), status
+    assert (on_running, on_idle) == ("stop", "start")
+    assert (starts_sent(sent), stops) == (2, 2)
+    assert not await settle(running, ffmpeg_children)

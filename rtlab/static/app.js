@@ -32,6 +32,7 @@
   let startClickedAt = 0;
   let firstAudioAt = null; // performance.now() of the first audio slice sent (server clock zero)
   let wordCount = 0;
+  let focusWanted = false; // Start or Stop had the focus when both were disabled
 
   const token = new URLSearchParams(location.search).get("token");
 
@@ -40,9 +41,18 @@
     ui.status.dataset.state = state;
     ui.status.textContent = text || state;
     const busy = state === "starting" || state === "running" || state === "stopping" || state === "reconnecting";
+    const focused = [ui.start, ui.stop].includes(document.activeElement) ||
+      (focusWanted && [document.body, null].includes(document.activeElement));
     ui.start.disabled = busy;
     ui.stop.disabled = !(state === "starting" || state === "running" || state === "reconnecting");
     ui.backend.disabled = ui.model.disabled = ui.policy.disabled = ui.language.disabled = busy;
+    // A disabled button drops the focus to the page: hand it to the button that can be
+    // pressed now (Start -> Stop -> Start), so a keyboard user never has to search for it.
+    if (focused) {
+      const next = [ui.start, ui.stop].find((button) => !button.disabled);
+      if (next && document.activeElement !== next) next.focus();
+      focusWanted = !next; // both disabled while stopping: focus Start once it is enabled
+    }
   }
 
   function showError(text) {
