@@ -301,3 +301,46 @@ async def test_start_and_stop_from_the_keyboard(make_server, tmp_path, ffmpeg_ch
     assert (on_running, on_idle) == ("stop", "start")
     assert (starts_sent(sent), stops) == (2, 2)
     assert not await settle(running, ffmpeg_children)
+
+
+NEWEST_WORD_IN_VIEW = """() => {
+  const text = document.querySelector('#committed').lastChild;
+  const range = document.createRange();
+  range.setStart(text, text.length - 1);
+  range.setEnd(text, text.length);
+  const word = range.getBoundingClientRect();
+  const box = document.querySelector('#transcript').getBoundingClientRect();
+  return word.bottom <= Math.min(box.bottom, window.innerHeight) && word.top >= Math.max(box.top, 0);
+}"""
+
+
+async def test_a_long_transcript_keeps_its_newest_words_in_view(make_server, tmp_path, ffmpeg_children):
+    """On a small screen, a transcript longer than the screen scrolls inside its box and
+    follows the newest words; the page does not grow with it."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    words = " ".join(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"] * 5)
+    running = await make_server()
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, microphone(tmp_path, words))
+        try:
+            page, _ = await watched_page(browser, running.url)
+            await page.set_viewport_size({"width": 360, "height": 480})
+            await page.click("#start")
+            await page.eval_on_selector("#transcript", "(box) => box.scrollIntoView()")  # the user looks at it
+            page_height = await page.evaluate("document.documentElement.scrollHeight")
+            await page.wait_for_function(
+                "document.querySelector('#committed').textContent.endsWith('foxtrot')"
+                " && document.querySelector('#committed').textContent.split(' ').length >= 30",
+                timeout=60_000,
+            )
+            in_view = await page.evaluate(NEWEST_WORD_IN_VIEW)
+            grown = await page.evaluate("document.documentElement.scrollHeight") - page_height
+            await page.click("#stop")
+            await page.wait_for_function(STOPPED, timeout=30_000)
+        finally:
+            await browser.close()
+    assert in_view, "the newest words are out of sight"
+    assert grown < 100, grown
+    assert not await settle(running, ffmpeg_children)

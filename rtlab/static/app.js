@@ -12,7 +12,8 @@
     status: $("status"), backend: $("backend"), model: $("model"), description: $("backend-description"),
     language: $("language"), languages: $("languages"),
     policy: $("policy"), policyDescription: $("policy-description"),
-    start: $("start"), stop: $("stop"), error: $("error"), committed: $("committed"), partial: $("partial"),
+    start: $("start"), stop: $("stop"), error: $("error"),
+    transcript: $("transcript"), committed: $("committed"), partial: $("partial"),
     startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), wordCount: $("word-count"),
   };
 
@@ -50,7 +51,7 @@
     // pressed now (Start -> Stop -> Start), so a keyboard user never has to search for it.
     if (focused) {
       const next = [ui.start, ui.stop].find((button) => !button.disabled);
-      if (next && document.activeElement !== next) next.focus();
+      if (next && document.activeElement !== next) next.focus({ preventScroll: true }); // it sits beside the other
       focusWanted = !next; // both disabled while stopping: focus Start once it is enabled
     }
   }
@@ -249,6 +250,9 @@
   }
 
   function onTranscript(message) {
+    // Follow the newest words, unless the user has scrolled back to read earlier ones.
+    const box = ui.transcript;
+    const following = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
     if (message.committed.length) {
       const text = message.committed.map((w) => w.text).join(" ");
       ui.committed.textContent += (ui.committed.textContent ? " " : "") + text;
@@ -262,6 +266,7 @@
     }
     ui.partial.textContent = message.partial ? (ui.committed.textContent ? " " : "") + message.partial : "";
     ui.lag.textContent = `${Number(message.lag).toFixed(2)} s`;
+    if (following) box.scrollTop = box.scrollHeight;
   }
 
   // -- microphone ----------------------------------------------------------------------
