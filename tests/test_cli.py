@@ -218,9 +218,9 @@ def test_ctrl_c_at_a_terminal_reaches_ffmpeg_too_and_the_tail_is_still_committed
     assert committed == events[-1]["text"]
 
 
-@pytest.mark.parametrize("output_format", ["text", "jsonl"])
+@pytest.mark.parametrize("output_format, to_the_group", [("text", True), ("jsonl", True), ("text", False)])
 def test_ctrl_c_while_the_files_duration_is_measured_is_an_interruption_not_a_bad_file(tmp_path, tone_wav,
-                                                                                      output_format):  # fmt: skip
+                                                                                      output_format, to_the_group):  # fmt: skip
     # On the wall clock a file is decoded once for its duration before any of it is sent.
     # Ctrl-C then (at a terminal: FFmpeg is signalled too) gave "FFmpeg could not decode
     # FILE (exit -2)", or "no audio was received: the input was empty"; jsonl still printed
@@ -243,8 +243,11 @@ def test_ctrl_c_while_the_files_duration_is_measured_is_an_interruption_not_a_ba
         while not measuring.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
         assert measuring.exists(), process.communicate()[1]
-        os.killpg(process.pid, signal.SIGINT)  # as a terminal does
-        out, err = process.communicate(timeout=60)
+        if to_the_group:
+            os.killpg(process.pid, signal.SIGINT)  # as a terminal does
+        else:  # as `kill -INT PID` does: before, the measuring FFmpeg went on to its end
+            process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -772,3 +773,59 @@ async def test_end_input_cancelled_while_stdin_closes_leaves_asyncio_no_error(da
     finally:
         loop.set_exception_handler(None)
     assert errors == []
+
+
+@pytest.mark.parametrize("ext", ["ogg", "mp3", "wav"])
+async def test_counting_samples_gives_what_decoding_gives(ext, data_dir, no_ffmpeg_left):
+    from rtlab.decoders.files import count_samples
+
+    assert await count_samples(data_dir / f"fox.{ext}") == len(decode_file(data_dir / f"fox.{ext}")) // 4
+
+
+async def test_counting_samples_stops_ffmpeg_when_asked_or_cancelled(tmp_path, monkeypatch, data_dir, no_ffmpeg_left):
+    """A wall-clock stream measures its file before sending it: Ctrl-C then (the stop
+    event), or a cancelled task, kills FFmpeg and whatever wraps it, at once. Before, the
+    measuring FFmpeg decoded on to the end in a thread nobody could stop."""
+    from rtlab.decoders.files import count_samples
+
+    started = tmp_path / "started"
+    slow = tmp_path / "ffmpeg"  # an FFmpeg wrapper that never ends by itself
+    slow.write_text(f'#!/bin/sh\necho $$ > "{started}.tmp" && mv "{started}.tmp" "{started}"\nsleep 60\n')
+    slow.chmod(0o755)
+    monkeypatch.setenv("RTLAB_FFMPEG", str(slow))
+
+    groups = []
+
+    async def until_started() -> None:
+        while not started.exists():
+            await asyncio.sleep(0.02)
+        groups.append(int(started.read_text()))  # the wrapper leads its process group
+        started.unlink()
+
+    def alive(group: int) -> list[psutil.Process]:
+        def in_group(process: psutil.Process) -> bool:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                return os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE
+            return False
+
+        return [p for p in psutil.process_iter() if in_group(p)]
+
+    stop = asyncio.Event()
+    counting = asyncio.ensure_future(count_samples(data_dir / "fox.ogg", stop=stop))
+    await asyncio.wait_for(until_started(), 30)
+    stop.set()
+    assert await asyncio.wait_for(counting, 30) is None
+    counting = asyncio.ensure_future(count_samples(data_dir / "fox.ogg"))
+    await asyncio.wait_for(until_started(), 30)
+    counting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(counting, 30)
+    assert len(groups) == 2 and not alive(groups[0]) and not alive(groups[1])  # the sleep too
+    # Cancelled while FFmpeg is being started (its pipes not yet connected).
+    counting = asyncio.ensure_future(count_samples(data_dir / "fox.ogg"))
+    await asyncio.sleep(0)
+    counting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(counting, 30)
+    await asyncio.sleep(0.2)  # a wrapper that was not killed has written its group by now
+    assert not started.exists() or not alive(int(started.read_text()))

@@ -26,17 +26,23 @@ from .processor import AudioProcessor
 SAMPLE_RATE = 16_000
 
 
-def audio_duration(path: str | Path) -> float:
-    """Duration of ``path`` in seconds, by decoding it once with FFmpeg (exact for any codec)."""
-    from ..decoders.files import decode_audio
+async def measure_duration(path: str | Path, *, stop: asyncio.Event | None = None) -> float | None:
+    """Duration of ``path`` in seconds, by decoding it once with FFmpeg (exact for any
+    codec), in bounded memory; None when ``stop`` was set first (FFmpeg is stopped then)."""
+    from ..decoders.files import count_samples
 
-    samples = decode_audio(path)
-    if len(samples) == 0:
+    samples = await count_samples(path, stop=stop)
+    if samples == 0:
         raise DecoderError(
             f"{path} holds no audio samples: FFmpeg decoded it to its end and found none (a header with "
             f"nothing after it?); give a recording that holds audio"
         )
-    return len(samples) / SAMPLE_RATE
+    return None if samples is None else samples / SAMPLE_RATE
+
+
+def audio_duration(path: str | Path) -> float:
+    """:func:`measure_duration`, for code without an event loop running."""
+    return asyncio.run(measure_duration(path))  # type: ignore[return-value]
 
 
 async def feed_file(
@@ -56,7 +62,10 @@ async def feed_file(
     sent; ``stop``, when set, ends the input there (see :func:`feed_bytes`).
     """
     if realtime and duration is None:
-        duration = await asyncio.get_running_loop().run_in_executor(None, audio_duration, path)
+        duration = await measure_duration(path, stop=stop)
+        if duration is None:  # stopped while measuring: none of the file was sent
+            await processor.finish()
+            return
     await feed_bytes(
         processor, Path(path).read_bytes(), realtime=realtime, chunk_seconds=chunk_seconds,
         duration=duration, on_progress=on_progress, stop=stop,

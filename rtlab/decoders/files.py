@@ -6,8 +6,12 @@ complete on disk.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import subprocess
+import tempfile
 import wave
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import numpy as np
 from ..errors import DecoderError
 from .ffmpeg import NO_AUDIO_STREAM, NO_AUDIO_STREAM_ADVICE, SAMPLE_RATE, find_ffmpeg, global_args, one_line
 
-__all__ = ["decode_audio", "decode_file", "read_audio", "to_pcm16"]
+__all__ = ["count_samples", "decode_audio", "decode_file", "read_audio", "to_pcm16"]
 
 
 def decode_file(path: str | os.PathLike[str], sample_format: str = "f32le") -> bytes:
@@ -27,20 +31,83 @@ def decode_file(path: str | os.PathLike[str], sample_format: str = "f32le") -> b
     without FFmpeg, and :class:`~rtlab.errors.DecoderError` (with FFmpeg's message) for a
     file FFmpeg cannot decode.
     """
+    source = _existing(path)
+    proc = subprocess.run(_command(source, sample_format), capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise _decode_error(source, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+async def count_samples(path: str | os.PathLike[str], *, stop: asyncio.Event | None = None) -> int | None:
+    """How many 16 kHz mono samples FFmpeg decodes from ``path``, counted as they come:
+    memory stays bounded whatever the file's length (an hour decoded whole is 230 MB of
+    float32). None when ``stop`` is set first; then, or when the caller is cancelled
+    (Ctrl-C), FFmpeg is killed rather than left to decode to the end. Raises as
+    :func:`decode_file` does."""
+    source = _existing(path)
+    with tempfile.TemporaryFile() as errors:  # not a pipe: a long stderr cannot block FFmpeg
+        spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            *_command(source, "s16le"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+            process_group=0,  # a terminal's Ctrl-C reaches rtlab, which stops or cancels this
+        ))  # fmt: skip
+        try:
+            process = await asyncio.shield(spawning)
+        except asyncio.CancelledError:  # cancelled while FFmpeg started: kill what started
+            process = await spawning
+            _kill(process)
+            await process.wait()
+            raise
+        watcher = asyncio.ensure_future(_kill_when_set(stop, process)) if stop is not None else None
+        try:
+            count = 0
+            while chunk := await process.stdout.read(1 << 20):
+                count += len(chunk)
+            returncode = await process.wait()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if process.returncode is None:
+                _kill(process)
+                await process.wait()
+        if stop is not None and stop.is_set():
+            return None
+        if returncode != 0:
+            errors.seek(0)
+            raise _decode_error(source, returncode, errors.read())
+    return count // 2
+
+
+async def _kill_when_set(stop: asyncio.Event, process: asyncio.subprocess.Process) -> None:
+    await stop.wait()
+    if process.returncode is None:
+        _kill(process)
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    """Kill FFmpeg's process group: a wrapper script (``RTLAB_FFMPEG``) and what it runs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"audio file not found: {source}")
-    cmd = [
+    return source
+
+
+def _command(source: Path, sample_format: str) -> list[str]:
+    return [
         find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", *global_args(),
         "-i", str(source), "-f", sample_format, "-ac", "1", "-ar", str(SAMPLE_RATE), "-",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        detail = one_line(proc.stderr.decode("utf-8", "replace"))[-500:]
-        if NO_AUDIO_STREAM in detail:
-            raise DecoderError(f"FFmpeg could not decode {source}: {NO_AUDIO_STREAM_ADVICE}")
-        raise DecoderError(f"FFmpeg could not decode {source} (exit {proc.returncode}): {detail}")
-    return proc.stdout
+
+
+def _decode_error(source: Path, returncode: int, stderr: bytes) -> DecoderError:
+    detail = one_line(stderr.decode("utf-8", "replace"))[-500:]
+    if NO_AUDIO_STREAM in detail:
+        return DecoderError(f"FFmpeg could not decode {source}: {NO_AUDIO_STREAM_ADVICE}")
+    return DecoderError(f"FFmpeg could not decode {source} (exit {returncode}): {detail}")
 
 
 def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:

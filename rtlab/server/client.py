@@ -257,9 +257,9 @@ async def stream_file(
     else:
         data = Path(audio).read_bytes()
         if duration is None:
-            from ..core.feeding import audio_duration
+            from ..core.feeding import measure_duration
 
-            duration = audio_duration(audio)
+            duration = await measure_duration(audio)
     if speed > 0 and duration is None:
         raise ValueError("streaming encoded bytes in real time needs their duration")
     connecting_at = time.monotonic()
