@@ -233,16 +233,19 @@ async def test_a_missing_or_refused_microphone_is_named_and_starts_nothing(make_
     assert opened == 0, seen
 
 
-async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path, ffmpeg_children):
+@pytest.mark.parametrize("grace", [5.0, 0.0], ids=["flushed", "cut-short"])
+async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path, ffmpeg_children, grace):
     """The server stops mid-stream and starts again on the same port: the page says it is
-    reconnecting, resumes without a reload on the microphone it had, and Stop releases it."""
+    reconnecting, resumes without a reload on the microphone it had, and Stop releases it.
+    Whether the server had time to flush the utterance (transcription_stopped) or not
+    (transcription_failed server_shutdown) makes no difference."""
     chromium = chromium_or_skip()
     from playwright.async_api import async_playwright
 
     from rtlab.config import StreamConfig
     from rtlab.server import ServerConfig, start_server
 
-    first = await make_server()
+    first = await make_server(shutdown_grace=grace)
     started = "window.rtlab.messages.filter((m) => m.type === 'transcription_started').length"
     again = None
     async with async_playwright() as playwright:
@@ -254,6 +257,10 @@ async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path
             await first.stop()
             await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
             status = await page.text_content("#status")
+            ended = await page.evaluate(
+                "window.rtlab.messages.filter((m) => m.type.startsWith('transcription_')"
+                " && !['transcription_starting', 'transcription_started'].includes(m.type)).map((m) => m.error || m.type)"
+            )
             again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
             await page.wait_for_function(f"{started} === 2 && window.rtlab.state === 'running'", timeout=30_000)
             during = (await live_microphone_tracks(page), await page.evaluate("window.watch.streams.length"))
@@ -264,6 +271,7 @@ async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path
             await browser.close()
             if again is not None:
                 await again.stop()
+    assert ended == (["transcription_stopped"] if grace else ["server_shutdown"]), ended
     assert "reconnecting in" in status, status
     assert during == (1, 1), during  # one microphone stream, kept through the reconnect
     assert after[0][0] == "idle" and after[0][2] is None and after[1:] == (0, 2), after

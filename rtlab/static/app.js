@@ -6,6 +6,7 @@
   const SLICE_MS = 250; // MediaRecorder timeslice: 100-250 ms keeps latency low
   const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
   const NO_RETRY_CODES = new Set([1008]); // unauthorized: retrying cannot help
+  const RETRY_ERRORS = new Set(["server_busy", "server_shutdown"]);
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -232,14 +233,15 @@
         if (!wantRunning) closeSocket(); // else the server is shutting down: reconnect on its close
         break;
       case "transcription_failed":
-        wantRunning = wantRunning && message.error === "server_busy"; // busy: retry with backoff
+        // A busy or restarting server is retried with backoff, as a dropped connection is.
+        wantRunning = wantRunning && RETRY_ERRORS.has(message.error);
         generation += 1;
         transcribing = false;
         stopRecorder();
         setState("failed", `failed: ${message.error}`);
         showError(`${message.error}: ${message.message}`);
         closeSocket();
-        if (wantRunning) reconnectLater("server busy");
+        if (wantRunning) reconnectLater(message.error === "server_busy" ? "server busy" : "server stopped");
         break;
       case "error":
         showError(`${message.error}: ${message.message}`);
