@@ -425,6 +425,36 @@ async def test_a_missing_calibration_names_the_panels_argument_and_keeps_the_she
     assert panel.state.error.endswith(", then pass cost_model='rtlab-costs.json'")  # before: --cost-model rtlab-costs.json
 
 
+class GermanBackend(ToneBackend):
+    """A multilingual backend that detects German in whatever it hears."""
+
+    name = "german"
+
+    def default_language(self) -> str | None:
+        return None
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        return "de", 0.99
+
+
+async def test_a_detected_language_is_scored_with_its_own_normalizer(tones, tone_corpus):
+    """No language asked for and none known of the audio: the streams' detected German is
+    scored with Whisper's basic normalizer. Before, the unknown language counted as English
+    and German was scored with the English normalizer (which rewrites numbers and spellings)."""
+    from rtlab.eval.bench import run_bench_async as run_bench
+
+    with registered_backends(GermanBackend):
+        panel = ComparePanel(tones, ["backend=german,min_chunk=0.5"], view="text")
+        await panel.start()
+        bench = await run_bench(tone_corpus, [StreamConfig.parse("backend=german")], clock="unaware", progress=False)
+    assert panel.columns[0].state.summary["language"] == "de"
+    assert panel.bench.normalizer == "whisper-basic"
+    assert {s.language for s in bench.streams} == {"de"} and bench.normalizer == "whisper-basic"
+    assert {s.normalizer for s in bench.streams} == {"whisper-basic"}
+    english = await run_bench(tone_corpus, [StreamConfig.parse("backend=test")], clock="unaware", progress=False)
+    assert english.normalizer == "whisper-english"
+
+
 async def test_a_missing_file_shows_its_error_in_every_column(tmp_path):
     missing = tmp_path / "nowhere.ogg"
     panel = ComparePanel(missing, ["backend=test", "backend=test,min_chunk=2"], view="widgets")

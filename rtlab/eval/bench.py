@@ -428,7 +428,7 @@ async def run_bench_async(
     from .metrics import environment_info
     from ..decoders.files import decode_audio
     from .replay import _check_batch, replay_async
-    from .results import evaluate_stream, summarize
+    from .results import detected_language, evaluate_stream, summarize
 
     configs = list(configurations)
     if not configs:
@@ -537,6 +537,12 @@ async def run_bench_async(
                 run.interrupted, run.files_planned = True, len(clips)
                 run.audio_seconds = sum(len(s) for s, ok in zip(decoded, finished) if ok) / 16000
             run.replay_wall_seconds = _covered_seconds(replaying)
+            # A stream that detected its language (none asked for, none known of its clip)
+            # is scored with that language's normalizer, not English's.
+            norm = run.normalizer = resolve_normalizer(normalizer, [
+                c.language or utt.language or detected_language(stream.events)
+                for utt, (streams, *_) in done for c, stream in zip(configs, streams)
+            ] or [c.language or u.language for u in utterances for c in configs])  # fmt: skip
             for utt, (streams, offline, offline_seconds, memo) in done:
                 if memo:
                     run.model_calls += memo.misses

@@ -29,7 +29,7 @@ from rtlab.eval.metrics import (
     words_kept,
 )
 
-__all__ = ["StreamResult", "evaluate_stream", "summarize", "to_dataframe"]
+__all__ = ["StreamResult", "detected_language", "evaluate_stream", "summarize", "to_dataframe"]
 
 
 @dataclass
@@ -142,6 +142,14 @@ def evaluate_stream(
         words_kept=kept,
         language=summary.get("language"),
     )
+
+
+def detected_language(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """The language a stream transcribed, as its summary event names it (the one asked
+    for, or the one the policy detected); None without a summary or a language."""
+    summary = next((e for e in reversed(events) if e.get("type") == "summary"), {})
+    language = summary.get("language")
+    return language if isinstance(language, str) and language else None
 
 
 def _stats(values: Iterable[float | None]) -> dict[str, Any]:

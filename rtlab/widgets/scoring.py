@@ -51,10 +51,14 @@ def score_streams(
     from ..core.instances import get_backend
     from ..eval.metrics import environment_info
     from ..eval.offline import offline_transcribe, transcribe_samples
-    from ..eval.results import evaluate_stream, summarize
+    from ..eval.results import detected_language, evaluate_stream, summarize
 
     configs = [s.config for s in streams]
-    norm = resolve_normalizer(normalizer, [c.language or source.language for c in configs])
+    # A stream that detected its language (none asked for, none known of the source) is
+    # scored with that language's normalizer, not English's.
+    norm = resolve_normalizer(
+        normalizer, [s.config.language or source.language or detected_language(s.events) for s in streams]
+    )
     run = BenchRun(str(source.path or source.label), configs, clock, norm, False, environment=environment_info(),
                    cost_model=cost_model.describe() if cost_model is not None else None)
     samples = source.samples
