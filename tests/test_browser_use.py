@@ -352,3 +352,32 @@ async def test_a_long_transcript_keeps_its_newest_words_in_view(make_server, tmp
     assert in_view, "the newest words are out of sight"
     assert grown < 100, grown
     assert not await settle(running, ffmpeg_children)
+
+
+async def test_a_microphone_that_goes_away_ends_the_utterance(make_server, tmp_path, ffmpeg_children):
+    """The browser ends the microphone mid-stream (unplugged): the page stops the
+    utterance at once, keeping what was heard, and says why, instead of listening to
+    nothing until the server's idle timeout."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    running = await make_server()
+    unplug = "window.watch.streams.forEach((s) => s.getTracks().forEach((t) => { t.stop(); t.dispatchEvent(new Event('ended')); }))"
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, microphone(tmp_path))
+        try:
+            page, sent = await watched_page(browser, running.url)
+            await page.click("#start")
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('alpha')", timeout=30_000)
+            await page.evaluate(unplug)
+            await page.wait_for_function(STOPPED, timeout=10_000)
+            assert await sockets_closed(page)
+            seen = await shown(page)
+            transcript = await page.text_content("#committed")
+        finally:
+            await browser.close()
+    state, status, error = seen
+    assert state == "idle" and status.startswith("stopped"), seen
+    assert error.startswith("The microphone stopped"), seen
+    assert transcript.startswith("alpha"), transcript
+    assert not await settle(running, ffmpeg_children)

@@ -322,7 +322,27 @@
         socket.send(event.data);
       }
     };
+    const mine = recorder;
+    mine.addEventListener("stop", () => { if (recorder === mine) onMicrophoneLost(); });
     recorder.start(SLICE_MS);
+  }
+
+  // The browser ended the recording (the microphone was unplugged, or taken away): end
+  // the utterance with what was heard, rather than wait for the server's idle timeout.
+  function onMicrophoneLost() {
+    recorder = null;
+    wantRunning = false;
+    generation += 1;
+    releaseMicrophone(stream);
+    showError("The microphone stopped (unplugged, or taken by another application): what it heard is " +
+      "transcribed; press Start to go on.");
+    if (transcribing && socket && socket.readyState === WebSocket.OPEN) {
+      setState("stopping", "stopping…");
+      send({ type: "stop_transcription" });
+    } else {
+      closeSocket();
+      setState("failed", "failed: microphone");
+    }
   }
 
   function stopRecorder() {
