@@ -381,3 +381,45 @@ async def test_a_microphone_that_goes_away_ends_the_utterance(make_server, tmp_p
     assert error.startswith("The microphone stopped"), seen
     assert transcript.startswith("alpha"), transcript
     assert not await settle(running, ffmpeg_children)
+
+
+# Records what changes in the page's live regions, as a screen reader is told of it.
+LIVE_REGION_WATCH = """() => {
+  window.announced = [];
+  new MutationObserver((mutations) => {
+    for (const m of mutations) {
+      const region = (m.target.nodeType === Node.TEXT_NODE ? m.target.parentElement : m.target).closest('[aria-live]');
+      if (!region || region.id === 'status') continue;
+      const added = Array.from(m.addedNodes, (n) => n.textContent).join('');
+      window.announced.push({ kind: m.type, removed: m.removedNodes.length, text: m.type === 'characterData' ? m.target.data : added });
+    }
+  }).observe(document.body, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+async def test_screen_readers_are_told_the_new_committed_words_only(make_server, tmp_path, ffmpeg_children):
+    """The transcript's live region gets each commit's new words as an addition: the
+    provisional text, which changes several times a second, is outside it, and committed
+    text is never rewritten (which would have the whole transcript read again)."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    running = await make_server()
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, microphone(tmp_path, "alpha bravo charlie delta echo"))
+        try:
+            page, _ = await watched_page(browser, running.url)
+            await page.evaluate(LIVE_REGION_WATCH)
+            await page.click("#start")
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('charlie')", timeout=30_000)
+            await page.click("#stop")
+            await page.wait_for_function(STOPPED, timeout=30_000)
+            announced = await page.evaluate("window.announced")
+            committed = await page.text_content("#committed")
+            partials = await page.evaluate("window.rtlab.messages.filter((m) => m.type === 'transcript' && m.partial).length")
+        finally:
+            await browser.close()
+    assert partials, "the page had no provisional text to keep quiet"
+    assert announced and all(a["kind"] == "childList" and not a["removed"] for a in announced), announced
+    assert "".join(a["text"] for a in announced) == committed, (announced, committed)
+    assert not await settle(running, ffmpeg_children)

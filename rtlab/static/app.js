@@ -257,7 +257,9 @@
     const following = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
     if (message.committed.length) {
       const text = message.committed.map((w) => w.text).join(" ");
-      ui.committed.textContent += (ui.committed.textContent ? " " : "") + text;
+      // A new text node per commit: the live region then announces the new words only
+      // (rewriting the whole text would have screen readers read it all again).
+      ui.committed.append((ui.committed.textContent ? " " : "") + text);
       wordCount += message.committed.length;
       ui.wordCount.textContent = String(wordCount);
       if (firstAudioAt !== null) {
