@@ -423,3 +423,38 @@ async def test_screen_readers_are_told_the_new_committed_words_only(make_server,
     assert announced and all(a["kind"] == "childList" and not a["removed"] for a in announced), announced
     assert "".join(a["text"] for a in announced) == committed, (announced, committed)
     assert not await settle(running, ffmpeg_children)
+
+
+async def test_a_busy_server_is_retried_ever_less_often(make_server, tmp_path, ffmpeg_children):
+    """A server at --max-connections refuses each retry (server_busy): the page waits
+    longer each time (0.5 s, 1 s, 2 s, ...), says so, and Stop ends the retries."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    running = await make_server(max_connections=1)
+    refusals = "window.rtlab.messages.filter((m) => m.error === 'server_busy').length"
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, microphone(tmp_path))
+        try:
+            holder, _ = await watched_page(browser, running.url)
+            await holder.click("#start")
+            await holder.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
+            page, _ = await watched_page(browser, running.url)
+            await page.click("#start")
+            waits = []
+            for count in (1, 2, 3):
+                await page.wait_for_function(f"{refusals} === {count} && window.rtlab.state === 'reconnecting'", timeout=10_000)
+                waits.append(await page.text_content("#status"))
+            error = await page.text_content("#error")
+            await page.click("#stop")
+            await page.wait_for_function("window.rtlab.state === 'idle'", timeout=10_000)
+            assert await sockets_closed(page)
+            live = await live_microphone_tracks(page)
+            await holder.click("#stop")
+            await holder.wait_for_function(STOPPED, timeout=30_000)
+        finally:
+            await browser.close()
+    assert [w.rsplit("reconnecting in ", 1)[-1] for w in waits] == ["0.5 s", "1.0 s", "2.0 s"], waits
+    assert error.startswith("server_busy: the server already has 1 sessions"), error
+    assert live == 0
+    assert not await settle(running, ffmpeg_children)

@@ -157,7 +157,7 @@
     socket = ws;
     ws.ready = new Promise((resolve, reject) => {
       let opened = false;
-      ws.onopen = () => { opened = true; attempt = 0; resolve(ws); };
+      ws.onopen = () => { opened = true; resolve(ws); };
       ws.onmessage = (event) => onMessage(JSON.parse(event.data));
       ws.onclose = (event) => {
         onClose(ws, event); // schedules a reconnect first when one is wanted
@@ -219,6 +219,8 @@
           `loading ${message.backend} ${message.model || ""}…`);
         break;
       case "transcription_started":
+        attempt = 0; // back to the shortest wait only once the server transcribes again: a
+        // server that accepts connections and refuses them (busy) is retried ever less often
         setState("running", `listening (${message.backend}${message.model ? " " + message.model : ""})`);
         ui.startLatency.textContent = `${Math.round(performance.now() - startClickedAt)} ms`;
         break;
