@@ -236,9 +236,10 @@ async def test_a_missing_or_refused_microphone_is_named_and_starts_nothing(make_
 @pytest.mark.parametrize("grace", [5.0, 0.0], ids=["flushed", "cut-short"])
 async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path, ffmpeg_children, grace):
     """The server stops mid-stream and starts again on the same port: the page says it is
-    reconnecting, resumes without a reload on the microphone it had, and Stop releases it.
-    Whether the server had time to flush the utterance (transcription_stopped) or not
-    (transcription_failed server_shutdown) makes no difference."""
+    reconnecting, drops the provisional words it will never commit, resumes without a
+    reload on the microphone it had, and Stop releases it. Whether the server had time to
+    flush the utterance (transcription_stopped) or not (transcription_failed
+    server_shutdown) makes no difference."""
     chromium = chromium_or_skip()
     from playwright.async_api import async_playwright
 
@@ -253,10 +254,11 @@ async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path
         try:
             page, sent = await watched_page(browser, first.url)
             await page.click("#start")
-            await page.wait_for_function("window.rtlab.state === 'running'", timeout=30_000)
+            await page.wait_for_function("document.querySelector('#partial').textContent.trim()", timeout=30_000)
             await first.stop()
             await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
             status = await page.text_content("#status")
+            partial = await page.text_content("#partial")
             ended = await page.evaluate(
                 "window.rtlab.messages.filter((m) => m.type.startsWith('transcription_')"
                 " && !['transcription_starting', 'transcription_started'].includes(m.type)).map((m) => m.error || m.type)"
@@ -273,6 +275,7 @@ async def test_the_page_resumes_when_the_server_comes_back(make_server, tmp_path
                 await again.stop()
     assert ended == (["transcription_stopped"] if grace else ["server_shutdown"]), ended
     assert "reconnecting in" in status, status
+    assert partial == "", partial  # no grey words that will never be committed
     assert during == (1, 1), during  # one microphone stream, kept through the reconnect
     assert after[0][0] == "idle" and after[0][2] is None and after[1:] == (0, 2), after
     assert not ffmpeg_children()

@@ -173,6 +173,7 @@
     socket = null;
     transcribing = false;
     generation += 1;
+    ui.partial.textContent = ""; // lost with the connection: the server will not commit them
     stopRecorder();
     const why = `connection closed (code ${event.code}${event.reason ? ", " + event.reason : ""})`;
     if (wantRunning && !NO_RETRY_CODES.has(event.code)) {
@@ -239,6 +240,7 @@
         wantRunning = wantRunning && RETRY_ERRORS.has(message.error);
         generation += 1;
         transcribing = false;
+        ui.partial.textContent = ""; // provisional words of an utterance that has ended: they will not change
         stopRecorder();
         setState("failed", `failed: ${message.error}`);
         showError(`${message.error}: ${message.message}`);
