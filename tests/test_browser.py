@@ -201,6 +201,35 @@ async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_serv
     assert not await settle(running, ffmpeg_children)
 
 
+async def test_the_page_keeps_only_its_latest_messages(make_server, tmp_path, ffmpeg_children):
+    """A day-long session must not grow the page: window.rtlab.messages keeps the latest
+    maxMessages (before, every message received)."""
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    text = "alpha bravo charlie delta echo"
+    microphone = padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
+    running = await make_server(backend="test")
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, chromium, microphone)
+        try:
+            page, _ = await open_demo_page(browser, running.url)
+            await page.evaluate("window.rtlab.maxMessages = 4")
+            await page.click("#start")
+            await page.wait_for_function(
+                "document.querySelector('#committed').textContent.includes('charlie')", timeout=60_000
+            )
+            await page.click("#stop")
+            await page.wait_for_function(
+                "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
+            )
+            messages = await page.evaluate("window.rtlab.messages")
+        finally:
+            await browser.close()
+    assert len(messages) == 4 and messages[-1]["type"] == "transcription_stopped"
+    assert not await settle(running, ffmpeg_children)
+
+
 async def test_the_page_offers_only_what_the_server_allows_clients_to_name(make_server):
     """A server without allow-lists lets clients name only its own backend, model and
     policy: the page offers nothing else (a choice the server would refuse)."""

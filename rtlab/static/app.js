@@ -18,8 +18,9 @@
     startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), wordCount: $("word-count"),
   };
 
-  // Exposed for tests and curious users: every message received, and the current state.
-  const rtlab = (window.rtlab = { messages: [], state: "idle", backends: null });
+  // Exposed for tests and curious users: the latest messages received (at most maxMessages,
+  // so that a day-long session does not grow the page), and the current state.
+  const rtlab = (window.rtlab = { messages: [], maxMessages: 1000, state: "idle", backends: null });
 
   let socket = null;
   let recorder = null;
@@ -209,6 +210,7 @@
 
   function onMessage(message) {
     rtlab.messages.push(message);
+    if (rtlab.messages.length > rtlab.maxMessages) rtlab.messages.splice(0, rtlab.messages.length - rtlab.maxMessages);
     const starting = ["transcription_starting", "model_loading_started", "transcription_started"];
     if (!wantRunning && starting.includes(message.type)) return; // Stop was pressed: stay "stopping"
     switch (message.type) {
