@@ -75,6 +75,14 @@ async def open_demo_page(browser, url: str) -> tuple:
     return page, sent
 
 
+async def start_then_stop_after(page, word: str) -> None:
+    """Start, wait until ``word`` is committed, Stop, and wait for the stop to be confirmed."""
+    await page.click("#start")
+    await page.wait_for_function(f"document.querySelector('#committed').textContent.includes('{word}')", timeout=60_000)
+    await page.click("#stop")
+    await page.wait_for_function("window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000)
+
+
 def words_of(text: str) -> str:
     return " ".join(re.findall(r"[a-z']+", text.lower()))
 
@@ -182,14 +190,7 @@ async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_serv
             assert await page.input_value("#policy") == "local-agreement"
             await page.select_option("#backend", "test-attention")
             await page.select_option("#policy", "alignatt")
-            await page.click("#start")
-            await page.wait_for_function(
-                "document.querySelector('#committed').textContent.includes('charlie')", timeout=60_000
-            )
-            await page.click("#stop")
-            await page.wait_for_function(
-                "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
-            )
+            await start_then_stop_after(page, "charlie")
             transcript = words_of(await page.text_content("#committed"))
             messages = await page.evaluate("window.rtlab.messages")
         finally:
@@ -215,14 +216,7 @@ async def test_the_page_keeps_only_its_latest_messages(make_server, tmp_path, ff
         try:
             page, _ = await open_demo_page(browser, running.url)
             await page.evaluate("window.rtlab.maxMessages = 4")
-            await page.click("#start")
-            await page.wait_for_function(
-                "document.querySelector('#committed').textContent.includes('charlie')", timeout=60_000
-            )
-            await page.click("#stop")
-            await page.wait_for_function(
-                "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
-            )
+            await start_then_stop_after(page, "charlie")
             messages = await page.evaluate("window.rtlab.messages")
         finally:
             await browser.close()
