@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import contextlib
 import json
 import os
 import re
@@ -53,15 +54,25 @@ def padded_wav(audio_wav: bytes, path: Path, before: float = LEAD_IN, after: flo
     return path
 
 
-async def launch(playwright, chromium: str, microphone: Path | None = None, extra: tuple[str, ...] = ()):
-    """Headless Chromium with the flags this project runs it with, and ``extra``; with
-    ``microphone``, a fake microphone playing that WAV file once (and no permission prompt)."""
+@contextlib.asynccontextmanager
+async def chromium_browser(microphone: Path | None = None, extra: tuple[str, ...] = ()):
+    """Headless Chromium (skipping the test where there is none) with the flags this project
+    runs it with, and ``extra``; with ``microphone``, a fake microphone playing that WAV file
+    once (and no permission prompt). Closed on leaving."""
+    from playwright.async_api import async_playwright
+
+    chromium = chromium_or_skip()
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", *extra]  # fmt: skip
     if microphone is not None:
         args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--use-file-for-fake-audio-capture={microphone}%noloop"]  # fmt: skip
-    return await playwright.chromium.launch(executable_path=chromium, args=args)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=args)
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 async def open_demo_page(browser, url: str) -> tuple:
@@ -104,10 +115,8 @@ CASES = {
 
 @pytest.mark.parametrize("backend", list(CASES))
 async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, ffmpeg_children, backend):
-    chromium = chromium_or_skip()
     if backend not in get_registry().names("backend"):
         pytest.skip(f"backend {backend!r} is not installed: pip install -e plugins/rtlab-{backend}")
-    from playwright.async_api import async_playwright
 
     build, reference, early_words, most_wer = CASES[backend]
     clip = build()
@@ -118,38 +127,34 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
     await running.server.preload_task  # a warm model, as a running service would have
     ARTIFACTS.mkdir(exist_ok=True)
 
-    async with async_playwright() as playwright:
-        browser = await launch(playwright, chromium, microphone)
-        try:
-            page = await browser.new_page()
-            console = []
-            page.on("console", lambda message: console.append(message.text))
-            await page.goto(running.url + "/")
-            await page.wait_for_function("window.rtlab.backends !== null")
-            assert await page.input_value("#backend") == backend
-            await page.click("#start")
-            await page.wait_for_function("window.rtlab.state === 'running'", timeout=60_000)
-            started = asyncio.get_running_loop().time()  # the microphone plays from about now
-            letters = (  # letters alone: "quick brown" and "quickbrown" are one reading
-                "([selector, words]) => document.querySelector(selector).textContent.toLowerCase()"
-                ".replace(/[^a-z]+/g, '').includes(words.replace(/ /g, ''))"
-            )
-            await page.wait_for_function(letters, arg=["#committed", early_words], timeout=60_000)
-            # Let the microphone play the whole padded clip before Stop (not a timing
-            # assertion: Stop before the end would cut the clip short).
-            played = speech_end + TAIL + 0.5 - (asyncio.get_running_loop().time() - started)
-            await asyncio.sleep(max(0.0, played))
-            await page.click("#stop")
-            await page.wait_for_function(
-                "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
-            )
-            await page.screenshot(path=str(ARTIFACTS / f"browser-{backend}.png"), full_page=True)
-            transcript = words_of(await page.text_content("#committed"))
-            status = await page.text_content("#status")
-            messages = await page.evaluate("window.rtlab.messages")
-            error = await page.text_content("#error")
-        finally:
-            await browser.close()
+    async with chromium_browser(microphone) as browser:
+        page = await browser.new_page()
+        console = []
+        page.on("console", lambda message: console.append(message.text))
+        await page.goto(running.url + "/")
+        await page.wait_for_function("window.rtlab.backends !== null")
+        assert await page.input_value("#backend") == backend
+        await page.click("#start")
+        await page.wait_for_function("window.rtlab.state === 'running'", timeout=60_000)
+        started = asyncio.get_running_loop().time()  # the microphone plays from about now
+        letters = (  # letters alone: "quick brown" and "quickbrown" are one reading
+            "([selector, words]) => document.querySelector(selector).textContent.toLowerCase()"
+            ".replace(/[^a-z]+/g, '').includes(words.replace(/ /g, ''))"
+        )
+        await page.wait_for_function(letters, arg=["#committed", early_words], timeout=60_000)
+        # Let the microphone play the whole padded clip before Stop (not a timing
+        # assertion: Stop before the end would cut the clip short).
+        played = speech_end + TAIL + 0.5 - (asyncio.get_running_loop().time() - started)
+        await asyncio.sleep(max(0.0, played))
+        await page.click("#stop")
+        await page.wait_for_function(
+            "window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000
+        )
+        await page.screenshot(path=str(ARTIFACTS / f"browser-{backend}.png"), full_page=True)
+        transcript = words_of(await page.text_content("#committed"))
+        status = await page.text_content("#status")
+        messages = await page.evaluate("window.rtlab.messages")
+        error = await page.text_content("#error")
 
     seen = (transcript, console)
     types = [m["type"] for m in messages]
@@ -170,31 +175,25 @@ async def test_demo_page_transcribes_the_fake_microphone(make_server, tmp_path, 
 async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_server, tmp_path, ffmpeg_children):
     """/api/backends says which policies each backend can run: AlignAtt only where the
     backend has incremental decoding. The page streams with the policy chosen."""
-    chromium = chromium_or_skip()
-    from playwright.async_api import async_playwright
 
     text = "alpha bravo charlie delta echo"
     microphone = padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
     running = await make_server(backend="test-attention", policy="alignatt", allow_backends=("*",), allow_policies=("*",))
-    async with async_playwright() as playwright:
-        browser = await launch(playwright, chromium, microphone)
-        try:
-            page, sent = await open_demo_page(browser, running.url)
-            offered = "Array.from(document.querySelectorAll('#policy option'), (o) => o.value)"
-            assert await page.input_value("#backend") == "test-attention"
-            assert await page.evaluate(offered) == ["alignatt", "local-agreement"]
-            assert await page.input_value("#policy") == "alignatt"
-            assert "cross-attention" in await page.text_content("#policy-description")
-            await page.select_option("#backend", "test")
-            assert await page.evaluate(offered) == ["local-agreement"]
-            assert await page.input_value("#policy") == "local-agreement"
-            await page.select_option("#backend", "test-attention")
-            await page.select_option("#policy", "alignatt")
-            await start_then_stop_after(page, "charlie")
-            transcript = words_of(await page.text_content("#committed"))
-            messages = await page.evaluate("window.rtlab.messages")
-        finally:
-            await browser.close()
+    async with chromium_browser(microphone) as browser:
+        page, sent = await open_demo_page(browser, running.url)
+        offered = "Array.from(document.querySelectorAll('#policy option'), (o) => o.value)"
+        assert await page.input_value("#backend") == "test-attention"
+        assert await page.evaluate(offered) == ["alignatt", "local-agreement"]
+        assert await page.input_value("#policy") == "alignatt"
+        assert "cross-attention" in await page.text_content("#policy-description")
+        await page.select_option("#backend", "test")
+        assert await page.evaluate(offered) == ["local-agreement"]
+        assert await page.input_value("#policy") == "local-agreement"
+        await page.select_option("#backend", "test-attention")
+        await page.select_option("#policy", "alignatt")
+        await start_then_stop_after(page, "charlie")
+        transcript = words_of(await page.text_content("#committed"))
+        messages = await page.evaluate("window.rtlab.messages")
     assert transcript == text, transcript
     assert [m["type"] for m in messages][-1] == "transcription_stopped"
     starts = [json.loads(frame) for frame in sent if isinstance(frame, str) and "start_transcription" in frame]
@@ -205,21 +204,15 @@ async def test_the_page_offers_the_policies_the_chosen_backend_can_run(make_serv
 async def test_the_page_keeps_only_its_latest_messages(make_server, tmp_path, ffmpeg_children):
     """A day-long session must not grow the page: window.rtlab.messages keeps the latest
     maxMessages (before, every message received)."""
-    chromium = chromium_or_skip()
-    from playwright.async_api import async_playwright
 
     text = "alpha bravo charlie delta echo"
     microphone = padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
     running = await make_server(backend="test")
-    async with async_playwright() as playwright:
-        browser = await launch(playwright, chromium, microphone)
-        try:
-            page, _ = await open_demo_page(browser, running.url)
-            await page.evaluate("window.rtlab.maxMessages = 4")
-            await start_then_stop_after(page, "charlie")
-            messages = await page.evaluate("window.rtlab.messages")
-        finally:
-            await browser.close()
+    async with chromium_browser(microphone) as browser:
+        page, _ = await open_demo_page(browser, running.url)
+        await page.evaluate("window.rtlab.maxMessages = 4")
+        await start_then_stop_after(page, "charlie")
+        messages = await page.evaluate("window.rtlab.messages")
     assert len(messages) == 4 and messages[-1]["type"] == "transcription_stopped"
     assert not await settle(running, ffmpeg_children)
 
@@ -227,47 +220,35 @@ async def test_the_page_keeps_only_its_latest_messages(make_server, tmp_path, ff
 async def test_the_page_offers_only_what_the_server_allows_clients_to_name(make_server):
     """A server without allow-lists lets clients name only its own backend, model and
     policy: the page offers nothing else (a choice the server would refuse)."""
-    chromium = chromium_or_skip()
-    from playwright.async_api import async_playwright
 
     running = await make_server(allow_models=("alt",))
-    async with async_playwright() as playwright:
-        browser = await launch(playwright, chromium)
-        try:
-            page, _ = await open_demo_page(browser, running.url)
-            values = "(selector) => Array.from(document.querySelectorAll(selector), (o) => o.value)"
-            assert await page.evaluate(values, "#backend option") == ["test"]
-            assert await page.evaluate(values, "#policy option") == ["local-agreement"]
-            assert await page.evaluate(values, "#models option") == ["tones", "alt"]
-        finally:
-            await browser.close()
+    async with chromium_browser() as browser:
+        page, _ = await open_demo_page(browser, running.url)
+        values = "(selector) => Array.from(document.querySelectorAll(selector), (o) => o.value)"
+        assert await page.evaluate(values, "#backend option") == ["test"]
+        assert await page.evaluate(values, "#policy option") == ["local-agreement"]
+        assert await page.evaluate(values, "#models option") == ["tones", "alt"]
 
 
 async def test_the_page_offers_the_models_languages_and_sends_the_one_typed(make_server, tmp_path, ffmpeg_children):
     """The server's loaded model says which languages it transcribes (/api/backends); the
     page suggests them, sends the one typed, and shows the one-line refusal of a language
     the model lacks (tiny.en is English-only) without starting FFmpeg."""
-    chromium = chromium_or_skip()
     if "faster-whisper" not in get_registry().names("backend"):
         pytest.skip("backend 'faster-whisper' is not installed: pip install -e plugins/rtlab-faster-whisper")
-    from playwright.async_api import async_playwright
 
     microphone = padded_wav(wav_bytes(tone_words("alpha bravo")[0]), tmp_path / "microphone.wav")
     running = await make_server(backend="faster-whisper")
     await running.server.preload_task
-    async with async_playwright() as playwright:
-        browser = await launch(playwright, chromium, microphone)
-        try:
-            page, sent = await open_demo_page(browser, running.url)
-            assert await page.evaluate("window.rtlab.backends.default.languages") == ["en"]
-            assert await page.evaluate("Array.from(document.querySelectorAll('#languages option'), (o) => o.value)") == ["en"]
-            assert await page.get_attribute("#language", "placeholder") == "en (only)"
-            await page.fill("#language", "de")
-            await page.click("#start")
-            await page.wait_for_function("window.rtlab.state === 'failed'", timeout=60_000)
-            error = await page.text_content("#error")
-        finally:
-            await browser.close()
+    async with chromium_browser(microphone) as browser:
+        page, sent = await open_demo_page(browser, running.url)
+        assert await page.evaluate("window.rtlab.backends.default.languages") == ["en"]
+        assert await page.evaluate("Array.from(document.querySelectorAll('#languages option'), (o) => o.value)") == ["en"]
+        assert await page.get_attribute("#language", "placeholder") == "en (only)"
+        await page.fill("#language", "de")
+        await page.click("#start")
+        await page.wait_for_function("window.rtlab.state === 'failed'", timeout=60_000)
+        error = await page.text_content("#error")
     starts = [json.loads(frame) for frame in sent if isinstance(frame, str) and "start_transcription" in frame]
     assert [m["language"] for m in starts] == ["de"]
     assert "is English-only and does not transcribe language 'de'" in error, error
