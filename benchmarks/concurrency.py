@@ -113,11 +113,12 @@ def speech_audio(seconds: float, backend: str, model: str | None, gap: float = 0
     samples = np.concatenate([part for path in sources for part in (levelled(read_audio(path)), pause)])
     repeats = int(np.ceil(seconds * 16000 / len(samples)))
     audio = np.tile(samples, repeats)[: int(seconds * 16000)]
-    wav_path = Path(tempfile.mkdtemp(prefix="rtlab-concurrency-")) / "speech.wav"
-    wav_path.write_bytes(wav_bytes(audio))
     # The server's backend options (a device, say) for the reference pass too.
     config = StreamConfig.from_mapping({"backend": backend, "model": model, **parse_pairs(options)})
-    offline = offline_transcribe(wav_path, config, audio=audio)
+    with tempfile.TemporaryDirectory(prefix="rtlab-concurrency-") as folder:  # removed after the pass
+        wav_path = Path(folder) / "speech.wav"
+        wav_path.write_bytes(wav_bytes(audio))
+        offline = offline_transcribe(wav_path, config, audio=audio)
     return {"payload": payload(audio, format), "seconds": len(audio) / 16000,
             "words": offline.words, "text": offline.text, "source": label}  # fmt: skip
 

@@ -24,6 +24,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.timeout(240)
 
 
+def benchmark_script(name: str):
+    """``benchmarks/NAME.py`` imported as a module, for its functions."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / name), *args],
@@ -57,9 +65,7 @@ def test_replay_script_checks_together_against_one_at_a_time(tone_corpus, tmp_pa
 def test_replay_checks_fail_on_another_wer_or_a_slow_replay():
     """The checks can fail: another WER together than alone (other edit counts), or a
     replay slower than the audio."""
-    spec = importlib.util.spec_from_file_location("replay_benchmark", ROOT / "benchmarks" / "replay.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("replay")
 
     class Run:
         def __init__(self, wers, wall):
@@ -315,9 +321,7 @@ def test_long_form_script_offline_only_scores_the_whole_stream_and_each_segment(
 
 
 def test_long_form_assigns_each_word_to_the_clip_its_middle_falls_in():
-    spec = importlib.util.spec_from_file_location("long_form_benchmark", ROOT / "benchmarks" / "long_form.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("long_form")
 
     segments = [(0.0, 2.0, "a b"), (3.0, 5.0, "c d")]
     words = [{"text": "a", "start": 0.1, "end": 0.4}, {"text": "b", "start": 1.5, "end": 2.9},  # middle 2.2
@@ -326,9 +330,7 @@ def test_long_form_assigns_each_word_to_the_clip_its_middle_falls_in():
 
 
 def test_long_form_segments_alone_keep_the_pauses_around_each_clip():
-    spec = importlib.util.spec_from_file_location("long_form_benchmark", ROOT / "benchmarks" / "long_form.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("long_form")
 
     stream = np.arange(8 * 16_000, dtype=np.float32)
     segments = [(0.0, 2.0, "a"), (3.0, 5.0, "b"), (6.0, 7.0, "c")]
@@ -341,9 +343,7 @@ def test_streaming_vs_offline_prints_a_file_with_no_reference_words_and_no_first
     from rtlab.eval.metrics import environment_info, wer
     from rtlab.eval.results import evaluate_stream, summarize
 
-    spec = importlib.util.spec_from_file_location("streaming_vs_offline_benchmark", ROOT / "benchmarks" / "streaming_vs_offline.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("streaming_vs_offline")
 
     events = [{"type": "commit", "words": [{"text": "hello", "start": 0.0, "end": 0.5}], "emitted_at": 1.0},
               {"type": "summary", "emitted_at": 2.0, "audio_seconds": 1.5, "compute_seconds": 0.5}]  # fmt: skip
@@ -640,10 +640,7 @@ def test_ffmpeg_decoding_script_compares_every_ffmpeg_with_the_portable_decoding
 
 
 def _same_events_module():
-    spec = importlib.util.spec_from_file_location("same_events", ROOT / "benchmarks" / "same_events.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("same_events")
 
 
 def test_same_events_says_whether_a_difference_was_in_the_decoded_audio(monkeypatch, data_dir):
@@ -671,9 +668,7 @@ def test_the_decoding_and_same_events_scripts_list_the_shared_speech_alike(monke
     assert _same_events_module().clip_names(None) == [(str(p.relative_to(ROOT)), p) for p in repository] + [
         ("shared:en/a.WAV", speech / "en" / "a.WAV"), ("shared:en/b.ogg", speech / "en" / "b.ogg")
     ]
-    spec = importlib.util.spec_from_file_location("ffmpeg_decoding", ROOT / "benchmarks" / "ffmpeg_decoding.py")
-    decoding = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(decoding)
+    decoding = benchmark_script("ffmpeg_decoding")
     assert decoding.clips(None) == repository + [speech / "de" / "c.ogg", speech / "en" / "a.WAV",
                                                  speech / "en" / "b.ogg"]  # fmt: skip
 
@@ -722,3 +717,16 @@ def test_same_events_hash_leaves_out_only_what_is_measured():
     modeled = json.loads(module.canonical([summary], "modeled"))
     assert unaware == {"type": "summary", "text": "a", "emitted_at": 3.0}
     assert modeled == {"type": "summary", "text": "a", "compute_seconds": 1.5, "rtf": 0.5, "emitted_at": 3.0}
+
+
+def test_concurrency_speech_leaves_no_temporary_wav(monkeypatch, tmp_path):
+    """The reference pass's WAV is written to a temporary folder and removed after it
+    (before, every run left /tmp/rtlab-concurrency-*/speech.wav behind)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("RTLAB_SPEECH_DIR", str(tmp_path / "nowhere"))  # then the repository's paragraph.ogg
+    concurrency = benchmark_script("concurrency")
+    speech = concurrency.speech_audio(3.0, "test", None, format="pcm_s16le")
+    assert speech["seconds"] == 3.0 and speech["payload"]
+    assert list(tmp_path.iterdir()) == []
