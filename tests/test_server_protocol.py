@@ -144,6 +144,24 @@ async def test_stop_without_start_gets_an_error_and_the_connection_stays_open(se
     await client.close()
 
 
+async def test_a_stop_before_any_audio_sends_a_full_summary(server, clip):
+    """docs/server.md: the summary of transcription_stopped always has every field,
+    ``language`` included (the one asked for), also for an utterance without audio."""
+    client = await TranscriptionClient.connect(server.ws_url)
+    await client.start(backend="test", language="de")
+    await client.wait_for("transcription_started")
+    await client.stop()
+    empty = (await client.wait_for("transcription_stopped"))["summary"]
+    await client.start(backend="test", language="de")
+    await client.wait_for("transcription_started")
+    await stream_clip(client, clip.webm)
+    await client.stop()
+    full = (await client.wait_for("transcription_stopped"))["summary"]
+    assert set(empty) == set(full)
+    assert empty["language"] == full["language"] == "de"
+    await client.close()
+
+
 async def test_ping_gets_pong(server):
     client = await TranscriptionClient.connect(server.ws_url)
     await client.ping()

@@ -122,7 +122,8 @@ class Utterance:
                 stop_wait.cancel()
             if self.stop_requested.is_set() and self.audio_bytes == 0:
                 # Nothing to decode: an empty utterance, not a decoding failure.
-                await self._report(protocol.transcription_stopped(_empty_summary()))
+                language = getattr(processor.policy, "language", None)
+                await self._report(protocol.transcription_stopped(_empty_summary(language)))
             else:
                 # Shielded: cancelling the flush mid-way (a disconnect, a shutdown) would
                 # cancel asyncio's own wait for FFmpeg's stdin to close, which then fails
@@ -214,11 +215,12 @@ def _describe(error: Exception) -> tuple[str, str]:
     return "internal_error", f"{type(error).__name__}: {error}"
 
 
-def _empty_summary() -> dict[str, Any]:
-    """The summary of an utterance that received no audio."""
+def _empty_summary(language: str | None) -> dict[str, Any]:
+    """The summary of an utterance that received no audio: a processor's summary fields,
+    ``language`` the one asked for or the backend's (None when neither says)."""
     return {
         "type": "summary", "text": "", "audio_seconds": 0.0, "compute_seconds": 0.0,
-        "measured_compute_seconds": 0.0, "rtf": None, "emitted_at": 0.0,
+        "measured_compute_seconds": 0.0, "rtf": None, "language": language, "emitted_at": 0.0,
     }  # fmt: skip
 
 
