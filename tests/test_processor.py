@@ -704,3 +704,38 @@ async def test_a_stream_that_stops_does_not_wait_for_a_quiet_pipe(clips, no_ffmp
         release.set()
         await processor.cleanup()
     assert processor.state == "STOPPED"
+
+
+async def test_a_file_is_read_as_it_is_sent_not_held_whole(tmp_path):
+    """feed_file reads the file a chunk at a time (a two-hour 44.1 kHz stereo WAV is 1.3 GB;
+    before, it was read whole before the first byte was sent), sends every byte in order,
+    and finishes the processor once."""
+    import tracemalloc
+
+    from rtlab.core.feeding import feed_file
+
+    class Receiver:  # what feed_file needs of an AudioProcessor
+        state = "RUNNING"
+
+        def __init__(self) -> None:
+            self.received, self.finished = bytearray(), 0
+
+        async def process_audio(self, data: bytes) -> None:
+            self.received += data[:16]  # keep only what shows the order
+
+        async def finish(self) -> None:
+            self.finished += 1
+
+    path = tmp_path / "long.bin"
+    size = 8 * 1024 * 1024
+    path.write_bytes(bytes(range(256)) * (size // 256))
+    receiver = Receiver()
+    tracemalloc.start()
+    try:
+        await feed_file(receiver, path, realtime=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < size // 4, peak  # before: the whole file, 8 MiB, at once
+    assert receiver.finished == 1 and bytes(receiver.received[:16]) == bytes(range(16))
+    assert len(receiver.received) == 16 * (size // 16_384)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
+import os
 import threading
 import time
 from pathlib import Path
@@ -66,10 +68,10 @@ async def feed_file(
         if duration is None:  # stopped while measuring: none of the file was sent
             await processor.finish()
             return
-    await feed_bytes(
-        processor, Path(path).read_bytes(), realtime=realtime, chunk_seconds=chunk_seconds,
-        duration=duration, on_progress=on_progress, stop=stop,
-    )
+    with open(path, "rb") as source:  # read as it is sent: a long WAV is not held whole
+        size = os.fstat(source.fileno()).st_size
+        await _feed(processor, source.read, size, realtime=realtime, chunk_seconds=chunk_seconds,
+                    duration=duration, on_progress=on_progress, stop=stop)  # fmt: skip
 
 
 def check_chunk_seconds(chunk_seconds: object) -> None:
@@ -95,10 +97,26 @@ async def feed_bytes(
     duration is known from the length; for encoded audio pass it (see :func:`audio_duration`).
     Once ``stop`` is set (Ctrl-C), no more is sent: the input ends where it got to.
     """
+    await _feed(processor, io.BytesIO(data).read, len(data), realtime=realtime, chunk_seconds=chunk_seconds,
+                duration=duration, on_progress=on_progress, stop=stop)  # fmt: skip
+
+
+async def _feed(
+    processor: AudioProcessor,
+    read: Callable[[int], bytes],
+    size: int,
+    *,
+    realtime: bool,
+    chunk_seconds: float,
+    duration: float | None,
+    on_progress: Callable[[float], None] | None,
+    stop: asyncio.Event | None,
+) -> None:
+    """:func:`feed_bytes` of the ``size`` bytes that ``read(n)`` gives, ``n`` at a time."""
     if realtime and duration is None:
         raise ValueError("feeding encoded bytes in real time needs their duration")
     if realtime and duration:
-        chunk = max(1, int(len(data) * chunk_seconds / duration))
+        chunk = max(1, int(size * chunk_seconds / duration))
     else:
         chunk = 16_384
     started = time.monotonic()
@@ -107,7 +125,7 @@ async def feed_bytes(
         # be sent when that audio has been played: the stream starts one chunk before the
         # first send, so latencies are not flattered by the chunk length.
         processor.clock.start()
-    for index, offset in enumerate(range(0, len(data), chunk)):
+    for index, offset in enumerate(range(0, size, chunk)):
         if processor.state != "RUNNING":
             return  # it failed; the reason is in its event stream
         if realtime:
@@ -120,9 +138,12 @@ async def feed_bytes(
                         await asyncio.wait_for(stop.wait(), delay)
         if stop is not None and stop.is_set():
             break
-        await processor.process_audio(data[offset : offset + chunk])
+        data = read(chunk)
+        if not data:
+            break  # the file is shorter than it was (truncated while it was sent)
+        await processor.process_audio(data)
         if on_progress is not None:
-            on_progress(min(1.0, (offset + chunk) / len(data)))
+            on_progress(min(1.0, (offset + chunk) / size))
     await processor.finish()
 
 
