@@ -37,6 +37,9 @@ def site(tmp_path_factory) -> Path:
     project.mkdir()
     (project / "rtlab_echo.py").write_text(docs_block("# rtlab_echo.py"))
     (project / "pyproject.toml").write_text(docs_block("# pyproject.toml"))
+    # The page's test sits beside the module, as in a reader's folder: setuptools must not
+    # refuse two top-level modules.
+    (project / "test_rtlab_echo.py").write_text(docs_block("# test_rtlab_echo.py"))
     site = root / "site"
     install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
                "--quiet", "--target", str(site), str(project)]  # fmt: skip
