@@ -1,6 +1,7 @@
 """The hooks a plugin can implement. Each one receives a ``register`` callback.
 
-A class that does not subclass its kind's base, or has no name, stops the registry with a
+A class that does not subclass its kind's base, has no name or leaves one of the base's
+methods undefined stops the registry with a
 :class:`~rtlab.errors.PluginError` naming the plugin and the fix.
 
 All registration hooks run synchronously, on the thread that first asks the registry for

@@ -1,7 +1,8 @@
 """What the plugins registered: backends, policies and decoders by name.
 
 Each registration is checked as it happens. A class that breaks the contract (it does not
-subclass its kind's base class, or has no ``name``) is a mistake in that plugin: building
+subclass its kind's base class, has no ``name``, or leaves a method of the base undefined)
+is a mistake in that plugin: building
 the registry raises :class:`~rtlab.errors.PluginError` naming the plugin, the class and
 the fix. A name registered twice is a clash between two valid plugins: the first keeps it,
 the second is refused with a :class:`~rtlab.errors.PluginWarning` and listed under
@@ -30,12 +31,16 @@ class Kind(NamedTuple):
     plural: str
     base: type
     unknown: type[RtlabError]
+    #: The base's methods a class must define (the base's own only raise NotImplementedError).
+    methods: tuple[str, ...]
 
 
 KINDS = {
-    "backend": Kind("register_backends", "backends", Backend, UnknownBackend),
-    "policy": Kind("register_policies", "policies", Policy, UnknownPolicy),
-    "decoder": Kind("register_decoders", "decoders", Decoder, UnknownDecoder),
+    "backend": Kind("register_backends", "backends", Backend, UnknownBackend, ("transcribe",)),
+    "policy": Kind("register_policies", "policies", Policy, UnknownPolicy, ("insert_audio", "process_iter", "finish")),
+    "decoder": Kind(
+        "register_decoders", "decoders", Decoder, UnknownDecoder, ("start", "write", "end_input", "read", "stop")
+    ),
 }
 
 PLURALS = {kind: spec.plural for kind, spec in KINDS.items()}
@@ -153,14 +158,22 @@ def _register(registry: Registry, kind: str, cls: type, plugin: str) -> None:
 
 
 def _check_contract(kind: str, cls: type, plugin: str) -> None:
-    """Raise PluginError unless ``cls`` subclasses the kind's base and has a name."""
+    """Raise PluginError unless ``cls`` subclasses the kind's base, has a name and defines
+    the base's methods."""
     base, plural = KINDS[kind].base, KINDS[kind].plural
-    if not isinstance(cls, type) or not issubclass(cls, base):
+    missing = [m for m in KINDS[kind].methods if isinstance(cls, type) and getattr(cls, m, None) is getattr(base, m)]
+    if isinstance(cls, base):
+        problem = f"an instance of {type(cls).__name__}, not the class"
+        fix = f"write `register({type(cls).__name__})`"
+    elif not isinstance(cls, type) or not issubclass(cls, base):
         problem = f"which does not subclass rtlab.{plural}.{base.__name__}"  # its public name
         fix = f"write `class {getattr(cls, '__name__', 'Name')}(rtlab.{base.__name__})`"
     elif not isinstance(cls.name, str) or not cls.name:
         problem = f"whose name is {cls.name!r}"
         fix = f'give it a unique name, e.g. `name = "{cls.__name__.lower()}"`'
+    elif missing:
+        problem = f"which does not define {', '.join(missing)} (rtlab.{base.__name__}'s raise NotImplementedError)"
+        fix = f"define {', '.join(f'`{m}`' for m in missing)} (see {plural.capitalize()} in docs/plugins.md)"
     else:
         return
     raise PluginError(

@@ -204,6 +204,17 @@ def test_a_class_that_is_not_a_backend_fails_registration_with_the_users_message
     assert "does not subclass rtlab.backends.Backend: write `class NotABackend(rtlab.Backend)`" in message
 
 
+class ForgotTranscribe(Backend):
+    name = "conformance-forgot-transcribe"
+
+
+def test_a_backend_without_transcribe_fails_registration_naming_the_method():
+    message = failures(ForgotTranscribe)
+    assert message.startswith("ForgotTranscribe: 1 of 1 rtlab backend checks failed")
+    assert "FAILED registers as a backend: " in message
+    assert "does not define transcribe" in message and "define `transcribe`" in message
+
+
 def test_a_nameless_backend_fails_registration():
     assert "registers as a backend: " in failures(Nameless) and "whose name is ''" in failures(Nameless)
 

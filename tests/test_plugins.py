@@ -227,10 +227,30 @@ class HalfADecoder:
         return True
 
 
+class NoTranscribe(Backend):
+    name = "no-transcribe"
+
+
+class NoFinish(WholeBufferPolicy):
+    finish = Policy.finish  # as if never written
+
+
+class ReadOnlyDecoder(Decoder):
+    name = "read-only"
+
+    async def read(self):
+        return None
+
+
 @pytest.mark.parametrize(
     "hook, cls, problem, fix",
     [
         ("register_backends", Nameless, "whose name is ''", 'name = "nameless"'),
+        ("register_backends", NoTranscribe, "which does not define transcribe", "define `transcribe` (see Backends"),
+        ("register_policies", NoFinish, "which does not define finish", "define `finish` (see Policies"),
+        ("register_decoders", ReadOnlyDecoder, "which does not define start, write, end_input, stop",
+         "define `start`, `write`, `end_input`, `stop` (see Decoders"),
+        ("register_backends", EchoBackend(), "an instance of EchoBackend, not the class", "`register(EchoBackend)`"),
         ("register_backends", NotAString, "whose name is 42", 'name = "notastring"'),
         ("register_backends", NoBase, "does not subclass rtlab.backends.Backend", "`class NoBase(rtlab.Backend)`"),
         ("register_policies", EchoBackend, "does not subclass rtlab.policies.Policy", "`class EchoBackend(rtlab.Policy)`"),
