@@ -48,7 +48,15 @@ def load_plugins() -> pluggy.PluginManager:
         if allowed is not None and not allowed & {dist_name, entry_point.name}:
             continue
         if pm.get_plugin(entry_point.name) is None:
-            pm.register(entry_point.load(), name=entry_point.name)
+            try:
+                plugin = entry_point.load()
+            except Exception as error:  # an ImportError, or whatever the module raised
+                raise PluginError(
+                    f"plugin {entry_point.name!r} (distribution {dist_name}) failed to import "
+                    f"{entry_point.value!r}: {type(error).__name__}: {error}; fix or uninstall it "
+                    f"(pip uninstall {dist_name}), or leave the plugin out with RTLAB_LOAD_PLUGINS"
+                ) from error
+            pm.register(plugin, name=entry_point.name)
             _distributions[entry_point.name] = entry_point.dist
     try:
         pm.check_pending()

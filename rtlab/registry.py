@@ -138,7 +138,15 @@ def get_registry(refresh: bool = False) -> Registry:
             def register(cls, _kind=kind, _plugin=plugin_name):
                 _register(registry, _kind, cls, _plugin)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as error:  # a bug in the hook: name the plugin, not only the line
+                raise PluginError(
+                    f"plugin {plugin_name!r}: its {spec.hook} hook raised {type(error).__name__}: {error}; "
+                    f"fix the hook, or leave the plugin out with RTLAB_LOAD_PLUGINS"
+                ) from error
     _registry = registry
     return registry
 

@@ -285,6 +285,45 @@ def test_an_installed_plugin_with_an_invalid_class_fails_rtlab_plugins(tmp_path)
     assert loaded(tmp_path, "")  # left out with RTLAB_LOAD_PLUGINS, the rest works
 
 
+def test_an_installed_plugin_that_fails_to_import_fails_rtlab_plugins_naming_it(tmp_path):
+    fake_distribution(tmp_path, "rtlab-needs-more", "rtlab_needs_more", "import rtlab_no_such_module\n")
+    result = rtlab_plugins(tmp_path, None)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "plugin 'needs_more' (distribution rtlab-needs-more) failed to import 'rtlab_needs_more': " \
+           "ModuleNotFoundError: No module named 'rtlab_no_such_module'" in result.stderr
+    assert "pip uninstall rtlab-needs-more" in result.stderr
+    assert loaded(tmp_path, "")  # left out with RTLAB_LOAD_PLUGINS, the rest works
+
+
+def failing_hook(register):
+    raise RuntimeError("no config file")
+
+
+def calls_register_without_a_class(register):
+    register()
+
+
+@pytest.mark.parametrize("implementation, error", [
+    (failing_hook, "RuntimeError: no config file"),
+    (calls_register_without_a_class, "TypeError: "),
+])  # fmt: skip
+def test_a_hook_that_raises_fails_registration_naming_plugin_and_hook(implementation, error):
+    implementation.__name__ = "register_policies"
+    plugin = type("Raises", (), {"register_policies": staticmethod(rtlab.hookimpl(implementation))})()
+    pm.register(plugin, name="raises")
+    try:
+        for _ in range(2):  # fails again until fixed
+            with pytest.raises(PluginError) as raised:
+                get_registry(refresh=True)
+            message = str(raised.value)
+            assert message.startswith(f"plugin 'raises': its register_policies hook raised {error}")
+            assert message.endswith("fix the hook, or leave the plugin out with RTLAB_LOAD_PLUGINS")
+    finally:
+        pm.unregister(name="raises")
+    assert get_registry(refresh=True).rejected == []
+
+
 def test_an_unknown_name_lists_the_installed_ones():
     from rtlab.errors import UnknownBackend
 
