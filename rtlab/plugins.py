@@ -47,7 +47,17 @@ def load_plugins() -> pluggy.PluginManager:
         installed |= {dist_name, entry_point.name}
         if allowed is not None and not allowed & {dist_name, entry_point.name}:
             continue
-        if pm.get_plugin(entry_point.name) is None:
+        taken_by = _distributions.get(entry_point.name)
+        if taken_by is not None and entry_point.dist is not None and taken_by.name != dist_name:
+            # pluggy keys plugins by name: the second would be dropped without a word.
+            warnings.warn(
+                f"plugin name {entry_point.name!r} of {dist_name} is taken by {taken_by.name}, whose entry point "
+                f"has the same name: {dist_name} is not loaded. Rename one entry point "
+                f"([project.entry-points.rtlab]), or uninstall one of them",
+                PluginWarning,
+                stacklevel=2,
+            )
+        elif pm.get_plugin(entry_point.name) is None:
             try:
                 plugin = entry_point.load()
             except Exception as error:  # an ImportError, or whatever the module raised

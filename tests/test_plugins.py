@@ -296,6 +296,21 @@ def test_an_installed_plugin_that_fails_to_import_fails_rtlab_plugins_naming_it(
     assert loaded(tmp_path, "")  # left out with RTLAB_LOAD_PLUGINS, the rest works
 
 
+def test_two_distributions_with_one_entry_point_name_are_warned_about(tmp_path):
+    fake_distribution(tmp_path, "rtlab-fake-echo", "rtlab_fake_echo", ECHO_PLUGIN)
+    fake_distribution(tmp_path, "rtlab-fake-echo-fork", "rtlab_fake_echo_fork", ECHO_PLUGIN, version="2.0")
+    fork = tmp_path / "rtlab_fake_echo_fork-2.0.dist-info" / "entry_points.txt"
+    fork.write_text("[rtlab]\nfake_echo = rtlab_fake_echo_fork\n")  # the same plugin name
+    result = rtlab_plugins(tmp_path, None)
+    assert result.returncode == 0, result.stderr
+    loaded_one = json.loads(result.stdout)
+    assert [r["name"] for r in loaded_one].count("fake_echo") == 1
+    version = next(r["version"] for r in loaded_one if r["name"] == "fake_echo")
+    kept, skipped = ["rtlab-fake-echo", "rtlab-fake-echo-fork"][:: 1 if version == "1.2.3" else -1]
+    assert f"plugin name 'fake_echo' of {skipped} is taken by {kept}" in result.stderr
+    assert f"{skipped} is not loaded. Rename one entry point" in result.stderr
+
+
 def failing_hook(register):
     raise RuntimeError("no config file")
 
