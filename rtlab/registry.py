@@ -20,6 +20,7 @@ from .decoders import Decoder
 from .errors import (
     InvalidOption, PluginError, PluginWarning, RtlabError, UnknownBackend, UnknownDecoder, UnknownPolicy,
 )
+from .options import is_finite_number
 from .plugins import DEFAULT_PLUGINS, INTERNAL_PLUGINS, load_plugins, plugin_version
 from .policies import Policy
 
@@ -101,16 +102,26 @@ class Registry:
         the error, so that a plugin's unchecked value stops the CLI, the server and
         ``rtlab bench`` with a message, not a traceback; rtlab's own errors pass as they are."""
         entry = self.registration(kind, name)
+        given = ", ".join(f"{key}={value!r}" for key, value in options.items() if key != "language")
         try:
-            return entry.cls(*args, **options)
+            instance = entry.cls(*args, **options)
         except RtlabError:
             raise
         except (TypeError, ValueError) as error:
-            given = ", ".join(f"{key}={value!r}" for key, value in options.items() if key != "language")
             raise InvalidOption(
                 f"{kind} '{name}' (plugin '{entry.plugin}') failed to start with "
                 f"{given or 'its defaults'}: {type(error).__name__}: {error}"
             ) from error
+        chunk = getattr(instance, "min_chunk", None)
+        if kind == "policy" and not (is_finite_number(chunk) and chunk > 0):
+            # Checked here, not by the pacer: min_chunk="x" would fail there as a ValueError
+            # quoting "x" repeated 16000 times, and 0 would run a pass per read.
+            raise InvalidOption(
+                f"policy '{name}' (plugin '{entry.plugin}') set min_chunk to {chunk!r} with "
+                f"{given or 'its defaults'}; min_chunk is the seconds of audio between passes, a number "
+                f"above 0: check the option in __init__ and raise rtlab.errors.InvalidOption for a bad value"
+            )
+        return instance
 
 
 _registry: Registry | None = None

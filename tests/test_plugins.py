@@ -468,6 +468,37 @@ class UncheckedPolicy(WholeBufferPolicy):
         self.samples = round(window * 16_000)
 
 
+class ChunkPolicy(WholeBufferPolicy):
+    """An outside policy that sets min_chunk from its option without checking it."""
+
+    name = "inline-chunk-policy"
+
+    def __init__(self, backend, *, language=None, chunk: float = 2.0) -> None:
+        super().__init__(backend, language=language)
+        self.min_chunk = chunk
+
+
+@pytest.mark.parametrize("chunk", ["x", 0, -1.0, float("nan"), None, True])
+def test_a_policy_that_sets_min_chunk_to_no_number_of_seconds_stops_in_one_line(chunk):
+    pm.register(plugin_registering("register_policies", ChunkPolicy), name="chunk-policies")
+    try:
+        get_registry(refresh=True)
+        config = StreamConfig(backend="test", policy="inline-chunk-policy", decoder="pcm_s16le",
+                              policy_options={"chunk": chunk})  # fmt: skip
+        with pytest.raises(InvalidOption) as raised:
+            config.validate()
+        message = str(raised.value)
+        assert message.startswith(f"policy 'inline-chunk-policy' (plugin 'chunk-policies') set min_chunk to "
+                                  f"{chunk!r} with chunk={chunk!r}; ")  # fmt: skip
+        assert "a number above 0" in message and len(message) < 400
+        config = StreamConfig(backend="test", policy="inline-chunk-policy", decoder="pcm_s16le",
+                              policy_options={"chunk": 0.5})  # fmt: skip
+        config.validate()  # a number of seconds is fine
+    finally:
+        pm.unregister(name="chunk-policies")
+        get_registry(refresh=True)
+
+
 async def test_an_option_value_a_plugin_does_not_check_stops_it_in_one_line_not_a_traceback():
     from rtlab.core.processor import AudioProcessor
 
