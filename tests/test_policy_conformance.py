@@ -59,16 +59,32 @@ def test_rtlabs_policies_pass_every_check():
         "registers as policy 'local-agreement' (plugin 'rtlab.policies.plugin')",
         "refuses an unknown option",
         "builds with its options on backend 'test'",
+        "returns a Step from process_iter and finish",
         "commits every word of alpha ... hotel, once each",
         "commits every word of one ... nine, once each",
         "holds at most 35 s of audio over a 90 s stream",
         "keeps two sessions at once apart",
     ]
-    assert str(report).startswith("LocalAgreement: all 7 rtlab policy checks passed")
+    assert str(report).startswith("LocalAgreement: all 8 rtlab policy checks passed")
     aligned = check_policy(AlignAtt, options={"min_chunk": 0.6})
     assert "refuses backend 'test', which lacks incremental-decoding" in aligned.passed
     assert "builds with its options on backend 'test-attention'" in aligned.passed
     assert aligned.policy == "AlignAtt" and aligned.failed == []
+
+
+class ReturnsCommittedWords(WholeClip):
+    """Returns the committed words themselves, not a Step."""
+
+    name = "returns-words"
+
+    def finish(self):
+        return super().finish().committed
+
+
+def test_a_policy_that_returns_words_instead_of_a_step_is_told_to_return_a_step():
+    failed = failures(ReturnsCommittedWords)
+    assert "returns a Step from process_iter and finish: finish() returned list, not a Step: " \
+           "return rtlab.policies.Step(committed=[...], partial=[...])" in failed
 
 
 def test_a_buffer_that_grows_without_bound_fails_with_what_it_held():

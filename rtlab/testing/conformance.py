@@ -242,6 +242,7 @@ def check_policy(
     an option it does not accept, refuse a backend without a capability it requires (in
     one line naming the capability), and, with ``options``:
 
+    - return a :class:`~rtlab.policies.Step` from ``process_iter`` and ``finish``;
     - commit valid words (see :func:`word_problems`), each after the audio of the words
       committed before it (a committed word is final: never committed again);
     - keep every word of a clip the backend hears exactly, and end with a summary whose
@@ -285,6 +286,7 @@ def _check_registered_policy(
     config = {"backend": backend, "policy": registration.name, "policy_options": options}
     if report.check(f"builds with its options on backend {backend!r}", _build_policy, config) is None:
         return  # nothing to stream
+    report.check("returns a Step from process_iter and finish", _returns_steps, config)
     for text in POLICY_CLIPS:
         report.check(f"commits every word of {text.split()[0]} ... {text.split()[-1]}, once each",
                      _keeps_every_word, config, text)  # fmt: skip
@@ -354,6 +356,24 @@ def _build_policy(config: dict[str, Any]) -> Any:
     from ..config import StreamConfig
 
     return StreamConfig(**config).validate()
+
+
+def _returns_steps(config: dict[str, Any]) -> None:
+    """Called directly, so that a wrong return type is named here, not found by the processor
+    as an AttributeError."""
+    from ..policies import Step
+    from .tones import tone_words
+
+    registry = get_registry()
+    backend = ensure_loaded(registry.create("backend", config["backend"]))
+    policy = registry.create("policy", config["policy"], backend, language=None, **config["policy_options"])
+    policy.insert_audio(tone_words(POLICY_CLIPS[0])[0])
+    for method in ("process_iter", "finish"):
+        step = getattr(policy, method)()
+        assert isinstance(step, Step), (
+            f"{method}() returned {type(step).__name__}, not a Step: "
+            f"return rtlab.policies.Step(committed=[...], partial=[...])"
+        )
 
 
 def _keeps_every_word(config: dict[str, Any], text: str) -> None:
