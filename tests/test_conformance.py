@@ -157,6 +157,19 @@ class ReturnsText(Backend):
         return "hello world"
 
 
+class ReturnsWordStrings(Backend):
+    name = "conformance-returns-word-strings"
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        return ["hello", "world"] if len(audio) else []
+
+
+def test_words_that_are_strings_are_told_to_be_dicts():
+    message = failures(ReturnsWordStrings)
+    assert "FAILED transcribes the clip: word 0 'hello' is a str, not a dict {'text': str, 'start': s, 'end': s}" \
+        in message
+
+
 class ListsNoLanguageItDefaultsTo(ReturnsText):
     name = "conformance-languages"
 

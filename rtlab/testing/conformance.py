@@ -450,7 +450,10 @@ def word_problems(words: Any, duration: float) -> list[str]:
     previous_start = None
     for index, word in enumerate(words):
         where = f"word {index} {word!r}"
-        missing = [key for key in ("text", "start", "end") if not isinstance(word, dict) or key not in word]
+        if not isinstance(word, dict):
+            problems.append(f"{where} is a {type(word).__name__}, not a dict {{'text': str, 'start': s, 'end': s}}")
+            continue
+        missing = [key for key in ("text", "start", "end") if key not in word]
         if missing:
             problems.append(f"{where} has no {', '.join(map(repr, missing))}")
             continue
