@@ -4,7 +4,8 @@ Each registration is checked as it happens. A class that breaks the contract (it
 subclass its kind's base class, has no ``name``, or leaves a method of the base undefined)
 is a mistake in that plugin: building
 the registry raises :class:`~rtlab.errors.PluginError` naming the plugin, the class and
-the fix. A name registered twice is a clash between two valid plugins: the first keeps it,
+the fix. A name registered twice is a clash between two valid plugins: the first keeps it
+(built-ins first, then plugins in the order of their names),
 the second is refused with a :class:`~rtlab.errors.PluginWarning` and listed under
 ``rejected`` by ``rtlab plugins``.
 """
@@ -141,8 +142,13 @@ def get_registry(refresh: bool = False) -> Registry:
     for kind, spec in KINDS.items():
         hook = getattr(pm.hook, spec.hook)
         # The first registration of a name wins. Built-ins go first, whatever pluggy's
-        # order (tryfirst/trylast move impls), so no plugin can take over a built-in name.
-        impls = sorted(hook.get_hookimpls(), key=lambda i: pm.get_name(i.plugin) not in DEFAULT_PLUGINS)
+        # order (tryfirst/trylast move impls), so no plugin can take over a built-in name;
+        # then the plugins by name, so that a clash ends the same way on every machine
+        # (Python lists installed packages in the order their folder gives them).
+        impls = sorted(
+            hook.get_hookimpls(),
+            key=lambda i: (pm.get_name(i.plugin) not in DEFAULT_PLUGINS, pm.get_name(i.plugin) or ""),
+        )
         for impl in impls:
             plugin_name = pm.get_name(impl.plugin)
 

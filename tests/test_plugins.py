@@ -205,6 +205,27 @@ def test_a_clash_between_two_plugins_keeps_the_first():
         get_registry(refresh=True)
 
 
+def test_a_clash_ends_the_same_whatever_order_the_plugins_were_installed_in():
+    """The plugin whose name sorts first keeps a clashing name. Before, the one Python
+    happened to list first did, which differs between machines."""
+
+    class Later(EchoBackend):
+        pass
+
+    for order in (("b-plugin", "a-plugin"), ("a-plugin", "b-plugin")):
+        classes = {"a-plugin": EchoBackend, "b-plugin": Later}
+        for name in order:
+            pm.register(plugin_registering("register_backends", classes[name]), name=name)
+        try:
+            with pytest.warns(PluginWarning, match="'b-plugin'.*'a-plugin'"):
+                registry = get_registry(refresh=True)
+            assert registry.get("backend", "inline-echo") is EchoBackend, order
+        finally:
+            for name in order:
+                pm.unregister(name=name)
+            get_registry(refresh=True)
+
+
 class Nameless(EchoBackend):
     name = ""
 
