@@ -42,7 +42,8 @@ def load_plugins() -> pluggy.PluginManager:
     wanted = os.environ.get("RTLAB_LOAD_PLUGINS")
     allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
     installed: set[str] = set()
-    for entry_point in entry_points(group="rtlab"):
+    # In the order of their names, not of the site-packages folder: the same on every machine.
+    for entry_point in sorted(entry_points(group="rtlab"), key=lambda e: (e.name, e.dist.name if e.dist else "")):
         dist_name = entry_point.dist.name if entry_point.dist else entry_point.name
         installed |= {dist_name, entry_point.name}
         if allowed is not None and not allowed & {dist_name, entry_point.name}:
