@@ -117,8 +117,9 @@ class StreamConfig:
 
     @classmethod
     def coerce(cls, config: StreamConfig | str | None = None, **fields: Any) -> StreamConfig:
-        """A configuration from what a caller passed: a StreamConfig, a backend name, or
-        nothing, with ``fields`` (StreamConfig's own field names) on top."""
+        """A configuration from what a caller passed: a StreamConfig, a backend name, a
+        ``"KEY=VALUE,..."`` string (:meth:`parse`, as the panels and ``rtlab bench`` take
+        it), or nothing, with ``fields`` (StreamConfig's own field names) on top."""
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(
@@ -127,11 +128,13 @@ class StreamConfig:
             )
         if config is None:
             return cls(**fields)
-        if isinstance(config, str):
+        if isinstance(config, str) and "=" in config:
+            config = cls.parse(config)
+        elif isinstance(config, str):
             return cls(backend=config, **fields)
         if isinstance(config, StreamConfig):
             return config.replace(**fields) if fields else config
-        raise TypeError(f"expected a StreamConfig or a backend name, got {type(config).__name__}")
+        raise TypeError(f"expected a StreamConfig, a backend name or 'KEY=VALUE,...', got {type(config).__name__}")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> StreamConfig:

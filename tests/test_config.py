@@ -90,6 +90,12 @@ def test_coerce_takes_a_config_a_backend_name_or_nothing_with_fields_on_top():
     assert StreamConfig.coerce(None, backend="test") == StreamConfig(backend="test")
     with pytest.raises(TypeError, match="unknown stream setting 'colour'"):
         StreamConfig.coerce("test", colour="blue")
+    # The form the panels and `rtlab bench` take, as stream_file and AudioProcessor take it
+    # too (before: a backend named "backend=test,min_chunk=0.5", unknown).
+    assert StreamConfig.coerce("backend=test,min_chunk=0.5") == StreamConfig.parse("backend=test,min_chunk=0.5")
+    assert StreamConfig.coerce("backend=test,min_chunk=0.5", language="de").language == "de"
+    with pytest.raises(InvalidOption, match="min_chunk > 0"):
+        StreamConfig.coerce("backend=test,min_chunk=-1")
 
 
 @pytest.mark.parametrize(

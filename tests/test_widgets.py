@@ -455,6 +455,13 @@ async def test_a_detected_language_is_scored_with_its_own_normalizer(tones, tone
     assert english.normalizer == "whisper-english"
 
 
+def test_a_backend_name_alone_is_a_configuration():
+    """As stream_file and AudioProcessor take it (before: "expected KEY=VALUE, got 'test'")."""
+    from rtlab.widgets.configs import as_config
+
+    assert as_config("test") == StreamConfig(backend="test").validate()
+
+
 async def test_a_missing_file_shows_its_error_in_every_column(tmp_path):
     missing = tmp_path / "nowhere.ogg"
     panel = ComparePanel(missing, ["backend=test", "backend=test,min_chunk=2"], view="widgets")

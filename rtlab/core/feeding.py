@@ -245,7 +245,8 @@ async def stream_file(
     """Stream one file through a new AudioProcessor and return every event.
 
     ``config`` and ``settings`` are those of :class:`AudioProcessor` (a
-    :class:`~rtlab.config.StreamConfig` or a backend name, StreamConfig fields on top).
+    :class:`~rtlab.config.StreamConfig`, a backend name or ``"KEY=VALUE,..."``, StreamConfig
+    fields on top).
     ``clock="wall"`` paces the file in real time; the virtual clocks (``"simulated"``,
     ``"modeled"`` with its ``cost_model``, ``"unaware"``) feed it as fast as passes take it.
     Setting ``stop`` ends the input where the feeding got to: the tail is committed and the

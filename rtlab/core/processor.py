@@ -57,7 +57,8 @@ class AudioProcessor:
     >>> await processor.finish()                     # flush: tail commit, summary, end
     >>> async for event in events: ...               # consume concurrently
 
-    :param config: a :class:`~rtlab.config.StreamConfig`, or a backend name; ``settings``
+    :param config: a :class:`~rtlab.config.StreamConfig`, a backend name, or
+        ``"backend=test,min_chunk=0.5"`` (:meth:`~rtlab.config.StreamConfig.parse`); ``settings``
         (StreamConfig field names: ``model``, ``policy``, ``policy_options``, ``decoder``,
         ``language``, ...) are applied on top. Names and options are checked here, before
         any work starts.

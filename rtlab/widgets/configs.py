@@ -15,7 +15,7 @@ __all__ = ["as_config", "cost_model_for", "in_panel_words", "label_of", "min_chu
 
 def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamConfig:
     """A validated configuration from a StreamConfig, ``"backend=test,min_chunk=0.5"``
-    (:meth:`StreamConfig.parse`), a flat mapping (:meth:`StreamConfig.from_mapping`) or
+    (:meth:`StreamConfig.parse`) or a backend name alone (``"test"``), a flat mapping (:meth:`StreamConfig.from_mapping`) or
     None (the defaults). Raises what :meth:`StreamConfig.validate` raises: one line that
     names the plugin, the option and what it accepts, with the fix worded as a panel's
     configuration is written (``backend=NAME`` where the CLI says ``--backend NAME``)."""
@@ -24,8 +24,8 @@ def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamCon
             return StreamConfig().validate()
         if isinstance(entry, StreamConfig):
             return entry.validate()
-        if isinstance(entry, str):
-            return StreamConfig.parse(entry)
+        if isinstance(entry, str):  # "backend=test,min_chunk=0.5", or a backend name alone
+            return StreamConfig.parse(entry) if "=" in entry else StreamConfig(backend=entry).validate()
         if isinstance(entry, Mapping):
             return StreamConfig.from_mapping(entry)
     except InvalidOption as error:
