@@ -217,6 +217,36 @@ async def test_the_page_keeps_only_its_latest_messages(make_server, tmp_path, ff
     assert not await settle(running, ffmpeg_children)
 
 
+async def test_the_page_does_not_read_its_whole_transcript_per_message(make_server, tmp_path, ffmpeg_children):
+    """Each transcript message appends its words; before, it also read the transcript's
+    whole text (twice), which costs more and more as a long session goes on."""
+    text = "alpha bravo charlie delta echo"
+    microphone = padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
+    running = await make_server(backend="test")
+    count_reads = """(() => {
+        const node = document.querySelector('#committed');
+        const read = Object.getOwnPropertyDescriptor(Node.prototype, 'textContent');
+        window.reads = 0;
+        Object.defineProperty(node, 'textContent', {
+            get() { window.reads += 1; return read.get.call(this); },
+            set(value) { read.set.call(this, value); },
+        });
+    })()"""
+    async with chromium_browser(microphone) as browser:
+        page, _ = await open_demo_page(browser, running.url)
+        await page.evaluate(count_reads)
+        await page.click("#start")
+        await page.wait_for_function("document.querySelector('#committed').innerText.includes('charlie')", timeout=60_000)
+        await page.click("#stop")
+        await page.wait_for_function("window.rtlab.messages.some(m => m.type === 'transcription_stopped')", timeout=60_000)
+        transcripts = await page.evaluate("window.rtlab.messages.filter(m => m.type === 'transcript').length")
+        reads = await page.evaluate("window.reads")
+        shown = words_of(await page.inner_text("#committed"))
+    assert transcripts >= 3 and reads == 0, (transcripts, reads)
+    assert shown == text
+    assert not await settle(running, ffmpeg_children)
+
+
 async def test_the_page_offers_only_what_the_server_allows_clients_to_name(make_server):
     """A server without allow-lists lets clients name only its own backend, model and
     policy: the page offers nothing else (a choice the server would refuse)."""

@@ -265,7 +265,9 @@
       const text = message.committed.map((w) => w.text).join(" ");
       // A new text node per commit: the live region then announces the new words only
       // (rewriting the whole text would have screen readers read it all again).
-      ui.committed.append((ui.committed.textContent ? " " : "") + text);
+      // firstChild, not textContent: reading the whole transcript on every message would
+      // cost more and more as a long session goes on.
+      ui.committed.append((ui.committed.firstChild ? " " : "") + text);
       wordCount += message.committed.length;
       ui.wordCount.textContent = String(wordCount);
       if (firstAudioAt !== null) {
@@ -274,7 +276,7 @@
         ui.latency.textContent = `${latency.toFixed(2)} s`;
       }
     }
-    ui.partial.textContent = message.partial ? (ui.committed.textContent ? " " : "") + message.partial : "";
+    ui.partial.textContent = message.partial ? (ui.committed.firstChild ? " " : "") + message.partial : "";
     ui.lag.textContent = `${Number(message.lag).toFixed(2)} s`;
     if (following) box.scrollTop = box.scrollHeight;
   }
@@ -398,7 +400,7 @@
       send({ type: "start_transcription", backend: ui.backend.value || null, model: model || null,
         language: ui.language.value.trim() || null, policy: ui.policy.value || null, format });
       transcribing = true;
-      if (!ui.committed.textContent) ui.partial.textContent = "";
+      if (!ui.committed.firstChild) ui.partial.textContent = "";
       startRecorder(media);
     } catch (error) {
       if (!current()) return; // a later Start, Stop or failure has taken over
