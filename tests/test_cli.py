@@ -480,6 +480,26 @@ def test_calibrate_refuses_a_wrong_out_before_timing_anything(tmp_path, out, nee
     assert (target.read_bytes() if target.is_file() else None) == before
 
 
+def test_a_calibration_saved_keeps_what_another_added_to_the_file_meanwhile(tmp_path):
+    # `rtlab calibrate` reads its --out before the timing; another calibration into the same
+    # file during the timing was then overwritten when this one saved.
+    from click.testing import CliRunner
+
+    from rtlab.cli import cli
+    from rtlab.core.costs import load_cost_model
+    from rtlab.eval.calibrate import cost_model_to_extend, save_calibration
+
+    out, elsewhere = tmp_path / "costs.json", tmp_path / "other.json"
+    read_before_timing = cost_model_to_extend(out)  # no file yet
+    meanwhile = CliRunner().invoke(cli, ["calibrate", "--backend", "test", "--out", str(out)])
+    assert meanwhile.exit_code == 0, meanwhile.output
+    mine = CliRunner().invoke(cli, ["calibrate", "--backend", "test", "-b", "compute_rtf=0.0001", "--out", str(elsewhere)])
+    assert mine.exit_code == 0, mine.output
+    (calibration,) = load_cost_model(elsewhere).calibrations
+    save_calibration(calibration, out, model=read_before_timing)
+    assert len(load_cost_model(out).calibrations) == 2  # before: 1, the other one lost
+
+
 def test_calibrate_reads_its_out_and_describes_the_machine_once(tmp_path, monkeypatch):
     # The --out cost model was read and checked before the timing and again when saving,
     # and the machine described (FFmpeg run for its version among it) each time.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,8 +120,14 @@ def save_calibration(
 ) -> CostModel:
     """Add ``calibration`` to the cost model for ``path`` (one for the same key is
     replaced) and write it there. ``model``: what :func:`cost_model_to_extend` gave for
-    ``path`` before the timing (default: asked now; the file is created if missing)."""
+    ``path`` before the timing (default: asked now; the file is created if missing); a
+    file written since is read again, so that nothing another calibration added is lost."""
     model = cost_model_to_extend(path) if model is None else model
+    target = Path(path)
+    if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() != model.sha256:
+        # Written since it was read (another calibration into the same file, during the
+        # timing): add to what it holds now rather than overwrite it.
+        model = cost_model_to_extend(target)
     model.add(calibration)
     model.created = datetime.date.today().isoformat()
     model.note = note or model.note
