@@ -310,6 +310,9 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
     def num(value: float | None, unit: str = "") -> str:
         return "-" if value is None else f"{value:.1f}{unit}"
 
+    def per_clip(values: list[float | None]) -> str:
+        return " / ".join("-" if v is None else f"{100 * v:.0f}" for v in values)
+
     def span(start: float | None, end: float | None) -> str:
         return "-" if start is None or end is None else f"{start:.0f} → {end:.0f} MiB"
 
@@ -322,7 +325,7 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
             row["configuration"], pct(row["wer"]["value"]), pct((row["clips_alone_wer"] or {}).get("value")),
             pct((row["segments_alone_wer"] or {}).get("value")),
             pct(row["wer_first_half"]), pct(row["wer_second_half"]),
-            " / ".join("-" if v is None else f"{100 * v:.0f}" for v in row["per_clip"]), num(memory["start_mib"], " MiB"),
+            per_clip(row["per_clip"]), num(memory["start_mib"], " MiB"),
             num(memory["end_mib"], " MiB"), num(memory["slope_mib_per_hour"]),
             *(" / ".join(f"{v:.0f}" for v in memory[key]) if memory.get(key) else "-"
               for key in ("quarter_peaks_mib", "quarter_medians_mib")),
@@ -332,9 +335,9 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
         ])  # fmt: skip
     if offline is not None:
         table.append(["offline (whole stream)", pct(offline["wer"]["value"]), "", "", "", "",
-                      " / ".join("-" if v is None else f"{100 * v:.0f}" for v in offline["per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
+                      per_clip(offline["per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
         table.append(["offline (each segment)", "", "", pct(offline["segments_wer"]["value"]), "", "",
-                      " / ".join("-" if v is None else f"{100 * v:.0f}" for v in offline["segments_per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
+                      per_clip(offline["segments_per_clip"]), *[""] * (len(head) - 7)])  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import math
 import os
 import time
 import warnings
@@ -29,7 +28,7 @@ from typing import Any
 from ..backends import SAMPLE_RATE, check_language, ensure_loaded
 from ..config import DEFAULT_BACKEND, StreamConfig
 from ..errors import InvalidOption, ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
-from ..options import is_number, is_whole_number
+from ..options import is_finite_number, is_whole_number
 from .clock import MEASURED_MODES, SessionClock
 from .costs import CostModel, key_for, load_cost_model
 from .events import EventQueue, commit_event, error_event, join_words, partial_event
@@ -93,7 +92,7 @@ class AudioProcessor:
         # Checked first, like the stream's options: a bad bound fails here with its name,
         # not as int()'s ValueError, nor (0 or below) as a one-sample buffer that runs a
         # pass per FFmpeg read.
-        if not is_number(max_buffered_seconds) or not (math.isfinite(max_buffered_seconds) and max_buffered_seconds > 0):
+        if not is_finite_number(max_buffered_seconds) or max_buffered_seconds <= 0:
             raise InvalidOption(
                 f"max_buffered_seconds must be a number of seconds above 0, not {max_buffered_seconds!r}"
             )

@@ -131,5 +131,5 @@ def save_calibration(
     model.add(calibration)
     model.created = datetime.date.today().isoformat()
     model.note = note or model.note
-    model.save(Path(path))
+    model.save(target)
     return model

@@ -78,5 +78,3 @@ def missing_capabilities(policy: type[Policy] | Policy, backend: type[Backend] |
     session's view of one) does not declare, in the policy's order."""
     provided = set(getattr(backend, "capabilities", ()) or ())
     return [name for name in policy.requires if name not in provided]
-
-

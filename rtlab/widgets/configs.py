@@ -15,8 +15,8 @@ __all__ = ["as_config", "cost_model_for", "in_panel_words", "label_of", "min_chu
 
 def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamConfig:
     """A validated configuration from a StreamConfig, ``"backend=test,min_chunk=0.5"``
-    (:meth:`StreamConfig.parse`) or a backend name alone (``"test"``), a flat mapping (:meth:`StreamConfig.from_mapping`) or
-    None (the defaults). Raises what :meth:`StreamConfig.validate` raises: one line that
+    (:meth:`StreamConfig.parse`), a backend name alone (``"test"``), a flat mapping
+    (:meth:`StreamConfig.from_mapping`) or None (the defaults). Raises what :meth:`StreamConfig.validate` raises: one line that
     names the plugin, the option and what it accepts, with the fix worded as a panel's
     configuration is written (``backend=NAME`` where the CLI says ``--backend NAME``)."""
     try:
@@ -34,7 +34,8 @@ def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamCon
             raise
         raise InvalidOption(worded) from None
     raise TypeError(
-        f"a configuration is a StreamConfig, a 'KEY=VALUE,...' string or a mapping, not {type(entry).__name__}"
+        f"a configuration is a StreamConfig, a 'KEY=VALUE,...' string, a backend name or a mapping, "
+        f"not {type(entry).__name__}"
     )
 
 

@@ -177,7 +177,7 @@ class Panel:
             ) from None
         # A stopped run still ends its streams and marks its state: the new one resets the
         # panel only once it has ended, so that nothing of the old run lands in the new one.
-        ending = {run for run in self._runs if not run.done()}
+        ending = self._unended_runs()
         self._stop_requested = False
         self._active = True
         if not ending:
@@ -186,6 +186,10 @@ class Panel:
         self._runs.add(self._task)
         self._task.add_done_callback(self._task_ended)
         return self._task
+
+    def _unended_runs(self) -> set[asyncio.Task]:
+        """The runs started and not ended yet (a stopped one ends once its streams are released)."""
+        return {run for run in self._runs if not run.done()}
 
     def _begin(self) -> None:
         """Clear the last run's results and reset the view for a new run."""
@@ -204,7 +208,7 @@ class Panel:
         if task is not None and not task.done() and self._active and not self._stop_requested:
             self._stop_requested = True
             task.cancel()
-        ending = {run for run in self._runs if not run.done()}  # with runs stopped before it
+        ending = self._unended_runs()  # with runs stopped before it
         if ending:
             return asyncio.ensure_future(_ended(*ending))
         try:
@@ -217,7 +221,7 @@ class Panel:
     async def wait(self) -> None:
         """Return once the run in progress (if any) is over: finished, stopped or failed.
         Interrupting the wait leaves the run going (stop it with :meth:`stop`)."""
-        ending = {run for run in self._runs if not run.done()}
+        ending = self._unended_runs()
         if ending:
             await _ended(*ending)
 
