@@ -35,6 +35,7 @@ import json
 import os
 import random
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -380,11 +381,16 @@ async def hostile_main(args) -> dict:
     kinds += ["model-name spraying"] * args.sprayers + ["fuzzing"] * args.fuzzers + ["slowloris"] * args.slowloris
     stall = [0.0]
     await asyncio.gather(loop_stalls(hostile.stop_at, stall), *(guarded(kind, task) for kind, task in zip(kinds, tasks)))
-    lifetimes = {k: {"count": len(v), "median_s": _round(float(sorted(v)[len(v) // 2])), "max_s": _round(max(v))}
-                 for k, v in hostile.lifetimes.items() if v}  # fmt: skip
-    return {"outcomes": {k: dict(v) for k, v in hostile.outcomes.items()}, "lifetimes": lifetimes,
+    return {"outcomes": {k: dict(v) for k, v in hostile.outcomes.items()}, "lifetimes": lifetime_summary(hostile.lifetimes),
             "loop_stall_max_s": round(stall[0], 3),
             "malformed_replies": hostile.malformed[:20], "malformed_count": len(hostile.malformed)}  # fmt: skip
+
+
+def lifetime_summary(lifetimes: dict[str, list[float]]) -> dict[str, dict]:
+    """Per kind of hostile client, how long its closed connections lived: count, median
+    (of an even count, the mean of the two middle ones) and longest, in seconds."""
+    return {kind: {"count": len(seconds), "median_s": _round(statistics.median(seconds)), "max_s": _round(max(seconds))}
+            for kind, seconds in lifetimes.items() if seconds}  # fmt: skip
 
 
 # -- the run ---------------------------------------------------------------------------------

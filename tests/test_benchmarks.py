@@ -730,3 +730,14 @@ def test_concurrency_speech_leaves_no_temporary_wav(monkeypatch, tmp_path):
     speech = concurrency.speech_audio(3.0, "test", None, format="pcm_s16le")
     assert speech["seconds"] == 3.0 and speech["payload"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_chaos_lifetimes_median_is_the_median_of_an_even_count():
+    """The page says "(median)": of four lifetimes that is the mean of the middle two
+    (before, the upper-middle one: 3.0 s here, not 2.5 s)."""
+    chaos = benchmark_script("chaos")
+    summary = chaos.lifetime_summary({"slowloris": [10.0, 1.0, 3.0, 2.0], "silent holders": [4.0, 1.0, 7.0], "fuzzing": []})
+    assert summary == {
+        "slowloris": {"count": 4, "median_s": 2.5, "max_s": 10.0},
+        "silent holders": {"count": 3, "median_s": 4.0, "max_s": 7.0},
+    }
