@@ -214,6 +214,28 @@ def test_a_long_form_run_that_fails_leaves_no_out_folder_it_made(tone_corpus, tm
     assert result.exit_code == 1 and kept.is_dir() and not any(kept.iterdir())
 
 
+def test_a_long_form_run_that_fails_after_the_join_leaves_no_long_form_wav(tone_corpus, tmp_path):
+    # fail_after=1: the offline reference pass raises, after the clips were joined. Before,
+    # long-form.wav stayed in --out (keeping the folder made for it), and over an earlier
+    # run's it stayed as the failed run's, no longer the audio its results.jsonl names.
+    failing = "backend=test,fail_after=1"
+    made = tmp_path / "new" / "run1"
+    result = _bench(str(tone_corpus), "--config", failing, "--long-form", "--out", str(made))
+    assert result.exit_code == 1 and "failing on call" in str(result.exception)
+    assert not (tmp_path / "new").exists()
+
+    kept = tmp_path / "kept"
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--out", str(kept))
+    assert result.exit_code == 0, result.output
+    (stream,) = [r for r in _records(kept) if r["record"] == "stream"]
+    assert stream["file"] == str(kept / "long-form.wav")  # a successful run keeps the file it names
+    before = {p.name: p.read_bytes() for p in kept.iterdir()}
+    assert "long-form.wav" in before and "results.jsonl" in before
+    result = _bench(str(tone_corpus), "--config", failing, "--long-form", "--gap", "2", "--out", str(kept))
+    assert result.exit_code == 1 and "failing on call" in str(result.exception)
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
+
+
 def test_gap_without_long_form_is_refused(tone_corpus, tmp_path):
     result = _bench(str(tone_corpus), "--config", "backend=test", "--gap", "2", "--out", str(tmp_path / "out"))
     assert result.exit_code == 2

@@ -18,6 +18,7 @@ Library use (a script or a notebook cell)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -395,7 +396,9 @@ async def run_bench_async(
     :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
 
     ``long_form`` joins every clip into one stream (``gap_seconds`` of silence between
-    clips) written to ``work_dir`` (default: a temporary folder). ``progress``: a tqdm bar
+    clips), kept as ``work_dir``/long-form.wav, the file its results name (default: in a
+    temporary folder, removed after the run); written there only once the run has ended,
+    so a run that fails leaves no file, and an earlier run's stays. ``progress``: a tqdm bar
     on stderr (``None``: only when stderr is a terminal). ``one_at_a_time`` replays one
     configuration after another instead of all at once: slower, but no pass shares the
     CPU with another configuration's (side by side, caches and memory bandwidth are
@@ -423,6 +426,7 @@ async def run_bench_async(
 
     from tqdm import tqdm
 
+    from ..backends import partial_path
     from ..core.instances import get_backend
     from .corpus import concatenate, load_corpus
     from .metrics import environment_info
@@ -452,118 +456,129 @@ async def run_bench_async(
     norm = resolve_normalizer(normalizer, [c.language or u.language for u in utterances for c in configs])
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="rtlab-bench-") as tmp:
-        if long_form:
+    # The long-form WAV is written under a partial name and renamed into place once the run
+    # has ended (interrupted with results included): a run that fails leaves none behind,
+    # and an earlier run's long-form.wav, which its results.jsonl names, stays as it was.
+    joined: Path | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="rtlab-bench-") as tmp:
             target = Path(work_dir or tmp) / "long-form.wav"
-            utterances = [
-                await loop.run_in_executor(None, lambda: concatenate(utterances, target, gap_seconds))
-            ]
-        run = BenchRun(str(corpus), configs, clock, norm, long_form, environment=environment_info(),
-                       replay_mode="one at a time" if one_at_a_time else "together",
-                       cost_model=cost_model.describe() if clock == "modeled" else None, batch=batch)
-        decoded = []
-        for utt in utterances:
-            decoded.append(await loop.run_in_executor(None, decode_audio, utt.audio))
-        run.audio_seconds = sum(len(a) for a in decoded) / 16000
-        bar = tqdm(total=round(run.audio_seconds, 1), unit="s", desc="bench", file=sys.stderr,
-                   disable=(not progress) if progress is not None else None,
-                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")  # fmt: skip
-        # On the modeled and unaware clocks a clip's events do not depend on what else
-        # runs, so several clips replay at once: the cores stay busy through each clip's
-        # end, where its last configuration would otherwise run alone.
-        at_once = clips_at_once or (1 if clip_by_clip else max(2, available_cores()))
-        shown = [0.0] * len(decoded)
-        replaying: list[tuple[float, float]] = []  # (start, end) of each clip's replay
+            if long_form:
+                joined = partial_path(target)
+                whole = await loop.run_in_executor(None, concatenate, utterances, joined, gap_seconds)
+                utterances = [dataclasses.replace(whole, id=target.stem)]
+            run = BenchRun(str(corpus), configs, clock, norm, long_form, environment=environment_info(),
+                           replay_mode="one at a time" if one_at_a_time else "together",
+                           cost_model=cost_model.describe() if clock == "modeled" else None, batch=batch)
+            decoded = []
+            for utt in utterances:
+                decoded.append(await loop.run_in_executor(None, decode_audio, utt.audio))
+            run.audio_seconds = sum(len(a) for a in decoded) / 16000
+            bar = tqdm(total=round(run.audio_seconds, 1), unit="s", desc="bench", file=sys.stderr,
+                       disable=(not progress) if progress is not None else None,
+                       bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")  # fmt: skip
+            # On the modeled and unaware clocks a clip's events do not depend on what else
+            # runs, so several clips replay at once: the cores stay busy through each clip's
+            # end, where its last configuration would otherwise run alone.
+            at_once = clips_at_once or (1 if clip_by_clip else max(2, available_cores()))
+            shown = [0.0] * len(decoded)
+            replaying: list[tuple[float, float]] = []  # (start, end) of each clip's replay
 
-        async def bench_clip(index: int, utt: Any, samples: Any, turn: asyncio.Semaphore) -> tuple:
-            async with turn:
-                # One reference pass per backend instance. Together, they run alongside
-                # the replay: each holds a CPU slot like a streaming pass (and goes before
-                # the replay's passes), so it fills the cores the replay leaves idle
-                # without slowing its passes down. One at a time, they run first.
-                firsts: dict[tuple, StreamConfig] = {}
-                for config in configs:
-                    firsts.setdefault(_offline_key(config), config)
-                passes = asyncio.ensure_future(_reference_passes(utt, samples, list(firsts.values())))
-                if one_at_a_time:
-                    bar.set_description(f"{utt.id} offline")
-                    await asyncio.shield(passes)
-                bar.set_description(f"{utt.id} replay" if at_once == 1 else "replay")
-
-                def show(seconds: float) -> None:
-                    shown[index] = seconds
-                    bar.n = round(min(sum(shown), run.audio_seconds), 1)
-                    bar.refresh()
-
-                t = time.perf_counter()
-                memo = PassMemo() if reuse_passes and clock not in MEASURED_MODES else False
-                try:
+            async def bench_clip(index: int, utt: Any, samples: Any, turn: asyncio.Semaphore) -> tuple:
+                async with turn:
+                    # One reference pass per backend instance. Together, they run alongside
+                    # the replay: each holds a CPU slot like a streaming pass (and goes before
+                    # the replay's passes), so it fills the cores the replay leaves idle
+                    # without slowing its passes down. One at a time, they run first.
+                    firsts: dict[tuple, StreamConfig] = {}
+                    for config in configs:
+                        firsts.setdefault(_offline_key(config), config)
+                    passes = asyncio.ensure_future(_reference_passes(utt, samples, list(firsts.values())))
                     if one_at_a_time:
-                        streams = []
-                        for position, config in enumerate(configs):
-                            def one(seconds: float, _position: int = position) -> None:
-                                show((_position * len(samples) / 16000 + seconds) / len(configs))
+                        bar.set_description(f"{utt.id} offline")
+                        await asyncio.shield(passes)
+                    bar.set_description(f"{utt.id} replay" if at_once == 1 else "replay")
 
-                            streams += await replay_async(
-                                samples, [config], clock=clock, progress=one, cost_model=cost_model,
+                    def show(seconds: float) -> None:
+                        shown[index] = seconds
+                        bar.n = round(min(sum(shown), run.audio_seconds), 1)
+                        bar.refresh()
+
+                    t = time.perf_counter()
+                    memo = PassMemo() if reuse_passes and clock not in MEASURED_MODES else False
+                    try:
+                        if one_at_a_time:
+                            streams = []
+                            for position, config in enumerate(configs):
+                                def one(seconds: float, _position: int = position) -> None:
+                                    show((_position * len(samples) / 16000 + seconds) / len(configs))
+
+                                streams += await replay_async(
+                                    samples, [config], clock=clock, progress=one, cost_model=cost_model,
+                                    reuse_passes=memo, batch=batch,
+                                )  # fmt: skip
+                        else:
+                            streams = await replay_async(
+                                samples, configs, clock=clock, progress=show, cost_model=cost_model,
                                 reuse_passes=memo, batch=batch,
                             )  # fmt: skip
-                    else:
-                        streams = await replay_async(
-                            samples, configs, clock=clock, progress=show, cost_model=cost_model,
-                            reuse_passes=memo, batch=batch,
-                        )  # fmt: skip
-                except BaseException:
-                    passes.cancel()  # a pass already running ends on its own thread
-                    raise
-                replaying.append((t, time.perf_counter()))
-                transcripts, offline_seconds = await passes
-                show(len(samples) / 16000)
-                return streams, dict(zip(firsts, transcripts)), offline_seconds, memo
+                    except BaseException:
+                        passes.cancel()  # a pass already running ends on its own thread
+                        raise
+                    replaying.append((t, time.perf_counter()))
+                    transcripts, offline_seconds = await passes
+                    show(len(samples) / 16000)
+                    return streams, dict(zip(firsts, transcripts)), offline_seconds, memo
 
-        try:
-            turn = asyncio.Semaphore(at_once)
-            clips = [asyncio.ensure_future(bench_clip(i, u, s, turn)) for i, (u, s) in enumerate(zip(utterances, decoded))]
             try:
-                done = list(zip(utterances, await asyncio.gather(*clips)))
-            except BaseException as error:
-                for clip in clips:
-                    clip.cancel()
-                await asyncio.gather(*clips, return_exceptions=True)
-                finished = [c.done() and not c.cancelled() and c.exception() is None for c in clips]
-                if not (keep_partial and isinstance(error, asyncio.CancelledError) and any(finished)):
-                    raise
-                done = [(utt, clip.result()) for utt, clip, ok in zip(utterances, clips, finished) if ok]
-                run.interrupted, run.files_planned = True, len(clips)
-                run.audio_seconds = sum(len(s) for s, ok in zip(decoded, finished) if ok) / 16000
-            run.replay_wall_seconds = _covered_seconds(replaying)
-            # A stream that detected its language (none asked for, none known of its clip)
-            # is scored with that language's normalizer, not English's.
-            norm = run.normalizer = resolve_normalizer(normalizer, [
-                c.language or utt.language or detected_language(stream.events)
-                for utt, (streams, *_) in done for c, stream in zip(configs, streams)
-            ] or [c.language or u.language for u in utterances for c in configs])  # fmt: skip
-            for utt, (streams, offline, offline_seconds, memo) in done:
-                if memo:
-                    run.model_calls += memo.misses
-                    run.reused_calls += memo.hits
-                run.offline_wall_seconds += offline_seconds
-                for config, stream in zip(configs, streams):
-                    reference = offline[_offline_key(config)]
-                    run.streams.append(evaluate_stream(
-                        file=str(utt.audio), reference=utt.text, events=stream.events,
-                        reference_words=reference.words, config=config.to_dict(),
-                        offline_hypothesis=reference.text, normalizer=norm, clock=clock,
-                        lag_samples=stream.lag_samples,
-                    ))  # fmt: skip
-        finally:
-            bar.close()
-    run.wall_seconds = time.perf_counter() - started
-    for config in configs:
-        run.backends[config.label] = get_backend(config).info()
-    for config in configs:
-        mine = [s for s in run.streams if s.config["name"] == config.label]
-        run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
+                turn = asyncio.Semaphore(at_once)
+                clips = [asyncio.ensure_future(bench_clip(i, u, s, turn)) for i, (u, s) in enumerate(zip(utterances, decoded))]
+                try:
+                    done = list(zip(utterances, await asyncio.gather(*clips)))
+                except BaseException as error:
+                    for clip in clips:
+                        clip.cancel()
+                    await asyncio.gather(*clips, return_exceptions=True)
+                    finished = [c.done() and not c.cancelled() and c.exception() is None for c in clips]
+                    if not (keep_partial and isinstance(error, asyncio.CancelledError) and any(finished)):
+                        raise
+                    done = [(utt, clip.result()) for utt, clip, ok in zip(utterances, clips, finished) if ok]
+                    run.interrupted, run.files_planned = True, len(clips)
+                    run.audio_seconds = sum(len(s) for s, ok in zip(decoded, finished) if ok) / 16000
+                run.replay_wall_seconds = _covered_seconds(replaying)
+                # A stream that detected its language (none asked for, none known of its clip)
+                # is scored with that language's normalizer, not English's.
+                norm = run.normalizer = resolve_normalizer(normalizer, [
+                    c.language or utt.language or detected_language(stream.events)
+                    for utt, (streams, *_) in done for c, stream in zip(configs, streams)
+                ] or [c.language or u.language for u in utterances for c in configs])  # fmt: skip
+                for utt, (streams, offline, offline_seconds, memo) in done:
+                    if memo:
+                        run.model_calls += memo.misses
+                        run.reused_calls += memo.hits
+                    run.offline_wall_seconds += offline_seconds
+                    for config, stream in zip(configs, streams):
+                        reference = offline[_offline_key(config)]
+                        run.streams.append(evaluate_stream(
+                            file=str(target if long_form else utt.audio), reference=utt.text, events=stream.events,
+                            reference_words=reference.words, config=config.to_dict(),
+                            offline_hypothesis=reference.text, normalizer=norm, clock=clock,
+                            lag_samples=stream.lag_samples,
+                        ))  # fmt: skip
+            finally:
+                bar.close()
+        run.wall_seconds = time.perf_counter() - started
+        for config in configs:
+            run.backends[config.label] = get_backend(config).info()
+        for config in configs:
+            mine = [s for s in run.streams if s.config["name"] == config.label]
+            run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
+    except BaseException:
+        if joined is not None:
+            joined.unlink(missing_ok=True)
+        raise
+    if joined is not None and work_dir is not None:
+        os.replace(joined, target)
     if run.interrupted:
         raise BenchInterrupted(run)
     return run
