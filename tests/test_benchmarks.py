@@ -741,3 +741,22 @@ def test_chaos_lifetimes_median_is_the_median_of_an_even_count():
         "slowloris": {"count": 4, "median_s": 2.5, "max_s": 10.0},
         "silent holders": {"count": 3, "median_s": 4.0, "max_s": 7.0},
     }
+
+
+def test_concurrency_reference_pass_leaves_no_model_in_the_benchmark_process(monkeypatch, tmp_path):
+    """The offline reference pass runs in a child process that ends with it. Before, its
+    backend instance stayed in the benchmark's process (rtlab keeps instances for reuse)
+    through the whole sweep: a second copy of the model beside the server's, in the memory
+    (and GPU memory) the benchmark measures."""
+    import gc
+
+    from rtlab.backends import Backend
+
+    monkeypatch.setenv("RTLAB_SPEECH_DIR", str(tmp_path / "nowhere"))  # then the repository's paragraph.ogg
+    concurrency = benchmark_script("concurrency")
+    model = "concurrency-reference-only"  # a model key no other test loads
+    speech = concurrency.speech_audio(3.0, "test", model, format="pcm_s16le")
+    assert speech["seconds"] == 3.0 and isinstance(speech["words"], list)
+    gc.collect()
+    here = [o for o in gc.get_objects() if isinstance(o, Backend) and getattr(o, "model", None) == model]
+    assert here == []
