@@ -4,6 +4,7 @@ cross-attention scripted on the frames where they sound), and the capability it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import weakref
@@ -19,6 +20,7 @@ from rtlab.policies import missing_capabilities
 from rtlab.policies.alignatt import LOOP_LONGEST, AlignAtt, AttentionTracker, _Emitted, median_filter
 from rtlab.policies.vac import KEEP_SILENCE
 from rtlab.policies.incremental import INCREMENTAL_DECODING
+from rtlab.plugins import pm
 from rtlab.registry import get_registry
 from rtlab.testing import ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
 from rtlab.testing.attention import BOX, ToneIncrementalDecoder
@@ -79,10 +81,50 @@ def test_a_backend_without_the_capability_is_refused_in_one_line_naming_it():
         "policy 'alignatt' needs a backend with incremental decoding and cross-attention "
         "(capability 'incremental-decoding'); backend 'test' does not provide it: "
     )
-    # It names the installed backends that have it (never rtlab's internal test double).
+    # It names the installed backends that have it (never rtlab's internal test double), as
+    # every entry point takes the option: before, "use --backend openai-whisper", a flag that
+    # a Python caller, a panel or a WebSocket client does not have.
     able = [n for n in get_registry().names("backend") if n != "test-attention"
             and INCREMENTAL_DECODING in get_registry().get("backend", n).capabilities]  # fmt: skip
-    assert message.endswith(f"use --backend {' or --backend '.join(able)}" if able else "pip install -e plugins/rtlab-openai-whisper")
+    fix = " or ".join(f"backend={name}" for name in able)
+    assert message.endswith(f"use {fix}" if able else "pip install -e plugins/rtlab-openai-whisper")
+    assert "--backend" not in message
+
+
+class AttentiveBackend(ToneAttentionBackend):
+    """A backend of an installed (not internal) plugin that AlignAtt can run on."""
+
+    name = "attentive"
+
+
+@contextlib.contextmanager
+def attentive_backend_installed():
+    """AttentiveBackend registered by an inline plugin for the duration."""
+
+    class InlinePlugin:
+        @rtlab.hookimpl
+        def register_backends(self, register):
+            register(AttentiveBackend)
+
+    pm.register(InlinePlugin(), name="test-alignatt-inline")
+    try:
+        get_registry(refresh=True)
+        yield
+    finally:
+        pm.unregister(name="test-alignatt-inline")
+        get_registry(refresh=True)
+
+
+def test_the_fix_a_python_caller_is_given_is_a_configuration_that_runs():
+    with attentive_backend_installed():
+        with pytest.raises(InvalidOption) as refused:
+            rtlab.AudioProcessor("backend=test,policy=alignatt", clock="unaware")
+        message = one_line(refused.value)
+        assert "backend=attentive" in message and "--backend" not in message
+        suggested = message.rsplit(": use ", 1)[1].split(" or ")
+        assert "backend=attentive" in suggested
+        for backend in suggested:  # each as written, in a configuration string
+            assert rtlab.StreamConfig.parse(f"{backend},policy=alignatt").policy == "alignatt"
 
 
 def test_faster_whisper_is_refused_before_any_decoding():

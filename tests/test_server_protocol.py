@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 
@@ -483,6 +484,60 @@ async def test_server_policy_and_backend_options_reach_every_session(make_server
     await client.stop()
     assert (await client.wait_for("transcription_stopped"))["text"] == clip.text
     await client.close()
+
+
+@contextlib.contextmanager
+def attentive_backend_installed():
+    """A backend AlignAtt can run on ("attentive"), registered by an inline plugin for the duration."""
+    import rtlab
+    from rtlab.plugins import pm
+    from rtlab.registry import get_registry
+    from rtlab.testing import ToneAttentionBackend
+
+    class AttentiveBackend(ToneAttentionBackend):
+        name = "attentive"
+
+    class InlinePlugin:
+        @rtlab.hookimpl
+        def register_backends(self, register):
+            register(AttentiveBackend)
+
+    pm.register(InlinePlugin(), name="test-server-protocol-inline")
+    try:
+        get_registry(refresh=True)
+        yield
+    finally:
+        pm.unregister(name="test-server-protocol-inline")
+        get_registry(refresh=True)
+
+
+async def test_alignatt_on_a_backend_without_attention_is_refused_with_the_fix_a_client_can_send(make_server):
+    # Before: "... use --backend attentive or --backend openai-whisper", a CLI flag the
+    # client has no use for, naming a backend this server does not allow.
+    with attentive_backend_installed():
+        running = await make_server(allow_backends=("attentive",), allow_policies=("alignatt",))
+        client = await TranscriptionClient.connect(running.ws_url)
+        await client.start(policy="alignatt")  # on the server's backend, "test"
+        failed = await client.wait_for("transcription_failed")
+        assert failed["error"] == "invalid_option"
+        assert failed["message"] == (
+            "policy 'alignatt' needs a backend with incremental decoding and cross-attention "
+            "(capability 'incremental-decoding'); backend 'test' does not provide it: "
+            'send "backend": "attentive" in start_transcription'
+        )
+        await client.start(backend="attentive", policy="alignatt")  # the fix, as the message words it
+        assert (await client.wait_for("transcription_started", "transcription_failed"))["type"] == "transcription_started"
+        await client.close()
+        # A server that allows no such backend says so, and who can change that.
+        running = await make_server(allow_policies=("alignatt",))
+        client = await TranscriptionClient.connect(running.ws_url)
+        await client.start(policy="alignatt")
+        message = (await client.wait_for("transcription_failed"))["message"]
+        assert message.endswith(
+            "does not provide it, and this server allows no backend that does (the operator allows one "
+            "with rtlab serve --allow-backends attentive)"
+        )
+        await client.close()
 
 
 def test_the_client_command_says_what_is_wrong_in_one_line(tmp_path, capsys):

@@ -169,23 +169,40 @@ def median_filter(rows: np.ndarray, width: int) -> np.ndarray:
     return np.median(windows, axis=-1)
 
 
-def _capability_error(backend: Backend) -> InvalidOption:
+class MissingCapability(InvalidOption):
+    """A backend without a capability the policy needs was refused, in one line.
+
+    The message ends with the fix as every entry point takes the option,
+    ``backend=NAME``: a configuration string (``"backend=openai-whisper,policy=alignatt"``),
+    a keyword of :class:`~rtlab.config.StreamConfig`, a panel's editor. ``refusal`` is the
+    message without its fix and ``backends`` the installed backends that have the
+    capability, so that a front end with its own form of the option words the fix itself
+    (the server names its ``start_transcription`` field and only the backends it allows)."""
+
+    def __init__(self, message: str, *, refusal: str = "", backends: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.refusal = refusal
+        self.backends = backends
+
+
+def _capability_error(backend: Backend) -> MissingCapability:
     from ..plugins import INTERNAL_PLUGINS
     from ..registry import get_registry
 
     registry = get_registry()
-    able = [
+    able = tuple(
         name for name, entry in sorted(registry.entries["backend"].items())
         if INCREMENTAL_DECODING in entry.cls.capabilities and entry.plugin not in INTERNAL_PLUGINS
-    ]  # fmt: skip
-    fix = f"use --backend {' or --backend '.join(able)}" if able else (
+    )  # fmt: skip
+    refusal = (
+        f"policy 'alignatt' needs a backend with incremental decoding and cross-attention "
+        f"(capability {INCREMENTAL_DECODING!r}); backend {getattr(backend, 'name', '?')!r} does not provide it"
+    )
+    # Not "--backend NAME": a WebSocket client or a Python caller has no such flag.
+    fix = f"use {' or '.join(f'backend={name}' for name in able)}" if able else (
         "install one: pip install -e plugins/rtlab-openai-whisper"
     )
-    return InvalidOption(
-        f"policy 'alignatt' needs a backend with incremental decoding and cross-attention "
-        f"(capability {INCREMENTAL_DECODING!r}); backend {getattr(backend, 'name', '?')!r} does not "
-        f"provide it: {fix}"
-    )
+    return MissingCapability(f"{refusal}: {fix}", refusal=refusal, backends=able)
 
 
 class AlignAtt(Policy):

@@ -123,6 +123,27 @@ class ClientChoices:
             )
 
 
+def start_refusal(error: RtlabError, allowed: ClientChoices | None = None) -> str:
+    """Why ``start_transcription`` was refused, as a client reads it: ``str(error)``, except
+    for a policy's refusal of a backend without a capability it needs, whose fix is worded
+    as this protocol takes it (the ``"backend"`` field) and names only the backends in
+    ``allowed`` (elsewhere it says ``backend=NAME``, for any installed backend)."""
+    from ..policies.alignatt import MissingCapability
+
+    if not isinstance(error, MissingCapability) or not error.refusal:
+        return str(error)
+    names = [n for n in error.backends if allowed is None or n in allowed.backends or "*" in allowed.backends]
+    if names:
+        fields = " or ".join(f'"backend": {json.dumps(name)}' for name in names)
+        return f"{error.refusal}: send {fields} in start_transcription"
+    if error.backends:
+        return (
+            f"{error.refusal}, and this server allows no backend that does "
+            f"(the operator allows one with rtlab serve --allow-backends {error.backends[0]})"
+        )
+    return f"{error.refusal}, and this server has no backend that does"
+
+
 def default_model(backend: str) -> str | None:
     """The model a backend loads when none is named (its ``model`` option's default)."""
     from ..registry import get_registry

@@ -379,7 +379,8 @@ class TranscriptionSession:
             stream = request.stream_config(self.config.stream, self.server.client_choices)
             processor = AudioProcessor(stream, clock="wall", max_events=self.config.max_events)
         except RtlabError as error:
-            await self.send(protocol.transcription_failed(error.code, str(error)))
+            message = protocol.start_refusal(error, self.server.client_choices)
+            await self.send(protocol.transcription_failed(error.code, message))
             return
         # A previous utterance that is still stopping finishes (and reports) first.
         previous = current if current is not None and current.state is not State.STOPPED else None
