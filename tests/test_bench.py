@@ -306,6 +306,25 @@ def test_run_bench_summaries_match_their_streams(tone_corpus):
     assert f"WER of {name} minus {run.summaries[0]['name']}: +0.0 points (95% CI +0.0 to +0.0, 3 files)" in table
 
 
+def test_offline_wall_seconds_count_overlapping_passes_once(tone_corpus, monkeypatch):
+    # Three clips side by side, each clip's offline pass 1 s long and all three at once: the
+    # offline passes took about 1 s of the run's wall time. Before, the table's "offline
+    # passes N s" (offline_wall_seconds) summed the clips' passes: 3 s, longer than they ran.
+    import rtlab.eval.offline
+
+    real = rtlab.eval.offline.offline_transcribe
+
+    def one_second(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rtlab.eval.offline, "offline_transcribe", one_second)
+    run = run_bench(tone_corpus, [StreamConfig.parse("backend=test")], clock="unaware", clips_at_once=3, progress=False)
+    assert len({s.file for s in run.streams}) == 3
+    assert 1.0 <= run.offline_wall_seconds < 2.0 and run.offline_wall_seconds <= run.wall_seconds
+    assert f"offline passes {run.offline_wall_seconds:.1f} s alongside it" in run.table()
+
+
 def test_plots_are_written_as_png(tone_corpus, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
     from rtlab.eval import plots

@@ -276,9 +276,10 @@ class BenchRun:
 
 async def _reference_passes(
     utterance: Any, samples: Any, configs: Sequence[StreamConfig]
-) -> tuple[list[Any], float]:
+) -> tuple[list[Any], tuple[float, float]]:
     """The offline pass of ``samples`` for each configuration (one per backend instance),
-    all at once; returns the transcripts and the wall seconds until the last one ended.
+    all at once; returns the transcripts and when they started and the last one ended
+    (``time.perf_counter()``).
 
     The reference hears what the streams hear: the samples as the 16-bit PCM a replay
     feeds them, with numpy's BLAS on one thread as while streams run (either difference
@@ -298,7 +299,7 @@ async def _reference_passes(
     # and holders on one thread let go in any order (see OneBlasThread).
     with blas_threads():
         transcripts = await asyncio.gather(*(loop.run_in_executor(None, transcribe, c) for c in configs))
-    return list(transcripts), time.perf_counter() - started
+    return list(transcripts), (started, time.perf_counter())
 
 
 def hardware_summary(environment: Mapping[str, Any]) -> str:
@@ -526,9 +527,9 @@ async def run_bench_async(
                         passes.cancel()  # a pass already running ends on its own thread
                         raise
                     replaying.append((t, time.perf_counter()))
-                    transcripts, offline_seconds = await passes
+                    transcripts, offline_span = await passes
                     show(len(samples) / 16000)
-                    return streams, dict(zip(firsts, transcripts)), offline_seconds, memo
+                    return streams, dict(zip(firsts, transcripts)), offline_span, memo
 
             try:
                 turn = asyncio.Semaphore(at_once)
@@ -552,11 +553,13 @@ async def run_bench_async(
                     c.language or utt.language or detected_language(stream.events)
                     for utt, (streams, *_) in done for c, stream in zip(configs, streams)
                 ] or [c.language or u.language for u in utterances for c in configs])  # fmt: skip
-                for utt, (streams, offline, offline_seconds, memo) in done:
+                # Clips side by side run their offline passes at the same time: wall
+                # seconds during which one was under way, not the sum of their lengths.
+                run.offline_wall_seconds = _covered_seconds([span for _, (_, _, span, _) in done])
+                for utt, (streams, offline, _, memo) in done:
                     if memo:
                         run.model_calls += memo.misses
                         run.reused_calls += memo.hits
-                    run.offline_wall_seconds += offline_seconds
                     for config, stream in zip(configs, streams):
                         reference = offline[_offline_key(config)]
                         run.streams.append(evaluate_stream(
