@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import html
 import json
+import re
 import subprocess
 import sys
 import time
@@ -686,6 +687,19 @@ def test_audio_can_be_int16_samples_or_an_utterance(tones, tone_corpus):
 # --------------------------------------------------------------------------- the editor
 
 
+async def applied(editor) -> str:
+    """Click the editor's Add/Apply, wait for its check (a model load, in a worker thread)
+    and return the message shown under the fields, as text."""
+    editor.apply.click()
+    await until(lambda: "loading its model" not in message_text(editor))
+    return message_text(editor)
+
+
+def message_text(editor) -> str:
+    """The message under the editor's fields, as the user reads it (no markup)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", editor.message.value))
+
+
 async def test_the_editor_adds_and_changes_configurations_from_registry_dropdowns(tones):
     panel = ComparePanel(tones, ["backend=test,min_chunk=1"], view="widgets")
     panel.widget
@@ -693,14 +707,14 @@ async def test_the_editor_adds_and_changes_configurations_from_registry_dropdown
     assert set(editor.backend.options) == set(get_registry().names("backend"))
     assert set(editor.policy.options) == set(get_registry().names("policy"))
     editor.backend.value, editor.options.value = "test", "min_chunk=0.5"
-    editor.apply.click()
+    await applied(editor)
     assert [c.config.label for c in panel.columns] == ["test local-agreement min_chunk=1",
                                                         "test local-agreement min_chunk=0.5"]  # fmt: skip
     assert len(panel._columns_box.children) == 2
     editor.target.value = 0
     assert editor.options.value == "min_chunk=1" and editor.apply.description == "Apply"
     editor.options.value = "min_chunk=2, compute_rtf=0"
-    editor.apply.click()
+    await applied(editor)
     assert panel.columns[0].config.policy_options == {"min_chunk": 2}
     editor.target.value = -1
     editor.options.value = "no_such_option=1"
@@ -764,3 +778,76 @@ def test_run_refuses_a_running_event_loop_and_start_needs_one(tones):
             panel.run()
 
     asyncio.run(inside())
+
+
+# --------------------------------------------------------------------------- the editor's checks
+
+
+class LoadsOnCue(ToneBackend):
+    """A tone backend whose model is English-only, says so only once loaded (as Whisper's
+    do), and loads when the test lets it; a model named "missing" is not found."""
+
+    name = "loads-on-cue"
+    cue = None  # a threading.Event the load waits for, when set
+
+    def load(self) -> None:
+        if LoadsOnCue.cue is not None:
+            assert LoadsOnCue.cue.wait(30)
+        if self.model == "missing":
+            raise rtlab.errors.ModelNotFound("loads-on-cue: no model 'missing'; use model=tones")
+
+    def languages(self) -> list[str] | None:
+        return ["en"] if self.loaded else None
+
+
+async def test_the_editor_says_ready_only_once_the_model_loaded_and_transcribes_the_language(tones):
+    import threading
+
+    LoadsOnCue.cue = threading.Event()
+    try:
+        with registered_backends(LoadsOnCue):
+            panel = ComparePanel(tones, ["backend=test"], view="widgets")
+            panel.widget
+            editor = panel._editor
+            editor.backend.value, editor.options.value = "loads-on-cue", "language=xx"
+            editor.apply.click()
+            # While the model loads: not ready, not applied, the fields locked.
+            assert message_text(editor) == "loads-on-cue local-agreement language=xx: loading its model to check it …"
+            assert len(panel.columns) == 1 and editor.apply.disabled and editor.options.disabled
+            panel._redraw()  # the panel's redraw between runs does not unlock them
+            assert editor.apply.disabled and editor.checking is not None
+            LoadsOnCue.cue.set()
+            await until(lambda: editor.checking is None)
+            message = message_text(editor)
+            # Before: "loads-on-cue local-agreement language=xx: ready", and the run failed at start.
+            assert "does not transcribe language 'xx'" in message and "ready" not in message
+            assert len(panel.columns) == 1 and not editor.apply.disabled
+            editor.options.value = "language=en"
+            assert (await applied(editor)).endswith("language=en: ready") and len(panel.columns) == 2
+            editor.target.value, editor.options.value = -1, "model=missing"
+            message = await applied(editor)
+            assert message == "loads-on-cue: no model 'missing'; use model=tones" and len(panel.columns) == 2
+    finally:
+        LoadsOnCue.cue.set()  # a load still waiting (the test failed) ends
+        LoadsOnCue.cue = None
+
+
+async def test_the_editor_refuses_a_language_tiny_en_does_not_transcribe_on_faster_whisper(tones):
+    if "faster-whisper" not in get_registry().names("backend"):
+        pytest.skip("the faster-whisper plugin is not installed")
+    panel = ComparePanel(tones, [], view="widgets")
+    panel.widget
+    editor = panel._editor
+    editor.backend.value, editor.options.value = "faster-whisper", "language=xx"
+    message = await applied(editor)
+    # Before: "faster-whisper local-agreement language=xx: ready".
+    assert message == ("faster-whisper model 'tiny.en' is English-only and does not transcribe language 'xx'; "
+                       "use a multilingual model (e.g. base), or language en")  # fmt: skip
+    editor.options.value = "language=German"
+    assert "does not transcribe language 'de'" in await applied(editor)
+    editor.model.value, editor.options.value = "no-such-model", ""
+    assert "could not load model 'no-such-model'" in await applied(editor)
+    assert panel.columns == []
+    editor.model.value, editor.options.value = "tiny.en", "language=English"
+    assert await applied(editor) == "faster-whisper:tiny.en local-agreement language=en: ready"
+    assert [c.config.language for c in panel.columns] == ["en"]

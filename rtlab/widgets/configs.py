@@ -10,7 +10,7 @@ from typing import Any
 from ..config import DEFAULT_DECODER, KINDS, StreamConfig, parse_value
 from ..errors import InvalidOption
 
-__all__ = ["as_config", "cost_model_for", "in_panel_words", "label_of", "min_chunk_of", "option_text"]
+__all__ = ["as_config", "check_startable", "cost_model_for", "in_panel_words", "label_of", "min_chunk_of", "option_text"]
 
 
 def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamConfig:
@@ -37,6 +37,24 @@ def as_config(entry: StreamConfig | str | Mapping[str, Any] | None) -> StreamCon
         f"a configuration is a StreamConfig, a 'KEY=VALUE,...' string, a backend name or a mapping, "
         f"not {type(entry).__name__}"
     )
+
+
+def check_startable(config: StreamConfig) -> None:
+    """Check ``config`` as a stream checks itself when it starts, beyond what
+    :meth:`StreamConfig.validate` can check without a model: the backend's model loads (the
+    shared instance a run uses, so the run does not load it again; a model that is not
+    there, a device or compute type this machine lacks fail here), the loaded model
+    transcribes the ``language`` (:func:`~rtlab.backends.check_language`: an English-only
+    ``tiny.en`` refuses anything but ``en``), and the policy builds on it (options checked
+    against the model). Blocking: call it off the event loop. Raises what the run would."""
+    from ..backends import check_language, ensure_loaded
+    from ..core.instances import get_backend
+    from ..registry import get_registry
+
+    backend = ensure_loaded(get_backend(config))
+    check_language(backend, config.language)
+    language = config.language or backend.default_language()
+    get_registry().create("policy", config.policy, backend, language=language, **config.policy_options)
 
 
 # A configuration's fields as the CLI's flags name them in a fix ("use --backend NAME"), and

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ..config import DEFAULT_BACKEND, DEFAULT_POLICY, parse_pairs
-from .configs import as_config, option_text
+from .configs import as_config, check_startable, in_panel_words, option_text
 from .state import one_line
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["ConfigEditor"]
 
 NEW = -1
+ERROR_COLOR, PENDING_COLOR, READY_COLOR = "#c62828", "#666", "#2e7d32"
 
 
 class ConfigEditor:
@@ -26,8 +28,10 @@ class ConfigEditor:
     installed plugins registered; ``model`` is free text (empty: the backend's default);
     ``options`` takes ``KEY=VALUE, ...`` as ``rtlab bench --config`` does (any of the
     plugins' options, ``language``, ``name``). The options each plugin accepts are listed
-    under the fields. A configuration that does not validate is not applied: its one-line
-    error shows instead.
+    under the fields. A configuration is applied once it is checked as a run checks it
+    before streaming (:func:`~rtlab.widgets.configs.check_startable`: its model is loaded,
+    off the event loop, and must transcribe its ``language``); one that does not pass is
+    not applied, and its one-line error shows instead of "ready".
     """
 
     def __init__(self, panel: ComparePanel) -> None:
@@ -63,6 +67,9 @@ class ConfigEditor:
             self.accepts, self.message,
         ])  # fmt: skip
         self.box.add_class("rtlab-config-editor")
+        self._enabled = True  # what the panel allows: editing between runs
+        #: The check of the configuration being applied, while its model loads (None otherwise).
+        self.checking: asyncio.Future | None = None
         self.refresh_targets()
 
     def refresh_targets(self) -> None:
@@ -74,10 +81,12 @@ class ConfigEditor:
         self.load()
 
     def set_enabled(self, enabled: bool) -> None:
-        """Editing is possible only between runs."""
+        """Editing is possible only between runs, and not while a configuration is checked."""
+        self._enabled = enabled
+        busy = not enabled or self.checking is not None
         for field in (self.target, self.backend, self.model, self.policy, self.options, self.apply):
-            field.disabled = not enabled
-        self.delete.disabled = not enabled or self.target.value == NEW
+            field.disabled = busy
+        self.delete.disabled = busy or self.target.value == NEW
 
     def load(self) -> None:
         """Fill the fields from the chosen column (or clear them for a new one)."""
@@ -123,18 +132,49 @@ class ConfigEditor:
         return flat
 
     def submit(self) -> None:
-        """Add the configuration, or change the chosen column's; a bad one shows its error."""
+        """Add the configuration, or change the chosen column's, once it is checked (see the
+        class); a bad one shows its error. In an event loop (a notebook) the check loads the
+        model in a worker thread and :attr:`checking` is set meanwhile; without one it blocks."""
+        if self.checking is not None:
+            return
         try:
             config = as_config(self.mapping())
-            index = self.target.value
-            if index in (None, NEW):
-                self.panel.add(config)
-            else:
-                self.panel.replace(index, config)
         except Exception as error:  # noqa: BLE001 - shown under the fields, one line
-            self.message.value = f"<span style='color:#c62828'>{html.escape(one_line(error))}</span>"
+            self._say(ERROR_COLOR, one_line(error))
             return
-        self.message.value = f"<span style='color:#2e7d32'>{html.escape(config.label)}: ready</span>"
+        index = self.target.value
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a script: nothing else to keep going meanwhile
+            self._apply(config, index, _failure(check_startable, config))
+            return
+        self._say(PENDING_COLOR, f"{config.label}: loading its model to check it …")
+        self.checking = loop.run_in_executor(None, _failure, check_startable, config)
+        self.set_enabled(self._enabled)
+        self.checking.add_done_callback(lambda done: self._checked(config, index, done))
+
+    def _checked(self, config: Any, index: int | None, done: asyncio.Future) -> None:
+        self.checking = None
+        self.set_enabled(self._enabled)
+        self._apply(config, index, "the check was cancelled" if done.cancelled() else done.result())
+
+    def _apply(self, config: Any, index: int | None, failure: BaseException | str | None) -> None:
+        """Apply a checked configuration, or show why it is not applied."""
+        if failure is None:
+            try:
+                if index in (None, NEW):
+                    self.panel.add(config)
+                else:
+                    self.panel.replace(index, config)
+            except Exception as error:  # noqa: BLE001 - shown under the fields, one line
+                failure = error
+        if failure is not None:
+            self._say(ERROR_COLOR, in_panel_words(one_line(failure)))
+        else:
+            self._say(READY_COLOR, f"{config.label}: ready")
+
+    def _say(self, color: str, text: str) -> None:
+        self.message.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
 
     def remove(self) -> None:
         """Remove the chosen column."""
@@ -144,4 +184,13 @@ class ConfigEditor:
         try:
             self.panel.remove(index)
         except Exception as error:  # noqa: BLE001
-            self.message.value = f"<span style='color:#c62828'>{html.escape(one_line(error))}</span>"
+            self._say(ERROR_COLOR, one_line(error))
+
+
+def _failure(check: Any, config: Any) -> BaseException | None:
+    """What ``check(config)`` raised, or None: a worker thread's error becomes a message."""
+    try:
+        check(config)
+    except Exception as error:  # noqa: BLE001 - shown under the fields, one line
+        return error
+    return None
