@@ -325,6 +325,28 @@ def test_offline_wall_seconds_count_overlapping_passes_once(tone_corpus, monkeyp
     assert f"offline passes {run.offline_wall_seconds:.1f} s alongside it" in run.table()
 
 
+def test_the_table_names_the_configurations_it_could_not_compare(tmp_path):
+    # A configuration with a failed stream has no paired WER difference. Before, its line
+    # was left out without a word, and a first configuration with a failed stream left out
+    # every line: the table read as if there were nothing to compare.
+    from rtlab.testing import write_tone_corpus
+
+    corpus = write_tone_corpus(tmp_path / "corpus", {"a": CLIPS["a"]})
+    # One clip, one configuration at a time: each offline pass (its backend's first call)
+    # succeeds, and the failing backend fails in its stream.
+    failing = "backend=test,model=fails-in-the-stream-{},fail_after=3,name={}"
+    configs = ["backend=test,min_chunk=0.5,name=good", failing.format(1, "bad"), "backend=test,min_chunk=1,name=other"]
+    run = run_bench(corpus, [StreamConfig.parse(c) for c in configs], one_at_a_time=True, progress=False)
+    assert [s["errors"] for s in run.summaries] == [0, 1, 0]
+    lines = run.table().splitlines()
+    assert "WER of bad minus good: not compared (a stream of bad failed)" in lines
+    assert any(line.startswith("WER of other minus good: +0.0 points") for line in lines)
+
+    configs = [failing.format(2, "bad first"), "backend=test,name=good"]
+    run = run_bench(corpus, [StreamConfig.parse(c) for c in configs], one_at_a_time=True, progress=False)
+    assert "WER of good minus bad first: not compared (a stream of bad first failed)" in run.table().splitlines()
+
+
 def test_plots_are_written_as_png(tone_corpus, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
     from rtlab.eval import plots

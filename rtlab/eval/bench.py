@@ -243,9 +243,27 @@ class BenchRun:
                if self.reused_calls else "")
             + (f"; passes batched up to {self.batch} per model call" if self.batch else ""),
         ]
-        differences = [f"WER of {name} minus {self.summaries[0]['name']}: {difference.describe('files')}"
-                       for name, difference in self.differences()]  # fmt: skip
-        return "\n".join(header) + "\n" + format_table(self.summaries) + "".join("\n" + line for line in differences)
+        return "\n".join([*header, format_table(self.summaries), *self._difference_lines()])
+
+    def _difference_lines(self) -> list[str]:
+        """A line per configuration after the first: its WER minus the first's, or why there
+        is none (a failed stream, other files), so that no configuration goes unmentioned."""
+        if len(self.summaries) < 2 or self.long_form:
+            return []
+        first = self.summaries[0]["name"]
+        compared = dict(self.differences())
+        failed = {s.config["name"] for s in self.streams if s.error}
+        lines = []
+        for summary in self.summaries[1:]:
+            name = summary["name"]
+            if name in compared:
+                lines.append(f"WER of {name} minus {first}: {compared[name].describe('files')}")
+                continue
+            why = "not on the same files"
+            if failed & {first, name}:
+                why = f"a stream of {first if first in failed else name} failed"
+            lines.append(f"WER of {name} minus {first}: not compared ({why})")
+        return lines
 
     def differences(self) -> list[tuple[str, Any]]:
         """Each other configuration's WER minus the first's on the same files, with a 95%
