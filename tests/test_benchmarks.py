@@ -760,3 +760,19 @@ def test_concurrency_reference_pass_leaves_no_model_in_the_benchmark_process(mon
     gc.collect()
     here = [o for o in gc.get_objects() if isinstance(o, Backend) and getattr(o, "model", None) == model]
     assert here == []
+
+
+def test_concurrency_verdicts_name_a_level_where_no_session_started():
+    """A level whose sessions all failed has no start latency. Before, it counted as 0 ms in
+    "start latency p95 (worst level)": left out of the worst, or, every level failing,
+    a verdict of 0 ms against the 100 ms target."""
+    concurrency = benchmark_script("concurrency")
+
+    def level(clients, errors, start_p95_ms):
+        return {"clients": clients, "errors": errors, "pss_per_session_mb": 5.0, "start_p95_ms": start_p95_ms,
+                "ffmpeg_after_2s": 0}  # fmt: skip
+
+    lines = concurrency.verdicts("test", [level(10, 0, 40.0), level(50, 50, None), level(100, 0, 60.0)], None)
+    assert "start latency p95 (worst level) 60.0 ms (target <= 100.0); no session started at 50 clients" in lines
+    lines = concurrency.verdicts("test", [level(10, 10, None)], None)
+    assert "start latency p95 (worst level) not measured (target <= 100.0); no session started at 10 clients" in lines
