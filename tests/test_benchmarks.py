@@ -776,3 +776,26 @@ def test_concurrency_verdicts_name_a_level_where_no_session_started():
     assert "start latency p95 (worst level) 60.0 ms (target <= 100.0); no session started at 50 clients" in lines
     lines = concurrency.verdicts("test", [level(10, 10, None)], None)
     assert "start latency p95 (worst level) not measured (target <= 100.0); no session started at 10 clients" in lines
+
+
+def test_chaos_does_not_call_a_server_settled_that_kept_a_session():
+    """settle() gives up after its timeout; before, it returned the seconds waited as if the
+    server had settled, and the page's rows read "after ..., settled" all the same."""
+    import asyncio
+
+    chaos = benchmark_script("chaos")
+
+    class Server:
+        def __init__(self, sessions):
+            self.sessions = sessions
+
+        def health(self):
+            return {"sessions": self.sessions, "transcribing": 0}
+
+        def ffmpeg(self):
+            return []
+
+    assert asyncio.run(chaos.settle(Server(sessions=1), timeout=0.3)) is None
+    assert asyncio.run(chaos.settle(Server(sessions=0), timeout=0.3)) >= 2.0  # then 2 s more
+    assert chaos.settled({"settle_seconds": None}) == "NOT settled within 60 s"
+    assert chaos.settled({"settle_seconds": 2.1}) == "settled"
