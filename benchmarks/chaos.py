@@ -112,7 +112,7 @@ async def honest_sessions(server: ServerProcess, audio: dict, args, rng: random.
     async def one() -> object:
         await asyncio.sleep(rng.uniform(0, args.ramp))
         try:
-            return await stream_file(server.ws_url, audio["webm"], speed=1.0, chunk_seconds=CHUNK_SECONDS,
+            return await stream_file(server.ws_url, audio["payload"], speed=1.0, chunk_seconds=CHUNK_SECONDS,
                                      duration=audio["seconds"], format="webm", timeout=args.seconds + 60)  # fmt: skip
         except Exception as error:  # noqa: BLE001 - counted, not raised
             return error
@@ -289,7 +289,7 @@ class Hostile:
             lambda: "[" * self.rng.randint(1, 20_000) + "]" * 5,
             lambda: self.rng.choice(["not json {", "[]", '"x"', "{}", "null", "\x00"]),
             lambda: os.urandom(self.rng.randint(1, 4000)),
-            lambda: self.audio["webm"][: self.rng.randint(100, 8000)],
+            lambda: self.audio["payload"][: self.rng.randint(100, 8000)],
         ]
         while self.running():
             client = await self.connect("fuzzing")
@@ -324,7 +324,7 @@ class Hostile:
 
     async def churn(self, cycles: int, concurrency: int) -> None:
         """Connect/disconnect cycles at random stages, half dropped without a close frame."""
-        pieces = chunks(self.audio["webm"], CHUNK_SECONDS, self.audio["seconds"])
+        pieces = chunks(self.audio["payload"], CHUNK_SECONDS, self.audio["seconds"])
         stages = ["connect_only", "start", "mid_stream", "after_stop"]
 
         async def cycle() -> None:

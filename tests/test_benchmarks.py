@@ -799,3 +799,23 @@ def test_chaos_does_not_call_a_server_settled_that_kept_a_session():
     assert asyncio.run(chaos.settle(Server(sessions=0), timeout=0.3)) >= 2.0  # then 2 s more
     assert chaos.settled({"settle_seconds": None}) == "NOT settled within 60 s"
     assert chaos.settled({"settle_seconds": 2.1}) == "settled"
+
+
+def test_chaos_script_streams_its_honest_and_hostile_clients(tmp_path):
+    """A small run of benchmarks/chaos.py against a real server. Before, it read the tone
+    audio under a key concurrency.tone_audio no longer had: every honest session failed
+    with KeyError, and so did the churn and the fuzzers' audio frames."""
+    out = tmp_path / "out"
+    result = run_script("chaos.py", "--honest", "2", "--seconds", "3", "--ramp", "0.5", "--churn", "6",
+                        "--churn-concurrency", "3", "--holders", "1", "--flooders", "1", "--sprayers", "1",
+                        "--fuzzers", "1", "--slowloris", "1", "--out", str(out), "--page", str(tmp_path / "chaos.md"))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "chaos-test.json").read_text(encoding="utf-8"))
+    alone = report["alone"]
+    assert (alone["ok"], alone["errors"], alone["wrong_text"]) == (2, 0, 0) and alone["committed_words"] > 0
+    (round_,) = report["rounds"]
+    assert "KeyError" not in round_["honest"]["error_kinds"]
+    outcomes = json.dumps(round_["hostile"]["outcomes"])
+    assert "KeyError" not in outcomes and "client crashed" not in outcomes
+    assert round_["hostile"]["outcomes"]["churn"]
+    assert "| after the alone phase, settled |" in (tmp_path / "chaos.md").read_text(encoding="utf-8")
