@@ -4,6 +4,7 @@ FFmpeg left behind. Runs the real FFmpeg with the deterministic tone backend ("t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 import types
@@ -355,6 +356,100 @@ async def test_a_decoder_exception_ends_the_stream_with_an_error(monkeypatch, no
     assert [(e["type"], e["error"]) for e in received] == [("error", "internal_error")]
     assert "OSError: disk on fire" in received[0]["message"]
     assert processor.state == "STOPPED"
+
+
+def _raise_on_call(cls, name: str, error: BaseException, monkeypatch, call: int = 2) -> None:
+    """``cls.name`` raises ``error`` on its ``call``-th call (patched on the class: see
+    the queued-pass test)."""
+    original = getattr(cls, name)
+    calls = []
+
+    def raising(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, raising)
+
+
+@pytest.mark.parametrize(
+    "where, error",
+    [("backend transcribe", SystemExit(3)), ("policy step", KeyboardInterrupt()), ("policy finish", SystemExit(0))],
+)
+def test_an_exit_raised_in_a_pass_ends_the_stream_with_an_error_and_goes_no_further(
+    where, error, clips, monkeypatch, ffmpeg_children, no_ffmpeg_left
+):
+    # A pass runs on a scheduler thread, where no Ctrl-C is ever delivered and sys.exit()
+    # ends only that thread. Before, the exception was carried to the event loop and out
+    # of it (a server stopped with every other session, a CLI exited without a word): the
+    # stream had no last event and the processor stayed RUNNING, its decoder never stopped.
+    from rtlab.policies.local_agreement import LocalAgreement
+    from rtlab.testing import ToneBackend
+
+    cls, name = {"backend transcribe": (ToneBackend, "transcribe"), "policy step": (LocalAgreement, "process_iter"),
+                 "policy finish": (LocalAgreement, "finish")}[where]  # fmt: skip
+    _raise_on_call(cls, name, error, monkeypatch, call=1 if name == "finish" else 2)
+    processor = AudioProcessor("test", clock="simulated")
+    data = clips["wav"] if name == "finish" else clips["wav"][: 2 * len(clips["wav"]) // 3]  # FFmpeg still runs
+
+    async def run() -> list[dict]:
+        try:
+            events = await processor.create_tasks()
+            await processor.process_audio(data)
+            if name == "finish":
+                await processor.finish()
+            received = await asyncio.wait_for(collect(events), 60)  # not a hang
+            assert ffmpeg_children() == []
+            return received
+        finally:
+            await processor.cleanup()
+
+    try:
+        received = asyncio.run(run())
+    except (KeyboardInterrupt, SystemExit) as escaped:
+        pytest.fail(f"{escaped!r} raised in a pass escaped the event loop")
+    assert received[-1]["type"] == "error" and received[-1]["error"] == "internal_error"
+    assert received[-1]["message"] == (
+        f"{error!r} was raised in a transcription pass (backend 'test', policy 'local-agreement'); "
+        "the stream ended there, the process goes on"
+    )
+    assert processor.state == "STOPPED" and processor.error is error
+
+
+def test_a_ctrl_c_on_the_event_loop_stops_ffmpeg_and_ends_the_stream_before_it_goes_on(
+    clips, monkeypatch, ffmpeg_children, no_ffmpeg_left
+):
+    # A Ctrl-C that reaches Python (the second one in rtlab transcribe) is raised on the
+    # event loop's thread, in whatever runs there: here, the policy taking a pass's audio.
+    # It must still stop the program; before, it did so with FFmpeg running, the processor
+    # RUNNING and the stream without a last event.
+    from rtlab.policies.local_agreement import LocalAgreement
+
+    _raise_on_call(LocalAgreement, "insert_audio", KeyboardInterrupt(), monkeypatch)
+    processor = AudioProcessor("test", clock="simulated")
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def start():
+            events = await processor.create_tasks()
+            await processor.process_audio(clips["wav"][: 2 * len(clips["wav"]) // 3])  # no end of input
+            return events
+
+        consumer = loop.create_task(collect(loop.run_until_complete(start())))
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(consumer)
+        assert processor.state == "STOPPED" and ffmpeg_children() == []  # before it went on
+        received = loop.run_until_complete(consumer)  # what a consumer reads after it
+        assert received[-1]["type"] == "error" and received[-1]["error"] == "interrupted"
+        assert received[-1]["message"].startswith("KeyboardInterrupt() stopped the program while the stream ran")
+        assert isinstance(processor.error, KeyboardInterrupt)
+    finally:
+        # (Before the fix, cleanup() re-raised the interruption its task had ended with: a
+        # failure of this test, not the end of the test run.)
+        with contextlib.suppress(KeyboardInterrupt):
+            loop.run_until_complete(processor.cleanup())
+        loop.close()
 
 
 async def test_garbage_input_ends_with_a_decode_failed_error(no_ffmpeg_left):

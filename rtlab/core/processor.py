@@ -13,6 +13,16 @@ events.
 A processor that is never cleaned up still leaves no FFmpeg behind: when its event loop
 shuts down (``asyncio.run`` returning cancels every task), its tasks clean it up and warn
 with :class:`CleanupSkipped`.
+
+``KeyboardInterrupt`` and ``SystemExit`` end the stream by where they are raised. In a pass,
+on a scheduler thread (the backend's transcribe, the policy's step), they are a plugin's
+failure like any other: the stream's last event is an error, and they go no further. No
+Ctrl-C is ever delivered there (signals reach the main thread only), and on a thread of its
+own ``sys.exit()`` ends that thread, not the process: carried to the event loop, one
+plugin's exit would stop a server with every other session, or a CLI without a word. On the
+event loop's thread (the second Ctrl-C of ``rtlab transcribe``, a ``sys.exit()`` there), they
+stop the program as anywhere else in it: a task of the processor that they interrupt stops
+FFmpeg, ends the stream with an ``interrupted`` error, and lets them go on.
 """
 
 from __future__ import annotations
@@ -20,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 from ..backends import SAMPLE_RATE, check_language, ensure_loaded
 from ..config import DEFAULT_BACKEND, StreamConfig
@@ -40,6 +51,25 @@ from .state import State
 
 # A pass that took in more than this many min_chunks of new audio means the stream is behind.
 BEHIND_FACTOR = 1.5
+
+
+class _RaisedInPass(Exception):
+    """What a pass raised that is not an Exception (SystemExit, KeyboardInterrupt, ...),
+    carried from its scheduler thread to the event loop as one (see the module docstring)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _in_pass(step: Callable[[], Any]) -> Any:
+    """``step()`` (a policy's process_iter or finish) on a scheduler thread."""
+    try:
+        return step()
+    except Exception:
+        raise
+    except BaseException as error:
+        raise _RaisedInPass(error) from error
 
 
 class CleanupSkipped(RuntimeWarning):
@@ -143,7 +173,7 @@ class AudioProcessor:
         #: not every word's times and probability (several times as much memory).
         self.committed_texts: list[str] = []
         self._last_partial = ""
-        self.error: RtlabError | Exception | None = None
+        self.error: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -305,6 +335,9 @@ class AudioProcessor:
         except asyncio.CancelledError:
             await self._cleanup_if_abandoned()
             raise
+        except (KeyboardInterrupt, SystemExit) as error:
+            await self._interrupted(error)
+            raise
         except Exception as error:  # RtlabError, or a decoder bug: report it, never hang
             await self._fail(error)
 
@@ -318,13 +351,14 @@ class AudioProcessor:
                     self._insert(pacer.take())
                     break  # the last audio: one final pass below instead of two
                 step, seconds = await self.scheduler.submit(
-                    self.policy.process_iter, priority=pacer.priority, before=self._start_pass,
-                    hold_cores=self._holds_cores,
+                    functools.partial(_in_pass, self.policy.process_iter), priority=pacer.priority,
+                    before=self._start_pass, hold_cores=self._holds_cores,
                 )
                 await self._emit(step, seconds)
             if self.state is State.RUNNING:
                 step, seconds = await self.scheduler.submit(
-                    self.policy.finish, priority=pacer.priority, hold_cores=self._holds_cores
+                    functools.partial(_in_pass, self.policy.finish), priority=pacer.priority,
+                    hold_cores=self._holds_cores,
                 )
                 await self._emit(step, seconds)
                 await self.events.close(self._summary())
@@ -333,6 +367,14 @@ class AudioProcessor:
             raise
         except JobCancelled:
             pass  # stopped while the pass waited for its turn
+        except _RaisedInPass as raised:
+            await self._fail(raised.error, (
+                f"{raised.error!r} was raised in a transcription pass (backend {self.config.backend!r}, "
+                f"policy {self.config.policy!r}); the stream ended there, the process goes on"
+            ))  # fmt: skip
+        except (KeyboardInterrupt, SystemExit) as error:
+            await self._interrupted(error)
+            raise
         except Exception as error:  # RtlabError, or a backend or policy bug: report it, never hang
             await self._fail(error)
 
@@ -410,12 +452,27 @@ class AudioProcessor:
         """Stop the session with ``error`` as the last event (e.g. the audio source broke)."""
         await self._fail(error)
 
-    async def _fail(self, error: Exception) -> None:
+    async def _interrupted(self, error: KeyboardInterrupt | SystemExit) -> None:
+        """A task of ours was interrupted on the event loop's thread: the program is being
+        stopped (see the module docstring). FFmpeg is stopped before the interruption goes
+        on; the stream ends with an error, so that its consumer does not wait for more."""
+        message = f"{error!r} stopped the program while the stream ran; the stream ended there"
+        # asyncio raises it out of the event loop and keeps it on the task too, which nobody
+        # awaits: retrieved here, it is not reported a second time as "never retrieved".
+        current = asyncio.current_task()
+        if current is not None:
+            current.add_done_callback(lambda task: task.cancelled() or task.exception())
+        await self._fail(error, message, code="interrupted")
+
+    async def _fail(self, error: BaseException, message: str | None = None, *, code: str | None = None) -> None:
         if self.state is State.STOPPED:
             return  # already stopping: cleaned up on purpose, or an earlier failure wins
         self.error = error
-        code = getattr(error, "code", "internal_error")
-        message = str(error) if isinstance(error, RtlabError) else f"{type(error).__name__}: {error}"
+        # Only rtlab's errors give their code: SystemExit's is its exit status, and another
+        # library's (an HTTPError's 404) is no code of this contract either.
+        code = code or (error.code if isinstance(error, RtlabError) else "internal_error")
+        if message is None:
+            message = str(error) if isinstance(error, RtlabError) else f"{type(error).__name__}: {error}"
         self._final_event = error_event(code, message, self.clock.now())
         await self.cleanup()
 
