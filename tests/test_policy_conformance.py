@@ -9,16 +9,19 @@ call, and a test checks that nothing stays registered afterwards.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
+import rtlab.vad
 from rtlab.errors import InvalidOption
 from rtlab.plugins import pm
 from rtlab.policies import Policy, Step
 from rtlab.policies.alignatt import AlignAtt
 from rtlab.policies.local_agreement import LocalAgreement
 from rtlab.registry import get_registry
-from rtlab.testing import check_policy
+from rtlab.testing import ToneVAD, check_policy, tone_vad, tone_words
 
 
 def failures(policy_class, **kwargs) -> list[str]:
@@ -64,12 +67,21 @@ def test_rtlabs_policies_pass_every_check():
         "commits every word of one ... nine, once each",
         "holds at most 35 s of audio over a 90 s stream",
         "keeps two sessions at once apart",
+        # Its vad option, left off here, is checked too, with a tone VAD in Silero's place.
+        "with vad=true: builds with its options on backend 'test'",
+        "with vad=true: returns a Step from process_iter and finish",
+        "with vad=true: commits every word of alpha ... hotel, once each",
+        "with vad=true: commits every word of one ... nine, once each",
+        "with vad=true: commits every word of two sentences 1.5 s apart, once each",
+        "with vad=true: holds at most 35 s of audio over a 90 s stream",
+        "with vad=true: keeps two sessions at once apart",
     ]
-    assert str(report).startswith("LocalAgreement: all 8 rtlab policy checks passed")
+    assert str(report).startswith("LocalAgreement: all 15 rtlab policy checks passed\n")
     aligned = check_policy(AlignAtt, options={"min_chunk": 0.6})
     assert "refuses backend 'test', which lacks incremental-decoding" in aligned.passed
     assert "builds with its options on backend 'test-attention'" in aligned.passed
-    assert aligned.policy == "AlignAtt" and aligned.failed == []
+    assert "with vad=true: commits every word of two sentences 1.5 s apart, once each" in aligned.passed
+    assert aligned.policy == "AlignAtt" and aligned.failed == [] and aligned.unchecked == []
 
 
 class ReturnsCommittedWords(WholeClip):
@@ -216,3 +228,79 @@ def test_nothing_stays_registered_after_a_check():
 
 async def test_it_also_runs_from_an_async_test():
     assert check_policy(LocalAgreement).failed == []
+
+
+# --------------------------------------------------------------------------- the vad option
+
+
+def test_vad_true_is_checked_on_tones_with_a_tone_vad_standing_in_for_silero():
+    silero = rtlab.vad.SileroVAD
+    # Before, Silero heard no speech in the tones and every word was dropped: "committed ''".
+    report = check_policy(LocalAgreement, options={"vad": True, "vad_silence_ms": 800})
+    assert report.failed == [] and report.unchecked == []
+    assert "commits every word of two sentences 1.8 s apart, once each" in report.passed
+    assert not [name for name in report.passed if name.startswith("with vad=true")]  # already on
+    assert rtlab.vad.SileroVAD is silero  # the stand-in is gone afterwards
+
+
+def test_the_tone_vad_hears_tones_as_speech_and_silence_as_silence():
+    audio, words = tone_words("alpha bravo")
+    with tone_vad() as made:
+        activity = rtlab.vad.VoiceActivity()
+        activity.process(audio)
+    assert [type(vad) for vad in made] == [ToneVAD] and made.frames == len(audio) // rtlab.vad.FRAME
+    for word in words:
+        assert activity.speech_in(word["start"] + 0.05, word["end"] - 0.05)
+    assert not activity.speech_in(0.0, words[0]["start"] - 0.05)
+    assert not activity.speech_in(words[0]["end"] + 0.05, words[1]["start"] - 0.05)
+
+
+class LosesWordsAtPauses(LocalAgreement):
+    """LocalAgreement whose voice-activity path drops what it commits when an utterance ends."""
+
+    name = "loses-words-at-pauses"
+
+    def end_utterance(self, pause):
+        super().end_utterance(pause)
+        return Step(committed=[], partial=[])
+
+
+def test_words_lost_where_the_vad_ends_an_utterance_fail_though_the_options_leave_vad_off():
+    # Before, the vad path was never run: "all 8 rtlab policy checks passed".
+    assert failures(LosesWordsAtPauses) == [
+        "with vad=true: commits every word of two sentences 1.5 s apart, once each: committed "
+        "'alpha bravo charlie delta echo one two three four five six' for "
+        "'alpha bravo charlie delta echo foxtrot golf hotel one two three four five six seven eight nine'"
+    ]
+
+
+class OwnDetector(WholeClip):
+    """A vad option with a detector of its own, which (as Silero does on tones) hears no speech."""
+
+    name = "own-detector"
+
+    def __init__(self, backend, *, language=None, min_chunk: float = 1.0, vad: bool = False) -> None:
+        super().__init__(backend, language=language, min_chunk=min_chunk)
+        self.vad = vad
+
+    def finish(self) -> Step:
+        return Step() if self.vad else super().finish()
+
+
+def test_a_vad_path_the_tone_vad_cannot_reach_is_reported_not_checked_instead_of_passing_or_failing():
+    with pytest.warns(UserWarning, match=r"check_policy\(OwnDetector\): not checked: its voice-activity path"):
+        report = check_policy(OwnDetector, max_buffered_seconds=120)
+    assert report.failed == [] and not [name for name in report.passed if "vad" in name]
+    assert report.unchecked == [
+        "its voice-activity path (vad=true): it never asked rtlab.vad's detector, where check_policy puts a "
+        "tone VAD in Silero VAD's place (Silero hears no speech in tones)"
+    ]
+    assert str(report).startswith("OwnDetector: all 8 rtlab policy checks passed; 1 part not checked\n")
+    assert "\n  NOT CHECKED its voice-activity path (vad=true)" in str(report)
+    # Asked for, vad=true is checked as given (its words are lost), and the report says why.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(AssertionError) as raised:
+            check_policy(OwnDetector, options={"vad": True}, max_buffered_seconds=120)
+    assert "FAILED commits every word of alpha ... hotel, once each: committed ''" in str(raised.value)
+    assert "NOT CHECKED its voice-activity path (vad=true)" in str(raised.value)

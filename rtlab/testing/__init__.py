@@ -8,6 +8,8 @@
 * :class:`ToneAttentionBackend` (``"test-attention"``) adds an incremental decoder whose
   tokens and cross-attention are scripted by the tones, for AlignAtt's tests
   (:mod:`rtlab.testing.attention`).
+* :class:`ToneVAD` hears tone-coded words as speech where Silero VAD hears none: within
+  :func:`tone_vad` it stands in for Silero, so that a policy's ``vad=true`` runs on tones.
 * :class:`ScriptedBackend` returns scripted hypotheses call by call and records its
   prompts, for unit tests of policies.
 * :func:`check_backend` and :func:`check_policy` check a backend or policy plugin against
@@ -35,7 +37,9 @@ from .tones import (
     TONE_CLIPS,
     VOCABULARY,
     ToneBackend,
+    ToneVAD,
     tone_frequency,
+    tone_vad,
     tone_words,
     wav_bytes,
     write_tone_corpus,
@@ -43,9 +47,9 @@ from .tones import (
 
 __all__ = [
     "SPEECH_CLIP", "SPEECH_CLIP_TEXT", "TONE_CLIPS", "VOCABULARY", "BackendReport", "PolicyReport",
-    "ScriptedBackend", "ToneAttentionBackend", "ToneBackend", "ToneIncrementalDecoder", "batch_requests",
+    "ScriptedBackend", "ToneAttentionBackend", "ToneBackend", "ToneIncrementalDecoder", "ToneVAD", "batch_requests",
     "blas_thread_counts", "check_backend", "check_batch_equivalence", "check_policy",
-    "tone_frequency", "tone_words", "wav_bytes", "write_tone_corpus",
+    "tone_frequency", "tone_vad", "tone_words", "wav_bytes", "write_tone_corpus",
 ]  # fmt: skip
 
 

@@ -33,8 +33,10 @@ from ..backends import SAMPLE_RATE, Backend, Request, ensure_loaded
 from ..decoders.files import decode_audio, to_pcm16
 from ..errors import InvalidOption, PluginError, PluginWarning
 from ..hookspecs import hookimpl
+from ..options import is_number
 from ..plugins import pm
 from ..registry import Registration, get_registry
+from .tones import tone_vad
 
 #: A 6-second English sentence shipped with rtlab: the clip ``check_backend`` transcribes.
 SPEECH_CLIP = Path(__file__).parent / "data" / "fox.ogg"
@@ -54,6 +56,8 @@ class Report:
     subject: str
     passed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: What the checks could not reach, and why (neither passed nor failed).
+    unchecked: list[str] = field(default_factory=list)
     #: What kind of plugin class was checked, for the report's first line.
     kind: ClassVar[str] = "plugin"
 
@@ -79,7 +83,10 @@ class Report:
             lines = [f"{self.subject}: {len(self.failed)} of {total} rtlab {self.kind} checks failed"]
         else:
             lines = [f"{self.subject}: all {total} rtlab {self.kind} checks passed"]
+        if self.unchecked:
+            lines[0] += f"; {len(self.unchecked)} part{'s' * (len(self.unchecked) != 1)} not checked"
         lines += [f"  FAILED {failure}" for failure in self.failed]
+        lines += [f"  NOT CHECKED {item}" for item in self.unchecked]
         lines += [f"  passed {name}" for name in self.passed]
         return "\n".join(lines)
 
@@ -229,6 +236,9 @@ POLICY_CLIPS = ("alpha bravo charlie delta echo foxtrot golf hotel", "one two th
 #: Seconds of the long tone stream (sentences and pauses) on which a policy's buffer must
 #: stay within ``max_buffered_seconds``.
 LONG_STREAM_SECONDS = 90.0
+#: The option that turns on a policy's voice-activity path (rtlab's controller,
+#: :mod:`rtlab.policies.vac`, on LocalAgreement and AlignAtt).
+VAD_OPTION = "vad"
 
 
 def check_policy(
@@ -251,6 +261,14 @@ def check_policy(
       :data:`LONG_STREAM_SECONDS` stream of sentences and pauses;
     - keep sessions apart: two streams at once on one backend each commit their own words.
 
+    A policy with a ``vad`` option (:data:`VAD_OPTION`) is also checked with ``vad=true``
+    when ``options`` leave it off (those checks say "with vad=true"): the same checks, and
+    every word of two sentences with a pause between them that ends an utterance. Silero
+    VAD hears no speech in tones, so a :class:`~rtlab.testing.tones.ToneVAD` stands in for
+    it throughout (:func:`~rtlab.testing.tones.tone_vad`). A policy whose ``vad=true``
+    never asks rtlab's VAD (one with a detector of its own) is not checked there: the
+    report lists it as NOT CHECKED, and a warning says so.
+
     A class that is not registered yet is registered for the duration.
 
     :return: the report, when every check passed; otherwise raises AssertionError listing
@@ -262,7 +280,11 @@ def check_policy(
     def checks(registration: Registration) -> None:
         _check_registered_policy(report, registration, options, max_buffered_seconds)
 
-    return _checked(report, policy_class, checks)
+    try:
+        return _checked(report, policy_class, checks)
+    finally:
+        for item in report.unchecked:
+            warnings.warn(f"check_policy({report.subject}): not checked: {item}", UserWarning, stacklevel=2)
 
 
 def _check_registered_policy(
@@ -283,16 +305,53 @@ def _check_registered_policy(
     if lacking:
         report.check(f"refuses backend {lacking[0]!r}, which lacks {', '.join(policy.requires)}",
                      _refuses_backend, registration, lacking[0], options)  # fmt: skip
-    config = {"backend": backend, "policy": registration.name, "policy_options": options}
-    if report.check(f"builds with its options on backend {backend!r}", _build_policy, config) is None:
-        return  # nothing to stream
-    report.check("returns a Step from process_iter and finish", _returns_steps, config)
+    variants = [("", options)]
+    if VAD_OPTION in registry.accepted_options("policy", registration.name) and options.get(VAD_OPTION) is not True:
+        variants.append((f"with {VAD_OPTION}=true: ", {**options, VAD_OPTION: True}))
+    with tone_vad() as vads:
+        for prefix, variant in variants:
+            config = {"backend": backend, "policy": registration.name, "policy_options": variant}
+            heard_before = vads.frames
+            found = PolicyReport(report.subject)
+            built = _check_streams(found, prefix, config, max_buffered_seconds)
+            if built and variant.get(VAD_OPTION) is True and vads.frames == heard_before:
+                report.unchecked.append(
+                    f"its voice-activity path ({VAD_OPTION}=true): it never asked rtlab.vad's detector, where check_policy "
+                    f"puts a tone VAD in Silero VAD's place (Silero hears no speech in tones)"
+                )
+                if prefix:  # checks of what was not reached say nothing: left out
+                    continue
+            report.passed += found.passed
+            report.failed += found.failed
+            if not built:
+                break  # the options as given do not build: with vad=true added they say the same
+
+
+def _check_streams(report: PolicyReport, prefix: str, config: dict[str, Any], max_buffered_seconds: float) -> bool:
+    """The stream checks of one set of options, each named after ``prefix``; whether the
+    policy built with them (without, nothing streams)."""
+    options = config["policy_options"]
+    if report.check(f"{prefix}builds with its options on backend {config['backend']!r}", _build_policy, config) is None:
+        return False
+    report.check(f"{prefix}returns a Step from process_iter and finish", _returns_steps, config)
     for text in POLICY_CLIPS:
-        report.check(f"commits every word of {text.split()[0]} ... {text.split()[-1]}, once each",
+        report.check(f"{prefix}commits every word of {text.split()[0]} ... {text.split()[-1]}, once each",
                      _keeps_every_word, config, text)  # fmt: skip
-    report.check(f"holds at most {max_buffered_seconds:g} s of audio over a {LONG_STREAM_SECONDS:g} s stream",
+    if options.get(VAD_OPTION) is True:  # an utterance ends in the pause: the controller commits it
+        pause = _utterance_pause(options)
+        report.check(f"{prefix}commits every word of two sentences {pause:g} s apart, once each",
+                     _keeps_every_word, config, " ".join(POLICY_CLIPS), pause)  # fmt: skip
+    report.check(f"{prefix}holds at most {max_buffered_seconds:g} s of audio over a {LONG_STREAM_SECONDS:g} s stream",
                  _bounded_buffer, config, max_buffered_seconds)  # fmt: skip
-    report.check("keeps two sessions at once apart", _sessions_apart, config)
+    report.check(f"{prefix}keeps two sessions at once apart", _sessions_apart, config)
+    return True
+
+
+def _utterance_pause(options: dict[str, Any]) -> float:
+    """Seconds of a pause that ends an utterance under ``options`` (a second more than
+    ``vad_silence_ms``, 500 ms by default)."""
+    silence_ms = options.get("vad_silence_ms")
+    return 1.0 + (silence_ms if is_number(silence_ms) else 500) / 1000
 
 
 # -- the checks: each raises AssertionError saying what is wrong ------------------------------
@@ -376,10 +435,16 @@ def _returns_steps(config: dict[str, Any]) -> None:
         )
 
 
-def _keeps_every_word(config: dict[str, Any], text: str) -> None:
+def _keeps_every_word(config: dict[str, Any], text: str, pause: float | None = None) -> None:
+    """Every word of ``text`` committed once; with ``pause``, the sentences of
+    :data:`POLICY_CLIPS` (``text``) said with that many seconds of silence after each."""
     from .tones import tone_words
 
-    audio, _ = tone_words(text)
+    if pause is None:
+        audio, _ = tone_words(text)
+    else:
+        silence = np.zeros(int(pause * SAMPLE_RATE), np.float32)
+        audio = np.concatenate([piece for clip in POLICY_CLIPS for piece in (tone_words(clip)[0], silence)])
     events = _run(_policy_stream_events(config, [audio]))[0]
     committed = _committed_or_raise(events, len(audio) / SAMPLE_RATE)
     heard = " ".join(_tokens(" ".join(str(w["text"]) for w in committed)))
