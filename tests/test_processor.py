@@ -452,6 +452,31 @@ def test_a_ctrl_c_on_the_event_loop_stops_ffmpeg_and_ends_the_stream_before_it_g
         loop.close()
 
 
+async def test_fail_with_a_message_ends_the_stream_with_that_message(clips, ffmpeg_children, no_ffmpeg_left):
+    # Before: the message was "str: the microphone was unplugged", an internal error.
+    processor = AudioProcessor("test")
+    events = await processor.create_tasks()
+    await processor.process_audio(clips["wav"][: len(clips["wav"]) // 2])
+    await processor.fail("the microphone was unplugged")
+    assert ffmpeg_children() == []
+    received = await asyncio.wait_for(collect(events), 60)
+    assert [(e["type"], e["error"], e["message"]) for e in received if e["type"] != "partial"] == [
+        ("error", "error", "the microphone was unplugged")
+    ]
+    assert processor.state == "STOPPED" and str(processor.error) == "the microphone was unplugged"
+
+
+async def test_fail_with_neither_an_exception_nor_a_message_is_refused_and_changes_nothing(no_ffmpeg_left):
+    processor = AudioProcessor("test")
+    await processor.create_tasks()
+    try:
+        with pytest.raises(TypeError, match=r"^fail\(\) takes an exception or a message \(str\), not int$"):
+            await processor.fail(404)
+        assert processor.state == "RUNNING" and processor.error is None
+    finally:
+        await processor.cleanup()
+
+
 async def test_garbage_input_ends_with_a_decode_failed_error(no_ffmpeg_left):
     processor = AudioProcessor("test")
     events = await stream(processor, b"this is not audio " * 2000)

@@ -448,8 +448,17 @@ class AudioProcessor:
             self._last_partial = partial
             await self.events.put(partial_event(step.partial, now))
 
-    async def fail(self, error: Exception) -> None:
-        """Stop the session with ``error`` as the last event (e.g. the audio source broke)."""
+    async def fail(self, error: BaseException | str) -> None:
+        """Stop the session with ``error`` as the last event (e.g. the audio source broke).
+
+        ``error`` is an exception, or a message: ``fail("the microphone was unplugged")``
+        ends the stream with an error event of that message as it is (code ``"error"``, as
+        an :class:`~rtlab.errors.RtlabError` of it, which :attr:`error` then holds).
+        Anything else is refused with ``TypeError``."""
+        if isinstance(error, str):
+            error = RtlabError(error)
+        elif not isinstance(error, BaseException):
+            raise TypeError(f"fail() takes an exception or a message (str), not {type(error).__name__}")
         await self._fail(error)
 
     async def _interrupted(self, error: KeyboardInterrupt | SystemExit) -> None:
