@@ -20,7 +20,11 @@
 
   // Exposed for tests and curious users: the latest messages received (at most maxMessages,
   // so that a day-long session does not grow the page), and the current state.
-  const rtlab = (window.rtlab = { messages: [], maxMessages: 1000, state: "idle", backends: null });
+  // The other bounds are read where they apply, so a test may lower them.
+  const rtlab = (window.rtlab = {
+    messages: [], maxMessages: 1000, state: "idle", backends: null,
+    backendRetryMs: [1000, 2000, 4000, 8000, 15000], // a failed /api/backends is fetched again after these
+  });
 
   let socket = null;
   let recorder = null;
@@ -72,31 +76,80 @@
 
   // -- backends ------------------------------------------------------------------------
 
+  // The list can go stale: a failed fetch leaves it empty, and a server that restarted may
+  // have other plugins. It is fetched again after a failure (rtlab.backendRetryMs, then
+  // left until something else asks), when a connection opens after one was lost, and when
+  // the page is shown again; the user's choices stay where the new list still offers them.
+  let listing = 0; // bumped by each fetch: the answer of an older one is ignored
+  let listFailures = 0;
+  let listTimer = null;
+  let listStale = false; // a connection was lost since the list was fetched
+  let listError = ""; // the error shown for the list, cleared once it loads
+
+  function refreshBackends() {
+    listFailures = 0;
+    loadBackends();
+  }
+
   async function loadBackends() {
+    clearTimeout(listTimer);
+    const mine = ++listing;
     try {
       const response = await fetch("api/backends", { cache: "no-store" });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const info = (rtlab.backends = await response.json());
-      ui.backend.replaceChildren();
-      for (const backend of info.backends) {
-        if (!mayName("backends", backend.name)) continue;
-        const option = new Option(backend.name, backend.name);
-        option.dataset.description = backend.description || "";
-        option.dataset.model = backend.options.model || "";
-        ui.backend.add(option);
-      }
-      // The models the server lets clients name, offered as suggestions.
-      const models = $("models");
-      models.replaceChildren(...((info.allowed && info.allowed.models) || []).map((m) => new Option(m, m)));
-      const preferred = info.backends.some((b) => b.name === info.default.backend) ? info.default.backend : "";
-      if (preferred) ui.backend.value = preferred;
-      describeBackend();
-      if (info.default.model && ui.backend.value === info.default.backend) ui.model.value = info.default.model;
-      listPolicies(info.default.policy);
-      listLanguages();
+      const info = await response.json();
+      if (mine !== listing) return;
+      listBackends(info);
+      listFailures = 0;
+      listStale = false;
+      if (listError && ui.error.textContent === listError) showError("");
+      listError = "";
     } catch (error) {
-      showError(`Could not load the backend list (${error.message}); is the server running?`);
+      if (mine === listing) listFailed(error);
     }
+  }
+
+  function listFailed(error) {
+    const delay = rtlab.backendRetryMs[listFailures];
+    listFailures += 1;
+    listStale = true;
+    if (delay !== undefined) listTimer = setTimeout(loadBackends, delay);
+    if (rtlab.backends) return; // the list shown meanwhile is the last one the server gave
+    const shown = !ui.error.textContent || ui.error.textContent === listError; // not over a server's error
+    listError = `Could not load the backend list (${error.message}); is the server running? ` +
+      (delay !== undefined ? `Trying again in ${(delay / 1000).toFixed(1)} s.` : "Reload the page to try again.");
+    if (shown) showError(listError);
+  }
+
+  function listBackends(info) {
+    const first = !rtlab.backends;
+    const chosen = ui.backend.value;
+    rtlab.backends = info;
+    ui.backend.replaceChildren();
+    for (const backend of info.backends) {
+      if (!mayName("backends", backend.name)) continue;
+      const option = new Option(backend.name, backend.name);
+      option.dataset.description = backend.description || "";
+      option.dataset.model = backend.options.model || "";
+      ui.backend.add(option);
+    }
+    // The models the server lets clients name, offered as suggestions.
+    const models = $("models");
+    models.replaceChildren(...((info.allowed && info.allowed.models) || []).map((m) => new Option(m, m)));
+    if (!first && Array.from(ui.backend.options, (o) => o.value).includes(chosen)) {
+      ui.backend.value = chosen; // with the model typed and the policy chosen, where offered
+      describeBackend();
+      listPolicies();
+      listLanguages();
+      return;
+    }
+    const preferred = info.backends.some((b) => b.name === info.default.backend) ? info.default.backend : "";
+    if (preferred) ui.backend.value = preferred;
+    describeBackend();
+    if (!first) ui.model.value = ""; // typed for a backend that is gone
+    if (info.default.model && ui.backend.value === info.default.backend) ui.model.value = info.default.model;
+    listPolicies(info.default.policy);
+    listLanguages();
   }
 
   // Whether the server lets a client name this backend or policy ("allowed" in
@@ -158,7 +211,11 @@
     socket = ws;
     ws.ready = new Promise((resolve, reject) => {
       let opened = false;
-      ws.onopen = () => { opened = true; resolve(ws); };
+      ws.onopen = () => {
+        opened = true;
+        if (listStale || !rtlab.backends) refreshBackends(); // the server may have restarted
+        resolve(ws);
+      };
       ws.onmessage = (event) => onMessage(JSON.parse(event.data));
       ws.onclose = (event) => {
         onClose(ws, event); // schedules a reconnect first when one is wanted
@@ -172,6 +229,7 @@
   function onClose(ws, event) {
     if (ws !== socket) return;
     socket = null;
+    listStale = true; // the page did not close it: the server may be restarting
     transcribing = false;
     generation += 1;
     ui.partial.textContent = ""; // lost with the connection: the server will not commit them
@@ -187,6 +245,7 @@
   function reconnectLater(why) {
     const delay = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
     attempt += 1;
+    listStale = true;
     setState("reconnecting", `${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
     clearTimeout(reconnectTimer);
     reconnectTimer = setTimeout(() => { if (wantRunning) start().catch(() => {}); }, delay);
@@ -440,6 +499,10 @@
   ui.backend.addEventListener("change", () => { ui.model.value = ""; describeBackend(); listPolicies(); listLanguages(); });
   ui.model.addEventListener("input", () => listLanguages());
   ui.policy.addEventListener("change", () => describePolicy());
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") refreshBackends(); // back from another tab, maybe hours later
+  });
 
   setState("idle");
   loadBackends();
