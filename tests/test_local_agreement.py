@@ -267,6 +267,33 @@ def test_a_retranscribed_committed_bigram_is_not_committed_twice():
     assert texts(policy.committed) == ["x", "y", "z"]
 
 
+def times(ws) -> list[tuple[float, float]]:
+    return [(w["start"], w["end"]) for w in ws]
+
+
+def test_a_word_out_of_time_order_is_committed_once_and_the_transcript_never_goes_back_in_time():
+    # The backend said "c" (1.2 s) before "b" (0.5 s) twice, then the words in time order.
+    # Before: "c" was committed at 1.2-1.5 s and "b" after it at 0.5-0.9 s (back in time),
+    # and once a pass heard "b" where it was, "c" after it was committed a second time.
+    policy, _ = policy_for(
+        "a@0.0-0.4 c@1.2-1.5 b@0.5-0.9",
+        "a@0.0-0.4 c@1.2-1.5 b@0.5-0.9",
+        "a@0.0-0.4 b@0.5-0.9 c@1.2-1.5 d@1.6-2.0",
+        "a@0.0-0.4 b@0.5-0.9 c@1.2-1.5 d@1.6-2.0 e@2.1-2.5",
+    )
+    committed = [w for _ in range(4) for w in step(policy).committed] + policy.finish().committed
+    assert texts(committed) == ["a", "c", "b", "d", "e"]  # as the passes that agreed said them, each once
+    assert times(committed) == [(0.0, 0.4), (1.2, 1.5), (1.5, 1.5), (1.6, 2.0), (2.1, 2.5)]  # "b" where "c" ends
+
+
+def test_a_word_inside_the_one_before_it_is_moved_after_it_and_a_little_overlap_is_left_as_it_is():
+    policy, _ = policy_for("a@0.0-0.5 b@0.45-0.9 c@0.6-0.7 d@1.0-1.2", "a@0.0-0.5 b@0.45-0.9 c@0.6-0.7 d@1.0-1.2")
+    step(policy)
+    committed = step(policy).committed
+    assert texts(committed) == ["a", "b", "c", "d"]
+    assert times(committed) == [(0.0, 0.5), (0.45, 0.9), (0.9, 0.9), (1.0, 1.2)]
+
+
 def test_a_word_the_committing_pass_ran_into_is_not_lost():
     # The pass that commits "extremo" ends it 0.2 s into "en"; the passes after it hear
     # "extremo" end where "en" starts (as base did on a Spanish FLEURS clip).

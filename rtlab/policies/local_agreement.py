@@ -50,6 +50,16 @@ hears speech after the pause. Across unrelated utterances a prompt carries their
 into the next one ("as dinosaurs" read "as foreigners", a word two clips back, in a long
 stream of clips).
 
+A backend's words are taken in the order it said them, and their times made to follow
+that order (:func:`in_time_order`): a word out of time order, one that starts before the
+word before it (committed or not) starts or ends before it ends, is moved to start where
+that word ends. A backend can return "c" at 1.2 s, then "b" at 0.5 s; committed as they
+came, the transcript went back in time, and once a later pass heard "b" where it was, the
+rule that drops the words committed before (by their times) took the "c" after it for new
+and committed it again. The text's order wins because a model's word times come from
+aligning the text it decoded, after the fact. Words that follow one another, overlapping
+by a little as word times do, are left as they are.
+
 ``vad=True`` adds the voice-activity controller (:mod:`rtlab.policies.vac`, Silero VAD):
 passes over silence are skipped, words heard where the VAD found no speech are dropped
 like silent ones, and when a pause of ``vad_silence_ms`` ends an utterance, what the
@@ -96,6 +106,20 @@ def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
         for index in range(block.a, block.a + block.size):
             matched[index] = True
     return matched
+
+
+def in_time_order(words: list[Word], after: Word | None = None) -> list[Word]:
+    """``words`` in the order given, in time order after ``after`` (if given): a word that
+    starts before the word before it starts, or ends before it ends, is moved to start
+    where that word ends (and to end no earlier); the others are returned as they are."""
+    ordered: list[Word] = []
+    last = after
+    for word in words:
+        if last is not None and (word["start"] < last["start"] or word["end"] < last["end"]):
+            word = {**word, "start": last["end"], "end": max(word["end"], last["end"])}
+        ordered.append(word)
+        last = word
+    return ordered
 
 
 def _seconds(name: str, value: object, low: float, high: float, *, unset: bool = False) -> float | None:
@@ -263,7 +287,9 @@ class LocalAgreement(Policy):
             self.language = self.detected[0]
 
     def transcribe_buffer(self, final: bool = False) -> list[Word]:
-        """The backend's hypothesis for the buffer, in stream time, minus committed words."""
+        """The backend's hypothesis for the buffer, in stream time, minus committed words,
+        in time order after them (:func:`in_time_order`; words heard in silence are judged
+        by the times the backend gave)."""
         self._detect_language(final)
         words = self.backend.transcribe(self.audio, prompt=self.prompt(), language=self.language)
         self._heard_words = self._heard_words or any(w["text"].strip() for w in words)
@@ -280,7 +306,10 @@ class LocalAgreement(Policy):
             said = self.vac.words_in_speech([(w["start"], w["end"]) for w in shifted])
             shifted = [w for w, keep in zip(shifted, said) if keep]
         self.dropped_silent_words += sum(1 for w in words if w["text"].strip()) - len(shifted)
-        return after_committed(shifted, self.committed)
+        # In order within the pass before the committed words are found in it (by their
+        # times), and after the last of them once they are dropped.
+        new = after_committed(in_time_order(shifted), self.committed)
+        return in_time_order(new, after=self.committed[-1] if self.committed else None)
 
     def process_iter(self) -> Step:
         if self.vac is not None and (step := self.vac.before_pass(self)) is not None:
