@@ -167,6 +167,25 @@ async def test_live_panel_shows_committed_text_and_the_partial_in_grey_from_a_sc
     assert len(panel.results) == 1 and panel.results.loc[0, "hypothesis"] == "hello world again"
 
 
+async def test_a_stream_its_owner_cleaned_up_before_the_end_shows_stopped_not_done(tones):
+    from rtlab.decoders.files import to_pcm16
+
+    processor = rtlab.AudioProcessor("backend=test,min_chunk=0.5", decoder="pcm_s16le", clock="simulated")
+    panel = LivePanel(processor, view="widgets")
+    panel.widget
+    await processor.create_tasks()
+    panel.start()
+    await processor.process_audio(to_pcm16(tones))  # the input never ends: the owner cleans up instead
+    await until(lambda: panel.state.committed)
+    await processor.cleanup()
+    await panel.wait()
+    state = panel.state
+    assert state.summary is None and state.error is None and state.committed
+    # Before: "done", as if the stream had ended, with its last partial text still shown.
+    assert state.status == "stopped" and state.partial == ""
+    assert "stopped" in panel._view.figures.value and "done" not in panel._view.figures.value
+
+
 async def test_live_panel_streams_a_file_through_ffmpeg_with_a_lag_gauge(tone_wav, no_ffmpeg_left):
     panel = LivePanel(tone_wav, "backend=test,min_chunk=0.5", clock="simulated", view="widgets")
     panel.widget

@@ -260,7 +260,7 @@ class ComparePanel(Panel):
             wall_seconds=time.perf_counter() - started, replay_wall_seconds=replay_seconds, cost_model=cost_model,
         )  # fmt: skip
         for column in runnable:
-            column.state.status = "failed" if column.state.error else "done"
+            column.state.end()
         if self.view == "text":
             from ..eval.bench import format_table
 

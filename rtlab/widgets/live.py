@@ -147,7 +147,9 @@ class LivePanel(Panel):
         self._scored = [stream]
         self.bench = await score_to_end(self.source, [stream], clock=self.clock, normalizer=self.normalizer,
                                         cost_model=cost_model)  # fmt: skip
-        state.status = "failed" if state.error else "done"
+        state.end()
+        if state.status == "stopped":
+            self._print(f"  stopped before the end of the stream (no summary came: its processor was cleaned up): {state.text}")
         if self.view == "text":
             from ..eval.bench import format_table
 

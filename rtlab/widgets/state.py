@@ -83,6 +83,19 @@ class StreamState:
         elif kind == "error":
             self.fail(str(event.get("message") or event.get("error")))
 
+    def end(self) -> None:
+        """The stream's events are over: ``done`` after its summary, ``failed`` after an
+        error, ``stopped`` otherwise: a stream that ends normally sends its summary last,
+        so one without it was ended before its end (its processor cleaned up by whoever
+        owns it)."""
+        if self.error:
+            self.status = "failed"
+        elif self.summary is None:
+            self.status = "stopped"
+            self.partial = ""
+        else:
+            self.status = "done"
+
     def fail(self, error: BaseException | str) -> None:
         """The stream failed: keep the one-line reason, with the CLI's flags in it written as
         a panel takes them (see :func:`~rtlab.widgets.configs.in_panel_words`)."""
