@@ -529,3 +529,16 @@ def test_calibrate_reads_its_out_and_describes_the_machine_once(tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert calls == {"environment_info": 1, "load_cost_model": 1}
     assert len(json.loads(out.read_text())["calibrations"]) == 2  # added to what the file held
+
+
+@pytest.mark.parametrize("command", [("transcribe", "FILE"), ("calibrate",)])
+def test_a_policy_refusing_the_backend_names_the_fix_as_a_flag(command, tone_wav):
+    # The refusal names the fix as a configuration takes it ("use backend=NAME"); on the
+    # command line the option is a flag. The test backend lacks AlignAtt's capability.
+    args = [tone_wav if arg == "FILE" else arg for arg in command]
+    result = rtlab(*args, "--backend", "test", "--policy", "alignatt")
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "backend 'test' does not provide it" in error
+    assert re.search(r": use --backend [\w-]+( or --backend [\w-]+)*$", error), error
+    assert "backend=" not in error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..config import DEFAULT_BACKEND, DEFAULT_POLICY
+from .display import error_message
 
 #: Below this R² a calibration is reported as poor.
 POOR_FIT = 0.6
@@ -51,7 +52,7 @@ def calibrate(backend, model, backend_option, policy, policy_option, audio, repe
         calibration = asyncio.run(calibrate_async(config, audio=audio, repeats=repeats))
         save_calibration(calibration, out, note, model=cost_model)
     except RtlabError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(error_message(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot write {out} ({error.strerror or error}): give another --out") from None
     quality = calibration.fit

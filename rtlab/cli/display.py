@@ -87,3 +87,13 @@ class LiveText:
                 self.status.flush()
         self.stream.flush()
         self.line = ""
+
+
+def error_message(error: Exception) -> str:
+    """An rtlab error as a command-line user reads it: a policy's refusal of a backend
+    without a capability it needs names the fix as the ``--backend`` flag (its message
+    names it as every other entry point takes it, ``backend=NAME``)."""
+    refusal, backends = getattr(error, "refusal", ""), getattr(error, "backends", ())
+    if refusal and backends:
+        return f"{refusal}: use --backend {' or --backend '.join(backends)}"
+    return str(error)

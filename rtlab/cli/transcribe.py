@@ -11,6 +11,7 @@ from click.core import ParameterSource
 
 from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY
 from ..core.clock import CLOCK_MODES
+from .display import error_message
 
 if TYPE_CHECKING:
     import asyncio  # imported where it runs: `rtlab --help` does not load asyncio
@@ -91,7 +92,7 @@ def transcribe(files, backend, model, policy, decoder, language, clock, cost_mod
         cost_model = cost_model_for_clock(clock, cost_model)  # loaded once, for every file
         failed, interrupted = asyncio.run(_transcribe_files(files, config, clock, cost_model, output_format, cue_limits))
     except RtlabError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(error_message(error)) from None
     except KeyboardInterrupt:
         raise click.Abort() from None
     if interrupted:
