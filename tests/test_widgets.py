@@ -664,6 +664,22 @@ def test_rerunning_a_cell_that_made_several_panels_stops_every_one_of_them(tmp_p
 # --------------------------------------------------------------------------- results
 
 
+async def test_without_a_reference_no_stream_gets_a_wer_not_even_one_that_heard_nothing(tones):
+    panel = ComparePanel(tones, ["backend=test", "backend=test,fail_after=1"], view="widgets")
+    panel.widget
+    await panel.start()
+    heard, failed = panel.columns
+    assert heard.state.text == TEXT and failed.state.status == "failed" and failed.state.text == ""
+    # Before: the failed stream, which committed nothing, scored a WER of 0.0% against no
+    # reference words (the stream that heard every word: "–").
+    assert [s["wer"]["value"] for s in panel.bench.summaries] == [None, None]
+    assert [s["offline_wer"]["value"] for s in panel.bench.summaries if s["offline_wer"]] == [None]
+    assert panel.results["wer.value"].isna().all()
+    wer_cells = re.findall(r"<tr><td[^>]*>.*?</td><td[^>]*>(.*?)</td>", panel._table.value.split("<tbody>")[1])
+    assert wer_cells == ["–", "–"]
+    assert panel._plot.layout.display == "none"  # no WER to plot against latency
+
+
 async def test_results_are_a_dataframe_and_save_as_rtlab_bench_writes_them(tone_corpus, tmp_path):
     from rtlab.eval.bench import run_bench_async
     from rtlab.eval.corpus import load_corpus

@@ -8,6 +8,8 @@ the same record: a panel's ``results.jsonl`` is a one-file ``rtlab bench`` run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,8 @@ def score_streams(
     pass that succeeds; without them (a processor fed by someone else, a backend that
     fails) WER, first text and RTF are still scored. ``cost_model`` is the ``modeled``
     clock's :class:`~rtlab.core.costs.CostModel`, recorded as ``rtlab bench`` records it.
+    Without a reference (``source.reference`` empty) WER is left out (None), not scored
+    against no words.
     """
     import time
 
@@ -92,9 +96,25 @@ def score_streams(
         run.backends[config.label] = get_backend(config).info()
         mine = [s for s in run.streams if s.config["name"] == config.label]
         run.summaries.append({"name": config.label, "config": config.to_dict(), **summarize(mine)})
+    if not source.reference:
+        _leave_out_wer(run)
     run.replay_wall_seconds = replay_wall_seconds
     run.wall_seconds = wall_seconds + run.offline_wall_seconds
     return run
+
+
+def _leave_out_wer(run: BenchRun) -> None:
+    """Mark every WER of ``run`` undefined: scored against no reference words, a stream
+    that committed nothing (one that failed at once, or on silence) gets 0.0%, the best
+    WER there is, beside a stream that heard every word at "no WER"."""
+    for stream in run.streams:
+        stream.wer = dataclasses.replace(stream.wer, value=math.inf)  # undefined: written as None
+        if stream.offline_wer is not None:
+            stream.offline_wer = dataclasses.replace(stream.offline_wer, value=math.inf)
+    for summary in run.summaries:
+        for key in ("wer", "offline_wer"):
+            if summary.get(key):
+                summary[key]["value"] = None
 
 
 async def score_to_end(source: AudioSource, streams: Sequence[ScoredStream], **options: Any) -> BenchRun:
