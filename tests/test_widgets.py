@@ -352,8 +352,8 @@ class AttentiveBackend(ToneAttentionBackend):
 
 async def test_alignatt_on_a_backend_without_attention_names_the_fix_as_a_panel_takes_it(tones):
     with registered_backends(AttentiveBackend):
-        with pytest.raises(rtlab.errors.InvalidOption, match="use --backend attentive"):
-            StreamConfig.parse("backend=test,policy=alignatt")  # the CLI's words, unchanged
+        with pytest.raises(rtlab.errors.InvalidOption, match="use backend=attentive"):
+            StreamConfig.parse("backend=test,policy=alignatt")  # every entry point's words since ee50d95
         panel = ComparePanel(tones, ["backend=test,policy=alignatt"], view="widgets")
         panel.widget
         editor = panel._editor
