@@ -867,6 +867,21 @@ async def test_the_editor_says_ready_only_once_the_model_loaded_and_transcribes_
         LoadsOnCue.cue = None
 
 
+async def test_the_editor_says_that_a_decoder_and_its_options_are_not_used_by_the_panel(tones):
+    panel = ComparePanel(tones, [], view="widgets")
+    panel.widget
+    editor = panel._editor
+    editor.backend.value, editor.options.value = "test", "stop_timeout=1"
+    # Before: "test local-agreement stop_timeout=1: ready", and the replay ignored it.
+    assert (await applied(editor)) == (
+        "test local-agreement stop_timeout=1: ready; its decoder 'ffmpeg' and decoder options are not used here: "
+        "the panel decodes the audio once and feeds every stream raw PCM"
+    )
+    editor.options.value = "min_chunk=0.5"
+    assert (await applied(editor)) == "test local-agreement min_chunk=0.5: ready"
+    assert len(panel.columns) == 2
+
+
 async def test_the_editor_refuses_a_language_tiny_en_does_not_transcribe_on_faster_whisper(tones):
     if "faster-whisper" not in get_registry().names("backend"):
         pytest.skip("the faster-whisper plugin is not installed")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..config import DEFAULT_BACKEND, DEFAULT_POLICY, parse_pairs
+from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY, parse_pairs
 from .configs import as_config, check_startable, in_panel_words, option_text
 from .state import one_line
 
@@ -170,6 +170,9 @@ class ConfigEditor:
                 failure = error
         if failure is not None:
             self._say(ERROR_COLOR, in_panel_words(one_line(failure)))
+        elif config.decoder != DEFAULT_DECODER or config.decoder_options:
+            self._say(READY_COLOR, f"{config.label}: ready; its decoder {config.decoder!r} and decoder options are "
+                                   f"not used here: the panel decodes the audio once and feeds every stream raw PCM")
         else:
             self._say(READY_COLOR, f"{config.label}: ready")
 
