@@ -15,6 +15,7 @@ import pytest
 from rtlab.config import StreamConfig
 from rtlab.server import ServerConfig, start_server
 from rtlab.testing import tone_words, wav_bytes
+from server_support import settle
 from test_browser import chromium_browser, open_demo_page, padded_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -114,3 +115,96 @@ async def test_a_backend_list_that_keeps_failing_is_tried_a_bounded_number_of_ti
         error = await page.text_content("#error")
     assert given_up == 4 and len(fetches) == 4, fetches
     assert error.endswith("is the server running? Reload the page to try again."), error
+
+
+async def download_text(page) -> str:
+    """What the Download button saves."""
+    async with page.expect_download() as started:
+        await page.click("#download")
+    download = await started.value
+    return Path(await download.path()).read_text()
+
+
+async def test_earlier_sessions_stay_on_the_page_until_clear(make_server, tmp_path, ffmpeg_children):
+    """Start after Stop keeps the finished session's words above the new one (before, Start
+    erased them); Download and Copy give both sessions, and Clear empties the page."""
+
+    running = await make_server()
+    started = "window.rtlab.messages.filter((m) => m.type === 'transcription_started').length"
+    stopped = "window.rtlab.messages.filter((m) => m.type === 'transcription_stopped').length"
+    async with chromium_browser(microphone(tmp_path)) as browser:
+        context = await browser.new_context()
+        await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=running.url)
+        page = await context.new_page()
+        await page.goto(running.url + "/")
+        await page.wait_for_function("window.rtlab.backends !== null")
+        for count in (1, 2):  # the fake microphone plays its clip again for each Start
+            await page.click("#start")
+            await page.wait_for_function(f"{started} === {count}", timeout=30_000)
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('charlie')", timeout=30_000)
+            await page.click("#stop")
+            await page.wait_for_function(f"{stopped} === {count}", timeout=30_000)
+        box = await page.inner_text("#transcript")
+        assert box.count("alpha bravo charlie") == 2 and "Session 1 · started" in box, box
+        earlier = await page.evaluate("Array.from(document.querySelectorAll('#history .session'), (s) => s.innerText)")
+        current = (await page.inner_text("#session-title"), await page.text_content("#committed"))
+        saved = await download_text(page)
+        await page.click("#copy")
+        await page.wait_for_function("document.querySelector('#transcript-note').textContent === 'Copied.'")
+        copied = await page.evaluate("navigator.clipboard.readText()")
+        await page.click("#clear")
+        cleared = (await page.inner_text("#transcript"), await page.text_content("#word-count"), await download_text(page))
+    assert len(earlier) == 1 and earlier[0].startswith("Session 1 · started"), earlier
+    assert earlier[0].endswith("alpha bravo charlie"), earlier
+    assert current[0].startswith("Session 2 · started") and current[1] == "alpha bravo charlie", current
+    blocks = saved.strip().split("\n\n")
+    assert [b.split("\n")[1] for b in blocks] == ["alpha bravo charlie"] * 2, saved
+    assert [b.split(" · ")[0] for b in blocks] == ["Session 1", "Session 2"], saved
+    assert copied == saved
+    assert cleared == ("", "0", "\n"), cleared
+    assert not await settle(running, ffmpeg_children)
+
+
+LONG_TEXT = " ".join(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"] * 3)
+
+
+async def test_a_long_transcript_is_bounded_on_the_page_and_in_what_it_keeps(make_server, tmp_path, ffmpeg_children):
+    """The box shows at most rtlab.maxShownChars of transcript (the earlier session leaves
+    first, then the oldest words) and says how many words it no longer shows; Download has
+    at most rtlab.maxKeptChars and says how many words it dropped (before, every word of
+    every session stayed in the page)."""
+
+    running = await make_server()
+    async with chromium_browser(microphone(tmp_path, LONG_TEXT)) as browser:
+        page, _ = await open_demo_page(browser, running.url)
+        await page.evaluate("window.rtlab.maxShownChars = 60; window.rtlab.maxKeptChars = 150")
+        await page.click("#start")  # a first session of a few words
+        await page.wait_for_function("document.querySelector('#committed').textContent.includes('charlie')", timeout=30_000)
+        await page.click("#stop")
+        await page.wait_for_function(STOPPED, timeout=30_000)
+        await page.click("#start")  # then the whole clip
+        await page.wait_for_function(
+            "window.rtlab.messages.filter((m) => m.type === 'transcript').flatMap((m) => m.committed).length"
+            f" >= {len(LONG_TEXT.split()) + 3}",
+            timeout=60_000,
+        )
+        await page.click("#stop")
+        await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+        messages = await page.evaluate("window.rtlab.messages")
+        box = await page.inner_text("#transcript")
+        committed = await page.text_content("#committed")
+        words = [w["text"] for m in messages if m["type"] == "transcript" for w in m["committed"]]
+        assert "Session 1" not in box and len(committed) <= 60, box  # the bound, before the rest
+        note = await page.text_content("#trimmed")
+        saved = await download_text(page)
+    assert committed.split() == words[-len(committed.split()):], (committed, words)
+    hidden = len(words) - len(committed.split())
+    assert note.startswith(f"{hidden} earlier words are not shown here; Copy and Download have all but the first "), note
+    first_line, *blocks = saved.strip().split("\n\n")
+    dropped = int(first_line.split()[2])
+    assert first_line == f"[the first {dropped} words are not here: the page keeps the latest 150 characters]", saved
+    assert len(blocks) == 1 and blocks[0].startswith("Session 2 · started"), saved
+    kept = blocks[0].split("\n")[1].split()
+    assert len(saved) <= 150 + 120 and kept == words[dropped:], (saved, words)
+    assert f"all but the first {dropped} " in note, note
+    assert not await settle(running, ffmpeg_children)

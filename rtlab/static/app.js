@@ -15,6 +15,8 @@
     policy: $("policy"), policyDescription: $("policy-description"),
     start: $("start"), stop: $("stop"), error: $("error"),
     transcript: $("transcript"), committed: $("committed"), partial: $("partial"),
+    history: $("history"), sessionTitle: $("session-title"), trimmed: $("trimmed"),
+    copy: $("copy"), download: $("download"), clear: $("clear"), transcriptNote: $("transcript-note"),
     startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), wordCount: $("word-count"),
   };
 
@@ -24,6 +26,8 @@
   const rtlab = (window.rtlab = {
     messages: [], maxMessages: 1000, state: "idle", backends: null,
     backendRetryMs: [1000, 2000, 4000, 8000, 15000], // a failed /api/backends is fetched again after these
+    maxShownChars: 20000, // of transcript in the box: older text leaves it (Copy and Download keep it)
+    maxKeptChars: 1000000, // of transcript for Copy and Download: older text is dropped, and counted
   });
 
   let socket = null;
@@ -53,6 +57,7 @@
     ui.start.disabled = busy;
     ui.stop.disabled = !(state === "starting" || state === "running" || state === "reconnecting");
     ui.backend.disabled = ui.model.disabled = ui.policy.disabled = ui.language.disabled = busy;
+    ui.clear.disabled = busy; // the session under way is not finished text
     // A disabled button drops the focus to the page: hand it to the button that can be
     // pressed now (Start -> Stop -> Start), so a keyboard user never has to search for it.
     if (focused) {
@@ -326,7 +331,7 @@
       // (rewriting the whole text would have screen readers read it all again).
       // firstChild, not textContent: reading the whole transcript on every message would
       // cost more and more as a long session goes on.
-      ui.committed.append((ui.committed.firstChild ? " " : "") + text);
+      appendCommitted((ui.committed.firstChild ? " " : "") + text, text, message.committed.length);
       wordCount += message.committed.length;
       ui.wordCount.textContent = String(wordCount);
       if (firstAudioAt !== null) {
@@ -338,6 +343,175 @@
     ui.partial.textContent = message.partial ? (ui.committed.firstChild ? " " : "") + message.partial : "";
     ui.lag.textContent = `${Number(message.lag).toFixed(2)} s`;
     if (following) box.scrollTop = box.scrollHeight;
+  }
+
+  // -- transcript ----------------------------------------------------------------------
+
+  // Each Start begins a session; the earlier ones stay above it, finished, until Clear.
+  // Two bounds keep a day-long page small: the box shows at most rtlab.maxShownChars of
+  // text (the oldest leaves first, earlier sessions before the current one, and the box
+  // says how many words it no longer shows), and Copy and Download have at most
+  // rtlab.maxKeptChars (the oldest dropped first, and counted).
+  const kept = { sessions: [], chars: 0, droppedWords: 0 };
+  let session = null; // the kept session of the latest Start: { title, parts: [{ text, words }] }
+  let sessionCount = 0;
+  // Characters in the box (earlier sessions, and #committed with its words), and the words
+  // that have left it.
+  const shown = { historyChars: 0, chars: 0, words: 0, hiddenWords: 0 };
+
+  function beginSession() {
+    if (ui.committed.firstChild) {
+      // The nodes move, unread: the current words become an earlier session.
+      const section = document.createElement("section");
+      const title = document.createElement("h2");
+      const text = document.createElement("p");
+      title.className = "session-title";
+      title.textContent = session.title;
+      text.append(...ui.committed.childNodes);
+      section.className = "session";
+      section.append(title, text);
+      section.dataset.chars = String(shown.chars + session.title.length);
+      section.dataset.words = String(shown.words);
+      ui.history.append(section);
+      shown.historyChars += shown.chars + session.title.length;
+      shown.chars = shown.words = 0;
+    }
+    if (session && !session.parts.length) forgetSession(kept.sessions.pop()); // nothing to keep of it
+    sessionCount += 1;
+    session = { title: `Session ${sessionCount} · started ${new Date().toLocaleTimeString()}`, parts: [] };
+    kept.sessions.push(session);
+    kept.chars += session.title.length;
+    ui.sessionTitle.textContent = session.title;
+    ui.sessionTitle.hidden = !ui.history.firstChild;
+    ui.partial.textContent = "";
+    wordCount = 0;
+    ui.wordCount.textContent = "0";
+    trimShown();
+  }
+
+  function forgetSession(old) {
+    kept.chars -= old.title.length + old.parts.reduce((sum, part) => sum + part.text.length + 1, 0);
+  }
+
+  // Committed words (a string) or a mark (an element) at the end of the transcript; text
+  // and words are what it adds to the kept transcript.
+  function appendCommitted(item, text, words) {
+    ui.committed.append(item);
+    shown.chars += typeof item === "string" ? item.length : item.textContent.length;
+    shown.words += words;
+    keep(text, words);
+    trimShown();
+  }
+
+  function trimShown() {
+    while (shown.historyChars + shown.chars > rtlab.maxShownChars) {
+      const section = ui.history.firstElementChild;
+      const node = section || ui.committed.firstChild;
+      const newest = section ? !section.nextElementSibling && !ui.committed.firstChild : node === ui.committed.lastChild;
+      if (!node || newest) break; // the newest words stay, however long
+      if (section) {
+        shown.historyChars -= Number(section.dataset.chars);
+        shown.hiddenWords += Number(section.dataset.words);
+      } else {
+        const text = node.textContent; // one commit's words, or one mark: not the transcript
+        const words = node.nodeType === Node.TEXT_NODE ? countWords(text) : 0;
+        shown.chars -= text.length;
+        shown.words -= words;
+        shown.hiddenWords += words;
+      }
+      node.remove();
+    }
+    describeTrimmed();
+  }
+
+  function countWords(text) {
+    const trimmed = text.trim();
+    return trimmed ? trimmed.split(/\s+/).length : 0;
+  }
+
+  function keep(text, words) {
+    if (!session) return;
+    session.parts.push({ text, words });
+    kept.chars += text.length + 1;
+    const limit = rtlab.maxKeptChars;
+    if (kept.chars <= limit) return;
+    // Down to nine tenths: dropping from the front of an array costs its length, so the
+    // oldest parts go in batches. The newest part stays, however long.
+    while (kept.chars > 0.9 * limit) {
+      const oldest = kept.sessions[0];
+      const last = oldest === session ? oldest.parts.length - 1 : oldest.parts.length;
+      let n = 0;
+      for (; n < last && kept.chars > 0.9 * limit; n += 1) {
+        kept.chars -= oldest.parts[n].text.length + 1;
+        kept.droppedWords += oldest.parts[n].words;
+      }
+      oldest.parts.splice(0, n);
+      if (oldest === session || oldest.parts.length) break;
+      kept.sessions.shift();
+      kept.chars -= oldest.title.length;
+    }
+    describeTrimmed();
+  }
+
+  let trimmedSaid = "";
+  function describeTrimmed() {
+    const hidden = shown.hiddenWords;
+    const dropped = kept.droppedWords;
+    const said = !hidden ? "" : `${hidden} earlier words are not shown here; ` + (dropped ?
+      `Copy and Download have all but the first ${dropped} (the page keeps the latest ${rtlab.maxKeptChars} characters).` :
+      "Copy and Download have them.");
+    if (said === trimmedSaid) return; // the note is not rewritten on every message
+    trimmedSaid = ui.trimmed.textContent = said;
+    ui.trimmed.hidden = !said;
+  }
+
+  // Every kept session's committed words (not the provisional ones), as plain text.
+  function transcriptText() {
+    const blocks = [];
+    if (kept.droppedWords) {
+      blocks.push(`[the first ${kept.droppedWords} words are not here: the page keeps the latest ${rtlab.maxKeptChars} characters]`);
+    }
+    for (const { title, parts } of kept.sessions) {
+      if (parts.length) blocks.push(`${title}\n${parts.map((part) => part.text).join(" ")}`);
+    }
+    return blocks.join("\n\n") + "\n";
+  }
+
+  function noteTranscript(text) {
+    ui.transcriptNote.textContent = text;
+  }
+
+  async function copyTranscript() {
+    try {
+      await navigator.clipboard.writeText(transcriptText());
+      noteTranscript("Copied.");
+    } catch (error) {
+      // No clipboard on a page that is not secure, or the browser refused it.
+      noteTranscript(`Copy did not work here (${(error && error.message) || error}): use Download.`);
+    }
+  }
+
+  function downloadTranscript() {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([transcriptText()], { type: "text/plain;charset=utf-8" }));
+    link.download = `rtlab-transcript-${new Date().toISOString().slice(0, 19).replace(/:/g, "-")}.txt`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60_000); // the download has read it by then
+  }
+
+  function clearTranscript() {
+    kept.sessions = [];
+    kept.chars = kept.droppedWords = 0;
+    session = null;
+    Object.assign(shown, { historyChars: 0, chars: 0, words: 0, hiddenWords: 0 });
+    ui.history.replaceChildren();
+    ui.committed.replaceChildren();
+    ui.partial.textContent = "";
+    ui.sessionTitle.hidden = true;
+    wordCount = 0;
+    ui.wordCount.textContent = "0";
+    describeTrimmed();
+    noteTranscript("");
   }
 
   // -- microphone ----------------------------------------------------------------------
@@ -489,13 +663,13 @@
   }
 
   ui.start.addEventListener("click", () => {
-    ui.committed.textContent = "";
-    ui.partial.textContent = "";
-    wordCount = 0;
-    ui.wordCount.textContent = "0";
+    beginSession();
     start().catch(() => {});
   });
   ui.stop.addEventListener("click", () => stop());
+  ui.copy.addEventListener("click", () => copyTranscript());
+  ui.download.addEventListener("click", () => downloadTranscript());
+  ui.clear.addEventListener("click", () => clearTranscript());
   ui.backend.addEventListener("change", () => { ui.model.value = ""; describeBackend(); listPolicies(); listLanguages(); });
   ui.model.addEventListener("input", () => listLanguages());
   ui.policy.addEventListener("change", () => describePolicy());
