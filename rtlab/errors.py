@@ -56,6 +56,23 @@ class InvalidOption(RtlabError):
     code = "invalid_option"
 
 
+class MissingCapability(InvalidOption):
+    """A policy refused a backend without a capability it ``requires``, in one line.
+
+    The message ends with the fix as every entry point takes the option,
+    ``backend=NAME``: a configuration string (``"backend=openai-whisper,policy=alignatt"``),
+    a keyword of :class:`~rtlab.config.StreamConfig`, a panel's editor. ``refusal`` is the
+    message without its fix and ``backends`` the installed backends that have the
+    capability, so that a front end with its own form of the option words the fix itself
+    (the server names its ``start_transcription`` field and only the backends it allows,
+    the CLI its ``--backend`` flag)."""
+
+    def __init__(self, message: str, *, refusal: str = "", backends: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.refusal = refusal
+        self.backends = backends
+
+
 class FFmpegNotFound(RtlabError):
     """No FFmpeg binary could be found."""
 

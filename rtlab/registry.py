@@ -101,9 +101,17 @@ class Registry:
         it did not check, say ``min_chunk="x"`` compared with a number) becomes one
         :class:`~rtlab.errors.InvalidOption` line naming the plugin, the options given and
         the error, so that a plugin's unchecked value stops the CLI, the server and
-        ``rtlab bench`` with a message, not a traceback; rtlab's own errors pass as they are."""
+        ``rtlab bench`` with a message, not a traceback; rtlab's own errors pass as they are.
+        A policy whose backend lacks a capability it ``requires`` is refused before it is
+        built (:func:`rtlab.policies.capability_refusal`)."""
         entry = self.registration(kind, name)
         given = ", ".join(f"{key}={value!r}" for key, value in options.items() if key != "language")
+        if kind == "policy" and args:
+            from .policies import capability_refusal
+
+            refusal = capability_refusal(entry.cls, args[0])  # before its __init__ sees the backend
+            if refusal is not None:
+                raise refusal
         try:
             instance = entry.cls(*args, **options)
         except RtlabError:

@@ -821,3 +821,43 @@ def test_abandoned_partial_writes_are_removed_and_live_ones_kept(tmp_path):
     assert sorted(removed) == sorted([killed_folder, killed_file])
     assert mine.is_dir() and all(path.exists() for path in kept)
     assert remove_abandoned_partials(tmp_path / "no-such-folder") == []
+
+
+class NeedsWings(WholeBufferPolicy):
+    """A policy that requires a capability and, like a plugin author may, does not check it."""
+
+    name = "inline-needs-wings"
+    requires = ("wings",)
+    built = 0
+
+    def __init__(self, backend, *, language=None):
+        super().__init__(backend, language=language)
+        type(self).built += 1
+
+
+class WingedBackend(EchoBackend):
+    name = "inline-winged"
+    capabilities = ("wings",)
+
+
+def test_a_policy_is_refused_a_backend_without_what_it_requires_before_it_is_built():
+    # rtlab checks `requires` itself: before, a policy that did not check it in __init__
+    # ran on any backend and failed (or misbehaved) at its first pass.
+    pm.register(plugin_registering("register_policies", NeedsWings), name="inline-plugin")
+    pm.register(plugin_registering("register_backends", WingedBackend), name="inline-winged-plugin")
+    try:
+        get_registry(refresh=True)
+        with pytest.raises(InvalidOption) as refused:
+            StreamConfig(backend="test", policy="inline-needs-wings").validate()
+        assert str(refused.value) == (
+            "policy 'inline-needs-wings' needs a backend with capability 'wings'; "
+            "backend 'test' does not provide it: use backend=inline-winged"
+        )
+        assert refused.value.refusal and refused.value.backends == ("inline-winged",)
+        assert NeedsWings.built == 0
+        StreamConfig(backend="inline-winged", policy="inline-needs-wings").validate()
+        assert NeedsWings.built == 1
+    finally:
+        pm.unregister(name="inline-plugin")
+        pm.unregister(name="inline-winged-plugin")
+        get_registry(refresh=True)

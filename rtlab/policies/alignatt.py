@@ -77,7 +77,7 @@ from ..errors import InvalidOption
 from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
 from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
-from . import Policy, Step, missing_capabilities
+from . import Policy, Step, capability_refusal
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .reheard import START_SLACK, after_committed
 from .vac import KEEP_SILENCE, controller
@@ -169,42 +169,6 @@ def median_filter(rows: np.ndarray, width: int) -> np.ndarray:
     return np.median(windows, axis=-1)
 
 
-class MissingCapability(InvalidOption):
-    """A backend without a capability the policy needs was refused, in one line.
-
-    The message ends with the fix as every entry point takes the option,
-    ``backend=NAME``: a configuration string (``"backend=openai-whisper,policy=alignatt"``),
-    a keyword of :class:`~rtlab.config.StreamConfig`, a panel's editor. ``refusal`` is the
-    message without its fix and ``backends`` the installed backends that have the
-    capability, so that a front end with its own form of the option words the fix itself
-    (the server names its ``start_transcription`` field and only the backends it allows)."""
-
-    def __init__(self, message: str, *, refusal: str = "", backends: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.refusal = refusal
-        self.backends = backends
-
-
-def _capability_error(backend: Backend) -> MissingCapability:
-    from ..plugins import INTERNAL_PLUGINS
-    from ..registry import get_registry
-
-    registry = get_registry()
-    able = tuple(
-        name for name, entry in sorted(registry.entries["backend"].items())
-        if INCREMENTAL_DECODING in entry.cls.capabilities and entry.plugin not in INTERNAL_PLUGINS
-    )  # fmt: skip
-    refusal = (
-        f"policy 'alignatt' needs a backend with incremental decoding and cross-attention "
-        f"(capability {INCREMENTAL_DECODING!r}); backend {getattr(backend, 'name', '?')!r} does not provide it"
-    )
-    # Not "--backend NAME": a WebSocket client or a Python caller has no such flag.
-    fix = f"use {' or '.join(f'backend={name}' for name in able)}" if able else (
-        "install one: pip install -e plugins/rtlab-openai-whisper"
-    )
-    return MissingCapability(f"{refusal}: {fix}", refusal=refusal, backends=able)
-
-
 class AlignAtt(Policy):
     """Decode each chunk once; stop where the cross-attention reaches the end of the audio."""
 
@@ -269,8 +233,9 @@ class AlignAtt(Policy):
         if not isinstance(decode_afresh, bool):
             raise InvalidOption(f"{prefix} decode_afresh must be true or false, not {decode_afresh!r}")
         self.vac = controller(self.name, vad, vad_silence_ms)
-        if missing_capabilities(self, backend):
-            raise _capability_error(backend)
+        refusal = capability_refusal(self, backend)  # also refused by the registry, before __init__
+        if refusal is not None:
+            raise refusal
         self.min_chunk = float(min_chunk)
         self.frame_threshold = frame_threshold
         self.audio_max_len = float(audio_max_len)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import StreamConfig
-from ..errors import RtlabError
+from ..errors import MissingCapability, RtlabError
 
 #: Client message types.
 START = "start_transcription"
@@ -128,8 +128,6 @@ def start_refusal(error: RtlabError, allowed: ClientChoices | None = None) -> st
     for a policy's refusal of a backend without a capability it needs, whose fix is worded
     as this protocol takes it (the ``"backend"`` field) and names only the backends in
     ``allowed`` (elsewhere it says ``backend=NAME``, for any installed backend)."""
-    from ..policies.alignatt import MissingCapability
-
     if not isinstance(error, MissingCapability) or not error.refusal:
         return str(error)
     names = [n for n in error.backends if allowed is None or n in allowed.backends or "*" in allowed.backends]
