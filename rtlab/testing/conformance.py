@@ -249,8 +249,8 @@ def check_policy(
     no model weights) on the ``unaware`` clock.
 
     It must register (a :class:`~rtlab.policies.Policy` subclass with a ``name``), refuse
-    an option it does not accept, refuse a backend without a capability it requires (in
-    one line naming the capability), and, with ``options``:
+    an option it does not accept, be refused a backend without a capability it requires
+    when rtlab builds it (in one line naming the capability), and, with ``options``:
 
     - return a :class:`~rtlab.policies.Step` from ``process_iter`` and ``finish``;
     - commit valid words (see :func:`word_problems`), each after the audio of the words
@@ -400,9 +400,12 @@ def _stream(name: str, options: dict[str, Any], clip: np.ndarray) -> None:
 
 
 def _refuses_backend(registration: Registration, backend: str, options: dict[str, Any]) -> None:
-    instance = get_registry().get("backend", backend)()  # unloaded, as when a configuration is checked
+    registry = get_registry()
+    instance = registry.get("backend", backend)()  # unloaded, as when a configuration is checked
     try:
-        registration.cls(instance, language=None, **options)
+        # Built as rtlab builds a policy: rtlab refuses a backend that lacks what the policy
+        # requires before its __init__ runs (a policy need not check its own requires).
+        registry.create("policy", registration.name, instance, language=None, **options)
     except InvalidOption as error:
         named = [c for c in registration.cls.requires if c in str(error)]
         assert named, f"the refusal does not name the capability: {error}"
