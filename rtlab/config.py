@@ -34,7 +34,7 @@ KINDS = ("backend", "policy", "decoder")
 #: Fields that name things rather than carry plugin options.
 _NAMES = ("name", "backend", "model", "policy", "decoder", "language")
 
-__all__ = ["DEFAULT_BACKEND", "DEFAULT_DECODER", "DEFAULT_POLICY", "StreamConfig", "parse_pairs", "parse_value"]
+__all__ = ["DEFAULT_BACKEND", "DEFAULT_DECODER", "DEFAULT_POLICY", "StreamConfig", "parse_pairs", "parse_value", "split_pairs"]
 
 
 def parse_value(text: str) -> Any:
@@ -54,6 +54,30 @@ def parse_value(text: str) -> Any:
         return json.loads(stripped)
     except ValueError:
         return stripped
+
+
+def split_pairs(text: str) -> list[str]:
+    """``"KEY=VALUE,KEY=VALUE"`` split at its commas, except those inside a value's
+    brackets, braces or double quotes (``temperature=[0, 0.2],min_chunk=1`` is two pairs).
+    Blank items stay, for :func:`parse_pairs` to refuse (``a=1,,b=2`` is likely a typo)."""
+    items, current, depth, quoted, escaped = [], [], 0, False, False
+    for char in text:
+        if quoted:
+            quoted = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    items.append("".join(current))
+    return items
 
 
 def parse_pairs(pairs: Iterable[str], *, source: str = "option") -> dict[str, Any]:
@@ -180,14 +204,15 @@ class StreamConfig:
     @classmethod
     def parse(cls, text: str) -> StreamConfig:
         """A configuration from ``"backend=faster-whisper,model=tiny.en,min_chunk=0.5"``
-        (comma-separated ``KEY=VALUE``, values typed by :func:`parse_value`; see
+        (comma-separated ``KEY=VALUE``, values typed by :func:`parse_value`, a comma inside
+        a value's brackets or quotes part of it: ``temperature=[0, 0.2]``; see
         :meth:`from_mapping` for where keys go)."""
         if not text.strip():
             raise InvalidOption(
                 f"empty configuration {text!r}: expected comma-separated KEY=VALUE, "
                 f"e.g. backend=faster-whisper,model=tiny.en,min_chunk=1"
             )
-        return cls.from_mapping(parse_pairs(text.split(","), source="configuration"))
+        return cls.from_mapping(parse_pairs(split_pairs(text), source="configuration"))
 
     def replace(self, **changes: Any) -> StreamConfig:
         """A copy with ``changes`` (field names) applied."""

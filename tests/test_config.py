@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rtlab.core.instances import get_backend
-from rtlab.config import StreamConfig, parse_pairs, parse_value
+from rtlab.config import StreamConfig, parse_pairs, parse_value, split_pairs
 from rtlab.errors import InvalidOption, UnknownBackend, UnknownDecoder, UnknownPolicy
 from rtlab.server import protocol
 
@@ -262,3 +262,22 @@ def test_a_bool_is_not_a_number_option(value, number, whole):
     from rtlab.options import is_number, is_whole_number
 
     assert (is_number(value), is_whole_number(value)) == (number, whole)
+
+
+def test_a_value_with_commas_in_brackets_or_quotes_stays_one_value():
+    # Before, the string was split at every comma: a list value (faster-whisper's
+    # temperature fallback) could not be written ("expected KEY=VALUE, got ' 0.2]'").
+    config = StreamConfig.parse('backend=test,min_chunk=1,name="fast, small",language=en')
+    assert config.name == "fast, small" and config.policy_options == {"min_chunk": 1}
+    assert split_pairs('a=[0, 0.2],b={"k": [1, 2]},c="x\\",y",d=1') == [
+        "a=[0, 0.2]", 'b={"k": [1, 2]}', 'c="x\\",y"', "d=1"
+    ]
+    with pytest.raises(InvalidOption, match="expected KEY=VALUE"):
+        StreamConfig.parse("backend=test,,min_chunk=1")  # a blank item is still a typo
+
+
+def test_a_list_option_is_written_in_a_configuration_string():
+    pytest.importorskip("rtlab_faster_whisper")
+    config = StreamConfig.parse("backend=faster-whisper,temperature=[0, 0.2, 0.4],min_chunk=1")
+    assert config.backend_options["temperature"] == [0, 0.2, 0.4]
+    assert config.policy_options == {"min_chunk": 1}

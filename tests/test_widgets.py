@@ -901,3 +901,16 @@ async def test_the_editor_refuses_a_language_tiny_en_does_not_transcribe_on_fast
     editor.model.value, editor.options.value = "tiny.en", "language=English"
     assert await applied(editor) == "faster-whisper:tiny.en local-agreement language=en: ready"
     assert [c.config.language for c in panel.columns] == ["en"]
+
+
+def test_the_editor_reads_a_list_value_it_shows(tones):
+    # Before, its options were split at every comma: "temperature=[0, 0.2]", the editor's
+    # own text for such a column, was refused ("expected KEY=VALUE, got ' 0.2]'").
+    pytest.importorskip("rtlab_faster_whisper")
+    config = StreamConfig.parse("backend=faster-whisper,temperature=[0, 0.2],min_chunk=1")
+    panel = ComparePanel(tones, [config], view="widgets")
+    panel.widget
+    editor = panel._editor
+    editor.target.value = 0
+    assert "temperature=[0, 0.2]" in editor.options.value
+    assert StreamConfig.from_mapping(editor.mapping()) == config

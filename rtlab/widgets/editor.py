@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY, parse_pairs
+from ..config import DEFAULT_BACKEND, DEFAULT_DECODER, DEFAULT_POLICY, parse_pairs, split_pairs
 from .configs import as_config, check_startable, in_panel_words, option_text
 from .state import one_line
 
@@ -128,7 +128,7 @@ class ConfigEditor:
             flat["model"] = self.model.value.strip()
         text = self.options.value.strip()
         if text:
-            flat.update(parse_pairs([p for p in text.split(",") if p.strip()], source="options"))
+            flat.update(parse_pairs([p for p in split_pairs(text) if p.strip()], source="options"))
         return flat
 
     def submit(self) -> None:
