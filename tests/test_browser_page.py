@@ -208,3 +208,81 @@ async def test_a_long_transcript_is_bounded_on_the_page_and_in_what_it_keeps(mak
     assert len(saved) <= 150 + 120 and kept == words[dropped:], (saved, words)
     assert f"all but the first {dropped} " in note, note
     assert not await settle(running, ffmpeg_children)
+
+
+OUTAGE_TEXT = "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa"
+GAP = """() => Array.from(document.querySelectorAll('#committed .gap'), (g) => [g.textContent, g.dataset.lostSeconds])"""
+
+
+async def committed_words(page) -> list[str]:
+    return await page.evaluate(
+        "window.rtlab.messages.filter((m) => m.type === 'transcript').flatMap((m) => m.committed.map((w) => w.text))"
+    )
+
+
+@pytest.mark.parametrize("held", [30, 1])
+async def test_audio_recorded_while_the_connection_is_down_is_sent_after_the_reconnect(make_server, tmp_path, ffmpeg_children, held):
+    """The server goes away mid-sentence and comes back seconds later: the page records
+    meanwhile and sends what it held once it transcribes again, so the words said during
+    the outage are transcribed; the transcript marks the break with the seconds of audio
+    lost there (what the old server had not transcribed, and what was over
+    rtlab.maxHeldSeconds). Before, everything said while the connection was down was
+    lost, and nothing said so."""
+
+    first = await make_server(shutdown_grace=0.0)
+    again = None
+    try:
+        async with chromium_browser(microphone(tmp_path, OUTAGE_TEXT)) as browser:
+            page, _ = await open_demo_page(browser, first.url)
+            await page.evaluate(f"window.rtlab.maxHeldSeconds = {held}")
+            await page.click("#start")
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
+            await first.stop()
+            await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
+            await asyncio.sleep(2.5)  # the page retries after 0.5 s, 1 s, then 2 s
+            again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('papa')", timeout=60_000)
+            await page.click("#stop")
+            await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+            gaps = await page.evaluate(GAP)
+            words = await committed_words(page)
+    finally:
+        if again is not None:
+            await again.stop()
+    assert len(gaps) == 1, gaps
+    (text, lost), = gaps
+    after = float(text.split(" for ", 1)[1].split(" s:")[0])
+    assert text == f"[connection lost for {after:.1f} s: about {lost} s of audio is missing here]", text
+    spoken = OUTAGE_TEXT.split()
+    assert words == [w for w in spoken if w in words], words  # in order, none twice
+    missing = [w for w in spoken if w not in words]
+    assert after >= 2.5, text
+    if held == 30:  # the outage was held: only what the old server had not transcribed is lost
+        assert float(lost) <= after - 1.0 and len(missing) <= 2 * float(lost) + 1, (text, missing)
+    else:  # held for a second at most: the rest of the outage is lost
+        assert after - 1.0 - 1.0 <= float(lost) <= after + 2.0, text
+        assert len(missing) >= 2 * (after - 2.0), (text, missing)
+    assert not ffmpeg_children()
+
+
+async def test_stop_during_an_outage_marks_the_audio_lost(make_server, tmp_path, ffmpeg_children):
+    """Stop while the page waits for the server to come back: the transcript says how much
+    audio no server got (before, the gap was not marked at all)."""
+
+    first = await make_server(shutdown_grace=0.0)
+    async with chromium_browser(microphone(tmp_path, OUTAGE_TEXT)) as browser:
+        page, _ = await open_demo_page(browser, first.url)
+        await page.click("#start")
+        await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
+        await first.stop()
+        await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
+        await asyncio.sleep(2.0)
+        await page.click("#stop")
+        await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+        gaps = await page.evaluate(GAP)
+        kept = await download_text(page)
+    assert len(gaps) == 1, gaps
+    (text, lost), = gaps
+    assert text == f"[connection lost: about {lost} s of audio is missing here]" and float(lost) >= 2.0, text
+    assert text in kept, kept
+    assert not ffmpeg_children()

@@ -28,10 +28,11 @@
     backendRetryMs: [1000, 2000, 4000, 8000, 15000], // a failed /api/backends is fetched again after these
     maxShownChars: 20000, // of transcript in the box: older text leaves it (Copy and Download keep it)
     maxKeptChars: 1000000, // of transcript for Copy and Download: older text is dropped, and counted
+    maxHeldSeconds: 30, // of audio recorded while no server takes it, sent once one does
   });
 
   let socket = null;
-  let recorder = null;
+  let recording = null; // the MediaRecorder streaming or holding audio: see startRecording
   let stream = null;
   let wantRunning = false; // the user pressed Start and not Stop: resume after a reconnect
   let transcribing = false; // start_transcription sent on this socket and not yet ended
@@ -41,7 +42,7 @@
   let attempt = 0;
   let reconnectTimer = null;
   let startClickedAt = 0;
-  let firstAudioAt = null; // performance.now() of the first audio slice sent (server clock zero)
+  let firstAudioAt = null; // performance.now() of the stream's first audio slice (server clock zero)
   let wordCount = 0;
   let focusWanted = false; // Start or Stop had the focus when both were disabled
 
@@ -238,12 +239,14 @@
     transcribing = false;
     generation += 1;
     ui.partial.textContent = ""; // lost with the connection: the server will not commit them
-    stopRecorder();
     const why = `connection closed (code ${event.code}${event.reason ? ", " + event.reason : ""})`;
     if (wantRunning && !NO_RETRY_CODES.has(event.code)) {
+      cutRecording();
       reconnectLater(why);
-    } else if (rtlab.state !== "failed") {
-      setState("idle", `idle (${why})`);
+    } else {
+      endGap(recording);
+      stopRecorder();
+      if (rtlab.state !== "failed") setState("idle", `idle (${why})`);
     }
   }
 
@@ -290,12 +293,18 @@
         // server that accepts connections and refuses them (busy) is retried ever less often
         setState("running", `listening (${message.backend}${message.model ? " " + message.model : ""})`);
         ui.startLatency.textContent = `${Math.round(performance.now() - startClickedAt)} ms`;
+        if (recording && recording.socket === socket) recording.held = null; // the server has it now
+        markGap(true); // before the words of the audio held meanwhile
         break;
       case "transcript":
         onTranscript(message);
         break;
       case "transcription_stopped":
         transcribing = false;
+        if (wantRunning && recording) { // the server is shutting down: it will not take more of this stream
+          recording.transcribed = Math.max(recording.transcribed, Number(message.summary.audio_seconds) || 0);
+          cutRecording();
+        }
         ui.partial.textContent = "";
         setState("idle", `stopped · ${message.summary.audio_seconds} s of audio` +
           (message.summary.rtf != null ? ` · RTF ${message.summary.rtf}` : ""));
@@ -307,7 +316,12 @@
         generation += 1;
         transcribing = false;
         ui.partial.textContent = ""; // provisional words of an utterance that has ended: they will not change
-        stopRecorder();
+        if (wantRunning) {
+          cutRecording();
+        } else {
+          endGap(recording); // refused: what this connection was sent is lost too
+          stopRecorder();
+        }
         setState("failed", `failed: ${message.error}`);
         showError(`${message.error}: ${message.message}`);
         closeSocket();
@@ -334,8 +348,9 @@
       appendCommitted((ui.committed.firstChild ? " " : "") + text, text, message.committed.length);
       wordCount += message.committed.length;
       ui.wordCount.textContent = String(wordCount);
+      const last = message.committed[message.committed.length - 1];
+      if (recording) recording.transcribed = Math.max(recording.transcribed, last.end);
       if (firstAudioAt !== null) {
-        const last = message.committed[message.committed.length - 1];
         const latency = (performance.now() - firstAudioAt) / 1000 - last.end;
         ui.latency.textContent = `${latency.toFixed(2)} s`;
       }
@@ -376,7 +391,7 @@
       shown.historyChars += shown.chars + session.title.length;
       shown.chars = shown.words = 0;
     }
-    if (session && !session.parts.length) forgetSession(kept.sessions.pop()); // nothing to keep of it
+    if (session && !session.parts.length) kept.chars -= kept.sessions.pop().title.length; // nothing to keep of it
     sessionCount += 1;
     session = { title: `Session ${sessionCount} · started ${new Date().toLocaleTimeString()}`, parts: [] };
     kept.sessions.push(session);
@@ -387,10 +402,6 @@
     wordCount = 0;
     ui.wordCount.textContent = "0";
     trimShown();
-  }
-
-  function forgetSession(old) {
-    kept.chars -= old.title.length + old.parts.reduce((sum, part) => sum + part.text.length + 1, 0);
   }
 
   // Committed words (a string) or a mark (an element) at the end of the transcript; text
@@ -554,28 +565,136 @@
     if (media === stream) stream = null;
   }
 
-  function startRecorder(media) {
+  // A recording is one MediaRecorder: one WebM stream, which a server transcribes only
+  // from its first slice on (the container header). Until a server has confirmed a stream
+  // (transcription_started), its slices are held as well as sent, so that a connection
+  // lost or refused before then gets the whole stream again on the next one. A stream a
+  // server was transcribing cannot go on in another one: once its connection is cut, the
+  // page counts what the server did not transcribe, records a new stream at once and holds
+  // it for the reconnect. Audio is held for rtlab.maxHeldSeconds at most: past it, a
+  // recording no server has taken is dropped (and counted) for a new one.
+  function startRecording(media) {
     stream = media;
     const mimeType = pickMimeType();
-    recorder = new MediaRecorder(stream, mimeType ? { mimeType, audioBitsPerSecond: 32000 } : undefined);
-    firstAudioAt = null;
-    recorder.ondataavailable = (event) => {
-      if (event.data.size && socket && socket.readyState === WebSocket.OPEN) {
-        if (firstAudioAt === null) firstAudioAt = performance.now();
-        socket.send(event.data);
-      }
+    const mine = {
+      recorder: new MediaRecorder(media, mimeType ? { mimeType, audioBitsPerSecond: 32000 } : undefined),
+      startedAt: performance.now(),
+      firstSliceAt: null,
+      held: [], // null once a server has confirmed the stream, or it is over the bound
+      socket: null, // the connection it streams to, once start_transcription is sent there
+      transcribed: 0, // seconds of the stream the server has transcribed
     };
-    const mine = recorder;
-    mine.addEventListener("stop", () => { if (recorder === mine) onMicrophoneLost(); });
-    recorder.start(SLICE_MS);
+    mine.recorder.ondataavailable = (event) => onSlice(mine, event.data);
+    mine.recorder.addEventListener("stop", () => { if (recording === mine) onMicrophoneLost(); });
+    mine.recorder.start(SLICE_MS);
+    recording = mine;
+    return mine;
+  }
+
+  function onSlice(mine, data) {
+    if (!data.size) return;
+    const now = performance.now();
+    if (mine.firstSliceAt === null) mine.firstSliceAt = now;
+    if (mine.held) {
+      mine.held.push(data);
+      if ((now - mine.startedAt) / 1000 > rtlab.maxHeldSeconds) {
+        if (!mine.socket) return dropRecording(mine);
+        mine.held = null; // the server holds it while its model loads; the page no longer can
+      }
+    }
+    if (mine.socket) sendSlice(mine, data);
+  }
+
+  function sendSlice(mine, data) {
+    if (mine.socket.readyState !== WebSocket.OPEN) return;
+    if (firstAudioAt === null) firstAudioAt = mine.firstSliceAt;
+    mine.socket.send(data);
+  }
+
+  // Streams the recording on the page's socket once start_transcription is sent there:
+  // the one held (sent whole first), or a new one.
+  function attachRecording(media) {
+    let mine = recording;
+    if (!mine || !mine.held || mine.socket) {
+      endRecording(mine);
+      mine = startRecording(media);
+    }
+    mine.socket = socket;
+    firstAudioAt = null;
+    mine.held.forEach((data) => sendSlice(mine, data));
+  }
+
+  // The server takes no more of the current recording (its connection is gone, or it ended
+  // the utterance) while the user still wants a transcript: one it never confirmed is kept
+  // for the next connection; otherwise what it did not transcribe is counted as lost and a
+  // new recording starts.
+  function cutRecording() {
+    const mine = recording;
+    if (!mine) return;
+    mine.socket = null;
+    if (mine.held) return;
+    const now = performance.now();
+    openGap(now).lost += Math.max(0, (now - mine.startedAt) / 1000 - mine.transcribed);
+    endRecording(mine);
+    if (stream && stream.active) startRecording(stream);
+  }
+
+  // Held past the bound with no server to take it: dropped, and counted, for a new one.
+  function dropRecording(mine) {
+    if (recording !== mine) return;
+    openGap(mine.startedAt).lost += (performance.now() - mine.startedAt) / 1000;
+    endRecording(mine);
+    if (stream && stream.active) startRecording(stream);
+  }
+
+  // Stops a recording that is no longer needed, keeping the microphone.
+  function endRecording(mine) {
+    if (!mine) return;
+    if (recording === mine) recording = null; // not the microphone going away
+    mine.held = null;
+    mine.socket = null;
+    if (mine.recorder.state !== "inactive") mine.recorder.stop();
+  }
+
+  // -- lost audio ----------------------------------------------------------------------
+
+  // Audio no server transcribed since a connection was cut: { since, lost } (seconds),
+  // marked in the transcript once the page transcribes again, or gives up.
+  let gap = null;
+
+  function openGap(since) {
+    if (!gap) gap = { since, lost: 0 };
+    return gap;
+  }
+
+  // The page no longer waits for a server (Stop, a refusal, no microphone): a gap still
+  // open ends here, with the audio of `held` (a recording no server will get) in it.
+  function endGap(held) {
+    if (gap && held && held.held) gap.lost += (performance.now() - held.startedAt) / 1000;
+    markGap(false);
+  }
+
+  function markGap(resumed) {
+    if (!gap) return;
+    const after = ((performance.now() - gap.since) / 1000).toFixed(1);
+    const lost = gap.lost.toFixed(1);
+    gap = null;
+    const mark = document.createElement("span");
+    mark.className = "gap";
+    mark.dataset.lostSeconds = lost;
+    mark.textContent = `[connection lost${resumed ? ` for ${after} s` : ""}: ` +
+      (Number(lost) > 0 ? `about ${lost} s of audio is missing here]` : "no audio is missing]");
+    appendCommitted(mark, mark.textContent, 0);
   }
 
   // The browser ended the recording (the microphone was unplugged, or taken away): end
   // the utterance with what was heard, rather than wait for the server's idle timeout.
   function onMicrophoneLost() {
-    recorder = null;
+    const mine = recording;
+    recording = null;
     wantRunning = false;
     generation += 1;
+    endGap(mine.socket && transcribing ? null : mine); // a transcribing server is sent Stop below
     releaseMicrophone(stream);
     showError("The microphone stopped (unplugged, or taken by another application): what it heard is " +
       "transcribed; press Start to go on.");
@@ -590,8 +709,8 @@
 
   function stopRecorder() {
     return new Promise((resolve) => {
-      const active = recorder;
-      recorder = null;
+      const active = recording && recording.recorder;
+      recording = null;
       const release = () => {
         if (!wantRunning) releaseMicrophone(stream); // kept for a reconnect
         resolve();
@@ -634,11 +753,12 @@
         language: ui.language.value.trim() || null, policy: ui.policy.value || null, format });
       transcribing = true;
       if (!ui.committed.firstChild) ui.partial.textContent = "";
-      startRecorder(media);
+      attachRecording(media);
     } catch (error) {
       if (!current()) return; // a later Start, Stop or failure has taken over
       // (A lost connection has moved the generation on and is retried by onClose.)
       wantRunning = false;
+      endGap(recording);
       stopRecorder();
       closeSocket();
       setState("failed", error.microphone ? "failed: microphone" : "failed");
@@ -650,6 +770,8 @@
     wantRunning = false;
     generation += 1;
     clearTimeout(reconnectTimer);
+    // Held audio not yet sent anywhere is lost; a server that has it transcribes it on Stop.
+    endGap(recording && !recording.socket ? recording : null);
     setState("stopping", "stopping…");
     await stopRecorder();
     if (transcribing && socket && socket.readyState === WebSocket.OPEN) {
