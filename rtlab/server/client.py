@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, BinaryIO, Mapping, Sequence
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -220,10 +221,16 @@ class ClientResult:
         ]
 
 
+def chunk_size(total_bytes: int, seconds_per_chunk: float, duration: float | None) -> int:
+    """Bytes in a piece of about ``seconds_per_chunk`` seconds of ``duration`` seconds of
+    audio held in ``total_bytes`` (16 KiB when the duration is unknown)."""
+    return max(1, int(total_bytes * seconds_per_chunk / duration)) if duration else 16_384
+
+
 def chunks(data: bytes, seconds_per_chunk: float, duration: float | None) -> list[bytes]:
     """``data`` cut into pieces of about ``seconds_per_chunk`` seconds of audio each
     (16 KiB pieces when the duration is unknown)."""
-    size = max(1, int(len(data) * seconds_per_chunk / duration)) if duration else 16_384
+    size = chunk_size(len(data), seconds_per_chunk, duration)
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
@@ -250,51 +257,59 @@ async def stream_file(
     ``transcription_failed`` arrives; a closed connection or a timeout becomes ``error``
     in the result instead of an exception.
     """
+    source: BinaryIO
     if isinstance(audio, bytes):
-        data = audio
+        source = io.BytesIO(audio)
         if duration is None and format == "pcm_s16le":
-            duration = len(data) / PCM_BYTES_PER_SECOND
+            duration = len(audio) / PCM_BYTES_PER_SECOND
     else:
-        data = Path(audio).read_bytes()
-        if duration is None:
+        # Read a chunk at a time as it is sent, not all at once: a two-hour WAV is over a
+        # gigabyte. Opened first, so that a missing file fails before FFmpeg or a connection.
+        source = Path(audio).open("rb")
+    with source:
+        if not isinstance(audio, bytes) and duration is None:
             from ..core.feeding import measure_duration
 
             duration = await measure_duration(audio)
-    if speed > 0 and duration is None:
-        raise ValueError("streaming encoded bytes in real time needs their duration")
-    connecting_at = time.monotonic()
-    client = await TranscriptionClient.connect(url, token=token)
-    started_at = time.monotonic()  # start latency: start_transcription to transcription_started
-    start_latency = None
-    error: dict[str, Any] | None = None
-    summary = None
-    text = ""
-    try:
-        await client.start(format=format, **start_fields)
-        reply = await client.wait_for("transcription_started", "transcription_failed", timeout=timeout)
-        if reply["type"] == "transcription_failed":
-            error = reply
-        else:
-            start_latency = time.monotonic() - started_at
-            origin = client.first_audio_at = time.monotonic()  # the stream starts now
-            for index, chunk in enumerate(chunks(data, chunk_seconds, duration)):
-                if speed > 0:
-                    delay = origin + (index + 1) * chunk_seconds / speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                if client.closed:
-                    break
-                await client.send_audio(chunk)
-            await client.stop()
-            final = await client.wait_for("transcription_stopped", "transcription_failed", timeout=timeout)
-            if final["type"] == "transcription_failed":
-                error = final
+        if speed > 0 and duration is None:
+            raise ValueError("streaming encoded bytes in real time needs their duration")
+        size = chunk_size(source.seek(0, io.SEEK_END), chunk_seconds, duration)
+        source.seek(0)
+        connecting_at = time.monotonic()
+        client = await TranscriptionClient.connect(url, token=token)
+        started_at = time.monotonic()  # start latency: start_transcription to transcription_started
+        start_latency = None
+        error: dict[str, Any] | None = None
+        summary = None
+        text = ""
+        try:
+            await client.start(format=format, **start_fields)
+            reply = await client.wait_for("transcription_started", "transcription_failed", timeout=timeout)
+            if reply["type"] == "transcription_failed":
+                error = reply
             else:
-                summary, text = final["summary"], final["text"]
-    except (ConnectionClosed, asyncio.TimeoutError, OSError) as failure:
-        error = {"type": "client_error", "error": type(failure).__name__, "message": str(failure)}
-    finally:
-        await client.close()
+                start_latency = time.monotonic() - started_at
+                origin = client.first_audio_at = time.monotonic()  # the stream starts now
+                index = 0
+                while chunk := source.read(size):
+                    index += 1
+                    if speed > 0:
+                        delay = origin + index * chunk_seconds / speed - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    if client.closed:
+                        break
+                    await client.send_audio(chunk)
+                await client.stop()
+                final = await client.wait_for("transcription_stopped", "transcription_failed", timeout=timeout)
+                if final["type"] == "transcription_failed":
+                    error = final
+                else:
+                    summary, text = final["summary"], final["text"]
+        except (ConnectionClosed, asyncio.TimeoutError, OSError) as failure:
+            error = {"type": "client_error", "error": type(failure).__name__, "message": str(failure)}
+        finally:
+            await client.close()
     origin = client.first_audio_at or started_at
     return ClientResult(
         received=[(at - origin, message) for at, message in client.received],
