@@ -63,16 +63,28 @@ KNOWN_TYPES = {"transcription_starting", "model_loading_started", "transcription
 
 
 def resources(server: ServerProcess) -> dict:
-    """Threads, file descriptors, PSS (MB) of the server and its FFmpeg children right now."""
+    """Threads, file descriptors, PSS (MB) of the server and its FFmpeg children right now.
+
+    A PSS that could not be read (no /proc/PID/smaps_rollup) is None, not 0 MB; the FFmpeg
+    children's is the sum of those read (one that exited meanwhile holds nothing), None
+    when there were some and none could be read.
+    """
     process = server.process
     ffmpeg = server.ffmpeg()
+    server_pss = pss_mb(process.pid)
+    ffmpeg_pss = [mb for mb in (pss_mb(p.pid) for p in ffmpeg) if mb is not None]
     return {
         "threads": process.num_threads(),
         "fds": process.num_fds(),
-        "server_pss_mb": round(pss_mb(process.pid) or 0.0, 1),
+        "server_pss_mb": None if server_pss is None else round(server_pss, 1),
         "ffmpeg": len(ffmpeg),
-        "ffmpeg_pss_mb": round(sum(pss_mb(p.pid) or 0.0 for p in ffmpeg), 1),
+        "ffmpeg_pss_mb": round(sum(ffmpeg_pss), 1) if ffmpeg_pss or not ffmpeg else None,
     }
+
+
+def _mb(value: float | None) -> str:
+    """A PSS for the page: "unknown" where it could not be read."""
+    return "unknown" if value is None else str(value)
 
 
 async def settle(server: ServerProcess, timeout: float = SETTLE_TIMEOUT) -> float | None:
@@ -98,7 +110,8 @@ async def sample_peak(server: ServerProcess, peak: dict, stop: asyncio.Event) ->
     while not stop.is_set():
         now = await asyncio.get_running_loop().run_in_executor(None, resources, server)
         for key, value in now.items():
-            peak[key] = max(peak.get(key, value), value)
+            known = [v for v in (peak.get(key), value) if v is not None]  # None: not read
+            peak[key] = max(known) if known else None
         try:
             await asyncio.wait_for(stop.wait(), 0.5)
         except asyncio.TimeoutError:
@@ -439,8 +452,6 @@ async def main_async(args) -> dict:
                   f"  resources: {rounds[-1]['after']}", flush=True)  # fmt: skip
     finally:
         exit_code = server.stop()
-    worst = max((r["honest"]["commit_p95_s"] or 0 for r in rounds), default=0)
-    ratio = worst / alone["commit_p95_s"] if alone["commit_p95_s"] and worst else None
     report = {
         "benchmark": "chaos",
         "backend": "test",
@@ -453,7 +464,7 @@ async def main_async(args) -> dict:
                                                    "seed")},  # fmt: skip
         "alone": alone,
         "rounds": rounds,
-        "p95_ratio": _round(ratio),
+        "p95_ratio": _round(p95_ratio(alone, rounds)),
         "resources": {"before": before, "peak_alone": peak_alone, "after_alone": after_alone},
         "server_exit_code": exit_code,
         "ffmpeg": {"path": ffmpeg, "version": ffmpeg_version(ffmpeg)},
@@ -504,18 +515,44 @@ def _pass_on(args) -> list[str]:
     return flags
 
 
+def p95_ratio(alone: dict, rounds: list[dict]) -> float | None:
+    """The worst hostile round's commit latency p95 over the alone phase's, among the rounds
+    whose honest sessions committed a word (:func:`verdicts` names the others); None when
+    none did, or the alone phase did not."""
+    known = [r["honest"]["commit_p95_s"] for r in rounds if r["honest"]["commit_p95_s"] is not None]
+    return max(known) / alone["commit_p95_s"] if known and alone["commit_p95_s"] else None
+
+
+def _p95_verdict(report: dict) -> str:
+    """The commit latency line. A phase where no honest session committed a word has no p95
+    and no ratio: it is named, not quietly left out of the worst."""
+    alone, rounds = report["alone"], report["rounds"]
+    silent = [str(number) for number, r in enumerate(rounds, 1) if r["honest"]["commit_p95_s"] is None]
+    if alone["commit_p95_s"] is None:
+        ratio = "no ratio: the alone phase committed nothing"
+    elif len(silent) == len(rounds):
+        ratio = "no ratio: no round beside the hostile mix committed anything"
+    else:
+        ratio = f"x{report['p95_ratio']} at worst" + (" of the rounds that committed words" if silent else "")
+    return (
+        f"commit latency p95 {alone['commit_p95_s']} s alone, {[r['honest']['commit_p95_s'] for r in rounds]} s beside "
+        f"the hostile mix: {ratio} (target <= x{TARGETS['p95_ratio']})"
+        + (f"; round{'s' * (len(silent) > 1)} {', '.join(silent)} committed nothing (no honest session had a word "
+           "committed)" if silent else "")  # fmt: skip
+    )
+
+
 def verdicts(report: dict) -> list[str]:
     alone, rounds, res = report["alone"], report["rounds"], report["resources"]
     after = [r["after"] for r in rounds]
     return [
         f"honest sessions beside the hostile mix: {[r['honest']['errors'] for r in rounds]} errors per round "
         f"(target {TARGETS['honest_errors']}), {sum(r['honest']['wrong_text'] for r in rounds)} wrong transcripts",
-        f"commit latency p95 {alone['commit_p95_s']} s alone, {[r['honest']['commit_p95_s'] for r in rounds]} s beside "
-        f"the hostile mix: x{report['p95_ratio']} at worst (target <= x{TARGETS['p95_ratio']})",
+        _p95_verdict(report),
         f"server threads {res['after_alone']['threads']} after the alone phase, {[a['threads'] for a in after]} after "
         f"each hostile round (peaks {[r['peak'].get('threads') for r in rounds]})",
-        f"server PSS {res['after_alone']['server_pss_mb']} MB after the alone phase, "
-        f"{[a['server_pss_mb'] for a in after]} MB after each hostile round",
+        f"server PSS (MB) {_mb(res['after_alone']['server_pss_mb'])} after the alone phase, "
+        f"[{', '.join(_mb(a['server_pss_mb']) for a in after)}] after each hostile round",
         f"file descriptors {res['after_alone']['fds']} after the alone phase, {[a['fds'] for a in after]} after each "
         f"hostile round",
         f"seconds until no session and no FFmpeg was left: {alone['settle_seconds']} after the alone phase, "
@@ -540,14 +577,15 @@ def page(report: dict) -> str:
     env, res = report["environment"], report["resources"]
     packages = env.get("packages", {})
     alone, rounds, settings = report["alone"], report["rounds"], report["settings"]
-    memory = (env.get("memory_total_bytes") or 0) / 2**30
+    total = env.get("memory_total_bytes")
+    memory = f"{total / 2**30:.1f} GiB" if total else "memory unknown"
     phases = [alone] + [r["honest"] for r in rounds]
     rows = [
         ("sessions ok / errors", [f"{h['ok']} / {h['errors']}" for h in phases]),
         ("wrong transcripts", [h["wrong_text"] for h in phases]),
         ("committed words", [h["committed_words"] for h in phases]),
-        ("commit latency p50", [f"{h['commit_p50_s']} s" for h in phases]),
-        ("commit latency p95", [f"{h['commit_p95_s']} s" for h in phases]),
+        ("commit latency p50", [_seconds(h["commit_p50_s"]) for h in phases]),
+        ("commit latency p95", [_seconds(h["commit_p95_s"]) for h in phases]),
         ("start latency p95", [f"{h['start_p95_ms']} ms" for h in phases]),
         ("error kinds", [h["error_kinds"] or "none" for h in phases]),
     ]
@@ -561,8 +599,9 @@ def page(report: dict) -> str:
         "| | |",
         "|---|---|",
         f"| date | {report['date']} |",
-        f"| hardware | {env.get('cpu_count')} CPU cores ({_cpu_model_short(report)}), {memory:.1f} GiB, no GPU; "
-        f"{env.get('platform')} |",
+        # No GPU named: environment_info detects none, and the test backend uses none.
+        f"| hardware | {env.get('cpu_count')} CPU cores ({_cpu_model_short(report)}), "
+        f"{memory}; {env.get('platform')} |",
         f"| software | rtlab {packages.get('rtlab')} (commit {report['git_commit']} plus the working tree), "
         f"Tornado {report['tornado']}, Python {env.get('python')}, FFmpeg {report['ffmpeg']['version']} |",
         "| model | none: the deterministic `test` backend (tone-coded words, instant, exact transcripts) |",
@@ -626,7 +665,7 @@ def page(report: dict) -> str:
         measured += [(f"peak during hostile round {number}", r["peak"]),
                      (f"after hostile round {number}, {settled(r['honest'])}", r["after"])]  # fmt: skip
     for label, r in measured:
-        out.append(f"| {label} | {r.get('threads')} | {r.get('fds')} | {r.get('server_pss_mb')} | {r.get('ffmpeg')} |")
+        out.append(f"| {label} | {r.get('threads')} | {r.get('fds')} | {_mb(r.get('server_pss_mb'))} | {r.get('ffmpeg')} |")
     health = rounds[-1]["health_after"]
     out += [
         "",
@@ -646,6 +685,11 @@ def page(report: dict) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _seconds(latency: float | None) -> str:
+    """A commit latency for the page: "nothing committed" where no word was."""
+    return "nothing committed" if latency is None else f"{latency} s"
 
 
 def _cpu_model_short(report: dict) -> str:

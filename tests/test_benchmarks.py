@@ -819,3 +819,103 @@ def test_chaos_script_streams_its_honest_and_hostile_clients(tmp_path):
     assert "KeyError" not in outcomes and "client crashed" not in outcomes
     assert round_["hostile"]["outcomes"]["churn"]
     assert "| after the alone phase, settled |" in (tmp_path / "chaos.md").read_text(encoding="utf-8")
+
+
+def _chaos_report(alone_p95: float | None, round_p95s: list[float | None], pss_mb: float | None = 120.0) -> dict:
+    """A chaos.py report as main_async writes it, with the given commit latency p95s."""
+
+    def phase(p95: float | None) -> dict:
+        return {"ok": 2 if p95 is not None else 0, "errors": 0 if p95 is not None else 2, "wrong_text": 0,
+                "committed_words": 12 if p95 is not None else 0, "commit_p50_s": None if p95 is None else p95 / 2,
+                "commit_p95_s": p95, "start_p95_ms": 5.0, "error_kinds": {}, "settle_seconds": 2.1}  # fmt: skip
+
+    resources = {"threads": 12, "fds": 30, "server_pss_mb": pss_mb, "ffmpeg": 0, "ffmpeg_pss_mb": 0.0}
+    rounds = [
+        {"honest": phase(p95), "hostile": {"outcomes": {}, "lifetimes": {}, "malformed_count": 0, "loop_stall_max_s": 0.01},
+         "peak": resources, "after": resources,
+         "health_after": {"status": "ok", "sessions": 0, "stuck_passes": 0, "ffmpeg_processes": 0}}
+        for p95 in round_p95s
+    ]  # fmt: skip
+    known = [p for p in round_p95s if p is not None]
+    return {
+        "alone": phase(alone_p95), "rounds": rounds,
+        "p95_ratio": round(max(known) / alone_p95, 3) if known and alone_p95 else None,
+        "resources": {"before": resources, "peak_alone": resources, "after_alone": resources},
+        "environment": {"cpu_count": 2, "machine": "x86_64", "cpu_model": "Some CPU", "memory_total_bytes": 8 << 30,
+                        "platform": "Linux", "python": "3.11", "packages": {"rtlab": "0"}},
+        "settings": {"honest": 2, "seconds": 3.0, "ramp": 0.5, "churn": 6, "churn_concurrency": 3, "holders": 1,
+                     "flooders": 1, "sprayers": 1, "fuzzers": 1, "slowloris": 1},
+        "audio": {"seconds": 3.3}, "date": "2026-01-01", "git_commit": "abc1234", "tornado": "6.4",
+        "ffmpeg": {"version": "6.1"}, "server_command": "rtlab serve", "command": "python benchmarks/chaos.py",
+        "loadavg_1m": {"start": 0.5, "end": 1.0}, "server_exit_code": 0,
+    }  # fmt: skip
+
+
+def test_chaos_resources_report_a_pss_it_could_not_read_as_unknown(monkeypatch):
+    """Without /proc/PID/smaps_rollup the server's PSS is unknown: None in the JSON,
+    "unknown" on the page and in the verdicts. Before, it was reported as 0.0 MB."""
+    chaos = benchmark_script("chaos")
+    monkeypatch.setattr(chaos, "pss_mb", lambda pid: None)
+
+    class Process:
+        pid = 4321
+
+        def num_threads(self):
+            return 7
+
+        def num_fds(self):
+            return 21
+
+    class Server:
+        process = Process()
+
+        def __init__(self, ffmpeg):
+            self.children = ffmpeg
+
+        def ffmpeg(self):
+            return self.children
+
+    assert chaos.resources(Server([])) == {"threads": 7, "fds": 21, "server_pss_mb": None, "ffmpeg": 0, "ffmpeg_pss_mb": 0.0}
+    running = chaos.resources(Server([Process(), Process()]))
+    assert running["server_pss_mb"] is None and running["ffmpeg"] == 2 and running["ffmpeg_pss_mb"] is None
+
+    report = _chaos_report(0.3, [0.33], pss_mb=None)
+    report["verdicts"] = chaos.verdicts(report)
+    assert "server PSS (MB) unknown after the alone phase, [unknown] after each hostile round" in report["verdicts"]
+    text = chaos.page(report)
+    assert "| before (model loaded, idle) | 12 | 30 | unknown | 0 |" in text
+    assert "| 0.0 |" not in text and "| None |" not in text
+
+
+def test_chaos_page_names_no_gpu_it_did_not_look_for():
+    """The hardware line says what environment_info found; before, it said "no GPU" on
+    every machine, one with a GPU too."""
+    chaos = benchmark_script("chaos")
+    report = _chaos_report(0.3, [0.33])
+    report["verdicts"] = chaos.verdicts(report)
+    (hardware,) = [line for line in chaos.page(report).splitlines() if line.startswith("| hardware |")]
+    assert hardware == "| hardware | 2 CPU cores (x86_64, Some CPU), 8.0 GiB; Linux |"
+
+
+def test_chaos_verdict_names_a_round_that_committed_nothing():
+    """A hostile round where no honest session committed a word has no p95. Before, it was
+    left out of the "x... at worst" ratio without a word, its None in the list the only sign."""
+    chaos = benchmark_script("chaos")
+    report = _chaos_report(0.3, [0.33, None])
+    (line,) = [v for v in chaos.verdicts(report) if v.startswith("commit latency p95")]
+    assert line == ("commit latency p95 0.3 s alone, [0.33, None] s beside the hostile mix: x1.1 at worst of the rounds "
+                    "that committed words (target <= x1.2); round 2 committed nothing (no honest session had a word "
+                    "committed)")  # fmt: skip
+    assert chaos.p95_ratio(report["alone"], report["rounds"]) == pytest.approx(1.1)
+    report = _chaos_report(0.3, [None, None])
+    assert chaos.p95_ratio(report["alone"], report["rounds"]) is None
+    (line,) = [v for v in chaos.verdicts(report) if v.startswith("commit latency p95")]
+    assert "no ratio: no round beside the hostile mix committed anything" in line and "rounds 1, 2 committed nothing" in line
+    report = _chaos_report(None, [0.33])
+    (line,) = [v for v in chaos.verdicts(report) if v.startswith("commit latency p95")]
+    assert "no ratio: the alone phase committed nothing" in line and "xNone" not in line
+    report = _chaos_report(0.3, [0.33])
+    report["verdicts"] = chaos.verdicts(report)
+    assert "commit latency p95 0.3 s alone, [0.33] s beside the hostile mix: x1.1 at worst (target <= x1.2)" in report["verdicts"]
+    text = chaos.page(_chaos_report(0.3, [None]) | {"verdicts": []})
+    assert "| commit latency p95 | 0.3 s | nothing committed |" in text
