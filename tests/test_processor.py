@@ -859,3 +859,21 @@ async def test_a_file_is_read_as_it_is_sent_not_held_whole(tmp_path):
     assert peak < size // 4, peak  # before: the whole file, 8 MiB, at once
     assert receiver.finished == 1 and bytes(receiver.received[:16]) == bytes(range(16))
     assert len(receiver.received) == 16 * (size // 16_384)
+
+
+async def test_async_with_starts_the_processor_and_always_cleans_it_up(clips, no_ffmpeg_left, ffmpeg_children):
+    async with AudioProcessor("test", clock="simulated") as processor:
+        assert processor.state == "RUNNING"
+        await processor.process_audio(clips["wav"])
+        assert len(ffmpeg_children()) == 1
+        await processor.finish()
+    events = [event async for event in processor.events]
+    assert events[-1]["type"] == "summary" and events[-1]["text"]
+    assert processor.state == "STOPPED"
+
+    with pytest.raises(RuntimeError, match="the caller's own error"):
+        async with AudioProcessor("test", decoder_options={"input_format": "ogg"}) as processor:
+            assert len(ffmpeg_children()) == 1  # a named container: FFmpeg starts at once
+            raise RuntimeError("the caller's own error")
+    assert processor.state == "STOPPED" and ffmpeg_children() == []
+    assert [event async for event in processor.events] == []  # stopped where it was: no summary

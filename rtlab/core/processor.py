@@ -260,6 +260,17 @@ class AudioProcessor:
         except RtlabError as error:
             await self._fail(error)
 
+    async def __aenter__(self) -> AudioProcessor:
+        """``async with AudioProcessor(config) as processor:`` starts it (:meth:`create_tasks`;
+        its events are :attr:`events`) and cleans it up when the block ends, also on an
+        error or a cancellation: no FFmpeg is left. Call :meth:`finish` in the block for the
+        tail and the summary; a block that ends without it stops the stream where it is."""
+        await self.create_tasks()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.cleanup()
+
     def cut_input(self) -> None:
         """With ``pace_input``: the input ends at this moment of the clock; decoded audio
         after it (sent, not yet played) is dropped from now on, also while a write is still
