@@ -919,3 +919,59 @@ def test_chaos_verdict_names_a_round_that_committed_nothing():
     assert "commit latency p95 0.3 s alone, [0.33] s beside the hostile mix: x1.1 at worst (target <= x1.2)" in report["verdicts"]
     text = chaos.page(_chaos_report(0.3, [None]) | {"verdicts": []})
     assert "| commit latency p95 | 0.3 s | nothing committed |" in text
+
+
+def test_concurrency_memory_per_session_counts_the_sessions_that_ran(monkeypatch):
+    """Peak minus idle PSS over the sessions that ran, not over all N clients: before, two
+    failed sessions of four halved the figure (7.5 MB here instead of 15.0). The figure
+    over all N is kept, named per client."""
+    import asyncio
+    import types
+
+    from rtlab.server.client import ClientResult
+
+    concurrency = benchmark_script("concurrency")
+    audio = {"payload": b"", "seconds": 1.0, "words": [], "text": ""}
+    outcomes = [
+        ClientResult(received=[], audio_seconds=1.0, start_latency=0.01),
+        ClientResult(received=[], audio_seconds=1.0, start_latency=0.01),
+        ClientResult(received=[], audio_seconds=1.0, start_latency=None,
+                     error={"type": "transcription_failed", "error": "too_many_sessions"}),
+        ConnectionRefusedError(),
+    ]  # fmt: skip
+
+    async def stream_file(url, payload, **fields):
+        await asyncio.sleep(0.05)
+        outcome = outcomes.pop()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    class Server:
+        ws_url = "ws://127.0.0.1:1/ws/transcribe"
+        reads = 0
+
+        def memory(self):  # 100 MB idle (the first read), 130 MB while the clients run
+            self.reads += 1
+            return {"server": 100.0 if self.reads == 1 else 130.0, "ffmpeg": []}
+
+        def cpu_seconds(self):
+            return 0.0
+
+        def ffmpeg(self):
+            return []
+
+    monkeypatch.setattr(concurrency, "stream_file", stream_file)
+    args = types.SimpleNamespace(ramp=0, format="pcm_s16le", backend="test", model=None, seconds=1.0)
+    row = asyncio.run(concurrency.run_level(Server(), 4, audio, args, concurrency.random.Random(1)))
+    assert (row["ok"], row["errors"], row["pss_idle_mb"], row["pss_peak_mb"]) == (2, 2, 100.0, 130.0)
+    assert row["pss_per_session_mb"] == 15.0 and row["pss_per_client_mb"] == 7.5
+
+    def level(clients, per_session):
+        return {"clients": clients, "errors": 0, "pss_per_session_mb": per_session, "start_p95_ms": 40.0,
+                "ffmpeg_after_2s": 0}  # fmt: skip
+
+    lines = concurrency.verdicts("test", [level(1, 40.0), level(10, 8.0), level(50, None), level(100, 12.5)], None)
+    assert "memory per session that ran (N >= 10, worst) 12.5 MB PSS (target <= 15.0); no session ran at 50 clients" in lines
+    lines = concurrency.verdicts("test", [level(10, None)], None)
+    assert "memory per session that ran (N >= 10, worst) not measured (target <= 15.0); no session ran at 10 clients" in lines
