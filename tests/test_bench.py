@@ -347,6 +347,41 @@ def test_the_table_names_the_configurations_it_could_not_compare(tmp_path):
     assert "WER of good minus bad first: not compared (a stream of bad first failed)" in run.table().splitlines()
 
 
+def test_clips_without_reference_words_get_no_wer_in_the_table_nor_in_results(tmp_path):
+    # A clip whose reference is empty (silence) has no WER. Before, one where nothing was
+    # committed either got 0.0%, the best WER there is, and with two configurations the
+    # table raised ValueError from paired_difference, after results.jsonl was written.
+    from rtlab.testing import write_tone_corpus
+
+    corpus = write_tone_corpus(tmp_path / "corpus", {"hush": "", "quiet": ""})
+    out = tmp_path / "out"
+    result = _bench(str(corpus), "--out", str(out), *(a for c in TEST_CONFIGS for a in ("--config", c)))
+    assert result.exit_code == 0, result.output
+    assert "0.0%" not in result.output
+    lines = result.output.splitlines()
+    below = next(i for i, line in enumerate(lines) if line.startswith("----")) + 1
+    rows = [line.split() for line in lines[below : below + 2]]
+    assert all(row[3:5] == ["-", "-"] for row in rows), rows  # WER, offline WER
+    assert "no WER, no file has reference words (0 words committed against none)" in result.output
+    assert "not compared (no file has reference words)" in result.output
+    records = _records(out)
+    streams = [r for r in records if r["record"] == "stream"]
+    assert len(streams) == 4 and all(r["wer"]["value"] is None and r["offline_wer"]["value"] is None for r in streams)
+    assert all(StreamResult.from_dict(r).wer.defined_value is None for r in streams)
+    assert all(r["wer"]["value"] is None for r in records if r["record"] == "summary")
+
+
+def test_a_clip_without_reference_words_is_named_under_the_table(tmp_path):
+    from rtlab.testing import write_tone_corpus
+
+    corpus = write_tone_corpus(tmp_path / "corpus", {"a": CLIPS["a"], "hush": ""})
+    run = run_bench(corpus, [StreamConfig.parse("backend=test")], progress=False)
+    (summary,) = run.summaries
+    assert summary["wer"]["value"] == 0.0 and summary["files_without_reference"] == 1
+    assert (f"{summary['name']}: 1 of 2 files without reference words (no WER of their own): "
+            "the pooled WER counts their 0 committed words as insertions") in run.table().splitlines()  # fmt: skip
+
+
 def test_plots_are_written_as_png(tone_corpus, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is optional (rtlab[plots])")
     from rtlab.eval import plots

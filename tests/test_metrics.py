@@ -164,13 +164,33 @@ def test_empty_reference_counts_hypothesis_words_as_insertions():
     assert wer("uh", "hello").insertions == 1
 
 
-def test_all_empty_references_give_zero_or_undefined():
-    assert wer("", "").value == 0.0
-    undefined = wer("", "words here")
-    assert math.isinf(undefined.value)
-    assert undefined.to_dict()["value"] is None
-    assert undefined.defined_value is None and wer("", "").defined_value == 0.0
+def test_no_reference_words_make_the_rate_undefined_whatever_the_hypothesis():
+    for hypothesis in ("", "words here"):
+        undefined = wer("", hypothesis)
+        assert math.isinf(undefined.value), "nothing said about nothing is not a perfect 0.0"
+        assert undefined.defined_value is None and undefined.to_dict()["value"] is None
+    assert wer("", "words here").insertions == 2
+    assert cer("", "").defined_value is None
+    assert ErrorRate.pool([wer("", ""), wer("", "")]).defined_value is None
     assert wer("a b", "a").defined_value == pytest.approx(0.5)
+
+
+def test_an_undefined_rate_is_read_back_undefined():
+    for rate in (wer("", ""), wer("", "words here")):
+        back = ErrorRate.from_dict(json.loads(json.dumps(rate.to_dict())))
+        assert back == rate and back.defined_value is None
+    # A rate written as None (a panel without a reference marks it so) is never read back
+    # as the number its counts would give.
+    marked = {**wer("hello", "hello").to_dict(), "value": None}
+    assert ErrorRate.from_dict(marked).defined_value is None
+    assert ErrorRate.from_dict(wer("a b", "a").to_dict()).defined_value == pytest.approx(0.5)
+
+
+def test_a_file_without_reference_words_is_not_pooled_as_a_perfect_file():
+    silent_and_quiet, silent_but_said = wer("", ""), wer("", "red green")
+    spoken = wer("alpha beta gamma delta", "alpha beta gamma delta")
+    assert ErrorRate.pool([spoken, silent_and_quiet]).value == 0.0  # adds no words and no errors
+    assert ErrorRate.pool([spoken, silent_but_said]).value == pytest.approx(2 / 4)
 
 
 def test_wer_rejects_mismatched_lengths():
@@ -344,6 +364,26 @@ def test_summarize_pools_wer_and_latencies_over_files():
     json.dumps(summary)
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_a_stream_without_a_reference_has_no_wer_after_a_round_trip_through_results():
+    quiet = evaluate_stream(file="q.wav", reference="", events=[
+        {"type": "summary", "emitted_at": 1.0, "audio_seconds": 1.0, "compute_seconds": 0.1}])  # fmt: skip
+    said = evaluate_stream(file="s.wav", reference="", events=[
+        {"type": "commit", "words": [{"text": "hi", "start": 0.0, "end": 0.2}], "emitted_at": 0.5},
+        {"type": "summary", "emitted_at": 1.0, "audio_seconds": 1.0, "compute_seconds": 0.1}])  # fmt: skip
+    for result in (quiet, said):
+        line = json.loads(json.dumps(result.to_dict()))
+        assert line["wer"]["value"] is None
+        back = StreamResult.from_dict(line)
+        assert back == result and back.wer.defined_value is None
+    summary = summarize([StreamResult.from_dict(json.loads(json.dumps(r.to_dict()))) for r in (quiet, said)])
+    assert summary["wer"]["value"] is None
+    assert (summary["files_without_reference"], summary["words_without_reference"]) == (2, 1)
+    spoken = _result("a.wav", "hello there", [("hello", 1.0), ("there", 2.0)])
+    mixed = summarize([spoken, said])
+    assert mixed["wer"]["value"] == pytest.approx(1 / 2), "the stray word counts against the spoken file's two"
+    assert mixed["files_without_reference"] == 1
 
 
 def test_summarize_pools_words_kept_and_names_the_lowest_stream():

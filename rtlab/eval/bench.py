@@ -253,6 +253,7 @@ class BenchRun:
         first = self.summaries[0]["name"]
         compared = dict(self.differences())
         failed = {s.config["name"] for s in self.streams if s.error}
+        referenced = any(s.wer.reference_words for s in self.streams)
         lines = []
         for summary in self.summaries[1:]:
             name = summary["name"]
@@ -262,6 +263,8 @@ class BenchRun:
             why = "not on the same files"
             if failed & {first, name}:
                 why = f"a stream of {first if first in failed else name} failed"
+            elif not referenced:
+                why = "no file has reference words"
             lines.append(f"WER of {name} minus {first}: not compared ({why})")
         return lines
 
@@ -269,7 +272,8 @@ class BenchRun:
         """Each other configuration's WER minus the first's on the same files, with a 95%
         paired bootstrap interval over the files (:func:`~rtlab.eval.metrics.paired_difference`):
         whether the corpus can tell the two apart. A configuration with a failed stream, or
-        not on every file of the first, is left out; empty with one configuration."""
+        not on every file of the first, is left out; empty with one configuration, and when
+        no file has reference words (there is no WER to compare)."""
         from .metrics import paired_difference
 
         if len(self.summaries) < 2 or self.long_form:
@@ -280,7 +284,7 @@ class BenchRun:
             return None if any(s.error for s in mine) else {s.file: s.wer for s in mine}
 
         first = streams(self.summaries[0]["name"])
-        if not first:
+        if not first or not any(rate.reference_words for rate in first.values()):
             return []
         out = []
         for summary in self.summaries[1:]:
@@ -374,6 +378,7 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         ])  # fmt: skip
         if s.get("errors"):
             failed.append(f"{s['name']}: {s['errors']} of {s['files']} streams failed (see results.jsonl)")
+        failed += _unreferenced_note(s)
     widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_COLUMNS))]
     lines = []
     for index, row in enumerate(rows):
@@ -382,6 +387,19 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines + failed)
+
+
+def _unreferenced_note(summary: Mapping[str, Any]) -> list[str]:
+    """Why a configuration's WER is missing, or what it holds, when some of its files have
+    no reference words (an empty reference: such a file has no WER of its own)."""
+    without, files = summary.get("files_without_reference") or 0, summary["files"]
+    if not without:
+        return []
+    words = summary.get("words_without_reference") or 0
+    if without == files:
+        return [f"{summary['name']}: no WER, no file has reference words ({words} words committed against none)"]
+    return [f"{summary['name']}: {without} of {files} files without reference words (no WER of their own): "
+            f"the pooled WER counts their {words} committed words as insertions"]  # fmt: skip
 
 
 class BenchInterrupted(RtlabError):

@@ -103,8 +103,10 @@ class ErrorRate:
 
     ``value`` is a fraction: ``(substitutions + deletions + insertions) / reference_words``.
     For CER the counts are characters (``unit == "char"``) though the field keeps its name.
-    With no reference words at all the rate is undefined: ``value`` is 0.0 when the hypothesis
-    is empty too and ``inf`` otherwise (``to_dict`` writes ``None`` for ``inf``).
+    With no reference words at all the rate is undefined, whatever the hypothesis: ``value``
+    is ``inf``, :attr:`defined_value` and ``to_dict`` give ``None`` (a stream that said nothing
+    about nothing is not a perfect one). The hypothesis's words are still counted as
+    insertions, so that :meth:`pool` holds them against the other files' words.
     """
 
     value: float
@@ -123,16 +125,14 @@ class ErrorRate:
     ) -> ErrorRate:  # fmt: skip
         """Build an ErrorRate from edit counts; the reference length is ``S + D + hits``."""
         n = substitutions + deletions + hits
-        errors = substitutions + deletions + insertions
-        if n:
-            value = errors / n
-        else:
-            value = 0.0 if errors == 0 else math.inf
+        value = (substitutions + deletions + insertions) / n if n else math.inf
         return cls(value, substitutions, deletions, insertions, hits, n, normalizer, unit)
 
     @classmethod
     def pool(cls, rates: Iterable[ErrorRate]) -> ErrorRate:
         """Corpus-level rate over several files: edit counts are summed, not rates averaged.
+        A file without reference words adds its insertions and no words (it is not counted
+        as a perfect file); when no file has reference words the pooled rate is undefined.
 
         Raises ``ValueError`` when the rates used different normalizers or units, since their
         counts are not comparable, or when ``rates`` is empty.
@@ -153,9 +153,9 @@ class ErrorRate:
 
     @property
     def defined_value(self) -> float | None:
-        """``value``, or None where it is undefined (``inf``: no reference words but some
-        hypothesis words). Tables and JSON take this one: JSON has no infinity, and
-        ``json.dumps`` would write ``Infinity``, which strict parsers refuse."""
+        """``value``, or None where it is undefined (``inf``: no reference words). Tables and
+        JSON take this one: JSON has no infinity, and ``json.dumps`` would write
+        ``Infinity``, which strict parsers refuse."""
         return self.value if math.isfinite(self.value) else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,11 +164,15 @@ class ErrorRate:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ErrorRate:
-        """Inverse of :meth:`to_dict` (the value is recomputed from the counts)."""
+        """Inverse of :meth:`to_dict`: the value is recomputed from the counts, except that
+        one written as ``None`` (undefined) is read back undefined, never as a number."""
         counts = {k: int(data[k]) for k in _COUNT_FIELDS}
-        return cls.from_counts(
+        rate = cls.from_counts(
             **counts, normalizer=str(data["normalizer"]), unit=str(data.get("unit", "word"))
         )
+        if "value" in data and data["value"] is None:
+            rate = dataclasses.replace(rate, value=math.inf)
+        return rate
 
 
 def _as_list(texts: list[str] | tuple[str, ...] | str) -> list[str]:
@@ -216,7 +220,8 @@ def wer(
     """Corpus-level word error rate of ``hypotheses`` against ``references``.
 
     Both sides go through the named normalizer first. Pairs whose normalized reference is
-    empty are not given to jiwer; their hypothesis words are counted as insertions.
+    empty are not given to jiwer; their hypothesis words are counted as insertions. When
+    every reference is empty the rate is undefined (``inf``; see :class:`ErrorRate`).
     """
     return _error_rate(references, hypotheses, normalizer, "word")
 

@@ -44,7 +44,8 @@ class StreamResult:
     :class:`~rtlab.eval.metrics.WordsKept` dict) says how much of the offline pass's text
     the stream kept and what it added, when there was an offline pass. ``language`` is the
     language the stream was transcribed in, as its summary event reports it (asked for or
-    detected).
+    detected). With no reference words (``reference`` empty, or nothing left of it by the
+    normalizer) ``wer`` is undefined: ``None`` in :meth:`to_dict` and after :meth:`from_dict`.
     """
 
     file: str
@@ -166,6 +167,9 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     streams that ended with an error event. ``words_kept`` pools the streams' words kept
     against offline (counts summed) and ``words_kept_lowest`` is the lowest fraction of
     one stream; both are present only when every file has an offline pass.
+    ``files_without_reference`` counts the files with no reference words (their WER is
+    undefined; the pooled WER counts their ``words_without_reference`` committed words as
+    insertions, and is undefined when no file has reference words).
     Raises ``ValueError`` for no results or results scored with different normalizers.
     """
     if not results:
@@ -177,11 +181,14 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     kept = [WordsKept.from_dict(r.words_kept) for r in results if r.words_kept]
     every_kept = len(kept) == len(results)
     fractions = [k.fraction for k in kept if k.fraction is not None]
+    unreferenced = [r for r in results if not r.wer.reference_words]
     return {
         "files": len(results),
         "normalizer": sorted({r.normalizer for r in results}),
         "clock": sorted({r.clock for r in results}),
         "wer": ErrorRate.pool(r.wer for r in results).to_dict(),
+        "files_without_reference": len(unreferenced),
+        "words_without_reference": sum(r.wer.insertions for r in unreferenced),
         "offline_wer": pooled_offline.to_dict() if pooled_offline else None,
         "words_kept": WordsKept.pool(kept).to_dict() if every_kept else None,
         "words_kept_lowest": min(fractions) if every_kept and fractions else None,
