@@ -14,12 +14,12 @@ nothing, and the per-session FFmpeg figures are left out:
 Per level: memory per session as PSS (proportional set size, /proc/PID/smaps_rollup) of the
 server and its FFmpeg children, peak minus idle, divided by the sessions that ran (streamed
 to the end without an error: a refused or failed one held less, or nothing), and also
-divided by all N clients; CPU of server + FFmpeg (% of one core); session start latency (start_transcription to transcription_started) p50/p95;
-commit latency (a word's arrival at the client minus its end in the audio, the stream
-starting one chunk before the first send) p50/p95; the largest lag the server reported;
-FFmpeg processes at most during the level and 2 s after all clients left; errors. Then
-``--churn`` connect/disconnect cycles (a mix of stages, half of them dropped without a
-close frame) and the FFmpeg count 2 s after.
+divided by all N clients; CPU of server + FFmpeg (% of one core); session start latency
+(start_transcription to transcription_started) p50/p95; commit latency (a word's arrival
+at the client minus its end in the audio, the stream starting one chunk before the first
+send) p50/p95; the largest lag the server reported; FFmpeg processes at most during the
+level and 2 s after all clients left; errors. Then ``--churn`` connect/disconnect cycles
+(a mix of stages, half of them dropped without a close frame) and the FFmpeg count 2 s after.
 
     python benchmarks/concurrency.py --backend test --clients 1,10,50,100 --seconds 30 --churn 1000
     python benchmarks/concurrency.py --backend faster-whisper --clients 1,2,3,4 --seconds 30
