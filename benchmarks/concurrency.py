@@ -185,9 +185,10 @@ class ServerProcess:
         return found
 
     def memory(self) -> dict:
-        """PSS in MB of the server, and of each FFmpeg child."""
+        """PSS in MB of the server (None where it cannot be read: not 0, which would pass
+        the memory target with nothing measured), and of each FFmpeg child."""
         ffmpeg = [p for p in (pss_mb(c.pid) for c in self.ffmpeg()) if p is not None]
-        return {"server": pss_mb(self.popen.pid) or 0.0, "ffmpeg": ffmpeg}
+        return {"server": pss_mb(self.popen.pid), "ffmpeg": ffmpeg}
 
     def cpu_seconds(self) -> float:
         """CPU time of the server, its reaped children and its live FFmpeg children."""
@@ -204,6 +205,11 @@ class ServerProcess:
     def stop(self) -> int:
         self.popen.send_signal(signal.SIGTERM)
         return self.popen.wait(30)
+
+
+def total_mb(memory: dict) -> float | None:
+    """The server's and its FFmpeg children's PSS together, or None where the server's is unknown."""
+    return None if memory["server"] is None else memory["server"] + sum(memory["ffmpeg"])
 
 
 def pss_mb(pid: int) -> float | None:
@@ -224,7 +230,7 @@ def pss_mb(pid: int) -> float | None:
 async def sample(server: ServerProcess, samples: list[dict], stop: asyncio.Event) -> None:
     while not stop.is_set():
         memory = await asyncio.get_running_loop().run_in_executor(None, server.memory)
-        samples.append({"total": memory["server"] + sum(memory["ffmpeg"]), **memory})
+        samples.append({"total": total_mb(memory), **memory})
         try:
             await asyncio.wait_for(stop.wait(), 0.5)
         except asyncio.TimeoutError:
@@ -235,7 +241,7 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
     await asyncio.sleep(1.0)
     load_before = os.getloadavg()[0]
     idle = server.memory()
-    idle_total = idle["server"] + sum(idle["ffmpeg"])
+    idle_total = total_mb(idle)
     cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
     samples: list[dict] = []
     stop = asyncio.Event()
@@ -273,8 +279,10 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         commit += result.commit_latencies(audio["words"])
         lags += [m["lag"] for m in result.messages if m["type"] == "transcript"]
         texts.append(result.text)
-    peak = max(samples, key=lambda s: s["total"]) if samples else {"total": idle_total, "server": idle["server"], "ffmpeg": []}
-    grown = peak["total"] - idle_total
+    # Memory is reported only where every reading was taken (see ServerProcess.memory).
+    readable = idle_total is not None and all(s["total"] is not None for s in samples)
+    peak = (max(samples, key=lambda s: s["total"]) if samples else {**idle, "total": idle_total, "ffmpeg": []}) if readable else None
+    grown = peak["total"] - idle_total if peak else None
     start_stats, commit_stats = LatencyStats.from_values(start), LatencyStats.from_values(commit)
     row = {
         "clients": clients,
@@ -291,13 +299,13 @@ async def run_level(server: ServerProcess, clients: int, audio: dict, args, rng:
         "committed_words": commit_stats.count,
         "texts": texts if args.backend != "test" else None,  # what each client got, to read
         "lag_max_s": rounded(max(lags)) if lags else None,
-        "pss_idle_mb": round(idle_total, 1),
-        "pss_peak_mb": round(peak["total"], 1),
+        "pss_idle_mb": rounded(idle_total, 1),
+        "pss_peak_mb": rounded(peak["total"], 1) if peak else None,
         # Over the sessions that ran, not all N: failed sessions would make it look smaller.
-        "pss_per_session_mb": round(grown / len(texts), 2) if texts else None,
-        "pss_per_client_mb": round(grown / clients, 2),
-        "server_pss_peak_mb": round(peak["server"], 1),
-        "ffmpeg_pss_mean_mb": round(float(np.mean(peak["ffmpeg"])), 2) if peak["ffmpeg"] else None,
+        "pss_per_session_mb": round(grown / len(texts), 2) if texts and peak else None,
+        "pss_per_client_mb": round(grown / clients, 2) if peak else None,
+        "server_pss_peak_mb": rounded(peak["server"], 1) if peak else None,
+        "ffmpeg_pss_mean_mb": round(float(np.mean(peak["ffmpeg"])), 2) if peak and peak["ffmpeg"] else None,
         "cpu_percent": round(100 * cpu / wall, 1),
         "ffmpeg_max": max((len(s["ffmpeg"]) for s in samples), default=0),
         "ffmpeg_after_2s": ffmpeg_after,
@@ -361,8 +369,8 @@ async def churn(server: ServerProcess, audio: dict, args, rng: random.Random) ->
         "failed": sum(v for k, v in outcomes.items() if k.startswith("failed")),
         "ffmpeg_after_2s": len(server.ffmpeg()),
         "sessions_after_2s": health["sessions"],
-        "server_pss_before_mb": round(before, 1),
-        "server_pss_after_mb": round(server.memory()["server"], 1),
+        "server_pss_before_mb": rounded(before, 1),
+        "server_pss_after_mb": rounded(server.memory()["server"], 1),
         "wall_seconds": round(wall, 1),
     }
 

@@ -975,3 +975,35 @@ def test_concurrency_memory_per_session_counts_the_sessions_that_ran(monkeypatch
     assert "memory per session that ran (N >= 10, worst) 12.5 MB PSS (target <= 15.0); no session ran at 50 clients" in lines
     lines = concurrency.verdicts("test", [level(10, None)], None)
     assert "memory per session that ran (N >= 10, worst) not measured (target <= 15.0); no session ran at 10 clients" in lines
+
+
+def test_concurrency_reports_memory_it_could_not_read_as_unknown(monkeypatch):
+    """A server PSS that cannot be read (no /proc/PID/smaps_rollup) is no figure, not 0 MB:
+    before, it counted as 0.0, so every memory figure was 0 and the <= 15 MB target passed
+    with nothing measured."""
+    import asyncio
+    import types
+
+    from rtlab.server.client import ClientResult
+
+    concurrency = benchmark_script("concurrency")
+    monkeypatch.setattr(concurrency, "pss_mb", lambda pid: None)
+    server = concurrency.ServerProcess.__new__(concurrency.ServerProcess)
+    server.popen = types.SimpleNamespace(pid=1)
+    monkeypatch.setattr(concurrency.ServerProcess, "ffmpeg", lambda self: [])
+    assert server.memory() == {"server": None, "ffmpeg": []}
+
+    async def stream_file(url, payload, **fields):
+        return ClientResult(received=[], audio_seconds=1.0, start_latency=0.01)
+
+    monkeypatch.setattr(concurrency, "stream_file", stream_file)
+    monkeypatch.setattr(server, "cpu_seconds", lambda: 0.0, raising=False)
+    server.ws_url = "ws://127.0.0.1:1/ws/transcribe"
+    audio = {"payload": b"", "seconds": 1.0, "words": [], "text": ""}
+    args = types.SimpleNamespace(ramp=0, format="pcm_s16le", backend="test", model=None, seconds=1.0)
+    row = asyncio.run(concurrency.run_level(server, 2, audio, args, concurrency.random.Random(1)))
+    assert row["ok"] == 2
+    memory = ("pss_idle_mb", "pss_peak_mb", "pss_per_session_mb", "pss_per_client_mb", "server_pss_peak_mb")
+    assert {key: row[key] for key in memory} == dict.fromkeys(memory)
+    lines = concurrency.verdicts("test", [row | {"clients": 10}], None)
+    assert any(line.startswith("memory per session that ran (N >= 10, worst) not measured") for line in lines)
