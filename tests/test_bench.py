@@ -53,7 +53,7 @@ def test_bench_prints_a_row_per_configuration_and_writes_results(tone_corpus, tm
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     header = next(line for line in lines if line.startswith("configuration"))
-    for column in ("WER", "median latency", "p95 latency", "first text", "RTF"):
+    for column in ("WER", "median latency", "p95 latency", "median first text", "RTF"):
         assert column in header
     rows = [line for line in lines if line.startswith("test local-agreement")]
     assert len(rows) == 2 and all(" 0.0% " in row for row in rows)
@@ -299,11 +299,44 @@ def test_run_bench_summaries_match_their_streams(tone_corpus):
         assert summary["latency"]["count"] == sum(len(s.word_latencies) for s in mine)
     table = run.table()
     assert "3 files" in table and "clock: simulated" in table
-    assert format_table(run.summaries).count("\n") == 3
+    assert format_table(run.summaries).count("\n") == 4  # header, rule, two rows, legend
     # the second configuration against the first, on the same three files
     ((name, difference),) = run.differences()
     assert name == run.summaries[1]["name"] and difference.value == 0 and difference.groups == 3
     assert f"WER of {name} minus {run.summaries[0]['name']}: +0.0 points (95% CI +0.0 to +0.0, 3 files)" in table
+
+
+def test_every_column_of_the_table_says_what_statistic_it_is_and_holds_that_figure(tmp_path):
+    # The "first text" column is a median over streams; its header did not say so, nor did
+    # anything say that WER and RTF are pooled and the latencies are over every word.
+    import numpy as np
+
+    from rtlab.testing import write_tone_corpus
+
+    corpus = write_tone_corpus(tmp_path / "corpus", {**CLIPS, "hush": ""})
+    run = run_bench(corpus, [StreamConfig.parse("backend=test,min_chunk=0.5")], progress=False)
+    (summary,) = run.summaries
+    lines = format_table(run.summaries).splitlines()
+    header, row, legend = lines[0].split("  "), lines[2], lines[3]
+    assert [c.strip() for c in header if c.strip()] == [
+        "configuration", "WER", "offline WER", "kept", "median latency", "p95 latency", "median first text", "RTF"]
+    assert legend.startswith("pooled over the files (counts and seconds summed): WER, offline WER, kept")
+    assert "median and p95 latency: commit latency over every word of every file" in legend
+    assert "median first text: over the streams" in legend
+    # The figures are those statistics of the streams.
+    words = [latency for s in run.streams for latency in s.word_latencies]
+    firsts = [s.first_text_latency for s in run.streams if s.first_text_latency is not None]
+    errors = sum(s.wer.errors for s in run.streams)
+    rtf = sum(s.compute_seconds for s in run.streams) / sum(s.audio_seconds for s in run.streams)
+    assert summary["wer"]["value"] == errors / sum(len(CLIPS[k].split()) for k in CLIPS)
+    assert summary["latency"]["median"] == pytest.approx(np.median(words))
+    assert summary["latency"]["p95"] == pytest.approx(np.percentile(words, 95))
+    assert len(firsts) == 3 and summary["first_text_latency"]["median"] == pytest.approx(np.median(firsts))
+    assert summary["rtf"] == pytest.approx(rtf)
+    assert row.split()[-7:] == [f"{np.median(words):.2f}", "s", f"{np.percentile(words, 95):.2f}", "s",
+                                f"{np.median(firsts):.2f}", "s", f"{rtf:.3f}"]
+    # The silent clip committed nothing: it is left out of the median, and the table says so.
+    assert f"{summary['name']}: median first text over 3 of 4 streams (1 committed no word)" in lines
 
 
 def test_offline_wall_seconds_count_overlapping_passes_once(tone_corpus, monkeypatch):

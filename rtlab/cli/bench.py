@@ -68,7 +68,8 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
 
     CORPUS is a folder of audio files with same-name .txt references, a LibriSpeech folder,
     or a .jsonl manifest. Writes OUT/results.jsonl and PNG plots; prints one row per
-    configuration: WER, median and p95 commit latency, first-text latency, RTF.
+    configuration: pooled WER, median and p95 commit latency over all words, median first-text
+    latency over the streams, RTF (total compute over total audio).
     """
     from ..core.costs import cost_model_for_clock
     from ..eval.bench import BenchInterrupted, run_bench

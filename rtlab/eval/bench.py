@@ -44,8 +44,13 @@ __all__ = [
 ]  # fmt: skip
 
 _TABLE_COLUMNS = (
-    "configuration", "WER", "offline WER", "kept", "median latency", "p95 latency", "first text", "RTF",
+    "configuration", "WER", "offline WER", "kept", "median latency", "p95 latency", "median first text", "RTF",
 )  # fmt: skip
+#: Under the table: what each column's figure is, and over what.
+_TABLE_LEGEND = (
+    "pooled over the files (counts and seconds summed): WER, offline WER, kept (of the offline pass's words), RTF; "
+    "median and p95 latency: commit latency over every word of every file; median first text: over the streams"
+)
 
 
 # --------------------------------------------------------------------------- configurations
@@ -359,9 +364,12 @@ def _seconds(value: float | None) -> str:
 
 
 def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """One row per configuration: WER, the offline pass's WER, the words of the offline
-    pass the streams kept, median and p95 commit latency, median first-text latency and
-    RTF. Streams that failed are counted under the table."""
+    """One row per configuration: pooled WER, the offline pass's pooled WER, the words of the
+    offline pass the streams kept (pooled), median and p95 commit latency over every word,
+    the median over streams of first-text latency, and RTF (total compute over total
+    audio); a legend under the rows says so. Streams that failed, that committed no word
+    (left out of the median first text) or that have no reference words are counted under
+    the table."""
     rows = [list(_TABLE_COLUMNS)]
     failed = []
     for s in summaries:
@@ -379,6 +387,12 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         if s.get("errors"):
             failed.append(f"{s['name']}: {s['errors']} of {s['files']} streams failed (see results.jsonl)")
         failed += _unreferenced_note(s)
+        said = s["first_text_latency"]["count"]
+        if not said:
+            failed.append(f"{s['name']}: no first text, no stream committed a word")
+        elif said < s["files"]:
+            failed.append(f"{s['name']}: median first text over {said} of {s['files']} streams "
+                          f"({s['files'] - said} committed no word)")  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_COLUMNS))]
     lines = []
     for index, row in enumerate(rows):
@@ -386,7 +400,7 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         lines.append("  ".join(cells))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines + failed)
+    return "\n".join([*lines, _TABLE_LEGEND, *failed])
 
 
 def _unreferenced_note(summary: Mapping[str, Any]) -> list[str]:
