@@ -719,6 +719,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hostile-url", help=argparse.SUPPRESS)  # the hostile child process
     parser.add_argument("--hostile-ws", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag, value, low in (("--honest", args.honest, 1), ("--hostile-rounds", args.hostile_rounds, 1),
+                             ("--churn-concurrency", args.churn_concurrency, 1), ("--churn", args.churn, 0),
+                             ("--holders", args.holders, 0), ("--flooders", args.flooders, 0),
+                             ("--sprayers", args.sprayers, 0), ("--fuzzers", args.fuzzers, 0),
+                             ("--slowloris", args.slowloris, 0)):  # fmt: skip
+        if value < low:
+            parser.error(f"{flag} must be at least {low}, not {value}")
+    if not args.seconds > 0 or not args.ramp >= 0:
+        parser.error("--seconds must be above 0 and --ramp at least 0")
     if args.hostile_url:
         print(json.dumps(asyncio.run(hostile_main(args))))
         return 0

@@ -1007,3 +1007,15 @@ def test_concurrency_reports_memory_it_could_not_read_as_unknown(monkeypatch):
     assert {key: row[key] for key in memory} == dict.fromkeys(memory)
     lines = concurrency.verdicts("test", [row | {"clients": 10}], None)
     assert any(line.startswith("memory per session that ran (N >= 10, worst) not measured") for line in lines)
+
+
+@pytest.mark.parametrize("flag, value", [("--hostile-rounds", "0"), ("--honest", "0"), ("--churn", "-1"),
+                                         ("--seconds", "0")])  # fmt: skip
+def test_chaos_refuses_counts_it_cannot_run_before_starting_a_server(flag, value, capsys):
+    # Before, --hostile-rounds 0 ran every phase and then crashed writing the page (it
+    # reads the last hostile round's health).
+    chaos = benchmark_script("chaos")
+    with pytest.raises(SystemExit) as exited:
+        chaos.main([flag, value])
+    assert exited.value.code == 2
+    assert f"{flag} must be" in capsys.readouterr().err
