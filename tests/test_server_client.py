@@ -101,3 +101,21 @@ async def test_stream_file_from_disk_sends_each_chunk_once_its_audio_has_played(
     assert len(sent_at) == sum(1 for kind, _ in observed if kind == "sent") >= 10
     early = [(k, at) for k, at in enumerate(sent_at, 1) if at < k * chunk_seconds / speed - 0.005]
     assert early == []
+
+
+async def test_a_raw_pcm_file_is_paced_by_its_size_without_ffmpeg(server, clip, tmp_path, monkeypatch):
+    """Headerless PCM knows its duration from its size, a file as well as bytes: before, a
+    path was measured by FFmpeg, which cannot read headerless audio without being told."""
+    import rtlab.core.feeding as feeding
+
+    audio, _ = tone_words(clip.text)
+    path = tmp_path / "clip.pcm"
+    path.write_bytes((audio.clip(-1, 1) * 32767).astype("<i2").tobytes())
+
+    async def no_measuring(*args, **kwargs):
+        raise AssertionError("raw PCM was measured by FFmpeg")
+
+    monkeypatch.setattr(feeding, "measure_duration", no_measuring)
+    result = await stream_file(server.ws_url, path, speed=8, format="pcm_s16le", chunk_seconds=0.25)
+    assert result.error is None and result.text == clip.text
+    assert result.audio_seconds == pytest.approx(path.stat().st_size / PCM_BYTES_PER_SECOND)

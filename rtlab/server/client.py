@@ -260,14 +260,14 @@ async def stream_file(
     source: BinaryIO
     if isinstance(audio, bytes):
         source = io.BytesIO(audio)
-        if duration is None and format == "pcm_s16le":
-            duration = len(audio) / PCM_BYTES_PER_SECOND
     else:
         # Read a chunk at a time as it is sent, not all at once: a two-hour WAV is over a
         # gigabyte. Opened first, so that a missing file fails before FFmpeg or a connection.
         source = Path(audio).open("rb")
     with source:
-        if not isinstance(audio, bytes) and duration is None:
+        if duration is None and format == "pcm_s16le":  # raw PCM knows its own, in a file too
+            duration = source.seek(0, io.SEEK_END) / PCM_BYTES_PER_SECOND
+        elif not isinstance(audio, bytes) and duration is None:
             from ..core.feeding import measure_duration
 
             duration = await measure_duration(audio)
