@@ -236,6 +236,75 @@ def test_a_long_form_run_that_fails_after_the_join_leaves_no_long_form_wav(tone_
     assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
 
 
+def _no_space(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_results_that_cannot_be_written_leave_nothing_of_the_run(tone_corpus, tmp_path, monkeypatch):
+    # The disk fills while results.jsonl is written, after the run. Before, the run's
+    # long-form.wav stayed in --out without the results that name it, over an earlier run's
+    # that the earlier results.jsonl names.
+    from rtlab.eval.bench import BenchRun
+
+    kept = tmp_path / "kept"
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--out", str(kept))
+    assert result.exit_code == 0, result.output
+    before = {p.name: p.read_bytes() for p in kept.iterdir()}
+    assert {"long-form.wav", "results.jsonl"} <= set(before)
+
+    def records_then_a_full_disk(self):
+        yield {"record": "run"}
+        _no_space()
+
+    monkeypatch.setattr(BenchRun, "records", records_then_a_full_disk)
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--gap", "2", "--out", str(kept))
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before  # no .partial either
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    (line,) = result.output.splitlines()
+    assert line == (f"Error: cannot write {kept / 'results.jsonl'} (No space left on device): "
+                    "nothing of this run was kept; free some space or give another --out")  # fmt: skip
+
+    made = tmp_path / "new" / "run1"
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--out", str(made))
+    assert result.exit_code == 1 and str(made / "results.jsonl") in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_plots_that_cannot_be_written_leave_the_results_and_no_plots(tone_corpus, tmp_path, monkeypatch):
+    from rtlab.eval import plots
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / plots.FILES["lag"]).write_bytes(b"an earlier run's plot")
+
+    def one_plot_then_a_full_disk(summaries, streams, out_dir):
+        (out_dir / plots.FILES["wer_vs_latency"]).write_bytes(PNG_MAGIC)  # cut short
+        _no_space()
+
+    monkeypatch.setattr(plots, "save_bench_plots", one_plot_then_a_full_disk)
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--out", str(out))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "configuration" in result.output and f"wrote {out / 'results.jsonl'}" in result.output
+    assert (f"Error: cannot write the plots into {out} (No space left on device): results.jsonl is written, "
+            "the plots are not (none are left there)") in result.output.splitlines()  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["results.jsonl"]
+    assert len(_records(out)) == 1 + 3 + 1
+
+
+def test_a_full_disk_during_the_long_form_join_is_one_line(tone_corpus, tmp_path, monkeypatch):
+    import rtlab.eval.corpus
+
+    monkeypatch.setattr(rtlab.eval.corpus, "concatenate", _no_space)
+    made = tmp_path / "new"
+    result = _bench(str(tone_corpus), "--config", "backend=test", "--long-form", "--out", str(made))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert result.output.splitlines() == [f"Error: {made}: No space left on device; nothing of this run was kept"]
+    assert not made.exists()
+
+
 def test_gap_without_long_form_is_refused(tone_corpus, tmp_path):
     result = _bench(str(tone_corpus), "--config", "backend=test", "--gap", "2", "--out", str(tmp_path / "out"))
     assert result.exit_code == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -92,7 +93,7 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
                 corpus=corpus, configurations=configs, clock=clock, normalizer=normalizer,
                 language=language, long_form=long_form, gap_seconds=gap, work_dir=out_dir,
                 progress=progress, one_at_a_time=one_at_a_time, cost_model=cost_model, batch=batch,
-                keep_partial=True,
+                keep_partial=True, place_long_form=False,
             )  # fmt: skip
         except BenchInterrupted as exc:  # Ctrl-C: the clips already done are written, not lost
             run, interrupted = exc.run, exc
@@ -103,17 +104,30 @@ def bench(corpus, config_texts, grid, clock, cost_model, out_dir, normalizer, lo
             raise click.UsageError(str(exc)) from None
         except RtlabError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # e.g. the long-form join into --out on a full disk
+            raise click.ClickException(f"{exc.filename or out_dir}: {exc.strerror or exc}; "
+                                       "nothing of this run was kept") from None
         try:
-            written = run.write(out_dir)
-        except ImportError as exc:
+            # results.jsonl and long-form.wav together, or neither (an earlier run's stay).
             written = run.write(out_dir, plots=False)
-            click.echo(f"plots skipped: {exc}", err=True)
         except OSError as exc:
-            why = exc.strerror or exc
-            raise click.ClickException(f"cannot write into {out_dir} ({why}): give another --out") from None
+            raise click.ClickException(f"cannot write {Path(out_dir) / 'results.jsonl'} ({exc.strerror or exc}): "
+                                       "nothing of this run was kept; free some space or give another --out") from None
+    plots_failed = None
+    try:
+        written += run.write_plots(out_dir)
+    except ImportError as exc:
+        click.echo(f"plots skipped: {exc}", err=True)
+    except OSError as exc:
+        plots_failed = exc
     click.echo(run.table())
     click.echo("wrote " + ", ".join(str(p) for p in written))
+    if plots_failed is not None:
+        click.echo(f"Error: cannot write the plots into {out_dir} ({plots_failed.strerror or plots_failed}): "
+                   "results.jsonl is written, the plots are not (none are left there)", err=True)  # fmt: skip
     if interrupted is not None:
         click.echo(f"{interrupted}: the results above are of those clips alone (results.jsonl: \"interrupted\": true)",
                    err=True)  # fmt: skip
         raise SystemExit(130)  # what a shell reports for Ctrl-C
+    if plots_failed is not None:
+        raise SystemExit(1)

@@ -168,6 +168,10 @@ class BenchRun:
     #: were (``files`` of ``files_planned``); see :class:`BenchInterrupted`.
     interrupted: bool = False
     files_planned: int | None = None
+    #: ``(partial, target)``: the joined long-form WAV, still under its partial name, that
+    #: :meth:`write` renames to ``target`` (the file the streams name) along with
+    #: ``results.jsonl`` (``run_bench(place_long_form=False)``); None otherwise.
+    long_form_pending: tuple[Path, Path] | None = None
 
     def run_record(self) -> dict[str, Any]:
         """The first line of ``results.jsonl``: what was run, where, and how long it took."""
@@ -207,30 +211,62 @@ class BenchRun:
         return lines
 
     def write(self, out_dir: str | os.PathLike[str], plots: bool = True) -> list[Path]:
-        """Write ``results.jsonl`` (and the PNG plots, when matplotlib is installed) into
-        ``out_dir``; returns the paths written."""
+        """Write ``results.jsonl`` into ``out_dir``, put a pending long-form WAV into place
+        beside it (see :attr:`long_form_pending`), then the PNG plots (:meth:`write_plots`;
+        ``ImportError`` without matplotlib, after the results are written); returns the
+        paths written.
+
+        The results and the WAV are written whole or not at all: when either fails (a full
+        disk, a second Ctrl-C), neither is left, the pending WAV is removed, and an earlier
+        run's results.jsonl and long-form.wav stay as they were."""
         from ..backends import partial_path
 
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         path = out / "results.jsonl"
-        # Whole or not at all: a record that fails to serialise, a full disk or a second
-        # Ctrl-C leaves the previous results.jsonl there, never a truncated one.
         partial = partial_path(path)
+        written = [path]
         try:
+            out.mkdir(parents=True, exist_ok=True)
             with partial.open("w", encoding="utf-8") as fh:
                 for record in self.records():
                     fh.write(json.dumps(record, default=_json_default) + "\n")
+            if self.long_form_pending is not None:
+                # Renamed in the same folder once the results are on disk, so the two
+                # arrive together: results.jsonl never names another run's audio.
+                joined, target = self.long_form_pending
+                os.replace(joined, target)
+                self.long_form_pending = None
+                written.append(target)
             os.replace(partial, path)
         except BaseException:
             partial.unlink(missing_ok=True)
+            self.discard_long_form()
             raise
-        written = [path]
         if plots:
-            from . import plots as plotting
-
-            written += plotting.save_bench_plots(self.summaries, [s.to_dict() for s in self.streams], out)
+            written += self.write_plots(out)
         return written
+
+    def write_plots(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """The PNG plots of :func:`~rtlab.eval.plots.save_bench_plots` in ``out_dir``;
+        returns their paths. ``ImportError`` without matplotlib. When one cannot be written
+        (``OSError``), none of them is left in ``out_dir``: a part-written one, or an
+        earlier run's, would show other results than ``results.jsonl`` beside them."""
+        from . import plots as plotting
+
+        out = Path(out_dir)
+        try:
+            return plotting.save_bench_plots(self.summaries, [s.to_dict() for s in self.streams], out)
+        except OSError:
+            for name in plotting.FILES.values():
+                (out / name).unlink(missing_ok=True)
+            raise
+
+    def discard_long_form(self) -> None:
+        """Remove a pending long-form WAV (see :attr:`long_form_pending`) that will not be
+        written; nothing happens without one."""
+        if self.long_form_pending is not None:
+            self.long_form_pending[0].unlink(missing_ok=True)
+            self.long_form_pending = None
 
     def table(self) -> str:
         """The summary table with a header naming corpus, clock, normalizer and hardware."""
@@ -442,6 +478,7 @@ async def run_bench_async(
     clips_at_once: int | None = None,
     batch: int | None = None,
     keep_partial: bool = False,
+    place_long_form: bool = True,
 ) -> BenchRun:
     """Benchmark ``configurations`` on the corpus at ``corpus`` (any layout
     :func:`~rtlab.eval.corpus.load_corpus` reads); see the module docstring.
@@ -469,7 +506,11 @@ async def run_bench_async(
     up to this many per call (see :func:`~rtlab.eval.replay.replay_async`; the results are
     the same, the run takes less CPU). ``keep_partial``: when the run is cancelled (Ctrl-C
     in ``run_bench``) after some clips are done, raise :class:`BenchInterrupted` holding
-    a run of those clips, marked ``interrupted``, instead of losing them. Raises
+    a run of those clips, marked ``interrupted``, instead of losing them.
+    ``place_long_form=False`` leaves the joined WAV under its partial name for
+    :meth:`BenchRun.write` to put into place with ``results.jsonl`` (or
+    :meth:`BenchRun.discard_long_form` to remove), so that a run whose results cannot be
+    written leaves no long-form.wav over an earlier run's. Raises
     ``FileNotFoundError`` or ``ValueError`` for a bad corpus, and :class:`~rtlab.errors.RtlabError` subclasses when
     a backend, model or FFmpeg is missing.
     """
@@ -631,7 +672,10 @@ async def run_bench_async(
             joined.unlink(missing_ok=True)
         raise
     if joined is not None and work_dir is not None:
-        os.replace(joined, target)
+        if place_long_form:
+            os.replace(joined, target)
+        else:
+            run.long_form_pending = (joined, target)
     if run.interrupted:
         raise BenchInterrupted(run)
     return run
