@@ -386,6 +386,17 @@ def test_a_stream_without_a_reference_has_no_wer_after_a_round_trip_through_resu
     assert mixed["files_without_reference"] == 1
 
 
+def test_a_summary_without_audio_seconds_gives_no_tail_latency_rather_than_its_emitted_at():
+    events = [{"type": "commit", "words": _words(("hi", 0.0, 0.3)), "emitted_at": 1.0},
+              {"type": "summary", "emitted_at": 5.0, "compute_seconds": 0.5}]  # fmt: skip
+    result = evaluate_stream(file="x.wav", reference="hi", events=events)
+    assert result.tail_latency is None and result.rtf is None
+    back = StreamResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert back.tail_latency is None and summarize([back])["tail_latency"]["count"] == 0
+    events[-1]["audio_seconds"] = 4.5
+    assert evaluate_stream(file="x.wav", reference="hi", events=events).tail_latency == pytest.approx(0.5)
+
+
 def test_summarize_pools_words_kept_and_names_the_lowest_stream():
     short = _result("short.wav", "hello", [("goodbye", 1.0)])  # "goodbye" for "hello": kept
     dropped = _result("dropped.wav", "red green blue black", [("red", 1.0)])

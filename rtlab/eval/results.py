@@ -129,7 +129,9 @@ def evaluate_stream(
         wer=wer(reference, hypothesis, norm),
         latency=LatencyStats.from_values(latencies).to_dict(),
         first_text_latency=first_text_latency(events),
-        tail_latency=tail_latency(events, audio_seconds if summary else None),
+        # The summary's own audio_seconds: one without it has no tail latency (None), not
+        # one measured from the start of the stream (audio_seconds above reads it as 0).
+        tail_latency=tail_latency(events),
         rtf=rtf(compute_seconds, audio_seconds),
         audio_seconds=audio_seconds,
         compute_seconds=compute_seconds,
