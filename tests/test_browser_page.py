@@ -117,6 +117,30 @@ async def test_a_backend_list_that_keeps_failing_is_tried_a_bounded_number_of_ti
     assert error.endswith("is the server running? Reload the page to try again."), error
 
 
+async def test_every_script_of_the_page_loads_and_runs(make_server):
+    """The page's script is app.js and the modules it imports: Chromium loads every one of
+    them from the server and runs them without an uncaught error, and window.rtlab offers
+    the bounds a user or a test may change, with their defaults."""
+    from rtlab.server.app import STATIC_DIR
+
+    running = await make_server()
+    async with chromium_browser() as browser:
+        page = await browser.new_page()
+        loaded, errors = {}, []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("requestfailed", lambda request: errors.append(f"{request.url}: {request.failure}"))
+        page.on("response", lambda response: loaded.__setitem__(response.url.rsplit("/", 1)[-1], response.status)
+                if response.request.resource_type == "script" else None)  # fmt: skip
+        await page.goto(running.url + "/")
+        await page.wait_for_function("window.rtlab.backends !== null", timeout=10_000)
+        bounds = await page.evaluate(
+            "[rtlab.maxMessages, rtlab.maxShownChars, rtlab.maxKeptChars, rtlab.maxHeldSeconds, rtlab.backendRetryMs]"
+        )
+    assert loaded == {file.name: 200 for file in STATIC_DIR.glob("*.js")}, loaded
+    assert errors == []
+    assert bounds == [1000, 20000, 1000000, 30, [1000, 2000, 4000, 8000, 15000]], bounds
+
+
 async def download_text(page) -> str:
     """What the Download button saves."""
     async with page.expect_download() as started:

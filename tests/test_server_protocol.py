@@ -370,11 +370,31 @@ async def fetch(url: str):
     return await AsyncHTTPClient().fetch(url, raise_error=False)
 
 
-async def test_demo_page_and_its_script_are_served(server):
+async def test_demo_page_and_every_script_it_loads_are_served(server):
+    """Every script the page names, and every module those import, is served as JavaScript
+    (a browser refuses a module of another type), and every script in rtlab/static is one
+    of them: a file missing or left behind would leave the page without its controls."""
+    import re  # only this test reads HTML and JavaScript
+
+    from rtlab.server.app import STATIC_DIR
+
     page = await fetch(server.url + "/")
-    assert page.code == 200 and b"static/app.js" in page.body and b"id=\"transcript\"" in page.body
-    script = await fetch(server.url + "/static/app.js")
-    assert script.code == 200 and b"MediaRecorder" in script.body
+    assert page.code == 200 and b'id="transcript"' in page.body
+    pending = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page.body.decode())
+    assert pending == ["static/app.js"]
+    served: dict[str, bytes] = {}
+    while pending:
+        path = pending.pop()
+        if path in served:
+            continue
+        script = await fetch(f"{server.url}/{path}")
+        assert script.code == 200, path
+        assert "javascript" in script.headers["Content-Type"], (path, script.headers["Content-Type"])
+        served[path] = script.body
+        folder = path.rsplit("/", 1)[0]
+        pending += [f"{folder}/{name}" for name in re.findall(r'(?:from|import)\s*"\./([^"]+)"', script.body.decode())]
+    assert set(served) == {f"static/{file.name}" for file in STATIC_DIR.glob("*.js")}
+    assert any(b"MediaRecorder" in body for body in served.values())
 
 
 async def test_api_backends_lists_what_the_registry_offers(server):
