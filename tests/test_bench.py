@@ -659,3 +659,26 @@ def test_ctrl_c_keeps_the_clips_already_done(tmp_path):
     assert (run["interrupted"], run["files"], run["files_planned"]) == (True, 1, 3)
     assert [line["file"] for line in lines if line["record"] == "stream"] == [str(tmp_path / "a-short.wav")]
     assert "test local-agreement" in stdout and "0.0%" in stdout
+
+
+def test_results_keep_the_measured_compute_beside_the_clocks(tone_corpus, tmp_path):
+    # On the modeled clock compute_seconds (and rtf) are the cost model's prediction. What
+    # the passes took on this machine was in the summary events but not in the results:
+    # results.jsonl could not say what a modeled run cost here.
+    from rtlab.core.costs import Calibration, CostModel, key_for
+    from rtlab.core.instances import get_backend
+
+    config = StreamConfig.parse("backend=test,compute_rtf=0.05")
+    calibration = Calibration(key_for(config, get_backend(config)), {"audio_seconds": 0.0, "calls": 0.001, "prompt_words": 0.0, "words": 0.0})
+    run = run_bench(tone_corpus, [config], clock="modeled", cost_model=CostModel([calibration]), progress=False)
+    run.write(tmp_path, plots=False)
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    streams = [StreamResult.from_dict(line) for line in lines if "file" in line and "hypothesis" in line]
+    assert len(streams) == len(run.streams) > 0
+    for stream in streams:  # predicted: 1 ms a call; measured: about 5% of the audio passed
+        assert stream.compute_seconds < 0.01 * stream.audio_seconds < stream.measured_compute_seconds
+    summary = run.summaries[0]
+    assert summary["rtf"] < 0.01 < summary["measured_rtf"]
+    note = f"{config.label}: RTF is the cost model's (modeled clock); measured on this machine {summary['measured_rtf']:.3f}"
+    assert note in run.table().splitlines()
+    assert summary["measured_compute_seconds"] == pytest.approx(sum(s.measured_compute_seconds for s in streams))

@@ -403,7 +403,8 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """One row per configuration: pooled WER, the offline pass's pooled WER, the words of the
     offline pass the streams kept (pooled), median and p95 commit latency over every word,
     the median over streams of first-text latency, and RTF (total compute over total
-    audio); a legend under the rows says so. Streams that failed, that committed no word
+    audio; on the modeled clock the cost model's, with the measured RTF under the table); a
+    legend under the rows says so. Streams that failed, that committed no word
     (left out of the median first text) or that have no reference words are counted under
     the table."""
     rows = [list(_TABLE_COLUMNS)]
@@ -423,6 +424,9 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         if s.get("errors"):
             failed.append(f"{s['name']}: {s['errors']} of {s['files']} streams failed (see results.jsonl)")
         failed += _unreferenced_note(s)
+        if "modeled" in (s.get("clock") or ()) and s.get("measured_rtf") is not None:
+            failed.append(f"{s['name']}: RTF is the cost model's (modeled clock); "
+                          f"measured on this machine {s['measured_rtf']:.3f}")  # fmt: skip
         said = s["first_text_latency"]["count"]
         if not said:
             failed.append(f"{s['name']}: no first text, no stream committed a word")

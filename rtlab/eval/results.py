@@ -68,6 +68,10 @@ class StreamResult:
     error: str | None = None
     words_kept: dict[str, Any] | None = None
     language: str | None = None
+    #: The compute the passes took on this machine, from the summary event: on the modeled
+    #: and unaware clocks ``compute_seconds`` is what the clock counted (the cost model's,
+    #: or none), and this is what was measured (None where the summary does not say).
+    measured_compute_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (error rates become dicts)."""
@@ -144,7 +148,12 @@ def evaluate_stream(
         error=f"{error.get('error')}: {error.get('message')}" if error else None,
         words_kept=kept,
         language=summary.get("language"),
+        measured_compute_seconds=_seconds_or_none(summary.get("measured_compute_seconds")),
     )
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def detected_language(events: Sequence[Mapping[str, Any]]) -> str | None:
@@ -172,6 +181,9 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     ``files_without_reference`` counts the files with no reference words (their WER is
     undefined; the pooled WER counts their ``words_without_reference`` committed words as
     insertions, and is undefined when no file has reference words).
+    ``measured_compute_seconds`` sums the files' measured compute (None unless every file
+    has it) and ``measured_rtf`` is it over the audio: on the modeled and unaware clocks,
+    ``rtf`` is the clock's and this the machine's.
     Raises ``ValueError`` for no results or results scored with different normalizers.
     """
     if not results:
@@ -184,6 +196,8 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     every_kept = len(kept) == len(results)
     fractions = [k.fraction for k in kept if k.fraction is not None]
     unreferenced = [r for r in results if not r.wer.reference_words]
+    measured_each = [r.measured_compute_seconds for r in results]
+    measured = sum(measured_each) if None not in measured_each else None
     return {
         "files": len(results),
         "normalizer": sorted({r.normalizer for r in results}),
@@ -202,6 +216,8 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
         "rtf": rtf(compute, audio),
         "audio_seconds": audio,
         "compute_seconds": compute,
+        "measured_compute_seconds": measured,
+        "measured_rtf": rtf(measured, audio) if measured is not None else None,
     }
 
 
