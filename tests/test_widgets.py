@@ -216,6 +216,7 @@ async def test_compare_panel_fills_one_column_per_configuration_then_the_table_a
         == [len(TEXT.split())] * 2  # fmt: skip
     table = panel._table.value
     assert table.count("<tr>") == 3 and "0.0%" in table and "min_chunk=0.5" in table
+    assert "median and p95 commit latency over every word" in table  # what each statistic is over
     # Both streams heard what the offline pass heard, word for word.
     assert list(panel.differences().values()) == [[], []]
     assert panel._differences.value.count("the same words as the offline pass") == 2

@@ -66,8 +66,9 @@ def summary_table_html(
     failures: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The end-of-stream table: per configuration WER, median and p95 commit latency,
-    first text and RTF (the columns of ``rtlab bench``'s table); then the configurations
-    that did not run, with their one-line error."""
+    first text and RTF (the columns of ``rtlab bench``'s table), with a caption saying what
+    each statistic is over; then the configurations that did not run, with their one-line
+    error."""
     head = ("configuration", "WER", "median latency", "p95 latency", "first text", "RTF")
     cell = "padding:2px 10px; text-align:right"
     rows = []
@@ -93,7 +94,13 @@ def summary_table_html(
         )
     first = "padding:2px 10px; text-align:left"
     header = "".join(f"<th style='{cell if i else first}'>{h}</th>" for i, h in enumerate(head))
-    return f"<table class='rtlab-results'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    legend = (
+        "<caption style='caption-side:bottom; text-align:left; color:#666; font-size:0.85em; padding:2px 10px'>"
+        "WER and RTF pooled over the configuration's streams; median and p95 commit latency over every "
+        "word; first text: when the first word was committed (the median, over several streams)</caption>"
+    )
+    return (f"<table class='rtlab-results'>{legend}<thead><tr>{header}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
 
 
 def _words(words: Sequence[str] | None) -> str:
