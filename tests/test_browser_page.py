@@ -310,3 +310,43 @@ async def test_stop_during_an_outage_marks_the_audio_lost(make_server, tmp_path,
     assert text == f"[connection lost: about {lost} s of audio is missing here]" and float(lost) >= 2.0, text
     assert text in kept, kept
     assert not ffmpeg_children()
+
+
+#: Before the page's own scripts: every microphone stream it opens, to see its tracks end.
+TRACK_STREAMS = """
+window.__streams = [];
+const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  const media = await open(constraints);
+  window.__streams.push(media);
+  return media;
+};
+"""
+LIVE_TRACKS = "window.__streams.flatMap(m => m.getTracks()).filter(t => t.readyState === 'live').length"
+
+
+async def test_a_connection_closed_for_good_without_a_message_releases_the_microphone(make_server, tmp_path):
+    """A close the page does not retry (1008) with no transcription_failed before it: the
+    page goes idle and the microphone is released (before, the page stayed wanting to run,
+    so the microphone stayed on while the page read idle)."""
+
+    running = await make_server()
+    async with chromium_browser(microphone(tmp_path)) as browser:
+        page = await browser.new_page()
+        await page.add_init_script(TRACK_STREAMS)
+
+        async def refuse_after_start(ws):
+            ws.on_message(lambda message: asyncio.ensure_future(ws.close(code=1008, reason="policy")))
+
+        await page.route_web_socket("**/ws/transcribe*", refuse_after_start)
+        await page.goto(running.url + "/")
+        await page.wait_for_function("window.rtlab.backends !== null")
+        await page.click("#start")
+        await page.wait_for_function("window.__streams.length === 1", timeout=10_000)
+        await page.wait_for_function("window.rtlab.state === 'idle'", timeout=10_000)
+        await page.wait_for_function(f"{LIVE_TRACKS} === 0", timeout=5_000)
+        status = await page.text_content("#status")
+        await asyncio.sleep(1.5)  # no reconnect is scheduled: still idle, no new microphone
+        state, opened = await page.evaluate("[window.rtlab.state, window.__streams.length]")
+    assert "code 1008" in status, status
+    assert (state, opened) == ("idle", 1)

@@ -69,6 +69,8 @@ function onClose(ws, event) {
     cutRecording();
     reconnectLater(why);
   } else {
+    wantRunning = false; // not retried (or not wanted): the microphone is released below
+    clearTimeout(reconnectTimer);
     endGap(recording);
     stopRecorder();
     if (rtlab.state !== "failed") setState("idle", `idle (${why})`);
