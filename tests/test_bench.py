@@ -682,3 +682,33 @@ def test_results_keep_the_measured_compute_beside_the_clocks(tone_corpus, tmp_pa
     note = f"{config.label}: RTF is the cost model's (modeled clock); measured on this machine {summary['measured_rtf']:.3f}"
     assert note in run.table().splitlines()
     assert summary["measured_compute_seconds"] == pytest.approx(sum(s.measured_compute_seconds for s in streams))
+
+
+def test_the_latency_curve_says_how_many_committed_words_it_times(tmp_path, monkeypatch):
+    # A word gets a latency only where it matches a reference word; the legend counted
+    # those alone as "N words", beside a timeline that counts every committed word.
+    import matplotlib.axes
+
+    from rtlab.eval.plots import plot_latency_cdf
+
+    labels = []
+    real_step = matplotlib.axes.Axes.step
+    monkeypatch.setattr(matplotlib.axes.Axes, "step",
+                        lambda self, *a, **k: labels.append(k.get("label")) or real_step(self, *a, **k))  # fmt: skip
+    streams = [
+        {"config": {"name": "a"}, "hypothesis": "one two three four", "word_latencies": [0.5, 0.7, 0.9]},
+        {"config": {"name": "b"}, "hypothesis": "one two", "word_latencies": [0.4, 0.6]},
+    ]
+    plot_latency_cdf([{"name": "a"}, {"name": "b"}], streams, tmp_path / "cdf.png")
+    assert labels == ["a (3 of 4 words timed)", "b (2 words)"]
+
+
+def test_the_progress_bar_is_drawn_at_most_twice_a_second(tone_corpus, capsys):
+    # It was redrawn on every chunk of every stream: hundreds of outputs in a notebook cell.
+    import rtlab.eval.bench as bench
+
+    started = time.monotonic()
+    run_bench(tone_corpus, [StreamConfig.parse(c) for c in TEST_CONFIGS], progress=True)
+    elapsed = time.monotonic() - started
+    drawn = capsys.readouterr().err.count("\r")
+    assert 1 <= drawn <= elapsed / bench.REDRAW_SECONDS + 6, (drawn, elapsed)

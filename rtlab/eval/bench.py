@@ -46,6 +46,8 @@ __all__ = [
 _TABLE_COLUMNS = (
     "configuration", "WER", "offline WER", "kept", "median latency", "p95 latency", "median first text", "RTF",
 )  # fmt: skip
+#: The progress bar is drawn at most this often (seconds).
+REDRAW_SECONDS = 0.5
 #: Under the table: what each column's figure is, and over what.
 _TABLE_LEGEND = (
     "pooled over the files (counts and seconds summed): WER, offline WER, kept (of the offline pass's words), RTF; "
@@ -520,7 +522,7 @@ async def run_bench_async(
     """
     import tempfile
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in a notebook, text on a terminal
 
     from ..backends import partial_path
     from ..core.instances import get_backend
@@ -578,6 +580,7 @@ async def run_bench_async(
             # end, where its last configuration would otherwise run alone.
             at_once = clips_at_once or (1 if clip_by_clip else max(2, available_cores()))
             shown = [0.0] * len(decoded)
+            redrawn = [0.0]  # when the bar was last drawn (time.monotonic)
             replaying: list[tuple[float, float]] = []  # (start, end) of each clip's replay
 
             async def bench_clip(index: int, utt: Any, samples: Any, turn: asyncio.Semaphore) -> tuple:
@@ -598,7 +601,12 @@ async def run_bench_async(
                     def show(seconds: float) -> None:
                         shown[index] = seconds
                         bar.n = round(min(sum(shown), run.audio_seconds), 1)
-                        bar.refresh()
+                        # At most twice a second: called on every chunk of every stream, a
+                        # redraw each time filled a notebook cell with hundreds of outputs.
+                        now = time.monotonic()
+                        if now - redrawn[0] >= REDRAW_SECONDS:
+                            redrawn[0] = now
+                            bar.refresh()
 
                     t = time.perf_counter()
                     memo = PassMemo() if reuse_passes and clock not in MEASURED_MODES else False

@@ -144,7 +144,11 @@ def plot_latency_cdf(
         if values.size == 0:
             continue
         fraction = np.arange(1, values.size + 1) / values.size
-        ax.step(values, fraction, where="post", color=color, label=f"{summary['name']} ({values.size} words)")
+        # Only words matched to a reference word have a latency: say so where some were not.
+        committed = sum(len((s.get("hypothesis") or "").split()) for s in streams
+                        if s["config"].get("name") == summary["name"])  # fmt: skip
+        counted = f"{values.size} words" if committed <= values.size else f"{values.size} of {committed} words timed"
+        ax.step(values, fraction, where="post", color=color, label=f"{summary['name']} ({counted})")
         drawn = True
     ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
     ax.axhline(0.95, color="grey", linewidth=0.6, linestyle=":")
