@@ -467,7 +467,7 @@ def test_a_paired_difference_over_one_clip_gives_no_interval_rather_than_a_zero_
     whole = paired_difference(a, b, groups=["clip"] * 12)
     assert whole.value == pytest.approx(4 / 84) and whole.groups == 1
     assert whole.low is None and whole.high is None
-    assert whole.describe("clips") == "+4.8 points (1 clips: no interval)"
+    assert whole.describe("clips") == "+4.8 points (1 clip: no interval)"
     assert json.loads(json.dumps(whole.to_dict()))["low"] is None
     alone = paired_difference(a[:1], b[:1])
     assert alone.low is None and alone.high is None and alone.groups == 1

@@ -258,9 +258,10 @@ class RateDifference:
 
     def describe(self, unit: str = "groups") -> str:
         """``+2.7 points (95% CI -0.9 to +6.1, 5 groups)``; ``unit`` names what was drawn
-        (``"clips"``, ``"files"``). With one unit: ``+2.7 points (1 clips: no interval)``."""
+        (``"clips"``, ``"files"``). With one unit: ``+2.7 points (1 clip: no interval)``."""
         if self.low is None or self.high is None:
-            return f"{100 * self.value:+.1f} points ({self.groups} {unit}: no interval)"
+            one = unit[:-1] if self.groups == 1 and unit.endswith("s") else unit
+            return f"{100 * self.value:+.1f} points ({self.groups} {one}: no interval)"
         return (f"{100 * self.value:+.1f} points ({100 * self.confidence:.0f}% CI {100 * self.low:+.1f} to "
                 f"{100 * self.high:+.1f}, {self.groups} {unit})")  # fmt: skip
 
