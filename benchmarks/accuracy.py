@@ -2,7 +2,7 @@
 
 For every language asked for, this runs the configurations below over that language's
 shared speech with :func:`rtlab.eval.bench.run_bench` and prints one row each: the offline
-pass's WER (the same model, greedy, on the whole clip), the streaming WER, the offline
+pass's WER (the same model and decoding options, on the whole clip), the streaming WER, the offline
 pass's words the streams kept (pooled over the clips, and the lowest clip), median and p95
 commit latency and RTF, with the normalizer named (Whisper's English normalizer for
 English, its basic normalizer otherwise). Other languages than English run twice: with
@@ -15,12 +15,18 @@ streams' summaries reported).
     python benchmarks/accuracy.py --backend test --corpus tests/data/tones --languages en
 
 Configurations (``--configuration NAME``, repeatable, or ``NAME:OPTIONS`` for another;
-default the three):
+default the first three):
 
-* ``default``: the policy's and backend's defaults (Whisper's 30 s encoder windows);
+* ``default``: the policy's and backend's defaults (Whisper's 30 s encoder windows, greedy);
 * ``vad``: ``vad=true``, the voice-activity controller;
 * ``many-sessions``: the options the server guide recommends for many sessions on few
-  cores (``pad_seconds=1``, ``deadline_sec=1.75``, ``buffer_trimming_sec=8``).
+  cores (``pad_seconds=1``, ``deadline_sec=1.75``, ``buffer_trimming_sec=8``);
+* ``beam``: ``beam_size=5``, beam search (a Whisper backend's option).
+
+A configuration that decodes with beam search has an offline pass with beam search too;
+when a greedy configuration ran beside it (``default`` first), its line per language also
+gives streaming minus *that* configuration's offline WER, the greedy offline pass, clip
+for clip.
 
 English uses ``--english-model`` (tiny.en) on ``--corpus`` (default: the shared English
 speech); the other languages ``--multilingual-model`` (base) on the folders beside it
@@ -61,7 +67,10 @@ CONFIGURATIONS = {
     "default": "",
     "vad": "vad=true",
     "many-sessions": "pad_seconds=1,deadline_sec=1.75,buffer_trimming_sec=8",
+    "beam": "beam_size=5",
 }
+#: What runs without --configuration (every backend takes them; beam_size is a Whisper option).
+DEFAULT_CONFIGURATIONS = ("default", "vad", "many-sessions")
 LANGUAGES = ("en", "de", "fr", "es", "pt")
 PAUSES = (0.5, 3.0)  # seconds of silence between the clips of a long-form stream
 
@@ -158,10 +167,12 @@ def shifted_manifests(corpus: Path, shifts: int, folder: Path) -> list[tuple[flo
     return manifests
 
 
-def shift_summaries(rows: list[dict[str, Any]]) -> list[str]:
+def shift_summaries(rows: list[dict[str, Any]], configurations: dict[str, str] | None = None) -> list[str]:
     """Per language and configuration run at several shifts: the streaming and offline WER's
     mean and range over the shifts (the offline pass hears the shifted clips too), and the
-    lowest clip's words kept at any shift."""
+    lowest clip's words kept at any shift. A configuration that decodes with beam search
+    (``configurations``: name -> options) is also set against the offline pass of a greedy
+    one run beside it (:func:`greedy_beside`)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("shift") is not None and row["wer"] is not None:
@@ -184,22 +195,49 @@ def shift_summaries(rows: list[dict[str, Any]]) -> list[str]:
         difference = against_offline(group)
         if difference is not None:
             line += f"; streaming minus offline {difference.describe('clips')}"
+        greedy = greedy_beside(config, configurations or {})
+        if greedy is not None and (language, option, greedy) in groups:
+            difference = against_offline(group, offline_rows=groups[(language, option, greedy)])
+            if difference is not None:
+                line += f"; streaming minus {greedy}'s greedy offline {difference.describe('clips')}"
         lines.append(line)
     return lines
 
 
-def against_offline(rows: list[dict[str, Any]]) -> Any:
+def beam_search(options: str) -> bool:
+    """Whether a configuration's options ask for beam search (``beam_size`` above 1)."""
+    from rtlab.config import parse_pairs, split_pairs
+
+    size = parse_pairs([p for p in split_pairs(options) if p.strip()]).get("beam_size", 1)
+    return isinstance(size, int) and size > 1
+
+
+def greedy_beside(config: str, configurations: dict[str, str]) -> str | None:
+    """For a beam-search configuration, the greedy one of ``configurations`` to set its
+    streams against (``default`` if it ran, else the first greedy one); None otherwise."""
+    if config not in configurations or not beam_search(configurations[config]):
+        return None
+    greedy = [name for name, options in configurations.items() if not beam_search(options)]
+    return "default" if "default" in greedy else next(iter(greedy), None)
+
+
+def against_offline(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any]] | None = None) -> Any:
     """Streaming WER minus offline WER over the rows' streams, with a paired bootstrap
     interval in which a clip's streams at every shift are drawn together
-    (:func:`rtlab.eval.metrics.paired_difference`); None without every stream's counts."""
+    (:func:`rtlab.eval.metrics.paired_difference`); None without every stream's counts.
+    ``offline_rows`` (another configuration's rows of the same clips and shifts) gives the
+    offline passes instead of the rows' own, clip for clip."""
     from rtlab.eval.metrics import ErrorRate, paired_difference
 
-    streams = [s for row in rows for s in row["streams"]]
-    if not streams or any(not s.get("wer_counts") or not s.get("offline_wer_counts") for s in streams):
+    streams = [(row.get("shift"), s) for row in rows for s in row["streams"]]
+    source = rows if offline_rows is None else offline_rows
+    offline = {(row.get("shift"), s["file"]): s.get("offline_wer_counts") for row in source for s in row["streams"]}
+    pairs = [(s.get("wer_counts"), offline.get((shift, s["file"]))) for shift, s in streams]
+    if not pairs or any(not streamed or not heard for streamed, heard in pairs):
         return None
-    return paired_difference([ErrorRate.from_dict(s["wer_counts"]) for s in streams],
-                             [ErrorRate.from_dict(s["offline_wer_counts"]) for s in streams],
-                             groups=[s["file"] for s in streams])  # fmt: skip
+    return paired_difference([ErrorRate.from_dict(streamed) for streamed, _ in pairs],
+                             [ErrorRate.from_dict(heard) for _, heard in pairs],
+                             groups=[s["file"] for _, s in streams])  # fmt: skip
 
 
 def run_language(
@@ -277,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--english-model", default="tiny.en")
     parser.add_argument("--multilingual-model", default="base")
     parser.add_argument("--configuration", action="append",
-                        help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS for another (repeat; default: the three)")  # fmt: skip
+                        help=f"one of {', '.join(CONFIGURATIONS)}, or NAME:OPTIONS for another (repeat; default: "
+                             f"{', '.join(DEFAULT_CONFIGURATIONS)})")  # fmt: skip
     parser.add_argument("--clock", default="unaware", choices=["unaware", "simulated", "modeled", "wall"])
     parser.add_argument("--cost-model", metavar="FILE",
                         help="the modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU)")  # fmt: skip
@@ -289,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
     add_kernels_argument(parser)
     args = parser.parse_args(argv)
-    args.configurations = parse_configurations(parser, args.configuration or list(CONFIGURATIONS))
+    args.configurations = parse_configurations(parser, args.configuration or list(DEFAULT_CONFIGURATIONS))
     if not 1 <= args.shifts <= 20:
         parser.error(f"--shifts must be from 1 to 20, not {args.shifts}")
     pin_kernels_argument(parser, args)
@@ -339,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             long_form = " long form" if row["long_form"] else ""
             print(f"{row['language']} ({row['language_option']}){long_form} {row['configuration']}: streaming minus "
                   f"offline {difference.describe('clips')}")  # fmt: skip
-    for line in shift_summaries(rows):
+    for line in shift_summaries(rows, args.configurations):
         print(line)
     report = {
         "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,

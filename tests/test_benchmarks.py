@@ -1019,3 +1019,31 @@ def test_chaos_refuses_counts_it_cannot_run_before_starting_a_server(flag, value
         chaos.main([flag, value])
     assert exited.value.code == 2
     assert f"{flag} must be" in capsys.readouterr().err
+
+
+def test_accuracy_sets_a_beam_search_configuration_against_the_greedy_offline_pass():
+    # The accuracy issue's target is streaming WER against the *greedy* offline pass; a
+    # beam-search configuration's own offline pass decodes with beam search too.
+    accuracy = benchmark_script("accuracy")
+    assert accuracy.beam_search("beam_size=5") and not accuracy.beam_search("min_chunk=1,beam_size=1")
+    assert accuracy.greedy_beside("beam", {"vad": "vad=true", "beam": "beam_size=5"}) == "vad"
+    assert accuracy.greedy_beside("beam", {"default": "", "vad": "vad=true", "beam": "beam_size=5"}) == "default"
+    assert accuracy.greedy_beside("default", {"default": "", "beam": "beam_size=5"}) is None
+
+    def counts(errors: int) -> dict:  # ten reference words, `errors` substitutions
+        return {"substitutions": errors, "deletions": 0, "insertions": 0, "hits": 10 - errors, "normalizer": "whisper-basic"}
+
+    def row(config: str, shift: float, streamed: list[int], offline: list[int]) -> dict:
+        streams = [{"file": f"clip{i}.wav", "wer_counts": counts(s), "offline_wer_counts": counts(o)}
+                   for i, (s, o) in enumerate(zip(streamed, offline))]  # fmt: skip
+        return {"language": "de", "language_option": "given", "configuration": config, "shift": shift,
+                "wer": sum(streamed) / 20, "offline_wer": sum(offline) / 20, "kept_lowest": 1.0, "streams": streams}
+
+    rows = [row("default", 0.0, [3, 3], [2, 2]), row("default", 0.5, [3, 3], [2, 2]),
+            row("beam", 0.0, [2, 2], [1, 1]), row("beam", 0.5, [2, 2], [1, 1])]  # fmt: skip
+    lines = accuracy.shift_summaries(rows, {"default": "", "beam": "beam_size=5"})
+    beam = next(line for line in lines if line.startswith("de (given) beam:"))
+    assert "streaming minus offline +10.0 points" in beam
+    assert "streaming minus default's greedy offline +0.0 points (95% CI +0.0 to +0.0, 2 clips)" in beam
+    default = next(line for line in lines if line.startswith("de (given) default:"))
+    assert "greedy offline" not in default and "streaming minus offline +10.0 points" in default
