@@ -577,13 +577,14 @@ def test_devices_are_reported_without_loading_a_model():
         assert (found, imported) == (["cpu"], False), "without a driver, nothing is imported"
 
 
-def test_batched_passes_give_the_words_of_passes_alone(data_dir):
-    """One encoder call and one greedy decoding call for several sessions' buffers: the same
-    words and times as each alone (prompts of one length decode together)."""
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_batched_passes_give_the_words_of_passes_alone(data_dir, beam_size):
+    """One encoder call and one decoding call (greedy, or beam search) for several sessions'
+    buffers: the same words and times as each alone (prompts of one length decode together)."""
     from rtlab.backends import Request
     from rtlab.decoders.files import decode_audio
 
-    backend = ensure_loaded(get_backend("faster-whisper", max_batch=4))
+    backend = ensure_loaded(get_backend("faster-whisper", max_batch=4, beam_size=beam_size))
     fox, paragraph = decode_audio(data_dir / "fox.ogg"), decode_audio(data_dir / "paragraph.ogg")
     requests = [
         Request(fox, "", "en"),

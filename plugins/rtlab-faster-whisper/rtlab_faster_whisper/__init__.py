@@ -169,7 +169,7 @@ class FasterWhisperBackend(Backend):
 
     def transcribe_batch(self, requests: list[Request]) -> list[list[Word]]:
         """Passes of several sessions: the first window of every buffer that fits one goes
-        through one encoder call and one greedy decoding call per encoder input length (a
+        through one encoder call and one decoding call (greedy, or ``beam_size`` beams) per encoder input length (a
         batch holds windows of one shape; with ``pad_seconds`` shapes follow the buffers'
         lengths); the rest of each pass (a temperature fallback, the alignment, a
         continued window) runs as it would alone, on that pass's own encoder output."""
@@ -387,7 +387,7 @@ class FasterWhisperBackend(Backend):
 
     def _decode_batch(self, encoded: np.ndarray, items: list[tuple[Any, list[int], float]]) -> list[list[int]]:
         """:meth:`_decode` of several first windows (``(tokenizer, prompt tokens, seconds)``
-        each; ``encoded`` their encoder outputs) with one greedy call. A window that needs the
+        each; ``encoded`` their encoder outputs) with one call (greedy or beam search). A window that needs the
         temperature fallback, or that used up its own token budget (the batch runs to the
         largest budget), is decoded again on its own, as it would have been alone."""
         sequences = [self.model.get_prompt(tokenizer, previous, without_timestamps=False) for tokenizer, previous, _ in items]
