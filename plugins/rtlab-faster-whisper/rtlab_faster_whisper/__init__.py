@@ -169,10 +169,11 @@ class FasterWhisperBackend(Backend):
 
     def transcribe_batch(self, requests: list[Request]) -> list[list[Word]]:
         """Passes of several sessions: the first window of every buffer that fits one goes
-        through one encoder call and one decoding call (greedy, or ``beam_size`` beams) per encoder input length (a
-        batch holds windows of one shape; with ``pad_seconds`` shapes follow the buffers'
-        lengths); the rest of each pass (a temperature fallback, the alignment, a
-        continued window) runs as it would alone, on that pass's own encoder output."""
+        through one encoder call and one decoding call (greedy, or ``beam_size`` beams) per
+        encoder input length (a batch holds windows of one shape; with ``pad_seconds``
+        shapes follow the buffers' lengths); the rest of each pass (a temperature fallback,
+        the alignment, a continued window) runs as it would alone, on that pass's own
+        encoder output."""
         results: list[list[Word] | None] = [None] * len(requests)
         groups: dict[int, list[tuple[int, np.ndarray, np.ndarray, int]]] = {}
         for index, request in enumerate(requests):
@@ -387,9 +388,10 @@ class FasterWhisperBackend(Backend):
 
     def _decode_batch(self, encoded: np.ndarray, items: list[tuple[Any, list[int], float]]) -> list[list[int]]:
         """:meth:`_decode` of several first windows (``(tokenizer, prompt tokens, seconds)``
-        each; ``encoded`` their encoder outputs) with one call (greedy or beam search). A window that needs the
-        temperature fallback, or that used up its own token budget (the batch runs to the
-        largest budget), is decoded again on its own, as it would have been alone."""
+        each; ``encoded`` their encoder outputs) with one call (greedy or beam search). A
+        window that needs the temperature fallback, or that used up its own token budget (the
+        batch runs to the largest budget), is decoded again on its own, as it would have been
+        alone."""
         sequences = [self.model.get_prompt(tokenizer, previous, without_timestamps=False) for tokenizer, previous, _ in items]
         limits = [self._max_length(sequence, seconds) for sequence, (_, _, seconds) in zip(sequences, items)]
         temperature = self.temperatures[0]
