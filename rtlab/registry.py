@@ -19,11 +19,12 @@ from typing import Any, NamedTuple
 from .backends import Backend, accepted_options, check_options
 from .decoders import Decoder
 from .errors import (
-    InvalidOption, PluginError, PluginWarning, RtlabError, UnknownBackend, UnknownDecoder, UnknownPolicy,
+    InvalidOption, MissingCapability, PluginError, PluginWarning, RtlabError, UnknownBackend, UnknownDecoder,
+    UnknownPolicy,
 )
 from .options import is_finite_number
 from .plugins import DEFAULT_PLUGINS, INTERNAL_PLUGINS, load_plugins, plugin_version
-from .policies import Policy
+from .policies import CAPABILITIES, PROVIDERS, Policy, missing_capabilities
 
 
 class Kind(NamedTuple):
@@ -103,12 +104,10 @@ class Registry:
         the error, so that a plugin's unchecked value stops the CLI, the server and
         ``rtlab bench`` with a message, not a traceback; rtlab's own errors pass as they are.
         A policy whose backend lacks a capability it ``requires`` is refused before it is
-        built (:func:`rtlab.policies.capability_refusal`)."""
+        built (:func:`capability_refusal`)."""
         entry = self.registration(kind, name)
         given = ", ".join(f"{key}={value!r}" for key, value in options.items() if key != "language")
         if kind == "policy" and args:
-            from .policies import capability_refusal
-
             refusal = capability_refusal(entry.cls, args[0])  # before its __init__ sees the backend
             if refusal is not None:
                 raise refusal
@@ -131,6 +130,31 @@ class Registry:
                 f"above 0: check the option in __init__ and raise rtlab.errors.InvalidOption for a bad value"
             )
         return instance
+
+
+def capability_refusal(policy: type[Policy] | Policy, backend: Any) -> MissingCapability | None:
+    """The one-line error refusing ``backend`` for ``policy`` (the first capability it
+    requires that the backend lacks, and the installed backends that have it), or None.
+    :meth:`Registry.create` raises it before a policy is built."""
+    missing = missing_capabilities(policy, backend)
+    if not missing:
+        return None
+    capability = missing[0]
+    able = tuple(
+        name for name, entry in sorted(get_registry().entries["backend"].items())
+        if capability in entry.cls.capabilities and entry.plugin not in INTERNAL_PLUGINS
+    )  # fmt: skip
+    what = f"{CAPABILITIES[capability]} (capability {capability!r})" if capability in CAPABILITIES else (
+        f"capability {capability!r}"
+    )
+    refusal = (f"policy {policy.name!r} needs a backend with {what}; "
+               f"backend {getattr(backend, 'name', '?')!r} does not provide it")  # fmt: skip
+    # Not "--backend NAME": a WebSocket client or a Python caller has no such flag.
+    if able:
+        fix = f"use {' or '.join(f'backend={name}' for name in able)}"
+    else:
+        fix = f"install one: {PROVIDERS[capability]}" if capability in PROVIDERS else "no installed backend provides it"
+    return MissingCapability(f"{refusal}: {fix}", refusal=refusal, backends=able)
 
 
 _registry: Registry | None = None

@@ -14,7 +14,6 @@ from typing import ClassVar
 import numpy as np
 
 from ..backends import Backend, Word
-from ..errors import MissingCapability
 
 
 @dataclass
@@ -85,30 +84,3 @@ def missing_capabilities(policy: type[Policy] | Policy, backend: type[Backend] |
 CAPABILITIES = {"incremental-decoding": "incremental decoding and cross-attention"}
 #: Where to get a backend with a capability rtlab knows, when none is installed.
 PROVIDERS = {"incremental-decoding": "pip install -e plugins/rtlab-openai-whisper"}
-
-
-def capability_refusal(policy: type[Policy] | Policy, backend: type[Backend] | Backend) -> MissingCapability | None:
-    """The one-line error refusing ``backend`` for ``policy`` (the first capability it
-    requires that the backend lacks, and the installed backends that have it), or None.
-    :meth:`rtlab.registry.Registry.create` raises it before a policy is built."""
-    missing = missing_capabilities(policy, backend)
-    if not missing:
-        return None
-    from ..plugins import INTERNAL_PLUGINS
-    from ..registry import get_registry
-
-    capability = missing[0]
-    able = tuple(
-        name for name, entry in sorted(get_registry().entries["backend"].items())
-        if capability in entry.cls.capabilities and entry.plugin not in INTERNAL_PLUGINS
-    )  # fmt: skip
-    what = f"{CAPABILITIES[capability]} (capability {capability!r})" if capability in CAPABILITIES else (
-        f"capability {capability!r}"
-    )
-    refusal = f"policy {policy.name!r} needs a backend with {what}; backend {getattr(backend, 'name', '?')!r} does not provide it"
-    # Not "--backend NAME": a WebSocket client or a Python caller has no such flag.
-    if able:
-        fix = f"use {' or '.join(f'backend={name}' for name in able)}"
-    else:
-        fix = f"install one: {PROVIDERS[capability]}" if capability in PROVIDERS else "no installed backend provides it"
-    return MissingCapability(f"{refusal}: {fix}", refusal=refusal, backends=able)

@@ -77,7 +77,7 @@ from ..errors import InvalidOption
 from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
 from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
-from . import Policy, Step, capability_refusal
+from . import Policy, Step
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .reheard import START_SLACK, after_committed
 from .vac import KEEP_SILENCE, controller
@@ -233,6 +233,8 @@ class AlignAtt(Policy):
         if not isinstance(decode_afresh, bool):
             raise InvalidOption(f"{prefix} decode_afresh must be true or false, not {decode_afresh!r}")
         self.vac = controller(self.name, vad, vad_silence_ms)
+        from ..registry import capability_refusal
+
         refusal = capability_refusal(self, backend)  # also refused by the registry, before __init__
         if refusal is not None:
             raise refusal
