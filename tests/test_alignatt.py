@@ -4,7 +4,6 @@ cross-attention scripted on the frames where they sound), and the capability it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import weakref
@@ -20,8 +19,8 @@ from rtlab.policies import missing_capabilities
 from rtlab.policies.alignatt import LOOP_LONGEST, AlignAtt, AttentionTracker, _Emitted, median_filter
 from rtlab.policies.vac import KEEP_SILENCE
 from rtlab.policies.incremental import INCREMENTAL_DECODING
-from rtlab.plugins import pm
 from rtlab.registry import get_registry
+from rtlab.testing.conformance import registered
 from rtlab.testing import ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
 from rtlab.testing.attention import BOX, ToneIncrementalDecoder
 from rtlab.testing.tones import VOCABULARY
@@ -97,26 +96,8 @@ class AttentiveBackend(ToneAttentionBackend):
     name = "attentive"
 
 
-@contextlib.contextmanager
-def attentive_backend_installed():
-    """AttentiveBackend registered by an inline plugin for the duration."""
-
-    class InlinePlugin:
-        @rtlab.hookimpl
-        def register_backends(self, register):
-            register(AttentiveBackend)
-
-    pm.register(InlinePlugin(), name="test-alignatt-inline")
-    try:
-        get_registry(refresh=True)
-        yield
-    finally:
-        pm.unregister(name="test-alignatt-inline")
-        get_registry(refresh=True)
-
-
 def test_the_fix_a_python_caller_is_given_is_a_configuration_that_runs():
-    with attentive_backend_installed():
+    with registered(AttentiveBackend):
         with pytest.raises(InvalidOption) as refused:
             rtlab.AudioProcessor("backend=test,policy=alignatt", clock="unaware")
         message = one_line(refused.value)

@@ -843,10 +843,9 @@ class WingedBackend(EchoBackend):
 def test_a_policy_is_refused_a_backend_without_what_it_requires_before_it_is_built():
     # rtlab checks `requires` itself: before, a policy that did not check it in __init__
     # ran on any backend and failed (or misbehaved) at its first pass.
-    pm.register(plugin_registering("register_policies", NeedsWings), name="inline-plugin")
-    pm.register(plugin_registering("register_backends", WingedBackend), name="inline-winged-plugin")
-    try:
-        get_registry(refresh=True)
+    from rtlab.testing.conformance import registered
+
+    with registered(NeedsWings, "policy"), registered(WingedBackend):
         with pytest.raises(InvalidOption) as refused:
             StreamConfig(backend="test", policy="inline-needs-wings").validate()
         assert str(refused.value) == (
@@ -857,7 +856,3 @@ def test_a_policy_is_refused_a_backend_without_what_it_requires_before_it_is_bui
         assert NeedsWings.built == 0
         StreamConfig(backend="inline-winged", policy="inline-needs-wings").validate()
         assert NeedsWings.built == 1
-    finally:
-        pm.unregister(name="inline-plugin")
-        pm.unregister(name="inline-winged-plugin")
-        get_registry(refresh=True)

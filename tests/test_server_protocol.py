@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 
@@ -506,29 +505,15 @@ async def test_server_policy_and_backend_options_reach_every_session(make_server
     await client.close()
 
 
-@contextlib.contextmanager
 def attentive_backend_installed():
     """A backend AlignAtt can run on ("attentive"), registered by an inline plugin for the duration."""
-    import rtlab
-    from rtlab.plugins import pm
-    from rtlab.registry import get_registry
     from rtlab.testing import ToneAttentionBackend
+    from rtlab.testing.conformance import registered
 
     class AttentiveBackend(ToneAttentionBackend):
         name = "attentive"
 
-    class InlinePlugin:
-        @rtlab.hookimpl
-        def register_backends(self, register):
-            register(AttentiveBackend)
-
-    pm.register(InlinePlugin(), name="test-server-protocol-inline")
-    try:
-        get_registry(refresh=True)
-        yield
-    finally:
-        pm.unregister(name="test-server-protocol-inline")
-        get_registry(refresh=True)
+    return registered(AttentiveBackend)
 
 
 async def test_alignatt_on_a_backend_without_attention_is_refused_with_the_fix_a_client_can_send(make_server):

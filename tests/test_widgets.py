@@ -20,8 +20,8 @@ import pytest
 import rtlab
 from rtlab.config import StreamConfig
 from rtlab.eval.replay import replay
-from rtlab.plugins import pm
 from rtlab.registry import get_registry
+from rtlab.testing.conformance import registered
 from rtlab.testing import ScriptedBackend, ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
 from rtlab.widgets import ComparePanel, LivePanel
 from rtlab.widgets.sources import audio_source
@@ -44,25 +44,6 @@ def tone_wav(tmp_path: Path) -> Path:
     path.write_bytes(wav_bytes(tone_words(TEXT)[0]))
     path.with_suffix(".txt").write_text(TEXT + "\n")
     return path
-
-
-@contextlib.contextmanager
-def registered_backends(*classes: type):
-    """Backends registered by an inline plugin for the duration."""
-
-    class InlinePlugin:
-        @rtlab.hookimpl
-        def register_backends(self, register):
-            for cls in classes:
-                register(cls)
-
-    pm.register(InlinePlugin(), name="test-widgets-inline")
-    try:
-        get_registry(refresh=True)
-        yield
-    finally:
-        pm.unregister(name="test-widgets-inline")
-        get_registry(refresh=True)
 
 
 async def until(condition, timeout: float = 60.0) -> None:
@@ -137,7 +118,7 @@ async def test_live_panel_shows_committed_text_and_the_partial_in_grey_from_a_sc
     hello, world, again = ({"text": t, "start": s, "end": s + 0.3}
                            for t, s in (("hello", 0.1), ("world", 0.5), ("again", 0.9)))  # fmt: skip
     script = [[hello], [hello, world], [hello, world, again], [hello, world, again]]
-    with registered_backends(ScriptedBackend):
+    with registered(ScriptedBackend):
         # silence_factor=0: the scripted words need no sound under them.
         config = StreamConfig(backend="scripted", backend_options={"hypotheses": script}, decoder="pcm_s16le",
                               policy_options={"min_chunk": 0.5, "silence_factor": 0}, name="scripted")  # fmt: skip
@@ -284,7 +265,7 @@ class UnloadableBackend(ToneBackend):
 
 
 async def test_bad_configurations_show_their_one_line_error_and_the_others_go_on(tones):
-    with registered_backends(UnloadableBackend):
+    with registered(UnloadableBackend):
         panel = ComparePanel(tones, [
             "backend=test,min_chunk=0.5", "backend=nope", "backend=test,wrong_option=1", "backend=unloadable",
         ], reference=TEXT, view="widgets")  # fmt: skip
@@ -310,7 +291,7 @@ async def test_each_configuration_keeps_its_colour_in_every_plot_when_one_before
     drawn = {}
     monkeypatch.setattr(charts, "wer_latency_png", lambda summaries, colors=None: drawn.setdefault("plot", colors) and b"")
     monkeypatch.setattr(charts, "timeline_png", lambda lanes, clock, colors=None: drawn.setdefault("timeline", colors) and b"")
-    with registered_backends(UnloadableBackend):
+    with registered(UnloadableBackend):
         panel = ComparePanel(tones, ["backend=unloadable", "backend=test,min_chunk=0.5", "backend=test,min_chunk=1"],
                              reference=TEXT, view="widgets")  # fmt: skip
         panel.widget
@@ -332,7 +313,7 @@ class EnglishOnlyBackend(ToneBackend):
 
 
 async def test_a_language_one_backend_refuses_fails_its_own_column_and_the_others_go_on(tones):
-    with registered_backends(EnglishOnlyBackend):
+    with registered(EnglishOnlyBackend):
         panel = ComparePanel(tones, ["backend=english-only,language=xx,min_chunk=0.5",
                                      "backend=test,language=xx,min_chunk=0.5"], view="widgets")  # fmt: skip
         panel.widget
@@ -352,7 +333,7 @@ class AttentiveBackend(ToneAttentionBackend):
 
 
 async def test_alignatt_on_a_backend_without_attention_names_the_fix_as_a_panel_takes_it(tones):
-    with registered_backends(AttentiveBackend):
+    with registered(AttentiveBackend):
         with pytest.raises(rtlab.errors.InvalidOption, match="use backend=attentive"):
             StreamConfig.parse("backend=test,policy=alignatt")  # every entry point's words since ee50d95
         panel = ComparePanel(tones, ["backend=test,policy=alignatt"], view="widgets")
@@ -464,7 +445,7 @@ async def test_a_detected_language_is_scored_with_its_own_normalizer(tones, tone
     and German was scored with the English normalizer (which rewrites numbers and spellings)."""
     from rtlab.eval.bench import run_bench_async as run_bench
 
-    with registered_backends(GermanBackend):
+    with registered(GermanBackend):
         panel = ComparePanel(tones, ["backend=german,min_chunk=0.5"], view="text")
         await panel.start()
         bench = await run_bench(tone_corpus, [StreamConfig.parse("backend=german")], clock="unaware", progress=False)
@@ -841,7 +822,7 @@ async def test_the_editor_says_ready_only_once_the_model_loaded_and_transcribes_
 
     LoadsOnCue.cue = threading.Event()
     try:
-        with registered_backends(LoadsOnCue):
+        with registered(LoadsOnCue):
             panel = ComparePanel(tones, ["backend=test"], view="widgets")
             panel.widget
             editor = panel._editor
