@@ -191,10 +191,14 @@ def test_quickstart_runs_as_given_on_the_embedded_tiny_en(tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_latency_accuracy_runs_on_the_embedded_tiny_en(tmp_path, monkeypatch):
-    """As given but for the grid (tiny.en at one min_chunk, not six configurations), on the
-    English test clips (the shared speech is not everywhere)."""
+    """As given but for the grid (tiny.en at one min_chunk, not six configurations) and the
+    corpus (one English test clip: the fallback's four are test_latency_accuracy_falls_back_to_
+    the_english_test_clips's; the shared speech is not everywhere)."""
     pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is not installed")
-    monkeypatch.setenv("RTLAB_SPEECH_DIR", str(tmp_path / "no-shared-speech"))
+    data = Path(__file__).resolve().parent / "data"
+    manifest = tmp_path / "fox.jsonl"
+    manifest.write_text(json.dumps({"audio": str(data / "fox.ogg"), "text": (data / "fox.txt").read_text()}))
+    monkeypatch.setenv("RTLAB_NOTEBOOK_CORPUS", str(manifest))
     monkeypatch.setenv("RTLAB_NOTEBOOK_MODELS", "tiny.en")
     monkeypatch.setenv("RTLAB_NOTEBOOK_MIN_CHUNKS", "1")
     monkeypatch.setenv("RTLAB_NOTEBOOK_OUT", str(tmp_path / "out"))
@@ -203,7 +207,8 @@ def test_latency_accuracy_runs_on_the_embedded_tiny_en(tmp_path, monkeypatch):
     lines = [json.loads(line) for line in (tmp_path / "out" / "02_latency_accuracy" / "results.jsonl").read_text().splitlines()]
     summaries = [line for line in lines if line["record"] == "summary"]
     assert [s["name"] for s in summaries] == ["tiny.en local-agreement 1 s"]
-    assert summaries[0]["wer"]["value"] < 0.5 and summaries[0]["latency"]["count"] >= 80  # 108 reference words
+    # tiny.en mishears espeak-ng's fox in places ("round-fark", "lady nog": some 7 errors in 17 words)
+    assert summaries[0]["wer"]["value"] < 0.6 and summaries[0]["latency"]["count"] >= 10  # 17 reference words
     assert all(line["error"] is None for line in lines if line["record"] == "stream")
     images = [o for cell in cells for o in cell.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 4  # the three bench plots and the sweep
