@@ -265,16 +265,17 @@ async def stream_file(
         # gigabyte. Opened first, so that a missing file fails before FFmpeg or a connection.
         source = Path(audio).open("rb")
     with source:
+        total = source.seek(0, io.SEEK_END)
+        source.seek(0)
         if duration is None and format == "pcm_s16le":  # raw PCM knows its own, in a file too
-            duration = source.seek(0, io.SEEK_END) / PCM_BYTES_PER_SECOND
+            duration = total / PCM_BYTES_PER_SECOND
         elif not isinstance(audio, bytes) and duration is None:
             from ..core.feeding import measure_duration
 
             duration = await measure_duration(audio)
         if speed > 0 and duration is None:
             raise ValueError("streaming encoded bytes in real time needs their duration")
-        size = chunk_size(source.seek(0, io.SEEK_END), chunk_seconds, duration)
-        source.seek(0)
+        size = chunk_size(total, chunk_seconds, duration)
         connecting_at = time.monotonic()
         client = await TranscriptionClient.connect(url, token=token)
         started_at = time.monotonic()  # start latency: start_transcription to transcription_started
