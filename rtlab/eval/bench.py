@@ -573,14 +573,13 @@ async def run_bench_async(
                 decoded.append(await loop.run_in_executor(None, decode_audio, utt.audio))
             run.audio_seconds = sum(len(a) for a in decoded) / 16000
             bar = tqdm(total=round(run.audio_seconds, 1), unit="s", desc="bench", file=sys.stderr,
-                       disable=(not progress) if progress is not None else None,
+                       disable=(not progress) if progress is not None else None, mininterval=REDRAW_SECONDS,
                        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")  # fmt: skip
             # On the modeled and unaware clocks a clip's events do not depend on what else
             # runs, so several clips replay at once: the cores stay busy through each clip's
             # end, where its last configuration would otherwise run alone.
             at_once = clips_at_once or (1 if clip_by_clip else max(2, available_cores()))
             shown = [0.0] * len(decoded)
-            redrawn = [0.0]  # when the bar was last drawn (time.monotonic)
             replaying: list[tuple[float, float]] = []  # (start, end) of each clip's replay
 
             async def bench_clip(index: int, utt: Any, samples: Any, turn: asyncio.Semaphore) -> tuple:
@@ -600,13 +599,10 @@ async def run_bench_async(
 
                     def show(seconds: float) -> None:
                         shown[index] = seconds
-                        bar.n = round(min(sum(shown), run.audio_seconds), 1)
-                        # At most twice a second: called on every chunk of every stream, a
-                        # redraw each time filled a notebook cell with hundreds of outputs.
-                        now = time.monotonic()
-                        if now - redrawn[0] >= REDRAW_SECONDS:
-                            redrawn[0] = now
-                            bar.refresh()
+                        # tqdm's update redraws at most every mininterval: called on every
+                        # chunk of every stream, a redraw each time filled a notebook cell
+                        # with hundreds of outputs.
+                        bar.update(round(min(sum(shown), run.audio_seconds), 1) - bar.n)
 
                     t = time.perf_counter()
                     memo = PassMemo() if reuse_passes and clock not in MEASURED_MODES else False
