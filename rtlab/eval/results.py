@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtlab.options import is_number
 from rtlab.eval.metrics import (
     ErrorRate,
     LatencyStats,
@@ -119,6 +120,7 @@ def evaluate_stream(
     summary = next((e for e in events if e.get("type") == "summary"), {})
     audio_seconds = float(summary.get("audio_seconds") or 0.0)
     compute_seconds = float(summary.get("compute_seconds") or 0.0)
+    measured = summary.get("measured_compute_seconds")
     latencies = commit_latencies(events, reference_words, norm) if reference_words else []
     offline_wer = kept = None
     if offline_hypothesis is not None:
@@ -148,12 +150,8 @@ def evaluate_stream(
         error=f"{error.get('error')}: {error.get('message')}" if error else None,
         words_kept=kept,
         language=summary.get("language"),
-        measured_compute_seconds=_seconds_or_none(summary.get("measured_compute_seconds")),
+        measured_compute_seconds=float(measured) if is_number(measured) else None,
     )
-
-
-def _seconds_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def detected_language(events: Sequence[Mapping[str, Any]]) -> str | None:
