@@ -93,7 +93,8 @@ def error_message(error: Exception) -> str:
     """An rtlab error as a command-line user reads it: a policy's refusal of a backend
     without a capability it needs names the fix as the ``--backend`` flag (its message
     names it as every other entry point takes it, ``backend=NAME``)."""
-    refusal, backends = getattr(error, "refusal", ""), getattr(error, "backends", ())
-    if refusal and backends:
-        return f"{refusal}: use --backend {' or --backend '.join(backends)}"
+    from ..errors import MissingCapability
+
+    if isinstance(error, MissingCapability) and error.refusal and error.backends:
+        return f"{error.refusal}: use --backend {' or --backend '.join(error.backends)}"
     return str(error)
