@@ -338,7 +338,7 @@ def _check_streams(report: PolicyReport, prefix: str, config: dict[str, Any], ma
         report.check(f"{prefix}commits every word of {text.split()[0]} ... {text.split()[-1]}, once each",
                      _keeps_every_word, config, text)  # fmt: skip
     if options.get(VAD_OPTION) is True:  # an utterance ends in the pause: the controller commits it
-        pause = _utterance_pause(options)
+        pause = _utterance_pause(config)
         report.check(f"{prefix}commits every word of two sentences {pause:g} s apart, once each",
                      _keeps_every_word, config, " ".join(POLICY_CLIPS), pause)  # fmt: skip
     report.check(f"{prefix}holds at most {max_buffered_seconds:g} s of audio over a {LONG_STREAM_SECONDS:g} s stream",
@@ -347,10 +347,11 @@ def _check_streams(report: PolicyReport, prefix: str, config: dict[str, Any], ma
     return True
 
 
-def _utterance_pause(options: dict[str, Any]) -> float:
-    """Seconds of a pause that ends an utterance under ``options`` (a second more than
-    ``vad_silence_ms``, 500 ms by default)."""
-    silence_ms = options.get("vad_silence_ms")
+def _utterance_pause(config: dict[str, Any]) -> float:
+    """Seconds of a pause that ends an utterance under ``config`` (a second more than its
+    ``vad_silence_ms``, or the policy's default for it; 500 ms where it has none)."""
+    declared = get_registry().accepted_options("policy", config["policy"]).get("vad_silence_ms")
+    silence_ms = config["policy_options"].get("vad_silence_ms", declared)
     return 1.0 + (silence_ms if is_number(silence_ms) else 500) / 1000
 
 
