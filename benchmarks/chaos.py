@@ -45,7 +45,7 @@ import tornado
 from tornado.websocket import WebSocketClosedError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concurrency import ServerProcess, ffmpeg_version, pss_mb, tone_audio  # noqa: E402
+from concurrency import ServerProcess, ffmpeg_version, pss_mb, refuse_below, tone_audio  # noqa: E402
 
 from rtlab.decoders import find_ffmpeg  # noqa: E402
 from rtlab.eval.metrics import LatencyStats, environment_info  # noqa: E402
@@ -719,15 +719,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hostile-url", help=argparse.SUPPRESS)  # the hostile child process
     parser.add_argument("--hostile-ws", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for flag, value, low in (("--honest", args.honest, 1), ("--hostile-rounds", args.hostile_rounds, 1),
-                             ("--churn-concurrency", args.churn_concurrency, 1), ("--churn", args.churn, 0),
-                             ("--holders", args.holders, 0), ("--flooders", args.flooders, 0),
-                             ("--sprayers", args.sprayers, 0), ("--fuzzers", args.fuzzers, 0),
-                             ("--slowloris", args.slowloris, 0)):  # fmt: skip
-        if value < low:
-            parser.error(f"{flag} must be at least {low}, not {value}")
-    if not args.seconds > 0 or not args.ramp >= 0:
-        parser.error("--seconds must be above 0 and --ramp at least 0")
+    refuse_below(parser, [("--honest", args.honest, 1), ("--hostile-rounds", args.hostile_rounds, 1),
+                          ("--churn-concurrency", args.churn_concurrency, 1), ("--churn", args.churn, 0),
+                          ("--holders", args.holders, 0), ("--flooders", args.flooders, 0),
+                          ("--sprayers", args.sprayers, 0), ("--fuzzers", args.fuzzers, 0),
+                          ("--slowloris", args.slowloris, 0), ("--ramp", args.ramp, 0)])
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be above 0, not {args.seconds:g}")
     if args.hostile_url:
         print(json.dumps(asyncio.run(hostile_main(args))))
         return 0

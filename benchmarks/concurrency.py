@@ -480,6 +480,14 @@ async def main_async(args) -> dict:
     return report
 
 
+def refuse_below(parser: argparse.ArgumentParser, bounds: list[tuple[str, float, float]]) -> None:
+    """The parser's error for the first ``(flag, value, lowest)`` whose value is below its
+    lowest: a count or a time the benchmark cannot run with, refused before any server starts."""
+    for flag, value, low in bounds:
+        if value < low:
+            parser.error(f"{flag} must be at least {low:g}, not {value:g}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="test", help="test (the platform) or faster-whisper")
@@ -508,10 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         levels = []
     if not levels or min(levels) < 1:
         parser.error(f"--clients takes client counts of at least 1, comma-separated (e.g. 1,10,50), not {args.clients!r}")
-    for flag, value, low in (("--seconds", args.seconds, 0.5), ("--ramp", args.ramp, 0), ("--gap", args.gap, 0),
-                             ("--churn", args.churn, 0), ("--churn-concurrency", args.churn_concurrency, 1)):  # fmt: skip
-        if value < low:
-            parser.error(f"{flag} must be at least {low:g}, not {value:g}")
+    refuse_below(parser, [("--seconds", args.seconds, 0.5), ("--ramp", args.ramp, 0), ("--gap", args.gap, 0),
+                          ("--churn", args.churn, 0), ("--churn-concurrency", args.churn_concurrency, 1)])
     report = asyncio.run(main_async(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
