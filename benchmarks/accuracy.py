@@ -26,7 +26,8 @@ default the first three):
 A configuration that decodes with beam search has an offline pass with beam search too;
 when a greedy configuration ran beside it (``default`` first), its line per language also
 gives streaming minus *that* configuration's offline WER, the greedy offline pass, clip
-for clip.
+for clip, and the lowest clip's share of that pass's words the stream kept (a beam-search
+offline pass can hear words the greedy one does not, and the other way round).
 
 English uses ``--english-model`` (tiny.en) on ``--corpus`` (default: the shared English
 speech); the other languages ``--multilingual-model`` (base) on the folders beside it
@@ -200,6 +201,9 @@ def shift_summaries(rows: list[dict[str, Any]], configurations: dict[str, str] |
             difference = against_offline(group, offline_rows=groups[(language, option, greedy)])
             if difference is not None:
                 line += f"; streaming minus {greedy}'s greedy offline {difference.describe('clips')}"
+            lowest = lowest_kept(group, offline_rows=groups[(language, option, greedy)])
+            if lowest is not None:
+                line += f"; lowest clip kept of {greedy}'s greedy offline words {100 * lowest:.1f}%"
         lines.append(line)
     return lines
 
@@ -238,6 +242,25 @@ def against_offline(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any
     return paired_difference([ErrorRate.from_dict(streamed) for streamed, _ in pairs],
                              [ErrorRate.from_dict(heard) for _, heard in pairs],
                              groups=[s["file"] for _, s in streams])  # fmt: skip
+
+
+def lowest_kept(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any]]) -> float | None:
+    """The lowest fraction, over the rows' streams, of the words of the offline pass of the
+    same clip and shift in ``offline_rows`` that the stream kept
+    (:func:`rtlab.eval.metrics.words_kept`, with the row's normalizer); None when a stream
+    or its offline text is missing, or no offline pass heard a word."""
+    from rtlab.eval.metrics import words_kept
+
+    offline = {(row.get("shift"), s["file"]): s.get("offline") for row in offline_rows for s in row["streams"]}
+    fractions = []
+    for row in rows:
+        for s in row["streams"]:
+            heard = offline.get((row.get("shift"), s["file"]))
+            if heard is None or s.get("streamed") is None:
+                return None
+            fractions.append(words_kept(heard, s["streamed"], row["normalizer"]).fraction)
+    fractions = [f for f in fractions if f is not None]
+    return min(fractions) if fractions else None
 
 
 def run_language(

@@ -1034,10 +1034,14 @@ def test_accuracy_sets_a_beam_search_configuration_against_the_greedy_offline_pa
         return {"substitutions": errors, "deletions": 0, "insertions": 0, "hits": 10 - errors, "normalizer": "whisper-basic"}
 
     def row(config: str, shift: float, streamed: list[int], offline: list[int]) -> dict:
-        streams = [{"file": f"clip{i}.wav", "wer_counts": counts(s), "offline_wer_counts": counts(o)}
+        # Texts: the greedy offline pass hears "ein zwei drei vier"; the beam search one
+        # hears a fifth word that the beam stream leaves out.
+        texts = {"streamed": "ein zwei drei vier", "offline": "ein zwei drei vier" + (" fünf" if config == "beam" else "")}
+        streams = [{"file": f"clip{i}.wav", "wer_counts": counts(s), "offline_wer_counts": counts(o), **texts}
                    for i, (s, o) in enumerate(zip(streamed, offline))]  # fmt: skip
         return {"language": "de", "language_option": "given", "configuration": config, "shift": shift,
-                "wer": sum(streamed) / 20, "offline_wer": sum(offline) / 20, "kept_lowest": 1.0, "streams": streams}
+                "normalizer": "whisper-basic", "wer": sum(streamed) / 20, "offline_wer": sum(offline) / 20,
+                "kept_lowest": 1.0, "streams": streams}
 
     rows = [row("default", 0.0, [3, 3], [2, 2]), row("default", 0.5, [3, 3], [2, 2]),
             row("beam", 0.0, [2, 2], [1, 1]), row("beam", 0.5, [2, 2], [1, 1])]  # fmt: skip
@@ -1045,5 +1049,10 @@ def test_accuracy_sets_a_beam_search_configuration_against_the_greedy_offline_pa
     beam = next(line for line in lines if line.startswith("de (given) beam:"))
     assert "streaming minus offline +10.0 points" in beam
     assert "streaming minus default's greedy offline +0.0 points (95% CI +0.0 to +0.0, 2 clips)" in beam
+    assert beam.endswith("lowest clip kept of default's greedy offline words 100.0%")
+    rows[2]["streams"][1]["streamed"] = "ein zwei drei"
+    beam = next(line for line in accuracy.shift_summaries(rows, {"default": "", "beam": "beam_size=5"})
+                if line.startswith("de (given) beam:"))  # fmt: skip
+    assert beam.endswith("lowest clip kept of default's greedy offline words 75.0%")
     default = next(line for line in lines if line.startswith("de (given) default:"))
     assert "greedy offline" not in default and "streaming minus offline +10.0 points" in default
