@@ -655,6 +655,20 @@ def test_local_models_lists_the_embedded_ones_with_their_sizes():
     assert Path(tiny["path"], "model.bin").is_file() and tiny["bytes"] > 70e6
 
 
+def test_a_downloaded_model_is_sized_by_its_files_once(tmp_path, monkeypatch):
+    # The Hugging Face cache keeps each file once under blobs/ and links it from
+    # snapshots/REVISION/: counting both listed a download at twice its size.
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--Systran--faster-whisper-small"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    for name, blob, size in (("model.bin", "b1", 1000), ("config.json", "b2", 20)):
+        (repo / "blobs" / blob).write_bytes(b"x" * size)
+        (repo / "snapshots" / "abc123" / name).symlink_to(Path("..", "..", "blobs", blob))
+    listed = [m for m in models.local_models() if m["kind"] == "cached"]
+    assert [(m["name"], m["bytes"]) for m in listed] == [("small", 1020)]
+
+
 def test_a_file_longer_than_a_window_fits_the_prompt_and_the_budget_in_the_decoder(monkeypatch):
     # faster-whisper prompts each 30 s window with up to 223 tokens of the text before it
     # and refuses a budget that would not fit beside them (a 10 min offline pass failed).

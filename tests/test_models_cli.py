@@ -176,8 +176,29 @@ def test_models_list_shows_the_embedded_models_with_their_sizes(tmp_path, monkey
     monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
     rows = json.loads(run("list", "--json").output)
     tiny = next(r for r in rows if r["backend"] == "openai-whisper" and r["name"] == "tiny.en")
-    assert tiny["kind"] == "embedded" and tiny["bytes"] == source.fingerprint()["bytes"] == 75_537_502
+    # The files of its folder: model.bin (75_537_502 bytes), config.json, tokenizer.json, vocabulary.txt.
+    files = [f for f in source.folder.iterdir() if f.is_file()]
+    assert tiny["kind"] == "embedded" and tiny["bytes"] == sum(f.stat().st_size for f in files) == 78_090_594
     assert not [r for r in rows if r["kind"] == "converted"], "nothing converted in an empty cache"
+
+
+def test_models_list_gives_the_same_files_the_same_size_whatever_the_backend(tmp_path, monkeypatch):
+    # tiny.en was 78.1 MB for faster-whisper (its folder) and 75.5 MB for openai-whisper
+    # (model.bin alone); base 147.9 MB against 145.2 MB (its two model.bin parts alone).
+    pytest.importorskip("rtlab_faster_whisper")
+    pytest.importorskip("rtlab_openai_whisper")
+    monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))  # base not joined yet: both read its two packages
+    rows = json.loads(run("list", "--json").output)
+    embedded = {(r["backend"], r["name"]): r["bytes"] for r in rows if r["kind"] == "embedded"}
+    names = [n for n in ("tiny.en", "base") if ("faster-whisper", n) in embedded and ("openai-whisper", n) in embedded]
+    if not names:
+        pytest.skip("no embedded model is installed")
+    for name in names:
+        assert embedded[("faster-whisper", name)] == embedded[("openai-whisper", name)], name
+    table = [line.split() for line in run("list").output.splitlines()]
+    sizes = {(line[0], line[1]): line[line.index("MB") - 1] for line in table if line[2:3] == ["embedded"]}
+    for name in names:
+        assert sizes[("faster-whisper", name)] == sizes[("openai-whisper", name)], name
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ def _registry():
 
 
 def _size(value: Any) -> str:
+    """A model's ``bytes`` in MB (10^6 bytes, as pip and ``ls --si`` count), one unit for every row."""
     return "-" if not isinstance(value, (int, float)) else f"{value / 1e6:.1f} MB"
 
 
@@ -46,7 +47,8 @@ def list_models(as_json: bool) -> None:
     """What each backend finds on this machine: embedded, converted and cached models.
 
     Each backend reports its own (Backend.local_models); a model is listed once per
-    backend that can use it.
+    backend that can use it. A size is that of the files the model is on disk (the same
+    files, the same size, whatever the backend), in MB of 10^6 bytes.
     """
     registry = _registry()
     rows: list[dict[str, Any]] = []

@@ -115,6 +115,8 @@ def not_found_message(model: str, error: Exception) -> str:
 
 
 def _folder_bytes(folder: Path) -> int:
+    """The size of a model folder: its files (model.bin or its part, config, tokenizer,
+    vocabulary), as openai-whisper's plugin sizes the same folders."""
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
@@ -144,7 +146,8 @@ def local_models() -> list[dict]:
     if hub.is_dir():
         for folder in sorted(hub.glob("models--Systran--faster-whisper-*")):
             name = folder.name.split("faster-whisper-", 1)[1]
-            files = [f for f in folder.rglob("*") if f.is_file()]
+            # Each file once: snapshots/REVISION/ links to blobs/, where the bytes are.
+            files = [f for f in folder.rglob("*") if f.is_file() and not f.is_symlink()]
             found.append({"name": name, "kind": "cached", "format": "ctranslate2", "path": str(folder),
                           "bytes": sum(f.stat().st_size for f in files), "note": "downloaded by faster-whisper"})  # fmt: skip
     return found

@@ -33,7 +33,7 @@ from . import devices as _devices
 if TYPE_CHECKING:
     from .batch import FirstWindow
 
-__version__ = "0.2.1"
+__version__ = "0.2.2"
 
 COMPUTE_TYPES = ("float32", "float16")
 WINDOW_SECONDS = 30.0

@@ -202,6 +202,18 @@ def check_size(checkpoint: dict[str, Any], resolved: Resolved, path: Path) -> No
         )
 
 
+def _folders_bytes(source: Source) -> int:
+    """The size of an embedded model: the files of the folders its model.bin parts are in
+    (model.bin or its parts, config, tokenizer, vocabulary), as faster-whisper's plugin
+    sizes the same folders, so that ``rtlab models list`` gives both one size."""
+    folders = dict.fromkeys(part.parent for part in source.parts)
+    return sum(f.stat().st_size for folder in folders for f in folder.iterdir() if f.is_file())
+
+
+def _packages(names: str) -> str:
+    return f"pip package{'s' * (' ' in names)} {names}"
+
+
 def local_models() -> list[dict[str, Any]]:
     """What is on this machine: embedded CTranslate2 models (converted on first use), the
     converted ones in rtlab's cache, and openai-whisper's own downloads."""
@@ -209,9 +221,12 @@ def local_models() -> list[dict[str, Any]]:
     for name in EMBEDDED:
         source = embedded_source(name)
         if source is not None:
+            # The path is the folder the conversion reads (base: its first part's, which
+            # holds config.json), not faster-whisper's join in the cache: this plugin reads
+            # the parts from their packages and never that join.
             found.append({
                 "name": name, "kind": "embedded", "format": "ctranslate2", "path": str(source.folder),
-                "bytes": source.fingerprint()["bytes"], "note": f"pip package {EMBEDDED[name][0]}; converted on first use",
+                "bytes": _folders_bytes(source), "note": f"{_packages(EMBEDDED[name][0])}; converted on first use",
             })  # fmt: skip
     cache = cache_dir()
     if cache.is_dir():
