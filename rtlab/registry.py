@@ -70,9 +70,12 @@ class Registry:
         """The registration of ``name``; a clear error listing the choices otherwise."""
         found = self.entries[kind].get(name)
         if found is None:
-            choices = ", ".join(sorted(self.entries[kind])) or "none"
+            # rtlab's own scripted doubles (the "test" backends) apart: they are no engine to choose.
+            internal = [n for n, r in sorted(self.entries[kind].items()) if r.plugin in INTERNAL_PLUGINS]
+            choices = ", ".join(n for n in sorted(self.entries[kind]) if n not in internal) or "none"
+            scripted = f"; rtlab's scripted test {PLURALS[kind]}: {', '.join(internal)}" if internal else ""
             raise KINDS[kind].unknown(
-                f"unknown {kind} {name!r}; installed {PLURALS[kind]}: {choices}. "
+                f"unknown {kind} {name!r}; installed {PLURALS[kind]}: {choices}{scripted}. "
                 f"Run 'rtlab plugins' to see what each plugin registered."
             )
         return found

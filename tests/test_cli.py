@@ -367,6 +367,17 @@ def test_unknown_names_and_options_are_one_line_errors(tone_wav, args, needle):
     assert needle in result.stderr
 
 
+def test_an_unknown_backend_tells_the_engines_from_rtlab_s_scripted_test_backends(tone_wav):
+    # It listed "faster-whisper, openai-whisper, test, test-attention" as if all four were engines.
+    result = rtlab("transcribe", str(tone_wav), "--backend", "nope")
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert message.startswith("Error: unknown backend 'nope'; installed backends: ")
+    engines = message.split("installed backends: ", 1)[1].split(";", 1)[0]
+    assert "test" not in engines.split(", ")
+    assert "; rtlab's scripted test backends: test, test-attention. Run 'rtlab plugins'" in message
+
+
 _SRT_BLOCK = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$")
 
 

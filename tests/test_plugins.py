@@ -368,6 +368,24 @@ def test_an_unknown_name_lists_the_installed_ones():
         get_registry().get("backend", "no-such-backend")
 
 
+def test_an_unknown_name_lists_rtlab_s_test_backends_apart():
+    from rtlab.errors import UnknownBackend, UnknownPolicy
+    from rtlab.plugins import DEFAULT_PLUGINS
+    from rtlab.registry import Registry
+
+    entries = get_registry().entries  # less the installed plugins: no engine, rtlab's built-ins only
+    registry = Registry({kind: {n: r for n, r in found.items() if r.plugin in DEFAULT_PLUGINS} for kind, found in entries.items()})
+    with pytest.raises(UnknownBackend) as raised:
+        registry.get("backend", "no-such-backend")
+    assert str(raised.value) == (
+        "unknown backend 'no-such-backend'; installed backends: none; rtlab's scripted test backends: "
+        "test, test-attention. Run 'rtlab plugins' to see what each plugin registered."
+    )
+    with pytest.raises(UnknownPolicy) as raised:  # a kind rtlab's test plugin registers none of
+        registry.get("policy", "no-such-policy")
+    assert "scripted" not in str(raised.value) and "installed policies: alignatt, " in str(raised.value)
+
+
 def test_no_test_plugin_leaks_into_the_run():
     names = {pm.get_name(p) for p in pm.get_plugins()}
     assert set(DEFAULT_PLUGINS) <= names

@@ -41,12 +41,14 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
 
 
 @cli.command()
-@click.option("--all", "include_internal", is_flag=True, help="Also list rtlab's internal test plugin.")
+@click.option("--all", "include_internal", is_flag=True,
+              help="Also list rtlab's internal test plugin (its scripted test backends).")  # fmt: skip
 def plugins(include_internal: bool) -> None:
     """Print the loaded plugins as JSON: name, version, hooks and what each registered.
 
-    rtlab's internal test plugin (the "test" backend of rtlab's own tests) is listed only
-    with --all, marked "internal": true.
+    rtlab's internal test plugin (rtlab's scripted test backends, "test" and
+    "test-attention", for its own tests: no speech engine) is listed only with --all,
+    marked "internal": true.
     """
     from ..errors import RtlabError
     from ..registry import plugins_info
