@@ -449,6 +449,31 @@ def test_the_table_names_the_configurations_it_could_not_compare(tmp_path):
     assert "WER of good minus bad first: not compared (a stream of bad first failed)" in run.table().splitlines()
 
 
+def test_a_failed_stream_records_unknown_seconds_and_its_asked_language_and_still_plots(tmp_path):
+    # Before, a stream that failed before its summary was written with 0.0 audio and
+    # compute seconds, measured by nobody, and with no language though it asked for one.
+    from rtlab.testing import write_tone_corpus
+
+    corpus = write_tone_corpus(tmp_path / "corpus", {"a": CLIPS["a"]})
+    configs = ["backend=test,min_chunk=0.5,name=good",
+               "backend=test,model=fails-in-the-stream-3,fail_after=3,language=en,name=bad"]  # fmt: skip
+    run = run_bench(corpus, [StreamConfig.parse(c) for c in configs], one_at_a_time=True, progress=False)
+    good, bad = run.summaries
+    assert (bad["errors"], bad["files_without_seconds"], good["files_without_seconds"]) == (1, 1, 0)
+    assert (bad["audio_seconds"], bad["compute_seconds"], bad["rtf"]) == (None, None, None)
+    assert good["audio_seconds"] > 0 and good["rtf"] is not None
+    assert "bad: no RTF, no stream measured its audio and compute seconds (each failed before its summary)" in (
+        run.table().splitlines()
+    )
+    out = tmp_path / "out"
+    run.write(out, plots=_has_matplotlib())  # the lag plot lays files end to end by their audio
+    (line,) = [r for r in _records(out) if r["record"] == "stream" and r["config"]["name"] == "bad"]
+    assert line["error"] and line["language"] == "en"
+    assert (line["audio_seconds"], line["compute_seconds"], line["rtf"]) == (None, None, None)
+    back = StreamResult.from_dict(line)
+    assert back.audio_seconds is None and back.rtf is None
+
+
 def test_clips_without_reference_words_get_no_wer_in_the_table_nor_in_results(tmp_path):
     # A clip whose reference is empty (silence) has no WER. Before, one where nothing was
     # committed either got 0.0%, the best WER there is, and with two configurations the

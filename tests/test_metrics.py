@@ -440,6 +440,84 @@ def test_stream_result_keeps_lag_samples_and_the_error_of_a_failed_stream():
     assert summary["lag"]["count"] == 2 and summary["lag"]["median"] == pytest.approx(0.375)
 
 
+def _failed(name: str = "failed.wav", config: dict | None = None) -> StreamResult:
+    """A stream that committed a word, then ended with an error event (no summary)."""
+    events = [
+        {"type": "commit", "words": [{"text": "hello", "start": 0.0, "end": 0.5}], "emitted_at": 1.0},
+        {"type": "error", "error": "internal_error", "message": "boom", "emitted_at": 1.5},
+    ]
+    return evaluate_stream(file=name, reference="hello world", events=events, config=config)
+
+
+def test_a_failed_stream_has_unknown_seconds_not_zero_ones():
+    # Before, a stream that failed before its summary got 0.0 audio and compute seconds:
+    # measurements nobody made, written to results.jsonl as if they were.
+    result = _failed()
+    assert (result.audio_seconds, result.compute_seconds, result.rtf) == (None, None, None)
+    assert result.measured_compute_seconds is None
+    line = json.loads(json.dumps(result.to_dict()))
+    assert (line["audio_seconds"], line["compute_seconds"], line["rtf"]) == (None, None, None)
+    assert StreamResult.from_dict(line) == result
+
+
+def test_a_summary_without_compute_seconds_gives_no_rtf_rather_than_zero():
+    events = [{"type": "summary", "emitted_at": 2.0, "audio_seconds": 2.0}]
+    result = evaluate_stream(file="x.wav", reference="", events=events)
+    assert result.audio_seconds == 2.0 and result.compute_seconds is None and result.rtf is None
+
+
+def test_summarize_leaves_streams_with_unknown_seconds_out_of_the_rtf_and_counts_them():
+    ok = _result("ok.wav", "hello there", [("hello", 1.0), ("there", 2.0)])
+    ok.measured_compute_seconds = 0.5
+    summary = summarize([_failed(), ok])
+    assert summary["files_without_seconds"] == 1
+    assert summary["audio_seconds"] == 2.0 and summary["compute_seconds"] == 1.0
+    assert summary["rtf"] == pytest.approx(0.5)
+    assert summary["measured_compute_seconds"] == 0.5 and summary["measured_rtf"] == pytest.approx(0.25)
+    assert summarize([ok])["files_without_seconds"] == 0
+    nothing = summarize([_failed("a.wav"), _failed("b.wav")])
+    assert nothing["files_without_seconds"] == 2
+    assert (nothing["audio_seconds"], nothing["compute_seconds"], nothing["rtf"]) == (None, None, None)
+    assert (nothing["measured_compute_seconds"], nothing["measured_rtf"]) == (None, None)
+    json.dumps(nothing)
+
+
+def test_the_table_says_over_which_streams_its_rtf_is_and_shows_none_as_a_dash():
+    from rtlab.eval.bench import format_table
+
+    ok = _result("ok.wav", "hello there", [("hello", 1.0), ("there", 2.0)])
+    some = {"name": "some", **summarize([_failed(), ok])}
+    none = {"name": "none", **summarize([_failed("a.wav"), _failed("b.wav")])}
+    lines = format_table([some, none]).splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[2:4]}
+    assert rows["some"][-1] == "0.500" and rows["none"][-1] == "-"
+    assert "some: RTF over 1 of 2 streams (1 failed before measuring their audio and compute seconds)" in lines
+    assert "none: no RTF, no stream measured its audio and compute seconds (each failed before its summary)" in lines
+    older = {key: value for key, value in some.items() if key != "files_without_seconds"}
+    assert "RTF over" not in format_table([older]), "a summary written before the count has no note"
+
+
+def test_older_results_read_a_failed_streams_zero_seconds_back_as_unknown():
+    # results.jsonl lines written before unknown seconds were None: 0.0 for a failed stream.
+    line = {**_failed().to_dict(), "audio_seconds": 0.0, "compute_seconds": 0.0}
+    del line["measured_compute_seconds"], line["language"]  # older still: neither field
+    back = StreamResult.from_dict(json.loads(json.dumps(line)))
+    assert (back.audio_seconds, back.compute_seconds, back.rtf) == (None, None, None)
+    assert back.error == "internal_error: boom" and back.language is None
+    assert summarize([back])["files_without_seconds"] == 1
+    silent = {**_result("ok.wav", "hello", [("hello", 1.0)]).to_dict(), "audio_seconds": 0.0, "compute_seconds": 0.0}
+    assert StreamResult.from_dict(silent).audio_seconds == 0.0, "a stream that ended normally measured its 0.0"
+
+
+def test_a_failed_stream_takes_its_language_from_the_configuration_when_it_asked_for_one():
+    assert _failed(config={"backend": "echo", "language": "de"}).language == "de"
+    assert _failed(config={"backend": "echo", "language": None}).language is None
+    assert _failed().language is None
+    events = [{"type": "summary", "emitted_at": 1.0, "audio_seconds": 1.0, "compute_seconds": 0.1, "language": "fr"}]
+    said = evaluate_stream(file="x.wav", reference="", events=events, config={"language": "de"})
+    assert said.language == "fr", "the summary's language is the one transcribed"
+
+
 # --------------------------------------------------------------------------- paired differences
 
 PAIRED_REFERENCES = [f"word{i} and another word{i} here" for i in range(12)]

@@ -407,8 +407,8 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     the median over streams of first-text latency, and RTF (total compute over total
     audio; on the modeled clock the cost model's, with the measured RTF under the table); a
     legend under the rows says so. Streams that failed, that committed no word
-    (left out of the median first text) or that have no reference words are counted under
-    the table."""
+    (left out of the median first text), that have no reference words or that measured no
+    audio and compute seconds (left out of the RTF) are counted under the table."""
     rows = [list(_TABLE_COLUMNS)]
     failed = []
     for s in summaries:
@@ -426,6 +426,7 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         if s.get("errors"):
             failed.append(f"{s['name']}: {s['errors']} of {s['files']} streams failed (see results.jsonl)")
         failed += _unreferenced_note(s)
+        failed += _untimed_note(s)
         if "modeled" in (s.get("clock") or ()) and s.get("measured_rtf") is not None:
             failed.append(f"{s['name']}: RTF is the cost model's (modeled clock); "
                           f"measured on this machine {s['measured_rtf']:.3f}")  # fmt: skip
@@ -443,6 +444,19 @@ def format_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join([*lines, _TABLE_LEGEND, *failed])
+
+
+def _untimed_note(summary: Mapping[str, Any]) -> list[str]:
+    """Over which streams a configuration's RTF is, when some measured no audio and compute
+    seconds (they failed before their summary): left out of it, not counted as 0.0."""
+    without, files = summary.get("files_without_seconds") or 0, summary["files"]
+    if not without:
+        return []
+    if without == files:
+        return [f"{summary['name']}: no RTF, no stream measured its audio and compute seconds "
+                "(each failed before its summary)"]
+    return [f"{summary['name']}: RTF over {files - without} of {files} streams "
+            f"({without} failed before measuring their audio and compute seconds)"]  # fmt: skip
 
 
 def _unreferenced_note(summary: Mapping[str, Any]) -> list[str]:

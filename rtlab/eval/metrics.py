@@ -577,10 +577,11 @@ def tail_latency(
     return None
 
 
-def rtf(compute_seconds: float, audio_seconds: float) -> float | None:
+def rtf(compute_seconds: float | None, audio_seconds: float | None) -> float | None:
     """Real-time factor: compute seconds per audio second (below 1 is faster than real time).
-    ``None`` when there was no audio."""
-    if audio_seconds <= 0:
+    ``None`` when there was no audio, or either figure is unknown (``None``: a stream that
+    failed before its summary measured neither)."""
+    if compute_seconds is None or audio_seconds is None or audio_seconds <= 0:
         return None
     return compute_seconds / audio_seconds
 

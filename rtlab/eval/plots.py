@@ -182,9 +182,10 @@ def plot_lag(
     for name in files:
         offsets[name] = start
         # A file's stream ends after its audio when the last passes run late: leave room.
-        ends = [s["audio_seconds"] for s in streams if s["file"] == name]
+        # A failed stream's audio_seconds is unknown (None).
+        ends = [s["audio_seconds"] for s in streams if s["file"] == name and s["audio_seconds"] is not None]
         ends += [t for s in streams if s["file"] == name and s.get("lag") for t, _ in s["lag"]["samples"]]
-        start += max(ends)
+        start += max(ends, default=0.0)
     for offset in list(offsets.values())[1:]:
         ax.axvline(offset, color="grey", linewidth=0.5, linestyle=":")
     drawn = False

@@ -45,8 +45,13 @@ class StreamResult:
     :class:`~rtlab.eval.metrics.WordsKept` dict) says how much of the offline pass's text
     the stream kept and what it added, when there was an offline pass. ``language`` is the
     language the stream was transcribed in, as its summary event reports it (asked for or
-    detected). With no reference words (``reference`` empty, or nothing left of it by the
-    normalizer) ``wer`` is undefined: ``None`` in :meth:`to_dict` and after :meth:`from_dict`.
+    detected); for a stream that failed before its summary, the configuration's
+    ``language`` option, or None where it asked for none. With no reference words
+    (``reference`` empty, or nothing left of it by the normalizer) ``wer`` is undefined:
+    ``None`` in :meth:`to_dict` and after :meth:`from_dict`.
+    ``audio_seconds`` and ``compute_seconds`` come from the summary event: ``None``
+    (unknown, never a made-up 0.0) for a stream that failed before its summary, or whose
+    summary does not say; ``rtf`` is then ``None`` too.
     """
 
     file: str
@@ -58,8 +63,8 @@ class StreamResult:
     first_text_latency: float | None
     tail_latency: float | None
     rtf: float | None
-    audio_seconds: float
-    compute_seconds: float
+    audio_seconds: float | None
+    compute_seconds: float | None
     normalizer: str
     clock: str
     offline_hypothesis: str | None = None
@@ -85,8 +90,14 @@ class StreamResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StreamResult:
-        """Rebuild a result from :meth:`to_dict` output (e.g. a line of a results JSONL)."""
+        """Rebuild a result from :meth:`to_dict` output (e.g. a line of a results JSONL).
+
+        Results written before unknown seconds were ``None`` gave a failed stream (one with
+        an ``error``, which never has a summary) 0.0 audio and compute seconds, measured by
+        nobody: those are read back as unknown (``None``)."""
         d = dict(data)
+        if d.get("error") and d.get("audio_seconds") == 0 and d.get("compute_seconds") == 0:
+            d["audio_seconds"] = d["compute_seconds"] = None
         d["wer"] = ErrorRate.from_dict(d["wer"])
         if d.get("offline_wer"):
             d["offline_wer"] = ErrorRate.from_dict(d["offline_wer"])
@@ -110,17 +121,18 @@ def evaluate_stream(
     """Score one stream's events into a :class:`StreamResult`.
 
     The hypothesis is the committed words joined by spaces. Audio and compute seconds come
-    from the summary event. Without ``reference_words`` (offline word times) there are no
-    per-word latencies. ``normalizer`` defaults to the one for ``language``.
-    ``lag_samples`` (the processor's ``(emitted_at, lag)`` pairs) become ``lag``.
+    from the summary event (``None`` without one: a failed stream measured neither), and
+    so does the language, else the ``language`` option of ``config``. Without
+    ``reference_words`` (offline word times) there are no per-word latencies.
+    ``normalizer`` defaults to the one for ``language``. ``lag_samples`` (the
+    processor's ``(emitted_at, lag)`` pairs) become ``lag``.
     """
     norm = normalizer or normalizer_for_language(language)
     words, _ = _committed_words(events)
     hypothesis = " ".join(str(w.get("text", "")).strip() for w in words).strip()
     summary = next((e for e in events if e.get("type") == "summary"), {})
-    audio_seconds = float(summary.get("audio_seconds") or 0.0)
-    compute_seconds = float(summary.get("compute_seconds") or 0.0)
-    measured = summary.get("measured_compute_seconds")
+    audio_seconds = _seconds(summary, "audio_seconds")
+    compute_seconds = _seconds(summary, "compute_seconds")
     latencies = commit_latencies(events, reference_words, norm) if reference_words else []
     offline_wer = kept = None
     if offline_hypothesis is not None:
@@ -136,7 +148,7 @@ def evaluate_stream(
         latency=LatencyStats.from_values(latencies).to_dict(),
         first_text_latency=first_text_latency(events),
         # The summary's own audio_seconds: one without it has no tail latency (None), not
-        # one measured from the start of the stream (audio_seconds above reads it as 0).
+        # one measured from the start of the stream.
         tail_latency=tail_latency(events),
         rtf=rtf(compute_seconds, audio_seconds),
         audio_seconds=audio_seconds,
@@ -149,9 +161,24 @@ def evaluate_stream(
         lag=lag_series(lag_samples).to_dict() if lag_samples is not None else None,
         error=f"{error.get('error')}: {error.get('message')}" if error else None,
         words_kept=kept,
-        language=summary.get("language"),
-        measured_compute_seconds=float(measured) if is_number(measured) else None,
+        language=_language(summary, config),
+        measured_compute_seconds=_seconds(summary, "measured_compute_seconds"),
     )
+
+
+def _seconds(summary: Mapping[str, Any], key: str) -> float | None:
+    """A summary's figure, or None where it has none (no summary: the stream failed)."""
+    value = summary.get(key)
+    return float(value) if is_number(value) else None
+
+
+def _language(summary: Mapping[str, Any], config: Mapping[str, Any] | None) -> str | None:
+    """The summary's language; without one (the stream failed before its summary), the
+    language the configuration asked for, which the stream was being transcribed in."""
+    for language in (summary.get("language"), (config or {}).get("language")):
+        if isinstance(language, str) and language:
+            return language
+    return None
 
 
 def detected_language(events: Sequence[Mapping[str, Any]]) -> str | None:
@@ -179,23 +206,30 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
     ``files_without_reference`` counts the files with no reference words (their WER is
     undefined; the pooled WER counts their ``words_without_reference`` committed words as
     insertions, and is undefined when no file has reference words).
-    ``measured_compute_seconds`` sums the files' measured compute (None unless every file
-    has it) and ``measured_rtf`` is it over the audio: on the modeled and unaware clocks,
-    ``rtf`` is the clock's and this the machine's.
+    ``audio_seconds``, ``compute_seconds`` and ``rtf`` pool only the streams that measured
+    both seconds: ``files_without_seconds`` counts the others (failed before their summary,
+    their seconds unknown), left out rather than counted as 0.0; all three are None when no
+    stream measured them.
+    ``measured_compute_seconds`` sums the measured compute of those same streams (None
+    unless every one has it) and ``measured_rtf`` is it over their audio: on the modeled
+    and unaware clocks, ``rtf`` is the clock's and this the machine's.
     Raises ``ValueError`` for no results or results scored with different normalizers.
     """
     if not results:
         raise ValueError("summarize() needs at least one StreamResult")
-    audio = sum(r.audio_seconds for r in results)
-    compute = sum(r.compute_seconds for r in results)
+    # A failed stream's seconds are unknown: pooled as 0.0 they would pass for a stream
+    # that took no compute, and lower the RTF.
+    timed = [r for r in results if r.audio_seconds is not None and r.compute_seconds is not None]
+    audio = sum(r.audio_seconds for r in timed) if timed else None
+    compute = sum(r.compute_seconds for r in timed) if timed else None
     offline = [r.offline_wer for r in results if r.offline_wer is not None]
     pooled_offline = ErrorRate.pool(offline) if len(offline) == len(results) else None
     kept = [WordsKept.from_dict(r.words_kept) for r in results if r.words_kept]
     every_kept = len(kept) == len(results)
     fractions = [k.fraction for k in kept if k.fraction is not None]
     unreferenced = [r for r in results if not r.wer.reference_words]
-    measured_each = [r.measured_compute_seconds for r in results]
-    measured = sum(measured_each) if None not in measured_each else None
+    measured_each = [r.measured_compute_seconds for r in timed]
+    measured = sum(measured_each) if timed and None not in measured_each else None
     return {
         "files": len(results),
         "normalizer": sorted({r.normalizer for r in results}),
@@ -214,8 +248,9 @@ def summarize(results: Sequence[StreamResult]) -> dict[str, Any]:
         "rtf": rtf(compute, audio),
         "audio_seconds": audio,
         "compute_seconds": compute,
+        "files_without_seconds": len(results) - len(timed),
         "measured_compute_seconds": measured,
-        "measured_rtf": rtf(measured, audio) if measured is not None else None,
+        "measured_rtf": rtf(measured, audio),
     }
 
 
