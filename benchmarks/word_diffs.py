@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,18 @@ def report(name: str, pairs: list[tuple[tuple[str, Any], dict, str, str]], top: 
     return lines
 
 
+def print_lines(lines: list[str]) -> None:
+    """Print ``lines``. A reader that stops early (``| head``) ends the script quietly, with
+    status 1 as the rtlab CLI (click) ends then, not with a BrokenPipeError traceback."""
+    try:
+        print("\n".join(lines))
+        sys.stdout.flush()  # here, not at exit, where the error would be printed as ignored
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: into /dev/null, so that it says nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_results_arguments(parser, "accuracy.json or rtlab bench's results.jsonl")
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if not lines:
             print(f"no language has streams of both {first} and {second} on the same clips and shifts", file=sys.stderr)
             return 1
-    print("\n".join(lines))
+    print_lines(lines)
     return 0
 
 

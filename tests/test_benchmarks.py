@@ -496,6 +496,23 @@ def test_word_diffs_reads_rtlab_bench_results_and_compares_two_configurations_of
         assert refused.returncode != 0 and message in refused.stderr and refused.stderr.count("\n") == 1
 
 
+def test_word_diffs_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    # `python benchmarks/word_diffs.py ... | head` ended in a BrokenPipeError traceback.
+    stream = {"record": "stream", "config": {"name": "fast"}, "reference": "The cat sat on the mat.",
+              "hypothesis": "The cat sat on them at.", "offline_hypothesis": "The cat sat on the mat.",
+              "normalizer": "whisper-english"}  # fmt: skip
+    results = tmp_path / "results.jsonl"  # some 200 kB of rows: more than a pipe holds
+    results.write_text("".join(json.dumps({**stream, "file": f"{i}.wav"}) + "\n" for i in range(3000)), encoding="utf-8")
+    script = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "word_diffs.py"), str(results), "--top", "100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    assert script.stdout.readline().startswith(b"fast: 3000 of 3000 streams differ")
+    script.stdout.close()  # as head does once it has its lines
+    _, stderr = script.communicate(timeout=200)
+    assert stderr == b"" and script.returncode == 1  # as the rtlab CLI (click) ends on a closed pipe
+
+
 def test_intervals_script_gives_paired_intervals_from_stored_or_recounted_edits(tmp_path):
     from rtlab.eval.metrics import wer
 
