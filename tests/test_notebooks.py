@@ -131,6 +131,7 @@ def test_latency_accuracy_falls_back_to_the_english_test_clips(tmp_path, monkeyp
     cells, stdout = execute("02_latency_accuracy")
     out = tmp_path / "out" / "02_latency_accuracy"
     assert f"corpus: {out / 'tests-data-en.jsonl'} (4 utterances)" in stdout
+    assert "\n1 configuration\n" in stdout  # one policy at one min_chunk: not "1 configurations"
     files = [json.loads(line)["file"] for line in (out / "results.jsonl").read_text().splitlines()
              if json.loads(line)["record"] == "stream"]  # fmt: skip
     assert sorted(Path(f).name for f in files) == ["en-pause.ogg", "fox.ogg", "paragraph.ogg", "realtime.wav"]
