@@ -23,8 +23,10 @@ from rtlab.errors import (
     UnknownPolicy,
 )
 from rtlab.core.events import EventQueue
+from rtlab.config import StreamConfig
 from rtlab.core.processor import AudioProcessor
-from rtlab.testing import tone_words, wav_bytes
+from rtlab.testing import ToneBackend, tone_words, wav_bytes
+from rtlab.testing.conformance import registered
 
 TEXT = "alpha bravo charlie delta echo foxtrot"
 SR = 16_000
@@ -513,6 +515,32 @@ async def test_a_truncated_file_transcribes_what_arrived(clips, no_ffmpeg_left):
 def test_a_bad_policy_option_value_is_refused_before_any_work(no_ffmpeg_left):
     with pytest.raises(InvalidOption, match="min_chunk"):
         AudioProcessor("test", policy_options={"min_chunk": 0})
+
+
+class EnglishOnlyTones(ToneBackend):
+    """A tone backend whose model transcribes English alone, as a ``.en`` Whisper does."""
+
+    name = "english-only-tones"
+
+    def languages(self) -> list[str]:
+        return ["en"]
+
+
+async def test_a_language_the_model_refuses_stops_the_start_as_the_editors_check_does(no_ffmpeg_left):
+    from rtlab.core.costs import CostModel
+    from rtlab.widgets.configs import check_startable
+
+    refusal = "^backend 'english-only-tones' is English-only and does not transcribe language 'de'; "
+    with registered(EnglishOnlyTones):
+        config = StreamConfig(backend="english-only-tones", language="de")
+        with pytest.raises(InvalidOption, match=refusal):
+            check_startable(config)
+        # A cost model without its calibration: the language is refused first, before
+        # the session takes the backend's scheduler or looks for a calibration.
+        processor = AudioProcessor(config, clock="modeled", cost_model=CostModel())
+        with pytest.raises(InvalidOption, match=refusal):
+            await processor.create_tasks()
+    assert processor.state == "STOPPED" and processor.scheduler is None and processor.policy is None
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ import time
 import warnings
 from typing import Any, Callable
 
-from ..backends import SAMPLE_RATE, check_language, ensure_loaded
+from ..backends import SAMPLE_RATE, ensure_loaded
 from ..config import DEFAULT_BACKEND, StreamConfig
 from ..errors import InvalidOption, ProcessorNotRunning, ProcessorStopped, RtlabError, UnknownBackend
 from ..options import is_finite_number, is_whole_number
@@ -47,6 +47,7 @@ from .instances import SessionBackend, get_backend
 from .memo import PassMemo
 from .pacing import AudioBuffer, pacer_for
 from .scheduler import JobCancelled, blas_threads, scheduler_for
+from .startup import build_policy
 from .state import State
 
 # A pass that took in more than this many min_chunks of new audio means the stream is behind.
@@ -198,13 +199,7 @@ class AudioProcessor:
                 self.backend = get_backend(config)
                 await asyncio.get_running_loop().run_in_executor(None, ensure_loaded, self.backend)
                 self._refuse_if_cleaned_up()
-                check_language(self.backend, config.language)
-                if self.cost_model is not None:
-                    self._calibration = self.cost_model.find(key_for(config, self.backend))
-                self.scheduler = scheduler_for(self.backend)
-                language = config.language or self.backend.default_language()
-                self.policy = registry.create("policy", config.policy, self._backend_for_policy(),
-                                              language=language, **config.policy_options)  # fmt: skip
+                self.policy = build_policy(config, self.backend, self._backend_for_policy)
                 self.decoder = registry.create("decoder", config.decoder, **config.decoder_options)
                 await self.decoder.start()
                 self._refuse_if_cleaned_up()
@@ -223,7 +218,12 @@ class AudioProcessor:
     def _backend_for_policy(self) -> SessionBackend:
         """This session's view of the backend: it adds up what a pass's calls did, and on a
         batching backend gives each pass its key (how far behind the session is; see
-        :mod:`rtlab.core.batching`)."""
+        :mod:`rtlab.core.batching`). Made by :func:`~rtlab.core.startup.build_policy` once
+        the backend has passed the language check, with what the session takes of the
+        backend besides: the modeled clock's calibration and the backend's scheduler."""
+        if self.cost_model is not None:
+            self._calibration = self.cost_model.find(key_for(self.config, self.backend))
+        self.scheduler = scheduler_for(self.backend)
         if self.clock.simulated:
             key = lambda: self.pacer.priority  # noqa: E731
         else:

@@ -44,17 +44,15 @@ def check_startable(config: StreamConfig) -> None:
     :meth:`StreamConfig.validate` can check without a model: the backend's model loads (the
     shared instance a run uses, so the run does not load it again; a model that is not
     there, a device or compute type this machine lacks fail here), the loaded model
-    transcribes the ``language`` (:func:`~rtlab.backends.check_language`: an English-only
-    ``tiny.en`` refuses anything but ``en``), and the policy builds on it (options checked
-    against the model). Blocking: call it off the event loop. Raises what the run would."""
-    from ..backends import check_language, ensure_loaded
+    transcribes the ``language`` and the policy builds on it (options and capabilities
+    checked against the model): :func:`~rtlab.core.startup.build_policy`, the function a
+    processor's :meth:`~rtlab.core.processor.AudioProcessor.create_tasks` calls. Blocking:
+    call it off the event loop. Raises what the run would."""
+    from ..backends import ensure_loaded
     from ..core.instances import get_backend
-    from ..registry import get_registry
+    from ..core.startup import build_policy
 
-    backend = ensure_loaded(get_backend(config))
-    check_language(backend, config.language)
-    language = config.language or backend.default_language()
-    get_registry().create("policy", config.policy, backend, language=language, **config.policy_options)
+    build_policy(config, ensure_loaded(get_backend(config)))
 
 
 # A configuration's fields as the CLI's flags name them in a fix ("use --backend NAME"), and
