@@ -896,3 +896,17 @@ def test_the_editor_reads_a_list_value_it_shows(tones):
     editor.target.value = 0
     assert "temperature=[0, 0.2]" in editor.options.value
     assert StreamConfig.from_mapping(editor.mapping()) == config
+
+
+def test_a_panel_whose_only_stream_failed_before_measuring_still_gives_a_table():
+    """A stream that failed before its summary has unknown audio seconds (None); before,
+    the panel's run took them as the run's audio and its table raised a TypeError."""
+    import types
+
+    from rtlab.widgets.scoring import ScoredStream, score_streams
+
+    source = types.SimpleNamespace(path=None, label="mic", samples=None, reference="hello world", language="en")
+    failed = [{"type": "error", "message": "backend failed", "emitted_at": 1.0}]
+    run = score_streams(source, [ScoredStream(StreamConfig.parse("backend=test").validate(), failed)], clock="unaware")
+    assert run.streams[0].audio_seconds is None and run.audio_seconds == 0.0
+    assert "no RTF, no stream measured its audio and compute seconds" in run.table()

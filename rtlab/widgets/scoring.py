@@ -90,8 +90,8 @@ def score_streams(
             offline_hypothesis=reference.text if reference else None, normalizer=norm, clock=clock,
             lag_samples=stream.lag_samples,
         ))  # fmt: skip
-        if not run.audio_seconds:
-            run.audio_seconds = run.streams[-1].audio_seconds
+        if not run.audio_seconds and run.streams[-1].audio_seconds is not None:
+            run.audio_seconds = run.streams[-1].audio_seconds  # a failed stream measured none
     for config in configs:
         run.backends[config.label] = get_backend(config).info()
         mine = [s for s in run.streams if s.config["name"] == config.label]
