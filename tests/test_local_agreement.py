@@ -367,6 +367,55 @@ def test_the_rest_of_a_hyphenated_word_that_begins_with_the_committed_word_is_ke
     assert texts(policy.committed) == ["by", "25", "30", "years."]
 
 
+def test_the_rest_of_a_closed_compound_heard_over_the_committed_word_is_kept():
+    # German FLEURS (base, fleurs-de-002 after 0.75 s): two passes agreed on
+    # "Unabhängigkeit", the passes after it heard "Unabhängigkeitserklärung" over it, and
+    # "der Erklärung" that one pass had heard after it went for good.
+    policy, _ = policy_for(
+        "der@0.2-0.5 Unabhängigkeit.@0.5-1.2",
+        "der@0.2-0.5 Unabhängigkeit@0.5-1.2 der@1.2-1.4 Erklärung@1.4-1.8",  # commits "der Unabhängigkeit"
+        "der@0.2-0.5 Unabhängigkeitserklärung@0.5-1.8 eine@1.8-2.1 Karte.@2.1-2.5",
+        "der@0.2-0.5 Unabhängigkeitserklärung@0.5-1.8 eine@1.8-2.1 Karte.@2.1-2.5",
+    )
+    step(policy, 2.0)
+    assert texts(step(policy, 2.0).committed) == ["der", "Unabhängigkeit"]
+    step(policy, 2.0)
+    rest = step(policy, 2.0).committed
+    assert texts(rest) == ["serklärung", "eine", "Karte."]
+    assert rest[0]["start"] == pytest.approx(1.2), "from where the committed word ends"
+
+
+@pytest.mark.parametrize(
+    "hearing",
+    [
+        "into@0.5-1.4",  # a committed word of fewer than four letters
+        "Unabhängigkeits@0.5-1.6",  # a rest of fewer than four letters
+        "Unabhängigkeitserklärung@0.5-1.3",  # over hardly more audio: heard again, not more
+    ],
+)
+def test_a_longer_word_over_the_committed_one_is_not_split_without_more_speech(hearing):
+    committed = "in" if hearing.startswith("into") else "Unabhängigkeit"
+    policy, _ = policy_for(
+        f"der@0.2-0.5 {committed}@0.5-1.2",
+        f"der@0.2-0.5 {committed}@0.5-1.2 was@1.2-1.4",  # commits "der" and the word
+        f"der@0.2-0.5 {hearing} eine@1.8-2.1",
+        f"der@0.2-0.5 {hearing} eine@1.8-2.1",
+    )
+    for _ in range(4):
+        step(policy, 2.0)
+    assert texts(policy.committed) == ["der", committed, "eine"]
+
+
+def test_a_closed_compound_is_cut_where_its_text_compares_as_the_committed_word():
+    from rtlab.policies.reheard import rest_of_compound
+
+    # Casefolding "ß" gives "ss": the rest is not cut at the committed word's length.
+    rest = rest_of_compound({"text": " Straßenbahnen", "start": 1.0, "end": 2.0}, {"text": "Straße", "start": 1.0, "end": 1.5})
+    assert rest == {"text": " nbahnen", "start": 1.5, "end": 2.0}
+    # A committed word that ends inside one letter's casefolding is not a start of the text.
+    assert rest_of_compound({"text": " Straßenbahnen", "start": 1.0, "end": 2.0}, {"text": "Stras", "start": 1.0, "end": 1.5}) is None
+
+
 def test_a_hyphenated_word_that_only_looks_like_the_committed_one_is_not_split():
     policy, _ = policy_for(
         "so@0.2-0.5 called@0.6-0.9",

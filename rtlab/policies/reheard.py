@@ -25,6 +25,12 @@ START_SLACK = 0.1
 #: new word starts within ``_REPEAT_WITHIN`` seconds of the last commit's end.
 _REPEAT_LONGEST = 5
 _REPEAT_WITHIN = 1.0
+#: A closed compound heard over the last committed word ("Unabhängigkeit" committed,
+#: "Unabhängigkeitserklärung" heard): the committed word and the rest each have at least
+#: this many letters, ...
+COMPOUND_LETTERS = 4
+#: ... and the heard word goes on at least this long after the committed word ends.
+COMPOUND_SECONDS = 0.3
 
 
 def _key(word: Word) -> str:
@@ -33,14 +39,35 @@ def _key(word: Word) -> str:
 
 
 def rest_of_compound(word: Word, last: Word) -> Word | None:
-    """What ``word`` adds to the committed ``last`` when a pass heard the two as one
-    hyphenated word ("25" committed, "25-30" heard: "30", from where "25" ends); None when
-    ``word`` does not begin with ``last`` and a hyphen."""
+    """What ``word`` adds to the committed ``last`` when a pass heard the two as one word:
+    hyphenated ("25" committed, "25-30" heard: "30"), or closed, the way German joins
+    nouns ("Unabhängigkeit" committed from passes whose buffers ended inside the word,
+    "Unabhängigkeitserklärung" heard over it: "serklärung"), the rest from where ``last``
+    ends. A closed compound counts only when both parts have ``COMPOUND_LETTERS`` letters
+    or more and ``word`` goes on ``COMPOUND_SECONDS`` or more after ``last`` ends: "in"
+    heard again as "into" is the same audio heard otherwise, not more of it. None
+    otherwise. Without this, a later pass's one word over the committed one is taken for
+    it heard again, and the rest of what was said is dropped for good."""
     head = _key(last)
-    if not _key(word).startswith(head + "-"):
-        return None
+    whole = _key(word)
     text = word["text"]
-    rest = text.strip().split("-", head.count("-") + 1)[-1]
+    stripped = text.strip()
+    if whole.startswith(head + "-"):
+        rest = stripped.split("-", head.count("-") + 1)[-1]
+    elif (
+        len(head) >= COMPOUND_LETTERS
+        and whole.startswith(head)
+        and len(whole) - len(head) >= COMPOUND_LETTERS
+        and word["end"] - last["end"] >= COMPOUND_SECONDS
+    ):
+        # The shortest start of the text that compares as the committed word: casefolding
+        # can change lengths ("ß" / "ss"), so the rest is not cut at len(head).
+        cut = next((i for i in range(1, len(stripped) + 1) if _key({"text": stripped[:i]}) == head), None)
+        if cut is None:  # the committed word ends inside one letter's casefolding
+            return None
+        rest = stripped[cut:]
+    else:
+        return None
     if not _key({"text": rest}):
         return None
     space = text[: len(text) - len(text.lstrip())]
