@@ -94,7 +94,7 @@ def after_committed(words: list[Word], committed: Sequence[Word]) -> list[Word]:
     (the words committed so far, oldest first; the last few are enough) already holds.
 
     Where the decode heard the last committed word again (the same word, overlapping it in
-    time, or the first part of a hyphenated word: "25" committed, "25-30" heard), what
+    time, or the first part of a compound, :func:`rest_of_compound`), what
     follows that hearing is new, however the two decodes placed the boundary between them:
     the decode that committed "extremo" may have ended it 0.2 s into the next word, "en",
     which a later one starts there, and a rule on times alone would drop "en" for good.
