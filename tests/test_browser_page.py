@@ -8,12 +8,14 @@ The helpers (Chromium's flags, the fake microphone) are test_browser's.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from rtlab.config import StreamConfig
 from rtlab.server import ServerConfig, start_server
+from rtlab.server.session import TranscriptionSession
 from rtlab.testing import tone_words, wav_bytes
 from server_support import settle
 from test_browser import chromium_browser, open_demo_page, padded_wav
@@ -134,11 +136,11 @@ async def test_every_script_of_the_page_loads_and_runs(make_server):
         await page.goto(running.url + "/")
         await page.wait_for_function("window.rtlab.backends !== null", timeout=10_000)
         bounds = await page.evaluate(
-            "[rtlab.maxMessages, rtlab.maxShownChars, rtlab.maxKeptChars, rtlab.maxHeldSeconds, rtlab.backendRetryMs]"
+            "[rtlab.maxMessages, rtlab.maxShownChars, rtlab.maxKeptChars, rtlab.maxHeldSeconds, rtlab.maxResendSpeed, rtlab.backendRetryMs]"
         )
     assert loaded == {file.name: 200 for file in STATIC_DIR.glob("*.js")}, loaded
     assert errors == []
-    assert bounds == [1000, 20000, 1000000, 30, [1000, 2000, 4000, 8000, 15000]], bounds
+    assert bounds == [1000, 20000, 1000000, 30, 2, [1000, 2000, 4000, 8000, 15000]], bounds
 
 
 async def download_text(page) -> str:
@@ -235,6 +237,7 @@ async def test_a_long_transcript_is_bounded_on_the_page_and_in_what_it_keeps(mak
 
 
 OUTAGE_TEXT = "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa"
+HELD = "document.querySelector('#held')?.textContent"
 GAP = """() => Array.from(document.querySelectorAll('#committed .gap'), (g) => [g.textContent, g.dataset.lostSeconds])"""
 
 
@@ -286,6 +289,98 @@ async def test_audio_recorded_while_the_connection_is_down_is_sent_after_the_rec
     else:  # held for a second at most: the rest of the outage is lost
         assert after - 1.0 - 1.0 <= float(lost) <= after + 2.0, text
         assert len(missing) >= 2 * (after - 2.0), (text, missing)
+    assert not ffmpeg_children()
+
+
+async def test_audio_held_during_an_outage_is_sent_paced_not_in_one_burst(make_server, tmp_path, ffmpeg_children, monkeypatch):
+    """After a reconnect the page sends the audio it held at most rtlab.maxResendSpeed (2)
+    times faster than real time, the live audio queued behind it, and shows how much it
+    still holds until it has caught up; every word said during the outage is transcribed.
+    Before, the held audio (up to rtlab.maxHeldSeconds, 30 s) went out at once: a burst
+    that the server takes in one pass, its lag jumping by the whole outage.
+
+    The server records when each audio frame arrives. Pacing only ever delays frames, so
+    the bounds below are lower bounds on time, far from what pacing gives."""
+
+    arrivals: list[tuple[object, float]] = []
+    receive = TranscriptionSession.receive
+
+    async def recorded(self, frame):
+        if isinstance(frame, bytes):
+            arrivals.append((self.server, time.monotonic()))
+        await receive(self, frame)
+
+    monkeypatch.setattr(TranscriptionSession, "receive", recorded)
+    first = await make_server(shutdown_grace=0.0)
+    again = None
+    wav = padded_wav(wav_bytes(tone_words(OUTAGE_TEXT)[0]), tmp_path / "microphone.wav", after=12.0)
+    try:
+        async with chromium_browser(wav) as browser:
+            page, _ = await open_demo_page(browser, first.url)
+            await page.click("#start")
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
+            await first.stop()
+            await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
+            await asyncio.sleep(4.0)  # the page retries after 0.5, 1, 2, then 4 s: about 7.5 s held
+            holding = await page.evaluate(HELD)
+            again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('papa')", timeout=60_000)
+            await page.wait_for_function(f"{HELD} === '–'", timeout=60_000)  # caught up
+            await asyncio.sleep(1.0)
+            await page.click("#stop")
+            await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+            words = await committed_words(page)
+    finally:
+        if again is not None:
+            await again.stop()
+    times = [at for server, at in arrivals if again is not None and server is again.server]
+    # Slices come every 250 ms or more: over 7 s held, then live ones.
+    assert len(times) >= 28, len(times)
+    busiest = max(sum(1 for other in times if at <= other < at + 1.0) for at in times)
+    # At 2x real time a second brings 8 slices; a burst brought every held one at once.
+    assert busiest <= 16, (busiest, [round(at - times[0], 2) for at in times])
+    # 24 slices are 6 s of audio: 3 s at 2x; a burst took a few milliseconds.
+    assert times[23] - times[0] >= 1.5, [round(at - times[0], 2) for at in times]
+    assert holding is not None and holding.endswith(" s") and float(holding[:-2]) >= 3.0, holding
+    spoken = OUTAGE_TEXT.split()
+    # In order, none twice; the last words were said during the outage, and none of them
+    # is lost (those the old server had not transcribed when it went may be).
+    assert words == [w for w in spoken if w in words] and set(spoken[-6:]) <= set(words), words
+    assert not ffmpeg_children()
+
+
+async def test_stop_while_the_page_catches_up_sends_what_it_still_holds(make_server, tmp_path, ffmpeg_children):
+    """Stop pressed while held audio still waits for its turn: the rest goes out before
+    stop_transcription, and the server transcribes it in its flush (pacing must not lose
+    the words said during the outage)."""
+
+    first = await make_server(shutdown_grace=0.0)
+    again = None
+    started = "window.rtlab.messages.filter((m) => m.type === 'transcription_started').length"
+    try:
+        async with chromium_browser(microphone(tmp_path, OUTAGE_TEXT)) as browser:
+            page, _ = await open_demo_page(browser, first.url)
+            await page.evaluate("window.rtlab.maxResendSpeed = 1.1")  # 3.5 s held: 35 s to catch up
+            await page.click("#start")
+            await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
+            await first.stop()
+            await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
+            await asyncio.sleep(2.5)  # the page retries after 0.5 s, 1 s, then 2 s
+            again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
+            await page.wait_for_function(f"{started} === 2", timeout=30_000)
+            holding = await page.evaluate(HELD)
+            await page.click("#stop")
+            await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
+            messages = await page.evaluate("window.rtlab.messages")
+            after = await page.evaluate(HELD)
+    finally:
+        if again is not None:
+            await again.stop()
+    resumed = [i for i, m in enumerate(messages) if m["type"] == "transcription_started"][1]
+    words = [w["text"] for m in messages[resumed:] if m["type"] == "transcript" for w in m["committed"]]
+    assert float(holding.removesuffix(" s")) >= 2.0 and after == "–", (holding, after)
+    # Over 3.5 s held, a word every 0.5 s; at 1.1x, the half second before Stop sent one.
+    assert len(words) >= 4, words
     assert not ffmpeg_children()
 
 

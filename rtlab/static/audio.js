@@ -1,6 +1,6 @@
 // The microphone and the recordings the server hears: held while no server has taken
-// them, sent once one does, and the audio lost while the connection was down, counted and
-// marked in the transcript.
+// them, sent once one does (paced, not in one burst), and the audio lost while the
+// connection was down, counted and marked in the transcript.
 //
 // `stream` and `recording` are read by connection.js (an imported binding is live, and
 // read-only there); they change only here.
@@ -74,6 +74,12 @@ export function releaseMicrophone(media) {
 // page counts what the server did not transcribe, records a new stream at once and holds
 // it for the reconnect. Audio is held for rtlab.maxHeldSeconds at most: past it, a
 // recording no server has taken is dropped (and counted) for a new one.
+//
+// A recording is sent paced (see sendDue): held audio goes out at most
+// rtlab.maxResendSpeed times faster than real time, and the live slices queue behind it
+// until the page has caught up. Sent at once, up to maxHeldSeconds of audio would reach
+// the server in one burst, which it takes in one pass, the stream's lag jumping by the
+// whole outage (and every client of a restarted server would do so at the same moment).
 function startRecording(media) {
   stream = media;
   const mimeType = pickMimeType();
@@ -81,8 +87,14 @@ function startRecording(media) {
     recorder: new MediaRecorder(media, mimeType ? { mimeType, audioBitsPerSecond: 32000 } : undefined),
     startedAt: performance.now(),
     firstSliceAt: null,
+    // Slices { data, at }: `at`, the seconds of the recording when the slice came (its
+    // audio ends there).
     held: [], // null once a server has confirmed the stream, or it is over the bound
     socket: null, // the connection it streams to, once start_transcription is sent there
+    unsent: [], // slices not yet sent there: they wait for their turn (sendDue)
+    sendingSince: 0, // performance.now() when the page began sending it there
+    sentUpTo: 0, // `at` of the latest slice sent there
+    timer: null, // the next sendDue while slices wait
     transcribed: 0, // seconds of the stream the server has transcribed
   };
   mine.recorder.ondataavailable = (event) => onSlice(mine, event.data);
@@ -90,6 +102,8 @@ function startRecording(media) {
     // The browser ended the recording (the microphone was unplugged, or taken away).
     if (recording !== mine) return;
     recording = null;
+    showHeld();
+    sendAll(mine); // the utterance ends with what was heard: all of it
     session.onMicrophoneLost(mine);
   });
   mine.recorder.start(SLICE_MS);
@@ -101,24 +115,68 @@ function onSlice(mine, data) {
   if (!data.size) return;
   const now = performance.now();
   if (mine.firstSliceAt === null) mine.firstSliceAt = now;
+  const slice = { data, at: (now - mine.startedAt) / 1000 };
   if (mine.held) {
-    mine.held.push(data);
-    if ((now - mine.startedAt) / 1000 > rtlab.maxHeldSeconds) {
+    mine.held.push(slice);
+    if (slice.at > rtlab.maxHeldSeconds) {
       if (!mine.socket) return dropRecording(mine);
       mine.held = null; // the server holds it while its model loads; the page no longer can
     }
   }
-  if (mine.socket) sendSlice(mine, data);
+  if (mine.socket) {
+    mine.unsent.push(slice);
+    sendDue(mine);
+  }
+  showHeld();
 }
 
-function sendSlice(mine, data) {
+// Held audio goes out at most this many times faster than real time: a number above 1
+// (Infinity: at once), else 2. At 2, a backlog of H seconds is caught up in H seconds, and
+// the N clients of a restarted server send it at most 2N streams' worth of audio meanwhile.
+function resendSpeed() {
+  const speed = Number(rtlab.maxResendSpeed);
+  return speed > 1 ? speed : 2;
+}
+
+// Sends the slices whose turn has come: the one that ends `at` seconds into the recording
+// is sent no sooner than at / speed seconds after the page began sending the recording on
+// this connection: held ones are spread out, and once the page has caught up, a live
+// slice is due as it comes.
+function sendDue(mine) {
+  clearTimeout(mine.timer);
+  mine.timer = null;
+  if (!mine.socket || mine.socket.readyState !== WebSocket.OPEN) return;
+  const elapsed = (performance.now() - mine.sendingSince) / 1000;
+  const speed = resendSpeed();
+  while (mine.unsent.length) {
+    const wait = mine.unsent[0].at / speed - elapsed;
+    if (wait > 0) {
+      mine.timer = setTimeout(() => sendDue(mine), wait * 1000);
+      break;
+    }
+    sendSlice(mine, mine.unsent.shift());
+  }
+  showHeld();
+}
+
+// Everything not yet sent, at once: the stream ends here (Stop, or the microphone went
+// away) and the server transcribes what it has in its flush.
+function sendAll(mine) {
+  clearTimeout(mine.timer);
+  mine.timer = null;
+  if (!mine.socket) return;
+  mine.unsent.splice(0).forEach((slice) => sendSlice(mine, slice));
+}
+
+function sendSlice(mine, slice) {
   if (mine.socket.readyState !== WebSocket.OPEN) return;
   if (firstAudioAt === null) firstAudioAt = mine.firstSliceAt;
-  mine.socket.send(data);
+  mine.socket.send(slice.data);
+  mine.sentUpTo = slice.at;
 }
 
 // Streams the recording on `socket` once start_transcription is sent there: the one held
-// (sent whole first), or a new one.
+// (sent first, paced), or a new one.
 export function attachRecording(media, socket) {
   let mine = recording;
   if (!mine || !mine.held || mine.socket) {
@@ -126,8 +184,21 @@ export function attachRecording(media, socket) {
     mine = startRecording(media);
   }
   mine.socket = socket;
+  mine.sendingSince = performance.now();
+  mine.sentUpTo = 0;
+  mine.unsent = mine.held.slice();
   firstAudioAt = null;
-  mine.held.forEach((data) => sendSlice(mine, data));
+  sendDue(mine);
+}
+
+// The "held" readout: seconds of audio the page holds that no server has yet, while it
+// reconnects or catches up after a reconnect; "–" when it has none.
+function showHeld() {
+  const mine = recording;
+  let seconds = 0;
+  if (mine && !mine.socket && mine.held && mine.held.length) seconds = (performance.now() - mine.startedAt) / 1000;
+  else if (mine && mine.socket && mine.unsent.length) seconds = mine.unsent[mine.unsent.length - 1].at - mine.sentUpTo;
+  ui.held.textContent = seconds > 0 ? `${seconds.toFixed(1)} s` : "–";
 }
 
 // The server on `socket` has confirmed the stream (transcription_started): it has the
@@ -162,7 +233,9 @@ export function cutRecording() {
   const mine = recording;
   if (!mine) return;
   mine.socket = null;
-  if (mine.held) return;
+  clearTimeout(mine.timer);
+  mine.unsent = []; // a server that confirmed the stream has gone: counted below
+  if (mine.held) return showHeld(); // held whole for the next connection
   const now = performance.now();
   openGap(now).lost += Math.max(0, (now - mine.startedAt) / 1000 - mine.transcribed);
   endRecording(mine);
@@ -183,16 +256,22 @@ function endRecording(mine) {
   if (recording === mine) recording = null; // not the microphone going away
   mine.held = null;
   mine.socket = null;
+  clearTimeout(mine.timer);
+  mine.unsent = [];
   if (mine.recorder.state !== "inactive") mine.recorder.stop();
+  showHeld();
 }
 
-// Stops the recording (its last slice is delivered first), and the microphone unless
-// the user still wants a transcript.
+// Stops the recording (its last slice is delivered first, and then whatever is still
+// waiting for its turn), and the microphone unless the user still wants a transcript.
 export function stopRecorder() {
   return new Promise((resolve) => {
-    const active = recording && recording.recorder;
+    const mine = recording;
+    const active = mine && mine.recorder;
     recording = null;
+    showHeld();
     const release = () => {
+      if (mine) sendAll(mine);
       if (!session.wantsAudio()) releaseMicrophone(stream); // kept for a reconnect
       resolve();
     };

@@ -10,7 +10,7 @@ export const ui = {
   transcript: $("transcript"), committed: $("committed"), partial: $("partial"),
   history: $("history"), sessionTitle: $("session-title"), trimmed: $("trimmed"),
   copy: $("copy"), download: $("download"), clear: $("clear"), transcriptNote: $("transcript-note"),
-  startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), wordCount: $("word-count"),
+  startLatency: $("start-latency"), latency: $("latency"), lag: $("lag"), held: $("held"), wordCount: $("word-count"),
 };
 
 // Exposed for tests and curious users: the latest messages received (at most maxMessages,
@@ -22,6 +22,7 @@ export const rtlab = (window.rtlab = {
   maxShownChars: 20000, // of transcript in the box: older text leaves it (Copy and Download keep it)
   maxKeptChars: 1000000, // of transcript for Copy and Download: older text is dropped, and counted
   maxHeldSeconds: 30, // of audio recorded while no server takes it, sent once one does
+  maxResendSpeed: 2, // times real time, at most, that held audio is sent at after a reconnect
 });
 
 let focusWanted = false; // Start or Stop had the focus when both were disabled
