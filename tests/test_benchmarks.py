@@ -1066,10 +1066,17 @@ def test_accuracy_sets_a_beam_search_configuration_against_the_greedy_offline_pa
     beam = next(line for line in lines if line.startswith("de (given) beam:"))
     assert "streaming minus offline +10.0 points" in beam
     assert "streaming minus default's greedy offline +0.0 points (95% CI +0.0 to +0.0, 2 clips)" in beam
-    assert beam.endswith("lowest clip kept of default's greedy offline words 100.0%")
+    assert "lowest clip kept 100.0% (word count 80.0% of offline)" in beam  # its own offline pass: five words
+    assert beam.endswith("lowest clip kept of default's greedy offline words 100.0% (word count 100.0%)")
     rows[2]["streams"][1]["streamed"] = "ein zwei drei"
     beam = next(line for line in accuracy.shift_summaries(rows, {"default": "", "beam": "beam_size=5"})
                 if line.startswith("de (given) beam:"))  # fmt: skip
-    assert beam.endswith("lowest clip kept of default's greedy offline words 75.0%")
+    assert beam.endswith("lowest clip kept of default's greedy offline words 75.0% (word count 75.0%)")
+    # Two words heard as one ("zweidrei") and one added at the end: five of six kept, as
+    # many words as offline.
+    offline = "eins zwei drei vier fünf sechs"
+    clip = {"file": "clip.wav", "offline": offline, "streamed": "eins zweidrei vier fünf sechs sieben"}
+    assert accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [clip]}]) == (5 / 6, 1.0)
+    assert accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [{**clip, "offline": None}]}]) is None
     default = next(line for line in lines if line.startswith("de (given) default:"))
     assert "greedy offline" not in default and "streaming minus offline +10.0 points" in default
