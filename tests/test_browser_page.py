@@ -30,6 +30,17 @@ def microphone(tmp_path: Path, text: str = "alpha bravo charlie") -> Path:
     return padded_wav(wav_bytes(tone_words(text)[0]), tmp_path / "microphone.wav")
 
 
+async def lose_the_server(page, server, seconds: float) -> None:
+    """Start transcribing on ``page``; once "bravo" is committed, stop ``server`` under it,
+    and wait until the page is reconnecting and ``seconds`` more (the page retries after
+    0.5 s, 1 s, 2 s, then 4 s)."""
+    await page.click("#start")
+    await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
+    await server.stop()
+    await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
+    await asyncio.sleep(seconds)
+
+
 async def test_the_backend_list_is_fetched_again_after_a_reconnect(make_server, tmp_path, ffmpeg_children):
     """The server restarts with other backends allowed while the page transcribes: once
     the page has reconnected it offers the new list, and the backend and policy the user
@@ -262,11 +273,7 @@ async def test_audio_recorded_while_the_connection_is_down_is_sent_after_the_rec
         async with chromium_browser(microphone(tmp_path, OUTAGE_TEXT)) as browser:
             page, _ = await open_demo_page(browser, first.url)
             await page.evaluate(f"window.rtlab.maxHeldSeconds = {held}")
-            await page.click("#start")
-            await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
-            await first.stop()
-            await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
-            await asyncio.sleep(2.5)  # the page retries after 0.5 s, 1 s, then 2 s
+            await lose_the_server(page, first, 2.5)
             again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
             await page.wait_for_function("document.querySelector('#committed').textContent.includes('papa')", timeout=60_000)
             await page.click("#stop")
@@ -317,11 +324,7 @@ async def test_audio_held_during_an_outage_is_sent_paced_not_in_one_burst(make_s
     try:
         async with chromium_browser(wav) as browser:
             page, _ = await open_demo_page(browser, first.url)
-            await page.click("#start")
-            await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
-            await first.stop()
-            await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
-            await asyncio.sleep(4.0)  # the page retries after 0.5, 1, 2, then 4 s: about 7.5 s held
+            await lose_the_server(page, first, 4.0)  # about 7.5 s held
             holding = await page.evaluate(HELD)
             again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
             await page.wait_for_function("document.querySelector('#committed').textContent.includes('papa')", timeout=60_000)
@@ -361,11 +364,7 @@ async def test_stop_while_the_page_catches_up_sends_what_it_still_holds(make_ser
         async with chromium_browser(microphone(tmp_path, OUTAGE_TEXT)) as browser:
             page, _ = await open_demo_page(browser, first.url)
             await page.evaluate("window.rtlab.maxResendSpeed = 1.1")  # 3.5 s held: 35 s to catch up
-            await page.click("#start")
-            await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
-            await first.stop()
-            await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
-            await asyncio.sleep(2.5)  # the page retries after 0.5 s, 1 s, then 2 s
+            await lose_the_server(page, first, 2.5)
             again = await start_server(ServerConfig(port=first.port, stream=StreamConfig(backend="test")))
             await page.wait_for_function(f"{started} === 2", timeout=30_000)
             holding = await page.evaluate(HELD)
@@ -391,11 +390,7 @@ async def test_stop_during_an_outage_marks_the_audio_lost(make_server, tmp_path,
     first = await make_server(shutdown_grace=0.0)
     async with chromium_browser(microphone(tmp_path, OUTAGE_TEXT)) as browser:
         page, _ = await open_demo_page(browser, first.url)
-        await page.click("#start")
-        await page.wait_for_function("document.querySelector('#committed').textContent.includes('bravo')", timeout=30_000)
-        await first.stop()
-        await page.wait_for_function("window.rtlab.state === 'reconnecting'", timeout=30_000)
-        await asyncio.sleep(2.0)
+        await lose_the_server(page, first, 2.0)
         await page.click("#stop")
         await page.wait_for_function("window.rtlab.state === 'idle'", timeout=30_000)
         gaps = await page.evaluate(GAP)
