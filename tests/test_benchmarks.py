@@ -264,8 +264,8 @@ def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, t
     assert all(r["wer"] == 0.0 and r["files"] == rows[0]["files"] for r in rows)
     assert "default +0.5 s" in result.stdout
     assert ("en (given) default: WER over 2 shifts: mean 0.0%, range 0.0% to 0.0%; offline mean 0.0%, "
-            "range 0.0% to 0.0%; lowest clip kept 100.0%; streaming minus offline +0.0 points (95% CI +0.0 to "
-            f"+0.0, {rows[0]['files']} clips)") in result.stdout  # fmt: skip
+            "range 0.0% to 0.0%; lowest clip kept 100.0% (word count 100.0% of offline); streaming minus offline "
+            f"+0.0 points (95% CI +0.0 to +0.0, {rows[0]['files']} clips)") in result.stdout  # fmt: skip
     bad = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--shifts", "0")
     assert bad.returncode == 2 and "--shifts must be from 1 to 20" in bad.stderr
 
