@@ -233,6 +233,13 @@ def greedy_beside(config: str, configurations: dict[str, str]) -> str | None:
     return "default" if "default" in greedy else next(iter(greedy), None)
 
 
+def offline_by_clip(rows: list[dict[str, Any]], field: str) -> dict[tuple[Any, str], Any]:
+    """The rows' streams' ``field`` (their offline pass's text or error counts) by
+    ``(shift, clip file)``, where :func:`against_offline` and :func:`lowest_clip` find the
+    offline pass of a clip, their own or another configuration's."""
+    return {(row.get("shift"), s["file"]): s.get(field) for row in rows for s in row["streams"]}
+
+
 def against_offline(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any]] | None = None) -> Any:
     """Streaming WER minus offline WER over the rows' streams, with a paired bootstrap
     interval in which a clip's streams at every shift are drawn together
@@ -242,8 +249,7 @@ def against_offline(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any
     from rtlab.eval.metrics import ErrorRate, paired_difference
 
     streams = [(row.get("shift"), s) for row in rows for s in row["streams"]]
-    source = rows if offline_rows is None else offline_rows
-    offline = {(row.get("shift"), s["file"]): s.get("offline_wer_counts") for row in source for s in row["streams"]}
+    offline = offline_by_clip(rows if offline_rows is None else offline_rows, "offline_wer_counts")
     pairs = [(s.get("wer_counts"), offline.get((shift, s["file"]))) for shift, s in streams]
     if not pairs or any(not streamed or not heard for streamed, heard in pairs):
         return None
@@ -263,8 +269,7 @@ def lowest_clip(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any]] |
     missing, or no offline pass heard a word."""
     from rtlab.eval.metrics import words_kept
 
-    source = rows if offline_rows is None else offline_rows
-    offline = {(row.get("shift"), s["file"]): s.get("offline") for row in source for s in row["streams"]}
+    offline = offline_by_clip(rows if offline_rows is None else offline_rows, "offline")
     counts = []
     for row in rows:
         for s in row["streams"]:

@@ -62,13 +62,13 @@ def rest_of_compound(word: Word, last: Word) -> Word | None:
     ):
         # The shortest start of the text that compares as the committed word: casefolding
         # can change lengths ("ß" / "ss"), so the rest is not cut at len(head).
-        cut = next((i for i in range(1, len(stripped) + 1) if _key({"text": stripped[:i]}) == head), None)
+        cut = next((i for i in range(1, len(stripped) + 1) if key(stripped[:i]) == head), None)
         if cut is None:  # the committed word ends inside one letter's casefolding
             return None
         rest = stripped[cut:]
     else:
         return None
-    if not _key({"text": rest}):
+    if not key(rest):
         return None
     space = text[: len(text) - len(text.lstrip())]
     return {**word, "text": space + rest, "start": max(word["start"], last["end"])}
