@@ -327,6 +327,8 @@ def test_long_form_assigns_each_word_to_the_clip_its_middle_falls_in():
     words = [{"text": "a", "start": 0.1, "end": 0.4}, {"text": "b", "start": 1.5, "end": 2.9},  # middle 2.2
              {"text": "c", "start": 2.7, "end": 2.9}, {"text": " d", "start": 4.0, "end": 4.5}]  # fmt: skip
     assert script.assign_words(words, segments) == ["a b", "c d"]  # c's middle is 0.2 s early: loose word times
+    joined = [*words[:3], {"text": "dd", "start": 3.0, "end": 3.5, "joins": True}, words[3]]
+    assert script.assign_words(joined, segments) == ["a b", "cdd d"]  # the rest of "c", heard over it
 
 
 def test_long_form_segments_alone_keep_the_pauses_around_each_clip():
@@ -1080,3 +1082,30 @@ def test_accuracy_sets_a_beam_search_configuration_against_the_greedy_offline_pa
     assert accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [{**clip, "offline": None}]}]) is None
     default = next(line for line in lines if line.startswith("de (given) default:"))
     assert "greedy offline" not in default and "streaming minus offline +10.0 points" in default
+
+
+def test_batching_script_pairs_one_sessions_passes_with_and_without_the_batcher(tone_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = run_script(
+        "batching.py", "--backend", "test", "-b", "compute_rtf=0.05", "--corpus", str(tone_corpus),
+        "--seconds", "3", "--pass-pairs", "3", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "batching.json").read_text(encoding="utf-8"))
+    assert report["rows"] == [], "without --sessions only the pairs run"
+    pairs, summary = report["pass_pairs"]["pairs"], report["pass_pairs"]["summary"]
+    assert len(pairs) == summary["pairs"] == 3
+    assert summary["unbatched_passes"] == summary["batched_passes"] == 3
+    # The same audio both ways, and each configuration first in turn.
+    assert [p["first"] for p in pairs] == [1, 2, 1] and len({p["audio_seconds"] for p in pairs}) == 3
+    assert all(p["unbatched"]["words"] == p["batched"]["words"] != [] for p in pairs)
+    assert summary["pairs_with_other_words"] == summary["pairs_with_other_words_or_times"] == 0
+    # The batched passes went through the batcher, alone; the unbatched ones did not.
+    assert summary["batched_through_batcher"] == 3 and summary["unbatched_through_batcher"] == 0
+    assert all(p["batched"]["batch_wait"] is not None and p["unbatched"]["batch_wait"] is None for p in pairs)
+    assert all(p[kind]["seconds"] >= p[kind]["compute"] > 0 for p in pairs for kind in ("unbatched", "batched"))
+    difference = summary["difference"]
+    assert difference["low"] <= difference["median"] <= difference["high"]
+    assert "median of 3 paired differences" in result.stdout and "Pairs whose words differ: 0 of 3" in result.stdout
+    bad = run_script("batching.py", "--pass-pairs", "0")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("not '0'")
