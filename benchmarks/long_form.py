@@ -64,7 +64,11 @@ def assign_words(words: list[dict[str, Any]], segments: list[tuple[float, float,
         for i, (start, _, _) in enumerate(segments):
             if start - EARLY <= middle:
                 index = i
-        texts[index].append(str(word["text"]).strip())
+        text = str(word["text"]).strip()
+        if word.get("joins") and texts[index]:  # the rest of the word before it
+            texts[index][-1] += text
+        else:
+            texts[index].append(text)
     return [" ".join(t for t in text if t) for text in texts]
 
 

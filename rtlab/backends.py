@@ -33,6 +33,9 @@ class Word(TypedDict, total=False):
     start: float
     end: float
     probability: float
+    #: Goes on from the word before it, without a space (set by a policy on the rest of a
+    #: word heard over a committed one; see :func:`rtlab.core.events.join_words`).
+    joins: bool
 
 
 @dataclass(frozen=True)

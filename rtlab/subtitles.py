@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .core.events import join_words
 from .options import is_number
 
 FORMATS = ("srt", "vtt")
@@ -48,7 +49,8 @@ class Cues:
             text = str(word["text"]).strip()
             if not text:
                 continue
-            if self._words and self._breaks_before(word, text):
+            # (A word that goes on from the one before it, "joins", stays in its cue.)
+            if self._words and not word.get("joins") and self._breaks_before(word, text):
                 finished.append(self._cue())
             self._words.append({**word, "text": text})
             if text.endswith(_SENTENCE_ENDS):
@@ -71,7 +73,7 @@ class Cues:
     def _cue(self) -> Cue:
         words, self._words = self._words, []
         start = float(words[0]["start"])
-        return Cue(start, max(start, float(words[-1]["end"])), " ".join(w["text"] for w in words))
+        return Cue(start, max(start, float(words[-1]["end"])), join_words(words))
 
 
 def timestamp(seconds: float, format: str) -> str:

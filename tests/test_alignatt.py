@@ -16,7 +16,7 @@ from rtlab.backends import Backend
 from rtlab.core.feeding import feed_bytes
 from rtlab.errors import InvalidOption
 from rtlab.policies import missing_capabilities
-from rtlab.policies.alignatt import LOOP_LONGEST, AlignAtt, AttentionTracker, _Emitted, median_filter
+from rtlab.policies.alignatt import LOOP_LONGEST, AlignAtt, AttentionTracker, _as_words, _Emitted, median_filter
 from rtlab.policies.vac import KEEP_SILENCE
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 from rtlab.registry import get_registry
@@ -942,3 +942,20 @@ def test_a_decode_s_tokens_for_the_buffer_are_bounded_by_its_length():
     assert len(policy.process_iter().committed) == 22 and policy.stops["budget"] == 1
     policy.insert_audio(np.zeros(int(0.5 * SAMPLE_RATE), np.float32))  # 1.3 s: 26, 22 of them forced
     assert len(policy.process_iter().committed) == 4 and policy.stops["budget"] == 2
+
+
+def test_decode_afresh_keeps_the_rest_of_a_word_heard_over_the_committed_one_as_joining_it():
+    """With the committed words gone from the buffer, a decode from its start hears
+    "charliedelta" over the committed "charlie": "delta" is new and goes on from it."""
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6, decode_afresh=True)
+    policy._said = [{"text": "charlie", "start": 0.5, "end": 1.0}]
+    policy._last_end = 1.0
+    frames = policy.decoder.frames_per_second
+    words = [(" charliedelta", [1, 2]), (" echo", [3])]
+    new, attended, joins = policy._not_heard_before(words, [int(0.5 * frames), int(1.5 * frames), int(1.7 * frames)])
+    assert (new, joins) == ([("delta", [1, 2]), (" echo", [3])], True)
+    assert attended == [int(0.5 * frames), int(1.5 * frames), int(1.7 * frames)]
+    # The mark goes with the word to its commit event.
+    emitted = policy._timed(new, attended)
+    emitted[0].joins = True
+    assert [w.get("joins", False) for w in _as_words(emitted)] == [True, False]

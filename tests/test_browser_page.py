@@ -440,3 +440,30 @@ async def test_a_connection_closed_for_good_without_a_message_releases_the_micro
         state, opened = await page.evaluate("[window.rtlab.state, window.__streams.length]")
     assert "code 1008" in status, status
     assert (state, opened) == ("idle", 1)
+
+
+async def test_a_word_that_joins_the_one_before_goes_on_it_on_the_page_and_in_the_download(make_server):
+    """The rest of a word heard over a committed one ("joins") is written on to it: in the
+    transcript shown and in what Download saves, also when it comes in a later message."""
+    running = await make_server()
+    async with chromium_browser() as browser:
+        page = await browser.new_page()
+        await page.goto(running.url + "/")
+        await page.wait_for_function("window.rtlab.backends !== null", timeout=10_000)
+        await page.evaluate(
+            """async () => {
+                const transcript = await import("/static/transcript.js");  // the page's own module
+                transcript.beginSession();
+                const word = (text, start, joins) => ({ text, start, end: start + 0.3, ...(joins ? { joins } : {}) });
+                const message = (committed) => ({ type: "transcript", committed, partial: "", emitted_at: 1, lag: 0 });
+                transcript.showTranscript(message([word("der", 0), word("Unabhängigkeit", 0.3)]));
+                transcript.showTranscript(message([word("serklärung", 0.6, true), word("von", 0.9), word("25", 1.2)]));
+                transcript.showTranscript(message([word("-30", 1.5, true), word("Jahren.", 1.8)]));
+            }"""
+        )
+        shown = await page.text_content("#committed")
+        count = await page.text_content("#word-count")
+        saved = await download_text(page)
+    assert shown == "der Unabhängigkeitserklärung von 25-30 Jahren.", shown
+    assert count == "5", count
+    assert saved.splitlines()[1] == shown, saved

@@ -553,3 +553,22 @@ def test_a_policy_refusing_the_backend_names_the_fix_as_a_flag(command, tone_wav
     assert "backend 'test' does not provide it" in error
     assert re.search(r": use --backend [\w-]+( or --backend [\w-]+)*$", error), error
     assert "backend=" not in error
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_live_display_writes_a_joining_word_on_to_the_word_before(live):
+    import io
+
+    from rtlab.cli.display import LiveText
+
+    class Output(io.StringIO):
+        def isatty(self) -> bool:
+            return live
+
+    out = Output()
+    display = LiveText(stream=out, status=io.StringIO())
+    display.event({"type": "commit", "words": [{"text": "der", "start": 0, "end": 0.3}, {"text": "Unabhängigkeit", "start": 0.3, "end": 1}]})
+    display.event({"type": "commit", "words": [{"text": "serklärung", "start": 1, "end": 1.5, "joins": True}, {"text": "eine", "start": 1.5, "end": 2}]})
+    assert display.line == "der Unabhängigkeitserklärung eine"
+    if not live:
+        assert out.getvalue() == "der Unabhängigkeitserklärung eine"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rtlab.core.events import join_words
 from rtlab.errors import InvalidOption
 from rtlab.levels import frame_rms
 from rtlab.policies.local_agreement import KEEP_SILENCE, LocalAgreement
@@ -362,9 +363,10 @@ def test_the_rest_of_a_hyphenated_word_that_begins_with_the_committed_word_is_ke
     assert texts(step(policy, 2.0).committed) == ["by", "25"]
     step(policy, 2.0)
     rest = step(policy, 2.0).committed
-    assert texts(rest) == ["30", "years."]
+    assert texts(rest) == ["-30", "years."]
     assert rest[0]["start"] == pytest.approx(0.9), "from where the committed word ends"
-    assert texts(policy.committed) == ["by", "25", "30", "years."]
+    assert [w.get("joins", False) for w in rest] == [True, False], "the rest goes on from '25'"
+    assert join_words(policy.committed) == "by 25-30 years."
 
 
 def test_the_rest_of_a_closed_compound_heard_over_the_committed_word_is_kept():
@@ -383,6 +385,8 @@ def test_the_rest_of_a_closed_compound_heard_over_the_committed_word_is_kept():
     rest = step(policy, 2.0).committed
     assert texts(rest) == ["serklärung", "eine", "Karte."]
     assert rest[0]["start"] == pytest.approx(1.2), "from where the committed word ends"
+    assert [w.get("joins", False) for w in rest] == [True, False, False]
+    assert join_words(policy.committed) == "der Unabhängigkeitserklärung eine Karte."
 
 
 @pytest.mark.parametrize(
@@ -411,7 +415,7 @@ def test_a_closed_compound_is_cut_where_its_text_compares_as_the_committed_word(
 
     # Casefolding "ß" gives "ss": the rest is not cut at the committed word's length.
     rest = rest_of_compound({"text": " Straßenbahnen", "start": 1.0, "end": 2.0}, {"text": "Straße", "start": 1.0, "end": 1.5})
-    assert rest == {"text": " nbahnen", "start": 1.5, "end": 2.0}
+    assert rest == {"text": "nbahnen", "start": 1.5, "end": 2.0, "joins": True}
     # A committed word that ends inside one letter's casefolding is not a start of the text.
     assert rest_of_compound({"text": " Straßenbahnen", "start": 1.0, "end": 2.0}, {"text": "Stras", "start": 1.0, "end": 1.5}) is None
 

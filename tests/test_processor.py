@@ -905,3 +905,43 @@ async def test_async_with_starts_the_processor_and_always_cleans_it_up(clips, no
             raise RuntimeError("the caller's own error")
     assert processor.state == "STOPPED" and ffmpeg_children() == []
     assert [event async for event in processor.events] == []  # stopped where it was: no summary
+
+
+class CompoundTones(ToneBackend):
+    """A tone backend that hears "charlie" and "delta" as one word, "charliedelta", once
+    both are in a pass's audio (as Whisper hears a German compound whole once it is said)."""
+
+    name = "compound-tones"
+
+    def transcribe(self, audio, *, prompt="", language=None):
+        words = super().transcribe(audio, prompt=prompt, language=language)
+        texts = [w["text"].strip() for w in words]
+        for i in range(len(words) - 1):
+            if texts[i : i + 2] == ["charlie", "delta"]:
+                whole = {**words[i], "text": " charliedelta", "end": words[i + 1]["end"]}
+                return [*words[:i], whole, *words[i + 2 :]]
+        return words
+
+
+async def test_the_rest_of_a_word_heard_over_a_committed_one_joins_it_in_every_text(tmp_path, no_ffmpeg_left):
+    """"charlie" is committed before "delta" is said; later passes hear "charliedelta" over
+    it. The rest, "delta", is committed marked ``joins``, and every text of the stream
+    writes it on to "charlie": the summary, the stream's text, the scored hypothesis and
+    subtitles."""
+    from rtlab.eval.results import evaluate_stream
+    from rtlab.subtitles import subtitles
+
+    said, then = tone_words("alpha bravo charlie")[0], tone_words("delta echo")[0]
+    audio = np.concatenate([said, np.zeros(int(0.6 * 16_000), np.float32), then])  # committed in the pause
+    with registered(CompoundTones):
+        processor = AudioProcessor(StreamConfig(backend="compound-tones", decoder="pcm_s16le"), clock="simulated")
+        events = await stream(processor, (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), chunk_size=1000)
+    words = [w for e in events if e["type"] == "commit" for w in e["words"]]
+    assert [(w["text"], w.get("joins", False)) for w in words] == [
+        ("alpha", False), ("bravo", False), ("charlie", False), ("delta", True), ("echo", False)
+    ]  # fmt: skip
+    assert "joins" not in words[0], "the key is absent on a word that does not join"
+    assert events[-1]["text"] == "alpha bravo charliedelta echo"
+    scored = evaluate_stream(file="tones", reference="alpha bravo charliedelta echo", events=events)
+    assert scored.hypothesis == "alpha bravo charliedelta echo" and scored.wer.errors == 0
+    assert "charliedelta echo" in subtitles(events, "srt")

@@ -65,3 +65,11 @@ def test_subtitles_of_a_stream_s_events():
     assert subtitles(events, "srt").startswith("1\n00:00:00,000 --> 00:00:00,700\nHi all.\n\n2\n")
     with pytest.raises(ValueError, match="format must be one of srt, vtt"):
         subtitles(events, "ass")
+
+
+def test_a_joining_word_stays_in_the_cue_of_the_word_before_it():
+    cues = Cues(max_chars=20)  # "der Unabhängigkeit" fits, with its rest it does not
+    finished = cues.add([{"text": "der", "start": 0.0, "end": 0.3}, {"text": "Unabhängigkeit", "start": 0.3, "end": 1.0}])
+    finished += cues.add([{"text": "serklärung", "start": 1.0, "end": 1.6, "joins": True}, {"text": "eine", "start": 1.6, "end": 2.0}])
+    finished += cues.flush()
+    assert [cue.text for cue in finished] == ["der Unabhängigkeitserklärung", "eine"]

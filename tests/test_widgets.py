@@ -910,3 +910,12 @@ def test_a_panel_whose_only_stream_failed_before_measuring_still_gives_a_table()
     run = score_streams(source, [ScoredStream(StreamConfig.parse("backend=test").validate(), failed)], clock="unaware")
     assert run.streams[0].audio_seconds is None and run.audio_seconds == 0.0
     assert "no RTF, no stream measured its audio and compute seconds" in run.table()
+
+
+def test_a_streams_text_writes_a_joining_word_on_to_the_word_before():
+    from rtlab.widgets.state import StreamState
+
+    state = StreamState("de")
+    state.add({"type": "commit", "words": [{"text": "Unabhängigkeit", "start": 0.3, "end": 1.0}], "emitted_at": 1.5})
+    state.add({"type": "commit", "words": [{"text": "serklärung", "start": 1.0, "end": 1.5, "joins": True}], "emitted_at": 2.0})
+    assert state.text == "Unabhängigkeitserklärung"

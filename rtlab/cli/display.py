@@ -36,7 +36,7 @@ class LiveText:
         """Update the display with one transcript event."""
         if event["type"] == "commit":
             for word in event["words"]:
-                self._add_word(word["text"])
+                self._add_word(word["text"], joins=bool(word.get("joins")))
             self.partial = ""
             if not self.live:
                 self.stream.flush()
@@ -49,16 +49,19 @@ class LiveText:
         self.progress = fraction
         self._draw()
 
-    def _add_word(self, text: str) -> None:
-        if self.line and len(self.line) + 1 + len(text) > self._width():
+    def _add_word(self, text: str, joins: bool = False) -> None:
+        """Write a committed word; one that ``joins`` the word before goes on it (no space,
+        no line break between them)."""
+        if self.line and not joins and len(self.line) + 1 + len(text) > self._width():
             if self.live:
                 self.stream.write(f"{CLEAR}{self.line}\n")
             else:
                 self.stream.write("\n")
             self.line = ""
+        space = " " if self.line and not joins else ""
         if not self.live:
-            self.stream.write((" " if self.line else "") + text)
-        self.line = f"{self.line} {text}" if self.line else text
+            self.stream.write(space + text)
+        self.line += space + text
 
     def _bar(self) -> str:
         filled = int(self.progress * 20)

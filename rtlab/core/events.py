@@ -2,7 +2,10 @@
 and the bounded queue that carries them from a processor to its consumer.
 
 * ``{"type": "partial", "text", "emitted_at"}``: provisional, may change.
-* ``{"type": "commit", "words": [{"text", "start", "end"}], "emitted_at"}``: final.
+* ``{"type": "commit", "words": [{"text", "start", "end"}], "emitted_at"}``: final. A word
+  with ``"joins": true`` goes on from the word before it, without a space: the rest of a
+  word heard over one already committed ("Unabhängigkeit", then "serklärung"; "25", then
+  "-30"). :func:`join_words` writes words as text by this rule; the key is absent otherwise.
 * ``{"type": "error", "error": code, "message", "emitted_at"}``.
 * ``{"type": "summary", "text", "audio_seconds", "compute_seconds", "measured_compute_seconds",
   "rtf", "emitted_at"}``: ``compute_seconds`` is what the clock reports (the cost model's
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 from ..backends import Word
 
@@ -26,9 +29,10 @@ def commit_event(words: list[Word], emitted_at: float) -> dict[str, Any]:
     return {
         "type": "commit",
         "words": [
-            {"text": w["text"].strip(), "start": round(w["start"], 3), "end": round(w["end"], 3)}
+            {"text": w["text"].strip(), "start": round(w["start"], 3), "end": round(w["end"], 3),
+             **({"joins": True} if w.get("joins") else {})}
             for w in words
-        ],
+        ],  # fmt: skip
         "emitted_at": round(emitted_at, 4),
     }
 
@@ -43,9 +47,16 @@ def error_event(code: str, message: str, emitted_at: float) -> dict[str, Any]:
     return {"type": "error", "error": code, "message": message, "emitted_at": round(emitted_at, 4)}
 
 
-def join_words(words: list[Word]) -> str:
-    """Words as text, separated by single spaces."""
-    return " ".join(w["text"].strip() for w in words if w["text"].strip())
+def join_words(words: Iterable[Mapping[str, Any]], after: str = "") -> str:
+    """Words as text: separated by single spaces, but a word marked ``"joins"`` goes on from
+    the one before it ("Unabhängigkeit" and "serklärung" make "Unabhängigkeitserklärung").
+    ``after``: text the words continue (the first word joins it, or follows a space)."""
+    text = after
+    for word in words:
+        piece = str(word.get("text", "")).strip()
+        if piece:
+            text += piece if not text or word.get("joins") else " " + piece
+    return text
 
 
 def is_partial(event: dict[str, Any]) -> bool:

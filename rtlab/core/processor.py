@@ -171,7 +171,8 @@ class AudioProcessor:
         self.pass_costs: collections.deque[tuple[dict[str, float], float]] = collections.deque(maxlen=10_000)
         self.lag_samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
         #: The committed words' texts, for the summary: a day-long stream keeps its text,
-        #: not every word's times and probability (several times as much memory).
+        #: not every word's times and probability (several times as much memory). A word
+        #: marked ``joins`` goes on the last one.
         self.committed_texts: list[str] = []
         self._last_partial = ""
         self.error: BaseException | None = None
@@ -452,7 +453,11 @@ class AudioProcessor:
         self._taken_at_last_pass = taken
         if step.committed:
             event = commit_event(step.committed, now)
-            self.committed_texts += [text for text in (w["text"].strip() for w in event["words"]) if text]
+            for word in event["words"]:
+                if word.get("joins") and self.committed_texts:
+                    self.committed_texts[-1] += word["text"]
+                elif word["text"]:
+                    self.committed_texts.append(word["text"])
             await self.events.put(event)
         partial = join_words(step.partial)
         if partial != self._last_partial:

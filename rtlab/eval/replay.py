@@ -50,6 +50,7 @@ from ..backends import MAX_BATCH, SAMPLE_RATE
 from ..config import StreamConfig
 from ..core.clock import MEASURED_MODES, check_clock
 from ..core.costs import load_cost_model
+from ..core.events import join_words
 from ..core.feeding import check_chunk_seconds
 from ..core.memo import PassMemo
 from ..core.processor import AudioProcessor
@@ -84,8 +85,7 @@ class StreamRun:
         summary = self.summary
         if summary is not None:
             return str(summary.get("text", ""))
-        words = [w["text"] for e in self.events if e["type"] == "commit" for w in e["words"]]
-        return " ".join(words)
+        return join_words(w for e in self.events if e["type"] == "commit" for w in e["words"])
 
     @property
     def summary(self) -> dict[str, Any] | None:

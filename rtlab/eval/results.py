@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtlab.core.events import join_words
 from rtlab.options import is_number
 from rtlab.eval.metrics import (
     ErrorRate,
@@ -120,7 +121,7 @@ def evaluate_stream(
 ) -> StreamResult:
     """Score one stream's events into a :class:`StreamResult`.
 
-    The hypothesis is the committed words joined by spaces. Audio and compute seconds come
+    The hypothesis is the committed words as text (:func:`rtlab.core.events.join_words`). Audio and compute seconds come
     from the summary event (``None`` without one: a failed stream measured neither), and
     so does the language, else the ``language`` option of ``config``. Without
     ``reference_words`` (offline word times) there are no per-word latencies.
@@ -129,7 +130,7 @@ def evaluate_stream(
     """
     norm = normalizer or normalizer_for_language(language)
     words, _ = _committed_words(events)
-    hypothesis = " ".join(str(w.get("text", "")).strip() for w in words).strip()
+    hypothesis = join_words(words)
     summary = next((e for e in events if e.get("type") == "summary"), {})
     audio_seconds = _seconds(summary, "audio_seconds")
     compute_seconds = _seconds(summary, "compute_seconds")

@@ -123,6 +123,7 @@ class _Emitted:
     tokens: list[int]
     start: float
     end: float
+    joins: bool = False  #: the rest of the word committed before it (``Word``'s ``joins``)
 
 
 class AttentionTracker:
@@ -410,8 +411,9 @@ class AlignAtt(Policy):
             return self._restart(decode.restart_at, final, restarts)
         tokens, attended = decode.tokens, decode.attended
         words = self.decoder.words(tokens)
+        joins = False
         if self.decode_afresh:
-            words, attended = self._not_heard_before(words, attended)
+            words, attended, joins = self._not_heard_before(words, attended)
         # The chunk may end inside its last word, which waits; not where a loop stopped the
         # decode: the decoder was saying again what it had heard before.
         held = words[-1:] if words and not final and not self.never_fire and decode.stop != "loop" else []
@@ -422,6 +424,8 @@ class AlignAtt(Policy):
             held = words[min(agreed, len(words) - len(held)) :]
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
+        if joins and (kept or partial):
+            (kept or partial)[0].joins = True
         loop_end = kept[-1].end if kept and decode.stop == "loop" else None
         if final and self.vac is not None:  # nothing decodes after these: words can go
             said = self.vac.words_in_speech([(w.start, w.end) for w in kept])
@@ -487,9 +491,10 @@ class AlignAtt(Policy):
 
     def _not_heard_before(
         self, words: list[tuple[str, list[int]]], attended: list[int]
-    ) -> tuple[list[tuple[str, list[int]]], list[int]]:
+    ) -> tuple[list[tuple[str, list[int]]], list[int], bool]:
         """A decode from the start of the buffer (``decode_afresh``): its ``words`` after
-        those committed before, and the frames their tokens were chosen at.
+        those committed before, the frames their tokens were chosen at, and whether the
+        first of them is the rest of the last committed word (``joins``).
 
         The decode says the words committed from the buffer again first, not always alike.
         Its words are aligned with them by text (difflib on :func:`rtlab.words.key`): what
@@ -505,6 +510,7 @@ class AlignAtt(Policy):
         word left in the buffer (all became context), LocalAgreement's rule
         (:func:`~rtlab.policies.reheard.after_committed`) on the newest committed words."""
         spans = self._spans(words, attended)
+        joins = False
         if self.emitted:
             first = self._after_emitted([key(text) for text, _ in words], spans)
         else:
@@ -514,9 +520,10 @@ class AlignAtt(Policy):
             ]  # fmt: skip
             new = after_committed(heard, self._said)
             first = new[0]["index"] if new else len(words)
-            if new and new[0]["text"] != words[first][0]:  # the rest of a hyphenated word
+            joins = bool(new and new[0].get("joins"))
+            if joins:  # the rest of a compound heard over the last committed word
                 words = [*words[:first], (new[0]["text"], words[first][1]), *words[first + 1 :]]
-        return words[first:], attended[sum(len(tokens) for _, tokens in words[:first]) :]
+        return words[first:], attended[sum(len(tokens) for _, tokens in words[:first]) :], joins
 
     def _after_emitted(self, keys: list[str], spans: list[tuple[float, float]]) -> int:
         """The index of the first of a decode's words (``keys``, at ``spans``) that comes
@@ -583,4 +590,8 @@ class AlignAtt(Policy):
 
 
 def _as_words(emitted: list[_Emitted]) -> list[Word]:
-    return [{"text": w.text.strip(), "start": w.start, "end": w.end} for w in emitted if w.text.strip()]
+    return [
+        {"text": w.text.strip(), "start": w.start, "end": w.end, **({"joins": True} if w.joins else {})}
+        for w in emitted
+        if w.text.strip()
+    ]

@@ -40,10 +40,11 @@ def _key(word: Word) -> str:
 
 def rest_of_compound(word: Word, last: Word) -> Word | None:
     """What ``word`` adds to the committed ``last`` when a pass heard the two as one word:
-    hyphenated ("25" committed, "25-30" heard: "30"), or closed, the way German joins
+    hyphenated ("25" committed, "25-30" heard: "-30"), or closed, the way German joins
     nouns ("Unabhängigkeit" committed from passes whose buffers ended inside the word,
     "Unabhängigkeitserklärung" heard over it: "serklärung"), the rest from where ``last``
-    ends. A closed compound counts only when both parts have ``COMPOUND_LETTERS`` letters
+    ends, marked ``joins`` so that text goes on from ``last`` without a space
+    (:func:`rtlab.core.events.join_words`: "Unabhängigkeitserklärung" again). A closed compound counts only when both parts have ``COMPOUND_LETTERS`` letters
     or more and ``word`` goes on ``COMPOUND_SECONDS`` or more after ``last`` ends: "in"
     heard again as "into" is the same audio heard otherwise, not more of it. None
     otherwise. Without this, a later pass's one word over the committed one is taken for
@@ -53,7 +54,7 @@ def rest_of_compound(word: Word, last: Word) -> Word | None:
     text = word["text"]
     stripped = text.strip()
     if whole.startswith(head + "-"):
-        rest = stripped.split("-", head.count("-") + 1)[-1]
+        rest = "-" + stripped.split("-", head.count("-") + 1)[-1]
     elif (
         len(head) >= COMPOUND_LETTERS
         and whole.startswith(head)
@@ -70,8 +71,7 @@ def rest_of_compound(word: Word, last: Word) -> Word | None:
         return None
     if not key(rest):
         return None
-    space = text[: len(text) - len(text.lstrip())]
-    return {**word, "text": space + rest, "start": max(word["start"], last["end"])}
+    return {**word, "text": rest, "start": max(word["start"], last["end"]), "joins": True}
 
 
 def straddles(word: Word, last: Word) -> bool:

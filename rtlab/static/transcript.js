@@ -47,19 +47,27 @@ export function beginSession() {
   trimShown();
 }
 
+// Words as text: separated by spaces, but a word marked `joins` goes on from the one
+// before it (the rest of a word heard over one already committed).
+function joinWords(words) {
+  return words.reduce((text, w) => text + (text && !w.joins ? " " : "") + w.text, "");
+}
+
 // A transcript message: its committed words appended, its partial words shown.
 export function showTranscript(message) {
   // Follow the newest words, unless the user has scrolled back to read earlier ones.
   const box = ui.transcript;
   const following = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
   if (message.committed.length) {
-    const text = message.committed.map((w) => w.text).join(" ");
+    const text = joinWords(message.committed);
+    const joins = Boolean(message.committed[0].joins);
+    const words = message.committed.filter((w) => !w.joins).length;
     // A new text node per commit: the live region then announces the new words only
     // (rewriting the whole text would have screen readers read it all again).
     // firstChild, not textContent: reading the whole transcript on every message would
     // cost more and more as a long session goes on.
-    appendCommitted((ui.committed.firstChild ? " " : "") + text, text, message.committed.length);
-    wordCount += message.committed.length;
+    appendCommitted((ui.committed.firstChild && !joins ? " " : "") + text, text, words, joins);
+    wordCount += words;
     ui.wordCount.textContent = String(wordCount);
   }
   ui.partial.textContent = message.partial ? (ui.committed.firstChild ? " " : "") + message.partial : "";
@@ -85,12 +93,13 @@ export function appendGapMark(after, lost) {
 }
 
 // Committed words (a string) or a mark (an element) at the end of the transcript; text
-// and words are what it adds to the kept transcript.
-function appendCommitted(item, text, words) {
+// and words are what it adds to the kept transcript (`joins`: its first word goes on
+// from the last one kept).
+function appendCommitted(item, text, words, joins = false) {
   ui.committed.append(item);
   shown.chars += typeof item === "string" ? item.length : item.textContent.length;
   shown.words += words;
-  keep(text, words);
+  keep(text, words, joins);
   trimShown();
 }
 
@@ -120,9 +129,9 @@ function countWords(text) {
   return trimmed ? trimmed.split(/\s+/).length : 0;
 }
 
-function keep(text, words) {
+function keep(text, words, joins) {
   if (!session) return;
-  session.parts.push({ text, words });
+  session.parts.push({ text, words, joins });
   kept.chars += text.length + 1;
   const limit = rtlab.maxKeptChars;
   if (kept.chars <= limit) return;
@@ -163,7 +172,7 @@ function transcriptText() {
     blocks.push(`[the first ${kept.droppedWords} words are not here: the page keeps the latest ${rtlab.maxKeptChars} characters]`);
   }
   for (const { title, parts } of kept.sessions) {
-    if (parts.length) blocks.push(`${title}\n${parts.map((part) => part.text).join(" ")}`);
+    if (parts.length) blocks.push(`${title}\n${joinWords(parts)}`);
   }
   return blocks.join("\n\n") + "\n";
 }

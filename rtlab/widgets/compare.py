@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..core.clock import check_clock
+from ..core.events import join_words
 from ..core.feeding import check_chunk_seconds
 from ..errors import InvalidOption
 from ..options import is_number
@@ -275,7 +276,7 @@ class ComparePanel(Panel):
         if event["type"] == "commit" and event["words"]:
             self._chart_dirty = True
             number = self.columns.index(column) + 1
-            self._print(f"[{number}] {event['emitted_at']:6.2f} s  " + " ".join(w["text"] for w in event["words"]))
+            self._print(f"[{number}] {event['emitted_at']:6.2f} s  " + join_words(event["words"]))
         elif event["type"] == "error":
             self._print(f"[{self.columns.index(column) + 1}] error: {column.state.error}")
         self._request_redraw()

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..core.clock import check_clock
+from ..core.events import join_words
 from ..core.feeding import check_chunk_seconds
 from ..core.processor import AudioProcessor
 from .configs import as_config, cost_model_for, label_of, min_chunk_of
@@ -185,7 +186,7 @@ class LivePanel(Panel):
         self.state.add(event)
         if self.view == "text":
             if event["type"] == "commit" and event["words"]:
-                self._print(f"  {event['emitted_at']:6.2f} s  " + " ".join(w["text"] for w in event["words"]))
+                self._print(f"  {event['emitted_at']:6.2f} s  " + join_words(event["words"]))
             elif event["type"] == "error":
                 self._print(f"  error: {self.state.error}")
         self._request_redraw()

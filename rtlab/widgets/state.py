@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.events import join_words
 from .configs import in_panel_words
 
 __all__ = ["StreamState", "one_line"]
@@ -106,7 +107,7 @@ class StreamState:
     @property
     def text(self) -> str:
         """The committed text."""
-        return " ".join(str(w["text"]).strip() for w in self.committed if str(w["text"]).strip())
+        return join_words(self.committed)
 
     @property
     def last_latency(self) -> float | None:
