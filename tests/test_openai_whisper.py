@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -590,6 +591,27 @@ def test_the_incremental_decoder_decodes_as_openai_whisper_does(name):
     words = decoder.words(tokens)
     assert "".join(text for text, _ in words) == decoder.tokenizer.decode(tokens)
     assert [t for _, group in words for t in group] == tokens
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"beam_size": 5}, "beam_size=5 is not used"),
+        ({"temperature": [0, 0.2], "max_tokens_per_second": 4}, "temperature=[0, 0.2] and max_tokens_per_second=4.0 are not used"),
+    ],
+)
+async def test_alignatt_refuses_decoding_options_its_greedy_decoder_would_not_use(options, named, no_ffmpeg_left):
+    """Before, ``-b beam_size=5 --policy alignatt`` ran greedy and the results said beam 5."""
+    import rtlab
+
+    config = rtlab.StreamConfig(backend="openai-whisper", backend_options=options, policy="alignatt")
+    processor = rtlab.AudioProcessor(config, clock="simulated")
+    with pytest.raises(InvalidOption, match=f"^openai-whisper: {re.escape(named)} by incremental decoding .* use policy=local-agreement$"):
+        await processor.create_tasks()
+    await processor.cleanup()
+    assert processor.state == "STOPPED"
+    # The same options with LocalAgreement-2, which uses them, start.
+    ensure_loaded(get_backend("openai-whisper", **options))
 
 
 def test_the_incremental_decoder_may_choose_a_non_speech_token():

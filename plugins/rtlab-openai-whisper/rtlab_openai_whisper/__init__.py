@@ -33,7 +33,7 @@ from . import devices as _devices
 if TYPE_CHECKING:
     from .batch import FirstWindow
 
-__version__ = "0.2.2"
+__version__ = "0.2.3"
 
 COMPUTE_TYPES = ("float32", "float16")
 WINDOW_SECONDS = 30.0
@@ -42,6 +42,7 @@ WINDOW_SECONDS = 30.0
 MAX_WINDOWS = 2
 MAX_INITIAL_TIMESTAMP = 1.0  # the first segment starts within 1 s of the window
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames (the alignment needs them)
+DEFAULT_MAX_TOKENS_PER_SECOND = 8.0  # as the alignatt policy's own budget (its MAX_TOKENS_PER_SECOND)
 MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -81,7 +82,7 @@ class OpenAIWhisperBackend(Backend):
         beam_size: int = 1,
         temperature: float | list[float] = 0.0,
         cpu_threads: int | None = None,
-        max_tokens_per_second: float = 8.0,
+        max_tokens_per_second: float = DEFAULT_MAX_TOKENS_PER_SECOND,
         window: str = "buffer",
         pad_seconds: float | None = None,
         max_batch: int = 1,
@@ -248,7 +249,26 @@ class OpenAIWhisperBackend(Backend):
 
         if self.loaded_model is None:
             raise BackendUnavailable("openai-whisper: load the model (ensure_loaded) before creating a decoder")
+        unused = self._options_incremental_decoding_ignores()
+        if unused:
+            raise InvalidOption(
+                f"openai-whisper: {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by incremental "
+                "decoding (the alignatt policy's), which is greedy at temperature 0 with its own token budget; leave "
+                f"{'it' if len(unused) == 1 else 'them'} out, or use policy=local-agreement"
+            )
         return WhisperIncrementalDecoder(self, language)
+
+    def _options_incremental_decoding_ignores(self) -> list[str]:
+        """This backend's decoding options, as set, that :meth:`incremental_decoder` would
+        not honour (``name=value``): a stream must not say it used them."""
+        unused = []
+        if self.beam_size != 1:
+            unused.append(f"beam_size={self.beam_size}")
+        if list(self.temperatures) != [0.0]:
+            unused.append(f"temperature={self.temperature!r}")
+        if self.max_tokens_per_second != DEFAULT_MAX_TOKENS_PER_SECOND:
+            unused.append(f"max_tokens_per_second={self.max_tokens_per_second!r}")
+        return unused
 
     # -- transcribing --------------------------------------------------------------------------
 
