@@ -4,7 +4,9 @@
 a cue ends at the end of a sentence, before a pause of at least ``max_gap`` seconds, or
 when it would grow past ``max_chars`` characters or ``max_seconds`` seconds; the last one
 ends with the stream (:meth:`Cues.flush`). A cue's times are its first word's start and
-its last word's end, in seconds of audio. ``rtlab transcribe --format srt|vtt`` prints
+its last word's end, in seconds of audio, but never before the cue before it ends: word
+times may overlap by a frame or two, and a player shows overlapping cues together.
+``rtlab transcribe --format srt|vtt`` prints
 each cue once it is finished, so a live stream can be captioned as it goes.
 """
 
@@ -41,6 +43,7 @@ class Cues:
         self.max_seconds = float(max_seconds)
         self.max_gap = float(max_gap)
         self._words: list[Mapping[str, Any]] = []
+        self._last_end = 0.0  # where the last finished cue ends
 
     def add(self, words: Iterable[Mapping[str, Any]]) -> list[Cue]:
         """Take committed words (``text``, ``start``, ``end``); return the cues they finished."""
@@ -72,8 +75,10 @@ class Cues:
 
     def _cue(self) -> Cue:
         words, self._words = self._words, []
-        start = float(words[0]["start"])
-        return Cue(start, max(start, float(words[-1]["end"])), join_words(words))
+        start = max(float(words[0]["start"]), self._last_end)
+        cue = Cue(start, max(start, float(words[-1]["end"])), join_words(words))
+        self._last_end = cue.end
+        return cue
 
 
 def timestamp(seconds: float, format: str) -> str:

@@ -73,3 +73,12 @@ def test_a_joining_word_stays_in_the_cue_of_the_word_before_it():
     finished += cues.add([{"text": "serklärung", "start": 1.0, "end": 1.6, "joins": True}, {"text": "eine", "start": 1.6, "end": 2.0}])
     finished += cues.flush()
     assert [cue.text for cue in finished] == ["der Unabhängigkeitserklärung", "eine"]
+
+
+def test_a_cue_starts_no_earlier_than_the_cue_before_it_ends():
+    # Word times overlap by a frame or two (base, German FLEURS: a cue ended at 10.64 s and
+    # the next began at 10.62 s); a player would show both cues at once for that while.
+    cues = Cues()
+    finished = cues.add([{"text": "Schatzkarte.", "start": 9.9, "end": 10.64}, {"text": "gezeichnet", "start": 10.62, "end": 11.2}])
+    finished += cues.flush()
+    assert [(cue.start, cue.end) for cue in finished] == [(9.9, 10.64), (10.64, 11.2)]
