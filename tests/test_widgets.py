@@ -19,6 +19,8 @@ import pytest
 
 import rtlab
 from rtlab.config import StreamConfig
+from rtlab.errors import InvalidOption
+from rtlab.policies.local_agreement import LocalAgreement
 from rtlab.eval.replay import replay
 from rtlab.registry import get_registry
 from rtlab.testing.conformance import registered
@@ -919,3 +921,30 @@ def test_a_streams_text_writes_a_joining_word_on_to_the_word_before():
     state.add({"type": "commit", "words": [{"text": "Unabhängigkeit", "start": 0.3, "end": 1.0}], "emitted_at": 1.5})
     state.add({"type": "commit", "words": [{"text": "serklärung", "start": 1.0, "end": 1.5, "joins": True}], "emitted_at": 2.0})
     assert state.text == "Unabhängigkeitserklärung"
+
+
+
+class RefusesLoadedModels(LocalAgreement):
+    """A plugin policy that refuses the model once it is loaded (as AlignAtt refuses a
+    loaded openai-whisper set to beam search): a refusal that only a stream's start can
+    make, not the configuration's check, which builds the policy on an unloaded backend."""
+
+    name = "refuses-loaded-models"
+
+    def __init__(self, backend, **options):
+        if backend.loaded:
+            raise InvalidOption("refuses-loaded-models: the loaded model has no incremental decoder")
+        super().__init__(backend, **options)
+
+
+async def test_a_policy_that_refuses_the_loaded_model_fails_its_own_column_and_the_others_go_on(tones):
+    # Before, the panel checked only the language ahead of the replay; a policy's refusal
+    # at the stream's start failed the replay, and with it every column.
+    with registered(RefusesLoadedModels, "policy"):
+        panel = ComparePanel(tones, ["backend=test,policy=refuses-loaded-models", "backend=test,min_chunk=0.5"], view="widgets")
+        panel.widget
+        await panel.start()
+    refused, free = panel.columns
+    assert refused.state.status == "failed", refused.state.status
+    assert "refuses-loaded-models: the loaded model has no incremental decoder" in refused.state.error
+    assert free.state.status == "done" and free.state.error is None and free.state.text == TEXT

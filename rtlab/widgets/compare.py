@@ -13,7 +13,6 @@ from ..config import StreamConfig
 from ..core.clock import check_clock
 from ..core.events import join_words
 from ..core.feeding import check_chunk_seconds
-from ..errors import InvalidOption
 from ..options import is_number
 from .configs import as_config, cost_model_for, label_of
 from .panel import Panel
@@ -191,8 +190,9 @@ class ComparePanel(Panel):
             self._print(f"[{self.columns.index(column) + 1}] error: {column.state.error}")
 
     async def _run(self) -> None:
-        from ..backends import check_language, ensure_loaded
+        from ..backends import ensure_loaded
         from ..core.instances import get_backend
+        from ..core.startup import build_policy
         from ..eval.replay import replay_async
         from .scoring import ScoredStream, score_to_end
 
@@ -223,13 +223,14 @@ class ComparePanel(Panel):
         for group, outcome in zip(groups.values(), loaded):
             if isinstance(outcome, Exception):
                 self._fail(group, outcome)
-        # A language its loaded model does not transcribe fails its own column, checked as a
-        # processor checks it: once the replay starts, it would fail every column.
+        # What a stream's start refuses (a language the loaded model does not transcribe, a
+        # capability its policy needs, an option value) fails its own column, checked by the
+        # processor's own start-up function: once the replay starts, it would fail every column.
         for column in valid:
             if not column.state.error:
                 try:
-                    check_language(get_backend(column.config), column.config.language)
-                except InvalidOption as error:
+                    build_policy(column.config, get_backend(column.config))
+                except Exception as error:  # noqa: BLE001 - a plugin policy's own refusal too
                     self._fail([column], error)
         runnable = [c for c in valid if not c.state.error]
         if not runnable:
