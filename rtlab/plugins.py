@@ -72,7 +72,8 @@ def load_plugins() -> pluggy.PluginManager:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as error:
-        known = ", ".join(sorted(n for n in dir(pm.hook) if not n.startswith("_")))
+        # pm.hook also holds a caller, without a spec, for the unknown hook itself.
+        known = ", ".join(sorted(n for n, hook in vars(pm.hook).items() if hook.has_spec()))
         raise PluginError(
             f"plugin {pm.get_name(error.plugin)!r}: {error}. rtlab's hooks are: {known}; "
             f"fix the hook name, or leave the plugin out with RTLAB_LOAD_PLUGINS"

@@ -739,6 +739,23 @@ def test_a_plugin_with_an_unknown_hook_fails_loudly(tmp_path):
     assert "'typo'" in result.stderr and "register_backends" in result.stderr
 
 
+def test_an_unknown_hook_is_not_listed_among_rtlab_s_hooks():
+    from rtlab import plugins
+    from rtlab.errors import PluginError
+
+    typo = type("Typo", (), {"register_backend": staticmethod(rtlab.hookimpl(lambda register: None))})()
+    pm.register(typo, name="typo")
+    was_loaded, plugins._loaded = plugins._loaded, False
+    try:
+        with pytest.raises(PluginError) as raised:
+            plugins.load_plugins()
+    finally:
+        pm.unregister(name="typo")
+        plugins._loaded = was_loaded
+    known = str(raised.value).split("rtlab's hooks are: ")[1].split(";")[0]
+    assert known.split(", ") == ["register_backends", "register_decoders", "register_policies"]
+
+
 def test_load_plugins_keeps_failing_while_a_plugin_has_an_unknown_hook():
     from rtlab import plugins
     from rtlab.errors import PluginError
