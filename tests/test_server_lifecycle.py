@@ -369,6 +369,13 @@ def test_serve_refuses_bad_policy_and_backend_options_at_start_up(flags, message
     assert message in result.output
 
 
+def test_serve_refuses_an_empty_rtlab_token_variable():
+    # Click drops an empty environment variable, which made RTLAB_TOKEN= a server without a token.
+    result = CliRunner().invoke(cli, ["serve", "--port", "0", "--backend", "test"], env={"RTLAB_TOKEN": ""})
+    assert result.exit_code == 2, result.output
+    assert "the token is empty (is RTLAB_TOKEN set to nothing?)" in result.output
+
+
 def test_a_server_open_to_the_network_without_a_token_is_told_apart():
     from rtlab.server.config import ServerConfig
 

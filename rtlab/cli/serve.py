@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..config import DEFAULT_BACKEND, DEFAULT_POLICY
@@ -64,6 +66,8 @@ def serve(host, port, backend, model, backend_options, policy, policy_options, a
     from ..errors import RtlabError
     from ..server.config import ServerConfig
 
+    if token is None and os.environ.get("RTLAB_TOKEN") == "":
+        token = ""  # Click drops an empty variable; ServerConfig refuses it rather than serve without one
     try:
         # Unknown plugins, options and values fail here, not in every session.
         stream = StreamConfig(
