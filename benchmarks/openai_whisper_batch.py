@@ -25,6 +25,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -146,4 +147,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from rtlab.cli.display import run_script
+
+    sys.exit(run_script(main))

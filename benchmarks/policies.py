@@ -325,4 +325,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rtlab.cli.display import run_script
+
+    sys.exit(run_script(main))

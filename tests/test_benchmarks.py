@@ -1109,3 +1109,33 @@ def test_batching_script_pairs_one_sessions_passes_with_and_without_the_batcher(
     assert "median of 3 paired differences" in result.stdout and "Pairs whose words differ: 0 of 3" in result.stdout
     bad = run_script("batching.py", "--pass-pairs", "0")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("not '0'")
+
+
+
+def test_run_script_ends_an_rtlab_error_in_one_line_and_leaves_other_errors_alone(capsys):
+    from rtlab.cli.display import run_script as run_main
+    from rtlab.errors import UnknownBackend
+
+    def refused():
+        raise UnknownBackend("no backend named 'nope' is installed; installed: test")
+
+    assert run_main(refused) == 1
+    assert capsys.readouterr().err == "Error: no backend named 'nope' is installed; installed: test\n"
+    assert run_main(lambda: None) == 0 and run_main(lambda: 2) == 2
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_main(lambda: 1 / 0)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if "def main(" in p.read_text()))
+def test_every_benchmark_script_runs_its_main_through_run_script(script):
+    text = (ROOT / "benchmarks" / script).read_text()
+    assert text.rstrip().endswith('if __name__ == "__main__":\n    from rtlab.cli.display import run_script\n\n    sys.exit(run_script(main))')
+
+def test_the_clocks_script_without_a_calibration_for_its_backend_says_how_to_make_one(tone_corpus, tmp_path):
+    # Before, a backend with no calibration in the reference costs ended in a traceback.
+    result = run_script("clocks.py", "--backend", "test", "--corpus", str(tone_corpus), "--skip-sweep", "--skip-wall",
+                        "--out", str(tmp_path / "out"))  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: rtlab's reference-cpu-costs.json has no calibration for test") and "rtlab calibrate" in last, last

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 DIM, RESET, CLEAR = "\033[2m", "\033[0m", "\r\033[K"
 UP = "\033[1A"
@@ -101,3 +101,17 @@ def error_message(error: Exception) -> str:
     if isinstance(error, MissingCapability) and error.refusal and error.backends:
         return f"{error.refusal}: use --backend {' or --backend '.join(error.backends)}"
     return str(error)
+
+
+def run_script(main: Callable[[], int | None]) -> int:
+    """Run a script's ``main`` (the scripts under ``benchmarks/``) as the ``rtlab`` commands
+    run: an rtlab error (a model that cannot load, a cost model without the calibration, a
+    refused option) ends it with its one-line message on stderr and exit status 1, not a
+    traceback. Other exceptions are bugs and keep theirs."""
+    from ..errors import RtlabError
+
+    try:
+        return main() or 0
+    except RtlabError as error:
+        print(f"Error: {error_message(error)}", file=sys.stderr, flush=True)
+        return 1
