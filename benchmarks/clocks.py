@@ -36,6 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replay import POLICIES  # noqa: E402  (benchmarks/replay.py: the five-policy sweep)
 
 
+def check_calibrations(costs: Any, configs: list[Any]) -> None:
+    """Raise the modeled clock's one-line error now if ``costs`` lacks a calibration one of
+    ``configs`` needs (as a stream finds it when it starts), not after the wall and
+    simulated runs have taken their minutes. Loads each configuration's model (the shared
+    instance the runs use)."""
+    from rtlab.backends import ensure_loaded
+    from rtlab.core.costs import key_for
+    from rtlab.core.instances import get_backend
+
+    for config in configs:
+        costs.find(key_for(config, ensure_loaded(get_backend(config))))
+
+
 def committed_words(run: Any) -> list[str]:
     """Every stream's committed text, in order (what "the same words" compares)."""
     return [stream.hypothesis for stream in run.streams]
@@ -104,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no --corpus given and the shared English speech was not found")
     costs = load_cost_model(args.cost_model)
     config = StreamConfig.parse(args.config or f"backend={args.backend}")
+    head = f"backend={config.backend}" + (f",model={config.model}" if config.model else "")
+    sweep = [] if args.skip_sweep else [StreamConfig.parse(f"{head},{policy}") for policy in POLICIES]
+    check_calibrations(costs, [config, *sweep])
     report: dict[str, Any] = {"corpus": str(corpus), "config": config.to_dict(), "cost_model": costs.describe()}
 
     def bench(configs: list[StreamConfig], clock: str, reuse: bool = True, batch: int | None = None) -> tuple[Any, float]:
@@ -131,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     report["modeled_runs_identical"] = all(w == words[0] for w in words)
 
     # 3. the sweep
-    if not args.skip_sweep:
-        head = f"backend={config.backend}" + (f",model={config.model}" if config.model else "")
-        sweep = [StreamConfig.parse(f"{head},{policy}") for policy in POLICIES]
+    if sweep:
         sweeps: dict[str, Any] = {}
         # The modeled clock once more without reusing calls or batching: how much of its
         # speed is passes run side by side without CPU slots, and how much calls made once
