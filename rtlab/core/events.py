@@ -47,11 +47,10 @@ def error_event(code: str, message: str, emitted_at: float) -> dict[str, Any]:
     return {"type": "error", "error": code, "message": message, "emitted_at": round(emitted_at, 4)}
 
 
-def join_words(words: Iterable[Mapping[str, Any]], after: str = "") -> str:
+def join_words(words: Iterable[Mapping[str, Any]]) -> str:
     """Words as text: separated by single spaces, but a word marked ``"joins"`` goes on from
-    the one before it ("Unabhängigkeit" and "serklärung" make "Unabhängigkeitserklärung").
-    ``after``: text the words continue (the first word joins it, or follows a space)."""
-    text = after
+    the one before it ("Unabhängigkeit" and "serklärung" make "Unabhängigkeitserklärung")."""
+    text = ""
     for word in words:
         piece = str(word.get("text", "")).strip()
         if piece:

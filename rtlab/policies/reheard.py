@@ -51,8 +51,7 @@ def rest_of_compound(word: Word, last: Word) -> Word | None:
     it heard again, and the rest of what was said is dropped for good."""
     head = _key(last)
     whole = _key(word)
-    text = word["text"]
-    stripped = text.strip()
+    stripped = word["text"].strip()
     if whole.startswith(head + "-"):
         rest = "-" + stripped.split("-", head.count("-") + 1)[-1]
     elif (
