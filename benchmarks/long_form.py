@@ -57,19 +57,17 @@ MIB = 1024 * 1024
 def assign_words(words: list[dict[str, Any]], segments: list[tuple[float, float, str]]) -> list[str]:
     """The committed text of each segment: a word belongs to the last segment that starts
     at most ``EARLY`` seconds after the word's middle (words before the first go to it)."""
-    texts: list[list[str]] = [[] for _ in segments]
+    from rtlab.core.events import join_words
+
+    assigned: list[list[dict[str, Any]]] = [[] for _ in segments]
     for word in words:
         middle = (float(word["start"]) + float(word["end"])) / 2
         index = 0
         for i, (start, _, _) in enumerate(segments):
             if start - EARLY <= middle:
                 index = i
-        text = str(word["text"]).strip()
-        if word.get("joins") and texts[index]:  # the rest of the word before it
-            texts[index][-1] += text
-        else:
-            texts[index].append(text)
-    return [" ".join(t for t in text if t) for text in texts]
+        assigned[index].append(word)
+    return [join_words(segment) for segment in assigned]
 
 
 class MemorySampler:
