@@ -17,14 +17,19 @@ streams' summaries reported).
 Configurations (``--configuration NAME``, repeatable, or ``NAME:OPTIONS`` for another;
 default the first three):
 
-* ``default``: the policy's and backend's defaults (Whisper's 30 s encoder windows, greedy);
+* ``default``: the policy's and backend's defaults (Whisper's 30 s encoder windows;
+  faster-whisper decodes a multilingual model with beam search, an English-only one
+  greedily);
 * ``vad``: ``vad=true``, the voice-activity controller;
 * ``many-sessions``: the options the server guide recommends for many sessions on few
   cores (``pad_seconds=1``, ``deadline_sec=1.75``, ``buffer_trimming_sec=8``);
-* ``beam``: ``beam_size=5``, beam search (a Whisper backend's option).
+* ``beam``: ``beam_size=5``, beam search (a Whisper backend's option);
+* ``greedy``: ``beam_size=1``, greedy decoding (the offline pass the accuracy issue's
+  targets name).
 
-A configuration that decodes with beam search has an offline pass with beam search too;
-when a greedy configuration ran beside it (``default`` first), its line per language also
+A configuration that decodes with beam search (its backend's ``beam_size`` as loaded, given
+or chosen by the backend) has an offline pass with beam search too;
+when a greedy configuration ran beside it (``greedy``, else ``default``, else the first), its line per language also
 gives streaming minus *that* configuration's offline WER, the greedy offline pass, clip
 for clip, and the lowest clip's share of that pass's words the stream kept (a beam-search
 offline pass can hear words the greedy one does not, and the other way round). Beside the
@@ -73,6 +78,7 @@ CONFIGURATIONS = {
     "vad": "vad=true",
     "many-sessions": "pad_seconds=1,deadline_sec=1.75,buffer_trimming_sec=8",
     "beam": "beam_size=5",
+    "greedy": "beam_size=1",
 }
 #: What runs without --configuration (every backend takes them; beam_size is a Whisper option).
 DEFAULT_CONFIGURATIONS = ("default", "vad", "many-sessions")
@@ -176,8 +182,8 @@ def shift_summaries(rows: list[dict[str, Any]], configurations: dict[str, str] |
     """Per language and configuration run at several shifts: the streaming and offline WER's
     mean and range over the shifts (the offline pass hears the shifted clips too), and the
     lowest clip's words kept at any shift. A configuration that decodes with beam search
-    (``configurations``: name -> options) is also set against the offline pass of a greedy
-    one run beside it (:func:`greedy_beside`)."""
+    (the rows' ``beam_size``, else ``configurations``' options: name -> options) is also set
+    against the offline pass of a greedy one run beside it (:func:`greedy_beside`)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("shift") is not None and row["wer"] is not None:
@@ -203,7 +209,7 @@ def shift_summaries(rows: list[dict[str, Any]], configurations: dict[str, str] |
         difference = against_offline(group)
         if difference is not None:
             line += f"; streaming minus offline {difference.describe('clips')}"
-        greedy = greedy_beside(config, configurations or {})
+        greedy = greedy_beside(config, beam_sizes([r for r in rows if r["language"] == language], configurations))
         if greedy is not None and (language, option, greedy) in groups:
             difference = against_offline(group, offline_rows=groups[(language, option, greedy)])
             if difference is not None:
@@ -216,21 +222,33 @@ def shift_summaries(rows: list[dict[str, Any]], configurations: dict[str, str] |
     return lines
 
 
-def beam_search(options: str) -> bool:
-    """Whether a configuration's options ask for beam search (``beam_size`` above 1)."""
+def given_beam_size(options: str) -> int | None:
+    """The ``beam_size`` a configuration's options give; None when they leave it unset."""
     from rtlab.config import parse_pairs, split_pairs
 
-    size = parse_pairs([p for p in split_pairs(options) if p.strip()]).get("beam_size", 1)
-    return isinstance(size, int) and size > 1
+    size = parse_pairs([p for p in split_pairs(options) if p.strip()]).get("beam_size")
+    return size if isinstance(size, int) else None
 
 
-def greedy_beside(config: str, configurations: dict[str, str]) -> str | None:
-    """For a beam-search configuration, the greedy one of ``configurations`` to set its
-    streams against (``default`` if it ran, else the first greedy one); None otherwise."""
-    if config not in configurations or not beam_search(configurations[config]):
+def beam_sizes(rows: list[dict[str, Any]], configurations: dict[str, str] | None = None) -> dict[str, int]:
+    """Each configuration's beam size: as its backend was loaded (the rows' ``beam_size``,
+    which the backend chooses when the options leave it unset), else as
+    ``configurations``' options give it (rows written before the field), else 1."""
+    sizes = {name: given_beam_size(options) or 1 for name, options in (configurations or {}).items()}
+    for row in rows:
+        if row.get("beam_size") is not None:
+            sizes[row["configuration"]] = row["beam_size"]
+    return sizes
+
+
+def greedy_beside(config: str, sizes: dict[str, int]) -> str | None:
+    """For a beam-search configuration (``sizes``: name -> beam size, :func:`beam_sizes`),
+    the greedy one to set its streams against (``greedy`` if it ran, else ``default``,
+    else the first greedy one); None otherwise."""
+    if sizes.get(config, 1) <= 1:
         return None
-    greedy = [name for name, options in configurations.items() if not beam_search(options)]
-    return "default" if "default" in greedy else next(iter(greedy), None)
+    greedy = [name for name, size in sizes.items() if size <= 1]
+    return next((name for name in ("greedy", "default") if name in greedy), next(iter(greedy), None))
 
 
 def offline_by_clip(rows: list[dict[str, Any]], field: str) -> dict[tuple[Any, str], Any]:
@@ -306,11 +324,13 @@ def run_language(
     rows = []
     for config, summary in zip(configs, run.summaries):
         streams = [s for s in run.streams if s.config["name"] == config.label]
+        backend = run.backends.get(config.label) or {}
         pooled, lowest = kept_of(streams)
         rows.append({
             "language": language, "model": model, "language_option": "detected" if detect else "given",
             "detected": sorted({str(s.language) for s in streams}) if detect else None,
-            "configuration": config.label, "clock": args.clock, "normalizer": normalizer,
+            "configuration": config.label, "beam_size": backend.get("beam_size"), "clock": args.clock,
+            "normalizer": normalizer,
             "long_form": long_form, "shift": shift, "files": summary["files"], "audio_seconds": summary["audio_seconds"],
             "offline_wer": (summary.get("offline_wer") or {}).get("value"), "wer": summary["wer"]["value"],
             "kept": pooled, "kept_lowest": lowest, "latency_median": summary["latency"]["median"],

@@ -129,6 +129,13 @@ class Backend:
         """What this instance is, for logs, ``/api/backends`` and benchmark records."""
         return {"backend": self.name}
 
+    def resolved_options(self) -> dict[str, Any]:
+        """Options left unset (None) whose value the loaded backend chose, by name (a
+        Whisper backend's ``beam_size`` follows the model, for example). A cost model keys
+        its calibrations by the chosen value, so that an option left unset and the same
+        value given are one calibration. Default: none."""
+        return {}
+
     # Class-level capabilities, asked without an instance or a loaded model. A backend that
     # turns another engine's model files into its own format also provides the classmethod
     # ``convert_model(source, dest) -> dict`` (what it wrote), which ``rtlab models

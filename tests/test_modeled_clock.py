@@ -283,18 +283,22 @@ def test_bench_results_name_the_clock_and_the_cost_model(tone_corpus, tmp_path):
 
 
 def test_rtlab_ships_reference_costs_for_the_embedded_models_and_says_how_to_add_one():
-    """The reference file covers faster-whisper's defaults (tiny.en, tiny.en with
-    pad_seconds=1, base) on CPU; a configuration it lacks is fitted into the user's own file."""
+    """The reference file covers faster-whisper's tiny.en defaults (greedy, with and without
+    pad_seconds=1) and base decoded greedily on CPU; a configuration it lacks (base at its
+    default, beam search) is fitted into the user's own file."""
     from rtlab.core.costs import calibration_key
     from rtlab.registry import get_registry
 
     reference = load_cost_model()
     assert reference.path == "rtlab's reference-cpu-costs.json" and reference.note and reference.hardware
     defaults = get_registry().accepted_options("backend", "faster-whisper")
+    greedy = {"beam_size": 1}  # what faster-whisper chooses for tiny.en (resolved_options)
     for chosen in ({"model": "tiny.en"}, {"model": "tiny.en", "pad_seconds": 1}, {"model": "base"}):
-        calibration = reference.find(calibration_key("faster-whisper", {**defaults, **chosen}, "cpu"))
+        calibration = reference.find(calibration_key("faster-whisper", {**defaults, **greedy, **chosen}, "cpu"))
         assert calibration.weights and all(w >= 0 for w in calibration.weights.values())
         assert calibration.fit["passes"] >= 20
+    with pytest.raises(CostModelError, match=r"beam_size=5, model=base.* --model base -b beam_size=5 --out"):
+        reference.find(calibration_key("faster-whisper", {**defaults, "model": "base", "beam_size": 5}, "cpu"))
     with pytest.raises(CostModelError) as missing:
         reference.find(calibration_key("faster-whisper", {**defaults, "model": "tiny.en", "beam_size": 2}, "cpu"))
     message = str(missing.value)

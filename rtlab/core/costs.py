@@ -66,10 +66,12 @@ def _without_execution_options(key: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def key_for(config: StreamConfig, backend: Backend) -> dict[str, Any]:
-    """The calibration key of ``config``'s backend, loaded as ``backend`` (for its device)."""
+    """The calibration key of ``config``'s backend, loaded as ``backend`` (for its device
+    and the values it chose for options left unset, :meth:`~rtlab.backends.Backend.resolved_options`)."""
     from ..registry import get_registry
 
     options = {**get_registry().accepted_options("backend", config.backend), **config.backend_kwargs()}
+    options.update({k: v for k, v in backend.resolved_options().items() if options.get(k) is None})
     return calibration_key(config.backend, options, backend.info().get("device"))
 
 

@@ -20,7 +20,7 @@ from rtlab.words import (
 from . import devices as _devices
 from .models import not_found_message, resolve_model
 
-__version__ = "0.5.5"
+__version__ = "0.6.0"
 
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass (see rtlab.words.continue_from).
@@ -29,6 +29,10 @@ MAX_WINDOWS = 2
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
                  "float32", "auto", "default")  # fmt: skip
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
+#: ``beam_size`` left unset: beam search on a multilingual model, where it hears 2-7 WER points
+#: more of the shared speech than greedy decoding when streamed, at about 5% more compute
+#: (docs/benchmarks/2026-12-04-beam-search-streaming.md); greedy on an English-only one.
+MULTILINGUAL_BEAM_SIZE = 5
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames
 SEEK_MAX_NEW_TOKENS = 448 - (448 // 2 - 1) - 5  # decoder context minus the longest seek prompt
@@ -48,7 +52,7 @@ class FasterWhisperBackend(Backend):
         model: str = "tiny.en",
         device: str = "auto",
         compute_type: str | None = None,
-        beam_size: int = 1,
+        beam_size: int | None = None,
         cpu_threads: int | None = None,
         workers: int | None = None,
         temperature: float | list[float] = 0.0,
@@ -66,7 +70,7 @@ class FasterWhisperBackend(Backend):
                 f"faster-whisper: compute_type must be one of {', '.join(COMPUTE_TYPES)} (or unset: int8 on CPU, "
                 f"float16 on CUDA), not {compute_type!r}"
             )
-        for option, value, unset in (("beam_size", beam_size, False), ("cpu_threads", cpu_threads, True),
+        for option, value, unset in (("beam_size", beam_size, True), ("cpu_threads", cpu_threads, True),
                                      ("workers", workers, True)):  # fmt: skip
             if not (unset and value is None) and (not is_whole_number(value) or value < 1):
                 raise InvalidOption(f"faster-whisper: {option} must be a whole number >= 1, not {value!r}")
@@ -77,7 +81,8 @@ class FasterWhisperBackend(Backend):
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
-        self.beam_size = beam_size
+        self.requested_beam_size = beam_size
+        self.beam_size = beam_size  # resolved at load when unset (MULTILINGUAL_BEAM_SIZE)
         self.temperature = temperature
         self.requested_cpu_threads = cpu_threads
         self.requested_workers = workers
@@ -140,6 +145,8 @@ class FasterWhisperBackend(Backend):
 
         key = (self.name, self.model_path, self.device, self.compute_type, self.cpu_threads, self.workers)
         self.model = shared_models.get(key, loader)
+        if self.requested_beam_size is None:
+            self.beam_size = MULTILINGUAL_BEAM_SIZE if self.model.model.is_multilingual else 1
 
     def _threading(self) -> tuple[int, int]:
         """(workers, threads per worker). On CPU the default splits the cores between up to
@@ -429,6 +436,10 @@ class FasterWhisperBackend(Backend):
             "tokens": float(len(tokenizer.encode(text, add_special_tokens=False).ids) if text else 0),
             "prompt_tokens": float(len(tokenizer.encode(request.prompt, add_special_tokens=False).ids) if request.prompt else 0),
         }
+
+    def resolved_options(self) -> dict[str, Any]:
+        """``beam_size`` as the loaded model chose it when it was left unset."""
+        return {"beam_size": self.beam_size} if self.beam_size is not None else {}
 
     def info(self) -> dict[str, Any]:
         return {
