@@ -56,7 +56,13 @@ passes fall; one row per shift, and a line per language and configuration with t
 and the range of the WER over the shifts. Streaming minus offline WER is printed with a
 95% paired bootstrap interval over the clips (a clip's shifts drawn together): on sets of
 a hundred words, a difference whose interval holds 0 is not told from none. Writes
-``accuracy.json`` to ``--out``.
+``accuracy.json`` to ``--out``; ``--results FILE`` prints a saved one again.
+
+The lowest clip's line also gives the share of the offline words *the reference confirms*
+that the stream kept (:func:`rtlab.eval.metrics.confirmed_words_kept`): where the offline
+pass hears one word as several that the reference does not have (``fleurs-fr-002``'s
+"dépassent" heard "n'est pas à ce que"), a stream that hears it right has a lower word
+count, and keeps every confirmed word; speech the stream dropped lowers both.
 """
 
 from __future__ import annotations
@@ -205,7 +211,7 @@ def shift_summaries(rows: list[dict[str, Any]], configurations: dict[str, str] |
             line += f"; lowest clip kept {100 * min(lowest):.1f}%"
             counted = lowest_clip(group)
             if counted is not None:
-                line += f" (word count {100 * counted[1]:.1f}% of offline)"
+                line += f" (word count {100 * counted[1]:.1f}% of offline{confirmed_part(counted)})"
         difference = against_offline(group)
         if difference is not None:
             line += f"; streaming minus offline {difference.describe('clips')}"
@@ -217,9 +223,15 @@ def shift_summaries(rows: list[dict[str, Any]], configurations: dict[str, str] |
             counted = lowest_clip(group, offline_rows=groups[(language, option, greedy)])
             if counted is not None:
                 line += (f"; lowest clip kept of {greedy}'s greedy offline words {100 * counted[0]:.1f}% "
-                         f"(word count {100 * counted[1]:.1f}%)")  # fmt: skip
+                         f"(word count {100 * counted[1]:.1f}%{confirmed_part(counted)})")  # fmt: skip
         lines.append(line)
     return lines
+
+
+def confirmed_part(counted: tuple[float, float, float | None]) -> str:
+    """``; of the words the reference confirms 100.0%`` for :func:`lowest_clip`'s third
+    value, nothing without it."""
+    return "" if counted[2] is None else f"; of the words the reference confirms {100 * counted[2]:.1f}%"
 
 
 def given_beam_size(options: str) -> int | None:
@@ -276,29 +288,39 @@ def against_offline(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any
                              groups=[s["file"] for _, s in streams])  # fmt: skip
 
 
-def lowest_clip(rows: list[dict[str, Any]], offline_rows: list[dict[str, Any]] | None = None) -> tuple[float, float] | None:
+def lowest_clip(
+    rows: list[dict[str, Any]], offline_rows: list[dict[str, Any]] | None = None
+) -> tuple[float, float, float | None] | None:
     """Over the rows' streams, the lowest share of their offline pass's words a stream kept
     (:func:`rtlab.eval.metrics.words_kept`: aligned, a word heard otherwise counts as kept)
     and the lowest ratio of a stream's word count to the offline pass's (what the accuracy
     issue's target names: a word heard as two, or two as one, moves it, a dropped word
     lowers it, an added one raises it), with the row's normalizer. ``offline_rows``
     (another configuration's rows of the same clips and shifts) gives the offline passes
-    instead of the rows' own, clip for clip. None when a stream or its offline text is
-    missing, or no offline pass heard a word."""
-    from rtlab.eval.metrics import words_kept
+    instead of the rows' own, clip for clip. The third value is the lowest share a stream
+    kept of the offline words its reference confirms
+    (:func:`rtlab.eval.metrics.confirmed_words_kept`: speech the offline pass got right and
+    the stream dropped; None for rows written without the references). None when a stream
+    or its offline text is missing, or no offline pass heard a word."""
+    from rtlab.eval.metrics import confirmed_words_kept, words_kept
 
     offline = offline_by_clip(rows if offline_rows is None else offline_rows, "offline")
-    counts = []
+    counts, confirmed = [], []
     for row in rows:
         for s in row["streams"]:
             heard = offline.get((row.get("shift"), s["file"]))
             if heard is None or s.get("streamed") is None:
                 return None
             counts.append(words_kept(heard, s["streamed"], row["normalizer"]))
+            if s.get("reference") is not None:
+                confirmed.append(confirmed_words_kept(heard, s["streamed"], s["reference"], row["normalizer"]))
     counts = [c for c in counts if c.offline_words]
     if not counts:
         return None
-    return min(c.fraction for c in counts), min((c.kept + c.added) / c.offline_words for c in counts)
+    fractions = [c.fraction for c in confirmed if c.fraction is not None]
+    lowest_confirmed = min(fractions) if fractions and len(confirmed) == sum(len(r["streams"]) for r in rows) else None
+    return (min(c.fraction for c in counts), min((c.kept + c.added) / c.offline_words for c in counts),
+            lowest_confirmed)  # fmt: skip
 
 
 def run_language(
@@ -337,7 +359,7 @@ def run_language(
             "latency_p95": summary["latency"]["p95"], "rtf": summary["rtf"], "errors": summary["errors"],
             "lag_max": (summary.get("lag") or {}).get("max"),
             "streams": [{"file": Path(s.file).name, "wer": s.wer.defined_value, "kept": kept_of([s])[0], "language": s.language,
-                         "streamed": s.hypothesis, "offline": s.offline_hypothesis, "wer_counts": s.wer.to_dict(),
+                         "streamed": s.hypothesis, "offline": s.offline_hypothesis, "reference": s.reference, "wer_counts": s.wer.to_dict(),
                          "offline_wer_counts": s.offline_wer.to_dict() if s.offline_wer else None} for s in streams],
         })  # fmt: skip
     return rows
@@ -370,6 +392,41 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip() for r in table)
 
 
+def print_report(rows: list[dict[str, Any]], configurations: dict[str, str] | None) -> None:
+    """The table, the per-row differences and the per-shift lines of a run's rows."""
+    print(format_rows(rows))
+    for row in rows:
+        difference = against_offline([row]) if row.get("shift") is None else None
+        if difference is not None:
+            long_form = " long form" if row["long_form"] else ""
+            print(f"{row['language']} ({row['language_option']}){long_form} {row['configuration']}: streaming minus "
+                  f"offline {difference.describe('clips')}")  # fmt: skip
+    for line in shift_summaries(rows, configurations):
+        print(line)
+
+
+def print_saved(parser: argparse.ArgumentParser, path: Path, english: Path | None) -> int:
+    """``--results FILE``: a saved run printed again. Streams saved without their reference
+    (runs before the field) take it from the speech folder's ``LANGUAGE/CLIP.txt`` (the
+    shared speech, or the folder above ``--corpus``), where it is found."""
+    from rtlab.eval.corpus import shared_speech_dir
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        rows = report["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        parser.error(f"--results: {path} is not an accuracy.json ({error})")
+    english = english or shared_speech_dir()
+    for row in rows:
+        for stream in row["streams"]:
+            found = english.parent / row["language"] / f"{Path(stream['file']).stem}.txt" if english else None
+            if stream.get("reference") is None and found is not None and found.is_file():
+                stream["reference"] = found.read_text(encoding="utf-8").strip()
+    print(f"{path}: clock {report.get('clock')}, run on {report.get('date')}")
+    print_report(rows, report.get("configurations"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", help="English corpus folder (default: the shared English speech)")
@@ -389,8 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shifts", type=int, default=1, metavar="N",
                         help="stream each clip N times, after 0, 1/N, ... (N-1)/N s of silence (default 1: as it is)")  # fmt: skip
     parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
+    parser.add_argument("--results", metavar="FILE",
+                        help="print the table and lines of a saved run (its accuracy.json) and run nothing")  # fmt: skip
     add_kernels_argument(parser)
     args = parser.parse_args(argv)
+    if args.results:
+        return print_saved(parser, Path(args.results), Path(args.corpus) if args.corpus else None)
     args.configurations = parse_configurations(parser, args.configuration or list(DEFAULT_CONFIGURATIONS))
     if not 1 <= args.shifts <= 20:
         parser.error(f"--shifts must be from 1 to 20, not {args.shifts}")
@@ -434,15 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     cost_model = args.costs.describe() if args.costs else None
     print(f"\nclock {args.clock}" + (f" (cost model {cost_model_summary(cost_model)})" if cost_model else "")
           + f"; hardware: {hardware_summary(environment)}; {time.perf_counter() - started:.0f} s wall")  # fmt: skip
-    print(format_rows(rows))
-    for row in rows:
-        difference = against_offline([row]) if row.get("shift") is None else None
-        if difference is not None:
-            long_form = " long form" if row["long_form"] else ""
-            print(f"{row['language']} ({row['language_option']}){long_form} {row['configuration']}: streaming minus "
-                  f"offline {difference.describe('clips')}")  # fmt: skip
-    for line in shift_summaries(rows, args.configurations):
-        print(line)
+    print_report(rows, args.configurations)
     report = {
         "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
         "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations,

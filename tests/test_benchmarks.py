@@ -264,7 +264,8 @@ def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, t
     assert all(r["wer"] == 0.0 and r["files"] == rows[0]["files"] for r in rows)
     assert "default +0.5 s" in result.stdout
     assert ("en (given) default: WER over 2 shifts: mean 0.0%, range 0.0% to 0.0%; offline mean 0.0%, "
-            "range 0.0% to 0.0%; lowest clip kept 100.0% (word count 100.0% of offline); streaming minus offline "
+            "range 0.0% to 0.0%; lowest clip kept 100.0% (word count 100.0% of offline; of the words the reference "
+            "confirms 100.0%); streaming minus offline "
             f"+0.0 points (95% CI +0.0 to +0.0, {rows[0]['files']} clips)") in result.stdout  # fmt: skip
     bad = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--shifts", "0")
     assert bad.returncode == 2 and "--shifts must be from 1 to 20" in bad.stderr
@@ -1084,7 +1085,20 @@ def test_accuracy_sets_a_beam_search_configuration_against_the_greedy_offline_pa
     # many words as offline.
     offline = "eins zwei drei vier fünf sechs"
     clip = {"file": "clip.wav", "offline": offline, "streamed": "eins zweidrei vier fünf sechs sieben"}
-    assert accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [clip]}]) == (5 / 6, 1.0)
+    assert accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [clip]}]) == (5 / 6, 1.0, None)
+    # With the reference: the offline pass's "eins zwei drei vier fünf sechs" has four words
+    # the reference confirms, and the stream dropped one of them ("drei").
+    confirmed = {**clip, "reference": "eins zwei drei vier"}
+    assert accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [confirmed]}]) == (5 / 6, 1.0, 3 / 4)
+    # A stream that is right where the offline pass splits a word into several keeps every
+    # word the reference confirms, though its word count is lower (fleurs-fr-002's case).
+    split = {"file": "clip.wav", "offline": "des obligations qui n'est pas à ce que leur stade",
+             "streamed": "des obligations qui dépassent leur stade", "reference": "des obligations qui dépassent leur stade"}
+    kept, count, of_confirmed = accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [split]}])
+    assert kept == 6 / 11 and count == 6 / 11 and of_confirmed == 1.0
+    shifts = [{**row("default", shift, [0], [0]), "streams": [split]} for shift in (0.0, 0.5)]
+    [line] = accuracy.shift_summaries(shifts)
+    assert "lowest clip kept 100.0% (word count 54.5% of offline; of the words the reference confirms 100.0%)" in line
     assert accuracy.lowest_clip([{"shift": 0.0, "normalizer": "whisper-basic", "streams": [{**clip, "offline": None}]}]) is None
     default = next(line for line in lines if line.startswith("de (given) default:"))
     assert "greedy offline" not in default and "streaming minus offline +10.0 points" in default

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rtlab.eval.metrics import (
+    confirmed_words_kept,
     ErrorRate,
     LatencyStats,
     align_words,
@@ -55,6 +56,20 @@ def test_words_kept_of_empty_texts():
     nothing = words_kept("hello there", "")
     assert (nothing.kept, nothing.dropped, nothing.fraction) == (0, 2, 0.0)
     assert words_kept("Ça va, très bien.", "ça va très bien", "whisper-basic").fraction == 1.0
+
+
+def test_confirmed_words_kept_counts_only_offline_words_the_reference_has():
+    # The offline pass heard "on" (dropped by the stream) and "the cat" right; its "big"
+    # is not in the reference, so the stream leaving it out drops nothing confirmed.
+    kept = confirmed_words_kept("the big cat sat on the mat", "the cat sat the mat", "The cat sat on the mat.")
+    assert (kept.offline_words, kept.kept, kept.dropped, kept.added) == (6, 5, 1, 0)
+    assert words_kept("the big cat sat on the mat", "the cat sat the mat").dropped == 2
+    # A word the offline pass got wrong but the stream kept as a word is not confirmed.
+    wrong = confirmed_words_kept("the bat sat", "the bat sat and", "the cat sat")
+    assert (wrong.offline_words, wrong.kept, wrong.added) == (2, 2, 1)
+    assert confirmed_words_kept("hello there", "", "hello there").fraction == 0.0
+    assert confirmed_words_kept("", "hello", "hello").fraction is None
+    assert confirmed_words_kept("hello", "hello", "").fraction is None  # nothing to confirm
 
 
 def test_word_differences_name_each_place_the_reference_there_and_its_cost():

@@ -378,6 +378,33 @@ def words_kept(offline: str, streamed: str, normalizer: str = DEFAULT_NORMALIZER
     return WordsKept(n, out.hits + out.substitutions, out.deletions, out.insertions, normalizer)
 
 
+def confirmed_words_kept(offline: str, streamed: str, reference: str, normalizer: str = DEFAULT_NORMALIZER) -> WordsKept:
+    """:func:`words_kept` over the offline pass's words that ``reference`` confirms (aligned
+    with the fewest edits, heard as the reference has them): whether a stream dropped speech
+    that the offline pass got right. A word the offline pass heard that the reference does
+    not have (a mishearing that splits one word into several, a word made up) is not
+    counted as a word to keep; ``added`` is the stream's words with no offline counterpart,
+    as in :func:`words_kept`."""
+    heard = _normalize(offline, normalizer).split()
+    truth = _normalize(reference, normalizer).split()
+    hypothesis = _normalize(streamed, normalizer).split()
+    confirmed = set()
+    if heard and truth:
+        for chunk in jiwer.process_words(" ".join(truth), " ".join(heard)).alignments[0]:
+            if chunk.type == "equal":
+                confirmed.update(range(chunk.hyp_start_idx, chunk.hyp_end_idx))
+    if not heard or not hypothesis:
+        return WordsKept(len(confirmed), 0, len(confirmed), len(hypothesis), normalizer)
+    dropped, added = set(), 0
+    for chunk in jiwer.process_words(" ".join(heard), " ".join(hypothesis)).alignments[0]:
+        if chunk.type == "delete":
+            dropped.update(range(chunk.ref_start_idx, chunk.ref_end_idx))
+        elif chunk.type == "insert":
+            added += chunk.hyp_end_idx - chunk.hyp_start_idx
+    lost = len(confirmed & dropped)
+    return WordsKept(len(confirmed), len(confirmed) - lost, lost, added, normalizer)
+
+
 # --------------------------------------------------------------------------- word differences
 
 
