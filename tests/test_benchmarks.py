@@ -267,6 +267,13 @@ def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, t
             "range 0.0% to 0.0%; lowest clip kept 100.0% (word count 100.0% of offline; of the words the reference "
             "confirms 100.0%); streaming minus offline "
             f"+0.0 points (95% CI +0.0 to +0.0, {rows[0]['files']} clips)") in result.stdout  # fmt: skip
+    # --results prints the saved run again, the same table and lines, and runs nothing.
+    again = run_script("accuracy.py", "--results", str(out / "accuracy.json"))
+    assert again.returncode == 0, again.stderr
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("en (given) default: WER over"))
+    assert summary in again.stdout.splitlines() and "default +0.5 s" in again.stdout and "wrote" not in again.stdout
+    unreadable = run_script("accuracy.py", "--results", str(out / "shifted" / "en" / "0.5.jsonl"))
+    assert unreadable.returncode == 2 and "is not an accuracy.json" in unreadable.stderr
     bad = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--shifts", "0")
     assert bad.returncode == 2 and "--shifts must be from 1 to 20" in bad.stderr
 
