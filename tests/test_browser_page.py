@@ -461,6 +461,16 @@ async def test_a_word_that_joins_the_one_before_goes_on_it_on_the_page_and_in_th
                 transcript.showTranscript(message([word("-30", 1.5, true), word("Jahren.", 1.8)]));
             }"""
         )
+        # A partial text that goes on from the last committed word is shown on to it.
+        partial = """(joins) => import("/static/transcript.js").then((transcript) => transcript.showTranscript(
+                       { type: "transcript", committed: [], partial: joins ? "s" : "alt", emitted_at: 2, lag: 0,
+                         ...(joins ? { partial_joins: true } : {}) }))"""
+        await page.evaluate(partial, True)
+        on_it = await page.evaluate("() => document.getElementById('committed').textContent + document.getElementById('partial').textContent")
+        await page.evaluate(partial, False)
+        after_it = await page.evaluate("() => document.getElementById('committed').textContent + document.getElementById('partial').textContent")
+        assert on_it.endswith("Jahren.s") and after_it.endswith("Jahren. alt"), (on_it, after_it)
+        await page.evaluate("""() => import("/static/transcript.js").then((t) => t.clearPartial())""")
         shown = await page.text_content("#committed")
         count = await page.text_content("#word-count")
         saved = await download_text(page)

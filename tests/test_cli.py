@@ -572,3 +572,8 @@ def test_the_live_display_writes_a_joining_word_on_to_the_word_before(live):
     assert display.line == "der Unabhängigkeitserklärung eine"
     if not live:
         assert out.getvalue() == "der Unabhängigkeitserklärung eine"
+    else:  # a partial that goes on from the last committed word is drawn on to it
+        display.event({"type": "partial", "text": "s Ziel", "joins": True})
+        assert "eine\x1b[2ms Ziel" in out.getvalue().replace("\x1b[0m", "")
+        display.event({"type": "partial", "text": "das Ziel"})
+        assert "eine \x1b[2mdas Ziel" in out.getvalue().replace("\x1b[0m", "")

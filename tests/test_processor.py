@@ -27,6 +27,7 @@ from rtlab.config import StreamConfig
 from rtlab.core.processor import AudioProcessor
 from rtlab.testing import ToneBackend, tone_words, wav_bytes
 from rtlab.testing.conformance import registered
+from tone_backends import CompoundTones
 
 TEXT = "alpha bravo charlie delta echo foxtrot"
 SR = 16_000
@@ -907,20 +908,19 @@ async def test_async_with_starts_the_processor_and_always_cleans_it_up(clips, no
     assert [event async for event in processor.events] == []  # stopped where it was: no summary
 
 
-class CompoundTones(ToneBackend):
-    """A tone backend that hears "charlie" and "delta" as one word, "charliedelta", once
-    both are in a pass's audio (as Whisper hears a German compound whole once it is said)."""
-
-    name = "compound-tones"
-
-    def transcribe(self, audio, *, prompt="", language=None):
-        words = super().transcribe(audio, prompt=prompt, language=language)
-        texts = [w["text"].strip() for w in words]
-        for i in range(len(words) - 1):
-            if texts[i : i + 2] == ["charlie", "delta"]:
-                whole = {**words[i], "text": " charliedelta", "end": words[i + 1]["end"]}
-                return [*words[:i], whole, *words[i + 2 :]]
-        return words
+async def test_a_partial_that_begins_with_the_rest_of_a_committed_word_says_it_joins(no_ffmpeg_left):
+    """While "charliedelta" is heard once over the committed "charlie", not yet agreed, the
+    partial is "delta echo" marked ``joins``: a viewer writes it on to "charlie"."""
+    said, then = tone_words("alpha bravo charlie")[0], tone_words("delta echo foxtrot golf hotel")[0]
+    audio = np.concatenate([said, np.zeros(int(0.6 * 16_000), np.float32), then])
+    with registered(CompoundTones):
+        processor = AudioProcessor(StreamConfig(backend="compound-tones", decoder="pcm_s16le"), clock="simulated")
+        events = await stream(processor, (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), chunk_size=1000)
+    partials = [e for e in events if e["type"] == "partial" and e["text"]]
+    joining = [e for e in partials if e.get("joins")]
+    assert [e["text"] for e in joining] == ["delta echo"]
+    assert all("joins" not in e for e in partials if e not in joining), "the key is absent otherwise"
+    assert events[-1]["text"] == "alpha bravo charliedelta echo foxtrot golf hotel"
 
 
 async def test_the_rest_of_a_word_heard_over_a_committed_one_joins_it_in_every_text(tmp_path, no_ffmpeg_left):

@@ -45,6 +45,23 @@ async def test_a_transcript_behind_an_unsent_one_is_merged():
     assert queue.dropped_partials == 1  # "bravo" as partial, replaced before it was sent
 
 
+async def test_a_merged_transcript_says_whether_its_partial_joins_the_last_committed_word():
+    # "partial_joins": the partial goes on from the last committed word without a space;
+    # the key is sent only then, and a merge takes the newest partial's.
+    queue = outbox(8)
+    await queue.put(commit("Unabhängigkeit"))
+    await queue.put(protocol.transcript([], "serklärung", 1.0, 0.0, partial_joins=True))
+    [merged] = await drain(queue)
+    assert merged["partial"] == "serklärung" and merged["partial_joins"] is True
+    queue = outbox(8)
+    await queue.put(commit("Unabhängigkeit"))
+    await queue.put(protocol.transcript([], "serklärung", 1.0, 0.0, partial_joins=True))
+    await queue.put(partial("der"))
+    [merged] = await drain(queue)
+    assert merged["partial"] == "der" and "partial_joins" not in merged
+    assert "partial_joins" not in partial("der")
+
+
 async def test_when_half_full_the_oldest_partial_goes_first():
     queue = outbox(3)
     await queue.put(partial("one"))

@@ -565,3 +565,43 @@ def test_the_client_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: could not reach ws://127.0.0.1:{port}/ws/transcribe: ") and "rtlab serve" in err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+async def test_a_partial_that_goes_on_from_the_last_committed_word_is_sent_with_partial_joins(make_server):
+    """Once "charlie" is committed, a pass hears "charliedelta" over it; until a second pass
+    agrees, the transcript's partial "delta ..." comes with ``"partial_joins": true`` (the
+    demo page writes it on to "charlie"); the key is absent from the other transcripts."""
+    import numpy as np
+
+    from rtlab.testing import tone_words
+    from rtlab.testing.conformance import registered
+    from tone_backends import CompoundTones
+
+    def pcm(audio) -> bytes:
+        return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+    async def send(data: bytes) -> None:
+        for start in range(0, len(data), 8_000):  # a quarter of a second at a time
+            await client.send_audio(data[start : start + 8_000])
+            await asyncio.sleep(0.02)
+
+    def committed() -> list[str]:
+        return [w["text"] for m in client.messages if m["type"] == "transcript" for w in m["committed"]]
+
+    said, then = tone_words("alpha bravo charlie")[0], tone_words("delta echo foxtrot golf hotel")[0]
+    with registered(CompoundTones):
+        running = await make_server(allow_backends=("compound-tones",))
+        client = await TranscriptionClient.connect(running.ws_url)
+        await client.start(backend="compound-tones", format="pcm_s16le")
+        await client.wait_for("transcription_started")
+        await send(pcm(np.concatenate([said, np.zeros(int(1.5 * 16_000), np.float32)])))
+        assert await wait_until(lambda: "charlie" in committed(), timeout=10), client.messages
+        await send(pcm(then))
+        await client.stop()
+        stopped = await client.wait_for("transcription_stopped")
+        await client.close()
+    assert stopped["text"] == "alpha bravo charliedelta echo foxtrot golf hotel"
+    partials = [m for m in client.messages if m["type"] == "transcript" and m["partial"]]
+    joining = [m for m in partials if "partial_joins" in m]
+    assert joining and all(m["partial_joins"] is True and m["partial"].startswith("delta") for m in joining)
+    assert any("partial_joins" not in m for m in partials)

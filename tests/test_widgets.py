@@ -921,6 +921,15 @@ def test_a_streams_text_writes_a_joining_word_on_to_the_word_before():
     state.add({"type": "commit", "words": [{"text": "Unabhängigkeit", "start": 0.3, "end": 1.0}], "emitted_at": 1.5})
     state.add({"type": "commit", "words": [{"text": "serklärung", "start": 1.0, "end": 1.5, "joins": True}], "emitted_at": 2.0})
     assert state.text == "Unabhängigkeitserklärung"
+    # A partial whose first word is the rest of the last committed one goes on from it too.
+    from rtlab.widgets.views import text_html
+
+    state.add({"type": "partial", "text": "s Ziel", "joins": True, "emitted_at": 2.1})
+    assert "Unabhängigkeitserklärung[s Ziel]" in state.describe()
+    assert "Unabhängigkeitserklärung</span><span class='rtlab-partial'" in text_html(state)
+    state.add({"type": "partial", "text": "das Ziel", "emitted_at": 2.2})
+    assert "Unabhängigkeitserklärung [das Ziel]" in state.describe()
+    assert "Unabhängigkeitserklärung</span> <span class='rtlab-partial'" in text_html(state)
 
 
 

@@ -27,6 +27,7 @@ class LiveText:
         self.label = label
         self.progress = 0.0
         self.partial = ""
+        self.partial_joins = False  # the partial goes on from the last committed word
         self.line = ""
 
     def _width(self) -> int:
@@ -42,6 +43,7 @@ class LiveText:
                 self.stream.flush()
         elif event["type"] == "partial":
             self.partial = event["text"]
+            self.partial_joins = bool(event.get("joins"))
         self._draw()
 
     def set_progress(self, fraction: float) -> None:
@@ -71,7 +73,8 @@ class LiveText:
         if self.live:
             room = self._width() - len(self.line) - 1
             partial = self.partial[: max(0, room)] if room > 3 else ""
-            text = f"{self.line} {DIM}{partial}{RESET}" if partial else self.line
+            space = "" if self.partial_joins or not self.line else " "
+            text = f"{self.line}{space}{DIM}{partial}{RESET}" if partial else self.line
             self.stream.write(f"{CLEAR}{text}\n{CLEAR}{self._bar()}{UP}\r")
             self.stream.flush()
         elif self.bar_only:

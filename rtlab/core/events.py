@@ -38,8 +38,13 @@ def commit_event(words: list[Word], emitted_at: float) -> dict[str, Any]:
 
 
 def partial_event(words: list[Word], emitted_at: float) -> dict[str, Any]:
-    """A partial event with the provisional text after the last commit."""
-    return {"type": "partial", "text": join_words(words), "emitted_at": round(emitted_at, 4)}
+    """A partial event with the provisional text after the last commit, and ``"joins":
+    true`` when that text goes on from the last committed word without a space (its first
+    word is the rest of the committed one, see :func:`join_words`; absent otherwise)."""
+    event = {"type": "partial", "text": join_words(words), "emitted_at": round(emitted_at, 4)}
+    if words and words[0].get("joins"):
+        event["joins"] = True
+    return event
 
 
 def error_event(code: str, message: str, emitted_at: float) -> dict[str, Any]:

@@ -174,7 +174,7 @@ class AudioProcessor:
         #: not every word's times and probability (several times as much memory). A word
         #: marked ``joins`` goes on the last one.
         self.committed_texts: list[str] = []
-        self._last_partial = ""
+        self._last_partial = ("", False)  # the text and whether it joins the last committed word
         self.error: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -459,7 +459,7 @@ class AudioProcessor:
                 elif word["text"]:
                     self.committed_texts.append(word["text"])
             await self.events.put(event)
-        partial = join_words(step.partial)
+        partial = (join_words(step.partial), bool(step.partial and step.partial[0].get("joins")))
         if partial != self._last_partial:
             self._last_partial = partial
             await self.events.put(partial_event(step.partial, now))

@@ -245,6 +245,9 @@ def merge_transcripts(tail: dict[str, Any], message: dict[str, Any], max_words: 
     tail["committed"] = tail["committed"] + message["committed"]
     for field in ("partial", "emitted_at", "lag"):
         tail[field] = message[field]
+    tail.pop("partial_joins", None)
+    if message.get("partial_joins"):
+        tail["partial_joins"] = True
     return superseded
 
 
@@ -266,15 +269,22 @@ def transcription_started(backend: str, model: str | None) -> dict[str, Any]:
     return {"type": "transcription_started", "backend": backend, "model": model}
 
 
-def transcript(committed: list[dict], partial: str, emitted_at: float, lag: float) -> dict[str, Any]:
-    """Words committed since the last transcript message, and the current partial text."""
-    return {
+def transcript(
+    committed: list[dict], partial: str, emitted_at: float, lag: float, partial_joins: bool = False
+) -> dict[str, Any]:
+    """Words committed since the last transcript message, and the current partial text
+    (``partial_joins``: it goes on from the last committed word without a space; the key
+    is sent only then)."""
+    message = {
         "type": "transcript",
         "committed": committed,
         "partial": partial,
         "emitted_at": emitted_at,
         "lag": round(lag, 3),
     }
+    if partial_joins:
+        message["partial_joins"] = True
+    return message
 
 
 def transcription_stopped(summary: dict[str, Any]) -> dict[str, Any]:

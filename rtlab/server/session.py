@@ -64,6 +64,7 @@ class Utterance:
         self._reported = False  # transcription_stopped or transcription_failed was sent
         self._failure: tuple[str, str] | None = None
         self._last_partial = ""
+        self._last_partial_joins = False
         self.model: str | None = processor.config.model
         self.audio_bytes = 0  # received for this utterance, held or fed
 
@@ -177,8 +178,11 @@ class Utterance:
             kind = event["type"]
             if kind == "partial":
                 self._last_partial = event["text"]
+                self._last_partial_joins = bool(event.get("joins"))
                 await self.session.send(
-                    protocol.transcript([], event["text"], event["emitted_at"], self.processor.lag)
+                    protocol.transcript(
+                        [], event["text"], event["emitted_at"], self.processor.lag, self._last_partial_joins
+                    )
                 )
             elif kind == "commit":
                 for word in event["words"]:
@@ -186,7 +190,8 @@ class Utterance:
                 # A partial event usually follows at once and is merged into this message.
                 await self.session.send(
                     protocol.transcript(
-                        event["words"], self._last_partial, event["emitted_at"], self.processor.lag
+                        event["words"], self._last_partial, event["emitted_at"], self.processor.lag,
+                        self._last_partial_joins,
                     )
                 )
             elif kind == "summary":

@@ -70,7 +70,9 @@ export function showTranscript(message) {
     wordCount += words;
     ui.wordCount.textContent = String(wordCount);
   }
-  ui.partial.textContent = message.partial ? (ui.committed.firstChild ? " " : "") + message.partial : "";
+  // partial_joins: the partial goes on from the last committed word (the rest of it).
+  const space = ui.committed.firstChild && !message.partial_joins ? " " : "";
+  ui.partial.textContent = message.partial ? space + message.partial : "";
   ui.lag.textContent = `${Number(message.lag).toFixed(2)} s`;
   if (following) box.scrollTop = box.scrollHeight;
 }

@@ -48,6 +48,7 @@ class StreamState:
     status: str = "idle"
     committed: list[dict[str, Any]] = field(default_factory=list)
     partial: str = ""
+    partial_joins: bool = False  # the partial goes on from the last committed word
     latencies: list[tuple[float, float]] = field(default_factory=list)
     first_text: float | None = None
     error: str | None = None
@@ -77,6 +78,7 @@ class StreamState:
             self.partial = ""
         elif kind == "partial":
             self.partial = str(event.get("text", ""))
+            self.partial_joins = bool(event.get("joins"))
         elif kind == "summary":
             self.summary = dict(event)
             self.partial = ""
@@ -139,7 +141,7 @@ class StreamState:
         lines = [f"{self.label}: {self.headline()}"]
         if self.error:
             lines.append(f"    error: {self.error}")
-        text = self.text + (f" [{self.partial}]" if self.partial else "")
+        text = self.text + (f"{'' if self.partial_joins else ' '}[{self.partial}]" if self.partial else "")
         if text:
             lines.append(f"    {text}")
         return "\n".join(lines)

@@ -27,7 +27,7 @@ def text_html(state: StreamState) -> str:
     partial = html.escape(state.partial)
     return (
         "<div class='rtlab-text' style='line-height:1.45; min-height:3em; white-space:normal'>"
-        f"<span class='rtlab-committed'>{committed}</span> "
+        f"<span class='rtlab-committed'>{committed}</span>{'' if state.partial_joins else ' '}"
         f"<span class='rtlab-partial' style='color:{PARTIAL_COLOR}'>{partial}</span></div>"
     )
 
