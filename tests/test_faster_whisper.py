@@ -215,8 +215,9 @@ def test_beam_size_left_unset_is_beam_search_on_a_multilingual_model_and_greedy_
     for model, chosen in (("tiny.en", 1), ("base", 5)):
         unset = StreamConfig.parse(f"backend=faster-whisper,model={model}")
         given = StreamConfig.parse(f"backend=faster-whisper,model={model},beam_size={chosen}")
+        fresh = rtlab_faster_whisper.FasterWhisperBackend(model=model)
+        assert fresh.beam_size is None and fresh.resolved_options() == {}  # not chosen before load
         default, explicit = get_backend(unset), get_backend(given)
-        assert default.beam_size is None and default.resolved_options() == {}  # not chosen before load
         ensure_loaded(default), ensure_loaded(explicit)
         assert default.beam_size == chosen and default.info()["beam_size"] == chosen
         assert default.resolved_options() == {"beam_size": chosen} and explicit.resolved_options() == {"beam_size": chosen}
