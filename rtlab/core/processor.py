@@ -42,7 +42,7 @@ from ..errors import InvalidOption, ProcessorNotRunning, ProcessorStopped, Rtlab
 from ..options import is_finite_number, is_whole_number
 from .clock import MEASURED_MODES, SessionClock
 from .costs import CostModel, key_for, load_cost_model
-from .events import EventQueue, commit_event, error_event, join_words, partial_event
+from .events import EventQueue, commit_event, error_event, partial_event
 from .instances import SessionBackend, get_backend
 from .memo import PassMemo
 from .pacing import AudioBuffer, pacer_for
@@ -459,10 +459,11 @@ class AudioProcessor:
                 elif word["text"]:
                     self.committed_texts.append(word["text"])
             await self.events.put(event)
-        partial = (join_words(step.partial), bool(step.partial and step.partial[0].get("joins")))
-        if partial != self._last_partial:
-            self._last_partial = partial
-            await self.events.put(partial_event(step.partial, now))
+        partial = partial_event(step.partial, now)
+        shown = (partial["text"], "joins" in partial)
+        if shown != self._last_partial:
+            self._last_partial = shown
+            await self.events.put(partial)
 
     async def fail(self, error: BaseException | str) -> None:
         """Stop the session with ``error`` as the last event (e.g. the audio source broke).
