@@ -266,7 +266,9 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
         "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer) if segments_alone else [],
         "per_segment": [
             {"clip": i % len(clips), "start": start, "end": end, "wer": wer(ref, hyp, normalizer=normalizer).defined_value,
-             "hypothesis": hyp}
+             "hypothesis": hyp,
+             **({"alone": segments_alone[i], "wer_alone": wer(ref, segments_alone[i], normalizer=normalizer).defined_value}
+                if segments_alone else {})}
             for i, ((start, end, ref), hyp) in enumerate(zip(segments, hypotheses))
         ],
         "memory": {**memory_summary(sampler.samples), **malloc_summary(sampler.malloc),

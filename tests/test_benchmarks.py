@@ -291,6 +291,8 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
     assert row["wer"]["value"] == row["clips_alone_wer"]["value"] == row["segments_alone_wer"]["value"] == 0.0
     assert len(row["segments_alone_per_clip"]) == clips
     assert [s["clip"] for s in row["per_segment"]] == [i % clips for i in range(row["segments"])]
+    # each segment streamed alone is saved beside the long stream's text for it
+    assert all(s["alone"] == s["hypothesis"] != "" and s["wer_alone"] == 0.0 for s in row["per_segment"])
     assert row["summary_check"]["ok"] and row["summary_check"]["committed_words"] > 0
     assert row["memory"]["samples"] >= 4 and row["memory"]["peak_mib"] >= row["memory"]["start_mib"] > 0
     if malloc_usage() is not None:  # glibc's account: its blocks in use are part of what is resident
@@ -312,6 +314,7 @@ def test_long_form_script_stream_only_leaves_out_the_clips_and_segments_alone(to
     (row,) = json.loads((out / "long_form.json").read_text(encoding="utf-8"))["rows"]
     assert row["wer"]["value"] == 0.0 and row["summary_check"]["ok"]
     assert row["clips_alone_wer"] is None and row["segments_alone_wer"] is None and row["segments_alone_per_clip"] == []
+    assert not any("alone" in s for s in row["per_segment"])
     assert "| default" in result.stdout
 
 
