@@ -730,6 +730,35 @@ def test_vad_skips_passes_over_silence_before_anyone_speaks():
     assert policy.buffered_seconds <= KEEP_SILENCE + 1e-6  # the buffer does not grow over silence
 
 
+class LateVAD:
+    """Stands in for Silero: no speech before ``flagged`` seconds of the stream, speech after."""
+
+    def __init__(self, flagged: float) -> None:
+        self.flagged, self.frames = flagged, 0
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        from rtlab.vad import FRAME
+
+        count = len(pcm) // FRAME
+        times = (self.frames + np.arange(count)) * FRAME / SR
+        self.frames += count
+        return np.where(times >= self.flagged, 0.9, 0.0).astype(np.float32)
+
+
+def test_vad_keeps_the_start_of_speech_that_the_vad_flagged_late():
+    # Speech starts at 3.8 s; the VAD flags it from 5.2 s, after the pass at 5 s skipped
+    # the "silence" (a soft start: Silero was 1.3 s late on a French clip's "L'accident").
+    # The skipped pass kept the buffer's last KEEP_SILENCE seconds, so the first pass that
+    # hears the speech is given its start.
+    policy, backend = policy_for("accident@0.8-1.3 happened@1.4-2.0 there@2.2-2.6", vad=True)
+    policy.vac.activity.vad = LateVAD(flagged=5.2)
+    for _ in range(6):
+        step(policy)
+    assert policy.skipped_passes == 5 and len(backend.audio_lengths) == 1
+    assert 6.0 - backend.audio_lengths[0] <= 3.8, "the first pass over the speech was not given its start"
+    assert texts(policy.finish().committed) == ["accident", "happened", "there"]
+
+
 def test_vad_commits_an_utterance_at_its_end_without_waiting_for_agreement(speech):
     # Every pass hears the utterance differently: without the controller nothing would
     # ever be committed; with it, the pause after the speech commits the last reading.

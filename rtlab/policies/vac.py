@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 
 #: Seconds between a word and the next at most, for a word before speech to lead into it.
 LEAD_GAP = 0.3
-#: Seconds of silence a policy's buffer keeps before speech (Silero can be 0.8 s late to
-#: flag a soft start after a pause).
-KEEP_SILENCE = 1.0
+#: Seconds of silence a policy's buffer keeps before speech: Silero can be late to flag a
+#: soft start after a pause (0.8 s on "To the north" in the shared English speech, 1.3 s
+#: on the "L'accident" that opens a French clip), and audio cut before it is never heard.
+KEEP_SILENCE = 2.0
 
 
 class VoiceControlled(Protocol):
