@@ -86,6 +86,17 @@ class SileroVAD:
         self._context = np.zeros(_CONTEXT, np.float32)
         self._rest = np.zeros(0, np.float32)
 
+    def reset_state(self) -> None:
+        """Forget what the model learned from the audio so far (its recurrent state), not
+        where the stream is: the audio before the next frame stays its context."""
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+
+    @property
+    def pending(self) -> int:
+        """Samples received that do not make a whole frame yet."""
+        return len(self._rest)
+
     def process(self, pcm: np.ndarray) -> np.ndarray:
         """The probabilities of the whole frames completed by ``pcm`` (16 kHz float32); a
         partial frame waits for the next call."""
@@ -114,8 +125,18 @@ class Pause:
         return (self.start + self.end) / 2
 
 
+#: Seconds of silence after which the model's state is reset (:meth:`SileroVAD.reset_state`).
+RESET_AFTER_SILENCE = 1.0
+
+
 class VoiceActivity:
     """Speech and pauses of one stream, from :class:`SileroVAD` probabilities.
+
+    After :data:`RESET_AFTER_SILENCE` seconds of silence the model's state is reset, so
+    that each utterance after a pause is heard as a fresh start. Silero's state carries
+    what it heard before: after a loud speaker, a quiet one went unheard (a quiet French
+    clip after a louder one in a long stream, 0.1 to 0.4 where a fresh state gave 0.8 to
+    1.0, and its first words were never transcribed).
 
     :param threshold: a frame with this probability or more starts speech.
     :param min_silence_ms: a pause at least this long after speech ends an utterance.
@@ -131,24 +152,44 @@ class VoiceActivity:
         self.speech_frames = 0
         self.last_speech_end: int | None = None  # frame index just after the last speech frame
         self._silent_run = 0
+        self.reset_frames = max(1, int(round(RESET_AFTER_SILENCE * SAMPLE_RATE / FRAME)))
+        self._fresh = True  # no speech since the model's state was new or reset
+        self.resets = 0
         # Speech (1) or not (0) for each frame from frame ``_first_flag`` on; the policy
         # forgets the frames before its buffer (forget_before), so this stays bounded.
         self._flags = bytearray()
         self._first_flag = 0
 
     def process(self, pcm: np.ndarray) -> None:
-        """Account for ``pcm``, the stream's next audio."""
-        for probability in self.vad.process(pcm):
+        """Account for ``pcm``, the stream's next audio. It goes to the model in pieces
+        that end where a reset may be due, so that the probabilities do not depend on how
+        the stream was cut into calls."""
+        pcm = np.asarray(pcm, np.float32)
+        while len(pcm):
+            # A reset is due after reset_frames silent frames that follow speech: at the
+            # earliest that many frames on (fewer when the silence has begun).
+            silent = 0 if self._fresh else self._silent_run
+            take = min(len(pcm), max(1, (self.reset_frames - silent) * FRAME - self.vad.pending))
+            self._account(self.vad.process(pcm[:take]))
+            pcm = pcm[take:]
+
+    def _account(self, probabilities: np.ndarray) -> None:
+        for probability in probabilities:
             if probability >= self.threshold or (self.speaking and probability >= self.off_threshold):
                 self.speaking = True
                 self.speech_frames += 1
                 self._silent_run = 0
+                self._fresh = False
                 self.last_speech_end = self.frames + 1
             else:
                 self.speaking = False
                 self._silent_run += 1
             self._flags.append(1 if self.speaking else 0)
             self.frames += 1
+        if not self._fresh and self._silent_run >= self.reset_frames:
+            self.vad.reset_state()
+            self._fresh = True
+            self.resets += 1
 
     @property
     def seconds(self) -> float:

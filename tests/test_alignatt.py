@@ -466,6 +466,13 @@ class LoudnessVAD:
         frames = audio[:whole].reshape(-1, FRAME)
         return (np.sqrt((frames**2).mean(axis=1)) > 0.01).astype(np.float32)
 
+    @property
+    def pending(self) -> int:
+        return len(self._rest)
+
+    def reset_state(self) -> None:
+        """Loudness has no state to reset."""
+
 
 def with_loudness_vad(policy: AlignAtt) -> AlignAtt:
     policy.vac.activity.vad = LoudnessVAD()

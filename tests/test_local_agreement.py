@@ -734,15 +734,18 @@ class LateVAD:
     """Stands in for Silero: no speech before ``flagged`` seconds of the stream, speech after."""
 
     def __init__(self, flagged: float) -> None:
-        self.flagged, self.frames = flagged, 0
+        self.flagged, self.frames, self.pending = flagged, 0, 0
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
         from rtlab.vad import FRAME
 
-        count = len(pcm) // FRAME
+        count, self.pending = divmod(self.pending + len(pcm), FRAME)
         times = (self.frames + np.arange(count)) * FRAME / SR
         self.frames += count
         return np.where(times >= self.flagged, 0.9, 0.0).astype(np.float32)
+
+    def reset_state(self) -> None:
+        """A script has no state to reset."""
 
 
 def test_vad_keeps_the_start_of_speech_that_the_vad_flagged_late():

@@ -98,3 +98,38 @@ def test_words_that_lead_into_speech_count_as_said_and_words_apart_from_it_do_no
     ]
     assert controller.words_in_speech(spans) == [False, True, True, True, False]
     assert controller.words_in_speech(spans, lead_gap=0.01) == [False, False, True, True, False]
+
+
+def quiet_after_loud(speech: np.ndarray) -> tuple[np.ndarray, float]:
+    """The clip three times, two seconds of silence, the clip at 1% of its level; and the
+    second at which the quiet clip starts."""
+    start = 3 * len(speech) + 2 * SR
+    audio = np.concatenate([speech, speech, speech, np.zeros(2 * SR, np.float32), 0.01 * speech])
+    return audio.astype(np.float32), start / SR
+
+
+def test_a_quiet_speaker_after_a_pause_is_heard_after_a_loud_one(speech):
+    # Silero's state carries what it heard: after the loud clips, the same words at 1% of
+    # their level are not speech to it (2% of their frames), though a fresh state hears
+    # them (85%). The pause resets the state.
+    audio, start = quiet_after_loud(speech)
+    activity = VoiceActivity()
+    activity.process(audio)
+    quiet = [activity.speech_in(t, t + 0.1) for t in np.arange(start, start + len(speech) / SR - 0.1, 0.1)]
+    assert activity.resets >= 1
+    assert np.mean(quiet) > 0.5
+    fresh = VoiceActivity()
+    fresh.process(np.concatenate([np.zeros(2 * SR, np.float32), 0.01 * speech]).astype(np.float32))
+    heard_fresh = [fresh.speech_in(t, t + 0.1) for t in np.arange(2.0, 2.0 + len(speech) / SR - 0.1, 0.1)]
+    assert abs(np.mean(quiet) - np.mean(heard_fresh)) < 0.1
+
+
+def test_voice_activity_does_not_depend_on_how_the_stream_is_cut(speech):
+    audio, _ = quiet_after_loud(speech)
+    whole, pieces = VoiceActivity(), VoiceActivity()
+    whole.process(audio)
+    for i in range(0, len(audio), 777):
+        pieces.process(audio[i : i + 777])
+    spans = np.arange(0, len(audio) / SR - 0.1, 0.1)
+    assert whole.resets == pieces.resets >= 1 and whole.speech_frames == pieces.speech_frames
+    assert [whole.speech_in(t, t + 0.1) for t in spans] == [pieces.speech_in(t, t + 0.1) for t in spans]

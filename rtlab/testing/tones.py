@@ -201,6 +201,14 @@ class ToneVAD:
         """Forget the stream: the next audio starts a new one."""
         self._rest = np.zeros(0, np.float32)
 
+    def reset_state(self) -> None:
+        """Silero's state reset: a tone detector has none."""
+
+    @property
+    def pending(self) -> int:
+        """Samples received that do not make a whole frame yet."""
+        return len(self._rest)
+
     def process(self, pcm: np.ndarray) -> np.ndarray:
         """The probabilities of the whole frames completed by ``pcm`` (16 kHz float32)."""
         from ..vad import FRAME
