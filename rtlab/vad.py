@@ -5,8 +5,9 @@ wheel and runs on onnxruntime, which faster-whisper installs; nothing is downloa
 32 ms frames, carrying the model's state from one call to the next, so that feeding a
 stream in pieces gives the same probabilities as feeding it whole.
 :class:`VoiceActivity` turns the probabilities into speech and silence with hysteresis
-(speech starts at ``threshold``, ends below ``threshold - 0.15``) and tells a policy where
-the last pause long enough to end an utterance is.
+(speech starts at ``threshold``, ends below ``threshold - 0.15``), resets the model's state
+after a second of silence, and tells a policy where the last pause long enough to end an
+utterance is.
 """
 
 from __future__ import annotations
