@@ -82,8 +82,7 @@ class SileroVAD:
 
     def reset(self) -> None:
         """Forget the stream: the next audio starts a new one."""
-        self._h = np.zeros((1, 1, 128), np.float32)
-        self._c = np.zeros((1, 1, 128), np.float32)
+        self.reset_state()
         self._context = np.zeros(_CONTEXT, np.float32)
         self._rest = np.zeros(0, np.float32)
 
