@@ -162,6 +162,35 @@ def test_sentence_pause_sec_cuts_the_buffer_after_a_finished_sentence_and_a_long
         assert backend.prompts[-1] == first and backend.audio_lengths[-1] == pytest.approx(3 - offset)
 
 
+@pytest.mark.parametrize(
+    "first, sound_from, sentence_pause_sec, offset",
+    [
+        ("over.", None, 0.8, 1.2),  # quiet to the buffer's end (1.6 s): cut in its middle
+        ("over.", 1.0, 0.8, 0.0),  # a sound from 1.0 s that no pass heard as a word: 0.6 s quiet
+        ("over.", 1.0, 0.5, 0.7),  # long enough here: cut in the quiet, before the sound
+        ("over", None, 0.8, 0.0),  # no sentence end
+    ],
+)
+def test_sentence_pause_sec_cuts_in_the_pause_before_the_next_word_is_heard(
+    first, sound_from, sentence_pause_sec, offset
+):
+    policy, backend = policy_for(
+        f"{first}@0.1-0.4", f"{first}@0.1-0.4", "",
+        sentence_pause_sec=sentence_pause_sec, prompt_pause_sec=None,
+    )  # fmt: skip
+    audio = np.zeros(2 * SR, np.float32)
+    if sound_from is not None:
+        audio[int(sound_from * SR) :] = np.random.default_rng(0).normal(0, 0.1, 2 * SR - int(sound_from * SR))
+    policy.insert_audio(audio[:SR])
+    assert texts(policy.process_iter().committed) == []
+    policy.insert_audio(audio[SR:])
+    second = policy.process_iter()
+    assert texts(second.committed) == [first] and second.partial == []
+    assert policy.buffer_offset == pytest.approx(offset)
+    step(policy)  # the next pass hears the buffer from the cut on
+    assert backend.audio_lengths[-1] == pytest.approx(3 - offset)
+
+
 def test_sentence_pause_sec_must_be_a_number_of_seconds():
     for bad in (True, "1", 0.1, 11):
         with pytest.raises(InvalidOption, match="sentence_pause_sec"):

@@ -366,11 +366,16 @@ class LocalAgreement(Policy):
         self.previous = self.previous[len(forced) :]
         return forced
 
-    def _cut_points(self) -> list[tuple[float, bool, float]]:
+    def _cut_points(self, trailing: bool = False) -> list[tuple[float, bool, float]]:
         """Where the buffer may be cut, in stream time, oldest first: in a pause of at least
         ``PAUSE_SECONDS`` after a committed word that the audio confirms (see
         :meth:`_pause_cut`), ``(time, sentence, gap)`` where ``sentence`` says the word ends
         a sentence and ``gap`` is the time from its end to the next word's start.
+
+        With ``trailing``, and no word waiting to be committed, the last committed word's
+        pause counts too before any word after it is heard: ``gap`` is then how long the
+        audio after it has been quiet (to the buffer's end, or to where a sound begins that
+        no pass has heard as a word yet), and the cut falls in that quiet stretch.
 
         A cut right at a word's end inside running speech leaves the next pass a buffer
         that opens mid-syllable: tiny.en then hears "it's been" for "by", two passes cannot
@@ -381,22 +386,28 @@ class LocalAgreement(Policy):
         following = inside[1:] + self.previous[:1]
         frames = frame_rms(self.audio)
         quiet = QUIET_FRACTION * float(np.percentile(frames, 90)) if len(frames) else 0.0
+        buffer_end = self.buffer_offset + self.buffered_seconds
         points = []
         for index, word in enumerate(inside):
             after = following[index]["start"] if index < len(following) else None
+            if after is None and trailing:
+                after = buffer_end
             if after is None or after - word["end"] < PAUSE_SECONDS:
                 continue
-            cut = self._pause_cut(word["end"], after, frames, quiet)
-            if cut is not None:
-                points.append((cut, word["text"].rstrip()[-1:] in ".?!", after - word["end"]))
+            found = self._pause_cut(word["end"], after, frames, quiet)
+            if found is not None:
+                cut, quiet_end = found
+                gap = (quiet_end if index >= len(following) else after) - word["end"]
+                points.append((cut, word["text"].rstrip()[-1:] in ".?!", gap))
         return points
 
-    def _pause_cut(self, end: float, after: float, frames: np.ndarray, quiet: float) -> float | None:
+    def _pause_cut(self, end: float, after: float, frames: np.ndarray, quiet: float) -> tuple[float, float] | None:
         """Where to cut in the gap between a word that ends at ``end`` and the next word,
         which starts at ``after`` (stream times): in the middle of the gap, as Whisper's
         word times are loose, but only where the audio is quiet (no 20 ms frame above
         ``quiet``) from the word's end to there; None when it is not quiet right after
-        the word.
+        the word. ``(cut, quiet_end)``: the cut, and where the quiet stretch ends (at
+        ``after`` at the latest).
 
         A gap between two words of a hypothesis is not always a pause: a pass whose model
         stopped early, or whose text the alignment could not place, leaves out words it
@@ -421,7 +432,7 @@ class LocalAgreement(Policy):
             return None
         quiet_end = after if stop >= last else stop * FRAME / SAMPLE_RATE + self.buffer_offset
         quiet_start = max(end, start * FRAME / SAMPLE_RATE + self.buffer_offset)
-        return max(end, min(end + (after - end) / 2, (quiet_start + quiet_end) / 2))
+        return max(end, min(end + (after - end) / 2, (quiet_start + quiet_end) / 2)), quiet_end
 
     def _trim(self) -> None:
         # Behind real time, a pass over a long buffer costs more (Whisper decodes every word
@@ -432,7 +443,11 @@ class LocalAgreement(Policy):
         if self.sentence_pause_sec is not None:
             # A finished sentence and a long pause: what comes next is heard from the pause
             # on, as if it began the stream (with what was said before as the prompt).
-            ends = [time for time, sentence, gap in self._cut_points() if sentence and gap >= self.sentence_pause_sec]
+            # The pause after the last committed word counts as soon as it is long enough,
+            # before the next utterance is heard: a pass over the next utterance's first
+            # words that still holds the sentence before guesses them worse.
+            points = self._cut_points(trailing=not self.previous)
+            ends = [time for time, sentence, gap in points if sentence and gap >= self.sentence_pause_sec]
             if ends:
                 self._cut_at(ends[-1])
         if self.buffered_seconds <= limit:
