@@ -26,7 +26,7 @@ import numpy as np
 
 from .backends import SAMPLE_RATE, Word
 from .errors import InvalidOption
-from .levels import frame_rms, silence_level
+from .levels import FRAME, frame_rms, silence_level
 from .options import is_number
 
 # Whisper's own thresholds (whisper.transcribe's defaults) for its no-speech check and its
@@ -39,6 +39,7 @@ CONTINUE_AFTER_SECONDS = 1.0
 MAX_WORD_SECONDS = 1.0  # a word aligned longer than this covers audio the model skipped
 QUIET_MARGIN_SECONDS = 0.25  # Whisper's word ends are loose: look for speech this far after one
 MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not aligned to audio
+ONSET_FRAMES = 3  # 60 ms louder than silence in a row: sound, not a click
 UNALIGNED_RUN = 3  # this many such words in a row: text the audio lacks (see cut_unaligned)
 LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
 # Text said over speech, not made up in a pause: the voice-activity model hears speech in
@@ -94,19 +95,21 @@ def settle_window(pieces: Sequence[tuple], words: list[tuple], audio: np.ndarray
     it (:func:`cut_anomalous_tail`); text the alignment found no audio for goes
     (:func:`cut_unaligned`); the times of a model that stopped early are put right
     (:func:`retime_stopped_early`). A continued window that begins inside the last word of
-    the window before drops that word, and the word before ends where this window's first
-    word starts."""
+    the window before drops that word (or that begins with it, within an alignment frame of
+    its end), and the word before ends where this window's first word starts."""
     words, looped = cut_repetition(words)
     tail = cut_anomalous_tail(
         words, continued=continued, spoken=lambda start, end: is_spoken(audio, start, end),
         said=[piece[0] for piece in pieces],
     )  # fmt: skip
-    settled = retime_stopped_early(cut_unaligned(tail))
+    settled = retime_stopped_early(cut_unaligned(tail), audio=audio)
     cut = len(settled) < len(words)
     joined = list(pieces)
     if joined and settled:
-        if key(settled[0][0]) == key(joined[-1][0]) and settled[0][1] < joined[-1][2]:
-            settled = settled[1:]  # the continued window began inside the last word
+        if key(settled[0][0]) == key(joined[-1][0]) and settled[0][1] < joined[-1][2] + MIN_WORD_SECONDS:
+            # The continued window began inside the last word, or heard it again from its
+            # end on (the alignment ended it early): the same word, once.
+            settled = settled[1:]
         if settled:  # the last word of the window before ends where this one starts
             text, start, end, probability = joined[-1]
             joined[-1] = (text, start, max(start, min(end, settled[0][1])), probability)
@@ -342,7 +345,10 @@ def cut_unaligned(
     return kept
 
 
-def retime_stopped_early(words: list[tuple], shortest: float = MIN_WORD_SECONDS, longest: float = MAX_WORD_SECONDS) -> list[tuple]:
+def retime_stopped_early(
+    words: list[tuple], shortest: float = MIN_WORD_SECONDS, longest: float = MAX_WORD_SECONDS,
+    audio: np.ndarray | None = None,
+) -> list[tuple]:  # fmt: skip
     """``words`` with the times of a model that stopped early put right.
 
     When Whisper's text ends before the audio does, the alignment stretches the last word
@@ -351,7 +357,13 @@ def retime_stopped_early(words: list[tuple], shortest: float = MIN_WORD_SECONDS,
     The stretched word gets the window's typical word length (its median aligned word, at
     least 0.1 s) and the squeezed ones follow it, as long each: they were said right after
     it, and the next window decodes from there. Left as they are, they would end where the
-    audio ends, and the speech under the stretched word would look like a pause."""
+    audio ends, and the speech under the stretched word would look like a pause.
+
+    Given the window's ``audio``, the stretched word starts where sound first rises above
+    the window's silence level within it (:func:`rtlab.levels.silence_level`): when it is
+    the window's only word, the alignment also gives it the silence before it, and a word
+    kept at the start of that silence is taken for one heard in silence and dropped (a
+    Portuguese "e Schlegel" after a pause, aligned from the pause's start)."""
     last = len(words) - 1
     while last >= 0 and words[last][2] - words[last][1] < shortest:
         last -= 1
@@ -361,10 +373,28 @@ def retime_stopped_early(words: list[tuple], shortest: float = MIN_WORD_SECONDS,
     typical = min(max(float(np.median(aligned)) if aligned else 0.0, 0.1), longest)
     retimed = list(words[:last])
     start = words[last][1]
+    if audio is not None:
+        start = sound_onset(audio, start, words[last][2])
     for text, _, _, probability in words[last:]:
         retimed.append((text, start, start + typical, probability))
         start += typical
     return retimed
+
+
+def sound_onset(audio: np.ndarray, start: float, end: float, run: int = ONSET_FRAMES) -> float:
+    """Where sound starts in ``audio`` from ``start`` to ``end`` (seconds): the first of
+    ``run`` 20 ms frames in a row louder than the audio's silence level
+    (:func:`rtlab.levels.silence_level`; a click or a breath is shorter), or ``start`` when
+    there are none."""
+    level = silence_level(audio)
+    if level is None:
+        return start
+    first = int(start * SAMPLE_RATE) // FRAME
+    loud = frame_rms(audio[first * FRAME : int(end * SAMPLE_RATE)]) > level
+    for index in range(len(loud) - run + 1):
+        if loud[index : index + run].all():
+            return max(start, (first + index) * FRAME / SAMPLE_RATE)
+    return start
 
 
 def is_quiet_after(audio: np.ndarray, seconds: float) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rtlab import words
+from rtlab.backends import SAMPLE_RATE
 from rtlab.decoders.files import decode_audio
 
 needs_vad = pytest.mark.skipif(
@@ -117,6 +118,41 @@ def test_a_last_word_stretched_over_unspoken_audio_is_retimed():
     assert retimed[4][1:3] == pytest.approx((1.1, 1.4)), "a squeezed word follows it, as long"
     normal = _words((0, 0.2), (0.2, 0.9))
     assert words.retime_stopped_early(normal) == normal
+
+
+def _pause_then_sound(rng_seed: int = 0) -> np.ndarray:
+    """2 s: room noise (RMS 0.01) with a 20 ms click at 0.2 s, sound (RMS 0.2) from 0.8 s."""
+    audio = np.random.default_rng(rng_seed).normal(0, 0.01, 2 * SAMPLE_RATE).astype(np.float32)
+    audio[int(0.2 * SAMPLE_RATE) : int(0.22 * SAMPLE_RATE)] *= 4
+    audio[int(0.8 * SAMPLE_RATE) :] *= 20
+    return audio
+
+
+def test_sound_onset_is_the_first_run_of_frames_above_silence():
+    audio = _pause_then_sound()
+    assert words.sound_onset(audio, 0.0, 2.0) == pytest.approx(0.8), "the click at 0.2 s is too short"
+    assert words.sound_onset(audio, 1.0, 2.0) == pytest.approx(1.0), "sound from the start on"
+    assert words.sound_onset(audio, 0.0, 0.7) == 0.0, "no sound: the start stays"
+
+
+def test_a_stretched_word_starts_where_its_sound_does():
+    """The window's only word, aligned over the pause before it too: kept at the pause's
+    start it would be taken for a word heard in silence (a Portuguese "e Schlegel")."""
+    audio = _pause_then_sound()
+    only = [(" Schlegel.", 0.0, 1.6, 0.4)]
+    assert words.retime_stopped_early(only, audio=audio) == [(" Schlegel.", 0.8, 0.9, 0.4)]
+    assert words.retime_stopped_early(only) == [(" Schlegel.", 0.0, 0.1, 0.4)], "without the audio: as before"
+    said = _words((0.8, 1.0), (1.0, 1.3), (1.3, 2.0))
+    assert words.retime_stopped_early(said, audio=audio)[2][1] == pytest.approx(1.3), "a word over sound keeps its start"
+
+
+@needs_vad
+def test_a_continued_window_that_hears_the_last_word_again_from_its_end_keeps_it_once(fox_then_silence):
+    before = [(" The", 0.3, 0.5, 0.9), (" quick.", 0.5, 0.8, 0.9)]
+    again = [(" quick.", 0.8, 0.9, 0.5)]  # the window decoded from 0.8 s on: the same word
+    assert words.settle_window(before, again, fox_then_silence, continued=True).pieces == before
+    repeated = [(" quick.", 1.3, 1.5, 0.9)]  # said again, later
+    assert words.settle_window(before, repeated, fox_then_silence, continued=True).pieces == before + repeated
 
 
 def test_a_decoder_loop_is_cut_after_its_first_turn():
