@@ -360,10 +360,10 @@ def retime_stopped_early(
     audio ends, and the speech under the stretched word would look like a pause.
 
     Given the window's ``audio``, the stretched word starts where sound first rises above
-    the window's silence level within it (:func:`rtlab.levels.silence_level`): when it is
-    the window's only word, the alignment also gives it the silence before it, and a word
-    kept at the start of that silence is taken for one heard in silence and dropped (a
-    Portuguese "e Schlegel" after a pause, aligned from the pause's start)."""
+    the window's silence level within it (:func:`sound_onset`): the alignment can give it
+    the silence before it too, and a word kept at the start of that silence is taken for
+    one heard in silence and dropped (a Portuguese "e Schlegel", a window's only word after
+    a pause, was aligned from the pause's start)."""
     last = len(words) - 1
     while last >= 0 and words[last][2] - words[last][1] < shortest:
         last -= 1
