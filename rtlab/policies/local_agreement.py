@@ -372,8 +372,8 @@ class LocalAgreement(Policy):
         :meth:`_pause_cut`), ``(time, sentence, gap)`` where ``sentence`` says the word ends
         a sentence and ``gap`` is the time from its end to the next word's start.
 
-        With ``trailing``, and no word waiting to be committed, the last committed word's
-        pause counts too before any word after it is heard: ``gap`` is then how long the
+        With ``trailing``, the last committed word's pause counts too when no word after it
+        is heard yet (none committed, none waiting to be): ``gap`` is then how long the
         audio after it has been quiet (to the buffer's end, or to where a sound begins that
         no pass has heard as a word yet), and the cut falls in that quiet stretch.
 
@@ -389,15 +389,14 @@ class LocalAgreement(Policy):
         buffer_end = self.buffer_offset + self.buffered_seconds
         points = []
         for index, word in enumerate(inside):
-            after = following[index]["start"] if index < len(following) else None
-            if after is None and trailing:
-                after = buffer_end
+            heard_after = index < len(following)  # a word (committed or not) follows it
+            after = following[index]["start"] if heard_after else buffer_end if trailing else None
             if after is None or after - word["end"] < PAUSE_SECONDS:
                 continue
             found = self._pause_cut(word["end"], after, frames, quiet)
             if found is not None:
                 cut, quiet_end = found
-                gap = (quiet_end if index >= len(following) else after) - word["end"]
+                gap = (after if heard_after else quiet_end) - word["end"]
                 points.append((cut, word["text"].rstrip()[-1:] in ".?!", gap))
         return points
 
@@ -446,7 +445,7 @@ class LocalAgreement(Policy):
             # The pause after the last committed word counts as soon as it is long enough,
             # before the next utterance is heard: a pass over the next utterance's first
             # words that still holds the sentence before guesses them worse.
-            points = self._cut_points(trailing=not self.previous)
+            points = self._cut_points(trailing=True)
             ends = [time for time, sentence, gap in points if sentence and gap >= self.sentence_pause_sec]
             if ends:
                 self._cut_at(ends[-1])
