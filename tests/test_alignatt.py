@@ -18,7 +18,7 @@ from rtlab.errors import InvalidOption
 from rtlab.policies import missing_capabilities
 from rtlab.policies.alignatt import LOOP_LONGEST, AlignAtt, AttentionTracker, _as_words, _Emitted, median_filter
 from rtlab.policies.vac import KEEP_SILENCE
-from rtlab.policies.incremental import INCREMENTAL_DECODING
+from rtlab.policies.incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from rtlab.registry import get_registry
 from rtlab.testing.conformance import registered
 from rtlab.testing import ToneAttentionBackend, ToneBackend, tone_words, wav_bytes
@@ -966,3 +966,162 @@ def test_decode_afresh_keeps_the_rest_of_a_word_heard_over_the_committed_one_as_
     emitted = policy._timed(new, attended)
     emitted[0].joins = True
     assert [w.get("joins", False) for w in _as_words(emitted)] == [True, False]
+
+
+# -- beam search ------------------------------------------------------------------------------
+
+
+class GardenPathDecoder(IncrementalDecoder):
+    """A scripted decoder that searches beams: one token a word, the probability of each
+    next token set by ``script`` (the tokens so far -> {token: probability}; the rest of
+    the mass spread over the other tokens), and each token fed looking at frame 10 times
+    its place in the hypothesis, or at the end of the audio after a hypothesis in
+    ``looking_at_end``. With the default script greedy decoding says "I scream" (0.5, then
+    0.3) and a search of two beams "ice cream" (0.4, then 0.9)."""
+
+    WORDS = [" I", " ice", " scream", " cream", " scare", " the"]
+    I, ICE, SCREAM, CREAM, SCARE, THE = range(6)
+    eot = 6
+    beam_search = True
+    max_tokens = 200
+
+    def __init__(self, beam_size: int, script: dict | None = None, looking_at_end: tuple = ()) -> None:
+        self.beam_size = beam_size
+        eot, g = self.eot, GardenPathDecoder
+        self.script = script or {
+            (): {g.I: 0.5, g.ICE: 0.4},
+            (g.I,): {g.SCREAM: 0.3, g.SCARE: 0.3, g.THE: 0.2},
+            (g.ICE,): {g.CREAM: 0.9},
+            (g.I, g.SCREAM): {eot: 0.9},
+            (g.I, g.SCARE): {eot: 0.9},
+            (g.I, g.THE): {eot: 0.9},
+            (g.ICE, g.CREAM): {eot: 0.95},
+        }
+        self.looking_at_end = set(looking_at_end)
+        self.frames = 0
+        self.hypotheses: list[tuple[int, ...]] = []
+        self.steps: list[int] = []  #: hypotheses fed per feed_beams
+
+    def encode(self, audio):
+        self.frames = len(audio) // 320
+        return self.frames
+
+    def begin(self, context, forced):
+        self.hypotheses = [tuple(forced)]
+        rows = [self._row(0)] * (2 + len(forced)) + [self._row(10 * len(forced) + 10, tuple(forced))]
+        return self._decoded(tuple(forced), np.stack(rows, axis=1))
+
+    def feed(self, token):
+        return self.feed_beams([token], [0])[0]
+
+    def feed_beams(self, tokens, sources):
+        self.steps.append(len(tokens))
+        self.hypotheses = [self.hypotheses[s] + (t,) for t, s in zip(tokens, sources)]
+        return [self._decoded(h, self._row(10 * len(h) + 10, h)[:, None, :]) for h in self.hypotheses]
+
+    def _decoded(self, hypothesis, attention):
+        probabilities = dict(self.script.get(hypothesis, {self.eot: 0.9}))
+        rest = [t for t in range(self.eot + 1) if t not in probabilities]
+        for token in rest:
+            probabilities[token] = (1.0 - sum(probabilities.values())) / len(rest) if rest else 0.0
+        logits = np.log(np.array([probabilities[t] for t in range(self.eot + 1)]))
+        return Decoded(int(np.argmax(logits)), attention.astype(np.float32), logits)
+
+    def _row(self, frame, hypothesis=None):
+        if hypothesis in self.looking_at_end:
+            frame = self.frames - BOX
+        row = np.ones(self.frames, np.float32)
+        row[frame : frame + BOX] += 10.0
+        return np.repeat((row / row.sum())[None, :], 2, axis=0)
+
+    def words(self, tokens):
+        return [(self.WORDS[t], [t]) for t in tokens if t < self.eot]
+
+    def text_tokens(self, text):
+        return [self.WORDS.index(" " + w) for w in text.split()]
+
+
+def garden_path(beam_size: int, **script) -> ToneAttentionBackend:
+    class Backend(ToneAttentionBackend):
+        def incremental_decoder(self, *, language=None):
+            return GardenPathDecoder(beam_size, **script)
+
+    return Backend()
+
+
+FOUR_SECONDS = np.full(4 * SAMPLE_RATE, 0.1, np.float32)
+
+
+@pytest.mark.parametrize("beam_size, said", [(1, ["I", "scream"]), (2, ["ice", "cream"]), (3, ["ice", "cream"])])
+def test_beam_search_finds_the_likelier_words_greedy_decoding_passes_by(beam_size, said):
+    policy = AlignAtt(garden_path(beam_size))
+    assert policy.beam_size == beam_size
+    policy.insert_audio(FOUR_SECONDS)
+    assert texts(policy.finish().committed) == said
+    assert policy.stops["end_of_text"] == 1
+    # Each step fed the beam's hypotheses at once (greedy: one at a time).
+    steps = policy.decoder.steps
+    assert steps == [1] * len(steps) if beam_size == 1 else max(steps) == beam_size
+
+
+def test_a_beam_of_one_decodes_as_the_greedy_decode():
+    policy = AlignAtt(garden_path(1), frame_threshold=25)
+    frames = policy.decoder.encode(FOUR_SECONDS)
+    for threshold in (None, 25):
+        greedy = policy._decode([], [], frames, threshold=threshold, budget=10)
+        beams = policy._decode_beams([], [], frames, threshold=threshold, budget=10)
+        assert (beams.tokens, beams.attended, beams.stop) == (greedy.tokens, greedy.attended, greedy.stop)
+
+
+def test_a_beam_search_stops_where_its_leading_hypothesis_looks_at_the_end_of_the_audio():
+    """"ice cream" leads, and its next token would be chosen looking at the last frames:
+    the decode stops with the leading hypothesis's words ("I scream" looks elsewhere), the
+    last of them held for the next chunk, as in a greedy decode."""
+    g = GardenPathDecoder
+    script = {
+        (): {g.I: 0.5, g.ICE: 0.4},
+        (g.I,): {g.SCREAM: 0.3, g.SCARE: 0.3},
+        (g.ICE,): {g.CREAM: 0.9},
+        (g.ICE, g.CREAM): {g.THE: 0.9},
+    }
+    policy = AlignAtt(garden_path(2, script=script, looking_at_end=[(g.ICE, g.CREAM)]))
+    policy.insert_audio(FOUR_SECONDS)
+    step = policy.process_iter()
+    assert texts(step.committed) == ["ice"] and texts(step.partial) == ["cream"]
+    assert policy.stops == {"attention": 1, "end_of_text": 0, "budget": 0, "loop": 0}
+    assert policy.emitted[0].start == pytest.approx(10 / 50), "timed where it was chosen looking"
+
+
+def test_a_beam_search_s_decode_is_bounded_by_its_token_budget():
+    # "I ice ice I ice I I ice ...": the Thue-Morse sequence, which never says the same
+    # words three times in a row (the loop rule does not stop it), and never ends.
+    g = GardenPathDecoder
+    said = [bin(n).count("1") % 2 for n in range(100)]
+    policy = AlignAtt(garden_path(2, script={tuple(said[:n]): {said[n]: 0.9} for n in range(100)}))
+    policy.insert_audio(FOUR_SECONDS[: SAMPLE_RATE // 2])  # 0.5 s: 16 + 8 x 0.5 = 20 tokens at most
+    committed = policy.finish().committed
+    assert policy.stops == {"attention": 0, "end_of_text": 0, "budget": 1, "loop": 0}
+    assert texts(committed) == [g.WORDS[t].strip() for t in said[:20]]
+
+
+def test_beams_on_a_decoder_that_cannot_search_them_are_refused_in_one_line():
+    class Backend(ToneAttentionBackend):
+        def incremental_decoder(self, *, language=None):
+            decoder = super().incremental_decoder(language=language)
+            decoder.beam_size = 3
+            return decoder
+
+    with pytest.raises(InvalidOption) as error:
+        AlignAtt(Backend())
+    assert one_line(error.value) == (
+        "policy 'alignatt': backend 'test-attention' has beam_size=3, but its incremental decoder cannot search "
+        "beams; use beam_size=1"
+    )
+
+
+def test_a_decoder_without_scores_says_it_cannot_search_beams():
+    decoder = ToneAttentionBackend().incremental_decoder()
+    with pytest.raises(NotImplementedError, match="cannot search beams"):
+        decoder.feed_beams([0], [0])
+    with pytest.raises(ValueError, match="no scores"):
+        Decoded(0, np.zeros((1, 1, 1))).log_probs()

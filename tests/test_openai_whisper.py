@@ -596,12 +596,13 @@ def test_the_incremental_decoder_decodes_as_openai_whisper_does(name):
 @pytest.mark.parametrize(
     "options, named",
     [
-        ({"beam_size": 5}, "beam_size=5 is not used"),
+        ({"temperature": 0.2}, "temperature=0.2 is not used"),
         ({"temperature": [0, 0.2], "max_tokens_per_second": 4}, "temperature=[0, 0.2] and max_tokens_per_second=4.0 are not used"),
     ],
 )
 async def test_alignatt_refuses_decoding_options_its_greedy_decoder_would_not_use(options, named, no_ffmpeg_left):
-    """Before, ``-b beam_size=5 --policy alignatt`` ran greedy and the results said beam 5."""
+    """Before, ``-b beam_size=5 --policy alignatt`` ran greedy and the results said beam 5
+    (it searches beams now); a temperature or token budget would be as silently ignored."""
     import rtlab
 
     config = rtlab.StreamConfig(backend="openai-whisper", backend_options=options, policy="alignatt")
@@ -687,20 +688,28 @@ def test_alignatt_commits_the_same_words_as_on_openai_whisper_s_own_spectrogram(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{}, {"decode_afresh": True}], ids=["forced", "afresh"])
-async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_left, options):
+@pytest.mark.parametrize(
+    "options, backend_options",
+    [({}, {}), ({"decode_afresh": True}, {}), ({}, {"beam_size": 3})],
+    ids=["forced", "afresh", "beams"],
+)
+async def test_alignatt_streams_through_openai_whisper_on_real_ffmpeg(no_ffmpeg_left, options, backend_options):
     """Converted tiny.en, the clip through real FFmpeg: words are committed pass by pass,
     once each (decoded after the committed words, or from the start of the buffer with
-    the words heard again dropped), and the session's decoder is gone after cleanup."""
+    the words heard again dropped, or searching three beams), and the session's decoder
+    is gone after cleanup."""
     import gc
     import weakref
 
     import rtlab
     from rtlab.core.feeding import feed_file
 
-    config = rtlab.StreamConfig(backend="openai-whisper", policy="alignatt", policy_options=options)
+    config = rtlab.StreamConfig(
+        backend="openai-whisper", backend_options=backend_options, policy="alignatt", policy_options=options
+    )
     processor = rtlab.AudioProcessor(config, clock="simulated")
     events = await processor.create_tasks()
+    assert processor.policy.beam_size == backend_options.get("beam_size", 1)
     decoder = weakref.ref(processor.policy.decoder)
     feeder = asyncio.create_task(feed_file(processor, REPO / "tests" / "data" / "fox.ogg", realtime=False))
     received = [event async for event in events]
@@ -761,6 +770,44 @@ async def test_alignatt_with_the_voice_activity_controller_decodes_each_utteranc
     assert ended, "the pause between the sentences ended an utterance"
     first_after = next(b for b in begins if b[0] == 1)
     assert first_after[1:] == ([], []), "the next utterance starts with no context and nothing forced"
+
+
+@pytest.mark.slow
+def test_the_decoder_s_hypotheses_each_continue_the_one_they_come_from():
+    """Beam search's steps (``feed_beams``): one hypothesis is ``feed``; hypotheses
+    continued from others, reordered, choose what each would alone, with its attention
+    and scores."""
+    backend = ensure_loaded(get_backend("openai-whisper", beam_size=3))
+    audio = decode("paragraph.ogg")[: 5 * 16_000]
+
+    def decoder_after(*tokens):
+        decoder = backend.incremental_decoder(language="en")
+        decoder.encode(audio)
+        decoded = decoder.begin([], [])
+        for token in tokens:
+            decoded = decoder.feed(token)
+        return decoder, decoded
+
+    decoder, start = decoder_after()
+    assert decoder.beam_search and decoder.beam_size == 3
+    best, second = (int(t) for t in np.argsort(-start.logits)[:2])
+    _, after_best = decoder_after(best)
+    _, after_second = decoder_after(second)
+    (one,) = decoder_after()[0].feed_beams([best], [0])
+    assert one.token == after_best.token
+    np.testing.assert_array_equal(one.attention, after_best.attention)
+    np.testing.assert_array_equal(one.logits, after_best.logits)
+    # Two hypotheses from the start, then three from them, the second first.
+    first, other = decoder.feed_beams([best, second], [0, 0])
+    following = decoder.feed_beams([other.token, first.token, second], [1, 0, 0])
+    expected = [decoder_after(second, other.token)[1], decoder_after(best, first.token)[1], decoder_after(best, second)[1]]
+    for got, alone in zip(following, expected):
+        assert got.token == alone.token
+        np.testing.assert_allclose(got.attention, alone.attention, atol=1e-5)
+        finite = np.isfinite(alone.logits)
+        np.testing.assert_allclose(got.logits[finite], alone.logits[finite], atol=LOGIT_TOLERANCE)
+        assert got.attention.shape == (8, 1, len(audio) // 320)
+    assert np.isclose(np.exp(following[0].log_probs()).sum(), 1.0, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -282,6 +282,10 @@ class BatchingDecoder:
         """The decoder's ``feed``, in a batch of other sessions' decoder steps."""
         return self._step(DecoderCall(self.decoder, "feed", (token,)))
 
+    def feed_beams(self, tokens: Sequence[int], sources: Sequence[int]) -> list[Decoded]:
+        """The decoder's ``feed_beams``, in a batch of other sessions' decoder steps."""
+        return self._step(DecoderCall(self.decoder, "feed_beams", (list(tokens), list(sources))))
+
     def close(self) -> None:
         """The decoder's ``close``; the decode is over (no step of it will come)."""
         self._batcher.decode_ended(self)

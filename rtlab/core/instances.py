@@ -175,7 +175,8 @@ class CountingDecoder:
     features of the pass they belong to (for the modeled clock and calibration): encoder
     runs (and their input's seconds, where the decoder reports ``encoder_seconds``: shorter
     windows than Whisper's 30 s), decodes begun and the tokens each began with (the start
-    sequence is the same for every decode: ``begins`` carries it), and single-token steps.
+    sequence is the same for every decode: ``begins`` carries it), single-token steps, and
+    a beam search's hypotheses per step.
     Everything else is the decoder's own."""
 
     def __init__(self, decoder: Any, add: Callable[[dict[str, float]], None]) -> None:
@@ -198,6 +199,11 @@ class CountingDecoder:
     def feed(self, token: int) -> Any:
         decoded = self.decoder.feed(token)
         self._add({"steps": 1.0})
+        return decoded
+
+    def feed_beams(self, tokens: Any, sources: Any) -> Any:
+        decoded = self.decoder.feed_beams(tokens, sources)
+        self._add({"steps": 1.0, "beam_hypotheses": float(len(tokens))})
         return decoded
 
     def __getattr__(self, name: str) -> Any:

@@ -116,6 +116,19 @@ class _Decode:
 
 
 @dataclass
+class _Hypothesis:
+    """One hypothesis of a beam search: its new tokens, the frame each was chosen looking
+    at, the sum of their log-probabilities, its attention so far and the decoder's
+    scores for its next token."""
+
+    tokens: list[int]
+    attended: list[int]
+    score: float
+    tracker: AttentionTracker
+    decoded: Decoded
+
+
+@dataclass
 class _Emitted:
     """A word emitted for the buffer: its tokens and its times in the stream."""
 
@@ -140,6 +153,13 @@ class AttentionTracker:
         self._rows = 0
         self._last = first[:, -1, :]
         self.add(first)
+
+    def copy(self) -> AttentionTracker:
+        """Another tracker where this one is (a beam search's hypothesis continued twice)."""
+        other = object.__new__(AttentionTracker)
+        other._sum, other._squares = self._sum.copy(), self._squares.copy()
+        other._rows, other._last = self._rows, self._last
+        return other
 
     def add(self, attention: np.ndarray) -> None:
         """Rows ``[heads, tokens, frames]`` of the tokens just fed."""
@@ -252,6 +272,13 @@ class AlignAtt(Policy):
         #: decode (after the same committed words) to agree.
         self._pending: list[str] | None = [] if onset_agreement or agreement else None
         self.decoder: IncrementalDecoder = backend.incremental_decoder(language=language)
+        #: Hypotheses of each decode's beam search: the backend's ``beam_size`` (1: greedy).
+        self.beam_size = int(getattr(self.decoder, "beam_size", 1))
+        if self.beam_size > 1 and not getattr(self.decoder, "beam_search", False):
+            raise InvalidOption(
+                f"{prefix} backend {backend.name!r} has beam_size={self.beam_size}, but its incremental decoder "
+                "cannot search beams; use beam_size=1"
+            )
         window = getattr(self.decoder, "window_seconds", None)
         if window is not None and self.audio_max_len > window:
             raise InvalidOption(
@@ -457,6 +484,8 @@ class AlignAtt(Policy):
         the first token chosen within ``threshold`` frames of the end of the audio (None:
         no such rule), the end of text, the token budget (what the decoder holds, or
         ``budget`` new tokens when less), or a loop."""
+        if self.beam_size > 1:
+            return self._decode_beams(context, forced, frames, threshold=threshold, budget=budget)
         decoded: Decoded = self.decoder.begin(context, forced)
         tracker = AttentionTracker(decoded.attention)
         room = self.decoder.max_tokens - len(context) - len(forced)
@@ -488,6 +517,66 @@ class AlignAtt(Policy):
             tracker.add(decoded.attention)
         self.stops[stop] += 1
         return _Decode(tokens, attended, stop, restart_at)
+
+    def _decode_beams(
+        self, context: list[int], forced: list[int], frames: int, *, threshold: int | None, budget: int | None = None
+    ) -> _Decode:
+        """:meth:`_decode` with beam search (the backend's ``beam_size`` hypotheses): each
+        step, every hypothesis's ``beam_size`` likeliest next tokens are candidates, ranked
+        by the sum of their tokens' log-probabilities; the best candidate is the leading
+        one, and the rules of the greedy decode are asked of it: the decode stops where the
+        leading candidate is the end of text, or was chosen looking within ``threshold``
+        frames of the end of the audio (where its hypothesis looks), or its hypothesis
+        holds the budget, or has fallen into a loop; the leading hypothesis's tokens are
+        the decode's. Otherwise the best ``beam_size`` candidates that do not end the text
+        are the next hypotheses, the leading one first. With one hypothesis this is the
+        greedy decode (SimulStreaming's beam search stops on its best hypothesis too)."""
+        width = self.beam_size
+        decoder = self.decoder
+        first = decoder.begin(context, forced)
+        room = decoder.max_tokens - len(context) - len(forced)
+        budget = room if budget is None else min(budget, room)
+        beams = [_Hypothesis([], [], 0.0, AttentionTracker(first.attention), first)]
+        restart_at = None
+        while True:
+            attended = [beam.tracker.attended_frame() for beam in beams]
+            candidates = []
+            for index, beam in enumerate(beams):
+                scores = beam.decoded.log_probs()
+                best = np.argpartition(-scores, min(width, len(scores)) - 1)[:width]
+                candidates += [(beam.score + float(scores[t]), index, int(t)) for t in best if np.isfinite(scores[t])]
+            candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+            _, leading, token = candidates[0]
+            beam, frame = beams[leading], attended[leading]
+            if token == decoder.eot:
+                stop = "end_of_text"
+                break
+            if threshold is not None and frames - frame <= threshold:
+                stop = "attention"
+                break
+            if len(beam.tokens) >= budget:
+                stop = "budget"
+                break
+            tokens = beam.tokens + [token]
+            if len(tokens) % LOOP_CHECK_TOKENS == 0:
+                kept, restart_at, _ = self._before_loop(tokens)
+                if kept < len(tokens):
+                    stop = "loop"
+                    beam = _Hypothesis(tokens[:kept], (beam.attended + [frame])[:kept], 0.0, beam.tracker, beam.decoded)
+                    break
+            chosen = [c for c in candidates if c[2] != decoder.eot][:width]
+            decoded = decoder.feed_beams([t for _, _, t in chosen], [i for _, i, _ in chosen])
+            following = []
+            for (score, index, token), step in zip(chosen, decoded):
+                source = beams[index]
+                tracker = source.tracker.copy()
+                tracker.add(step.attention)
+                following.append(
+                    _Hypothesis(source.tokens + [token], source.attended + [attended[index]], score, tracker, step)
+                )
+            beams = following
+        self.stops[stop] += 1
+        return _Decode(beam.tokens, beam.attended, stop, restart_at)
 
     def _not_heard_before(
         self, words: list[tuple[str, list[int]]], attended: list[int]

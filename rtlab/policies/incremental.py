@@ -1,5 +1,5 @@
 """The capability AlignAtt needs from a backend: incremental greedy decoding with the
-cross-attention of the alignment heads.
+cross-attention of the alignment heads (and, where the decoder offers it, beam search).
 
 A backend that has it lists :data:`INCREMENTAL_DECODING` in its
 :attr:`~rtlab.backends.Backend.capabilities` and creates, per session, an
@@ -14,6 +14,12 @@ One chunk of audio is decoded as: :meth:`~IncrementalDecoder.encode` the buffer,
 this buffer (the cache is rebuilt: the encoder output changed), then
 :meth:`~IncrementalDecoder.feed` one chosen token after another, each call returning the
 greedy choice for the next token and the attention rows of what was fed.
+
+A decoder that can search beams (:attr:`IncrementalDecoder.beam_search`) also gives each
+step's scores over the vocabulary (:attr:`Decoded.logits`) and takes several hypotheses
+at once: :meth:`~IncrementalDecoder.feed_beams` continues each new hypothesis from one of
+the current ones (its key/value cache copied), one token each. The policy keeps the
+hypotheses' tokens and scores; the decoder keeps only their caches.
 
 On a batching backend (``max_batch`` above 1) the encoder runs and steps of concurrent
 sessions' decoders go through the backend's batcher (see :mod:`rtlab.core.batching`), which
@@ -48,12 +54,22 @@ class Decoded:
 
     token: int
     attention: np.ndarray
+    #: The scores over the vocabulary ``token`` was chosen from, the suppressed tokens at
+    #: ``-inf`` (a decoder that can search beams gives them; else None).
+    logits: np.ndarray | None = None
+
+    def log_probs(self) -> np.ndarray:
+        """The log-probabilities of the next token (from :attr:`logits`)."""
+        if self.logits is None:
+            raise ValueError("this decoder gives no scores over the vocabulary (it cannot search beams)")
+        top = float(np.max(self.logits))
+        return self.logits - (top + np.log(np.sum(np.exp(self.logits - top))))
 
 
 @dataclass
 class DecoderCall:
-    """One session's decoder step in a batch: ``decoder.begin(*args)`` or
-    ``decoder.feed(*args)`` (``method``)."""
+    """One session's decoder step in a batch: ``decoder.begin(*args)``,
+    ``decoder.feed(*args)`` or ``decoder.feed_beams(*args)`` (``method``)."""
 
     decoder: IncrementalDecoder
     method: str
@@ -74,6 +90,11 @@ class IncrementalDecoder:
     #: The language decoded (a code), once known; None until a multilingual model that was
     #: given none has detected it.
     language: str | None = None
+    #: Whether the decoder searches beams: gives :attr:`Decoded.logits` and has
+    #: :meth:`feed_beams`.
+    beam_search: ClassVar[bool] = False
+    #: Hypotheses the policy's beam search keeps (the backend's ``beam_size``; 1: greedy).
+    beam_size: int = 1
 
     def encode(self, audio: np.ndarray) -> int:
         """Encode ``audio`` (float32 16 kHz mono, the whole buffer, at most one encoder
@@ -91,6 +112,14 @@ class IncrementalDecoder:
     def feed(self, token: int) -> Decoded:
         """Append ``token`` to what was fed; the next greedy choice and its attention row."""
         raise NotImplementedError
+
+    def feed_beams(self, tokens: Sequence[int], sources: Sequence[int]) -> list[Decoded]:
+        """Beam search's step: the new hypothesis ``i`` is the current hypothesis
+        ``sources[i]`` (after :meth:`begin` there is one, 0) followed by ``tokens[i]``.
+        Returns each new hypothesis's next greedy choice, scores and attention row, in
+        order; the hypotheses not named are forgotten. One hypothesis fed ``token`` from 0
+        is :meth:`feed`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot search beams")
 
     def text_tokens(self, text: str) -> list[int]:
         """``text`` as text tokens (for a prompt), as it would follow earlier text."""
@@ -115,7 +144,7 @@ class IncrementalDecoder:
 
     @classmethod
     def step_batch(cls, calls: list[DecoderCall]) -> list[Decoded]:
-        """The :meth:`begin` or :meth:`feed` of several sessions' decoders (of this class, on
+        """The :meth:`begin`, :meth:`feed` or :meth:`feed_beams` of several sessions' decoders (of this class, on
         one model; at most one call per decoder): what each returns, in order, as it would
         alone. Runs as :meth:`encode_batch` does. Default: one after another."""
         return [getattr(call.decoder, call.method)(*call.args) for call in calls]

@@ -243,8 +243,9 @@ class OpenAIWhisperBackend(Backend):
 
     def incremental_decoder(self, *, language: str | None = None):
         """A new :class:`~.incremental.WhisperIncrementalDecoder` for one session, on the
-        loaded model: greedy steps with the alignment heads' cross-attention (see
-        :mod:`rtlab.policies.incremental`). The backend keeps no reference to it."""
+        loaded model: steps with the alignment heads' cross-attention (see
+        :mod:`rtlab.policies.incremental`), searching ``beam_size`` beams. The backend
+        keeps no reference to it."""
         from .incremental import WhisperIncrementalDecoder
 
         if self.loaded_model is None:
@@ -253,7 +254,7 @@ class OpenAIWhisperBackend(Backend):
         if unused:
             raise InvalidOption(
                 f"openai-whisper: {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by incremental "
-                "decoding (the alignatt policy's), which is greedy at temperature 0 with its own token budget; leave "
+                "decoding (the alignatt policy's), which decodes at temperature 0 with its own token budget; leave "
                 f"{'it' if len(unused) == 1 else 'them'} out, or use policy=local-agreement"
             )
         return WhisperIncrementalDecoder(self, language)
@@ -262,8 +263,6 @@ class OpenAIWhisperBackend(Backend):
         """This backend's decoding options, as set, that :meth:`incremental_decoder` would
         not honour (``name=value``): a stream must not say it used them."""
         unused = []
-        if self.beam_size != 1:
-            unused.append(f"beam_size={self.beam_size}")
         if list(self.temperatures) != [0.0]:
             unused.append(f"temperature={self.temperature!r}")
         if self.max_tokens_per_second != DEFAULT_MAX_TOKENS_PER_SECOND:

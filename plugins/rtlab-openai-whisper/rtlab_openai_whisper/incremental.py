@@ -13,14 +13,20 @@ Decoders of several sessions batch (:meth:`WhisperIncrementalDecoder.encode_batc
 :meth:`~WhisperIncrementalDecoder.step_batch`): their buffers go through one encoder call
 (every window is Whisper's 30 s; with the backend's ``pad_seconds``, one call per window
 length), and their steps through one decoder pass whose position-wise layers (projections,
-feed-forward, the output over the vocabulary) take every session's new tokens at once, while each session's self- and cross-attention runs on its own
-cache and encoder output, as it would alone. Nothing of a session is kept across calls
-outside its decoder.
+feed-forward, the output over the vocabulary) take every session's new tokens at once,
+while each session's self- and cross-attention runs on its own cache and encoder output,
+as it would alone. Nothing of a session is kept across calls outside its decoder.
+
+Beam search (:meth:`~WhisperIncrementalDecoder.feed_beams`) keeps one cache row per
+hypothesis: each step copies every new hypothesis's row from the one it continues, then
+feeds the hypotheses' tokens as one session's rows (their cross-attention shares the
+session's one encoder output).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,11 +70,13 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
 
     frames_per_second = 50.0
     window_seconds = 30.0
+    beam_search = True
 
     def __init__(self, backend: Any, language: str | None = None) -> None:
         from whisper.tokenizer import get_tokenizer
 
         self._backend = backend
+        self.beam_size = backend.beam_size
         model = backend.loaded_model.model
         self._model = model
         self._multilingual = model.is_multilingual
@@ -159,21 +167,33 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
     def feed(self, token: int) -> Decoded:
         return self.step_batch([DecoderCall(self, "feed", (token,))])[0]
 
+    def feed_beams(self, tokens: Sequence[int], sources: Sequence[int]) -> list[Decoded]:
+        return self.step_batch([DecoderCall(self, "feed_beams", (tokens, sources))])[0]
+
     @classmethod
-    def step_batch(cls, calls: list[DecoderCall]) -> list[Decoded]:
-        """The ``begin`` or ``feed`` of several sessions' decoders (on one model), their new
-        tokens through one decoder pass (see the module docstring)."""
+    def step_batch(cls, calls: list[DecoderCall]) -> list[Any]:
+        """The ``begin``, ``feed`` or ``feed_beams`` of several sessions' decoders (on one
+        model), their new tokens through one decoder pass (see the module docstring)."""
         fed = []
         for call in calls:
             decoder: WhisperIncrementalDecoder = call.decoder  # type: ignore[assignment]
             if call.method == "begin":
-                fed.append((decoder, decoder._start(*call.args), True))
+                fed.append(_Fed(decoder, [decoder._start(*call.args)], first=True))
             elif call.method == "feed":
-                fed.append((decoder, [int(call.args[0])], False))
+                fed.append(_Fed(decoder, [[int(call.args[0])]]))
+            elif call.method == "feed_beams":
+                tokens, sources = call.args
+                if len(tokens) != len(sources) or not tokens:
+                    raise ValueError("openai-whisper: feed_beams needs one source per token, and at least one")
+                fed.append(_Fed(decoder, [[int(t)] for t in tokens], [int(s) for s in sources]))
             else:
-                raise ValueError(f"openai-whisper: no decoder step {call.method!r} (begin or feed)")
-        outputs = _forward([(decoder, tokens) for decoder, tokens, _ in fed])
-        return [decoder._choose(logits, attention, first) for (decoder, _, first), (logits, attention) in zip(fed, outputs)]
+                raise ValueError(f"openai-whisper: no decoder step {call.method!r} (begin, feed or feed_beams)")
+        outputs = _forward(fed)
+        found: list[Any] = []
+        for call, each, (logits, attention) in zip(calls, fed, outputs):
+            decoded = [each.decoder._choose(logits[row], attention[row], each.first) for row in range(len(each.rows))]
+            found.append(decoded if call.method == "feed_beams" else decoded[0])
+        return found
 
     def _start(self, context: Sequence[int], forced: Sequence[int]) -> list[int]:
         """What ``begin`` feeds: the start sequence after the context, then ``forced``; the
@@ -225,45 +245,59 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
     def _detect_language(self) -> str:
         """The most probable language token after the start of transcript, on this buffer."""
         self._reset_cache()
-        ((logits, _),) = _forward([(self, [self._sot])])
+        ((logits, _),) = _forward([_Fed(self, [[self._sot]])])
         self._reset_cache()
         ids = [token for token, _ in self._languages]
-        best = int(np.argmax(logits[ids]))
+        best = int(np.argmax(logits[0][ids]))
         return self._languages[best][1]
 
     def _choose(self, logits: np.ndarray, attention: np.ndarray, first: bool) -> Decoded:
         logits[self.eot + 1 :] = -np.inf  # special tokens and timestamps: text only
         if first:  # as Whisper at a segment start: no blank, no end of text
             logits[self._blank + [self.eot]] = -np.inf
-        return Decoded(int(logits.argmax()), attention)
+        return Decoded(int(logits.argmax()), attention, logits)
 
 
-def _forward(fed: list[tuple[WhisperIncrementalDecoder, list[int]]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each ``(decoder, tokens)`` (decoders on one model, one entry each): the logits
-    after ``tokens`` (appended to that decoder's cache) and the alignment heads' attention
-    rows of each token, ``[heads, len(tokens), frames]``. Every session's tokens go through
-    the position-wise layers together; attention runs per session on its own cache and
-    encoder output."""
+@dataclass
+class _Fed:
+    """One session's part of a decoder pass: the tokens of each hypothesis (``rows``, all
+    of one length), and for beams the current hypothesis each one continues (``sources``:
+    the cache is reordered so first; None: the cache's one row)."""
+
+    decoder: WhisperIncrementalDecoder
+    rows: list[list[int]]
+    sources: list[int] | None = None
+    first: bool = False  #: a decode's first choice (begin)
+
+
+def _forward(fed: list[_Fed]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each session's part (decoders on one model, one part each): the logits after
+    each hypothesis's tokens (appended to that decoder's cache), ``[rows, vocabulary]``,
+    and the alignment heads' attention rows of each token, ``[rows, heads, tokens,
+    frames]``. Every session's tokens go through the position-wise layers together;
+    attention runs per session on its own cache (one row per hypothesis) and encoder
+    output."""
     import torch
     import torch.nn.functional as F
 
-    first = fed[0][0]
+    first = fed[0].decoder
     model = first._model
     decoder = model.decoder
     count = model.dims.n_text_head
-    offsets = [d._length for d, _ in fed]
-    sizes = [len(tokens) for _, tokens in fed]
-    bounds = np.cumsum([0, *sizes]).tolist()
-    rows: list[list[Any]] = [[] for _ in fed]
+    offsets = [part.decoder._length for part in fed]
+    sizes = [len(part.rows[0]) for part in fed]  # tokens per hypothesis
+    bounds = np.cumsum([0, *(len(part.rows) * size for part, size in zip(fed, sizes))]).tolist()
+    found: list[list[list[Any]]] = [[] for _ in fed]  # per part, per head: [rows, tokens, frames]
     with torch.inference_mode():
         first._threads()
         device = decoder.token_embedding.weight.device
         dtype = first._cross[0][0].dtype
         x = torch.cat(
             [
-                F.embedding(torch.tensor([tokens], device=device), decoder.token_embedding.weight)
-                + decoder.positional_embedding[offset : offset + len(tokens)]
-                for (_, tokens), offset in zip(fed, offsets)
+                F.embedding(torch.tensor([row], device=device), decoder.token_embedding.weight)
+                + decoder.positional_embedding[offset : offset + len(row)]
+                for part, offset in zip(fed, offsets)
+                for row in part.rows
             ],
             dim=1,
         ).to(dtype)
@@ -275,40 +309,54 @@ def _forward(fed: list[tuple[WhisperIncrementalDecoder, list[int]]]) -> list[tup
                 queries = torch.arange(offset, offset + size, device=x.device)
                 mask = keys[None, :] <= queries[:, None]
             masks.append(mask)
+        sources = [None if part.sources is None else torch.tensor(part.sources, device=device) for part in fed]
         for layer, block in enumerate(decoder.blocks):
             h = _layer_norm(x, block.attn_ln)
             q, k, v = _linear(h, block.attn.query), _linear(h, block.attn.key), _linear(h, block.attn.value)
             mixed = []
-            for index, (session, _) in enumerate(fed):
-                part = slice(bounds[index], bounds[index + 1])
-                q_, k_, v_ = _heads(q[:, part], count), _heads(k[:, part], count), _heads(v[:, part], count)
+            for index, part in enumerate(fed):
+                window = slice(bounds[index], bounds[index + 1])
+                rows, session = len(part.rows), part.decoder
+                q_, k_, v_ = (_heads(t[:, window].reshape(rows, sizes[index], -1), count) for t in (q, k, v))
                 cached = session._cache[layer]
                 if cached is not None:
+                    if sources[index] is not None:  # each hypothesis continues its source's cache
+                        cached = (cached[0].index_select(0, sources[index]), cached[1].index_select(0, sources[index]))
                     k_, v_ = torch.cat([cached[0], k_], dim=2), torch.cat([cached[1], v_], dim=2)
                 session._cache[layer] = (k_, v_)
-                mixed.append(_merge(F.scaled_dot_product_attention(q_, k_, v_, attn_mask=masks[index])))
+                attended = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=masks[index])
+                mixed.append(_merge(attended).reshape(1, rows * sizes[index], -1))
             x = x + _linear(_cat(mixed), block.attn.out)
             h = _layer_norm(x, block.cross_attn_ln)
             q = _linear(h, block.cross_attn.query)
             mixed = []
-            for index, (session, _) in enumerate(fed):
-                q_ = _heads(q[:, bounds[index] : bounds[index + 1]], count)
-                keys, values = session._cross[layer]
+            for index, part in enumerate(fed):
+                rows, session = len(part.rows), part.decoder
+                q_ = _heads(q[:, bounds[index] : bounds[index + 1]].reshape(rows, sizes[index], -1), count)
+                keys, values = session._cross[layer]  # one row, shared by the hypotheses
                 weights = torch.softmax((q_ @ keys.transpose(-1, -2)).float() * q_.shape[-1] ** -0.5, dim=-1)
-                mixed.append(_merge(weights.to(dtype) @ values))
+                mixed.append(_merge(weights.to(dtype) @ values).reshape(1, rows * sizes[index], -1))
                 for head in session._alignment_heads[layer]:
-                    rows[index].append(weights[0, head, :, : session.frames])
+                    found[index].append(weights[:, head, :, : session.frames])
             x = x + _linear(_cat(mixed), block.cross_attn.out)
             h = _layer_norm(x, block.mlp_ln)
             x = x + _linear(F.gelu(_linear(h, block.mlp[0])), block.mlp[2])
-        for (session, tokens), offset in zip(fed, offsets):
-            session._length = offset + len(tokens)
-        last = _layer_norm(x[:, [end - 1 for end in bounds[1:]]], decoder.ln)
-        logits = (last @ decoder.token_embedding.weight.to(dtype).T).float()[0].cpu().numpy()
-        return [
-            (logits[index].copy(), torch.stack(found).cpu().numpy().astype(np.float32, copy=False))
-            for index, found in enumerate(rows)
+        for part, offset, size in zip(fed, offsets, sizes):
+            part.decoder._length = offset + size
+        ends = [  # each hypothesis's last token
+            bounds[index] + (row + 1) * size - 1
+            for index, (part, size) in enumerate(zip(fed, sizes))
+            for row in range(len(part.rows))
         ]
+        last = _layer_norm(x[:, ends], decoder.ln)
+        logits = (last @ decoder.token_embedding.weight.to(dtype).T).float()[0].cpu().numpy()
+        results = []
+        row = 0
+        for index, part in enumerate(fed):
+            attention = torch.stack(found[index], dim=1).cpu().numpy().astype(np.float32, copy=False)
+            results.append((logits[row : row + len(part.rows)].copy(), attention))
+            row += len(part.rows)
+        return results
 
 
 def window_log_mel(model: Any, audio: np.ndarray) -> tuple[Any, int]:
