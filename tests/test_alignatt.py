@@ -1104,6 +1104,14 @@ def test_a_beam_search_s_decode_is_bounded_by_its_token_budget():
     assert texts(committed) == [g.WORDS[t].strip() for t in said[:20]]
 
 
+def test_a_beam_search_stops_where_its_leading_hypothesis_falls_into_a_loop():
+    g = GardenPathDecoder
+    policy = AlignAtt(garden_path(2, script={(g.ICE,) * n: {g.ICE: 0.9} for n in range(100)}), never_fire=True)
+    policy.insert_audio(FOUR_SECONDS)
+    assert texts(policy.process_iter().committed) == ["ice"]
+    assert policy.stops["loop"] == 1
+
+
 def test_beams_on_a_decoder_that_cannot_search_them_are_refused_in_one_line():
     class Backend(ToneAttentionBackend):
         def incremental_decoder(self, *, language=None):

@@ -808,6 +808,19 @@ def test_the_decoder_s_hypotheses_each_continue_the_one_they_come_from():
         np.testing.assert_allclose(got.logits[finite], alone.logits[finite], atol=LOGIT_TOLERANCE)
         assert got.attention.shape == (8, 1, len(audio) // 320)
     assert np.isclose(np.exp(following[0].log_probs()).sum(), 1.0, atol=1e-4)
+    # Batched beside another session's greedy step: what each gets alone.
+    from rtlab.policies.incremental import DecoderCall
+    from rtlab_openai_whisper.incremental import WhisperIncrementalDecoder
+
+    beams, _ = decoder_after()
+    greedy, _ = decoder_after()
+    beams.feed_beams([best, second], [0, 0])
+    together = WhisperIncrementalDecoder.step_batch(
+        [DecoderCall(beams, "feed_beams", ([other.token, first.token], [1, 0])), DecoderCall(greedy, "feed", (best,))]
+    )
+    assert [d.token for d in together[0]] == [alone.token for alone in expected[:2]]
+    assert together[1].token == after_best.token
+    np.testing.assert_allclose(together[0][1].attention, expected[1].attention, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -851,10 +864,11 @@ def test_decoders_of_several_sessions_batched_decode_as_each_alone():
 
 
 @pytest.mark.slow
-async def test_concurrent_alignatt_sessions_batched_commit_what_they_commit_alone():
+@pytest.mark.parametrize("beam_size", [1, 2])
+async def test_concurrent_alignatt_sessions_batched_commit_what_they_commit_alone(beam_size):
     """Two AlignAtt sessions on converted tiny.en with batching on: their encoder runs and
-    decoder steps share batches, and each commits the words, at the times, it commits with
-    batching off."""
+    decoder steps (greedy, or each a beam search's hypotheses) share batches, and each
+    commits the words, at the times, it commits with batching off."""
     import rtlab
     from rtlab.core.feeding import feed_bytes
     from rtlab.core.scheduler import scheduler_for
@@ -864,6 +878,7 @@ async def test_concurrent_alignatt_sessions_batched_commit_what_they_commit_alon
 
     def config(batched: bool) -> rtlab.StreamConfig:
         options = {"max_batch": 2, "batch_wait_ms": 200} if batched else {}  # two passes make a full batch at once
+        options["beam_size"] = beam_size
         return rtlab.StreamConfig(
             backend="openai-whisper", backend_options=options, policy="alignatt", policy_options={"min_chunk": 2.0}
         )

@@ -2,14 +2,14 @@
 al., 2024; Macháček and Polák, 2025).
 
 Every ``min_chunk`` seconds the whole audio buffer (at most ``audio_max_len`` seconds, one
-encoder window) is encoded once and decoded greedily, one token at a time, after the
-tokens already emitted for the buffer. Before a token is accepted, the policy asks where
-the model looked to choose it: the most attended frame of the alignment heads'
-cross-attention (normalised over the tokens of the decode, median-filtered over frames,
-averaged over heads, as SimulStreaming does). A token chosen while looking within
-``frame_threshold`` frames of the end of the audio is not accepted: the model is about to
-read audio it has not fully heard, and decoding stops until the next chunk. What was
-accepted is committed at once: there is no second pass to agree with.
+encoder window) is encoded once and decoded greedily (or with beam search: below), one
+token at a time, after the tokens already emitted for the buffer. Before a token is
+accepted, the policy asks where the model looked to choose it: the most attended frame of
+the alignment heads' cross-attention (normalised over the tokens of the decode, median-
+filtered over frames, averaged over heads, as SimulStreaming does). A token chosen while
+looking within ``frame_threshold`` frames of the end of the audio is not accepted: the
+model is about to read audio it has not fully heard, and decoding stops until the next
+chunk. What was accepted is committed at once: there is no second pass to agree with.
 
 The last word a chunk decodes is held back (shown as partial text) unless ``never_fire``:
 the chunk may end inside it ("sea" of "seashore"). At the end of the stream the last
@@ -58,6 +58,10 @@ together), and the words before the cut become the decoder's context (Whisper's 
 text), after ``init_prompt``. The context is trimmed from its oldest word to
 ``max_context_tokens`` tokens and so that the decode keeps room for new text;
 ``static_init_prompt`` is never trimmed.
+
+With the backend's ``beam_size`` above 1, each decode searches that many beams, and the
+rules above are asked of the best candidate at each step (:meth:`AlignAtt._decode_beams`);
+the decoder must be able to (``IncrementalDecoder.beam_search``).
 
 The decoding itself is the backend's: it declares the capability
 :data:`~rtlab.policies.incremental.INCREMENTAL_DECODING` and gives each session an
@@ -195,7 +199,7 @@ class AlignAtt(Policy):
 
     name = "alignatt"
     description = (
-        "AlignAtt (Simul-Whisper, SimulStreaming): one greedy decode per chunk, stopped where "
+        "AlignAtt (Simul-Whisper, SimulStreaming): one decode per chunk, stopped where "
         "the cross-attention reaches the end of the audio; commits at once"
     )
     requires = (INCREMENTAL_DECODING,)
