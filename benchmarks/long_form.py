@@ -27,11 +27,14 @@ another), streams the same clips one by one for comparison, and prints per confi
     python benchmarks/long_form.py --offline                       # + Whisper offline on it
     python benchmarks/long_form.py --backend test --corpus DIR --minutes 0.5
     python benchmarks/long_form.py --minutes 20 --stream-only       # memory: the stream alone
+    python benchmarks/long_form.py --kernels portable              # words that repeat elsewhere
 
 The default clock is ``unaware`` (its words are the same on every run); memory and lag
 mean most on ``simulated``, ``modeled`` or ``wall``. ``--offline`` adds one offline pass
 of the whole long stream (Whisper's own 30 s windows, the same model) and one of each
-segment with its pauses (what the segments alone would give offline). Writes
+segment with its pauses (what the segments alone would give offline). With ``--kernels
+portable`` (as ``benchmarks/accuracy.py``), the words repeat on another x86-64 machine with
+AVX2; the header names the kernels. Writes
 ``long_form.json``, ``long_form.md`` and ``long_form.png`` to ``--out``.
 """
 
@@ -47,6 +50,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import CONFIGURATIONS, long_form_stream, normalizer_name, parse_configurations  # noqa: E402
+
+from rtlab.kernels import add_kernels_argument, pin_kernels_argument  # noqa: E402
 
 #: A word whose middle falls this long before a clip starts still counts as that clip's
 #: (Whisper's word times are loose by a few hundred ms).
@@ -397,10 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-only", action="store_true",
                         help="the long stream alone: leave out the clips and the segments streamed one by one")  # fmt: skip
     parser.add_argument("--out", default="results/long-form", help="output folder (default: results/long-form)")
+    add_kernels_argument(parser)
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes:g}")
     configurations = parse_configurations(parser, args.configuration or ["default", "vad"])
+    pin_kernels_argument(parser, args)  # before any model is loaded
     args.normalizer = normalizer_name(args.language)
 
     from rtlab.config import StreamConfig

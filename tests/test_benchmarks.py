@@ -306,6 +306,27 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
     assert "| default" in result.stdout and "whisper-english" in result.stdout
 
 
+def test_long_form_script_pins_the_kernels_it_is_asked_for(tone_corpus, tmp_path):
+    from rtlab.kernels import PORTABLE_KERNELS, portable_kernels_refusal
+
+    if portable_kernels_refusal():
+        pytest.skip(portable_kernels_refusal())
+    # Without the suite's own pins (conftest.py), which a subprocess would inherit.
+    environment = {k: v for k, v in os.environ.items() if k not in PORTABLE_KERNELS and k != "RTLAB_FFMPEG_CPUFLAGS"}
+    command = [sys.executable, str(ROOT / "benchmarks" / "long_form.py"), "--backend", "test", "--model", "tones",
+               "--corpus", str(tone_corpus), "--minutes", "0.2", "--configuration", "default", "--stream-only"]  # fmt: skip
+    for kernels, named in (("portable", True), ("auto", False)):
+        out = tmp_path / kernels
+        result = subprocess.run([*command, "--kernels", kernels, "--out", str(out)], capture_output=True, text=True,
+                                timeout=200, cwd=ROOT, env=environment)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = json.loads((out / "long_form.json").read_text(encoding="utf-8"))
+        assert bool(report["environment"]["kernel_overrides"]) is named, report["environment"]["kernel_overrides"]
+        assert ("portable kernels" in result.stdout.split("hardware:")[1].splitlines()[0]) is named
+    wrong = run_script("long_form.py", "--kernels", "fastest")
+    assert wrong.returncode == 2 and "invalid choice: 'fastest'" in wrong.stderr
+
+
 def test_long_form_script_stream_only_leaves_out_the_clips_and_segments_alone(tone_corpus, tmp_path):
     out = tmp_path / "out"
     result = run_script("long_form.py", "--backend", "test", "--model", "tones", "--corpus", str(tone_corpus),
