@@ -488,26 +488,20 @@ class AlignAtt(Policy):
         the first token chosen within ``threshold`` frames of the end of the audio (None:
         no such rule), the end of text, the token budget (what the decoder holds, or
         ``budget`` new tokens when less), or a loop."""
+        room = self.decoder.max_tokens - len(context) - len(forced)
+        budget = room if budget is None else min(budget, room)
         if self.beam_size > 1:
             return self._decode_beams(context, forced, frames, threshold=threshold, budget=budget)
         decoded: Decoded = self.decoder.begin(context, forced)
         tracker = AttentionTracker(decoded.attention)
-        room = self.decoder.max_tokens - len(context) - len(forced)
-        budget = room if budget is None else min(budget, room)
         tokens: list[int] = []
         attended: list[int] = []
         restart_at = None
         checked = 0  # new words the loop rule has seen (the last of them may have grown since)
         while True:
-            if decoded.token == self.decoder.eot:
-                stop = "end_of_text"
-                break
             frame = tracker.attended_frame()
-            if threshold is not None and frames - frame <= threshold:
-                stop = "attention"
-                break
-            if len(tokens) >= budget:
-                stop = "budget"
+            stop = self._stop_before(decoded.token, frame, len(tokens), frames, threshold, budget)
+            if stop is not None:
                 break
             tokens.append(decoded.token)
             attended.append(frame)
@@ -522,24 +516,36 @@ class AlignAtt(Policy):
         self.stops[stop] += 1
         return _Decode(tokens, attended, stop, restart_at)
 
+    def _stop_before(
+        self, token: int, frame: int, held: int, frames: int, threshold: int | None, budget: int
+    ) -> str | None:
+        """Why a decode holding ``held`` new tokens stops before ``token``, chosen looking at
+        ``frame``: the end of text, the attention within ``threshold`` frames of the end of
+        the audio (``frames``), or the token ``budget``; None when it goes on (the loop rule
+        is asked once the token is taken)."""
+        if token == self.decoder.eot:
+            return "end_of_text"
+        if threshold is not None and frames - frame <= threshold:
+            return "attention"
+        if held >= budget:
+            return "budget"
+        return None
+
     def _decode_beams(
-        self, context: list[int], forced: list[int], frames: int, *, threshold: int | None, budget: int | None = None
+        self, context: list[int], forced: list[int], frames: int, *, threshold: int | None, budget: int
     ) -> _Decode:
-        """:meth:`_decode` with beam search (the backend's ``beam_size`` hypotheses): each
-        step, every hypothesis's ``beam_size`` likeliest next tokens are candidates, ranked
-        by the sum of their tokens' log-probabilities; the best candidate is the leading
-        one, and the rules of the greedy decode are asked of it: the decode stops where the
-        leading candidate is the end of text, or was chosen looking within ``threshold``
-        frames of the end of the audio (where its hypothesis looks), or its hypothesis
-        holds the budget, or has fallen into a loop; the leading hypothesis's tokens are
-        the decode's. Otherwise the best ``beam_size`` candidates that do not end the text
-        are the next hypotheses, the leading one first. With one hypothesis this is the
-        greedy decode (SimulStreaming's beam search stops on its best hypothesis too)."""
+        """:meth:`_decode` with beam search (the backend's ``beam_size`` hypotheses, at most
+        ``budget`` new tokens): each step, every hypothesis's ``beam_size`` likeliest next
+        tokens are candidates, ranked by the sum of their tokens' log-probabilities; the
+        best candidate is the leading one, and the rules of the greedy decode are asked of
+        it (:meth:`_stop_before`, where its hypothesis looks, then the loop rule): where one
+        holds, the leading hypothesis's tokens are the decode's. Otherwise the best
+        ``beam_size`` candidates that do not end the text are the next hypotheses, the
+        leading one first. With one hypothesis this is the greedy decode (SimulStreaming's
+        beam search stops on its best hypothesis too)."""
         width = self.beam_size
         decoder = self.decoder
         first = decoder.begin(context, forced)
-        room = decoder.max_tokens - len(context) - len(forced)
-        budget = room if budget is None else min(budget, room)
         beams = [_Hypothesis([], [], 0.0, AttentionTracker(first.attention), first)]
         restart_at = None
         while True:
@@ -552,14 +558,8 @@ class AlignAtt(Policy):
             candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
             _, leading, token = candidates[0]
             beam, frame = beams[leading], attended[leading]
-            if token == decoder.eot:
-                stop = "end_of_text"
-                break
-            if threshold is not None and frames - frame <= threshold:
-                stop = "attention"
-                break
-            if len(beam.tokens) >= budget:
-                stop = "budget"
+            stop = self._stop_before(token, frame, len(beam.tokens), frames, threshold, budget)
+            if stop is not None:
                 break
             tokens = beam.tokens + [token]
             if len(tokens) % LOOP_CHECK_TOKENS == 0:
