@@ -143,8 +143,9 @@ class IncrementalDecoder:
         return [decoder.encode(audio) for decoder, audio in calls]
 
     @classmethod
-    def step_batch(cls, calls: list[DecoderCall]) -> list[Decoded]:
-        """The :meth:`begin`, :meth:`feed` or :meth:`feed_beams` of several sessions' decoders (of this class, on
-        one model; at most one call per decoder): what each returns, in order, as it would
-        alone. Runs as :meth:`encode_batch` does. Default: one after another."""
+    def step_batch(cls, calls: list[DecoderCall]) -> list[Decoded | list[Decoded]]:
+        """The :meth:`begin`, :meth:`feed` or :meth:`feed_beams` of several sessions'
+        decoders (of this class, on one model; at most one call per decoder): what each
+        returns, in order, as it would alone. Runs as :meth:`encode_batch` does. Default:
+        one after another."""
         return [getattr(call.decoder, call.method)(*call.args) for call in calls]
