@@ -358,6 +358,38 @@ def test_a_word_that_straddles_the_last_commit_is_kept_from_where_it_ends():
     assert texts(policy.committed) == ["nova", "posa", "Salargado."]
 
 
+def test_the_committed_word_heard_again_just_before_it_keeps_the_word_after_it():
+    # A pass whose buffer ended inside "middle" heard "the" over the start of it; the two
+    # passes agree on "even in the", committed with the late times. The next pass hears
+    # "the" 0.04 s before that and "middle" over it (tiny.en, a shared FLEURS clip in a
+    # long stream): "middle" is new speech, not the committed word heard again.
+    policy, _ = policy_for(
+        "even@0.52-0.68 in@0.68-0.88 the@0.88-0.94 middle@0.94-0.98",
+        "even@0.52-0.70 in@0.70-0.94 the@0.94-1.27",  # commits "even in the"
+        "even@0.52-0.70 in@0.70-0.90 the@0.90-0.90 middle@0.90-1.14 of@1.14-1.40 a@1.40-1.52 sentence.@1.52-1.88",
+    )
+    step(policy, 1.0)
+    assert texts(step(policy, 1.0).committed) == ["even", "in", "the"]
+    step(policy, 1.0)
+    assert texts(policy.finish().committed) == ["middle", "of", "a", "sentence."]
+
+
+@pytest.mark.parametrize("ends", [1.3, 1.45])
+def test_the_committed_word_is_heard_again_only_up_to_a_tenth_of_a_second_before_it(ends):
+    # "the" heard again must overlap the committed "the" or end at most 0.1 s before it
+    # starts; what follows it is then new. One that ends earlier is not taken for it, and
+    # the words after it count from where the committed "the" ends, as before.
+    policy, _ = policy_for(
+        "over@0.5-1.0 the@1.5-1.8",
+        "over@0.5-1.0 the@1.5-1.8",  # commits "over the"
+        f"over@0.5-1.0 the@{ends - 0.2}-{ends} middle@{ends}-1.75 hill.@1.8-2.3",
+    )
+    step(policy, 2.0)
+    assert texts(step(policy, 2.0).committed) == ["over", "the"]
+    tail = texts(policy.finish().committed)
+    assert tail == (["middle", "hill."] if ends > 1.4 else ["hill."])
+
+
 @pytest.mark.parametrize(
     "hearing",
     [
@@ -846,6 +878,34 @@ def test_the_buffer_is_cut_only_in_a_gap_the_audio_says_is_quiet(speech_in_the_g
         policy.process_iter()
     assert texts(policy.committed) == ["a", "b"]
     assert policy.buffer_offset == pytest.approx(0.8 if speech_in_the_gap else 1.85)
+
+
+@pytest.mark.parametrize("last_word", ["over.", "over"])
+def test_after_a_sentence_a_quiet_stretch_later_in_a_long_gap_is_a_place_to_cut(last_word):
+    # Whisper ends "over." at 1.0 s where the word's sound goes on to 1.3 s, a breath
+    # follows, then 1.6 s of silence before the next sentence (a FLEURS clip's end in a long
+    # stream). After a sentence's end, the silence is where to cut; after a word that ends
+    # none, the gap may hold speech no pass transcribed, and the buffer waits for
+    # buffer_trimming_sec and is cut at the last committed word.
+    said = f"it's@0.2-0.6 {last_word}@0.6-1.0"
+    policy, _ = policy_for(
+        said, said, f"{said} To@3.4-3.7", f"{said} To@3.4-3.7 the@3.7-3.9", f"{said} To@3.4-3.7 the@3.7-3.9 north@3.9-4.4",
+        buffer_trimming_sec=4.0,
+    )
+    rng = np.random.default_rng(3)
+    audio = rng.normal(0, 0.1, 5 * SR).astype(np.float32)
+    audio[int(1.3 * SR) : int(1.34 * SR)] = 0
+    audio[int(1.34 * SR) : int(1.8 * SR)] *= 0.5  # a breath
+    audio[int(1.8 * SR) : int(3.4 * SR)] = 0
+    for second in range(5):
+        policy.insert_audio(audio[second * SR : (second + 1) * SR])
+        policy.process_iter()
+    assert texts(policy.committed)[-2:] == ["To", "the"]
+    if last_word.endswith("."):
+        # In the silence, at the gap's middle (1.0 + 2.4 / 2), kept out of the breath.
+        assert policy.buffer_offset == pytest.approx(2.2)
+    else:
+        assert policy.buffer_offset == pytest.approx(3.9)
 
 
 def test_a_gap_that_turns_quiet_only_later_is_no_place_to_cut():

@@ -90,6 +90,11 @@ PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the 
 QUIET_FRACTION = 0.1
 _MIN_QUIET_FRAMES = 2
 _END_SLACK = 0.1
+# After a sentence's last word, Whisper's end time can be early by a few tenths of a second
+# and a breath can follow: in a gap of at least SENTENCE_GAP seconds before the next word,
+# a quiet stretch of at least _SENTENCE_QUIET_FRAMES frames anywhere in it is a pause too.
+SENTENCE_GAP = 1.0
+_SENTENCE_QUIET_FRAMES = 10
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
 #: The longest prompt a stream may ask for: Whisper reads at most 223 prompt tokens (about a
@@ -393,14 +398,17 @@ class LocalAgreement(Policy):
             after = following[index]["start"] if heard_after else buffer_end if trailing else None
             if after is None or after - word["end"] < PAUSE_SECONDS:
                 continue
-            found = self._pause_cut(word["end"], after, frames, quiet)
+            sentence = word["text"].rstrip()[-1:] in ".?!"
+            found = self._pause_cut(word["end"], after, frames, quiet, sentence=sentence)
             if found is not None:
                 cut, quiet_end = found
                 gap = (after if heard_after else quiet_end) - word["end"]
-                points.append((cut, word["text"].rstrip()[-1:] in ".?!", gap))
+                points.append((cut, sentence, gap))
         return points
 
-    def _pause_cut(self, end: float, after: float, frames: np.ndarray, quiet: float) -> tuple[float, float] | None:
+    def _pause_cut(
+        self, end: float, after: float, frames: np.ndarray, quiet: float, *, sentence: bool = False
+    ) -> tuple[float, float] | None:
         """Where to cut in the gap between a word that ends at ``end`` and the next word,
         which starts at ``after`` (stream times): in the middle of the gap, as Whisper's
         word times are loose, but only where the audio is quiet (no 20 ms frame above
@@ -413,10 +421,24 @@ class LocalAgreement(Policy):
         never transcribed, and a cut in that gap would throw away the speech under it for
         good. The word's end itself may be late or early by a frame or two: the quiet
         stretch is looked for from ``_END_SLACK`` before it on, and must start within
-        ``_END_SLACK`` after it."""
+        ``_END_SLACK`` after it.
+
+        After a word that ends a ``sentence``, with at least ``SENTENCE_GAP`` seconds to
+        the next word, the longest quiet stretch of ``_SENTENCE_QUIET_FRAMES`` frames or
+        more anywhere in the gap will do when none starts at the word's end (see
+        :meth:`_sentence_pause`)."""
         first = int((end - self.buffer_offset - _END_SLACK) * SAMPLE_RATE) // FRAME
         last = int((after - self.buffer_offset) * SAMPLE_RATE) // FRAME
         first, last = max(0, first), min(len(frames), last)
+        found = self._quiet_after(end, after, frames, quiet, first, last)
+        if found is None and sentence and after - end >= SENTENCE_GAP:
+            found = self._sentence_pause(end, after, frames, quiet, first, last)
+        return found
+
+    def _quiet_after(
+        self, end: float, after: float, frames: np.ndarray, quiet: float, first: int, last: int
+    ) -> tuple[float, float] | None:
+        """:meth:`_pause_cut`'s quiet stretch that starts at the word's end."""
         start = None
         for index in range(first, last):
             if frames[index] <= quiet:
@@ -432,6 +454,34 @@ class LocalAgreement(Policy):
         quiet_end = after if stop >= last else stop * FRAME / SAMPLE_RATE + self.buffer_offset
         quiet_start = max(end, start * FRAME / SAMPLE_RATE + self.buffer_offset)
         return max(end, min(end + (after - end) / 2, (quiet_start + quiet_end) / 2)), quiet_end
+
+    def _sentence_pause(
+        self, end: float, after: float, frames: np.ndarray, quiet: float, first: int, last: int
+    ) -> tuple[float, float] | None:
+        """The longest quiet stretch of at least ``_SENTENCE_QUIET_FRAMES`` frames between a
+        sentence's end and the next word: ``(cut, quiet_end)``, the cut in the stretch (its
+        middle, or earlier down to its start when the middle is past the gap's middle).
+        The sound between the word's end and the stretch is the end of the word (Whisper
+        ends the last word of a sentence early, by up to a few tenths of a second on FLEURS
+        English) or a breath: no pass heard a word there, and the model had ended its
+        sentence. None when the gap holds no such stretch."""
+        best: tuple[int, int] | None = None
+        index = first
+        while index < last:
+            if frames[index] > quiet:
+                index += 1
+                continue
+            stop = index
+            while stop < last and frames[stop] <= quiet:
+                stop += 1
+            if stop - index >= _SENTENCE_QUIET_FRAMES and (best is None or stop - index > best[1] - best[0]):
+                best = (index, stop)
+            index = stop
+        if best is None:
+            return None
+        quiet_start = max(end, best[0] * FRAME / SAMPLE_RATE + self.buffer_offset)
+        quiet_end = after if best[1] >= last else best[1] * FRAME / SAMPLE_RATE + self.buffer_offset
+        return max(quiet_start, min(end + (after - end) / 2, (quiet_start + quiet_end) / 2)), quiet_end
 
     def _trim(self) -> None:
         # Behind real time, a pass over a long buffer costs more (Whisper decodes every word

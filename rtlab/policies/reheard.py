@@ -93,10 +93,13 @@ def after_committed(words: list[Word], committed: Sequence[Word]) -> list[Word]:
     (the words committed so far, oldest first; the last few are enough) already holds.
 
     Where the decode heard the last committed word again (the same word, overlapping it in
-    time, or the first part of a compound, :func:`rest_of_compound`), what
-    follows that hearing is new, however the two decodes placed the boundary between them:
-    the decode that committed "extremo" may have ended it 0.2 s into the next word, "en",
-    which a later one starts there, and a rule on times alone would drop "en" for good.
+    time or ending at most ``START_SLACK`` before it starts, or the first part of a
+    compound, :func:`rest_of_compound`), what follows that hearing is new, however the two
+    decodes placed the boundary between them: the decode that committed "extremo" may have
+    ended it 0.2 s into the next word, "en", which a later one starts there, and a rule on
+    times alone would drop "en" for good. A pass whose buffer ended inside "middle" heard
+    "the" over the start of it (19.94-20.27 s); the next pass heard "the" at 19.90-19.90
+    and "middle" after it: that "the" is the committed one heard again.
     Without such a hearing: keep only what starts after the last commit, and a word that
     straddles its end with most of its time after it and does not sound like it
     (:func:`straddles`: kept from where the commit ends); then remove an n-gram that
@@ -105,7 +108,7 @@ def after_committed(words: list[Word], committed: Sequence[Word]) -> list[Word]:
         last = committed[-1]
         for index in range(len(words) - 1, -1, -1):
             word = words[index]
-            if not (word["start"] < last["end"] and word["end"] > last["start"]):
+            if not (word["start"] < last["end"] and word["end"] > last["start"] - START_SLACK):
                 continue
             if _key(word) == _key(last):
                 return words[index + 1 :]
