@@ -174,6 +174,18 @@ def needs_fallback(compression_ratio: float, avg_logprob: float, no_speech_prob:
     return compression_ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD
 
 
+def loops_with_prompt(prompt_tokens: Sequence[int], compression_ratio: float) -> bool:
+    """Whether a window whose every decode failed Whisper's fallback rules is decoded once
+    more without its prompt: it had one (``prompt_tokens``) and the decode kept is a loop
+    (its text's ``compression_ratio`` above ``COMPRESSION_RATIO_THRESHOLD``). A prompt that
+    ends mid-sentence can lead the model into a loop on every decode of the buffers after
+    it ("recorded by a" ahead of a buffer that began "board Byron.", tiny.en greedy:
+    "foreign foreign ...", from the prompt's "foreigners"), and the stream heard nothing in
+    30 s of speech; ``whisper.transcribe`` drops the prompt after a hot fallback for the
+    same reason."""
+    return bool(prompt_tokens) and compression_ratio > COMPRESSION_RATIO_THRESHOLD
+
+
 def token_budget(max_tokens_per_second: float, seconds: float) -> int:
     """How many tokens a Whisper decode of ``seconds`` of audio may emit: 16 plus
     ``max_tokens_per_second`` for each second, up to Whisper's 30 s window. The budget

@@ -669,6 +669,32 @@ def test_whisper_s_fallback_rules_as_faster_whisper_applies_them(monkeypatch):
     assert calls == [0.0]
 
 
+def test_a_window_that_loops_with_its_prompt_is_decoded_again_without_it(monkeypatch):
+    # A prompt that ends mid-sentence ("recorded by a") led tiny.en into "foreign foreign
+    # ..." on every pass of a long stream: greedy (one temperature), the loop was all it had.
+    backend = ensure_loaded(get_backend("faster-whisper"))
+    generations = [(" foreign" * 60, -0.1, 0.01), (" the cabbage", -0.3, 0.01)]
+    tokenizer, calls = _scripted_generations(backend, monkeypatch, generations)
+    prompts = []
+    scripted = backend._generate
+
+    def generate(encoder_output, tokenizer_, sequences, *rest):
+        prompts.append(sequences[0])
+        return scripted(encoder_output, tokenizer_, sequences, *rest)
+
+    monkeypatch.setattr(backend, "_generate", generate)
+    prompt = tokenizer.encode(" recorded by a")
+    assert tokenizer.decode(backend._decode(None, tokenizer, prompt, 3.0, continued=False)).strip() == "the cabbage"
+    assert calls == [0.0, 0.0]
+    assert [p for p in prompts[0] if p in prompt] == prompt and not set(prompt) & set(prompts[1])
+
+    # Without a prompt there is nothing to drop: the loop is what the window gives (the
+    # policy's rules cut it), decoded once.
+    tokenizer, calls = _scripted_generations(backend, monkeypatch, [(" foreign" * 60, -0.1, 0.01)])
+    assert tokenizer.decode(backend._decode(None, tokenizer, [], 3.0, continued=False)).strip().startswith("foreign foreign")
+    assert calls == [0.0]
+
+
 @pytest.mark.parametrize("options", [{"max_batch": 0}, {"batch_wait_ms": -5}])
 def test_batch_options_out_of_range_are_refused(options):
     with pytest.raises(InvalidOption, match="faster-whisper: (max_batch|batch_wait_ms) must be"):

@@ -365,6 +365,29 @@ def test_a_silent_window_is_not_decoded_again_hotter(monkeypatch):
     assert temperatures == [0.0]
 
 
+@pytest.mark.slow
+def test_a_window_that_loops_with_its_prompt_is_decoded_again_without_it(monkeypatch):
+    from types import SimpleNamespace
+
+    backend = ensure_loaded(get_backend("openai-whisper", cpu_threads=1))
+    scripted = [(2.9, [50362, 345]), (1.2, [50362, 346])]  # a loop (ratio 2.9), then text
+    prompts = []
+
+    def task(model, options):
+        ratio, tokens = scripted[len(prompts)]
+        prompts.append(options.prompt)
+        result = SimpleNamespace(compression_ratio=ratio, avg_logprob=-0.2, no_speech_prob=0.01, tokens=tokens)
+        return SimpleNamespace(run=lambda features: [result])
+
+    monkeypatch.setattr(rtlab_openai_whisper, "features_task", task)
+    assert backend._decode(None, [1, 2, 3], 1.0, continued=False, language="en") == [345 + 1]
+    assert prompts == [[1, 2, 3], None]
+    prompts.clear()
+    scripted[:] = [(2.9, [50362, 345])]
+    assert backend._decode(None, [], 1.0, continued=False, language="en") == [345], "no prompt: kept as it is"
+    assert prompts == [None]
+
+
 def test_an_unknown_model_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelNotFound, match="Embedded models: tiny.en, base") as refused:

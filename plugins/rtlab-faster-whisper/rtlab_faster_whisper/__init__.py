@@ -14,7 +14,7 @@ from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
 from rtlab.words import (
     COMPRESSION_RATIO_THRESHOLD, continue_from, decoding_options, is_silent, merge_word_pieces, needs_fallback,
-    settle_window, token_budget, window_options,
+    loops_with_prompt, settle_window, token_budget, window_options,
 )  # fmt: skip
 
 from . import devices as _devices
@@ -378,7 +378,8 @@ class FasterWhisperBackend(Backend):
 
     def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
         """Text tokens for one window, with Whisper's temperature fallback and no-speech
-        check; [] when the window holds no speech."""
+        check; [] when the window holds no speech. A window that loops at every
+        temperature with a prompt is decoded again without it (:func:`rtlab.words.loops_with_prompt`)."""
         sequence = self.model.get_prompt(tokenizer, previous, without_timestamps=False)
         tried = []
         for temperature in self.temperatures:
@@ -386,11 +387,13 @@ class FasterWhisperBackend(Backend):
             tokens, avg_logprob, ratio = self._judge(result, tokenizer)
             if not needs_fallback(ratio, avg_logprob, result.no_speech_prob):
                 break
-            tried.append((ratio <= COMPRESSION_RATIO_THRESHOLD, avg_logprob, tokens, result))
+            tried.append((ratio <= COMPRESSION_RATIO_THRESHOLD, avg_logprob, tokens, result, ratio))
         else:
             # Every temperature failed: faster-whisper keeps the likeliest generation whose
             # text is not too repetitive, or the likeliest of all.
-            _, avg_logprob, tokens, result = max(tried, key=lambda t: (t[0], t[1]))
+            _, avg_logprob, tokens, result, ratio = max(tried, key=lambda t: (t[0], t[1]))
+            if loops_with_prompt(previous, ratio):
+                return self._decode(encoder_output, tokenizer, [], seconds, continued)
         return [] if is_silent(result.no_speech_prob, avg_logprob, continued=continued) else tokens
 
     def _decode_batch(self, encoded: np.ndarray, items: list[tuple[Any, list[int], float]]) -> list[list[int]]:
