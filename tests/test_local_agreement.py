@@ -45,6 +45,16 @@ def texts(ws) -> list[str]:
     return [w["text"] for w in ws]
 
 
+def agreed_then_tail(first: str, second: str, third: str, seconds: float = 2.0) -> tuple[list[str], list[str]]:
+    """Three scripted passes ``seconds`` apart, then the end of the stream: what the
+    second pass committed, and what the third pass and the end added after it."""
+    policy, _ = policy_for(first, second, third)
+    step(policy, seconds)
+    agreed = texts(step(policy, seconds).committed)
+    step(policy, seconds)
+    return agreed, texts(policy.finish().committed)
+
+
 def test_commits_the_common_prefix_of_two_consecutive_hypotheses():
     policy, _ = policy_for("a@0.0-0.2 b@0.3-0.5 c@0.6-0.8", "a@0.0-0.2 b@0.3-0.5 d@0.6-0.9")
     first = step(policy)
@@ -363,15 +373,14 @@ def test_the_committed_word_heard_again_just_before_it_keeps_the_word_after_it()
     # passes agree on "even in the", committed with the late times. The next pass hears
     # "the" 0.04 s before that and "middle" over it (tiny.en, a shared FLEURS clip in a
     # long stream): "middle" is new speech, not the committed word heard again.
-    policy, _ = policy_for(
+    agreed, tail = agreed_then_tail(
         "even@0.52-0.68 in@0.68-0.88 the@0.88-0.94 middle@0.94-0.98",
         "even@0.52-0.70 in@0.70-0.94 the@0.94-1.27",  # commits "even in the"
         "even@0.52-0.70 in@0.70-0.90 the@0.90-0.90 middle@0.90-1.14 of@1.14-1.40 a@1.40-1.52 sentence.@1.52-1.88",
+        seconds=1.0,
     )
-    step(policy, 1.0)
-    assert texts(step(policy, 1.0).committed) == ["even", "in", "the"]
-    step(policy, 1.0)
-    assert texts(policy.finish().committed) == ["middle", "of", "a", "sentence."]
+    assert agreed == ["even", "in", "the"]
+    assert tail == ["middle", "of", "a", "sentence."]
 
 
 @pytest.mark.parametrize("ends", [1.3, 1.45])
@@ -379,14 +388,12 @@ def test_the_committed_word_is_heard_again_only_up_to_a_tenth_of_a_second_before
     # "the" heard again must overlap the committed "the" or end at most 0.1 s before it
     # starts; what follows it is then new. One that ends earlier is not taken for it, and
     # the words after it count from where the committed "the" ends, as before.
-    policy, _ = policy_for(
+    agreed, tail = agreed_then_tail(
         "over@0.5-1.0 the@1.5-1.8",
         "over@0.5-1.0 the@1.5-1.8",  # commits "over the"
         f"over@0.5-1.0 the@{ends - 0.2}-{ends} middle@{ends}-1.75 hill.@1.8-2.3",
     )
-    step(policy, 2.0)
-    assert texts(step(policy, 2.0).committed) == ["over", "the"]
-    tail = texts(policy.finish().committed)
+    assert agreed == ["over", "the"]
     assert tail == (["middle", "hill."] if ends > 1.4 else ["hill."])
 
 
@@ -399,16 +406,13 @@ def test_the_committed_word_is_heard_again_only_up_to_a_tenth_of_a_second_before
     ],
 )
 def test_a_word_before_the_last_commit_ends_is_dropped_unless_it_straddles_it_as_new_speech(hearing):
-    policy, _ = policy_for(
+    agreed, tail = agreed_then_tail(
         "hello@0.2-0.6 world@0.8-1.5",
         "hello@0.2-0.6 world@0.8-1.5",  # commits "hello world"
         f"hello@0.2-0.6 {hearing}",
     )
-    step(policy, 2.0)
-    assert texts(step(policy, 2.0).committed) == ["hello", "world"]
-    step(policy, 2.0)
-    assert policy.finish().committed == []
-    assert texts(policy.committed) == ["hello", "world"]
+    assert agreed == ["hello", "world"]
+    assert tail == []
 
 
 def test_the_rest_of_a_hyphenated_word_that_begins_with_the_committed_word_is_kept():
