@@ -69,6 +69,7 @@ buffer holds is committed at once and the buffer is cut in the pause.
 from __future__ import annotations
 
 import difflib
+from typing import Iterator
 
 import numpy as np
 
@@ -100,6 +101,21 @@ DETECT_PROBABILITY = 0.8
 #: The longest prompt a stream may ask for: Whisper reads at most 223 prompt tokens (about a
 #: thousand characters), and every pass scans the committed words the prompt may need.
 MAX_PROMPT_CHARS = 10_000
+
+
+def _quiet_runs(frames: np.ndarray, quiet: float, first: int, last: int) -> Iterator[tuple[int, int]]:
+    """Runs of frames no louder than ``quiet`` among ``frames[first:last]``, in order, as
+    ``(start, stop)`` indices (``stop`` past the run's last frame)."""
+    index = first
+    while index < last:
+        if frames[index] > quiet:
+            index += 1
+            continue
+        stop = index
+        while stop < last and frames[stop] <= quiet:
+            stop += 1
+        yield index, stop
+        index = stop
 
 
 def _heard_in(words: list[Word], other: list[Word]) -> list[bool]:
@@ -439,20 +455,12 @@ class LocalAgreement(Policy):
         self, end: float, after: float, frames: np.ndarray, quiet: float, first: int, last: int
     ) -> tuple[float, float] | None:
         """:meth:`_pause_cut`'s quiet stretch that starts at the word's end."""
-        start = None
-        for index in range(first, last):
-            if frames[index] <= quiet:
-                start = index
-                break
-        if start is None or (start * FRAME / SAMPLE_RATE + self.buffer_offset) > end + _END_SLACK:
+        run = next(_quiet_runs(frames, quiet, first, last), None)
+        if run is None or run[0] * FRAME / SAMPLE_RATE + self.buffer_offset > end + _END_SLACK:
             return None
-        stop = start
-        while stop < last and frames[stop] <= quiet:
-            stop += 1
-        if stop - start < _MIN_QUIET_FRAMES:
+        if run[1] - run[0] < _MIN_QUIET_FRAMES:
             return None
-        quiet_end = after if stop >= last else stop * FRAME / SAMPLE_RATE + self.buffer_offset
-        quiet_start = max(end, start * FRAME / SAMPLE_RATE + self.buffer_offset)
+        quiet_start, quiet_end = self._run_times(end, after, run, last)
         return max(end, min(end + (after - end) / 2, (quiet_start + quiet_end) / 2)), quiet_end
 
     def _sentence_pause(
@@ -465,23 +473,19 @@ class LocalAgreement(Policy):
         ends the last word of a sentence early, by up to a few tenths of a second on FLEURS
         English) or a breath: no pass heard a word there, and the model had ended its
         sentence. None when the gap holds no such stretch."""
-        best: tuple[int, int] | None = None
-        index = first
-        while index < last:
-            if frames[index] > quiet:
-                index += 1
-                continue
-            stop = index
-            while stop < last and frames[stop] <= quiet:
-                stop += 1
-            if stop - index >= _SENTENCE_QUIET_FRAMES and (best is None or stop - index > best[1] - best[0]):
-                best = (index, stop)
-            index = stop
-        if best is None:
+        runs = [run for run in _quiet_runs(frames, quiet, first, last) if run[1] - run[0] >= _SENTENCE_QUIET_FRAMES]
+        if not runs:
             return None
-        quiet_start = max(end, best[0] * FRAME / SAMPLE_RATE + self.buffer_offset)
-        quiet_end = after if best[1] >= last else best[1] * FRAME / SAMPLE_RATE + self.buffer_offset
+        quiet_start, quiet_end = self._run_times(end, after, max(runs, key=lambda run: run[1] - run[0]), last)
         return max(quiet_start, min(end + (after - end) / 2, (quiet_start + quiet_end) / 2)), quiet_end
+
+    def _run_times(self, end: float, after: float, run: tuple[int, int], last: int) -> tuple[float, float]:
+        """Stream times of a quiet ``run`` of frames (``[start, stop)`` in the buffer) in the
+        gap from ``end`` to ``after``, whose last frame is ``last``: from the word's end at
+        the earliest, to ``after`` when the run reaches the gap's end."""
+        start, stop = run
+        quiet_end = after if stop >= last else stop * FRAME / SAMPLE_RATE + self.buffer_offset
+        return max(end, start * FRAME / SAMPLE_RATE + self.buffer_offset), quiet_end
 
     def _trim(self) -> None:
         # Behind real time, a pass over a long buffer costs more (Whisper decodes every word
