@@ -387,11 +387,11 @@ class FasterWhisperBackend(Backend):
             tokens, avg_logprob, ratio = self._judge(result, tokenizer)
             if not needs_fallback(ratio, avg_logprob, result.no_speech_prob):
                 break
-            tried.append((ratio <= COMPRESSION_RATIO_THRESHOLD, avg_logprob, tokens, result, ratio))
+            tried.append((ratio, avg_logprob, tokens, result))
         else:
             # Every temperature failed: faster-whisper keeps the likeliest generation whose
             # text is not too repetitive, or the likeliest of all.
-            _, avg_logprob, tokens, result, ratio = max(tried, key=lambda t: (t[0], t[1]))
+            ratio, avg_logprob, tokens, result = max(tried, key=lambda t: (t[0] <= COMPRESSION_RATIO_THRESHOLD, t[1]))
             if loops_with_prompt(previous, ratio):
                 return self._decode(encoder_output, tokenizer, [], seconds, continued)
         return [] if is_silent(result.no_speech_prob, avg_logprob, continued=continued) else tokens
