@@ -921,6 +921,44 @@ def test_a_gap_that_turns_quiet_only_later_is_no_place_to_cut():
     assert policy._pause_cut(0.4, 1.5, frames, 0.1 * float(np.percentile(frames, 90))) is None
 
 
+# -- a pass whose model stopped short of the speech -------------------------------------------
+
+STOPPED = "to@0.1-0.5 the@0.5-0.9 town@0.9-1.3 of@1.3-1.5 the@1.5-2.2 west.@2.2-2.2"
+HEARD = "to@0.1-0.5 the@0.5-0.9 town@0.9-1.3 of@1.3-1.5 Sintra@1.5-2.0 and@2.0-2.2 which@2.2-2.5 was@2.5-2.8"
+
+
+@pytest.mark.parametrize("after_west", ["speech", "quiet"])
+def test_a_pass_whose_text_stops_short_of_the_speech_is_no_second_opinion(after_west):
+    # tiny.en over "town of Sintra and which was made famous" (the long English stream): two
+    # passes a second apart ended their text at 2.2 s with "west." squeezed to nothing and
+    # speech on to their buffers' ends, and agreed on it. Set aside, the next passes, which
+    # hear the name, agree instead. Followed by quiet, the squeezed word ends the speech:
+    # those passes count.
+    policy, _ = policy_for(
+        "to@0.1-0.5 the@0.5-0.9", "to@0.1-0.5 the@0.5-0.9 town@0.9-1.3 of@1.3-1.5", STOPPED, STOPPED, HEARD, HEARD
+    )
+    audio = np.random.default_rng(5).normal(0, 0.1, 6 * SR).astype(np.float32)
+    if after_west == "quiet":
+        audio[int(2.2 * SR) :] = 0
+    feed(policy, audio)
+    if after_west == "speech":
+        assert texts(policy.committed) == ["to", "the", "town", "of", "Sintra", "and", "which", "was"]
+        assert policy.stopped_early_passes == 2
+    else:
+        assert texts(policy.committed)[:6] == ["to", "the", "town", "of", "the", "west."]
+        assert policy.stopped_early_passes == 0
+
+
+def test_a_model_that_keeps_stopping_short_still_commits_every_third_pass():
+    # Every pass ends its text 0.8 s or more before its buffer with speech after it: two in
+    # a row are set aside, the third counts; the sixth agrees with the third.
+    policy, _ = policy_for(*[STOPPED] * 6)
+    audio = np.random.default_rng(6).normal(0, 0.1, 8 * SR).astype(np.float32)
+    steps = feed(policy, audio[: 3 * SR], 3.0) + feed(policy, audio[3 * SR :])
+    assert [texts(s.committed) for s in steps] == [[]] * 5 + [texts(words(STOPPED))]
+    assert policy.stopped_early_passes == 4
+
+
 # -- language detection ----------------------------------------------------------------------
 
 

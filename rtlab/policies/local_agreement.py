@@ -78,7 +78,7 @@ from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
 from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
-from ..words import agreed_prefix, key
+from ..words import MIN_WORD_SECONDS, ONSET_FRAMES, agreed_prefix, key
 from . import Policy, Step
 from .reheard import after_committed
 from .vac import KEEP_SILENCE, controller
@@ -96,6 +96,11 @@ _END_SLACK = 0.1
 # a quiet stretch of at least _SENTENCE_QUIET_FRAMES frames anywhere in it is a pause too.
 SENTENCE_GAP = 1.0
 _SENTENCE_QUIET_FRAMES = 10
+# A pass whose text ends in a word the alignment squeezed to nothing, at least
+# STOPPED_EARLY_SEC before the end of its buffer with sound after it, stopped early: it is
+# no second opinion for agreement, at most _EARLY_PASSES times in a row.
+STOPPED_EARLY_SEC = 0.5
+_EARLY_PASSES = 2
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
 #: The longest prompt a stream may ask for: Whisper reads at most 223 prompt tokens (about a
@@ -222,6 +227,8 @@ class LocalAgreement(Policy):
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.dropped_silent_words = 0
         self.deadline_commits = 0  # words committed by the deadline, without agreement
+        self.stopped_early_passes = 0  # passes set aside as no second opinion (_stopped_early)
+        self._early_in_row = 0
         self.audio = np.zeros(0, dtype=np.float32)
         self.buffer_offset = 0.0  # stream time of self.audio[0]
         self.committed: list[Word] = []  # in the buffer, and the last ones before it (the prompt)
@@ -336,6 +343,14 @@ class LocalAgreement(Policy):
         if self.vac is not None and (step := self.vac.before_pass(self)) is not None:
             return step
         hypothesis = self.transcribe_buffer()
+        if self._stopped_early(hypothesis):
+            self.stopped_early_passes += 1
+            self._early_in_row += 1
+            committed = self._force_commit() if self.buffered_seconds > self.max_buffer_sec else []
+            self.committed.extend(committed)
+            self._trim()
+            return Step(committed=committed, partial=list(self.previous))
+        self._early_in_row = 0
         agreed = agreed_prefix([w["text"] for w in self.previous], [w["text"] for w in hypothesis])
         if self.lookahead_sec:
             # Agreement on a word the newest pass heard no audio after is agreement between
@@ -352,6 +367,31 @@ class LocalAgreement(Policy):
         self.committed.extend(committed)
         self._trim()
         return Step(committed=committed, partial=list(self.previous))
+
+    def _stopped_early(self, hypothesis: list[Word]) -> bool:
+        """Whether the model stopped short of the buffer's speech in this pass: its last word
+        has no length (the alignment found no sound for it), ends ``STOPPED_EARLY_SEC`` or
+        more before the buffer does, and sound follows it there (``ONSET_FRAMES`` frames in
+        a row above the buffer's silence level, from a quarter second after the word).
+
+        Whisper given a name it cannot read ends its text early: over "town of Sintra and
+        which was made famous", a buffer that ended 2.6 s into it was "town of the town of
+        the west." with "the west." squeezed to nothing at 84.45 s and speech on to 86 s;
+        the pass a second before said the same, and the two agreed on it. Such a pass is
+        no second opinion: nothing is committed from it and the pass before stays the one
+        the next is compared with. At most ``_EARLY_PASSES`` in a row are set aside, so a
+        stream whose model keeps stopping early still commits."""
+        if not hypothesis or self._early_in_row >= _EARLY_PASSES:
+            return False
+        last = hypothesis[-1]
+        end = last["end"] - self.buffer_offset
+        if last["end"] - last["start"] >= MIN_WORD_SECONDS or self.buffered_seconds - end < STOPPED_EARLY_SEC:
+            return False
+        level = silence_level(self.audio)
+        first = int((end + _WORD_MARGIN) * SAMPLE_RATE) // FRAME
+        loud = frame_rms(self.audio)[first:] > (level if level is not None else 0.0)
+        runs = np.lib.stride_tricks.sliding_window_view(loud, ONSET_FRAMES) if len(loud) >= ONSET_FRAMES else loud[:0]
+        return bool(len(runs) and runs.all(axis=1).any())
 
     def _overdue(self, heard_before: list[Word]) -> list[Word]:
         """The unagreed words, oldest first, that end ``deadline_sec`` or more before the end
