@@ -25,6 +25,12 @@ both ended in the middle of a word can agree on the same wrong guess at it. As p
 come ``min_chunk`` apart and the older pass must have heard the word, a lookahead of at
 most ``min_chunk`` changes little.
 
+A pass whose model stopped short of the buffer's speech is no second opinion: when its text
+ends in a word the alignment squeezed to nothing, ``STOPPED_EARLY_SEC`` or more before the
+buffer ends, with sound after it, nothing is committed from it and the pass before stays
+the one the next is compared with (two such passes in a row at most). Two passes a second
+apart can stop alike on a name the model cannot read, and agree on what they made of it.
+
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
 as readily as on real speech. A word is silent when no 20 ms frame of its span (widened by
@@ -389,9 +395,8 @@ class LocalAgreement(Policy):
             return False
         level = silence_level(self.audio)
         first = int((end + _WORD_MARGIN) * SAMPLE_RATE) // FRAME
-        loud = frame_rms(self.audio)[first:] > (level if level is not None else 0.0)
-        runs = np.lib.stride_tricks.sliding_window_view(loud, ONSET_FRAMES) if len(loud) >= ONSET_FRAMES else loud[:0]
-        return bool(len(runs) and runs.all(axis=1).any())
+        loud = frame_rms(self.audio)[first:] > (level or 0.0)
+        return len(loud) >= ONSET_FRAMES and bool((np.convolve(loud, np.ones(ONSET_FRAMES), "valid") >= ONSET_FRAMES).any())
 
     def _overdue(self, heard_before: list[Word]) -> list[Word]:
         """The unagreed words, oldest first, that end ``deadline_sec`` or more before the end
