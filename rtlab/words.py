@@ -393,20 +393,26 @@ def retime_stopped_early(
     return retimed
 
 
-def sound_onset(audio: np.ndarray, start: float, end: float, run: int = ONSET_FRAMES) -> float:
-    """Where sound starts in ``audio`` from ``start`` to ``end`` (seconds): the first of
-    ``run`` 20 ms frames in a row louder than the audio's silence level
-    (:func:`rtlab.levels.silence_level`; a click or a breath is shorter), or ``start`` when
-    there are none."""
+def sound_start(audio: np.ndarray, start: float, end: float | None = None, run: int = ONSET_FRAMES) -> float | None:
+    """Where sound starts in ``audio`` from ``start`` to ``end`` (seconds; None: to the end
+    of ``audio``): the first of ``run`` 20 ms frames in a row louder than the audio's
+    silence level (:func:`rtlab.levels.silence_level`; a click or a breath is shorter), or
+    None when there are none."""
     level = silence_level(audio)
     if level is None:
-        return start
+        return None
     first = int(start * SAMPLE_RATE) // FRAME
-    loud = frame_rms(audio[first * FRAME : int(end * SAMPLE_RATE)]) > level
+    loud = frame_rms(audio[first * FRAME : None if end is None else int(end * SAMPLE_RATE)]) > level
     for index in range(len(loud) - run + 1):
         if loud[index : index + run].all():
             return max(start, (first + index) * FRAME / SAMPLE_RATE)
-    return start
+    return None
+
+
+def sound_onset(audio: np.ndarray, start: float, end: float, run: int = ONSET_FRAMES) -> float:
+    """:func:`sound_start`, or ``start`` when no sound starts before ``end``."""
+    found = sound_start(audio, start, end, run)
+    return start if found is None else found
 
 
 def is_quiet_after(audio: np.ndarray, seconds: float) -> bool:

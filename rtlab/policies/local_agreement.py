@@ -84,7 +84,7 @@ from ..errors import InvalidOption
 from ..levels import FRAME, frame_rms, silence_level
 from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
-from ..words import MIN_WORD_SECONDS, ONSET_FRAMES, agreed_prefix, key
+from ..words import MIN_WORD_SECONDS, agreed_prefix, key, sound_start
 from . import Policy, Step
 from .reheard import after_committed
 from .vac import KEEP_SILENCE, controller
@@ -377,8 +377,8 @@ class LocalAgreement(Policy):
     def _stopped_early(self, hypothesis: list[Word]) -> bool:
         """Whether the model stopped short of the buffer's speech in this pass: its last word
         has no length (the alignment found no sound for it), ends ``STOPPED_EARLY_SEC`` or
-        more before the buffer does, and sound follows it there (``ONSET_FRAMES`` frames in
-        a row above the buffer's silence level, from a quarter second after the word).
+        more before the buffer does, and sound follows it there (:func:`rtlab.words.sound_start`,
+        from a quarter second after the word).
 
         Whisper given a name it cannot read ends its text early: over "town of Sintra and
         which was made famous", a buffer that ended 2.6 s into it was "town of the town of
@@ -393,10 +393,7 @@ class LocalAgreement(Policy):
         end = last["end"] - self.buffer_offset
         if last["end"] - last["start"] >= MIN_WORD_SECONDS or self.buffered_seconds - end < STOPPED_EARLY_SEC:
             return False
-        level = silence_level(self.audio)
-        first = int((end + _WORD_MARGIN) * SAMPLE_RATE) // FRAME
-        loud = frame_rms(self.audio)[first:] > (level or 0.0)
-        return len(loud) >= ONSET_FRAMES and bool((np.convolve(loud, np.ones(ONSET_FRAMES), "valid") >= ONSET_FRAMES).any())
+        return sound_start(self.audio, end + _WORD_MARGIN) is not None
 
     def _overdue(self, heard_before: list[Word]) -> list[Word]:
         """The unagreed words, oldest first, that end ``deadline_sec`` or more before the end
