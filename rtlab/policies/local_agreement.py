@@ -352,11 +352,20 @@ class LocalAgreement(Policy):
         if self._stopped_early(hypothesis):
             self.stopped_early_passes += 1
             self._early_in_row += 1
-            committed = self._force_commit() if self.buffered_seconds > self.max_buffer_sec else []
-            self.committed.extend(committed)
-            self._trim()
-            return Step(committed=committed, partial=list(self.previous))
-        self._early_in_row = 0
+            committed = []
+        else:
+            self._early_in_row = 0
+            committed = self._agreed(hypothesis)
+        if self.buffered_seconds > self.max_buffer_sec:
+            committed += self._force_commit()
+        self.committed.extend(committed)
+        self._trim()
+        return Step(committed=committed, partial=list(self.previous))
+
+    def _agreed(self, hypothesis: list[Word]) -> list[Word]:
+        """What ``hypothesis`` and the pass before agree on (and, with ``deadline_sec``, the
+        overdue words both heard), to commit; the rest of ``hypothesis`` becomes
+        ``previous``."""
         agreed = agreed_prefix([w["text"] for w in self.previous], [w["text"] for w in hypothesis])
         if self.lookahead_sec:
             # Agreement on a word the newest pass heard no audio after is agreement between
@@ -368,11 +377,7 @@ class LocalAgreement(Policy):
         self.previous = hypothesis[agreed:]
         if self.deadline_sec is not None:
             committed += self._overdue(heard_before)
-        if self.buffered_seconds > self.max_buffer_sec:
-            committed += self._force_commit()
-        self.committed.extend(committed)
-        self._trim()
-        return Step(committed=committed, partial=list(self.previous))
+        return committed
 
     def _stopped_early(self, hypothesis: list[Word]) -> bool:
         """Whether the model stopped short of the buffer's speech in this pass: its last word
