@@ -15,8 +15,17 @@ import rtlab
 from rtlab.backends import Backend
 from rtlab.core.feeding import feed_bytes
 from rtlab.errors import InvalidOption
-from rtlab.policies import missing_capabilities
-from rtlab.policies.alignatt import LOOP_LONGEST, AlignAtt, AttentionTracker, _as_words, _Emitted, median_filter
+from rtlab.policies import Step, missing_capabilities
+from rtlab.policies.alignatt import (
+    ANNOTATION_LONGEST,
+    LOOP_LONGEST,
+    AlignAtt,
+    Annotations,
+    AttentionTracker,
+    _as_words,
+    _Emitted,
+    median_filter,
+)
 from rtlab.policies.vac import KEEP_SILENCE
 from rtlab.policies.incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from rtlab.registry import get_registry
@@ -450,6 +459,72 @@ def test_decode_afresh_with_agreement_commits_words_two_decodes_from_the_start_a
     said = [w for c in commits for w in texts(c)]
     assert misheard and said + texts(last) == "alpha bravo charlie delta echo foxtrot".split()
     assert "charlie" in said and all(forced == [] for _, forced in policy.decoder.begins)
+
+
+def said_as(policy: AlignAtt, written: dict[str, str]) -> None:
+    """The decoder of ``policy`` writes the tone words in ``written`` as other text, their
+    tokens unchanged."""
+    original = policy.decoder.words
+
+    def words(tokens):
+        return [(" " + written.get(text.strip(), text.strip()), group) for text, group in original(tokens)]
+
+    policy.decoder.words = words
+
+
+def test_a_non_speech_annotation_is_decoded_but_not_committed():
+    """German FLEURS on base: "* Musik * Für die besten Aussichten ...": the annotation's
+    words are dropped from the commits; the decoder is still forced with their tokens, so
+    the words after them are those of a decode without the filter."""
+    audio, _ = tone_words(TEXT)
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    said_as(policy, {"alpha": "*", "bravo": "Musik", "charlie": "*"})
+    commits, last = stream(policy, audio, chunk=0.6)
+    assert [w for c in commits for w in texts(c)] + texts(last) == "delta echo foxtrot golf".split()
+    assert policy.annotations.dropped == 1
+    assert tokens_of("alpha", "bravo", "charlie") == policy.decoder.begins[-1][1][:6]  # forced
+    plain = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    stream(plain, audio, chunk=0.6)
+    assert policy.decoder.begins == plain.decoder.begins  # the same decodes
+    # A pass shows no partial word of an open annotation.
+    partial_passes = []
+    policy = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    said_as(policy, {"alpha": "*", "bravo": "Musik", "charlie": "*"})
+    for start in range(0, int(1.8 * SAMPLE_RATE), int(0.6 * SAMPLE_RATE)):
+        policy.insert_audio(audio[start : start + int(0.6 * SAMPLE_RATE)])
+        partial_passes.append(texts(policy.process_iter().partial))
+    assert all(partial == [] for partial in partial_passes) and policy.annotations.held
+
+
+def words_of(*texts: str) -> list[dict]:
+    return [{"text": text, "start": float(i), "end": i + 0.5} for i, text in enumerate(texts)]
+
+
+def test_annotations_open_and_close_across_passes_and_in_one_word():
+    annotations = Annotations()
+    first = annotations.step(Step(committed=words_of("Weiter", "[MÚSICA"), partial=words_of("DE")), final=False)
+    assert texts(first.committed) == ["Weiter"] and first.partial == []
+    second = annotations.step(Step(committed=words_of("DE", "FUNDO].", "Construída"), partial=words_of("pelos")), False)
+    assert texts(second.committed) == ["Construída"] and texts(second.partial) == ["pelos"]
+    third = annotations.step(Step(committed=words_of("*Musik*", "Für"), partial=words_of("die", "(Musik)")), False)
+    assert texts(third.committed) == ["Für"] and texts(third.partial) == ["die", "(Musik)"]
+    fourth = annotations.step(Step(partial=words_of("die", "[Applaus]")), False)
+    assert texts(fourth.partial) == ["die"]
+    assert annotations.dropped == 2 and annotations.held == []  # (the committed ones)
+
+
+def test_an_annotation_left_open_gives_its_words_back():
+    """A bracket not closed within ANNOTATION_LONGEST words, or by the end of the stream,
+    was text: nothing is lost to it."""
+    annotations = Annotations()
+    words = words_of("[siehe", *[f"w{i}" for i in range(ANNOTATION_LONGEST + 2)])
+    out = annotations.step(Step(committed=words[: ANNOTATION_LONGEST]), final=False)
+    assert out.committed == [] and len(annotations.held) == ANNOTATION_LONGEST
+    out = annotations.step(Step(committed=words[ANNOTATION_LONGEST:]), final=False)
+    assert texts(out.committed) == texts(words) and annotations.dropped == 0
+    annotations.step(Step(committed=words_of("*", "Lachen")), final=False)
+    assert texts(annotations.step(Step(), final=True).committed) == ["*", "Lachen"]
+    assert annotations.held == [] and annotations.closer is None
 
 
 class LoudnessVAD:

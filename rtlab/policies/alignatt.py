@@ -59,6 +59,13 @@ text), after ``init_prompt``. The context is trimmed from its oldest word to
 ``max_context_tokens`` tokens and so that the decode keeps room for new text;
 ``static_init_prompt`` is never trimmed.
 
+Whisper writes sound that is not speech as an annotation ("[MÚSICA DE FUNDO]", "* Musik *").
+Its offline decode suppresses the tokens annotations are written with; AlignAtt leaves them
+choosable (a "[" is how a decode waits over sound that is not speech yet; suppressed, the
+model invents words there instead, see docs/benchmarks/2026-12-03-alignatt-non-speech-and-trim.md)
+and keeps them out of what it commits (:class:`Annotations`): the decoder is still forced
+with them, so the decodes are the same.
+
 With the backend's ``beam_size`` above 1, each decode searches that many beams, and the
 rules above are asked of the best candidate at each step (:meth:`AlignAtt._decode_beams`);
 the decoder must be able to (``IncrementalDecoder.beam_search``).
@@ -106,6 +113,11 @@ UTTERANCE_END_PAD = 0.2
 #: With ``decode_afresh``: the newest committed words a decode is compared with once none
 #: is left in the buffer (the committed tail it may repeat is at most 5 words).
 REHEARD_WORDS = 8
+#: The markers that open Whisper's annotations of sound that is not speech, and the one
+#: that closes each: "[MÚSICA DE FUNDO]" (Portuguese FLEURS, base), "* Musik *" (German).
+ANNOTATION_MARKERS = {"[": "]", "*": "*"}
+#: An annotation not closed within this many words was text after all: its words go out.
+ANNOTATION_LONGEST = 6
 
 
 @dataclass
@@ -307,6 +319,7 @@ class AlignAtt(Policy):
         self.stops = {"attention": 0, "end_of_text": 0, "budget": 0, "loop": 0}
         self.loop_restarts = 0  # loops that went on from the forced words: buffer restarted
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
+        self.annotations = Annotations()  # what is kept out of the committed words
 
     # -- audio ---------------------------------------------------------------------------
 
@@ -416,9 +429,10 @@ class AlignAtt(Policy):
         # Between passes a session holds its audio and tokens, not the encoder output and
         # cache of its last decode (megabytes per session): the next decode rebuilds them.
         try:
-            return self._decode_buffer(final)
+            step = self._decode_buffer(final)
         finally:
             self.decoder.close()
+        return self.annotations.step(step, final)
 
     def _decode_buffer(self, final: bool, restarts: int = 0) -> Step:
         self._trim_buffer()
@@ -680,6 +694,53 @@ class AlignAtt(Policy):
             timed.append(_Emitted(text, list(tokens), round(start, 3), round(end, 3)))
             last_end = end
         return timed
+
+
+class Annotations:
+    """Keeps Whisper's annotations of sound that is not speech out of a stream's words.
+
+    A committed word that begins with an opening marker (:data:`ANNOTATION_MARKERS`) is
+    held, with the words after it, until one ends with the closing marker: then all of
+    them are dropped (``dropped`` counts the annotations). Held words go out as they are
+    when no closing marker comes within :data:`ANNOTATION_LONGEST` words, or at the end
+    of the stream or of an utterance (``final``): text is never lost to an unclosed
+    bracket. Partial words are shown up to an annotation's first word."""
+
+    def __init__(self) -> None:
+        self.closer: str | None = None  # the marker that closes the open annotation
+        self.held: list[Word] = []
+        self.dropped = 0
+
+    def step(self, step: Step, final: bool) -> Step:
+        committed = [out for word in step.committed for out in self._take(word)]
+        if final and self.held:
+            committed += self._release()
+        partial = [] if self.closer is not None else _before_annotation(step.partial)
+        return Step(committed=committed, partial=partial)
+
+    def _take(self, word: Word) -> list[Word]:
+        text = word["text"]
+        if self.closer is None:
+            if text[:1] not in ANNOTATION_MARKERS:
+                return [word]
+            self.closer = ANNOTATION_MARKERS[text[:1]]
+            text = text[1:]  # the word that opens an annotation may close it too: "[Musik]"
+        self.held.append(word)
+        if text.rstrip(".,;:!?…").endswith(self.closer):
+            self.held, self.closer = [], None
+            self.dropped += 1
+            return []
+        return self._release() if len(self.held) > ANNOTATION_LONGEST else []
+
+    def _release(self) -> list[Word]:
+        held, self.held, self.closer = self.held, [], None
+        return held
+
+
+def _before_annotation(words: list[Word]) -> list[Word]:
+    """``words`` up to the first that opens an annotation."""
+    opens = [index for index, word in enumerate(words) if word["text"][:1] in ANNOTATION_MARKERS]
+    return words[: opens[0]] if opens else words
 
 
 def _as_words(emitted: list[_Emitted]) -> list[Word]:
