@@ -63,8 +63,10 @@ Whisper writes sound that is not speech as an annotation ("[MÚSICA DE FUNDO]", 
 Its offline decode suppresses the tokens annotations are written with; AlignAtt leaves them
 choosable (a "[" is how a decode waits over sound that is not speech yet; suppressed, the
 model invents words there instead, see docs/benchmarks/2026-12-03-alignatt-non-speech-and-trim.md)
-and keeps them out of what it commits (:class:`Annotations`): the decoder is still forced
-with them, so the decodes are the same.
+and keeps them out of what it commits (:class:`Annotations`), though the decoder is forced
+with them as with any emitted word. An annotation not closed yet is not emitted: it waits,
+as a word the chunk may cut does (forced with "[MÚSICA DE", the decoder said "FUNDO]" and
+ended its text, pass after pass, over the speech after the music).
 
 With the backend's ``beam_size`` above 1, each decode searches that many beams, and the
 rules above are asked of the best candidate at each step (:meth:`AlignAtt._decode_beams`);
@@ -467,6 +469,10 @@ class AlignAtt(Policy):
             agreed = agreed_prefix(self._pending, [text for text, _ in words])
             self._pending = [text for text, _ in words]
             held = words[min(agreed, len(words) - len(held)) :]
+        if not final and (opens := self.annotations.open_at([text for text, _ in words[: len(words) - len(held)]])) is not None:
+            # An annotation not closed yet waits, as a word the chunk may cut: forced with
+            # "[MÚSICA DE", the decoder closed it and ended its text, pass after pass.
+            held = words[opens:]
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
         if joins and (kept or partial):
@@ -718,6 +724,21 @@ class Annotations:
         partial = [] if self.closer is not None else _before_annotation(step.partial)
         return Step(committed=committed, partial=partial)
 
+    def open_at(self, texts: list[str]) -> int | None:
+        """Where, in words to be committed next (``texts``), an annotation opens that
+        they do not close, if one does (and none is open already)."""
+        if self.closer is not None:
+            return None
+        closer, start = None, None
+        for index, text in enumerate(text.strip() for text in texts):
+            if closer is None:
+                if text[:1] not in ANNOTATION_MARKERS:
+                    continue
+                closer, start, text = ANNOTATION_MARKERS[text[:1]], index, text[1:]
+            if _closes(text, closer) or index - start >= ANNOTATION_LONGEST:
+                closer = start = None
+        return start
+
     def _take(self, word: Word) -> list[Word]:
         text = word["text"]
         if self.closer is None:
@@ -726,7 +747,7 @@ class Annotations:
             self.closer = ANNOTATION_MARKERS[text[:1]]
             text = text[1:]  # the word that opens an annotation may close it too: "[Musik]"
         self.held.append(word)
-        if text.rstrip(".,;:!?…").endswith(self.closer):
+        if _closes(text, self.closer):
             self.held, self.closer = [], None
             self.dropped += 1
             return []
@@ -735,6 +756,10 @@ class Annotations:
     def _release(self) -> list[Word]:
         held, self.held, self.closer = self.held, [], None
         return held
+
+
+def _closes(text: str, closer: str) -> bool:
+    return text.rstrip(".,;:!?…").endswith(closer)
 
 
 def _before_annotation(words: list[Word]) -> list[Word]:
