@@ -469,7 +469,8 @@ class AlignAtt(Policy):
             agreed = agreed_prefix(self._pending, [text for text, _ in words])
             self._pending = [text for text, _ in words]
             held = words[min(agreed, len(words) - len(held)) :]
-        if not final and (opens := self.annotations.open_at([text for text, _ in words[: len(words) - len(held)]])) is not None:
+        opens = self.annotations.open_at([text for text, _ in words[: len(words) - len(held)]])
+        if opens is not None and not final:
             # An annotation not closed yet waits, as a word the chunk may cut: forced with
             # "[MÚSICA DE", the decoder closed it and ended its text, pass after pass.
             held = words[opens:]
@@ -729,14 +730,11 @@ class Annotations:
         they do not close, if one does (and none is open already)."""
         if self.closer is not None:
             return None
-        closer, start = None, None
-        for index, text in enumerate(text.strip() for text in texts):
-            if closer is None:
-                if text[:1] not in ANNOTATION_MARKERS:
-                    continue
-                closer, start, text = ANNOTATION_MARKERS[text[:1]], index, text[1:]
-            if _closes(text, closer) or index - start >= ANNOTATION_LONGEST:
-                closer = start = None
+        probe, start = Annotations(), None
+        for index, text in enumerate(texts):
+            opening = probe.closer is None
+            probe._take({"text": text.strip()})
+            start = None if probe.closer is None else index if opening else start
         return start
 
     def _take(self, word: Word) -> list[Word]:
