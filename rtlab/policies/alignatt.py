@@ -63,10 +63,8 @@ Whisper writes sound that is not speech as an annotation ("[MÚSICA DE FUNDO]", 
 Its offline decode suppresses the tokens annotations are written with; AlignAtt leaves them
 choosable (a "[" is how a decode waits over sound that is not speech yet; suppressed, the
 model invents words there instead, see docs/benchmarks/2026-12-03-alignatt-non-speech-and-trim.md)
-and keeps them out of what it commits (:class:`Annotations`), though the decoder is forced
-with them as with any emitted word. An annotation not closed yet is not emitted: it waits,
-as a word the chunk may cut does (forced with "[MÚSICA DE", the decoder said "FUNDO]" and
-ended its text, pass after pass, over the speech after the music).
+and keeps them out of what it commits (:class:`Annotations`); the decoder is forced with
+them as with any emitted word, so the decodes are those of a policy without the filter.
 
 With the backend's ``beam_size`` above 1, each decode searches that many beams, and the
 rules above are asked of the best candidate at each step (:meth:`AlignAtt._decode_beams`);
@@ -469,11 +467,6 @@ class AlignAtt(Policy):
             agreed = agreed_prefix(self._pending, [text for text, _ in words])
             self._pending = [text for text, _ in words]
             held = words[min(agreed, len(words) - len(held)) :]
-        opens = self.annotations.open_at([text for text, _ in words[: len(words) - len(held)]])
-        if opens is not None and not final:
-            # An annotation not closed yet waits, as a word the chunk may cut: forced with
-            # "[MÚSICA DE", the decoder closed it and ended its text, pass after pass.
-            held = words[opens:]
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
         if joins and (kept or partial):
@@ -724,18 +717,6 @@ class Annotations:
             committed += self._release()
         partial = [] if self.closer is not None else _before_annotation(step.partial)
         return Step(committed=committed, partial=partial)
-
-    def open_at(self, texts: list[str]) -> int | None:
-        """Where, in words to be committed next (``texts``), an annotation opens that
-        they do not close, if one does (and none is open already)."""
-        if self.closer is not None:
-            return None
-        probe, start = Annotations(), None
-        for index, text in enumerate(texts):
-            opening = probe.closer is None
-            probe._take({"text": text.strip()})
-            start = None if probe.closer is None else index if opening else start
-        return start
 
     def _take(self, word: Word) -> list[Word]:
         text = word["text"]
