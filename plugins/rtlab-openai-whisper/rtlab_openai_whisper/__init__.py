@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 __version__ = "0.2.3"
 
 COMPUTE_TYPES = ("float32", "float16")
+#: What fills an AlignAtt decoder's encoder window after the buffer's audio: ``silence``
+#: (the spectrogram of digital silence, SimulStreaming's; the default, by measurement) or
+#: ``zeros`` (as the last window of openai-whisper's transcribe).
+WINDOW_PADDINGS = ("silence", "zeros")
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass, as rtlab-faster-whisper (see
 # rtlab.words.continue_from).
@@ -87,6 +91,7 @@ class OpenAIWhisperBackend(Backend):
         pad_seconds: float | None = None,
         max_batch: int = 1,
         batch_wait_ms: float = 10.0,
+        window_padding: str = "silence",
     ) -> None:
         prefix = "openai-whisper:"
         if not isinstance(model, str) or not model.strip():
@@ -101,6 +106,8 @@ class OpenAIWhisperBackend(Backend):
             raise InvalidOption(f"{prefix} beam_size must be a whole number >= 1, not {beam_size!r}")
         if cpu_threads is not None and (not is_whole_number(cpu_threads) or cpu_threads < 1):
             raise InvalidOption(f"{prefix} cpu_threads must be a whole number >= 1, not {cpu_threads!r}")
+        if window_padding not in WINDOW_PADDINGS:
+            raise InvalidOption(f"{prefix} window_padding must be silence or zeros, not {window_padding!r}")
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
@@ -112,6 +119,7 @@ class OpenAIWhisperBackend(Backend):
         self.requested_cpu_threads = cpu_threads
         self.window, self.pad_seconds = window_options("openai-whisper", window, pad_seconds)
         self.max_batch, self.batch_wait_ms = batch_options("openai-whisper", max_batch, batch_wait_ms)
+        self.window_padding = window_padding
         self.device: str | None = None
         self.compute_type: str | None = None
         self.cpu_threads: int | None = None
@@ -515,6 +523,7 @@ class OpenAIWhisperBackend(Backend):
             "pad_seconds": self.pad_seconds,
             "max_batch": self.max_batch,
             "batch_wait_ms": self.batch_wait_ms,
+            "window_padding": self.window_padding,
         }
 
 

@@ -138,13 +138,20 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
 
     def _window_log_mel(self, audio: np.ndarray):
         """The spectrogram of the encoder window holding ``audio`` and its frames of audio:
-        :func:`window_log_mel` on CPU; elsewhere openai-whisper's on the device, padded."""
+        :func:`window_log_mel` on CPU; elsewhere openai-whisper's on the device, padded.
+        The frames after the audio are the spectrogram of digital silence (SimulStreaming's),
+        or 0 with the backend's ``window_padding`` ``zeros``, as in the last window of
+        openai-whisper's ``transcribe``."""
         from whisper.audio import N_FRAMES, pad_or_trim
 
         if self._backend.device == "cpu":
-            return window_log_mel(self._model, audio)
-        mel, frames = self._backend.log_mel(audio)
-        return pad_or_trim(mel, N_FRAMES), frames
+            window, frames = window_log_mel(self._model, audio)
+        else:
+            mel, frames = self._backend.log_mel(audio)
+            window = pad_or_trim(mel, N_FRAMES)
+        if self._backend.window_padding == "zeros":
+            window[:, frames:] = 0.0
+        return window, frames
 
     def _set_features(self, features, frames: int) -> None:
         """The encoder output of this session's buffer (``[1, frames, state]``), as each
