@@ -726,7 +726,7 @@ class Annotations:
             self.closer = ANNOTATION_MARKERS[text[:1]]
             text = text[1:]  # the word that opens an annotation may close it too: "[Musik]"
         self.held.append(word)
-        if _closes(text, self.closer):
+        if text.rstrip(".,;:!?…").endswith(self.closer):
             self.held, self.closer = [], None
             self.dropped += 1
             return []
@@ -737,14 +737,10 @@ class Annotations:
         return held
 
 
-def _closes(text: str, closer: str) -> bool:
-    return text.rstrip(".,;:!?…").endswith(closer)
-
-
 def _before_annotation(words: list[Word]) -> list[Word]:
     """``words`` up to the first that opens an annotation."""
-    opens = [index for index, word in enumerate(words) if word["text"][:1] in ANNOTATION_MARKERS]
-    return words[: opens[0]] if opens else words
+    opens = next((index for index, word in enumerate(words) if word["text"][:1] in ANNOTATION_MARKERS), len(words))
+    return words[:opens]
 
 
 def _as_words(emitted: list[_Emitted]) -> list[Word]:
