@@ -496,6 +496,35 @@ def test_a_non_speech_annotation_is_decoded_but_not_committed():
     assert all(partial == [] for partial in partial_passes) and texts(policy.annotations.held) == ["*"]
 
 
+def test_a_word_that_closes_an_annotation_is_not_held_as_cut_by_the_chunk():
+    """Portuguese FLEURS on base: "[MÚSICA DE" committed, then each decode forced with
+    it said "FUNDO]" and stopped; held as the chunk's last word, it kept every word of
+    the speech after it waiting for the stream's end. A closing marker ends its word:
+    it is committed (and dropped with its annotation) while another last word waits."""
+    audio, _ = tone_words(TEXT)
+
+    def passes(policy: AlignAtt) -> list[str]:
+        fed = 0
+        for end in (1.8, 2.1):  # charlie (1.3-1.6 s) is the second decode's last word
+            policy.insert_audio(audio[fed : int(end * SAMPLE_RATE)])
+            fed = int(end * SAMPLE_RATE)
+            policy.process_iter()
+        return [word.text.strip() for word in policy.emitted]
+
+    plain = AlignAtt(ToneAttentionBackend(), frame_threshold=25)
+    assert passes(plain) == ["alpha", "bravo"]  # charlie waits
+    policy = AlignAtt(ToneAttentionBackend(), frame_threshold=25)
+    said_as(policy, {"alpha": "[MÚSICA", "bravo": "DE", "charlie": "FUNDO]"})
+    assert passes(policy) == ["[MÚSICA", "DE", "FUNDO]"]
+    assert policy.annotations.dropped == 1 and policy.annotations.held == []
+    policy.insert_audio(audio[int(2.1 * SAMPLE_RATE) :])
+    assert texts(policy.finish().committed) == ["delta", "echo", "foxtrot", "golf"]
+    # Opened and closed in one decode: the same.
+    policy = AlignAtt(ToneAttentionBackend(), frame_threshold=25)
+    said_as(policy, {"bravo": "[Musik", "charlie": "Musik]."})
+    assert passes(policy) == ["alpha", "[Musik", "Musik]."] and policy.annotations.dropped == 1
+
+
 def words_of(*texts: str) -> list[dict]:
     return [{"text": text, "start": float(i), "end": i + 0.5} for i, text in enumerate(texts)]
 

@@ -12,7 +12,8 @@ model is about to read audio it has not fully heard, and decoding stops until th
 chunk. What was accepted is committed at once: there is no second pass to agree with.
 
 The last word a chunk decodes is held back (shown as partial text) unless ``never_fire``:
-the chunk may end inside it ("sea" of "seashore"). At the end of the stream the last
+the chunk may end inside it ("sea" of "seashore"); a word that closes an annotation
+("FUNDO]" after "[MÚSICA DE") is not, its marker ends it. At the end of the stream the last
 decode runs to the end of text (at most :data:`MAX_TOKENS_PER_SECOND` tokens per second
 of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames before the end
 of the audio, which loses a last word said right at the end of a clip, and no more audio
@@ -460,8 +461,12 @@ class AlignAtt(Policy):
         if self.decode_afresh:
             words, attended, joins = self._not_heard_before(words, attended)
         # The chunk may end inside its last word, which waits; not where a loop stopped the
-        # decode: the decoder was saying again what it had heard before.
-        held = words[-1:] if words and not final and not self.never_fire and decode.stop != "loop" else []
+        # decode (the decoder was saying again what it had heard before), nor a word that
+        # closes an annotation: its marker ends it. (Held, "FUNDO]" after a committed
+        # "[MÚSICA DE" was all that each decode forced with them said: the speech after
+        # it waited for the stream's end.)
+        ends = decode.stop == "loop" or self._closes_annotation(words)
+        held = words[-1:] if words and not final and not self.never_fire and not ends else []
         if self._pending is not None and not final:
             # Committed once two decodes after the same committed words agree on them.
             agreed = agreed_prefix(self._pending, [text for text, _ in words])
@@ -487,6 +492,14 @@ class AlignAtt(Policy):
             rest = self._restart(loop_end, final, restarts)
             step = Step(committed=step.committed + rest.committed, partial=rest.partial)
         return step
+
+    def _closes_annotation(self, words: list[tuple[str, list[int]]]) -> bool:
+        """Whether the last of a decode's ``words`` closes an annotation, opened in them or
+        in the words committed before."""
+        closer, closed = self.annotations.closer, False
+        for text, _ in words:
+            closer, closed = _after_word(closer, text.strip())
+        return closed
 
     def _restart(self, cut: float, final: bool, restarts: int) -> Step:
         """After a loop: the buffer starts afresh at stream time ``cut`` and is decoded
@@ -719,15 +732,12 @@ class Annotations:
         return Step(committed=committed, partial=partial)
 
     def _take(self, word: Word) -> list[Word]:
-        text = word["text"]
-        if self.closer is None:
-            if text[:1] not in ANNOTATION_MARKERS:
-                return [word]
-            self.closer = ANNOTATION_MARKERS[text[:1]]
-            text = text[1:]  # the word that opens an annotation may close it too: "[Musik]"
+        if self.closer is None and word["text"][:1] not in ANNOTATION_MARKERS:
+            return [word]
         self.held.append(word)
-        if text.rstrip(".,;:!?…").endswith(self.closer):
-            self.held, self.closer = [], None
+        self.closer, closed = _after_word(self.closer, word["text"])
+        if closed:
+            self.held = []
             self.dropped += 1
             return []
         return self._release() if len(self.held) > ANNOTATION_LONGEST else []
@@ -735,6 +745,18 @@ class Annotations:
     def _release(self) -> list[Word]:
         held, self.held, self.closer = self.held, [], None
         return held
+
+
+def _after_word(closer: str | None, text: str) -> tuple[str | None, bool]:
+    """After the word ``text``, the marker that closes the open annotation (None: none is
+    open), given ``closer``, the one before it; and whether ``text`` closed one."""
+    if closer is None:
+        if text[:1] not in ANNOTATION_MARKERS:
+            return None, False
+        closer, text = ANNOTATION_MARKERS[text[:1]], text[1:]  # it may close it too: "[Musik]"
+    if text.rstrip(".,;:!?…").endswith(closer):
+        return None, True
+    return closer, False
 
 
 def _before_annotation(words: list[Word]) -> list[Word]:
