@@ -10,7 +10,10 @@ another), streams the same clips one by one for comparison, and prints per confi
   each with the pauses around it ("segments alone"), pooled and per source clip. A clip's
   WER depends on where the passes fall in its speech, which the pause before it moves:
   the segments alone are the clips as the long stream has them, without the stream
-  before them, the baseline that tells what the long stream itself costs;
+  before them, the baseline that tells what the long stream itself costs. The clips
+  alone are streamed ``--clip-shifts`` times (default 4), the k-th time after k/N s of
+  digital silence as ``benchmarks/accuracy.py --shifts`` does: their WER pooled over
+  the placements, and its range (one placement is one draw of where the passes fall);
 * drift: the long stream's WER over the first and the second half of the repetitions;
 * memory: this process's resident set (children included: FFmpeg, when a decoder runs),
   sampled every half second of the stream's clock as its events arrive: at the start and
@@ -241,21 +244,29 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     hypotheses = assign_words(words, segments)
     repetitions = len(segments) // len(clips)
     half = (repetitions // 2) * len(clips)
-    alone: list[str] = []
+    shifts = [round(k / args.clip_shifts, 3) for k in range(args.clip_shifts)]
+    alone: list[list[str]] = []  # per shift, per clip
     segments_alone: list[str] = []
     if not args.stream_only:
         pieces = segment_audio(stream, segments)
-        total = sum(len(audio) for audio, _ in clips) + sum(len(audio) for audio in pieces)
+        leads = [np.zeros(int(round(shift * 16_000)), np.float32) for shift in shifts]
+        clip_samples = sum(len(audio) for audio, _ in clips)
+        total = sum(len(lead) * len(clips) + clip_samples for lead in leads) + sum(len(audio) for audio in pieces)
         with AudioBar(total / 16_000, f"{config.label}: clips and segments alone") as bar:
-            for audio, _ in clips:
-                (clip_run,) = replay(audio, [config], clock=args.clock, cost_model=args.costs, progress=bar.at)
-                alone.append(clip_run.text)
-                bar.done(len(audio) / 16_000)
+            for lead in leads:
+                alone.append([])
+                for audio, _ in clips:
+                    shifted = np.concatenate([lead, np.asarray(audio, np.float32)])
+                    (clip_run,) = replay(shifted, [config], clock=args.clock, cost_model=args.costs, progress=bar.at)
+                    alone[-1].append(clip_run.text)
+                    bar.done(len(shifted) / 16_000)
             for audio in pieces:
                 (segment_run,) = replay(audio, [config], clock=args.clock, cost_model=args.costs, progress=bar.at)
                 segments_alone.append(segment_run.text)
                 bar.done(len(audio) / 16_000)
     clip_texts = [text for _, text in clips]
+    pooled_references = clip_texts * len(alone)  # every placement's clips, in order
+    pooled = [text for texts in alone for text in texts]
     lag = lag_series(run.lag_samples).to_dict()
     stream_seconds = len(stream) / 16_000
     return {
@@ -265,8 +276,11 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
         "wer_first_half": wer(references[:half], hypotheses[:half], normalizer=normalizer).defined_value if half else None,
         "wer_second_half": wer(references[half:], hypotheses[half:], normalizer=normalizer).defined_value if half else None,
         "per_clip": per_clip(references, hypotheses, len(clips), normalizer),
-        "clips_alone_wer": wer(clip_texts, alone, normalizer=normalizer).to_dict() if alone else None,
-        "clips_alone_per_clip": [wer(ref, hyp, normalizer=normalizer).defined_value for ref, hyp in zip(clip_texts, alone)],
+        "clips_alone_wer": wer(pooled_references, pooled, normalizer=normalizer).to_dict() if alone else None,
+        "clips_alone_shifts": [{"shift": shift, "wer": wer(clip_texts, texts, normalizer=normalizer).defined_value,
+                                "texts": texts} for shift, texts in zip(shifts, alone)],
+        "clips_alone_per_clip": [wer([ref] * len(alone), [texts[i] for texts in alone], normalizer=normalizer).defined_value
+                                 for i, ref in enumerate(clip_texts)] if alone else [],
         "segments_alone_wer": wer(references, segments_alone, normalizer=normalizer).to_dict() if segments_alone else None,
         "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer) if segments_alone else [],
         "per_segment": [
@@ -325,13 +339,19 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
     def span(start: float | None, end: float | None) -> str:
         return "-" if start is None or end is None else f"{start:.0f} → {end:.0f} MiB"
 
+    def placements(row: dict[str, Any]) -> str:
+        """The clips alone: pooled over their placements, and the range over them."""
+        values = [s["wer"] for s in row.get("clips_alone_shifts", []) if s["wer"] is not None]
+        pooled = pct((row["clips_alone_wer"] or {}).get("value"))
+        return pooled if len(values) < 2 else f"{pooled} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+
     head = ["configuration", "WER", "clips alone", "segments alone", "1st half", "2nd half", "per clip", "RSS start", "RSS end",
             "slope MiB/h", "RSS peak per quarter", "RSS median per quarter", "malloc in use", "malloc free", "lag max", "lag end", "summary"]  # fmt: skip
     table = [head]
     for row in rows:
         memory = row["memory"]
         table.append([
-            row["configuration"], pct(row["wer"]["value"]), pct((row["clips_alone_wer"] or {}).get("value")),
+            row["configuration"], pct(row["wer"]["value"]), placements(row),
             pct((row["segments_alone_wer"] or {}).get("value")),
             pct(row["wer_first_half"]), pct(row["wer_second_half"]),
             per_clip(row["per_clip"]), num(memory["start_mib"], " MiB"),
@@ -397,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-model", metavar="FILE",
                         help="the modeled clock's cost model (rtlab calibrate --out FILE; default: rtlab's reference CPU)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the pauses (default 0)")
+    parser.add_argument("--clip-shifts", type=int, default=4, metavar="N",
+                        help="stream the clips alone N times, the k-th after k/N s of silence (default 4)")  # fmt: skip
     parser.add_argument("--offline", action="store_true", help="add an offline pass of the whole stream and of each segment")
     parser.add_argument("--offline-only", action="store_true", help="the offline passes alone, no stream")
     parser.add_argument("--stream-only", action="store_true",
@@ -406,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes:g}")
+    if not 1 <= args.clip_shifts <= 20:
+        parser.error(f"--clip-shifts must be from 1 to 20, not {args.clip_shifts}")
     configurations = parse_configurations(parser, args.configuration or ["default", "vad"])
     pin_kernels_argument(parser, args)  # before any model is loaded
     args.normalizer = normalizer_name(args.language)

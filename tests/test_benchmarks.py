@@ -290,6 +290,11 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
     # the tone backend hears every word: each clip of the long stream keeps its own words
     assert row["wer"]["value"] == row["clips_alone_wer"]["value"] == row["segments_alone_wer"]["value"] == 0.0
     assert len(row["segments_alone_per_clip"]) == clips
+    # the clips alone at four placements (after 0 to 0.75 s of silence), every one scored
+    assert [s["shift"] for s in row["clips_alone_shifts"]] == [0.0, 0.25, 0.5, 0.75]
+    assert all(s["wer"] == 0.0 and len(s["texts"]) == clips for s in row["clips_alone_shifts"])
+    one_placement = row["segments_alone_wer"]["reference_words"] // row["repetitions"]  # the clips' words once
+    assert row["clips_alone_wer"]["reference_words"] == 4 * one_placement  # pooled over the placements
     assert [s["clip"] for s in row["per_segment"]] == [i % clips for i in range(row["segments"])]
     # each segment streamed alone is saved beside the long stream's text for it
     assert all(s["alone"] == s["hypothesis"] != "" and s["wer_alone"] == 0.0 for s in row["per_segment"])
@@ -325,6 +330,8 @@ def test_long_form_script_pins_the_kernels_it_is_asked_for(tone_corpus, tmp_path
         assert ("portable kernels" in result.stdout.split("hardware:")[1].splitlines()[0]) is named
     wrong = run_script("long_form.py", "--kernels", "fastest")
     assert wrong.returncode == 2 and "invalid choice: 'fastest'" in wrong.stderr
+    wrong = run_script("long_form.py", "--clip-shifts", "0")
+    assert wrong.returncode == 2 and "--clip-shifts must be from 1 to 20, not 0" in wrong.stderr
 
 
 def test_long_form_script_stream_only_leaves_out_the_clips_and_segments_alone(tone_corpus, tmp_path):
