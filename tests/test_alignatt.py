@@ -500,7 +500,8 @@ def test_a_word_that_closes_an_annotation_is_not_held_as_cut_by_the_chunk():
     """Portuguese FLEURS on base: "[MÚSICA DE" committed, then each decode forced with
     it said "FUNDO]" and stopped; held as the chunk's last word, it kept every word of
     the speech after it waiting for the stream's end. A closing marker ends its word:
-    it is committed (and dropped with its annotation) while another last word waits."""
+    one that closes an annotation an earlier word opened is committed (and dropped with
+    its annotation) while another last word waits."""
     audio, _ = tone_words(TEXT)
 
     def passes(policy: AlignAtt) -> list[str]:
@@ -523,6 +524,12 @@ def test_a_word_that_closes_an_annotation_is_not_held_as_cut_by_the_chunk():
     policy = AlignAtt(ToneAttentionBackend(), frame_threshold=25)
     said_as(policy, {"bravo": "[Musik", "charlie": "Musik]."})
     assert passes(policy) == ["alpha", "[Musik", "Musik]."] and policy.annotations.dropped == 1
+    # A whole annotation in one word waits as any last word: committed, it would be forced
+    # into the next decodes (Spanish FLEURS on base: a lone "[Música]" over the silence
+    # before the clip, forced, was said again in every decode over the speech after it).
+    policy = AlignAtt(ToneAttentionBackend(), frame_threshold=25)
+    said_as(policy, {"charlie": "[Música]"})
+    assert passes(policy) == ["alpha", "bravo"] and policy.annotations.dropped == 0
 
 
 def words_of(*texts: str) -> list[dict]:

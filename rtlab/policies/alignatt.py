@@ -462,9 +462,11 @@ class AlignAtt(Policy):
             words, attended, joins = self._not_heard_before(words, attended)
         # The chunk may end inside its last word, which waits; not where a loop stopped the
         # decode (the decoder was saying again what it had heard before), nor a word that
-        # closes an annotation: its marker ends it. (Held, "FUNDO]" after a committed
-        # "[MÚSICA DE" was all that each decode forced with them said: the speech after
-        # it waited for the stream's end.)
+        # closes an annotation an earlier word opened: its marker ends it. (Held, "FUNDO]"
+        # after a committed "[MÚSICA DE" was all that each decode forced with them said,
+        # and the speech after it waited for the stream's end.) A whole annotation in one
+        # word waits as any: committed, a lone "[Música]" over the silence before a
+        # Spanish clip was forced into the next decodes, which said it again over the speech.
         ends = decode.stop == "loop" or self._closes_annotation(words)
         held = words[-1:] if words and not final and not self.never_fire and not ends else []
         if self._pending is not None and not final:
@@ -494,12 +496,14 @@ class AlignAtt(Policy):
         return step
 
     def _closes_annotation(self, words: list[tuple[str, list[int]]]) -> bool:
-        """Whether the last of a decode's ``words`` closes an annotation, opened in them or
-        in the words committed before."""
-        closer, closed = self.annotations.closer, False
+        """Whether the last of a decode's ``words`` closes an annotation of sound that is
+        not speech (:class:`Annotations`) that an earlier word opened, in this decode or
+        committed before: "FUNDO]" after "[MÚSICA DE", not a whole "[Música]"."""
+        closer, opened, closed = self.annotations.closer, None, False
         for text, _ in words:
+            opened = closer
             closer, closed = _after_word(closer, text.strip())
-        return closed
+        return closed and opened is not None
 
     def _restart(self, cut: float, final: bool, restarts: int) -> Step:
         """After a loop: the buffer starts afresh at stream time ``cut`` and is decoded
