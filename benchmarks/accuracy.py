@@ -157,27 +157,37 @@ def long_form_manifest(corpus: Path, minutes: float, target: Path, seed: int = 0
     return target
 
 
+def shift_seconds(shifts: int) -> list[float]:
+    """Where each of ``shifts`` streams of a clip starts: after 0, 1/``shifts``, ... s of
+    digital silence."""
+    return [round(k / shifts, 3) for k in range(shifts)]
+
+
+def after_silence(samples: Any, seconds: float) -> Any:
+    """``samples`` (float32, 16 kHz) after ``seconds`` of digital silence."""
+    import numpy as np
+
+    return np.concatenate([np.zeros(int(round(seconds * 16_000)), np.float32), np.asarray(samples, np.float32)])
+
+
 def shifted_manifests(corpus: Path, shifts: int, folder: Path) -> list[tuple[float, Path]]:
     """The corpus's clips after 0, 1/``shifts``, ... s of digital silence, as WAV files in
     ``folder/SHIFT/`` with a JSONL manifest ``folder/SHIFT.jsonl`` per shift (each clip is
     decoded once); ``(shift, manifest)`` pairs."""
-    import numpy as np
-
     from rtlab.decoders.files import decode_audio
     from rtlab.eval.corpus import load_corpus
     from rtlab.testing.tones import wav_bytes
 
     clips = [(utterance, decode_audio(utterance.audio)) for utterance in load_corpus(corpus)]
     manifests = []
-    for k in range(shifts):
-        shift = round(k / shifts, 3)
+    for shift in shift_seconds(shifts):
         target = folder / f"{shift:g}.jsonl"
         clip_folder = target.with_suffix("")
         clip_folder.mkdir(parents=True, exist_ok=True)
         lines = []
         for utterance, samples in clips:
             wav = clip_folder / (Path(utterance.audio).stem + ".wav")
-            wav.write_bytes(wav_bytes(np.concatenate([np.zeros(int(round(shift * 16_000)), np.float32), samples]), float32=True))
+            wav.write_bytes(wav_bytes(after_silence(samples, shift), float32=True))
             lines.append(json.dumps({**utterance.to_dict(), "audio": f"{clip_folder.name}/{wav.name}"}))  # beside the manifest
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
         manifests.append((shift, target))

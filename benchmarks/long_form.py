@@ -52,7 +52,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import CONFIGURATIONS, long_form_stream, normalizer_name, parse_configurations  # noqa: E402
+from accuracy import (  # noqa: E402
+    CONFIGURATIONS, after_silence, long_form_stream, normalizer_name, parse_configurations, shift_seconds,
+)
 
 from rtlab.kernels import add_kernels_argument, pin_kernels_argument  # noqa: E402
 
@@ -244,19 +246,18 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     hypotheses = assign_words(words, segments)
     repetitions = len(segments) // len(clips)
     half = (repetitions // 2) * len(clips)
-    shifts = [round(k / args.clip_shifts, 3) for k in range(args.clip_shifts)]
+    shifts = shift_seconds(args.clip_shifts)
     alone: list[list[str]] = []  # per shift, per clip
     segments_alone: list[str] = []
     if not args.stream_only:
         pieces = segment_audio(stream, segments)
-        leads = [np.zeros(int(round(shift * 16_000)), np.float32) for shift in shifts]
-        clip_samples = sum(len(audio) for audio, _ in clips)
-        total = sum(len(lead) * len(clips) + clip_samples for lead in leads) + sum(len(audio) for audio in pieces)
-        with AudioBar(total / 16_000, f"{config.label}: clips and segments alone") as bar:
-            for lead in leads:
+        clip_seconds = sum(len(audio) for audio, _ in clips) / 16_000
+        total = sum(shift * len(clips) + clip_seconds for shift in shifts) + sum(len(audio) for audio in pieces) / 16_000
+        with AudioBar(total, f"{config.label}: clips and segments alone") as bar:
+            for shift in shifts:
                 alone.append([])
                 for audio, _ in clips:
-                    shifted = np.concatenate([lead, np.asarray(audio, np.float32)])
+                    shifted = after_silence(audio, shift)
                     (clip_run,) = replay(shifted, [config], clock=args.clock, cost_model=args.costs, progress=bar.at)
                     alone[-1].append(clip_run.text)
                     bar.done(len(shifted) / 16_000)

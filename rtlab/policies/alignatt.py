@@ -13,9 +13,9 @@ chunk. What was accepted is committed at once: there is no second pass to agree 
 
 The last word a chunk decodes is held back (shown as partial text) unless ``never_fire``:
 the chunk may end inside it ("sea" of "seashore"); a word that closes an annotation an
-earlier word opened ("FUNDO]" after "[MÚSICA DE") is not, its marker ends it. At the end of the stream the last
-decode runs to the end of text (at most :data:`MAX_TOKENS_PER_SECOND` tokens per second
-of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames before the end
+earlier word opened ("FUNDO]" after "[MÚSICA DE") is not, its marker ends it. At the end
+of the stream the last decode runs to the end of text (at most
+:data:`MAX_TOKENS_PER_SECOND` tokens per second of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames before the end
 of the audio, which loses a last word said right at the end of a clip, and no more audio
 will come to wait for.
 
