@@ -222,6 +222,13 @@ class VoiceActivity:
             return None
         return any(self._flags[first - self._first_flag : last - self._first_flag])
 
+    def first_speech_after(self, seconds: float) -> float | None:
+        """Stream seconds where the first frame of speech after ``seconds`` starts (None
+        when none was heard since, or that span was forgotten)."""
+        first = max(int(np.ceil(seconds * SAMPLE_RATE / FRAME)), self._first_flag)
+        found = self._flags.find(1, first - self._first_flag)
+        return None if found < 0 else (found + self._first_flag) * FRAME / SAMPLE_RATE
+
     def forget_before(self, seconds: float) -> None:
         """Drop the speech flags of the frames before ``seconds`` (no longer asked about)."""
         frame = min(int(seconds * SAMPLE_RATE) // FRAME, self.frames)

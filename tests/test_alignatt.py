@@ -26,7 +26,7 @@ from rtlab.policies.alignatt import (
     _Emitted,
     median_filter,
 )
-from rtlab.policies.vac import KEEP_SILENCE
+from rtlab.policies.vac import KEEP_SILENCE, ONSET_LEAD
 from rtlab.policies.incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from rtlab.registry import get_registry
 from rtlab.testing.conformance import registered
@@ -634,6 +634,19 @@ def test_vad_skips_decodes_over_silence_and_keeps_a_short_buffer():
     assert policy.decoder.encoded == []  # not even at the end: nobody spoke
     assert all(c == [] for c in commits) and policy.skipped_passes == len(commits)
     assert policy.buffered_seconds <= KEEP_SILENCE + 1e-6
+
+
+def test_vad_the_first_decode_of_an_utterance_hears_little_of_the_silence_before_it():
+    # 3 s of silence, then "alpha bravo" (its first tone at 3.3 s). The decodes over the
+    # silence were skipped, keeping KEEP_SILENCE seconds of it; the first decode over the
+    # speech hears ONSET_LEAD seconds before it, no more.
+    speech, _ = tone_words("alpha bravo")
+    audio = np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32), speech])
+    policy = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True))
+    commits, last = stream(policy, audio, chunk=1.2)
+    assert policy.skipped_passes == 2
+    assert policy.decoder.encoded[0] == pytest.approx(3.6 - (3.3 - ONSET_LEAD), abs=2 * FRAME / SAMPLE_RATE)
+    assert [w for c in commits for w in texts(c)] + texts(last) == ["alpha", "bravo"]
 
 
 def test_vad_the_stream_s_last_decode_hears_no_more_of_the_silence_than_an_utterance_end():

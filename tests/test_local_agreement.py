@@ -12,8 +12,9 @@ import pytest
 from rtlab.core.events import join_words
 from rtlab.errors import InvalidOption
 from rtlab.levels import frame_rms
-from rtlab.policies.local_agreement import KEEP_SILENCE, LocalAgreement
+from rtlab.policies.local_agreement import KEEP_SILENCE, ONSET_LEAD, LocalAgreement
 from rtlab.testing import ScriptedBackend
+from rtlab.vad import FRAME
 
 SR = 16_000
 
@@ -802,8 +803,6 @@ class LateVAD:
         self.flagged, self.frames, self.pending = flagged, 0, 0
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
-        from rtlab.vad import FRAME
-
         count, self.pending = divmod(self.pending + len(pcm), FRAME)
         times = (self.frames + np.arange(count)) * FRAME / SR
         self.frames += count
@@ -814,17 +813,30 @@ class LateVAD:
 
 
 def test_vad_keeps_the_start_of_speech_that_the_vad_flagged_late():
-    # Speech starts at 3.8 s; the VAD flags it from 5.2 s, after the pass at 5 s skipped
-    # the "silence" (a soft start: Silero was 1.3 s late on a French clip's "L'accident").
-    # The skipped pass kept the buffer's last KEEP_SILENCE seconds, so the first pass that
-    # hears the speech is given its start.
+    # Speech starts at 3.8 s; the VAD flags it from 4.9 s, after the pass at 4 s skipped
+    # the "silence" (a soft start: Silero flagged a German clip's "Für" 0.9 s after
+    # Whisper put it). The first pass that hears the speech is given its start.
     policy, backend = policy_for("accident@0.8-1.3 happened@1.4-2.0 there@2.2-2.6", vad=True)
-    policy.vac.activity.vad = LateVAD(flagged=5.2)
-    for _ in range(6):
+    policy.vac.activity.vad = LateVAD(flagged=4.9)
+    for _ in range(5):
         step(policy)
-    assert policy.skipped_passes == 5 and len(backend.audio_lengths) == 1
-    assert 6.0 - backend.audio_lengths[0] <= 3.8, "the first pass over the speech was not given its start"
+    assert policy.skipped_passes == 4 and len(backend.audio_lengths) == 1
+    assert 5.0 - backend.audio_lengths[0] <= 3.8, "the first pass over the speech was not given its start"
     assert texts(policy.finish().committed) == ["accident", "happened", "there"]
+
+
+def test_vad_the_first_pass_over_an_utterance_hears_little_of_the_silence_before_it():
+    # Whisper reads speech worse after more than a second of silence. The passes over the
+    # silence kept KEEP_SILENCE seconds of it (they cannot know where speech will start);
+    # once the VAD flags speech (at 3.5 s), the buffer keeps ONSET_LEAD seconds before it.
+    policy, backend = policy_for("north@0.2-0.6 wind@0.7-1.1", "north@0.2-0.6 wind@0.7-1.1", vad=True)
+    policy.vac.activity.vad = LateVAD(flagged=3.5)
+    for _ in range(3):
+        step(policy)
+    assert policy.skipped_passes == 3 and policy.buffered_seconds == pytest.approx(KEEP_SILENCE)
+    step(policy)
+    assert len(backend.audio_lengths) == 1
+    assert 4.0 - backend.audio_lengths[0] == pytest.approx(3.5 - ONSET_LEAD, abs=FRAME / SR)
 
 
 def test_vad_commits_an_utterance_at_its_end_without_waiting_for_agreement(speech):

@@ -92,7 +92,7 @@ from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
 from . import Policy, Step
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .reheard import START_SLACK, after_committed
-from .vac import KEEP_SILENCE, controller
+from .vac import KEEP_SILENCE, ONSET_LEAD, controller
 
 #: A decode's tokens for the buffer (those forced and its new ones; the last decode of a
 #: stream: its new ones), at most this many per second of buffer, plus 16: a decoder that
@@ -418,6 +418,13 @@ class AlignAtt(Policy):
         if self.onset_agreement or self.agreement:
             self._pending = []
         self._cut_at(cut)
+
+    def start_utterance(self, onset: float) -> None:
+        """Voice activity: speech starts an utterance at stream time ``onset``. No word was
+        emitted for the buffer (it started afresh, or the stream did): it keeps
+        ``ONSET_LEAD`` seconds of the silence before the speech."""
+        if not self.emitted:
+            self._cut_at(onset - ONSET_LEAD)
 
     def skip_silence(self) -> Step:
         """Voice activity: nobody spoke since the last pass, and the last utterance was

@@ -87,7 +87,7 @@ from ..vad import Pause
 from ..words import MIN_WORD_SECONDS, agreed_prefix, key, sound_start
 from . import Policy, Step
 from .reheard import after_committed
-from .vac import KEEP_SILENCE, controller
+from .vac import KEEP_SILENCE, ONSET_LEAD, controller
 
 _WORD_MARGIN = 0.25  # seconds
 PAUSE_SECONDS = 0.15  # a gap between two words this long is a place to cut the buffer
@@ -596,6 +596,13 @@ class LocalAgreement(Policy):
         self.committed.extend(tail)
         self._cut_at(max(pause.start, pause.end - KEEP_SILENCE))
         return Step(committed=tail, partial=[])
+
+    def start_utterance(self, onset: float) -> None:
+        """Voice activity: speech starts an utterance at stream time ``onset``. Nothing
+        waits to be committed (the last utterance was ended, or nobody spoke yet): the
+        buffer keeps ``ONSET_LEAD`` seconds of the silence before it."""
+        if not self.previous:
+            self._cut_at(onset - ONSET_LEAD)
 
     def skip_silence(self) -> Step:
         """Voice activity: nobody spoke since the last pass, and nothing waits to be

@@ -38,6 +38,15 @@ LEAD_GAP = 0.3
 #: soft start after a pause (0.8 s on "To the north" in the shared English speech, 1.3 s
 #: on the "L'accident" that opens a French clip), and audio cut before it is never heard.
 KEEP_SILENCE = 2.0
+#: Seconds of silence a policy's buffer keeps before the first frame Silero flags as speech
+#: in an utterance, once it flags one: the rest of the silence ``KEEP_SILENCE`` kept is
+#: dropped before the utterance's first pass. Whisper reads speech after more than a second
+#: of silence worse (tiny.en on the shared English clips: 8.9% WER right after their
+#: start, 13.4% after 1.25 s of silence, 15.2% after 2 s), and the pass that skipped the
+#: silence before could leave two to three seconds of it. Silero flags a soft start up to
+#: about a second after Whisper puts the first word (0.2 to 0.9 s on the shared clips of
+#: five languages with a fresh state).
+ONSET_LEAD = 1.2
 
 
 class VoiceControlled(Protocol):
@@ -46,6 +55,8 @@ class VoiceControlled(Protocol):
     def end_utterance(self, pause: Pause) -> Step: ...
 
     def skip_silence(self) -> Step: ...
+
+    def start_utterance(self, onset: float) -> None: ...
 
 
 def controller(policy: str, vad: object, vad_silence_ms: object) -> VoiceActivityController | None:
@@ -91,8 +102,13 @@ class VoiceActivityController:
         """At the start of a pass: :meth:`update`, then the policy's step when voice
         activity decides it (an utterance ended: ``policy.end_utterance(pause)``; nobody
         spoke since the last pass, nor since the last utterance ended:
-        ``policy.skip_silence()``), or None: the policy decodes as usual."""
+        ``policy.skip_silence()``), or None: the policy decodes as usual. When speech
+        starts an utterance since the last pass, the policy hears of it first
+        (``policy.start_utterance(onset)``, stream seconds where the speech began)."""
+        was_in_utterance = self.in_utterance
         heard = self.update()
+        if not was_in_utterance and self.in_utterance:
+            policy.start_utterance(self.utterance_onset())
         pause = self.utterance_end()
         if pause is not None:
             return policy.end_utterance(pause)
@@ -107,6 +123,13 @@ class VoiceActivityController:
             return None
         self._handled_pause_end = pause.start
         return pause
+
+    def utterance_onset(self) -> float:
+        """Stream seconds where the speech of the utterance going on began (where the last
+        one ended when its flags were forgotten, which a policy's buffer never asks)."""
+        after = max(0.0, self._handled_pause_end)
+        onset = self.activity.first_speech_after(after)
+        return after if onset is None else onset
 
     def heard_in_speech(self, start: float, end: float, margin: float = 0.2) -> bool:
         """Whether the VAD found speech within ``margin`` seconds of a word heard from
