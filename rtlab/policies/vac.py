@@ -7,6 +7,8 @@ runs (:meth:`~VoiceActivityController.before_pass`):
 
 * did anyone speak since the last pass? A pass over nothing but silence is skipped: no
   model call, and no words "heard" in the silence;
+* did speech start an utterance? The policy's buffer keeps only ``ONSET_LEAD`` seconds
+  of the silence before it (``policy.start_utterance``);
 * did an utterance end (a pause of ``min_silence_ms`` after speech)? The policy then
   commits what it heard up to the pause without waiting for two passes to agree, and cuts
   its buffer there;
@@ -34,18 +36,18 @@ if TYPE_CHECKING:
 
 #: Seconds between a word and the next at most, for a word before speech to lead into it.
 LEAD_GAP = 0.3
-#: Seconds of silence a policy's buffer keeps before speech: Silero can be late to flag a
-#: soft start after a pause (0.8 s on "To the north" in the shared English speech, 1.3 s
-#: on the "L'accident" that opens a French clip), and audio cut before it is never heard.
+#: Seconds of silence a policy's buffer keeps while nobody speaks (a pass cannot know where
+#: speech will start): Silero can be late to flag a soft start after a pause (1.3 s on the
+#: "L'accident" that opens a French clip, with the state it carried from louder speech),
+#: and audio cut before it is never heard.
 KEEP_SILENCE = 2.0
 #: Seconds of silence a policy's buffer keeps before the first frame Silero flags as speech
-#: in an utterance, once it flags one: the rest of the silence ``KEEP_SILENCE`` kept is
-#: dropped before the utterance's first pass. Whisper reads speech after more than a second
-#: of silence worse (tiny.en on the shared English clips: 8.9% WER right after their
-#: start, 13.4% after 1.25 s of silence, 15.2% after 2 s), and the pass that skipped the
-#: silence before could leave two to three seconds of it. Silero flags a soft start up to
-#: about a second after Whisper puts the first word (0.2 to 0.9 s on the shared clips of
-#: five languages with a fresh state).
+#: in an utterance, once it flags one: the rest of what ``KEEP_SILENCE`` kept is dropped
+#: before the utterance's first pass. Whisper reads speech after more than a second of
+#: silence worse, and the skipped passes could leave two to three seconds of it; Silero
+#: flags a soft start up to about a second after Whisper's first word begins (with a
+#: fresh state, on the shared clips of five languages). Measured on
+#: docs/benchmarks/2026-12-06-controller-onset-lead.md.
 ONSET_LEAD = 1.2
 
 
