@@ -83,6 +83,23 @@ def test_speech_in_says_whether_a_span_held_speech_and_forgets_what_it_is_told_t
     assert len(activity._flags) == activity.frames - activity._first_flag
 
 
+def test_first_speech_after_finds_where_the_next_speech_starts(speech):
+    # Real Silero on the fox clip after 1 s of silence, twice, 2 s apart.
+    activity = VoiceActivity()
+    gap = np.zeros(2 * SR, np.float32)
+    for piece in (np.zeros(SR, np.float32), speech, gap, speech, gap):
+        activity.process(piece)
+    first = activity.first_speech_after(0.0)
+    assert first is not None and 1.0 <= first < 2.0 and activity.speech_in(0.0, first) is False
+    second_start = 1 + len(speech) / SR + 2
+    second = activity.first_speech_after(second_start - 1.0)
+    assert second is not None and second_start <= second < second_start + 1.0
+    assert activity.speech_in(second_start - 1.0, second) is False
+    assert activity.first_speech_after(activity.seconds - 1.0) is None, "nobody spoke since"
+    activity.forget_before(second_start)
+    assert activity.first_speech_after(0.0) == second, "what was forgotten is not searched"
+
+
 def test_words_that_lead_into_speech_count_as_said_and_words_apart_from_it_do_not(monkeypatch):
     from rtlab.policies.vac import VoiceActivityController
 
