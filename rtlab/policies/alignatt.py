@@ -15,9 +15,9 @@ The last word a chunk decodes is held back (shown as partial text) unless ``neve
 the chunk may end inside it ("sea" of "seashore"); a word that closes an annotation an
 earlier word opened ("FUNDO]" after "[MÚSICA DE") is not, its marker ends it. At the end
 of the stream the last decode runs to the end of text (at most
-:data:`MAX_TOKENS_PER_SECOND` tokens per second of buffer, plus 16) and keeps every word: SimulStreaming stops it 4 frames before the end
-of the audio, which loses a last word said right at the end of a clip, and no more audio
-will come to wait for.
+:data:`MAX_TOKENS_PER_SECOND` tokens per second of buffer, plus 16) and keeps every word:
+SimulStreaming stops it 4 frames before the end of the audio, which loses a last word
+said right at the end of a clip, and no more audio will come to wait for.
 
 With ``vad`` the voice-activity controller (:mod:`rtlab.policies.vac`) works as
 SimulStreaming's VAC: no decode over silence, and when a pause of ``vad_silence_ms`` ends
