@@ -6,8 +6,9 @@ the widest vector instructions the CPU has (AVX2, AVX-512, AVX-512 VNNI); PyTorc
 ATen, MKL and oneDNN kernels the same way. The words a model hears can change with them:
 tiny.en hears a synthetic clip as "the lazy nog" on one CPU and "the lady nog" on another.
 The modeled and unaware clocks make a replay repeat on one machine; with the *portable*
-kernels it repeats on every x86-64 CPU with AVX2, at some cost in speed where the CPU has
-more. NumPy (which computes the log-mel features) and its OpenBLAS choose theirs too, and so
+kernels it repeats on the x86-64 CPUs with AVX2 tried (an AMD EPYC, an emulated Haswell),
+at some cost in speed where the CPU has more, though not on an Intel Xeon with AMX, where
+CTranslate2's encoder computed otherwise (docs/evaluation.md, "Which CPU computed"). NumPy (which computes the log-mel features) and its OpenBLAS choose theirs too, and so
 does FFmpeg, which decodes the audio: its decoders and resampler run SIMD code chosen by
 CPU, and two FFmpeg builds compute differently, each enough to change a word. Portable
 decoding is the imageio-ffmpeg wheel's FFmpeg (one build, pinned in constraints.txt) with
@@ -168,8 +169,8 @@ def add_kernels_argument(parser: argparse.ArgumentParser) -> None:
     """Give a script's argument parser ``--kernels {auto,portable}`` (the benchmark scripts;
     the CLI has ``rtlab --kernels``)."""
     parser.add_argument("--kernels", choices=KERNEL_CHOICES, default="auto",
-                        help="portable: the same compute kernels on every x86-64 CPU with AVX2, so that the words "
-                             "repeat on another machine (rtlab.kernels; default auto: the fastest for this CPU)")  # fmt: skip
+                        help="portable: the same compute kernels on x86-64 CPUs with AVX2, so that the words "
+                             "repeat on another machine (rtlab.kernels, which names the CPUs where they do not; default auto: the fastest for this CPU)")  # fmt: skip
 
 
 def pin_kernels_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -661,11 +661,52 @@ def test_same_events_script_finds_the_recorded_events_on_this_machine():
     result = run_script("same_events.py", "--clips", "tests/data/fox.ogg", "--clocks", "unaware")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tests/data/fox.ogg                       unaware      12" in result.stdout
-    assert "1 of 1 compared clips and clocks gave the recorded events" in result.stdout
+    # The reference's events, or those recorded apart for this kind of CPU, where the
+    # portable kernels are known to diverge (an Intel Xeon with AMX, 2026-12-06).
+    assert ("1 of 1 compared clips and clocks gave the recorded events" in result.stdout
+            or "1 gave the events recorded apart for this kind of CPU" in result.stdout), result.stdout  # fmt: skip
     # The portable FFmpeg decoded the clip as it did on the reference machine.
     recorded = json.loads((ROOT / "benchmarks" / "same-events.json").read_text())["events"]["tests/data/fox.ogg unaware"]
     module = _same_events_module()
     assert module.audio_digest(ROOT / "tests" / "data" / "fox.ogg") == recorded["audio_sha256"]
+
+
+@pytest.mark.slow
+def test_same_events_script_records_a_kind_of_cpu_that_diverges_apart(tmp_path):
+    # A machine whose events differ from the reference fails, and is recorded apart only
+    # with --divergent; then the same events on this kind of CPU pass as that divergence,
+    # and other events on it fail again.
+    pytest.importorskip("rtlab_faster_whisper", reason="the faster-whisper plugin is not installed")
+    from rtlab.kernels import portable_kernels_refusal
+
+    if portable_kernels_refusal():
+        pytest.skip(portable_kernels_refusal())
+    reference = json.loads((ROOT / "benchmarks" / "same-events.json").read_text())
+    reference["events"]["tests/data/fox.ogg unaware"]["sha256"] = "0" * 64  # as if recorded elsewhere
+    reference["divergent"] = []
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps(reference))
+    fox = ("--clips", "tests/data/fox.ogg", "--clocks", "unaware", "--reference", str(path))
+
+    differs = run_script("same_events.py", *fox)
+    assert differs.returncode == 1 and "DIFFERENT (recorded 12 events, 000000000000" in differs.stdout
+    refused = run_script("same_events.py", *fox, "--record")
+    assert refused.returncode == 1 and "--record --divergent records them apart" in refused.stderr
+    recorded = run_script("same_events.py", *fox, "--record", "--divergent")
+    assert recorded.returncode == 0, recorded.stderr
+    written = json.loads(path.read_text())
+    assert written["events"] == reference["events"]  # the reference itself is left as it was
+    [divergent] = written["divergent"]
+    assert divergent["machines"][0]["cpu_model"] and set(divergent["events"]) == {"tests/data/fox.ogg unaware"}
+
+    known = run_script("same_events.py", *fox)
+    assert known.returncode == 0, known.stdout
+    assert "; as recorded for this kind of CPU" in known.stdout
+    assert "1 gave the events recorded apart for this kind of CPU" in known.stdout
+    divergent["events"]["tests/data/fox.ogg unaware"]["sha256"] = "1" * 64  # a change on this kind of CPU
+    path.write_text(json.dumps(written))
+    changed = run_script("same_events.py", *fox)
+    assert changed.returncode == 1 and "as recorded for this kind of CPU" not in changed.stdout
 
 
 @pytest.mark.parametrize(
@@ -673,6 +714,8 @@ def test_same_events_script_finds_the_recorded_events_on_this_machine():
     [
         (["--clocks", "wall"], "--clocks: each of unaware, modeled"),
         (["--replace"], "--replace goes with --record"),
+        (["--divergent"], "--divergent goes with --record"),
+        (["--record", "--replace", "--divergent"], "--replace or --divergent, not both"),
         (["--clips", "tests/data/nope.ogg"], "no such clip: tests/data/nope.ogg"),
     ],
 )

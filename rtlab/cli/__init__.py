@@ -15,9 +15,10 @@ from ..kernels import KERNEL_CHOICES, KernelsError, pin_kernels
 @click.version_option(__version__, prog_name="rtlab")
 @click.option("--kernels", type=click.Choice(KERNEL_CHOICES), default="auto", show_default=True,
               envvar="RTLAB_KERNELS",
-              help="auto: each engine computes with the fastest kernels for this CPU; portable: the same "
-                   "kernels on every x86-64 CPU with AVX2, so that a modeled or unaware replay hears the same "
-                   "words on another machine (slower where the CPU has AVX-512).")  # fmt: skip
+              help="auto: each engine computes with the fastest kernels for this CPU; portable: pinned "
+                   "kernels for x86-64 CPUs with AVX2, so that a modeled or unaware replay hears the same "
+                   "words on another machine (slower where the CPU has AVX-512; not yet on every CPU: see "
+                   "docs/evaluation.md).")  # fmt: skip
 def cli(kernels: str) -> None:
     """rtlab: real-time speech transcription research platform."""
     warnings.formatwarning = _one_line_warning
