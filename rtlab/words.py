@@ -174,16 +174,19 @@ def needs_fallback(compression_ratio: float, avg_logprob: float, no_speech_prob:
     return compression_ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD
 
 
-def loops_with_prompt(prompt_tokens: Sequence[int], compression_ratio: float) -> bool:
+def retry_without_prompt(prompt_tokens: Sequence[int], compression_ratio: float, avg_logprob: float) -> bool:
     """Whether a window whose every decode failed Whisper's fallback rules is decoded once
     more without its prompt: it had one (``prompt_tokens``) and the decode kept is a loop
-    (its text's ``compression_ratio`` above ``COMPRESSION_RATIO_THRESHOLD``). A prompt that
-    ends mid-sentence can lead the model into a loop on every decode of the buffers after
-    it ("recorded by a" ahead of a buffer that began "board Byron.", tiny.en greedy:
-    "foreign foreign ...", from the prompt's "foreigners"), and the stream heard nothing in
-    30 s of speech; ``whisper.transcribe`` drops the prompt after a hot fallback for the
-    same reason."""
-    return bool(prompt_tokens) and compression_ratio > COMPRESSION_RATIO_THRESHOLD
+    (its text's ``compression_ratio`` above ``COMPRESSION_RATIO_THRESHOLD``) or unlikely
+    (``avg_logprob`` below ``LOG_PROB_THRESHOLD``); ``whisper.transcribe`` drops the prompt
+    after a hot fallback for the same reason. A prompt that ends mid-sentence can lead the
+    model astray on every decode of the buffers after it, and the stream loses that speech
+    for good: a loop ("recorded by a" ahead of a buffer that began "board Byron.", tiny.en
+    greedy: "foreign foreign ...", from the prompt's "foreigners"; 30 s of speech heard as
+    nothing), or next to no text (a buffer cut at "after", the prompt's last word, that
+    held "a glowing account of its splinters recorded by Lord Byron.": " the" at a log
+    probability of -1.7 on every pass, which the tail rule then dropped)."""
+    return bool(prompt_tokens) and (compression_ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD)
 
 
 def token_budget(max_tokens_per_second: float, seconds: float) -> int:

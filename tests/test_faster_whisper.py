@@ -695,6 +695,22 @@ def test_a_window_that_loops_with_its_prompt_is_decoded_again_without_it(monkeyp
     assert calls == [0.0]
 
 
+def test_a_window_that_is_unlikely_with_its_prompt_is_decoded_again_without_it(monkeypatch):
+    # A buffer cut at "after", its prompt's last word, held "a glowing account of its
+    # splinters recorded by Lord Byron.": prompted, tiny.en heard " the" at -1.7 on every
+    # pass, the tail rule dropped it, and the stream lost the sentence's end for good.
+    backend = ensure_loaded(get_backend("faster-whisper"))
+    generations = [(" the", -1.7, 0.05), (" account of the splinter", -0.7, 0.1)]
+    tokenizer, calls = _scripted_generations(backend, monkeypatch, generations)
+    prompt = tokenizer.encode(" made famous to foreigners after")
+    assert tokenizer.decode(backend._decode(None, tokenizer, prompt, 3.7, continued=False)).strip() == "account of the splinter"
+    assert calls == [0.0, 0.0]
+    # Likely enough with its prompt: decoded once.
+    tokenizer, calls = _scripted_generations(backend, monkeypatch, [(" a glowing account", -0.4, 0.05)])
+    assert tokenizer.decode(backend._decode(None, tokenizer, prompt, 3.7, continued=False)).strip() == "a glowing account"
+    assert calls == [0.0]
+
+
 @pytest.mark.parametrize("options", [{"max_batch": 0}, {"batch_wait_ms": -5}])
 def test_batch_options_out_of_range_are_refused(options):
     with pytest.raises(InvalidOption, match="faster-whisper: (max_batch|batch_wait_ms) must be"):

@@ -388,6 +388,25 @@ def test_a_window_that_loops_with_its_prompt_is_decoded_again_without_it(monkeyp
     assert prompts == [None]
 
 
+@pytest.mark.slow
+def test_a_window_that_is_unlikely_with_its_prompt_is_decoded_again_without_it(monkeypatch):
+    from types import SimpleNamespace
+
+    backend = ensure_loaded(get_backend("openai-whisper", cpu_threads=1))
+    scripted = [(-1.7, [50362, 345]), (-0.7, [50362, 346])]  # next to no text, unlikely; then text
+    prompts = []
+
+    def task(model, options):
+        avg_logprob, tokens = scripted[len(prompts)]
+        prompts.append(options.prompt)
+        result = SimpleNamespace(compression_ratio=1.0, avg_logprob=avg_logprob, no_speech_prob=0.05, tokens=tokens)
+        return SimpleNamespace(run=lambda features: [result])
+
+    monkeypatch.setattr(rtlab_openai_whisper, "features_task", task)
+    assert backend._decode(None, [1, 2, 3], 1.0, continued=False, language="en") == [346]
+    assert prompts == [[1, 2, 3], None]
+
+
 def test_an_unknown_model_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelNotFound, match="Embedded models: tiny.en, base") as refused:

@@ -14,7 +14,7 @@ from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
 from rtlab.words import (
     COMPRESSION_RATIO_THRESHOLD, continue_from, decoding_options, is_silent, merge_word_pieces, needs_fallback,
-    loops_with_prompt, settle_window, token_budget, window_options,
+    retry_without_prompt, settle_window, token_budget, window_options,
 )  # fmt: skip
 
 from . import devices as _devices
@@ -378,8 +378,9 @@ class FasterWhisperBackend(Backend):
 
     def _decode(self, encoder_output, tokenizer, previous: list[int], seconds: float, continued: bool) -> list[int]:
         """Text tokens for one window, with Whisper's temperature fallback and no-speech
-        check; [] when the window holds no speech. A window that loops at every
-        temperature with a prompt is decoded again without it (:func:`rtlab.words.loops_with_prompt`)."""
+        check; [] when the window holds no speech. A window that fails at every temperature
+        with a prompt (a loop, or text too unlikely) is decoded again without it
+        (:func:`rtlab.words.retry_without_prompt`)."""
         sequence = self.model.get_prompt(tokenizer, previous, without_timestamps=False)
         tried = []
         for temperature in self.temperatures:
@@ -392,7 +393,7 @@ class FasterWhisperBackend(Backend):
             # Every temperature failed: faster-whisper keeps the likeliest generation whose
             # text is not too repetitive, or the likeliest of all.
             ratio, avg_logprob, tokens, result = max(tried, key=lambda t: (t[0] <= COMPRESSION_RATIO_THRESHOLD, t[1]))
-            if loops_with_prompt(previous, ratio):
+            if retry_without_prompt(previous, ratio, avg_logprob):
                 return self._decode(encoder_output, tokenizer, [], seconds, continued)
         return [] if is_silent(result.no_speech_prob, avg_logprob, continued=continued) else tokens
 

@@ -24,7 +24,7 @@ from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 from rtlab.words import (
-    continue_from, decoding_options, is_silent, loops_with_prompt, merge_word_pieces, needs_fallback, settle_window,
+    continue_from, decoding_options, is_silent, merge_word_pieces, needs_fallback, retry_without_prompt, settle_window,
     token_budget, window_options,
 )  # fmt: skip
 
@@ -461,15 +461,15 @@ class OpenAIWhisperBackend(Backend):
         may hold only the silence after a sentence), so the no-speech probability alone
         rules it out there. As in ``whisper.transcribe``, a window the model finds silent
         (no-speech probability high, text unlikely) is not decoded again hotter. A window
-        that loops at every temperature with a prompt is decoded again without it
-        (:func:`rtlab.words.loops_with_prompt`)."""
+        that fails at every temperature with a prompt (a loop, or text too unlikely) is
+        decoded again without it (:func:`rtlab.words.retry_without_prompt`)."""
         model = self.loaded_model.model
         for temperature in self.temperatures:
             result = features_task(model, self.decoding_options(previous, seconds, language, temperature)).run(features)[0]
             if not needs_fallback(result.compression_ratio, result.avg_logprob, result.no_speech_prob):
                 break
         else:
-            if loops_with_prompt(previous, result.compression_ratio):
+            if retry_without_prompt(previous, result.compression_ratio, result.avg_logprob):
                 return self._decode(features, [], seconds, continued=continued, language=language)
         if is_silent(result.no_speech_prob, result.avg_logprob, continued=continued):
             return []
