@@ -21,6 +21,7 @@ default the first three):
   faster-whisper decodes a multilingual model with beam search, an English-only one
   greedily);
 * ``vad``: ``vad=true``, the voice-activity controller;
+* ``no-vad``: ``vad=false``, the controller named off (whatever the policy's default);
 * ``many-sessions``: the options the server guide recommends for many sessions on few
   cores (``pad_seconds=1``, ``deadline_sec=1.75``, ``buffer_trimming_sec=8``);
 * ``beam``: ``beam_size=5``, beam search (a Whisper backend's option);
@@ -81,6 +82,7 @@ from rtlab.kernels import add_kernels_argument, pin_kernels_argument
 #: Policy and backend options of each configuration.
 CONFIGURATIONS = {
     "default": "",
+    "no-vad": "vad=false",
     "vad": "vad=true",
     "many-sessions": "pad_seconds=1,deadline_sec=1.75,buffer_trimming_sec=8",
     "beam": "beam_size=5",

@@ -261,9 +261,11 @@ def check_policy(
       :data:`LONG_STREAM_SECONDS` stream of sentences and pauses;
     - keep sessions apart: two streams at once on one backend each commit their own words.
 
-    A policy with a ``vad`` option (:data:`VAD_OPTION`) is also checked with ``vad=true``
-    when ``options`` leave it off (those checks say "with vad=true"): the same checks, and
-    every word of two sentences with a pause between them that ends an utterance. Silero
+    A policy with a ``vad`` option (:data:`VAD_OPTION`) is checked on both of its paths:
+    with ``options`` (``vad`` at its default where they leave it out) and with the other
+    value (those checks say "with vad=true" or "with vad=false"): the same checks, and, where
+    ``vad`` is on, every word of two sentences with a pause between them that ends an
+    utterance. Silero
     VAD hears no speech in tones, so a :class:`~rtlab.testing.tones.ToneVAD` stands in for
     it throughout (:func:`~rtlab.testing.tones.tone_vad`). A policy whose ``vad=true``
     never asks rtlab's VAD (one with a detector of its own) is not checked there: the
@@ -305,9 +307,13 @@ def _check_registered_policy(
     if lacking:
         report.check(f"refuses backend {lacking[0]!r}, which lacks {', '.join(policy.requires)}",
                      _refuses_backend, registration, lacking[0], options)  # fmt: skip
+    declared = registry.accepted_options("policy", registration.name)
+    if VAD_OPTION in declared:
+        options = {VAD_OPTION: declared[VAD_OPTION], **options}  # the default named: the path "" runs
     variants = [("", options)]
-    if VAD_OPTION in registry.accepted_options("policy", registration.name) and options.get(VAD_OPTION) is not True:
-        variants.append((f"with {VAD_OPTION}=true: ", {**options, VAD_OPTION: True}))
+    if VAD_OPTION in declared:
+        other = options[VAD_OPTION] is not True  # the voice-activity path the options leave out
+        variants.append((f"with {VAD_OPTION}={str(other).lower()}: ", {**options, VAD_OPTION: other}))
     with tone_vad() as vads:
         for prefix, variant in variants:
             config = {"backend": backend, "policy": registration.name, "policy_options": variant}
@@ -324,7 +330,7 @@ def _check_registered_policy(
             report.passed += found.passed
             report.failed += found.failed
             if not built:
-                break  # the options as given do not build: with vad=true added they say the same
+                break  # the options as given do not build: with the other vad value they say the same
 
 
 def _check_streams(report: PolicyReport, prefix: str, config: dict[str, Any], max_buffered_seconds: float) -> bool:
