@@ -674,11 +674,24 @@ def test_the_incremental_decoder_may_choose_a_non_speech_token():
         assert decoder._choose(logits, np.zeros((1, 1, 1)), first).token == bracket
 
 
+#: How far the decoder's spectrogram may be from openai-whisper's: the last bit of a value
+#: (values lie within -1.5 to 1.5). Under the portable kernels on an Intel CPU, MKL's AVX2
+#: reproducibility mode (``MKL_CBWR``) rounds the mel filters' matrix product by its size,
+#: and the decoder's has fewer frames; elsewhere the two have been equal, number for number.
+LAST_BIT = 2.0**-22
+
+
+def same_spectrogram(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=0.0, atol=LAST_BIT))
+
+
 @pytest.mark.slow
 def test_the_decoder_s_spectrogram_is_openai_whisper_s_padded_one():
     """The incremental decoder transforms the audio, not the 30 s of silence openai-whisper
-    appends: the same window, number for number, and the same frames of audio, from one
-    sample to a full window, and on silence."""
+    appends: the same window (to the last bit of a value: :data:`LAST_BIT`), and the same
+    frames of audio, from one sample to a full window, and on silence."""
     import torch
     from whisper.audio import N_FRAMES, N_SAMPLES, pad_or_trim
 
@@ -692,9 +705,12 @@ def test_the_decoder_s_spectrogram_is_openai_whisper_s_padded_one():
         mel, frames = backend.log_mel(audio)
         window, window_frames = window_log_mel(model, audio)
         assert window_frames == frames, samples
-        assert torch.equal(window, pad_or_trim(mel, N_FRAMES)), samples
+        assert same_spectrogram(window, pad_or_trim(mel, N_FRAMES)), samples
     silence = np.zeros(16_000, np.float32)
     assert torch.equal(window_log_mel(model, silence)[0], pad_or_trim(backend.log_mel(silence)[0], N_FRAMES))
+    # A spectrogram off by more than rounding fails: one frame of audio left out.
+    window, _ = window_log_mel(model, speech[:48_037])
+    assert not same_spectrogram(window, pad_or_trim(backend.log_mel(speech[160:48_037])[0], N_FRAMES))
 
 
 @pytest.mark.slow
@@ -713,12 +729,12 @@ def test_the_decoder_s_window_after_the_audio_is_the_spectrogram_of_silence_or_z
     mel, expected_frames = backend.log_mel(audio)
     padded = pad_or_trim(mel, N_FRAMES)
     assert frames == expected_frames == 300 and window.shape == padded.shape
-    assert torch.equal(window[:, :frames], padded[:, :frames])
+    assert same_spectrogram(window[:, :frames], padded[:, :frames])
     after = window[:, frames:]
     if padding == "zeros":
         assert torch.count_nonzero(after) == 0
     else:
-        assert torch.equal(after, padded[:, frames:]) and torch.count_nonzero(after) == after.numel()
+        assert same_spectrogram(after, padded[:, frames:]) and torch.count_nonzero(after) == after.numel()
 
 
 def test_window_padding_other_than_silence_or_zeros_is_refused_in_one_line():

@@ -371,6 +371,8 @@ def window_log_mel(model: Any, audio: np.ndarray) -> tuple[Any, int]:
     (at most 30 s), and its number of frames of audio: ``pad_or_trim`` of what
     ``backend.log_mel`` gives, the same numbers, without the short-time Fourier transform
     of the 30 s of silence openai-whisper appends (most of its cost on a short buffer).
+    Under the portable kernels on an Intel CPU, MKL's AVX2 reproducibility mode rounds the
+    mel filters' matrix product by its size, and a value may then differ in its last bit.
 
     A frame all of whose samples are padding is 0 before the logarithm, so the same
     constant after it (the floor: the largest value less 8, or the clamp's -10); the
