@@ -8,9 +8,10 @@ tiny.en hears a synthetic clip as "the lazy nog" on one CPU and "the lady nog" o
 The modeled and unaware clocks make a replay repeat on one machine; with the *portable*
 kernels it repeats on the x86-64 CPUs with AVX2 tried (an AMD EPYC, an emulated Haswell),
 at some cost in speed where the CPU has more, though not on an Intel Xeon with AMX, where
-CTranslate2's encoder computed otherwise (docs/evaluation.md, "Which CPU computed"). NumPy (which computes the log-mel features) and its OpenBLAS choose theirs too, and so
-does FFmpeg, which decodes the audio: its decoders and resampler run SIMD code chosen by
-CPU, and two FFmpeg builds compute differently, each enough to change a word. Portable
+CTranslate2's encoder computed otherwise (docs/evaluation.md, "Which CPU computed"). NumPy
+(which computes the log-mel features) and its OpenBLAS choose theirs too, and so does
+FFmpeg, which decodes the audio: its decoders and resampler run SIMD code chosen by CPU,
+and two FFmpeg builds compute differently, each enough to change a word. Portable
 decoding is the imageio-ffmpeg wheel's FFmpeg (one build, pinned in constraints.txt) with
 its C code only. The variables must be set before NumPy is imported and before the first
 model computes: the libraries read them once per process (``rtlab --kernels`` and the
@@ -170,7 +171,8 @@ def add_kernels_argument(parser: argparse.ArgumentParser) -> None:
     the CLI has ``rtlab --kernels``)."""
     parser.add_argument("--kernels", choices=KERNEL_CHOICES, default="auto",
                         help="portable: the same compute kernels on x86-64 CPUs with AVX2, so that the words "
-                             "repeat on another machine (rtlab.kernels, which names the CPUs where they do not; default auto: the fastest for this CPU)")  # fmt: skip
+                             "repeat on another machine (rtlab.kernels, which names the CPUs where they do not; "
+                             "default auto: the fastest for this CPU)")  # fmt: skip
 
 
 def pin_kernels_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

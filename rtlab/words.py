@@ -165,13 +165,17 @@ def is_silent(no_speech_prob: float, avg_logprob: float, *, continued: bool = Fa
     return no_speech_prob > NO_SPEECH_THRESHOLD and (continued or avg_logprob < LOG_PROB_THRESHOLD)
 
 
+def _failed(compression_ratio: float, avg_logprob: float) -> bool:
+    """Whisper's rules for a failed decode: its text too repetitive (compression ratio) or
+    too unlikely."""
+    return compression_ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD
+
+
 def needs_fallback(compression_ratio: float, avg_logprob: float, no_speech_prob: float) -> bool:
     """Whether Whisper's temperature fallback decodes a window again, hotter: its text is
     too repetitive (compression ratio) or too unlikely, and the window is not silence
     (decoding silence hotter only makes words up)."""
-    if is_silent(no_speech_prob, avg_logprob):
-        return False
-    return compression_ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD
+    return not is_silent(no_speech_prob, avg_logprob) and _failed(compression_ratio, avg_logprob)
 
 
 def retry_without_prompt(prompt_tokens: Sequence[int], compression_ratio: float, avg_logprob: float) -> bool:
@@ -186,7 +190,7 @@ def retry_without_prompt(prompt_tokens: Sequence[int], compression_ratio: float,
     nothing), or next to no text (a buffer cut at "after", the prompt's last word, that
     held "a glowing account of its splinters recorded by Lord Byron.": " the" at a log
     probability of -1.7 on every pass, which the tail rule then dropped)."""
-    return bool(prompt_tokens) and (compression_ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD)
+    return bool(prompt_tokens) and _failed(compression_ratio, avg_logprob)
 
 
 def token_budget(max_tokens_per_second: float, seconds: float) -> int:

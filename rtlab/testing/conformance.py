@@ -265,11 +265,11 @@ def check_policy(
     with ``options`` (``vad`` at its default where they leave it out) and with the other
     value (those checks say "with vad=true" or "with vad=false"): the same checks, and, where
     ``vad`` is on, every word of two sentences with a pause between them that ends an
-    utterance. Silero
-    VAD hears no speech in tones, so a :class:`~rtlab.testing.tones.ToneVAD` stands in for
-    it throughout (:func:`~rtlab.testing.tones.tone_vad`). A policy whose ``vad=true``
-    never asks rtlab's VAD (one with a detector of its own) is not checked there: the
-    report lists it as NOT CHECKED, and a warning says so.
+    utterance. Silero VAD hears no speech in tones, so a
+    :class:`~rtlab.testing.tones.ToneVAD` stands in for it throughout
+    (:func:`~rtlab.testing.tones.tone_vad`). A policy whose ``vad=true`` never asks rtlab's
+    VAD (one with a detector of its own) is not checked there: the report lists it as NOT
+    CHECKED, and a warning says so.
 
     A class that is not registered yet is registered for the duration.
 
@@ -307,13 +307,12 @@ def _check_registered_policy(
     if lacking:
         report.check(f"refuses backend {lacking[0]!r}, which lacks {', '.join(policy.requires)}",
                      _refuses_backend, registration, lacking[0], options)  # fmt: skip
+    variants = [("", options)]
     declared = registry.accepted_options("policy", registration.name)
     if VAD_OPTION in declared:
         options = {VAD_OPTION: declared[VAD_OPTION], **options}  # the default named: the path "" runs
-    variants = [("", options)]
-    if VAD_OPTION in declared:
         other = options[VAD_OPTION] is not True  # the voice-activity path the options leave out
-        variants.append((f"with {VAD_OPTION}={str(other).lower()}: ", {**options, VAD_OPTION: other}))
+        variants = [("", options), (f"with {VAD_OPTION}={str(other).lower()}: ", {**options, VAD_OPTION: other})]
     with tone_vad() as vads:
         for prefix, variant in variants:
             config = {"backend": backend, "policy": registration.name, "policy_options": variant}
