@@ -86,7 +86,8 @@ def test_committed_words_are_never_committed_again():
     assert texts(committed) == ["a", "b", "c", "d"]
 
 
-def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts_with_what_left_it():
+@pytest.mark.parametrize("behind", [False, True])
+def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts_with_what_left_it(behind):
     policy, backend = policy_for(
         "a@0.1-0.4",
         "a@0.1-0.4 b@1.2-1.6",  # commits a
@@ -96,15 +97,19 @@ def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts
         buffer_trimming_sec=2.0,
         max_buffer_sec=10.0,
         prompt_pause_sec=None,  # the prompt runs across pauses (whisper_streaming's)
+        overload_trimming_sec=2.0,
     )
+    policy.behind = behind
     committed = []
     offsets = []
     for _ in range(5):
         committed += step(policy).committed
         offsets.append(policy.buffer_offset)
     assert texts(committed) == ["a", "b", "c", "d"]
-    # After d nothing follows yet: past buffer_trimming_sec, the cut is at its end.
-    assert offsets == pytest.approx([0.0, 0.0, 1.85, 2.85, 3.6])
+    # After d nothing follows yet, so no pause confirms its end: the buffer waits for one
+    # (a cut inside running speech loses words); behind real time, where a longer buffer
+    # would put the stream further behind, it is cut at d's end.
+    assert offsets == pytest.approx([0.0, 0.0, 1.85, 2.85, 3.6 if behind else 2.85])
     assert backend.audio_lengths == pytest.approx([1.0, 2.0, 3.0, 2.15, 2.15])
     # Committed words still inside the buffer are not prompted; those that left it are.
     assert backend.prompts == ["", "", "", "a b", "a b c"]
@@ -235,12 +240,13 @@ def test_prompt_pause_sec_keeps_the_prompt_within_an_utterance(prompt_pause_sec,
 
 
 def test_prompt_pause_sec_ends_a_pause_only_when_speech_is_heard_after_it():
-    # Cut after alpha with nothing heard since: the prompt stays until a pass hears bravo,
-    # 2.7 s after alpha; the pass after that one is not prompted.
+    # Cut after alpha with nothing heard since (behind real time): the prompt stays until a
+    # pass hears bravo, 2.7 s after alpha; the pass after that one is not prompted.
     policy, backend = policy_for(
         "alpha@0.1-0.3", "alpha@0.1-0.3", "", "bravo@2.7-2.9", "bravo@2.7-2.9",
-        buffer_trimming_sec=0.5, prompt_pause_sec=1.0,
+        buffer_trimming_sec=0.5, overload_trimming_sec=0.5, prompt_pause_sec=1.0,
     )  # fmt: skip
+    policy.behind = True
     for _ in range(5):
         step(policy)
     assert texts(policy.committed) == ["alpha", "bravo"]
@@ -254,12 +260,14 @@ def test_prompt_pause_sec_must_be_a_number_of_seconds():
 
 
 def test_a_long_stream_keeps_only_the_committed_words_its_prompt_needs():
-    # One word a second, each heard twice: the buffer is cut after every word, and the
-    # words before it matter only to the prompt (prompt_chars=8: at most 9 words kept).
+    # One word a second, each heard twice: the buffer (behind real time) is cut after every
+    # word, and the words before it matter only to the prompt (prompt_chars=8: at most 9
+    # words kept).
     hypotheses = []
     for second in range(60):
         hypotheses += [f"w{second}@0.1-0.4", f"w{second}@0.1-0.4"]
-    policy, backend = policy_for(*hypotheses, buffer_trimming_sec=0.5, prompt_chars=8)
+    policy, backend = policy_for(*hypotheses, buffer_trimming_sec=0.5, overload_trimming_sec=0.5, prompt_chars=8)
+    policy.behind = True
     committed = []
     sizes = []
     for _ in range(len(hypotheses)):
@@ -673,6 +681,20 @@ def test_running_speech_is_not_cut_at_a_word_end_before_buffer_trimming_sec():
     assert policy.buffer_offset == committed[-1]["end"]
 
 
+def test_running_speech_keeps_its_buffer_whole_until_max_buffer_sec_when_not_behind():
+    # On time, a buffer past buffer_trimming_sec with no pause after a committed word waits
+    # for one (fleurs-en-002 lost a sentence's end to a cut inside running speech); past
+    # max_buffer_sec it is cut all the same, so compute per pass stays bounded.
+    backend = RunningSpeech()
+    policy = backend.policy = LocalAgreement(backend, buffer_trimming_sec=4.0, max_buffer_sec=8.0, silence_factor=0)
+    committed, offsets = [], []
+    for _ in range(10):
+        committed += step(policy, 1.0).committed
+        offsets.append(policy.buffer_offset)
+    assert offsets[:8] == [0.0] * 8 and offsets[8] == committed[-1]["end"] == 9.0
+    assert texts(committed) == [f"w{i}" for i in range(9)]
+
+
 def test_the_final_pass_drops_words_heard_in_the_closing_silence():
     backend = ScriptedBackend([[
         {"text": "hello", "start": 0.2, "end": 0.8},
@@ -901,8 +923,8 @@ def test_after_a_sentence_a_quiet_stretch_later_in_a_long_gap_is_a_place_to_cut(
     # Whisper ends "over." at 1.0 s where the word's sound goes on to 1.3 s, a breath
     # follows, then 1.6 s of silence before the next sentence (a FLEURS clip's end in a long
     # stream). After a sentence's end, the silence is where to cut; after a word that ends
-    # none, the gap may hold speech no pass transcribed, and the buffer waits for
-    # buffer_trimming_sec and is cut at the last committed word.
+    # none, the gap may hold speech no pass transcribed, and the buffer waits for a pause
+    # after a committed word (or for max_buffer_sec).
     said = f"it's@0.2-0.6 {last_word}@0.6-1.0"
     policy, _ = policy_for(
         said, said, f"{said} To@3.4-3.7", f"{said} To@3.4-3.7 the@3.7-3.9", f"{said} To@3.4-3.7 the@3.7-3.9 north@3.9-4.4",
@@ -921,7 +943,7 @@ def test_after_a_sentence_a_quiet_stretch_later_in_a_long_gap_is_a_place_to_cut(
         # In the silence, at the gap's middle (1.0 + 2.4 / 2), kept out of the breath.
         assert policy.buffer_offset == pytest.approx(2.2)
     else:
-        assert policy.buffer_offset == pytest.approx(3.9)
+        assert policy.buffer_offset == 0.0
 
 
 def test_a_gap_that_turns_quiet_only_later_is_no_place_to_cut():

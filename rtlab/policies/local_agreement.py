@@ -5,10 +5,13 @@ committed once two consecutive hypotheses agree on it (their longest common pref
 Committed text that scrolled out of the buffer becomes the prompt for the next pass.
 Once the buffer is longer than ``buffer_trimming_sec`` (``overload_trimming_sec`` while
 the processor reports the stream ``behind`` real time) it is cut in a pause after a
-committed word, preferably one that ends a sentence, and at the last committed word only
-when it has no such pause and is past ``buffer_trimming_sec``. It never grows past
+committed word, preferably one that ends a sentence. With no such pause it waits for one:
+a cut at a word's end inside running speech opens the next buffer mid-sentence, and the
+model, prompted with the text before the cut, can lose the rest of the sentence. Only
+behind real time, where a longer buffer would put the stream further behind, is it cut at
+the last committed word past ``buffer_trimming_sec``. It never grows past
 ``max_buffer_sec``: beyond that the oldest hypothesis words are committed without
-agreement, so compute per pass stays bounded.
+agreement and the buffer is cut, so compute per pass stays bounded.
 
 ``deadline_sec`` (off by default, so that the policy is whisper_streaming's) bounds the
 wait for agreement: a word that ends at least that long before the end of the buffer is
@@ -554,7 +557,9 @@ class LocalAgreement(Policy):
             return
         # Prefer the end of the last committed sentence, which keeps the sentence being spoken
         # whole for the model, unless that leaves more than the limit; else the last pause
-        # after a committed word; past buffer_trimming_sec with neither, the last word.
+        # after a committed word. With neither, wait for a pause (see the module docstring):
+        # the last committed word only behind real time past buffer_trimming_sec, or past
+        # max_buffer_sec.
         buffer_end = self.buffer_offset + self.buffered_seconds
         points = self._cut_points()
         sentences = [time for time, sentence, _ in points if sentence]
@@ -562,7 +567,7 @@ class LocalAgreement(Policy):
             cut = sentences[-1]
         elif points:
             cut = points[-1][0]
-        elif self.buffered_seconds > self.buffer_trimming_sec:
+        elif self.buffered_seconds > (self.buffer_trimming_sec if self.behind else self.max_buffer_sec):
             cut = self.last_committed_end
         else:
             return
