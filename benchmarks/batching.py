@@ -47,6 +47,7 @@ def run_row(
 ) -> dict:
     """One row: ``sessions`` streams of ``audio`` on the wall clock through one backend;
     ``offline_words``, an offline pass's words of ``audio``, time the commits."""
+    from rtlab.backends import ensure_loaded
     from rtlab.config import StreamConfig
     from rtlab.core.instances import get_backend
     from rtlab.core.scheduler import scheduler_for
@@ -56,7 +57,7 @@ def run_row(
     configs = [
         StreamConfig.parse(f"{base},max_batch={batch},batch_wait_ms={wait_ms},name=session {i}") for i in range(sessions)
     ]
-    batcher = scheduler_for(get_backend(configs[0])).batcher
+    batcher = scheduler_for(ensure_loaded(get_backend(configs[0]))).batcher  # its replicas known
     before = (batcher.stats.batches, batcher.stats.passes) if batcher is not None else (0, 0)
     started = time.perf_counter()
     runs = replay(audio, configs, clock="wall")

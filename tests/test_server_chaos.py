@@ -30,6 +30,7 @@ from rtlab.cli import cli
 from rtlab.backends import Backend
 from rtlab.config import StreamConfig
 from rtlab.core.instances import get_backend
+from rtlab.core.scheduler import scheduler_for
 from rtlab.errors import BackendUnavailable
 from rtlab.server.client import TranscriptionClient
 from server_support import settle, split, wait_until
@@ -418,6 +419,35 @@ async def test_healthz_is_degraded_while_the_default_model_cannot_load(make_serv
     assert (await start_reply(client))["type"] == "transcription_started"
     response = await fetch(running.url + "/healthz")
     assert response.code == 200 and json.loads(response.body)["status"] == "ok"
+    await client.close()
+
+
+async def test_reports_polled_while_the_model_loads_leave_the_backend_all_its_replicas(make_server, monkeypatch):
+    # A backend learns how many replicas it has as it loads (rtlab-faster-whisper: two on
+    # two cores). /healthz and /metrics polled meanwhile (benchmarks/concurrency.py waits
+    # for the model so; so does a liveness probe) once made the backend's scheduler then,
+    # gated to the one replica an unloaded backend declares: every session after ran its
+    # passes one at a time, the cores half idle.
+    backend = get_backend(StreamConfig(backend="test", model="two-replicas"))
+    loading, go_on = threading.Event(), threading.Event()
+    load = backend.load
+
+    def load_two_replicas() -> None:
+        loading.set()
+        go_on.wait(10)
+        backend.max_concurrency = 2
+        load()
+
+    monkeypatch.setattr(backend, "load", load_two_replicas)
+    running = await make_server(model="two-replicas")
+    await asyncio.get_running_loop().run_in_executor(None, loading.wait, 10)
+    assert (await fetch(running.url + "/healthz")).code == 200
+    assert (await fetch(running.url + "/metrics")).code == 200
+    go_on.set()
+    await running.server.preload_task
+    client = await TranscriptionClient.connect(running.ws_url)
+    assert (await start_reply(client))["type"] == "transcription_started"
+    assert scheduler_for(backend).gate.capacity == 2
     await client.close()
 
 

@@ -584,9 +584,25 @@ def abandoned_passes() -> int:
 
 
 def scheduler_for(backend: Backend) -> Scheduler:
-    """The one scheduler shared by every session using ``backend``."""
+    """The one scheduler shared by every session using ``backend``, made on first use.
+
+    Call it once the backend is loaded: a scheduler takes the backend's replicas, cores per
+    call and batch size as they are when it is made, and a backend learns them as it loads
+    (rtlab-faster-whisper's replicas). Code that only reports on a scheduler uses
+    :func:`existing_scheduler`, which makes none."""
     with _schedulers_lock:
         scheduler = _schedulers.get(id(backend))
         if scheduler is None or scheduler.backend is not backend:
             scheduler = _schedulers[id(backend)] = Scheduler(backend)
         return scheduler
+
+
+def existing_scheduler(backend: Backend) -> Scheduler | None:
+    """``backend``'s scheduler if a session or an offline pass has made it, else None.
+
+    For reports (``/healthz``, ``/metrics``), which may run while the model loads: a
+    scheduler made then would gate the backend to the one replica an unloaded backend
+    declares, and every session after it would run its passes one at a time."""
+    with _schedulers_lock:
+        scheduler = _schedulers.get(id(backend))
+        return scheduler if scheduler is not None and scheduler.backend is backend else None

@@ -19,7 +19,7 @@ import tornado.web
 from ..backends import Backend, accepted_options, ensure_loaded
 from ..config import StreamConfig
 from ..core.instances import get_backend
-from ..core.scheduler import scheduler_for
+from ..core.scheduler import existing_scheduler
 from ..core.state import State
 from ..registry import get_registry
 from .config import ServerConfig
@@ -134,12 +134,13 @@ class TranscriptionServer:
     def stuck_passes(self) -> int:
         """Passes of this server's backends abandoned after the pass deadline whose backend
         call has not returned (each holds a thread and a model replica)."""
-        return sum(scheduler_for(backend).abandoned for backend in list(self._backends.values()))
+        schedulers = [existing_scheduler(backend) for backend in list(self._backends.values())]
+        return sum(scheduler.abandoned for scheduler in schedulers if scheduler is not None)
 
     def batch_totals(self) -> tuple[int, int]:
         """Model calls of this server's batching backends so far, and the passes they ran."""
-        batchers = [scheduler_for(b).batcher for b in list(self._backends.values())]
-        stats = [batcher.stats for batcher in batchers if batcher is not None]
+        schedulers = [existing_scheduler(b) for b in list(self._backends.values())]
+        stats = [s.batcher.stats for s in schedulers if s is not None and s.batcher is not None]
         return sum(s.batches for s in stats), sum(s.passes for s in stats)
 
     def problems(self, stuck: int) -> list[str]:
