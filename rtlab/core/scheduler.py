@@ -591,8 +591,8 @@ def scheduler_for(backend: Backend) -> Scheduler:
     (rtlab-faster-whisper's replicas). Code that only reports on a scheduler uses
     :func:`existing_scheduler`, which makes none."""
     with _schedulers_lock:
-        scheduler = _schedulers.get(id(backend))
-        if scheduler is None or scheduler.backend is not backend:
+        scheduler = _made_for(backend)
+        if scheduler is None:
             scheduler = _schedulers[id(backend)] = Scheduler(backend)
         return scheduler
 
@@ -604,5 +604,11 @@ def existing_scheduler(backend: Backend) -> Scheduler | None:
     scheduler made then would gate the backend to the one replica an unloaded backend
     declares, and every session after it would run its passes one at a time."""
     with _schedulers_lock:
-        scheduler = _schedulers.get(id(backend))
-        return scheduler if scheduler is not None and scheduler.backend is backend else None
+        return _made_for(backend)
+
+
+def _made_for(backend: Backend) -> Scheduler | None:
+    """The scheduler made for ``backend`` (not for an earlier object at its address); the
+    caller holds ``_schedulers_lock``."""
+    scheduler = _schedulers.get(id(backend))
+    return scheduler if scheduler is not None and scheduler.backend is backend else None

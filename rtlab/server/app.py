@@ -19,7 +19,7 @@ import tornado.web
 from ..backends import Backend, accepted_options, ensure_loaded
 from ..config import StreamConfig
 from ..core.instances import get_backend
-from ..core.scheduler import existing_scheduler
+from ..core.scheduler import Scheduler, existing_scheduler
 from ..core.state import State
 from ..registry import get_registry
 from .config import ServerConfig
@@ -134,14 +134,19 @@ class TranscriptionServer:
     def stuck_passes(self) -> int:
         """Passes of this server's backends abandoned after the pass deadline whose backend
         call has not returned (each holds a thread and a model replica)."""
-        schedulers = [existing_scheduler(backend) for backend in list(self._backends.values())]
-        return sum(scheduler.abandoned for scheduler in schedulers if scheduler is not None)
+        return sum(scheduler.abandoned for scheduler in self._schedulers())
 
     def batch_totals(self) -> tuple[int, int]:
         """Model calls of this server's batching backends so far, and the passes they ran."""
-        schedulers = [existing_scheduler(b) for b in list(self._backends.values())]
-        stats = [s.batcher.stats for s in schedulers if s is not None and s.batcher is not None]
+        stats = [s.batcher.stats for s in self._schedulers() if s.batcher is not None]
         return sum(s.batches for s in stats), sum(s.passes for s in stats)
+
+    def _schedulers(self) -> list[Scheduler]:
+        """The schedulers of this server's backends that sessions have made. A report makes
+        none (:func:`~rtlab.core.scheduler.existing_scheduler`): it may run while a model
+        loads."""
+        found = (existing_scheduler(backend) for backend in list(self._backends.values()))
+        return [scheduler for scheduler in found if scheduler is not None]
 
     def problems(self, stuck: int) -> list[str]:
         """What keeps the server from serving as configured, with ``stuck`` passes (see
