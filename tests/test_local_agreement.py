@@ -86,8 +86,9 @@ def test_committed_words_are_never_committed_again():
     assert texts(committed) == ["a", "b", "c", "d"]
 
 
+@pytest.mark.parametrize("after_d", ["speech", "quiet"])
 @pytest.mark.parametrize("behind", [False, True])
-def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts_with_what_left_it(behind):
+def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts_with_what_left_it(behind, after_d):
     policy, backend = policy_for(
         "a@0.1-0.4",
         "a@0.1-0.4 b@1.2-1.6",  # commits a
@@ -100,16 +101,24 @@ def test_trims_the_buffer_in_the_pause_after_the_last_committed_word_and_prompts
         overload_trimming_sec=2.0,
     )
     policy.behind = behind
+    # Sound under the words, quiet in the pauses between them; after d, speech no pass
+    # transcribed yet, or quiet.
+    audio = np.random.default_rng(7).normal(0, 0.1, 5 * SR).astype(np.float32)
+    for start, end in [(0.4, 1.2), (1.6, 2.1), (2.5, 3.2)] + ([(3.6, 5.0)] if after_d == "quiet" else []):
+        audio[int(start * SR) : int(end * SR)] = 0
     committed = []
     offsets = []
-    for _ in range(5):
-        committed += step(policy).committed
+    for second in range(5):
+        policy.insert_audio(audio[second * SR : (second + 1) * SR])
+        committed += policy.process_iter().committed
         offsets.append(policy.buffer_offset)
     assert texts(committed) == ["a", "b", "c", "d"]
-    # After d nothing follows yet, so no pause confirms its end: the buffer waits for one
-    # (a cut inside running speech loses words); behind real time, where a longer buffer
-    # would put the stream further behind, it is cut at d's end.
-    assert offsets == pytest.approx([0.0, 0.0, 1.85, 2.85, 3.6 if behind else 2.85])
+    # After d, with speech after it and no word heard there yet, no pause confirms its
+    # end: the buffer waits for one (a cut inside running speech loses words); behind
+    # real time, where a longer buffer would put the stream further behind, it is cut at
+    # d's end. Quiet after d is its pause: cut in the middle of the 1.4 s heard so far.
+    last = 4.3 if after_d == "quiet" else 3.6 if behind else 2.85
+    assert offsets == pytest.approx([0.0, 0.0, 1.85, 2.85, last])
     assert backend.audio_lengths == pytest.approx([1.0, 2.0, 3.0, 2.15, 2.15])
     # Committed words still inside the buffer are not prompted; those that left it are.
     assert backend.prompts == ["", "", "", "a b", "a b c"]
@@ -270,8 +279,10 @@ def test_a_long_stream_keeps_only_the_committed_words_its_prompt_needs():
     policy.behind = True
     committed = []
     sizes = []
+    speech = np.random.default_rng(8).normal(0, 0.1, SR // 2).astype(np.float32)  # no pause to cut in
     for _ in range(len(hypotheses)):
-        committed += step(policy, 0.5).committed
+        policy.insert_audio(speech)
+        committed += policy.process_iter().committed
         sizes.append(len(policy.committed))
     assert len(committed) == 60 and len(set(texts(committed))) == 60
     assert sizes[:4] == [0, 1, 1, 2] and max(sizes) == 9  # grows, then stays at 8 + 1
@@ -944,6 +955,33 @@ def test_after_a_sentence_a_quiet_stretch_later_in_a_long_gap_is_a_place_to_cut(
         assert policy.buffer_offset == pytest.approx(2.2)
     else:
         assert policy.buffer_offset == 0.0
+
+
+def test_past_buffer_trimming_sec_the_silence_after_the_last_committed_sentence_is_cut():
+    # The long English stream: "and comply." committed with its end 0.5 s early, then the
+    # silence before the next clip. Kept in the buffer, the silence made later passes of
+    # tiny.en hear the speech again as "and pink on.", and "on.", past the committed word's
+    # end, was committed as new. The pause after the last committed sentence is a place
+    # to cut once the buffer is past buffer_trimming_sec, though no word after it is heard.
+    said = "Many@0.2-0.8 people@0.8-1.5 and@2.9-3.4"
+
+    class HearsTheSpeechAgain(ScriptedBackend):
+        def transcribe(self, audio, *, prompt="", language=None):
+            heard = super().transcribe(audio, prompt=prompt, language=language)
+            return heard if policy.buffer_offset == 0 else []  # only silence after a cut
+
+    backend = HearsTheSpeechAgain([words(h) for h in (
+        "Many@0.2-0.8", "Many@0.2-0.8 people@0.8-1.5", said, f"{said} comply.@3.4-3.8", f"{said} comply.@3.4-3.8",
+        f"{said} pink@3.4-3.7 on.@3.75-4.4",
+    )])  # fmt: skip
+    policy = LocalAgreement(backend, language="en", buffer_trimming_sec=4.5)
+    audio = np.random.default_rng(4).normal(0, 0.1, 8 * SR).astype(np.float32)
+    audio[int(4.3 * SR) :] = 0
+    feed(policy, audio)
+    assert texts(policy.committed) == ["Many", "people", "and", "comply."]
+    # In the silence, 0.6 s after the word's end (half the 1.2 s of quiet the pass heard
+    # after it), not in the word's sound that goes on to 4.3 s.
+    assert policy.buffer_offset == pytest.approx(4.4)
 
 
 def test_a_gap_that_turns_quiet_only_later_is_no_place_to_cut():

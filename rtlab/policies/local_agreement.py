@@ -5,7 +5,8 @@ committed once two consecutive hypotheses agree on it (their longest common pref
 Committed text that scrolled out of the buffer becomes the prompt for the next pass.
 Once the buffer is longer than ``buffer_trimming_sec`` (``overload_trimming_sec`` while
 the processor reports the stream ``behind`` real time) it is cut in a pause after a
-committed word, preferably one that ends a sentence. With no such pause it waits for one:
+committed word (the last one's too, once the audio after it is quiet), preferably one
+that ends a sentence. With no such pause it waits for one:
 a cut at a word's end inside running speech opens the next buffer mid-sentence, and the
 model, prompted with the text before the cut, can lose the rest of the sentence. Only
 behind real time, where a longer buffer would put the stream further behind, is it cut at
@@ -557,11 +558,16 @@ class LocalAgreement(Policy):
             return
         # Prefer the end of the last committed sentence, which keeps the sentence being spoken
         # whole for the model, unless that leaves more than the limit; else the last pause
-        # after a committed word. With neither, wait for a pause (see the module docstring):
+        # after a committed word, the pause after the last one included when nothing after it
+        # is heard yet: a buffer that keeps the silence after the speech until the next
+        # utterance begins, ten seconds or more of it, has tiny.en hear that speech again as
+        # other words, and one of them, past the committed word's end, taken for new ("and
+        # comply." committed, "and pink on." heard later: "on." committed after it). With
+        # neither, wait for a pause (see the module docstring):
         # the last committed word only behind real time past buffer_trimming_sec, or past
         # max_buffer_sec.
         buffer_end = self.buffer_offset + self.buffered_seconds
-        points = self._cut_points()
+        points = self._cut_points(trailing=True)
         sentences = [time for time, sentence, _ in points if sentence]
         if sentences and buffer_end - sentences[-1] <= limit:
             cut = sentences[-1]
