@@ -1055,6 +1055,15 @@ def test_a_pass_that_skips_speech_after_the_last_commit_is_no_second_opinion(und
         assert policy.skipped_speech_passes == 0
 
 
+def test_a_first_word_heard_a_little_later_than_the_pass_before_heard_it_is_no_skip():
+    # base over a Spanish clip's opening: "Fue" at 1.76 s, then at 1.92 s. The word the pass
+    # before heard is this pass's first word, not speech it skipped.
+    policy, _ = policy_for("Fue@1.76-2.4", "Fue@1.92-2.4 tanta@2.44-2.8", "Fue@1.92-2.4 tanta@2.44-2.8 la@2.8-2.9")
+    feed(policy, np.random.default_rng(10).normal(0, 0.1, 3 * SR).astype(np.float32))
+    assert texts(policy.committed) == ["Fue", "tanta"]
+    assert policy.skipped_speech_passes == 0
+
+
 # -- language detection ----------------------------------------------------------------------
 
 

@@ -416,8 +416,8 @@ class LocalAgreement(Policy):
     def _skipped_speech(self, hypothesis: list[Word]) -> bool:
         """Whether the model skipped speech after the last commit in this pass: its first new
         word starts ``SKIPPED_SPEECH_SEC`` or more after the last committed word ends (or
-        after the buffer begins), the pass before heard a word in between, and sound starts
-        there (:func:`rtlab.words.sound_start`, a quarter second in from either side).
+        after the buffer begins), the pass before heard a word in between (all of it), and
+        sound starts there (:func:`rtlab.words.sound_start`, a quarter second in from either side).
 
         Whisper can pass over the speech at the start of a buffer: over a clip's last words
         ("feathers and can fly"), a 0.5 s pause and the next clip, with "and" committed,
@@ -433,7 +433,8 @@ class LocalAgreement(Policy):
         first = hypothesis[0]["start"]
         if first - after < SKIPPED_SPEECH_SEC:
             return False
-        if not any(w["end"] > after and w["start"] < first for w in self.previous):
+        # A word of the pass before between them, not this pass's first word heard earlier.
+        if not any(w["start"] >= after - _END_SLACK and w["end"] <= first - _END_SLACK for w in self.previous):
             return False
         start, end = after - self.buffer_offset + _WORD_MARGIN, first - self.buffer_offset - _WORD_MARGIN
         return end > start and sound_start(self.audio, start, end) is not None
