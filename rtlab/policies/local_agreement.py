@@ -35,7 +35,7 @@ buffer ends, with sound after it, nothing is committed from it and the pass befo
 the one the next is compared with (two such passes in a row at most). Two passes a second
 apart can stop alike on a name the model cannot read, and agree on what they made of it.
 So is a pass that skipped speech: its first new word starts ``SKIPPED_SPEECH_SEC`` or more
-after the last commit, over sound where the pass before heard a word.
+after the last commit, over sound where the pass before heard a whole word.
 
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
