@@ -34,8 +34,6 @@ ends in a word the alignment squeezed to nothing, ``STOPPED_EARLY_SEC`` or more 
 buffer ends, with sound after it, nothing is committed from it and the pass before stays
 the one the next is compared with (two such passes in a row at most). Two passes a second
 apart can stop alike on a name the model cannot read, and agree on what they made of it.
-So is a pass that skipped speech: its first new word starts ``SKIPPED_SPEECH_SEC`` or more
-after the last commit, over sound where the pass before heard a whole word.
 
 Words heard in silence are dropped before agreement: Whisper "hears" words such as
 "Thank you." or "That's it." in pauses and trailing silence, and two passes agree on them
@@ -113,10 +111,6 @@ _SENTENCE_QUIET_FRAMES = 10
 # no second opinion for agreement, at most _EARLY_PASSES times in a row.
 STOPPED_EARLY_SEC = 0.5
 _EARLY_PASSES = 2
-# A pass whose first new word starts at least SKIPPED_SPEECH_SEC after the last committed
-# word ends, where the pass before heard words and the audio has sound, skipped speech: no
-# second opinion either (the same _EARLY_PASSES in a row at most).
-SKIPPED_SPEECH_SEC = 0.5
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
 #: The longest prompt a stream may ask for: Whisper reads at most 223 prompt tokens (about a
@@ -244,8 +238,7 @@ class LocalAgreement(Policy):
         self.dropped_silent_words = 0
         self.deadline_commits = 0  # words committed by the deadline, without agreement
         self.stopped_early_passes = 0  # passes set aside as no second opinion (_stopped_early)
-        self.skipped_speech_passes = 0  # and so (_skipped_speech)
-        self._early_in_row = 0  # passes set aside in a row
+        self._early_in_row = 0
         self.audio = np.zeros(0, dtype=np.float32)
         self.buffer_offset = 0.0  # stream time of self.audio[0]
         self.committed: list[Word] = []  # in the buffer, and the last ones before it (the prompt)
@@ -360,10 +353,8 @@ class LocalAgreement(Policy):
         if self.vac is not None and (step := self.vac.before_pass(self)) is not None:
             return step
         hypothesis = self.transcribe_buffer()
-        stopped_early = self._stopped_early(hypothesis)
-        if stopped_early or self._skipped_speech(hypothesis):
-            self.stopped_early_passes += stopped_early
-            self.skipped_speech_passes += not stopped_early
+        if self._stopped_early(hypothesis):
+            self.stopped_early_passes += 1
             self._early_in_row += 1
             committed = []
         else:
@@ -412,32 +403,6 @@ class LocalAgreement(Policy):
         if last["end"] - last["start"] >= MIN_WORD_SECONDS or self.buffered_seconds - end < STOPPED_EARLY_SEC:
             return False
         return sound_start(self.audio, end + _WORD_MARGIN) is not None
-
-    def _skipped_speech(self, hypothesis: list[Word]) -> bool:
-        """Whether the model skipped speech after the last commit in this pass: its first new
-        word starts ``SKIPPED_SPEECH_SEC`` or more after the last committed word ends (or
-        after the buffer begins), the pass before heard a word in between (all of it), and
-        sound starts there (:func:`rtlab.words.sound_start`, a quarter second in from either side).
-
-        Whisper can pass over the speech at the start of a buffer: over a clip's last words
-        ("feathers and can fly"), a 0.5 s pause and the next clip, with "and" committed,
-        two passes of tiny.en in a row began their text at the next clip's first word, as
-        if the buffer's first seven seconds of speech were not there; the pass before had
-        heard words over "can fly". They agreed on the next clip, and "can fly", before the
-        new commit, was never heard again. Such a pass is no second opinion, as one that
-        stopped early (:meth:`_stopped_early`), and at most ``_EARLY_PASSES`` in a row are
-        set aside."""
-        if not hypothesis or not self.previous or self._early_in_row >= _EARLY_PASSES:
-            return False
-        after = max(self.last_committed_end, self.buffer_offset)
-        first = hypothesis[0]["start"]
-        if first - after < SKIPPED_SPEECH_SEC:
-            return False
-        # A word of the pass before between them, not this pass's first word heard earlier.
-        if not any(w["start"] >= after - _END_SLACK and w["end"] <= first - _END_SLACK for w in self.previous):
-            return False
-        start, end = after - self.buffer_offset + _WORD_MARGIN, first - self.buffer_offset - _WORD_MARGIN
-        return end > start and sound_start(self.audio, start, end) is not None
 
     def _overdue(self, heard_before: list[Word]) -> list[Word]:
         """The unagreed words, oldest first, that end ``deadline_sec`` or more before the end
