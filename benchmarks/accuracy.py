@@ -23,7 +23,8 @@ default the first three):
 * ``vad``: ``vad=true``, the voice-activity controller;
 * ``no-vad``: ``vad=false``, the controller named off (whatever the policy's default);
 * ``many-sessions``: the options the server guide recommends for many sessions on few
-  cores (``pad_seconds=1``, ``deadline_sec=1.75``, ``buffer_trimming_sec=8``);
+  cores (``pad_seconds=1``, ``deadline_sec=1.75``, ``buffer_trimming_sec=8``, ``vad=true``;
+  pages before 2026-12-06's many-sessions-controller page ran it without ``vad=true``);
 * ``beam``: ``beam_size=5``, beam search (a Whisper backend's option);
 * ``greedy``: ``beam_size=1``, greedy decoding (the offline pass the accuracy issue's
   targets name).
@@ -84,7 +85,7 @@ CONFIGURATIONS = {
     "default": "",
     "no-vad": "vad=false",
     "vad": "vad=true",
-    "many-sessions": "pad_seconds=1,deadline_sec=1.75,buffer_trimming_sec=8",
+    "many-sessions": "pad_seconds=1,deadline_sec=1.75,buffer_trimming_sec=8,vad=true",
     "beam": "beam_size=5",
     "greedy": "beam_size=1",
 }

@@ -1123,6 +1123,19 @@ def test_chaos_refuses_counts_it_cannot_run_before_starting_a_server(flag, value
     assert f"{flag} must be" in capsys.readouterr().err
 
 
+def test_the_many_sessions_configuration_is_the_server_guides_recommendation():
+    # accuracy.py and long_form.py measure "many-sessions" as the options docs/server.md
+    # recommends; when one changes, the other must, or the figures measure something else.
+    import re
+
+    guide = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
+    commands = re.findall(r"Together, `rtlab serve ([^`]+)`", guide)
+    assert len(commands) == 1, "the guide names one recommended command"
+    recommended = sorted(re.findall(r"-[bp] (\S+)", commands[0]))
+    preset = benchmark_script("accuracy").CONFIGURATIONS["many-sessions"]
+    assert recommended == sorted(preset.split(",")) and "vad=true" in recommended
+
+
 def test_accuracy_sets_a_beam_search_configuration_against_the_greedy_offline_pass():
     # The accuracy issue's target is streaming WER against the *greedy* offline pass; a
     # beam-search configuration's own offline pass decodes with beam search too.
