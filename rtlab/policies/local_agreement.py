@@ -544,6 +544,7 @@ class LocalAgreement(Policy):
         limit = self.buffer_trimming_sec
         if self.behind:
             limit = min(limit, self.overload_trimming_sec)
+        points = None  # the buffer's cut points, while it stays as they were found in
         if self.sentence_pause_sec is not None:
             # A finished sentence and a long pause: what comes next is heard from the pause
             # on, as if it began the stream (with what was said before as the prompt).
@@ -554,6 +555,7 @@ class LocalAgreement(Policy):
             ends = [time for time, sentence, gap in points if sentence and gap >= self.sentence_pause_sec]
             if ends:
                 self._cut_at(ends[-1])
+                points = None
         if self.buffered_seconds <= limit:
             return
         # Prefer the end of the last committed sentence, which keeps the sentence being spoken
@@ -567,7 +569,8 @@ class LocalAgreement(Policy):
         # the last committed word only behind real time past buffer_trimming_sec, or past
         # max_buffer_sec.
         buffer_end = self.buffer_offset + self.buffered_seconds
-        points = self._cut_points(trailing=True)
+        if points is None:
+            points = self._cut_points(trailing=True)
         sentences = [time for time, sentence, _ in points if sentence]
         if sentences and buffer_end - sentences[-1] <= limit:
             cut = sentences[-1]
