@@ -544,7 +544,7 @@ class LocalAgreement(Policy):
         limit = self.buffer_trimming_sec
         if self.behind:
             limit = min(limit, self.overload_trimming_sec)
-        points = None  # the buffer's cut points, while it stays as they were found in
+        points = None  # the cut points of the buffer as it is now; None until found, or once cut
         if self.sentence_pause_sec is not None:
             # A finished sentence and a long pause: what comes next is heard from the pause
             # on, as if it began the stream (with what was said before as the prompt).
