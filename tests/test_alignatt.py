@@ -19,6 +19,7 @@ from rtlab.policies import Step, missing_capabilities
 from rtlab.policies.alignatt import (
     ANNOTATION_LONGEST,
     LOOP_LONGEST,
+    ONSET_WAIT_LONGEST,
     AlignAtt,
     Annotations,
     AttentionTracker,
@@ -73,8 +74,8 @@ def test_alignatt_is_registered_and_needs_incremental_decoding():
     assert AlignAtt.requires == (INCREMENTAL_DECODING,)
     assert registry.accepted_options("policy", "alignatt") == {
         "min_chunk": 1.2, "frame_threshold": 25, "audio_max_len": 30.0, "audio_min_len": 0.0, "max_context_tokens": None,
-        "init_prompt": None, "static_init_prompt": None, "never_fire": False, "onset_agreement": False, "agreement": False,
-        "decode_afresh": False, "vad": False, "vad_silence_ms": 500,
+        "init_prompt": None, "static_init_prompt": None, "never_fire": False, "onset_agreement": False,
+        "onset_logprob": None, "agreement": False, "decode_afresh": False, "vad": False, "vad_silence_ms": 500,
     }  # fmt: skip
     assert missing_capabilities(AlignAtt, ToneAttentionBackend) == []
     assert missing_capabilities(AlignAtt, ToneBackend) == [INCREMENTAL_DECODING]
@@ -362,6 +363,150 @@ def test_with_either_agreement_rule_the_last_decode_keeps_every_word_agreed_or_n
     policy.insert_audio(audio)
     assert policy.process_iter().committed == []
     assert texts(policy.finish().committed) == ["alpha", "bravo"]
+
+
+class DoubtfulDecoder(ToneIncrementalDecoder):
+    """The scripted decoder, giving scores: it chooses the tokens it hears with probability
+    ``unsure`` while its buffer holds less than ``sure_after`` seconds of audio (Whisper
+    guessing on the first second or two of speech), ``sure`` after; and ``unsure`` for
+    the tokens of the words in ``doubted`` whatever the buffer."""
+
+    scores = True
+
+    def __init__(self, sure_after: float, unsure: float = 0.2, sure: float = 0.9, doubted: tuple = ()) -> None:
+        super().__init__()
+        self.sure_after, self.unsure, self.sure = sure_after, unsure, sure
+        self.doubted = {t for word in doubted for t in self.text_tokens(word)}
+
+    def begin(self, context, forced):
+        return self._scored(super().begin(context, forced))
+
+    def feed(self, token):
+        return self._scored(super().feed(token))
+
+    def _scored(self, decoded: Decoded) -> Decoded:
+        sure = self.encoded[-1] >= self.sure_after and decoded.token not in self.doubted
+        probability = self.sure if sure else self.unsure
+        logits = np.full(self.eot + 1, np.log((1 - probability) / self.eot))
+        logits[decoded.token] = np.log(probability)
+        return Decoded(decoded.token, decoded.attention, logits)
+
+
+def doubtful(**script) -> ToneAttentionBackend:
+    class Backend(ToneAttentionBackend):
+        def incremental_decoder(self, *, language=None):
+            return DoubtfulDecoder(**script)
+
+    return Backend()
+
+
+def test_onset_logprob_holds_the_first_words_while_the_decodes_are_unsure_of_them():
+    audio, _ = tone_words("alpha bravo charlie delta echo foxtrot golf hotel")
+    policy = AlignAtt(doubtful(sure_after=3.0, doubted=("echo",)), min_chunk=0.6, onset_logprob=-0.7)
+    commits, last = stream(policy, audio, chunk=0.6)
+    said = [texts(c) for c in commits]
+    encoded = policy.decoder.encoded
+    first = next(i for i, c in enumerate(said) if c)
+    # The decodes on less than 3 s (log 0.2 = -1.6 a token) commit nothing, and show what
+    # they heard as partial text; each starts from the start of the buffer, nothing forced.
+    assert encoded[first] >= 3.0 and all(seconds < 3.0 for seconds in encoded[:first])
+    assert policy.decoder.begins[: first + 1] == [([], [])] * (first + 1)
+    assert said[first][:2] == ["alpha", "bravo"]
+    # Once a word is committed the rule is done: "echo", doubted at any length, is committed
+    # as AlignAtt commits, by the decode that heard it with a word after it.
+    assert "echo" in [w for c in said for w in c]
+    assert [w for c in said for w in c] + texts(last) == "alpha bravo charlie delta echo foxtrot golf hotel".split()
+
+
+@pytest.mark.parametrize("value", [0.5, float("nan"), float("-inf"), "low", True])
+def test_onset_logprob_must_be_a_log_probability(value):
+    with pytest.raises(InvalidOption) as refused:
+        AlignAtt(doubtful(sure_after=0.0), onset_logprob=value)
+    assert one_line(refused.value).startswith(
+        "policy 'alignatt': onset_logprob must be a log-probability (a number <= 0; Whisper's threshold is -1)"
+    )
+    assert AlignAtt(doubtful(sure_after=0.0), onset_logprob=0).onset_logprob == 0.0
+
+
+def test_onset_logprob_on_a_decoder_without_scores_is_refused_in_one_line():
+    with pytest.raises(InvalidOption) as refused:
+        AlignAtt(ToneAttentionBackend(), onset_logprob=-1)
+    assert one_line(refused.value) == (
+        "policy 'alignatt': onset_logprob needs the tokens' probabilities, and backend 'test-attention''s "
+        "incremental decoder gives none; leave onset_logprob unset"
+    )
+
+
+def test_onset_logprob_in_a_beam_search_is_the_leading_hypothesis_s():
+    # Greedy says "I scream" (log 0.5, log 0.3: mean -0.95); two beams "ice cream" (log 0.4,
+    # log 0.9: mean -0.51). At -0.7 the greedy opening waits and the beams' goes.
+    for beam_size, committed in ((1, []), (2, ["ice", "cream"])):
+        policy = AlignAtt(garden_path(beam_size), onset_logprob=-0.7, never_fire=True)
+        policy.insert_audio(FOUR_SECONDS)
+        assert texts(policy.process_iter().committed) == committed
+
+
+def test_without_onset_logprob_an_unsure_first_decode_commits_what_it_heard():
+    audio, _ = tone_words("alpha bravo charlie delta echo foxtrot")
+    policy = AlignAtt(doubtful(sure_after=3.0), min_chunk=0.6)
+    commits, _ = stream(policy, audio, chunk=0.6)
+    first = next(i for i, c in enumerate(commits) if c)
+    assert policy.decoder.encoded[first] < 3.0
+
+
+def test_onset_logprob_waits_at_most_while_the_buffer_is_short_then_commits_unsure_words():
+    text = "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar"
+    audio, _ = tone_words(text)
+    policy = AlignAtt(doubtful(sure_after=60.0), min_chunk=0.6, onset_logprob=-0.7)
+    commits, last = stream(policy, audio, chunk=0.6)
+    first = next(i for i, c in enumerate(commits) if c)
+    # Never sure: the wait ends once the buffer holds ONSET_WAIT_LONGEST seconds.
+    assert policy.decoder.encoded[first] == pytest.approx(ONSET_WAIT_LONGEST, abs=0.6)
+    assert all(seconds < ONSET_WAIT_LONGEST for seconds in policy.decoder.encoded[:first])
+    assert [w for c in commits for w in texts(c)] + texts(last) == text.split()
+
+
+def test_onset_logprob_the_last_decode_keeps_every_word_however_unsure():
+    audio, _ = tone_words("alpha bravo")
+    policy = AlignAtt(doubtful(sure_after=60.0), onset_logprob=-0.1)
+    policy.insert_audio(audio)
+    assert policy.process_iter().committed == []
+    assert texts(policy.finish().committed) == ["alpha", "bravo"]
+
+
+def committed_by(policy: AlignAtt) -> list[tuple[bool, list[str]]]:
+    """Records each decode of ``policy``: whether it was a last one, and what it committed."""
+    decodes: list[tuple[bool, list[str]]] = []
+    decode = policy._decode_buffer
+
+    def recording(final, restarts=0):
+        step = decode(final, restarts)
+        decodes.append((final, texts(step.committed)))
+        return step
+
+    policy._decode_buffer = recording
+    return decodes
+
+
+@pytest.mark.parametrize("onset_logprob", [None, -0.7])
+def test_onset_logprob_with_vad_holds_each_utterance_s_first_words(onset_logprob):
+    first, _ = tone_words("alpha bravo charlie delta echo")
+    second, _ = tone_words("foxtrot golf hotel india juliett")
+    audio = np.concatenate([first, np.zeros(2 * SAMPLE_RATE, np.float32), second])
+    backend = doubtful(sure_after=0.0, doubted=("alpha", "foxtrot"))  # unsure of each opening word
+    policy = with_loudness_vad(AlignAtt(backend, vad=True, min_chunk=0.6, onset_logprob=onset_logprob))
+    decodes = committed_by(policy)
+    commits, last = stream(policy, audio, chunk=0.6)
+    said = "alpha bravo charlie delta echo foxtrot golf hotel india juliett".split()
+    assert [w for c in commits for w in texts(c)] + texts(last) == said
+    openings = [(final, words) for final, words in decodes if words and words[0] in ("alpha", "foxtrot")]
+    if onset_logprob is None:  # each decode commits what it heard, but the last word
+        assert openings == [(False, ["alpha"]), (False, ["foxtrot"])]
+    else:
+        # The unsure first word goes with enough sure words after it to bring the mean
+        # log-probability of their tokens to -0.7 ("alpha bravo": (2 log 0.2 + 2 log 0.9) / 4
+        # = -0.86; "alpha bravo charlie": -0.61). The second utterance opens the rule again.
+        assert openings == [(False, ["alpha", "bravo", "charlie"]), (False, ["foxtrot", "golf", "hotel"])]
 
 
 def mishear_within(policy: AlignAtt, word: str, heard: str) -> list[int]:

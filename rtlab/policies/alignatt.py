@@ -35,6 +35,15 @@ so: each decode goes on after the committed words, and of its new words those th
 before it began alike are committed (LocalAgreement-2's rule on AlignAtt's decodes: the
 same compute, a word waits up to one chunk more, and none is final on one decode alone).
 
+With ``onset_logprob`` (rtlab's, off by default) the first words (with ``vad``, each
+utterance's) wait while the model is unsure of them: until something is committed, a
+decode whose words to commit have a mean token log-probability below the option
+(Whisper's ``logprob_threshold``, under which its transcribe takes a decode for failed,
+is -1) commits nothing and shows them as partial text, and the next decode starts from
+the start of the buffer again, nothing forced. Once the buffer holds
+:data:`ONSET_WAIT_LONGEST` seconds the words go however unsure; the last decode keeps
+every word. The decoder must give the tokens' scores (``IncrementalDecoder.scores``).
+
 With ``decode_afresh`` (rtlab's option, off by default), nothing is forced: every decode
 starts from the start of the buffer, after the context, and says the buffer's committed
 words again before what is new; its words are aligned with them by text and only those
@@ -80,7 +89,7 @@ The decoding itself is the backend's: it declares the capability
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -117,6 +126,9 @@ REHEARD_WORDS = 8
 #: The markers that open Whisper's annotations of sound that is not speech, and the one
 #: that closes each: "[MÚSICA DE FUNDO]" (Portuguese FLEURS, base), "* Musik *" (German).
 ANNOTATION_MARKERS = {"[": "]", "*": "*"}
+#: With ``onset_logprob``: the stream's (an utterance's) first words wait for a confident
+#: decode while the buffer holds less than this many seconds.
+ONSET_WAIT_LONGEST = 6.0
 #: An annotation not closed within this many words was text after all: its words go out.
 ANNOTATION_LONGEST = 6
 
@@ -130,6 +142,8 @@ class _Decode:
     attended: list[int]
     stop: str
     restart_at: float | None = None
+    #: Each new token's log-probability (with ``onset_logprob``; else empty).
+    log_probs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +157,7 @@ class _Hypothesis:
     score: float
     tracker: AttentionTracker
     decoded: Decoded
+    log_probs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -231,6 +246,7 @@ class AlignAtt(Policy):
         static_init_prompt: str | None = None,
         never_fire: bool = False,
         onset_agreement: bool = False,
+        onset_logprob: float | None = None,
         agreement: bool = False,
         decode_afresh: bool = False,
         vad: bool = False,
@@ -266,6 +282,11 @@ class AlignAtt(Policy):
             raise InvalidOption(f"{prefix} never_fire must be true or false, not {never_fire!r}")
         if not isinstance(onset_agreement, bool):
             raise InvalidOption(f"{prefix} onset_agreement must be true or false, not {onset_agreement!r}")
+        if onset_logprob is not None and (not is_finite_number(onset_logprob) or onset_logprob > 0):
+            raise InvalidOption(
+                f"{prefix} onset_logprob must be a log-probability (a number <= 0; Whisper's threshold is -1), "
+                f"or unset, not {onset_logprob!r}"
+            )
         if not isinstance(agreement, bool):
             raise InvalidOption(f"{prefix} agreement must be true or false, not {agreement!r}")
         if not isinstance(decode_afresh, bool):
@@ -282,6 +303,10 @@ class AlignAtt(Policy):
         self.audio_min_len = float(audio_min_len)
         self.never_fire = never_fire
         self.onset_agreement = onset_agreement
+        self.onset_logprob = None if onset_logprob is None else float(onset_logprob)
+        #: With ``onset_logprob``: nothing committed yet (in the stream; with ``vad``, in the
+        #: utterance).
+        self._opening = True
         self.agreement = agreement
         self.decode_afresh = decode_afresh
         #: With ``agreement``, and with ``onset_agreement`` until the stream's first word is
@@ -295,6 +320,13 @@ class AlignAtt(Policy):
             raise InvalidOption(
                 f"{prefix} backend {backend.name!r} has beam_size={self.beam_size}, but its incremental decoder "
                 "cannot search beams; use beam_size=1"
+            )
+        if self.onset_logprob is not None and not (
+            getattr(self.decoder, "beam_search", False) or getattr(self.decoder, "scores", False)
+        ):
+            raise InvalidOption(
+                f"{prefix} onset_logprob needs the tokens' probabilities, and backend {backend.name!r}'s "
+                "incremental decoder gives none; leave onset_logprob unset"
             )
         window = getattr(self.decoder, "window_seconds", None)
         if window is not None and self.audio_max_len > window:
@@ -417,6 +449,7 @@ class AlignAtt(Policy):
         self.context_words = list(self._init_context)
         if self.onset_agreement or self.agreement:
             self._pending = []
+        self._opening = True
         self._cut_at(cut)
 
     def start_utterance(self, onset: float) -> None:
@@ -481,6 +514,8 @@ class AlignAtt(Policy):
             agreed = agreed_prefix(self._pending, [text for text, _ in words])
             self._pending = [text for text, _ in words]
             held = words[min(agreed, len(words) - len(held)) :]
+        if self._unsure_opening(words[: len(words) - len(held)], decode, len(decode.attended) - len(attended), final):
+            held = words
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
         if joins and (kept or partial):
@@ -491,6 +526,7 @@ class AlignAtt(Policy):
             kept = [word for word, spoken in zip(kept, said) if spoken]
         self.emitted += kept
         if kept:
+            self._opening = False
             self._last_end = kept[-1].end
             self._said = (self._said + _as_words(kept))[-REHEARD_WORDS:]
             self._pending = self._pending[len(kept) :] if self.agreement else None  # (a list while agreement is on)
@@ -501,6 +537,18 @@ class AlignAtt(Policy):
             rest = self._restart(loop_end, final, restarts)
             step = Step(committed=step.committed + rest.committed, partial=rest.partial)
         return step
+
+    def _unsure_opening(self, words: list[tuple[str, list[int]]], decode: _Decode, skipped: int, final: bool) -> bool:
+        """With ``onset_logprob``: whether the first ``words`` a decode would commit (the
+        stream's; with ``vad``, an utterance's) wait, their tokens' mean log-probability
+        below it. ``skipped``: the decode's tokens before ``words``."""
+        if self.onset_logprob is None or final or not self._opening or not words:
+            return False
+        if self.buffered_seconds >= ONSET_WAIT_LONGEST:
+            return False
+        count = sum(len(tokens) for _, tokens in words)
+        scores = decode.log_probs[skipped : skipped + count]
+        return bool(scores) and sum(scores) / len(scores) < self.onset_logprob
 
     def _closes_annotation(self, words: list[tuple[str, list[int]]]) -> bool:
         """Whether the last of a decode's ``words`` closes an annotation of sound that is
@@ -534,6 +582,7 @@ class AlignAtt(Policy):
         tracker = AttentionTracker(decoded.attention)
         tokens: list[int] = []
         attended: list[int] = []
+        log_probs: list[float] = []
         restart_at = None
         checked = 0  # new words the loop rule has seen (the last of them may have grown since)
         while True:
@@ -543,16 +592,18 @@ class AlignAtt(Policy):
                 break
             tokens.append(decoded.token)
             attended.append(frame)
+            if self.onset_logprob is not None:
+                log_probs.append(float(decoded.log_probs()[decoded.token]))
             if len(tokens) % LOOP_CHECK_TOKENS == 0:
                 kept, restart_at, checked = self._before_loop(tokens, checked)
                 if kept < len(tokens):
                     stop = "loop"
-                    del tokens[kept:], attended[kept:]
+                    del tokens[kept:], attended[kept:], log_probs[kept:]
                     break
             decoded = self.decoder.feed(decoded.token)
             tracker.add(decoded.attention)
         self.stops[stop] += 1
-        return _Decode(tokens, attended, stop, restart_at)
+        return _Decode(tokens, attended, stop, restart_at, log_probs)
 
     def _stop_before(
         self, token: int, frame: int, held: int, frames: int, threshold: int | None, budget: int
@@ -594,7 +645,7 @@ class AlignAtt(Policy):
                 best = np.argpartition(-scores, min(width, len(scores)) - 1)[:width]
                 candidates += [(beam.score + float(scores[t]), index, int(t)) for t in best if np.isfinite(scores[t])]
             candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
-            _, leading, token = candidates[0]
+            score, leading, token = candidates[0]
             beam, frame = beams[leading], attended[leading]
             stop = self._stop_before(token, frame, len(beam.tokens), frames, threshold, budget)
             if stop is not None:
@@ -604,7 +655,10 @@ class AlignAtt(Policy):
                 kept, restart_at, _ = self._before_loop(tokens)
                 if kept < len(tokens):
                     stop = "loop"
-                    beam = _Hypothesis(tokens[:kept], (beam.attended + [frame])[:kept], 0.0, beam.tracker, beam.decoded)
+                    beam = _Hypothesis(
+                        tokens[:kept], (beam.attended + [frame])[:kept], 0.0, beam.tracker, beam.decoded,
+                        (beam.log_probs + [score - beam.score])[:kept],
+                    )  # fmt: skip
                     break
             chosen = [c for c in candidates if c[2] != decoder.eot][:width]
             decoded = decoder.feed_beams([t for _, _, t in chosen], [i for _, i, _ in chosen])
@@ -614,11 +668,14 @@ class AlignAtt(Policy):
                 tracker = source.tracker.copy()
                 tracker.add(step.attention)
                 following.append(
-                    _Hypothesis(source.tokens + [token], source.attended + [attended[index]], score, tracker, step)
+                    _Hypothesis(
+                        source.tokens + [token], source.attended + [attended[index]], score, tracker, step,
+                        source.log_probs + [score - source.score],
+                    )  # fmt: skip
                 )
             beams = following
         self.stops[stop] += 1
-        return _Decode(beam.tokens, beam.attended, stop, restart_at)
+        return _Decode(beam.tokens, beam.attended, stop, restart_at, beam.log_probs)
 
     def _not_heard_before(
         self, words: list[tuple[str, list[int]]], attended: list[int]

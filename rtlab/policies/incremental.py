@@ -93,6 +93,9 @@ class IncrementalDecoder:
     #: Whether the decoder searches beams: gives :attr:`Decoded.logits` and has
     #: :meth:`feed_beams`.
     beam_search: ClassVar[bool] = False
+    #: Whether every :class:`Decoded` has :attr:`~Decoded.logits` (implied by
+    #: :attr:`beam_search`): AlignAtt's ``onset_logprob`` needs them.
+    scores: ClassVar[bool] = False
     #: Hypotheses the policy's beam search keeps (the backend's ``beam_size``; 1: greedy).
     beam_size: int = 1
 
