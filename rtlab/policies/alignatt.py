@@ -69,7 +69,8 @@ text), after ``init_prompt``. The context is trimmed from its oldest word to
 ``max_context_tokens`` tokens and so that the decode keeps room for new text;
 ``static_init_prompt`` is never trimmed.
 
-Whisper writes sound that is not speech as an annotation ("[MÚSICA DE FUNDO]", "* Musik *").
+Whisper writes sound that is not speech as an annotation ("[MÚSICA DE FUNDO]", "* Musik *",
+"(speaking in foreign language)").
 Its offline decode suppresses the tokens annotations are written with; AlignAtt leaves them
 choosable (a "[" is how a decode waits over sound that is not speech yet; suppressed, the
 model invents words there instead, see docs/benchmarks/2026-12-03-alignatt-non-speech-and-trim.md)
@@ -124,8 +125,10 @@ UTTERANCE_END_PAD = 0.2
 #: is left in the buffer (the committed tail it may repeat is at most 5 words).
 REHEARD_WORDS = 8
 #: The markers that open Whisper's annotations of sound that is not speech, and the one
-#: that closes each: "[MÚSICA DE FUNDO]" (Portuguese FLEURS, base), "* Musik *" (German).
-ANNOTATION_MARKERS = {"[": "]", "*": "*"}
+#: that closes each: "[MÚSICA DE FUNDO]" (Portuguese FLEURS, base), "* Musik *" (German),
+#: "(speaking in foreign language)" (English, tiny.en), "♪ music ♪". Whisper's offline
+#: decode suppresses all of these marks, so they are never in its text either.
+ANNOTATION_MARKERS = {"[": "]", "*": "*", "(": ")", "♪": "♪"}
 #: With ``onset_logprob``: the stream's (an utterance's) first words wait for a confident
 #: decode while the buffer holds less than this many seconds.
 ONSET_WAIT_LONGEST = 6.0
