@@ -677,6 +677,47 @@ def test_a_word_that_closes_an_annotation_is_not_held_as_cut_by_the_chunk():
     assert passes(policy) == ["alpha", "bravo"] and policy.annotations.dropped == 0
 
 
+class RepeatingDecoder(ToneIncrementalDecoder):
+    """The scripted decoder that, once it hears five words, says the second to the
+    fourth again after them, looking where they were said (tiny.en after an English clip:
+    "... even in the middle of a sentence. Even in the middle of a sentence.")."""
+
+    def encode(self, audio):
+        frames = super().encode(audio)
+        if len(self._heard) >= 10:
+            self._heard += self._heard[2:8]
+        return frames
+
+
+def test_a_decode_stops_where_the_model_goes_back_to_audio_it_had_read():
+    audio, _ = tone_words("alpha bravo charlie delta echo")
+
+    class Backend(ToneAttentionBackend):
+        def incremental_decoder(self, *, language=None):
+            return RepeatingDecoder()
+
+    policy = AlignAtt(Backend(), min_chunk=0.6)
+    commits, last = stream(policy, audio, chunk=0.6)
+    assert [w for c in commits for w in texts(c)] + texts(last) == "alpha bravo charlie delta echo".split()
+    assert policy.rereads >= 1  # the last decode said "bravo charlie delta" again, looking back 1.4 s
+    plain = AlignAtt(ToneAttentionBackend(), min_chunk=0.6)
+    stream(plain, audio, chunk=0.6)
+    assert plain.rereads == 0
+
+
+def test_the_reread_rule_asks_words_not_annotations_and_allows_a_small_step_back():
+    policy = AlignAtt(ToneAttentionBackend())
+    policy.insert_audio(np.zeros(5 * SAMPLE_RATE, np.float32))
+    policy.emitted = [_Emitted(" alpha", tokens_of("alpha"), 0.0, 2.0)]  # read to frame 100
+    policy._last_end = 2.0
+    words = [(" bravo", [0]), (" (speaking", [0]), (" in", [0]), (" English)", [0, 0]), (" charlie", [0]), (" delta", [0])]
+    frames = [110, 5, 5, 5, 5, 120, 150]  # the annotation looks at the start of the buffer
+    assert policy._reread(words, frames) == len(words)
+    assert policy._reread(words[:1] + words[4:], [110, 100, 150]) == len(words[:1] + words[4:])  # 0.2 s back
+    assert policy._reread(words[:1] + words[4:], [110, 55, 150]) == 1  # 1.1 s back: said again
+    assert policy._reread([(" bravo", [0])], [45]) == 0  # before the words emitted end
+
+
 def words_of(*texts: str) -> list[dict]:
     return [{"text": text, "start": float(i), "end": i + 0.5} for i, text in enumerate(texts)]
 

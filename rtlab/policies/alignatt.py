@@ -61,6 +61,13 @@ new word, and the buffer starts afresh after the loop's first occurrence, decode
 with nothing forced; so is the rest of the buffer after a loop in a last decode (the
 stream's, an utterance's), which no decode follows.
 
+A decode also stops before a word chosen looking more than :data:`REREAD_SECONDS` before
+the furthest audio read so far (by the words emitted for the buffer and the decode's own
+words before it): the model went back to audio it had transcribed and says it again
+(tiny.en, in the last decode of an English clip: "... even in the middle of a sentence.
+Even in the middle of a sentence."). Annotations of sound that is not speech are not
+asked: Whisper looks at the start of the buffer to write them.
+
 When the buffer outgrows ``audio_max_len``, its oldest audio leaves it, cut between two
 committed words (SimulStreaming cuts whole chunks, whose tokens can belong to the audio
 before them; a cut between words keeps the decoder's forced tokens and its audio
@@ -132,6 +139,9 @@ ANNOTATION_MARKERS = {"[": "]", "*": "*", "(": ")", "♪": "♪"}
 #: With ``onset_logprob``: the stream's (an utterance's) first words wait for a confident
 #: decode while the buffer holds less than this many seconds.
 ONSET_WAIT_LONGEST = 6.0
+#: A word chosen looking this many seconds before the furthest audio a decode had read is
+#: said again: the decode stops before it (:meth:`AlignAtt._reread`).
+REREAD_SECONDS = 1.0
 #: An annotation not closed within this many words was text after all: its words go out.
 ANNOTATION_LONGEST = 6
 
@@ -353,6 +363,7 @@ class AlignAtt(Policy):
         #: Decodes stopped by the attention rule, by the end of text, by the token budget, by
         #: a loop.
         self.stops = {"attention": 0, "end_of_text": 0, "budget": 0, "loop": 0}
+        self.rereads = 0  # decodes cut where the model went back to audio it had read
         self.loop_restarts = 0  # loops that went on from the forced words: buffer restarted
         self.skipped_passes = 0  # passes the voice-activity controller skipped over silence
         self.annotations = Annotations()  # what is kept out of the committed words
@@ -503,6 +514,14 @@ class AlignAtt(Policy):
         joins = False
         if self.decode_afresh:
             words, attended, joins = self._not_heard_before(words, attended)
+        skipped = len(decode.attended) - len(attended)  # tokens said before the new words
+        reread = self._reread(words, attended)
+        went_back = reread < len(words)
+        if went_back:
+            # The model went back to audio it had read: what it says there is said again.
+            self.rereads += 1
+            attended = attended[: sum(len(group) for _, group in words[:reread])]
+            words = words[:reread]
         # The chunk may end inside its last word, which waits; not where a loop stopped the
         # decode (the decoder was saying again what it had heard before), nor a word that
         # closes an annotation an earlier word opened: its marker ends it. (Held, "FUNDO]"
@@ -510,14 +529,14 @@ class AlignAtt(Policy):
         # and the speech after it waited for the stream's end.) A whole annotation in one
         # word waits as any: committed, a lone "[Música]" over the silence before a
         # Spanish clip was forced into the next decodes, which said it again over the speech.
-        ends = decode.stop == "loop" or self._closes_annotation(words)
+        ends = decode.stop == "loop" or went_back or self._closes_annotation(words)
         held = words[-1:] if words and not final and not self.never_fire and not ends else []
         if self._pending is not None and not final:
             # Committed once two decodes after the same committed words agree on them.
             agreed = agreed_prefix(self._pending, [text for text, _ in words])
             self._pending = [text for text, _ in words]
             held = words[min(agreed, len(words) - len(held)) :]
-        if self._unsure_opening(words[: len(words) - len(held)], decode, len(decode.attended) - len(attended), final):
+        if self._unsure_opening(words[: len(words) - len(held)], decode, skipped, final):
             held = words
         kept = self._timed(words[: len(words) - len(held)], attended)
         partial = self._timed(held, attended[sum(len(w.tokens) for w in kept) :])
@@ -552,6 +571,30 @@ class AlignAtt(Policy):
         count = sum(len(tokens) for _, tokens in words)
         scores = decode.log_probs[skipped : skipped + count]
         return bool(scores) and sum(scores) / len(scores) < self.onset_logprob
+
+    def _reread(self, words: list[tuple[str, list[int]]], attended: list[int]) -> int:
+        """The index of the first of a decode's new ``words`` chosen looking more than
+        :data:`REREAD_SECONDS` before the furthest audio read so far (by the words
+        emitted before it and this decode's words before it): the model went back to
+        audio it had transcribed and says it again ("... even in the middle of a
+        sentence. Even in the middle of a sentence.", tiny.en at the end of an English
+        clip). Annotations of sound that is not speech are not asked: Whisper looks at
+        the start of the buffer to write them. ``len(words)`` where none went back."""
+        per_frame = 1.0 / self.decoder.frames_per_second
+        furthest = (self._last_end - self.buffer_offset) / per_frame if self.emitted else None
+        back = REREAD_SECONDS / per_frame
+        closer = self.annotations.closer
+        index = 0
+        for number, (text, group) in enumerate(words):
+            frames = attended[index : index + len(group)]
+            index += len(group)
+            was, (closer, closed) = closer, _after_word(closer, text.strip())
+            if was is not None or closer is not None or closed:
+                continue  # inside an annotation, or one in one word
+            if furthest is not None and frames[0] < furthest - back:
+                return number
+            furthest = max(frames[-1], furthest if furthest is not None else frames[-1])
+        return len(words)
 
     def _closes_annotation(self, words: list[tuple[str, list[int]]]) -> bool:
         """Whether the last of a decode's ``words`` closes an annotation of sound that is
