@@ -689,7 +689,7 @@ class RepeatingDecoder(ToneIncrementalDecoder):
         return frames
 
 
-def test_a_decode_stops_where_the_model_goes_back_to_audio_it_had_read():
+def test_a_last_decode_stops_where_the_model_goes_back_to_audio_it_had_read():
     audio, _ = tone_words("alpha bravo charlie delta echo")
 
     class Backend(ToneAttentionBackend):
