@@ -159,15 +159,16 @@ class _Decode:
     attended: list[int]
     stop: str
     restart_at: float | None = None
-    #: Each new token's log-probability (with ``onset_logprob``; else empty).
+    #: Each new token's log-probability (a greedy decode records them with
+    #: ``onset_logprob`` only, else this is empty; a beam search always does).
     log_probs: list[float] = field(default_factory=list)
 
 
 @dataclass
 class _Hypothesis:
     """One hypothesis of a beam search: its new tokens, the frame each was chosen looking
-    at, the sum of their log-probabilities, its attention so far and the decoder's
-    scores for its next token."""
+    at, the sum of their log-probabilities, its attention so far, the decoder's scores
+    for its next token, and each token's log-probability."""
 
     tokens: list[int]
     attended: list[int]
