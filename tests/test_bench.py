@@ -654,9 +654,12 @@ def test_ctrl_c_keeps_the_clips_already_done(tmp_path):
         (tmp_path / f"{name}.wav").write_bytes(wav_bytes(tone_words(text)[0]))
         (tmp_path / f"{name}.txt").write_text(text)
     out = tmp_path / "out"
+    # Ctrl-C as a terminal gives it, whatever this process inherited: a suite started in the
+    # background by a shell without job control ignores SIGINT, and so would the child.
     bench = subprocess.Popen([sys.executable, "-m", "rtlab", "bench", str(tmp_path), "--config", "backend=test",
                               "--clock", "wall", "--progress", "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     errors: list[str] = []
     reader = threading.Thread(target=lambda: errors.extend(iter(lambda: bench.stderr.read(1), "")), daemon=True)
     reader.start()
