@@ -42,6 +42,12 @@ MIN_WORD_SECONDS = 0.02  # one alignment frame: a word said in less was not alig
 ONSET_FRAMES = 3  # 60 ms louder than silence in a row: sound, not a click
 UNALIGNED_RUN = 3  # this many such words in a row: text the audio lacks (see cut_unaligned)
 LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is looping
+#: ``beam_size`` left unset on a Whisper backend: beam search on a multilingual model, where it
+#: hears 2-7 WER points more of the shared speech than greedy decoding when streamed, at about
+#: 5% more compute on faster-whisper (docs/benchmarks/2026-12-04-beam-search-streaming.md);
+#: greedy on an English-only one. Both Whisper plugins choose so (openai-whisper's own command
+#: line searches 5 beams too): the two engines' tables compare the same decoding.
+MULTILINGUAL_BEAM_SIZE = 5
 # Text said over speech, not made up in a pause: the voice-activity model hears speech in
 # at least this fraction of its frames (see cut_anomalous_tail).
 SPOKEN_FRACTION = 0.5
@@ -152,6 +158,12 @@ def decoding_options(backend: str, temperature: object, max_tokens_per_second: o
     if not is_number(max_tokens_per_second) or max_tokens_per_second <= 0:
         raise InvalidOption(f"{backend}: max_tokens_per_second must be a number above 0, not {max_tokens_per_second!r}")
     return [float(t) for t in temperatures], float(max_tokens_per_second)
+
+
+def default_beam_size(multilingual: bool) -> int:
+    """The ``beam_size`` a Whisper backend left without one decodes with, chosen when its
+    model loads: :data:`MULTILINGUAL_BEAM_SIZE` on a multilingual model, else 1."""
+    return MULTILINGUAL_BEAM_SIZE if multilingual else 1
 
 
 def is_silent(no_speech_prob: float, avg_logprob: float, *, continued: bool = False) -> bool:

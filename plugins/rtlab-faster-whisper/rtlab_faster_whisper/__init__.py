@@ -12,9 +12,10 @@ from rtlab.backends import Backend, Request, Word, batch_options, shared_models
 from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
+from rtlab.words import MULTILINGUAL_BEAM_SIZE as MULTILINGUAL_BEAM_SIZE  # re-exported under the plugin
 from rtlab.words import (
-    COMPRESSION_RATIO_THRESHOLD, continue_from, decoding_options, is_silent, merge_word_pieces, needs_fallback,
-    retry_without_prompt, settle_window, token_budget, window_options,
+    COMPRESSION_RATIO_THRESHOLD, continue_from, decoding_options, default_beam_size, is_silent, merge_word_pieces,
+    needs_fallback, retry_without_prompt, settle_window, token_budget, window_options,
 )  # fmt: skip
 
 from . import devices as _devices
@@ -29,10 +30,6 @@ MAX_WINDOWS = 2
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
                  "float32", "auto", "default")  # fmt: skip
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first segment starts within 1 s of the window
-#: ``beam_size`` left unset: beam search on a multilingual model, where it hears 2-7 WER points
-#: more of the shared speech than greedy decoding when streamed, at about 5% more compute
-#: (docs/benchmarks/2026-12-04-beam-search-streaming.md); greedy on an English-only one.
-MULTILINGUAL_BEAM_SIZE = 5
 MAX_WORKERS = 4  # default on CPU: up to this many model replicas, the cores split between them
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames
 SEEK_MAX_NEW_TOKENS = 448 - (448 // 2 - 1) - 5  # decoder context minus the longest seek prompt
@@ -82,7 +79,7 @@ class FasterWhisperBackend(Backend):
         self.requested_device = device
         self.requested_compute_type = compute_type
         self.requested_beam_size = beam_size
-        self.beam_size = beam_size  # resolved at load when unset (MULTILINGUAL_BEAM_SIZE)
+        self.beam_size = beam_size  # resolved at load when unset (default_beam_size)
         self.temperature = temperature
         self.requested_cpu_threads = cpu_threads
         self.requested_workers = workers
@@ -146,7 +143,7 @@ class FasterWhisperBackend(Backend):
         key = (self.name, self.model_path, self.device, self.compute_type, self.cpu_threads, self.workers)
         self.model = shared_models.get(key, loader)
         if self.requested_beam_size is None:
-            self.beam_size = MULTILINGUAL_BEAM_SIZE if self.model.model.is_multilingual else 1
+            self.beam_size = default_beam_size(self.model.model.is_multilingual)
 
     def _threading(self) -> tuple[int, int]:
         """(workers, threads per worker). On CPU the default splits the cores between up to

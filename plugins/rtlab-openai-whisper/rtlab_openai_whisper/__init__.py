@@ -23,9 +23,10 @@ from rtlab.core.scheduler import available_cores
 from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
 from rtlab.policies.incremental import INCREMENTAL_DECODING
+from rtlab.words import MULTILINGUAL_BEAM_SIZE as MULTILINGUAL_BEAM_SIZE  # re-exported under the plugin
 from rtlab.words import (
-    continue_from, decoding_options, is_silent, merge_word_pieces, needs_fallback, retry_without_prompt, settle_window,
-    token_budget, window_options,
+    continue_from, decoding_options, default_beam_size, is_silent, merge_word_pieces, needs_fallback,
+    retry_without_prompt, settle_window, token_budget, window_options,
 )  # fmt: skip
 
 from . import devices as _devices
@@ -50,10 +51,6 @@ DEFAULT_MAX_TOKENS_PER_SECOND = 8.0  # as the alignatt policy's own budget (its 
 MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
-#: ``beam_size`` left unset: beam search on a multilingual model, greedy on an English-only
-#: one, as rtlab-faster-whisper chooses (and openai-whisper's own command line searches 5
-#: beams): the two engines' tables then compare the same decoding.
-MULTILINGUAL_BEAM_SIZE = 5
 
 
 # openai-whisper's alignment switches its attention kernel off process-wide while it runs
@@ -116,7 +113,7 @@ class OpenAIWhisperBackend(Backend):
         self.requested_device = device
         self.requested_compute_type = compute_type
         self.requested_beam_size = beam_size
-        self.beam_size = beam_size  # resolved at load when unset (MULTILINGUAL_BEAM_SIZE)
+        self.beam_size = beam_size  # resolved at load when unset (default_beam_size)
         self.temperature = temperature
         self.temperatures, self.max_tokens_per_second = decoding_options(
             "openai-whisper", temperature, max_tokens_per_second
@@ -207,7 +204,7 @@ class OpenAIWhisperBackend(Backend):
         key = (self.name, source, self.device)
         self.loaded_model = shared_models.get(key, lambda: self._load_model(resolved))
         if self.requested_beam_size is None:
-            self.beam_size = MULTILINGUAL_BEAM_SIZE if self.loaded_model.model.is_multilingual else 1
+            self.beam_size = default_beam_size(self.loaded_model.model.is_multilingual)
 
     def _load_model(self, resolved) -> LoadedModel:
         import torch
