@@ -818,6 +818,58 @@ def test_vad_ends_an_utterance_with_a_last_decode_and_starts_the_next_afresh():
     assert policy.skipped_passes >= 1  # the silence between the two costs no decode
 
 
+def test_the_decoder_learns_that_the_audio_ends_before_the_stream_s_last_decode_and_not_before():
+    """``end_of_audio``: called once, after every pass's decode and before the stream's
+    last (an utterance's last decode with ``vad`` is not the stream's: audio follows it)."""
+    for vad in (False, True):
+        audio, _ = two_utterances()
+        policy = AlignAtt(ToneAttentionBackend(), vad=vad)
+        if vad:
+            with_loudness_vad(policy)
+        ended = []
+        if vad:
+            end_utterance = policy.end_utterance
+            policy.end_utterance = lambda pause: ended.append(pause) or end_utterance(pause)
+        size = int(0.6 * SAMPLE_RATE)
+        for start in range(0, len(audio), size):
+            policy.insert_audio(audio[start : start + size])
+            policy.process_iter()
+        decoder = policy.decoder
+        passes = len(decoder.encoded)
+        assert passes > 3 and decoder.encodes_before_end is None, vad
+        assert len(ended) == (1 if vad else 0)
+        policy.finish()
+        assert decoder.encodes_before_end == passes and len(decoder.encoded) == passes + 1, vad
+
+
+async def test_a_session_tells_its_decoder_that_the_audio_ends_through_the_batcher(monkeypatch, no_ffmpeg_left):
+    """The session's wrappers (the cost counter, the batcher's) pass ``end_of_audio`` on
+    to the decoder: each of two batched sessions' decoders learns it once, before its last
+    encoder run."""
+    calls: dict[int, list[str]] = {}
+    encode, end_of_audio = ToneIncrementalDecoder.encode, ToneIncrementalDecoder.end_of_audio
+
+    def recording(name, method):
+        def call(self, *args):
+            calls.setdefault(id(self), []).append(name)
+            return method(self, *args)
+
+        return call
+
+    monkeypatch.setattr(ToneIncrementalDecoder, "encode", recording("encode", encode))
+    monkeypatch.setattr(ToneIncrementalDecoder, "end_of_audio", recording("end", end_of_audio))
+    config = rtlab.StreamConfig(
+        backend="test-attention", model="told", backend_options={"max_batch": 2, "batch_wait_ms": 20},
+        policy="alignatt", policy_options={"min_chunk": 0.5},
+    )  # fmt: skip
+    words = ["alpha bravo charlie delta", "one two three four five"]
+    together = await asyncio.gather(*(run_processor(rtlab.AudioProcessor(config, clock="unaware"), tone_words(t)[0]) for t in words))
+    assert [events[-1]["text"] for events in together] == words
+    assert len(calls) == 2
+    for sequence in calls.values():
+        assert sequence.count("end") == 1 and sequence[-2:] == ["end", "encode"] and sequence.count("encode") > 2, sequence
+
+
 def test_vad_skips_decodes_over_silence_and_keeps_a_short_buffer():
     policy = with_loudness_vad(AlignAtt(ToneAttentionBackend(), vad=True))
     commits, last = stream(policy, np.zeros(5 * SAMPLE_RATE, np.float32), chunk=1.2)

@@ -742,32 +742,37 @@ def test_the_decoder_s_spectrogram_is_openai_whisper_s_padded_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("padding", ["silence", "zeros"])
+@pytest.mark.parametrize("padding", ["silence", "zeros", "last-zeros"])
 def test_the_decoder_s_window_after_the_audio_is_the_spectrogram_of_silence_or_zeros(padding):
     """``window_padding``: the frames after the buffer's audio are those of digital silence
-    (SimulStreaming's, the default), or 0, as in the last window of openai-whisper's
-    transcribe; the frames of audio are the same either way."""
+    (SimulStreaming's), or 0, as in the last window of openai-whisper's transcribe: always
+    (``zeros``), or once the decoder was told that the stream's audio has ended
+    (``last-zeros``); the frames of audio are the same either way."""
     import torch
     from whisper.audio import N_FRAMES, pad_or_trim
 
     backend = ensure_loaded(get_backend("openai-whisper", window_padding=padding))
     assert backend.info()["window_padding"] == padding
     audio = decode("paragraph.ogg")[: 3 * 16_000 + 77]
-    window, frames = backend.incremental_decoder()._window_log_mel(audio)
     mel, expected_frames = backend.log_mel(audio)
     padded = pad_or_trim(mel, N_FRAMES)
-    assert frames == expected_frames == 300 and window.shape == padded.shape
-    assert same_spectrogram(window[:, :frames], padded[:, :frames])
-    after = window[:, frames:]
-    if padding == "zeros":
-        assert torch.count_nonzero(after) == 0
-    else:
-        assert same_spectrogram(after, padded[:, frames:]) and torch.count_nonzero(after) == after.numel()
+    decoder = backend.incremental_decoder()
+    for ended in (False, True):
+        if ended:
+            decoder.end_of_audio()
+        window, frames = decoder._window_log_mel(audio)
+        assert frames == expected_frames == 300 and window.shape == padded.shape
+        assert same_spectrogram(window[:, :frames], padded[:, :frames])
+        after = window[:, frames:]
+        if padding == "zeros" or (padding == "last-zeros" and ended):
+            assert torch.count_nonzero(after) == 0, ended
+        else:
+            assert same_spectrogram(after, padded[:, frames:]) and torch.count_nonzero(after) == after.numel(), ended
 
 
-def test_window_padding_other_than_silence_or_zeros_is_refused_in_one_line():
+def test_window_padding_other_than_silence_zeros_or_last_zeros_is_refused_in_one_line():
     assert OpenAIWhisperBackend().window_padding == "silence"
-    with pytest.raises(InvalidOption, match="openai-whisper: window_padding must be silence or zeros, not 'quiet'") as error:
+    with pytest.raises(InvalidOption, match="window_padding must be silence, zeros or last-zeros, not 'quiet'") as error:
         OpenAIWhisperBackend(window_padding="quiet")
     one_line(error.value)
 

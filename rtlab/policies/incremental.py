@@ -14,6 +14,8 @@ One chunk of audio is decoded as: :meth:`~IncrementalDecoder.encode` the buffer,
 this buffer (the cache is rebuilt: the encoder output changed), then
 :meth:`~IncrementalDecoder.feed` one chosen token after another, each call returning the
 greedy choice for the next token and the attention rows of what was fed.
+Before the stream's last decode the policy calls :meth:`~IncrementalDecoder.end_of_audio`:
+no audio will follow the buffer's.
 
 A decoder that can search beams (:attr:`IncrementalDecoder.beam_search`) also gives each
 step's scores over the vocabulary (:attr:`Decoded.logits`) and takes several hypotheses
@@ -137,6 +139,13 @@ class IncrementalDecoder:
     def close(self) -> None:
         """Free the encoder output and the cache now (they are freed with the decoder
         anyway); the decoder can be used again after another :meth:`encode`."""
+
+    def end_of_audio(self) -> None:
+        """The stream's audio has ended: every buffer encoded from now on ends where the
+        audio ends, and nothing follows it (AlignAtt calls it before the stream's last
+        decode). A decoder may fill the encoder window after such a buffer differently
+        (openai-whisper's pads it with zeros, as the last window of an offline pass).
+        Default: nothing changes."""
 
     @classmethod
     def encode_batch(cls, calls: list[tuple[IncrementalDecoder, np.ndarray]]) -> list[int]:

@@ -59,6 +59,8 @@ class ToneIncrementalDecoder(IncrementalDecoder):
         self.begins: list[tuple[list[int], list[int]]] = []
         #: Seconds of audio of every :meth:`encode`.
         self.encoded: list[float] = []
+        #: How many :meth:`encode` calls came before :meth:`end_of_audio` (None: not called).
+        self.encodes_before_end: int | None = None
         self.frames = 0
         self._heard: list[tuple[int, int]] = []  # (token, frame it is said at)
         self._position = 0
@@ -109,6 +111,10 @@ class ToneIncrementalDecoder(IncrementalDecoder):
     def close(self) -> None:
         self.frames = 0
         self._heard = []
+
+    def end_of_audio(self) -> None:
+        if self.encodes_before_end is None:
+            self.encodes_before_end = len(self.encoded)
 
     # -- the script --------------------------------------------------------------------------
 

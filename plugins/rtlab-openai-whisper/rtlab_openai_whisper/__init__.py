@@ -40,7 +40,7 @@ COMPUTE_TYPES = ("float32", "float16")
 #: What fills an AlignAtt decoder's encoder window after the buffer's audio: ``silence``
 #: (the spectrogram of digital silence, SimulStreaming's; the default, by measurement) or
 #: ``zeros`` (as the last window of openai-whisper's transcribe).
-WINDOW_PADDINGS = ("silence", "zeros")
+WINDOW_PADDINGS = ("silence", "zeros", "last-zeros")
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass, as rtlab-faster-whisper (see
 # rtlab.words.continue_from).
@@ -108,7 +108,7 @@ class OpenAIWhisperBackend(Backend):
         if cpu_threads is not None and (not is_whole_number(cpu_threads) or cpu_threads < 1):
             raise InvalidOption(f"{prefix} cpu_threads must be a whole number >= 1, not {cpu_threads!r}")
         if window_padding not in WINDOW_PADDINGS:
-            raise InvalidOption(f"{prefix} window_padding must be silence or zeros, not {window_padding!r}")
+            raise InvalidOption(f"{prefix} window_padding must be silence, zeros or last-zeros, not {window_padding!r}")
         self.model_name = model
         self.requested_device = device
         self.requested_compute_type = compute_type

@@ -98,6 +98,7 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
         self._cross: list[tuple[Any, Any]] | None = None
         self._cache: list[tuple[Any, Any] | None] = []
         self._length = 0
+        self._audio_ended = False
 
     @property
     def tokenizer(self):
@@ -140,8 +141,9 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
         """The spectrogram of the encoder window holding ``audio`` and its frames of audio:
         :func:`window_log_mel` on CPU; elsewhere openai-whisper's on the device, padded.
         The frames after the audio are the spectrogram of digital silence (SimulStreaming's),
-        or 0 with the backend's ``window_padding`` ``zeros``, as in the last window of
-        openai-whisper's ``transcribe``."""
+        or 0, as in the last window of openai-whisper's ``transcribe``: with the backend's
+        ``window_padding`` ``zeros`` always, with ``last-zeros`` once the stream's audio has
+        ended (:meth:`end_of_audio`)."""
         from whisper.audio import N_FRAMES, pad_or_trim
 
         if self._backend.device == "cpu":
@@ -149,9 +151,13 @@ class WhisperIncrementalDecoder(IncrementalDecoder):
         else:
             mel, frames = self._backend.log_mel(audio)
             window = pad_or_trim(mel, N_FRAMES)
-        if self._backend.window_padding == "zeros":
+        padding = self._backend.window_padding
+        if padding == "zeros" or (padding == "last-zeros" and self._audio_ended):
             window[:, frames:] = 0.0
         return window, frames
+
+    def end_of_audio(self) -> None:
+        self._audio_ended = True
 
     def _set_features(self, features, frames: int) -> None:
         """The encoder output of this session's buffer (``[1, frames, state]``), as each
