@@ -201,6 +201,22 @@ def test_a_cost_model_without_this_configuration_says_how_to_calibrate(audio):
     assert "rtlab calibrate --backend test --model not-calibrated -b compute_rtf=0.01" in message
 
 
+def test_a_calibration_from_before_an_option_existed_is_told_apart_in_the_message(audio):
+    """A file written before the backend gained an option (its key does not name it) does
+    not match; the message says what differs, where both keys would otherwise read alike."""
+    config = StreamConfig.parse("backend=test,model=calibrated")
+    costs = model_for(config, calls=0.1)
+    (calibration,) = costs.calibrations
+    older = {**calibration.key, "options": {k: v for k, v in calibration.key["options"].items() if k != "compute_rtf"}}
+    costs.calibrations = [Calibration(older, calibration.weights)]
+    with pytest.raises(CostModelError) as raised:
+        replay(audio, [config], clock="modeled", cost_model=costs)
+    message = str(raised.value)
+    assert "\n" not in message and "it has test (model=calibrated, device=" in message and "(unlike it: compute_rtf not named)" in message
+    costs.calibrations = [calibration]  # the key as the backend makes it: found
+    assert costs.find(older | {"options": calibration.key["options"]}) is calibration
+
+
 def test_a_feature_the_calibration_has_not_seen_is_refused():
     calibration = Calibration({"backend": "x", "options": {}, "device": None}, {"calls": 0.1})
     with pytest.raises(CostModelError, match="no weight for 'tokens'.*recalibrate"):
@@ -301,6 +317,11 @@ def test_rtlab_ships_reference_costs_for_the_embedded_models_and_says_how_to_add
     beam = reference.find(calibration_key("faster-whisper", {**defaults, "model": "base", "beam_size": 5}, "cpu"))
     assert beam.weights["tokens"] > 0 and "not timed on the reference machine" in beam.fit["derived"]
     assert "derived" not in reference.find(calibration_key("faster-whisper", {**defaults, **greedy, "model": "base"}, "cpu")).fit
+    if "openai-whisper" in get_registry().names("backend"):  # its calibration: tiny.en as loaded at its defaults
+        config = StreamConfig.parse("backend=openai-whisper,model=tiny.en")
+        from rtlab.backends import ensure_loaded
+
+        assert reference.find(key_for(config, ensure_loaded(get_backend(config)))).weights["calls"] > 0
     with pytest.raises(CostModelError) as missing:
         reference.find(calibration_key("faster-whisper", {**defaults, "model": "tiny.en", "beam_size": 2}, "cpu"))
     message = str(missing.value)

@@ -90,6 +90,20 @@ def _chosen(key: Mapping[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _unlike(have: Mapping[str, Any], want: Mapping[str, Any]) -> str:
+    """`` (unlike it: window_padding not named)``: where the key ``have`` of a file differs
+    from the key ``want`` in options :func:`describe_key` leaves out (an option added to
+    the backend since the file was written, one set to its default), or ``""``."""
+    shown = set(_chosen(have)) | set(_chosen(want))
+    missing = object()
+    differences = []
+    for name in sorted((set(have["options"]) | set(want["options"])) - shown):
+        mine, theirs = have["options"].get(name, missing), want["options"].get(name, missing)
+        if mine != theirs:
+            differences.append(f"{name} not named" if mine is missing else f"{name}={mine}")
+    return f" (unlike it: {', '.join(differences)})" if differences else ""
+
+
 def describe_key(key: Mapping[str, Any]) -> str:
     """``faster-whisper (model=tiny.en, pad_seconds=1, device=cpu)`` for messages: the
     options that differ from the backend's defaults."""
@@ -155,7 +169,7 @@ class CostModel:
                 return calibration
         where = self.path or "this cost model"
         same_backend = [c for c in self.calibrations if c.key["backend"] == key["backend"]]
-        known = "; it has " + ", ".join(describe_key(c.key) for c in same_backend) if same_backend else ""
+        known = "; it has " + ", ".join(describe_key(c.key) + _unlike(c.key, key) for c in same_backend) if same_backend else ""
         if self.path is None or self.path == f"rtlab's {REFERENCE_FILE}":
             # rtlab's own file is not the user's to write: fit into a file of theirs.
             how = f"{calibrate_command(key, 'rtlab-costs.json')}, then pass --cost-model rtlab-costs.json"
