@@ -48,6 +48,9 @@ LOOP_REPEATS = 3  # the same words this many times in a row: the decoder is loop
 #: greedy on an English-only one. Both Whisper plugins choose so (openai-whisper's own command
 #: line searches 5 beams too): the two engines' tables compare the same decoding.
 MULTILINGUAL_BEAM_SIZE = 5
+#: A Whisper decode's tokens, at most this many per second of audio, plus 16 (:func:`token_budget`):
+#: both Whisper plugins' ``max_tokens_per_second`` default and AlignAtt's own budget.
+MAX_TOKENS_PER_SECOND = 8.0
 # Text said over speech, not made up in a pause: the voice-activity model hears speech in
 # at least this fraction of its frames (see cut_anomalous_tail).
 SPOKEN_FRACTION = 0.5

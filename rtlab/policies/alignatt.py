@@ -15,7 +15,7 @@ The last word a chunk decodes is held back (shown as partial text) unless ``neve
 the chunk may end inside it ("sea" of "seashore"); a word that closes an annotation an
 earlier word opened ("FUNDO]" after "[MÚSICA DE") is not, its marker ends it. At the end
 of the stream the last decode runs to the end of text (at most
-:data:`MAX_TOKENS_PER_SECOND` tokens per second of buffer, plus 16) and keeps every word:
+:data:`rtlab.words.MAX_TOKENS_PER_SECOND` tokens per second of buffer, plus 16) and keeps every word:
 SimulStreaming stops it 4 frames before the end of the audio, which loses a last word
 said right at the end of a clip, and no more audio will come to wait for.
 
@@ -109,16 +109,12 @@ from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
 from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
-from ..words import LOOP_REPEATS, agreed_prefix, key, repetition
+from ..words import LOOP_REPEATS, MAX_TOKENS_PER_SECOND, agreed_prefix, key, repetition, token_budget
 from . import Policy, Step
 from .incremental import INCREMENTAL_DECODING, Decoded, IncrementalDecoder
 from .reheard import START_SLACK, after_committed
 from .vac import KEEP_SILENCE, ONSET_LEAD, controller
 
-#: A decode's tokens for the buffer (those forced and its new ones; the last decode of a
-#: stream: its new ones), at most this many per second of buffer, plus 16: a decoder that
-#: loops instead of ending stops there.
-MAX_TOKENS_PER_SECOND = 8
 #: A decode checks for a loop (rtlab.words.repetition) every this many new tokens.
 LOOP_CHECK_TOKENS = 4
 #: The longest run of words the loop rule looks for (said LOOP_REPEATS times in a row):
@@ -504,7 +500,9 @@ class AlignAtt(Policy):
             return Step()
         forced = [] if self.decode_afresh else [t for word in self.emitted for t in word.tokens]
         context = self.context(len(forced))
-        budget = int(16 + MAX_TOKENS_PER_SECOND * self.buffered_seconds)
+        # The decode's tokens for the buffer (those forced and its new ones; the stream's last
+        # decode: its new ones): a decoder that loops instead of ending stops there.
+        budget = token_budget(MAX_TOKENS_PER_SECOND, self.buffered_seconds)
         if final:
             decode = self._decode(context, forced, frames, threshold=None, budget=budget)
         else:

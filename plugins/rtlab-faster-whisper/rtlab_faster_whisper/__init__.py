@@ -14,8 +14,8 @@ from rtlab.errors import BackendUnavailable, InvalidOption, ModelNotFound
 from rtlab.options import is_whole_number
 from rtlab.words import MULTILINGUAL_BEAM_SIZE as MULTILINGUAL_BEAM_SIZE  # re-exported under the plugin
 from rtlab.words import (
-    COMPRESSION_RATIO_THRESHOLD, continue_from, decoding_options, default_beam_size, is_silent, merge_word_pieces,
-    needs_fallback, retry_without_prompt, settle_window, token_budget, window_options,
+    COMPRESSION_RATIO_THRESHOLD, MAX_TOKENS_PER_SECOND, continue_from, decoding_options, default_beam_size, is_silent,
+    merge_word_pieces, needs_fallback, retry_without_prompt, settle_window, token_budget, window_options,
 )  # fmt: skip
 
 from . import devices as _devices
@@ -53,7 +53,7 @@ class FasterWhisperBackend(Backend):
         cpu_threads: int | None = None,
         workers: int | None = None,
         temperature: float | list[float] = 0.0,
-        max_tokens_per_second: float = 8.0,
+        max_tokens_per_second: float = MAX_TOKENS_PER_SECOND,
         window: str = "buffer",
         pad_seconds: float | None = None,
         max_batch: int = 1,

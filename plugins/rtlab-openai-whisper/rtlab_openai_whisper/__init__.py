@@ -25,8 +25,8 @@ from rtlab.options import is_whole_number
 from rtlab.policies.incremental import INCREMENTAL_DECODING
 from rtlab.words import MULTILINGUAL_BEAM_SIZE as MULTILINGUAL_BEAM_SIZE  # re-exported under the plugin
 from rtlab.words import (
-    continue_from, decoding_options, default_beam_size, is_silent, merge_word_pieces, needs_fallback,
-    retry_without_prompt, settle_window, token_budget, window_options,
+    MAX_TOKENS_PER_SECOND, continue_from, decoding_options, default_beam_size, is_silent, merge_word_pieces,
+    needs_fallback, retry_without_prompt, settle_window, token_budget, window_options,
 )  # fmt: skip
 
 from . import devices as _devices
@@ -47,7 +47,7 @@ WINDOW_SECONDS = 30.0
 MAX_WINDOWS = 2
 MAX_INITIAL_TIMESTAMP = 1.0  # the first segment starts within 1 s of the window
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames (the alignment needs them)
-DEFAULT_MAX_TOKENS_PER_SECOND = 8.0  # as the alignatt policy's own budget (its MAX_TOKENS_PER_SECOND)
+DEFAULT_MAX_TOKENS_PER_SECOND = MAX_TOKENS_PER_SECOND  # as the alignatt policy's own budget
 MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
