@@ -842,6 +842,28 @@ def test_the_decoder_learns_that_the_audio_ends_before_the_stream_s_last_decode_
         assert decoder.encodes_before_end == passes and len(decoder.encoded) == passes + 1, vad
 
 
+def test_a_decoder_without_end_of_audio_still_finishes_the_stream():
+    """The contract lets a decoder be any object with its members; ``end_of_audio`` is
+    optional among them."""
+
+    class Plain:  # not derived from IncrementalDecoder, and without end_of_audio
+        def __init__(self, decoder):
+            self._decoder = decoder
+
+        def __getattr__(self, name):
+            if name == "end_of_audio":
+                raise AttributeError(name)
+            return getattr(self._decoder, name)
+
+    audio, _ = tone_words(TEXT)
+    policy = AlignAtt(ToneAttentionBackend())
+    inner = policy.decoder
+    policy.decoder = Plain(inner)
+    commits, last = stream(policy, audio)
+    assert [w for c in commits for w in texts(c)] + texts(last) == TEXT.split()
+    assert inner.encodes_before_end is None
+
+
 async def test_a_session_tells_its_decoder_that_the_audio_ends_through_the_batcher(monkeypatch, no_ffmpeg_left):
     """The session's wrappers (the cost counter, the batcher's) pass ``end_of_audio`` on
     to the decoder: each of two batched sessions' decoders learns it once, before its last

@@ -436,7 +436,9 @@ class AlignAtt(Policy):
                 return Step()  # the last utterance was ended (or nobody spoke): nothing to add
             if self.vac.speech_end is not None:  # the model hears no more of the silence after it
                 self._hear_until(self.vac.speech_end + UTTERANCE_END_PAD)
-        self.decoder.end_of_audio()  # nothing follows the buffer's audio
+        ended = getattr(self.decoder, "end_of_audio", None)  # optional: nothing follows the buffer's audio
+        if ended is not None:
+            ended()
         return self._pass(final=True)
 
     def _hear_until(self, seconds: float) -> None:
