@@ -38,8 +38,9 @@ __version__ = "0.4.0"
 
 COMPUTE_TYPES = ("float32", "float16")
 #: What fills an AlignAtt decoder's encoder window after the buffer's audio: ``silence``
-#: (the spectrogram of digital silence, SimulStreaming's; the default, by measurement) or
-#: ``zeros`` (as the last window of openai-whisper's transcribe).
+#: (the spectrogram of digital silence, SimulStreaming's), ``zeros`` (as the last window of
+#: openai-whisper's transcribe) or ``last-zeros`` (silence, but zeros on the stream's last
+#: decode, once the decoder was told the audio ended; the default, by measurement).
 WINDOW_PADDINGS = ("silence", "zeros", "last-zeros")
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass, as rtlab-faster-whisper (see
