@@ -795,7 +795,7 @@ def test_alignatt_s_last_decode_pads_the_window_with_zeros_and_keeps_the_clip_s_
 
 def test_window_padding_other_than_silence_zeros_or_last_zeros_is_refused_in_one_line():
     assert OpenAIWhisperBackend().window_padding == "last-zeros"
-    with pytest.raises(InvalidOption, match="window_padding must be silence, zeros or last-zeros, not 'quiet'") as error:
+    with pytest.raises(InvalidOption, match="openai-whisper: window_padding must be silence, zeros or last-zeros, not 'quiet'") as error:
         OpenAIWhisperBackend(window_padding="quiet")
     one_line(error.value)
 

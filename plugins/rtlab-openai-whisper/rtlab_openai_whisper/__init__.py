@@ -48,7 +48,6 @@ WINDOW_SECONDS = 30.0
 MAX_WINDOWS = 2
 MAX_INITIAL_TIMESTAMP = 1.0  # the first segment starts within 1 s of the window
 MIN_SAMPLES = 2 * 160  # two 10 ms feature frames (the alignment needs them)
-DEFAULT_MAX_TOKENS_PER_SECOND = MAX_TOKENS_PER_SECOND  # as the alignatt policy's own budget
 MAX_REPLICAS_OF_FASTER_WHISPER = 4  # see default_threads
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -88,7 +87,7 @@ class OpenAIWhisperBackend(Backend):
         beam_size: int | None = None,
         temperature: float | list[float] = 0.0,
         cpu_threads: int | None = None,
-        max_tokens_per_second: float = DEFAULT_MAX_TOKENS_PER_SECOND,
+        max_tokens_per_second: float = MAX_TOKENS_PER_SECOND,
         window: str = "buffer",
         pad_seconds: float | None = None,
         max_batch: int = 1,
@@ -278,7 +277,7 @@ class OpenAIWhisperBackend(Backend):
         unused = []
         if list(self.temperatures) != [0.0]:
             unused.append(f"temperature={self.temperature!r}")
-        if self.max_tokens_per_second != DEFAULT_MAX_TOKENS_PER_SECOND:
+        if self.max_tokens_per_second != MAX_TOKENS_PER_SECOND:  # AlignAtt's own budget
             unused.append(f"max_tokens_per_second={self.max_tokens_per_second!r}")
         return unused
 
