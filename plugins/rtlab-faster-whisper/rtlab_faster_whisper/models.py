@@ -62,19 +62,26 @@ def _join_parts(source: Path, parts: list[Path]) -> Path:
         return target
     target.mkdir(parents=True, exist_ok=True)
     remove_abandoned_partials(target)  # what a process killed while joining left
+    # Every file renamed into place whole: another process joining at the same time (two
+    # test workers, two servers on a fresh machine) never reads one half written.
     for name in MODEL_FILES:
-        shutil.copyfile(source / name, target / name)
-    partial = partial_path(model_bin)
+        _write_whole(target / name, [source / name])
+    _write_whole(model_bin, parts)
+    return target
+
+
+def _write_whole(target: Path, sources: list[Path]) -> None:
+    """``sources`` concatenated into ``target``, through a partial file renamed into place."""
+    partial = partial_path(target)
     try:
         with open(partial, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as chunk:
+            for source in sources:
+                with open(source, "rb") as chunk:
                     shutil.copyfileobj(chunk, out, length=8 << 20)
-        os.replace(partial, model_bin)
+        os.replace(partial, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
-    return target
 
 
 def resolve_model(model: str) -> str:
