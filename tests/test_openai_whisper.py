@@ -1240,8 +1240,9 @@ def test_shorter_windows_are_not_batched():
     from rtlab_openai_whisper.batch import batchable
 
     audio = decode("fox.ogg")
-    assert batchable(get_backend("openai-whisper", max_batch=4), Request(audio, "", "en"))
-    assert not batchable(get_backend("openai-whisper", max_batch=4, pad_seconds=1), Request(audio, "", "en"))
+    # Loaded: the beam size left unset is chosen at load (greedy on tiny.en).
+    assert batchable(ensure_loaded(get_backend("openai-whisper", max_batch=4)), Request(audio, "", "en"))
+    assert not batchable(ensure_loaded(get_backend("openai-whisper", max_batch=4, pad_seconds=1)), Request(audio, "", "en"))
 
 
 def test_shorter_windows_report_their_encoder_input_as_a_cost_feature():
