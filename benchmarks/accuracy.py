@@ -58,7 +58,9 @@ passes fall; one row per shift, and a line per language and configuration with t
 and the range of the WER over the shifts. Streaming minus offline WER is printed with a
 95% paired bootstrap interval over the clips (a clip's shifts drawn together): on sets of
 a hundred words, a difference whose interval holds 0 is not told from none. Writes
-``accuracy.json`` to ``--out``; ``--results FILE`` prints a saved one again.
+``accuracy.json`` to ``--out`` after every run (a language at one placement), with
+``"complete": false`` until the last: a run stopped with Ctrl-C, or killed, keeps the runs
+it finished. ``--results FILE`` prints a saved one again.
 
 The lowest clip's line also gives the share of the offline words *the reference confirms*
 that the stream kept (:func:`rtlab.eval.metrics.confirmed_words_kept`): where the offline
@@ -71,7 +73,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
+import os
 import random
 import sys
 import time
@@ -435,7 +439,8 @@ def print_saved(parser: argparse.ArgumentParser, path: Path, english: Path | Non
             found = english.parent / row["language"] / f"{Path(stream['file']).stem}.txt" if english else None
             if stream.get("reference") is None and found is not None and found.is_file():
                 stream["reference"] = found.read_text(encoding="utf-8").strip()
-    print(f"{path}: clock {report.get('clock')}, run on {report.get('date')}")
+    unfinished = " (incomplete: the run was stopped; these are the rows it had done)" if report.get("complete") is False else ""
+    print(f"{path}: clock {report.get('clock')}, run on {report.get('date')}{unfinished}")
     print_report(rows, report.get("configurations"))
     return 0
 
@@ -470,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shifts must be from 1 to 20, not {args.shifts}")
     pin_kernels_argument(parser, args)
 
+    from rtlab.backends import partial_path
     from rtlab.core.costs import CostModelError, cost_model_for_clock, cost_model_summary
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import language_corpora, shared_speech_dir
@@ -490,33 +496,61 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    environment = environment_info()
+    cost_model = args.costs.describe() if args.costs else None
     rows: list[dict[str, Any]] = []
+
+    def save(complete: bool) -> Path:
+        """accuracy.json with the rows so far: written after every run, so that a run
+        stopped or failed hours in keeps what it measured (``"complete": false``)."""
+        report = {
+            "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
+            "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations,
+            "rows": rows, "environment": environment, "wall_seconds": time.perf_counter() - started,
+            "complete": complete,
+        }  # fmt: skip
+        path = out / "accuracy.json"
+        partial = partial_path(path)
+        partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        os.replace(partial, path)  # a reader never finds half a file
+        return path
+
+    runs = planned_runs(args, corpora, out)
+    try:
+        for number, (label, run) in enumerate(runs, 1):
+            print(f"[{number}/{len(runs)}, {time.perf_counter() - started:.0f} s] {label}...", file=sys.stderr, flush=True)
+            rows += run()
+            save(complete=False)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {save(complete=False)} keeps the {len(rows)} rows done "
+              f"(--results prints them)", file=sys.stderr)  # fmt: skip
+        return 130
+    print(f"\nclock {args.clock}" + (f" (cost model {cost_model_summary(cost_model)})" if cost_model else "")
+          + f"; hardware: {hardware_summary(environment)}; {time.perf_counter() - started:.0f} s wall")  # fmt: skip
+    print_report(rows, args.configurations)
+    print(f"wrote {save(complete=True)}")
+    return 0
+
+
+def planned_runs(args: argparse.Namespace, corpora: dict[str, Path], out: Path) -> list[tuple[str, Any]]:
+    """Every run of the benchmark, in order, as (what it is, a function returning its rows):
+    per language, each language option, each placement of the clips, then the long stream."""
+    runs: list[tuple[str, Any]] = []
     for language, corpus in corpora.items():
         modes = {"given": (False,), "detected": (True,), "both": (False, True)}[args.language_option]
         shifted = shifted_manifests(corpus, args.shifts, out / "shifted" / language) if args.shifts > 1 else []
         for detect in modes if language != "en" else (False,):
-            print(f"{language}{' (language detected)' if detect else ''}...", file=sys.stderr, flush=True)
+            label = f"{language}{' (language detected)' if detect else ''}"
             if not shifted:
-                rows += run_language(args, language, corpus, detect, long_form=False)
+                runs.append((label, functools.partial(run_language, args, language, corpus, detect, long_form=False)))
             for shift, manifest in shifted:
-                rows += run_language(args, language, manifest, detect, long_form=False, shift=shift)
+                runs.append((f"{label} after {shift:g} s of silence",
+                             functools.partial(run_language, args, language, manifest, detect, long_form=False, shift=shift)))  # fmt: skip
         if args.long_form:
             manifest = long_form_manifest(corpus, args.long_form, out / f"long-form-{language}.jsonl")
-            print(f"{language} long form ({args.long_form:g} min)...", file=sys.stderr, flush=True)
-            rows += run_language(args, language, manifest, False, long_form=True)
-    environment = environment_info()
-    cost_model = args.costs.describe() if args.costs else None
-    print(f"\nclock {args.clock}" + (f" (cost model {cost_model_summary(cost_model)})" if cost_model else "")
-          + f"; hardware: {hardware_summary(environment)}; {time.perf_counter() - started:.0f} s wall")  # fmt: skip
-    print_report(rows, args.configurations)
-    report = {
-        "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
-        "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations,
-        "rows": rows, "environment": environment, "wall_seconds": time.perf_counter() - started,
-    }  # fmt: skip
-    (out / "accuracy.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    print(f"wrote {out / 'accuracy.json'}")
-    return 0
+            runs.append((f"{language} long form ({args.long_form:g} min)",
+                         functools.partial(run_language, args, language, manifest, False, long_form=True)))  # fmt: skip
+    return runs
 
 
 if __name__ == "__main__":

@@ -252,8 +252,9 @@ def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, t
     result = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en",
                         "--configuration", "default", "--shifts", "2", "--out", relative)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))["rows"]
-    assert [r["shift"] for r in rows] == [0.0, 0.5]
+    report = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
+    rows = report["rows"]
+    assert [r["shift"] for r in rows] == [0.0, 0.5] and report["complete"] is True
     clip = sorted((out / "shifted" / "en" / "0.5").glob("*.wav"))[0]
     original = sorted(p for p in tone_corpus.iterdir() if p.suffix in (".wav", ".ogg", ".flac"))[0]
     from rtlab.decoders.files import decode_audio
@@ -277,6 +278,42 @@ def test_accuracy_script_streams_each_clip_at_shifted_pass_phases(tone_corpus, t
     assert unreadable.returncode == 2 and "is not an accuracy.json" in unreadable.stderr
     bad = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--shifts", "0")
     assert bad.returncode == 2 and "--shifts must be from 1 to 20" in bad.stderr
+
+
+def test_accuracy_script_keeps_the_runs_it_finished_when_stopped(tone_corpus, tmp_path):
+    """accuracy.json is written after every run (a language at one placement), marked
+    incomplete until the last: a benchmark of hours stopped with Ctrl-C, or killed, keeps
+    what it measured. Before, it was written once, at the end."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    # A slow backend (0.3 s of compute per second of audio): each placement takes seconds.
+    # Ctrl-C as a terminal gives it, whatever this process inherited (see test_bench).
+    script = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--backend", "test",
+                               "--corpus", str(tone_corpus), "--languages", "en", "--shifts", "3",
+                               "--configuration", "slow:compute_rtf=0.3", "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "accuracy.json").exists():
+            assert time.monotonic() < deadline and script.poll() is None, script.communicate()
+            time.sleep(0.1)
+        script.send_signal(signal.SIGINT)  # during the second placement
+        stdout, stderr = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode == 130, stdout + stderr
+    report = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
+    assert report["complete"] is False and [r["shift"] for r in report["rows"]] == [0.0], report["rows"]
+    assert f"interrupted: {out / 'accuracy.json'} keeps the 1 rows done" in stderr
+    assert "[1/3, " in stderr and "en after 0 s of silence" in stderr and "en after 0.333 s of silence" in stderr
+    again = run_script("accuracy.py", "--results", str(out / "accuracy.json"))
+    assert again.returncode == 0 and "(incomplete: the run was stopped" in again.stdout, again.stdout + again.stderr
+    assert "slow +0 s" in again.stdout and "+0.333 s" not in again.stdout
 
 
 def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_summary(tone_corpus, tmp_path):
