@@ -439,7 +439,7 @@ def print_saved(parser: argparse.ArgumentParser, path: Path, english: Path | Non
             found = english.parent / row["language"] / f"{Path(stream['file']).stem}.txt" if english else None
             if stream.get("reference") is None and found is not None and found.is_file():
                 stream["reference"] = found.read_text(encoding="utf-8").strip()
-    unfinished = " (incomplete: the run was stopped; these are the rows it had done)" if report.get("complete") is False else ""
+    unfinished = " (incomplete: the rows of the runs done when it was written; the run was stopped, or is still going)" if report.get("complete") is False else ""
     print(f"{path}: clock {report.get('clock')}, run on {report.get('date')}{unfinished}")
     print_report(rows, report.get("configurations"))
     return 0
