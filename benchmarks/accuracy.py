@@ -511,8 +511,12 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
         path = out / "accuracy.json"
         partial = partial_path(path)
-        partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-        os.replace(partial, path)  # a reader never finds half a file
+        try:
+            partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+            os.replace(partial, path)  # a reader never finds half a file
+        except BaseException:  # a full disk, a second Ctrl-C: the last report written stays
+            partial.unlink(missing_ok=True)
+            raise
         return path
 
     runs = planned_runs(args, corpora, out)
