@@ -60,7 +60,9 @@ and the range of the WER over the shifts. Streaming minus offline WER is printed
 a hundred words, a difference whose interval holds 0 is not told from none. Writes
 ``accuracy.json`` to ``--out`` after every run (a language at one placement), with
 ``"complete": false`` until the last: a run stopped with Ctrl-C, or killed, keeps the runs
-it finished. ``--results FILE`` prints a saved one again.
+it finished; ``--resume`` runs what such a report lacks (the same command with
+``--resume`` added: the same backend, clock, configurations and machine, or it refuses)
+and keeps the runs it has. ``--results FILE`` prints a saved one again.
 
 The lowest clip's line also gives the share of the offline words *the reference confirms*
 that the stream kept (:func:`rtlab.eval.metrics.confirmed_words_kept`): where the offline
@@ -464,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shifts", type=int, default=1, metavar="N",
                         help="stream each clip N times, after 0, 1/N, ... (N-1)/N s of silence (default 1: as it is)")  # fmt: skip
     parser.add_argument("--out", default="results/accuracy", help="output folder (default: results/accuracy)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the incomplete accuracy.json in --out: keep its runs, run the rest")  # fmt: skip
     parser.add_argument("--results", metavar="FILE",
                         help="print the table and lines of a saved run (its accuracy.json) and run nothing")  # fmt: skip
     add_kernels_argument(parser)
@@ -499,6 +503,16 @@ def main(argv: list[str] | None = None) -> int:
     environment = environment_info()
     cost_model = args.costs.describe() if args.costs else None
     rows: list[dict[str, Any]] = []
+    runs = planned_runs(args, corpora, out)
+    earlier_seconds, planned = 0.0, len(runs)
+    if args.resume:
+        try:
+            rows, earlier_seconds = resumed_rows(out / "accuracy.json", args, cost_model, environment, runs)
+        except ValueError as error:
+            parser.error(f"--resume: {error}")
+        done = {run_key(row) for row in rows}
+        print(f"resuming {out / 'accuracy.json'}: {len(done)} of {len(runs)} runs done", file=sys.stderr)
+        runs = [run for run in runs if run[1] not in done]
 
     def save(complete: bool) -> Path:
         """accuracy.json with the rows so far: written after every run, so that a run
@@ -506,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "benchmark": "accuracy", "date": datetime.date.today().isoformat(), "backend": args.backend,
             "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations,
-            "rows": rows, "environment": environment, "wall_seconds": time.perf_counter() - started,
+            "rows": rows, "environment": environment, "wall_seconds": earlier_seconds + time.perf_counter() - started,
             "complete": complete,
         }  # fmt: skip
         path = out / "accuracy.json"
@@ -519,10 +533,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return path
 
-    runs = planned_runs(args, corpora, out)
     try:
-        for number, (label, run) in enumerate(runs, 1):
-            print(f"[{number}/{len(runs)}, {time.perf_counter() - started:.0f} s] {label}...", file=sys.stderr, flush=True)
+        for number, (label, _, run) in enumerate(runs, planned - len(runs) + 1):
+            print(f"[{number}/{planned}, {time.perf_counter() - started:.0f} s] {label}...", file=sys.stderr, flush=True)
             rows += run()
             save(complete=False)
     except KeyboardInterrupt:
@@ -536,25 +549,72 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def planned_runs(args: argparse.Namespace, corpora: dict[str, Path], out: Path) -> list[tuple[str, Any]]:
-    """Every run of the benchmark, in order, as (what it is, a function returning its rows):
-    per language, each language option, each placement of the clips, then the long stream."""
-    runs: list[tuple[str, Any]] = []
+def planned_runs(args: argparse.Namespace, corpora: dict[str, Path], out: Path) -> list[tuple[str, tuple, Any]]:
+    """Every run of the benchmark, in order, as (what it is, its :func:`run_key`, a function
+    returning its rows): per language, each language option, each placement of the clips,
+    then the long stream."""
+    runs: list[tuple[str, tuple, Any]] = []
     for language, corpus in corpora.items():
         modes = {"given": (False,), "detected": (True,), "both": (False, True)}[args.language_option]
         shifted = shifted_manifests(corpus, args.shifts, out / "shifted" / language) if args.shifts > 1 else []
         for detect in modes if language != "en" else (False,):
             label = f"{language}{' (language detected)' if detect else ''}"
+            option = "detected" if detect else "given"
             if not shifted:
-                runs.append((label, functools.partial(run_language, args, language, corpus, detect, long_form=False)))
+                runs.append((label, (language, option, False, None),
+                             functools.partial(run_language, args, language, corpus, detect, long_form=False)))  # fmt: skip
             for shift, manifest in shifted:
-                runs.append((f"{label} after {shift:g} s of silence",
+                runs.append((f"{label} after {shift:g} s of silence", (language, option, False, shift),
                              functools.partial(run_language, args, language, manifest, detect, long_form=False, shift=shift)))  # fmt: skip
         if args.long_form:
             manifest = long_form_manifest(corpus, args.long_form, out / f"long-form-{language}.jsonl")
-            runs.append((f"{language} long form ({args.long_form:g} min)",
+            runs.append((f"{language} long form ({args.long_form:g} min)", (language, "given", True, None),
                          functools.partial(run_language, args, language, manifest, False, long_form=True)))  # fmt: skip
     return runs
+
+
+def run_key(row: dict[str, Any]) -> tuple:
+    """Which run of :func:`planned_runs` a row is of: language, language option, long form,
+    shift."""
+    return row["language"], row["language_option"], row["long_form"], row.get("shift")
+
+
+#: What a resumed run's machine must share with the report's (not its memory or OS build).
+_SAME_MACHINE = ("machine", "cpu_model", "cpu_vector_extensions", "kernel_overrides", "cpu_count", "python", "packages")
+
+
+def resumed_rows(
+    path: Path, args: argparse.Namespace, cost_model: Any, environment: dict[str, Any], runs: list[tuple[str, tuple, Any]]
+) -> tuple[list[dict[str, Any]], float]:
+    """``--resume``: the rows of the incomplete report at ``path`` whose runs are whole (a
+    row for every configuration) and the wall seconds it took. ValueError, naming what
+    differs, where the report is complete, or was measured otherwise (backend, clock, cost
+    model, configurations, models, machine), or has a run this one would not make."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        saved = report["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"no report to resume in {path.parent} ({error})") from None
+    if report.get("complete") is not False:
+        raise ValueError(f"{path} is complete: nothing to resume (another --out starts a new run)")
+    ours = {"backend": args.backend, "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations}
+    differ = [name for name, value in ours.items() if report.get(name) != value]
+    theirs = report.get("environment") or {}
+    differ += [f"the machine's {name}" for name in _SAME_MACHINE if theirs.get(name) != environment.get(name)]
+    planned = {key for _, key, _ in runs}
+    for row in saved:
+        model = args.english_model if row["language"] == "en" else args.multilingual_model
+        if run_key(row) not in planned:
+            differ.append(f"a run this one would not make ({row['language']}, {row['language_option']}"
+                          f"{', long form' if row['long_form'] else ''}, shift {row.get('shift')})")  # fmt: skip
+        elif row["model"] != model:
+            differ.append(f"the model ({row['model']}, not {model})")
+    if differ:
+        raise ValueError(f"{path} differs from this run in: {'; '.join(dict.fromkeys(differ))} "
+                         "(resume it with the options it ran with, or give another --out)")  # fmt: skip
+    whole = {key for key in map(run_key, saved)
+             if {r["configuration"] for r in saved if run_key(r) == key} == set(args.configurations)}  # fmt: skip
+    return [row for row in saved if run_key(row) in whole], float(report.get("wall_seconds") or 0.0)
 
 
 if __name__ == "__main__":

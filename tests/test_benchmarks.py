@@ -314,6 +314,22 @@ def test_accuracy_script_keeps_the_runs_it_finished_when_stopped(tone_corpus, tm
     again = run_script("accuracy.py", "--results", str(out / "accuracy.json"))
     assert again.returncode == 0 and "(incomplete: the rows of the runs done when it was written" in again.stdout, again.stdout + again.stderr
     assert "slow +0 s" in again.stdout and "+0.333 s" not in again.stdout
+    # --resume runs what the report lacks and keeps what it has; it refuses a report measured
+    # otherwise, and a complete one.
+    command = ["accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en", "--shifts", "3",
+               "--configuration", "slow:compute_rtf=0.3", "--out", str(out), "--resume"]  # fmt: skip
+    other = run_script(*command, "--clock", "simulated")
+    assert other.returncode == 2 and "differs from this run in: clock (resume it with the options" in other.stderr, other.stderr
+    first = report["rows"][0]
+    resumed = run_script(*command)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "1 of 3 runs done" in resumed.stderr and "[2/3, " in resumed.stderr and "after 0 s of" not in resumed.stderr
+    report = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
+    assert report["complete"] is True and [r["shift"] for r in report["rows"]] == [0.0, 0.333, 0.667]
+    assert report["rows"][0] == first  # kept as it was, not run again
+    assert "slow +0 s" in resumed.stdout and "slow: WER over 3 shifts" in resumed.stdout  # the report is whole
+    finished = run_script(*command)
+    assert finished.returncode == 2 and "is complete: nothing to resume" in finished.stderr
 
 
 def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_summary(tone_corpus, tmp_path):
