@@ -77,7 +77,6 @@ import argparse
 import datetime
 import functools
 import json
-import os
 import random
 import sys
 import time
@@ -479,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shifts must be from 1 to 20, not {args.shifts}")
     pin_kernels_argument(parser, args)
 
-    from rtlab.backends import partial_path
+    from rtlab.backends import written_whole
     from rtlab.core.costs import CostModelError, cost_model_for_clock, cost_model_summary
     from rtlab.eval.bench import hardware_summary
     from rtlab.eval.corpus import language_corpora, shared_speech_dir
@@ -524,13 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             "complete": complete,
         }  # fmt: skip
         path = out / "accuracy.json"
-        partial = partial_path(path)
-        try:
+        # A reader never finds half a file; a full disk or a second Ctrl-C leaves the last report.
+        with written_whole(path) as partial:
             partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-            os.replace(partial, path)  # a reader never finds half a file
-        except BaseException:  # a full disk, a second Ctrl-C: the last report written stays
-            partial.unlink(missing_ok=True)
-            raise
         return path
 
     try:

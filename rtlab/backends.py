@@ -307,6 +307,26 @@ def partial_path(target: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
+def written_whole(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write ``target`` whole or not at all: the block writes the path this yields (a
+    :func:`partial_path` beside ``target``), which is renamed into place when the block
+    ends. If the block fails (a full disk, Ctrl-C, a killed conversion's exception), the
+    partial file is removed and an earlier ``target`` stays as it was; a reader, another
+    process included, never finds half a file::
+
+        with written_whole(path) as partial:
+            partial.write_text(text, encoding="utf-8")
+    """
+    partial = partial_path(target)
+    try:
+        yield partial
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
 def folders_removed_on_failure(folder: str | os.PathLike[str]) -> Iterator[None]:
     """Within the block, ``folder`` and the folders above it that do not exist yet may be
     made; if the block fails, those of them still empty are removed again (the deepest

@@ -858,6 +858,45 @@ def test_abandoned_partial_writes_are_removed_and_live_ones_kept(tmp_path):
     assert remove_abandoned_partials(tmp_path / "no-such-folder") == []
 
 
+def test_the_plugins_here_require_the_rtlab_they_are_developed_beside():
+    """A plugin in plugins/ imports what rtlab has now; installed beside an older rtlab
+    release it would fail at import. Its requirement names this version: a bump of rtlab
+    is a bump of theirs. (They required 0.4.2 while importing names added after 0.4.7.)"""
+    import tomllib
+
+    import rtlab
+
+    root = Path(__file__).resolve().parent.parent
+    projects = sorted((root / "plugins").glob("*/pyproject.toml"))
+    assert len(projects) >= 2
+    for project in projects:
+        dependencies = tomllib.loads(project.read_text(encoding="utf-8"))["project"]["dependencies"]
+        required = [d.replace(" ", "") for d in dependencies if re.match(r"rtlab\b(?![-_])", d)]
+        assert required == [f"rtlab>={rtlab.__version__}"], f"{project.parent.name}: {dependencies}"
+
+
+def test_a_file_written_whole_replaces_the_old_one_only_when_the_block_ends(tmp_path):
+    from rtlab.backends import written_whole
+
+    target = tmp_path / "report.json"
+    target.write_text("old", encoding="utf-8")
+    with written_whole(target) as partial:
+        partial.write_text("new", encoding="utf-8")
+        assert target.read_text(encoding="utf-8") == "old"  # a reader meanwhile finds the old file whole
+        assert partial.parent == tmp_path and partial.name.startswith(".report.json.")
+    assert target.read_text(encoding="utf-8") == "new" and not partial.exists()
+    # A block that fails, Ctrl-C included, leaves the last file and no partial one.
+    for error in (OSError("No space left on device"), KeyboardInterrupt()):
+        with pytest.raises(type(error)):
+            with written_whole(target) as partial:
+                partial.write_text("half", encoding="utf-8")
+                raise error
+        assert target.read_text(encoding="utf-8") == "new" and sorted(tmp_path.iterdir()) == [target]
+    with written_whole(tmp_path / "fresh.txt") as partial:
+        partial.write_text("first", encoding="utf-8")
+    assert (tmp_path / "fresh.txt").read_text(encoding="utf-8") == "first"
+
+
 class NeedsWings(WholeBufferPolicy):
     """A policy that requires a capability and, like a plugin author may, does not check it."""
 

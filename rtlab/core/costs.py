@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend
+from ..backends import Backend, written_whole
 from ..config import DEFAULT_POLICY, StreamConfig
 from ..errors import RtlabError
 
@@ -200,9 +200,8 @@ class CostModel:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
-        partial = target.with_name(target.name + ".partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, target)
+        with written_whole(target) as partial:
+            partial.write_text(text, encoding="utf-8")
         self.path, self.sha256 = str(target), hashlib.sha256(text.encode()).hexdigest()
         return target
 

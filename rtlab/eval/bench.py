@@ -221,27 +221,25 @@ class BenchRun:
         The results and the WAV are written whole or not at all: when either fails (a full
         disk, a second Ctrl-C), neither is left, the pending WAV is removed, and an earlier
         run's results.jsonl and long-form.wav stay as they were."""
-        from ..backends import partial_path
+        from ..backends import written_whole
 
         out = Path(out_dir)
         path = out / "results.jsonl"
-        partial = partial_path(path)
         written = [path]
         try:
             out.mkdir(parents=True, exist_ok=True)
-            with partial.open("w", encoding="utf-8") as fh:
+            with written_whole(path) as partial, partial.open("w", encoding="utf-8") as fh:
                 for record in self.records():
                     fh.write(json.dumps(record, default=_json_default) + "\n")
-            if self.long_form_pending is not None:
-                # Renamed in the same folder once the results are on disk, so the two
-                # arrive together: results.jsonl never names another run's audio.
-                joined, target = self.long_form_pending
-                os.replace(joined, target)
-                self.long_form_pending = None
-                written.append(target)
-            os.replace(partial, path)
+                if self.long_form_pending is not None:
+                    # Renamed in the same folder once the results are on disk, so the two
+                    # arrive together: results.jsonl never names another run's audio.
+                    fh.flush()
+                    joined, target = self.long_form_pending
+                    os.replace(joined, target)
+                    self.long_form_pending = None
+                    written.append(target)
         except BaseException:
-            partial.unlink(missing_ok=True)
             self.discard_long_form()
             raise
         if plots:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backends import partial_path
+from ..backends import written_whole
 from ..decoders.files import decode_file
 
 __all__ = [
@@ -239,25 +239,19 @@ def concatenate(
     gap = b"\x00\x00" * round(gap_seconds * SAMPLE_RATE)
     segments: list[tuple[float, float, str]] = []
     samples_written = 0
-    partial = partial_path(out)
-    try:
-        with wave.open(str(partial), "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(SAMPLE_RATE)
-            for index, utt in enumerate(utterances):
-                if index and gap:
-                    wav.writeframes(gap)
-                    samples_written += len(gap) // 2
-                pcm = decode_file(utt.audio, "s16le")
-                start = samples_written / SAMPLE_RATE
-                wav.writeframes(pcm)
-                samples_written += len(pcm) // 2
-                segments.append((start, samples_written / SAMPLE_RATE, utt.text))
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with written_whole(out) as partial, wave.open(str(partial), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        for index, utt in enumerate(utterances):
+            if index and gap:
+                wav.writeframes(gap)
+                samples_written += len(gap) // 2
+            pcm = decode_file(utt.audio, "s16le")
+            start = samples_written / SAMPLE_RATE
+            wav.writeframes(pcm)
+            samples_written += len(pcm) // 2
+            segments.append((start, samples_written / SAMPLE_RATE, utt.text))
     languages = {u.language for u in utterances}
     return Utterance(
         id=out.stem,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
 from pathlib import Path
 
-from rtlab.backends import partial_path, remove_abandoned_partials
+from rtlab.backends import remove_abandoned_partials, written_whole
 from rtlab.errors import ModelNotFound
 
 MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -72,16 +71,10 @@ def _join_parts(source: Path, parts: list[Path]) -> Path:
 
 def _write_whole(target: Path, sources: list[Path]) -> None:
     """``sources`` concatenated into ``target``, through a partial file renamed into place."""
-    partial = partial_path(target)
-    try:
-        with open(partial, "wb") as out:
-            for source in sources:
-                with open(source, "rb") as chunk:
-                    shutil.copyfileobj(chunk, out, length=8 << 20)
-        os.replace(partial, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+    with written_whole(target) as partial, open(partial, "wb") as out:
+        for source in sources:
+            with open(source, "rb") as chunk:
+                shutil.copyfileobj(chunk, out, length=8 << 20)
 
 
 def resolve_model(model: str) -> str:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from rtlab.backends import folders_removed_on_failure, partial_path, remove_abandoned_partials
+from rtlab.backends import folders_removed_on_failure, remove_abandoned_partials, written_whole
 from rtlab.errors import ModelNotFound
 
 from .ct2 import ModelBin, read_model_bin
@@ -292,13 +292,8 @@ def convert(source: Source, dest: str | os.PathLike[str], *, label: str | None =
     with folders_removed_on_failure(target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_partials(target.parent)  # what a killed conversion left here
-        temporary = partial_path(target)
-        try:
+        with written_whole(target) as temporary:
             torch.save(checkpoint, temporary)
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
     return summary(checkpoint)
 
 
