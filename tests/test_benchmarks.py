@@ -310,6 +310,7 @@ def test_accuracy_script_keeps_the_runs_it_finished_when_stopped(tone_corpus, tm
     report = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
     assert report["complete"] is False and [r["shift"] for r in report["rows"]] == [0.0], report["rows"]
     assert f"interrupted: {out / 'accuracy.json'} keeps the 1 rows done" in stderr
+    assert "CleanupSkipped" not in stderr  # the replay stopped its processors; no loop shutdown did
     assert "[1/3, " in stderr and "en after 0 s of silence" in stderr and "en after 0.333 s of silence" in stderr
     again = run_script("accuracy.py", "--results", str(out / "accuracy.json"))
     assert again.returncode == 0 and "(incomplete: the rows of the runs done when it was written" in again.stdout, again.stdout + again.stderr

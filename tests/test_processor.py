@@ -147,6 +147,31 @@ async def test_create_tasks_after_finish_is_refused(clips, no_ffmpeg_left):
     await processor.cleanup()
 
 
+async def test_a_finish_cancelled_stops_the_processor_as_cleanup_does(clips, ffmpeg_children, no_ffmpeg_left):
+    # A benchmark stopped with Ctrl-C cancels the finish() its replay awaits. The tasks of
+    # the processor were cancelled while it still ran, and warned CleanupSkipped, as if no
+    # one had cleaned it up.
+    import warnings
+
+    from rtlab.core.processor import CleanupSkipped
+
+    processor = AudioProcessor(StreamConfig.parse("backend=test,compute_rtf=0.5"), clock="simulated")
+    events = await processor.create_tasks()
+    consumer = asyncio.create_task(collect(events))
+    await processor.process_audio(clips["wav"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        finishing = asyncio.create_task(processor.finish())
+        await asyncio.sleep(0.3)  # passes of 0.5 s per audio second still to run
+        assert not finishing.done() and processor.state == "RUNNING"
+        finishing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await finishing
+    assert not [w for w in caught if issubclass(w.category, CleanupSkipped)], [str(w.message) for w in caught]
+    assert processor.state == "STOPPED" and ffmpeg_children() == []
+    await asyncio.wait_for(consumer, 10)  # the event stream ended
+
+
 async def test_cleanup_while_create_tasks_is_loading_leaves_nothing_running(ffmpeg_children, no_ffmpeg_left):
     # A client that disconnects while the model loads: create_tasks must not go on to
     # start a decoder after cleanup() ran.

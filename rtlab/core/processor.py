@@ -288,10 +288,16 @@ class AudioProcessor:
         if self.state is not State.RUNNING:
             return
         self.clock.start()
-        with contextlib.suppress(RtlabError):
-            await self.decoder.end_input()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.cleanup()
+        try:
+            with contextlib.suppress(RtlabError):
+                await self.decoder.end_input()
+            if self._tasks:
+                # asyncio.wait, not gather: a caller that gives up (cancels this finish)
+                # must not cancel the tasks while the processor still runs, which reads as
+                # an event loop shutting down (CleanupSkipped); it stops them here instead.
+                await asyncio.wait(self._tasks)
+        finally:
+            await self.cleanup()
 
     async def cleanup(self) -> None:
         """Cancel the tasks, stop the decoder, release buffers. Idempotent.
