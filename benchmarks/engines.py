@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import resource
 import shlex
@@ -43,8 +42,6 @@ DEFAULT_CONFIGS = (
 )
 WORKER_TIMEOUT_S = 1800
 STREAMING_CLOCKS = ("simulated", "unaware")
-#: Packages whose versions a run records, besides rtlab.eval.metrics.environment_info's.
-ENGINE_PACKAGES = ("rtlab-faster-whisper", "rtlab-openai-whisper", "openai-whisper", "torch")
 
 
 def _rss_bytes() -> int | None:
@@ -197,7 +194,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
 def markdown(report: dict[str, Any], command: str, subtitle: str) -> str:
     """The dated page for docs/benchmarks/: what was run, where, and the table."""
     environment = report["environment"]
-    packages = {**environment.get("packages", {}), **report.get("engine_packages", {})}
+    packages = {**environment.get("packages", {}), **report.get("engine_packages", {})}  # before 2026-12-07 apart
     software = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
     gpus = sorted({r["result"].get("gpu") for r in report["configurations"] if r["result"].get("gpu")})
     hardware = f"{environment.get('cpu_count')} CPU cores ({environment.get('machine')}), " + (
@@ -271,17 +268,6 @@ def plot(records: list[dict[str, Any]], path: Path, subtitle: str) -> Path:
     return path
 
 
-
-def _engine_packages() -> dict[str, str | None]:
-    found = {}
-    for name in ENGINE_PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", help="corpus folder or manifest (default: the shared English speech)")
@@ -337,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
               "corpus_note": f"{corpus}: {len(utterances)} files, {audio:.1f} s, {words} reference words (normalized)",
               "load_average": load_average,
               "normalizer": normalizer, "clock": "offline", "streaming": args.streaming, "environment": environment,
-              "engine_packages": _engine_packages(), "configurations": records}  # fmt: skip
+              "configurations": records}  # fmt: skip
     if args.load_note:
         report["load_note"] = args.load_note
     (out / "engines.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

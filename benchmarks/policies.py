@@ -133,7 +133,6 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "benchmark": "policies-alignatt", "date": datetime.date.today().isoformat(), "backend": backend, "rows": rows,
         "variants": dict(variants), "runs": runs, "environment": environment, "hardware": hardware_summary(environment) if environment else None,
         "load_average": load.stop(), "wall_seconds": time.perf_counter() - started,
-        "packages": _packages(),
     }  # fmt: skip
     print("\n" + format_rows(rows))
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +198,7 @@ def decoding(rows: list[dict[str, Any]]) -> str:
 def markdown(report: dict[str, Any], command: str) -> str:
     """The dated page for docs/benchmarks/."""
     environment = report["environment"]
-    packages = {**environment.get("packages", {}), **report["packages"]}
+    packages = {**environment.get("packages", {}), **report.get("packages", {})}  # reports before 2026-12-07 kept the engines apart
     software = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
     hardware = f"{environment.get('cpu_count')} CPU cores ({environment.get('machine')}), " + (
         f"{environment.get('memory_total_bytes', 0) / 2**30:.1f} GiB, no GPU"
@@ -252,19 +251,6 @@ def markdown(report: dict[str, Any], command: str) -> str:
     if failed:
         lines += ["", "Failed streams: " + "; ".join(f"{r['language']} {r['clock']} {r['policy']}: {r['errors']}" for r in failed)]
     return "\n".join(lines) + "\n"
-
-
-def _packages() -> dict[str, str | None]:
-    import importlib.metadata
-
-    found = {}
-    for name in ("openai-whisper", "torch", "rtlab-openai-whisper"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -310,6 +310,10 @@ def test_environment_info_names_hardware_and_versions():
     assert info["python"] == ".".join(map(str, sys.version_info[:3]))
     assert info["packages"]["jiwer"] == importlib.metadata.version("jiwer")
     assert info["packages"]["numpy"] == np.__version__
+    # The engines and the installed plugins: an openai-whisper run recorded neither
+    # openai-whisper's, torch's nor its backend's version before.
+    for name in ("rtlab", "openai-whisper", "torch", "onnxruntime", "rtlab-faster-whisper", "rtlab-openai-whisper"):
+        assert info["packages"][name] == importlib.metadata.version(name), name
     json.dumps(info)
 
 

@@ -658,9 +658,20 @@ def _total_memory_bytes() -> int | None:
     return None
 
 
+#: Recorded in every environment, installed or not (None): rtlab, the metrics' libraries,
+#: the engines the plugins here run on and Silero VAD's runtime.
 _REPORTED_PACKAGES = (
-    "rtlab", "numpy", "jiwer", "whisper-normalizer", "faster-whisper", "ctranslate2", "imageio-ffmpeg",
+    "rtlab", "numpy", "jiwer", "whisper-normalizer", "faster-whisper", "ctranslate2", "openai-whisper", "torch",
+    "onnxruntime", "imageio-ffmpeg",
 )
+
+
+def _plugin_distributions() -> list[str]:
+    """The installed distributions that register rtlab plugins (entry point group
+    ``rtlab``), this repository's and any other: a backend's or a policy's version moves
+    the words as much as its engine's."""
+    names = {e.dist.name for e in importlib.metadata.entry_points(group="rtlab") if e.dist is not None}
+    return sorted(names - {"rtlab"}, key=str.lower)
 
 
 class LoadSampler:
@@ -708,6 +719,6 @@ def environment_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_total_bytes": _total_memory_bytes(),
         "python": sys.version.split()[0],
-        "packages": {name: _package_version(name) for name in _REPORTED_PACKAGES},
+        "packages": {name: _package_version(name) for name in (*_REPORTED_PACKAGES, *_plugin_distributions())},
         "ffmpeg": ffmpeg_description(),
     }
