@@ -595,7 +595,11 @@ def resumed_rows(
     ours = {"backend": args.backend, "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations}
     differ = [name for name, value in ours.items() if report.get(name) != value]
     theirs = report.get("environment") or {}
-    differ += [f"the machine's {name}" for name in _SAME_MACHINE if theirs.get(name) != environment.get(name)]
+    differ += [f"the machine's {name}" for name in _SAME_MACHINE if name != "packages" and theirs.get(name) != environment.get(name)]
+    recorded, installed = theirs.get("packages") or {}, environment.get("packages") or {}
+    # Those both record (rtlab records more packages than it once did).
+    differ += [f"{name} {recorded[name]} (now {installed[name]})" for name in recorded
+               if name in installed and recorded[name] != installed[name]]  # fmt: skip
     planned = {key for _, key, _ in runs}
     for row in saved:
         model = args.english_model if row["language"] == "en" else args.multilingual_model
