@@ -790,3 +790,30 @@ def test_a_model_that_cannot_be_loaded_is_one_line():
     message = models.not_found_message("medium.en", error)
     assert "\n" not in message
     assert "(OSError: An error happened while trying to locate the files. Check your connection or cache.)" in message
+
+
+def test_rtlab_transcribe_and_a_replay_of_a_16_bit_file_commit_the_same_words(data_dir):
+    """``rtlab transcribe`` streams a file's samples through FFmpeg; ``replay`` (and
+    ``rtlab bench`` and the benchmark scripts) the decoded clip as 16-bit PCM. For a 16-bit
+    file those are the same samples, and on the unaware clock the same words at the same
+    times (docs/evaluation.md, "Sixteen bits")."""
+    import json
+    import subprocess
+    import sys
+
+    from rtlab.config import StreamConfig
+    from rtlab.decoders.files import decode_audio
+    from rtlab.eval.replay import replay
+
+    clip = data_dir / "fox.wav"  # 16 kHz, 16-bit
+    done = subprocess.run([sys.executable, "-m", "rtlab", "transcribe", str(clip), "--clock", "unaware",
+                           "--format", "jsonl"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    def commits(events) -> list[tuple[str, float, float]]:
+        return [(w["text"], round(w["start"], 3), round(w["end"], 3))
+                for e in events if e["type"] == "commit" for w in e["words"]]  # fmt: skip
+
+    transcribed = commits(json.loads(line) for line in done.stdout.splitlines())
+    (run,) = replay(decode_audio(clip), [StreamConfig.parse("backend=faster-whisper,model=tiny.en")], clock="unaware")
+    assert len(transcribed) >= 5 and commits(run.events) == transcribed
