@@ -497,18 +497,21 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--languages: {error}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     environment = environment_info()
     cost_model = args.costs.describe() if args.costs else None
     rows: list[dict[str, Any]] = []
-    runs = planned_runs(args, corpora, out)
-    earlier_seconds, planned = 0.0, len(runs)
-    if args.resume:
+    earlier_seconds = 0.0
+    if args.resume:  # checked before the plan writes its clips into --out
         try:
-            rows, earlier_seconds = resumed_rows(out / "accuracy.json", args, cost_model, environment, runs)
+            rows, earlier_seconds = resumed_rows(out / "accuracy.json", args, cost_model, environment,
+                                                 planned_runs(args, corpora, out, write=False))  # fmt: skip
         except ValueError as error:
             parser.error(f"--resume: {error}")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = planned_runs(args, corpora, out)
+    planned = len(runs)
+    if args.resume:
         done = {run_key(row) for row in rows}
         print(f"resuming {out / 'accuracy.json'}: {len(done)} of {len(runs)} runs done", file=sys.stderr)
         runs = [run for run in runs if run[1] not in done]
@@ -544,14 +547,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def planned_runs(args: argparse.Namespace, corpora: dict[str, Path], out: Path) -> list[tuple[str, tuple, Any]]:
+def planned_runs(
+    args: argparse.Namespace, corpora: dict[str, Path], out: Path, write: bool = True
+) -> list[tuple[str, tuple, Any]]:
     """Every run of the benchmark, in order, as (what it is, its :func:`run_key`, a function
     returning its rows): per language, each language option, each placement of the clips,
-    then the long stream."""
+    then the long stream. The shifted clips and the long stream are written into ``out``
+    first; with ``write=False`` nothing is, and the functions are not to be called (the
+    plan's labels and keys only)."""
     runs: list[tuple[str, tuple, Any]] = []
     for language, corpus in corpora.items():
         modes = {"given": (False,), "detected": (True,), "both": (False, True)}[args.language_option]
-        shifted = shifted_manifests(corpus, args.shifts, out / "shifted" / language) if args.shifts > 1 else []
+        if args.shifts <= 1:
+            shifted = []
+        elif write:
+            shifted = shifted_manifests(corpus, args.shifts, out / "shifted" / language)
+        else:
+            shifted = [(shift, None) for shift in shift_seconds(args.shifts)]
         for detect in modes if language != "en" else (False,):
             label = f"{language}{' (language detected)' if detect else ''}"
             option = "detected" if detect else "given"
@@ -562,7 +574,7 @@ def planned_runs(args: argparse.Namespace, corpora: dict[str, Path], out: Path) 
                 runs.append((f"{label} after {shift:g} s of silence", (language, option, False, shift),
                              functools.partial(run_language, args, language, manifest, detect, long_form=False, shift=shift)))  # fmt: skip
         if args.long_form:
-            manifest = long_form_manifest(corpus, args.long_form, out / f"long-form-{language}.jsonl")
+            manifest = long_form_manifest(corpus, args.long_form, out / f"long-form-{language}.jsonl") if write else None
             runs.append((f"{language} long form ({args.long_form:g} min)", (language, "given", True, None),
                          functools.partial(run_language, args, language, manifest, False, long_form=True)))  # fmt: skip
     return runs

@@ -321,6 +321,15 @@ def test_accuracy_script_keeps_the_runs_it_finished_when_stopped(tone_corpus, tm
                "--configuration", "slow:compute_rtf=0.3", "--out", str(out), "--resume"]  # fmt: skip
     other = run_script(*command, "--clock", "simulated")
     assert other.returncode == 2 and "differs from this run in: clock (resume it with the options" in other.stderr, other.stderr
+    elsewhere = tmp_path / "elsewhere"  # a report whose saved run is the second of three placements
+    elsewhere.mkdir()
+    (elsewhere / "accuracy.json").write_text(json.dumps({
+        **report, "rows": [{**report["rows"][0], "shift": 0.333}]}), encoding="utf-8")  # fmt: skip
+    other = run_script(*command, "--shifts", "2", "--out", str(elsewhere))  # the last one given counts
+    assert other.returncode == 2 and "a run this one would not make (en, given, shift 0.333)" in other.stderr, other.stderr
+    assert sorted(elsewhere.iterdir()) == [elsewhere / "accuracy.json"]  # refused before the plan wrote its clips
+    missing = run_script(*command, "--out", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no report to resume" in missing.stderr and not (tmp_path / "none").exists()
     first = report["rows"][0]
     resumed = run_script(*command)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
