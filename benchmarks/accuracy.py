@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--resume: {error}")
     out.mkdir(parents=True, exist_ok=True)
     runs = planned_runs(args, corpora, out)
-    planned = len(runs)
+    planned, place = len(runs), {key: index for index, (_, key, _) in enumerate(runs)}
     if args.resume:
         done = {run_key(row) for row in rows}
         print(f"resuming {out / 'accuracy.json'}: {len(done)} of {len(runs)} runs done", file=sys.stderr)
@@ -535,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         for number, (label, _, run) in enumerate(runs, planned - len(runs) + 1):
             print(f"[{number}/{planned}, {time.perf_counter() - started:.0f} s] {label}...", file=sys.stderr, flush=True)
             rows += run()
+            rows.sort(key=lambda row: place[run_key(row)])  # a resumed run's rows in the plan's order
             save(complete=False)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {save(complete=False)} keeps the {len(rows)} rows done "

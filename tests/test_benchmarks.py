@@ -340,6 +340,15 @@ def test_accuracy_script_keeps_the_runs_it_finished_when_stopped(tone_corpus, tm
     assert "slow +0 s" in resumed.stdout and "slow: WER over 3 shifts" in resumed.stdout  # the report is whole
     finished = run_script(*command)
     assert finished.returncode == 2 and "is complete: nothing to resume" in finished.stderr
+    # A report that holds only the second placement: the others are made, the rows kept in the plan's order.
+    grown = tmp_path / "grown"
+    grown.mkdir()
+    (grown / "accuracy.json").write_text(json.dumps({**report, "complete": False, "rows": [report["rows"][1]]}),
+                                         encoding="utf-8")  # fmt: skip
+    more = run_script(*command, "--out", str(grown))
+    assert more.returncode == 0 and "1 of 3 runs done" in more.stderr, more.stderr
+    rows = json.loads((grown / "accuracy.json").read_text(encoding="utf-8"))["rows"]
+    assert [r["shift"] for r in rows] == [0.0, 0.333, 0.667] and rows[1] == report["rows"][1]
 
 
 def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_summary(tone_corpus, tmp_path):
