@@ -587,8 +587,9 @@ def run_key(row: dict[str, Any]) -> tuple:
     return row["language"], row["language_option"], row["long_form"], row.get("shift")
 
 
-#: What a resumed run's machine must share with the report's (not its memory or OS build).
-_SAME_MACHINE = ("machine", "cpu_model", "cpu_vector_extensions", "kernel_overrides", "cpu_count", "python", "packages")
+#: What a resumed run's machine must share with the report's (not its memory or OS build),
+#: besides the versions of the packages both record.
+_SAME_MACHINE = ("machine", "cpu_model", "cpu_vector_extensions", "kernel_overrides", "cpu_count", "python")
 
 
 def resumed_rows(
@@ -608,7 +609,7 @@ def resumed_rows(
     ours = {"backend": args.backend, "clock": args.clock, "cost_model": cost_model, "configurations": args.configurations}
     differ = [name for name, value in ours.items() if report.get(name) != value]
     theirs = report.get("environment") or {}
-    differ += [f"the machine's {name}" for name in _SAME_MACHINE if name != "packages" and theirs.get(name) != environment.get(name)]
+    differ += [f"the machine's {name}" for name in _SAME_MACHINE if theirs.get(name) != environment.get(name)]
     recorded, installed = theirs.get("packages") or {}, environment.get("packages") or {}
     # Those both record (rtlab records more packages than it once did).
     differ += [f"{name} {recorded[name]} (now {installed[name]})" for name in recorded
