@@ -194,7 +194,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
 def markdown(report: dict[str, Any], command: str, subtitle: str) -> str:
     """The dated page for docs/benchmarks/: what was run, where, and the table."""
     environment = report["environment"]
-    packages = {**environment.get("packages", {}), **report.get("engine_packages", {})}  # before 2026-12-07 apart
+    packages = {**environment.get("packages", {}), **report.get("engine_packages", {})}  # reports before 2026-12-07 kept the engines apart
     software = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
     gpus = sorted({r["result"].get("gpu") for r in report["configurations"] if r["result"].get("gpu")})
     hardware = f"{environment.get('cpu_count')} CPU cores ({environment.get('machine')}), " + (
