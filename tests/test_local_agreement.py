@@ -31,9 +31,11 @@ def words(spec: str) -> list[dict]:
 
 def policy_for(*hypotheses: str, **options) -> tuple[LocalAgreement, ScriptedBackend]:
     """A policy over scripted hypotheses; the audio (zeros) does not matter, so the check
-    for words heard in silence is off unless a test turns it on."""
+    for words heard in silence and the bound on the quiet before the buffer's speech are
+    off unless a test turns them on."""
     backend = ScriptedBackend([words(h) for h in hypotheses])
     options.setdefault("silence_factor", 0)
+    options.setdefault("lead_silence_sec", None)
     return LocalAgreement(backend, language="en", **options), backend
 
 
@@ -974,7 +976,8 @@ def test_past_buffer_trimming_sec_the_silence_after_the_last_committed_sentence_
         "Many@0.2-0.8", "Many@0.2-0.8 people@0.8-1.5", said, f"{said} comply.@3.4-3.8", f"{said} comply.@3.4-3.8",
         f"{said} pink@3.4-3.7 on.@3.75-4.4",
     )])  # fmt: skip
-    policy = LocalAgreement(backend, language="en", buffer_trimming_sec=4.5)
+    # (lead_silence_sec off: it would go on to drop the silence after the cut but its last second)
+    policy = LocalAgreement(backend, language="en", buffer_trimming_sec=4.5, lead_silence_sec=None)
     audio = np.random.default_rng(4).normal(0, 0.1, 8 * SR).astype(np.float32)
     audio[int(4.3 * SR) :] = 0
     feed(policy, audio)
