@@ -996,6 +996,91 @@ def test_a_gap_that_turns_quiet_only_later_is_no_place_to_cut():
     assert policy._pause_cut(0.4, 1.5, frames, 0.1 * float(np.percentile(frames, 90))) is None
 
 
+# -- the quiet before the buffer's speech (lead_silence_sec) -------------------------------
+
+
+def speech_after(quiet: float, total: float, *, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """``quiet`` seconds of room noise at RMS ``noise`` (0: digital silence), then loud
+    sound ("speech") to ``total`` seconds."""
+    rng = np.random.default_rng(seed)
+    audio = rng.normal(0, noise, int(total * SR)).astype(np.float32) if noise else np.zeros(int(total * SR), np.float32)
+    audio[int(quiet * SR) :] = rng.normal(0, 0.1, len(audio) - int(quiet * SR))
+    return audio
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.002])
+def test_a_buffer_keeps_one_second_of_the_quiet_before_its_first_sound(noise):
+    # A stream that opens with 3 s of silence, or of room noise: the first pass hears the
+    # buffer from 1 s before the sound on (Whisper reads speech after longer silence worse).
+    policy = LocalAgreement(ScriptedBackend([[]]), language="en")
+    policy.insert_audio(speech_after(3.0, 4.0, noise=noise))
+    policy.process_iter()
+    assert policy.buffer_offset == pytest.approx(2.0, abs=0.02)
+    assert policy.backend.audio_lengths == [pytest.approx(2.0, abs=0.02)]
+
+
+def test_the_quiet_before_the_sound_is_bounded_by_lead_silence_sec_or_kept_when_off():
+    for lead, offset in ((0.5, 2.5), (None, 0.0)):
+        policy = LocalAgreement(ScriptedBackend([[]]), language="en", lead_silence_sec=lead)
+        policy.insert_audio(speech_after(3.0, 4.0))
+        policy.process_iter()
+        assert policy.buffer_offset == pytest.approx(offset, abs=0.02)
+
+
+def test_a_buffer_of_silence_alone_keeps_its_last_second():
+    policy = LocalAgreement(ScriptedBackend([[], [], []]), language="en")
+    for _ in range(3):
+        policy.insert_audio(np.zeros(2 * SR, np.float32))
+        policy.process_iter()
+    assert policy.buffered_seconds == pytest.approx(1.0)
+    assert policy.backend.audio_lengths == [pytest.approx(1.0)] * 3  # no pass hears more
+
+
+def test_a_short_quiet_head_is_left_alone():
+    policy = LocalAgreement(ScriptedBackend([[]]), language="en")
+    policy.insert_audio(speech_after(0.8, 3.0))
+    policy.process_iter()
+    assert policy.buffer_offset == 0.0
+
+
+def test_a_word_waiting_to_be_committed_before_the_sound_keeps_its_lead():
+    # A soft first word the levels take for quiet (heard at 0.5 s, sound from 4 s on): the
+    # buffer keeps a second before the word, not before the sound, and loses nothing.
+    policy = LocalAgreement(ScriptedBackend([words("soft@0.5-0.9"), words("soft@0.5-0.9 loud@4.0-4.5")]),
+                            language="en", silence_factor=0)  # fmt: skip
+    audio = speech_after(4.0, 5.0)
+    policy.insert_audio(audio[:SR])
+    policy.process_iter()
+    assert texts(policy.previous) == ["soft"] and policy.buffer_offset == 0.0
+    policy.insert_audio(audio[SR:])
+    assert texts(policy.process_iter().committed) == ["soft"]
+    assert policy.buffer_offset == 0.0
+
+
+def test_a_committed_word_in_the_buffer_keeps_the_head():
+    # A quiet speaker's sentence, committed, then a loud one's after a pause: the levels
+    # take the first for quiet, but it is the next sentence's context, which only
+    # trimming past buffer_trimming_sec cuts.
+    heard = "Hello.@0.1-0.5"
+    policy = LocalAgreement(ScriptedBackend([words(heard), words(heard), words(heard)]), language="en")
+    audio = speech_after(0.0, 6.0)
+    audio[: int(0.6 * SR)] *= 0.05
+    audio[int(0.6 * SR) : int(4.0 * SR)] = 0
+    policy.insert_audio(audio[: 2 * SR])
+    policy.process_iter()
+    policy.process_iter()
+    assert texts(policy.committed) == ["Hello."]
+    policy.insert_audio(audio[2 * SR :])
+    policy.process_iter()
+    assert policy.buffer_offset == 0.0
+
+
+def test_lead_silence_sec_must_be_seconds_or_unset():
+    for bad in (True, "1", 0.05, 11):
+        with pytest.raises(InvalidOption, match="lead_silence_sec"):
+            policy_for("a@0-1", lead_silence_sec=bad)
+
+
 # -- a pass whose model stopped short of the speech -------------------------------------------
 
 STOPPED = "to@0.1-0.5 the@0.5-0.9 town@0.9-1.3 of@1.3-1.5 the@1.5-2.2 west.@2.2-2.2"
