@@ -172,6 +172,37 @@ async def test_a_finish_cancelled_stops_the_processor_as_cleanup_does(clips, ffm
     await asyncio.wait_for(consumer, 10)  # the event stream ended
 
 
+async def test_a_cleanup_cancelled_midway_releases_everything_then_raises(clips, ffmpeg_children, no_ffmpeg_left):
+    # A server task closing a session is itself cancelled while the processor's tasks wind
+    # down: the release goes on to the end (FFmpeg stopped), and the caller's cancellation
+    # is not swallowed.
+    processor = AudioProcessor("test", clock="simulated")
+    events = await processor.create_tasks()
+    consumer = asyncio.create_task(collect(events))
+    await processor.process_audio(clips["wav"][:20_000])
+    winding_down = asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            winding_down.set()
+            await asyncio.sleep(0.3)
+            raise
+
+    slow = asyncio.create_task(slow_to_end())
+    await asyncio.sleep(0)
+    processor._tasks.append(slow)
+    cleaning = asyncio.create_task(processor.cleanup())
+    await asyncio.wait_for(winding_down.wait(), 5)
+    cleaning.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cleaning
+    assert slow.done() and processor.state == "STOPPED" and ffmpeg_children() == []
+    await asyncio.wait_for(consumer, 10)  # the event stream ended
+    await processor.cleanup()  # and a later cleanup returns at once
+
+
 async def test_cleanup_while_create_tasks_is_loading_leaves_nothing_running(ffmpeg_children, no_ffmpeg_left):
     # A client that disconnects while the model loads: create_tasks must not go on to
     # start a decoder after cleanup() ran.

@@ -78,6 +78,19 @@ class CleanupSkipped(RuntimeWarning):
     (or ``finish()``) was never awaited. Its FFmpeg process was stopped then."""
 
 
+async def _wait_through_cancellation(tasks: list[asyncio.Future]) -> bool:
+    """Wait until every one of ``tasks`` is done, also when the caller is cancelled
+    meanwhile (the tasks are not); whether it was, for the caller to raise once its work
+    is done. ``asyncio.shield`` alone would let the caller go on before the tasks end."""
+    cancelled = False
+    while pending := [task for task in tasks if not task.done()]:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
+
+
 class AudioProcessor:
     """Streams encoded audio of one session through a decoder, a policy and a backend.
 
@@ -312,16 +325,20 @@ class AudioProcessor:
 
     async def _release(self) -> None:
         current = asyncio.current_task()
-        tasks, self._tasks = self._tasks, []
+        tasks = [task for task in self._tasks if task is not current]
+        self._tasks = []
         for task in tasks:
-            if task is not current:
-                task.cancel()
-        for task in tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            task.cancel()
+        # The caller may be cancelled meanwhile (a server closing a session, Ctrl-C): the
+        # release goes on to the end, FFmpeg stopped, and the cancellation is raised after it.
+        cancelled = await _wait_through_cancellation(tasks)
+        for task in tasks:  # their errors were reported as events; retrieved, not logged again
+            if not task.cancelled():
+                task.exception()
         if self.decoder is not None:
-            await self.decoder.stop()
+            stopping = asyncio.ensure_future(self.decoder.stop())
+            cancelled = await _wait_through_cancellation([stopping]) or cancelled
+            stopping.result()
         if self._holds_blas:
             self._holds_blas = False
             blas_threads.release()
@@ -331,6 +348,8 @@ class AudioProcessor:
         # After a failure the error is the final event: published only now, so that a
         # consumer who sees the end of the stream finds everything already stopped.
         await self.events.close(self._final_event)
+        if cancelled:
+            raise asyncio.CancelledError
 
     # -- the two tasks --------------------------------------------------------------
 
