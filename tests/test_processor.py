@@ -203,6 +203,28 @@ async def test_a_cleanup_cancelled_midway_releases_everything_then_raises(clips,
     await processor.cleanup()  # and a later cleanup returns at once
 
 
+async def test_a_cleanup_cancelled_while_ffmpeg_stops_still_stops_it(clips, ffmpeg_children, no_ffmpeg_left):
+    processor = AudioProcessor("test", clock="simulated")
+    events = await processor.create_tasks()
+    consumer = asyncio.create_task(collect(events))
+    await processor.process_audio(clips["wav"][:20_000])
+    stop, stopping = processor.decoder.stop, asyncio.Event()
+
+    async def slow_stop() -> None:
+        stopping.set()
+        await asyncio.sleep(0.3)
+        await stop()
+
+    processor.decoder.stop = slow_stop
+    cleaning = asyncio.create_task(processor.cleanup())
+    await asyncio.wait_for(stopping.wait(), 5)
+    cleaning.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cleaning
+    assert ffmpeg_children() == []
+    await asyncio.wait_for(consumer, 10)
+
+
 async def test_cleanup_while_create_tasks_is_loading_leaves_nothing_running(ffmpeg_children, no_ffmpeg_left):
     # A client that disconnects while the model loads: create_tasks must not go on to
     # start a decoder after cleanup() ran.
