@@ -316,7 +316,8 @@ class AudioProcessor:
         """Cancel the tasks, stop the decoder, release buffers. Idempotent.
 
         When it returns, everything is released, also when another cleanup (e.g. after a
-        failure inside a task) was already in progress.
+        failure inside a task) was already in progress. A caller cancelled while the
+        release runs gets its ``CancelledError`` once everything is released.
         """
         self.state = State.STOPPED
         self.buffer.close()
