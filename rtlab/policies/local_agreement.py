@@ -75,10 +75,10 @@ buffer: when no word of the buffer comes before its first sound (none committed 
 none waiting to be), the buffer keeps at most that much of the quiet before the sound
 (:func:`rtlab.words.sound_start`) and before the first word waiting to be committed; a
 buffer with no sound in it keeps its last ``lead_silence_sec``. Whisper reads speech after
-more than a second of silence worse (the shared English clips streamed after 1.25 s of it:
-13.4% WER against 8.9% from their first sample), and a buffer cut in the middle of a pause
-between utterances, or a stream that opens with silence, starts with seconds of it. With
-the voice-activity controller the buffer's head follows Silero's onset instead.
+more than a second of silence worse (measured on docs/benchmarks/2026-12-06-long-form-clip-placements.md),
+and a buffer cut in the middle of a pause between utterances, or a stream that opens with
+silence, starts with seconds of it. With the voice-activity controller the buffer's head
+follows Silero's onset instead.
 
 ``vad=True`` adds the voice-activity controller (:mod:`rtlab.policies.vac`, Silero VAD):
 passes over silence are skipped, words heard where the VAD found no speech are dropped
