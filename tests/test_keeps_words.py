@@ -2,7 +2,7 @@
 
 Real faster-whisper (tiny.en for English; the embedded ``base`` for other languages) on
 generated clips (espeak-ng, tests/data): two sentences with and without a pause between
-them, in English and Spanish (the language detected), and bad input (silence, noise, another language than
+them, in English and Spanish (the language detected), a clip after seconds of silence, and bad input (silence, noise, another language than
 the one asked for, a clip under half a second, audio that stops mid-word). Streams run on
 the ``unaware`` clock (passes as if they took no time), so the words are the same on every
 run (and, with the kernels tests/conftest.py pins, on every x86-64 machine with AVX2);
@@ -98,6 +98,25 @@ def test_the_longest_dropped_run_counts_offline_words_the_stream_lacks_in_a_row(
     assert _longest_dropped_run(offline, "the weather was cold during the night", "whisper-english") == 6
     assert _longest_dropped_run(offline, "the weather was cold and the river had frozen over", "whisper-english") == 3
     assert _longest_dropped_run("el tren salió en la estación", "el tren salió nega estación", "whisper-basic") == 1
+
+
+def test_a_stream_that_opens_with_seconds_of_silence_hears_the_speech_alike(data_dir, tmp_path):
+    # LocalAgreement's buffer keeps one second of the quiet before its first sound
+    # (lead_silence_sec): after 1, 2 or 3 s of silence the passes hear the same audio, so
+    # the same words are committed at the same places in the speech. With all the silence
+    # kept, tiny.en heard the clip three ways after 1, 2 and 3 s.
+    fox = decode_audio(data_dir / "fox.ogg")
+    heard = {}
+    for seconds in (1, 2, 3):
+        audio = np.concatenate([np.zeros(seconds * SR, np.float32), fox])
+        path = tmp_path / f"fox-after-{seconds}s.wav"
+        path.write_bytes(wav_bytes(audio))
+        events = asyncio.run(stream_file(path, "faster-whisper", clock="unaware", model="tiny.en", language="en"))
+        assert_clean_summary(events, len(audio) / SR)
+        words = [w for e in events if e["type"] == "commit" for w in e["words"]]
+        heard[seconds] = [(w["text"], round(w["start"] - seconds, 2)) for w in words]
+    assert heard[1], "the clip's words were heard"
+    assert heard[1] == heard[2] == heard[3]
 
 
 # -- bad input ---------------------------------------------------------------------------------
