@@ -311,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         report["pass_pairs"] = pairs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "batching.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    from rtlab.backends import written_whole
+
+    with written_whole(out / "batching.json") as partial:
+        partial.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     lines = [
         f"# {datetime.date.today().isoformat()}: batching passes of concurrent sessions (benchmarks/batching.py)", "",
         f"- Hardware: {hardware_summary(environment)}; clock: wall; normalizer: {args.normalizer}.",
@@ -336,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        with written_whole(Path(args.markdown)) as partial:
+            partial.write_text(text + "\n", encoding="utf-8")
     return 0
 
 

@@ -50,6 +50,7 @@ from concurrency import ServerProcess, ffmpeg_version, pss_mb, refuse_below, ton
 from rtlab.decoders import find_ffmpeg  # noqa: E402
 from rtlab.eval.metrics import LatencyStats, environment_info  # noqa: E402
 from rtlab.server.client import TranscriptionClient, chunks, stream_file  # noqa: E402
+from rtlab.backends import written_whole  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK_SECONDS = 0.25
@@ -732,12 +733,14 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(main_async(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "chaos-test.json").write_text(json.dumps(report, indent=2))
+    with written_whole(out / "chaos-test.json") as partial:
+        partial.write_text(json.dumps(report, indent=2))
     print()
     for line in report["verdicts"]:
         print("  " + line)
     if args.page:
-        Path(args.page).write_text(page(report))
+        with written_whole(Path(args.page)) as partial:
+            partial.write_text(page(report))
         print(f"wrote {args.page}")
     print(f"wrote {out / 'chaos-test.json'}")
     return 0

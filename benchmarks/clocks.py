@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "clocks.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    from rtlab.backends import written_whole
+
+    with written_whole(out / "clocks.json") as partial:
+        partial.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
 
     wall = next((r for r in rows if r["clock"] == "wall"), None)
     lines = [
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        with written_whole(Path(args.markdown)) as partial:
+            partial.write_text(text + "\n", encoding="utf-8")
         print(f"wrote {args.markdown}", file=sys.stderr)
     return 0
 

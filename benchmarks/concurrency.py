@@ -60,6 +60,7 @@ from rtlab.decoders.ffmpeg import ffmpeg_version
 from rtlab.decoders.files import read_audio, to_pcm16
 from rtlab.eval.metrics import LatencyStats, environment_info, wer
 from rtlab.testing import VOCABULARY, tone_words, wav_bytes
+from rtlab.backends import written_whole
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK_SECONDS = 0.25
@@ -522,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"concurrency-{args.backend}.json"
-    path.write_text(json.dumps(report, indent=2))
+    with written_whole(path) as partial:
+        partial.write_text(json.dumps(report, indent=2))
     print(f"wrote {path}")
     return 0
 

@@ -326,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
               "configurations": records}  # fmt: skip
     if args.load_note:
         report["load_note"] = args.load_note
-    (out / "engines.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    from rtlab.backends import written_whole
+
+    with written_whole(out / "engines.json") as partial:
+        partial.write_text(json.dumps(report, indent=2), encoding="utf-8")
     written = [out / "engines.json"]
     try:
         written.append(plot(records, out / "engines.png", subtitle))
@@ -334,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         print("plot skipped: matplotlib is not installed (pip install 'rtlab[plots]')", file=sys.stderr)
     if args.markdown:
         command = "python benchmarks/engines.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        Path(args.markdown).write_text(markdown(report, command.strip(), subtitle), encoding="utf-8")
+        with written_whole(Path(args.markdown)) as partial:
+            partial.write_text(markdown(report, command.strip(), subtitle), encoding="utf-8")
         written.append(Path(args.markdown))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0 if all("error" not in r["result"] for r in records) else 1

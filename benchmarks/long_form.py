@@ -480,8 +480,12 @@ def main(argv: list[str] | None = None) -> int:
         "normalizer": args.normalizer, "configurations": configurations,
         "rows": rows, "offline": offline, "environment": environment,
     }  # fmt: skip
-    (out / "long_form.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    (out / "long_form.md").write_text(header + "\n\n" + table + "\n", encoding="utf-8")
+    from rtlab.backends import written_whole
+
+    with written_whole(out / "long_form.json") as partial:
+        partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    with written_whole(out / "long_form.md") as partial:
+        partial.write_text(header + "\n\n" + table + "\n", encoding="utf-8")
     if rows:
         plot(rows, out / "long_form.png")
     print(f"wrote {out / 'long_form.json'}, long_form.md" + (", long_form.png" if rows else ""))

@@ -136,11 +136,15 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     }  # fmt: skip
     print("\n" + format_rows(rows))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "policies-alignatt.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    from rtlab.backends import written_whole
+
+    with written_whole(out / "policies-alignatt.json") as partial:
+        partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     written = [out / "policies-alignatt.json"]
     if args.markdown:
         command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if args.argv is None else args.argv)])
-        Path(args.markdown).write_text(markdown(report, command), encoding="utf-8")
+        with written_whole(Path(args.markdown)) as partial:
+            partial.write_text(markdown(report, command), encoding="utf-8")
         written.append(Path(args.markdown))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -312,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "policies", **run.run_record(), "summaries": run.summaries,
               "streams": [s.to_dict() for s in run.streams]}  # fmt: skip
-    (out / "policies.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    from rtlab.backends import written_whole
+
+    with written_whole(out / "policies.json") as partial:
+        partial.write_text(json.dumps(report, indent=2), encoding="utf-8")
     written = [out / "policies.json"]
     try:
         from rtlab.eval.plots import plot_wer_vs_latency
