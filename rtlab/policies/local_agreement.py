@@ -385,12 +385,14 @@ class LocalAgreement(Policy):
         docstring); the voice-activity controller, when on, does this instead."""
         if self.lead_silence_sec is None or self.vac is not None:
             return
-        if any(w["end"] > self.buffer_offset for w in self.committed):
+        if self.last_committed_end > self.buffer_offset:  # committed words end in time order
+            return
+        head = self.previous[0]["start"] - self.buffer_offset if self.previous else self.buffered_seconds
+        if head <= self.lead_silence_sec:  # the waiting word bounds it already: no need to look for sound
             return
         onset = sound_start(self.audio, 0.0)
-        head = self.buffered_seconds if onset is None else onset
-        if self.previous:
-            head = min(head, self.previous[0]["start"] - self.buffer_offset)
+        if onset is not None:
+            head = min(head, onset)
         if head > self.lead_silence_sec:
             self._cut_at(self.buffer_offset + head - self.lead_silence_sec)
 
