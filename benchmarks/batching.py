@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    from rtlab.backends import written_whole
     from rtlab.config import StreamConfig
     from rtlab.core.instances import get_backend
     from rtlab.decoders.files import decode_audio
@@ -311,8 +312,6 @@ def main(argv: list[str] | None = None) -> int:
         report["pass_pairs"] = pairs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from rtlab.backends import written_whole
-
     with written_whole(out / "batching.json") as partial:
         partial.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     lines = [

@@ -47,10 +47,10 @@ from tornado.websocket import WebSocketClosedError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrency import ServerProcess, ffmpeg_version, pss_mb, refuse_below, tone_audio  # noqa: E402
 
+from rtlab.backends import written_whole  # noqa: E402
 from rtlab.decoders import find_ffmpeg  # noqa: E402
 from rtlab.eval.metrics import LatencyStats, environment_info  # noqa: E402
 from rtlab.server.client import TranscriptionClient, chunks, stream_file  # noqa: E402
-from rtlab.backends import written_whole  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK_SECONDS = 0.25

@@ -54,13 +54,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from rtlab.backends import written_whole
 from rtlab.server.client import TranscriptionClient, chunks, stream_file
 from rtlab.decoders import find_ffmpeg
 from rtlab.decoders.ffmpeg import ffmpeg_version
 from rtlab.decoders.files import read_audio, to_pcm16
 from rtlab.eval.metrics import LatencyStats, environment_info, wer
 from rtlab.testing import VOCABULARY, tone_words, wav_bytes
-from rtlab.backends import written_whole
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK_SECONDS = 0.25

@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
+    from rtlab.backends import written_whole
     from rtlab.config import StreamConfig
     from rtlab.eval.bench import hardware_summary, resolve_normalizer
     from rtlab.eval.corpus import load_corpus, shared_speech_dir
@@ -326,8 +327,6 @@ def main(argv: list[str] | None = None) -> int:
               "configurations": records}  # fmt: skip
     if args.load_note:
         report["load_note"] = args.load_note
-    from rtlab.backends import written_whole
-
     with written_whole(out / "engines.json") as partial:
         partial.write_text(json.dumps(report, indent=2), encoding="utf-8")
     written = [out / "engines.json"]

@@ -61,6 +61,7 @@ def words_kept(streams: list[Any]) -> float | None:
 def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Both policies on every language and clock asked for; prints the tables and writes
     ``policies-alignatt.json`` (and the page with ``--markdown``)."""
+    from rtlab.backends import written_whole
     from rtlab.config import StreamConfig
     from rtlab.eval.bench import hardware_summary, run_bench
     from rtlab.eval.corpus import language_corpora, shared_speech_dir
@@ -136,8 +137,6 @@ def compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     }  # fmt: skip
     print("\n" + format_rows(rows))
     out.mkdir(parents=True, exist_ok=True)
-    from rtlab.backends import written_whole
-
     with written_whole(out / "policies-alignatt.json") as partial:
         partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     written = [out / "policies-alignatt.json"]
@@ -294,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args, parser)
     args.backend = args.backend or "faster-whisper"
 
+    from rtlab.backends import written_whole
     from rtlab.eval.bench import run_bench
     from rtlab.eval.corpus import shared_speech_dir
     from rtlab.config import StreamConfig
@@ -316,8 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "policies", **run.run_record(), "summaries": run.summaries,
               "streams": [s.to_dict() for s in run.streams]}  # fmt: skip
-    from rtlab.backends import written_whole
-
     with written_whole(out / "policies.json") as partial:
         partial.write_text(json.dumps(report, indent=2), encoding="utf-8")
     written = [out / "policies.json"]
