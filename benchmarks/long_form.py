@@ -14,6 +14,10 @@ another), streams the same clips one by one for comparison, and prints per confi
   alone are streamed ``--clip-shifts`` times (default 4), the k-th time after k/N s of
   digital silence as ``benchmarks/accuracy.py --shifts`` does: their WER pooled over
   the placements, and its range (one placement is one draw of where the passes fall);
+* the long stream's WER minus the clips' alone and minus the segments' alone, each with a
+  95% bootstrap interval that draws the source clips (a corpus of six clips repeated
+  eleven times is six pieces of evidence, not sixty-six): an interval that holds 0 means
+  the stream cannot be told from its clips on this corpus;
 * drift: the long stream's WER over the first and the second half of the repetitions;
 * memory: this process's resident set (children included: FFmpeg, when a decoder runs),
   sampled every half second of the stream's clock as its events arrive: at the start and
@@ -222,6 +226,27 @@ def per_clip(references: list[str], hypotheses: list[str], clips: int, normalize
     return [wer(references[k::clips], hypotheses[k::clips], normalizer=normalizer).defined_value for k in range(clips)]
 
 
+def against_alone(references: list[str], hypotheses: list[str], clip_texts: list[str], alone: list[list[str]],
+                  segments_alone: list[str], normalizer: str) -> dict[str, dict[str, Any] | None]:
+    """The long stream's WER minus its clips' alone (each side pooled over its own runs of a
+    clip) and minus its segments' alone (segment by segment), with 95% bootstrap intervals
+    that draw the source clips: the repetitions of one clip are not independent evidence."""
+    from rtlab.eval.metrics import grouped_difference, paired_difference, wer
+
+    clips = len(clip_texts)
+    streamed = [wer(ref, hyp, normalizer=normalizer) for ref, hyp in zip(references, hypotheses)]
+    keys = [i % clips for i in range(len(streamed))]
+    differences: dict[str, dict[str, Any] | None] = {"minus_clips_alone": None, "minus_segments_alone": None}
+    if alone:
+        clip_runs = [wer(clip_texts[i], text, normalizer=normalizer) for texts in alone for i, text in enumerate(texts)]
+        differences["minus_clips_alone"] = grouped_difference(
+            streamed, keys, clip_runs, [i for texts in alone for i in range(len(texts))]).to_dict()
+    if segments_alone:
+        alone_rates = [wer(ref, hyp, normalizer=normalizer) for ref, hyp in zip(references, segments_alone)]
+        differences["minus_segments_alone"] = paired_difference(streamed, alone_rates, groups=keys).to_dict()
+    return differences  # fmt: skip
+
+
 def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segments: list, clips: list) -> dict[str, Any]:
     """The long stream and the clips one by one through one configuration."""
     import numpy as np
@@ -284,6 +309,7 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
                                  for i, ref in enumerate(clip_texts)] if alone else [],
         "segments_alone_wer": wer(references, segments_alone, normalizer=normalizer).to_dict() if segments_alone else None,
         "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer) if segments_alone else [],
+        **against_alone(references, hypotheses, clip_texts, alone, segments_alone, normalizer),
         "per_segment": [
             {"clip": i % len(clips), "start": start, "end": end, "wer": wer(ref, hyp, normalizer=normalizer).defined_value,
              "hypothesis": hyp,
@@ -372,6 +398,20 @@ def format_table(rows: list[dict[str, Any]], offline: dict[str, Any] | None) -> 
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def difference_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each configuration's stream against its clips and segments alone, with the intervals
+    (none with ``--stream-only``)."""
+    from rtlab.eval.metrics import RateDifference
+
+    lines = []
+    for row in rows:
+        said = [f"minus its {what} alone {RateDifference(**row[key]).describe('clips')}"
+                for what, key in (("clips", "minus_clips_alone"), ("segments", "minus_segments_alone")) if row.get(key)]  # fmt: skip
+        if said:
+            lines.append(f"{row['configuration']}: the stream's WER " + "; ".join(said))
+    return lines
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -471,8 +511,10 @@ def main(argv: list[str] | None = None) -> int:
               + (f" (cost model {cost_model_summary(args.costs.describe())})" if args.costs else "")
               + f"; normalizer {args.normalizer}; "
               f"hardware: {hardware_summary(environment)}")  # fmt: skip
+    differences = difference_lines(rows)
     print("\n" + header)
     print(table)
+    print("\n".join(differences))
     report = {
         "benchmark": "long_form", "date": datetime.date.today().isoformat(), "corpus": str(corpus),
         "minutes": args.minutes, "seed": args.seed, "backend": args.backend, "model": args.model,
@@ -485,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     with written_whole(out / "long_form.json") as partial:
         partial.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     with written_whole(out / "long_form.md") as partial:
-        partial.write_text(header + "\n\n" + table + "\n", encoding="utf-8")
+        partial.write_text(header + "\n\n" + table + "\n" + "".join(f"\n{line}\n" for line in differences), encoding="utf-8")
     if rows:
         plot(rows, out / "long_form.png")
     print(f"wrote {out / 'long_form.json'}, long_form.md" + (", long_form.png" if rows else ""))

@@ -382,6 +382,33 @@ def test_long_form_script_scores_each_clip_of_the_long_stream_and_checks_its_sum
     assert "RSS median per quarter" in result.stdout
     assert row["lag"]["max"] is not None and (out / "long_form.png").stat().st_size > 0
     assert "| default" in result.stdout and "whisper-english" in result.stdout
+    # no difference from the clips or segments alone, with its interval over the source clips
+    for key in ("minus_clips_alone", "minus_segments_alone"):
+        assert (row[key]["value"], row[key]["low"], row[key]["high"], row[key]["groups"]) == (0.0, 0.0, 0.0, clips)
+    line = (f"default: the stream's WER minus its clips alone +0.0 points (95% CI +0.0 to +0.0, {clips} clips); "
+            f"minus its segments alone +0.0 points (95% CI +0.0 to +0.0, {clips} clips)")  # fmt: skip
+    assert line in result.stdout.splitlines() and line in (out / "long_form.md").read_text(encoding="utf-8")
+
+
+def test_long_form_compares_the_stream_with_its_clips_alone_drawing_the_source_clips():
+    long_form = benchmark_script("long_form")
+    clip_texts = ["the cat sat on the mat", "a dog ran in the park"]
+    references = clip_texts * 3
+    # the stream loses "cat" every time; alone, the first placement loses "dog" once
+    hypotheses = ["the sat on the mat", clip_texts[1]] * 3
+    alone = [["the cat sat on the mat", "a ran in the park"], list(clip_texts)]
+    differences = long_form.against_alone(references, hypotheses, clip_texts, alone, list(references), "whisper-english")
+    clips, segments = differences["minus_clips_alone"], differences["minus_segments_alone"]
+    assert clips["value"] == pytest.approx(3 / 36 - 1 / 24) and clips["groups"] == 2
+    assert clips["low"] < clips["value"] < clips["high"]  # the two clips differ: some draws hold only one
+    assert segments["value"] == pytest.approx(3 / 36) and segments["groups"] == 2
+    rows = [{"configuration": "default", **differences}, {"configuration": "stream only", "minus_clips_alone": None,
+                                                         "minus_segments_alone": None}]  # fmt: skip
+    (line,) = long_form.difference_lines(rows)
+    assert line.startswith("default: the stream's WER minus its clips alone +4.2 points (95% CI ")
+    assert line.endswith("; minus its segments alone +8.3 points (95% CI +0.0 to +16.7, 2 clips)")
+    none = long_form.against_alone(references, hypotheses, clip_texts, [], [], "whisper-english")
+    assert none == {"minus_clips_alone": None, "minus_segments_alone": None}
 
 
 def test_long_form_script_pins_the_kernels_it_is_asked_for(tone_corpus, tmp_path):
@@ -416,7 +443,8 @@ def test_long_form_script_stream_only_leaves_out_the_clips_and_segments_alone(to
     assert row["wer"]["value"] == 0.0 and row["summary_check"]["ok"]
     assert row["clips_alone_wer"] is None and row["segments_alone_wer"] is None and row["segments_alone_per_clip"] == []
     assert not any("alone" in s for s in row["per_segment"])
-    assert "| default" in result.stdout
+    assert row["minus_clips_alone"] is None and row["minus_segments_alone"] is None
+    assert "| default" in result.stdout and "minus its" not in result.stdout
 
 
 def test_long_form_script_offline_only_scores_the_whole_stream_and_each_segment(tone_corpus, tmp_path):

@@ -22,6 +22,7 @@ from rtlab.eval.metrics import (
     environment_info,
     first_text_latency,
     get_normalizer,
+    grouped_difference,
     lag_series,
     normalizer_for_language,
     paired_difference,
@@ -592,3 +593,48 @@ def test_a_paired_difference_refuses_what_it_cannot_pair():
         paired_difference(a, a, groups=["x"])
     with pytest.raises(ValueError, match="confidence"):
         paired_difference(a, a, confidence=1.5)
+
+
+def test_a_grouped_difference_pools_each_side_over_its_own_utterances_and_draws_the_groups():
+    # A long stream's three repetitions of two clips against the clips alone at two placements.
+    clips = {"c0": "the cat sat on the mat", "c1": "a dog ran in the park"}
+    stream = [wer(clips["c0"], "the cat sat on a mat"), wer(clips["c1"], clips["c1"])] * 3  # 3 of 36 words wrong
+    stream_keys = ["c0", "c1"] * 3
+    alone = [wer(text, text) for text in clips.values()] * 2
+    alone_keys = list(clips) * 2
+    difference = grouped_difference(stream, stream_keys, alone, alone_keys)
+    assert difference.value == pytest.approx(3 / 36)  # none wrong alone
+    assert difference.groups == 2 and difference.low <= difference.value <= difference.high
+    assert grouped_difference(stream, stream_keys, alone, alone_keys) == difference  # the same seed, the same interval
+    assert grouped_difference(alone, alone_keys, stream, stream_keys).value == pytest.approx(-difference.value)
+    # Each side is pooled over its own utterances: more placements alone change nothing.
+    assert grouped_difference(stream, stream_keys, alone * 3, alone_keys * 3).value == pytest.approx(difference.value)
+
+
+def test_a_grouped_difference_on_the_same_utterances_is_the_paired_difference():
+    worse = [ref.replace("another", "other") if i % 3 == 0 else ref for i, ref in enumerate(PAIRED_REFERENCES)]
+    a = [wer(r, h) for r, h in zip(PAIRED_REFERENCES, worse)]
+    b = [wer(r, r) for r in PAIRED_REFERENCES]
+    keys = [0] * 6 + [1, 1, 2, 2, 3, 3]
+    grouped, paired = grouped_difference(a, keys, b, keys), paired_difference(a, b, groups=keys)
+    assert (grouped.value, grouped.low, grouped.high) == pytest.approx((paired.value, paired.low, paired.high))
+    assert grouped.groups == paired.groups == 4 and grouped.low < grouped.high
+    one = grouped_difference(a, ["clip"] * 12, b[:3], ["clip"] * 3)
+    assert one.low is None and one.high is None
+    assert one.describe("clips") == f"{100 * one.value:+.1f} points (1 clip: no interval)"
+
+
+def test_a_grouped_difference_refuses_what_it_cannot_compare():
+    rates = [wer("one two", "one two"), wer("three four", "three")]
+    with pytest.raises(ValueError, match="one group key per utterance"):
+        grouped_difference(rates, ["a"], rates, ["a", "b"])
+    with pytest.raises(ValueError, match="one group key per utterance"):
+        grouped_difference([], [], rates, ["a", "b"])
+    with pytest.raises(ValueError, match="only one side has b"):
+        grouped_difference(rates, ["a", "b"], rates, ["a", "a"])
+    with pytest.raises(ValueError, match="none in b"):
+        grouped_difference(rates, ["a", "b"], [rates[0], wer("", "")], ["a", "b"])
+    with pytest.raises(ValueError, match="one unit"):
+        grouped_difference(rates, ["a", "b"], [cer("one two", "one two"), rates[1]], ["a", "b"])
+    with pytest.raises(ValueError, match="confidence"):
+        grouped_difference(rates, ["a", "b"], rates, ["a", "b"], confidence=0)

@@ -292,22 +292,72 @@ def paired_difference(
         raise ValueError(f"confidence must be between 0 and 1 and resamples at least 1, not {confidence!r}, {resamples!r}")
     keys = list(range(len(a))) if groups is None else list(groups)
     index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-    sums = np.zeros((len(index), 3))  # a's errors, b's errors, reference words
+    sums = np.zeros((len(index), 4))  # a's errors and reference words, b's errors and reference words
     for key, rate_a, rate_b in zip(keys, a, b):
         if rate_a.reference_words != rate_b.reference_words or rate_a.unit != rate_b.unit:
             raise ValueError("paired_difference compares two systems on the same references; "
                              f"an utterance has {rate_a.reference_words} reference words in one and {rate_b.reference_words} "
                              "in the other")  # fmt: skip
-        sums[index[key]] += (rate_a.errors, rate_b.errors, rate_a.reference_words)
-    if sums[:, 2].sum() == 0:
+        sums[index[key]] += (rate_a.errors, rate_a.reference_words, rate_b.errors, rate_b.reference_words)
+    if sums[:, 1].sum() == 0:
         raise ValueError("paired_difference needs reference words")
-    value = (sums[:, 0].sum() - sums[:, 1].sum()) / sums[:, 2].sum()
+    return _drawn_by_group(sums, confidence, resamples, seed)
+
+
+def grouped_difference(
+    a: Sequence[ErrorRate],
+    a_groups: Sequence[Any],
+    b: Sequence[ErrorRate],
+    b_groups: Sequence[Any],
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> RateDifference:
+    """Pooled ``a`` minus pooled ``b`` where the two ran on different utterances of the same
+    groups: a long stream's eleven repetitions of a clip against the clip streamed alone at
+    four placements. The groups (one key per utterance on each side) are drawn with
+    replacement, each drawn group bringing its utterances on both sides, and each side's
+    rate pooled over what was drawn; the interval is the percentile bootstrap of the
+    difference, as :func:`paired_difference`'s. The same ``seed`` gives the same interval;
+    with one group there is none.
+
+    Raises ``ValueError`` when a side's keys do not match its utterances, the two sides do
+    not have the same groups, a group has no reference words on one side, or the rates
+    are of different units."""
+    if len(a) != len(a_groups) or len(b) != len(b_groups) or not a or not b:
+        raise ValueError(f"grouped_difference needs one group key per utterance on each side and utterances on both, "
+                         f"not {len(a)} rates with {len(a_groups)} keys and {len(b)} rates with {len(b_groups)} keys")  # fmt: skip
+    if not 0 < confidence < 1 or resamples < 1:
+        raise ValueError(f"confidence must be between 0 and 1 and resamples at least 1, not {confidence!r}, {resamples!r}")
+    if set(a_groups) != set(b_groups):
+        only = sorted(map(str, set(a_groups) ^ set(b_groups)))
+        raise ValueError(f"grouped_difference compares two systems on the same groups; only one side has {', '.join(only)}")
+    if len({rate.unit for rate in [*a, *b]}) > 1:
+        raise ValueError("grouped_difference compares rates of one unit (words or characters), not both")
+    index = {key: i for i, key in enumerate(dict.fromkeys(a_groups))}
+    sums = np.zeros((len(index), 4))  # a's errors and reference words, b's errors and reference words
+    for key, rate in zip(a_groups, a):
+        sums[index[key], :2] += (rate.errors, rate.reference_words)
+    for key, rate in zip(b_groups, b):
+        sums[index[key], 2:] += (rate.errors, rate.reference_words)
+    empty = [str(key) for key, i in index.items() if not sums[i, 1] or not sums[i, 3]]
+    if empty:
+        raise ValueError(f"grouped_difference needs reference words in every group on both sides; none in {', '.join(empty)}")
+    return _drawn_by_group(sums, confidence, resamples, seed)
+
+
+def _drawn_by_group(sums: np.ndarray, confidence: float, resamples: int, seed: int) -> RateDifference:
+    """The difference of pooled rates from per-group sums (a's errors, a's reference words,
+    b's errors, b's reference words), with its percentile bootstrap interval over the groups."""
+    value = sums[:, 0].sum() / sums[:, 1].sum() - sums[:, 2].sum() / sums[:, 3].sum()
     if len(sums) < 2:
         return RateDifference(float(value), None, None, confidence, resamples, len(sums))
     draws = np.random.default_rng(seed).integers(0, len(sums), size=(resamples, len(sums)))
-    drawn = sums[draws].sum(axis=1)  # (resamples, 3)
-    words = np.where(drawn[:, 2] > 0, drawn[:, 2], np.nan)
-    differences = (drawn[:, 0] - drawn[:, 1]) / words
+    drawn = sums[draws].sum(axis=1)  # (resamples, 4)
+    a_words = np.where(drawn[:, 1] > 0, drawn[:, 1], np.nan)
+    b_words = np.where(drawn[:, 3] > 0, drawn[:, 3], np.nan)
+    differences = drawn[:, 0] / a_words - drawn[:, 2] / b_words
     tail = 100 * (1 - confidence) / 2
     low, high = np.nanpercentile(differences, [tail, 100 - tail])
     return RateDifference(float(value), float(low), float(high), confidence, resamples, len(sums))
