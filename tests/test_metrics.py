@@ -611,6 +611,17 @@ def test_a_grouped_difference_pools_each_side_over_its_own_utterances_and_draws_
     assert grouped_difference(stream, stream_keys, alone * 3, alone_keys * 3).value == pytest.approx(difference.value)
 
 
+def test_a_grouped_difference_weighs_each_group_alike_on_both_sides():
+    # Equal on every group, run more often on one side than the other: no difference. Pooled
+    # as they came, "hard" would weigh three times as much in b as in a (-25 points).
+    hard, easy = "one two three four five six seven eight nine ten", "a dog ran in the park"
+    half = "one two three four five"
+    a = [wer(hard, half), wer(easy, easy), wer(easy, easy), wer(easy, easy)]
+    b = [wer(hard, half)] * 3 + [wer(easy, easy)]
+    difference = grouped_difference(a, ["hard", "easy", "easy", "easy"], b, ["hard"] * 3 + ["easy"])
+    assert difference.value == pytest.approx(0) and difference.low == pytest.approx(0) == difference.high
+
+
 def test_a_grouped_difference_on_the_same_utterances_is_the_paired_difference():
     worse = [ref.replace("another", "other") if i % 3 == 0 else ref for i, ref in enumerate(PAIRED_REFERENCES)]
     a = [wer(r, h) for r, h in zip(PAIRED_REFERENCES, worse)]

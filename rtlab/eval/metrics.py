@@ -316,11 +316,15 @@ def grouped_difference(
 ) -> RateDifference:
     """Pooled ``a`` minus pooled ``b`` where the two ran on different utterances of the same
     groups: a long stream's eleven repetitions of a clip against the clip streamed alone at
-    four placements. The groups (one key per utterance on each side) are drawn with
-    replacement, each drawn group bringing its utterances on both sides, and each side's
-    rate pooled over what was drawn; the interval is the percentile bootstrap of the
-    difference, as :func:`paired_difference`'s. The same ``seed`` gives the same interval;
-    with one group there is none.
+    four placements. Each side's rate over a group is pooled over its own utterances of
+    it, and ``b``'s is weighted by ``a``'s reference words there, so that a group weighs
+    the same on both sides: pooled as they came, a group ``b`` ran more often than ``a``
+    would weigh more in ``b``'s rate, and two systems equal on every group could differ
+    (French clips four times alone, English ones eleven times in their long stream). With
+    the same utterances on both sides it is :func:`paired_difference`. The groups (one key
+    per utterance on each side) are drawn with replacement, each bringing its utterances
+    on both sides; the interval is the percentile bootstrap of the difference. The same
+    ``seed`` gives the same interval; with one group there is none.
 
     Raises ``ValueError`` when a side's keys do not match its utterances, the two sides do
     not have the same groups, a group has no reference words on one side, or the rates
@@ -344,6 +348,8 @@ def grouped_difference(
     empty = [str(key) for key, i in index.items() if not sums[i, 1] or not sums[i, 3]]
     if empty:
         raise ValueError(f"grouped_difference needs reference words in every group on both sides; none in {', '.join(empty)}")
+    sums[:, 2] *= sums[:, 1] / sums[:, 3]  # b's errors at a's reference words in each group
+    sums[:, 3] = sums[:, 1]
     return _drawn_by_group(sums, confidence, resamples, seed)
 
 
