@@ -288,18 +288,16 @@ def paired_difference(
         raise ValueError(f"paired_difference needs two equally long, non-empty lists, not {len(a)} and {len(b)}")
     if groups is not None and len(groups) != len(a):
         raise ValueError(f"{len(groups)} group keys for {len(a)} utterances")
-    if not 0 < confidence < 1 or resamples < 1:
-        raise ValueError(f"confidence must be between 0 and 1 and resamples at least 1, not {confidence!r}, {resamples!r}")
     keys = list(range(len(a))) if groups is None else list(groups)
     index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-    sums = np.zeros((len(index), 4))  # a's errors and reference words, b's errors and reference words
+    sums = np.zeros((len(index), 3))  # a's errors, b's errors, reference words
     for key, rate_a, rate_b in zip(keys, a, b):
         if rate_a.reference_words != rate_b.reference_words or rate_a.unit != rate_b.unit:
             raise ValueError("paired_difference compares two systems on the same references; "
                              f"an utterance has {rate_a.reference_words} reference words in one and {rate_b.reference_words} "
                              "in the other")  # fmt: skip
-        sums[index[key]] += (rate_a.errors, rate_a.reference_words, rate_b.errors, rate_b.reference_words)
-    if sums[:, 1].sum() == 0:
+        sums[index[key]] += (rate_a.errors, rate_b.errors, rate_a.reference_words)
+    if sums[:, 2].sum() == 0:
         raise ValueError("paired_difference needs reference words")
     return _drawn_by_group(sums, confidence, resamples, seed)
 
@@ -332,8 +330,6 @@ def grouped_difference(
     if len(a) != len(a_groups) or len(b) != len(b_groups) or not a or not b:
         raise ValueError(f"grouped_difference needs one group key per utterance on each side and utterances on both, "
                          f"not {len(a)} rates with {len(a_groups)} keys and {len(b)} rates with {len(b_groups)} keys")  # fmt: skip
-    if not 0 < confidence < 1 or resamples < 1:
-        raise ValueError(f"confidence must be between 0 and 1 and resamples at least 1, not {confidence!r}, {resamples!r}")
     if set(a_groups) != set(b_groups):
         only = sorted(map(str, set(a_groups) ^ set(b_groups)))
         raise ValueError(f"grouped_difference compares two systems on the same groups; only one side has {', '.join(only)}")
@@ -348,22 +344,23 @@ def grouped_difference(
     empty = [str(key) for key, i in index.items() if not sums[i, 1] or not sums[i, 3]]
     if empty:
         raise ValueError(f"grouped_difference needs reference words in every group on both sides; none in {', '.join(empty)}")
-    sums[:, 2] *= sums[:, 1] / sums[:, 3]  # b's errors at a's reference words in each group
-    sums[:, 3] = sums[:, 1]
-    return _drawn_by_group(sums, confidence, resamples, seed)
+    # b's errors at a's reference words in each group: b's rate there, weighed as in a
+    drawable = np.column_stack([sums[:, 0], sums[:, 2] * sums[:, 1] / sums[:, 3], sums[:, 1]])
+    return _drawn_by_group(drawable, confidence, resamples, seed)
 
 
 def _drawn_by_group(sums: np.ndarray, confidence: float, resamples: int, seed: int) -> RateDifference:
-    """The difference of pooled rates from per-group sums (a's errors, a's reference words,
-    b's errors, b's reference words), with its percentile bootstrap interval over the groups."""
-    value = sums[:, 0].sum() / sums[:, 1].sum() - sums[:, 2].sum() / sums[:, 3].sum()
+    """The difference of pooled rates from per-group sums (a's errors, b's errors, reference
+    words), with its percentile bootstrap interval over the groups."""
+    if not 0 < confidence < 1 or resamples < 1:
+        raise ValueError(f"confidence must be between 0 and 1 and resamples at least 1, not {confidence!r}, {resamples!r}")
+    value = (sums[:, 0].sum() - sums[:, 1].sum()) / sums[:, 2].sum()
     if len(sums) < 2:
         return RateDifference(float(value), None, None, confidence, resamples, len(sums))
     draws = np.random.default_rng(seed).integers(0, len(sums), size=(resamples, len(sums)))
-    drawn = sums[draws].sum(axis=1)  # (resamples, 4)
-    a_words = np.where(drawn[:, 1] > 0, drawn[:, 1], np.nan)
-    b_words = np.where(drawn[:, 3] > 0, drawn[:, 3], np.nan)
-    differences = drawn[:, 0] / a_words - drawn[:, 2] / b_words
+    drawn = sums[draws].sum(axis=1)  # (resamples, 3)
+    words = np.where(drawn[:, 2] > 0, drawn[:, 2], np.nan)
+    differences = (drawn[:, 0] - drawn[:, 1]) / words
     tail = 100 * (1 - confidence) / 2
     low, high = np.nanpercentile(differences, [tail, 100 - tail])
     return RateDifference(float(value), float(low), float(high), confidence, resamples, len(sums))
