@@ -415,12 +415,15 @@ def retime_stopped_early(
     return retimed
 
 
-def sound_start(audio: np.ndarray, start: float, end: float | None = None, run: int = ONSET_FRAMES) -> float | None:
+def sound_start(
+    audio: np.ndarray, start: float, end: float | None = None, run: int = ONSET_FRAMES, *, level: float | None = None
+) -> float | None:
     """Where sound starts in ``audio`` from ``start`` to ``end`` (seconds; None: to the end
-    of ``audio``): the first of ``run`` 20 ms frames in a row louder than the audio's
-    silence level (:func:`rtlab.levels.silence_level`; a click or a breath is shorter), or
-    None when there are none."""
-    level = silence_level(audio)
+    of ``audio``): the first of ``run`` 20 ms frames in a row louder than ``level`` (by
+    default the audio's silence level, :func:`rtlab.levels.silence_level`; a click or a
+    breath is shorter), or None when there are none."""
+    if level is None:
+        level = silence_level(audio)
     if level is None:
         return None
     first = int(start * SAMPLE_RATE) // FRAME

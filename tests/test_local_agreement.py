@@ -1075,6 +1075,61 @@ def test_a_committed_word_in_the_buffer_keeps_the_head():
     assert policy.buffer_offset == 0.0
 
 
+def two_recordings(tail_noise: float = 0.004, tail_sec: float = 0.0) -> np.ndarray:
+    """Speech to 2 s; the first recording's room noise (RMS ``tail_noise``) to 4.5 s, after
+    ``tail_sec`` of loud sound (the end of the last word); digital silence to 6.5 s (a pause
+    spliced in); the second recording's quieter noise, and its speech from 7 s to 10 s in
+    0.2 s syllables 0.1 s apart."""
+    rng = np.random.default_rng(0)
+    audio = np.zeros(10 * SR, np.float32)
+    audio[: 2 * SR] = rng.normal(0, 0.1, 2 * SR)
+    audio[2 * SR : int(4.5 * SR)] = rng.normal(0, tail_noise, int(2.5 * SR))
+    audio[2 * SR : int((2 + tail_sec) * SR)] = rng.normal(0, 0.1, int(tail_sec * SR))
+    audio[int(6.5 * SR) :] = rng.normal(0, 0.0003, int(3.5 * SR))
+    for syllable in range(10):
+        start = int((7.0 + 0.3 * syllable) * SR)
+        audio[start : start + int(0.2 * SR)] = rng.normal(0, 0.1, int(0.2 * SR))
+    return audio
+
+
+def after_a_cut_behind_hello(audio: np.ndarray) -> LocalAgreement:
+    """A policy that committed "Hello." (0.1-1.9 s), was cut right behind it at 2 s and has
+    "Again" (7 s) waiting, given ``audio`` to 8 s; its next pass is about to run."""
+    backend = ScriptedBackend([words("Hello.@0.1-1.9")] * 2 + [words("Again@5.0-5.4")] * 2)  # buffer times
+    policy = LocalAgreement(backend, language="en")
+    policy.insert_audio(audio[: int(2.5 * SR)])
+    policy.process_iter()
+    policy.insert_audio(audio[int(2.5 * SR) : 3 * SR])
+    assert texts(policy.process_iter().committed) == ["Hello."]
+    policy._cut_at(2.0)  # where the trimming rule cuts in a short quiet stretch after a word
+    policy.insert_audio(audio[3 * SR : int(7.5 * SR)])
+    policy.process_iter()
+    assert texts(policy.previous) == ["Again"]
+    policy.insert_audio(audio[int(7.5 * SR) : 8 * SR])
+    return policy
+
+
+@pytest.mark.parametrize("tail_sec", [0.0, 0.3])
+def test_the_first_recordings_room_noise_is_no_sound_before_the_next_utterance(tail_sec):
+    # A pause between two recordings holds the first one's room noise, louder than the
+    # second's: the silence level, set by the quieter noise, takes it for sound, but it is
+    # quiet beside the speech (as for the cut rule), and the end of the committed word the
+    # buffer was cut behind is no sound either. The next pass hears a second before "Again".
+    policy = after_a_cut_behind_hello(two_recordings(tail_sec=tail_sec))
+    policy.process_iter()
+    assert policy.buffer_offset == pytest.approx(6.0, abs=0.05)
+    assert policy.backend.audio_lengths[-1] == pytest.approx(2.0, abs=0.05)
+
+
+@pytest.mark.parametrize("tail_noise, tail_sec", [(0.03, 0.0), (0.004, 0.8)])
+def test_sound_before_the_next_utterance_keeps_the_head(tail_noise, tail_sec):
+    # Sound a third as loud as the speech (a quiet speaker, not room noise), or a loud
+    # stretch longer than a word's end: the buffer keeps it, as no pass heard it as words.
+    policy = after_a_cut_behind_hello(two_recordings(tail_noise, tail_sec))
+    policy.process_iter()
+    assert policy.buffer_offset == pytest.approx(2.0)
+
+
 def test_lead_silence_sec_must_be_seconds_or_unset():
     for bad in (True, "1", 0.05, 11):
         with pytest.raises(InvalidOption, match="lead_silence_sec"):

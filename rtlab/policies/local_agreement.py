@@ -73,8 +73,10 @@ by a little as word times do, are left as they are.
 ``lead_silence_sec`` (1 s by default; ``None``: off) bounds the quiet at the head of the
 buffer: when no word of the buffer comes before its first sound (none committed in it,
 none waiting to be), the buffer keeps at most that much of the quiet before the sound
-(:func:`rtlab.words.sound_start`) and before the first word waiting to be committed; a
-buffer with no sound in it keeps its last ``lead_silence_sec``. Whisper reads speech after
+and before the first word waiting to be committed; a buffer with no sound in it keeps its
+last ``lead_silence_sec``. Quiet is what the buffer may be cut in (no frame above
+``QUIET_FRACTION`` of its speech level), so room noise is quiet too, and the end of the
+word a buffer was cut right behind is no sound. Whisper reads speech after
 more than a second of silence worse (measured on docs/benchmarks/2026-12-06-long-form-clip-placements.md),
 and a buffer cut in the middle of a pause between utterances, or a stream that opens with
 silence, starts with seconds of it. With the voice-activity controller the buffer's head
@@ -95,7 +97,7 @@ import numpy as np
 
 from ..backends import SAMPLE_RATE, Backend, Word
 from ..errors import InvalidOption
-from ..levels import FRAME, frame_rms, silence_level
+from ..levels import FRAME, frame_rms, silence_level, speech_level
 from ..options import is_finite_number, is_number, is_whole_number
 from ..vad import Pause
 from ..words import MIN_WORD_SECONDS, agreed_prefix, key, sound_start
@@ -120,6 +122,9 @@ _SENTENCE_QUIET_FRAMES = 10
 # STOPPED_EARLY_SEC before the end of its buffer with sound after it, stopped early: it is
 # no second opinion for agreement, at most _EARLY_PASSES times in a row.
 STOPPED_EARLY_SEC = 0.5
+# The head of a buffer cut right behind a committed word can hold that word's end (Whisper
+# ends words early by up to a few tenths of a second): the lead rule looks for sound after it.
+HEAD_TAIL_SEC = 0.5
 _EARLY_PASSES = 2
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
@@ -390,11 +395,33 @@ class LocalAgreement(Policy):
         head = self.previous[0]["start"] - self.buffer_offset if self.previous else self.buffered_seconds
         if head <= self.lead_silence_sec:  # the waiting word bounds it already: no need to look for sound
             return
-        onset = sound_start(self.audio, 0.0)
+        onset = self._head_sound()
         if onset is not None:
             head = min(head, onset)
         if head > self.lead_silence_sec:
             self._cut_at(self.buffer_offset + head - self.lead_silence_sec)
+
+    def _head_sound(self) -> float | None:
+        """Where the buffer's first sound starts (seconds into it), for the lead rule; None
+        when it holds none. Sound is louder than the quiet a buffer is cut in
+        (``QUIET_FRACTION`` of its speech level, :func:`rtlab.levels.speech_level`, or its
+        silence level where that is higher), for ``ONSET_FRAMES`` frames in a row. A loud
+        stretch of at most ``HEAD_TAIL_SEC`` at the head of a buffer cut right behind a
+        committed word is that word's end, not sound before the next one.
+
+        Room noise is quiet by this measure when it is by the cut rule: a pause between two
+        recordings can hold the first one's noise, louder than the second's (FLEURS
+        speakers' rooms differ), and judged by the silence level it was sound, so the
+        buffer kept seconds of it and of the pause before the next utterance."""
+        quiet = max(silence_level(self.audio) or 0.0, QUIET_FRACTION * speech_level(self.audio))
+        start = 0.0
+        if self.committed and self.buffer_offset - self.last_committed_end < HEAD_TAIL_SEC:
+            frames = frame_rms(self.audio[: int(HEAD_TAIL_SEC * SAMPLE_RATE)])
+            still = np.flatnonzero(frames <= quiet)
+            if len(still) == 0:
+                return 0.0
+            start = float(still[0]) * FRAME / SAMPLE_RATE
+        return sound_start(self.audio, start, level=quiet)
 
     def _agreed(self, hypothesis: list[Word]) -> list[Word]:
         """What ``hypothesis`` and the pass before agree on (and, with ``deadline_sec``, the
