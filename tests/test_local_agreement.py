@@ -1121,6 +1121,16 @@ def test_the_first_recordings_room_noise_is_no_sound_before_the_next_utterance(t
     assert policy.backend.audio_lengths[-1] == pytest.approx(2.0, abs=0.05)
 
 
+def test_before_anything_is_committed_room_noise_louder_than_the_silence_level_is_sound():
+    # At the head of a stream the lead rule judges sound by the silence level alone (judged
+    # as the cut rule judges quiet, the shared clips' openings streamed worse in French and
+    # Spanish): the same audio from 2 s on, nothing committed, keeps the noise.
+    policy = LocalAgreement(ScriptedBackend([words("Again@5.0-5.4")]), language="en")
+    policy.insert_audio(two_recordings()[2 * SR : 8 * SR])
+    policy.process_iter()
+    assert policy.buffer_offset == 0.0
+
+
 @pytest.mark.parametrize("tail_noise, tail_sec", [(0.03, 0.0), (0.004, 0.8)])
 def test_sound_before_the_next_utterance_keeps_the_head(tail_noise, tail_sec):
     # Sound a third as loud as the speech (a quiet speaker, not room noise), or a loud

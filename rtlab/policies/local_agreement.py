@@ -74,9 +74,9 @@ by a little as word times do, are left as they are.
 buffer: when no word of the buffer comes before its first sound (none committed in it,
 none waiting to be), the buffer keeps at most that much of the quiet before the sound
 and before the first word waiting to be committed; a buffer with no sound in it keeps its
-last ``lead_silence_sec``. Quiet is what the buffer may be cut in (no frame above
-``QUIET_FRACTION`` of its speech level), so room noise is quiet too, and the end of the
-word a buffer was cut right behind is no sound. Whisper reads speech after
+last ``lead_silence_sec``. Once words are committed, quiet is what the buffer was cut in
+(no frame above ``QUIET_FRACTION`` of its speech level), room noise included, and the end
+of the word a buffer was cut right behind is no sound. Whisper reads speech after
 more than a second of silence worse (measured on docs/benchmarks/2026-12-06-long-form-clip-placements.md),
 and a buffer cut in the middle of a pause between utterances, or a stream that opens with
 silence, starts with seconds of it. With the voice-activity controller the buffer's head
@@ -403,19 +403,23 @@ class LocalAgreement(Policy):
 
     def _head_sound(self) -> float | None:
         """Where the buffer's first sound starts (seconds into it), for the lead rule; None
-        when it holds none. Sound is louder than the quiet a buffer is cut in
-        (``QUIET_FRACTION`` of its speech level, :func:`rtlab.levels.speech_level`, or its
-        silence level where that is higher), for ``ONSET_FRAMES`` frames in a row. A loud
-        stretch of at most ``HEAD_TAIL_SEC`` at the head of a buffer cut right behind a
-        committed word is that word's end, not sound before the next one.
+        when it holds none. Before anything is committed, sound is louder than the silence
+        level (:func:`rtlab.words.sound_start`). In a buffer cut behind committed words it
+        is louder than the quiet the buffer was cut in (``QUIET_FRACTION`` of its speech
+        level, :func:`rtlab.levels.speech_level`, or its silence level where that is
+        higher), for ``ONSET_FRAMES`` frames in a row; and a loud stretch of at most
+        ``HEAD_TAIL_SEC`` at its head, when the cut came right behind a word, is that
+        word's end, not sound before the next one.
 
-        Room noise is quiet by this measure when it is by the cut rule: a pause between two
-        recordings can hold the first one's noise, louder than the second's (FLEURS
-        speakers' rooms differ), and judged by the silence level it was sound, so the
-        buffer kept seconds of it and of the pause before the next utterance."""
+        A pause between two recordings can hold the first one's room noise, louder than the
+        second's (FLEURS speakers' rooms differ): judged by the silence level it was sound,
+        so the buffer kept seconds of it and of the pause before the next utterance, where
+        the cut rule had taken it for quiet."""
+        if not self.committed:
+            return sound_start(self.audio, 0.0)
         quiet = max(silence_level(self.audio) or 0.0, QUIET_FRACTION * speech_level(self.audio))
         start = 0.0
-        if self.committed and self.buffer_offset - self.last_committed_end < HEAD_TAIL_SEC:
+        if self.buffer_offset - self.last_committed_end < HEAD_TAIL_SEC:
             frames = frame_rms(self.audio[: int(HEAD_TAIL_SEC * SAMPLE_RATE)])
             still = np.flatnonzero(frames <= quiet)
             if len(still) == 0:
