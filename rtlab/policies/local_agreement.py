@@ -122,10 +122,10 @@ _SENTENCE_QUIET_FRAMES = 10
 # STOPPED_EARLY_SEC before the end of its buffer with sound after it, stopped early: it is
 # no second opinion for agreement, at most _EARLY_PASSES times in a row.
 STOPPED_EARLY_SEC = 0.5
+_EARLY_PASSES = 2
 # The head of a buffer cut right behind a committed word can hold that word's end (Whisper
 # ends words early by up to a few tenths of a second): the lead rule looks for sound after it.
 HEAD_TAIL_SEC = 0.5
-_EARLY_PASSES = 2
 #: A detected language this probable is kept for the rest of the stream.
 DETECT_PROBABILITY = 0.8
 #: The longest prompt a stream may ask for: Whisper reads at most 223 prompt tokens (about a
