@@ -1092,20 +1092,28 @@ def two_recordings(tail_noise: float = 0.004, tail_sec: float = 0.0) -> np.ndarr
     return audio
 
 
-def after_a_cut_behind_hello(audio: np.ndarray) -> LocalAgreement:
-    """A policy that committed "Hello." (0.1-1.9 s), was cut right behind it at 2 s and has
-    "Again" (7 s) waiting, given ``audio`` to 8 s; its next pass is about to run."""
-    backend = ScriptedBackend([words("Hello.@0.1-1.9")] * 2 + [words("Again@5.0-5.4")] * 2)  # buffer times
-    policy = LocalAgreement(backend, language="en")
+class StreamTimed(ScriptedBackend):
+    """Scripted hypotheses in stream times: each pass gets them relative to ``policy``'s
+    buffer, wherever the policy cut it."""
+
+    policy: LocalAgreement
+
+    def transcribe(self, audio, **options):
+        offset = self.policy.buffer_offset
+        return [{**w, "start": w["start"] - offset, "end": w["end"] - offset} for w in super().transcribe(audio, **options)]
+
+
+def cut_behind_hello(audio: np.ndarray) -> LocalAgreement:
+    """A policy that committed "Hello." (0.1-1.9 s) and was cut right behind it at 2 s, given
+    ``audio`` to 7.5 s: its next pass hears "Again" at 7 s."""
+    backend = StreamTimed([words("Hello.@0.1-1.9")] * 2 + [words("Again@7.0-7.4")])
+    policy = backend.policy = LocalAgreement(backend, language="en")
     policy.insert_audio(audio[: int(2.5 * SR)])
     policy.process_iter()
     policy.insert_audio(audio[int(2.5 * SR) : 3 * SR])
     assert texts(policy.process_iter().committed) == ["Hello."]
     policy._cut_at(2.0)  # where the trimming rule cuts in a short quiet stretch after a word
     policy.insert_audio(audio[3 * SR : int(7.5 * SR)])
-    policy.process_iter()
-    assert texts(policy.previous) == ["Again"]
-    policy.insert_audio(audio[int(7.5 * SR) : 8 * SR])
     return policy
 
 
@@ -1114,11 +1122,12 @@ def test_the_first_recordings_room_noise_is_no_sound_before_the_next_utterance(t
     # A pause between two recordings holds the first one's room noise, louder than the
     # second's: the silence level, set by the quieter noise, takes it for sound, but it is
     # quiet beside the speech (as for the cut rule), and the end of the committed word the
-    # buffer was cut behind is no sound either. The next pass hears a second before "Again".
-    policy = after_a_cut_behind_hello(two_recordings(tail_sec=tail_sec))
+    # buffer was cut behind is no sound either. The pass hears a second before "Again".
+    policy = cut_behind_hello(two_recordings(tail_sec=tail_sec))
     policy.process_iter()
     assert policy.buffer_offset == pytest.approx(6.0, abs=0.05)
-    assert policy.backend.audio_lengths[-1] == pytest.approx(2.0, abs=0.05)
+    assert policy.backend.audio_lengths[-1] == pytest.approx(1.5, abs=0.05)
+    assert [(w["text"], w["start"]) for w in policy.previous] == [("Again", pytest.approx(7.0))]
 
 
 def test_before_anything_is_committed_room_noise_louder_than_the_silence_level_is_sound():
@@ -1135,9 +1144,10 @@ def test_before_anything_is_committed_room_noise_louder_than_the_silence_level_i
 def test_sound_before_the_next_utterance_keeps_the_head(tail_noise, tail_sec):
     # Sound a third as loud as the speech (a quiet speaker, not room noise), or a loud
     # stretch longer than a word's end: the buffer keeps it, as no pass heard it as words.
-    policy = after_a_cut_behind_hello(two_recordings(tail_noise, tail_sec))
+    policy = cut_behind_hello(two_recordings(tail_noise, tail_sec))
     policy.process_iter()
     assert policy.buffer_offset == pytest.approx(2.0)
+    assert [(w["text"], w["start"]) for w in policy.previous] == [("Again", pytest.approx(7.0))]
 
 
 def test_lead_silence_sec_must_be_seconds_or_unset():
