@@ -407,7 +407,9 @@ class LocalAgreement(Policy):
         level (:func:`rtlab.words.sound_start`). In a buffer cut behind committed words it
         is louder than the quiet the buffer was cut in (``QUIET_FRACTION`` of its speech
         level, :func:`rtlab.levels.speech_level`, or its silence level where that is
-        higher), for ``ONSET_FRAMES`` frames in a row; and a loud stretch of at most
+        higher; the speech level leaves digital silence out, where :meth:`_cut_points`'
+        percentile counts it, so with a long spliced pause in the buffer this level is the
+        higher of the two), for ``ONSET_FRAMES`` frames in a row; and a loud stretch of at most
         ``HEAD_TAIL_SEC`` at its head, when the cut came right behind a word, is that
         word's end, not sound before the next one.
 
