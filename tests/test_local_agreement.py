@@ -959,6 +959,37 @@ def test_after_a_sentence_a_quiet_stretch_later_in_a_long_gap_is_a_place_to_cut(
         assert policy.buffer_offset == 0.0
 
 
+@pytest.mark.parametrize("last_word", ["over.", "over"])
+def test_after_a_sentence_the_cut_skips_a_short_quiet_with_sound_after_it(last_word):
+    # The long English stream: "sentence." ends at 1.0 s, three quiet frames follow, then
+    # a second of the recording's end (no word heard in it) and 1.6 s of silence before
+    # the next, much quieter sentence. The cut used to go in the three frames, leaving that
+    # second at the head of every pass over the next sentence; after a sentence's end it
+    # goes in the silence. After a word that ends no sentence, the gap may hold speech no
+    # pass transcribed: the cut stays right behind the word.
+    said = f"it's@0.2-0.6 {last_word}@0.6-1.0"
+    policy, _ = policy_for(
+        said, said, f"{said} To@3.4-3.7", f"{said} To@3.4-3.7 the@3.7-3.9", f"{said} To@3.4-3.7 the@3.7-3.9 north@3.9-4.4",
+        buffer_trimming_sec=4.0, lead_silence_sec=None,
+    )
+    rng = np.random.default_rng(5)
+    audio = rng.normal(0, 0.1, 5 * SR).astype(np.float32)
+    audio[int(1.0 * SR) : int(1.06 * SR)] = 0
+    audio[int(1.06 * SR) : int(1.8 * SR)] *= 0.5  # the recording's end
+    audio[int(1.8 * SR) : int(3.4 * SR)] = 0
+    audio[int(3.4 * SR) :] *= 0.05  # the next sentence, quieter
+    for second in range(5):
+        policy.insert_audio(audio[second * SR : (second + 1) * SR])
+        policy.process_iter()
+    assert texts(policy.committed)[-2:] == ["To", "the"]
+    if last_word.endswith("."):
+        # In the silence, at the gap's middle (1.0 + 2.4 / 2), past the recording's end.
+        assert policy.buffer_offset == pytest.approx(2.2)
+    else:
+        # In the three quiet frames right behind the word (at their middle).
+        assert 1.0 <= policy.buffer_offset <= 1.06
+
+
 def test_past_buffer_trimming_sec_the_silence_after_the_last_committed_sentence_is_cut():
     # The long English stream: "and comply." committed with its end 0.5 s early, then the
     # silence before the next clip. Kept in the buffer, the silence made later passes of
