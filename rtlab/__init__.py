@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.4.10"
+__version__ = "0.4.11"
 
 from .hookspecs import hookimpl  # noqa: E402
 

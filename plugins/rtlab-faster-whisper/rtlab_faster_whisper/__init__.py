@@ -21,7 +21,7 @@ from rtlab.words import (
 from . import devices as _devices
 from .models import not_found_message, resolve_model
 
-__version__ = "0.6.4"
+__version__ = "0.6.5"
 
 WINDOW_SECONDS = 30.0
 # "buffer" windows: at most this many per pass (see rtlab.words.continue_from).

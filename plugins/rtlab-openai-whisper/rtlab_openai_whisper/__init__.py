@@ -34,7 +34,7 @@ from . import devices as _devices
 if TYPE_CHECKING:
     from .batch import FirstWindow
 
-__version__ = "0.4.3"
+__version__ = "0.4.4"
 
 COMPUTE_TYPES = ("float32", "float16")
 #: What fills an AlignAtt decoder's encoder window after the buffer's audio: ``silence``
