@@ -558,9 +558,9 @@ class LocalAgreement(Policy):
         the next word, the cut goes in the gap's longest quiet stretch of
         ``_SENTENCE_QUIET_FRAMES`` frames or more (see :meth:`_sentence_pause`) when no
         quiet starts at the word's end, or when sound follows that quiet before the
-        stretch: a cut in a few frames of quiet right behind the word left the sound after
+        stretch: a cut in two quiet frames right behind the word left the sound after
         them at the head of every pass over the next sentence (in the long English
-        stream, a second of the end of one recording, thirty times as loud as the next
+        stream, a second of the end of one recording, fifty times as loud as the next
         recording's speech), and tiny.en heard "town of and which" for "town of Sintra
         and which" there in nine of ten repetitions."""
         first = int((end - self.buffer_offset - _END_SLACK) * SAMPLE_RATE) // FRAME
