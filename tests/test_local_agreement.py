@@ -931,6 +931,28 @@ def test_the_buffer_is_cut_only_in_a_gap_the_audio_says_is_quiet(speech_in_the_g
     assert policy.buffer_offset == pytest.approx(0.8 if speech_in_the_gap else 1.85)
 
 
+def past_a_sentence_end(last_word: str, *, quiet: tuple[float, float], seed: int, next_level: float = 1.0, **options):
+    """A policy fed "it's over" (``last_word``) ending at 1.0 s, ``quiet`` (start, end) of
+    zeros from there on, loud sound at half the speech's level from its end to 1.8 s (no
+    word heard in it), silence to 3.4 s, then "To the north" at ``next_level`` of the
+    speech's level, one second at a time, the buffer trimmed past 4 s."""
+    said = f"it's@0.2-0.6 {last_word}@0.6-1.0"
+    policy, _ = policy_for(
+        said, said, f"{said} To@3.4-3.7", f"{said} To@3.4-3.7 the@3.7-3.9", f"{said} To@3.4-3.7 the@3.7-3.9 north@3.9-4.4",
+        buffer_trimming_sec=4.0, **options,
+    )
+    audio = np.random.default_rng(seed).normal(0, 0.1, 5 * SR).astype(np.float32)
+    audio[int(quiet[0] * SR) : int(quiet[1] * SR)] = 0
+    audio[int(quiet[1] * SR) : int(1.8 * SR)] *= 0.5
+    audio[int(1.8 * SR) : int(3.4 * SR)] = 0
+    audio[int(3.4 * SR) :] *= next_level
+    for second in range(5):
+        policy.insert_audio(audio[second * SR : (second + 1) * SR])
+        policy.process_iter()
+    assert texts(policy.committed)[-2:] == ["To", "the"]
+    return policy
+
+
 @pytest.mark.parametrize("last_word", ["over.", "over"])
 def test_after_a_sentence_a_quiet_stretch_later_in_a_long_gap_is_a_place_to_cut(last_word):
     # Whisper ends "over." at 1.0 s where the word's sound goes on to 1.3 s, a breath
@@ -938,20 +960,7 @@ def test_after_a_sentence_a_quiet_stretch_later_in_a_long_gap_is_a_place_to_cut(
     # stream). After a sentence's end, the silence is where to cut; after a word that ends
     # none, the gap may hold speech no pass transcribed, and the buffer waits for a pause
     # after a committed word (or for max_buffer_sec).
-    said = f"it's@0.2-0.6 {last_word}@0.6-1.0"
-    policy, _ = policy_for(
-        said, said, f"{said} To@3.4-3.7", f"{said} To@3.4-3.7 the@3.7-3.9", f"{said} To@3.4-3.7 the@3.7-3.9 north@3.9-4.4",
-        buffer_trimming_sec=4.0,
-    )
-    rng = np.random.default_rng(3)
-    audio = rng.normal(0, 0.1, 5 * SR).astype(np.float32)
-    audio[int(1.3 * SR) : int(1.34 * SR)] = 0
-    audio[int(1.34 * SR) : int(1.8 * SR)] *= 0.5  # a breath
-    audio[int(1.8 * SR) : int(3.4 * SR)] = 0
-    for second in range(5):
-        policy.insert_audio(audio[second * SR : (second + 1) * SR])
-        policy.process_iter()
-    assert texts(policy.committed)[-2:] == ["To", "the"]
+    policy = past_a_sentence_end(last_word, quiet=(1.3, 1.34), seed=3)  # the breath from 1.34 s
     if last_word.endswith("."):
         # In the silence, at the gap's middle (1.0 + 2.4 / 2), kept out of the breath.
         assert policy.buffer_offset == pytest.approx(2.2)
@@ -967,21 +976,7 @@ def test_after_a_sentence_the_cut_skips_a_short_quiet_with_sound_after_it(last_w
     # second at the head of every pass over the next sentence; after a sentence's end it
     # goes in the silence. After a word that ends no sentence, the gap may hold speech no
     # pass transcribed: the cut stays right behind the word.
-    said = f"it's@0.2-0.6 {last_word}@0.6-1.0"
-    policy, _ = policy_for(
-        said, said, f"{said} To@3.4-3.7", f"{said} To@3.4-3.7 the@3.7-3.9", f"{said} To@3.4-3.7 the@3.7-3.9 north@3.9-4.4",
-        buffer_trimming_sec=4.0, lead_silence_sec=None,
-    )
-    rng = np.random.default_rng(5)
-    audio = rng.normal(0, 0.1, 5 * SR).astype(np.float32)
-    audio[int(1.0 * SR) : int(1.06 * SR)] = 0
-    audio[int(1.06 * SR) : int(1.8 * SR)] *= 0.5  # the recording's end
-    audio[int(1.8 * SR) : int(3.4 * SR)] = 0
-    audio[int(3.4 * SR) :] *= 0.05  # the next sentence, quieter
-    for second in range(5):
-        policy.insert_audio(audio[second * SR : (second + 1) * SR])
-        policy.process_iter()
-    assert texts(policy.committed)[-2:] == ["To", "the"]
+    policy = past_a_sentence_end(last_word, quiet=(1.0, 1.06), seed=5, next_level=0.05, lead_silence_sec=None)
     if last_word.endswith("."):
         # In the silence, at the gap's middle (1.0 + 2.4 / 2), past the recording's end.
         assert policy.buffer_offset == pytest.approx(2.2)
