@@ -35,13 +35,19 @@ another), streams the same clips one by one for comparison, and prints per confi
     python benchmarks/long_form.py --backend test --corpus DIR --minutes 0.5
     python benchmarks/long_form.py --minutes 20 --stream-only       # memory: the stream alone
     python benchmarks/long_form.py --kernels portable              # words that repeat elsewhere
+    python benchmarks/long_form.py --seed 1 --stream-only --clips-alone results/long-form/long_form.json
 
 The default clock is ``unaware`` (its words are the same on every run); memory and lag
 mean most on ``simulated``, ``modeled`` or ``wall``. ``--offline`` adds one offline pass
 of the whole long stream (Whisper's own 30 s windows, the same model) and one of each
 segment with its pauses (what the segments alone would give offline). With ``--kernels
 portable`` (as ``benchmarks/accuracy.py``), the words repeat on another x86-64 machine with
-AVX2; the header names the kernels. Writes
+AVX2; the header names the kernels. ``--clips-alone FILE`` takes the clips alone from an
+earlier run instead of streaming them again (a ``long_form.json``, or the ``accuracy.json``
+of the same clips with the language given, at its placements): another draw of the pauses
+then costs only its stream. The earlier run must be of the same clips, backend, model,
+language, configuration options and clock, or the script says which differs; the report
+and the header name the file and the rtlab version that made it. Writes
 ``long_form.json``, ``long_form.md`` and ``long_form.png`` to ``--out``.
 """
 
@@ -247,6 +253,99 @@ def against_alone(references: list[str], hypotheses: list[str], clip_texts: list
     return differences  # fmt: skip
 
 
+class EarlierRunError(ValueError):
+    """An earlier run's clips alone that cannot stand in for this run's."""
+
+
+def clips_alone_from(path: Path, args: argparse.Namespace, configs: dict[str, Any], clip_list: list[dict[str, str]],
+                     corpus: Path) -> tuple[dict[str, tuple[list[float], list[list[str]]]], dict[str, Any]]:
+    """The clips alone of an earlier run (``long_form.json``, or ``accuracy.json`` of the short
+    clips with the language given), per configuration name: their placements and, per
+    placement, each clip's text in this corpus's order; and where they came from. The earlier
+    run must be of the same clips, backend, model, language, configuration options and clock:
+    anything else is :class:`EarlierRunError`, said in one line."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EarlierRunError(f"--clips-alone {path}: cannot read it: {error}") from error
+    kind = report.get("benchmark") if isinstance(report, dict) else None
+    if kind not in ("long_form", "accuracy"):
+        raise EarlierRunError(f"--clips-alone {path}: not a long_form.json or accuracy.json report")
+    if report.get("clock") != args.clock:
+        raise EarlierRunError(f"--clips-alone {path}: its clock is {report.get('clock')}, this run's {args.clock}")
+    wanted_costs = args.costs.describe() if args.costs else None
+    if json.dumps(report.get("cost_model"), sort_keys=True) != json.dumps(wanted_costs, sort_keys=True, default=str):
+        raise EarlierRunError(f"--clips-alone {path}: its cost model is not this run's")
+    found = {}
+    for name, config in configs.items():
+        if kind == "long_form":
+            found[name] = _alone_of_long_form(report, name, config, clip_list, corpus)
+        else:
+            found[name] = _alone_of_accuracy(report, args, name, config, clip_list)
+        if not found[name][0]:
+            raise EarlierRunError(f"--clips-alone {path}: its {name!r} run has no clips alone")
+    source = report.get("clips_alone_source") or {
+        "file": str(path), "benchmark": kind, "date": report.get("date"),
+        "rtlab": (report.get("environment") or {}).get("packages", {}).get("rtlab")}  # fmt: skip
+    return found, source
+
+
+def _alone_of_long_form(report: dict[str, Any], name: str, config: Any, clip_list: list[dict[str, str]],
+                        corpus: Path) -> tuple[list[float], list[list[str]]]:
+    rows = {row.get("configuration"): row for row in report.get("rows", [])}
+    if name not in rows:
+        raise EarlierRunError(f"--clips-alone: no configuration {name!r} in it (it has: {', '.join(map(str, rows)) or 'none'})")
+    row = rows[name]
+    if row.get("options") != str(config):
+        theirs = str(row.get("options")).split(", ")
+        ours = [part for part in str(config).split(", ") if part not in theirs]
+        raise EarlierRunError(f"--clips-alone: its {name!r} ran with other options ({', '.join(ours)} in this run)")
+    if "clips" in report:
+        if report["clips"] != clip_list:
+            raise EarlierRunError("--clips-alone: its clips are not this corpus's (names or references differ)")
+    elif Path(report.get("corpus", "")).resolve() != corpus.resolve():  # a report from before "clips" was written
+        raise EarlierRunError(f"--clips-alone: its corpus is {report.get('corpus')}, this run's {corpus}")
+    shifts = row.get("clips_alone_shifts") or []
+    if any(len(s["texts"]) != len(clip_list) for s in shifts):
+        raise EarlierRunError(f"--clips-alone: it has another number of clips than this corpus's {len(clip_list)}")
+    return [s["shift"] for s in shifts], [list(s["texts"]) for s in shifts]
+
+
+def _alone_of_accuracy(report: dict[str, Any], args: argparse.Namespace, name: str, config: Any,
+                       clip_list: list[dict[str, str]]) -> tuple[list[float], list[list[str]]]:
+    if report.get("backend") != args.backend:
+        raise EarlierRunError(f"--clips-alone: its backend is {report.get('backend')}, this run's {args.backend}")
+    options = (report.get("configurations") or {}).get(name)
+    if options is None:
+        raise EarlierRunError(f"--clips-alone: no configuration {name!r} in it")
+    if options != args.configurations[name]:
+        raise EarlierRunError(f"--clips-alone: its {name!r} is {options!r}, this run's {args.configurations[name]!r}")
+    rows = [row for row in report.get("rows", []) if row.get("configuration") == name and row.get("language") == config.language
+            and row.get("language_option") == "given" and not row.get("long_form")]  # fmt: skip
+    if not rows:
+        raise EarlierRunError(f"--clips-alone: no short clips of {name!r} in {config.language!r} with the language given in it")
+    if {row.get("model") for row in rows} != {args.model}:
+        raise EarlierRunError(f"--clips-alone: its model is {rows[0].get('model')}, this run's {args.model}")
+    if any(row.get("errors") for row in rows):
+        raise EarlierRunError(f"--clips-alone: some of its {name!r} streams failed")
+    shifts, alone = [], []
+    for row in sorted(rows, key=lambda row: row.get("shift") or 0.0):
+        streams = {Path(s["file"]).stem: s for s in row.get("streams", [])}
+        if len(streams) != len(clip_list):
+            raise EarlierRunError(f"--clips-alone: its clips are not this corpus's ({len(streams)} clips at "
+                                  f"+{row.get('shift') or 0:g} s, this corpus {len(clip_list)})")  # fmt: skip
+        texts = []
+        for clip in clip_list:
+            stream = streams.get(clip["id"])
+            if stream is None or stream.get("reference", "").strip() != clip["text"]:
+                raise EarlierRunError(f"--clips-alone: its clips are not this corpus's ({clip['id']} missing or with "
+                                      f"another reference at +{row.get('shift') or 0:g} s)")  # fmt: skip
+            texts.append(stream["streamed"])
+        shifts.append(row.get("shift") or 0.0)
+        alone.append(texts)
+    return shifts, alone
+
+
 def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segments: list, clips: list) -> dict[str, Any]:
     """The long stream and the clips one by one through one configuration."""
     import numpy as np
@@ -274,12 +373,15 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
     shifts = shift_seconds(args.clip_shifts)
     alone: list[list[str]] = []  # per shift, per clip
     segments_alone: list[str] = []
+    if args.earlier_alone:  # an earlier run's clips alone
+        shifts, alone = args.earlier_alone[config.label]
     if not args.stream_only:
         pieces = segment_audio(stream, segments)
         clip_seconds = sum(len(audio) for audio, _ in clips) / 16_000
-        total = sum(shift * len(clips) + clip_seconds for shift in shifts) + sum(len(audio) for audio in pieces) / 16_000
+        own_shifts = [] if args.earlier_alone else shifts
+        total = sum(shift * len(clips) + clip_seconds for shift in own_shifts) + sum(len(audio) for audio in pieces) / 16_000
         with AudioBar(total, f"{config.label}: clips and segments alone") as bar:
-            for shift in shifts:
+            for shift in own_shifts:
                 alone.append([])
                 for audio, _ in clips:
                     shifted = after_silence(audio, shift)
@@ -307,6 +409,7 @@ def run_configuration(args: argparse.Namespace, config: Any, stream: Any, segmen
                                 "texts": texts} for shift, texts in zip(shifts, alone)],
         "clips_alone_per_clip": [wer([ref] * len(alone), [texts[i] for texts in alone], normalizer=normalizer).defined_value
                                  for i, ref in enumerate(clip_texts)] if alone else [],
+        "clips_alone_source": args.alone_source,
         "segments_alone_wer": wer(references, segments_alone, normalizer=normalizer).to_dict() if segments_alone else None,
         "segments_alone_per_clip": per_clip(references, segments_alone, len(clips), normalizer) if segments_alone else [],
         **against_alone(references, hypotheses, clip_texts, alone, segments_alone, normalizer),
@@ -464,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offline-only", action="store_true", help="the offline passes alone, no stream")
     parser.add_argument("--stream-only", action="store_true",
                         help="the long stream alone: leave out the clips and the segments streamed one by one")  # fmt: skip
+    parser.add_argument("--clips-alone", metavar="FILE", type=Path,
+                        help="take the clips alone from an earlier run's long_form.json or accuracy.json (the same "
+                             "clips, model, options and clock) instead of streaming them again")  # fmt: skip
     parser.add_argument("--out", default="results/long-form", help="output folder (default: results/long-form)")
     add_kernels_argument(parser)
     args = parser.parse_args(argv)
@@ -472,13 +578,16 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.clip_shifts <= 20:
         parser.error(f"--clip-shifts must be from 1 to 20, not {args.clip_shifts}")
     configurations = parse_configurations(parser, args.configuration or ["default", "vad"])
+    if args.clips_alone and args.offline_only:
+        parser.error("--clips-alone compares a stream with its clips: it has no use with --offline-only")
+    args.configurations = configurations
     pin_kernels_argument(parser, args)  # before any model is loaded
     args.normalizer = normalizer_name(args.language)
 
     from rtlab.config import StreamConfig
     from rtlab.core.costs import CostModelError, cost_model_for_clock, cost_model_summary
     from rtlab.eval.bench import hardware_summary
-    from rtlab.eval.corpus import shared_speech_dir
+    from rtlab.eval.corpus import load_corpus, shared_speech_dir
     from rtlab.eval.metrics import environment_info
 
     corpus = Path(args.corpus) if args.corpus else shared_speech_dir()
@@ -490,14 +599,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    clip_list = [{"id": u.id, "text": u.text.strip()} for u in load_corpus(corpus)]
+    configs = {}
+    for name, extra in configurations.items():
+        options = ",".join(o for o in (f"backend={args.backend}", f"model={args.model}", extra) if o)
+        configs[name] = StreamConfig.parse(f"{options},language={args.language},name={name}")
+    args.earlier_alone, args.alone_source = {}, None
+    if args.clips_alone:
+        try:
+            args.earlier_alone, args.alone_source = clips_alone_from(args.clips_alone, args, configs, clip_list, corpus)
+        except EarlierRunError as error:
+            parser.error(str(error))
+        print(f"clips alone from {args.clips_alone} (rtlab {args.alone_source['rtlab']}, {args.alone_source['date']})",
+              file=sys.stderr, flush=True)  # fmt: skip
     stream, segments, clips = long_form_stream(corpus, args.minutes, seed=args.seed)
     print(f"{len(stream) / 16_000 / 60:.1f} min stream of {len(segments)} clips ({len(clips)} distinct)",
           file=sys.stderr, flush=True)  # fmt: skip
     rows = []
     config = None
-    for name, extra in configurations.items():
-        options = ",".join(o for o in (f"backend={args.backend}", f"model={args.model}", extra) if o)
-        config = StreamConfig.parse(f"{options},language={args.language},name={name}")
+    for name, config in configs.items():
         if args.offline_only:
             break
         print(f"{name} ({args.clock} clock)...", file=sys.stderr, flush=True)
@@ -510,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.backend} {args.model}; clock {args.clock}"
               + (f" (cost model {cost_model_summary(args.costs.describe())})" if args.costs else "")
               + f"; normalizer {args.normalizer}; "
-              f"hardware: {hardware_summary(environment)}")  # fmt: skip
+              f"hardware: {hardware_summary(environment)}"
+              + (f"; clips alone from {source['file']} (rtlab {source['rtlab']}, {source['date']})"
+                 if (source := args.alone_source) else ""))  # fmt: skip
     differences = difference_lines(rows)
     print("\n" + header)
     print(table)
@@ -519,8 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "long_form", "date": datetime.date.today().isoformat(), "corpus": str(corpus),
         "minutes": args.minutes, "seed": args.seed, "backend": args.backend, "model": args.model,
         "clock": args.clock, "cost_model": args.costs.describe() if args.costs else None,
-        "normalizer": args.normalizer, "configurations": configurations,
-        "rows": rows, "offline": offline, "environment": environment,
+        "normalizer": args.normalizer, "configurations": configurations, "clips": clip_list,
+        "clips_alone_source": args.alone_source, "rows": rows, "offline": offline, "environment": environment,
     }  # fmt: skip
     from rtlab.backends import written_whole
 

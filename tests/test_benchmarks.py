@@ -447,6 +447,75 @@ def test_long_form_script_stream_only_leaves_out_the_clips_and_segments_alone(to
     assert "| default" in result.stdout and "minus its" not in result.stdout
 
 
+def test_long_form_takes_the_clips_alone_from_an_earlier_run(tone_corpus, tmp_path):
+    tones = ("--backend", "test", "--model", "tones", "--corpus", str(tone_corpus), "--minutes", "0.2",
+             "--configuration", "default")  # fmt: skip
+    first = run_script("long_form.py", *tones, "--clip-shifts", "2", "--out", str(tmp_path / "first"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    earlier = json.loads((tmp_path / "first" / "long_form.json").read_text(encoding="utf-8"))
+    assert [clip["id"] for clip in earlier["clips"]] == sorted(clip["id"] for clip in earlier["clips"])
+    # The earlier run's clips alone, one word lost at one placement: a second run must score those words, not its own.
+    lost = earlier["rows"][0]["clips_alone_shifts"][1]["texts"]
+    lost[0] = lost[0].split(" ", 1)[1]
+    (tmp_path / "edited.json").write_text(json.dumps(earlier), encoding="utf-8")
+    second = run_script("long_form.py", *tones, "--seed", "1", "--stream-only", "--clips-alone", str(tmp_path / "edited.json"),
+                        "--out", str(tmp_path / "second"))  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+    report = json.loads((tmp_path / "second" / "long_form.json").read_text(encoding="utf-8"))
+    (row,) = report["rows"]
+    assert row["clips_alone_shifts"][1]["texts"] == lost and [s["shift"] for s in row["clips_alone_shifts"]] == [0.0, 0.5]
+    assert row["wer"]["value"] == 0.0 < row["clips_alone_wer"]["value"] and row["minus_clips_alone"]["value"] < 0
+    assert row["segments_alone_wer"] is None  # --stream-only still leaves out the segments
+    source = report["clips_alone_source"]
+    assert row["clips_alone_source"] == source and source["file"] == str(tmp_path / "edited.json")
+    assert source["rtlab"] == earlier["environment"]["packages"]["rtlab"] and source["date"] == earlier["date"]
+    assert f"clips alone from {tmp_path / 'edited.json'} (rtlab {source['rtlab']}" in second.stdout
+    assert "default: the stream's WER minus its clips alone -" in second.stdout
+    # A run made with --clips-alone passes on where its clips alone came from.
+    third = run_script("long_form.py", *tones, "--stream-only", "--clips-alone", str(tmp_path / "second" / "long_form.json"),
+                       "--out", str(tmp_path / "third"))  # fmt: skip
+    assert third.returncode == 0, third.stderr
+    assert json.loads((tmp_path / "third" / "long_form.json").read_text(encoding="utf-8"))["clips_alone_source"] == source
+
+    # accuracy.py's short clips with the language given, at its placements
+    accuracy = run_script("accuracy.py", "--backend", "test", "--corpus", str(tone_corpus), "--languages", "en",
+                          "--english-model", "tones", "--configuration", "default", "--shifts", "2",
+                          "--out", str(tmp_path / "accuracy"))  # fmt: skip
+    assert accuracy.returncode == 0, accuracy.stdout + accuracy.stderr
+    from_accuracy = run_script("long_form.py", *tones, "--stream-only", "--clips-alone",
+                               str(tmp_path / "accuracy" / "accuracy.json"), "--out", str(tmp_path / "fourth"))  # fmt: skip
+    assert from_accuracy.returncode == 0, from_accuracy.stdout + from_accuracy.stderr
+    (row,) = json.loads((tmp_path / "fourth" / "long_form.json").read_text(encoding="utf-8"))["rows"]
+    assert [s["shift"] for s in row["clips_alone_shifts"]] == [0.0, 0.5] and row["clips_alone_wer"]["value"] == 0.0
+    assert row["clips_alone_source"]["benchmark"] == "accuracy"
+    assert row["clips_alone_shifts"][0]["texts"] == earlier["rows"][0]["clips_alone_shifts"][0]["texts"]
+
+    # Clips alone that cannot stand in for this run's are refused in one line, before any stream.
+    first_json = str(tmp_path / "first" / "long_form.json")
+    refusals = [
+        ((*tones[:-1], "vad"), first_json, "no configuration 'vad' in it (it has: default)"),
+        ((*tones, "--clock", "simulated"), first_json, "its clock is unaware, this run's simulated"),
+        ((*tones[:2], "--model", "other", *tones[4:]), first_json, "its 'default' ran with other options (model='other' in this run)"),
+        (tones, str(tmp_path / "accuracy" / "shifted" / "en" / "0.0.jsonl"), "cannot read it"),
+        (tones, str(tmp_path / "missing.json"), "cannot read it"),
+        ((*tones, "--language", "de"), str(tmp_path / "accuracy" / "accuracy.json"),
+         "no short clips of 'default' in 'de' with the language given in it"),
+    ]  # fmt: skip
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for clip in sorted(tone_corpus.iterdir())[:-2]:  # one clip (its audio and its reference) fewer
+        (fewer / clip.name).write_bytes(clip.read_bytes())
+    fewer_tones = (*tones[:4], "--corpus", str(fewer), *tones[6:])
+    refusals.append((fewer_tones, first_json, "its clips are not this corpus's"))
+    refusals.append((fewer_tones, str(tmp_path / "accuracy" / "accuracy.json"), "its clips are not this corpus's"))
+    for arguments, given, said in refusals:
+        refused = run_script("long_form.py", *arguments, "--clips-alone", given, "--out", str(tmp_path / "refused"))
+        assert refused.returncode == 2 and said in refused.stderr, (arguments, refused.stderr)
+        assert not (tmp_path / "refused" / "long_form.json").exists()
+    offline = run_script("long_form.py", *tones, "--offline-only", "--clips-alone", first_json)
+    assert offline.returncode == 2 and "no use with --offline-only" in offline.stderr
+
+
 def test_long_form_script_offline_only_scores_the_whole_stream_and_each_segment(tone_corpus, tmp_path):
     out = tmp_path / "out"
     result = run_script("long_form.py", "--backend", "test", "--model", "tones", "--corpus", str(tone_corpus),
