@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -1425,3 +1426,39 @@ def test_the_clocks_script_without_a_calibration_for_its_backend_says_how_to_mak
     assert "Traceback" not in result.stderr and "clock ..." not in result.stderr, "refused before any clock ran"
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: rtlab's reference-cpu-costs.json has no calibration for test") and "rtlab calibrate" in last, last
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+def test_synthetic_corpus_speaks_each_sentence_in_its_own_seeded_voice(tmp_path):
+    import wave
+
+    from rtlab.eval.corpus import load_corpus
+
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("The first clip is short.\n\nA second clip, a little longer than the first.\nA third.\n", encoding="utf-8")
+    for name in ("one", "two"):
+        result = run_script("synthetic_corpus.py", "--sentences", str(sentences), "--count", "2", "--seed", "3",
+                            "--out", str(tmp_path / name))  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"wrote 2 clips to {tmp_path / name}" in result.stdout
+    utterances = load_corpus(tmp_path / "one")
+    assert [(u.id, u.text) for u in utterances] == [("synthetic-en-000", "The first clip is short."),
+                                                    ("synthetic-en-001", "A second clip, a little longer than the first.")]  # fmt: skip
+    for utterance in utterances:
+        with wave.open(str(utterance.audio)) as audio:
+            assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (16_000, 1, 2)
+            assert audio.getnframes() > 16_000  # speech, not an empty file
+        # the same seed speaks the same clips
+        assert utterance.audio.read_bytes() == (tmp_path / "two" / utterance.audio.name).read_bytes()
+    voices = json.loads((tmp_path / "one" / "voices.json").read_text(encoding="utf-8"))
+    assert [c["clip"] for c in voices["clips"]] == ["synthetic-en-000", "synthetic-en-001"] and voices["seed"] == 3
+    script = benchmark_script("synthetic_corpus")
+    assert voices["clips"] == [{"clip": f"synthetic-en-00{i}", **plan} for i, plan in enumerate(script.voice_plan("en", 2, 3))]
+    assert script.voice_plan("en", 40, 3) != script.voice_plan("en", 40, 4)
+    assert "espeak-ng" in voices["espeak_ng"].lower() or "espeak ng" in voices["espeak_ng"].lower()
+    refused = run_script("synthetic_corpus.py", "--sentences", str(sentences), "--out", str(tmp_path / "one"))
+    assert refused.returncode == 2 and "already holds clips: give a new folder" in refused.stderr
+    refused = run_script("synthetic_corpus.py", "--count", "0", "--out", str(tmp_path / "three"))
+    assert refused.returncode == 2 and "--count must be at least 1, not 0" in refused.stderr
+    refused = run_script("synthetic_corpus.py", "--sentences", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "four"))
+    assert refused.returncode == 2 and "cannot read the sentences" in refused.stderr
