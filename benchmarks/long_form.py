@@ -46,7 +46,7 @@ AVX2; the header names the kernels. ``--clips-alone FILE`` takes the clips alone
 earlier run instead of streaming them again (a ``long_form.json``, or the ``accuracy.json``
 of the same clips with the language given, at its placements): another draw of the pauses
 then costs only its stream. The earlier run must be of the same clips, backend, model,
-language, configuration options and clock, or the script says which differs; the report
+language, configuration options, clock and kernels, or the script says which differs; the report
 and the header name the file and the rtlab version that made it. Writes
 ``long_form.json``, ``long_form.md`` and ``long_form.png`` to ``--out``.
 """
@@ -273,6 +273,14 @@ def clips_alone_from(path: Path, args: argparse.Namespace, configs: dict[str, An
         raise EarlierRunError(f"--clips-alone {path}: not a long_form.json or accuracy.json report")
     if report.get("clock") != args.clock:
         raise EarlierRunError(f"--clips-alone {path}: its clock is {report.get('clock')}, this run's {args.clock}")
+    from rtlab.kernels import describe_kernels, kernel_overrides
+
+    theirs, ours = (report.get("environment") or {}).get("kernel_overrides") or {}, kernel_overrides()
+    if theirs != ours:
+        said = [describe_kernels(theirs), describe_kernels(ours)]
+        if said[0] == said[1]:  # they differ in the thread count only
+            said = [str(theirs), str(ours)]
+        raise EarlierRunError(f"--clips-alone {path}: it ran with {said[0]}, this run with {said[1]} (--kernels)")
     wanted_costs = args.costs.describe() if args.costs else None
     if json.dumps(report.get("cost_model"), sort_keys=True) != json.dumps(wanted_costs, sort_keys=True, default=str):
         raise EarlierRunError(f"--clips-alone {path}: its cost model is not this run's")

@@ -502,6 +502,10 @@ def test_long_form_takes_the_clips_alone_from_an_earlier_run(tone_corpus, tmp_pa
         ((*tones, "--language", "de"), str(tmp_path / "accuracy" / "accuracy.json"),
          "no short clips of 'default' in 'de' with the language given in it"),
     ]  # fmt: skip
+    pinned = tmp_path / "pinned.json"
+    pinned.write_text(json.dumps({**earlier, "environment": {**earlier["environment"],
+                                                              "kernel_overrides": {"CT2_FORCE_CPU_ISA": "GENERIC"}}}))  # fmt: skip
+    refusals.append((tones, str(pinned), "it ran with kernels pinned: CT2_FORCE_CPU_ISA=GENERIC, this run with"))
     fewer = tmp_path / "fewer"
     fewer.mkdir()
     for clip in sorted(tone_corpus.iterdir())[:-2]:  # one clip (its audio and its reference) fewer
