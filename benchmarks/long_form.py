@@ -5,7 +5,7 @@ with seeded pauses of 0.5-3 s, as ``benchmarks/accuracy.py --long-form`` does), 
 through each configuration (:func:`rtlab.eval.replay.replay`, one configuration after
 another), streams the same clips one by one for comparison, and prints per configuration:
 
-* WER of the long stream (every committed word goes to the clip its middle falls in), of
+* WER of the long stream (every committed word goes to the clip its time span overlaps most), of
   the clips streamed one by one, and of the long stream's segments streamed one by one,
   each with the pauses around it ("segments alone"), pooled and per source clip. A clip's
   WER depends on where the passes fall in its speech, which the pause before it moves:
@@ -68,25 +68,25 @@ from accuracy import (  # noqa: E402
 
 from rtlab.kernels import add_kernels_argument, pin_kernels_argument  # noqa: E402
 
-#: A word whose middle falls this long before a clip starts still counts as that clip's
-#: (Whisper's word times are loose by a few hundred ms).
-EARLY = 0.25
 MIB = 1024 * 1024
 
 
 def assign_words(words: list[dict[str, Any]], segments: list[tuple[float, float, str]]) -> list[str]:
-    """The committed text of each segment: a word belongs to the last segment that starts
-    at most ``EARLY`` seconds after the word's middle (words before the first go to it)."""
+    """The committed text of each segment: a word belongs to the segment its time span
+    overlaps most, and one in a pause to the nearer segment (ties to the earlier). Whisper
+    stretches the first word after a pause back into the pause, by a second or more at
+    times: by its middle, such a word would count for the clip before."""
     from rtlab.core.events import join_words
 
     assigned: list[list[dict[str, Any]]] = [[] for _ in segments]
     for word in words:
-        middle = (float(word["start"]) + float(word["end"])) / 2
-        index = 0
-        for i, (start, _, _) in enumerate(segments):
-            if start - EARLY <= middle:
-                index = i
-        assigned[index].append(word)
+        start, end = float(word["start"]), float(word["end"])
+
+        def closeness(i: int) -> tuple[float, float]:
+            first, last, _ = segments[i]
+            return -max(0.0, min(end, last) - max(start, first)), max(0.0, first - end, start - last)
+
+        assigned[min(range(len(segments)), key=closeness)].append(word)
     return [join_words(segment) for segment in assigned]
 
 

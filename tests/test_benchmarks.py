@@ -534,15 +534,23 @@ def test_long_form_script_offline_only_scores_the_whole_stream_and_each_segment(
     assert "| offline (each segment)" in result.stdout and "| offline (whole stream)" in result.stdout
 
 
-def test_long_form_assigns_each_word_to_the_clip_its_middle_falls_in():
+def test_long_form_assigns_each_word_to_the_clip_its_time_span_overlaps_most():
     script = benchmark_script("long_form")
 
     segments = [(0.0, 2.0, "a b"), (3.0, 5.0, "c d")]
-    words = [{"text": "a", "start": 0.1, "end": 0.4}, {"text": "b", "start": 1.5, "end": 2.9},  # middle 2.2
+    words = [{"text": "a", "start": 0.1, "end": 0.4}, {"text": "b", "start": 1.5, "end": 2.9},  # 0.5 s in the first
              {"text": "c", "start": 2.7, "end": 2.9}, {"text": " d", "start": 4.0, "end": 4.5}]  # fmt: skip
-    assert script.assign_words(words, segments) == ["a b", "c d"]  # c's middle is 0.2 s early: loose word times
+    assert script.assign_words(words, segments) == ["a b", "c d"]  # c is in the pause, 0.1 s before the second
     joined = [*words[:3], {"text": "dd", "start": 3.0, "end": 3.5, "joins": True}, words[3]]
     assert script.assign_words(joined, segments) == ["a b", "cdd d"]  # the rest of "c", heard over it
+    # Whisper stretched the second clip's first word back over most of the pause: its middle
+    # is in the pause, 0.5 s before the clip, but only the second clip holds any of it.
+    stretched = [words[0], {"text": " b", "start": 1.5, "end": 1.9}, {"text": " c", "start": 2.1, "end": 3.1}, words[3]]
+    assert script.assign_words(stretched, segments) == ["a b", "c d"]
+    in_pause = [{"text": "x", "start": 2.2, "end": 2.4}, {"text": " y", "start": 2.6, "end": 2.8}]
+    assert script.assign_words(in_pause, segments) == ["x", "y"]  # each to the nearer clip
+    assert script.assign_words([{"text": "z", "start": 2.4, "end": 2.6}], segments) == ["z", ""]  # a tie: the earlier
+    assert script.assign_words([{"text": "w", "start": 4.2, "end": 4.2}], segments) == ["", "w"]  # no length: the clip it is in
 
 
 def test_long_form_segments_alone_keep_the_pauses_around_each_clip():
