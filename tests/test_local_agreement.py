@@ -790,10 +790,32 @@ def test_lookahead_holds_agreed_words_the_newest_pass_heard_too_little_audio_aft
     assert texts(policy.finish().committed) == ["shines"]
 
 
+def test_onset_lookahead_holds_a_buffers_first_words_until_a_pass_heard_enough_after_them():
+    hypotheses = [
+        "but@0.5-0.8",
+        "but@0.5-0.8 i@0.9-1.4 really@1.5-1.9",
+        "the@0.5-0.8 library@0.9-1.6 opens@1.7-2.4 at@2.5-2.9",
+        "the@0.5-0.8 library@0.9-1.6 opens@1.7-2.4 at@2.5-2.9 nine@3.0-3.8",
+        "the@0.5-0.8 library@0.9-1.6 opens@1.7-2.4 at@2.5-2.9 nine@3.0-3.8 in@3.9-4.4",
+    ]
+    plain, _ = policy_for(*hypotheses)
+    # Buffer ends 1, 2, 3, 4, 5 s: the first two passes agree on a guess at the first word.
+    assert [texts(step(plain).committed) for _ in range(2)] == [[], ["but"]]
+
+    policy, _ = policy_for(*hypotheses, onset_lookahead_sec=1.5)
+    steps = [texts(step(policy).committed) for _ in range(5)]
+    # "but" ends 1.2 s before pass 2's buffer does: it waits, and pass 3 hears "the library";
+    # pass 4 agrees up to "at", which ends 1.1 s before its buffer does and waits; once a word
+    # of the buffer is committed, agreement is enough again.
+    assert steps == [[], [], [], ["the", "library", "opens"], ["at", "nine"]]
+    assert policy.onset_lookahead_sec == 1.5 and policy.lookahead_sec == 0.0
+
+
 @pytest.mark.parametrize("value", [-0.5, 6, True, "soon"])
-def test_lookahead_must_be_seconds_from_0_to_5(value):
-    with pytest.raises(InvalidOption, match="lookahead_sec"):
-        policy_for("a@0.0-0.2", lookahead_sec=value)
+@pytest.mark.parametrize("option", ["lookahead_sec", "onset_lookahead_sec"])
+def test_lookahead_must_be_seconds_from_0_to_5(option, value):
+    with pytest.raises(InvalidOption, match=option):
+        policy_for("a@0.0-0.2", **{option: value})
 
 
 @pytest.mark.parametrize("value", [0, -1.0, True, "soon"])

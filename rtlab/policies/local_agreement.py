@@ -29,6 +29,12 @@ both ended in the middle of a word can agree on the same wrong guess at it. As p
 come ``min_chunk`` apart and the older pass must have heard the word, a lookahead of at
 most ``min_chunk`` changes little.
 
+``onset_lookahead_sec`` (0, off, by default) is that wait for a buffer's first words only,
+until a word of it is committed: two passes over the first second or two of an
+utterance can agree on a guess the model would not make with more of it ("The library
+opens at" as "But I really open that to"), and the words after the first commit have the
+committed ones before them.
+
 A pass whose model stopped short of the buffer's speech is no second opinion: when its text
 ends in a word the alignment squeezed to nothing, ``STOPPED_EARLY_SEC`` or more before the
 buffer ends, with sound after it, nothing is committed from it and the pass before stays
@@ -209,6 +215,7 @@ class LocalAgreement(Policy):
         vad_silence_ms: float = 500,
         sentence_pause_sec: float | None = None,
         lookahead_sec: float = 0.0,
+        onset_lookahead_sec: float = 0.0,
         prompt_pause_sec: float | None = 0.5,
         lead_silence_sec: float | None = 1.0,
     ) -> None:
@@ -249,6 +256,7 @@ class LocalAgreement(Policy):
         self.deadline_sec = None if deadline_sec is None else float(deadline_sec)
         self.sentence_pause_sec = _seconds("sentence_pause_sec", sentence_pause_sec, PAUSE_SECONDS, 10, unset=True)
         self.lookahead_sec = _seconds("lookahead_sec", lookahead_sec, 0, 5) or 0.0
+        self.onset_lookahead_sec = _seconds("onset_lookahead_sec", onset_lookahead_sec, 0, 5) or 0.0
         self.prompt_pause_sec = _seconds("prompt_pause_sec", prompt_pause_sec, PAUSE_SECONDS, 10, unset=True)
         self.lead_silence_sec = _seconds("lead_silence_sec", lead_silence_sec, 0.1, 10, unset=True)
         self.vac = controller(self.name, vad, vad_silence_ms)
@@ -435,10 +443,13 @@ class LocalAgreement(Policy):
         overdue words both heard), to commit; the rest of ``hypothesis`` becomes
         ``previous``."""
         agreed = agreed_prefix([w["text"] for w in self.previous], [w["text"] for w in hypothesis])
-        if self.lookahead_sec:
+        lookahead = self.lookahead_sec
+        if self.onset_lookahead_sec and self.last_committed_end <= self.buffer_offset:  # none committed in it yet
+            lookahead = max(lookahead, self.onset_lookahead_sec)
+        if lookahead:
             # Agreement on a word the newest pass heard no audio after is agreement between
             # two guesses made without right context.
-            heard_after = self.buffer_offset + self.buffered_seconds - self.lookahead_sec
+            heard_after = self.buffer_offset + self.buffered_seconds - lookahead
             agreed = next((i for i, w in enumerate(hypothesis[:agreed]) if w["end"] > heard_after), agreed)
         heard_before = self.previous[agreed:]
         committed = hypothesis[:agreed]
